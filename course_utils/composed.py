@@ -1,0 +1,251 @@
+"""The composed-retrieval protocol (notebook 06): reference image + modification text -> target, on a gallery.
+
+Fashion200k convention (TIRG, ComposeAE): the gallery is every test item; each query ranks the gallery *without
+its own reference image*; a hit is a retrieved item that *matches* the target. What "matches" means depends on
+the dataset (:data:`DEFAULT_MATCH`): Fashion200k counts any image with the target's caption, the procedural
+catalogue any item with exactly the target's attributes, FashionIQ only the target itself.
+
+Also here: the training triplets of datasets that ship only test queries (:func:`composed_triplets`), a
+``Dataset`` over precomputed CLIP features so compositors train in seconds on a CPU
+(:class:`TripletFeatureDataset`), and chunked recall@K (:func:`composed_recall_at_k`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .data.records import Catalogue, CompositionTriplet, Item
+from .data.triplets import attribute_swap_triplets, fashion200k_phrase
+from .metrics import chance_recall, composed_recall
+
+#: How a gallery item matches a query's target, per dataset: ``"attributes"`` (all attributes equal),
+#: ``"caption"`` (same first caption), ``"item"`` (the target itself) or a tuple of attribute names.
+DEFAULT_MATCH: dict[str, str | tuple[str, ...]] = {
+    "synthetic": "attributes",
+    "fashion200k": "caption",
+    "fashion-product-small": ("articleType", "gender", "baseColour"),
+    "fashioniq": "item",
+}
+
+
+def match_key(item: Item, match: str | Sequence[str]) -> tuple | str:
+    """The value two items must share to count as the same target under rule ``match``."""
+    if match == "attributes":
+        return tuple(sorted(item.attributes.items()))
+    if match == "caption":
+        return " ".join(item.captions[0].split()) if item.captions else item.item_id
+    if match == "item":
+        return item.item_id
+    if isinstance(match, str):
+        raise ValueError(f"unknown match rule {match!r}; use 'attributes', 'caption', 'item' or attribute names")
+    return tuple(item.attributes.get(name) for name in match)
+
+
+def match_groups(catalogue: Catalogue, match: str | Sequence[str]) -> torch.Tensor:
+    """``(n,) int64``: items with equal group ids match each other (ids numbered in order of first appearance)."""
+    ids: dict = {}
+    return torch.tensor([ids.setdefault(match_key(item, match), len(ids)) for item in catalogue], dtype=torch.long)
+
+
+@dataclass
+class ComposedQueries:
+    """Composed queries on a gallery: which row is each query's reference and target, and who matches whom.
+
+    Attributes:
+        gallery: the items ranked (usually the test split); row i is ``gallery[i]``.
+        triplets: one per query.
+        reference_rows, target_rows: ``(q,) int64`` gallery rows of each query's reference and target.
+        groups: ``(g,) int64`` match groups of the gallery items (see :func:`match_groups`).
+        match: the match rule used.
+        dropped: triplets left out because their reference or target is not in the gallery.
+    """
+
+    gallery: Catalogue
+    triplets: list[CompositionTriplet]
+    reference_rows: torch.Tensor
+    target_rows: torch.Tensor
+    groups: torch.Tensor
+    match: str | tuple[str, ...]
+    dropped: int = 0
+    texts: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.texts = [t.modification for t in self.triplets]
+
+    def __len__(self) -> int:
+        return len(self.triplets)
+
+    def relevance(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """``(q, g) bool`` for queries ``start:stop``: gallery item matches the target and is not the reference."""
+        rows = slice(start, stop)
+        relevant = self.groups[self.target_rows[rows]][:, None] == self.groups[None, :]
+        relevant[torch.arange(relevant.shape[0]), self.reference_rows[rows]] = False
+        return relevant
+
+
+def composed_queries(
+    gallery: Catalogue, triplets: Sequence[CompositionTriplet], match: str | Sequence[str] = "attributes"
+) -> ComposedQueries:
+    """Build the protocol's queries on ``gallery`` from ``triplets`` (those outside the gallery are counted, not used).
+
+    Args:
+        gallery: the items to rank (reference images are in it and are excluded per query at scoring time).
+        triplets: reference id, modification text, target id.
+        match: the match rule (see :data:`DEFAULT_MATCH`).
+    """
+    match = match if isinstance(match, str) else tuple(match)
+    ids = set(gallery.ids)
+    kept = [t for t in triplets if t.reference_id in ids and t.target_id in ids]
+    return ComposedQueries(
+        gallery=gallery,
+        triplets=kept,
+        reference_rows=torch.tensor([gallery.position(t.reference_id) for t in kept], dtype=torch.long),
+        target_rows=torch.tensor([gallery.position(t.target_id) for t in kept], dtype=torch.long),
+        groups=match_groups(gallery, match),
+        match=match,
+        dropped=len(triplets) - len(kept),
+    )
+
+
+def composed_recall_at_k(
+    query_features: torch.Tensor,
+    gallery_features: torch.Tensor,
+    queries: ComposedQueries,
+    ks: Sequence[int] = (1, 10, 50, 100),
+    chunk_size: int = 1024,
+) -> dict[int, float]:
+    """Recall@K of composed queries, the reference image excluded from each ranking (Fashion200k protocol).
+
+    Args:
+        query_features: ``(q, d)`` L2-normalised composed queries, row i for ``queries.triplets[i]``.
+        gallery_features: ``(g, d)`` L2-normalised image features of ``queries.gallery``.
+        queries: the protocol (reference rows and relevance).
+        ks: cut-offs.
+        chunk_size: queries scored at once (Fashion200k has 33k queries x 30k images); does not change the result.
+
+    Returns:
+        ``{K: recall}`` under :mod:`course_utils.metrics`' tie convention.
+    """
+    if len(query_features) != len(queries):
+        raise ValueError(f"{len(query_features)} query features for {len(queries)} queries")
+    totals = dict.fromkeys(ks, 0.0)
+    for start in range(0, len(queries), chunk_size):
+        stop = min(start + chunk_size, len(queries))
+        similarity = query_features[start:stop] @ gallery_features.T
+        recalls = composed_recall(
+            similarity, queries.relevance(start, stop), ks, exclude=queries.reference_rows[start:stop]
+        )
+        for k in ks:
+            totals[k] += recalls[k] * (stop - start)
+    return {k: totals[k] / len(queries) for k in ks}
+
+
+def chance_composed_recall(queries: ComposedQueries, ks: Sequence[int] = (1, 10, 50, 100)) -> dict[int, float]:
+    """Recall@K of a random ranking of the ``g - 1`` non-reference items, averaged over the queries."""
+    gallery_size = len(queries.gallery) - 1
+    relevant_counts = torch.bincount(queries.groups, minlength=int(queries.groups.max()) + 1)[
+        queries.groups[queries.target_rows]
+    ]  # the reference never matches the target, so excluding it removes no relevant item
+    return {k: float(np.mean([chance_recall(k, gallery_size, int(r)) for r in relevant_counts])) for k in ks}
+
+
+def top_k_excluding(
+    query_features: torch.Tensor, gallery_features: torch.Tensor, exclude_rows: torch.Tensor, k: int = 5
+) -> torch.Tensor:
+    """``(q, k) int64`` gallery rows of the best matches of each query, its reference row removed."""
+    similarity = query_features @ gallery_features.T
+    similarity[torch.arange(len(similarity)), exclude_rows] = float("-inf")
+    return similarity.topk(k, dim=1).indices
+
+
+class TripletFeatureDataset(Dataset):
+    """Training samples on precomputed, frozen CLIP features: reference image, modification text, target image.
+
+    Args:
+        image_features: ``(n, d)`` image features of ``queries.gallery`` (here: the train split).
+        text_features: ``(q, d)`` features of ``queries.texts``.
+        queries: triplets on that catalogue (:func:`composed_queries`); its match groups tell the loss which
+            in-batch targets are interchangeable (not negatives).
+    """
+
+    def __init__(self, image_features: torch.Tensor, text_features: torch.Tensor, queries: ComposedQueries):
+        if len(text_features) != len(queries):
+            raise ValueError(f"{len(text_features)} text features for {len(queries)} triplets")
+        self.image_features, self.text_features, self.queries = image_features, text_features, queries
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def __getitem__(self, index: int) -> dict:
+        reference, target = self.queries.reference_rows[index], self.queries.target_rows[index]
+        return {
+            "image": self.image_features[reference],
+            "text": self.text_features[index],
+            "target": self.image_features[target],
+            "target_group": self.queries.groups[target],
+            "reference_group": self.queries.groups[reference],
+        }
+
+
+def caption_swap_triplets(items: Sequence[Item], seed: int, per_reference: int = 1) -> list[CompositionTriplet]:
+    """Training triplets for Fashion200k (as TIRG builds them): captions of equal length that differ in one word.
+
+    Captions equal except at word position p share the key "caption with word p replaced by ``*``". Each
+    reference draws up to ``per_reference`` distinct swaps (key, new word) uniformly, then a target image with
+    that word, phrased "replace <old> with <new>". The seed makes the choice reproducible.
+    """
+    rng = random.Random(seed)
+    words_of = {item.item_id: item.captions[0].split() if item.captions else [] for item in items}
+    buckets: dict[tuple, dict[str, list[Item]]] = defaultdict(lambda: defaultdict(list))
+    for item in items:
+        words = words_of[item.item_id]
+        for p in range(len(words)):
+            buckets[(p, *words[:p], "*", *words[p + 1 :])][words[p]].append(item)
+    triplets = []
+    for reference in items:
+        words = words_of[reference.item_id]
+        swaps = [
+            (key, new)
+            for p in range(len(words))
+            for key in [(p, *words[:p], "*", *words[p + 1 :])]
+            for new in buckets[key]
+            if new != words[p]
+        ]
+        for key, new in rng.sample(swaps, min(per_reference, len(swaps))):
+            target = rng.choice(buckets[key][new])
+            old = words[key[0]]
+            triplets.append(
+                CompositionTriplet(
+                    reference.item_id,
+                    fashion200k_phrase("word", old, new),
+                    target.item_id,
+                    {"word": (old, new)},
+                    "fashion200k",
+                )
+            )
+    return triplets
+
+
+def composed_triplets(
+    train: Catalogue, test: Catalogue, dataset: str, seed: int = 0
+) -> tuple[list[CompositionTriplet], list[CompositionTriplet]]:
+    """(training triplets, test triplets) of a dataset under the course's conventions.
+
+    - ``synthetic``, ``fashioniq``: the catalogue's own triplets on each split.
+    - ``fashion200k``: the TIRG test queries; training triplets from captions differing in one word.
+    - ``fashion-product-small``: the loader's test colour swaps; training colour swaps built the same way
+      (within ``articleType`` and ``gender``) on the train split.
+    """
+    if dataset == "fashion200k":
+        return caption_swap_triplets(train.items, seed), list(test.triplets)
+    if dataset == "fashion-product-small":
+        swaps = attribute_swap_triplets(train.items, "baseColour", ("articleType", "gender"), seed)
+        return swaps, list(test.triplets)
+    return list(train.triplets), list(test.triplets)

@@ -1,0 +1,127 @@
+"""PyTorch ``Dataset`` adapters over a :class:`Catalogue` (notebooks 02, 05 and 06).
+
+Every adapter returns plain dicts; an item whose image cannot be read yields ``{"skipped": item_id}`` and
+:func:`collate_skipping_unreadable` drops it from the batch while listing it under ``batch["skipped"]``, so
+training and encoding loops count skipped items instead of crashing mid-epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from .records import Catalogue, CompositionTriplet, CorruptImage
+
+Preprocess = Callable[[object], torch.Tensor]
+
+
+def _load(item, preprocess: Preprocess):
+    try:
+        return preprocess(item.image)
+    except (CorruptImage, FileNotFoundError):
+        return None
+
+
+def collate_skipping_unreadable(samples: list[dict]) -> dict:
+    """Collate samples, dropping those marked skipped; ``batch["skipped"]`` lists the dropped item ids."""
+    skipped = [s["skipped"] for s in samples if "skipped" in s]
+    kept = [s for s in samples if "skipped" not in s]
+    batch = default_collate(kept) if kept else {}
+    batch["skipped"] = skipped
+    return batch
+
+
+class ImageTextDataset(Dataset):
+    """(image, caption) pairs for contrastive training and encoding.
+
+    Args:
+        catalogue: items to serve, in order (``batch["index"]`` is the position in it).
+        preprocess: image transform returning a ``(3, H, W)`` tensor (the model's preprocess).
+        caption_style: which caption style to use; ``None`` uses the first caption.
+        seed: when an item has several captions of the style, one is drawn per (seed, epoch, item).
+    """
+
+    def __init__(self, catalogue: Catalogue, preprocess: Preprocess | None, caption_style: str | None = None, seed: int = 0):
+        self.catalogue, self.preprocess, self.caption_style, self.seed = catalogue, preprocess, caption_style, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw a different caption per item each epoch (deterministically)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.catalogue)
+
+    def caption_for(self, index: int) -> str:
+        item = self.catalogue[index]
+        options = list(item.captions) if self.caption_style is None else item.captions_of(self.caption_style)
+        if not options:
+            raise KeyError(f"item {item.item_id} has no caption of style {self.caption_style!r}")
+        if len(options) == 1 or self.caption_style is None:
+            return options[0]
+        return options[int(np.random.default_rng([self.seed, self.epoch, index]).integers(len(options)))]
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.catalogue[index]
+        sample = {"text": self.caption_for(index), "index": index}
+        if self.preprocess is not None:
+            image = _load(item, self.preprocess)
+            if image is None:
+                return {"skipped": item.item_id}
+            sample["image"] = image
+        return sample
+
+
+class ConditionalQueryDataset(Dataset):
+    """(image, condition index, attribute value index) for attribute-specific training (notebook 05)."""
+
+    def __init__(self, catalogue: Catalogue, preprocess: Preprocess | None, conditions: Sequence[str]):
+        self.preprocess = preprocess
+        self.conditions = list(conditions)
+        self.values = {c: catalogue.attribute_values(c) for c in self.conditions}
+        self.samples = [
+            (item, ci, self.values[c].index(item.attributes[c]))
+            for item in catalogue
+            for ci, c in enumerate(self.conditions)
+            if c in item.attributes
+        ]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        item, condition, value = self.samples[index]
+        sample = {"condition": condition, "value": value, "item_id": item.item_id}
+        if self.preprocess is not None:
+            image = _load(item, self.preprocess)
+            if image is None:
+                return {"skipped": item.item_id}
+            sample["image"] = image
+        return sample
+
+
+class TripletDataset(Dataset):
+    """(reference image, modification text, target position) for composed retrieval (notebook 06)."""
+
+    def __init__(self, catalogue: Catalogue, triplets: Sequence[CompositionTriplet], preprocess: Preprocess | None):
+        self.catalogue, self.triplets, self.preprocess = catalogue, list(triplets), preprocess
+
+    def __len__(self) -> int:
+        return len(self.triplets)
+
+    def __getitem__(self, index: int) -> dict:
+        triplet = self.triplets[index]
+        sample = {
+            "reference": self.catalogue.position(triplet.reference_id),
+            "target": self.catalogue.position(triplet.target_id),
+            "text": triplet.modification,
+        }
+        if self.preprocess is not None:
+            image = _load(self.catalogue.by_id(triplet.reference_id), self.preprocess)
+            if image is None:
+                return {"skipped": triplet.reference_id}
+            sample["image"] = image
+        return sample

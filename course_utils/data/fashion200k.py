@@ -1,0 +1,166 @@
+"""Loader for *Fashion200k* (Han et al., ICCV 2017) with the TIRG test queries (Vo et al., CVPR 2019).
+
+Layout: ``labels/<category>_{train,test}_detect_all.txt`` (tab-separated ``<image path>\\t<detection score>\\t
+<caption>``, paths relative to the root), the images under the root, and ``test_queries.txt`` (``<source path>
+<target path>`` per line). Each test query becomes a :class:`CompositionTriplet` "replace <word> with <word>".
+
+Hit convention (TIRG): many images share a caption, so a retrieved image counts as correct when *its caption
+equals the target's caption*, not only when it is the target image itself (the query image is excluded).
+The metric lives with the other metrics; this loader keeps the captions that it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .records import Catalogue, CompositionTriplet, DatasetNotFound, FileImage, Item, LoadReport
+from .registry import register_catalogue
+from .triplets import fashion200k_phrase
+
+DATASET = "fashion200k"
+FASHION200K_SPLITS = ("train", "test")
+LABEL_SUFFIX = "_detect_all.txt"
+LAYOUT = (
+    "  <root>/labels/<category>_{train,test}_detect_all.txt   (<image path>\\t<detection score>\\t<caption>)\n"
+    "  <root>/test_queries.txt                              (<source image path> <target image path>)\n"
+    "  <root>/<image path>                                  (e.g. women/dresses/.../51727804_0.jpeg)"
+)
+
+
+def _not_found(path: Path) -> DatasetNotFound:
+    """The error for a missing path: what is missing, the expected layout and where to get the data."""
+    return DatasetNotFound(
+        f"{DATASET}: {path} does not exist. Expected layout:\n{LAYOUT}\n"
+        "Download Fashion200k from github.com/xthan/fashion-200k and test_queries.txt from github.com/google/tirg "
+        "into <root>; see README › Real data."
+    )
+
+
+def label_files(root: Path, splits: Sequence[str]) -> list[tuple[str, str, Path]]:
+    """``(category, split, path)`` of every ``labels/<category>_<split>_detect_all.txt``, sorted by name."""
+    label_dir = root / "labels"
+    for path in (root, label_dir):
+        if not path.exists():
+            raise _not_found(path)
+    found = []
+    for split in splits:
+        for path in sorted(label_dir.glob(f"*_{split}{LABEL_SUFFIX}")):
+            found.append((path.name[: -len(f"_{split}{LABEL_SUFFIX}")], split, path))
+    if not found:
+        raise _not_found(label_dir / f"<category>_{{{','.join(splits)}}}{LABEL_SUFFIX}")
+    return found
+
+
+def path_attributes(category: str, image_path: str) -> dict[str, str]:
+    """``category`` (from the label file) plus ``gender`` and ``subcategory`` when the path has the usual form.
+
+    The usual form is ``<gender>/<category>/<subcategory>/<product>/<image>``, e.g.
+    ``women/dresses/casual_and_day_dresses/51727804/51727804_0.jpeg``.
+    """
+    attributes = {"category": category}
+    parts = image_path.split("/")
+    if len(parts) >= 5:
+        attributes.update(gender=parts[0], subcategory=parts[2])
+    return attributes
+
+
+def read_items(root: Path, files: list[tuple[str, str, Path]], report: LoadReport) -> dict[str, Item]:
+    """One item per image path listed in the label files; malformed lines, repeats and missing images are counted."""
+    items: dict[str, Item] = {}
+    for category, split, label_path in files:
+        for line_number, line in enumerate(label_path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            report.rows_read += 1
+            fields = line.split("\t")
+            caption = fields[2].strip() if len(fields) == 3 else ""
+            if not caption:
+                report.skip("malformed label line (expected path, score, caption)", f"{label_path.name}:{line_number}")
+                continue
+            image_path = fields[0].strip()
+            if image_path in items:
+                report.skip("duplicate image path (first line kept)", image_path)
+            elif not (root / image_path).is_file():
+                report.skip("image file missing", image_path)
+            else:
+                attributes = path_attributes(category, image_path)
+                attributes["words"] = " ".join(caption.split())
+                items[image_path] = Item(
+                    image_path, (caption,), ("title",), attributes, split, FileImage(root / image_path)
+                )
+    return items
+
+
+def different_words(source_caption: str, target_caption: str) -> tuple[str, str] | None:
+    """The first source word absent from the target and the first target word absent from the source (TIRG)."""
+    source_words, target_words = source_caption.split(), target_caption.split()
+    old = next((word for word in source_words if word not in target_words), None)
+    new = next((word for word in target_words if word not in source_words), None)
+    return (old, new) if old and new else None
+
+
+def read_test_queries(queries_path: Path, items: dict[str, Item], report: LoadReport) -> list[CompositionTriplet]:
+    """TIRG test queries as triplets; queries whose images were not loaded or whose captions match are counted."""
+    triplets = []
+    for line_number, line in enumerate(queries_path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        report.rows_read += 1
+        paths = line.split()
+        if len(paths) != 2:
+            report.skip("malformed test query line (expected two image paths)", f"line {line_number}")
+            continue
+        source, target = paths
+        if source not in items or target not in items:
+            report.skip("test query image not loaded (no label line or image missing)", line.strip())
+            continue
+        words = different_words(items[source].captions[0], items[target].captions[0])
+        if words is None:
+            report.skip("test query captions do not differ by a word", line.strip())
+            continue
+        old, new = words
+        triplets.append(
+            CompositionTriplet(
+                source, fashion200k_phrase("word", old, new), target, {"word": (old, new)}, "fashion200k"
+            )
+        )
+    return triplets
+
+
+@register_catalogue(DATASET)
+def load_fashion200k(
+    root: str | Path,
+    splits: Sequence[str] = FASHION200K_SPLITS,
+    verify_images: bool = False,
+) -> Catalogue:
+    """Load Fashion200k: one item per image path (id = that path), its caption as style ``"title"``.
+
+    Args:
+        root: the dataset folder (``labels/``, ``test_queries.txt`` and the image folders).
+        splits: official splits to read, a subset of ``("train", "test")``.
+        verify_images: decode every image once and drop (and count) unreadable ones; off by default
+            because decoding 200k photos takes a long time.
+
+    Returns:
+        A catalogue with attributes ``category`` (from the label file), ``gender`` and ``subcategory``
+        (from the path) and ``words`` (the caption's words), and the TIRG test queries as triplets when
+        ``"test"`` is loaded. The report counts label and query lines read and everything skipped.
+
+    Raises:
+        DatasetNotFound: ``root``, ``labels/`` or every label file of ``splits`` is missing.
+    """
+    unknown = sorted(set(splits) - set(FASHION200K_SPLITS))
+    if unknown:
+        raise ValueError(f"{DATASET}: unknown split(s) {unknown}; Fashion200k has {FASHION200K_SPLITS}")
+    root = Path(root).expanduser()
+    report = LoadReport(DATASET)
+    items = read_items(root, label_files(root, splits), report)
+    triplets: list[CompositionTriplet] = []
+    queries_path = root / "test_queries.txt"
+    if "test" in splits and queries_path.is_file():
+        triplets = read_test_queries(queries_path, items, report)
+    elif "test" in splits:
+        report.skip("test_queries.txt missing (no composition triplets; get it from github.com/google/tirg)")
+    catalogue = Catalogue(DATASET, list(items.values()), report, triplets)
+    return catalogue.drop_unreadable_images() if verify_images else catalogue

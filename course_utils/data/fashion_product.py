@@ -1,0 +1,180 @@
+"""Loader for Kaggle's *Fashion Product Images (Small)* (Myntra catalogue): ``styles.csv`` + ``images/<id>.jpg``.
+
+The real ``styles.csv`` is not clean CSV: 22 rows carry an unquoted comma in ``productDisplayName`` (11 or 12
+fields), some fields are empty and the literal ``NA`` marks missing values. We parse it ourselves instead of
+trusting ``pandas.read_csv`` defaults, repair what can be repaired and count everything else in the report.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from .records import Catalogue, CompositionTriplet, DatasetNotFound, FileImage, Item, LoadReport
+from .registry import register_catalogue
+from .splits import DEFAULT_SPLIT_FRACTIONS, assign_split, check_split_fractions
+from .triplets import attribute_swap_triplets
+
+DATASET = "fashion-product-small"
+COLUMNS = (
+    "id",
+    "gender",
+    "masterCategory",
+    "subCategory",
+    "articleType",
+    "baseColour",
+    "season",
+    "year",
+    "usage",
+    "productDisplayName",
+)
+ATTRIBUTES = ("gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage", "year")
+MISSING_VALUES = frozenset({"", "NA"})
+MISSING_ATTRIBUTE = "attribute value missing (NA/empty)"
+GENDER_POSSESSIVE = {"Men": "Men's", "Women": "Women's", "Boys": "Boys'", "Girls": "Girls'", "Unisex": "Unisex"}
+LAYOUT = "  <root>/styles.csv       (Kaggle header: " + ",".join(COLUMNS) + ")\n  <root>/images/<id>.jpg"
+
+
+def _require_layout(root: Path, csv_name: str) -> tuple[Path, Path]:
+    """Return ``(csv path, image folder)`` or raise :class:`DatasetNotFound` naming what is missing."""
+    csv_path, image_dir = root / csv_name, root / "images"
+    for path in (root, csv_path, image_dir):
+        if not path.exists():
+            raise DatasetNotFound(
+                f"{DATASET}: {path} does not exist. Expected layout:\n{LAYOUT}\n"
+                "Get 'Fashion Product Images (Small)' from Kaggle (paramaggarwal/fashion-product-images-small), "
+                "unzip it into <root>, and see README › Real data."
+            )
+    return csv_path, image_dir
+
+
+def _read_rows(csv_path: Path, report: LoadReport, limit: int | None) -> Iterator[list[str]]:
+    """Yield the raw fields of each data row (at most ``limit``), counting them in ``report.rows_read``."""
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        if tuple(header) != COLUMNS:
+            raise ValueError(f"{csv_path}: header {header} is not the Kaggle styles.csv header {list(COLUMNS)}")
+        for fields in reader:
+            if limit is not None and report.rows_read >= limit:
+                return
+            report.rows_read += 1
+            yield fields
+
+
+def parse_row(fields: list[str], report: LoadReport) -> dict[str, str] | None:
+    """Turn one row into ``column -> value``, repairing an unquoted comma in the title; ``None`` if unusable.
+
+    Extra fields can only come from commas inside ``productDisplayName`` (the last column), so they are
+    re-joined into it and counted in ``report.rows_repaired``. Empty or ``NA`` attribute values are dropped
+    from the record (counted under :data:`MISSING_ATTRIBUTE`); a row without an id or a title is skipped.
+    """
+    if len(fields) < len(COLUMNS):
+        report.skip(f"malformed row (fewer than {len(COLUMNS)} fields)", fields[0] if fields else None)
+        return None
+    if len(fields) > len(COLUMNS):
+        fields = fields[: len(COLUMNS) - 1] + [",".join(fields[len(COLUMNS) - 1 :])]
+        report.rows_repaired += 1
+    record = {column: value.strip() for column, value in zip(COLUMNS, fields, strict=True)}
+    if record["id"] in MISSING_VALUES:
+        report.skip("id missing (NA/empty)", record["productDisplayName"])
+        return None
+    if record["productDisplayName"] in MISSING_VALUES:
+        report.skip("productDisplayName missing (NA/empty)", record["id"])
+        return None
+    for column in ATTRIBUTES:
+        if record[column] in MISSING_VALUES:
+            report.skip(MISSING_ATTRIBUTE, f"{record['id']}:{column}")
+            del record[column]
+    return record
+
+
+def describe(attributes: Mapping[str, str]) -> str:
+    """A one-sentence description generated from the attributes; ``""`` when there is nothing to say.
+
+    E.g. "Men's navy blue shirts, casual wear for summer, from the Apparel / Topwear range."; missing attributes
+    are left out of the sentence.
+    """
+    gender = attributes.get("gender", "")
+    colour, article = attributes.get("baseColour", "").lower(), attributes.get("articleType", "").lower()
+    usage, season = attributes.get("usage", "").lower(), attributes.get("season", "").lower()
+    parts = [
+        " ".join(filter(None, [GENDER_POSSESSIVE.get(gender, gender), colour, article])),
+        " ".join(filter(None, [usage and f"{usage} wear", season and f"for {season}"])),
+    ]
+    product_range = " / ".join(attributes[key] for key in ("masterCategory", "subCategory") if key in attributes)
+    if product_range:
+        parts.append(f"from the {product_range} range")
+    text = ", ".join(part for part in parts if part)
+    return f"{text[0].upper()}{text[1:]}." if text else ""
+
+
+def make_item(record: Mapping[str, str], image_path: Path, split: str) -> Item:
+    """One :class:`Item`: the product title (style ``"title"``) plus the generated ``"description"``."""
+    attributes = {key: record[key] for key in ATTRIBUTES if key in record}
+    captions, styles = [record["productDisplayName"]], ["title"]
+    description = describe(attributes)
+    if description:
+        captions.append(description)
+        styles.append("description")
+    return Item(record["id"], tuple(captions), tuple(styles), attributes, split, FileImage(image_path))
+
+
+def colour_swap_triplets(items: list[Item], seed: int) -> list[CompositionTriplet]:
+    """Test-split triplets "replace <colour> with <colour>" between items of the same article type and gender."""
+    test_items = [item for item in items if item.split == "test"]
+    return attribute_swap_triplets(test_items, attribute="baseColour", within=("articleType", "gender"), seed=seed)
+
+
+@register_catalogue(DATASET)
+def load_fashion_product_small(
+    root: str | Path,
+    csv_name: str = "styles.csv",
+    seed: int = 0,
+    split_fractions: Mapping[str, float] = DEFAULT_SPLIT_FRACTIONS,
+    verify_images: bool = True,
+    limit: int | None = None,
+    triplets: bool = True,
+) -> Catalogue:
+    """Load *Fashion Product Images (Small)* from ``root`` (``styles.csv`` + ``images/<id>.jpg``).
+
+    Args:
+        root: the dataset folder.
+        csv_name: the styles file inside ``root`` (e.g. ``"styles-original-full.csv"``).
+        seed: seed of the hashed train/val/test split and of the triplet sampling.
+        split_fractions: split name -> share (default train 0.7 / val 0.1 / test 0.2).
+        verify_images: decode every image once and drop (and count) unreadable ones.
+        limit: read at most this many data rows (for quick looks).
+        triplets: build colour-swap composition triplets on the test split.
+
+    Returns:
+        A catalogue whose ``report`` counts rows read, rows repaired, missing attribute values and every
+        skipped row with its reason (malformed, no title, duplicate id, image missing or unreadable).
+
+    Raises:
+        DatasetNotFound: ``root``, the styles file or ``images/`` does not exist.
+    """
+    root = Path(root).expanduser()
+    csv_path, image_dir = _require_layout(root, csv_name)
+    check_split_fractions(split_fractions)
+    report = LoadReport(DATASET)
+    items: dict[str, Item] = {}
+    for fields in _read_rows(csv_path, report, limit):
+        record = parse_row(fields, report)
+        if record is None:
+            continue
+        item_id = record["id"]
+        image_path = image_dir / f"{item_id}.jpg"
+        if item_id in items:
+            report.skip("duplicate id (first row kept)", item_id)
+        elif not image_path.is_file():
+            report.skip("image file missing", item_id)
+        else:
+            items[item_id] = make_item(record, image_path, assign_split(item_id, seed, split_fractions))
+    catalogue = Catalogue(DATASET, list(items.values()), report, attribute_names=ATTRIBUTES)
+    if verify_images:
+        catalogue = catalogue.drop_unreadable_images()
+    if not triplets:
+        return catalogue
+    return Catalogue(DATASET, catalogue.items, report, colour_swap_triplets(catalogue.items, seed), ATTRIBUTES)

@@ -1,0 +1,47 @@
+"""One registry of dataset loaders: ``load_catalogue(name, root=None, **options)``.
+
+Datasets, models and metrics are three registries joined by one evaluation call (as in CLIP_benchmark),
+so any notebook is "catalogue x model x metric" and switching to real data is one parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .records import Catalogue
+
+_LOADERS: dict[str, Callable[..., Catalogue]] = {}
+
+
+def register_catalogue(name: str) -> Callable[[Callable[..., Catalogue]], Callable[..., Catalogue]]:
+    """Decorator: make a loader available as ``load_catalogue(name, ...)``."""
+
+    def decorate(loader: Callable[..., Catalogue]) -> Callable[..., Catalogue]:
+        _LOADERS[name] = loader
+        return loader
+
+    return decorate
+
+
+def available_catalogues() -> list[str]:
+    return sorted(_LOADERS)
+
+
+def load_catalogue(name: str, root: str | Path | None = None, **options) -> Catalogue:
+    """Load a dataset by name into a :class:`Catalogue`.
+
+    Args:
+        name: ``"synthetic"`` (the embedded default, no download) or a real format:
+            ``"fashion-product-small"``, ``"deepfashion-multimodal"``, ``"fashion200k"``, ``"fashioniq"``.
+        root: folder holding the real dataset (ignored by ``"synthetic"``).
+        **options: loader-specific options (size, seed, ...).
+    """
+    if name not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {available_catalogues()}")
+    loader = _LOADERS[name]
+    if name == "synthetic":
+        return loader(**options)
+    if root is None:
+        raise ValueError(f"dataset {name!r} needs root=<folder>; see README › Real data")
+    return loader(Path(root).expanduser(), **options)

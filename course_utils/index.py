@@ -1,0 +1,490 @@
+"""Vector indexes for maximum-inner-product search over L2-normalised embeddings (cosine similarity).
+
+Introduced in notebook 07 (search at scale). Two implementations share one small API so a notebook can swap them:
+
+- ``ExactIndex``: brute force in torch, chunked over the gallery so memory stays bounded; the reference answer.
+  A single query must read every stored vector once, so its latency is bounded below by
+  ``bytes stored / memory bandwidth`` (see ``benchmarks/bench_exact_search.py``).
+- ``FaissIndex``: FAISS ``flat`` (exact), ``ivf`` (inverted lists, approximate) or ``hnsw`` (graph, approximate),
+  all with the inner-product metric.
+
+API: ``add(vectors, ids=None)``, ``search(queries, k) -> (scores (q, k) float32, ids (q, k) int64)``,
+``save(path)``, ``load(path)`` (classmethod), ``len(index)``, ``index.dim``. ``search`` returns numpy arrays; the
+returned ids are the ones given to ``add`` or, by default, insertion positions ``0 .. len - 1``.
+``build_index(kind, dim, **options)`` picks an implementation by name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+INDEX_KINDS = ("exact", "exact-fp16", "flat", "ivf", "hnsw")
+FAISS_KINDS = ("flat", "ivf", "hnsw")
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+# float16 rows upcast per step (2048 x 512 x 4 B = 4 MiB stays in cache; fastest of 512..8192 measured here);
+# batches amortise the conversion over more rows.
+_UPCAST_ROWS_SINGLE = 2048
+_UPCAST_ROWS_BATCH = 8192
+
+
+class SearchIndex(Protocol):
+    """What every index in this module provides."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def add(self, vectors: np.ndarray | torch.Tensor, ids: np.ndarray | torch.Tensor | None = None) -> None: ...
+
+    def search(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared input checks
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _as_matrix(x: np.ndarray | torch.Tensor, dim: int, name: str) -> torch.Tensor:
+    """(n, dim) or (dim,) array/tensor -> (n, dim) CPU float tensor (no copy when already float32 on CPU)."""
+    tensor = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    if tensor.ndim == 1:
+        tensor = tensor[None]
+    if tensor.ndim != 2:
+        raise ValueError(f"{name} must be (n, {dim}) or ({dim},), got shape {tuple(tensor.shape)}")
+    if tensor.shape[1] != dim:
+        raise ValueError(
+            f"dimension mismatch: the index holds d={dim} vectors but {name} have d={tensor.shape[1]}; "
+            "use embeddings from the same model (or build the index with the right dim)"
+        )
+    if not torch.is_floating_point(tensor):
+        tensor = tensor.to(torch.float32)
+    return tensor
+
+
+def _as_ids(ids: np.ndarray | torch.Tensor | None, n: int, start: int) -> np.ndarray:
+    if ids is None:
+        return np.arange(start, start + n, dtype=np.int64)
+    array = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids)
+    if array.shape != (n,):
+        raise ValueError(f"ids must be ({n},) integers, one per vector; got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"ids must be integers, got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
+def _check_k(k: int, size: int) -> None:
+    if size == 0:
+        raise ValueError("the index is empty; call add(vectors) before search")
+    if not 1 <= k <= size:
+        raise ValueError(f"k={k} must be in [1, {size}] (the number of indexed vectors); lower k")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Exact search in torch
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _merge_topk(
+    best_scores: torch.Tensor | None, best_pos: torch.Tensor | None, scores: torch.Tensor, pos: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the k best of the running (q, k) candidates and a new chunk's (q, k') candidates."""
+    if best_scores is None or best_pos is None:
+        return scores, pos
+    merged_scores = torch.cat([best_scores, scores], dim=1)
+    merged_pos = torch.cat([best_pos, pos], dim=1)
+    top_scores, which = torch.topk(merged_scores, min(k, merged_scores.shape[1]), dim=1)
+    return top_scores, torch.gather(merged_pos, 1, which)
+
+
+class ExactIndex:
+    """Brute-force inner-product search, chunked over the stored vectors.
+
+    Args:
+        dim: vector dimension d.
+        dtype: storage precision, "float32" or "float16" (half the memory and bytes read; scores are computed in
+            float32 after an upcast of each chunk).
+        chunk_size: stored vectors scored per step; bounds the temporary score matrix to (q, chunk_size).
+        device: torch device of the storage and the matmuls ("cpu" in the course; "cuda" works too).
+    """
+
+    def __init__(self, dim: int, dtype: str = "float32", chunk_size: int = 65536, device: str = "cpu") -> None:
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        if dtype not in _TORCH_DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_TORCH_DTYPES)}, got {dtype!r}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self._dim = int(dim)
+        self.dtype = dtype
+        self.chunk_size = int(chunk_size)
+        self.device = torch.device(device)
+        self._parts: list[torch.Tensor] = []
+        self._vectors = torch.empty(0, self._dim, dtype=_TORCH_DTYPES[dtype], device=self.device)
+        self._ids = np.empty(0, dtype=np.int64)
+        self._default_ids = True
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension d."""
+        return self._dim
+
+    def __len__(self) -> int:
+        return int(self._vectors.shape[0]) + sum(int(p.shape[0]) for p in self._parts)
+
+    def __repr__(self) -> str:
+        return f"ExactIndex(dim={self._dim}, dtype={self.dtype!r}, n={len(self)}, chunk_size={self.chunk_size})"
+
+    @property
+    def vectors(self) -> torch.Tensor:
+        """(n, d) stored vectors in the storage dtype (parts added since the last search are joined once)."""
+        if self._parts:
+            parts = self._parts if len(self._vectors) == 0 else [self._vectors, *self._parts]
+            self._vectors = parts[0] if len(parts) == 1 else torch.cat(parts)
+            self._parts = []
+        return self._vectors
+
+    def add(self, vectors: np.ndarray | torch.Tensor, ids: np.ndarray | torch.Tensor | None = None) -> None:
+        """Append vectors.
+
+        Args:
+            vectors: (n, d) float, L2-normalised for cosine similarity.
+            ids: (n,) int64 ids returned by ``search`` (default: insertion positions). Either give ids on every
+                call or on none.
+        """
+        matrix = _as_matrix(vectors, self._dim, "vectors")
+        if matrix.shape[0] == 0:
+            return
+        start = len(self)
+        if ids is not None and start > 0 and self._default_ids:
+            raise ValueError("ids given now but not on earlier add() calls; give ids on every call or on none")
+        if ids is None and start > 0 and not self._default_ids:
+            raise ValueError("ids were given on earlier add() calls; give them on this call too")
+        self._default_ids = ids is None
+        self._ids = np.concatenate([self._ids, _as_ids(ids, matrix.shape[0], start)])
+        stored = matrix.to(device=self.device, dtype=_TORCH_DTYPES[self.dtype]).contiguous()
+        if stored.data_ptr() == matrix.data_ptr():
+            stored = stored.clone()  # own a copy: later changes to the caller's array must not change the index
+        self._parts.append(stored)
+
+    def search(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k highest inner products for each query.
+
+        Args:
+            queries: (q, d) or (d,) float queries.
+            k: neighbours per query, 1 <= k <= len(index).
+
+        Returns:
+            scores (q, k) float32 in descending order, ids (q, k) int64.
+        """
+        _check_k(k, len(self))
+        query = _as_matrix(queries, self._dim, "queries").to(device=self.device, dtype=torch.float32)
+        if query.shape[0] == 0:
+            raise ValueError("queries is empty; pass at least one (d,) query")
+        stored = self.vectors
+        if query.shape[0] == 1:
+            scores, positions = self._search_single(query[0], stored, k)
+        else:
+            scores, positions = self._search_batch(query, stored, k)
+        positions_np = positions.cpu().numpy()
+        ids = positions_np if self._default_ids else self._ids[positions_np]
+        return scores.cpu().numpy().astype(np.float32, copy=False), ids.astype(np.int64, copy=False)
+
+    def _score_chunk(self, queries: torch.Tensor, chunk: torch.Tensor, out: torch.Tensor) -> None:
+        """Write ``queries @ chunk.T`` into ``out`` ((q, c) float32); float16 chunks are upcast in cache-sized blocks.
+
+        ``queries`` is (d,) for the single-query path (``torch.mv``) or (q, d) (``torch.mm``).
+        """
+        single = queries.ndim == 1
+        if chunk.dtype == torch.float32:
+            if single:
+                torch.mv(chunk, queries, out=out)
+            else:
+                torch.mm(queries, chunk.T, out=out)
+            return
+        rows = _UPCAST_ROWS_SINGLE if single else _UPCAST_ROWS_BATCH
+        buffer = torch.empty(min(rows, chunk.shape[0]), self._dim, device=chunk.device)
+        for start in range(0, chunk.shape[0], rows):
+            block = buffer[: min(rows, chunk.shape[0] - start)]
+            block.copy_(chunk[start : start + rows])  # float16 -> float32, stays in L2/L3
+            if single:
+                torch.mv(block, queries, out=out[start : start + block.shape[0]])
+            else:
+                out[:, start : start + block.shape[0]] = queries @ block.T
+
+    def _search_single(self, query: torch.Tensor, stored: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One query: a matrix-vector product per chunk, its top-k taken while the scores are in cache, one merge.
+
+        Reads each stored vector exactly once, so it runs at about memory bandwidth.
+        """
+        n = stored.shape[0]
+        scores_buffer = torch.empty(min(n, self.chunk_size), dtype=torch.float32, device=self.device)
+        candidate_scores, candidate_positions = [], []
+        for start in range(0, n, self.chunk_size):
+            chunk = stored[start : start + self.chunk_size]
+            scores = scores_buffer[: chunk.shape[0]]
+            self._score_chunk(query, chunk, scores)
+            top_scores, top_pos = torch.topk(scores, min(k, chunk.shape[0]))
+            candidate_scores.append(top_scores)
+            candidate_positions.append(top_pos + start)
+        all_scores, all_positions = torch.cat(candidate_scores), torch.cat(candidate_positions)
+        scores, which = torch.topk(all_scores, min(k, all_scores.shape[0]))
+        return scores[None], all_positions[which][None]
+
+    def _search_batch(self, queries: torch.Tensor, stored: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Several queries: a (q, chunk) score block per chunk, its top-k merged into a running (q, k) best list."""
+        best_scores: torch.Tensor | None = None
+        best_pos: torch.Tensor | None = None
+        block = torch.empty(queries.shape[0], min(stored.shape[0], self.chunk_size), device=self.device)
+        for start in range(0, stored.shape[0], self.chunk_size):
+            chunk = stored[start : start + self.chunk_size]
+            scores = block if chunk.shape[0] == block.shape[1] else torch.empty_like(block[:, : chunk.shape[0]])
+            self._score_chunk(queries, chunk, scores)
+            top_scores, top_pos = torch.topk(scores, min(k, chunk.shape[0]), dim=1)
+            best_scores, best_pos = _merge_topk(best_scores, best_pos, top_scores, top_pos + start, k)
+        assert best_scores is not None and best_pos is not None
+        return best_scores, best_pos
+
+    def save(self, path: str | Path) -> None:
+        """Write the vectors, ids and settings to one file (``torch.save``)."""
+        torch.save(
+            {
+                "format": "course_utils.ExactIndex/1",
+                "dim": self._dim,
+                "dtype": self.dtype,
+                "chunk_size": self.chunk_size,
+                "vectors": self.vectors.cpu(),
+                "ids": None if self._default_ids else torch.from_numpy(self._ids),
+            },
+            Path(path),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> ExactIndex:
+        """Read an index written by ``save``."""
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != "course_utils.ExactIndex/1":
+            raise ValueError(f"{path} is not an ExactIndex file written by ExactIndex.save")
+        index = cls(state["dim"], dtype=state["dtype"], chunk_size=state["chunk_size"], device=device)
+        if state["vectors"].shape[0]:
+            index.add(state["vectors"], ids=state["ids"])
+        return index
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# FAISS
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _sidecar(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+class FaissIndex:
+    """FAISS index with the inner-product metric: "flat" (exact), "ivf" (IVF-Flat) or "hnsw" (HNSW-Flat).
+
+    Args:
+        dim: vector dimension d.
+        kind: "flat", "ivf" or "hnsw".
+        nlist: IVF lists (clusters); training needs at least nlist vectors (FAISS suggests >= 39 per list).
+        nprobe: IVF lists visited per query (recall/speed knob).
+        hnsw_m: HNSW neighbours per node (graph degree).
+        ef_construction: HNSW candidate list size while building.
+        ef_search: HNSW candidate list size while searching (recall/speed knob).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        kind: str = "flat",
+        nlist: int = 1024,
+        nprobe: int = 16,
+        hnsw_m: int = 32,
+        ef_construction: int = 40,
+        ef_search: int = 64,
+    ) -> None:
+        import faiss
+
+        if kind not in FAISS_KINDS:
+            raise ValueError(f"unknown FAISS kind {kind!r}; choose one of {list(FAISS_KINDS)}")
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        self._dim = int(dim)
+        self.kind = kind
+        self.nlist, self.hnsw_m, self.ef_construction = int(nlist), int(hnsw_m), int(ef_construction)
+        self._ids = np.empty(0, dtype=np.int64)
+        self._default_ids = True
+        if kind == "flat":
+            self.index = faiss.IndexFlatIP(self._dim)
+        elif kind == "ivf":
+            self._quantizer = faiss.IndexFlatIP(self._dim)
+            self.index = faiss.IndexIVFFlat(self._quantizer, self._dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            self.index = faiss.IndexHNSWFlat(self._dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            self.index.hnsw.efConstruction = self.ef_construction
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension d."""
+        return self._dim
+
+    @property
+    def nprobe(self) -> int:
+        """IVF lists visited per query."""
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        self._nprobe = int(value)
+        if self.kind == "ivf":
+            self.index.nprobe = self._nprobe
+
+    @property
+    def ef_search(self) -> int:
+        """HNSW search candidate list size."""
+        return self._ef_search
+
+    @ef_search.setter
+    def ef_search(self, value: int) -> None:
+        self._ef_search = int(value)
+        if self.kind == "hnsw":
+            self.index.hnsw.efSearch = self._ef_search
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def __repr__(self) -> str:
+        return f"FaissIndex(dim={self._dim}, kind={self.kind!r}, n={len(self)})"
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the index can accept vectors (IVF needs ``train`` first; flat and HNSW always can)."""
+        return bool(self.index.is_trained)
+
+    def train(self, vectors: np.ndarray | torch.Tensor) -> None:
+        """Learn the IVF centroids (k-means) from (n, d) vectors; a no-op for flat and HNSW."""
+        if self.kind != "ivf":
+            return
+        matrix = self._as_faiss(vectors, "vectors")
+        if matrix.shape[0] < self.nlist:
+            raise ValueError(
+                f"IVF training needs at least nlist={self.nlist} vectors, got {matrix.shape[0]}; "
+                "lower nlist (about sqrt(n) to 4*sqrt(n)) or train on more vectors"
+            )
+        self.index.train(matrix)
+
+    def _as_faiss(self, x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+        return np.ascontiguousarray(_as_matrix(x, self._dim, name).to(torch.float32).cpu().numpy())
+
+    def add(self, vectors: np.ndarray | torch.Tensor, ids: np.ndarray | torch.Tensor | None = None) -> None:
+        """Append (n, d) vectors (IVF: trained on them first if untrained); ids as in ``ExactIndex.add``."""
+        matrix = self._as_faiss(vectors, "vectors")
+        if matrix.shape[0] == 0:
+            return
+        start = len(self)
+        if ids is not None and start > 0 and self._default_ids:
+            raise ValueError("ids given now but not on earlier add() calls; give ids on every call or on none")
+        if ids is None and start > 0 and not self._default_ids:
+            raise ValueError("ids were given on earlier add() calls; give them on this call too")
+        new_ids = _as_ids(ids, matrix.shape[0], start)
+        if not self.is_trained:
+            self.train(matrix)
+        self.index.add(matrix)
+        self._default_ids = ids is None
+        self._ids = np.concatenate([self._ids, new_ids])
+
+    def search(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (approximately, for IVF/HNSW) k highest inner products per query.
+
+        Returns:
+            scores (q, k) float32 descending, ids (q, k) int64. IVF with few probed lists can return fewer than k
+            results: the missing slots hold id -1 and score -inf.
+        """
+        _check_k(k, len(self))
+        matrix = self._as_faiss(queries, "queries")
+        if matrix.shape[0] == 0:
+            raise ValueError("queries is empty; pass at least one (d,) query")
+        scores, positions = self.index.search(matrix, k)
+        missing = positions < 0
+        scores = np.where(missing, -np.inf, scores).astype(np.float32)
+        ids = positions if self._default_ids else np.where(missing, -1, self._ids[np.maximum(positions, 0)])
+        return scores, ids.astype(np.int64, copy=False)
+
+    def save(self, path: str | Path) -> None:
+        """Write ``path`` (faiss.write_index), ``path.json`` (settings) and, with custom ids, ``path.ids.npy``."""
+        import faiss
+
+        path = Path(path)
+        faiss.write_index(self.index, str(path))
+        settings = {
+            "format": "course_utils.FaissIndex/1",
+            "dim": self._dim,
+            "kind": self.kind,
+            "nlist": self.nlist,
+            "nprobe": self.nprobe,
+            "hnsw_m": self.hnsw_m,
+            "ef_construction": self.ef_construction,
+            "ef_search": self.ef_search,
+            "custom_ids": not self._default_ids,
+        }
+        _sidecar(path, ".json").write_text(json.dumps(settings, indent=2))
+        if not self._default_ids:
+            np.save(_sidecar(path, ".ids.npy"), self._ids)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FaissIndex:
+        """Read an index written by ``save`` (needs the ``.json`` sidecar next to it)."""
+        import faiss
+
+        path = Path(path)
+        sidecar = _sidecar(path, ".json")
+        if not sidecar.exists():
+            raise FileNotFoundError(f"{sidecar} not found; FaissIndex.save writes it next to the index file")
+        settings = json.loads(sidecar.read_text())
+        if settings.get("format") != "course_utils.FaissIndex/1":
+            raise ValueError(f"{sidecar} is not a FaissIndex settings file")
+        options = {key: settings[key] for key in ("nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search")}
+        index = cls(settings["dim"], kind=settings["kind"], **options)
+        index.index = faiss.read_index(str(path))
+        index.nprobe, index.ef_search = settings["nprobe"], settings["ef_search"]  # reapply knobs to the loaded index
+        if settings["custom_ids"]:
+            index._ids, index._default_ids = np.load(_sidecar(path, ".ids.npy")), False
+        else:
+            index._ids = np.arange(len(index), dtype=np.int64)
+        return index
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def build_index(kind: str, dim: int, **options: Any) -> ExactIndex | FaissIndex:
+    """Create an empty index by name.
+
+    Args:
+        kind: "exact" (torch, float32), "exact-fp16" (torch, float16 storage), or a FAISS kind "flat", "ivf",
+            "hnsw".
+        dim: vector dimension d.
+        **options: passed to ``ExactIndex`` (chunk_size, device) or ``FaissIndex`` (nlist, nprobe, hnsw_m,
+            ef_construction, ef_search).
+
+    Returns:
+        An empty index with the common ``add`` / ``search`` / ``save`` API.
+    """
+    if kind == "exact":
+        return ExactIndex(dim, **options)
+    if kind == "exact-fp16":
+        return ExactIndex(dim, dtype="float16", **options)
+    if kind in FAISS_KINDS:
+        return FaissIndex(dim, kind=kind, **options)
+    raise ValueError(f"unknown index kind {kind!r}; choose one of {list(INDEX_KINDS)}")

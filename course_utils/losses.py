@@ -1,0 +1,100 @@
+"""Losses of the course, written to be read (each notebook shows the one it teaches with ``inspect.getsource``).
+
+- :func:`clip_contrastive_loss` — CLIP's symmetric InfoNCE, seed 002's ``(CE(S) + CE(Sᵀ)) / 2`` (notebook 02).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def clip_contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric contrastive loss over a batch of matching (image, text) pairs.
+
+    Args:
+        image_features: ``(B, d)`` L2-normalised image embeddings; row i matches text i.
+        text_features: ``(B, d)`` L2-normalised text embeddings.
+        logit_scale: CLIP's learned log inverse temperature (scalar); similarities are scaled by its exp.
+
+    Returns:
+        Scalar: mean of image->text and text->image cross-entropy, the correct pair being the diagonal.
+    """
+    similarity = logit_scale.exp() * image_features @ text_features.T  # S[i, j] = sim(image i, text j)
+    labels = torch.arange(similarity.shape[0], device=similarity.device)
+    image_to_text = F.cross_entropy(similarity, labels)  # each image must pick its own caption
+    text_to_image = F.cross_entropy(similarity.T, labels)  # each caption must pick its own image
+    return (image_to_text + text_to_image) / 2
+
+
+# --- composed image+text retrieval (notebook 06) ---------------------------------------------------------------
+
+
+def _other_matches(groups: torch.Tensor | None, size: int, device: torch.device) -> torch.Tensor:
+    """``(B, B) bool``: column j is a *different* batch row whose target matches row i's (same group id)."""
+    if groups is None:
+        return torch.zeros(size, size, dtype=torch.bool, device=device)
+    same = groups[:, None] == groups[None, :]
+    return same & ~torch.eye(size, dtype=torch.bool, device=device)
+
+
+def composed_classification_loss(queries: torch.Tensor, targets: torch.Tensor, scale: float,
+                                 groups: torch.Tensor | None = None) -> torch.Tensor:
+    """TIRG's batch-based classification loss: composed query i must pick target i among the batch's targets.
+
+    Args:
+        queries: ``(B, d)`` L2-normalised composed queries.
+        targets: ``(B, d)`` L2-normalised target image features; row i is query i's target.
+        scale: inverse temperature applied to the cosine similarities.
+        groups: optional ``(B,)`` ids; targets j != i with query i's group also match it, so they are masked
+            out (neither positive nor negative) instead of being pushed away.
+
+    Returns:
+        Scalar: mean cross-entropy of the ``(B, B)`` logits with the diagonal as labels.
+    """
+    logits = scale * queries @ targets.T  # logits[i, j] = scale * cos(query i, target j)
+    logits = logits.masked_fill(_other_matches(groups, len(queries), logits.device), float("-inf"))
+    labels = torch.arange(len(queries), device=logits.device)
+    return F.cross_entropy(logits, labels)
+
+
+def soft_triplet_loss(queries: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """The soft triplet loss of TIRG / ComposeAE / seed 004: ``log(1 + exp(d(q_i, t_i) - d(q_i, t_j)))``.
+
+    ``d`` is the squared Euclidean distance. Every in-batch target ``t_j`` (j != i, not in query i's group)
+    is a negative; the loss is the mean over all (i, j) triplets. Seed 004 samples 3 random triplets per
+    anchor instead, which has the same expectation but is not deterministic.
+
+    Args:
+        queries: ``(B, d)`` composed queries.
+        targets: ``(B, d)`` target features; row i is query i's target.
+        groups: optional ``(B,)`` ids; targets of query i's group are not used as its negatives.
+
+    Returns:
+        Scalar loss.
+    """
+    distances = (queries[:, None, :] - targets[None, :, :]).pow(2).sum(-1)  # (B, B) ||q_i - t_j||^2
+    positive = distances.diagonal()[:, None]  # (B, 1) distance to the own target
+    negatives = ~torch.eye(len(queries), dtype=torch.bool, device=distances.device)
+    negatives &= ~_other_matches(groups, len(queries), distances.device)
+    if not negatives.any():  # every target in the batch matches every query: nothing to contrast
+        return distances.sum() * 0.0
+    return F.softplus(positive - distances)[negatives].mean()  # softplus(x) = log(1 + exp(x))
+
+
+def triplet_margin_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
+    """CRL's / ASEN's triplet ranking loss on cosine similarity (notebook 05).
+
+    ``mean(max(0, margin - cos(anchor, positive) + cos(anchor, negative)))``: the positive must be closer to the
+    anchor than the negative by at least ``margin`` (CRL: 0.3, ``nn.MarginRankingLoss`` on cosine similarities).
+
+    Args:
+        anchor, positive, negative: ``(B, e)`` embeddings; row i is one triplet.
+        margin: required gap between the two cosine similarities.
+
+    Returns:
+        Scalar loss; 0 once every triplet is ordered with the margin.
+    """
+    positive_similarity = F.cosine_similarity(anchor, positive, dim=-1)
+    negative_similarity = F.cosine_similarity(anchor, negative, dim=-1)
+    return F.relu(margin - positive_similarity + negative_similarity).mean()

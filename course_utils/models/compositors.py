@@ -1,0 +1,212 @@
+"""Compositors for composed image+text retrieval: (reference image features, modification text features) -> query.
+
+Notebook 06 puts them side by side on the same frozen CLIP features. Every compositor maps ``image (B, d)`` and
+``text (B, d)`` (L2-normalised CLIP features) to a query ``(B, d)``, L2-normalised, that is compared with the
+gallery's CLIP image features. Each ``forward`` is a few lines so the notebook can print it.
+
+- :class:`ImageOnly`, :class:`TextOnly`, :class:`Sum` — parameter-free baselines.
+- :class:`ConcatMLP` — an MLP on the concatenation.
+- :class:`TIRG` — Vo et al., CVPR 2019: a gated image feature plus a residual computed from both.
+- :class:`ComplexRotation` — ComposeAE (Anwaar et al., WACV 2021) / seed 004's ComposeTransformers: the image
+  gives magnitudes, the text gives angles, the query is the image rotated in complex space.
+- :class:`Combiner` — CLIP4Cir (Baldrati et al., 2022): projections, a combined feature, and a learned mixing
+  weight between text and image.
+
+Training (:func:`composed_batch_loss`) uses the losses of :mod:`course_utils.losses`: the batch-based
+classification loss (TIRG, CLIP4Cir) or the soft triplet loss (ComposeAE, seed 004).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses import composed_classification_loss, soft_triplet_loss
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float = 0.1) -> nn.Sequential:
+    """``Linear -> ReLU -> Dropout -> Linear``: the small network every learned compositor uses."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+
+
+class Compositor(nn.Module):
+    """Base class: ``forward(image (B, d), text (B, d)) -> (B, d)`` L2-normalised query."""
+
+    learned = True  # False for the parameter-free baselines (nothing to train)
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+
+class ImageOnly(Compositor):
+    """Ignore the text: retrieve what looks like the reference (a lower bound every method must beat)."""
+
+    learned = False
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return F.normalize(image, dim=-1)
+
+
+class TextOnly(Compositor):
+    """Ignore the image: retrieve what the modification text describes ("is blue" -> anything blue)."""
+
+    learned = False
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return F.normalize(text, dim=-1)
+
+
+class Sum(Compositor):
+    """Add the two CLIP features: the zero-training baseline of CLIP4Cir, possible because CLIP's spaces are aligned."""
+
+    learned = False
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return F.normalize(image + text, dim=-1)
+
+
+class ConcatMLP(Compositor):
+    """An MLP on ``[image, text]``: the simplest learned composition (no built-in preference for the image)."""
+
+    def __init__(self, dim: int, hidden: int = 512, dropout: float = 0.1):
+        super().__init__(dim)
+        self.net = mlp(2 * dim, hidden, dim, dropout)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(torch.cat([image, text], dim=-1)), dim=-1)
+
+
+class TIRG(Compositor):
+    """Text-Image Residual Gating: keep the parts of the image the text does not touch, add what it asks for.
+
+    ``query = w_gate * sigmoid(gate([x, t])) * x + w_res * residual([x, t])`` with learned scalars
+    ``w_gate`` (init 1) and ``w_res`` (init 0.1, so training starts close to the image).
+    """
+
+    def __init__(self, dim: int, hidden: int = 512, dropout: float = 0.1):
+        super().__init__(dim)
+        self.gate = mlp(2 * dim, hidden, dim, dropout)
+        self.residual = mlp(2 * dim, hidden, dim, dropout)
+        self.weights = nn.Parameter(torch.tensor([1.0, 0.1]))  # (w_gate, w_res)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        both = torch.cat([image, text], dim=-1)
+        gated = torch.sigmoid(self.gate(both)) * image  # which image dimensions to keep
+        query = self.weights[0] * gated + self.weights[1] * self.residual(both)  # plus the text-driven change
+        return F.normalize(query, dim=-1)
+
+
+class ComplexRotation(Compositor):
+    """ComposeAE / ComposeTransformers: the text rotates the image in complex space.
+
+    The image gives real magnitudes ``r`` (a complex vector of phase 0), the text gives angles ``delta``; the
+    composed vector is ``r * exp(i * delta)`` and a linear map ``rho`` brings ``[Re, Im]`` back to image space.
+    ``conjugate=True`` rotates by ``-delta``: applied to the *target* it should give back the reference — the
+    rotational-symmetry constraint of ComposeAE (used by :func:`composed_batch_loss` with ``symmetry_weight``).
+    """
+
+    def __init__(self, dim: int, hidden: int = 512, dropout: float = 0.1):
+        super().__init__(dim)
+        self.magnitude = mlp(dim, hidden, dim, dropout)  # image -> r
+        self.angle = mlp(dim, hidden, dim, dropout)  # text -> delta (radians)
+        self.rho = nn.Sequential(nn.ReLU(), nn.Linear(2 * dim, dim))  # complex -> image space
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor, conjugate: bool = False) -> torch.Tensor:
+        r, delta = self.magnitude(image), self.angle(text)
+        if conjugate:
+            delta = -delta
+        real, imaginary = r * torch.cos(delta), r * torch.sin(delta)  # r * e^{i delta}
+        return F.normalize(self.rho(torch.cat([real, imaginary], dim=-1)), dim=-1)
+
+
+class Combiner(Compositor):
+    """CLIP4Cir's Combiner: project both, combine, and mix the result with a learned weighted sum of the inputs.
+
+    ``query = out(combined) + lam * text + (1 - lam) * image`` where ``lam`` in (0, 1) is predicted per query
+    from the projections, so the network decides how much of the text and of the image to pass straight through.
+    """
+
+    def __init__(self, dim: int, hidden: int = 512, dropout: float = 0.1):
+        super().__init__(dim)
+        self.image_projection = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.text_projection = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.combine = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.out = nn.Linear(hidden, dim)
+        self.mixing = nn.Sequential(
+            nn.Linear(2 * hidden, hidden // 4), nn.ReLU(), nn.Linear(hidden // 4, 1), nn.Sigmoid()
+        )
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        projected = torch.cat([self.image_projection(image), self.text_projection(text)], dim=-1)
+        lam = self.mixing(projected)  # (B, 1) learned mixing weight
+        query = self.out(self.combine(projected)) + lam * text + (1 - lam) * image
+        return F.normalize(query, dim=-1)
+
+
+COMPOSITORS: dict[str, type[Compositor]] = {
+    "image only": ImageOnly,
+    "text only": TextOnly,
+    "sum": Sum,
+    "concat + MLP": ConcatMLP,
+    "TIRG": TIRG,
+    "ComplexRotation (ComposeAE)": ComplexRotation,
+    "Combiner (CLIP4Cir)": Combiner,
+}
+
+
+def make_compositor(name: str, dim: int, hidden: int = 512, dropout: float = 0.1, seed: int = 0) -> Compositor:
+    """Build one of :data:`COMPOSITORS` by name, its weights initialised from ``seed``."""
+    if name not in COMPOSITORS:
+        raise ValueError(f"unknown compositor {name!r}; choose one of {list(COMPOSITORS)}")
+    cls = COMPOSITORS[name]
+    if not cls.learned:
+        return cls(dim)
+    torch.manual_seed(seed)
+    return cls(dim, hidden=hidden, dropout=dropout)
+
+
+def composed_batch_loss(
+    loss: str = "classification", scale: float = 20.0, symmetry_weight: float = 0.0
+) -> Callable[[nn.Module, dict], torch.Tensor]:
+    """The per-batch loss of :func:`course_utils.train.fit` for a compositor trained on precomputed features.
+
+    Args:
+        loss: ``"classification"`` (each query must pick its target among the batch's targets; TIRG, CLIP4Cir)
+            or ``"soft_triplet"`` (ComposeAE, seed 004).
+        scale: inverse temperature of the classification loss (cosine similarities are multiplied by it).
+        symmetry_weight: weight of ComposeAE's rotational-symmetry term (only for :class:`ComplexRotation`):
+            the target rotated back by the conjugate text must retrieve the reference.
+
+    Returns:
+        ``batch_loss(model, batch)`` for a batch with ``image``, ``text``, ``target`` ``(B, d)`` features and
+        ``target_group``, ``reference_group`` ``(B,)`` (items of one group match each other; see
+        :class:`course_utils.composed.TripletFeatureDataset`).
+    """
+    if loss not in ("classification", "soft_triplet"):
+        raise ValueError(f"loss must be 'classification' or 'soft_triplet', got {loss!r}")
+
+    def criterion(queries: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        if loss == "classification":
+            return composed_classification_loss(queries, targets, scale, groups)
+        return soft_triplet_loss(queries, targets, groups)
+
+    def batch_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+        value = criterion(model(batch["image"], batch["text"]), batch["target"], batch["target_group"])
+        if symmetry_weight:
+            back = model(batch["target"], batch["text"], conjugate=True)  # target rotated back by -delta
+            value = value + symmetry_weight * criterion(back, batch["image"], batch["reference_group"])
+        return value
+
+    return batch_loss
+
+
+@torch.inference_mode()
+def compose(compositor: nn.Module, image: torch.Tensor, text: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Composed queries for many (image, text) feature pairs in eval mode: ``(q, d)`` -> ``(q, d)`` L2-normalised."""
+    compositor.eval()
+    chunks = [compositor(image[i : i + batch_size], text[i : i + batch_size]) for i in range(0, len(image), batch_size)]
+    return torch.cat(chunks) if chunks else torch.empty(0, image.shape[1])

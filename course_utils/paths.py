@@ -1,0 +1,34 @@
+"""Where the course keeps caches, outputs and figures (all relative to the repository root)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    """``data/cache/`` (override with ``FASHION_COURSE_CACHE``): catalogues, checkpoints, embeddings."""
+    path = Path(os.environ.get("FASHION_COURSE_CACHE", REPO_ROOT / "data" / "cache"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def outputs_dir() -> Path:
+    """``outputs/`` (override with ``FASHION_COURSE_OUTPUTS``): executed notebooks, results, screenshots."""
+    path = Path(os.environ.get("FASHION_COURSE_OUTPUTS", REPO_ROOT / "outputs"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def figures_dir() -> Path:
+    """``figures/`` (override with ``FASHION_COURSE_FIGURES``): slide-ready PNG and SVG figures."""
+    path = Path(os.environ.get("FASHION_COURSE_FIGURES", REPO_ROOT / "figures"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def shared_data_dir() -> Path:
+    """The real-format dataset samples beside the checkout (``../shared/data``); may not exist."""
+    return Path(os.environ.get("FASHION_COURSE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

@@ -1,0 +1,199 @@
+"""``FashionRetriever``: text / image / batch / conditional / composed search over cached embeddings.
+
+The API of seeds 001 and 003 (``search_by_text``, ``search_by_image``, ``batch_search``) plus attribute
+filters (``baseColour="Red"``), hybrid scoring (a bonus for matching attributes), an exact or FAISS index,
+and two hooks later notebooks fill in: a conditional encoder (notebook 05) and a compositor (notebook 06).
+Results are pandas DataFrames with rank, item id, score, caption, image path and attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from .data.records import Catalogue, CorruptImage, FileImage
+from .embed import encode_images, encode_texts
+from .index import build_index
+
+# (query image embeddings (q, d), condition) -> conditional query embeddings; gallery is embedded likewise.
+ConditionalEncoder = Callable[[torch.Tensor, str], torch.Tensor]
+# (reference image embeddings (q, d), modification text embeddings (q, d)) -> composed query embeddings (q, d).
+Compositor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class FashionRetriever:
+    """Search a catalogue by text, by image, under a condition, or by image + modification text.
+
+    Args:
+        bundle: a :class:`~course_utils.models.ClipBundle`.
+        catalogue: the gallery (e.g. the test split).
+        index: ``"exact"``, ``"exact-fp16"``, ``"flat"``, ``"ivf"`` or ``"hnsw"`` (see ``course_utils.index``).
+        image_embeddings: precomputed ``(len(catalogue), d)`` gallery embeddings (else encoded, cached).
+        caption_style: which caption to show in results.
+        **index_options: passed to :func:`course_utils.index.build_index`.
+    """
+
+    def __init__(self, bundle, catalogue: Catalogue, index: str = "exact", image_embeddings: torch.Tensor | None = None,
+                 caption_style: str | None = None, **index_options) -> None:
+        if len(catalogue) == 0:
+            raise ValueError("the gallery catalogue is empty")
+        self.bundle, self.catalogue, self.caption_style = bundle, catalogue, caption_style
+        self.embeddings = image_embeddings if image_embeddings is not None else encode_images(bundle, catalogue, progress=False)
+        if self.embeddings.shape[0] != len(catalogue):
+            raise ValueError(f"{self.embeddings.shape[0]} embeddings for {len(catalogue)} gallery items")
+        if index == "ivf":
+            index_options.setdefault("nlist", max(1, min(1024, len(catalogue) // 39)))
+        self.index = build_index(index, self.embeddings.shape[1], **index_options)
+        self.index.add(self.embeddings)
+        self.conditional_encoder: ConditionalEncoder | None = None
+        self.compositor: Compositor | None = None
+        self._attributes = catalogue.to_frame()
+
+    def _gallery_position(self, image) -> int | None:
+        """Row of ``image`` in the gallery when it is a gallery item id, else ``None``."""
+        return self.catalogue.position(image) if isinstance(image, str) and self.catalogue.has_id(image) else None
+
+    # --- queries -> embeddings ---------------------------------------------------------------------------------
+
+    def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """``(q, d)`` embeddings of text queries; empty queries are refused with a clear error."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
+            raise ValueError("empty text query: type a description such as 'red striped shirt'")
+        return encode_texts(self.bundle, list(texts), use_cache=False, progress=False)
+
+    def embed_image(self, image: str | Path | Image.Image) -> torch.Tensor:
+        """``(1, d)`` embedding of a gallery item id, an image file path or a PIL image."""
+        position = self._gallery_position(image)
+        if position is not None:
+            return self.embeddings[position][None]
+        if isinstance(image, (str, Path)):
+            path = Path(image).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"no image file at {path} (and no gallery item has that id)")
+            image = FileImage(path).load()
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"expected an item id, a path or a PIL image, got {type(image).__name__}")
+        with torch.inference_mode():
+            return self.bundle.encode_images(self.bundle.preprocess(image.convert("RGB"))[None]).cpu()
+
+    # --- search ----------------------------------------------------------------------------------------------
+
+    def _check_k(self, top_k: int) -> None:
+        if not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        if top_k > len(self.catalogue):
+            raise ValueError(f"top_k={top_k} is larger than the gallery ({len(self.catalogue)} items)")
+
+    def _allowed(self, filters: dict[str, str]) -> np.ndarray | None:
+        if not filters:
+            return None
+        unknown = [k for k in filters if k not in self._attributes.columns]
+        if unknown:
+            raise ValueError(f"unknown attribute filter(s) {unknown}; this catalogue has {list(self.catalogue.attribute_names)}")
+        mask = np.ones(len(self.catalogue), bool)
+        for key, value in filters.items():
+            mask &= (self._attributes[key] == value).to_numpy()
+        return mask
+
+    def _rank(self, queries: torch.Tensor, top_k: int, filters: dict, boost: dict | None = None, boost_weight: float = 0.1,
+              exclude: Sequence[int | None] | None = None) -> list[pd.DataFrame]:
+        self._check_k(top_k)
+        allowed = self._allowed(filters)
+        if allowed is None and not boost and exclude is None:
+            scores, positions = self.index.search(queries, top_k)
+            return [self._frame(p, s) for s, p in zip(scores, positions)]
+        # Filters, hybrid scores and exclusions are applied to exact scores over the whole gallery.
+        similarity = (queries @ self.embeddings.T).numpy().astype(np.float64)
+        if boost:
+            similarity += boost_weight * self._boost(boost)[None]
+        if allowed is not None:
+            if not allowed.any():
+                raise ValueError(f"no gallery item matches the filters {filters}")
+            similarity[:, ~allowed] = -np.inf
+        for row, position in enumerate(exclude or []):
+            if position is not None:
+                similarity[row, position] = -np.inf
+        frames = []
+        for row in similarity:
+            k = min(top_k, int(np.isfinite(row).sum()))
+            top = np.argsort(-row, kind="stable")[:k]
+            frames.append(self._frame(top, row[top]))
+        return frames
+
+    def _boost(self, boost: dict[str, str]) -> np.ndarray:
+        """Number of ``boost`` attributes each gallery item matches (hybrid scoring)."""
+        unknown = [k for k in boost if k not in self._attributes.columns]
+        if unknown:
+            raise ValueError(f"unknown attribute(s) to boost {unknown}")
+        return sum((self._attributes[k] == v).to_numpy(np.float64) for k, v in boost.items())
+
+    def _frame(self, positions: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+        rows = []
+        for rank, (position, score) in enumerate(zip(positions, scores), start=1):
+            item = self.catalogue[int(position)]
+            rows.append({"rank": rank, "item_id": item.item_id, "score": float(score),
+                         "caption": item.caption(self.caption_style) if item.captions else "",
+                         "image_path": str(item.image_path) if item.image_path else None, **dict(item.attributes)})
+        return pd.DataFrame(rows)
+
+    def search_by_text(self, query: str, top_k: int = 5, boost: dict | None = None, boost_weight: float = 0.1,
+                       **filters: str) -> pd.DataFrame:
+        """Items whose images best match ``query``.
+
+        Args:
+            query: free text, e.g. ``"men's casual jacket"``.
+            top_k: number of results.
+            boost: hybrid scoring — attributes whose match adds ``boost_weight`` to the cosine score,
+                e.g. ``{"colour": "red"}``.
+            **filters: keep only items with these attribute values, e.g. ``baseColour="Red"``.
+        """
+        return self._rank(self.embed_text([query]), top_k, filters, boost, boost_weight)[0]
+
+    def search_by_image(self, image: str | Path | Image.Image, top_k: int = 5, exclude_self: bool = True,
+                        **filters: str) -> pd.DataFrame:
+        """Items that look like ``image`` (a gallery item id, a file path or a PIL image)."""
+        query = self.embed_image(image)
+        own = self._gallery_position(image) if exclude_self else None
+        return self._rank(query, top_k, filters, exclude=[own] if own is not None else None)[0]
+
+    def batch_search(self, queries: Sequence[str], top_k: int = 5, **filters: str) -> pd.DataFrame:
+        """Many text queries in one batched pass; one DataFrame with a ``query`` column."""
+        frames = self._rank(self.embed_text(list(queries)), top_k, filters)
+        return pd.concat([f.assign(query=q) for q, f in zip(queries, frames)], ignore_index=True)
+
+    def search_conditional(self, image: str | Path | Image.Image, condition: str, top_k: int = 5) -> pd.DataFrame:
+        """Items similar to ``image`` *with respect to* ``condition`` (e.g. colour), via the notebook-05 hook."""
+        if self.conditional_encoder is None:
+            raise RuntimeError("no conditional encoder set: assign retriever.conditional_encoder (notebook 05 builds one)")
+        self._check_k(top_k)
+        query = self.conditional_encoder(self.embed_image(image), condition)
+        gallery = self.conditional_encoder(self.embeddings, condition)
+        own = self._gallery_position(image)
+        similarity = (query @ gallery.T).double().numpy()[0]
+        if own is not None:
+            similarity[own] = -np.inf
+        top = np.argsort(-similarity, kind="stable")[:top_k]
+        return self._frame(top, similarity[top])
+
+    def search_composed(self, image: str | Path | Image.Image, modification: str, top_k: int = 5) -> pd.DataFrame:
+        """Items that look like ``image`` changed as ``modification`` says, via the notebook-06 compositor hook."""
+        if self.compositor is None:
+            raise RuntimeError("no compositor set: assign retriever.compositor (notebook 06 trains one)")
+        with torch.inference_mode():
+            query = self.compositor(self.embed_image(image), self.embed_text([modification]))
+        query = torch.nn.functional.normalize(query.float(), dim=-1)
+        return self._rank(query, top_k, {}, exclude=[self._gallery_position(image)])[0]
+
+    def thumbnail(self, item_id: str) -> Image.Image:
+        """The image of a gallery item (for result grids and widgets)."""
+        try:
+            return self.catalogue.by_id(item_id).image
+        except (CorruptImage, FileNotFoundError) as err:
+            raise CorruptImage(f"cannot show item {item_id}: {err}") from err

@@ -1,0 +1,295 @@
+"""The training engine shared by every notebook that trains something (02, 03, 04, 05, 06).
+
+``fit`` runs any model with any per-batch loss: AdamW with separate learning rates for the backbone and new
+heads, warmup + cosine schedule, gradient accumulation, mixed precision and gradient checkpointing on CUDA,
+checkpoints every N steps with **exact resume** (model, optimizer, scheduler, RNG, step, data order), tqdm
+progress, and a loss/metric history for plotting.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .cache import torch_save_atomic
+from .data.adapters import collate_skipping_unreadable
+from .losses import clip_contrastive_loss
+
+MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps its temperature so logits stay <= 100
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one run (all plain values, saved with the metrics)."""
+
+    epochs: int = 1
+    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs when smaller)
+    batch_size: int = 64
+    lr: float = 1e-4  # backbone learning rate
+    head_lr: float | None = None  # learning rate of the new heads (None: same as lr)
+    weight_decay: float = 0.1
+    warmup_steps: int = 0
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_grad_norm: float | None = 1.0
+    mixed_precision: bool = True  # bf16 autocast, CUDA only
+    grad_checkpointing: bool = False  # CUDA only
+    checkpoint_every: int | None = None  # optimizer steps between checkpoints
+    eval_every: int | None = None  # optimizer steps between evaluations
+    num_workers: int = 0
+    seed: int = 0
+
+    def steps_per_epoch(self, n_samples: int) -> int:
+        return max(1, n_samples // self.batch_size // self.grad_accum)
+
+    def total_steps(self, n_samples: int) -> int:
+        steps = self.epochs * self.steps_per_epoch(n_samples)
+        return min(steps, self.max_steps) if self.max_steps else steps
+
+
+@dataclass
+class TrainHistory:
+    """What happened: one record per optimizer step, one per evaluation, and skipped items."""
+
+    steps: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+    skipped_items: int = 0
+
+    def step_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.steps)
+
+    def eval_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.evals)
+
+
+class WarmupCosine:
+    """Learning-rate factor: linear warmup to 1, then cosine decay to 0 at ``total`` steps."""
+
+    def __init__(self, warmup: int, total: int):
+        self.warmup, self.total = warmup, max(total, 1)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+# --- freezing -----------------------------------------------------------------------------------------------
+
+def set_trainable(modules: torch.nn.Module | Iterable, trainable: bool) -> None:
+    """Switch ``requires_grad`` for every parameter of the given modules/parameters."""
+    items = [modules] if isinstance(modules, (torch.nn.Module, torch.nn.Parameter)) else list(modules)
+    for item in items:
+        params = [item] if isinstance(item, torch.nn.Parameter) else item.parameters()
+        for p in params:
+            p.requires_grad_(trainable)
+
+
+def image_tower(model: torch.nn.Module) -> list:
+    """The image encoder of an open_clip / OpenAI CLIP model."""
+    return [model.visual]
+
+
+def text_tower(model: torch.nn.Module) -> list:
+    """The text encoder of an open_clip / OpenAI CLIP model (transformer, embeddings, final norm, projection)."""
+    return [model.transformer, model.token_embedding, model.positional_embedding, model.ln_final, model.text_projection]
+
+
+def freeze_image_tower(model: torch.nn.Module) -> None:
+    set_trainable(image_tower(model), False)
+
+
+def freeze_text_tower(model: torch.nn.Module) -> None:
+    set_trainable(text_tower(model), False)
+
+
+def count_trainable(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --- optimisation -----------------------------------------------------------------------------------------------
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, head_parameters: Iterable = ()) -> torch.optim.AdamW:
+    """AdamW with four groups: (backbone | heads) x (decay | no decay for biases, norms and scales)."""
+    head_ids = {id(p) for p in head_parameters}
+    groups: dict[tuple[bool, bool], list] = {(h, d): [] for h in (False, True) for d in (False, True)}
+    for param in model.parameters():
+        if param.requires_grad:
+            groups[(id(param) in head_ids, param.ndim >= 2)].append(param)
+    head_lr = config.head_lr if config.head_lr is not None else config.lr
+    param_groups = [
+        {"params": params, "lr": head_lr if is_head else config.lr, "weight_decay": config.weight_decay if decay else 0.0}
+        for (is_head, decay), params in groups.items()
+        if params
+    ]
+    if not param_groups:
+        raise ValueError("nothing to train: every parameter is frozen")
+    return torch.optim.AdamW(param_groups, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, history: TrainHistory, config: TrainConfig) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "step": step, "rng": _rng_state(), "history": asdict(history), "config": asdict(config)}
+    torch_save_atomic(state, path)
+
+
+def _epoch_batches(n_samples: int, config: TrainConfig, epoch: int) -> list[list[int]]:
+    """The micro-batches of one epoch: a permutation seeded by (seed, epoch), last partial batch dropped."""
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    order = torch.randperm(n_samples, generator=generator).tolist()
+    n_batches = config.steps_per_epoch(n_samples) * config.grad_accum
+    return [order[i * config.batch_size : (i + 1) * config.batch_size] for i in range(n_batches)]
+
+
+def fit(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    batch_loss: Callable[[torch.nn.Module, dict], torch.Tensor],
+    config: TrainConfig,
+    head_parameters: Iterable = (),
+    evaluate: Callable[[], dict] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    stop_after: int | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    after_step: Callable[[torch.nn.Module], None] | None = None,
+) -> TrainHistory:
+    """Train ``model`` on ``dataset`` by minimising ``batch_loss(model, batch)``.
+
+    Args:
+        model: any module; only parameters with ``requires_grad`` are trained.
+        dataset: returns dicts (see ``course_utils.data.adapters``); may define ``set_epoch``.
+        batch_loss: computes the scalar loss of one collated batch.
+        config: hyper-parameters.
+        head_parameters: parameters trained at ``config.head_lr`` (new heads); the rest use ``config.lr``.
+        evaluate: called every ``config.eval_every`` steps and at the end; returns metrics to record.
+        checkpoint_dir: where ``last.pt`` is written every ``config.checkpoint_every`` steps; when it exists,
+            training resumes from it exactly (same data order, RNG and optimizer state).
+        stop_after: stop (after checkpointing) once this many optimizer steps are done — simulates a killed run.
+        device: defaults to the model's device.
+        progress: show a tqdm bar.
+        after_step: called after each optimizer step (e.g. to clamp CLIP's temperature).
+
+    Returns:
+        The history (per-step loss and learning rate, evaluations, skipped item count).
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    use_cuda = device.type == "cuda"
+    if config.grad_checkpointing and use_cuda and hasattr(model, "set_grad_checkpointing"):
+        model.set_grad_checkpointing(True)
+    total_steps = config.total_steps(len(dataset))
+    optimizer = make_optimizer(model, config, head_parameters)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(config.warmup_steps, total_steps))
+    history, step = TrainHistory(), 0
+    checkpoint = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
+    torch.manual_seed(config.seed)
+    if checkpoint and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, history = state["step"], TrainHistory(**state["history"])
+        _set_rng_state(state["rng"])
+
+    steps_per_epoch = config.steps_per_epoch(len(dataset))
+    bar = tqdm(total=total_steps, initial=step, desc="training", disable=not progress, leave=False)
+    model.train()
+    while step < total_steps and (stop_after is None or step < stop_after):
+        epoch, done_in_epoch = divmod(step, steps_per_epoch)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        batches = _epoch_batches(len(dataset), config, epoch)[done_in_epoch * config.grad_accum :]
+        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_skipping_unreadable,
+                            num_workers=config.num_workers)
+        optimizer.zero_grad(set_to_none=True)
+        micro, running = 0, 0.0
+        for batch in loader:
+            history.skipped_items += len(batch.pop("skipped"))
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_cuda and config.mixed_precision):
+                loss = batch_loss(model, batch) / config.grad_accum
+            loss.backward()
+            running += loss.item()
+            micro += 1
+            if micro % config.grad_accum:
+                continue
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if after_step is not None:
+                after_step(model)
+            history.steps.append({"step": step + 1, "epoch": epoch, "loss": running, "lr": scheduler.get_last_lr()[0]})
+            scheduler.step()
+            step, running = step + 1, 0.0
+            bar.update(1)
+            bar.set_postfix(loss=f"{history.steps[-1]['loss']:.3f}")
+            if evaluate and config.eval_every and step % config.eval_every == 0 and step < total_steps:
+                history.evals.append({"step": step, **_evaluate(model, evaluate)})
+            if checkpoint and config.checkpoint_every and step % config.checkpoint_every == 0:
+                _save_checkpoint(checkpoint, model, optimizer, scheduler, step, history, config)
+            if step >= total_steps or (stop_after is not None and step >= stop_after):
+                break
+    bar.close()
+    if step >= total_steps and evaluate:
+        history.evals.append({"step": step, **_evaluate(model, evaluate)})
+    if checkpoint:
+        _save_checkpoint(checkpoint, model, optimizer, scheduler, step, history, config)
+    model.eval()
+    return history
+
+
+def _evaluate(model: torch.nn.Module, evaluate: Callable[[], dict]) -> dict:
+    """Run ``evaluate`` in eval mode without touching the training RNG (a run with evaluations trains the same weights)."""
+    rng = _rng_state()  # e.g. each DataLoader draws a base seed from the global torch RNG
+    model.eval()
+    with torch.inference_mode():
+        metrics = evaluate()
+    model.train()
+    _set_rng_state(rng)
+    return metrics
+
+
+# --- CLIP contrastive training ---------------------------------------------------------------------------------
+
+def contrastive_batch_loss(tokenizer: Callable[[list[str]], torch.Tensor]) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
+    """The per-batch loss of CLIP fine-tuning: encode both modalities, then :func:`clip_contrastive_loss`."""
+
+    def batch_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        device = model.logit_scale.device
+        image_features = F.normalize(model.encode_image(batch["image"].to(device)), dim=-1)
+        text_features = F.normalize(model.encode_text(tokenizer(batch["text"]).to(device)), dim=-1)
+        return clip_contrastive_loss(image_features, text_features, model.logit_scale)
+
+    return batch_loss
+
+
+def clamp_logit_scale(model: torch.nn.Module) -> None:
+    """Keep CLIP's temperature in range after each step (``after_step`` hook of :func:`fit`)."""
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)

@@ -1,0 +1,72 @@
+"""Figures for notebooks and slides: one style, one save helper, image grids.
+
+``use_course_style()`` sets slide-readable fonts and the Okabe–Ito colour-blind-safe palette;
+``save_figure(fig, notebook, name)`` writes ``figures/<notebook>/<name>.png`` and ``.svg``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+
+from .paths import figures_dir
+
+# Okabe & Ito (2008): distinguishable with every common colour-vision deficiency.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+
+
+def use_course_style() -> None:
+    """Slide-readable defaults: large fonts, thick lines, colour-blind-safe colour cycle, no top/right spines."""
+    plt.rcParams.update({
+        "figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight",
+        "font.size": 14, "axes.titlesize": 16, "axes.labelsize": 14, "legend.fontsize": 12,
+        "xtick.labelsize": 12, "ytick.labelsize": 12, "lines.linewidth": 2.5, "lines.markersize": 7,
+        "axes.prop_cycle": matplotlib.cycler(color=PALETTE), "axes.spines.top": False, "axes.spines.right": False,
+        "axes.grid": True, "grid.alpha": 0.3, "svg.fonttype": "none",
+    })
+
+
+def save_figure(fig: plt.Figure, notebook: str, name: str) -> list[Path]:
+    """Save ``fig`` as PNG and SVG under ``figures/<notebook>/``; returns both paths."""
+    folder = figures_dir() / notebook
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}.png", folder / f"{name}.svg"]
+    for path in paths:
+        fig.savefig(path, metadata={"Date": None} if path.suffix == ".svg" else None)
+    return paths
+
+
+def image_grid(rows: Sequence[tuple[str, Sequence[tuple[object, str, bool]]]], thumb: float = 1.9,
+               wrap: int = 28) -> plt.Figure:
+    """A grid of thumbnails: one row per query.
+
+    Args:
+        rows: ``(row title, [(PIL image, caption, highlighted), ...])``; highlighted thumbnails get a thick
+            green frame (e.g. the correct item or the target).
+        thumb: inches per thumbnail.
+        wrap: characters per caption line.
+    """
+    import textwrap
+
+    n_cols = max(len(cells) for _, cells in rows)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(thumb * n_cols, (thumb + 0.7) * len(rows)), squeeze=False)
+    for r, (title, cells) in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([]), ax.grid(False)
+            if c >= len(cells):
+                ax.axis("off")
+                continue
+            image, caption, highlighted = cells[c]
+            ax.imshow(image)
+            ax.set_xlabel("\n".join(textwrap.wrap(caption, wrap)[:3]), fontsize=9)
+            for spine in ax.spines.values():
+                spine.set_visible(True)
+                spine.set_color(PALETTE[2] if highlighted else "#bbbbbb")
+                spine.set_linewidth(5 if highlighted else 1)
+        axes[r, 0].set_ylabel("\n".join(textwrap.wrap(title, 22)[:4]), fontsize=10, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,41 @@
+"""Dataset adapters: deterministic caption choice and skipping unreadable images without crashing."""
+
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision import transforms
+
+from course_utils.data import Catalogue, FileImage, ImageTextDataset, Item, TripletDataset, collate_skipping_unreadable
+
+to_tensor = transforms.Compose([transforms.Resize((8, 8)), transforms.ToTensor()])
+
+
+def test_caption_choice_is_deterministic_per_epoch(small_catalogue):
+    dataset = ImageTextDataset(small_catalogue, None, caption_style="web", seed=0)
+    first = [dataset.caption_for(i) for i in range(50)]
+    assert first == [dataset.caption_for(i) for i in range(50)]
+    dataset.set_epoch(1)
+    assert first != [dataset.caption_for(i) for i in range(50)]
+    for i, caption in enumerate(first):
+        assert caption in small_catalogue[i].captions_of("web")
+
+
+def test_unreadable_images_are_skipped_and_listed(tmp_path):
+    Image.new("RGB", (8, 8), "blue").save(tmp_path / "ok.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"\x00garbage")
+    items = [Item(name, (f"{name} shirt",), ("title",), {}, "train", FileImage(tmp_path / f"{name}.jpg"))
+             for name in ("ok", "bad", "missing")]
+    loader = DataLoader(ImageTextDataset(Catalogue("toy", items), to_tensor), batch_size=3,
+                        collate_fn=collate_skipping_unreadable)
+    (batch,) = list(loader)
+    assert batch["image"].shape == (1, 3, 8, 8)
+    assert batch["text"] == ["ok shirt"] and batch["skipped"] == ["bad", "missing"]
+
+
+def test_triplet_dataset_points_at_gallery_rows(small_catalogue):
+    test = small_catalogue.split("test")
+    dataset = TripletDataset(test, test.triplets, None)
+    sample = dataset[0]
+    triplet = test.triplets[0]
+    assert test[sample["reference"]].item_id == triplet.reference_id
+    assert test[sample["target"]].item_id == triplet.target_id
+    assert sample["text"] == triplet.modification

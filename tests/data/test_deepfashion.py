@@ -1,0 +1,103 @@
+"""deepfashion-multimodal on a tiny dataset written here from the documented format (no real files copied)."""
+
+import json
+
+import pytest
+from PIL import Image, ImageDraw
+
+from course_utils.data import DatasetNotFound, load_catalogue
+from course_utils.data.deepfashion import MISSING_ATTRIBUTE, load_deepfashion_multimodal
+
+DRESS_FRONT = "WOMEN-Dresses-id_00000002-01_1_front.jpg"
+DRESS_SIDE = "WOMEN-Dresses-id_00000002-02_2_side.jpg"
+JEANS = "MEN-Denim-id_00000080-01_7_additional.jpg"
+UNCAPTIONED = "WOMEN-Tees_Tanks-id_00000007-01_4_full.jpg"
+NO_IMAGE = "MEN-Pants-id_00000099-01_1_front.jpg"
+
+
+@pytest.fixture
+def deepfashion_root(tmp_path):
+    """4 drawn images, 4 captions (one without image, one image without caption) and the three label files."""
+    (tmp_path / "images").mkdir()
+    for index, name in enumerate((DRESS_FRONT, DRESS_SIDE, JEANS, UNCAPTIONED)):
+        image = Image.new("RGB", (20, 30), "white")
+        ImageDraw.Draw(image).rectangle((4, 4 + index, 15, 25), fill=(40 * index, 80, 160))
+        image.save(tmp_path / "images" / name)
+    captions = {
+        DRESS_FRONT: "The lady wears a long-sleeve cotton dress with a round neckline. ",
+        DRESS_SIDE: "She wears a long dress.",
+        JEANS: "This man wears denim trousers.",
+        NO_IMAGE: "A man in grey pants.",
+    }
+    (tmp_path / "captions.json").write_text(json.dumps(captions))
+    (tmp_path / "labels" / "shape").mkdir(parents=True)
+    (tmp_path / "labels" / "texture").mkdir()
+    (tmp_path / "labels" / "shape" / "shape_anno_all.txt").write_text(
+        f"{DRESS_FRONT} 3 3 0 0 2 0 1 0 1 2 2 1\n"
+        f"{JEANS} 5 3 3 2 4 2 2 2 4 3 2 2\n"  # everything NA except lower length; neckline 3 is undocumented
+        "broken-line 1 2\n"
+    )
+    (tmp_path / "labels" / "texture" / "fabric_ann.txt").write_text(f"{DRESS_FRONT} 1 0 7\n{JEANS} 7 0 7\n")
+    (tmp_path / "labels" / "texture" / "pattern_ann.txt").write_text(f"{DRESS_FRONT} 3 3 7\n{JEANS} 7 3 7\n")
+    return tmp_path
+
+
+def test_items_captions_and_readable_attributes(deepfashion_root):
+    catalogue = load_deepfashion_multimodal(deepfashion_root)
+    assert catalogue.ids == [DRESS_FRONT, DRESS_SIDE, JEANS]
+    dress = catalogue.by_id(DRESS_FRONT)
+    assert dress.captions == ("The lady wears a long-sleeve cotton dress with a round neckline.",)
+    assert dress.caption_styles == ("description",)
+    assert dict(dress.attributes) == {
+        "gender": "women", "category": "Dresses",
+        "sleeve_length": "long-sleeve", "lower_clothing_length": "long", "socks": "no", "hat": "no",
+        "glasses": "sunglasses", "neckwear": "no", "wrist_wearing": "yes", "ring": "no", "waist_accessories": "belt",
+        "neckline": "round", "upper_clothing_covering_navel": "yes",
+        "upper_fabric": "cotton", "lower_fabric": "denim", "upper_pattern": "pure color", "lower_pattern": "pure color",
+    }  # fmt: skip
+    assert dict(catalogue.by_id(JEANS).attributes) == {
+        "gender": "men", "category": "Denim", "lower_clothing_length": "long", "lower_fabric": "denim",
+        "lower_pattern": "pure color",
+    }  # fmt: skip
+    assert dict(catalogue.by_id(DRESS_SIDE).attributes) == {"gender": "women", "category": "Dresses"}
+    assert dress.image.size == (20, 30)
+
+
+def test_report_counts_everything_left_out(deepfashion_root):
+    report = load_deepfashion_multimodal(deepfashion_root).report
+    assert report.rows_read == 4
+    assert report.skipped == {
+        "image file missing": 1,
+        "image without caption (not loaded)": 1,
+        "malformed line in shape_anno_all.txt (expected a name and 12 integers)": 1,
+        "unknown label code in shape_anno_all.txt": 1,
+        # dress: outer_clothing_cardigan, outer fabric, outer pattern; jeans: 10 shape + 2 fabric + 2 pattern
+        MISSING_ATTRIBUTE: 17,
+    }
+    assert report.examples["image file missing"] == [NO_IMAGE]
+    assert report.examples["unknown label code in shape_anno_all.txt"] == [f"{JEANS}:neckline=3"]
+
+
+def test_photos_of_one_product_share_a_split(deepfashion_root):
+    for seed in range(10):
+        catalogue = load_deepfashion_multimodal(deepfashion_root, seed=seed)
+        assert catalogue.by_id(DRESS_FRONT).split == catalogue.by_id(DRESS_SIDE).split
+
+
+def test_labels_are_optional_and_corrupt_images_counted(deepfashion_root):
+    for path in sorted((deepfashion_root / "labels").rglob("*.txt")):
+        path.unlink()
+    (deepfashion_root / "images" / JEANS).write_bytes(b"\x00garbage")
+    catalogue = load_catalogue("deepfashion-multimodal", deepfashion_root, verify_images=True)
+    assert catalogue.ids == [DRESS_FRONT, DRESS_SIDE]
+    assert catalogue.report.skipped["image unreadable (corrupt or not an image)"] == 1
+    assert dict(catalogue.by_id(DRESS_FRONT).attributes) == {"gender": "women", "category": "Dresses"}
+
+
+def test_missing_dataset_is_explained(tmp_path):
+    with pytest.raises(DatasetNotFound, match="deepfashion-multimodal") as error:
+        load_deepfashion_multimodal(tmp_path / "nowhere")
+    assert "captions.json" in str(error.value) and "see README › Real data" in str(error.value)
+    (tmp_path / "images").mkdir()
+    with pytest.raises(DatasetNotFound, match="captions.json does not exist"):
+        load_deepfashion_multimodal(tmp_path)

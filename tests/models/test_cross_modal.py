@@ -1,0 +1,227 @@
+"""Tests of course_utils.models.cross_modal: shapes, padding masking, hard-negative mining, the ITM loss, re-ranking."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from course_utils import metrics
+from course_utils.models import cross_modal as cm
+
+SOT, EOT = 49406, 49407
+
+
+def _matcher(seed: int = 0, **kwargs) -> cm.ImageTextMatcher:
+    torch.manual_seed(seed)
+    return cm.ImageTextMatcher(image_width=16, text_width=24, width=32, heads=4, layers=2, **kwargs).eval()
+
+
+def _inputs(batch: int = 3, patches: int = 9, length: int = 7, seed: int = 1):
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randn(batch, patches, 16, generator=generator)
+    text = torch.randn(batch, length, 24, generator=generator)
+    padding = torch.zeros(batch, length, dtype=torch.bool)
+    padding[0, 4:] = True  # caption 0 has 4 real tokens
+    padding[1, 6:] = True
+    return image, text, padding
+
+
+# ------------------------------------------------------------------------------------------------ padding mask
+
+
+def test_text_padding_mask_is_true_after_eot():
+    ids = torch.tensor([[SOT, 5, 6, EOT, 0, 0], [SOT, 7, EOT, 0, 0, 0], [SOT, 1, 2, 3, 4, EOT]])
+    expected = torch.tensor([[0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    assert torch.equal(cm.text_padding_mask(ids), expected)
+
+
+# ------------------------------------------------------------------------------------------------ the matcher
+
+
+def test_matcher_output_shapes_and_attention_rows_sum_to_one():
+    matcher = _matcher()
+    image, text, padding = _inputs()
+    with torch.no_grad():
+        logits, attention = matcher(image, text, padding, return_attention=True)
+    assert logits.shape == (3,)
+    assert len(attention) == 2
+    for weights in attention:
+        assert weights.shape == (3, 1 + 7, 9)  # (batch, match token + text tokens, patches)
+        assert torch.allclose(weights.sum(-1), torch.ones(3, 8), atol=1e-5)
+
+
+def test_matcher_ignores_the_text_states_at_padding_positions():
+    matcher = _matcher()
+    image, text, padding = _inputs()
+    changed = text.clone()
+    changed[padding] = torch.randn(int(padding.sum()), 24) * 10  # garbage where the caption is padded
+    with torch.no_grad():
+        before, after = matcher(image, text, padding), matcher(image, changed, padding)
+    assert torch.allclose(before, after, atol=1e-5)
+    # a real token does matter (the mask is not hiding everything)
+    changed[0, 2] += 5.0
+    with torch.no_grad():
+        assert not torch.allclose(matcher(image, changed, padding)[0], before[0], atol=1e-4)
+
+
+def test_matcher_depends_on_the_image():
+    matcher = _matcher()
+    image, text, padding = _inputs()
+    with torch.no_grad():
+        assert not torch.allclose(matcher(image, text, padding), matcher(image.flip(1) * 2, text, padding), atol=1e-4)
+
+
+def test_changing_tokens_after_eot_does_not_change_the_match_logit():
+    """End to end through the (random-init) tiny CLIP text tower: padding ids never reach the logit."""
+    import open_clip
+
+    from course_utils.models import TINY_MODEL, register_course_configs
+
+    register_course_configs()
+    torch.manual_seed(0)
+    clip = open_clip.create_model(TINY_MODEL).eval()
+    ids = torch.zeros(2, clip.context_length, dtype=torch.long)
+    ids[:, :5] = torch.tensor([SOT, 320, 1125, 2595, EOT])
+    changed = ids.clone()
+    changed[:, 6:12] = torch.arange(400, 406)  # arbitrary tokens after the EOT
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        patches, pooled = cm.image_token_features(clip, images)
+        assert patches.shape == (2, 64, 128) and pooled.shape == (2, 128)
+        states, padding, text_pooled = cm.text_token_features(clip, ids)
+        states2, padding2, text_pooled2 = cm.text_token_features(clip, changed)
+        assert torch.equal(padding, padding2) and padding[0, :5].sum() == 0 and padding[0, 5:].all()
+        assert torch.allclose(text_pooled, text_pooled2, atol=1e-6)
+        assert torch.allclose(pooled, torch.nn.functional.normalize(clip.encode_image(images), dim=-1), atol=1e-5)
+        matcher = cm.ImageTextMatcher(128, 128, width=32, heads=4, layers=2).eval()
+        assert torch.allclose(matcher(patches, states, padding), matcher(patches, states2, padding2), atol=1e-5)
+
+
+def test_seed002_model_shape():
+    torch.manual_seed(0)
+    model = cm.Seed002CrossModal(embed_dim=16, num_heads=4, num_layers=2).eval()
+    with torch.no_grad():
+        assert model(torch.randn(5, 16), torch.randn(5, 16)).shape == (5,)
+
+
+# ------------------------------------------------------------------------------------------------ hard negatives
+
+
+def test_mine_hard_negatives_hand_computed():
+    sim = torch.tensor([[0.9, 0.8, 0.1, 0.5],
+                        [0.7, 0.2, 0.6, 0.3],
+                        [0.1, 0.9, 0.95, 0.0]])
+    # row 0: positive col 0 excluded -> 1 (0.8), 3 (0.5); row 1: 0 (0.7), 2 (0.6); row 2: 1 (0.9), 0 (0.1)
+    assert cm.mine_hard_negatives(sim, k=2).tolist() == [[1, 3], [0, 2], [1, 0]]
+    # without exclusion it is the plain top-k, positive included
+    assert cm.mine_hard_negatives(sim, k=2, exclude_positive=False).tolist() == [[0, 1], [0, 2], [2, 1]]
+
+
+def test_mine_hard_negatives_never_returns_the_positive_and_matches_a_naive_reference():
+    generator = torch.Generator().manual_seed(3)
+    sim = torch.randn(20, 30, generator=generator)
+    sim[torch.arange(20), torch.arange(20)] += 3.0  # positives score high, as after fine-tuning
+    hard = cm.mine_hard_negatives(sim, k=5, seed=0)
+    assert hard.shape == (20, 5)
+    for i in range(20):
+        assert i not in hard[i].tolist()
+        reference = sorted((j for j in range(30) if j != i), key=lambda j: -sim[i, j].item())[:5]
+        assert hard[i].tolist() == reference
+
+
+def test_mine_hard_negatives_breaks_ties_only_among_tied_items_deterministically():
+    sim = torch.tensor([[1.0, 0.5, 0.5, 0.5, 0.2]])
+    picks = {tuple(cm.mine_hard_negatives(sim, k=2, seed=s)[0].tolist()) for s in range(20)}
+    assert all(set(p) <= {1, 2, 3} and len(set(p)) == 2 for p in picks)
+    assert len(picks) > 1  # different seeds break the tie differently
+    assert torch.equal(cm.mine_hard_negatives(sim, k=2, seed=4), cm.mine_hard_negatives(sim, k=2, seed=4))
+
+
+def test_mine_hard_negatives_rejects_bad_k():
+    with pytest.raises(ValueError):
+        cm.mine_hard_negatives(torch.zeros(3, 3), k=3)
+
+
+def test_hard_negative_pairs_draw_from_the_mined_lists():
+    image_negatives = torch.tensor([[1, 2], [0, 2], [0, 1]])
+    text_negatives = torch.tensor([[2, 1], [2, 0], [1, 0]])
+    pairs = cm.HardNegativePairs(image_negatives, text_negatives, seed=0)
+    for epoch in range(3):
+        pairs.set_epoch(epoch)
+        for i in range(3):
+            sample = pairs[i]
+            assert sample["index"] == i
+            assert sample["negative_image"] in image_negatives[i].tolist()
+            assert sample["negative_text"] in text_negatives[i].tolist()
+    assert pairs[1] == pairs[1]  # deterministic
+
+
+# ------------------------------------------------------------------------------------------------ ITM loss
+
+
+def test_itm_batch_loss_hand_computed():
+    seen = {}
+
+    def pair_logits(model, image_index, text_index):
+        seen["image"], seen["text"] = image_index.tolist(), text_index.tolist()
+        return torch.tensor([2.0, 2.0, 0.0, -1.0, 1.0, 0.0])  # positives first, then the two kinds of negatives
+
+    batch = {"index": torch.tensor([0, 1]), "negative_image": torch.tensor([5, 6]), "negative_text": torch.tensor([7, 8])}
+    loss = cm.itm_batch_loss(pair_logits)(None, batch)
+    assert seen == {"image": [0, 1, 5, 6, 0, 1], "text": [0, 1, 0, 1, 7, 8]}
+    softplus = lambda x: math.log1p(math.exp(x))
+    expected = (2 * softplus(-2.0) + softplus(0.0) + softplus(-1.0) + softplus(1.0) + softplus(0.0)) / 6
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_score_candidates_matches_pairwise_forward():
+    matcher = _matcher()
+    generator = torch.Generator().manual_seed(5)
+    images = cm.ImageTokens(torch.randn(6, 9, 16, generator=generator), torch.randn(6, 8), (3, 3))
+    padding = torch.zeros(2, 7, dtype=torch.bool)
+    padding[1, 3:] = True
+    texts = cm.TextTokens(torch.randn(2, 7, 24, generator=generator), padding, torch.randn(2, 8))
+    candidates = torch.tensor([[4, 0, 2], [1, 5, 3]])
+    scores = cm.score_candidates(matcher, cm.token_pair_logits(images, texts), candidates, batch_size=4)
+    with torch.no_grad():
+        for q in range(2):
+            for c in range(3):
+                g = candidates[q, c]
+                direct = matcher(images.tokens[g : g + 1], texts.tokens[q : q + 1], texts.padding[q : q + 1])
+                assert scores[q, c].item() == pytest.approx(direct.item(), abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ re-ranking
+
+
+def test_rerank_hand_computed_and_stable_on_ties():
+    candidates = torch.tensor([[7, 3, 9, 1]])
+    scores = torch.tensor([[0.1, 2.0, 0.1, 1.0]])
+    assert cm.rerank(candidates, scores).tolist() == [[3, 1, 7, 9]]  # 7 before 9: tie keeps first-stage order
+
+
+def test_rerank_puts_the_true_item_first_when_the_scorer_ranks_it_first():
+    generator = torch.Generator().manual_seed(0)
+    q, g, k = 12, 40, 6
+    similarity = torch.randn(q, g, generator=generator)
+    candidates, _ = cm.top_k_candidates(similarity, k)
+    # the true item of query i is a random candidate (position > 0 too); the scorer rates it highest
+    slot = torch.randint(0, k, (q,), generator=generator)
+    targets = candidates[torch.arange(q), slot]
+    scores = torch.randn(q, k, generator=generator)
+    scores[torch.arange(q), slot] = scores.max() + 1.0
+    reranked = cm.rerank(candidates, scores)
+    assert torch.equal(reranked[:, 0], targets)
+    assert all(sorted(r.tolist()) == sorted(c.tolist()) for r, c in zip(reranked, candidates))  # nothing dropped
+    final = cm.reranked_similarity(similarity, candidates, scores)
+    assert metrics.recall_at_k(final, targets, ks=(1,))[1] == 1.0
+
+
+def test_reranked_similarity_keeps_non_candidates_below_and_in_order():
+    similarity = torch.tensor([[0.9, 0.1, 0.5, 0.3, 0.7]])
+    candidates, _ = cm.top_k_candidates(similarity, 2)  # columns 0 and 4
+    final = cm.reranked_similarity(similarity, candidates, torch.tensor([[-3.0, 5.0]]))
+    order = final[0].argsort(descending=True).tolist()
+    assert order == [4, 0, 2, 3, 1]

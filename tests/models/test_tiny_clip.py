@@ -1,0 +1,42 @@
+"""The embedded tiny CLIP: an open_clip JSON config, pretrained by the course and cached by key."""
+
+import open_clip
+import pytest
+import torch
+
+import course_utils.models.tiny_clip as tiny
+from course_utils.train import TrainConfig
+
+QUICK = TrainConfig(max_steps=2, batch_size=16, lr=1e-3, seed=0)
+
+
+def test_config_is_registered_with_open_clip():
+    tiny.register_course_configs()
+    assert tiny.TINY_MODEL in open_clip.list_models()
+    assert open_clip.get_model_config(tiny.TINY_MODEL)["embed_dim"] == 128
+
+
+def test_pretraining_is_cached_and_reused(small_catalogue, isolated_cache, monkeypatch):
+    first = tiny.pretrain_tiny_clip(small_catalogue, config=QUICK, progress=False)
+    assert len(first.history) == 2 and first.checkpoint_path.exists()
+    assert first.identity.startswith("open_clip:tiny-fashion-clip:embedded-")
+
+    monkeypatch.setattr(tiny, "fit", lambda *a, **k: pytest.fail("retrained although cached"))
+    second = tiny.pretrain_tiny_clip(small_catalogue, config=QUICK, progress=False)
+    assert second.identity == first.identity
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_cache_key_follows_data_and_recipe(small_catalogue):
+    pretrain = small_catalogue.split("pretrain")
+    key = tiny._cache_key(pretrain, QUICK, "web")
+    assert tiny._cache_key(pretrain, QUICK, "title") != key
+    assert tiny._cache_key(pretrain, TrainConfig(max_steps=3, batch_size=16, lr=1e-3), "web") != key
+    assert tiny._cache_key(pretrain.subset(pretrain.ids[:10]), QUICK, "web") != key
+
+
+def test_pretraining_is_deterministic(small_catalogue):
+    a = tiny.pretrain_tiny_clip(small_catalogue, config=QUICK, use_cache=False, progress=False)
+    b = tiny.pretrain_tiny_clip(small_catalogue, config=QUICK, use_cache=False, progress=False)
+    assert [r["loss"] for r in a.history] == [r["loss"] for r in b.history]

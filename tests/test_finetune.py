@@ -1,0 +1,190 @@
+"""Seed 002's normal(0, 0.02) re-init, seed 000's MLP head and two-stage recipe, and the recall curve callback."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from test_train import parameters_of, preprocess, tiny_catalogue, tiny_clip, tokenize
+
+from course_utils.data.adapters import ImageTextDataset
+from course_utils.embed import caption_texts
+from course_utils.experiment import Experiment
+from course_utils.finetune import (
+    EmbeddingPairs,
+    HeadedClip,
+    ResidualMLPHead,
+    head_only_bundle,
+    normal_init_,
+    recall_evaluator,
+    train_backbone_stage,
+    train_head_stage,
+    two_stage_bundle,
+)
+from course_utils.metrics import full_gallery_recall
+from course_utils.models import ClipBundle
+from course_utils.train import TrainConfig, freeze_image_tower
+
+QUICK = TrainConfig(epochs=1, batch_size=8, lr=1e-2, warmup_steps=0, seed=0)
+
+
+def tiny_bundle() -> ClipBundle:
+    return ClipBundle(tiny_clip(), preprocess, tokenize, 16, "test:tiny", torch.device("cpu"))
+
+
+# --- seed 002's re-initialisation ------------------------------------------------------------------------------
+
+
+def test_normal_init_redraws_every_trainable_tensor_from_n_0_002():
+    model = tiny_clip()
+    freeze_image_tower(model)
+    frozen_before = parameters_of(model.visual)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert normal_init_(model, std=0.02, seed=0) == trainable
+    for name, value in parameters_of(model.visual).items():
+        assert torch.equal(value, frozen_before[name]), name  # seed 002 skips frozen tensors
+    everything = torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad])
+    assert abs(everything.mean().item()) < 0.002
+    assert abs(everything.std().item() - 0.02) < 0.001
+    assert abs(model.logit_scale.item()) < 0.1  # temperature exp(~0) = 1, not CLIP's 1/0.07
+    assert abs(model.ln_final.weight.mean().item()) < 0.01  # LayerNorm gains near 0 as well
+
+
+def test_normal_init_is_deterministic_by_seed_and_leaves_the_global_rng_alone():
+    a, b, c = tiny_clip(), tiny_clip(), tiny_clip()
+    torch.manual_seed(5)
+    expected_next = torch.rand(1)
+    torch.manual_seed(5)
+    normal_init_(a, seed=1)
+    assert torch.equal(torch.rand(1), expected_next)
+    normal_init_(b, seed=1)
+    normal_init_(c, seed=2)
+    assert torch.equal(a.logit_scale, b.logit_scale) and torch.equal(a.text_projection, b.text_projection)
+    assert not torch.equal(a.text_projection, c.text_projection)
+
+
+# --- seed 000's head and two stages ----------------------------------------------------------------------------
+
+
+def test_residual_head_starts_as_the_identity():
+    head = ResidualMLPHead(16)
+    x = torch.randn(4, 16)
+    assert torch.equal(head(x), x)
+    assert head.fc1.out_features == 32
+
+
+def test_headed_clip_starts_at_the_normalised_clip_embeddings():
+    clip = tiny_clip()
+    headed = HeadedClip(clip, 16)
+    images = torch.rand(3, 3, 16, 16)
+    tokens = tokenize(["red dress", "blue shirt", "coat"])
+    torch.testing.assert_close(headed.encode_image(images), F.normalize(clip.encode_image(images), dim=-1))
+    torch.testing.assert_close(headed.encode_text(tokens), F.normalize(clip.encode_text(tokens), dim=-1))
+    assert headed.logit_scale is clip.logit_scale
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {name for name in before if not torch.equal(before[name], after[name])}
+
+
+def test_stage_one_trains_only_the_heads_and_stage_two_only_the_backbone():
+    model = HeadedClip(tiny_clip(), 16)
+    generator = torch.Generator().manual_seed(0)
+    pairs = EmbeddingPairs(
+        F.normalize(torch.randn(32, 16, generator=generator), dim=-1),
+        F.normalize(torch.randn(32, 16, generator=generator), dim=-1),
+    )
+    start = parameters_of(model)
+    history = train_head_stage(model, pairs, TrainConfig(epochs=3, batch_size=8, lr=1e-2), progress=False)
+    after_head = parameters_of(model)
+    assert _changed(start, after_head) == {n for n in start if n.startswith(("image_head.", "text_head."))}
+    assert len(history.steps) == 12
+
+    images = ImageTextDataset(tiny_catalogue(16), preprocess, caption_style="web")
+    train_backbone_stage(model, images, tokenize, QUICK, progress=False)
+    after_backbone = parameters_of(model)
+    moved = _changed(after_head, after_backbone)
+    assert moved and all(n.startswith("clip.") for n in moved)
+    assert all(p.requires_grad for p in model.parameters())  # stage 2 hands back a fully trainable model
+
+
+def test_embedding_pairs_refuse_mismatched_shapes():
+    import pytest
+
+    with pytest.raises(ValueError, match="one shape"):
+        EmbeddingPairs(torch.zeros(3, 4), torch.zeros(2, 4))
+
+
+def test_two_stage_bundle_trains_once_then_loads_from_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_COURSE_CACHE", str(tmp_path))
+    catalogue = tiny_catalogue(16)
+    base = tiny_bundle()
+    base_before = parameters_of(base.model)
+    experiment = Experiment(catalogue, base, catalogue, catalogue, "web")
+    tuned, histories = two_stage_bundle(experiment, QUICK, QUICK, progress=False)
+    assert set(histories) == {"head", "backbone"} and len(histories["backbone"].steps) == 2
+    assert isinstance(tuned.model, HeadedClip) and tuned.identity.startswith("test:tiny+two-stage-")
+    assert not _changed(base_before, parameters_of(base.model))  # the base bundle is untouched
+    again, histories_again = two_stage_bundle(experiment, QUICK, QUICK, progress=False)
+    assert again.identity == tuned.identity and histories_again["head"].steps == histories["head"].steps
+    assert not _changed(parameters_of(tuned.model), parameters_of(again.model))
+
+
+def test_head_only_bundle_is_stage_one_of_the_two_stage_recipe_and_deterministic(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_COURSE_CACHE", str(tmp_path))
+    catalogue = tiny_catalogue(16)
+    experiment = Experiment(catalogue, tiny_bundle(), catalogue, catalogue, "web")
+    first, history = head_only_bundle(experiment, QUICK, progress=False)
+    second, _ = head_only_bundle(experiment, QUICK, progress=False)
+    assert not _changed(parameters_of(first.model), parameters_of(second.model))
+    assert not _changed(parameters_of(experiment.bundle.model), parameters_of(first.model.clip))  # CLIP frozen
+    _, histories = two_stage_bundle(experiment, QUICK, QUICK, use_cache=False, progress=False)
+    assert histories["head"].steps == history.steps
+
+
+# --- the recall curve ------------------------------------------------------------------------------------------
+
+
+def test_recall_evaluator_is_full_gallery_text_to_image_recall():
+    catalogue = tiny_catalogue(12)
+    bundle = tiny_bundle()
+    evaluate = recall_evaluator(bundle, catalogue, "web", ks=(1, 5))
+    with torch.inference_mode():
+        metrics = evaluate(bundle.model)
+        images = torch.cat([bundle.encode_images(preprocess(item.image)[None]) for item in catalogue])
+        texts = bundle.encode_texts(caption_texts(catalogue, "web"))
+    expected = full_gallery_recall(texts, images, torch.arange(12), (1, 5))
+    assert metrics == {"R@1": expected[1], "R@5": expected[5]}
+
+
+def test_finetuned_bundle_adds_a_recall_curve_to_a_cached_run_without_changing_weights(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from course_utils.experiment import finetuned_bundle
+
+    monkeypatch.setenv("FASHION_COURSE_CACHE", str(tmp_path))
+    catalogue = tiny_catalogue(16)
+    experiment = Experiment(catalogue, tiny_bundle(), catalogue, catalogue, "web")
+    plain, plain_history = finetuned_bundle(experiment, QUICK, progress=False)
+    assert plain_history.evals == []
+    evaluate = recall_evaluator(experiment.bundle, catalogue, "web", ks=(1, 5))
+    curve_config = replace(QUICK, eval_every=1)
+    with_curve, history = finetuned_bundle(experiment, curve_config, evaluate=evaluate, progress=False)
+    assert with_curve.identity == plain.identity  # eval_every is not part of the cache key
+    assert [e["step"] for e in history.evals] == [1, 2]
+    assert not _changed(parameters_of(plain.model), parameters_of(with_curve.model))
+    _, cached_history = finetuned_bundle(experiment, curve_config, evaluate=evaluate, progress=False)
+    assert cached_history.evals == history.evals
+
+
+def test_recall_by_model_has_both_directions_and_a_chance_row(tmp_path, monkeypatch):
+    from course_utils.finetune import recall_by_model
+
+    monkeypatch.setenv("FASHION_COURSE_CACHE", str(tmp_path))
+    catalogue = tiny_catalogue(10)
+    bundle = tiny_bundle()
+    table = recall_by_model({"tiny": bundle}, catalogue, "web", ks=(1, 5))
+    assert list(table.index) == ["tiny", "chance"]
+    assert list(table.columns) == ["text→image R@1", "text→image R@5", "image→text R@1", "image→text R@5"]
+    assert table.loc["chance"].tolist() == [0.1, 0.5, 0.1, 0.5]
+    evaluate = recall_evaluator(bundle, catalogue, "web", ks=(1, 5))
+    assert table.loc["tiny", "text→image R@5"] == evaluate(bundle.model)["R@5"]

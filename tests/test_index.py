@@ -1,0 +1,181 @@
+"""Tests of course_utils.index: exact vs FAISS agreement, precision, chunking, persistence and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from course_utils.index import INDEX_KINDS, ExactIndex, FaissIndex, build_index
+
+DIM = 32
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return _unit(rng.normal(size=(3000, DIM))), _unit(rng.normal(size=(40, DIM)))
+
+
+def _well_separated(gallery: np.ndarray, queries: np.ndarray, k: int, gap: float = 1e-4) -> np.ndarray:
+    """Queries whose top-(k+1) exact scores differ pairwise by more than ``gap`` (so any exact method agrees)."""
+    scores = np.sort(queries.astype(np.float64) @ gallery.T.astype(np.float64), axis=1)[:, ::-1][:, : k + 1]
+    return np.flatnonzero(np.min(-np.diff(scores, axis=1), axis=1) > gap)
+
+
+def _reference(gallery: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-(queries.astype(np.float64) @ gallery.T.astype(np.float64)), axis=1, kind="stable")[:, :k]
+
+
+def test_exact_matches_faiss_flat_and_reference(data):
+    gallery, queries = data
+    keep = _well_separated(gallery, queries, k=10)
+    assert len(keep) >= 30  # the seeded data is well separated for most queries
+    exact, flat = ExactIndex(DIM), FaissIndex(DIM, kind="flat")
+    exact.add(gallery)
+    flat.add(gallery)
+    exact_scores, exact_ids = exact.search(queries[keep], 10)
+    flat_scores, flat_ids = flat.search(queries[keep], 10)
+    np.testing.assert_array_equal(exact_ids, flat_ids)
+    np.testing.assert_array_equal(exact_ids, _reference(gallery, queries[keep], 10))
+    np.testing.assert_allclose(exact_scores, flat_scores, atol=1e-5)
+    assert exact_scores.dtype == np.float32 and exact_ids.dtype == np.int64
+    assert exact_scores.shape == exact_ids.shape == (len(keep), 10)
+    assert np.all(np.diff(exact_scores, axis=1) <= 0)  # descending
+
+
+def test_single_query_path_equals_batched(data):
+    gallery, queries = data
+    index = ExactIndex(DIM)
+    index.add(torch.from_numpy(gallery))
+    batch_scores, batch_ids = index.search(queries, 5)
+    for i in range(5):
+        scores, ids = index.search(queries[i], 5)  # (d,) query -> (1, k)
+        assert ids.shape == (1, 5)
+        np.testing.assert_array_equal(ids[0], batch_ids[i])
+        np.testing.assert_allclose(scores[0], batch_scores[i], atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_chunked_equals_unchunked(data, dtype):
+    gallery, queries = data
+    keep = _well_separated(gallery, queries, k=7, gap=1e-3)
+    whole = ExactIndex(DIM, dtype=dtype, chunk_size=1_000_000)
+    whole.add(gallery)
+    expected_scores, expected_ids = whole.search(queries[keep], 7)
+    for chunk_size in (1, 7, 1000, 2999):
+        chunked = ExactIndex(DIM, dtype=dtype, chunk_size=chunk_size)
+        chunked.add(gallery[:1234])
+        chunked.add(gallery[1234:])  # several add calls
+        for q in (queries[keep], queries[keep[0]]):
+            scores, ids = chunked.search(q, 7)
+            n = ids.shape[0]
+            np.testing.assert_array_equal(ids, expected_ids[:n])
+            np.testing.assert_allclose(scores, expected_scores[:n], atol=1e-6)
+
+
+def test_float16_close_to_float32(data):
+    gallery, queries = data
+    fp32, fp16 = ExactIndex(DIM), build_index("exact-fp16", DIM)
+    fp32.add(gallery)
+    fp16.add(gallery)
+    scores32, ids32 = fp32.search(queries, 10)
+    scores16, ids16 = fp16.search(queries, 10)
+    assert fp16.vectors.dtype == torch.float16 and scores16.dtype == np.float32
+    np.testing.assert_allclose(scores16, scores32, atol=2e-3)
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids16, ids32, strict=True)])
+    assert overlap >= 0.95
+
+
+def test_custom_ids_are_returned(data):
+    gallery, queries = data
+    ids = np.arange(len(gallery), dtype=np.int64) * 10 + 7
+    for index in (ExactIndex(DIM), FaissIndex(DIM, kind="flat")):
+        index.add(gallery[:100], ids=ids[:100])
+        index.add(gallery[100:], ids=ids[100:])
+        _, found = index.search(queries, 3)
+        np.testing.assert_array_equal(found, ids[_reference(gallery, queries, 3)])
+        with pytest.raises(ValueError, match="give them on this call too"):
+            index.add(gallery[:2])
+
+
+@pytest.mark.parametrize("kind", INDEX_KINDS)
+def test_save_load_round_trip(tmp_path, data, kind):
+    gallery, queries = data
+    options = {"nlist": 16, "nprobe": 16} if kind == "ivf" else {}
+    index = build_index(kind, DIM, **options)
+    index.add(gallery, ids=np.arange(len(gallery)) + 5)
+    scores, ids = index.search(queries, 4)
+    path = tmp_path / f"{kind}.index"
+    index.save(path)
+    loaded = type(index).load(path)
+    assert len(loaded) == len(index) and loaded.dim == DIM
+    loaded_scores, loaded_ids = loaded.search(queries, 4)
+    np.testing.assert_array_equal(loaded_ids, ids)
+    np.testing.assert_allclose(loaded_scores, scores, atol=1e-6)
+    if isinstance(index, FaissIndex):
+        assert (tmp_path / f"{kind}.index.json").exists()
+        assert loaded.nprobe == index.nprobe and loaded.ef_search == index.ef_search
+
+
+def test_ivf_with_all_lists_probed_is_exact(data):
+    gallery, queries = data
+    keep = _well_separated(gallery, queries, k=10)
+    ivf = build_index("ivf", DIM, nlist=8, nprobe=8)
+    assert not ivf.is_trained
+    ivf.add(gallery)  # trains on the added vectors
+    assert ivf.is_trained and len(ivf) == len(gallery)
+    _, ids = ivf.search(queries[keep], 10)
+    np.testing.assert_array_equal(ids, _reference(gallery, queries[keep], 10))
+    with pytest.raises(ValueError, match="at least nlist=64"):
+        FaissIndex(DIM, kind="ivf", nlist=64).train(gallery[:10])
+
+
+def test_hnsw_finds_most_neighbours(data):
+    gallery, queries = data
+    hnsw = build_index("hnsw", DIM, hnsw_m=16, ef_search=128)
+    hnsw.add(gallery)
+    _, ids = hnsw.search(queries, 10)
+    reference = _reference(gallery, queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, reference, strict=True)])
+    assert recall >= 0.9
+
+
+@pytest.mark.parametrize("kind", INDEX_KINDS)
+def test_bad_input_errors(data, kind):
+    gallery, queries = data
+    index = build_index(kind, DIM, **({"nlist": 4} if kind == "ivf" else {}))
+    with pytest.raises(ValueError, match="index is empty"):
+        index.search(queries, 1)
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        index.add(np.ones((5, DIM + 1), dtype=np.float32))
+    index.add(gallery[:20])
+    with pytest.raises(ValueError, match=r"k=21 must be in \[1, 20\]"):
+        index.search(queries, 21)
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        index.search(np.ones((2, DIM - 1), dtype=np.float32), 1)
+    with pytest.raises(ValueError, match="queries is empty"):
+        index.search(np.ones((0, DIM), dtype=np.float32), 1)
+
+
+def test_build_index_unknown_kind_lists_choices():
+    with pytest.raises(ValueError, match=r"unknown index kind 'annoy'.*'exact'.*'hnsw'"):
+        build_index("annoy", DIM)
+    assert isinstance(build_index("exact", DIM), ExactIndex)
+    assert build_index("exact", DIM, chunk_size=5).chunk_size == 5
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        ExactIndex(DIM, dtype="int8")
+
+
+def test_exact_index_owns_its_vectors(data):
+    gallery, queries = data
+    vectors = gallery.copy()
+    index = ExactIndex(DIM)
+    index.add(vectors)
+    expected = index.search(queries, 3)
+    vectors[:] = 0  # the caller reuses its buffer
+    np.testing.assert_array_equal(index.search(queries, 3)[1], expected[1])

@@ -1,0 +1,98 @@
+"""FashionRetriever: text / image / batch search, filters, hybrid scores, hooks and clear errors."""
+
+import pytest
+import torch
+from PIL import Image
+
+from course_utils.retriever import FashionRetriever
+
+
+@pytest.fixture(scope="module")
+def retriever(tiny_bundle, small_catalogue):
+    return FashionRetriever(tiny_bundle, small_catalogue.split("test"), caption_style="title")
+
+
+def test_text_search_returns_a_ranked_frame(retriever):
+    frame = retriever.search_by_text("a red dress", top_k=5)
+    assert list(frame["rank"]) == [1, 2, 3, 4, 5]
+    assert {"item_id", "score", "caption", "image_path", "colour", "category"} <= set(frame.columns)
+    assert frame["score"].is_monotonic_decreasing
+    query = retriever.embed_text(["a red dress"])
+    expected = (query @ retriever.embeddings.T)[0].topk(5).values
+    assert torch.allclose(torch.tensor(frame["score"].to_numpy(), dtype=torch.float32), expected, atol=1e-5)
+
+
+def test_filters_restrict_results(retriever):
+    frame = retriever.search_by_text("a shirt", top_k=3, colour="black")
+    assert (frame["colour"] == "black").all()
+    with pytest.raises(ValueError, match="unknown attribute filter"):
+        retriever.search_by_text("a shirt", baseColour="Red")
+    with pytest.raises(ValueError, match="no gallery item matches"):
+        retriever.search_by_text("a shirt", colour="chartreuse")
+
+
+def test_hybrid_boost_moves_matching_items_up(retriever):
+    plain = retriever.search_by_text("a bag", top_k=10)
+    boosted = retriever.search_by_text("a bag", top_k=10, boost={"colour": "red"}, boost_weight=10.0)
+    assert (boosted["colour"] == "red").sum() >= (plain["colour"] == "red").sum()
+    assert boosted.iloc[0]["colour"] == "red"
+
+
+def test_image_search_by_id_path_and_pil(retriever, small_catalogue, tmp_path):
+    item = retriever.catalogue[3]
+    by_id = retriever.search_by_image(item.item_id, top_k=4)
+    assert item.item_id not in set(by_id["item_id"])
+    path = tmp_path / "query.png"
+    item.image.save(path)
+    by_path = retriever.search_by_image(str(path), top_k=4)
+    by_pil = retriever.search_by_image(item.image, top_k=4)
+    assert list(by_path["item_id"]) == list(by_pil["item_id"])
+    with pytest.raises(FileNotFoundError, match="no image file at"):
+        retriever.search_by_image("/nowhere/query.jpg")
+
+
+def test_batch_search_matches_single_searches(retriever):
+    queries = ["red dress", "striped shirt"]
+    batch = retriever.batch_search(queries, top_k=3)
+    assert list(batch["query"]) == ["red dress"] * 3 + ["striped shirt"] * 3
+    assert list(batch[batch["query"] == "striped shirt"]["item_id"]) == list(retriever.search_by_text("striped shirt", 3)["item_id"])
+
+
+def test_bad_queries_get_clear_errors(retriever):
+    with pytest.raises(ValueError, match="empty text query"):
+        retriever.search_by_text("   ")
+    with pytest.raises(ValueError, match="larger than the gallery"):
+        retriever.search_by_text("dress", top_k=len(retriever.catalogue) + 1)
+    with pytest.raises(ValueError, match="positive integer"):
+        retriever.search_by_text("dress", top_k=0)
+    with pytest.raises(TypeError, match="item id, a path or a PIL image"):
+        retriever.search_by_image(42)
+
+
+def test_faiss_flat_gives_the_same_ranking(tiny_bundle, retriever):
+    flat = FashionRetriever(tiny_bundle, retriever.catalogue, index="flat", image_embeddings=retriever.embeddings)
+    assert list(flat.search_by_text("blue jeans", 8)["item_id"]) == list(retriever.search_by_text("blue jeans", 8)["item_id"])
+
+
+def test_conditional_and_composed_hooks(retriever):
+    item_id = retriever.catalogue[0].item_id
+    with pytest.raises(RuntimeError, match="no conditional encoder"):
+        retriever.search_conditional(item_id, "colour")
+    with pytest.raises(RuntimeError, match="no compositor"):
+        retriever.search_composed(item_id, "is blue")
+    retriever.conditional_encoder = lambda embeddings, condition: embeddings
+    same = retriever.search_conditional(item_id, "colour", top_k=3)
+    assert list(same["item_id"]) == list(retriever.search_by_image(item_id, top_k=3)["item_id"])
+    retriever.compositor = lambda image, text: image + text
+    composed = retriever.search_composed(item_id, "is blue", top_k=3)
+    assert item_id not in set(composed["item_id"]) and len(composed) == 3
+    retriever.conditional_encoder = retriever.compositor = None
+
+
+def test_empty_gallery_is_refused(tiny_bundle, small_catalogue):
+    with pytest.raises(ValueError, match="empty"):
+        FashionRetriever(tiny_bundle, small_catalogue.subset([]))
+
+
+def test_thumbnail(retriever):
+    assert isinstance(retriever.thumbnail(retriever.catalogue[0].item_id), Image.Image)

@@ -1,0 +1,226 @@
+"""The training engine: schedule, freezing, gradient accumulation, evaluation isolation and exact resume."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from course_utils.data.adapters import ImageTextDataset
+from course_utils.data.records import ArrayImage, Catalogue, Item
+from course_utils.train import (
+    TrainConfig,
+    WarmupCosine,
+    clamp_logit_scale,
+    contrastive_batch_loss,
+    count_trainable,
+    fit,
+    freeze_image_tower,
+    freeze_text_tower,
+)
+
+# --- small fixtures built in code ----------------------------------------------------------------------------------
+
+
+def tiny_clip(seed: int = 0) -> nn.Module:
+    """An open_clip CLIP small enough to train in milliseconds: 16 px images, 8-token texts, width 32."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    torch.manual_seed(seed)
+    vision = CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8, image_size=16)
+    text = CLIPTextCfg(context_length=8, vocab_size=64, width=32, heads=2, layers=1)
+    return CLIP(embed_dim=16, vision_cfg=vision, text_cfg=text)
+
+
+def tokenize(texts: list[str]) -> torch.Tensor:
+    """Words -> ids by a fixed hash (no vocabulary file); id 63 ends each text, as CLIP's EOT has the largest id."""
+    rows = torch.zeros(len(texts), 8, dtype=torch.long)
+    for i, text in enumerate(texts):
+        ids = [1 + sum(map(ord, word)) % 61 for word in text.split()][:7] + [63]
+        rows[i, : len(ids)] = torch.tensor(ids)
+    return rows
+
+
+def preprocess(image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
+def tiny_catalogue(n: int = 24, seed: int = 0) -> Catalogue:
+    """``n`` random 16-px images, each with three different captions (so caption draws depend on the epoch)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(n, 16, 16, 3), dtype=np.uint8)
+    words = ["red", "blue", "green", "striped", "plain", "dress", "shirt", "coat"]
+    items = [
+        Item(
+            f"item-{i}",
+            tuple(" ".join(rng.choice(words, 3)) for _ in range(3)),
+            ("web",) * 3,
+            {"colour": words[i % 3]},
+            "train",
+            ArrayImage(pixels, i),
+        )
+        for i in range(n)
+    ]
+    return Catalogue("tiny", items)
+
+
+def parameters_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+# --- schedule ------------------------------------------------------------------------------------------------------
+
+
+def test_warmup_cosine_values_by_hand():
+    schedule = WarmupCosine(warmup=2, total=6)
+    expected = [0.5, 1.0, 1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4)), 0.0, 0.0]
+    assert [schedule(step) for step in range(8)] == pytest.approx(expected)
+
+
+def test_fit_records_the_scheduled_learning_rate():
+    model = nn.Linear(3, 1)
+    config = TrainConfig(epochs=1, batch_size=2, lr=0.1, warmup_steps=2, max_grad_norm=None, weight_decay=0.0)
+    history = fit(model, RegressionData(12), mse_loss, config, progress=False)
+    schedule = WarmupCosine(2, 6)
+    assert [s["lr"] for s in history.steps] == pytest.approx([0.1 * schedule(i) for i in range(6)])
+    assert [s["step"] for s in history.steps] == list(range(1, 7))
+
+
+# --- freezing ------------------------------------------------------------------------------------------------------
+
+
+def test_frozen_tower_is_unchanged_after_training_and_counted_out():
+    model = tiny_clip()
+    total = sum(p.numel() for p in model.parameters())
+    visual = sum(p.numel() for p in model.visual.parameters())
+    freeze_image_tower(model)
+    assert count_trainable(model) == total - visual
+    before = parameters_of(model)
+    dataset = ImageTextDataset(tiny_catalogue(), preprocess, caption_style="web")
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e-2, warmup_steps=0)
+    fit(model, dataset, contrastive_batch_loss(tokenize), config, progress=False)
+    after = parameters_of(model)
+    for name in before:
+        changed = not torch.equal(before[name], after[name])
+        assert changed != name.startswith("visual."), name  # visual frozen; everything else moved
+
+
+def test_freezing_both_towers_leaves_only_the_temperature():
+    model = tiny_clip()
+    freeze_image_tower(model)
+    freeze_text_tower(model)
+    assert count_trainable(model) == 1  # logit_scale
+    assert model.logit_scale.requires_grad
+
+
+# --- gradient accumulation -----------------------------------------------------------------------------------------
+
+
+class RegressionData(Dataset):
+    """A fixed linear-regression problem: per-sample losses, so accumulation is exact."""
+
+    def __init__(self, n: int):
+        generator = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, generator=generator)
+        self.y = self.x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.1 * torch.randn(n, 1, generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+def mse_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    return ((model(batch["x"]) - batch["y"]) ** 2).mean()
+
+
+def test_accumulating_two_micro_batches_equals_one_double_batch():
+    runs = []
+    for batch_size, accum in ((4, 2), (8, 1)):
+        torch.manual_seed(0)
+        model = nn.Linear(3, 1)
+        config = TrainConfig(
+            epochs=2, batch_size=batch_size, grad_accum=accum, lr=0.05, warmup_steps=1, max_grad_norm=0.5
+        )
+        history = fit(model, RegressionData(32), mse_loss, config, progress=False)
+        runs.append((parameters_of(model), [s["loss"] for s in history.steps]))
+    (params_a, losses_a), (params_b, losses_b) = runs
+    assert len(losses_a) == len(losses_b) == 8
+    assert losses_a == pytest.approx(losses_b, rel=1e-5)
+    for name in params_a:
+        torch.testing.assert_close(params_a[name], params_b[name], rtol=1e-5, atol=1e-6)
+
+
+# --- evaluation does not perturb training --------------------------------------------------------------------------
+
+
+class NoisyRegressor(nn.Module):
+    """Dropout makes training consume the global RNG, as an evaluation callback may too."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, 8), nn.Dropout(0.3), nn.Linear(8, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_evaluations_do_not_change_the_trained_weights():
+    runs = []
+    for with_eval in (False, True):
+        torch.manual_seed(0)
+        model = NoisyRegressor()
+        config = TrainConfig(epochs=2, batch_size=4, lr=0.05, eval_every=2)
+        evaluate = (lambda: {"noise": torch.rand(5).sum().item()}) if with_eval else None
+        history = fit(model, RegressionData(16), mse_loss, config, evaluate=evaluate, progress=False)
+        runs.append(parameters_of(model))
+        if with_eval:
+            assert [e["step"] for e in history.evals] == [2, 4, 6, 8]
+            assert model.training is False  # fit leaves the model in eval mode
+    for name in runs[0]:
+        assert torch.equal(runs[0][name], runs[1][name]), name
+
+
+# --- exact resume ----------------------------------------------------------------------------------------------------
+
+
+RESUME_CONFIG = TrainConfig(epochs=3, batch_size=4, grad_accum=2, lr=5e-3, warmup_steps=2, checkpoint_every=1, seed=3)
+
+
+def _resume_run(checkpoint_dir=None, stop=None, model=None):
+    """Train the tiny CLIP on 16 items (2 optimizer steps per epoch, 6 in all), optionally stopping or resuming."""
+    model = model or tiny_clip()
+    dataset = ImageTextDataset(tiny_catalogue(16), preprocess, caption_style="web", seed=3)
+    history = fit(
+        model,
+        dataset,
+        contrastive_batch_loss(tokenize),
+        RESUME_CONFIG,
+        checkpoint_dir=checkpoint_dir,
+        stop_after=stop,
+        progress=False,
+        after_step=clamp_logit_scale,
+    )
+    return model, history
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run():
+    return _resume_run()
+
+
+@pytest.mark.parametrize("stop_after", [1, 3])  # mid-epoch (2 steps/epoch), and with an epoch already done
+def test_resume_from_checkpoint_is_exact(tmp_path, uninterrupted_run, stop_after):
+    straight, straight_history = uninterrupted_run
+    _, first_history = _resume_run(tmp_path / "run", stop=stop_after)
+    assert len(first_history.steps) == stop_after
+    resumed, resumed_history = _resume_run(tmp_path / "run", model=tiny_clip(seed=99))  # weights from the checkpoint
+    assert len(straight_history.steps) == 6
+    assert resumed_history.steps == straight_history.steps  # same losses, learning rates, epochs
+    for name, value in parameters_of(straight).items():
+        assert torch.equal(value, dict(resumed.named_parameters())[name].detach()), name
