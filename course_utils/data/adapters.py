@@ -18,11 +18,14 @@ from .records import Catalogue, CompositionTriplet, CorruptImage
 Preprocess = Callable[[object], torch.Tensor]
 
 
-def _load(item, preprocess: Preprocess):
+def _with_image(sample: dict, item, preprocess: Preprocess | None) -> dict:
+    """``sample`` plus ``"image"`` (when ``preprocess`` is set), or ``{"skipped": item_id}`` if it cannot be read."""
+    if preprocess is None:
+        return sample
     try:
-        return preprocess(item.image)
+        return {**sample, "image": preprocess(item.image)}
     except (CorruptImage, FileNotFoundError):
-        return None
+        return {"skipped": item.item_id}
 
 
 def collate_skipping_unreadable(samples: list[dict]) -> dict:
@@ -65,14 +68,7 @@ class ImageTextDataset(Dataset):
         return options[int(np.random.default_rng([self.seed, self.epoch, index]).integers(len(options)))]
 
     def __getitem__(self, index: int) -> dict:
-        item = self.catalogue[index]
-        sample = {"text": self.caption_for(index), "index": index}
-        if self.preprocess is not None:
-            image = _load(item, self.preprocess)
-            if image is None:
-                return {"skipped": item.item_id}
-            sample["image"] = image
-        return sample
+        return _with_image({"text": self.caption_for(index), "index": index}, self.catalogue[index], self.preprocess)
 
 
 class ConditionalQueryDataset(Dataset):
@@ -94,13 +90,7 @@ class ConditionalQueryDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         item, condition, value = self.samples[index]
-        sample = {"condition": condition, "value": value, "item_id": item.item_id}
-        if self.preprocess is not None:
-            image = _load(item, self.preprocess)
-            if image is None:
-                return {"skipped": item.item_id}
-            sample["image"] = image
-        return sample
+        return _with_image({"condition": condition, "value": value, "item_id": item.item_id}, item, self.preprocess)
 
 
 class TripletDataset(Dataset):
@@ -119,9 +109,4 @@ class TripletDataset(Dataset):
             "target": self.catalogue.position(triplet.target_id),
             "text": triplet.modification,
         }
-        if self.preprocess is not None:
-            image = _load(self.catalogue.by_id(triplet.reference_id), self.preprocess)
-            if image is None:
-                return {"skipped": triplet.reference_id}
-            sample["image"] = image
-        return sample
+        return _with_image(sample, self.catalogue.by_id(triplet.reference_id), self.preprocess)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from .records import Catalogue, DatasetNotFound, FileImage, Item, LoadReport
+from .records import Catalogue, FileImage, Item, LoadReport, missing_path_error
 from .registry import register_catalogue
 from .splits import DEFAULT_SPLIT_FRACTIONS, assign_split, check_split_fractions
 
@@ -72,10 +72,9 @@ def _require_layout(root: Path) -> tuple[Path, Path]:
     image_dir, captions_path = root / "images", root / "captions.json"
     for path in (root, image_dir, captions_path):
         if not path.exists():
-            raise DatasetNotFound(
-                f"{DATASET}: {path} does not exist. Expected layout:\n{LAYOUT}\n"
-                "Download the images, captions.json and labels from github.com/yumingj/DeepFashion-MultiModal "
-                "into <root>; see README › Real data."
+            raise missing_path_error(
+                DATASET, path, LAYOUT,
+                "Download the images, captions.json and labels from github.com/yumingj/DeepFashion-MultiModal into <root>",
             )
     return image_dir, captions_path
 

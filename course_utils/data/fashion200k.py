@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .records import Catalogue, CompositionTriplet, DatasetNotFound, FileImage, Item, LoadReport
+from .records import Catalogue, CompositionTriplet, DatasetNotFound, FileImage, Item, LoadReport, missing_path_error
 from .registry import register_catalogue
 from .triplets import fashion200k_phrase
 
@@ -29,11 +29,9 @@ LAYOUT = (
 
 
 def _not_found(path: Path) -> DatasetNotFound:
-    """The error for a missing path: what is missing, the expected layout and where to get the data."""
-    return DatasetNotFound(
-        f"{DATASET}: {path} does not exist. Expected layout:\n{LAYOUT}\n"
-        "Download Fashion200k from github.com/xthan/fashion-200k and test_queries.txt from github.com/google/tirg "
-        "into <root>; see README › Real data."
+    return missing_path_error(
+        DATASET, path, LAYOUT,
+        "Download Fashion200k from github.com/xthan/fashion-200k and test_queries.txt from github.com/google/tirg into <root>",
     )
 
 

@@ -11,7 +11,7 @@ import csv
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from .records import Catalogue, CompositionTriplet, DatasetNotFound, FileImage, Item, LoadReport
+from .records import Catalogue, CompositionTriplet, FileImage, Item, LoadReport, missing_path_error
 from .registry import register_catalogue
 from .splits import DEFAULT_SPLIT_FRACTIONS, assign_split, check_split_fractions
 from .triplets import attribute_swap_triplets
@@ -41,10 +41,10 @@ def _require_layout(root: Path, csv_name: str) -> tuple[Path, Path]:
     csv_path, image_dir = root / csv_name, root / "images"
     for path in (root, csv_path, image_dir):
         if not path.exists():
-            raise DatasetNotFound(
-                f"{DATASET}: {path} does not exist. Expected layout:\n{LAYOUT}\n"
-                "Get 'Fashion Product Images (Small)' from Kaggle (paramaggarwal/fashion-product-images-small), "
-                "unzip it into <root>, and see README › Real data."
+            raise missing_path_error(
+                DATASET, path, LAYOUT,
+                "Get 'Fashion Product Images (Small)' from Kaggle (paramaggarwal/fashion-product-images-small) "
+                "and unzip it into <root>",
             )
     return csv_path, image_dir
 

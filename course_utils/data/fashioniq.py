@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .records import Catalogue, CompositionTriplet, DatasetNotFound, FileImage, Item, LoadReport
+from .records import Catalogue, CompositionTriplet, DatasetNotFound, FileImage, Item, LoadReport, missing_path_error
 from .registry import register_catalogue
 
 DATASET = "fashioniq"
@@ -32,11 +32,10 @@ LAYOUT = (
 
 
 def _not_found(path: Path) -> DatasetNotFound:
-    """The error for a missing path: what is missing, the expected layout and where to get the data."""
-    return DatasetNotFound(
-        f"{DATASET}: {path} does not exist. Expected layout:\n{LAYOUT}\n"
+    return missing_path_error(
+        DATASET, path, LAYOUT,
         "Get captions/ and image_splits/ from github.com/XiaoxiaoGuo/fashion-iq (images via the asin2url lists "
-        "of github.com/hongwang600/fashion-iq-metadata); see README › Real data."
+        "of github.com/hongwang600/fashion-iq-metadata)",
     )
 
 

@@ -24,6 +24,11 @@ class DatasetNotFound(FileNotFoundError):
     """A dataset root is missing or lacks the expected files; the message says what to provide."""
 
 
+def missing_path_error(dataset: str, path: Path, layout: str, how_to_get: str) -> DatasetNotFound:
+    """The error every real loader raises for a missing path: what is missing, the expected layout, where to get it."""
+    return DatasetNotFound(f"{dataset}: {path} does not exist. Expected layout:\n{layout}\n{how_to_get}; see README › Real data.")
+
+
 class CorruptImage(ValueError):
     """An image file exists but cannot be decoded."""
 
