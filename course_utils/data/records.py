@@ -234,9 +234,8 @@ class Catalogue(Sequence[Item]):
             if isinstance(ref, FileImage) and ref.path.exists():
                 stat = ref.path.stat()
                 digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-        pixel_arrays = {id(it.image_ref.pixels): it.image_ref.pixels for it in self.items if isinstance(it.image_ref, ArrayImage)}
-        for pixels in pixel_arrays.values():
-            digest.update(hashlib.sha256(np.ascontiguousarray(pixels).data).digest())
+            if isinstance(ref, ArrayImage):
+                digest.update(np.ascontiguousarray(ref.pixels[ref.index]).data)
         return digest.hexdigest()[:16]
 
     def drop_unreadable_images(self) -> Catalogue:

@@ -75,7 +75,7 @@ PATTERN_WORDS = {"solid": "solid color", "striped": "striped", "checked": "check
 SPLIT_SEED_OFFSET = {"train": 1, "val": 2, "test": 3}
 PROFILE_SIZES = {
     "ci": {"pretrain": 4000, "train": 1200, "val": 200, "test": 500},
-    "full": {"pretrain": 8000, "train": 4000, "val": 500, "test": 1000},
+    "full": {"pretrain": 4000, "train": 4000, "val": 500, "test": 1000},  # same pretrain split as ci: one tiny CLIP
 }
 
 
