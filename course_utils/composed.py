@@ -89,6 +89,13 @@ class ComposedQueries:
         relevant[torch.arange(relevant.shape[0]), self.reference_rows[rows]] = False
         return relevant
 
+    def relevant_counts(self) -> torch.Tensor:
+        """``(q,) int64``: gallery items matching each query's target (the reference never does)."""
+        sizes = torch.bincount(self.groups, minlength=int(self.groups.max()) + 1)
+        counts = sizes[self.groups[self.target_rows]]
+        counts -= (self.groups[self.reference_rows] == self.groups[self.target_rows]).long()
+        return counts
+
 
 def composed_queries(
     gallery: Catalogue, triplets: Sequence[CompositionTriplet], match: str | Sequence[str] = "attributes"
@@ -150,10 +157,7 @@ def composed_recall_at_k(
 def chance_composed_recall(queries: ComposedQueries, ks: Sequence[int] = (1, 10, 50, 100)) -> dict[int, float]:
     """Recall@K of a random ranking of the ``g - 1`` non-reference items, averaged over the queries."""
     gallery_size = len(queries.gallery) - 1
-    relevant_counts = torch.bincount(queries.groups, minlength=int(queries.groups.max()) + 1)[
-        queries.groups[queries.target_rows]
-    ]  # the reference never matches the target, so excluding it removes no relevant item
-    return {k: float(np.mean([chance_recall(k, gallery_size, int(r)) for r in relevant_counts])) for k in ks}
+    return {k: float(np.mean([chance_recall(k, gallery_size, int(r)) for r in queries.relevant_counts()])) for k in ks}
 
 
 def top_k_excluding(

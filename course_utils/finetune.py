@@ -278,15 +278,16 @@ def recall_evaluator(
 ) -> Callable[[nn.Module], dict]:
     """A ``model -> {"R@K": ...}`` callback: text->image recall on the full ``gallery`` (for ``fit``'s ``evaluate``).
 
-    The model is swapped into a copy of ``bundle`` (same preprocess and tokenizer); nothing is cached, since
-    the weights change between calls.
+    The model is swapped into a copy of ``bundle`` (same preprocess and tokenizer). Embeddings go through the
+    disk cache, keyed by the current weights: a rerun of the same training reuses them, and the starting model's
+    point (step 0) reuses what notebook 01 computed.
     """
     texts = caption_texts(gallery, query_style)
 
     def evaluate(model: nn.Module) -> dict:
         current = replace(bundle, model=model)
-        images = encode_images(current, gallery, use_cache=False, progress=False)
-        queries = encode_texts(current, texts, use_cache=False, progress=False)
+        images = encode_images(current, gallery, progress=False)
+        queries = encode_texts(current, texts, progress=False)
         recalls = full_gallery_recall(queries, images, torch.arange(len(gallery)), ks)
         return {f"R@{k}": value for k, value in recalls.items()}
 

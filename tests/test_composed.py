@@ -102,6 +102,7 @@ def test_chance_level_counts_matching_items_in_a_gallery_without_the_reference()
     # g - 1 = 4 candidates; query 0 has 2 matching items, query 1 has 1
     expected_r1 = (2 / 4 + 1 / 4) / 2
     expected_r2 = ((1 - math.comb(2, 2) / math.comb(4, 2)) + 2 / 4) / 2
+    assert queries.relevant_counts().tolist() == [2, 1]
     chance = chance_composed_recall(queries, ks=(1, 2))
     assert chance[1] == pytest.approx(expected_r1) and chance[2] == pytest.approx(expected_r2)
 

@@ -144,7 +144,8 @@ def test_head_only_bundle_is_stage_one_of_the_two_stage_recipe_and_deterministic
 # --- the recall curve ------------------------------------------------------------------------------------------
 
 
-def test_recall_evaluator_is_full_gallery_text_to_image_recall():
+def test_recall_evaluator_is_full_gallery_text_to_image_recall(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_COURSE_CACHE", str(tmp_path))
     catalogue = tiny_catalogue(12)
     bundle = tiny_bundle()
     evaluate = recall_evaluator(bundle, catalogue, "web", ks=(1, 5))

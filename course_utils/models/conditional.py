@@ -253,7 +253,7 @@ class ASENStyleHead(nn.Module):
         token_dim: int,
         embed_dim: int = 128,
         condition_dim: int = 64,
-        common_dim: int = 128,
+        common_dim: int = 64,
         reduction: int = 4,
     ):
         super().__init__()
@@ -286,10 +286,21 @@ class ASENStyleHead(nn.Module):
     forward = embed_features
 
 
-def patch_tokens(bundle, catalogue: Catalogue, batch_size: int = 256, progress: bool = True) -> torch.Tensor:
-    """The last block's patch tokens of every item image (after the final LayerNorm), for ASEN-style heads.
+def patch_tokens(
+    bundle, catalogue: Catalogue, block_from_end: int = 2, batch_size: int = 256, progress: bool = True
+) -> torch.Tensor:
+    """The patch tokens of every item image (after the final LayerNorm), the feature map of ASEN-style heads.
 
-    Needs an open_clip ViT (``visual.forward_intermediates``).
+    The default is the penultimate block: CLIP pools the class token, so the last block's outputs at the patch
+    positions feed nothing and are never trained, while the penultimate tokens are what the class token attends
+    to. Needs an open_clip ViT (``visual.forward_intermediates``).
+
+    Args:
+        bundle: the CLIP bundle.
+        catalogue: items to encode.
+        block_from_end: 1 = last transformer block, 2 = penultimate, ...
+        batch_size: images per forward pass.
+        progress: show a tqdm bar.
 
     Returns:
         ``(len(catalogue), L, c) float32`` on the CPU: ``L`` patches (64 for the tiny CLIP, 49 for ViT-B-32).
@@ -309,12 +320,12 @@ def patch_tokens(bundle, catalogue: Catalogue, batch_size: int = 256, progress: 
                 raise CorruptImage(f"unreadable images {batch['skipped'][:5]}; call catalogue.drop_unreadable_images()")
             out = visual.forward_intermediates(
                 batch["image"].to(bundle.device),
-                indices=1,
+                indices=block_from_end,
                 normalize_intermediates=True,
                 intermediates_only=True,
                 output_fmt="NLC",
             )
-            chunks.append(out["image_intermediates"][-1].float().cpu())
+            chunks.append(out["image_intermediates"][0].float().cpu())  # oldest of the last n blocks
     return torch.cat(chunks)
 
 

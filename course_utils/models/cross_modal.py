@@ -18,8 +18,8 @@ Contents:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -105,8 +105,9 @@ def image_token_features(model: nn.Module, images: torch.Tensor) -> tuple[torch.
         ``(n, P, D_image)`` patch tokens (final LayerNorm applied) and ``(n, embed_dim)`` L2-normalised embeddings.
     """
     _require_intermediates(model)
-    out = model.forward_intermediates(image=images, image_indices=1, normalize_intermediates=True,
-                                      image_output_fmt="NLC", normalize=True)
+    out = model.forward_intermediates(
+        image=images, image_indices=1, normalize_intermediates=True, image_output_fmt="NLC", normalize=True
+    )
     return out["image_intermediates"][-1], out["image_features"]
 
 
@@ -150,13 +151,16 @@ def encode_image_tokens(bundle, catalogue, batch_size: int = 256, progress: bool
     """
     from ..data.adapters import ImageTextDataset, collate_skipping_unreadable
 
-    loader = torch.utils.data.DataLoader(ImageTextDataset(catalogue, bundle.preprocess), batch_size=batch_size,
-                                         collate_fn=collate_skipping_unreadable)
+    loader = torch.utils.data.DataLoader(
+        ImageTextDataset(catalogue, bundle.preprocess), batch_size=batch_size, collate_fn=collate_skipping_unreadable
+    )
     tokens, pooled = [], []
     with torch.inference_mode():
         for batch in tqdm(loader, desc="image tokens", disable=not progress, leave=False):
             if batch["skipped"]:
-                raise ValueError(f"unreadable images {batch['skipped'][:5]}; call catalogue.drop_unreadable_images() first")
+                raise ValueError(
+                    f"unreadable images {batch['skipped'][:5]}; call catalogue.drop_unreadable_images() first"
+                )
             patch, emb = image_token_features(bundle.model, batch["image"].to(bundle.device))
             tokens.append(patch.float().cpu())
             pooled.append(emb.float().cpu())
@@ -209,7 +213,9 @@ class CrossAttentionBlock(nn.Module):
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
-    def forward(self, text: torch.Tensor, image: torch.Tensor, text_padding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, text: torch.Tensor, image: torch.Tensor, text_padding: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Update the text-side tokens.
 
         Args:
@@ -245,19 +251,29 @@ class ImageTextMatcher(nn.Module):
         width: the matcher's token width.
         heads: attention heads per block.
         layers: number of blocks.
+        mlp_ratio: hidden size of the blocks' MLPs relative to ``width``.
+        n_patches: when given, a learned position embedding is added to the ``n_patches`` image tokens
+            (makes "where" explicit for shape words like sleeves or length).
     """
 
-    def __init__(self, image_width: int, text_width: int, width: int = 128, heads: int = 4, layers: int = 2):
+    def __init__(self, image_width: int, text_width: int, width: int = 128, heads: int = 4, layers: int = 2,
+                 mlp_ratio: float = 4.0, n_patches: int | None = None):
         super().__init__()
         self.image_proj = nn.Linear(image_width, width)
+        self.image_position = nn.Parameter(torch.randn(1, n_patches, width) * 0.02) if n_patches else None
         self.text_proj = nn.Linear(text_width, width)
         self.match_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
-        self.blocks = nn.ModuleList([CrossAttentionBlock(width, heads) for _ in range(layers)])
+        self.blocks = nn.ModuleList([CrossAttentionBlock(width, heads, mlp_ratio) for _ in range(layers)])
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, 1)
 
-    def forward(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_padding: torch.Tensor,
-                return_attention: bool = False):
+    def forward(
+        self,
+        image_tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_padding: torch.Tensor,
+        return_attention: bool = False,
+    ):
         """Match logits of aligned (image, text) pairs.
 
         Args:
@@ -274,6 +290,8 @@ class ImageTextMatcher(nn.Module):
         text = torch.cat([self.match_token.expand(batch, -1, -1), self.text_proj(text_tokens)], dim=1)
         padding = torch.cat([text_padding.new_zeros(batch, 1), text_padding], dim=1)
         image = self.image_proj(image_tokens)
+        if self.image_position is not None:
+            image = image + self.image_position
         attention = []
         for block in self.blocks:
             text, weights = block(text, image, padding)
@@ -361,22 +379,27 @@ def mine_hard_negatives(similarity: torch.Tensor, k: int, exclude_positive: bool
 
 
 class HardNegativePairs(Dataset):
-    """Index triples for ITM training: a positive pair and one hard negative image and text for it.
+    """Index triples for ITM training: a positive pair and one negative image and one negative caption for it.
 
     Item ``i`` yields ``{"index": i, "negative_image": j, "negative_text": t}``: image ``j`` is drawn from the
     hard negative images of caption ``i``, caption ``t`` from the hard negative captions of image ``i`` — a new
-    draw per (seed, epoch, item), deterministic.
+    draw per (seed, epoch, item), deterministic. A matcher trained from scratch on hard negatives only stays at
+    the constant guess (notebook 03 shows it), so a curriculum can start with random negatives.
 
     Args:
         image_negatives: ``(n, k)`` hard negative images per caption (from :func:`mine_hard_negatives`).
         text_negatives: ``(n, k)`` hard negative captions per image.
         seed: sampling seed.
+        easy_epochs: during the first ``easy_epochs`` epochs every negative is a uniformly random other item.
+        random_share: afterwards, the probability that a negative is random instead of hard.
     """
 
-    def __init__(self, image_negatives: torch.Tensor, text_negatives: torch.Tensor, seed: int = 0):
+    def __init__(self, image_negatives: torch.Tensor, text_negatives: torch.Tensor, seed: int = 0,
+                 easy_epochs: int = 0, random_share: float = 0.0):
         if image_negatives.shape[0] != text_negatives.shape[0]:
             raise ValueError(f"negatives of {image_negatives.shape[0]} captions but {text_negatives.shape[0]} images")
         self.image_negatives, self.text_negatives, self.seed = image_negatives, text_negatives, seed
+        self.easy_epochs, self.random_share = easy_epochs, random_share
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -385,11 +408,16 @@ class HardNegativePairs(Dataset):
     def __len__(self) -> int:
         return self.image_negatives.shape[0]
 
+    def _draw(self, rng: np.random.Generator, index: int, hard: torch.Tensor) -> int:
+        if self.epoch < self.easy_epochs or rng.random() < self.random_share:
+            other = int(rng.integers(len(self) - 1))
+            return other + (other >= index)  # any item but the positive
+        return int(hard[index, rng.integers(hard.shape[1])])
+
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        return {"index": index,
-                "negative_image": int(self.image_negatives[index, rng.integers(self.image_negatives.shape[1])]),
-                "negative_text": int(self.text_negatives[index, rng.integers(self.text_negatives.shape[1])])}
+        return {"index": index, "negative_image": self._draw(rng, index, self.image_negatives),
+                "negative_text": self._draw(rng, index, self.text_negatives)}
 
 
 def itm_batch_loss(pair_logits: PairLogits) -> Callable[[nn.Module, dict], torch.Tensor]:
@@ -418,8 +446,11 @@ def token_pair_logits(images: ImageTokens, texts: TextTokens) -> PairLogits:
 
     def pair_logits(model: nn.Module, image_index: torch.Tensor, text_index: torch.Tensor) -> torch.Tensor:
         device = next(model.parameters()).device
-        return model(images.tokens[image_index].to(device), texts.tokens[text_index].to(device),
-                     texts.padding[text_index].to(device))
+        return model(
+            images.tokens[image_index].to(device),
+            texts.tokens[text_index].to(device),
+            texts.padding[text_index].to(device),
+        )
 
     return pair_logits
 
@@ -467,8 +498,9 @@ def top_k_candidates(similarity: torch.Tensor, k: int) -> tuple[torch.Tensor, to
 
 
 @torch.inference_mode()
-def score_candidates(model: nn.Module, pair_logits: PairLogits, candidate_positions: torch.Tensor,
-                     batch_size: int = 2048) -> torch.Tensor:
+def score_candidates(
+    model: nn.Module, pair_logits: PairLogits, candidate_positions: torch.Tensor, batch_size: int = 2048
+) -> torch.Tensor:
     """Cross-encoder scores of each query (row) with each of its candidate gallery items.
 
     Args:
@@ -483,8 +515,10 @@ def score_candidates(model: nn.Module, pair_logits: PairLogits, candidate_positi
     q, k = candidate_positions.shape
     image_index = candidate_positions.reshape(-1).cpu()
     text_index = torch.arange(q).repeat_interleave(k)
-    chunks = [pair_logits(model, image_index[s : s + batch_size], text_index[s : s + batch_size]).float().cpu()
-              for s in range(0, q * k, batch_size)]
+    chunks = [
+        pair_logits(model, image_index[s : s + batch_size], text_index[s : s + batch_size]).float().cpu()
+        for s in range(0, q * k, batch_size)
+    ]
     return torch.cat(chunks).reshape(q, k)
 
 
@@ -502,7 +536,9 @@ def rerank(candidate_positions: torch.Tensor, scores: torch.Tensor) -> torch.Ten
     return torch.gather(torch.as_tensor(candidate_positions), 1, order)
 
 
-def reranked_similarity(similarity: torch.Tensor, candidate_positions: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+def reranked_similarity(
+    similarity: torch.Tensor, candidate_positions: torch.Tensor, scores: torch.Tensor
+) -> torch.Tensor:
     """A full ``(q, g)`` score matrix whose ranking is "re-ranked top-K first, then the rest in dual order".
 
     Lets :func:`course_utils.metrics.recall_at_k` score a re-ranker: the candidates' scores are shifted above
@@ -548,7 +584,9 @@ class TwoStageSearch:
     pair_scorer: Callable[[ImageTokens, TextTokens], PairLogits] = token_pair_logits
 
     @torch.inference_mode()
-    def search(self, texts: Sequence[str], rerank_on: bool = True, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def search(
+        self, texts: Sequence[str], rerank_on: bool = True, k: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rank the gallery for each query text.
 
         Args:

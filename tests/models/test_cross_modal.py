@@ -110,9 +110,7 @@ def test_seed002_model_shape():
 
 
 def test_mine_hard_negatives_hand_computed():
-    sim = torch.tensor([[0.9, 0.8, 0.1, 0.5],
-                        [0.7, 0.2, 0.6, 0.3],
-                        [0.1, 0.9, 0.95, 0.0]])
+    sim = torch.tensor([[0.9, 0.8, 0.1, 0.5], [0.7, 0.2, 0.6, 0.3], [0.1, 0.9, 0.95, 0.0]])
     # row 0: positive col 0 excluded -> 1 (0.8), 3 (0.5); row 1: 0 (0.7), 2 (0.6); row 2: 1 (0.9), 0 (0.1)
     assert cm.mine_hard_negatives(sim, k=2).tolist() == [[1, 3], [0, 2], [1, 0]]
     # without exclusion it is the plain top-k, positive included
@@ -168,7 +166,11 @@ def test_itm_batch_loss_hand_computed():
         seen["image"], seen["text"] = image_index.tolist(), text_index.tolist()
         return torch.tensor([2.0, 2.0, 0.0, -1.0, 1.0, 0.0])  # positives first, then the two kinds of negatives
 
-    batch = {"index": torch.tensor([0, 1]), "negative_image": torch.tensor([5, 6]), "negative_text": torch.tensor([7, 8])}
+    batch = {
+        "index": torch.tensor([0, 1]),
+        "negative_image": torch.tensor([5, 6]),
+        "negative_text": torch.tensor([7, 8]),
+    }
     loss = cm.itm_batch_loss(pair_logits)(None, batch)
     assert seen == {"image": [0, 1, 5, 6, 0, 1], "text": [0, 1, 0, 1, 7, 8]}
     softplus = lambda x: math.log1p(math.exp(x))

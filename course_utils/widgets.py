@@ -1,0 +1,521 @@
+"""Query demos over a :class:`~course_utils.retriever.FashionRetriever` (notebook 07), for JupyterLab and Voila.
+
+Four demos, one per query type: text, image (a gallery item or an uploaded file), conditional (image +
+condition, via ``retriever.conditional_encoder``) and composed (image + modification text, via
+``retriever.compositor``). The logic lives in plain callbacks — ``run_text_query(retriever, text, top_k)`` and
+friends — that return an HTML string (a grid of base64 PNG thumbnails with rank, score and caption, or a clear
+message for empty or bad input), so they are unit-tested without a browser and notebooks call them directly
+when ``INTERACTIVE`` is false. The ``*_demo`` builders only wire ipywidgets to those callbacks: text boxes and
+sliders use ``continuous_update=False`` (nothing runs per keystroke) and a :class:`Debouncer` drops the
+repeats that Enter + blur + a Search click would otherwise fire.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import time
+import weakref
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from PIL import Image
+
+from .data.records import CorruptImage
+
+#: Largest upload accepted by the image demos (bytes); bigger files get a message instead of a decode.
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+#: Thumbnail side in pixels (images are shrunk to fit, never enlarged; the page scales them to this size).
+THUMB_SIZE = 128
+#: Thumbnails kept per retriever (about 10-40 kB each); the cache is emptied when it grows past this.
+MAX_CACHED_THUMBNAILS = 5000
+
+_THUMBNAILS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # retriever -> {item id: data URI}
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded file as the image demos receive it: its name (for messages) and its bytes."""
+
+    name: str
+    content: bytes
+
+
+# A query image as the callbacks accept it: a gallery item id, an uploaded file (or its bytes), or a PIL image.
+QueryImage = str | Upload | bytes | Image.Image
+
+
+class BadQuery(ValueError):
+    """A query the demos refuse with a message (empty text, unknown id, unreadable file)."""
+
+
+def running_in_voila() -> bool:
+    """True inside a kernel started by Voilà (it sets ``VOILA_*`` variables), so a served page gets live widgets."""
+    return "VOILA_BASE_URL" in os.environ or "VOILA_KERNEL_ID" in os.environ
+
+
+# --- HTML pieces -----------------------------------------------------------------------------------------------
+
+
+def message_html(text: str, kind: str = "error") -> str:
+    """A coloured box with ``text`` (escaped); ``kind`` is ``"error"`` (red), ``"info"`` (blue) or ``"hint"`` (grey)."""
+    colours = {"error": ("#D55E00", "#fdf0e8"), "info": ("#0072B2", "#eaf3fa"), "hint": ("#777777", "#f6f6f6")}
+    border, background = colours.get(kind, colours["error"])
+    return (
+        f'<div class="fc-message fc-{kind}" style="border-left:5px solid {border};background:{background};'
+        f'padding:8px 12px;margin:6px 0;font-size:14px">{html.escape(text, quote=False)}</div>'
+    )
+
+
+def image_data_uri(image: Image.Image, size: int = THUMB_SIZE) -> str:
+    """``data:image/png;base64,...`` of ``image`` shrunk to fit ``size`` x ``size`` (aspect ratio kept)."""
+    image = image.convert("RGB")
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _item_thumbnail(retriever, item_id: str) -> str | None:
+    """Cached data URI of a gallery item's image, or ``None`` when the image cannot be read."""
+    cache = _THUMBNAILS.setdefault(retriever, {})
+    if item_id not in cache:
+        if len(cache) >= MAX_CACHED_THUMBNAILS:
+            cache.clear()
+        try:
+            cache[item_id] = image_data_uri(retriever.thumbnail(item_id))
+        except (CorruptImage, FileNotFoundError, OSError):
+            cache[item_id] = None
+    return cache[item_id]
+
+
+def _card(uri: str | None, lines: Sequence[str], tooltip: str, css_class: str, border: str) -> str:
+    """One thumbnail with a few caption lines (already escaped)."""
+    if uri is None:
+        picture = (
+            f'<div style="width:{THUMB_SIZE}px;height:{THUMB_SIZE}px;display:flex;align-items:center;'
+            'justify-content:center;background:#eee;color:#777;font-size:12px">image unavailable</div>'
+        )
+    else:
+        picture = (
+            f'<img class="fc-thumb" src="{uri}" alt="{html.escape(tooltip)}" width="{THUMB_SIZE}" '
+            f'height="{THUMB_SIZE}" style="object-fit:contain;image-rendering:auto;background:#fff">'
+        )
+    text = "<br>".join(lines)
+    return (
+        f'<figure class="{css_class}" title="{html.escape(tooltip)}" style="margin:0;padding:6px;'
+        f'border:2px solid {border};border-radius:6px;width:{THUMB_SIZE + 16}px;font-size:12px;line-height:1.3">'
+        f'{picture}<figcaption style="margin-top:4px">{text}</figcaption></figure>'
+    )
+
+
+def results_html(
+    retriever, results: pd.DataFrame, heading: str, query_card: str = "", elapsed: float | None = None
+) -> str:
+    """A grid of result thumbnails with rank, cosine score, caption and item id.
+
+    Args:
+        retriever: the :class:`~course_utils.retriever.FashionRetriever` that produced ``results``.
+        results: its result frame (``rank``, ``item_id``, ``score``, ``caption`` columns).
+        heading: what was asked, e.g. ``'text “red dress”'`` (escaped here).
+        query_card: HTML of the query image card shown first (image queries), or ``""``.
+        elapsed: seconds the search took, shown in the heading.
+    """
+    timing = f" · {elapsed * 1000:.0f} ms" if elapsed is not None else ""
+    header = (
+        f'<div class="fc-header" style="font-size:14px;margin:4px 0 8px">{html.escape(heading)} — top '
+        f"{len(results)} of {len(retriever.catalogue)} gallery items{timing}</div>"
+    )
+    cards = [query_card] if query_card else []
+    for row in results.itertuples(index=False):
+        caption = str(row.caption)
+        short = caption if len(caption) <= 70 else caption[:67] + "…"
+        lines = [
+            f"<b>#{row.rank}</b> · score {row.score:.3f}",
+            html.escape(short),
+            f"<code>{html.escape(str(row.item_id))}</code>",
+        ]
+        cards.append(_card(_item_thumbnail(retriever, str(row.item_id)), lines, caption, "fc-result", "#dddddd"))
+    grid = (
+        '<div class="fc-grid" style="display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start">'
+        + "".join(cards)
+        + "</div>"
+    )
+    return f'<div class="fc-results">{header}{grid}</div>'
+
+
+# --- query inputs ------------------------------------------------------------------------------------------------
+
+
+def decode_image_bytes(content: bytes | memoryview, name: str = "upload") -> Image.Image:
+    """Decode an uploaded file to an RGB image; :class:`BadQuery` with a readable reason when it is not one."""
+    data = bytes(content)
+    if not data:
+        raise BadQuery(f"the file {name!r} is empty: choose a JPEG or PNG image")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise BadQuery(
+            f"the file {name!r} is {len(data) / 2**20:.1f} MiB; images up to {MAX_UPLOAD_BYTES // 2**20} MiB are accepted"
+        )
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise BadQuery(
+            f"could not read {name!r} as an image ({type(err).__name__}): choose a JPEG or PNG file"
+        ) from None
+
+
+def upload_content(value) -> Upload | None:
+    """The first file of an ipywidgets ``FileUpload.value`` (a tuple of dicts in 8, a dict in 7), or ``None``."""
+    if not value:
+        return None
+    first = value[0] if isinstance(value, (tuple, list)) else next(iter(value.values()))
+    return Upload(str(first.get("name", "upload")), bytes(first["content"]))
+
+
+def resolve_query_image(retriever, image: QueryImage | None) -> tuple[str | Image.Image, str]:
+    """Turn a demo's query image into what the retriever accepts, plus a label for the page.
+
+    Strings are gallery item ids only (a served page must not open server-side paths); an :class:`Upload` or
+    bytes are an uploaded file; PIL images pass through. Raises :class:`BadQuery` for an empty choice, an unknown
+    id or a file that is not an image.
+    """
+    if image is None or (isinstance(image, str) and not image.strip()):
+        raise BadQuery("no query image: pick a gallery item or upload an image file")
+    if isinstance(image, str):
+        item_id = image.strip()
+        if not retriever.catalogue.has_id(item_id):
+            raise BadQuery(f"unknown item id {item_id!r}: pick one of the {len(retriever.catalogue)} gallery items")
+        return item_id, f"item {item_id}"
+    if isinstance(image, Upload):
+        return decode_image_bytes(image.content, image.name), f"upload {image.name}"
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image_bytes(image), "uploaded image"
+    if isinstance(image, Image.Image):
+        return image.convert("RGB"), "uploaded image"
+    raise BadQuery(f"unsupported query image of type {type(image).__name__}")
+
+
+def _query_card(retriever, query: str | Image.Image, label: str) -> str:
+    uri = _item_thumbnail(retriever, query) if isinstance(query, str) else image_data_uri(query)
+    return _card(uri, ["<b>query</b>", html.escape(label)], label, "fc-query", "#0072B2")
+
+
+def _check_top_k(retriever, top_k, query: str | Image.Image | None = None) -> int:
+    """``top_k`` capped at what the gallery can return (a gallery item is left out of its own results)."""
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise BadQuery(f"top_k must be a positive whole number, got {top_k!r}")
+    return min(top_k, len(retriever.catalogue) - isinstance(query, str))
+
+
+# --- the four callbacks ----------------------------------------------------------------------------------------
+
+
+def run_text_query(retriever, text: str, top_k: int = 8) -> str:
+    """HTML results of a free-text query (``retriever.search_by_text``), or a message for empty input."""
+    try:
+        k = _check_top_k(retriever, top_k)
+        if not isinstance(text, str) or not text.strip():
+            raise BadQuery("empty query: type a description such as 'red striped shirt' and press Enter")
+        start = time.perf_counter()
+        results = retriever.search_by_text(text.strip(), top_k=k)
+        elapsed = time.perf_counter() - start
+    except (BadQuery, ValueError) as err:
+        return message_html(str(err))
+    return results_html(retriever, results, f"text “{text.strip()}”", elapsed=elapsed)
+
+
+def run_image_query(retriever, image: QueryImage | None, top_k: int = 8) -> str:
+    """HTML results of an image query (``retriever.search_by_image``): a gallery item id, an :class:`Upload` or a PIL image."""
+    try:
+        _check_top_k(retriever, top_k)
+        query, label = resolve_query_image(retriever, image)
+        start = time.perf_counter()
+        results = retriever.search_by_image(query, top_k=_check_top_k(retriever, top_k, query))
+        elapsed = time.perf_counter() - start
+    except (BadQuery, ValueError, CorruptImage) as err:
+        return message_html(str(err))
+    return results_html(retriever, results, f"image ({label})", _query_card(retriever, query, label), elapsed)
+
+
+def run_conditional_query(retriever, image: QueryImage | None, condition: str, top_k: int = 8) -> str:
+    """HTML results of "like this image, with respect to ``condition``" (``retriever.search_conditional``).
+
+    Shows an explanatory message instead when no conditional encoder is set on the retriever.
+    """
+    if retriever.conditional_encoder is None:
+        return message_html(
+            "Conditional search is not available: no conditional encoder is set on this retriever. "
+            "Notebook 05 trains one; assign it to retriever.conditional_encoder to enable this demo.",
+            "info",
+        )
+    try:
+        _check_top_k(retriever, top_k)
+        if not isinstance(condition, str) or not condition.strip():
+            raise BadQuery("no condition chosen: pick an attribute such as 'colour'")
+        query, label = resolve_query_image(retriever, image)
+        start = time.perf_counter()
+        results = retriever.search_conditional(query, condition, top_k=_check_top_k(retriever, top_k, query))
+        elapsed = time.perf_counter() - start
+    except (BadQuery, ValueError, KeyError, CorruptImage) as err:
+        return message_html(str(err).strip("'\""))
+    return results_html(
+        retriever, results, f"conditional ({label}, same {condition})", _query_card(retriever, query, label), elapsed
+    )
+
+
+def run_composed_query(retriever, image: QueryImage | None, modification: str, top_k: int = 8) -> str:
+    """HTML results of reference image + modification text (``retriever.search_composed``).
+
+    Shows an explanatory message instead when no compositor is set on the retriever.
+    """
+    if retriever.compositor is None:
+        return message_html(
+            "Composed search is not available: no compositor is set on this retriever. "
+            "Notebook 06 builds them; assign one to retriever.compositor to enable this demo.",
+            "info",
+        )
+    try:
+        _check_top_k(retriever, top_k)
+        if not isinstance(modification, str) or not modification.strip():
+            raise BadQuery("empty modification: describe the change, e.g. 'make it blue'")
+        query, label = resolve_query_image(retriever, image)
+        start = time.perf_counter()
+        results = retriever.search_composed(query, modification.strip(), top_k=_check_top_k(retriever, top_k, query))
+        elapsed = time.perf_counter() - start
+    except (BadQuery, ValueError, CorruptImage) as err:
+        return message_html(str(err))
+    heading = f"composed ({label} + “{modification.strip()}”)"
+    return results_html(retriever, results, heading, _query_card(retriever, query, label), elapsed)
+
+
+# --- debouncing and widgets ----------------------------------------------------------------------------------
+
+
+class Debouncer:
+    """Drop a repeat of the same query that arrives within ``interval`` seconds of the last one that ran.
+
+    Widgets fire more than once for one intent (Enter, then blur, then a Search click); with
+    ``continuous_update=False`` on every input that is the only kind of repeat left. ``clock`` is injectable so
+    tests need no sleeping.
+    """
+
+    def __init__(self, interval: float = 0.75, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval, self.clock = interval, clock
+        self._last: tuple[Hashable, float] | None = None
+
+    def allow(self, key: Hashable) -> bool:
+        """True when a query with ``key`` should run now (and remember it), False for a quick repeat."""
+        now = self.clock()
+        if self._last is not None and self._last[0] == key and now - self._last[1] < self.interval:
+            return False
+        self._last = (key, now)
+        return True
+
+
+def _widgets():
+    import ipywidgets
+
+    return ipywidgets
+
+
+class QueryDemo:
+    """One demo: its controls, a results area, and the callback that fills it.
+
+    Attributes:
+        controls: name -> widget (``"text"``, ``"item"``, ``"upload"``, ``"condition"``, ``"modification"``, ``"top_k"``, ``"search"``).
+        results: the ``ipywidgets.HTML`` that shows the grid or a message.
+        box: the ``ipywidgets.VBox`` to display (``display(demo)`` works too).
+        queries_served: how many queries ran (repeats dropped by the debouncer are not counted).
+    """
+
+    def __init__(
+        self,
+        title: str,
+        controls: dict,
+        compute: Callable[[], str],
+        key: Callable[[], Hashable],
+        hint: str,
+        debouncer: Debouncer | None = None,
+        kind: str = "query",
+    ) -> None:
+        w = _widgets()
+        self.controls, self._compute, self._key = controls, compute, key
+        self.debouncer = debouncer or Debouncer()
+        self.queries_served = 0
+        self.results = w.HTML(message_html(hint, "hint"), layout=w.Layout(width="100%"))
+        inputs = [c for name, c in controls.items() if name != "search"]
+        buttons = [controls["search"]] if "search" in controls else []
+        self.box = w.VBox(
+            [
+                w.HTML(f"<h3 style='margin:4px 0'>{html.escape(title)}</h3>"),
+                w.HBox(inputs + buttons, layout=w.Layout(flex_flow="row wrap", align_items="center")),
+                self.results,
+            ]
+        )
+        self.box.add_class("fc-demo")
+        self.box.add_class(f"fc-demo-{kind}")
+
+    def refresh(self, *_event) -> None:
+        """Run the query for the current control values (debounced) and show its results."""
+        if not self.debouncer.allow(self._key()):
+            return
+        self.results.value = message_html("searching…", "hint")
+        try:
+            self.results.value = self._compute()
+        except Exception as err:  # a widget callback must never fail silently into the log console
+            self.results.value = message_html(f"unexpected error ({type(err).__name__}): {err}")
+        self.queries_served += 1
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.box)
+
+
+def _top_k_slider(retriever, top_k: int):
+    w = _widgets()
+    most = max(1, min(24, len(retriever.catalogue) - 1))
+    return w.IntSlider(value=min(top_k, most), min=1, max=most, description="top k", continuous_update=False)
+
+
+def _search_button():
+    w = _widgets()
+    return w.Button(description="Search", button_style="primary", icon="search")
+
+
+def _image_controls(retriever, max_choices: int) -> dict:
+    """A gallery dropdown (first ``max_choices`` items) and a file upload for the image-based demos."""
+    w = _widgets()
+    options = [
+        (f"{item.item_id} — {item.caption(retriever.caption_style)[:40] if item.captions else ''}", item.item_id)
+        for item in list(retriever.catalogue)[:max_choices]
+    ]
+    item = w.Dropdown(options=options, value=options[0][1], description="gallery item", layout=w.Layout(width="420px"))
+    upload = w.FileUpload(accept="image/*", multiple=False, description="or upload")
+    return {"item": item, "upload": upload}
+
+
+def _wire(demo: QueryDemo, triggers: Sequence[str]) -> QueryDemo:
+    for name in triggers:
+        demo.controls[name].observe(demo.refresh, names="value")
+    if "search" in demo.controls:
+        demo.controls["search"].on_click(demo.refresh)
+    return demo
+
+
+class _ImageSource:
+    """Which image the user chose last: the gallery dropdown or the uploaded file."""
+
+    def __init__(self, controls: dict) -> None:
+        self.controls, self.kind = controls, "item"
+        controls["item"].observe(lambda _: setattr(self, "kind", "item"), names="value")
+        controls["upload"].observe(lambda _: setattr(self, "kind", "upload"), names="value")
+
+    def value(self) -> QueryImage | None:
+        upload = upload_content(self.controls["upload"].value) if self.kind == "upload" else None
+        return upload if upload is not None else self.controls["item"].value
+
+    def key(self) -> Hashable:
+        upload = self.value()
+        return ("upload", upload.name, len(upload.content)) if isinstance(upload, Upload) else ("item", upload)
+
+
+def text_demo(retriever, top_k: int = 8, placeholder: str = "e.g. red striped cotton shirt") -> QueryDemo:
+    """Free-text search: type a description and press Enter (or click Search)."""
+    w = _widgets()
+    controls = {
+        "text": w.Text(
+            value="",
+            placeholder=placeholder,
+            description="describe",
+            continuous_update=False,
+            layout=w.Layout(width="420px"),
+        ),
+        "top_k": _top_k_slider(retriever, top_k),
+        "search": _search_button(),
+    }
+    controls["text"].add_class("fc-text-query")
+    demo = QueryDemo(
+        "Text → image search",
+        controls,
+        lambda: run_text_query(retriever, controls["text"].value, controls["top_k"].value),
+        lambda: (controls["text"].value, controls["top_k"].value),
+        "Type a description and press Enter.",
+        kind="text",
+    )
+    return _wire(demo, ["text", "top_k"])
+
+
+def image_demo(retriever, top_k: int = 8, max_choices: int = 200) -> QueryDemo:
+    """Image search: pick a gallery item or upload a photo; the item itself is left out of its results."""
+    controls = {
+        **_image_controls(retriever, max_choices),
+        "top_k": _top_k_slider(retriever, top_k),
+        "search": _search_button(),
+    }
+    source = _ImageSource(controls)
+    demo = QueryDemo(
+        "Image → image search",
+        controls,
+        lambda: run_image_query(retriever, source.value(), controls["top_k"].value),
+        lambda: (source.key(), controls["top_k"].value),
+        "Pick a gallery item or upload an image.",
+        kind="image",
+    )
+    demo.refresh()  # show the first gallery item's neighbours at once
+    return _wire(demo, ["item", "upload", "top_k"])
+
+
+def conditional_demo(
+    retriever, conditions: Sequence[str] | None = None, top_k: int = 8, max_choices: int = 200
+) -> QueryDemo:
+    """Conditional search: items like the query image *in one attribute* (needs ``retriever.conditional_encoder``)."""
+    w = _widgets()
+    conditions = list(conditions or retriever.catalogue.attribute_names)
+    controls = {
+        **_image_controls(retriever, max_choices),
+        "condition": w.Dropdown(options=conditions, value=conditions[0], description="same"),
+        "top_k": _top_k_slider(retriever, top_k),
+        "search": _search_button(),
+    }
+    source = _ImageSource(controls)
+    demo = QueryDemo(
+        "Conditional search (image + condition)",
+        controls,
+        lambda: run_conditional_query(retriever, source.value(), controls["condition"].value, controls["top_k"].value),
+        lambda: (source.key(), controls["condition"].value, controls["top_k"].value),
+        "Pick an image and the attribute the results should share.",
+        kind="conditional",
+    )
+    demo.refresh()  # the first item under the first condition, or the "not set" message
+    return _wire(demo, ["item", "upload", "condition", "top_k"])
+
+
+def composed_demo(retriever, modification: str = "", top_k: int = 8, max_choices: int = 200) -> QueryDemo:
+    """Composed search: a reference image changed as the text says (needs ``retriever.compositor``)."""
+    w = _widgets()
+    controls = {
+        **_image_controls(retriever, max_choices),
+        "modification": w.Text(
+            value=modification, placeholder="e.g. make it blue", description="change", continuous_update=False
+        ),
+        "top_k": _top_k_slider(retriever, top_k),
+        "search": _search_button(),
+    }
+    source = _ImageSource(controls)
+    demo = QueryDemo(
+        "Composed search (image + modification text)",
+        controls,
+        lambda: run_composed_query(retriever, source.value(), controls["modification"].value, controls["top_k"].value),
+        lambda: (source.key(), controls["modification"].value, controls["top_k"].value),
+        "Pick a reference image, describe the change and press Enter.",
+        kind="composed",
+    )
+    if retriever.compositor is None or modification.strip():
+        demo.refresh()  # the "not set" message, or the default modification's results
+    return _wire(demo, ["item", "upload", "modification", "top_k"])

@@ -1,0 +1,317 @@
+"""Tests of course_utils.widgets: the four query callbacks, input checks, debouncing and the widget wiring.
+
+The retriever runs over six solid-colour items with a hand-made 3-d "CLIP" (image -> its RGB direction, text ->
+the colour word it names), so every score below is computed by hand. No browser, no kernel, CPU only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from course_utils import widgets as cw
+from course_utils.data import ArrayImage, Catalogue, Item
+from course_utils.models.compositors import Sum
+from course_utils.retriever import FashionRetriever
+
+COLOURS = {  # item id -> (RGB, caption)
+    "i0": ((255, 0, 0), "red shirt <b>bold</b>"),
+    "i1": ((220, 40, 40), "dark red dress"),
+    "i2": ((0, 255, 0), "green skirt"),
+    "i3": ((0, 0, 255), "blue jacket"),
+    "i4": ((40, 40, 220), "dark blue coat"),
+    "i5": ((128, 128, 128), "grey bag"),
+}
+WORDS = {"red": 0, "green": 1, "blue": 2}
+
+
+class StubBundle:
+    """The parts of a ClipBundle the retriever uses: image -> normalised mean RGB, text -> its colour word."""
+
+    embed_dim, identity, device = 3, "stub-rgb", torch.device("cpu")
+    model = torch.nn.Module()
+
+    @staticmethod
+    def preprocess(image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(images.mean(dim=(2, 3)), dim=-1)
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        rows = []
+        for text in texts:
+            hits = [WORDS[w] for w in text.lower().split() if w in WORDS]
+            rows.append(F.one_hot(torch.tensor(hits[0]), 3).float() if hits else torch.ones(3))
+        return F.normalize(torch.stack(rows), dim=-1)
+
+
+def rgb(colour) -> torch.Tensor:
+    return F.normalize(torch.tensor(colour, dtype=torch.float32), dim=0)
+
+
+@pytest.fixture
+def retriever() -> FashionRetriever:
+    pixels = np.stack([np.full((8, 8, 3), colour, np.uint8) for colour, _ in COLOURS.values()])
+    items = [
+        Item(item_id, (caption,), ("title",), {"colour": caption.split()[0]}, "test", ArrayImage(pixels, i))
+        for i, (item_id, (_, caption)) in enumerate(COLOURS.items())
+    ]
+    catalogue = Catalogue("stub", items)
+    embeddings = torch.stack([rgb(colour) for colour, _ in COLOURS.values()])
+    return FashionRetriever(StubBundle(), catalogue, image_embeddings=embeddings)
+
+
+def png_bytes(colour=(255, 0, 0)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def shown_ids(page: str) -> list[str]:
+    """Item ids of the result cards, in order (the query card is not a result)."""
+    return re.findall(r'<figure class="fc-result".*?<code>(.*?)</code>', page, flags=re.S)
+
+
+def shown_scores(page: str) -> list[str]:
+    return re.findall(r"score (-?[0-9.]+)", page)
+
+
+# --- text --------------------------------------------------------------------------------------------------------------
+
+
+def test_text_query_ranks_by_hand_computed_cosine(retriever):
+    page = cw.run_text_query(retriever, "  red dress ", top_k=3)
+    # "red" -> (1, 0, 0): i0 = 1, i1 = 220 / |(220, 40, 40)| = 220 / 227.16 = 0.968, grey i5 = 1 / sqrt(3) = 0.577.
+    assert shown_ids(page) == ["i0", "i1", "i5"]
+    assert shown_scores(page) == ["1.000", "0.968", "0.577"]
+    assert page.count('<img class="fc-thumb" src="data:image/png;base64,') == 3
+    assert "text “red dress”" in page and "top 3 of 6 gallery items" in page
+
+
+def test_text_query_escapes_captions(retriever):
+    page = cw.run_text_query(retriever, "red", top_k=1)
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold</b>" not in page
+
+
+@pytest.mark.parametrize("text", ["", "   ", None])
+def test_empty_text_gives_a_message_not_results(retriever, text):
+    page = cw.run_text_query(retriever, text, top_k=3)
+    assert 'class="fc-message fc-error"' in page and "empty query" in page and "<img" not in page
+
+
+@pytest.mark.parametrize("top_k", [0, -2, "3", True, 2.5])
+def test_bad_top_k_gives_a_message(retriever, top_k):
+    assert "top_k must be a positive whole number" in cw.run_text_query(retriever, "red", top_k=top_k)
+
+
+def test_top_k_larger_than_gallery_is_clamped(retriever):
+    assert len(shown_ids(cw.run_text_query(retriever, "blue", top_k=50))) == 6
+    assert len(shown_ids(cw.run_image_query(retriever, "i0", top_k=50))) == 5  # the query item is left out
+    retriever.conditional_encoder = lambda features, condition: features
+    assert len(shown_ids(cw.run_conditional_query(retriever, "i0", "colour", top_k=6))) == 5
+
+
+# --- image ---------------------------------------------------------------------------------------------------------------
+
+
+def test_image_query_by_item_id_leaves_the_item_out(retriever):
+    page = cw.run_image_query(retriever, "i3", top_k=2)
+    # i3 = (0, 0, 1): i4 scores 220 / 227.16 = 0.968, then grey 0.577; i3 itself is excluded.
+    assert shown_ids(page) == ["i4", "i5"]
+    assert shown_scores(page) == ["0.968", "0.577"]
+    assert 'class="fc-query"' in page and "item i3" in page
+
+
+def test_unknown_id_and_server_paths_are_refused(retriever, tmp_path):
+    assert "unknown item id 'nope'" in cw.run_image_query(retriever, "nope", top_k=2)
+    path = tmp_path / "red.png"
+    path.write_bytes(png_bytes())
+    page = cw.run_image_query(retriever, str(path), top_k=2)  # a served page must not read server files
+    assert "unknown item id" in page and "<img" not in page
+    assert "no query image" in cw.run_image_query(retriever, None, top_k=2)
+
+
+def test_uploaded_png_is_encoded_like_a_gallery_image(retriever):
+    page = cw.run_image_query(retriever, cw.Upload("mine.png", png_bytes((0, 250, 0))), top_k=2)
+    assert shown_ids(page) == ["i2", "i5"]  # green: i2 = 1.0 (no self-exclusion for uploads), grey 0.577
+    assert shown_scores(page) == ["1.000", "0.577"]
+    assert "upload mine.png" in page and page.count("fc-thumb") == 3  # query card + 2 results
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"), [(b"", "is empty"), (b"not an image at all", "could not read 'bad.jpg'")]
+)
+def test_bad_uploads_give_a_message(retriever, content, reason):
+    page = cw.run_image_query(retriever, cw.Upload("bad.jpg", content), top_k=2)
+    assert reason in page and "fc-error" in page and "<img" not in page
+
+
+def test_oversized_upload_is_refused_before_decoding(monkeypatch):
+    monkeypatch.setattr(cw, "MAX_UPLOAD_BYTES", 10)
+    with pytest.raises(cw.BadQuery, match="up to"):
+        cw.decode_image_bytes(png_bytes(), "big.png")
+
+
+def test_upload_content_reads_ipywidgets_8_and_7_values():
+    assert cw.upload_content(()) is None
+    value8 = ({"name": "a.png", "type": "image/png", "size": 3, "content": memoryview(b"abc")},)
+    assert cw.upload_content(value8) == cw.Upload("a.png", b"abc")
+    value7 = {"a.png": {"metadata": {}, "content": b"abc"}}
+    assert cw.upload_content(value7).content == b"abc"
+
+
+def test_unreadable_gallery_thumbnail_shows_a_placeholder(retriever):
+    item = Item("x", ("no picture",), ("title",), {}, "test", None)
+    catalogue = Catalogue("one", [item, *retriever.catalogue.items[:2]])
+    small = FashionRetriever(StubBundle(), catalogue, image_embeddings=torch.eye(3))
+    page = cw.run_text_query(small, "red", top_k=3)
+    assert page.count("image unavailable") == 1 and page.count("fc-thumb") == 2
+
+
+# --- conditional and composed ----------------------------------------------------------------------------------------------
+
+
+def channel_encoder(features: torch.Tensor, condition: str) -> torch.Tensor:
+    """Hand-made conditional encoder: keep one colour channel ("blueness") or two ("not-red")."""
+    masks = {"blueness": torch.tensor([0.0, 0.0, 1.0]), "not-red": torch.tensor([0.0, 1.0, 1.0])}
+    return F.normalize(features * masks[condition], dim=-1)
+
+
+def test_conditional_without_encoder_explains_how_to_enable_it(retriever):
+    page = cw.run_conditional_query(retriever, "i3", "colour", top_k=2)
+    assert "fc-info" in page and "no conditional encoder is set" in page and "notebook 05" in page.lower()
+
+
+def test_conditional_query_uses_the_hook(retriever):
+    retriever.conditional_encoder = channel_encoder
+    page = cw.run_conditional_query(retriever, "i3", "not-red", top_k=4)
+    # Under "not-red" i3 is (0, 0, 1), i4 is (0, 40, 220) / 223.6 -> 0.984, i1 (0, 40, 40) and grey i5 both -> 0.707,
+    # green i2 and red i0 -> 0; i3 itself is excluded.
+    ids, scores = shown_ids(page), shown_scores(page)
+    assert ids[0] == "i4" and set(ids[1:3]) == {"i1", "i5"} and ids[3] in {"i0", "i2"}
+    assert scores == ["0.984", "0.707", "0.707", "0.000"]
+    assert "same not-red" in page
+    assert "fc-error" in cw.run_conditional_query(retriever, "i3", "no such condition", top_k=2)  # the hook's KeyError
+    assert "no condition chosen" in cw.run_conditional_query(retriever, "i3", "", top_k=2)
+
+
+def test_composed_without_compositor_explains_how_to_enable_it(retriever):
+    page = cw.run_composed_query(retriever, "i5", "make it red", top_k=2)
+    assert "fc-info" in page and "no compositor is set" in page
+
+
+def test_composed_query_with_the_sum_compositor(retriever):
+    retriever.compositor = Sum(3)
+    page = cw.run_composed_query(retriever, "i5", "make it red", top_k=2)
+    # query = normalize(grey + red) = (1.577, .577, .577) / 1.776 = (.888, .325, .325)
+    # i1: (.888 * 220 + .325 * 80) / 227.16 = 0.9746 beats pure red i0: 0.888; the grey reference is excluded.
+    assert shown_ids(page) == ["i1", "i0"]
+    assert shown_scores(page) == ["0.975", "0.888"]
+    assert math.isclose(float(shown_scores(page)[1]), (1 + 1 / math.sqrt(3)) / math.sqrt(3.1547), abs_tol=1e-3)
+    assert "empty modification" in cw.run_composed_query(retriever, "i5", " ", top_k=2)
+    assert "unknown item id" in cw.run_composed_query(retriever, "zz", "red", top_k=2)
+
+
+# --- debouncing and widgets ---------------------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_debouncer_drops_quick_repeats_only():
+    clock = FakeClock()
+    debouncer = cw.Debouncer(interval=0.5, clock=clock)
+    assert debouncer.allow("red")
+    clock.now += 0.2
+    assert not debouncer.allow("red")  # Enter then blur: same query 0.2 s later
+    assert debouncer.allow("blue")  # a different query always runs
+    clock.now += 0.6
+    assert debouncer.allow("blue")  # the same query again, deliberately, later
+
+
+def test_text_demo_runs_on_submit_and_debounces_the_search_click(retriever):
+    demo = cw.text_demo(retriever, top_k=2)
+    clock = FakeClock()
+    demo.debouncer = cw.Debouncer(interval=1.0, clock=clock)
+    assert demo.controls["text"].continuous_update is False and demo.controls["top_k"].continuous_update is False
+    assert "fc-hint" in demo.results.value
+    demo.controls["text"].value = "blue"  # what Enter sends with continuous_update=False
+    assert shown_ids(demo.results.value) == ["i3", "i4"] and demo.queries_served == 1
+    demo.controls["search"].click()  # same query at once: dropped
+    assert demo.queries_served == 1
+    clock.now += 2
+    demo.controls["search"].click()
+    assert demo.queries_served == 2
+    demo.controls["text"].value = ""
+    assert "empty query" in demo.results.value
+
+
+def test_image_demo_switches_between_gallery_and_upload(retriever):
+    demo = cw.image_demo(retriever, top_k=1)
+    assert shown_ids(demo.results.value) == ["i1"] and demo.queries_served == 1  # the first item's neighbour at once
+    demo.controls["item"].value = "i2"
+    assert shown_ids(demo.results.value) == ["i5"]
+    when = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
+    upload = {
+        "name": "r.png",
+        "type": "image/png",
+        "size": 1,
+        "content": memoryview(png_bytes()),
+        "last_modified": when,
+    }
+    demo.controls["upload"].value = (upload,)
+    assert "upload r.png" in demo.results.value and shown_ids(demo.results.value) == ["i0"]
+    demo.controls["top_k"].value = 2  # still the upload
+    assert shown_ids(demo.results.value) == ["i0", "i1"]
+    demo.controls["item"].value = "i3"
+    assert "item i3" in demo.results.value and shown_ids(demo.results.value) == ["i4", "i5"]
+
+
+def test_hook_demos_show_the_not_set_message_at_once(retriever):
+    assert "no conditional encoder is set" in cw.conditional_demo(retriever).results.value
+    assert "no compositor is set" in cw.composed_demo(retriever).results.value
+    retriever.compositor = Sum(3)
+    demo = cw.composed_demo(retriever, top_k=1)
+    demo.controls["item"].value = "i5"
+    demo.controls["modification"].value = "make it red"
+    assert shown_ids(demo.results.value) == ["i1"]
+
+
+def test_unexpected_errors_are_shown_not_swallowed():
+    def broken() -> str:
+        raise ZeroDivisionError("boom")
+
+    demo = cw.QueryDemo("t", {}, broken, lambda: "k", "hint")
+    demo.refresh()
+    assert "unexpected error (ZeroDivisionError): boom" in demo.results.value
+
+
+# --- the served page (course_utils.serve; the end-to-end check is tests/test_browser.py) ----------------------------
+
+
+def test_serve_command_binds_localhost_without_a_browser(monkeypatch):
+    from course_utils import serve
+
+    command = serve.voila_command(port=9999)
+    assert command[1:4] == ["-m", "voila", str(serve.DEMO_NOTEBOOK)]
+    assert "--port=9999" in command and "--no-browser" in command and "--Voila.ip=127.0.0.1" in command
+    assert serve.main(["--notebook", "/nonexistent.ipynb"]) == 2
+    monkeypatch.setenv("VOILA_BASE_URL", "/")
+    assert cw.running_in_voila()
+    monkeypatch.delenv("VOILA_BASE_URL")
+    monkeypatch.delenv("VOILA_KERNEL_ID", raising=False)
+    assert not cw.running_in_voila()
