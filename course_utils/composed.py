@@ -183,18 +183,20 @@ class TripletFeatureDataset(Dataset):
         if len(text_features) != len(queries):
             raise ValueError(f"{len(text_features)} text features for {len(queries)} triplets")
         self.image_features, self.text_features, self.queries = image_features, text_features, queries
+        self.references, self.targets = queries.reference_rows.tolist(), queries.target_rows.tolist()
+        self.groups = queries.groups.tolist()  # plain ints: indexing a tensor per sample is slow
 
     def __len__(self) -> int:
         return len(self.queries)
 
     def __getitem__(self, index: int) -> dict:
-        reference, target = self.queries.reference_rows[index], self.queries.target_rows[index]
+        reference, target = self.references[index], self.targets[index]
         return {
             "image": self.image_features[reference],
             "text": self.text_features[index],
             "target": self.image_features[target],
-            "target_group": self.queries.groups[target],
-            "reference_group": self.queries.groups[reference],
+            "target_group": self.groups[target],
+            "reference_group": self.groups[reference],
         }
 
 

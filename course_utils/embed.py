@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -41,12 +41,15 @@ def _cache_path(kind: str, bundle, payload: str) -> Path:
     return cache_dir() / "embeddings" / f"{kind}-{key}.pt"
 
 
-def _cached(path: Path, use_cache: bool, compute) -> torch.Tensor:
-    if use_cache and path.exists():
+def _cached(path: Callable[[], Path], use_cache: bool, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``compute()``, through the disk cache at ``path()`` when ``use_cache`` (the key hashes the weights: costly)."""
+    if not use_cache:
+        return compute()
+    path = path()
+    if path.exists():
         return torch.load(path, weights_only=True)
     embeddings = compute()
-    if use_cache:
-        torch_save_atomic(embeddings, path)
+    torch_save_atomic(embeddings, path)
     return embeddings
 
 
@@ -69,8 +72,6 @@ def encode_images(bundle, catalogue: Catalogue, batch_size: int = 256, num_worke
         CorruptImage: some images could not be read; the message lists them. Call
             ``catalogue.drop_unreadable_images()`` first (it counts what it drops).
     """
-    path = _cache_path("images", bundle, catalogue.fingerprint())
-
     def compute() -> torch.Tensor:
         loader = DataLoader(ImageTextDataset(catalogue, bundle.preprocess), batch_size=batch_size,
                             num_workers=num_workers, collate_fn=collate_skipping_unreadable)
@@ -87,7 +88,7 @@ def encode_images(bundle, catalogue: Catalogue, batch_size: int = 256, num_worke
             )
         return torch.cat(chunks)
 
-    return _cached(path, use_cache, compute)
+    return _cached(lambda: _cache_path("images", bundle, catalogue.fingerprint()), use_cache, compute)
 
 
 def encode_texts(bundle, texts: Sequence[str], batch_size: int = 512, use_cache: bool = True,
@@ -100,8 +101,6 @@ def encode_texts(bundle, texts: Sequence[str], batch_size: int = 512, use_cache:
     texts = list(texts)
     if any(not isinstance(t, str) or not t.strip() for t in texts):
         raise ValueError("texts must be non-empty strings; got an empty or non-string entry")
-    path = _cache_path("texts", bundle, hashlib.sha256(json.dumps(texts).encode()).hexdigest())
-
     def compute() -> torch.Tensor:
         chunks = []
         with torch.inference_mode():
@@ -109,7 +108,8 @@ def encode_texts(bundle, texts: Sequence[str], batch_size: int = 512, use_cache:
                 chunks.append(bundle.encode_texts(texts[start : start + batch_size]).cpu())
         return torch.cat(chunks) if chunks else torch.empty(0, bundle.embed_dim)
 
-    return _cached(path, use_cache, compute)
+    texts_key = lambda: _cache_path("texts", bundle, hashlib.sha256(json.dumps(texts).encode()).hexdigest())
+    return _cached(texts_key, use_cache, compute)
 
 
 def caption_texts(catalogue: Catalogue, style: str | None = None) -> list[str]:

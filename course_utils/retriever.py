@@ -179,13 +179,15 @@ class FashionRetriever:
         similarity = (query @ gallery.T).double().numpy()[0]
         if own is not None:
             similarity[own] = -np.inf
-        top = np.argsort(-similarity, kind="stable")[:top_k]
+        top = np.argsort(-similarity, kind="stable")[: min(top_k, int(np.isfinite(similarity).sum()))]
         return self._frame(top, similarity[top])
 
     def search_composed(self, image: str | Path | Image.Image, modification: str, top_k: int = 5) -> pd.DataFrame:
         """Items that look like ``image`` changed as ``modification`` says, via the notebook-06 compositor hook."""
         if self.compositor is None:
             raise RuntimeError("no compositor set: assign retriever.compositor (notebook 06 trains one)")
+        if isinstance(self.compositor, torch.nn.Module):
+            self.compositor.eval()  # a learned compositor may use dropout or batch norm
         with torch.inference_mode():
             query = self.compositor(self.embed_image(image), self.embed_text([modification]))
         query = torch.nn.functional.normalize(query.float(), dim=-1)

@@ -1,6 +1,6 @@
 """End-to-end test of the served demo page: Voilà on localhost, driven by a real headless Chromium.
 
-Starts ``python -m course_utils.serve`` on a free port, opens the page in Debian's ``/usr/bin/chromium`` through the
+Starts Voilà as ``python -m course_utils.serve`` does, on a free port, opens the page in Debian's ``/usr/bin/chromium`` through the
 Playwright Python package (no ``playwright install`` download), types a text query, waits for result thumbnails,
 uploads a photo and a non-image file to the image demo, and saves screenshots under ``outputs/browser/``. Needs the
 browser (``.ci/install_browser.sh``); fast once the model caches are warm (a cold first page view pretrains the tiny
@@ -15,7 +15,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from course_utils.paths import REPO_ROOT, outputs_dir
+from course_utils.serve import voila_command
 
 pytestmark = pytest.mark.browser
 
@@ -125,8 +125,9 @@ def page_url(tmp_path_factory) -> Iterator[str]:
     log = folder / "voila.log"
     env = {**os.environ, "FASHION_COURSE_FIGURES": str(folder / "figures")}  # a page view must not touch figures/
     with open(log, "w") as handle:
+        # The command `python -m course_utils.serve` runs (without first importing the package a second time).
         process = subprocess.Popen(
-            [sys.executable, "-m", "course_utils.serve", "--port", str(port), "--show-tracebacks"],
+            voila_command(port=port, show_tracebacks=True),
             cwd=REPO_ROOT,
             env=env,
             stdout=handle,
