@@ -36,7 +36,8 @@ def test_every_notebook_runs_in_the_ci_profile(monkeypatch):
 def test_real_tier_runs_on_the_fashion_product_sample(monkeypatch, fashion_product_sample):
     out = REPO_ROOT / "outputs" / "real-tier"
     _run(monkeypatch, out, "--profile", "ci", "--only", "01,02", "--set", "dataset=fashion-product-small",
-         "--set", f"data_root={fashion_product_sample}", "--set", "test_size=300")
+         "--set", f"data_root={fashion_product_sample}", "--set", "test_size=300",
+         "--set", "train_size=640", "--set", "finetune_epochs=1", "--set", "eval_every=5")
     for stem in ("01_baseline_clip", "02_fine_tuning"):
         record = json.loads((out / "results" / f"{stem}.json").read_text())
         assert record["parameters"]["dataset"] == "fashion-product-small" and record["metrics"]
