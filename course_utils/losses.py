@@ -38,8 +38,9 @@ def _other_matches(groups: torch.Tensor | None, size: int, device: torch.device)
     return same & ~torch.eye(size, dtype=torch.bool, device=device)
 
 
-def composed_classification_loss(queries: torch.Tensor, targets: torch.Tensor, scale: float,
-                                 groups: torch.Tensor | None = None) -> torch.Tensor:
+def composed_classification_loss(
+    queries: torch.Tensor, targets: torch.Tensor, scale: float, groups: torch.Tensor | None = None
+) -> torch.Tensor:
     """TIRG's batch-based classification loss: composed query i must pick target i among the batch's targets.
 
     Args:
