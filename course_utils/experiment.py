@@ -19,6 +19,7 @@ import torch
 from .cache import cache_lock, torch_save_atomic
 from .data import Catalogue, load_catalogue
 from .data.adapters import ImageTextDataset
+from .data.registry import loader_accepts
 from .embed import weights_digest
 from .models import ClipBundle, load_clip
 from .paths import cache_dir
@@ -61,7 +62,7 @@ def load_experiment(dataset: str = "synthetic", data_root: str | None = None, mo
     if dataset == "synthetic":
         catalogue = load_catalogue("synthetic", size=profile, seed=seed)
     else:
-        catalogue = load_catalogue(dataset, data_root, seed=seed)
+        catalogue = load_catalogue(dataset, data_root, **({"seed": seed} if loader_accepts(dataset, "seed") else {}))
     # The embedded tiny CLIP is always pretrained on the procedural catalogue (real datasets have no 'pretrain').
     pretrain_catalogue = None
     if pretrained == "embedded":

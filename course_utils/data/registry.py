@@ -28,6 +28,15 @@ def available_catalogues() -> list[str]:
     return sorted(_LOADERS)
 
 
+def loader_accepts(name: str, option: str) -> bool:
+    """Whether dataset ``name``'s loader takes ``option`` (e.g. ``seed``: datasets with official splits do not)."""
+    import inspect
+
+    if name not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {available_catalogues()}")
+    return option in inspect.signature(_LOADERS[name]).parameters
+
+
 def load_catalogue(name: str, root: str | Path | None = None, **options) -> Catalogue:
     """Load a dataset by name into a :class:`Catalogue`.
 

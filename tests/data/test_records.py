@@ -58,3 +58,12 @@ def test_unreadable_images_are_dropped_and_counted(tmp_path):
     assert kept.report.skipped == {"image unreadable (corrupt or not an image)": 1, "image file missing": 1}
     assert kept.report.total_skipped == 2
     assert "skipped      1 — image file missing (e.g. gone)" in str(kept.report)
+
+
+def test_loader_options_are_introspectable():
+    from course_utils.data.registry import loader_accepts
+
+    assert loader_accepts("fashion-product-small", "seed") and loader_accepts("synthetic", "seed")
+    assert not loader_accepts("fashion200k", "seed")  # official splits
+    with pytest.raises(ValueError, match="unknown dataset"):
+        loader_accepts("nope", "seed")
