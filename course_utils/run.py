@@ -63,6 +63,26 @@ def parse_assignments(assignments: list[str]) -> dict:
     return parameters
 
 
+def check_kernel(name: str) -> None:
+    """Fail fast, saying what to do, when the kernel is not registered or its Python no longer exists.
+
+    ``make setup`` registers the kernel inside ``.venv`` (``--sys-prefix``), so every checkout has its own; a
+    kernel registered elsewhere (e.g. ``--user`` from another checkout) can point at an interpreter that is gone.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        raise SystemExit(f"Jupyter kernel {name!r} is not registered; run `make setup` (or "
+                         f"`python -m ipykernel install --sys-prefix --name {name}`), or pass --kernel") from None
+    interpreter = spec.argv[0]
+    if os.path.isabs(interpreter) and not os.path.exists(interpreter):
+        raise SystemExit(f"Jupyter kernel {name!r} ({spec.resource_dir}) runs {interpreter}, which does not exist; "
+                         f"re-register it with `python -m ipykernel install --sys-prefix --name {name}` "
+                         f"from this checkout's .venv")
+
+
 def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cell_timeout: int) -> float:
     """Execute one notebook; returns seconds taken. Raises :class:`NotebookFailed` on a failing cell."""
     import papermill
@@ -97,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from .paths import outputs_dir
     from .results import build_report
 
+    check_kernel(args.kernel)
     out = outputs_dir()
     extra = parse_assignments(args.assignments)
     timings = {}

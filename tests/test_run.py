@@ -1,5 +1,8 @@
 """The papermill runner's argument handling (the notebooks themselves run in test_notebooks.py)."""
 
+import json
+import sys
+
 import pytest
 
 from course_utils import run
@@ -25,3 +28,38 @@ def test_profiles_inject_profile_and_overrides():
 def test_only_selects_by_number():
     with pytest.raises(SystemExit, match=r"no notebook numbered \['99'\]"):
         run.discover(["99"])
+
+
+def _register_kernel(data_dir, name, interpreter):
+    kernel = data_dir / "kernels" / name
+    kernel.mkdir(parents=True)
+    kernel.joinpath("kernel.json").write_text(json.dumps(
+        {"argv": [interpreter, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": name,
+         "language": "python"}))
+
+
+def test_check_kernel_explains_a_missing_or_stale_kernel(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    _register_kernel(tmp_path, "course-test-stale", "/no/such/checkout/.venv/bin/python")
+    _register_kernel(tmp_path, "course-test-good", sys.executable)
+    with pytest.raises(SystemExit, match="is not registered; run `make setup`"):
+        run.check_kernel("course-test-missing")
+    with pytest.raises(SystemExit, match="/no/such/checkout/.venv/bin/python, which does not exist"):
+        run.check_kernel("course-test-stale")
+    run.check_kernel("course-test-good")  # an existing interpreter passes
+
+
+@pytest.mark.parametrize("notebook", run.discover(), ids=lambda p: p.stem)
+def test_notebook_is_committed_clean_with_one_parseable_parameters_cell(notebook, caplog):
+    from papermill.translators import PythonTranslator
+
+    cells = json.loads(notebook.read_text())["cells"]
+    assert cells[0]["cell_type"] == "markdown", "the first cell says what the notebook teaches and needs"
+    tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code), "committed without outputs"
+    source = "".join(tagged[0]["source"])
+    parsed = PythonTranslator.inspect({"source": source})
+    assigned = [line.split("=")[0].strip() for line in source.splitlines() if line and not line.startswith(("#", " "))]
+    assert [p.name for p in parsed] == assigned and "Unable to parse" not in caplog.text, "papermill reads every parameter"

@@ -13,11 +13,14 @@ Contents:
       (``tune_encoders``), and :class:`Seed002CrossModal` (seed 002's pooled-vector transformer, for comparison);
     * training: :func:`mine_hard_negatives`, :class:`HardNegativePairs`, :func:`itm_batch_loss` and the pair
       scorers :func:`token_pair_logits`, :func:`pooled_pair_logits`, :func:`live_pair_logits`;
-    * use: :func:`top_k_candidates`, :func:`score_candidates`, :func:`rerank`, :func:`reranked_similarity`.
+    * use: :func:`top_k_candidates`, :func:`score_candidates`, :func:`rerank`, :func:`reranked_similarity`,
+      :func:`rerank_split` / :class:`RerankedSplit` (evaluation), :func:`pick_dual_weight`, :class:`TwoStageSearch`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -39,9 +42,11 @@ class ImageTokens:
     """Token-level image features of a set of images (row i = image i).
 
     Attributes:
-        tokens: ``(n, P, D_image) float32`` patch tokens after the vision tower's final LayerNorm (no class token).
+        tokens: ``(n, 1 + P, D_image) float32`` the class token, then the ``P`` patch tokens, after the vision
+            tower's final LayerNorm.
         pooled: ``(n, embed_dim) float32`` the dual encoder's L2-normalised image embeddings.
-        grid: ``(rows, cols)`` of the patch grid, ``rows * cols == P`` (to draw attention maps).
+        grid: ``(rows, cols)`` of the patch grid, ``rows * cols == P`` (to draw attention maps: token ``1 + r *
+            cols + c`` is patch ``(r, c)``).
     """
 
     tokens: torch.Tensor
@@ -95,20 +100,28 @@ def _require_intermediates(model: nn.Module) -> None:
 
 
 def image_token_features(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Patch tokens and pooled embeddings of a batch of images in one vision-tower pass (keeps gradients).
+    """Class and patch tokens, and pooled embeddings, of a batch of images in one vision-tower pass (keeps gradients).
+
+    The class token comes first, as in the ViT outputs ALBEF and BLIP cross-attend to: CLIP trains only the pooled
+    class token, so it is the token that summarises the whole garment; the patch tokens say where things are.
 
     Args:
-        model: an open_clip CLIP model.
+        model: an open_clip CLIP model (ViT image tower).
         images: ``(n, 3, H, W)`` preprocessed images.
 
     Returns:
-        ``(n, P, D_image)`` patch tokens (final LayerNorm applied) and ``(n, embed_dim)`` L2-normalised embeddings.
+        ``(n, 1 + P, D_image)`` class + patch tokens (final LayerNorm applied) and ``(n, embed_dim)``
+        L2-normalised embeddings.
     """
     _require_intermediates(model)
     out = model.forward_intermediates(
-        image=images, image_indices=1, normalize_intermediates=True, image_output_fmt="NLC", normalize=True
+        image=images, image_indices=1, normalize_intermediates=True, image_output_fmt="NLC", normalize=True,
+        image_output_extra_tokens=True,
     )
-    return out["image_intermediates"][-1], out["image_features"]
+    if "image_intermediates_prefix" not in out:
+        raise NotImplementedError("cross-modal re-ranking needs a ViT image tower with a class token (e.g. ViT-B-32)")
+    tokens = torch.cat([out["image_intermediates_prefix"][-1], out["image_intermediates"][-1]], dim=1)
+    return tokens, out["image_features"]
 
 
 def text_token_features(model: nn.Module, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -137,13 +150,59 @@ def _patch_grid(model: nn.Module, n_patches: int) -> tuple[int, int]:
     return side, n_patches // side
 
 
-def encode_image_tokens(bundle, catalogue, batch_size: int = 256, progress: bool = True) -> ImageTokens:
-    """Token features of every image of ``catalogue`` (frozen encoder, computed once and kept in memory).
+TOKEN_CACHE_VERSION = 2
+
+
+def _token_cache(kind: str, bundle, payload: str, use_cache: bool, compute: Callable[[], dict]) -> dict:
+    """Compute ``{name: tensor}`` or read it from ``data/cache/tokens/`` (keyed by model identity, weights, data).
+
+    Token grids are stored as float16 and always returned after the float16 round trip, so a first run and a
+    cached rerun give identical numbers.
+    """
+    from ..embed import weights_digest
+    from ..paths import cache_dir
+
+    key = hashlib.sha256(
+        json.dumps([TOKEN_CACHE_VERSION, kind, bundle.identity, weights_digest(bundle.model), payload]).encode()
+    ).hexdigest()[:24]
+    path = cache_dir() / "tokens" / f"{kind}-{key}.pt"
+    if use_cache and path.exists():
+        stored = torch.load(path, weights_only=True)
+    else:
+        stored = {name: t.half() if t.is_floating_point() and t.ndim == 3 else t for name, t in compute().items()}
+        if use_cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(stored, path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").replace(path)
+    return {name: t.float() if t.is_floating_point() else t for name, t in stored.items()}
+
+
+def trim_padding(states: torch.Tensor, padding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the trailing columns that are padding in every row (CLIP pads captions to 77 or 48 tokens).
+
+    The matcher masks padding anyway; cutting it only saves compute.
+
+    Args:
+        states: ``(n, L, D)`` token states.
+        padding: ``(n, L) bool``.
+
+    Returns:
+        ``(n, L', D)`` and ``(n, L')`` with ``L'`` = the longest caption (EOT included).
+    """
+    length = int((~padding).sum(dim=1).max()) if len(padding) else padding.shape[1]
+    return states[:, :length].contiguous(), padding[:, :length].contiguous()
+
+
+def encode_image_tokens(
+    bundle, catalogue, batch_size: int = 256, use_cache: bool = True, progress: bool = True
+) -> ImageTokens:
+    """Token features of every image of ``catalogue`` with a frozen encoder, computed once and cached on disk.
 
     Args:
         bundle: a :class:`~course_utils.models.ClipBundle` (open_clip backend).
         catalogue: items; row i of the result is ``catalogue[i]``.
         batch_size: images per forward pass.
+        use_cache: read/write ``data/cache/tokens/`` (keyed by model identity, weights and catalogue).
         progress: show a tqdm bar.
 
     Returns:
@@ -151,39 +210,53 @@ def encode_image_tokens(bundle, catalogue, batch_size: int = 256, progress: bool
     """
     from ..data.adapters import ImageTextDataset, collate_skipping_unreadable
 
-    loader = torch.utils.data.DataLoader(
-        ImageTextDataset(catalogue, bundle.preprocess), batch_size=batch_size, collate_fn=collate_skipping_unreadable
-    )
-    tokens, pooled = [], []
-    with torch.inference_mode():
-        for batch in tqdm(loader, desc="image tokens", disable=not progress, leave=False):
-            if batch["skipped"]:
-                raise ValueError(
-                    f"unreadable images {batch['skipped'][:5]}; call catalogue.drop_unreadable_images() first"
-                )
-            patch, emb = image_token_features(bundle.model, batch["image"].to(bundle.device))
-            tokens.append(patch.float().cpu())
-            pooled.append(emb.float().cpu())
-    tokens_all = torch.cat(tokens)
-    return ImageTokens(tokens_all, torch.cat(pooled), _patch_grid(bundle.model, tokens_all.shape[1]))
+    def compute() -> dict:
+        loader = torch.utils.data.DataLoader(
+            ImageTextDataset(catalogue, bundle.preprocess),
+            batch_size=batch_size,
+            collate_fn=collate_skipping_unreadable,
+        )
+        tokens, pooled = [], []
+        with torch.inference_mode():
+            for batch in tqdm(loader, desc="image tokens", disable=not progress, leave=False):
+                if batch["skipped"]:
+                    raise ValueError(
+                        f"unreadable images {batch['skipped'][:5]}; call catalogue.drop_unreadable_images() first"
+                    )
+                patch, emb = image_token_features(bundle.model, batch["image"].to(bundle.device))
+                tokens.append(patch.float().cpu())
+                pooled.append(emb.float().cpu())
+        return {"tokens": torch.cat(tokens), "pooled": torch.cat(pooled)}
+
+    found = _token_cache("image-tokens", bundle, catalogue.fingerprint(), use_cache, compute)
+    return ImageTokens(found["tokens"], found["pooled"], _patch_grid(bundle.model, found["tokens"].shape[1] - 1))
 
 
-def encode_text_tokens(bundle, texts: Sequence[str], batch_size: int = 512, progress: bool = True) -> TextTokens:
-    """Token features of captions or queries (frozen encoder).
+def encode_text_tokens(
+    bundle, texts: Sequence[str], batch_size: int = 512, use_cache: bool = True, progress: bool = True
+) -> TextTokens:
+    """Token features of captions or queries with a frozen encoder (trailing padding trimmed, cached on disk).
 
     Returns:
         :class:`TextTokens` on the CPU.
     """
     texts = list(texts)
-    tokens, padding, pooled = [], [], []
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(texts), batch_size), desc="text tokens", disable=not progress, leave=False):
-            ids = bundle.tokenizer(texts[start : start + batch_size]).to(bundle.device)
-            states, pad, emb = text_token_features(bundle.model, ids)
-            tokens.append(states.float().cpu())
-            padding.append(pad.cpu())
-            pooled.append(emb.float().cpu())
-    return TextTokens(torch.cat(tokens), torch.cat(padding), torch.cat(pooled))
+
+    def compute() -> dict:
+        tokens, padding, pooled = [], [], []
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(texts), batch_size), desc="text tokens", disable=not progress, leave=False):
+                ids = bundle.tokenizer(texts[start : start + batch_size]).to(bundle.device)
+                states, pad, emb = text_token_features(bundle.model, ids)
+                tokens.append(states.float().cpu())
+                padding.append(pad.cpu())
+                pooled.append(emb.float().cpu())
+        states, pad = trim_padding(torch.cat(tokens), torch.cat(padding))
+        return {"tokens": states, "padding": pad, "pooled": torch.cat(pooled)}
+
+    payload = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
+    found = _token_cache("text-tokens", bundle, payload, use_cache, compute)
+    return TextTokens(found["tokens"], found["padding"], found["pooled"])
 
 
 # --- the cross-encoder -------------------------------------------------------------------------------------------
@@ -194,7 +267,7 @@ class CrossAttentionBlock(nn.Module):
 
     Pre-LayerNorm residual block, as in ALBEF/BLIP's text encoder with cross-attention:
     self-attention over [match token + text tokens] (padding masked), cross-attention from those tokens to the
-    image patch tokens, then an MLP.
+    image tokens (class token + patches), then an MLP.
 
     Args:
         width: token width D.
@@ -220,12 +293,12 @@ class CrossAttentionBlock(nn.Module):
 
         Args:
             text: ``(B, 1 + L, D)`` match token followed by the text tokens.
-            image: ``(B, P, D)`` image patch tokens (keys and values of the cross-attention).
+            image: ``(B, N, D)`` image tokens (keys and values of the cross-attention).
             text_padding: ``(B, 1 + L) bool``, True where a text position is padding.
 
         Returns:
-            The updated ``(B, 1 + L, D)`` tokens and the cross-attention weights ``(B, 1 + L, P)``
-            (averaged over heads): how much each text position looked at each patch.
+            The updated ``(B, 1 + L, D)`` tokens and the cross-attention weights ``(B, 1 + L, N)``
+            (averaged over heads): how much each text position looked at each image token.
         """
         # 1. self-attention: the match token and the words read each other; padding is never read
         h = self.norm_self(text)
@@ -240,27 +313,39 @@ class CrossAttentionBlock(nn.Module):
 
 
 class ImageTextMatcher(nn.Module):
-    """ITM cross-encoder: (image patch tokens, text tokens) -> one logit "this caption matches this image".
+    """ITM cross-encoder: (image tokens, text tokens) -> one logit "this caption matches this image".
 
     The encoders' tokens are projected to ``width``; a learned match token is prepended to the text tokens;
     ``layers`` :class:`CrossAttentionBlock` s mix them with the image; a linear head reads the match token.
+    Defaults are sized for the tiny CLIP on 2 CPU cores (notebook 03).
 
     Args:
-        image_width: width of the vision tower's patch tokens (128 for the tiny CLIP, 768 for ViT-B-32).
+        image_width: width of the vision tower's tokens (128 for the tiny CLIP, 768 for ViT-B-32).
         text_width: width of the text tower's token states (128 / 512).
         width: the matcher's token width.
         heads: attention heads per block.
         layers: number of blocks.
         mlp_ratio: hidden size of the blocks' MLPs relative to ``width``.
-        n_patches: when given, a learned position embedding is added to the ``n_patches`` image tokens
-            (makes "where" explicit for shape words like sleeves or length).
+        n_image_tokens: when given, a learned position embedding is added to the ``n_image_tokens`` image tokens
+            (class token + patches; 65 for the tiny CLIP, 50 for ViT-B-32). It
+            starts at unit scale so that keys differ by position from the first step: shape words (sleeves,
+            length, the garment type) must look at *where* the garment is, and with a small init the attention
+            stays uniform over the patches for hundreds of steps.
     """
 
-    def __init__(self, image_width: int, text_width: int, width: int = 128, heads: int = 4, layers: int = 2,
-                 mlp_ratio: float = 4.0, n_patches: int | None = None):
+    def __init__(
+        self,
+        image_width: int,
+        text_width: int,
+        width: int = 64,
+        heads: int = 4,
+        layers: int = 2,
+        mlp_ratio: float = 2.0,
+        n_image_tokens: int | None = None,
+    ):
         super().__init__()
         self.image_proj = nn.Linear(image_width, width)
-        self.image_position = nn.Parameter(torch.randn(1, n_patches, width) * 0.02) if n_patches else None
+        self.image_position = nn.Parameter(torch.randn(1, n_image_tokens, width)) if n_image_tokens else None
         self.text_proj = nn.Linear(text_width, width)
         self.match_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.blocks = nn.ModuleList([CrossAttentionBlock(width, heads, mlp_ratio) for _ in range(layers)])
@@ -277,13 +362,13 @@ class ImageTextMatcher(nn.Module):
         """Match logits of aligned (image, text) pairs.
 
         Args:
-            image_tokens: ``(B, P, image_width)``.
+            image_tokens: ``(B, N, image_width)`` (class token + patches).
             text_tokens: ``(B, L, text_width)``.
             text_padding: ``(B, L) bool``, True at padding positions.
             return_attention: also return each block's cross-attention weights.
 
         Returns:
-            ``(B,)`` logits; with ``return_attention`` also a list of ``(B, 1 + L, P)`` weights, one per block
+            ``(B,)`` logits; with ``return_attention`` also a list of ``(B, 1 + L, N)`` weights, one per block
             (position 0 is the match token).
         """
         batch = text_tokens.shape[0]
@@ -325,6 +410,8 @@ class Seed002CrossModal(nn.Module):
     A ``TransformerEncoder`` over the 4-token sequence ``[zero CLS, pooled image vector, zero CLS, pooled text
     vector]`` (seed defaults: 6 layers, 8 heads), with a linear ITM head on the first output. It sees only the
     two pooled vectors, without positional or modality embeddings, so it cannot relate words to image regions.
+    The seed used ``embed_dim=512`` with PyTorch's default feed-forward width 2048 = 4 x 512; the feed-forward
+    width here keeps that ratio.
 
     Args:
         embed_dim: size of the pooled CLIP embeddings.
@@ -334,7 +421,9 @@ class Seed002CrossModal(nn.Module):
 
     def __init__(self, embed_dim: int, num_heads: int = 8, num_layers: int = 6):
         super().__init__()
-        layer = nn.TransformerEncoderLayer(d_model=embed_dim, nhead=num_heads, batch_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d_model=embed_dim, nhead=num_heads, dim_feedforward=4 * embed_dim, batch_first=True
+        )
         self.transformer = nn.TransformerEncoder(layer, num_layers=num_layers, enable_nested_tensor=False)
         self.head = nn.Linear(embed_dim, 1)
 
@@ -394,8 +483,14 @@ class HardNegativePairs(Dataset):
         random_share: afterwards, the probability that a negative is random instead of hard.
     """
 
-    def __init__(self, image_negatives: torch.Tensor, text_negatives: torch.Tensor, seed: int = 0,
-                 easy_epochs: int = 0, random_share: float = 0.0):
+    def __init__(
+        self,
+        image_negatives: torch.Tensor,
+        text_negatives: torch.Tensor,
+        seed: int = 0,
+        easy_epochs: int = 0,
+        random_share: float = 0.0,
+    ):
         if image_negatives.shape[0] != text_negatives.shape[0]:
             raise ValueError(f"negatives of {image_negatives.shape[0]} captions but {text_negatives.shape[0]} images")
         self.image_negatives, self.text_negatives, self.seed = image_negatives, text_negatives, seed
@@ -416,8 +511,11 @@ class HardNegativePairs(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        return {"index": index, "negative_image": self._draw(rng, index, self.image_negatives),
-                "negative_text": self._draw(rng, index, self.text_negatives)}
+        return {
+            "index": index,
+            "negative_image": self._draw(rng, index, self.image_negatives),
+            "negative_text": self._draw(rng, index, self.text_negatives),
+        }
 
 
 def itm_batch_loss(pair_logits: PairLogits) -> Callable[[nn.Module, dict], torch.Tensor]:
@@ -560,10 +658,67 @@ def reranked_similarity(
 
 
 @dataclass
+class RerankedSplit:
+    """One split's first stage and its re-rankers' scores: what Recall@K after re-ranking is computed from.
+
+    Query ``i`` is the caption of gallery item ``i`` (paired data).
+
+    Attributes:
+        similarity: ``(q, g)`` the dual encoder's cosine similarities.
+        candidates: ``(q, k)`` each query's top-k gallery columns by cosine, best first.
+        dual_logits: ``(q, k)`` the dual encoder's logits (``logit_scale x cosine``) of those candidates.
+        scores: re-ranker name -> its ``(q, k)`` logits of the candidates.
+    """
+
+    similarity: torch.Tensor
+    candidates: torch.Tensor
+    dual_logits: torch.Tensor
+    scores: dict[str, torch.Tensor]
+
+    def final_similarity(self, name: str, dual_weight: float) -> torch.Tensor:
+        """``(q, g)`` scores after re-ranking the top-k by ``name``'s logit + ``dual_weight`` x the dual logit."""
+        return reranked_similarity(self.similarity, self.candidates, self.scores[name] + dual_weight * self.dual_logits)
+
+    def recall(self, name: str, dual_weight: float, ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+        """Full-gallery Recall@K after re-ranking (see :meth:`final_similarity`)."""
+        from ..metrics import recall_at_k
+
+        targets = torch.arange(self.similarity.shape[0])
+        return recall_at_k(self.final_similarity(name, dual_weight), targets, ks)
+
+
+def rerank_split(
+    bundle, images: ImageTokens, queries: TextTokens, rerankers: dict[str, tuple[nn.Module, PairLogits]], k: int
+) -> RerankedSplit:
+    """The dual encoder's top-``k`` of every query and each re-ranker's logits for them.
+
+    Args:
+        bundle: the dual encoder (its ``logit_scale`` turns cosines into logits).
+        images: the split's image token features (their ``pooled`` rows are the gallery).
+        queries: the split's caption token features (their ``pooled`` rows are the queries).
+        rerankers: name -> (model in eval mode, pair scorer whose image rows are the gallery, text rows the queries).
+        k: candidates per query.
+    """
+    similarity = queries.pooled @ images.pooled.T
+    candidates, dual_scores = top_k_candidates(similarity, k)
+    scores = {name: score_candidates(model, scorer, candidates) for name, (model, scorer) in rerankers.items()}
+    return RerankedSplit(similarity, candidates, bundle.model.logit_scale.exp().item() * dual_scores, scores)
+
+
+def pick_dual_weight(run: RerankedSplit, name: str, weights: Sequence[float]) -> float:
+    """The weight of the dual logit that gives re-ranker ``name`` the best R@1 on ``run`` (the first on ties).
+
+    Pick it on a validation split and report on test.
+    """
+    recall_at_1 = [run.recall(name, weight, ks=(1,))[1] for weight in weights]
+    return weights[recall_at_1.index(max(recall_at_1))]
+
+
+@dataclass
 class TwoStageSearch:
     """Text→image search as deployed: the dual encoder's top-K, then (optionally) the cross-encoder re-ranks them.
 
-    The gallery's pooled embeddings and patch tokens are computed offline; a query costs one text-tower pass,
+    The gallery's pooled embeddings and image tokens are computed offline; a query costs one text-tower pass,
     one matrix product with the gallery, and — when re-ranking — ``k`` cross-encoder pairs.
 
     Attributes:
@@ -600,7 +755,8 @@ class TwoStageSearch:
         k = min(k or self.k, len(self.gallery))
         ids = self.bundle.tokenizer(list(texts)).to(self.bundle.device)
         states, padding, pooled = text_token_features(self.bundle.model, ids)
-        queries = TextTokens(states.float().cpu(), padding.cpu(), pooled.float().cpu())
+        states, padding = trim_padding(states.float().cpu(), padding.cpu())
+        queries = TextTokens(states, padding, pooled.float().cpu())
         candidates, dual_scores = top_k_candidates(queries.pooled @ self.gallery.pooled.T, k)
         if not rerank_on:
             return candidates, dual_scores

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 
@@ -70,7 +71,14 @@ def pretrain_tiny_clip(
     key = _cache_key(pretrain, config, caption_style)
     path = cache_dir() / "models" / f"{TINY_MODEL}-{key}.pt"
     seed_everything(config.seed)
-    model, _, preprocess = open_clip.create_model_and_transforms(TINY_MODEL, device=device)
+    # open_clip logs "No pretrained weights loaded ... initialized randomly" here; the weights are loaded or
+    # pretrained just below, so that warning would mislead (notebook 04's truly random model still gets it).
+    previous = logging.root.manager.disable
+    logging.disable(max(previous, logging.WARNING))
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(TINY_MODEL, device=device)
+    finally:
+        logging.disable(previous)
     tokenizer = open_clip.get_tokenizer(TINY_MODEL)
     with cache_lock(path):
         if use_cache and path.exists():

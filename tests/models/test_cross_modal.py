@@ -89,7 +89,9 @@ def test_changing_tokens_after_eot_does_not_change_the_match_logit():
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         patches, pooled = cm.image_token_features(clip, images)
-        assert patches.shape == (2, 64, 128) and pooled.shape == (2, 128)
+        assert patches.shape == (2, 1 + 64, 128) and pooled.shape == (2, 128)  # class token + 8 x 8 patches
+        # token 0 is the class token: CLIP's pooled embedding is its projection
+        assert torch.allclose(torch.nn.functional.normalize(patches[:, 0] @ clip.visual.proj, dim=-1), pooled, atol=1e-5)
         states, padding, text_pooled = cm.text_token_features(clip, ids)
         states2, padding2, text_pooled2 = cm.text_token_features(clip, changed)
         assert torch.equal(padding, padding2) and padding[0, :5].sum() == 0 and padding[0, 5:].all()
@@ -227,3 +229,88 @@ def test_reranked_similarity_keeps_non_candidates_below_and_in_order():
     final = cm.reranked_similarity(similarity, candidates, torch.tensor([[-3.0, 5.0]]))
     order = final[0].argsort(descending=True).tolist()
     assert order == [4, 0, 2, 3, 1]
+
+
+# ------------------------------------------------------------------------------------------------ on a real CLIP
+
+
+def _split_tokens(tiny_bundle, catalogue, use_cache=True):
+    split = catalogue.split("test")
+    split = split.subset(split.ids[:12], name="test")
+    texts = [item.caption("description") for item in split]
+    images = cm.encode_image_tokens(tiny_bundle, split, batch_size=5, use_cache=use_cache, progress=False)
+    captions = cm.encode_text_tokens(tiny_bundle, texts, batch_size=5, use_cache=use_cache, progress=False)
+    return split, texts, images, captions
+
+
+def test_token_features_are_cached_and_a_rerun_gives_identical_tensors(tiny_bundle, small_catalogue, isolated_cache):
+    _, texts, images, captions = _split_tokens(tiny_bundle, small_catalogue)
+    assert images.tokens.shape == (12, 1 + 64, 128) and images.grid == (8, 8) and images.pooled.shape == (12, 128)
+    # padding trimmed to the longest caption (its EOT is the last kept column); every row keeps its real tokens
+    assert captions.tokens.shape[1] == int((~captions.padding).sum(1).max()) < 48
+    assert len(list((isolated_cache / "tokens").glob("*.pt"))) == 2
+    _, _, images_again, captions_again = _split_tokens(tiny_bundle, small_catalogue)  # read from the cache
+    _, _, images_fresh, _ = _split_tokens(tiny_bundle, small_catalogue, use_cache=False)  # recomputed
+    assert torch.equal(images.tokens, images_again.tokens) and torch.equal(captions.tokens, captions_again.tokens)
+    assert torch.equal(images.tokens, images_fresh.tokens)  # float16 round trip either way
+    with torch.no_grad():
+        pooled = torch.nn.functional.normalize(tiny_bundle.model.encode_text(tiny_bundle.tokenizer(texts)), dim=-1)
+    assert torch.allclose(captions.pooled, pooled, atol=1e-5)
+
+
+def test_two_stage_search_reranks_the_dual_top_k_and_matches_score_candidates(tiny_bundle, small_catalogue, isolated_cache):
+    _, texts, images, captions = _split_tokens(tiny_bundle, small_catalogue)
+    matcher = cm.ImageTextMatcher(128, 128, width=32, heads=4, layers=1, n_image_tokens=65).eval()
+    search = cm.TwoStageSearch(tiny_bundle, images, matcher, k=5, dual_weight=0.5)
+    dual_positions, dual_scores = search.search(texts[:3], rerank_on=False)
+    expected_positions, expected_scores = cm.top_k_candidates(captions.pooled[:3] @ images.pooled.T, 5)
+    assert torch.equal(dual_positions, expected_positions) and torch.allclose(dual_scores, expected_scores, atol=1e-5)
+
+    positions, scores = search.search(texts[:3])
+    logits = cm.score_candidates(matcher, cm.token_pair_logits(images, captions), expected_positions)[:3]
+    final = logits + 0.5 * tiny_bundle.model.logit_scale.exp().item() * expected_scores
+    assert torch.equal(positions, cm.rerank(expected_positions, final))
+    assert torch.allclose(scores, final.sort(dim=1, descending=True).values, atol=1e-3)
+    assert torch.all(scores[:, :-1] >= scores[:, 1:])
+    whole, _ = search.search(texts[:1], k=len(images))  # the cross-encoder over the whole gallery
+    assert sorted(whole[0].tolist()) == list(range(len(images)))
+
+
+def test_tuned_encoders_scorer_equals_the_matcher_on_fresh_tokens_and_trains_the_towers(tiny_bundle, small_catalogue):
+    import copy
+
+    split = small_catalogue.split("test")
+    split = split.subset(split.ids[:6], name="test")
+    images = torch.stack([tiny_bundle.preprocess(item.image) for item in split])
+    token_ids = tiny_bundle.tokenizer([item.caption("description") for item in split])
+    torch.manual_seed(0)
+    model = cm.MatcherWithEncoders(copy.deepcopy(tiny_bundle.model), cm.ImageTextMatcher(128, 128, width=32, layers=1))
+    image_index, text_index = torch.tensor([0, 3, 3, 5]), torch.tensor([0, 0, 2, 5])
+    logits = cm.live_pair_logits(images, token_ids)(model, image_index, text_index)
+    with torch.no_grad():
+        assert torch.allclose(logits, model(images[image_index], token_ids[text_index]), atol=1e-5)
+    logits.sum().backward()
+    assert model.clip.visual.conv1.weight.grad is not None and model.matcher.head.weight.grad is not None
+
+
+def test_rerank_split_and_pick_dual_weight_hand_computed():
+    # 3 queries, 4 gallery items; query i's true item is i
+    images = cm.ImageTokens(torch.zeros(4, 2, 3), torch.eye(4), (1, 1))
+    cosines = torch.tensor([[0.2, 0.9, 0.1, 0.0], [0.8, 0.7, 0.0, 0.1], [0.1, 0.0, 0.3, 0.5]])
+    queries = cm.TextTokens(torch.zeros(3, 2, 3), torch.zeros(3, 2, dtype=torch.bool), cosines)  # pooled @ eye = cosines
+
+    class Bundle:  # logit_scale.exp() == 10
+        model = type("M", (), {"logit_scale": torch.tensor(math.log(10.0))})()
+
+    def prefers_the_true_item(model, image_index, text_index):  # +3 for the true pair, else 0
+        return 3.0 * (image_index == text_index).float()
+
+    run = cm.rerank_split(Bundle, images, queries, {"oracle": (None, prefers_the_true_item)}, k=2)
+    assert run.candidates.tolist() == [[1, 0], [0, 1], [3, 2]]
+    assert torch.allclose(run.dual_logits, torch.tensor([[9.0, 2.0], [8.0, 7.0], [5.0, 3.0]]))
+    assert run.recall("oracle", 0.0, ks=(1,))[1] == 1.0  # the re-ranker alone puts every true item first
+    # with the dual logit weighted 1: query 0 keeps 1 (9 > 2 + 3), query 1 moves 1 up (7 + 3 > 8), query 2 moves 2 up
+    assert run.recall("oracle", 1.0, ks=(1,))[1] == pytest.approx(2 / 3)
+    assert run.recall("oracle", 1.0, ks=(2,))[2] == 1.0
+    assert cm.pick_dual_weight(run, "oracle", [1.0, 0.0, 0.5]) == 0.0
+    assert cm.pick_dual_weight(run, "oracle", [0.1, 0.0]) == 0.1  # equal R@1: the first listed wins

@@ -16,7 +16,7 @@ def test_config_is_registered_with_open_clip():
     assert open_clip.get_model_config(tiny.TINY_MODEL)["embed_dim"] == 128
 
 
-def test_pretraining_is_cached_and_reused(small_catalogue, isolated_cache, monkeypatch):
+def test_pretraining_is_cached_and_reused(small_catalogue, isolated_cache, monkeypatch, caplog):
     first = tiny.pretrain_tiny_clip(small_catalogue, config=QUICK, progress=False)
     assert len(first.history) == 2 and first.checkpoint_path.exists()
     assert first.identity.startswith("open_clip:tiny-fashion-clip:embedded-")
@@ -24,6 +24,7 @@ def test_pretraining_is_cached_and_reused(small_catalogue, isolated_cache, monke
     monkeypatch.setattr(tiny, "fit", lambda *a, **k: pytest.fail("retrained although cached"))
     second = tiny.pretrain_tiny_clip(small_catalogue, config=QUICK, progress=False)
     assert second.identity == first.identity
+    assert "initialized randomly" not in caplog.text  # the cached weights are loaded: no misleading warning
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
         assert torch.equal(a, b)
 
