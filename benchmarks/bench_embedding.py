@@ -2,7 +2,7 @@
 vs pure model-forward time on pre-processed batches, for the tiny CLIP and for ViT-B-32 (random weights:
 timing does not depend on the weights).
 
-    python benchmarks/bench_embedding.py [--images 512] [--vit-images 96] [--batch-size 64] [--workers 0]
+    python benchmarks/bench_embedding.py [--images 2000] [--vit-images 96] [--batch-size 64] [--workers 0]
 
 Goals (issue 3): pipeline >= 2x the loop, and >= 85 % of pure model-forward throughput.
 """
@@ -57,14 +57,16 @@ def measure(name: str, bundle, catalogue, batch_size: int, workers: int) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=512, help="images for the tiny model")
+    parser.add_argument("--images", type=int, default=2000, help="images for the tiny model")
     parser.add_argument("--vit-images", type=int, default=96, help="images for ViT-B-32 (~10 img/s on 2 cores)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the pipeline")
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    catalogue = cu.data.load_catalogue("synthetic", size="ci").split("test")
+    catalogue = cu.data.load_catalogue("synthetic", size="ci").split("pretrain")  # 4,000 images
+    if max(args.images, args.vit_images) > len(catalogue):
+        parser.error(f"at most {len(catalogue)} images (the ci catalogue's pretrain split)")
     rows = [measure("tiny-fashion-clip (64 px)", cu.models.load_clip("tiny-fashion-clip", None), catalogue.subset(catalogue.ids[: args.images]),
                     args.batch_size, args.workers),
             measure("ViT-B-32 (224 px, random init)", cu.models.load_clip("ViT-B-32", None), catalogue.subset(catalogue.ids[: args.vit_images]),
