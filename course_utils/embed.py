@@ -34,15 +34,19 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _cache_path(kind: str, bundle, payload: str) -> Path:
+def cache_path(kind: str, bundle, payload: str, folder: str = "embeddings", version: int = EMBED_CODE_VERSION) -> Path:
+    """``data/cache/<folder>/<kind>-<key>.pt``, the key hashing ``version``, the model identity, its weights and ``payload``."""
     key = hashlib.sha256(
-        json.dumps([EMBED_CODE_VERSION, kind, bundle.identity, weights_digest(bundle.model), payload]).encode()
+        json.dumps([version, kind, bundle.identity, weights_digest(bundle.model), payload]).encode()
     ).hexdigest()[:24]
-    return cache_dir() / "embeddings" / f"{kind}-{key}.pt"
+    return cache_dir() / folder / f"{kind}-{key}.pt"
 
 
-def _cached(path: Callable[[], Path], use_cache: bool, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """``compute()``, through the disk cache at ``path()`` when ``use_cache`` (the key hashes the weights: costly)."""
+def cached(path: Callable[[], Path], use_cache: bool, compute: Callable[[], object]) -> object:
+    """``compute()`` (tensors, or a dict of them), through the disk cache at ``path()`` when ``use_cache``.
+
+    ``path`` is a callable because the key hashes the weights, which is costly: it is skipped without the cache.
+    """
     if not use_cache:
         return compute()
     path = path()
@@ -88,7 +92,7 @@ def encode_images(bundle, catalogue: Catalogue, batch_size: int = 256, num_worke
             )
         return torch.cat(chunks)
 
-    return _cached(lambda: _cache_path("images", bundle, catalogue.fingerprint()), use_cache, compute)
+    return cached(lambda: cache_path("images", bundle, catalogue.fingerprint()), use_cache, compute)
 
 
 def encode_texts(bundle, texts: Sequence[str], batch_size: int = 512, use_cache: bool = True,
@@ -108,8 +112,8 @@ def encode_texts(bundle, texts: Sequence[str], batch_size: int = 512, use_cache:
                 chunks.append(bundle.encode_texts(texts[start : start + batch_size]).cpu())
         return torch.cat(chunks) if chunks else torch.empty(0, bundle.embed_dim)
 
-    texts_key = lambda: _cache_path("texts", bundle, hashlib.sha256(json.dumps(texts).encode()).hexdigest())
-    return _cached(texts_key, use_cache, compute)
+    texts_key = lambda: cache_path("texts", bundle, hashlib.sha256(json.dumps(texts).encode()).hexdigest())
+    return cached(texts_key, use_cache, compute)
 
 
 def caption_texts(catalogue: Catalogue, style: str | None = None) -> list[str]:

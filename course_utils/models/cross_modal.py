@@ -159,21 +159,14 @@ def _token_cache(kind: str, bundle, payload: str, use_cache: bool, compute: Call
     Token grids are stored as float16 and always returned after the float16 round trip, so a first run and a
     cached rerun give identical numbers.
     """
-    from ..embed import weights_digest
-    from ..paths import cache_dir
+    from ..embed import cache_path, cached
 
-    key = hashlib.sha256(
-        json.dumps([TOKEN_CACHE_VERSION, kind, bundle.identity, weights_digest(bundle.model), payload]).encode()
-    ).hexdigest()[:24]
-    path = cache_dir() / "tokens" / f"{kind}-{key}.pt"
-    if use_cache and path.exists():
-        stored = torch.load(path, weights_only=True)
-    else:
-        stored = {name: t.half() if t.is_floating_point() and t.ndim == 3 else t for name, t in compute().items()}
-        if use_cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(stored, path.with_suffix(".tmp"))
-            path.with_suffix(".tmp").replace(path)
+    def compute_half() -> dict:
+        return {name: t.half() if t.is_floating_point() and t.ndim == 3 else t for name, t in compute().items()}
+
+    stored = cached(
+        lambda: cache_path(kind, bundle, payload, folder="tokens", version=TOKEN_CACHE_VERSION), use_cache, compute_half
+    )
     return {name: t.float() if t.is_floating_point() else t for name, t in stored.items()}
 
 
