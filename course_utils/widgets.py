@@ -451,71 +451,75 @@ def text_demo(retriever, top_k: int = 8, placeholder: str = "e.g. red striped co
     return _wire(demo, ["text", "top_k"])
 
 
-def image_demo(retriever, top_k: int = 8, max_choices: int = 200) -> QueryDemo:
-    """Image search: pick a gallery item or upload a photo; the item itself is left out of its results."""
+def _image_query_demo(
+    retriever,
+    title: str,
+    kind: str,
+    help_text: str,
+    extra_controls: dict,
+    run: Callable[..., str],
+    top_k: int,
+    max_choices: int,
+    show_at_once: bool = True,
+) -> QueryDemo:
+    """A demo whose query is an image (gallery item or upload) plus ``extra_controls``, then ``top_k``.
+
+    ``run(image, *extra values, top_k)`` returns the results HTML; the cache key is built from the same values.
+    """
     controls = {
         **_image_controls(retriever, max_choices),
+        **extra_controls,
         "top_k": _top_k_slider(retriever, top_k),
         "search": _search_button(),
     }
     source = _ImageSource(controls)
+
+    def extras() -> list:
+        return [controls[name].value for name in extra_controls]
+
     demo = QueryDemo(
-        "Image → image search",
+        title,
         controls,
-        lambda: run_image_query(retriever, source.value(), controls["top_k"].value),
-        lambda: (source.key(), controls["top_k"].value),
-        "Pick a gallery item or upload an image.",
-        kind="image",
+        lambda: run(source.value(), *extras(), controls["top_k"].value),
+        lambda: (source.key(), *extras(), controls["top_k"].value),
+        help_text,
+        kind=kind,
     )
-    demo.refresh()  # show the first gallery item's neighbours at once
-    return _wire(demo, ["item", "upload", "top_k"])
+    if show_at_once:
+        demo.refresh()
+    return _wire(demo, ["item", "upload", *extra_controls, "top_k"])
+
+
+def image_demo(retriever, top_k: int = 8, max_choices: int = 200) -> QueryDemo:
+    """Image search: pick a gallery item or upload a photo; the item itself is left out of its results."""
+    return _image_query_demo(  # shows the first gallery item's neighbours at once
+        retriever, "Image → image search", "image", "Pick a gallery item or upload an image.", {},
+        lambda image, k: run_image_query(retriever, image, k), top_k, max_choices,
+    )
 
 
 def conditional_demo(
     retriever, conditions: Sequence[str] | None = None, top_k: int = 8, max_choices: int = 200
 ) -> QueryDemo:
     """Conditional search: items like the query image *in one attribute* (needs ``retriever.conditional_encoder``)."""
-    w = _widgets()
     conditions = list(conditions or retriever.catalogue.attribute_names)
-    controls = {
-        **_image_controls(retriever, max_choices),
-        "condition": w.Dropdown(options=conditions, value=conditions[0], description="same"),
-        "top_k": _top_k_slider(retriever, top_k),
-        "search": _search_button(),
-    }
-    source = _ImageSource(controls)
-    demo = QueryDemo(
-        "Conditional search (image + condition)",
-        controls,
-        lambda: run_conditional_query(retriever, source.value(), controls["condition"].value, controls["top_k"].value),
-        lambda: (source.key(), controls["condition"].value, controls["top_k"].value),
-        "Pick an image and the attribute the results should share.",
-        kind="conditional",
+    condition = _widgets().Dropdown(options=conditions, value=conditions[0], description="same")
+    return _image_query_demo(  # the first item under the first condition, or the "not set" message
+        retriever, "Conditional search (image + condition)", "conditional",
+        "Pick an image and the attribute the results should share.", {"condition": condition},
+        lambda image, chosen, k: run_conditional_query(retriever, image, chosen, k), top_k, max_choices,
     )
-    demo.refresh()  # the first item under the first condition, or the "not set" message
-    return _wire(demo, ["item", "upload", "condition", "top_k"])
 
 
 def composed_demo(retriever, modification: str = "", top_k: int = 8, max_choices: int = 200) -> QueryDemo:
     """Composed search: a reference image changed as the text says (needs ``retriever.compositor``)."""
-    w = _widgets()
-    controls = {
-        **_image_controls(retriever, max_choices),
-        "modification": w.Text(
-            value=modification, placeholder="e.g. make it blue", description="change", continuous_update=False
-        ),
-        "top_k": _top_k_slider(retriever, top_k),
-        "search": _search_button(),
-    }
-    source = _ImageSource(controls)
-    demo = QueryDemo(
-        "Composed search (image + modification text)",
-        controls,
-        lambda: run_composed_query(retriever, source.value(), controls["modification"].value, controls["top_k"].value),
-        lambda: (source.key(), controls["modification"].value, controls["top_k"].value),
-        "Pick a reference image, describe the change and press Enter.",
-        kind="composed",
+    text = _widgets().Text(
+        value=modification, placeholder="e.g. make it blue", description="change", continuous_update=False
     )
-    if retriever.compositor is None or modification.strip():
-        demo.refresh()  # the "not set" message, or the default modification's results
-    return _wire(demo, ["item", "upload", "modification", "top_k"])
+    return _image_query_demo(
+        retriever, "Composed search (image + modification text)", "composed",
+        "Pick a reference image, describe the change and press Enter.", {"modification": text},
+        lambda image, change, k: run_composed_query(retriever, image, change, k), top_k, max_choices,
+        # the "not set" message, or the default modification's results
+        show_at_once=retriever.compositor is None or bool(modification.strip()),
+    )
