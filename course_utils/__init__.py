@@ -1,10 +1,13 @@
 """Helper package of the fashion-clip-course notebooks: ``import course_utils as cu``.
 
-Datasets (``cu.data``), models (``cu.models``) and metrics (``cu.metrics``) are separate registries joined by
-the notebooks; embeddings, indexes, the retriever, training, figures and the papermill runner each live in
-one module.
+Layers, each importing only from the ones before it (see ``course_utils/README.md``):
+``data`` (catalogues) -> ``models`` (modules, configs, loading) -> ``cache``/``embed``/``metrics``/``index``/``losses``/
+``train`` (building blocks) -> ``tasks`` (recipes and evaluation per task) -> ``retriever`` -> ``widgets``/``run``/
+``evaluate`` (interfaces).
 """
 
-from . import data, embed, experiment, index, losses, metrics, models, paths, results, retriever, seeding, train, viz  # noqa: F401
+from . import (  # noqa: F401
+    cache, data, embed, index, losses, metrics, models, paths, results, retriever, seeding, tasks, train, viz,
+)
 
 __version__ = "0.1.0"

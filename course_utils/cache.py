@@ -1,16 +1,74 @@
-"""Disk-cache helpers: atomic writes, and a lock so parallel runs build each cached artefact once."""
+"""The one disk cache behind every cached artefact: catalogue pixels, model checkpoints, embeddings, token features.
+
+Every artefact goes through :func:`cached_artifact`: a key hashed from what it depends on (:func:`artifact_path`),
+an exclusive lock so parallel runs build it once, a write to a unique temporary file renamed atomically onto the
+final name, and a SHA-256 checksum stored beside it. A file that is missing its checksum, fails it, cannot be
+loaded or fails the artefact's own validation (shape, dtype, finite values) is reported in one line by path,
+removed and rebuilt: a damaged cache heals on the next run, it never fails every later run and never loads
+silently wrong numbers.
+
+``ARTIFACT_VERSIONS`` is the one place to invalidate a kind of artefact when the code that builds it changes.
+"""
 
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterator
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+from .paths import cache_dir
+
+LOG = logging.getLogger(__name__)
+
+# Bump a kind's version whenever the code that builds it changes: every cached file of that kind is then rebuilt.
+ARTIFACT_VERSIONS = {
+    "catalogue": 2,  # procedural catalogue pixels (data/synthetic.py, data/render.py)
+    "tiny-clip": 1,  # the embedded tiny CLIP's pretraining (tasks/pretrain.py)
+    "finetuned": 1,  # notebook 02's full fine-tuning (tasks/retrieval.py)
+    "two-stage": 1,  # seed 000's two-stage fine-tuning (tasks/retrieval.py)
+    "embeddings": 1,  # pooled image / text embeddings (embed.py)
+    "tokens": 2,  # token-level features, stored as float16 (embed.py)
+}
+
+
+class DamagedCacheFile(RuntimeError):
+    """A cached file failed its checksum, could not be loaded or failed validation (it is removed and rebuilt)."""
+
+
+def digest(payload: Any, length: int = 16) -> str:
+    """A short SHA-256 of ``payload`` (anything ``json.dumps`` accepts, keys sorted): the cache-key helper."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:length]
+
+
+def artifact_path(kind: str, parts: Any, suffix: str = ".pt", folder: str | None = None, prefix: str | None = None) -> Path:
+    """``<cache>/<folder>/<prefix>-<key><suffix>``, the key hashing ``ARTIFACT_VERSIONS[kind]`` and ``parts``.
+
+    Args:
+        kind: a key of :data:`ARTIFACT_VERSIONS`.
+        parts: everything the artefact depends on (model identity, weights digest, data fingerprint, recipe...).
+        suffix: file extension.
+        folder: sub-folder of the cache (default: ``kind``).
+        prefix: file-name prefix (default: ``kind``).
+    """
+    if kind not in ARTIFACT_VERSIONS:
+        raise KeyError(f"unknown artefact kind {kind!r}; add it to course_utils.cache.ARTIFACT_VERSIONS")
+    key = digest([kind, ARTIFACT_VERSIONS[kind], parts], length=24)
+    return cache_dir() / (folder or kind) / f"{prefix or kind}-{key}{suffix}"
 
 
 @contextmanager
 def cache_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` (other processes building the same artefact wait here)."""
+    """Hold an exclusive lock on ``<path>.lock`` (other processes building or reading ``path`` wait here)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -20,11 +78,130 @@ def cache_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def torch_save_atomic(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: readers never see a half-written file."""
-    import torch
+def checksum_path(path: Path) -> Path:
+    """``<path>.sha256``: the SHA-256 of ``path`` as written."""
+    return path.with_name(path.name + ".sha256")
 
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through ``write(handle)`` so that no reader ever sees a partial file.
+
+    The bytes go to a unique temporary file in the same folder (two writers never share one), are flushed to disk,
+    then renamed onto ``path`` in one step; on any error the temporary file is removed.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def torch_save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` through :func:`write_atomic` (training checkpoints, indexes)."""
+    write_atomic(Path(path), lambda handle: torch.save(obj, handle))
+
+
+def _write_with_checksum(path: Path, save: Callable[[Any, BinaryIO], None], obj: Any) -> None:
+    write_atomic(path, lambda handle: save(obj, handle))
+    sha = file_sha256(path)
+    write_atomic(checksum_path(path), lambda handle: handle.write(sha.encode()))
+
+
+def _verify_checksum(path: Path) -> None:
+    expected = checksum_path(path)
+    if not expected.exists():
+        raise DamagedCacheFile("its checksum file is missing (an interrupted write or an older cache)")
+    if file_sha256(path) != expected.read_text().strip():
+        raise DamagedCacheFile("its bytes do not match the checksum written with it (truncated or altered)")
+
+
+def remove_artifact(path: Path) -> None:
+    """Delete a cached file and its checksum (missing ones are fine)."""
+    path.unlink(missing_ok=True)
+    checksum_path(path).unlink(missing_ok=True)
+
+
+def save_torch(obj: Any, handle: BinaryIO) -> None:
+    torch.save(obj, handle)
+
+
+def load_torch(path: Path) -> Any:
+    """``torch.load`` of a cache file written by this module (tensors, dicts, lists: ``weights_only``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def cached_artifact(
+    path: Path,
+    build: Callable[[], Any],
+    use_cache: bool = True,
+    save: Callable[[Any, BinaryIO], None] = save_torch,
+    load: Callable[[Path], Any] = load_torch,
+    validate: Callable[[Any], None] | None = None,
+    usable: Callable[[Any], bool] | None = None,
+) -> Any:
+    """Load the artefact cached at ``path``, or ``build()`` it and cache it: the one cache path of the course.
+
+    Args:
+        path: where it lives (see :func:`artifact_path`).
+        build: computes the artefact (called at most once per call, under the lock).
+        use_cache: False computes without reading or writing anything.
+        save: ``(obj, binary handle) -> None`` (default ``torch.save``).
+        load: ``path -> obj`` (default ``torch.load(weights_only=True)``).
+        validate: raises ``ValueError`` when a loaded artefact is unusable (wrong shape, non-finite values...).
+        usable: False when a sound artefact lacks something this call needs (it is then rebuilt, not reported).
+
+    Returns:
+        The artefact. A damaged file is reported (one log line naming it), removed and rebuilt.
+    """
+    if not use_cache:
+        return build()
+    path = Path(path)
+    with cache_lock(path):
+        if path.exists():
+            try:
+                _verify_checksum(path)
+                obj = load(path)
+                if validate is not None:
+                    validate(obj)
+            except Exception as err:  # any load or validation failure: never trust the file
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                LOG.warning("cache: %s was damaged (%s); removed it and rebuilding", path, reason)
+                remove_artifact(path)
+            else:
+                if usable is None or usable(obj):
+                    return obj
+        obj = build()
+        _write_with_checksum(path, save, obj)
+        return obj
+
+
+def check_finite_rows(tensor: torch.Tensor, what: str) -> None:
+    """Raise ``ValueError`` naming the first row of a 2-D tensor that holds NaN or inf."""
+    bad = ~torch.isfinite(tensor.reshape(tensor.shape[0], -1)).all(dim=1)
+    if bad.any():
+        raise ValueError(f"{what}: row {int(bad.nonzero()[0])} holds NaN or inf ({int(bad.sum())} such rows)")
+
+
+def save_npz(pixels: np.ndarray, handle: BinaryIO) -> None:
+    """``np.savez`` of an array under the name ``pixels`` (catalogue images)."""
+    np.savez(handle, pixels=pixels)
+
+
+def load_npz(path: Path) -> np.ndarray:
+    with np.load(path) as archive:
+        return archive["pixels"]

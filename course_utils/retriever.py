@@ -2,7 +2,8 @@
 
 The API of seeds 001 and 003 (``search_by_text``, ``search_by_image``, ``batch_search``) plus attribute
 filters (``baseColour="Red"``), hybrid scoring (a bonus for matching attributes), an exact or FAISS index,
-and two hooks later notebooks fill in: a conditional encoder (notebook 05) and a compositor (notebook 06).
+and three hooks later notebooks fill in: a re-ranker of text results (notebook 03), a conditional encoder
+(notebook 05) and a compositor (notebook 06).
 Results are pandas DataFrames with rank, item id, score, caption, image path and attributes.
 """
 
@@ -20,6 +21,8 @@ from .data.records import Catalogue, CorruptImage, FileImage
 from .embed import encode_images, encode_texts
 from .index import build_index
 
+# (query texts, candidate gallery rows (q, k), their cosines (q, k)) -> final scores (q, k), higher is better.
+Reranker = Callable[[Sequence[str], torch.Tensor, torch.Tensor], torch.Tensor]
 # (query image embeddings (q, d), condition) -> conditional query embeddings; gallery is embedded likewise.
 ConditionalEncoder = Callable[[torch.Tensor, str], torch.Tensor]
 # (reference image embeddings (q, d), modification text embeddings (q, d)) -> composed query embeddings (q, d).
@@ -50,6 +53,8 @@ class FashionRetriever:
             index_options.setdefault("nlist", max(1, min(1024, len(catalogue) // 39)))
         self.index = build_index(index, self.embeddings.shape[1], **index_options)
         self.index.add(self.embeddings)
+        self.reranker: Reranker | None = None
+        self.rerank_k = 20  # candidates the re-ranker reorders per text query
         self.conditional_encoder: ConditionalEncoder | None = None
         self.compositor: Compositor | None = None
         self._attributes = catalogue.to_frame()
@@ -143,8 +148,24 @@ class FashionRetriever:
                          "image_path": str(item.image_path) if item.image_path else None, **dict(item.attributes)})
         return pd.DataFrame(rows)
 
+    def _rank_texts(self, texts: Sequence[str], top_k: int, filters: dict, boost: dict | None = None,
+                    boost_weight: float = 0.1, rerank: bool = True) -> list[pd.DataFrame]:
+        """Text queries ranked by the index; with a :attr:`reranker`, its top-``rerank_k`` reordered by it."""
+        if self.reranker is None or not rerank:
+            return self._rank(self.embed_text(texts), top_k, filters, boost, boost_weight)
+        self._check_k(top_k)
+        depth = min(max(top_k, self.rerank_k), len(self.catalogue))
+        frames = []
+        for text, first in zip(texts, self._rank(self.embed_text(texts), depth, filters, boost, boost_weight)):
+            rows = torch.tensor([self.catalogue.position(item_id) for item_id in first["item_id"]])
+            cosines = torch.tensor(first["score"].to_numpy(), dtype=torch.float32)
+            scores = self.reranker([text], rows[None], cosines[None])[0]
+            order = torch.sort(scores, descending=True, stable=True).indices[:top_k]
+            frames.append(self._frame(rows[order].numpy(), scores[order].numpy()))
+        return frames
+
     def search_by_text(self, query: str, top_k: int = 5, boost: dict | None = None, boost_weight: float = 0.1,
-                       **filters: str) -> pd.DataFrame:
+                       rerank: bool = True, **filters: str) -> pd.DataFrame:
         """Items whose images best match ``query``.
 
         Args:
@@ -152,9 +173,10 @@ class FashionRetriever:
             top_k: number of results.
             boost: hybrid scoring — attributes whose match adds ``boost_weight`` to the cosine score,
                 e.g. ``{"colour": "red"}``.
+            rerank: let the :attr:`reranker` (when set) reorder the top :attr:`rerank_k`; scores are then its scores.
             **filters: keep only items with these attribute values, e.g. ``baseColour="Red"``.
         """
-        return self._rank(self.embed_text([query]), top_k, filters, boost, boost_weight)[0]
+        return self._rank_texts([query], top_k, filters, boost, boost_weight, rerank)[0]
 
     def search_by_image(self, image: str | Path | Image.Image, top_k: int = 5, exclude_self: bool = True,
                         **filters: str) -> pd.DataFrame:
@@ -163,9 +185,9 @@ class FashionRetriever:
         own = self._gallery_position(image) if exclude_self else None
         return self._rank(query, top_k, filters, exclude=[own] if own is not None else None)[0]
 
-    def batch_search(self, queries: Sequence[str], top_k: int = 5, **filters: str) -> pd.DataFrame:
+    def batch_search(self, queries: Sequence[str], top_k: int = 5, rerank: bool = True, **filters: str) -> pd.DataFrame:
         """Many text queries in one batched pass; one DataFrame with a ``query`` column."""
-        frames = self._rank(self.embed_text(list(queries)), top_k, filters)
+        frames = self._rank_texts(list(queries), top_k, filters, rerank=rerank)
         return pd.concat([f.assign(query=q) for q, f in zip(queries, frames)], ignore_index=True)
 
     def search_conditional(self, image: str | Path | Image.Image, condition: str, top_k: int = 5) -> pd.DataFrame:

@@ -87,39 +87,6 @@ class WarmupCosine:
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-# --- freezing -----------------------------------------------------------------------------------------------
-
-def set_trainable(modules: torch.nn.Module | Iterable, trainable: bool) -> None:
-    """Switch ``requires_grad`` for every parameter of the given modules/parameters."""
-    items = [modules] if isinstance(modules, (torch.nn.Module, torch.nn.Parameter)) else list(modules)
-    for item in items:
-        params = [item] if isinstance(item, torch.nn.Parameter) else item.parameters()
-        for p in params:
-            p.requires_grad_(trainable)
-
-
-def image_tower(model: torch.nn.Module) -> list:
-    """The image encoder of an open_clip / OpenAI CLIP model."""
-    return [model.visual]
-
-
-def text_tower(model: torch.nn.Module) -> list:
-    """The text encoder of an open_clip / OpenAI CLIP model (transformer, embeddings, final norm, projection)."""
-    return [model.transformer, model.token_embedding, model.positional_embedding, model.ln_final, model.text_projection]
-
-
-def freeze_image_tower(model: torch.nn.Module) -> None:
-    set_trainable(image_tower(model), False)
-
-
-def freeze_text_tower(model: torch.nn.Module) -> None:
-    set_trainable(text_tower(model), False)
-
-
-def count_trainable(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 # --- optimisation -----------------------------------------------------------------------------------------------
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, head_parameters: Iterable = ()) -> torch.optim.AdamW:

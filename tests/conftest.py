@@ -1,11 +1,17 @@
-"""Shared fixtures: the real-format data samples that live beside the checkout (``../shared/data``)."""
+"""Shared fixtures and helpers: the real-format samples beside the checkout (``../shared/data``), an isolated cache
+for every test, the procedural catalogue and tiny CLIP, and a toy CLIP with toy data built in code."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from torch import nn
 
+from course_utils.data.records import ArrayImage, Catalogue, Item
 from course_utils.paths import shared_data_dir
 
 
@@ -37,6 +43,23 @@ def fashioniq_sample(shared_data: Path) -> Path:
 SMALL_SIZES = {"pretrain": 40, "train": 160, "val": 20, "test": 160}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """No test reads or writes the course's ``data/cache``: the session uses a temporary cache folder.
+
+    Tests that need an empty cache of their own take :func:`isolated_cache`; the notebook and browser runs use
+    ``outputs/test-cache`` (see ``test_notebooks.py``).
+    """
+    folder = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get("FASHION_COURSE_CACHE")
+    os.environ["FASHION_COURSE_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("FASHION_COURSE_CACHE", None)
+    else:
+        os.environ["FASHION_COURSE_CACHE"] = previous
+
+
 @pytest.fixture(autouse=True)
 def _force_cpu(monkeypatch):
     """Tests run on the CPU, whatever the machine has."""
@@ -45,7 +68,7 @@ def _force_cpu(monkeypatch):
 
 @pytest.fixture(scope="session")
 def small_catalogue():
-    """A small procedural catalogue (cached under data/cache like any other)."""
+    """A small procedural catalogue (cached in the session's temporary cache)."""
     from course_utils.data import load_catalogue
 
     return load_catalogue("synthetic", size=SMALL_SIZES, seed=3)
@@ -67,3 +90,52 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     """Point the course's disk cache at an empty temporary folder."""
     monkeypatch.setenv("FASHION_COURSE_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+# --- toy model and data built in code (import them: `from conftest import tiny_clip`) ----------------------------------------------------------------------------------
+
+
+def tiny_clip(seed: int = 0) -> nn.Module:
+    """An open_clip CLIP small enough to train in milliseconds: 16 px images, 8-token texts, width 32."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    torch.manual_seed(seed)
+    vision = CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8, image_size=16)
+    text = CLIPTextCfg(context_length=8, vocab_size=64, width=32, heads=2, layers=1)
+    return CLIP(embed_dim=16, vision_cfg=vision, text_cfg=text)
+
+
+def tokenize(texts: list[str]) -> torch.Tensor:
+    """Words -> ids by a fixed hash (no vocabulary file); id 63 ends each text, as CLIP's EOT has the largest id."""
+    rows = torch.zeros(len(texts), 8, dtype=torch.long)
+    for i, text in enumerate(texts):
+        ids = [1 + sum(map(ord, word)) % 61 for word in text.split()][:7] + [63]
+        rows[i, : len(ids)] = torch.tensor(ids)
+    return rows
+
+
+def preprocess(image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
+def tiny_catalogue(n: int = 24, seed: int = 0) -> Catalogue:
+    """``n`` random 16-px images, each with three different captions (so caption draws depend on the epoch)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(n, 16, 16, 3), dtype=np.uint8)
+    words = ["red", "blue", "green", "striped", "plain", "dress", "shirt", "coat"]
+    items = [
+        Item(
+            f"item-{i}",
+            tuple(" ".join(rng.choice(words, 3)) for _ in range(3)),
+            ("web",) * 3,
+            {"colour": words[i % 3]},
+            "train",
+            ArrayImage(pixels, i),
+        )
+        for i in range(n)
+    ]
+    return Catalogue("tiny", items)
+
+
+def parameters_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}

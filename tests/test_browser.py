@@ -25,6 +25,8 @@ import pytest
 from course_utils.paths import REPO_ROOT, outputs_dir
 from course_utils.serve import voila_command
 
+TEST_CACHE = REPO_ROOT / "outputs" / "test-cache"  # the notebook runs' cache (tests/test_notebooks.py)
+
 pytestmark = pytest.mark.browser
 
 QUERY = "red striped shirt with long sleeves"
@@ -123,7 +125,8 @@ def page_url(tmp_path_factory) -> Iterator[str]:
     port = free_port()
     folder = tmp_path_factory.mktemp("voila")
     log = folder / "voila.log"
-    env = {**os.environ, "FASHION_COURSE_FIGURES": str(folder / "figures")}  # a page view must not touch figures/
+    # a page view must not touch figures/ or data/cache; it shares the notebook runs' test cache
+    env = {**os.environ, "FASHION_COURSE_FIGURES": str(folder / "figures"), "FASHION_COURSE_CACHE": str(TEST_CACHE)}
     with open(log, "w") as handle:
         # The command `python -m course_utils.serve` runs (without first importing the package a second time).
         process = subprocess.Popen(

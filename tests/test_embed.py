@@ -47,6 +47,14 @@ def test_unreadable_images_raise_with_instructions(tiny_bundle, tmp_path, isolat
         encode_images(tiny_bundle, Catalogue("toy", items), progress=False)
 
 
-def test_empty_text_is_refused(tiny_bundle):
-    with pytest.raises(ValueError, match="non-empty strings"):
+def test_empty_text_is_refused_naming_the_row(tiny_bundle):
+    with pytest.raises(ValueError, match=r"texts\[1\] is '  ': every text must be a non-empty string"):
         encode_texts(tiny_bundle, ["a red dress", "  "], use_cache=False)
+    with pytest.raises(ValueError, match=r"texts\[0\] is 123"):
+        encode_texts(tiny_bundle, [123], use_cache=False)
+
+
+def test_empty_catalogue_is_refused_by_name(tiny_bundle, small_catalogue):
+    empty = small_catalogue.subset([], name="nothing")
+    with pytest.raises(ValueError, match="catalogue 'nothing' is empty: there are no images to encode"):
+        encode_images(tiny_bundle, empty, use_cache=False)

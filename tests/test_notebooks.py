@@ -15,7 +15,12 @@ from course_utils.paths import REPO_ROOT
 pytestmark = pytest.mark.notebooks
 
 
+# The notebook runs share one cache of their own (warm on a second run), never the course's data/cache.
+TEST_CACHE = REPO_ROOT / "outputs" / "test-cache"
+
+
 def _run(monkeypatch, out, *args):
+    monkeypatch.setenv("FASHION_COURSE_CACHE", str(TEST_CACHE))
     monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(out))
     monkeypatch.setenv("FASHION_COURSE_FIGURES", str(out / "figures"))
     assert run.main([*args, "--output-dir", str(out)]) == 0

@@ -4,73 +4,15 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
+from conftest import parameters_of, preprocess, tiny_catalogue, tiny_clip, tokenize
 from torch import nn
 from torch.utils.data import Dataset
 
 from course_utils.data.adapters import ImageTextDataset
-from course_utils.data.records import ArrayImage, Catalogue, Item
-from course_utils.train import (
-    TrainConfig,
-    WarmupCosine,
-    clamp_logit_scale,
-    contrastive_batch_loss,
-    count_trainable,
-    fit,
-    freeze_image_tower,
-    freeze_text_tower,
-)
-
-# --- small fixtures built in code ----------------------------------------------------------------------------------
-
-
-def tiny_clip(seed: int = 0) -> nn.Module:
-    """An open_clip CLIP small enough to train in milliseconds: 16 px images, 8-token texts, width 32."""
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-
-    torch.manual_seed(seed)
-    vision = CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8, image_size=16)
-    text = CLIPTextCfg(context_length=8, vocab_size=64, width=32, heads=2, layers=1)
-    return CLIP(embed_dim=16, vision_cfg=vision, text_cfg=text)
-
-
-def tokenize(texts: list[str]) -> torch.Tensor:
-    """Words -> ids by a fixed hash (no vocabulary file); id 63 ends each text, as CLIP's EOT has the largest id."""
-    rows = torch.zeros(len(texts), 8, dtype=torch.long)
-    for i, text in enumerate(texts):
-        ids = [1 + sum(map(ord, word)) % 61 for word in text.split()][:7] + [63]
-        rows[i, : len(ids)] = torch.tensor(ids)
-    return rows
-
-
-def preprocess(image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-
-
-def tiny_catalogue(n: int = 24, seed: int = 0) -> Catalogue:
-    """``n`` random 16-px images, each with three different captions (so caption draws depend on the epoch)."""
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(n, 16, 16, 3), dtype=np.uint8)
-    words = ["red", "blue", "green", "striped", "plain", "dress", "shirt", "coat"]
-    items = [
-        Item(
-            f"item-{i}",
-            tuple(" ".join(rng.choice(words, 3)) for _ in range(3)),
-            ("web",) * 3,
-            {"colour": words[i % 3]},
-            "train",
-            ArrayImage(pixels, i),
-        )
-        for i in range(n)
-    ]
-    return Catalogue("tiny", items)
-
-
-def parameters_of(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
-
+from course_utils.models.parts import count_trainable, freeze_image_tower, freeze_text_tower
+from course_utils.train import TrainConfig, WarmupCosine, clamp_logit_scale, contrastive_batch_loss, fit
 
 # --- schedule ------------------------------------------------------------------------------------------------------
 

@@ -11,8 +11,6 @@ seed, sizes and knobs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -20,13 +18,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..cache import cache_lock
-from ..paths import cache_dir
+from ..cache import artifact_path, cached_artifact, load_npz, save_npz
 from .records import ArrayImage, Catalogue, CompositionTriplet, Item, LoadReport
 from .registry import register_catalogue
 from .render import render_item
-
-GENERATOR_VERSION = 2  # bump whenever rendering or captions change: caches keyed on it are then rebuilt
 
 CATEGORY_NOUNS = {
     "tops": ("t-shirt", "top", "tee"),
@@ -93,10 +88,6 @@ class SyntheticConfig:
     caption_dropout: float = 0.3  # chance that a web caption omits each attribute word
     n_attributes: int = len(ATTRIBUTE_ORDER)  # how many attribute types vary (the rest stay fixed)
     web_captions_per_item: int = 3
-
-    def cache_key(self) -> str:
-        payload = json.dumps({"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def _weighted(rng: random.Random, weights: dict[str, int], allowed=None) -> str:
@@ -303,16 +294,15 @@ def load_synthetic(size: str | dict = "ci", seed: int = 0, use_cache: bool = Tru
     if not 1 <= config.n_attributes <= len(ATTRIBUTE_ORDER):
         raise ValueError(f"n_attributes must be between 1 and {len(ATTRIBUTE_ORDER)}")
     records = _describe(config)
-    path = cache_dir() / "synthetic" / f"{config.cache_key()}.npz"
-    if not use_cache:
-        return _build_catalogue(records, _render_all(records, config), config)
-    with cache_lock(path):
-        if path.exists():
-            pixels = np.load(path)["pixels"]
-        else:
-            pixels = _render_all(records, config)
-            tmp = path.with_name(path.name + ".tmp.npz")
-            np.savez(tmp, pixels=pixels)
-            tmp.replace(path)
+    expected_shape = (len(records), config.image_size, config.image_size, 3)
+
+    def check_pixels(pixels: np.ndarray) -> None:
+        if pixels.shape != expected_shape or pixels.dtype != np.uint8:
+            raise ValueError(f"pixels {pixels.dtype}{pixels.shape}, expected uint8{expected_shape}")
+
+    pixels = cached_artifact(
+        artifact_path("catalogue", asdict(config), suffix=".npz", folder="synthetic"),
+        lambda: _render_all(records, config), use_cache, save=save_npz, load=load_npz, validate=check_pixels,
+    )
     return _build_catalogue(records, pixels, config)
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from .tiny_clip import register_course_configs
+
 WEIGHT_HOSTS = ("huggingface.co", "openaipublic.azureedge.net")
 
 
@@ -186,18 +188,16 @@ def _file_digest(path: str) -> str:
     return hashlib.sha256(f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
 
 
-def load_clip(name: str, pretrained: str | None = None, device: str | torch.device = "auto", pretrain_catalogue=None, **pretrain_options) -> ClipBundle:
+def load_clip(name: str, pretrained: str | None = None, device: str | torch.device = "auto") -> ClipBundle:
     """Load a CLIP model by name (notebooks 01-07).
 
     Args:
         name: an open_clip model name (``"ViT-B-32"``, ``"tiny-fashion-clip"``), ``"local-dir:/path"``, or
             ``"clip:ViT-B/32"`` for the OpenAI package.
-        pretrained: an open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``), a checkpoint path, ``None`` for
-            random initialisation, or ``"embedded"`` for the course's tiny CLIP pretrained on the procedural
-            catalogue (needs ``pretrain_catalogue``; trained once, then cached).
+        pretrained: an open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``), a checkpoint path, or ``None`` for
+            random initialisation. The course's own ``"embedded"`` tiny CLIP is trained, not loaded: get it from
+            ``course_utils.tasks.pretrain.pretrained_tiny_clip`` (or ``cu.tasks.load_experiment``).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        pretrain_catalogue: the catalogue whose ``pretrain`` split trains the embedded tiny CLIP.
-        **pretrain_options: passed to :func:`pretrain_tiny_clip` (epochs, batch_size, ...).
 
     Raises:
         WeightsUnavailable: weights are not cached and there is no network (fails in about a second).
@@ -205,16 +205,12 @@ def load_clip(name: str, pretrained: str | None = None, device: str | torch.devi
     """
     device = resolve_device(device)
     if pretrained == "embedded":
-        from .tiny_clip import TINY_MODEL, pretrain_tiny_clip
-
-        if name != TINY_MODEL:
-            raise ValueError(f"pretrained='embedded' exists only for {TINY_MODEL!r}; for {name!r} use an open_clip tag or a path")
-        if pretrain_catalogue is None:
-            raise ValueError("pretrained='embedded' needs pretrain_catalogue=<a catalogue with a 'pretrain' split>")
-        return pretrain_tiny_clip(pretrain_catalogue, device=device, **pretrain_options)
+        raise ValueError(
+            "pretrained='embedded' is the course's tiny CLIP pretrained on the procedural catalogue: build it with "
+            "cu.tasks.load_experiment(model='tiny-fashion-clip', pretrained='embedded') or "
+            "cu.tasks.pretrain.pretrained_tiny_clip(catalogue); load_clip loads existing weights only"
+        )
     if name.startswith("clip:"):
         return _load_openai_clip(name[len("clip:"):], device)
-    from .tiny_clip import register_course_configs
-
     register_course_configs()
     return _load_open_clip(name, pretrained, device)

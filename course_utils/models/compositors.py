@@ -12,19 +12,15 @@ gallery's CLIP image features. Each ``forward`` is a few lines so the notebook c
 - :class:`Combiner` — CLIP4Cir (Baldrati et al., 2022): projections, a combined feature, and a learned mixing
   weight between text and image.
 
-Training (:func:`composed_batch_loss`) uses the losses of :mod:`course_utils.losses`: the batch-based
-classification loss (TIRG, CLIP4Cir) or the soft triplet loss (ComposeAE, seed 004).
+Training (``course_utils.tasks.composed.composed_batch_loss``) uses the losses of :mod:`course_utils.losses`:
+the batch-based classification loss (TIRG, CLIP4Cir) or the soft triplet loss (ComposeAE, seed 004).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from ..losses import composed_classification_loss, soft_triplet_loss
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float = 0.1) -> nn.Sequential:
@@ -167,41 +163,6 @@ def make_compositor(name: str, dim: int, hidden: int = 512, dropout: float = 0.1
         return cls(dim)
     torch.manual_seed(seed)
     return cls(dim, hidden=hidden, dropout=dropout)
-
-
-def composed_batch_loss(
-    loss: str = "classification", scale: float = 20.0, symmetry_weight: float = 0.0
-) -> Callable[[nn.Module, dict], torch.Tensor]:
-    """The per-batch loss of :func:`course_utils.train.fit` for a compositor trained on precomputed features.
-
-    Args:
-        loss: ``"classification"`` (each query must pick its target among the batch's targets; TIRG, CLIP4Cir)
-            or ``"soft_triplet"`` (ComposeAE, seed 004).
-        scale: inverse temperature of the classification loss (cosine similarities are multiplied by it).
-        symmetry_weight: weight of ComposeAE's rotational-symmetry term (only for :class:`ComplexRotation`):
-            the target rotated back by the conjugate text must retrieve the reference.
-
-    Returns:
-        ``batch_loss(model, batch)`` for a batch with ``image``, ``text``, ``target`` ``(B, d)`` features and
-        ``target_group``, ``reference_group`` ``(B,)`` (items of one group match each other; see
-        :class:`course_utils.composed.TripletFeatureDataset`).
-    """
-    if loss not in ("classification", "soft_triplet"):
-        raise ValueError(f"loss must be 'classification' or 'soft_triplet', got {loss!r}")
-
-    def criterion(queries: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        if loss == "classification":
-            return composed_classification_loss(queries, targets, scale, groups)
-        return soft_triplet_loss(queries, targets, groups)
-
-    def batch_loss(model: nn.Module, batch: dict) -> torch.Tensor:
-        value = criterion(model(batch["image"], batch["text"]), batch["target"], batch["target_group"])
-        if symmetry_weight:
-            back = model(batch["target"], batch["text"], conjugate=True)  # target rotated back by -delta
-            value = value + symmetry_weight * criterion(back, batch["image"], batch["reference_group"])
-        return value
-
-    return batch_loss
 
 
 @torch.inference_mode()

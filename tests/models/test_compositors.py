@@ -11,7 +11,6 @@ from course_utils.models.compositors import (
     COMPOSITORS,
     ComplexRotation,
     compose,
-    composed_batch_loss,
     make_compositor,
 )
 
@@ -87,17 +86,3 @@ def test_classification_loss_matches_hand_computation():
     assert composed_classification_loss(queries, targets, 2.0).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
     # same group: the other target is masked out, each row only sees its own target -> loss 0
     assert composed_classification_loss(queries, targets, 2.0, torch.tensor([0, 0])).item() == pytest.approx(0.0)
-
-
-@pytest.mark.parametrize("loss, symmetry", [("classification", 0.0), ("soft_triplet", 1.0)])
-def test_batch_loss_trains_the_compositor(loss, symmetry):
-    name = "ComplexRotation (ComposeAE)" if symmetry else "TIRG"
-    model = make_compositor(name, DIM, hidden=16, seed=0)
-    batch = {"image": _features(0), "text": _features(1), "target": _features(2),
-             "target_group": torch.arange(BATCH), "reference_group": torch.arange(BATCH)}  # fmt: skip
-    value = composed_batch_loss(loss, scale=10.0, symmetry_weight=symmetry)(model, batch)
-    value.backward()
-    assert value.ndim == 0 and torch.isfinite(value)
-    assert all(p.grad is not None for p in model.parameters())
-    with pytest.raises(ValueError, match="loss must be"):
-        composed_batch_loss("hinge")

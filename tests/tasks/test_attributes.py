@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from course_utils import embed
 from course_utils.data import Catalogue, ConditionSplit, Item
 from course_utils.losses import triplet_margin_loss
 from course_utils.models import conditional as cond
+from course_utils.tasks import attributes as attrs
 from course_utils.train import TrainConfig, fit
 
 # ------------------------------------------------------------------------------------------------ basis and projection
@@ -20,7 +22,7 @@ from course_utils.train import TrainConfig, fit
 def test_pca_basis_shape_and_naive_reference():
     generator = torch.Generator().manual_seed(0)
     words = torch.nn.functional.normalize(torch.randn(10, 16, generator=generator), dim=-1)
-    basis = cond.pca_basis(words, 4)
+    basis = attrs.pca_basis(words, 4)
     assert basis.shape == (4, 16) and basis.dtype == torch.float32
     # CRL's PCA treats the d coordinates as samples: centre each word's column, SVD, keep U * S.
     samples = words.double().T  # (d, m)
@@ -34,14 +36,14 @@ def test_pca_basis_shape_and_naive_reference():
 
 def test_pca_basis_keeps_a_list_of_exactly_k_words_and_rejects_too_many_components():
     words = torch.eye(3, 5)
-    torch.testing.assert_close(cond.pca_basis(words, 3), words)
+    torch.testing.assert_close(attrs.pca_basis(words, 3), words)
     with pytest.raises(ValueError, match="n_components"):
-        cond.pca_basis(words, 4)
+        attrs.pca_basis(words, 4)
 
 
 def test_build_criterion_bases_uses_the_smallest_word_count(tiny_bundle, isolated_cache):
     descriptors = {"colour": ["red", "blue", "green", "black", "white"], "pattern": ["striped", "dotted", "plain"]}
-    bases = cond.build_criterion_bases(tiny_bundle, descriptors, "a photo of a {word} garment")
+    bases = attrs.build_criterion_bases(tiny_bundle, descriptors, "a photo of a {word} garment")
     assert bases.criteria == ["colour", "pattern"]
     assert bases.bases.shape == (2, 3, tiny_bundle.embed_dim)
     assert bases.word_counts == {"colour": 5, "pattern": 3}
@@ -108,7 +110,7 @@ def crl_setup(tiny_bundle, small_catalogue):
     d = tiny_bundle.embed_dim
     bases = torch.nn.functional.normalize(torch.randn(2, 4, d), dim=-1)
     model = cond.CRL(bases, cond.CriterionHeads(2, 4, 8), image_tower=copy.deepcopy(tiny_bundle.model.visual))
-    triplets = cond.sample_condition_triplets(train, conditions, n_triplets=16, seed=0)
+    triplets = attrs.sample_condition_triplets(train, conditions, n_triplets=16, seed=0)
     return model, train, triplets
 
 
@@ -116,7 +118,7 @@ def test_stage_one_trains_heads_only(crl_setup):
     model, train, triplets = crl_setup
     features = torch.nn.functional.normalize(torch.randn(len(train), model.bases.shape[-1]), dim=-1)
     heads_before, tower_before = _state(model.heads), _state(model.image_tower)
-    cond.train_crl_stage(
+    attrs.train_crl_stage(
         model, 1, triplets, TrainConfig(batch_size=8, max_steps=1, lr=1e-2, seed=0), features=features, progress=False
     )
     assert _changed(tower_before, model.image_tower) == []
@@ -128,7 +130,7 @@ def test_stage_one_trains_heads_only(crl_setup):
 def test_stage_two_trains_the_image_tower_and_leaves_heads_untouched(crl_setup, tiny_bundle):
     model, train, triplets = crl_setup
     bases_before, heads_before, tower_before = model.bases.clone(), _state(model.heads), _state(model.image_tower)
-    cond.train_crl_stage(
+    attrs.train_crl_stage(
         model,
         2,
         triplets,
@@ -158,7 +160,7 @@ def test_set_stage_rejects_impossible_stages():
 def test_sample_condition_triplets_follow_the_condition(small_catalogue):
     train = small_catalogue.split("train")
     conditions = ["colour", "sleeve"]
-    triplets = cond.sample_condition_triplets(train, conditions, n_triplets=200, seed=1)
+    triplets = attrs.sample_condition_triplets(train, conditions, n_triplets=200, seed=1)
     assert triplets.shape == (200, 4)
     for anchor, positive, negative, c in triplets.tolist():
         name = conditions[c]
@@ -166,7 +168,7 @@ def test_sample_condition_triplets_follow_the_condition(small_catalogue):
         assert anchor != positive and train[positive].attributes[name] == value
         assert train[negative].attributes[name] != value
     assert set(triplets[:, 3].tolist()) == {0, 1}
-    assert torch.equal(triplets, cond.sample_condition_triplets(train, conditions, n_triplets=200, seed=1))
+    assert torch.equal(triplets, attrs.sample_condition_triplets(train, conditions, n_triplets=200, seed=1))
 
 
 def test_triplet_margin_loss_hand_computed():
@@ -196,7 +198,7 @@ def test_asen_style_head_shapes_and_attention():
 
 def test_patch_tokens_of_the_tiny_clip(tiny_bundle, small_catalogue):
     subset = small_catalogue.split("test").subset(small_catalogue.split("test").ids[:3])
-    tokens = cond.patch_tokens(tiny_bundle, subset, progress=False)
+    tokens = embed.patch_tokens(tiny_bundle, subset, progress=False)
     assert tokens.shape == (3, 64, 128)  # 64 px / patch 8 -> 8 x 8 patches, width 128
 
 
@@ -233,7 +235,7 @@ def test_evaluate_attribute_retrieval_hand_made():
     def embed(positions, condition):
         return table[positions]
 
-    result = cond.evaluate_attribute_retrieval(embed, protocol, catalogue)
+    result = attrs.evaluate_attribute_retrieval(embed, protocol, catalogue)
     assert result["colour"] == pytest.approx(5 / 6)
     assert result["fabric"] == pytest.approx((1 + 7 / 12) / 2)
     assert result["overall"] == pytest.approx((5 / 6 + 1 + 7 / 12) / 3)  # query-weighted
@@ -243,7 +245,7 @@ def test_embed_under_condition_matches_the_model():
     torch.manual_seed(0)
     model = cond.CRL(torch.nn.functional.normalize(torch.randn(2, 3, 6), dim=-1), cond.CriterionHeads(2, 3, 4))
     features = torch.randn(7, 6)
-    out = cond.embed_under_condition(model, features, condition=1, batch_size=3)
+    out = attrs.embed_under_condition(model, features, condition=1, batch_size=3)
     expected = model.eval().embed_features(features, torch.ones(7, dtype=torch.long))
     torch.testing.assert_close(out, expected)
     assert np.allclose(out.norm(dim=-1).numpy(), 1.0)
@@ -254,13 +256,13 @@ def test_fit_with_triplet_loss_reduces_it_on_separable_features():
     values = torch.arange(40) % 4
     features = torch.nn.functional.normalize(torch.eye(8)[values] + 0.05 * torch.randn(40, 8), dim=-1)
     catalogue = Catalogue("toy", [_item(f"i{i}", colour=str(int(v))) for i, v in enumerate(values)])
-    triplets = cond.sample_condition_triplets(catalogue, ["colour"], n_triplets=512, seed=0)
+    triplets = attrs.sample_condition_triplets(catalogue, ["colour"], n_triplets=512, seed=0)
     model = cond.CRL(torch.nn.functional.normalize(torch.randn(1, 6, 8), dim=-1), cond.CriterionHeads(1, 6, 8))
     model.set_stage(1)
     history = fit(
         model,
-        cond.ConditionTripletDataset(triplets),
-        cond.triplet_batch_loss(features),
+        attrs.ConditionTripletDataset(triplets),
+        attrs.triplet_batch_loss(features),
         TrainConfig(epochs=2, batch_size=64, lr=1e-2, weight_decay=0.0, seed=0),
         progress=False,
     )

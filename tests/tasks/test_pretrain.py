@@ -1,10 +1,11 @@
-"""The embedded tiny CLIP: an open_clip JSON config, pretrained by the course and cached by key."""
+"""The embedded tiny CLIP: an open_clip JSON config (models), pretrained by the course and cached by key (tasks)."""
 
 import open_clip
 import pytest
 import torch
 
 import course_utils.models.tiny_clip as tiny
+from course_utils.tasks import pretrain
 from course_utils.train import TrainConfig
 
 QUICK = TrainConfig(max_steps=2, batch_size=16, lr=1e-3, seed=0)
@@ -17,12 +18,12 @@ def test_config_is_registered_with_open_clip():
 
 
 def test_pretraining_is_cached_and_reused(small_catalogue, isolated_cache, monkeypatch, caplog):
-    first = tiny.pretrain_tiny_clip(small_catalogue, config=QUICK, progress=False)
+    first = pretrain.pretrained_tiny_clip(small_catalogue, config=QUICK, progress=False)
     assert len(first.history) == 2 and first.checkpoint_path.exists()
     assert first.identity.startswith("open_clip:tiny-fashion-clip:embedded-")
 
-    monkeypatch.setattr(tiny, "fit", lambda *a, **k: pytest.fail("retrained although cached"))
-    second = tiny.pretrain_tiny_clip(small_catalogue, config=QUICK, progress=False)
+    monkeypatch.setattr(pretrain, "fit", lambda *a, **k: pytest.fail("retrained although cached"))
+    second = pretrain.pretrained_tiny_clip(small_catalogue, config=QUICK, progress=False)
     assert second.identity == first.identity
     assert "initialized randomly" not in caplog.text  # the cached weights are loaded: no misleading warning
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
@@ -30,14 +31,14 @@ def test_pretraining_is_cached_and_reused(small_catalogue, isolated_cache, monke
 
 
 def test_cache_key_follows_data_and_recipe(small_catalogue):
-    pretrain = small_catalogue.split("pretrain")
-    key = tiny._cache_key(pretrain, QUICK, "web")
-    assert tiny._cache_key(pretrain, QUICK, "title") != key
-    assert tiny._cache_key(pretrain, TrainConfig(max_steps=3, batch_size=16, lr=1e-3), "web") != key
-    assert tiny._cache_key(pretrain.subset(pretrain.ids[:10]), QUICK, "web") != key
+    split = small_catalogue.split("pretrain")
+    key = pretrain.pretrain_key_parts(split, QUICK, "web")
+    assert pretrain.pretrain_key_parts(split, QUICK, "title") != key
+    assert pretrain.pretrain_key_parts(split, TrainConfig(max_steps=3, batch_size=16, lr=1e-3), "web") != key
+    assert pretrain.pretrain_key_parts(split.subset(split.ids[:10]), QUICK, "web") != key
 
 
 def test_pretraining_is_deterministic(small_catalogue):
-    a = tiny.pretrain_tiny_clip(small_catalogue, config=QUICK, use_cache=False, progress=False)
-    b = tiny.pretrain_tiny_clip(small_catalogue, config=QUICK, use_cache=False, progress=False)
+    a = pretrain.pretrained_tiny_clip(small_catalogue, config=QUICK, use_cache=False, progress=False)
+    b = pretrain.pretrained_tiny_clip(small_catalogue, config=QUICK, use_cache=False, progress=False)
     assert [r["loss"] for r in a.history] == [r["loss"] for r in b.history]

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from test_train import parameters_of, preprocess, tiny_catalogue, tiny_clip, tokenize
+from conftest import parameters_of, preprocess, tiny_catalogue, tiny_clip, tokenize
 
 from course_utils.data.adapters import ImageTextDataset
 from course_utils.embed import caption_texts
-from course_utils.experiment import Experiment
-from course_utils.finetune import (
+from course_utils.metrics import full_gallery_recall
+from course_utils.models import ClipBundle
+from course_utils.models.heads import HeadedClip, ResidualMLPHead, normal_init_
+from course_utils.models.parts import freeze_image_tower
+from course_utils.tasks.experiment import Experiment
+from course_utils.tasks.retrieval import (
     EmbeddingPairs,
-    HeadedClip,
-    ResidualMLPHead,
+    finetuned_bundle,
     head_only_bundle,
-    normal_init_,
+    recall_by_model,
     recall_evaluator,
     train_backbone_stage,
     train_head_stage,
     two_stage_bundle,
 )
-from course_utils.metrics import full_gallery_recall
-from course_utils.models import ClipBundle
-from course_utils.train import TrainConfig, freeze_image_tower
+from course_utils.train import TrainConfig
 
 QUICK = TrainConfig(epochs=1, batch_size=8, lr=1e-2, warmup_steps=0, seed=0)
 
@@ -160,7 +161,6 @@ def test_recall_evaluator_is_full_gallery_text_to_image_recall(tmp_path, monkeyp
 def test_finetuned_bundle_adds_a_recall_curve_to_a_cached_run_without_changing_weights(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from course_utils.experiment import finetuned_bundle
 
     monkeypatch.setenv("FASHION_COURSE_CACHE", str(tmp_path))
     catalogue = tiny_catalogue(16)
@@ -178,7 +178,6 @@ def test_finetuned_bundle_adds_a_recall_curve_to_a_cached_run_without_changing_w
 
 
 def test_recall_by_model_has_both_directions_and_a_chance_row(tmp_path, monkeypatch):
-    from course_utils.finetune import recall_by_model
 
     monkeypatch.setenv("FASHION_COURSE_CACHE", str(tmp_path))
     catalogue = tiny_catalogue(10)

@@ -1,4 +1,4 @@
-"""The composed-retrieval protocol (notebook 06): reference image + modification text -> target, on a gallery.
+"""Task: composed image + text retrieval (notebook 06): reference image + modification text -> target.
 
 Fashion200k convention (TIRG, ComposeAE): the gallery is every test item; each query ranks the gallery *without
 its own reference image*; a hit is a retrieved item that *matches* the target. What "matches" means depends on
@@ -7,23 +7,26 @@ catalogue any item with exactly the target's attributes, FashionIQ only the targ
 
 Also here: the training triplets of datasets that ship only test queries (:func:`composed_triplets`), a
 ``Dataset`` over precomputed CLIP features so compositors train in seconds on a CPU
-(:class:`TripletFeatureDataset`), and chunked recall@K (:func:`composed_recall_at_k`).
+(:class:`TripletFeatureDataset`), the compositors' training loss (:func:`composed_batch_loss`; the modules are in
+``course_utils.models.compositors``) and chunked recall@K (:func:`composed_recall_at_k`).
 """
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
-from .data.records import Catalogue, CompositionTriplet, Item
-from .data.triplets import attribute_swap_triplets, fashion200k_phrase
-from .metrics import chance_recall, composed_recall
+from ..data.records import Catalogue, CompositionTriplet, Item
+from ..data.triplets import attribute_swap_triplets, fashion200k_phrase
+from ..losses import composed_classification_loss, soft_triplet_loss
+from ..metrics import chance_recall, composed_recall
 
 #: How a gallery item matches a query's target, per dataset: ``"attributes"`` (all attributes equal),
 #: ``"caption"`` (same first caption), ``"item"`` (the target itself) or a tuple of attribute names.
@@ -255,3 +258,41 @@ def composed_triplets(
         swaps = attribute_swap_triplets(train.items, "baseColour", ("articleType", "gender"), seed)
         return swaps, list(test.triplets)
     return list(train.triplets), list(test.triplets)
+
+
+# --- training a compositor ------------------------------------------------------------------------------------------
+
+
+def composed_batch_loss(
+    loss: str = "classification", scale: float = 20.0, symmetry_weight: float = 0.0
+) -> Callable[[nn.Module, dict], torch.Tensor]:
+    """The per-batch loss of :func:`course_utils.train.fit` for a compositor trained on precomputed features.
+
+    Args:
+        loss: ``"classification"`` (each query must pick its target among the batch's targets; TIRG, CLIP4Cir)
+            or ``"soft_triplet"`` (ComposeAE, seed 004).
+        scale: inverse temperature of the classification loss (cosine similarities are multiplied by it).
+        symmetry_weight: weight of ComposeAE's rotational-symmetry term (only for :class:`ComplexRotation`):
+            the target rotated back by the conjugate text must retrieve the reference.
+
+    Returns:
+        ``batch_loss(model, batch)`` for a batch with ``image``, ``text``, ``target`` ``(B, d)`` features and
+        ``target_group``, ``reference_group`` ``(B,)`` (items of one group match each other; see
+        :class:`TripletFeatureDataset`).
+    """
+    if loss not in ("classification", "soft_triplet"):
+        raise ValueError(f"loss must be 'classification' or 'soft_triplet', got {loss!r}")
+
+    def criterion(queries: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        if loss == "classification":
+            return composed_classification_loss(queries, targets, scale, groups)
+        return soft_triplet_loss(queries, targets, groups)
+
+    def batch_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+        value = criterion(model(batch["image"], batch["text"]), batch["target"], batch["target_group"])
+        if symmetry_weight:
+            back = model(batch["target"], batch["text"], conjugate=True)  # target rotated back by -delta
+            value = value + symmetry_weight * criterion(back, batch["image"], batch["reference_group"])
+        return value
+
+    return batch_loss

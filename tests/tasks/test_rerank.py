@@ -7,8 +7,11 @@ import math
 import pytest
 import torch
 
-from course_utils import metrics
+from course_utils import embed, metrics
 from course_utils.models import cross_modal as cm
+from course_utils.models import tokens
+from course_utils.retriever import FashionRetriever
+from course_utils.tasks import rerank as rr
 
 SOT, EOT = 49406, 49407
 
@@ -34,7 +37,7 @@ def _inputs(batch: int = 3, patches: int = 9, length: int = 7, seed: int = 1):
 def test_text_padding_mask_is_true_after_eot():
     ids = torch.tensor([[SOT, 5, 6, EOT, 0, 0], [SOT, 7, EOT, 0, 0, 0], [SOT, 1, 2, 3, 4, EOT]])
     expected = torch.tensor([[0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
-    assert torch.equal(cm.text_padding_mask(ids), expected)
+    assert torch.equal(tokens.text_padding_mask(ids), expected)
 
 
 # ------------------------------------------------------------------------------------------------ the matcher
@@ -88,12 +91,12 @@ def test_changing_tokens_after_eot_does_not_change_the_match_logit():
     changed[:, 6:12] = torch.arange(400, 406)  # arbitrary tokens after the EOT
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        patches, pooled = cm.image_token_features(clip, images)
+        patches, pooled = tokens.image_token_features(clip, images)
         assert patches.shape == (2, 1 + 64, 128) and pooled.shape == (2, 128)  # class token + 8 x 8 patches
         # token 0 is the class token: CLIP's pooled embedding is its projection
         assert torch.allclose(torch.nn.functional.normalize(patches[:, 0] @ clip.visual.proj, dim=-1), pooled, atol=1e-5)
-        states, padding, text_pooled = cm.text_token_features(clip, ids)
-        states2, padding2, text_pooled2 = cm.text_token_features(clip, changed)
+        states, padding, text_pooled = tokens.text_token_features(clip, ids)
+        states2, padding2, text_pooled2 = tokens.text_token_features(clip, changed)
         assert torch.equal(padding, padding2) and padding[0, :5].sum() == 0 and padding[0, 5:].all()
         assert torch.allclose(text_pooled, text_pooled2, atol=1e-6)
         assert torch.allclose(pooled, torch.nn.functional.normalize(clip.encode_image(images), dim=-1), atol=1e-5)
@@ -114,16 +117,16 @@ def test_seed002_model_shape():
 def test_mine_hard_negatives_hand_computed():
     sim = torch.tensor([[0.9, 0.8, 0.1, 0.5], [0.7, 0.2, 0.6, 0.3], [0.1, 0.9, 0.95, 0.0]])
     # row 0: positive col 0 excluded -> 1 (0.8), 3 (0.5); row 1: 0 (0.7), 2 (0.6); row 2: 1 (0.9), 0 (0.1)
-    assert cm.mine_hard_negatives(sim, k=2).tolist() == [[1, 3], [0, 2], [1, 0]]
+    assert rr.mine_hard_negatives(sim, k=2).tolist() == [[1, 3], [0, 2], [1, 0]]
     # without exclusion it is the plain top-k, positive included
-    assert cm.mine_hard_negatives(sim, k=2, exclude_positive=False).tolist() == [[0, 1], [0, 2], [2, 1]]
+    assert rr.mine_hard_negatives(sim, k=2, exclude_positive=False).tolist() == [[0, 1], [0, 2], [2, 1]]
 
 
 def test_mine_hard_negatives_never_returns_the_positive_and_matches_a_naive_reference():
     generator = torch.Generator().manual_seed(3)
     sim = torch.randn(20, 30, generator=generator)
     sim[torch.arange(20), torch.arange(20)] += 3.0  # positives score high, as after fine-tuning
-    hard = cm.mine_hard_negatives(sim, k=5, seed=0)
+    hard = rr.mine_hard_negatives(sim, k=5, seed=0)
     assert hard.shape == (20, 5)
     for i in range(20):
         assert i not in hard[i].tolist()
@@ -133,21 +136,21 @@ def test_mine_hard_negatives_never_returns_the_positive_and_matches_a_naive_refe
 
 def test_mine_hard_negatives_breaks_ties_only_among_tied_items_deterministically():
     sim = torch.tensor([[1.0, 0.5, 0.5, 0.5, 0.2]])
-    picks = {tuple(cm.mine_hard_negatives(sim, k=2, seed=s)[0].tolist()) for s in range(20)}
+    picks = {tuple(rr.mine_hard_negatives(sim, k=2, seed=s)[0].tolist()) for s in range(20)}
     assert all(set(p) <= {1, 2, 3} and len(set(p)) == 2 for p in picks)
     assert len(picks) > 1  # different seeds break the tie differently
-    assert torch.equal(cm.mine_hard_negatives(sim, k=2, seed=4), cm.mine_hard_negatives(sim, k=2, seed=4))
+    assert torch.equal(rr.mine_hard_negatives(sim, k=2, seed=4), rr.mine_hard_negatives(sim, k=2, seed=4))
 
 
 def test_mine_hard_negatives_rejects_bad_k():
     with pytest.raises(ValueError):
-        cm.mine_hard_negatives(torch.zeros(3, 3), k=3)
+        rr.mine_hard_negatives(torch.zeros(3, 3), k=3)
 
 
 def test_hard_negative_pairs_draw_from_the_mined_lists():
     image_negatives = torch.tensor([[1, 2], [0, 2], [0, 1]])
     text_negatives = torch.tensor([[2, 1], [2, 0], [1, 0]])
-    pairs = cm.HardNegativePairs(image_negatives, text_negatives, seed=0)
+    pairs = rr.HardNegativePairs(image_negatives, text_negatives, seed=0)
     for epoch in range(3):
         pairs.set_epoch(epoch)
         for i in range(3):
@@ -173,7 +176,7 @@ def test_itm_batch_loss_hand_computed():
         "negative_image": torch.tensor([5, 6]),
         "negative_text": torch.tensor([7, 8]),
     }
-    loss = cm.itm_batch_loss(pair_logits)(None, batch)
+    loss = rr.itm_batch_loss(pair_logits)(None, batch)
     assert seen == {"image": [0, 1, 5, 6, 0, 1], "text": [0, 1, 0, 1, 7, 8]}
     softplus = lambda x: math.log1p(math.exp(x))
     expected = (2 * softplus(-2.0) + softplus(0.0) + softplus(-1.0) + softplus(1.0) + softplus(0.0)) / 6
@@ -183,12 +186,12 @@ def test_itm_batch_loss_hand_computed():
 def test_score_candidates_matches_pairwise_forward():
     matcher = _matcher()
     generator = torch.Generator().manual_seed(5)
-    images = cm.ImageTokens(torch.randn(6, 9, 16, generator=generator), torch.randn(6, 8), (3, 3))
+    images = embed.ImageTokens(torch.randn(6, 9, 16, generator=generator), torch.randn(6, 8), (3, 3))
     padding = torch.zeros(2, 7, dtype=torch.bool)
     padding[1, 3:] = True
-    texts = cm.TextTokens(torch.randn(2, 7, 24, generator=generator), padding, torch.randn(2, 8))
+    texts = embed.TextTokens(torch.randn(2, 7, 24, generator=generator), padding, torch.randn(2, 8))
     candidates = torch.tensor([[4, 0, 2], [1, 5, 3]])
-    scores = cm.score_candidates(matcher, cm.token_pair_logits(images, texts), candidates, batch_size=4)
+    scores = rr.score_candidates(matcher, rr.token_pair_logits(images, texts), candidates, batch_size=4)
     with torch.no_grad():
         for q in range(2):
             for c in range(3):
@@ -203,30 +206,30 @@ def test_score_candidates_matches_pairwise_forward():
 def test_rerank_hand_computed_and_stable_on_ties():
     candidates = torch.tensor([[7, 3, 9, 1]])
     scores = torch.tensor([[0.1, 2.0, 0.1, 1.0]])
-    assert cm.rerank(candidates, scores).tolist() == [[3, 1, 7, 9]]  # 7 before 9: tie keeps first-stage order
+    assert rr.rerank(candidates, scores).tolist() == [[3, 1, 7, 9]]  # 7 before 9: tie keeps first-stage order
 
 
 def test_rerank_puts_the_true_item_first_when_the_scorer_ranks_it_first():
     generator = torch.Generator().manual_seed(0)
     q, g, k = 12, 40, 6
     similarity = torch.randn(q, g, generator=generator)
-    candidates, _ = cm.top_k_candidates(similarity, k)
+    candidates, _ = rr.top_k_candidates(similarity, k)
     # the true item of query i is a random candidate (position > 0 too); the scorer rates it highest
     slot = torch.randint(0, k, (q,), generator=generator)
     targets = candidates[torch.arange(q), slot]
     scores = torch.randn(q, k, generator=generator)
     scores[torch.arange(q), slot] = scores.max() + 1.0
-    reranked = cm.rerank(candidates, scores)
+    reranked = rr.rerank(candidates, scores)
     assert torch.equal(reranked[:, 0], targets)
     assert all(sorted(r.tolist()) == sorted(c.tolist()) for r, c in zip(reranked, candidates))  # nothing dropped
-    final = cm.reranked_similarity(similarity, candidates, scores)
+    final = rr.reranked_similarity(similarity, candidates, scores)
     assert metrics.recall_at_k(final, targets, ks=(1,))[1] == 1.0
 
 
 def test_reranked_similarity_keeps_non_candidates_below_and_in_order():
     similarity = torch.tensor([[0.9, 0.1, 0.5, 0.3, 0.7]])
-    candidates, _ = cm.top_k_candidates(similarity, 2)  # columns 0 and 4
-    final = cm.reranked_similarity(similarity, candidates, torch.tensor([[-3.0, 5.0]]))
+    candidates, _ = rr.top_k_candidates(similarity, 2)  # columns 0 and 4
+    final = rr.reranked_similarity(similarity, candidates, torch.tensor([[-3.0, 5.0]]))
     order = final[0].argsort(descending=True).tolist()
     assert order == [4, 0, 2, 3, 1]
 
@@ -238,8 +241,8 @@ def _split_tokens(tiny_bundle, catalogue, use_cache=True):
     split = catalogue.split("test")
     split = split.subset(split.ids[:12], name="test")
     texts = [item.caption("description") for item in split]
-    images = cm.encode_image_tokens(tiny_bundle, split, batch_size=5, use_cache=use_cache, progress=False)
-    captions = cm.encode_text_tokens(tiny_bundle, texts, batch_size=5, use_cache=use_cache, progress=False)
+    images = embed.encode_image_tokens(tiny_bundle, split, batch_size=5, use_cache=use_cache, progress=False)
+    captions = embed.encode_text_tokens(tiny_bundle, texts, batch_size=5, use_cache=use_cache, progress=False)
     return split, texts, images, captions
 
 
@@ -258,22 +261,26 @@ def test_token_features_are_cached_and_a_rerun_gives_identical_tensors(tiny_bund
     assert torch.allclose(captions.pooled, pooled, atol=1e-5)
 
 
-def test_two_stage_search_reranks_the_dual_top_k_and_matches_score_candidates(tiny_bundle, small_catalogue, isolated_cache):
-    _, texts, images, captions = _split_tokens(tiny_bundle, small_catalogue)
+def test_retriever_reranker_reorders_the_dual_top_k_by_the_cross_encoder(tiny_bundle, small_catalogue, isolated_cache):
+    split, texts, images, captions = _split_tokens(tiny_bundle, small_catalogue)
     matcher = cm.ImageTextMatcher(128, 128, width=32, heads=4, layers=1, n_image_tokens=65).eval()
-    search = cm.TwoStageSearch(tiny_bundle, images, matcher, k=5, dual_weight=0.5)
-    dual_positions, dual_scores = search.search(texts[:3], rerank_on=False)
-    expected_positions, expected_scores = cm.top_k_candidates(captions.pooled[:3] @ images.pooled.T, 5)
-    assert torch.equal(dual_positions, expected_positions) and torch.allclose(dual_scores, expected_scores, atol=1e-5)
-
-    positions, scores = search.search(texts[:3])
-    logits = cm.score_candidates(matcher, cm.token_pair_logits(images, captions), expected_positions)[:3]
+    search = FashionRetriever(tiny_bundle, split, image_embeddings=images.pooled)
+    search.reranker = rr.cross_encoder_reranker(tiny_bundle, images, matcher, dual_weight=0.5)
+    search.rerank_k = 5
+    expected_positions, expected_scores = rr.top_k_candidates(captions.pooled[:3] @ images.pooled.T, 5)
+    logits = rr.score_candidates(matcher, rr.token_pair_logits(images, captions), expected_positions)[:3]
     final = logits + 0.5 * tiny_bundle.model.logit_scale.exp().item() * expected_scores
-    assert torch.equal(positions, cm.rerank(expected_positions, final))
-    assert torch.allclose(scores, final.sort(dim=1, descending=True).values, atol=1e-3)
-    assert torch.all(scores[:, :-1] >= scores[:, 1:])
-    whole, _ = search.search(texts[:1], k=len(images))  # the cross-encoder over the whole gallery
-    assert sorted(whole[0].tolist()) == list(range(len(images)))
+    for row, text in enumerate(texts[:3]):
+        dual = search.search_by_text(text, top_k=5, rerank=False)
+        assert [split.position(i) for i in dual["item_id"]] == expected_positions[row].tolist()
+        found = search.search_by_text(text, top_k=5)
+        assert [split.position(i) for i in found["item_id"]] == rr.rerank(expected_positions, final)[row].tolist()
+        assert found["score"].to_numpy() == pytest.approx(final[row].sort(descending=True).values.numpy(), abs=1e-3)
+        top2 = search.search_by_text(text, top_k=2)  # still re-ranks rerank_k candidates, returns the best 2
+        assert top2["item_id"].tolist() == found["item_id"].tolist()[:2]
+    search.rerank_k = len(split)  # the cross-encoder over the whole gallery
+    whole = search.search_by_text(texts[0], top_k=len(split))
+    assert sorted(split.position(i) for i in whole["item_id"]) == list(range(len(split)))
 
 
 def test_tuned_encoders_scorer_equals_the_matcher_on_fresh_tokens_and_trains_the_towers(tiny_bundle, small_catalogue):
@@ -286,7 +293,7 @@ def test_tuned_encoders_scorer_equals_the_matcher_on_fresh_tokens_and_trains_the
     torch.manual_seed(0)
     model = cm.MatcherWithEncoders(copy.deepcopy(tiny_bundle.model), cm.ImageTextMatcher(128, 128, width=32, layers=1))
     image_index, text_index = torch.tensor([0, 3, 3, 5]), torch.tensor([0, 0, 2, 5])
-    logits = cm.live_pair_logits(images, token_ids)(model, image_index, text_index)
+    logits = rr.live_pair_logits(images, token_ids)(model, image_index, text_index)
     with torch.no_grad():
         assert torch.allclose(logits, model(images[image_index], token_ids[text_index]), atol=1e-5)
     logits.sum().backward()
@@ -295,9 +302,9 @@ def test_tuned_encoders_scorer_equals_the_matcher_on_fresh_tokens_and_trains_the
 
 def test_rerank_split_and_pick_dual_weight_hand_computed():
     # 3 queries, 4 gallery items; query i's true item is i
-    images = cm.ImageTokens(torch.zeros(4, 2, 3), torch.eye(4), (1, 1))
+    images = embed.ImageTokens(torch.zeros(4, 2, 3), torch.eye(4), (1, 1))
     cosines = torch.tensor([[0.2, 0.9, 0.1, 0.0], [0.8, 0.7, 0.0, 0.1], [0.1, 0.0, 0.3, 0.5]])
-    queries = cm.TextTokens(torch.zeros(3, 2, 3), torch.zeros(3, 2, dtype=torch.bool), cosines)  # pooled @ eye = cosines
+    queries = embed.TextTokens(torch.zeros(3, 2, 3), torch.zeros(3, 2, dtype=torch.bool), cosines)  # pooled @ eye = cosines
 
     class Bundle:  # logit_scale.exp() == 10
         model = type("M", (), {"logit_scale": torch.tensor(math.log(10.0))})()
@@ -305,12 +312,12 @@ def test_rerank_split_and_pick_dual_weight_hand_computed():
     def prefers_the_true_item(model, image_index, text_index):  # +3 for the true pair, else 0
         return 3.0 * (image_index == text_index).float()
 
-    run = cm.rerank_split(Bundle, images, queries, {"oracle": (None, prefers_the_true_item)}, k=2)
+    run = rr.rerank_split(Bundle, images, queries, {"oracle": (None, prefers_the_true_item)}, k=2)
     assert run.candidates.tolist() == [[1, 0], [0, 1], [3, 2]]
     assert torch.allclose(run.dual_logits, torch.tensor([[9.0, 2.0], [8.0, 7.0], [5.0, 3.0]]))
     assert run.recall("oracle", 0.0, ks=(1,))[1] == 1.0  # the re-ranker alone puts every true item first
     # with the dual logit weighted 1: query 0 keeps 1 (9 > 2 + 3), query 1 moves 1 up (7 + 3 > 8), query 2 moves 2 up
     assert run.recall("oracle", 1.0, ks=(1,))[1] == pytest.approx(2 / 3)
     assert run.recall("oracle", 1.0, ks=(2,))[2] == 1.0
-    assert cm.pick_dual_weight(run, "oracle", [1.0, 0.0, 0.5]) == 0.0
-    assert cm.pick_dual_weight(run, "oracle", [0.1, 0.0]) == 0.1  # equal R@1: the first listed wins
+    assert rr.pick_dual_weight(run, "oracle", [1.0, 0.0, 0.5]) == 0.0
+    assert rr.pick_dual_weight(run, "oracle", [0.1, 0.0]) == 0.1  # equal R@1: the first listed wins

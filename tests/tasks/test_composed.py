@@ -5,17 +5,19 @@ import math
 import pytest
 import torch
 
-from course_utils.composed import (
+from course_utils.data import Catalogue, CompositionTriplet, Item, load_catalogue
+from course_utils.models.compositors import make_compositor
+from course_utils.tasks.composed import (
     TripletFeatureDataset,
     caption_swap_triplets,
     chance_composed_recall,
+    composed_batch_loss,
     composed_queries,
     composed_recall_at_k,
     composed_triplets,
     match_groups,
     top_k_excluding,
 )
-from course_utils.data import Catalogue, CompositionTriplet, Item, load_catalogue
 
 
 def _item(item_id: str, caption: str = "", split: str = "test", **attributes) -> Item:
@@ -142,3 +144,21 @@ def test_fashion_product_training_triplets_are_colour_swaps_on_the_train_split()
         old, new = t.changed["baseColour"]
         assert train.by_id(t.reference_id).attributes["baseColour"] == old != new
         assert train.by_id(t.target_id).attributes["baseColour"] == new
+
+
+def _unit_rows(seed: int, rows: int = 5, dim: int = 8) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+@pytest.mark.parametrize("loss, symmetry", [("classification", 0.0), ("soft_triplet", 1.0)])
+def test_batch_loss_trains_the_compositor(loss, symmetry):
+    name = "ComplexRotation (ComposeAE)" if symmetry else "TIRG"
+    model = make_compositor(name, 8, hidden=16, seed=0)
+    batch = {"image": _unit_rows(0), "text": _unit_rows(1), "target": _unit_rows(2),
+             "target_group": torch.arange(5), "reference_group": torch.arange(5)}  # fmt: skip
+    value = composed_batch_loss(loss, scale=10.0, symmetry_weight=symmetry)(model, batch)
+    value.backward()
+    assert value.ndim == 0 and torch.isfinite(value)
+    assert all(p.grad is not None for p in model.parameters())
+    with pytest.raises(ValueError, match="loss must be"):
+        composed_batch_loss("hinge")

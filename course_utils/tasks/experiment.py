@@ -1,0 +1,63 @@
+"""The set-up every notebook shares: catalogue x model (CLIP_benchmark's "dataset x model").
+
+``load_experiment`` turns a notebook's parameters (dataset, data_root, model, pretrained, profile, seed, device)
+into a catalogue with its splits and a model bundle; ``pretrained="embedded"`` runs (or loads) the tiny CLIP's
+pretraining task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..data import Catalogue, load_catalogue
+from ..data.registry import loader_accepts
+from ..models import TINY_MODEL, ClipBundle, load_clip
+from ..seeding import seed_everything
+from .pretrain import pretrained_tiny_clip
+
+
+@dataclass
+class Experiment:
+    """A catalogue, its splits and a model bundle: what a notebook evaluates."""
+
+    catalogue: Catalogue
+    bundle: ClipBundle
+    train: Catalogue
+    test: Catalogue
+    query_style: str | None  # caption style used as text queries (None: first caption)
+
+
+def load_experiment(dataset: str = "synthetic", data_root: str | None = None, model: str = "tiny-fashion-clip",
+                    pretrained: str | None = "embedded", profile: str = "ci", seed: int = 0, device: str = "auto",
+                    test_size: int | None = None) -> Experiment:
+    """Load the catalogue and the model named by a notebook's parameters.
+
+    Args:
+        dataset: ``"synthetic"`` (embedded default) or a real format (see ``cu.data.available_catalogues()``).
+        data_root: folder of a real dataset.
+        model, pretrained: see :func:`course_utils.models.load_clip`; ``"embedded"`` pretrains the tiny CLIP
+            on the procedural catalogue (:func:`course_utils.tasks.pretrain.pretrained_tiny_clip`, cached).
+        profile: ``"ci"`` or ``"full"`` — the procedural catalogue's size.
+        seed: catalogue and training seed.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        test_size: keep only the first ``test_size`` test items (real datasets can be large).
+    """
+    seed_everything(seed)
+    if dataset == "synthetic":
+        catalogue = load_catalogue("synthetic", size=profile, seed=seed)
+    else:
+        catalogue = load_catalogue(dataset, data_root, **({"seed": seed} if loader_accepts(dataset, "seed") else {}))
+    # The embedded tiny CLIP is always pretrained on the procedural catalogue (real datasets have no 'pretrain').
+    if pretrained == "embedded":
+        if model != TINY_MODEL:
+            raise ValueError(f"pretrained='embedded' exists only for {TINY_MODEL!r}; for {model!r} use an open_clip "
+                             "tag or a checkpoint path")
+        pretrain_catalogue = catalogue if dataset == "synthetic" else load_catalogue("synthetic", size=profile, seed=seed)
+        bundle = pretrained_tiny_clip(pretrain_catalogue, device=device)
+    else:
+        bundle = load_clip(model, pretrained, device=device)
+    test = catalogue.split("test")
+    if test_size is not None and len(test) > test_size:
+        test = test.subset(test.ids[:test_size], name=test.name)
+    query_style = "description" if dataset == "synthetic" else None
+    return Experiment(catalogue, bundle, catalogue.split("train"), test, query_style)

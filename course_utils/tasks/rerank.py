@@ -1,0 +1,414 @@
+"""Task: re-ranking the dual encoder's top-K with a cross-encoder (notebook 03).
+
+The modules are in ``course_utils.models.cross_modal`` and the token features in ``course_utils.embed``; this task
+holds the recipe and its evaluation:
+
+* training data and loss: :func:`mine_hard_negatives`, :class:`HardNegativePairs`, :func:`itm_batch_loss`, and
+  the pair scorers :func:`token_pair_logits`, :func:`pooled_pair_logits`, :func:`live_pair_logits`;
+* re-ranking: :func:`top_k_candidates`, :func:`score_candidates`, :func:`rerank`, :func:`reranked_similarity`;
+* evaluation: :func:`rerank_split` / :class:`RerankedSplit` (Recall@K after re-ranking), :func:`pick_dual_weight`;
+* deployment: :func:`cross_encoder_reranker`, the hook ``FashionRetriever.reranker`` calls;
+* a trained re-ranker on disk: :func:`save_reranker`, :func:`load_reranker`, :func:`evaluate_reranker` (what
+  ``python -m course_utils.evaluate --task rerank`` runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..cache import torch_save_atomic
+from ..data.records import Catalogue
+from ..embed import ImageTokens, TextTokens, caption_texts, encode_image_tokens, encode_text_tokens, trim_padding
+from ..metrics import recall_at_k
+from ..models.cross_modal import ImageTextMatcher
+from ..models.tokens import image_token_features, text_token_features
+
+# (model, image rows (m,), text rows (m,)) -> (m,) match logits.
+PairLogits = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# --- training: hard negatives and the ITM loss --------------------------------------------------------------------
+
+
+def mine_hard_negatives(similarity: torch.Tensor, k: int, exclude_positive: bool = True, seed: int = 0) -> torch.Tensor:
+    """The ``k`` highest-scoring non-matching gallery items of every query: the negatives ITM learns from.
+
+    Query ``i``'s positive is gallery item ``i`` (paired data). Exact score ties are broken by a random
+    permutation drawn from ``seed``, so the result is deterministic.
+
+    Args:
+        similarity: ``(n, g)`` first-stage scores (e.g. the dual encoder's cosine similarities), ``g >= n``.
+        k: negatives per query, ``k <= g - 1`` when excluding the positive.
+        exclude_positive: never return the query's own item (True for training; False returns the plain top-k).
+        seed: tie-breaking seed.
+
+    Returns:
+        ``(n, k) int64`` gallery columns, highest score first.
+    """
+    sim = torch.as_tensor(similarity, dtype=torch.float64).clone()
+    n, g = sim.shape
+    limit = g - 1 if exclude_positive else g
+    if not 1 <= k <= limit:
+        raise ValueError(f"k must be in [1, {limit}] for a gallery of {g}, got {k}")
+    if exclude_positive:
+        if g < n:
+            raise ValueError(f"query i's positive is gallery item i, so the gallery needs >= {n} items, got {g}")
+        sim[torch.arange(n), torch.arange(n)] = -torch.inf
+    permutation = torch.randperm(g, generator=torch.Generator().manual_seed(seed))
+    # sort by score descending, then by a random key: a stable sort of the permuted columns does exactly that
+    order = torch.sort(sim[:, permutation], dim=1, descending=True, stable=True).indices[:, :k]
+    return permutation[order]
+
+
+class HardNegativePairs(Dataset):
+    """Index triples for ITM training: a positive pair and one negative image and one negative caption for it.
+
+    Item ``i`` yields ``{"index": i, "negative_image": j, "negative_text": t}``: image ``j`` is drawn from the
+    hard negative images of caption ``i``, caption ``t`` from the hard negative captions of image ``i`` — a new
+    draw per (seed, epoch, item), deterministic. A matcher trained from scratch on hard negatives only stays at
+    the constant guess (notebook 03 shows it), so a curriculum can start with random negatives.
+
+    Args:
+        image_negatives: ``(n, k)`` hard negative images per caption (from :func:`mine_hard_negatives`).
+        text_negatives: ``(n, k)`` hard negative captions per image.
+        seed: sampling seed.
+        easy_epochs: during the first ``easy_epochs`` epochs every negative is a uniformly random other item.
+        random_share: afterwards, the probability that a negative is random instead of hard.
+    """
+
+    def __init__(
+        self,
+        image_negatives: torch.Tensor,
+        text_negatives: torch.Tensor,
+        seed: int = 0,
+        easy_epochs: int = 0,
+        random_share: float = 0.0,
+    ):
+        if image_negatives.shape[0] != text_negatives.shape[0]:
+            raise ValueError(f"negatives of {image_negatives.shape[0]} captions but {text_negatives.shape[0]} images")
+        self.image_negatives, self.text_negatives, self.seed = image_negatives, text_negatives, seed
+        self.easy_epochs, self.random_share = easy_epochs, random_share
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.image_negatives.shape[0]
+
+    def _draw(self, rng: np.random.Generator, index: int, hard: torch.Tensor) -> int:
+        if self.epoch < self.easy_epochs or rng.random() < self.random_share:
+            other = int(rng.integers(len(self) - 1))
+            return other + (other >= index)  # any item but the positive
+        return int(hard[index, rng.integers(hard.shape[1])])
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return {
+            "index": index,
+            "negative_image": self._draw(rng, index, self.image_negatives),
+            "negative_text": self._draw(rng, index, self.text_negatives),
+        }
+
+
+def itm_batch_loss(pair_logits: PairLogits) -> Callable[[nn.Module, dict], torch.Tensor]:
+    """The ITM loss for :func:`course_utils.train.fit`: binary cross-entropy on 1 positive + 2 hard negatives.
+
+    Each item of a :class:`HardNegativePairs` batch gives three pairs: (image i, caption i) labelled 1,
+    (hard negative image, caption i) labelled 0 and (image i, hard negative caption) labelled 0.
+
+    Args:
+        pair_logits: ``(model, image_index (m,), text_index (m,)) -> (m,)`` logits, e.g. :func:`token_pair_logits`.
+    """
+
+    def batch_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+        positive, negative_image, negative_text = batch["index"], batch["negative_image"], batch["negative_text"]
+        image_index = torch.cat([positive, negative_image, positive])
+        text_index = torch.cat([positive, positive, negative_text])
+        labels = torch.cat([torch.ones(len(positive)), torch.zeros(2 * len(positive))])
+        logits = pair_logits(model, image_index, text_index)
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.to(logits.device))
+
+    return batch_loss
+
+
+def token_pair_logits(images: ImageTokens, texts: TextTokens) -> PairLogits:
+    """Pair scorer of an :class:`ImageTextMatcher` on cached (frozen-encoder) token features."""
+
+    def pair_logits(model: nn.Module, image_index: torch.Tensor, text_index: torch.Tensor) -> torch.Tensor:
+        device = next(model.parameters()).device
+        return model(
+            images.tokens[image_index].to(device),
+            texts.tokens[text_index].to(device),
+            texts.padding[text_index].to(device),
+        )
+
+    return pair_logits
+
+
+def pooled_pair_logits(images: ImageTokens, texts: TextTokens) -> PairLogits:
+    """Pair scorer of a :class:`Seed002CrossModal` on cached pooled embeddings."""
+
+    def pair_logits(model: nn.Module, image_index: torch.Tensor, text_index: torch.Tensor) -> torch.Tensor:
+        device = next(model.parameters()).device
+        return model(images.pooled[image_index].to(device), texts.pooled[text_index].to(device))
+
+    return pair_logits
+
+
+def live_pair_logits(images: torch.Tensor, token_ids: torch.Tensor) -> PairLogits:
+    """Pair scorer of a :class:`MatcherWithEncoders`: encodes the (unique) images and captions of each batch.
+
+    Args:
+        images: ``(n, 3, H, W)`` preprocessed images of the split.
+        token_ids: ``(n, L)`` its tokenized captions.
+    """
+
+    def pair_logits(model: nn.Module, image_index: torch.Tensor, text_index: torch.Tensor) -> torch.Tensor:
+        device = next(model.parameters()).device
+        unique_images, image_row = torch.unique(image_index, return_inverse=True)
+        unique_texts, text_row = torch.unique(text_index, return_inverse=True)
+        patches, _ = image_token_features(model.clip, images[unique_images].to(device))
+        states, padding, _ = text_token_features(model.clip, token_ids[unique_texts].to(device))
+        return model.matcher(patches[image_row], states[text_row], padding[text_row])
+
+    return pair_logits
+
+
+# --- re-ranking the dual encoder's top-K --------------------------------------------------------------------------
+
+
+def top_k_candidates(similarity: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first stage: each query's ``k`` best gallery columns by dual-encoder score.
+
+    Returns:
+        ``(q, k) int64`` candidate columns and their ``(q, k)`` scores, best first.
+    """
+    scores, positions = torch.as_tensor(similarity).topk(k, dim=1)
+    return positions, scores
+
+
+@torch.inference_mode()
+def score_candidates(
+    model: nn.Module, pair_logits: PairLogits, candidate_positions: torch.Tensor, batch_size: int = 2048
+) -> torch.Tensor:
+    """Cross-encoder scores of each query (row) with each of its candidate gallery items.
+
+    Args:
+        model: the ITM model, in eval mode.
+        pair_logits: scorer whose image rows are the gallery and text rows the queries.
+        candidate_positions: ``(q, k)`` gallery columns per query.
+        batch_size: pairs per forward pass.
+
+    Returns:
+        ``(q, k) float32`` logits on the CPU.
+    """
+    q, k = candidate_positions.shape
+    image_index = candidate_positions.reshape(-1).cpu()
+    text_index = torch.arange(q).repeat_interleave(k)
+    chunks = [
+        pair_logits(model, image_index[s : s + batch_size], text_index[s : s + batch_size]).float().cpu()
+        for s in range(0, q * k, batch_size)
+    ]
+    return torch.cat(chunks).reshape(q, k)
+
+
+def rerank(candidate_positions: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Reorder each query's candidates by the re-ranker's scores (descending; ties keep the first-stage order).
+
+    Args:
+        candidate_positions: ``(q, k)`` gallery columns in first-stage order.
+        scores: ``(q, k)`` re-ranker scores of those candidates.
+
+    Returns:
+        ``(q, k)`` the same columns, best re-ranker score first.
+    """
+    order = torch.sort(torch.as_tensor(scores), dim=1, descending=True, stable=True).indices
+    return torch.gather(torch.as_tensor(candidate_positions), 1, order)
+
+
+def reranked_similarity(
+    similarity: torch.Tensor, candidate_positions: torch.Tensor, scores: torch.Tensor
+) -> torch.Tensor:
+    """A full ``(q, g)`` score matrix whose ranking is "re-ranked top-K first, then the rest in dual order".
+
+    Lets :func:`course_utils.metrics.recall_at_k` score a re-ranker: the candidates' scores are shifted above
+    every non-candidate of their row (order and ties among them preserved); the others keep their first-stage score.
+
+    Args:
+        similarity: ``(q, g)`` first-stage scores.
+        candidate_positions: ``(q, k)`` columns of the candidates.
+        scores: ``(q, k)`` re-ranker scores.
+
+    Returns:
+        ``(q, g) float64``.
+    """
+    final = torch.as_tensor(similarity, dtype=torch.float64).clone()
+    scores = torch.as_tensor(scores, dtype=torch.float64)
+    shifted = scores - scores.min(dim=1, keepdim=True).values + final.max(dim=1, keepdim=True).values + 1.0
+    final.scatter_(1, torch.as_tensor(candidate_positions), shifted)
+    return final
+
+
+# --- evaluation ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RerankedSplit:
+    """One split's first stage and its re-rankers' scores: what Recall@K after re-ranking is computed from.
+
+    Query ``i`` is the caption of gallery item ``i`` (paired data).
+
+    Attributes:
+        similarity: ``(q, g)`` the dual encoder's cosine similarities.
+        candidates: ``(q, k)`` each query's top-k gallery columns by cosine, best first.
+        dual_logits: ``(q, k)`` the dual encoder's logits (``logit_scale x cosine``) of those candidates.
+        scores: re-ranker name -> its ``(q, k)`` logits of the candidates.
+    """
+
+    similarity: torch.Tensor
+    candidates: torch.Tensor
+    dual_logits: torch.Tensor
+    scores: dict[str, torch.Tensor]
+
+    def final_similarity(self, name: str, dual_weight: float) -> torch.Tensor:
+        """``(q, g)`` scores after re-ranking the top-k by ``name``'s logit + ``dual_weight`` x the dual logit."""
+        return reranked_similarity(self.similarity, self.candidates, self.scores[name] + dual_weight * self.dual_logits)
+
+    def recall(self, name: str, dual_weight: float, ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+        """Full-gallery Recall@K after re-ranking (see :meth:`final_similarity`)."""
+        targets = torch.arange(self.similarity.shape[0])
+        return recall_at_k(self.final_similarity(name, dual_weight), targets, ks)
+
+
+def rerank_split(
+    bundle, images: ImageTokens, queries: TextTokens, rerankers: dict[str, tuple[nn.Module, PairLogits]], k: int
+) -> RerankedSplit:
+    """The dual encoder's top-``k`` of every query and each re-ranker's logits for them.
+
+    Args:
+        bundle: the dual encoder (its ``logit_scale`` turns cosines into logits).
+        images: the split's image token features (their ``pooled`` rows are the gallery).
+        queries: the split's caption token features (their ``pooled`` rows are the queries).
+        rerankers: name -> (model in eval mode, pair scorer whose image rows are the gallery, text rows the queries).
+        k: candidates per query.
+    """
+    similarity = queries.pooled @ images.pooled.T
+    candidates, dual_scores = top_k_candidates(similarity, k)
+    scores = {name: score_candidates(model, scorer, candidates) for name, (model, scorer) in rerankers.items()}
+    return RerankedSplit(similarity, candidates, bundle.model.logit_scale.exp().item() * dual_scores, scores)
+
+
+def pick_dual_weight(run: RerankedSplit, name: str, weights: Sequence[float]) -> float:
+    """The weight of the dual logit that gives re-ranker ``name`` the best R@1 on ``run`` (the first on ties).
+
+    Pick it on a validation split and report on test.
+    """
+    recall_at_1 = [run.recall(name, weight, ks=(1,))[1] for weight in weights]
+    return weights[recall_at_1.index(max(recall_at_1))]
+
+
+# --- deployment: the FashionRetriever hook --------------------------------------------------------------------------
+
+
+def cross_encoder_reranker(
+    bundle,
+    gallery: ImageTokens,
+    model: nn.Module,
+    dual_weight: float = 0.0,
+    pair_scorer: Callable[[ImageTokens, TextTokens], PairLogits] = token_pair_logits,
+) -> Callable[[Sequence[str], torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A re-ranker for ``FashionRetriever.reranker``: text search as deployed, dual encoder then cross-encoder.
+
+    The gallery's image tokens are computed offline; a query costs one text-tower pass for its tokens and one
+    cross-encoder pair per candidate.
+
+    Args:
+        bundle: the dual encoder whose text tower gives the query tokens (its ``logit_scale`` turns cosines into
+            logits).
+        gallery: token features of the retriever's gallery (:func:`course_utils.embed.encode_image_tokens`).
+        model: the re-ranker (``ImageTextMatcher`` or ``Seed002CrossModal``), in eval mode.
+        dual_weight: final score = re-ranker logit + ``dual_weight`` x the dual encoder's logit; 0 uses the
+            re-ranker alone.
+        pair_scorer: :func:`token_pair_logits` (token-level matcher) or :func:`pooled_pair_logits` (seed 002).
+
+    Returns:
+        ``rerank(texts, candidates (q, k) gallery rows, cosines (q, k)) -> (q, k)`` final scores.
+    """
+    scale = bundle.model.logit_scale.exp().item()
+
+    @torch.inference_mode()
+    def score_texts(texts: Sequence[str], candidates: torch.Tensor, cosines: torch.Tensor) -> torch.Tensor:
+        states, padding, pooled = text_token_features(bundle.model, bundle.tokenizer(list(texts)).to(bundle.device))
+        states, padding = trim_padding(states.float().cpu(), padding.cpu())
+        queries = TextTokens(states, padding, pooled.float().cpu())
+        scores = score_candidates(model, pair_scorer(gallery, queries), candidates)
+        return scores + dual_weight * scale * cosines.float()
+
+    return score_texts
+
+
+# --- a trained re-ranker on disk (notebook 03 writes it, ``python -m course_utils.evaluate --task rerank`` reads it)
+
+
+def save_reranker(path: str | Path, matcher: ImageTextMatcher, dual_bundle, dual_weight: float, k: int) -> Path:
+    """Save a matcher trained on ``dual_bundle``'s frozen token features, with what re-ranking needs.
+
+    The file holds the matcher's config and weights, the dual encoder's weights (its tokens feed the matcher and
+    its top-``k`` are the candidates) and the dual weight picked on validation.
+    """
+    path = Path(path)
+    torch_save_atomic({"matcher_config": matcher.config, "matcher": matcher.state_dict(),
+                       "dual_identity": dual_bundle.identity, "dual": dual_bundle.model.state_dict(),
+                       "dual_weight": float(dual_weight), "k": int(k)}, path)
+    return path
+
+
+@dataclass
+class SavedReranker:
+    """What :func:`load_reranker` returns."""
+
+    matcher: ImageTextMatcher
+    dual_state: dict
+    dual_identity: str
+    dual_weight: float
+    k: int
+
+
+def load_reranker(path: str | Path) -> SavedReranker:
+    """Read a file written by :func:`save_reranker` (the matcher in eval mode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no re-ranker file at {path}; notebook 03 writes one (outputs/models/)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        matcher = ImageTextMatcher(**state["matcher_config"])
+        matcher.load_state_dict(state["matcher"])
+    except Exception as err:  # truncated file, another kind of checkpoint, or a config that does not fit
+        raise ValueError(f"{path} is not a re-ranker saved by save_reranker ({type(err).__name__}: {err}); "
+                         "rerun notebook 03 to write it again") from None
+    return SavedReranker(matcher.eval(), state["dual"], state["dual_identity"], state["dual_weight"], state["k"])
+
+
+def evaluate_reranker(dual_bundle, gallery: Catalogue, query_style: str | None, reranker: SavedReranker,
+                      ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Full-gallery text→image recall of the dual encoder alone and re-ranked: ``{"dual/R@K", "rerank/R@K"}``.
+
+    Query ``i`` is item ``i``'s caption; the dual encoder is ``dual_bundle`` (whose tokens the matcher was
+    trained on).
+    """
+    images = encode_image_tokens(dual_bundle, gallery, progress=False)
+    queries = encode_text_tokens(dual_bundle, caption_texts(gallery, query_style), progress=False)
+    k = min(reranker.k, len(gallery))
+    run = rerank_split(dual_bundle, images, queries, {"rerank": (reranker.matcher, token_pair_logits(images, queries))}, k)
+    dual = recall_at_k(run.similarity, torch.arange(len(gallery)), ks)
+    return {**{f"dual/R@{key}": value for key, value in dual.items()},
+            **{f"rerank/R@{key}": value for key, value in run.recall("rerank", reranker.dual_weight, ks).items()}}

@@ -1,0 +1,68 @@
+"""The package's shape: every import points down the layers drawn in ``course_utils/README.md``, never up."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "course_utils"
+
+# Lowest layer first; a module may import from its own layer or any layer below it.
+LAYERS = [
+    {"paths", "seeding", "cache"},
+    {"data"},
+    {"models"},
+    {"embed", "metrics", "index", "losses", "train", "viz", "results", "distributed"},
+    {"tasks"},
+    {"retriever", "embed_shards", "vector_db"},
+    {"widgets", "run", "evaluate", "serve", "classroom"},
+]
+
+
+def layer_of(top: str) -> int:
+    for level, names in enumerate(LAYERS):
+        if top in names:
+            return level
+    raise AssertionError(f"course_utils.{top} is in no layer: add it to LAYERS and to course_utils/README.md")
+
+
+def top_level(module: Path) -> str:
+    parts = module.relative_to(PACKAGE).with_suffix("").parts
+    return parts[0]
+
+
+def package_imports(module: Path) -> list[tuple[int, str]]:
+    """``(line, top-level course_utils module)`` of every import of the package in ``module``, at any depth."""
+    parts = module.relative_to(PACKAGE).with_suffix("").parts
+    package = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
+    found = []
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(package[: len(package) - (node.level - 1)]) if node.level > 1 else list(package)
+            target = base + (node.module.split(".") if node.module else [])
+            names = [target] if node.module else [target + [alias.name] for alias in node.names]
+            found += [(node.lineno, t[0]) for t in names if t]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("course_utils"):
+            found.append((node.lineno, node.module.split(".")[1] if "." in node.module else node.names[0].name))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name.split(".")[1]) for a in node.names if a.name.startswith("course_utils.")]
+    return found
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_down_the_layers(module):
+    own = layer_of(top_level(module))
+    upward = [(line, name) for line, name in package_imports(module) if layer_of(name) > own]
+    assert not upward, f"{module.relative_to(PACKAGE)} imports from a higher layer: {upward}"
+
+
+def test_models_are_modules_only():
+    """``models/`` builds and loads modules: it never trains, samples, caches or evaluates."""
+    for module in (PACKAGE / "models").glob("*.py"):
+        imported = {name for _, name in package_imports(module)}
+        assert not imported & {"train", "embed", "metrics", "cache", "tasks", "losses"}, module.name

@@ -1,0 +1,272 @@
+"""The one disk cache: atomic writes, checksums, self-healing of every kind of damage, concurrent writers, and a
+killed run that resumes with the same result."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from course_utils.cache import (
+    artifact_path,
+    cached_artifact,
+    checksum_path,
+    digest,
+    torch_save_atomic,
+    write_atomic,
+)
+from course_utils.paths import REPO_ROOT
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _zero_bytes(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _flip_bytes(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(255 - b for b in data[middle : middle + 64])  # same size, other bytes
+    path.write_bytes(bytes(data))
+
+
+def _drop_checksum(path: Path) -> None:
+    checksum_path(path).unlink()
+
+
+DAMAGE = {"truncated": _truncate, "zero bytes": _zero_bytes, "64 bytes flipped": _flip_bytes,
+          "checksum missing": _drop_checksum}
+
+
+# --- the helper itself -----------------------------------------------------------------------------------------------
+
+
+def test_builds_once_then_reuses(isolated_cache):
+    calls = []
+    path = artifact_path("embeddings", ["a"])
+    build = lambda: calls.append(1) or torch.arange(6.0)  # noqa: E731
+    first, second = cached_artifact(path, build), cached_artifact(path, build)
+    assert torch.equal(first, second) and calls == [1]
+    assert checksum_path(path).exists()
+    assert path.parent == isolated_cache / "embeddings"
+
+
+def test_key_follows_kind_and_parts(isolated_cache):
+    assert artifact_path("embeddings", ["a"]) != artifact_path("embeddings", ["b"])
+    assert artifact_path("embeddings", ["a"]) != artifact_path("tokens", ["a"])
+    assert digest({"b": 1, "a": 2}) == digest({"a": 2, "b": 1})  # key order never matters
+    with pytest.raises(KeyError, match="unknown artefact kind"):
+        artifact_path("nonsense", [])
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_file_is_named_removed_and_rebuilt(isolated_cache, caplog, damage):
+    path = artifact_path("embeddings", ["damage", damage])
+    expected = cached_artifact(path, lambda: torch.randn(64, 8, generator=torch.Generator().manual_seed(0)))
+    DAMAGE[damage](path)
+    calls = []
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        healed = cached_artifact(path, lambda: calls.append(1) or expected.clone())
+    assert calls == [1] and torch.equal(healed, expected)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and str(path) in messages[0] and "removed it and rebuilding" in messages[0]
+    caplog.clear()
+    assert torch.equal(cached_artifact(path, lambda: pytest.fail("rebuilt a healed file")), expected)
+    assert not caplog.records  # healed for good: later runs are silent
+
+
+def test_validation_failure_rebuilds_and_unusable_rebuilds_silently(isolated_cache, caplog):
+    path = artifact_path("embeddings", ["nan"])
+    cached_artifact(path, lambda: torch.tensor([[1.0, float("nan")]]))
+
+    def finite(t):
+        if not torch.isfinite(t).all():
+            raise ValueError("holds NaN")
+
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        value = cached_artifact(path, lambda: torch.ones(1, 2), validate=finite)
+    assert torch.equal(value, torch.ones(1, 2)) and "holds NaN" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        again = cached_artifact(path, lambda: torch.zeros(1, 2), usable=lambda t: bool(t.sum() == 0))
+    assert torch.equal(again, torch.zeros(1, 2)) and not caplog.records
+
+
+def test_no_cache_computes_without_touching_disk(isolated_cache):
+    assert cached_artifact(None, lambda: 3, use_cache=False) == 3
+    assert not isolated_cache.exists() or not any(isolated_cache.rglob("*.pt"))
+
+
+def test_failed_write_leaves_neither_the_file_nor_a_temporary(tmp_path):
+    target = tmp_path / "x.pt"
+
+    def fail(handle):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, fail)
+    assert list(tmp_path.iterdir()) == []
+    torch_save_atomic({"a": 1}, target)
+    assert torch.load(target, weights_only=True) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["x.pt"]
+
+
+WRITER = textwrap.dedent("""
+    import sys, time, torch
+    from pathlib import Path
+    from course_utils.cache import cached_artifact
+    path, log = Path(sys.argv[1]), Path(sys.argv[2])
+
+    def build():
+        with open(log, "a") as handle:
+            handle.write("built\\n")
+        time.sleep(1.0)  # long enough for the other process to arrive while this one builds
+        return torch.arange(1000.0)
+
+    value = cached_artifact(path, build)
+    print(float(value.sum()))
+""")
+
+
+def test_two_processes_building_one_file_build_it_once(tmp_path):
+    path, log = tmp_path / "cache" / "shared.pt", tmp_path / "builds.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(log)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=120) for w in writers]
+    assert all(w.returncode == 0 for w in writers), [err for _, err in outputs]
+    assert [out.strip() for out, _ in outputs] == ["499500.0", "499500.0"]
+    assert log.read_text() == "built\n"  # the second writer waited on the lock, then read the first one's file
+    assert sorted(p.name for p in path.parent.iterdir()) == ["shared.pt", "shared.pt.lock", "shared.pt.sha256"]
+
+
+# --- every kind of cached artefact heals --------------------------------------------------------------------------------
+
+
+def test_catalogue_pixels_heal(isolated_cache, caplog):
+    from course_utils.data import load_catalogue
+
+    sizes = {"pretrain": 4, "train": 8, "val": 2, "test": 8}
+    first = load_catalogue("synthetic", size=sizes, seed=5)
+    (npz,) = (isolated_cache / "synthetic").glob("*.npz")
+    for damage in (_truncate, _flip_bytes):
+        damage(npz)
+        with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+            healed = load_catalogue("synthetic", size=sizes, seed=5)
+        assert str(npz) in caplog.text
+        caplog.clear()
+        assert np.array_equal(np.asarray(first[3].image), np.asarray(healed[3].image))
+
+
+def test_embeddings_and_tokens_heal_to_the_same_numbers(tiny_bundle, small_catalogue, isolated_cache, caplog):
+    from course_utils.embed import encode_image_tokens, encode_images
+
+    split = small_catalogue.split("test").subset(small_catalogue.split("test").ids[:10])
+    embeddings, tokens = encode_images(tiny_bundle, split), encode_image_tokens(tiny_bundle, split)
+    for folder, damage in (("embeddings", _flip_bytes), ("tokens", _truncate)):
+        (path,) = (isolated_cache / folder).glob("*.pt")
+        damage(path)
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        assert torch.equal(encode_images(tiny_bundle, split), embeddings)
+        assert torch.equal(encode_image_tokens(tiny_bundle, split).tokens, tokens.tokens)
+    assert caplog.text.count("removed it and rebuilding") == 2
+
+
+def test_tiny_clip_checkpoint_heals(small_catalogue, isolated_cache, caplog):
+    from course_utils.tasks.pretrain import pretrained_tiny_clip
+    from course_utils.train import TrainConfig
+
+    quick = TrainConfig(max_steps=2, batch_size=16, lr=1e-3, seed=0)
+    first = pretrained_tiny_clip(small_catalogue, config=quick, progress=False)
+    _truncate(first.checkpoint_path)
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        healed = pretrained_tiny_clip(small_catalogue, config=quick, progress=False)
+    assert str(first.checkpoint_path) in caplog.text
+    for a, b in zip(first.model.state_dict().values(), healed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_finetuned_checkpoint_heals(isolated_cache, caplog):
+    from conftest import preprocess, tiny_catalogue, tiny_clip, tokenize
+
+    from course_utils.models import ClipBundle
+    from course_utils.tasks.experiment import Experiment
+    from course_utils.tasks.retrieval import finetuned_bundle
+    from course_utils.train import TrainConfig
+
+    catalogue = tiny_catalogue(16)
+    base = ClipBundle(tiny_clip(), preprocess, tokenize, 16, "test:tiny", torch.device("cpu"))
+    experiment = Experiment(catalogue, base, catalogue, catalogue, "web")
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e-2, warmup_steps=0, seed=0)
+    first, _ = finetuned_bundle(experiment, config, progress=False)
+    _flip_bytes(first.checkpoint_path)
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        healed, _ = finetuned_bundle(experiment, config, progress=False)
+    assert str(first.checkpoint_path) in caplog.text
+    for a, b in zip(first.model.state_dict().values(), healed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+# --- a run killed mid-training resumes with the same result ---------------------------------------------------------
+
+PRETRAIN = textwrap.dedent("""
+    import sys, time, torch
+    from pathlib import Path
+    import course_utils.tasks.pretrain as pretrain
+    from course_utils.data import load_catalogue
+    from course_utils.train import TrainConfig
+    torch.set_num_threads(1)
+    steps, out, pause_marker = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    clamp, done = pretrain.clamp_logit_scale, []
+
+    def after_step(model):  # the recipe's own after-step hook, plus: stop half-way and wait to be killed
+        clamp(model)
+        done.append(1)
+        if pause_marker != "-" and len(done) == steps // 2:
+            Path(pause_marker).touch()
+            time.sleep(600)
+
+    pretrain.clamp_logit_scale = after_step
+    catalogue = load_catalogue("synthetic", size={"pretrain": 64, "train": 8, "val": 2, "test": 8}, seed=1)
+    config = TrainConfig(epochs=3, max_steps=steps, batch_size=16, lr=1e-3, seed=0)  # 12 steps over 64 images
+    bundle = pretrain.pretrained_tiny_clip(catalogue, config, progress=False)
+    torch.save(bundle.model.state_dict(), out)
+""")
+
+
+def _pretrain(cache: Path, steps: int, out: Path, pause_marker: str = "-") -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "FASHION_COURSE_CACHE": str(cache)}
+    return subprocess.Popen([sys.executable, "-c", PRETRAIN, str(steps), str(out), pause_marker], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_pretraining_reruns_to_the_same_weights(tmp_path):
+    steps, marker = 12, tmp_path / "half-way"
+    killed = _pretrain(tmp_path / "killed", steps, tmp_path / "never.pt", str(marker))
+    deadline = time.monotonic() + 300
+    while not marker.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), killed.stderr.read() if killed.poll() is not None else "never reached half-way"
+    killed.send_signal(signal.SIGKILL)  # as a crash or Ctrl+C of `make run` would, in the middle of training
+    killed.wait()
+    assert not list((tmp_path / "killed" / "tiny-clip").glob("*.pt"))  # no half-written checkpoint left behind
+
+    rerun = _pretrain(tmp_path / "killed", steps, tmp_path / "rerun.pt")
+    clean = _pretrain(tmp_path / "clean", steps, tmp_path / "clean.pt")
+    for process in (rerun, clean):
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err
+    rerun_state, clean_state = torch.load(tmp_path / "rerun.pt"), torch.load(tmp_path / "clean.pt")
+    assert all(torch.equal(rerun_state[k], clean_state[k]) for k in clean_state)
