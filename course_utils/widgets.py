@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pandas as pd
 from PIL import Image
 
-from .data.records import CorruptImage
+from .data.records import CorruptImage, OversizedImage, decode_image
 
 #: Largest upload accepted by the image demos (bytes); bigger files get a message instead of a decode.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -160,13 +160,15 @@ def decode_image_bytes(content: bytes | memoryview, name: str = "upload") -> Ima
             f"the file {name!r} is {len(data) / 2**20:.1f} MiB; images up to {MAX_UPLOAD_BYTES // 2**20} MiB are accepted"
         )
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return image.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        return decode_image(io.BytesIO(data), repr(name))
+    except OversizedImage:
         raise BadQuery(
-            f"could not read {name!r} as an image ({type(err).__name__}): choose a JPEG or PNG file"
+            f"the image {name!r} claims more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb, or far "
+            "larger than a photo needs); choose a smaller JPEG or PNG image"
         ) from None
+    except CorruptImage as err:
+        reason = type(err.__cause__).__name__ if err.__cause__ is not None else "not an image"
+        raise BadQuery(f"could not read {name!r} as an image ({reason}): choose a JPEG or PNG file") from None
 
 
 def upload_content(value) -> Upload | None:
