@@ -119,13 +119,15 @@ def _as_ids(ids: np.ndarray | torch.Tensor | None, n: int, start: int) -> np.nda
     return array.astype(np.int64)
 
 
-def _check_k(k: int, size: int) -> None:
+def _check_k(k: int, size: int) -> int:
+    """``k`` as a plain int (FAISS refuses numpy integers) after checking it is a whole number in [1, size]."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise ValueError(f"k must be a whole number of neighbours (an int), got {k!r} ({type(k).__name__})")
     if size == 0:
         raise ValueError("the index is empty; call add(vectors) before search")
     if not 1 <= k <= size:
         raise ValueError(f"k={k} must be in [1, {size}] (the number of indexed vectors); lower k")
+    return int(k)
 
 
 def _save_target(path: str | Path) -> Path:
@@ -257,7 +259,7 @@ class ExactIndex:
         Returns:
             scores (q, k) float32 in descending order, ids (q, k) int64.
         """
-        _check_k(k, len(self))
+        k = _check_k(k, len(self))
         query = _as_matrix(queries, self._dim, "queries").to(device=self.device, dtype=torch.float32)
         if query.shape[0] == 0:
             raise ValueError("queries is empty; pass at least one (d,) query")
@@ -504,7 +506,7 @@ class FaissIndex:
             scores (q, k) float32 descending, ids (q, k) int64. IVF with few probed lists can return fewer than k
             results: the missing slots hold id -1 and score -inf.
         """
-        _check_k(k, len(self))
+        k = _check_k(k, len(self))
         matrix = self._as_faiss(queries, "queries")
         if matrix.shape[0] == 0:
             raise ValueError("queries is empty; pass at least one (d,) query")
