@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import os
 import socket
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,9 @@ def _checkpoint_readable(path: Path) -> bool:
                    lambda: torch.jit.load(str(path), map_location="cpu")]
     for load in loaders:
         try:
-            load()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+                load()
             return True
         except Exception:  # noqa: BLE001, S112 - any failure means "not this format"; the next loader may fit
             continue
