@@ -103,7 +103,7 @@ def _check_whole(value: object, name: str) -> int:
 
 
 def _check_ks(ks: Iterable[int] | int, gallery_size: int) -> tuple[int, ...]:
-    ks = (ks,) if isinstance(ks, numbers.Integral) and not isinstance(ks, bool) else tuple(ks)
+    ks = tuple(ks) if isinstance(ks, Iterable) else (ks,)
     ks = tuple(_check_whole(k, "each k in ks") for k in ks)
     if not ks:
         raise ValueError("ks is empty; pass e.g. ks=(1, 5, 10)")

@@ -221,7 +221,9 @@ def run_text_query(retriever, text: str, top_k: int = 8) -> str:
     """HTML results of a free-text query (``retriever.search_by_text``), or a message for empty input."""
     try:
         k = _check_top_k(retriever, top_k)
-        if not isinstance(text, str) or not text.strip():
+        if text is not None and not isinstance(text, str):
+            raise BadQuery(f"the query must be text such as 'red striped shirt', got {type(text).__name__}")
+        if text is None or not text.strip():
             raise BadQuery("empty query: type a description such as 'red striped shirt' and press Enter")
         start = time.perf_counter()
         results = retriever.search_by_text(text.strip(), top_k=k)
