@@ -9,7 +9,7 @@ Results are pandas DataFrames with rank, item id, score, caption, image path and
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,9 @@ def _describe(value: object) -> str:
 
 def _check_text_queries(texts: Sequence[str], name: str) -> None:
     """Every query must be a non-empty string: ``TypeError`` saying what was given, ``ValueError`` for blanks."""
-    if not isinstance(texts, Sequence) or len(texts) == 0:
+    if not isinstance(texts, Sequence):
+        raise TypeError(f"{name} must be a list of strings, got {_describe(texts)}")
+    if len(texts) == 0:
         raise ValueError(f"empty text query: {name} holds no query; type a description such as 'red striped shirt'")
     for position, text in enumerate(texts):
         if not isinstance(text, str):
@@ -187,10 +189,11 @@ class FashionRetriever:
 
     def batch_search(self, queries: Sequence[str], top_k: int = 5, **filters: str) -> pd.DataFrame:
         """Many text queries in one batched pass; one DataFrame with a ``query`` column."""
-        if isinstance(queries, str) or not isinstance(queries, Sequence):
+        if isinstance(queries, (str, bytes)) or not isinstance(queries, Iterable):
             hint = "; use search_by_text for one query" if isinstance(queries, str) else ""
             raise TypeError(f"queries must be a list of strings, got {_describe(queries)}{hint}")
-        frames = self._rank(self.embed_text(list(queries)), top_k, filters)
+        queries = list(queries)
+        frames = self._rank(self.embed_text(queries), top_k, filters)
         return pd.concat([f.assign(query=q) for q, f in zip(queries, frames)], ignore_index=True)
 
     def search_conditional(self, image: str | Path | Image.Image, condition: str, top_k: int = 5) -> pd.DataFrame:

@@ -34,6 +34,15 @@ def test_batch_search_checks_every_query(make_retriever, queries, message):
         make_retriever().batch_search(queries)
 
 
+def test_batch_search_takes_any_iterable_of_strings(make_retriever):
+    import numpy as np
+
+    retriever = make_retriever()
+    frame = retriever.batch_search(np.array(["blue jacket", "red shirt"]), top_k=1)
+    assert list(frame["item_id"]) == ["blue", "red"]
+    assert list(retriever.batch_search(iter(["blue jacket"]), top_k=1)["item_id"]) == ["blue"]
+
+
 @pytest.mark.parametrize("query", ["", "   "])
 def test_an_empty_query_is_still_a_value_error(make_retriever, query):
     with pytest.raises(ValueError, match="empty text query"):
