@@ -17,6 +17,7 @@ returned ids are the ones given to ``add`` or, by default, insertion positions `
 from __future__ import annotations
 
 import json
+import numbers
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -66,7 +67,45 @@ def _as_matrix(x: np.ndarray | torch.Tensor, dim: int, name: str) -> torch.Tenso
         )
     if not torch.is_floating_point(tensor):
         tensor = tensor.to(torch.float32)
+    require_finite(tensor, name)
     return tensor
+
+
+def nonfinite_rows(matrix: torch.Tensor) -> torch.Tensor:
+    """Positions of the rows of an (n, d) float tensor that hold a NaN or an inf, as an (m,) int64 tensor.
+
+    One pass of row sums (a NaN or inf anywhere makes its row sum non-finite), then an exact check of the
+    suspect rows only, so a clean million-row matrix costs one read and no (n, d) temporary.
+    """
+    if matrix.shape[0] == 0:
+        return torch.empty(0, dtype=torch.int64)
+    suspects = torch.nonzero(~torch.isfinite(matrix.sum(dim=1))).flatten()
+    if len(suspects) == 0:
+        return suspects.cpu()
+    return suspects[~torch.isfinite(matrix[suspects]).all(dim=1)].cpu()
+
+
+def require_finite(matrix: torch.Tensor, name: str, row_names: list[str] | None = None) -> None:
+    """Raise ``ValueError`` naming the first row of ``matrix`` that holds a NaN or an inf.
+
+    A non-finite vector cannot be ranked: an exact search scores it nan (and may put it at rank 1), a NaN query
+    ranks arbitrarily, and FAISS silently never returns such a row. Rejecting it at the boundary makes every
+    index (and :class:`~course_utils.retriever.FashionRetriever`) answer the same way.
+
+    Args:
+        matrix: (n, d) vectors.
+        name: what they are, for the message (e.g. ``"vectors"``, ``"queries"``).
+        row_names: optional (n,) labels (e.g. item ids) shown next to the row number.
+    """
+    bad = nonfinite_rows(matrix)
+    if len(bad):
+        first = int(bad[0])
+        label = f" ({row_names[first]})" if row_names is not None else ""
+        raise ValueError(
+            f"{name} row {first}{label} contains NaN or inf ({len(bad)} of {matrix.shape[0]} rows do: "
+            f"{bad[:5].tolist()}{' ...' if len(bad) > 5 else ''}); vectors must be finite to be ranked: check the "
+            "embeddings (a zero vector L2-normalised gives NaN) and re-encode or drop those rows"
+        )
 
 
 def _as_ids(ids: np.ndarray | torch.Tensor | None, n: int, start: int) -> np.ndarray:
@@ -80,11 +119,47 @@ def _as_ids(ids: np.ndarray | torch.Tensor | None, n: int, start: int) -> np.nda
     return array.astype(np.int64)
 
 
-def _check_k(k: int, size: int) -> None:
+def _check_k(k: int, size: int) -> int:
+    """``k`` as a plain int (FAISS refuses numpy integers) after checking it is a whole number in [1, size]."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise ValueError(f"k must be a whole number of neighbours (an int), got {k!r} ({type(k).__name__})")
     if size == 0:
         raise ValueError("the index is empty; call add(vectors) before search")
     if not 1 <= k <= size:
         raise ValueError(f"k={k} must be in [1, {size}] (the number of indexed vectors); lower k")
+    return int(k)
+
+
+def _save_target(path: str | Path) -> Path:
+    """``path`` as a Path whose folder exists (created if missing); ``OSError`` naming it when that cannot be."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot save the index to {path}: it is a folder; give a file name inside it")
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(
+                f"cannot save the index to {path}: {folder} is a file, not a folder; choose a path inside a folder"
+            )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _unwritable(path, err) from None
+    return path
+
+
+def _unwritable(path: Path, err: BaseException) -> OSError:
+    """The error for a write that failed at ``path``, keeping the OSError subclass (e.g. PermissionError)."""
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).strip().splitlines()[-1]
+    kind = type(err) if isinstance(err, OSError) else OSError
+    return kind(f"cannot write the index to {path}: {reason}; choose a writable folder")
+
+
+def _corrupt_index(path: Path, what: str, err: BaseException | None = None) -> ValueError:
+    detail = f" ({type(err).__name__})" if err is not None else ""
+    return ValueError(
+        f"{path} is not a readable {what} file{detail}: it is truncated, corrupt or of another kind; "
+        "delete it, rebuild the index and save it again"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -184,7 +259,7 @@ class ExactIndex:
         Returns:
             scores (q, k) float32 in descending order, ids (q, k) int64.
         """
-        _check_k(k, len(self))
+        k = _check_k(k, len(self))
         query = _as_matrix(queries, self._dim, "queries").to(device=self.device, dtype=torch.float32)
         if query.shape[0] == 0:
             raise ValueError("queries is empty; pass at least one (d,) query")
@@ -253,28 +328,50 @@ class ExactIndex:
         return best_scores, best_pos
 
     def save(self, path: str | Path) -> None:
-        """Write the vectors, ids and settings to one file (``torch.save``)."""
-        torch.save(
-            {
-                "format": "course_utils.ExactIndex/1",
-                "dim": self._dim,
-                "dtype": self.dtype,
-                "chunk_size": self.chunk_size,
-                "vectors": self.vectors.cpu(),
-                "ids": None if self._default_ids else torch.from_numpy(self._ids),
-            },
-            Path(path),
-        )
+        """Write the vectors, ids and settings to one file (``torch.save``); missing folders are created.
+
+        Raises:
+            OSError: ``path`` (or a folder above it) is a file, or the folder is not writable; the message names it.
+        """
+        path = _save_target(path)
+        state = {
+            "format": "course_utils.ExactIndex/1",
+            "dim": self._dim,
+            "dtype": self.dtype,
+            "chunk_size": self.chunk_size,
+            "vectors": self.vectors.cpu(),
+            "ids": None if self._default_ids else torch.from_numpy(self._ids),
+        }
+        try:
+            torch.save(state, path)
+        except (OSError, RuntimeError) as err:
+            raise _unwritable(path, err) from None
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> ExactIndex:
-        """Read an index written by ``save``."""
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        """Read an index written by ``save``.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            ValueError: the file is truncated, corrupt, or not an ``ExactIndex`` file; the message names it.
+        """
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"no ExactIndex file at {path}; ExactIndex.save writes one")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - torch raises many types (and advice we must not pass on)
+            raise _corrupt_index(path, "ExactIndex", err) from None
         if not isinstance(state, dict) or state.get("format") != "course_utils.ExactIndex/1":
             raise ValueError(f"{path} is not an ExactIndex file written by ExactIndex.save")
+        vectors, ids = state.get("vectors"), state.get("ids")
+        if not isinstance(vectors, torch.Tensor) or vectors.ndim != 2 or vectors.shape[1] != state.get("dim"):
+            raise _corrupt_index(path, "ExactIndex")
+        if ids is not None and (not isinstance(ids, torch.Tensor) or ids.shape != (vectors.shape[0],)):
+            raise _corrupt_index(path, "ExactIndex")
         index = cls(state["dim"], dtype=state["dtype"], chunk_size=state["chunk_size"], device=device)
-        if state["vectors"].shape[0]:
-            index.add(state["vectors"], ids=state["ids"])
+        if vectors.shape[0]:
+            index.add(vectors, ids=ids)
         return index
 
 
@@ -409,7 +506,7 @@ class FaissIndex:
             scores (q, k) float32 descending, ids (q, k) int64. IVF with few probed lists can return fewer than k
             results: the missing slots hold id -1 and score -inf.
         """
-        _check_k(k, len(self))
+        k = _check_k(k, len(self))
         matrix = self._as_faiss(queries, "queries")
         if matrix.shape[0] == 0:
             raise ValueError("queries is empty; pass at least one (d,) query")
@@ -420,11 +517,14 @@ class FaissIndex:
         return scores, ids.astype(np.int64, copy=False)
 
     def save(self, path: str | Path) -> None:
-        """Write ``path`` (faiss.write_index), ``path.json`` (settings) and, with custom ids, ``path.ids.npy``."""
+        """Write ``path`` (faiss.write_index), ``path.json`` (settings) and, with custom ids, ``path.ids.npy``.
+
+        Raises:
+            OSError: ``path`` (or a folder above it) is a file, or the folder is not writable; the message names it.
+        """
         import faiss
 
-        path = Path(path)
-        faiss.write_index(self.index, str(path))
+        path = _save_target(path)
         settings = {
             "format": "course_utils.FaissIndex/1",
             "dim": self._dim,
@@ -436,31 +536,71 @@ class FaissIndex:
             "ef_search": self.ef_search,
             "custom_ids": not self._default_ids,
         }
-        _sidecar(path, ".json").write_text(json.dumps(settings, indent=2))
-        if not self._default_ids:
-            np.save(_sidecar(path, ".ids.npy"), self._ids)
+        try:
+            faiss.write_index(self.index, str(path))
+            _sidecar(path, ".json").write_text(json.dumps(settings, indent=2))
+            if not self._default_ids:
+                np.save(_sidecar(path, ".ids.npy"), self._ids)
+        except (OSError, RuntimeError) as err:  # FAISS reports a failed fopen as RuntimeError
+            raise _unwritable(path, err) from None
 
     @classmethod
     def load(cls, path: str | Path) -> FaissIndex:
-        """Read an index written by ``save`` (needs the ``.json`` sidecar next to it)."""
+        """Read an index written by ``save`` (needs the ``.json`` sidecar next to it).
+
+        Raises:
+            FileNotFoundError: the index, its ``.json`` sidecar or its ``.ids.npy`` file is missing.
+            ValueError: a file is truncated or corrupt, or the index disagrees with its settings (dimension, kind,
+                number of ids): the message names the file.
+        """
         import faiss
 
-        path = Path(path)
+        path = Path(path).expanduser()
         sidecar = _sidecar(path, ".json")
-        if not sidecar.exists():
-            raise FileNotFoundError(f"{sidecar} not found; FaissIndex.save writes it next to the index file")
-        settings = json.loads(sidecar.read_text())
-        if settings.get("format") != "course_utils.FaissIndex/1":
+        for needed in (path, sidecar):
+            if not needed.is_file():
+                raise FileNotFoundError(f"{needed} not found; FaissIndex.save writes {path.name} and {sidecar.name}")
+        try:
+            settings = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise _corrupt_index(sidecar, "FaissIndex settings", err) from None
+        keys = ("dim", "kind", "nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search", "custom_ids")
+        if not isinstance(settings, dict) or settings.get("format") != "course_utils.FaissIndex/1":
             raise ValueError(f"{sidecar} is not a FaissIndex settings file")
+        if any(key not in settings for key in keys):
+            raise ValueError(f"{sidecar} lacks {[k for k in keys if k not in settings]}; save the index again")
         options = {key: settings[key] for key in ("nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search")}
         index = cls(settings["dim"], kind=settings["kind"], **options)
-        index.index = faiss.read_index(str(path))
+        try:
+            loaded = faiss.read_index(str(path))
+        except RuntimeError as err:
+            raise _corrupt_index(path, "FAISS index", err) from None
+        expected = {"flat": faiss.IndexFlat, "ivf": faiss.IndexIVFFlat, "hnsw": faiss.IndexHNSWFlat}[index.kind]
+        if loaded.d != index.dim or not isinstance(loaded, expected) or loaded.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError(
+                f"{path} holds a {type(loaded).__name__} of d={loaded.d} but {sidecar} says kind={index.kind!r}, "
+                f"dim={index.dim} (inner product); the two files come from different saves: save the index again"
+            )
+        index.index = loaded
         index.nprobe, index.ef_search = settings["nprobe"], settings["ef_search"]  # reapply knobs to the loaded index
         if settings["custom_ids"]:
-            index._ids, index._default_ids = np.load(_sidecar(path, ".ids.npy")), False
+            index._ids, index._default_ids = _load_ids(_sidecar(path, ".ids.npy"), len(index)), False
         else:
             index._ids = np.arange(len(index), dtype=np.int64)
         return index
+
+
+def _load_ids(path: Path, n: int) -> np.ndarray:
+    """The (n,) int64 ids saved beside a FAISS index; errors name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; FaissIndex.save writes it for an index with custom ids")
+    try:
+        ids = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise _corrupt_index(path, "FaissIndex ids", err) from None
+    if ids.shape != (n,) or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{path} holds {ids.shape} {ids.dtype} ids but the index has {n} vectors; save it again")
+    return ids.astype(np.int64, copy=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------

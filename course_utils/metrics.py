@@ -33,6 +33,7 @@ Protocols:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -94,8 +95,16 @@ def _check_same_dim(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) 
         )
 
 
+def _check_whole(value: object, name: str) -> int:
+    """``value`` as an int; ``ValueError`` for floats (2.5 would be floored silently), bools and other types."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be a whole number (an int), got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
 def _check_ks(ks: Iterable[int] | int, gallery_size: int) -> tuple[int, ...]:
-    ks = (ks,) if isinstance(ks, int | np.integer) else tuple(int(k) for k in ks)
+    ks = tuple(ks) if isinstance(ks, Iterable) else (ks,)
+    ks = tuple(_check_whole(k, "each k in ks") for k in ks)
     if not ks:
         raise ValueError("ks is empty; pass e.g. ks=(1, 5, 10)")
     for k in ks:
@@ -118,6 +127,22 @@ def _as_targets(targets: ArrayLike | Sequence[int], n_queries: int, gallery_size
     return tgt
 
 
+def _as_bool_mask(relevant: torch.Tensor, name: str = "relevant") -> torch.Tensor:
+    """A bool tensor from bool or 0/1 values; ``ValueError`` for graded values (0.5 is not "relevant")."""
+    if relevant.dtype == torch.bool:
+        return relevant
+    if relevant.is_complex():
+        raise ValueError(f"{name} must be boolean or 0/1, got dtype {relevant.dtype}")
+    graded = (relevant != 0) & (relevant != 1)
+    if graded.any():
+        where = tuple(int(i) for i in torch.nonzero(graded)[0])
+        raise ValueError(
+            f"{name} must be boolean (or 0/1), got {relevant[where].item()!r} at {list(where)}; threshold graded "
+            f"relevance first, e.g. {name} >= 0.5"
+        )
+    return relevant.to(torch.bool)
+
+
 def _as_relevance(relevant: ArrayLike, shape: tuple[int, int]) -> torch.Tensor:
     """Turn (q,) target columns or a (q, g) boolean matrix into a (q, g) bool tensor."""
     rel = torch.as_tensor(np.asarray(relevant) if not isinstance(relevant, torch.Tensor) else relevant).cpu()
@@ -129,7 +154,7 @@ def _as_relevance(relevant: ArrayLike, shape: tuple[int, int]) -> torch.Tensor:
     if rel.ndim == 2:
         if tuple(rel.shape) != shape:
             raise ValueError(f"relevant must have the similarity's shape {shape}, got {tuple(rel.shape)}")
-        return rel.to(torch.bool)
+        return _as_bool_mask(rel)
     raise ValueError(f"relevant must be (q,) target columns or a (q, g) bool matrix, got shape {tuple(rel.shape)}")
 
 
@@ -266,6 +291,8 @@ def chance_recall(k: int, gallery_size: int, n_relevant: int = 1) -> float:
     Returns:
         The probability that at least one of the r relevant items is among k drawn at random; k / g when r = 1.
     """
+    k, gallery_size = _check_whole(k, "k"), _check_whole(gallery_size, "gallery_size")
+    n_relevant = _check_whole(n_relevant, "n_relevant")
     if gallery_size < 1:
         raise ValueError(f"gallery_size must be >= 1, got {gallery_size}")
     if not 1 <= k <= gallery_size:
@@ -621,7 +648,8 @@ def mean_average_precision(scores: ArrayLike, relevant: ArrayLike) -> np.ndarray
         (q,) float64 per-query AP; ``.mean()`` is the mAP.
     """
     s = _as_float_tensor(scores, "scores").numpy()
-    rel = np.asarray(relevant.cpu() if isinstance(relevant, torch.Tensor) else relevant).astype(bool)
+    rel_tensor = torch.as_tensor(np.asarray(relevant) if not isinstance(relevant, torch.Tensor) else relevant).cpu()
+    rel = _as_bool_mask(rel_tensor).numpy()
     if s.ndim != 2 or s.shape[0] == 0 or s.shape[1] == 0:
         raise ValueError(f"scores must be a non-empty (n_queries, n_candidates) matrix, got shape {s.shape}")
     if rel.shape != s.shape:

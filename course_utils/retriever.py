@@ -9,7 +9,8 @@ Results are pandas DataFrames with rank, item id, score, caption, image path and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from PIL import Image
 
 from .data.records import Catalogue, CorruptImage, FileImage
 from .embed import encode_images, encode_texts
-from .index import build_index
+from .index import build_index, require_finite
 
 # (query texts, candidate gallery rows (q, k), their cosines (q, k)) -> final scores (q, k), higher is better.
 Reranker = Callable[[Sequence[str], torch.Tensor, torch.Tensor], torch.Tensor]
@@ -27,6 +28,25 @@ Reranker = Callable[[Sequence[str], torch.Tensor, torch.Tensor], torch.Tensor]
 ConditionalEncoder = Callable[[torch.Tensor, str], torch.Tensor]
 # (reference image embeddings (q, d), modification text embeddings (q, d)) -> composed query embeddings (q, d).
 Compositor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _describe(value: object) -> str:
+    """``"int 123"``, ``"NoneType None"``: what a caller passed, for type errors."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _check_text_queries(texts: Sequence[str], name: str) -> None:
+    """Every query must be a non-empty string: ``TypeError`` saying what was given, ``ValueError`` for blanks."""
+    if not isinstance(texts, Sequence):
+        raise TypeError(f"{name} must be a list of strings, got {_describe(texts)}")
+    if len(texts) == 0:
+        raise ValueError(f"empty text query: {name} holds no query; type a description such as 'red striped shirt'")
+    for position, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text query {position} must be a string such as 'red dress', got {_describe(text)}")
+        if not text.strip():
+            raise ValueError(f"empty text query {position}: type a description such as 'red striped shirt'")
 
 
 class FashionRetriever:
@@ -49,6 +69,7 @@ class FashionRetriever:
         self.embeddings = image_embeddings if image_embeddings is not None else encode_images(bundle, catalogue, progress=False)
         if self.embeddings.shape[0] != len(catalogue):
             raise ValueError(f"{self.embeddings.shape[0]} embeddings for {len(catalogue)} gallery items")
+        require_finite(self.embeddings, "image_embeddings", catalogue.ids)
         if index == "ivf":
             index_options.setdefault("nlist", max(1, min(1024, len(catalogue) // 39)))
         self.index = build_index(index, self.embeddings.shape[1], **index_options)
@@ -66,11 +87,10 @@ class FashionRetriever:
     # --- queries -> embeddings ---------------------------------------------------------------------------------
 
     def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """``(q, d)`` embeddings of text queries; empty queries are refused with a clear error."""
+        """``(q, d)`` embeddings of text queries; empty or non-string queries are refused with a clear error."""
         if isinstance(texts, str):
             texts = [texts]
-        if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
-            raise ValueError("empty text query: type a description such as 'red striped shirt'")
+        _check_text_queries(texts, "texts")
         return encode_texts(self.bundle, list(texts), use_cache=False, progress=False)
 
     def embed_image(self, image: str | Path | Image.Image) -> torch.Tensor:
@@ -91,7 +111,7 @@ class FashionRetriever:
     # --- search ----------------------------------------------------------------------------------------------
 
     def _check_k(self, top_k: int) -> None:
-        if not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
         if top_k > len(self.catalogue):
             raise ValueError(f"top_k={top_k} is larger than the gallery ({len(self.catalogue)} items)")
@@ -110,6 +130,7 @@ class FashionRetriever:
     def _rank(self, queries: torch.Tensor, top_k: int, filters: dict, boost: dict | None = None, boost_weight: float = 0.1,
               exclude: Sequence[int | None] | None = None) -> list[pd.DataFrame]:
         self._check_k(top_k)
+        require_finite(queries, "query embedding")
         allowed = self._allowed(filters)
         if allowed is None and not boost and exclude is None:
             scores, positions = self.index.search(queries, top_k)
@@ -176,6 +197,9 @@ class FashionRetriever:
             rerank: let the :attr:`reranker` (when set) reorder the top :attr:`rerank_k`; scores are then its scores.
             **filters: keep only items with these attribute values, e.g. ``baseColour="Red"``.
         """
+        if not isinstance(query, str):
+            hint = "; use batch_search for several queries" if isinstance(query, (list, tuple)) else ""
+            raise TypeError(f"query must be a string such as 'red dress', got {_describe(query)}{hint}")
         return self._rank_texts([query], top_k, filters, boost, boost_weight, rerank)[0]
 
     def search_by_image(self, image: str | Path | Image.Image, top_k: int = 5, exclude_self: bool = True,
@@ -187,7 +211,11 @@ class FashionRetriever:
 
     def batch_search(self, queries: Sequence[str], top_k: int = 5, rerank: bool = True, **filters: str) -> pd.DataFrame:
         """Many text queries in one batched pass; one DataFrame with a ``query`` column."""
-        frames = self._rank_texts(list(queries), top_k, filters, rerank=rerank)
+        if isinstance(queries, (str, bytes)) or not isinstance(queries, Iterable):
+            hint = "; use search_by_text for one query" if isinstance(queries, str) else ""
+            raise TypeError(f"queries must be a list of strings, got {_describe(queries)}{hint}")
+        queries = list(queries)
+        frames = self._rank_texts(queries, top_k, filters, rerank=rerank)
         return pd.concat([f.assign(query=q) for q, f in zip(queries, frames)], ignore_index=True)
 
     def search_conditional(self, image: str | Path | Image.Image, condition: str, top_k: int = 5) -> pd.DataFrame:
@@ -197,6 +225,8 @@ class FashionRetriever:
         self._check_k(top_k)
         query = self.conditional_encoder(self.embed_image(image), condition)
         gallery = self.conditional_encoder(self.embeddings, condition)
+        require_finite(query, "conditional query embedding")
+        require_finite(gallery, "conditional gallery embeddings", self.catalogue.ids)
         own = self._gallery_position(image)
         similarity = (query @ gallery.T).double().numpy()[0]
         if own is not None:

@@ -10,9 +10,11 @@ cell and the error.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,6 +63,54 @@ def parse_assignments(assignments: list[str]) -> dict:
         except json.JSONDecodeError:
             parameters[name] = value
     return parameters
+
+
+def notebook_parameters(notebook: Path) -> set[str]:
+    """The names assigned in the notebook's cell tagged ``parameters`` (read by ``papermill.inspect_notebook``)."""
+    import papermill
+
+    return set(papermill.inspect_notebook(str(notebook)))
+
+
+def check_parameter_names(notebooks: list[Path], names: list[str]) -> None:
+    """Fail, listing close matches, when a ``--set`` name is a parameter of none of the selected notebooks.
+
+    papermill injects any name it is given, so a typo (``top_kk=3``) would otherwise run every notebook with the
+    default value and exit 0.
+    """
+    known = set().union(*(notebook_parameters(notebook) for notebook in notebooks)) if notebooks else set()
+    unknown = [name for name in names if name not in known]
+    if not unknown:
+        return
+    lines = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(known), n=3)
+        lines.append(f"  {name}: " + (f"did you mean {' or '.join(close)}?" if close else "no close match"))
+    selected = ", ".join(notebook.stem for notebook in notebooks)
+    raise SystemExit(
+        f"--set names no parameter of the selected notebooks ({selected}); nothing was run:\n" + "\n".join(lines)
+        + f"\nparameters they take: {', '.join(sorted(known))}"
+    )
+
+
+def check_output_dir(option: str) -> Path:
+    """The outputs folder (``outputs_dir()``), created and probed with a temporary file; ``SystemExit`` if unwritable.
+
+    Done before any notebook starts, so a mistyped or read-only ``--output-dir`` is reported in one line naming
+    it instead of a traceback. ``option`` names where the folder came from, for the message.
+    """
+    from .paths import outputs_dir
+
+    try:
+        path = outputs_dir()
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        target = os.environ.get("FASHION_COURSE_OUTPUTS", "outputs/")
+        where = f" at {err.filename}" if err.filename and str(err.filename) != target else ""
+        reason = "it is a file, not a folder" if isinstance(err, FileExistsError) else err.strerror or str(err)
+        raise SystemExit(f"{option} {target}: cannot write there ({reason}{where}); choose a writable folder") from None
+    return path
 
 
 def check_kernel(name: str) -> None:
@@ -113,15 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.output_dir is not None:
-        os.environ["FASHION_COURSE_OUTPUTS"] = str(args.output_dir.resolve())
-    from .paths import outputs_dir
+        os.environ["FASHION_COURSE_OUTPUTS"] = str(args.output_dir.expanduser().resolve())
     from .results import build_report
 
-    check_kernel(args.kernel)
-    out = outputs_dir()
+    out = check_output_dir("--output-dir" if args.output_dir is not None else "outputs folder")
     extra = parse_assignments(args.assignments)
+    notebooks = discover([n for n in args.only.split(",") if n])
+    check_parameter_names(notebooks, list(extra))
+    check_kernel(args.kernel)
     timings = {}
-    for notebook in discover([n for n in args.only.split(",") if n]):
+    for notebook in notebooks:
         parameters = {**profile_parameters(notebook, args.profile), **extra}
         print(f"▶ {notebook.name}  {parameters}", flush=True)
         try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pandas as pd
 from PIL import Image
 
-from .data.records import CorruptImage
+from .data.records import CorruptImage, OversizedImage, decode_image
 
 #: Largest upload accepted by the image demos (bytes); bigger files get a message instead of a decode.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -160,13 +160,15 @@ def decode_image_bytes(content: bytes | memoryview, name: str = "upload") -> Ima
             f"the file {name!r} is {len(data) / 2**20:.1f} MiB; images up to {MAX_UPLOAD_BYTES // 2**20} MiB are accepted"
         )
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return image.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        return decode_image(io.BytesIO(data), repr(name))
+    except OversizedImage:
         raise BadQuery(
-            f"could not read {name!r} as an image ({type(err).__name__}): choose a JPEG or PNG file"
+            f"the image {name!r} claims more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb, or far "
+            "larger than a photo needs); choose a smaller JPEG or PNG image"
         ) from None
+    except CorruptImage as err:
+        reason = type(err.__cause__).__name__ if err.__cause__ is not None else "not an image"
+        raise BadQuery(f"could not read {name!r} as an image ({reason}): choose a JPEG or PNG file") from None
 
 
 def upload_content(value) -> Upload | None:
@@ -219,7 +221,9 @@ def run_text_query(retriever, text: str, top_k: int = 8) -> str:
     """HTML results of a free-text query (``retriever.search_by_text``), or a message for empty input."""
     try:
         k = _check_top_k(retriever, top_k)
-        if not isinstance(text, str) or not text.strip():
+        if text is not None and not isinstance(text, str):
+            raise BadQuery(f"the query must be text such as 'red striped shirt', got {type(text).__name__}")
+        if text is None or not text.strip():
             raise BadQuery("empty query: type a description such as 'red striped shirt' and press Enter")
         start = time.perf_counter()
         results = retriever.search_by_text(text.strip(), top_k=k)

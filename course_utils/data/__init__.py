@@ -10,6 +10,7 @@ from .records import (
     FileImage,
     Item,
     LoadReport,
+    OversizedImage,
 )
 from .adapters import ConditionalQueryDataset, ImageTextDataset, TripletDataset, collate_skipping_unreadable
 from .protocols import ConditionSplit, attribute_retrieval_protocol

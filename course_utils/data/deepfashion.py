@@ -8,12 +8,11 @@ missing attribute and codes outside those lists are counted, never guessed.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from .records import Catalogue, FileImage, Item, LoadReport, missing_path_error
+from .records import Catalogue, FileImage, Item, LoadReport, missing_path_error, read_json, utf8_lines
 from .registry import register_catalogue
 from .splits import DEFAULT_SPLIT_FRACTIONS, assign_split, check_split_fractions
 
@@ -83,12 +82,12 @@ def read_label_file(path: Path, columns: LabelColumns, report: LoadReport) -> di
     """Parse ``<image name> <code> ...`` lines into image name -> attribute -> readable value.
 
     A missing file yields no labels (the labels are optional). Malformed lines, unknown codes and ``NA``
-    values are counted in ``report``.
+    values are counted in ``report``, and so are lines that are not valid UTF-8.
     """
     labels: dict[str, dict[str, str]] = {}
     if not path.is_file():
         return labels
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_number, line in utf8_lines(path, report):
         fields = line.split()
         if not fields:
             continue
@@ -115,8 +114,8 @@ def read_label_file(path: Path, columns: LabelColumns, report: LoadReport) -> di
 
 
 def read_captions(captions_path: Path) -> dict[str, object]:
-    """The ``captions.json`` object (image name -> description); raises ``ValueError`` for any other shape."""
-    captions = json.loads(captions_path.read_text(encoding="utf-8"))
+    """The ``captions.json`` object (image name -> description); ``ValueError`` naming the file for bad JSON."""
+    captions = read_json(captions_path)
     if not isinstance(captions, dict):
         raise ValueError(f"{captions_path}: expected a JSON object mapping image names to descriptions")
     return captions

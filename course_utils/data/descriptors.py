@@ -17,8 +17,9 @@ changes: the notebook embeds whatever words it is given with CLIP's text tower.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from .records import read_json
 
 DESCRIPTOR_DIR = Path(__file__).parent / "descriptors"
 
@@ -35,7 +36,9 @@ def _read(dataset: str, path: str | Path | None) -> dict:
             f"no descriptor words for {dataset!r} at {file}; shipped sets: {available_descriptor_sets()}. "
             "Write a JSON file with the same schema (see course_utils/data/descriptors.py) and pass path=..."
         )
-    record = json.loads(file.read_text())
+    record = read_json(file)
+    if not isinstance(record, dict):
+        raise ValueError(f"{file}: expected a JSON object with a 'criteria' entry, got {type(record).__name__}")
     criteria = record.get("criteria")
     if not isinstance(criteria, dict) or not criteria:
         raise ValueError(f"{file}: expected a non-empty 'criteria' object {{criterion: [word, ...]}}")

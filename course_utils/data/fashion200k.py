@@ -14,7 +14,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .records import Catalogue, CompositionTriplet, DatasetNotFound, FileImage, Item, LoadReport, missing_path_error
+from .records import (
+    Catalogue,
+    CompositionTriplet,
+    DatasetNotFound,
+    FileImage,
+    Item,
+    LoadReport,
+    missing_path_error,
+    utf8_lines,
+)
 from .registry import register_catalogue
 from .triplets import fashion200k_phrase
 
@@ -64,14 +73,15 @@ def path_attributes(category: str, image_path: str) -> dict[str, str]:
 
 
 def read_items(root: Path, files: list[tuple[str, str, Path]], report: LoadReport) -> dict[str, Item]:
-    """One item per image path listed in the label files; malformed lines, repeats and missing images are counted."""
+    """One item per image path listed in the label files; malformed or non-UTF-8 lines, repeats and missing images
+    are counted."""
     items: dict[str, Item] = {}
     for category, split, label_path in files:
-        for line_number, line in enumerate(label_path.read_text(encoding="utf-8").splitlines(), start=1):
+        for line_number, line in utf8_lines(label_path, report):
             if not line.strip():
                 continue
             report.rows_read += 1
-            fields = line.split("\t")
+            fields = line.rstrip("\r\n").split("\t")
             caption = fields[2].strip() if len(fields) == 3 else ""
             if not caption:
                 report.skip("malformed label line (expected path, score, caption)", f"{label_path.name}:{line_number}")
@@ -101,7 +111,7 @@ def different_words(source_caption: str, target_caption: str) -> tuple[str, str]
 def read_test_queries(queries_path: Path, items: dict[str, Item], report: LoadReport) -> list[CompositionTriplet]:
     """TIRG test queries as triplets; queries whose images were not loaded or whose captions match are counted."""
     triplets = []
-    for line_number, line in enumerate(queries_path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_number, line in utf8_lines(queries_path, report):
         if not line.strip():
             continue
         report.rows_read += 1

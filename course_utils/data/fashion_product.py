@@ -8,10 +8,11 @@ trusting ``pandas.read_csv`` defaults, repair what can be repaired and count eve
 from __future__ import annotations
 
 import csv
+import numbers
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from .records import Catalogue, CompositionTriplet, FileImage, Item, LoadReport, missing_path_error
+from .records import Catalogue, CompositionTriplet, FileImage, Item, LoadReport, missing_path_error, utf8_lines
 from .registry import register_catalogue
 from .splits import DEFAULT_SPLIT_FRACTIONS, assign_split, check_split_fractions
 from .triplets import attribute_swap_triplets
@@ -50,17 +51,31 @@ def _require_layout(root: Path, csv_name: str) -> tuple[Path, Path]:
 
 
 def _read_rows(csv_path: Path, report: LoadReport, limit: int | None) -> Iterator[list[str]]:
-    """Yield the raw fields of each data row (at most ``limit``), counting them in ``report.rows_read``."""
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, [])
-        if tuple(header) != COLUMNS:
-            raise ValueError(f"{csv_path}: header {header} is not the Kaggle styles.csv header {list(COLUMNS)}")
-        for fields in reader:
-            if limit is not None and report.rows_read >= limit:
-                return
-            report.rows_read += 1
-            yield fields
+    """Yield the raw fields of each data row (at most ``limit``), counting them in ``report.rows_read``.
+
+    A line that is not valid UTF-8 is skipped and counted (see :func:`utf8_lines`); a file with a header but no
+    data row is an error, since an empty catalogue can only be a mistake.
+    """
+    reader = csv.reader(text for _, text in utf8_lines(csv_path, report))
+    header = next(reader, None)
+    if header is None:
+        raise ValueError(f"{csv_path} is empty; expected the Kaggle styles.csv header {list(COLUMNS)} and data rows")
+    if tuple(header) != COLUMNS:
+        raise ValueError(f"{csv_path}: header {header} is not the Kaggle styles.csv header {list(COLUMNS)}")
+    for fields in reader:
+        if limit is not None and report.rows_read >= limit:
+            return
+        report.rows_read += 1
+        yield fields
+    if report.rows_read == 0:
+        skipped = f" ({report.total_skipped} lines skipped: {dict(report.skipped)})" if report.total_skipped else ""
+        raise ValueError(f"{csv_path} has a header but no data rows{skipped}; check that it is the full styles.csv")
+
+
+def _check_limit(limit: int | None) -> None:
+    """``limit`` must be ``None`` (all rows) or a positive whole number: 0 or -5 rows can only be a mistake."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1):
+        raise ValueError(f"limit must be a positive whole number of rows, or None for all rows; got {limit!r}")
 
 
 def parse_row(fields: list[str], report: LoadReport) -> dict[str, str] | None:
@@ -145,7 +160,7 @@ def load_fashion_product_small(
         seed: seed of the hashed train/val/test split and of the triplet sampling.
         split_fractions: split name -> share (default train 0.7 / val 0.1 / test 0.2).
         verify_images: decode every image once and drop (and count) unreadable ones.
-        limit: read at most this many data rows (for quick looks).
+        limit: read at most this many data rows (for quick looks); a positive whole number or ``None``.
         triplets: build colour-swap composition triplets on the test split.
 
     Returns:
@@ -154,7 +169,9 @@ def load_fashion_product_small(
 
     Raises:
         DatasetNotFound: ``root``, the styles file or ``images/`` does not exist.
+        ValueError: a bad ``limit``, or a styles file that is empty, has another header or no data rows.
     """
+    _check_limit(limit)
     root = Path(root).expanduser()
     csv_path, image_dir = _require_layout(root, csv_name)
     check_split_fractions(split_fractions)

@@ -11,12 +11,20 @@ Item ids are ``"<category>/<ASIN>"`` because 3,302 ASINs are listed under both `
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .records import Catalogue, CompositionTriplet, DatasetNotFound, FileImage, Item, LoadReport, missing_path_error
+from .records import (
+    Catalogue,
+    CompositionTriplet,
+    DatasetNotFound,
+    FileImage,
+    Item,
+    LoadReport,
+    missing_path_error,
+    read_json,
+)
 from .registry import register_catalogue
 
 DATASET = "fashioniq"
@@ -40,10 +48,11 @@ def _not_found(path: Path) -> DatasetNotFound:
 
 
 def _read_json_list(path: Path) -> list:
-    """A JSON file that must hold a list; raises :class:`DatasetNotFound` if absent, ``ValueError`` if not a list."""
+    """A JSON file that must hold a list; :class:`DatasetNotFound` if absent, ``ValueError`` naming the file if it
+    is truncated, not JSON or not a list."""
     if not path.is_file():
         raise _not_found(path)
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json(path)
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list, got {type(data).__name__}")
     return data
@@ -89,8 +98,12 @@ def modification_text(captions: Sequence[str], report: LoadReport, example: str)
 def read_triplets(root: Path, category: str, split: str, ids: set[str], report: LoadReport) -> list[CompositionTriplet]:
     """Triplets of ``captions/cap.<category>.<split>.json``; unusable entries are counted, never dropped silently."""
     triplets = []
-    for entry in _read_json_list(root / "captions" / f"cap.{category}.{split}.json"):
+    path = root / "captions" / f"cap.{category}.{split}.json"
+    for position, entry in enumerate(_read_json_list(path)):
         report.rows_read += 1
+        if not isinstance(entry, dict):
+            report.skip(f"entry of {path.name} is not an object (expected candidate, target, captions)", f"#{position}")
+            continue
         reference = f"{category}/{entry.get('candidate')}"
         if "target" not in entry:
             report.skip("test triplet without target (official test labels withheld)", reference)

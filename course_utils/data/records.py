@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -29,24 +31,93 @@ def missing_path_error(dataset: str, path: Path, layout: str, how_to_get: str) -
     return DatasetNotFound(f"{dataset}: {path} does not exist. Expected layout:\n{layout}\n{how_to_get}; see README › Real data.")
 
 
+def read_json(path: Path) -> object:
+    """The parsed JSON of ``path``; ``ValueError`` naming the file when it is not UTF-8 or not (complete) JSON.
+
+    A truncated download gives ``json.JSONDecodeError`` (and a stray byte ``UnicodeDecodeError``) with no file
+    name; with several annotation files per dataset the reader could not tell which one to fetch again.
+    """
+    try:
+        return json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not valid UTF-8 (bad byte at offset {err.start}); the file is corrupt or in another "
+            "encoding: download it again or re-save it as UTF-8"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); the file is probably "
+            "truncated or corrupt: download it again"
+        ) from None
+
+
+def utf8_lines(path: Path, report: LoadReport) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each line of a text file, line ending kept; undecodable lines are counted.
+
+    A line that is not valid UTF-8 (one stray Latin-1 byte in a 44,000-row file is enough to stop a whole
+    ``read_text``) is skipped and counted in ``report`` under ``"line not valid UTF-8 in <file name>"``; the
+    other lines load. A UTF-8 byte-order mark on the first line is dropped.
+    """
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                report.skip(f"line not valid UTF-8 in {path.name} (skipped)", f"line {number}")
+
+
 class CorruptImage(ValueError):
     """An image file exists but cannot be decoded."""
 
 
+class OversizedImage(CorruptImage):
+    """An image whose header claims more pixels than PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``)."""
+
+
+UNREADABLE_IMAGE = "image unreadable (corrupt or not an image)"
+OVERSIZED_IMAGE = "image too large to decode (over PIL's decompression-bomb limit)"
+
+
+def decode_image(source: Path | BinaryIO, label: str) -> Image.Image:
+    """Decode an image file (a path or an open binary file) to RGB, or raise one clear error naming ``label``.
+
+    PIL fails in many ways on bad files: ``OSError`` for truncated data, ``DecompressionBombError`` (or only a
+    warning, for 1-2x the limit) for a header claiming tens of thousands of pixels a side, ``SyntaxError``,
+    ``ValueError``, ``struct.error`` and others for malformed headers. Every one of them becomes
+    :class:`CorruptImage` (:class:`OversizedImage` for the bombs) so loaders, the encoding loop and the upload
+    widgets can skip and count the file instead of dying part-way through.
+
+    Raises:
+        FileNotFoundError: ``source`` is a path that does not exist.
+        OversizedImage: the header claims more than ``Image.MAX_IMAGE_PIXELS`` pixels (nothing is decoded).
+        CorruptImage: anything else that stops decoding.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse 1-2x the limit too
+            with Image.open(source) as image:
+                return image.convert("RGB")
+    except FileNotFoundError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise OversizedImage(
+            f"refusing to decode image {label}: {err} (PIL's limit is Image.MAX_IMAGE_PIXELS = "
+            f"{Image.MAX_IMAGE_PIXELS} pixels); use a smaller image, or raise that limit if you trust the file"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise CorruptImage(f"cannot decode image {label}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - any other decoder failure also means "not a usable image"
+        raise CorruptImage(f"cannot decode image {label}: {type(err).__name__}: {err}") from err
+
+
 @dataclass(frozen=True)
 class FileImage:
-    """An image stored as a file on disk, decoded to RGB on :meth:`load`."""
+    """An image stored as a file on disk, decoded to RGB on :meth:`load` (see :func:`decode_image`)."""
 
     path: Path
 
     def load(self) -> Image.Image:
-        try:
-            with Image.open(self.path) as image:
-                return image.convert("RGB")
-        except FileNotFoundError:
-            raise
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise CorruptImage(f"cannot decode image {self.path}: {err}") from err
+        return decode_image(self.path, str(self.path))
 
 
 @dataclass(frozen=True)
@@ -247,8 +318,11 @@ class Catalogue(Sequence[Item]):
             except FileNotFoundError:
                 self.report.skip("image file missing", item.item_id)
                 continue
+            except OversizedImage:
+                self.report.skip(OVERSIZED_IMAGE, item.item_id)
+                continue
             except CorruptImage:
-                self.report.skip("image unreadable (corrupt or not an image)", item.item_id)
+                self.report.skip(UNREADABLE_IMAGE, item.item_id)
                 continue
             kept.append(item)
         ids = {item.item_id for item in kept}

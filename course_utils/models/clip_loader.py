@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import os
 import socket
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ WEIGHT_HOSTS = ("huggingface.co", "openaipublic.azureedge.net")
 
 class WeightsUnavailable(RuntimeError):
     """Pretrained weights are neither cached nor local and cannot be downloaded (offline)."""
+
+
+class BadCheckpoint(ValueError):
+    """A checkpoint file cannot be read (truncated, corrupt, another format) or does not fit the model."""
 
 
 @dataclass
@@ -71,10 +76,74 @@ class ClipBundle:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU."""
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` and ``"mps"`` are checked.
+
+    Raises:
+        ValueError: an unknown device name (``"tpu"``), or a device this machine lacks (``"cuda"`` without a GPU,
+            ``"cuda:3"`` with one GPU), with what to pass instead; torch would fail later with its internals.
+    """
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {type(device).__name__}")
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    choices = "use device='auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'"
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {str(device)!r}; {choices}") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r} but this machine has no usable CUDA GPU; {choices}")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={str(device)!r} but this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"cuda:0..cuda:{torch.cuda.device_count() - 1}; {choices}"
+            )
+    elif resolved.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device={str(device)!r} but Apple's MPS backend is not available here; {choices}")
+    elif resolved.type != "cpu":
+        raise ValueError(f"device type {resolved.type!r} is not supported by the course; {choices}")
+    return resolved
+
+
+def _checkpoint_readable(path: Path) -> bool:
+    """Whether ``path`` loads as a state dict (``torch.load``, safetensors) or a TorchScript archive."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        loaders = [lambda: load_file(str(path))]
+    else:
+        loaders = [lambda: torch.load(path, map_location="cpu", weights_only=True),
+                   lambda: torch.jit.load(str(path), map_location="cpu")]
+    for load in loaders:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+                load()
+            return True
+        except Exception:  # noqa: BLE001, S112 - any failure means "not this format"; the next loader may fit
+            continue
+    return False
+
+
+def _checkpoint_error(path: Path, model: str, err: Exception) -> BadCheckpoint:
+    """A clear error for a checkpoint that failed to load: unreadable, or readable but not this model's.
+
+    torch's own message for an unreadable file advises ``weights_only=False`` (which would run any code pickled
+    into the file); it is never passed on.
+    """
+    if not _checkpoint_readable(path):
+        return BadCheckpoint(
+            f"cannot read the checkpoint {path}: it is not a PyTorch/safetensors checkpoint ({type(err).__name__}; "
+            "truncated, corrupt or another format). Download or save it again, or pass a pretrained tag instead"
+        )
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip() and "weights_only" not in line]
+    detail = " ".join(lines)[:400]
+    return BadCheckpoint(
+        f"the checkpoint {path} loads but does not fit model {model!r} ({detail}); pass the model name it was "
+        "trained as"
+    )
 
 
 def network_reachable(hosts=WEIGHT_HOSTS, timeout: float = 1.0) -> bool:
@@ -128,9 +197,11 @@ def _load_open_clip(name: str, pretrained: str | None, device: torch.device) -> 
         raise ValueError(f"unknown open_clip model {name!r}; close names: {close} (see open_clip.list_models())")
     weights = pretrained
     label = pretrained or "random-init"
+    checkpoint: Path | None = None
     if pretrained and not name.startswith("local-dir:"):
         if Path(pretrained).expanduser().is_file():
-            weights = str(Path(pretrained).expanduser())
+            checkpoint = Path(pretrained).expanduser()
+            weights = str(checkpoint)
             label = f"file-{_file_digest(weights)}"
         elif pretrained not in open_clip.list_pretrained_tags_by_model(name):
             raise ValueError(
@@ -150,7 +221,12 @@ def _load_open_clip(name: str, pretrained: str | None, device: torch.device) -> 
                         "(or model='local-dir:/path/to/folder' holding open_clip_config.json and weights).",
                     )
                 )
-    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=weights, device=device)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=weights, device=device)
+    except Exception as err:
+        if checkpoint is None:
+            raise
+        raise _checkpoint_error(checkpoint, name, err) from None
     model.eval()
     tokenizer = open_clip.get_tokenizer(name)
     embed_dim = int(model.text_projection.shape[1]) if hasattr(model, "text_projection") and model.text_projection is not None else None
@@ -177,7 +253,12 @@ def _load_openai_clip(name: str, device: torch.device) -> ClipBundle:
             )
     else:
         raise ValueError(f"unknown OpenAI CLIP model {name!r}; choose one of {clip.available_models()} or a .pt path")
-    model, preprocess = clip.load(path, device=device, jit=False)
+    try:
+        model, preprocess = clip.load(path, device=device, jit=False)
+    except Exception as err:
+        if not Path(path).is_file():
+            raise
+        raise _checkpoint_error(Path(path), f"clip:{name}", err) from None
     model = model.float().eval()
     tokenizer = lambda texts: clip.tokenize(texts, truncate=True)  # noqa: E731
     return ClipBundle(model, preprocess, tokenizer, int(model.text_projection.shape[1]), f"clip:{label}", device, "clip")
@@ -197,11 +278,12 @@ def load_clip(name: str, pretrained: str | None = None, device: str | torch.devi
         pretrained: an open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``), a checkpoint path, or ``None`` for
             random initialisation. The course's own ``"embedded"`` tiny CLIP is trained, not loaded: get it from
             ``course_utils.tasks.pretrain.pretrained_tiny_clip`` (or ``cu.tasks.load_experiment``).
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``, ``"mps"``); checked by :func:`resolve_device`.
 
     Raises:
         WeightsUnavailable: weights are not cached and there is no network (fails in about a second).
-        ValueError: unknown model name or pretrained tag.
+        ValueError: unknown model name or pretrained tag, or a device this machine lacks.
+        BadCheckpoint: a checkpoint file that cannot be read or does not fit the model (names the file).
     """
     device = resolve_device(device)
     if pretrained == "embedded":

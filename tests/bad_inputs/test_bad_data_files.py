@@ -1,0 +1,162 @@
+"""Issue 15, the loaders' unclear answers: a non-UTF-8 row is skipped and counted with its file named; a header-only
+CSV, a bad ``limit`` and a truncated JSON file are errors naming the file or parameter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from course_utils.data import descriptors
+from course_utils.data.deepfashion import load_deepfashion_multimodal
+from course_utils.data.fashion200k import load_fashion200k
+from course_utils.data.fashion_product import load_fashion_product_small
+from course_utils.data.fashioniq import load_fashioniq
+
+HEADER = b"id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName\n"
+LATIN1_ROW = "2,Women,Apparel,Topwear,Tops,Red,Summer,2012,Casual,Caf\xe9 Top\n".encode("latin-1")
+
+
+def styles_root(tmp_path, rows: list[bytes], header: bytes = HEADER):
+    (tmp_path / "images").mkdir(exist_ok=True)
+    for row in rows:
+        item_id = row.split(b",")[0].decode("ascii", "replace")
+        Image.new("RGB", (4, 4), "red").save(tmp_path / "images" / f"{item_id}.jpg")
+    (tmp_path / "styles.csv").write_bytes(header + b"".join(rows))
+    return tmp_path
+
+
+def good_row(item_id: int) -> bytes:
+    return f"{item_id},Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,Blue Shirt {item_id}\n".encode()
+
+
+# --- non-UTF-8 bytes ------------------------------------------------------------------------------------------------
+
+
+def test_a_non_utf8_csv_row_is_skipped_and_counted_with_the_file_named(tmp_path):
+    root = styles_root(tmp_path, [good_row(1), LATIN1_ROW, good_row(3)])
+    catalogue = load_fashion_product_small(root, triplets=False)
+    assert catalogue.ids == ["1", "3"]
+    assert catalogue.report.skipped == {"line not valid UTF-8 in styles.csv (skipped)": 1}
+    assert catalogue.report.examples["line not valid UTF-8 in styles.csv (skipped)"] == ["line 3"]  # header is line 1
+    assert "line not valid UTF-8 in styles.csv" in str(catalogue.report)
+
+
+def test_a_utf8_bom_and_real_accents_still_load(tmp_path):
+    row = "2,Women,Apparel,Topwear,Tops,Red,Summer,2012,Casual,Café Top\n".encode()
+    catalogue = load_fashion_product_small(styles_root(tmp_path, [row], header=b"\xef\xbb\xbf" + HEADER), triplets=False)
+    assert catalogue[0].caption("title") == "Café Top" and catalogue.report.total_skipped == 0
+
+
+def test_a_non_utf8_deepfashion_label_line_is_skipped_and_counted(tmp_path):
+    name = "WOMEN-Dresses-id_00000002-01_1_front.jpg"
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "images" / name)
+    (tmp_path / "captions.json").write_text(json.dumps({name: "A dress."}))
+    (tmp_path / "labels" / "texture").mkdir(parents=True)
+    (tmp_path / "labels" / "texture" / "fabric_ann.txt").write_bytes(b"caf\xe9.jpg 1 1 1\n" + f"{name} 1 0 7\n".encode())
+    catalogue = load_deepfashion_multimodal(tmp_path)
+    assert catalogue.report.skipped["line not valid UTF-8 in fabric_ann.txt (skipped)"] == 1
+    assert catalogue[0].attributes["upper_fabric"] == "cotton"  # the next line still loads
+
+
+def test_non_utf8_fashion200k_lines_are_skipped_and_counted(tmp_path):
+    good, other = "women/dresses/a/1/1_0.jpeg", "women/dresses/a/2/2_0.jpeg"
+    for path in (good, other):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / path)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "dress_test_detect_all.txt").write_bytes(
+        f"{good}\t0.9\tred dress\n".encode() + b"women/x.jpeg\t0.9\tcaf\xe9 dress\n" + f"{other}\t0.8\tblue dress\n".encode()
+    )
+    (tmp_path / "test_queries.txt").write_bytes(f"{good} {other}\n".encode() + b"\xff\xfe broken\n")
+    catalogue = load_fashion200k(tmp_path, splits=("test",))
+    assert catalogue.ids == [good, other] and len(catalogue.triplets) == 1
+    assert catalogue.report.skipped["line not valid UTF-8 in dress_test_detect_all.txt (skipped)"] == 1
+    assert catalogue.report.skipped["line not valid UTF-8 in test_queries.txt (skipped)"] == 1
+
+
+# --- empty results that can only be mistakes -------------------------------------------------------------------------
+
+
+def test_a_header_only_csv_is_an_error_naming_the_file(tmp_path):
+    root = styles_root(tmp_path, [])
+    with pytest.raises(ValueError, match=r"styles\.csv has a header but no data rows"):
+        load_fashion_product_small(root)
+
+
+def test_an_empty_csv_is_an_error_naming_the_file(tmp_path):
+    root = styles_root(tmp_path, [], header=b"")
+    with pytest.raises(ValueError, match=r"styles\.csv is empty; expected the Kaggle styles.csv header"):
+        load_fashion_product_small(root)
+
+
+def test_a_csv_whose_every_row_is_undecodable_is_an_error_not_an_empty_catalogue(tmp_path):
+    with pytest.raises(ValueError, match=r"no data rows \(1 lines skipped: .*not valid UTF-8"):
+        load_fashion_product_small(styles_root(tmp_path, [LATIN1_ROW]))
+
+
+@pytest.mark.parametrize("limit", [-5, 0, 2.5, True, "10"])
+def test_a_bad_limit_is_an_error(tmp_path, limit):
+    root = styles_root(tmp_path, [good_row(1)])
+    with pytest.raises(ValueError, match=rf"limit must be a positive whole number of rows, or None .*got {limit!r}"):
+        load_fashion_product_small(root, limit=limit)
+
+
+def test_a_good_limit_reads_that_many_rows(tmp_path):
+    catalogue = load_fashion_product_small(styles_root(tmp_path, [good_row(i) for i in range(1, 5)]), limit=2,
+                                           triplets=False)
+    assert catalogue.ids == ["1", "2"] and catalogue.report.rows_read == 2
+
+
+# --- truncated or malformed JSON ------------------------------------------------------------------------------------
+
+
+def fashioniq_root(tmp_path, captions: bytes):
+    (tmp_path / "captions").mkdir()
+    (tmp_path / "image_splits").mkdir()
+    (tmp_path / "image_splits" / "split.dress.val.json").write_text(json.dumps(["A1", "A2"]))
+    (tmp_path / "captions" / "cap.dress.val.json").write_bytes(captions)
+    return tmp_path
+
+
+def test_a_truncated_fashioniq_json_is_an_error_naming_the_file(tmp_path):
+    full = json.dumps([{"candidate": "A1", "target": "A2", "captions": ["is red", "has stripes"]}]).encode()
+    root = fashioniq_root(tmp_path, full[: len(full) // 2])
+    with pytest.raises(ValueError, match=r"cap\.dress\.val\.json: not valid JSON \(.* at line 1, column \d+\); the "
+                                         r"file is probably truncated or corrupt"):
+        load_fashioniq(root, categories=("dress",), splits=("val",))
+
+
+def test_a_non_utf8_fashioniq_json_is_an_error_naming_the_file(tmp_path):
+    content = b'[{"candidate": "A1", "target": "A2", "captions": ["caf\xe9"]}]'
+    root = fashioniq_root(tmp_path, content)
+    offset = content.index(b"\xe9")
+    with pytest.raises(ValueError, match=rf"cap\.dress\.val\.json: not valid UTF-8 \(bad byte at offset {offset}\)"):
+        load_fashioniq(root, categories=("dress",), splits=("val",))
+
+
+def test_a_fashioniq_entry_that_is_not_an_object_is_counted(tmp_path):
+    entries = [{"candidate": "A1", "target": "A2", "captions": ["is red", ""]}, "stray string"]
+    catalogue = load_fashioniq(fashioniq_root(tmp_path, json.dumps(entries).encode()), categories=("dress",),
+                               splits=("val",))
+    assert len(catalogue.triplets) == 1
+    assert catalogue.report.skipped[
+        "entry of cap.dress.val.json is not an object (expected candidate, target, captions)"] == 1
+
+
+def test_a_truncated_deepfashion_captions_file_is_an_error_naming_it(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "captions.json").write_text('{"a.jpg": "A dre')
+    with pytest.raises(ValueError, match=r"captions\.json: not valid JSON"):
+        load_deepfashion_multimodal(tmp_path)
+
+
+@pytest.mark.parametrize(("content", "message"), [('{"criteria": {"colour": ["red", "bl', "not valid JSON"),
+                                                  ('["red", "blue"]', "expected a JSON object")])
+def test_a_broken_descriptor_file_is_an_error_naming_it(tmp_path, content, message):
+    path = tmp_path / "my_words.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=rf"my_words\.json: {message}"):
+        descriptors.load_descriptors("synthetic", path=path)

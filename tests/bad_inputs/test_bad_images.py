@@ -1,0 +1,93 @@
+"""Issue 15, item 5: decompression bombs and every other undecodable image are skipped and counted like truncated
+files, in loading (records, the fashion-product loader, the Dataset adapters) and in uploads (widgets)."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from course_utils import widgets as cw
+from course_utils.data import (
+    Catalogue,
+    CorruptImage,
+    FileImage,
+    ImageTextDataset,
+    Item,
+    OversizedImage,
+    collate_skipping_unreadable,
+)
+from course_utils.data.fashion_product import load_fashion_product_small
+from course_utils.data.records import OVERSIZED_IMAGE, UNREADABLE_IMAGE
+
+from .bad_files import MALFORMED_PPM, bomb_jpeg, jpeg_bytes
+
+HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName\n"
+
+
+@pytest.mark.parametrize("name", ["bomb", "bomb-warning"])
+def test_a_decompression_bomb_is_refused_naming_the_file(bad_images, name):
+    with pytest.raises(OversizedImage, match=rf"refusing to decode image .*{name}\.jpg: .*MAX_IMAGE_PIXELS"):
+        FileImage(bad_images[name]).load()
+
+
+@pytest.mark.parametrize("name", ["truncated", "malformed", "not-an-image"])
+def test_every_other_undecodable_file_is_a_corrupt_image(bad_images, name):
+    with pytest.raises(CorruptImage, match=rf"cannot decode image .*{name}\.jpg"):
+        FileImage(bad_images[name]).load()
+
+
+def test_a_decoder_valueerror_is_caught_too(bad_images):
+    """PIL reads this PPM header with int() and raises ValueError, which the old except list let through."""
+    with pytest.raises(ValueError) as raw:
+        Image.open(bad_images["malformed"]).load()
+    assert not isinstance(raw.value, (OSError, CorruptImage))
+    with pytest.raises(CorruptImage, match="ValueError"):
+        FileImage(bad_images["malformed"]).load()
+
+
+def test_the_loader_skips_and_counts_bombs_and_broken_files(tmp_path, bad_images):
+    """One bomb no longer aborts a dataset: each bad image is dropped and counted under its reason."""
+    rows = "".join(f"{path.stem},Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,Shirt {path.stem}\n"
+                   for path in bad_images.values())
+    (tmp_path / "styles.csv").write_text(HEADER + rows)
+    catalogue = load_fashion_product_small(tmp_path, triplets=False)
+    assert catalogue.ids == ["good"]
+    assert catalogue.report.skipped == {OVERSIZED_IMAGE: 2, UNREADABLE_IMAGE: 3}
+    assert sorted(catalogue.report.examples[OVERSIZED_IMAGE]) == ["bomb", "bomb-warning"]
+
+
+def test_the_encoding_adapters_skip_and_list_bombs(bad_images):
+    """The skip-and-count collate that the encoding and training loops use lists bombs instead of dying."""
+    items = [Item(name, (name,), ("title",), {}, "test", FileImage(path)) for name, path in bad_images.items()]
+    dataset = ImageTextDataset(Catalogue("bad", items), preprocess=lambda image: image.size)
+    batch = next(iter(DataLoader(dataset, batch_size=len(items), collate_fn=collate_skipping_unreadable)))
+    assert batch["text"] == ["good"]
+    assert batch["skipped"] == ["bomb", "bomb-warning", "truncated", "malformed", "not-an-image"]
+
+
+def test_retriever_image_query_from_a_bomb_file_is_a_clear_error(make_retriever, bad_images):
+    with pytest.raises(OversizedImage, match="bomb.jpg"):
+        make_retriever().search_by_image(str(bad_images["bomb"]))
+
+
+@pytest.mark.parametrize("content", [bomb_jpeg(60000, 60000), bomb_jpeg(10000, 10000)], ids=["error", "warning"])
+def test_an_uploaded_bomb_gets_a_message(make_retriever, content):
+    with pytest.raises(cw.BadQuery, match=r"the image 'huge.jpg' claims more than 89,478,485 pixels"):
+        cw.decode_image_bytes(content, "huge.jpg")
+    page = cw.run_image_query(make_retriever(), cw.Upload("huge.jpg", content), top_k=2)
+    assert "fc-error" in page and "decompression bomb" in page
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(MALFORMED_PPM, "ValueError"), (jpeg_bytes("blue", (64, 64))[:200], "OSError"), (b"plain text", "Unidentified")],
+)
+def test_an_undecodable_upload_gets_a_message(make_retriever, content, reason):
+    with pytest.raises(cw.BadQuery, match=rf"could not read 'x.jpg' as an image \({reason}.*choose a JPEG or PNG"):
+        cw.decode_image_bytes(content, "x.jpg")
+    assert "could not read" in cw.run_image_query(make_retriever(), cw.Upload("x.jpg", content), top_k=2)
+
+
+def test_a_good_upload_still_decodes():
+    assert cw.decode_image_bytes(jpeg_bytes("red", (8, 6)), "ok.jpg").size == (8, 6)

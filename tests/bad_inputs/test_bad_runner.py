@@ -1,0 +1,74 @@
+"""Issue 15, the runner: an unknown ``--set`` name fails the run before any notebook starts, with close matches,
+and an unwritable ``--output-dir`` is one clear line instead of a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from course_utils import run
+
+
+@pytest.fixture
+def no_notebook_runs(monkeypatch):
+    """Fail the test if the runner gets as far as the kernel or a notebook."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the runner went on past its argument checks")
+
+    monkeypatch.setattr(run, "check_kernel", refuse)
+    monkeypatch.setattr(run, "execute", refuse)
+
+
+def test_a_mistyped_set_name_fails_before_any_notebook_with_close_matches(tmp_path, no_notebook_runs, monkeypatch):
+    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--set", "top_kk=3", "--set", "seed=1", "--only", "01,07"])
+    message = str(exit_info.value.code)
+    assert "--set names no parameter of the selected notebooks (01_baseline_clip, 07_retrieval_demo)" in message
+    assert "top_kk: did you mean top_k?" in message and "seed:" not in message  # seed is a real parameter
+    assert "nothing was run" in message
+
+
+def test_a_name_with_no_close_match_says_so():
+    with pytest.raises(SystemExit, match="zzzzzz: no close match"):
+        run.check_parameter_names(run.discover(["01"]), ["zzzzzz"])
+
+
+def test_a_name_known_to_one_selected_notebook_is_accepted():
+    notebooks = run.discover(["01", "07"])
+    only_in_07 = sorted(run.notebook_parameters(notebooks[1]) - run.notebook_parameters(notebooks[0]))
+    assert only_in_07, "07 has parameters of its own"
+    run.check_parameter_names(notebooks, [only_in_07[0], "seed"])
+
+
+def test_shipped_profiles_only_name_parameters_of_their_notebook():
+    """The same typo guard for the committed overrides in notebooks/profiles/*.json."""
+    for notebook in run.discover():
+        overrides = run.NOTEBOOK_DIR / "profiles" / f"{notebook.stem}.json"
+        names = {name for profile in json.loads(overrides.read_text()).values() for name in profile}
+        assert names <= run.notebook_parameters(notebook), (notebook.name, names - run.notebook_parameters(notebook))
+
+
+def test_an_output_dir_that_is_a_file_is_one_clear_line(tmp_path, no_notebook_runs, monkeypatch):
+    monkeypatch.delenv("FASHION_COURSE_OUTPUTS", raising=False)
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--output-dir", str(blocker), "--only", "01"])
+    assert str(exit_info.value.code) == (
+        f"--output-dir {blocker}: cannot write there (it is a file, not a folder); choose a writable folder")
+
+
+def test_an_unwritable_output_dir_is_one_clear_line(unwritable_dir, no_notebook_runs, monkeypatch):
+    monkeypatch.delenv("FASHION_COURSE_OUTPUTS", raising=False)
+    target = unwritable_dir / "outputs"
+    with pytest.raises(SystemExit, match=rf"--output-dir {target}: cannot write there \(.*\); choose a writable folder"):
+        run.main(["--output-dir", str(target), "--only", "01"])
+
+
+def test_an_unwritable_outputs_variable_is_reported_too(unwritable_dir, no_notebook_runs, monkeypatch):
+    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(unwritable_dir / "outputs"))
+    with pytest.raises(SystemExit, match=rf"outputs folder {unwritable_dir}/outputs: cannot write there"):
+        run.main(["--only", "01"])
