@@ -1,6 +1,10 @@
 """Losses of the course, written to be read (each notebook shows the one it teaches with ``inspect.getsource``).
 
 - :func:`clip_contrastive_loss` — CLIP's symmetric InfoNCE, seed 002's ``(CE(S) + CE(Sᵀ)) / 2`` (notebook 02).
+- :func:`composed_classification_loss` — each composed query must pick its target among the batch's targets
+  (TIRG, CLIP4Cir; notebook 06).
+- :func:`soft_triplet_loss` — ComposeAE's and seed 004's soft triplet over the batch (notebook 06).
+- :func:`triplet_margin_loss` — CRL's triplet loss with margin 0.3 on conditional embeddings (notebook 05).
 """
 
 from __future__ import annotations

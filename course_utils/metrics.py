@@ -1,7 +1,9 @@
 """Retrieval metrics: recall@K under a fair tie convention, chance levels, in-batch vs full-gallery protocols, mAP.
 
 Introduced in notebook 01 (baseline retrieval) and reused by every later notebook. All functions accept torch
-tensors or numpy arrays and return plain Python floats, numpy arrays or pandas DataFrames.
+tensors or numpy arrays and return plain Python floats, numpy arrays or pandas DataFrames. The module is long but
+one idea: every ranking metric of the course shares the input checks and the tie convention below, so a protocol
+can never count ties or chance differently from another.
 
 Tie convention (recall):
     Ties in the ranking are broken uniformly at random, *in expectation*. For a query, let ``s*`` be the highest
@@ -637,7 +639,7 @@ def _average_precision_rows(scores: np.ndarray, relevant: np.ndarray) -> np.ndar
     return (precision_at_block_end * sorted_relevant).sum(axis=1) / n_relevant
 
 
-def mean_average_precision(scores: ArrayLike, relevant: ArrayLike) -> np.ndarray:
+def average_precisions(scores: ArrayLike, relevant: ArrayLike) -> np.ndarray:
     """Average precision of each query over its full ranking (the building block of mAP).
 
     Args:
@@ -678,9 +680,9 @@ def average_precision(scores: ArrayLike, relevant: ArrayLike) -> float:
     if s.ndim != 1 or rel.ndim != 1:
         raise ValueError(
             f"average_precision takes one query: scores and relevant must be 1-D, got {tuple(s.shape)} and "
-            f"{tuple(rel.shape)}; use mean_average_precision for (q, c) matrices"
+            f"{tuple(rel.shape)}; use average_precisions for (q, c) matrices"
         )
-    return float(mean_average_precision(s[None], rel[None])[0])
+    return float(average_precisions(s[None], rel[None])[0])
 
 
 def attribute_specific_map(per_condition: dict[str, tuple[ArrayLike, ArrayLike]]) -> dict[str, float]:
@@ -700,7 +702,7 @@ def attribute_specific_map(per_condition: dict[str, tuple[ArrayLike, ArrayLike]]
     result: dict[str, float] = {}
     ap_sum, n_queries = 0.0, 0
     for condition, (scores, relevant) in per_condition.items():
-        aps = mean_average_precision(scores, relevant)
+        aps = average_precisions(scores, relevant)
         result[condition] = float(aps.mean())
         ap_sum += float(aps.sum())
         n_queries += len(aps)

@@ -7,7 +7,8 @@ friends — that return an HTML string (a grid of base64 PNG thumbnails with ran
 message for empty or bad input), so they are unit-tested without a browser and notebooks call them directly
 when ``INTERACTIVE`` is false. The ``*_demo`` builders only wire ipywidgets to those callbacks: text boxes and
 sliders use ``continuous_update=False`` (nothing runs per keystroke) and a :class:`Debouncer` drops the
-repeats that Enter + blur + a Search click would otherwise fire.
+repeats that Enter + blur + a Search click would otherwise fire. One module because the four demos share their
+input checks, thumbnails and HTML (long, but one idea: the demo page's interface).
 """
 
 from __future__ import annotations

@@ -327,12 +327,12 @@ def test_average_precision_matches_sklearn(seed):
     assert m.average_precision(tied, relevant) == pytest.approx(average_precision_score(relevant, tied))
 
 
-def test_mean_average_precision_rows():
+def test_average_precisions_rows():
     rng = np.random.default_rng(8)
     scores = torch.from_numpy(rng.normal(size=(6, 40)))
     relevant = rng.random((6, 40)) < 0.2
     relevant[:, 3] = True
-    per_query = m.mean_average_precision(scores, relevant)
+    per_query = m.average_precisions(scores, relevant)
     assert per_query.shape == (6,)
     for i in range(6):
         assert per_query[i] == pytest.approx(average_precision_score(relevant[i], scores[i].numpy()))
@@ -340,9 +340,9 @@ def test_mean_average_precision_rows():
 
 def test_average_precision_bad_input():
     with pytest.raises(ValueError, match="without relevant candidates"):
-        m.mean_average_precision(np.zeros((2, 3)), np.array([[True, False, False], [False] * 3]))
+        m.average_precisions(np.zeros((2, 3)), np.array([[True, False, False], [False] * 3]))
     with pytest.raises(ValueError, match="shape"):
-        m.mean_average_precision(np.zeros((2, 3)), np.ones((2, 4), bool))
+        m.average_precisions(np.zeros((2, 3)), np.ones((2, 4), bool))
     with pytest.raises(ValueError, match="1-D"):
         m.average_precision(np.zeros((2, 3)), np.ones((2, 3), bool))
 

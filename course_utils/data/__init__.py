@@ -12,7 +12,7 @@ from .records import (
     LoadReport,
     OversizedImage,
 )
-from .adapters import ConditionalQueryDataset, ImageTextDataset, TripletDataset, collate_skipping_unreadable
+from .adapters import ImageTextDataset, collate_skipping_unreadable
 from .protocols import ConditionSplit, attribute_retrieval_protocol
 from .registry import available_catalogues, load_catalogue, register_catalogue
 from .triplets import attribute_swap_triplets, fashion200k_phrase

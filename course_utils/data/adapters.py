@@ -1,4 +1,4 @@
-"""PyTorch ``Dataset`` adapters over a :class:`Catalogue` (notebooks 02, 05 and 06).
+"""PyTorch ``Dataset`` adapters over a :class:`Catalogue`: (image, caption) pairs for training and encoding.
 
 Every adapter returns plain dicts; an item whose image cannot be read yields ``{"skipped": item_id}`` and
 :func:`collate_skipping_unreadable` drops it from the batch while listing it under ``batch["skipped"]``, so
@@ -7,13 +7,13 @@ training and encoding loops count skipped items instead of crashing mid-epoch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from .records import Catalogue, CompositionTriplet, CorruptImage
+from .records import Catalogue, CorruptImage
 
 Preprocess = Callable[[object], torch.Tensor]
 
@@ -69,44 +69,3 @@ class ImageTextDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return _with_image({"text": self.caption_for(index), "index": index}, self.catalogue[index], self.preprocess)
-
-
-class ConditionalQueryDataset(Dataset):
-    """(image, condition index, attribute value index) for attribute-specific training (notebook 05)."""
-
-    def __init__(self, catalogue: Catalogue, preprocess: Preprocess | None, conditions: Sequence[str]):
-        self.preprocess = preprocess
-        self.conditions = list(conditions)
-        self.values = {c: catalogue.attribute_values(c) for c in self.conditions}
-        self.samples = [
-            (item, ci, self.values[c].index(item.attributes[c]))
-            for item in catalogue
-            for ci, c in enumerate(self.conditions)
-            if c in item.attributes
-        ]
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict:
-        item, condition, value = self.samples[index]
-        return _with_image({"condition": condition, "value": value, "item_id": item.item_id}, item, self.preprocess)
-
-
-class TripletDataset(Dataset):
-    """(reference image, modification text, target position) for composed retrieval (notebook 06)."""
-
-    def __init__(self, catalogue: Catalogue, triplets: Sequence[CompositionTriplet], preprocess: Preprocess | None):
-        self.catalogue, self.triplets, self.preprocess = catalogue, list(triplets), preprocess
-
-    def __len__(self) -> int:
-        return len(self.triplets)
-
-    def __getitem__(self, index: int) -> dict:
-        triplet = self.triplets[index]
-        sample = {
-            "reference": self.catalogue.position(triplet.reference_id),
-            "target": self.catalogue.position(triplet.target_id),
-            "text": triplet.modification,
-        }
-        return _with_image(sample, self.catalogue.by_id(triplet.reference_id), self.preprocess)

@@ -10,6 +10,8 @@ holds the recipe and its evaluation:
 * deployment: :func:`cross_encoder_reranker`, the hook ``FashionRetriever.reranker`` calls;
 * a trained re-ranker on disk: :func:`save_reranker`, :func:`load_reranker`, :func:`evaluate_reranker` (what
   ``python -m course_utils.evaluate --task rerank`` runs).
+
+Just over 400 lines, on purpose: it is one task, read top to bottom in notebook 03's order.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from course_utils.data import Catalogue, FileImage, ImageTextDataset, Item, TripletDataset, collate_skipping_unreadable
+from course_utils.data import Catalogue, FileImage, ImageTextDataset, Item, collate_skipping_unreadable
 
 to_tensor = transforms.Compose([transforms.Resize((8, 8)), transforms.ToTensor()])
 
@@ -29,13 +29,3 @@ def test_unreadable_images_are_skipped_and_listed(tmp_path):
     (batch,) = list(loader)
     assert batch["image"].shape == (1, 3, 8, 8)
     assert batch["text"] == ["ok shirt"] and batch["skipped"] == ["bad", "missing"]
-
-
-def test_triplet_dataset_points_at_gallery_rows(small_catalogue):
-    test = small_catalogue.split("test")
-    dataset = TripletDataset(test, test.triplets, None)
-    sample = dataset[0]
-    triplet = test.triplets[0]
-    assert test[sample["reference"]].item_id == triplet.reference_id
-    assert test[sample["target"]].item_id == triplet.target_id
-    assert sample["text"] == triplet.modification
