@@ -5,8 +5,8 @@ items share attributes and exact-instance recall differs from attribute-match re
 caption styles: a product ``title`` (fashion-product-small style), a long ``description``
 (DeepFashion-MultiModal style) and short partial ``web`` captions used to pretrain the tiny CLIP.
 Splits ``pretrain / train / val / test`` are disjoint by item. Composition triplets pair items that differ in
-exactly one attribute. The rendered catalogue is cached under ``data/cache/`` keyed by generator version,
-seed, sizes and knobs.
+exactly one attribute. The rendered pixels are cached (``course_utils.cache``, kind ``"catalogue"``: bump its
+version in ``ARTIFACT_VERSIONS`` whenever rendering or captions change), keyed by seed, sizes and knobs.
 """
 
 from __future__ import annotations
