@@ -1,0 +1,361 @@
+"""A classroom opening the demo page at once: N headless Chromium pages against the classroom server on localhost.
+
+Starts ``python -m course_utils.serve`` on a free localhost port (or uses ``--url``, which must be a loopback
+address), waits until it answers, then opens N pages at once in ONE headless Chromium (one browser, N contexts:
+N independent viewers with their own cookies and cache), types a text query in each and waits for its result
+thumbnails. Reports per page: time to a ready page (navigation start -> the page's script has run and the text
+box is visible), time to results (Enter -> ``top_k`` decoded thumbnails under a header naming the query),
+failures with their reason, and the peak memory of the serving process(es) (RSS) and, separately, of the
+browser's processes (sum of RSS, which counts shared pages once per process, and of PSS, which shares them out).
+
+Bounded and local: every wait has a timeout, the whole page phase has ``--deadline``, the server it started is
+stopped at the end, and nothing but 127.0.0.1 is contacted. Needs Debian's chromium (``.ci/install_browser.sh``)
+and the playwright Python package; run it with warm caches (the server's first start on an empty cache trains
+the tiny CLIP first).
+
+    .venv/bin/python benchmarks/bench_classroom.py                 # 30 pages, ci profile
+    .venv/bin/python benchmarks/bench_classroom.py --pages 8 --screenshots outputs/browser
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from course_utils.classroom import wait_until_served  # noqa: E402
+from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
+
+QUERY = "red striped shirt with long sleeves"
+TOP_K = 8  # the page's default top k
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# True once the page's script has run, its text box is shown, and (after a query) `top_k` decoded result
+# thumbnails sit under a header that names the query.
+RESULTS_SHOWN = """([query, k]) => {
+  const header = document.querySelector('.fc-demo-text .fc-header');
+  const thumbs = [...document.querySelectorAll('.fc-demo-text .fc-result img.fc-thumb')];
+  return !!header && header.textContent.includes(query) && thumbs.length === k
+    && thumbs.every(img => img.complete && img.naturalWidth > 0);
+}"""
+
+
+def find_chromium() -> str | None:
+    """``$FASHION_COURSE_CHROMIUM``, else Debian's ``/usr/bin/chromium``, else ``chromium`` on the PATH."""
+    for candidate in (os.environ.get("FASHION_COURSE_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class PageResult:
+    """One viewer: seconds to a ready page and to results (``None`` when it did not get there), and why not."""
+
+    page: int
+    ready_s: float | None = None
+    results_s: float | None = None
+    thumbnails: int = 0
+    header: str = ""
+    failure: str | None = None
+
+
+class MemoryMonitor:
+    """Peak memory of the server's process tree (RSS) and of this script's chromium processes (RSS and PSS).
+
+    Samples on a thread every ``interval`` seconds (PSS, which reads /proc/<pid>/smaps, every ``pss_every``-th
+    sample) until :meth:`stop`.
+    """
+
+    def __init__(self, server_pid: int | None, interval: float = 0.25, pss_every: int = 4) -> None:
+        self.server_pid, self.interval, self.pss_every = server_pid, interval, pss_every
+        self.peak = {"server_rss": 0, "browser_rss": 0, "browser_pss": 0, "browser_processes": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _tree(pid: int) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def _browser(self) -> list[psutil.Process]:
+        server = {p.pid for p in self._tree(self.server_pid)} if self.server_pid else set()
+        found = []
+        for process in self._tree(os.getpid())[1:]:
+            try:
+                if process.pid not in server and "chrom" in process.name().lower():
+                    found.append(process)
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+    @staticmethod
+    def _sum(processes: list[psutil.Process], field: str) -> int:
+        total = 0
+        for process in processes:
+            try:
+                info = process.memory_full_info() if field == "pss" else process.memory_info()
+                total += getattr(info, field)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return total
+
+    def _run(self) -> None:
+        sample = 0
+        while not self._stop.is_set():
+            if self.server_pid:
+                self._max("server_rss", self._sum(self._tree(self.server_pid), "rss"))
+            browser = self._browser()
+            self._max("browser_rss", self._sum(browser, "rss"))
+            self._max("browser_processes", len(browser))
+            if sample % self.pss_every == 0:
+                self._max("browser_pss", self._sum(browser, "pss"))
+            sample += 1
+            self._stop.wait(self.interval)
+
+    def _max(self, key: str, value: int) -> None:
+        self.peak[key] = max(self.peak[key], value)
+
+    def start(self) -> MemoryMonitor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(10)
+        return dict(self.peak)
+
+
+async def one_viewer(context, url: str, index: int, query: str, top_k: int, timeout_s: float) -> PageResult:
+    """Open the page in ``context``, type ``query`` in the text demo, wait for its results."""
+    result = PageResult(index)
+    page = await context.new_page()
+    timeout_ms = timeout_s * 1000
+    start = time.perf_counter()
+    try:
+        await page.goto(url, wait_until="commit", timeout=timeout_ms)
+        await page.wait_for_function("document.documentElement.dataset.ready === 'yes'", timeout=timeout_ms)
+        box = page.locator(".fc-demo-text input[name=text]")
+        await box.wait_for(state="visible", timeout=timeout_ms)
+        result.ready_s = time.perf_counter() - start
+        await box.fill(query)
+        asked = time.perf_counter()
+        await box.press("Enter")
+        await page.wait_for_function(RESULTS_SHOWN, arg=[query, top_k], timeout=timeout_ms, polling=25)
+        result.results_s = time.perf_counter() - asked
+        result.thumbnails = await page.locator(".fc-demo-text .fc-result img.fc-thumb").count()
+        result.header = await page.locator(".fc-demo-text .fc-header").inner_text()
+        if await page.get_by_text("Traceback (most recent call last)").count():
+            result.failure = "the page shows a Python traceback"
+    except Exception as err:  # a failed viewer is a result, not a crash of the benchmark
+        result.failure = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+    return result
+
+
+async def run_viewers(url: str, pages: int, chromium: str, query: str = QUERY, top_k: int = TOP_K,
+                      timeout_s: float = 60.0, deadline_s: float = 300.0, screenshot: Path | None = None,
+                      monitor: MemoryMonitor | None = None) -> list[PageResult]:
+    """``pages`` viewers at once in one headless Chromium (one context each); all stay open until all are done."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            contexts = [await browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(pages)]
+            if monitor is not None:
+                monitor.start()
+            work = [one_viewer(context, url, i, query, top_k, timeout_s) for i, context in enumerate(contexts)]
+            try:
+                results = await asyncio.wait_for(asyncio.gather(*work), deadline_s)
+            except asyncio.TimeoutError:
+                results = [PageResult(i, failure=f"the whole run passed --deadline {deadline_s:.0f} s")
+                           for i in range(pages)]
+            if screenshot is not None and contexts and contexts[0].pages:
+                screenshot.parent.mkdir(parents=True, exist_ok=True)
+                await contexts[0].pages[0].screenshot(path=str(screenshot), full_page=True)
+        finally:
+            await browser.close()
+    return list(results)
+
+
+def summarise(results: list[PageResult]) -> dict:
+    """Served / failed counts and p50 / p95 / max of the two times (over the viewers that got there)."""
+
+    def stats(values: list[float]) -> dict:
+        if not values:
+            return {"p50": None, "p95": None, "max": None}
+        array = np.asarray(values)
+        return {"p50": float(np.percentile(array, 50)), "p95": float(np.percentile(array, 95)),
+                "max": float(array.max())}
+
+    served = [r for r in results if r.failure is None and r.results_s is not None]
+    return {
+        "pages": len(results),
+        "served": len(served),
+        "failures": len(results) - len(served),
+        "failure_reasons": sorted({r.failure for r in results if r.failure}),
+        "ready_s": stats([r.ready_s for r in results if r.ready_s is not None]),
+        "results_s": stats([r.results_s for r in results if r.results_s is not None]),
+    }
+
+
+def start_server(port: int, profile: str, workers: int, log: Path) -> subprocess.Popen:
+    """``python -m course_utils.serve`` on 127.0.0.1:``port``, its output in ``log``."""
+    command = [sys.executable, "-m", "course_utils.serve", "--port", str(port), "--profile", profile,
+               "--workers", str(workers)]
+    with open(log, "w") as handle:
+        return subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """Ctrl+C (the server's own clean stop), then terminate / kill if it lingers."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def wait_for_server(url: str, process: subprocess.Popen | None, log: Path | None, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text()[-3000:] if log else ""
+            raise RuntimeError(f"the server exited with {process.returncode}:\n{tail}")
+        try:
+            wait_until_served(url, timeout=min(5.0, max(0.1, deadline - time.monotonic())))
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+
+
+def gib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.2f} GiB"
+
+
+def table(summary: dict, memory: dict) -> str:
+    def times(key: str) -> str:
+        s = summary[key]
+        return "–" if s["p50"] is None else f"{s['p50']:.2f} / {s['p95']:.2f} / {s['max']:.2f}"
+
+    server = gib(memory["server_rss"]) if memory.get("server_rss") else "not measured (--url)"
+    return "\n".join([
+        "| pages | served | failures | page ready s (p50 / p95 / max) | text query s (p50 / p95 / max) "
+        "| server RSS peak | browser peak: RSS sum / PSS sum (processes) |",
+        "|---|---|---|---|---|---|---|",
+        f"| {summary['pages']} | {summary['served']} | {summary['failures']} | {times('ready_s')} | "
+        f"{times('results_s')} | {server} | {gib(memory['browser_rss'])} / {gib(memory['browser_pss'])} "
+        f"({memory['browser_processes']}) |",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=int, default=30, help="viewers opening the page at once (default 30)")
+    parser.add_argument("--profile", default="ci", choices=["ci", "full"], help="the server's catalogue")
+    parser.add_argument("--workers", type=int, default=4, help="the server's query threads")
+    parser.add_argument("--url", default=None, help="use a running server on this loopback URL instead of starting one")
+    parser.add_argument("--query", default=QUERY)
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds each wait of a page may take")
+    parser.add_argument("--deadline", type=float, default=300.0, help="seconds the whole page phase may take")
+    parser.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for the server")
+    parser.add_argument("--screenshots", type=Path, default=None, help="save the first page's screenshot here")
+    parser.add_argument("--json", type=Path, default=None, help="write results here (default outputs/bench/)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.pages <= 100:
+        parser.error(f"--pages must be between 1 and 100 (one machine, bounded), got {args.pages}")
+    chromium = find_chromium()
+    if chromium is None:
+        print("no chromium found: run `bash .ci/install_browser.sh` as root", file=sys.stderr)
+        return 2
+    if args.url and urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        parser.error(f"--url must be on this machine (127.0.0.1 or localhost), got {args.url}")
+
+    folder = outputs_dir() / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    process, log = None, None
+    if args.url:
+        url = args.url.rstrip("/") + "/"
+    else:
+        port = free_port()
+        url, log = f"http://127.0.0.1:{port}/", folder / "bench_classroom_server.log"
+        started = time.perf_counter()
+        process = start_server(port, args.profile, args.workers, log)
+    try:
+        wait_for_server(url, process, log, args.startup_timeout)
+        startup_s = time.perf_counter() - started if process else None
+        load_before = os.getloadavg()
+        monitor = MemoryMonitor(process.pid if process else None)
+        screenshot = args.screenshots / f"classroom_{args.pages}_pages.png" if args.screenshots else None
+        results = asyncio.run(run_viewers(url, args.pages, chromium, args.query, TOP_K, args.timeout,
+                                          args.deadline, screenshot, monitor))
+        memory = monitor.stop()
+        load_after = os.getloadavg()
+    finally:
+        if process is not None:
+            stop_server(process)
+
+    summary = summarise(results)
+    conditions = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                   f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
+        "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+        "profile": args.profile, "workers": args.workers, "query": args.query,
+        "server_startup_s": round(startup_s, 1) if startup_s is not None else None,
+        "chromium": chromium,
+    }
+    record = {"conditions": conditions, "summary": summary, "memory_bytes": memory,
+              "pages": [asdict(r) for r in results]}
+    out = args.json or folder / f"bench_classroom_{args.pages}.json"
+    out.write_text(json.dumps(record, indent=2))
+    print(f"{conditions['date_utc']} UTC · {conditions['machine']} · load average {load_before[0]:.1f} before, "
+          f"{load_after[0]:.1f} after · profile {args.profile} · {args.workers} query threads · "
+          f"server start {conditions['server_startup_s']} s")
+    print(table(summary, memory))
+    for reason in summary["failure_reasons"]:
+        print(f"failure: {reason}")
+    print(f"per-page results: {out}" + (f"; screenshot: {screenshot}" if screenshot else ""))
+    return 0 if summary["failures"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
