@@ -304,3 +304,21 @@ def test_serve_starts_the_classroom_server_unless_voila_is_asked(monkeypatch):
     serve.main(["--voila", "--port", "9000"])
     serve.main(["--ip", "0.0.0.0"])
     assert chosen == [("classroom", "127.0.0.1", 8866), ("voila", "127.0.0.1", 9000), ("classroom", "0.0.0.0", 8866)]
+
+
+def test_load_demo_state_builds_what_notebook_07_builds():
+    """The one loading function, with the notebook's defaults except the weights (random, not fine-tuned: fast)."""
+    from course_utils.data.descriptors import load_descriptors
+    from course_utils.demo import CriterionProjection, load_demo_state
+    from course_utils.models.compositors import Sum
+
+    state = load_demo_state(profile="ci", pretrained=None, finetuned=False, device="cpu")
+    gallery = state.experiment.test
+    assert state.retriever.catalogue is gallery and state.retriever.embeddings.shape[0] == len(gallery)
+    assert state.conditions == [name for name in load_descriptors("synthetic") if name in gallery.attribute_names]
+    assert isinstance(state.retriever.conditional_encoder, CriterionProjection)
+    assert isinstance(state.retriever.compositor, Sum)
+    assert (state.reference_id, state.modification) == (gallery.triplets[0].reference_id, gallery.triplets[0].modification)
+    assert state.parameters["profile"] == "ci" and state.parameters["finetuned"] is False
+    bare = load_demo_state(profile="ci", pretrained=None, finetuned=False, device="cpu", compositor="", conditional=False)
+    assert bare.retriever.conditional_encoder is None and bare.retriever.compositor is None and bare.conditions == []
