@@ -3,10 +3,12 @@
 Starts ``python -m course_utils.serve`` on a free localhost port (or uses ``--url``, which must be a loopback
 address), waits until it answers, then opens N pages at once in ONE headless Chromium (one browser, N contexts:
 N independent viewers with their own cookies and cache), types a text query in each and waits for its result
-thumbnails. Reports per page: time to a ready page (navigation start -> the page's script has run and the text
-box is visible), time to results (Enter -> ``top_k`` decoded thumbnails under a header naming the query),
-failures with their reason, and the peak memory of the serving process(es) (RSS) and, separately, of the
-browser's processes (sum of RSS, which counts shared pages once per process, and of PSS, which shares them out).
+thumbnails. Reports p50 / p95 / max of the time to a ready page (navigation start -> the page's script has run,
+on the page's own clock), of the time to results (Enter -> ``top_k`` decoded thumbnails under a header naming the
+query, page clock), and of the server's own answer time for those queries (arrival -> answer, from its
+``/health``: it separates the server from a browser whose N renderers share the same cores); failures with their
+reason; the peak memory of the serving process(es) (RSS) and, separately, of the browser's processes (sum of RSS,
+which counts shared pages once per process, and of PSS, which shares them out).
 
 Bounded and local: every wait has a timeout, the whole page phase has ``--deadline``, the server it started is
 stopped at the end, and nothing but 127.0.0.1 is contacted. Needs Debian's chromium (``.ci/install_browser.sh``)
@@ -55,14 +57,35 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# True once the page's script has run, its text box is shown, and (after a query) `top_k` decoded result
-# thumbnails sit under a header that names the query.
-RESULTS_SHOWN = """([query, k]) => {
-  const header = document.querySelector('.fc-demo-text .fc-header');
-  const thumbs = [...document.querySelectorAll('.fc-demo-text .fc-result img.fc-thumb')];
-  return !!header && header.textContent.includes(query) && thumbs.length === k
-    && thumbs.every(img => img.complete && img.naturalWidth > 0);
+# Installed in a ready page before Enter is pressed: notes when Enter goes down and resolves `window.fcAnswered`
+# once `top_k` result thumbnails sit, decoded, under a header that names the query (a MutationObserver on the
+# results area: no polling that would itself load 30 pages). Times are the page's own clock (performance.now()).
+WATCH_RESULTS = """([query, k]) => {
+  const box = document.querySelector('.fc-demo-text input[name=text]');
+  const output = document.querySelector('.fc-demo-text .fc-output');
+  window.fcAsked = null;
+  box.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && window.fcAsked === null) window.fcAsked = performance.now();
+  });
+  const thumbs = () => [...output.querySelectorAll('.fc-result img.fc-thumb')];
+  const shown = () => {
+    const header = output.querySelector('.fc-header');
+    return !!header && header.textContent.includes(query) && thumbs().length === k;
+  };
+  window.fcAnswered = new Promise((resolve) => {
+    const observer = new MutationObserver(async () => {
+      if (!shown()) return;
+      observer.disconnect();
+      const images = thumbs();
+      await Promise.all(images.map((img) => img.decode().catch(() => null)));
+      resolve({seconds: (performance.now() - window.fcAsked) / 1000,
+               decoded: images.filter((img) => img.naturalWidth > 0).length});
+    });
+    observer.observe(output, {childList: true, subtree: true});
+  });
 }"""
+# Navigation start -> the end of DOMContentLoaded (the page's script has run: the forms answer), page clock.
+READY_SECONDS = "performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd / 1000"
 
 
 def find_chromium() -> str | None:
@@ -81,11 +104,17 @@ def free_port() -> int:
 
 @dataclass
 class PageResult:
-    """One viewer: seconds to a ready page and to results (``None`` when it did not get there), and why not."""
+    """One viewer; ``None`` where it did not get there.
+
+    ``ready_s`` and ``results_s`` are the page's own times (navigation start -> its script has run; Enter ->
+    thumbnails decoded); ``*_wall_s`` are the same spans seen from this script (with the browser's own latency).
+    """
 
     page: int
     ready_s: float | None = None
     results_s: float | None = None
+    ready_wall_s: float | None = None
+    results_wall_s: float | None = None
     thumbnails: int = 0
     header: str = ""
     failure: str | None = None
@@ -98,7 +127,7 @@ class MemoryMonitor:
     sample) until :meth:`stop`.
     """
 
-    def __init__(self, server_pid: int | None, interval: float = 0.25, pss_every: int = 4) -> None:
+    def __init__(self, server_pid: int | None, interval: float = 0.5, pss_every: int = 4) -> None:
         self.server_pid, self.interval, self.pss_every = server_pid, interval, pss_every
         self.peak = {"server_rss": 0, "browser_rss": 0, "browser_pss": 0, "browser_processes": 0}
         self._stop = threading.Event()
@@ -168,21 +197,27 @@ async def one_viewer(context, url: str, index: int, query: str, top_k: int, time
     start = time.perf_counter()
     try:
         await page.goto(url, wait_until="commit", timeout=timeout_ms)
-        await page.wait_for_function("document.documentElement.dataset.ready === 'yes'", timeout=timeout_ms)
+        await page.wait_for_function("document.documentElement.dataset.ready === 'yes'", timeout=timeout_ms,
+                                     polling=100)
         box = page.locator(".fc-demo-text input[name=text]")
         await box.wait_for(state="visible", timeout=timeout_ms)
-        result.ready_s = time.perf_counter() - start
+        result.ready_wall_s = time.perf_counter() - start
+        result.ready_s = await page.evaluate(READY_SECONDS)
         await box.fill(query)
+        await page.evaluate(WATCH_RESULTS, [query, top_k])
         asked = time.perf_counter()
         await box.press("Enter")
-        await page.wait_for_function(RESULTS_SHOWN, arg=[query, top_k], timeout=timeout_ms, polling=25)
-        result.results_s = time.perf_counter() - asked
-        result.thumbnails = await page.locator(".fc-demo-text .fc-result img.fc-thumb").count()
+        answer = await asyncio.wait_for(page.evaluate("window.fcAnswered"), timeout_s)
+        result.results_wall_s = time.perf_counter() - asked
+        result.results_s = answer["seconds"]
+        result.thumbnails = answer["decoded"]
         result.header = await page.locator(".fc-demo-text .fc-header").inner_text()
-        if await page.get_by_text("Traceback (most recent call last)").count():
+        if result.thumbnails != top_k:
+            result.failure = f"{result.thumbnails} of {top_k} result thumbnails decoded"
+        elif await page.get_by_text("Traceback (most recent call last)").count():
             result.failure = "the page shows a Python traceback"
     except Exception as err:  # a failed viewer is a result, not a crash of the benchmark
-        result.failure = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+        result.failure = f"{type(err).__name__}: {(str(err).strip() or 'timed out').splitlines()[0][:200]}"
     return result
 
 
@@ -228,8 +263,8 @@ def summarise(results: list[PageResult]) -> dict:
         "served": len(served),
         "failures": len(results) - len(served),
         "failure_reasons": sorted({r.failure for r in results if r.failure}),
-        "ready_s": stats([r.ready_s for r in results if r.ready_s is not None]),
-        "results_s": stats([r.results_s for r in results if r.results_s is not None]),
+        **{key: stats([getattr(r, key) for r in results if getattr(r, key) is not None])
+           for key in ("ready_s", "results_s", "ready_wall_s", "results_wall_s")},
     }
 
 
@@ -271,19 +306,23 @@ def gib(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:.2f} GiB"
 
 
-def table(summary: dict, memory: dict) -> str:
-    def times(key: str) -> str:
-        s = summary[key]
-        return "–" if s["p50"] is None else f"{s['p50']:.2f} / {s['p95']:.2f} / {s['max']:.2f}"
+def span(stats: dict | None) -> str:
+    """``p50 / p95 / max`` in seconds, or a dash."""
+    if not stats or stats.get("p50") is None:
+        return "–"
+    return f"{stats['p50']:.2f} / {stats['p95']:.2f} / {stats['max']:.2f}"
 
+
+def table(summary: dict, memory: dict, server_text: dict | None) -> str:
+    """The README table: one row per run."""
     server = gib(memory["server_rss"]) if memory.get("server_rss") else "not measured (--url)"
     return "\n".join([
-        "| pages | served | failures | page ready s (p50 / p95 / max) | text query s (p50 / p95 / max) "
-        "| server RSS peak | browser peak: RSS sum / PSS sum (processes) |",
-        "|---|---|---|---|---|---|---|",
-        f"| {summary['pages']} | {summary['served']} | {summary['failures']} | {times('ready_s')} | "
-        f"{times('results_s')} | {server} | {gib(memory['browser_rss'])} / {gib(memory['browser_pss'])} "
-        f"({memory['browser_processes']}) |",
+        "| pages | served | failures | page ready s | text query s | server answer s | server RSS peak "
+        "| browser peak RSS sum / PSS sum (processes) |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {summary['pages']} | {summary['served']} | {summary['failures']} | {span(summary['ready_s'])} | "
+        f"{span(summary['results_s'])} | {span(server_text)} | {server} | {gib(memory['browser_rss'])} / "
+        f"{gib(memory['browser_pss'])} ({memory['browser_processes']}) |",
     ])
 
 
@@ -329,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                                           args.deadline, screenshot, monitor))
         memory = monitor.stop()
         load_after = os.getloadavg()
+        server_times = wait_until_served(url).get("answer_seconds", {})
     finally:
         if process is not None:
             stop_server(process)
@@ -344,13 +384,17 @@ def main(argv: list[str] | None = None) -> int:
         "chromium": chromium,
     }
     record = {"conditions": conditions, "summary": summary, "memory_bytes": memory,
-              "pages": [asdict(r) for r in results]}
+              "server_answer_seconds": server_times, "pages": [asdict(r) for r in results]}
     out = args.json or folder / f"bench_classroom_{args.pages}.json"
     out.write_text(json.dumps(record, indent=2))
     print(f"{conditions['date_utc']} UTC · {conditions['machine']} · load average {load_before[0]:.1f} before, "
           f"{load_after[0]:.1f} after · profile {args.profile} · {args.workers} query threads · "
           f"server start {conditions['server_startup_s']} s")
-    print(table(summary, memory))
+    print(table(summary, memory, server_times.get("text")))
+    print("p50 / p95 / max seconds. page ready: navigation start -> the page's script has run; text query: Enter -> "
+          f"{TOP_K} thumbnails decoded (both on the page's clock); server answer: arrival -> answer of the text "
+          "queries, thread wait included (the server's /health). Seen from this script (browser latency included): "
+          f"ready {span(summary['ready_wall_s'])}, results {span(summary['results_wall_s'])}.")
     for reason in summary["failure_reasons"]:
         print(f"failure: {reason}")
     print(f"per-page results: {out}" + (f"; screenshot: {screenshot}" if screenshot else ""))

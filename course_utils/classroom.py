@@ -34,6 +34,7 @@ run it on a background thread with :class:`BackgroundServer`.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import html
 import ipaddress
 import json
@@ -41,8 +42,9 @@ import logging
 import socket
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tornado.httpserver
 import tornado.netutil
@@ -74,6 +76,8 @@ DEFAULT_WORKERS = 4
 DEFAULT_MAX_PENDING = 64
 #: Gallery items offered in the page's drop-downs (an upload covers any other image).
 MAX_CHOICES = 200
+#: Answer times kept per query kind for ``/health``.
+RECENT_QUERIES = 1000
 
 log = logging.getLogger("course_utils.classroom")
 
@@ -86,6 +90,27 @@ class ServerCounters:
     answered: int = 0  # answers sent
     abandoned: int = 0  # answers computed for a viewer who had gone
     refused_busy: int = 0  # queries refused because ``max_pending`` were waiting
+    # seconds from a query's arrival to its answer (waiting for a thread included), the last RECENT_QUERIES per kind
+    seconds: dict[str, deque] = field(default_factory=lambda: {kind: deque(maxlen=RECENT_QUERIES) for kind in QUERY_KINDS})
+
+    def report(self) -> dict:
+        """The counts, and p50 / p95 / max of the recent answer times per query kind (JSON-ready)."""
+        times = {}
+        for kind, values in self.seconds.items():
+            if values:
+                ordered = sorted(values)
+                times[kind] = {"count": len(ordered), "p50": _quantile(ordered, 0.5), "p95": _quantile(ordered, 0.95),
+                               "max": ordered[-1]}
+        return {"pending": self.pending, "answered": self.answered, "abandoned": self.abandoned,
+                "refused_busy": self.refused_busy, "answer_seconds": times}
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """Linear-interpolation quantile of sorted values (numpy's default method)."""
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def exposure_warning(ip: str, port: int) -> str | None:
@@ -156,7 +181,8 @@ class QueryService:
         self.state, self.max_pending = state, max_pending
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix="classroom-query")
         self.counters = ServerCounters()
-        self.page = page_html(state, self)
+        self.page = page_html(state, self).encode()
+        self.page_gzip = gzip.compress(self.page, compresslevel=6, mtime=0)  # once, not per page view
 
     def run(self, kind: str, arguments: dict[str, str], upload: Upload | None = None) -> str:
         """:func:`answer_query`, with any unexpected error turned into a message (and logged with its traceback)."""
@@ -318,7 +344,12 @@ class PageHandler(tornado.web.RequestHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
-        self.finish(self.service.page)
+        self.set_header("Vary", "Accept-Encoding")
+        if "gzip" in self.request.headers.get("Accept-Encoding", ""):
+            self.set_header("Content-Encoding", "gzip")  # compressed at start-up; tornado leaves it as it is
+            self.finish(self.service.page_gzip)
+        else:
+            self.finish(self.service.page)
 
 
 class HealthHandler(tornado.web.RequestHandler):
@@ -327,7 +358,7 @@ class HealthHandler(tornado.web.RequestHandler):
 
     def get(self) -> None:
         counters = self.service.counters
-        self.finish({"gallery": len(self.service.state.retriever.catalogue), **vars(counters)})
+        self.finish({"gallery": len(self.service.state.retriever.catalogue), **counters.report()})
 
 
 @tornado.web.stream_request_body
@@ -353,6 +384,7 @@ class QueryHandler(tornado.web.RequestHandler):
         await self.post(kind)
 
     async def post(self, kind: str) -> None:
+        arrived = time.perf_counter()
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         arguments = {name: self.get_argument(name) for name in self.request.arguments}
@@ -378,6 +410,7 @@ class QueryHandler(tornado.web.RequestHandler):
             page = await loop.run_in_executor(self.service.executor, self.service.run, kind, arguments, upload)
         finally:
             counters.pending -= 1
+        counters.seconds[kind].append(time.perf_counter() - arrived)
         if self.gone:
             counters.abandoned += 1
             return

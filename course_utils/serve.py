@@ -88,11 +88,11 @@ def serve_classroom(args: argparse.Namespace) -> int:
     warning = exposure_warning(args.ip, args.port)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    torch.set_num_threads(max(1, args.torch_threads))
     start = time.perf_counter()
     print("loading the model, the catalogue and the gallery embeddings (once)…", flush=True)
     state = load_demo_state(profile=args.profile, seed=args.seed, dataset=args.dataset, data_root=args.data_root,
                             model=args.model, pretrained=args.pretrained, device=args.device, test_size=args.test_size)
+    torch.set_num_threads(max(1, args.torch_threads))  # after loading: a cold cache trains with every core
     service = QueryService(state, args.workers, args.max_pending)
     print(f"ready in {time.perf_counter() - start:.1f} s: {len(state.retriever.catalogue)} gallery items, "
           f"model {state.retriever.bundle.identity}, conditions {state.conditions or 'none'}", flush=True)
