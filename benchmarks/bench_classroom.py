@@ -27,6 +27,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -46,6 +47,10 @@ from course_utils.classroom import wait_until_served  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
 QUERY = "red striped shirt with long sleeves"
+# Words of the procedural catalogue: each viewer types its own query ("navy floral dress", …), as a class would.
+COLOURS = ["red", "blue", "green", "black", "white", "yellow", "pink", "grey", "navy", "orange", "purple", "brown"]
+PATTERNS = ["striped", "floral", "checked", "plain"]
+GARMENTS = ["shirt", "dress", "trousers", "skirt", "jacket", "coat"]
 TOP_K = 8  # the page's default top k
 CHROMIUM_FLAGS = [
     "--headless",
@@ -84,8 +89,21 @@ WATCH_RESULTS = """([query, k]) => {
     observer.observe(output, {childList: true, subtree: true});
   });
 }"""
-# Navigation start -> the end of DOMContentLoaded (the page's script has run: the forms answer), page clock.
-READY_SECONDS = "performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd / 1000"
+# Navigation start -> the page fully received (responseEnd), and -> the end of DOMContentLoaded (the page's
+# script has run: the forms answer); page clock, seconds.
+PAGE_SECONDS = """() => {
+  const navigation = performance.getEntriesByType('navigation')[0];
+  return [navigation.responseEnd / 1000, navigation.domContentLoadedEventEnd / 1000];
+}"""
+
+
+def viewer_queries(pages: int, seed: int = 0) -> list[str]:
+    """``pages`` different text queries (colour, pattern, garment), in a seeded order."""
+    combos = [f"{c} {p} {g}" for c in COLOURS for p in PATTERNS for g in GARMENTS]
+    random.Random(seed).shuffle(combos)
+    if pages > len(combos):
+        raise ValueError(f"at most {len(combos)} different queries, asked for {pages}")
+    return combos[:pages]
 
 
 def find_chromium() -> str | None:
@@ -106,11 +124,13 @@ def free_port() -> int:
 class PageResult:
     """One viewer; ``None`` where it did not get there.
 
-    ``ready_s`` and ``results_s`` are the page's own times (navigation start -> its script has run; Enter ->
-    thumbnails decoded); ``*_wall_s`` are the same spans seen from this script (with the browser's own latency).
+    ``received_s``, ``ready_s`` and ``results_s`` are the page's own times (navigation start -> the page received;
+    -> its script has run; Enter -> thumbnails decoded); ``*_wall_s`` are the same spans seen from this script
+    (with the browser's own latency).
     """
 
     page: int
+    received_s: float | None = None
     ready_s: float | None = None
     results_s: float | None = None
     ready_wall_s: float | None = None
@@ -118,6 +138,33 @@ class PageResult:
     thumbnails: int = 0
     header: str = ""
     failure: str | None = None
+
+
+class ServerCpu:
+    """CPU seconds (user + system) the server's process tree spends from now until :meth:`used`.
+
+    Unlike wall-clock times this does not grow when other programs share the cores: it is what serving the class
+    costs, whoever else runs.
+    """
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.start = self._total()
+
+    def _total(self) -> float:
+        if self.pid is None:
+            return 0.0
+        total = 0.0
+        for process in MemoryMonitor._tree(self.pid):
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    def used(self) -> float | None:
+        return round(self._total() - self.start, 2) if self.pid is not None else None
 
 
 class MemoryMonitor:
@@ -202,7 +249,7 @@ async def one_viewer(context, url: str, index: int, query: str, top_k: int, time
         box = page.locator(".fc-demo-text input[name=text]")
         await box.wait_for(state="visible", timeout=timeout_ms)
         result.ready_wall_s = time.perf_counter() - start
-        result.ready_s = await page.evaluate(READY_SECONDS)
+        result.received_s, result.ready_s = await page.evaluate(PAGE_SECONDS)
         await box.fill(query)
         await page.evaluate(WATCH_RESULTS, [query, top_k])
         asked = time.perf_counter()
@@ -221,10 +268,12 @@ async def one_viewer(context, url: str, index: int, query: str, top_k: int, time
     return result
 
 
-async def run_viewers(url: str, pages: int, chromium: str, query: str = QUERY, top_k: int = TOP_K,
+async def run_viewers(url: str, queries: list[str], chromium: str, top_k: int = TOP_K,
                       timeout_s: float = 60.0, deadline_s: float = 300.0, screenshot: Path | None = None,
                       monitor: MemoryMonitor | None = None) -> list[PageResult]:
-    """``pages`` viewers at once in one headless Chromium (one context each); all stay open until all are done."""
+    """One viewer per query, all at once, in one headless Chromium (one context each); all stay open until the
+    last is done."""
+    pages = len(queries)
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
@@ -233,7 +282,8 @@ async def run_viewers(url: str, pages: int, chromium: str, query: str = QUERY, t
             contexts = [await browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(pages)]
             if monitor is not None:
                 monitor.start()
-            work = [one_viewer(context, url, i, query, top_k, timeout_s) for i, context in enumerate(contexts)]
+            work = [one_viewer(context, url, i, query, top_k, timeout_s)
+                    for i, (context, query) in enumerate(zip(contexts, queries))]
             try:
                 results = await asyncio.wait_for(asyncio.gather(*work), deadline_s)
             except asyncio.TimeoutError:
@@ -264,7 +314,7 @@ def summarise(results: list[PageResult]) -> dict:
         "failures": len(results) - len(served),
         "failure_reasons": sorted({r.failure for r in results if r.failure}),
         **{key: stats([getattr(r, key) for r in results if getattr(r, key) is not None])
-           for key in ("ready_s", "results_s", "ready_wall_s", "results_wall_s")},
+           for key in ("received_s", "ready_s", "results_s", "ready_wall_s", "results_wall_s")},
     }
 
 
@@ -332,12 +382,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="ci", choices=["ci", "full"], help="the server's catalogue")
     parser.add_argument("--workers", type=int, default=4, help="the server's query threads")
     parser.add_argument("--url", default=None, help="use a running server on this loopback URL instead of starting one")
-    parser.add_argument("--query", default=QUERY)
+    parser.add_argument("--query", default=None,
+                        help="one query for every viewer (default: a different one per viewer, e.g. 'navy floral dress')")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds each wait of a page may take")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds the whole page phase may take")
     parser.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for the server")
     parser.add_argument("--screenshots", type=Path, default=None, help="save the first page's screenshot here")
     parser.add_argument("--json", type=Path, default=None, help="write results here (default outputs/bench/)")
+    parser.add_argument("--browser-nice", type=int, default=0,
+                        help="run the browser at this niceness (e.g. 10: it yields the cores to the server, as "
+                             "students' browsers on their own machines would); default 0")
     args = parser.parse_args(argv)
     if not 1 <= args.pages <= 100:
         parser.error(f"--pages must be between 1 and 100 (one machine, bounded), got {args.pages}")
@@ -363,9 +417,14 @@ def main(argv: list[str] | None = None) -> int:
         startup_s = time.perf_counter() - started if process else None
         load_before = os.getloadavg()
         monitor = MemoryMonitor(process.pid if process else None)
+        if args.browser_nice:
+            os.nice(args.browser_nice)  # this process and the browser it starts; the server keeps its priority
         screenshot = args.screenshots / f"classroom_{args.pages}_pages.png" if args.screenshots else None
-        results = asyncio.run(run_viewers(url, args.pages, chromium, args.query, TOP_K, args.timeout,
-                                          args.deadline, screenshot, monitor))
+        queries = [args.query] * args.pages if args.query else viewer_queries(args.pages)
+        server_cpu = ServerCpu(process.pid if process else None)
+        results = asyncio.run(run_viewers(url, queries, chromium, TOP_K, args.timeout, args.deadline, screenshot,
+                                          monitor))
+        cpu_seconds = server_cpu.used()
         memory = monitor.stop()
         load_after = os.getloadavg()
         server_times = wait_until_served(url).get("answer_seconds", {})
@@ -379,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                    f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
         "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
-        "profile": args.profile, "workers": args.workers, "query": args.query,
+        "profile": args.profile, "workers": args.workers, "queries": args.query or "one per viewer",
+        "browser_nice": args.browser_nice, "server_cpu_seconds": cpu_seconds,
         "server_startup_s": round(startup_s, 1) if startup_s is not None else None,
         "chromium": chromium,
     }
@@ -389,11 +449,13 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(record, indent=2))
     print(f"{conditions['date_utc']} UTC · {conditions['machine']} · load average {load_before[0]:.1f} before, "
           f"{load_after[0]:.1f} after · profile {args.profile} · {args.workers} query threads · "
-          f"server start {conditions['server_startup_s']} s")
+          f"server start {conditions['server_startup_s']} s · browser niceness {args.browser_nice} · "
+          f"server CPU during the run {cpu_seconds} s")
     print(table(summary, memory, server_times.get("text")))
     print("p50 / p95 / max seconds. page ready: navigation start -> the page's script has run; text query: Enter -> "
           f"{TOP_K} thumbnails decoded (both on the page's clock); server answer: arrival -> answer of the text "
-          "queries, thread wait included (the server's /health). Seen from this script (browser latency included): "
+          "queries, thread wait included (the server's /health). Page received (navigation start -> responseEnd): "
+          f"{span(summary['received_s'])}. Seen from this script (browser latency included): "
           f"ready {span(summary['ready_wall_s'])}, results {span(summary['results_wall_s'])}.")
     for reason in summary["failure_reasons"]:
         print(f"failure: {reason}")

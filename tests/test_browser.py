@@ -216,15 +216,16 @@ def test_four_viewers_at_once_each_get_their_results(chromium, classroom_url):
     import asyncio
 
     shot = outputs_dir() / "browser" / "classroom_4_pages.png"
+    queries = bench.viewer_queries(4)  # four different queries: each page must show its own
     results = asyncio.run(
-        bench.run_viewers(classroom_url, 4, chromium, QUERY, TOP_K, timeout_s=120, deadline_s=300, screenshot=shot)
+        bench.run_viewers(classroom_url, queries, chromium, TOP_K, timeout_s=120, deadline_s=300, screenshot=shot)
     )
     summary = bench.summarise(results)
     print(summary)
     assert summary["served"] == 4 and summary["failures"] == 0, summary["failure_reasons"]
-    for result in results:
+    for query, result in zip(queries, results):
         assert result.thumbnails == TOP_K
-        assert QUERY in result.header and f"top {TOP_K}" in result.header
+        assert query in result.header and f"top {TOP_K}" in result.header
     assert shot.stat().st_size > 0
     assert wait_until_served(classroom_url)["answered"] >= 4
 
