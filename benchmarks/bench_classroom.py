@@ -170,12 +170,13 @@ class ServerCpu:
 class MemoryMonitor:
     """Peak memory of the server's process tree (RSS) and of this script's chromium processes (RSS and PSS).
 
-    Samples on a thread every ``interval`` seconds (PSS, which reads /proc/<pid>/smaps, every ``pss_every``-th
-    sample) until :meth:`stop`.
+    Samples RSS on a thread every ``interval`` seconds until :meth:`stop`; PSS, which reads every process's
+    /proc/<pid>/smaps (costly with ~100 browser processes on busy cores), only when :meth:`sample_pss` is called
+    (once, with every page open and answered).
     """
 
-    def __init__(self, server_pid: int | None, interval: float = 0.5, pss_every: int = 4) -> None:
-        self.server_pid, self.interval, self.pss_every = server_pid, interval, pss_every
+    def __init__(self, server_pid: int | None, interval: float = 1.0) -> None:
+        self.server_pid, self.interval = server_pid, interval
         self.peak = {"server_rss": 0, "browser_rss": 0, "browser_pss": 0, "browser_processes": 0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -211,17 +212,16 @@ class MemoryMonitor:
         return total
 
     def _run(self) -> None:
-        sample = 0
         while not self._stop.is_set():
             if self.server_pid:
                 self._max("server_rss", self._sum(self._tree(self.server_pid), "rss"))
             browser = self._browser()
             self._max("browser_rss", self._sum(browser, "rss"))
             self._max("browser_processes", len(browser))
-            if sample % self.pss_every == 0:
-                self._max("browser_pss", self._sum(browser, "pss"))
-            sample += 1
             self._stop.wait(self.interval)
+
+    def sample_pss(self) -> None:
+        self._max("browser_pss", self._sum(self._browser(), "pss"))
 
     def _max(self, key: str, value: int) -> None:
         self.peak[key] = max(self.peak[key], value)
@@ -289,6 +289,8 @@ async def run_viewers(url: str, queries: list[str], chromium: str, top_k: int = 
             except asyncio.TimeoutError:
                 results = [PageResult(i, failure=f"the whole run passed --deadline {deadline_s:.0f} s")
                            for i in range(pages)]
+            if monitor is not None:
+                monitor.sample_pss()
             if screenshot is not None and contexts and contexts[0].pages:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 await contexts[0].pages[0].screenshot(path=str(screenshot), full_page=True)
@@ -389,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for the server")
     parser.add_argument("--screenshots", type=Path, default=None, help="save the first page's screenshot here")
     parser.add_argument("--json", type=Path, default=None, help="write results here (default outputs/bench/)")
+    parser.add_argument("--server-cpus", type=int, nargs="+", default=None,
+                        help="pin the server to these CPU cores (e.g. 0), to see it apart from the browser")
+    parser.add_argument("--browser-cpus", type=int, nargs="+", default=None,
+                        help="pin the browser (and this script) to these CPU cores (e.g. 1)")
     parser.add_argument("--browser-nice", type=int, default=0,
                         help="run the browser at this niceness (e.g. 10: it yields the cores to the server, as "
                              "students' browsers on their own machines would); default 0")
@@ -417,6 +423,11 @@ def main(argv: list[str] | None = None) -> int:
         startup_s = time.perf_counter() - started if process else None
         load_before = os.getloadavg()
         monitor = MemoryMonitor(process.pid if process else None)
+        if args.server_cpus and process is not None:
+            for server_process in MemoryMonitor._tree(process.pid):
+                server_process.cpu_affinity(args.server_cpus)
+        if args.browser_cpus:
+            os.sched_setaffinity(0, args.browser_cpus)  # inherited by the browser this script starts
         if args.browser_nice:
             os.nice(args.browser_nice)  # this process and the browser it starts; the server keeps its priority
         screenshot = args.screenshots / f"classroom_{args.pages}_pages.png" if args.screenshots else None
@@ -440,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "profile": args.profile, "workers": args.workers, "queries": args.query or "one per viewer",
         "browser_nice": args.browser_nice, "server_cpu_seconds": cpu_seconds,
+        "server_cpus": args.server_cpus or "all", "browser_cpus": args.browser_cpus or "all",
         "server_startup_s": round(startup_s, 1) if startup_s is not None else None,
         "chromium": chromium,
     }
@@ -449,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(record, indent=2))
     print(f"{conditions['date_utc']} UTC · {conditions['machine']} · load average {load_before[0]:.1f} before, "
           f"{load_after[0]:.1f} after · profile {args.profile} · {args.workers} query threads · "
-          f"server start {conditions['server_startup_s']} s · browser niceness {args.browser_nice} · "
+          f"server start {conditions['server_startup_s']} s · cores: server {conditions['server_cpus']}, browser "
+          f"{conditions['browser_cpus']} · browser niceness {args.browser_nice} · "
           f"server CPU during the run {cpu_seconds} s")
     print(table(summary, memory, server_times.get("text")))
     print("p50 / p95 / max seconds. page ready: navigation start -> the page's script has run; text query: Enter -> "
