@@ -10,6 +10,11 @@ query, page clock), and of the server's own answer time for those queries (arriv
 reason; the peak memory of the serving process(es) (RSS) and, separately, of the browser's processes (sum of RSS,
 which counts shared pages once per process, and of PSS, which shares them out).
 
+Before the browser, the same N viewers run once as plain HTTP clients (threads released together: GET the page,
+POST the query; ``--no-http`` skips it): on a 2-core machine N Chromium renderers take most of the CPU from the
+server, which students' browsers, on their own machines, would not; this row shows the server alone. Each phase
+also reports the CPU seconds the server spent in it.
+
 Bounded and local: every wait has a timeout, the whole page phase has ``--deadline``, the server it started is
 stopped at the end, and nothing but 127.0.0.1 is contacted. Needs Debian's chromium (``.ci/install_browser.sh``)
 and the playwright Python package; run it with warm caches (the server's first start on an empty cache trains
@@ -24,10 +29,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import html
 import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -35,9 +42,11 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
+from urllib.request import Request, urlopen
 
 import numpy as np
 import psutil
@@ -365,17 +374,60 @@ def span(stats: dict | None) -> str:
     return f"{stats['p50']:.2f} / {stats['p95']:.2f} / {stats['max']:.2f}"
 
 
-def table(summary: dict, memory: dict, server_text: dict | None) -> str:
-    """The README table: one row per run."""
-    server = gib(memory["server_rss"]) if memory.get("server_rss") else "not measured (--url)"
-    return "\n".join([
-        "| pages | served | failures | page ready s | text query s | server answer s | server RSS peak "
-        "| browser peak RSS sum / PSS sum (processes) |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| {summary['pages']} | {summary['served']} | {summary['failures']} | {span(summary['ready_s'])} | "
-        f"{span(summary['results_s'])} | {span(server_text)} | {server} | {gib(memory['browser_rss'])} / "
-        f"{gib(memory['browser_pss'])} ({memory['browser_processes']}) |",
-    ])
+def http_viewers(url: str, queries: list[str], top_k: int = TOP_K, timeout_s: float = 60.0) -> list[PageResult]:
+    """The server alone: one client thread per query, released together, each GETs the page, then POSTs its query.
+
+    No browser, so the times are the server's (and the loopback's): ``ready_s`` is the page fully received,
+    ``results_s`` the answer fully received.
+    """
+    barrier = threading.Barrier(len(queries))
+
+    def viewer(index: int, query: str) -> PageResult:
+        result = PageResult(index)
+        try:
+            barrier.wait(timeout_s)
+            start = time.perf_counter()
+            with urlopen(url, timeout=timeout_s) as response:
+                page = response.read()
+            result.ready_s = result.received_s = time.perf_counter() - start
+            if b'data-kind="text"' not in page:
+                raise ValueError("the page has no text demo")
+            request = Request(f"{url}query/text?{urlencode({'text': query, 'top_k': top_k})}", data=b"", method="POST")
+            asked = time.perf_counter()
+            with urlopen(request, timeout=timeout_s) as response:
+                answer = response.read().decode()
+            result.results_s = time.perf_counter() - asked
+            header = re.search(r'class="fc-header"[^>]*>(.*?)</div>', answer)
+            result.header = html.unescape(header.group(1)) if header else ""
+            result.thumbnails = answer.count('class="fc-result"')
+            if result.thumbnails != top_k or query not in result.header:
+                result.failure = f"{result.thumbnails} of {top_k} results, header {result.header[:80]!r}"
+        except Exception as err:  # a failed client is a result
+            result.failure = f"{type(err).__name__}: {str(err)[:200]}"
+        return result
+
+    with ThreadPoolExecutor(len(queries)) as pool:
+        return list(pool.map(viewer, range(len(queries)), queries))
+
+
+def table(rows: list[dict]) -> str:
+    """The README table: one row per phase (``mode``, ``summary``, ``server_seconds``, ``cpu_s``, ``memory``)."""
+    lines = [
+        "| viewers at once | served | failures | page ready s | text query s | server answer s | server CPU s "
+        "| server RSS peak | browser peak RSS sum / PSS sum |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        summary, memory = row["summary"], row["memory"]
+        server = gib(memory["server_rss"]) if memory.get("server_rss") else "–"
+        browser = (f"{gib(memory['browser_rss'])} / {gib(memory['browser_pss'])} ({memory['browser_processes']} "
+                   "processes)" if memory.get("browser_rss") else "no browser")
+        lines.append(
+            f"| {summary['pages']}, {row['mode']} | {summary['served']} | {summary['failures']} | "
+            f"{span(summary['ready_s'])} | {span(summary['results_s'])} | {span(row['server_seconds'])} | "
+            f"{row['cpu_s'] if row['cpu_s'] is not None else '–'} | {server} | {browser} |"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds each wait of a page may take")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds the whole page phase may take")
     parser.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for the server")
+    parser.add_argument("--no-http", action="store_true", help="skip the browser-less phase")
     parser.add_argument("--screenshots", type=Path, default=None, help="save the first page's screenshot here")
     parser.add_argument("--json", type=Path, default=None, help="write results here (default outputs/bench/)")
     parser.add_argument("--server-cpus", type=int, nargs="+", default=None,
@@ -410,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = outputs_dir() / "bench"
     folder.mkdir(parents=True, exist_ok=True)
-    process, log = None, None
+    process, log, startup_s = None, None, None
     if args.url:
         url = args.url.rstrip("/") + "/"
     else:
@@ -418,62 +471,73 @@ def main(argv: list[str] | None = None) -> int:
         url, log = f"http://127.0.0.1:{port}/", folder / "bench_classroom_server.log"
         started = time.perf_counter()
         process = start_server(port, args.profile, args.workers, log)
+    queries = [args.query] * args.pages if args.query else viewer_queries(args.pages)
+    screenshot = args.screenshots / f"classroom_{args.pages}_pages.png" if args.screenshots else None
+    server_pid = process.pid if process else None
+    rows = []
     try:
         wait_for_server(url, process, log, args.startup_timeout)
-        startup_s = time.perf_counter() - started if process else None
+        if process is not None:
+            startup_s = round(time.perf_counter() - started, 1)
         load_before = os.getloadavg()
-        monitor = MemoryMonitor(process.pid if process else None)
         if args.server_cpus and process is not None:
             for server_process in MemoryMonitor._tree(process.pid):
                 server_process.cpu_affinity(args.server_cpus)
+        if not args.no_http:  # first, so that no browser shares the cores with it
+            monitor, server_cpu = MemoryMonitor(server_pid).start(), ServerCpu(server_pid)
+            results = http_viewers(url, queries, TOP_K, args.timeout)
+            rows.append({"mode": "plain HTTP clients (no browser)", "results": results, "cpu_s": server_cpu.used(),
+                         "memory": monitor.stop(), "server_seconds": wait_until_served(url, last=len(queries))
+                         .get("answer_seconds", {}).get("text")})
         if args.browser_cpus:
             os.sched_setaffinity(0, args.browser_cpus)  # inherited by the browser this script starts
         if args.browser_nice:
             os.nice(args.browser_nice)  # this process and the browser it starts; the server keeps its priority
-        screenshot = args.screenshots / f"classroom_{args.pages}_pages.png" if args.screenshots else None
-        queries = [args.query] * args.pages if args.query else viewer_queries(args.pages)
-        server_cpu = ServerCpu(process.pid if process else None)
+        monitor, server_cpu = MemoryMonitor(server_pid), ServerCpu(server_pid)
         results = asyncio.run(run_viewers(url, queries, chromium, TOP_K, args.timeout, args.deadline, screenshot,
                                           monitor))
-        cpu_seconds = server_cpu.used()
-        memory = monitor.stop()
+        rows.append({"mode": "headless Chromium pages", "results": results, "cpu_s": server_cpu.used(),
+                     "memory": monitor.stop(), "server_seconds": wait_until_served(url, last=len(queries))
+                     .get("answer_seconds", {}).get("text")})
         load_after = os.getloadavg()
-        server_times = wait_until_served(url).get("answer_seconds", {})
     finally:
         if process is not None:
             stop_server(process)
 
-    summary = summarise(results)
+    for row in rows:
+        row["summary"] = summarise(row["results"])
     conditions = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                    f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
         "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "profile": args.profile, "workers": args.workers, "queries": args.query or "one per viewer",
-        "browser_nice": args.browser_nice, "server_cpu_seconds": cpu_seconds,
-        "server_cpus": args.server_cpus or "all", "browser_cpus": args.browser_cpus or "all",
-        "server_startup_s": round(startup_s, 1) if startup_s is not None else None,
-        "chromium": chromium,
+        "browser_nice": args.browser_nice, "server_cpus": args.server_cpus or "all",
+        "browser_cpus": args.browser_cpus or "all", "server_startup_s": startup_s, "chromium": chromium,
     }
-    record = {"conditions": conditions, "summary": summary, "memory_bytes": memory,
-              "server_answer_seconds": server_times, "pages": [asdict(r) for r in results]}
+    record = {"conditions": conditions,
+              "phases": [{**{k: v for k, v in row.items() if k != "results"},
+                          "pages": [asdict(r) for r in row["results"]]} for row in rows]}
     out = args.json or folder / f"bench_classroom_{args.pages}.json"
     out.write_text(json.dumps(record, indent=2))
     print(f"{conditions['date_utc']} UTC · {conditions['machine']} · load average {load_before[0]:.1f} before, "
           f"{load_after[0]:.1f} after · profile {args.profile} · {args.workers} query threads · "
-          f"server start {conditions['server_startup_s']} s · cores: server {conditions['server_cpus']}, browser "
-          f"{conditions['browser_cpus']} · browser niceness {args.browser_nice} · "
-          f"server CPU during the run {cpu_seconds} s")
-    print(table(summary, memory, server_times.get("text")))
-    print("p50 / p95 / max seconds. page ready: navigation start -> the page's script has run; text query: Enter -> "
-          f"{TOP_K} thumbnails decoded (both on the page's clock); server answer: arrival -> answer of the text "
-          "queries, thread wait included (the server's /health). Page received (navigation start -> responseEnd): "
-          f"{span(summary['received_s'])}. Seen from this script (browser latency included): "
-          f"ready {span(summary['ready_wall_s'])}, results {span(summary['results_wall_s'])}.")
-    for reason in summary["failure_reasons"]:
-        print(f"failure: {reason}")
+          f"server start {startup_s} s · cores: server {conditions['server_cpus']}, browser "
+          f"{conditions['browser_cpus']} · browser niceness {args.browser_nice}")
+    print(table(rows))
+    browser = rows[-1]["summary"]
+    print("p50 / p95 / max seconds. Chromium rows, on the page's clock: page ready = navigation start -> the page's "
+          f"script has run; text query = Enter -> {TOP_K} thumbnails decoded. Plain HTTP rows: page and answer fully "
+          "received. Server answer: arrival -> answer of the text queries, thread wait included (its /health); "
+          "server CPU: user + system seconds the server spent in the phase. Chromium, page received (navigation "
+          f"start -> responseEnd): {span(browser['received_s'])}; seen from this script (browser latency included): "
+          f"ready {span(browser['ready_wall_s'])}, results {span(browser['results_wall_s'])}.")
+    failures = sum(row["summary"]["failures"] for row in rows)
+    for row in rows:
+        for reason in row["summary"]["failure_reasons"]:
+            print(f"failure ({row['mode']}): {reason}")
     print(f"per-page results: {out}" + (f"; screenshot: {screenshot}" if screenshot else ""))
-    return 0 if summary["failures"] == 0 else 1
+    return 0 if failures == 0 else 1
 
 
 if __name__ == "__main__":

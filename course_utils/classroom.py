@@ -93,12 +93,16 @@ class ServerCounters:
     # seconds from a query's arrival to its answer (waiting for a thread included), the last RECENT_QUERIES per kind
     seconds: dict[str, deque] = field(default_factory=lambda: {kind: deque(maxlen=RECENT_QUERIES) for kind in QUERY_KINDS})
 
-    def report(self) -> dict:
-        """The counts, and p50 / p95 / max of the recent answer times per query kind (JSON-ready)."""
+    def report(self, last: int | None = None) -> dict:
+        """The counts, and p50 / p95 / max of the recent answer times per query kind (JSON-ready).
+
+        Args:
+            last: summarise only the last ``last`` answers of each kind (default: all kept).
+        """
         times = {}
         for kind, values in self.seconds.items():
             if values:
-                ordered = sorted(values)
+                ordered = sorted(list(values)[-last:] if last else values)
                 times[kind] = {"count": len(ordered), "p50": _quantile(ordered, 0.5), "p95": _quantile(ordered, 0.95),
                                "max": ordered[-1]}
         return {"pending": self.pending, "answered": self.answered, "abandoned": self.abandoned,
@@ -358,7 +362,11 @@ class HealthHandler(tornado.web.RequestHandler):
 
     def get(self) -> None:
         counters = self.service.counters
-        self.finish({"gallery": len(self.service.state.retriever.catalogue), **counters.report()})
+        last = self.get_argument("last", "")
+        if last and not last.isdigit():
+            raise tornado.web.HTTPError(400, "last must be a whole number")
+        report = counters.report(int(last) if last else None)
+        self.finish({"gallery": len(self.service.state.retriever.catalogue), **report})
 
 
 @tornado.web.stream_request_body
@@ -527,15 +535,18 @@ class BackgroundServer:
         self.stop()
 
 
-def wait_until_served(url: str, timeout: float = 30.0) -> dict:
-    """Poll ``{url}health`` until it answers; returns its JSON (used by the benchmark and the browser test)."""
+def wait_until_served(url: str, timeout: float = 30.0, last: int | None = None) -> dict:
+    """Poll ``{url}health`` until it answers; returns its JSON (used by the benchmark and the browser test).
+
+    ``last``: summarise the answer times of the last ``last`` queries of each kind only.
+    """
     from urllib.error import URLError
     from urllib.request import urlopen
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urlopen(url + "health", timeout=5) as response:
+            with urlopen(url + "health" + (f"?last={last}" if last else ""), timeout=5) as response:
                 return json.load(response)
         except (URLError, ConnectionError, TimeoutError):
             if time.monotonic() > deadline:

@@ -322,3 +322,16 @@ def test_load_demo_state_builds_what_notebook_07_builds():
     assert state.parameters["profile"] == "ci" and state.parameters["finetuned"] is False
     bare = load_demo_state(profile="ci", pretrained=None, finetuned=False, device="cpu", compositor="", conditional=False)
     assert bare.retriever.conditional_encoder is None and bare.retriever.compositor is None and bare.conditions == []
+
+
+def test_health_reports_the_answer_times_of_the_last_queries(server):
+    for text in ["red", "blue", "green"]:
+        post(server, "text", text=text, top_k="2")
+    with urlopen(server.url + "health?last=2", timeout=WAIT) as response:
+        report = json.load(response)
+    times = report["answer_seconds"]["text"]
+    assert report["answered"] == 3 and report["pending"] == 0
+    assert times["count"] == 2 and 0 <= times["p50"] <= times["p95"] <= times["max"]
+    assert health(server)["answer_seconds"]["text"]["count"] == 3
+    with pytest.raises(HTTPError, match="400"):
+        urlopen(server.url + "health?last=two", timeout=WAIT)
