@@ -34,8 +34,10 @@ bench: setup
 	$(PY) benchmarks/bench_faiss.py
 	$(PY) benchmarks/bench_embedding.py
 
+# make serve: the classroom server (one process, many viewers); make serve SERVE_ARGS=--voila for Voilà
+SERVE_ARGS ?=
 serve: setup
-	$(PY) -m course_utils.serve
+	$(PY) -m course_utils.serve $(SERVE_ARGS)
 
 clean-cache:
 	rm -rf data/cache

@@ -1,17 +1,24 @@
-"""Serve notebook 07's query demos as a web page on this machine: ``python -m course_utils.serve``.
+"""Serve notebook 07's query demos as a web page: ``python -m course_utils.serve`` (``make serve``).
 
-Starts Voilà on ``notebooks/07_retrieval_demo.ipynb``, bound to ``127.0.0.1`` (only this machine can open it),
-without opening a browser; open the printed address. Voilà executes the notebook with its default parameters
-(``profile="ci"``) in a fresh kernel per page view and hides the code; the notebook switches ``INTERACTIVE`` on
-by itself when it runs under Voilà (:func:`course_utils.widgets.running_in_voila`), so the widgets are live.
-Stop it with Ctrl+C.
+By default this starts the **classroom server** (:mod:`course_utils.classroom`): one process that loads the
+model, catalogue, gallery embeddings and index once (:func:`course_utils.demo.load_demo_state`, the objects
+notebook 07 builds) and serves a page with the four query types to any number of viewers, each viewer costing a
+few kilobytes instead of a notebook kernel. It binds ``127.0.0.1`` (only this machine can open it); ``--ip``
+binds another interface for a classroom network, and prints what that exposes. Stop it with Ctrl+C.
+
+``--voila`` keeps the earlier way: Voilà on ``notebooks/07_retrieval_demo.ipynb``, one fresh kernel per page view
+(about 1.1 GiB and 20 s each), fine for one presenter, too heavy for a class. The notebook switches
+``INTERACTIVE`` on by itself under Voilà (:func:`course_utils.widgets.running_in_voila`), so its widgets are live.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from .paths import REPO_ROOT
@@ -30,13 +37,38 @@ def voila_command(
     return command
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from .classroom import DEFAULT_MAX_PENDING, DEFAULT_WORKERS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
-    parser.add_argument("--ip", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--notebook", type=Path, default=DEMO_NOTEBOOK, help="notebook to serve")
-    parser.add_argument("--show-tracebacks", action="store_true", help="show Python tracebacks on the page")
-    args = parser.parse_args(argv)
+    parser.add_argument("--ip", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0: every interface, "
+                             "e.g. a classroom network — read the warning it prints)")
+    demo = parser.add_argument_group("classroom server (default): the demo state, as notebook 07's parameters")
+    demo.add_argument("--profile", default="ci", choices=["ci", "full"], help="catalogue size (default ci)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--dataset", default="synthetic", help="'synthetic' or a real format, e.g. fashion-product-small")
+    demo.add_argument("--data-root", default=None, help="folder of a real dataset")
+    demo.add_argument("--model", default="tiny-fashion-clip")
+    demo.add_argument("--pretrained", default="embedded")
+    demo.add_argument("--test-size", type=int, default=None, help="keep the first N test items as the gallery")
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads that run queries")
+    demo.add_argument("--max-pending", type=int, default=DEFAULT_MAX_PENDING,
+                      help="queries that may wait before viewers are asked to retry")
+    demo.add_argument("--torch-threads", type=int, default=1,
+                      help="torch threads per query (default 1: the workers give the parallelism)")
+    voila = parser.add_argument_group("--voila: one Voilà kernel per page view (the earlier way)")
+    voila.add_argument("--voila", action="store_true", help="serve the notebook with Voilà instead")
+    voila.add_argument("--notebook", type=Path, default=None,
+                       help=f"notebook to serve with Voilà (implies --voila; default {DEMO_NOTEBOOK.name})")
+    voila.add_argument("--show-tracebacks", action="store_true", help="show Python tracebacks on the page (--voila)")
+    return parser.parse_args(argv)
+
+
+def serve_voila(args: argparse.Namespace) -> int:
+    args.notebook = args.notebook or DEMO_NOTEBOOK
     if not args.notebook.is_file():
         print(f"no notebook at {args.notebook}", file=sys.stderr)
         return 2
@@ -44,6 +76,36 @@ def main(argv: list[str] | None = None) -> int:
     print(f"serving {args.notebook.name} at http://{args.ip}:{args.port}/  (Ctrl+C stops it)", flush=True)
     os.execv(command[0], command)  # replace this process: signals and the exit status are Voilà's own
     return 0  # not reached
+
+
+def serve_classroom(args: argparse.Namespace) -> int:
+    import torch
+
+    from .classroom import QueryService, exposure_warning, serve_forever
+    from .demo import load_demo_state
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    warning = exposure_warning(args.ip, args.port)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    print("loading the model, the catalogue and the gallery embeddings (once)…", flush=True)
+    state = load_demo_state(profile=args.profile, seed=args.seed, dataset=args.dataset, data_root=args.data_root,
+                            model=args.model, pretrained=args.pretrained, device=args.device, test_size=args.test_size)
+    torch.set_num_threads(max(1, args.torch_threads))  # after loading: a cold cache trains with every core
+    service = QueryService(state, args.workers, args.max_pending)
+    print(f"ready in {time.perf_counter() - start:.1f} s: {len(state.retriever.catalogue)} gallery items, "
+          f"model {state.retriever.bundle.identity}, conditions {state.conditions or 'none'}", flush=True)
+    try:
+        asyncio.run(serve_forever(service, args.ip, args.port, announce=lambda line: print(line, flush=True)))
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return serve_voila(args) if args.voila or args.notebook is not None else serve_classroom(args)
 
 
 if __name__ == "__main__":

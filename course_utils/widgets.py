@@ -83,14 +83,17 @@ def image_data_uri(image: Image.Image, size: int = THUMB_SIZE) -> str:
 def _item_thumbnail(retriever, item_id: str) -> str | None:
     """Cached data URI of a gallery item's image, or ``None`` when the image cannot be read."""
     cache = _THUMBNAILS.setdefault(retriever, {})
-    if item_id not in cache:
-        if len(cache) >= MAX_CACHED_THUMBNAILS:
-            cache.clear()
-        try:
-            cache[item_id] = image_data_uri(retriever.thumbnail(item_id))
-        except (CorruptImage, FileNotFoundError, OSError):
-            cache[item_id] = None
-    return cache[item_id]
+    uri = cache.get(item_id, "")  # one lookup: another thread (the classroom server's pool) may empty the cache
+    if uri != "":
+        return uri
+    try:
+        uri = image_data_uri(retriever.thumbnail(item_id))
+    except (CorruptImage, FileNotFoundError, OSError):
+        uri = None
+    if len(cache) >= MAX_CACHED_THUMBNAILS:
+        cache.clear()
+    cache[item_id] = uri
+    return uri
 
 
 def _card(uri: str | None, lines: Sequence[str], tooltip: str, css_class: str, border: str) -> str:
@@ -151,15 +154,23 @@ def results_html(
 # --- query inputs ------------------------------------------------------------------------------------------------
 
 
+def check_upload_size(size: int, name: str = "upload") -> None:
+    """:class:`BadQuery` when an upload of ``size`` bytes is empty or larger than :data:`MAX_UPLOAD_BYTES`.
+
+    The classroom server calls it with the announced size before it keeps a byte of a request body.
+    """
+    if size <= 0:
+        raise BadQuery(f"the file {name!r} is empty: choose a JPEG or PNG image")
+    if size > MAX_UPLOAD_BYTES:
+        raise BadQuery(
+            f"the file {name!r} is {size / 2**20:.1f} MiB; images up to {MAX_UPLOAD_BYTES // 2**20} MiB are accepted"
+        )
+
+
 def decode_image_bytes(content: bytes | memoryview, name: str = "upload") -> Image.Image:
     """Decode an uploaded file to an RGB image; :class:`BadQuery` with a readable reason when it is not one."""
     data = bytes(content)
-    if not data:
-        raise BadQuery(f"the file {name!r} is empty: choose a JPEG or PNG image")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise BadQuery(
-            f"the file {name!r} is {len(data) / 2**20:.1f} MiB; images up to {MAX_UPLOAD_BYTES // 2**20} MiB are accepted"
-        )
+    check_upload_size(len(data), name)
     try:
         return decode_image(io.BytesIO(data), repr(name))
     except OversizedImage:

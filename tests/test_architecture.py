@@ -17,6 +17,7 @@ LAYERS = [
     {"embed", "metrics", "index", "losses", "train", "viz", "results", "distributed"},
     {"tasks"},
     {"retriever", "embed_shards", "vector_db"},
+    {"demo"},
     {"widgets", "run", "evaluate", "serve", "classroom"},
 ]
 

@@ -1,20 +1,26 @@
-"""End-to-end test of the served demo page: Voilà on localhost, driven by a real headless Chromium.
+"""End-to-end tests of the served demo page, driven by a real headless Chromium.
 
-Starts Voilà as ``python -m course_utils.serve`` does, on a free port, opens the page in Debian's ``/usr/bin/chromium`` through the
-Playwright Python package (no ``playwright install`` download), types a text query, waits for result thumbnails,
-uploads a photo and a non-image file to the image demo, and saves screenshots under ``outputs/browser/``. Needs the
-browser (``.ci/install_browser.sh``); fast once the model caches are warm (a cold first page view pretrains the tiny
-CLIP, hence the long page timeout).
+Two servers, both started as ``python -m course_utils.serve`` does, on free localhost ports:
+
+- the classroom server (the default): four viewers open the page at once and each types a text query
+  (``benchmarks/bench_classroom.py`` with 4 pages: the benchmark's own code), then one viewer uploads a photo and a
+  non-image file and runs the conditional and composed demos; screenshots go to ``outputs/browser/``;
+- Voilà (``--voila``): a text query and two uploads through the notebook's widgets.
+
+Chromium is Debian's ``/usr/bin/chromium`` driven through the Playwright Python package (no ``playwright
+install`` download); install it with ``.ci/install_browser.sh``. Fast once the model caches are warm (a cold
+cache pretrains the tiny CLIP first, hence the long start-up timeouts).
 Run with ``pytest -m browser tests/test_browser.py``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
-import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,10 +28,22 @@ from pathlib import Path
 
 import pytest
 
+from course_utils.classroom import wait_until_served
 from course_utils.paths import REPO_ROOT, outputs_dir
 from course_utils.serve import voila_command
 
 TEST_CACHE = REPO_ROOT / "outputs" / "test-cache"  # the notebook runs' cache (tests/test_notebooks.py)
+
+def _load_benchmark():
+    """``benchmarks/bench_classroom.py`` as a module: the browser test runs the benchmark's own viewers."""
+    spec = importlib.util.spec_from_file_location("bench_classroom", REPO_ROOT / "benchmarks" / "bench_classroom.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_benchmark()
 
 pytestmark = pytest.mark.browser
 
@@ -35,16 +53,7 @@ TOP_K = 8  # the notebook's default top_k
 # cores; on a fresh clone this test runs before the notebook suite, so the page also pretrains and fine-tunes the tiny
 # CLIP once (cached for everything after it), which can take many minutes.
 PAGE_TIMEOUT = float(os.environ.get("FASHION_COURSE_BROWSER_TIMEOUT", "1200"))
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM_FLAGS = bench.CHROMIUM_FLAGS
 
 
 def red_png() -> bytes:
@@ -54,20 +63,6 @@ def red_png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), (200, 30, 30)).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def find_chromium() -> str | None:
-    """``$FASHION_COURSE_CHROMIUM``, else Debian's ``/usr/bin/chromium``, else ``chromium`` on the PATH."""
-    for candidate in (os.environ.get("FASHION_COURSE_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
@@ -112,7 +107,7 @@ def chromium() -> str:
     pytest.importorskip(
         "playwright.sync_api", reason="the playwright Python package is not installed (requirements.txt)"
     )
-    path = find_chromium()
+    path = bench.find_chromium()
     if path is None:
         pytest.skip(
             "no chromium found (/usr/bin/chromium or $FASHION_COURSE_CHROMIUM); run .ci/install_browser.sh as root"
@@ -122,7 +117,7 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def page_url(tmp_path_factory) -> Iterator[str]:
-    port = free_port()
+    port = bench.free_port()
     folder = tmp_path_factory.mktemp("voila")
     log = folder / "voila.log"
     # a page view must not touch figures/ or data/cache; it shares the notebook runs' test cache
@@ -198,4 +193,76 @@ def test_text_query_shows_result_images(chromium, page_url):
     assert all(width > 0 for width in widths), "a result thumbnail did not decode"
     assert QUERY in header and f"top {TOP_K}" in header
     assert "could not read 'notes.png' as an image" in uploaded
+    assert tracebacks == 0, "the page shows a Python traceback"
+
+
+# --- the classroom server (the default of `python -m course_utils.serve`) --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def classroom_url(tmp_path_factory) -> Iterator[str]:
+    port = bench.free_port()
+    url = f"http://127.0.0.1:{port}/"
+    log = tmp_path_factory.mktemp("classroom") / "server.log"
+    env = {**os.environ, "FASHION_COURSE_CACHE": str(TEST_CACHE)}  # the notebook runs' warm cache
+    process = bench.start_server(port, "ci", 4, log, env)  # python -m course_utils.serve --port … --profile ci
+    try:
+        bench.wait_for_server(url, process, log, PAGE_TIMEOUT)
+        yield url
+    finally:
+        bench.stop_server(process)
+        print(f"classroom server log: {log}")
+
+
+def test_four_viewers_at_once_each_get_their_results(chromium, classroom_url):
+    """The benchmark's run, at 4 pages: one browser, 4 contexts, each types the query and waits for its thumbnails."""
+    import asyncio
+
+    shot = outputs_dir() / "browser" / "classroom_4_pages.png"
+    queries = bench.viewer_queries(4)  # four different queries: each page must show its own
+    results = asyncio.run(
+        bench.run_viewers(classroom_url, queries, chromium, TOP_K, timeout_s=120, deadline_s=300, screenshot=shot)
+    )
+    summary = bench.summarise(results)
+    print(summary)
+    assert summary["served"] == 4 and summary["failures"] == 0, summary["failure_reasons"]
+    for query, result in zip(queries, results):
+        assert result.thumbnails == TOP_K
+        assert query in result.header and f"top {TOP_K}" in result.header
+    assert shot.stat().st_size > 0
+    assert wait_until_served(classroom_url)["answered"] >= 4
+
+
+def test_uploads_conditional_and_composed_on_the_classroom_page(chromium, classroom_url):
+    from playwright.sync_api import sync_playwright
+
+    shots = outputs_dir() / "browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(classroom_url, timeout=120_000)
+            page.wait_for_function("document.documentElement.dataset.ready === 'yes'", timeout=120_000)
+            upload = page.locator(".fc-demo-image input[type=file]")
+            upload.set_input_files(files=[{"name": "red.png", "mimeType": "image/png", "buffer": red_png()}])
+            page.locator(".fc-demo-image .fc-header", has_text="upload red.png").wait_for(timeout=60_000)
+            image_cards = page.locator(".fc-demo-image .fc-result img.fc-thumb").count()
+            upload.set_input_files(files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image"}])
+            bad_upload = page.locator(".fc-demo-image .fc-error", has_text="notes.png")
+            bad_upload.wait_for(timeout=60_000)
+            page.locator(".fc-demo-conditional select[name=condition]").select_option("colour")
+            page.locator(".fc-demo-conditional .fc-header", has_text="same colour").wait_for(timeout=60_000)
+            change = page.locator(".fc-demo-composed input[name=modification]")
+            change.fill("is blue")
+            change.press("Enter")
+            page.locator(".fc-demo-composed .fc-header", has_text="“is blue”").wait_for(timeout=60_000)
+            composed_cards = page.locator(".fc-demo-composed .fc-result img.fc-thumb").count()
+            tracebacks = page.get_by_text("Traceback (most recent call last)").count()
+            page.screenshot(path=str(shots / "classroom_page.png"), full_page=True)
+            message = bad_upload.inner_text()
+        finally:
+            browser.close()
+    assert image_cards == TOP_K and composed_cards == TOP_K
+    assert "could not read 'notes.png' as an image" in message
     assert tracebacks == 0, "the page shows a Python traceback"

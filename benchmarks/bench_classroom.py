@@ -1,0 +1,544 @@
+"""A classroom opening the demo page at once: N headless Chromium pages against the classroom server on localhost.
+
+Starts ``python -m course_utils.serve`` on a free localhost port (or uses ``--url``, which must be a loopback
+address), waits until it answers, then opens N pages at once in ONE headless Chromium (one browser, N contexts:
+N independent viewers with their own cookies and cache), types a text query in each and waits for its result
+thumbnails. Reports p50 / p95 / max of the time to a ready page (navigation start -> the page's script has run,
+on the page's own clock), of the time to results (Enter -> ``top_k`` decoded thumbnails under a header naming the
+query, page clock), and of the server's own answer time for those queries (arrival -> answer, from its
+``/health``: it separates the server from a browser whose N renderers share the same cores); failures with their
+reason; the peak memory of the serving process(es) (RSS) and, separately, of the browser's processes (sum of RSS,
+which counts shared pages once per process, and of PSS, which shares them out).
+
+Before the browser, the same N viewers run once as plain HTTP clients (threads released together: GET the page,
+POST the query; ``--no-http`` skips it): on a 2-core machine N Chromium renderers take most of the CPU from the
+server, which students' browsers, on their own machines, would not; this row shows the server alone. Each phase
+also reports the CPU seconds the server spent in it.
+
+Bounded and local: every wait has a timeout, the whole page phase has ``--deadline``, the server it started is
+stopped at the end, and nothing but 127.0.0.1 is contacted. Needs Debian's chromium (``.ci/install_browser.sh``)
+and the playwright Python package; run it with warm caches (the server's first start on an empty cache trains
+the tiny CLIP first).
+
+    .venv/bin/python benchmarks/bench_classroom.py                 # 30 pages, ci profile
+    .venv/bin/python benchmarks/bench_classroom.py --pages 8 --screenshots outputs/browser
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import html
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlencode, urlparse
+from urllib.request import Request, urlopen
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from course_utils.classroom import wait_until_served  # noqa: E402
+from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
+
+QUERY = "red striped shirt with long sleeves"
+# Words of the procedural catalogue: each viewer types its own query ("navy floral dress", …), as a class would.
+COLOURS = ["red", "blue", "green", "black", "white", "yellow", "pink", "grey", "navy", "orange", "purple", "brown"]
+PATTERNS = ["striped", "floral", "checked", "plain"]
+GARMENTS = ["shirt", "dress", "trousers", "skirt", "jacket", "coat"]
+TOP_K = 8  # the page's default top k
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Installed in a ready page before Enter is pressed: notes when Enter goes down and resolves `window.fcAnswered`
+# once `top_k` result thumbnails sit, decoded, under a header that names the query (a MutationObserver on the
+# results area: no polling that would itself load 30 pages). Times are the page's own clock (performance.now()).
+WATCH_RESULTS = """([query, k]) => {
+  const box = document.querySelector('.fc-demo-text input[name=text]');
+  const output = document.querySelector('.fc-demo-text .fc-output');
+  window.fcAsked = null;
+  box.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && window.fcAsked === null) window.fcAsked = performance.now();
+  });
+  const thumbs = () => [...output.querySelectorAll('.fc-result img.fc-thumb')];
+  const shown = () => {
+    const header = output.querySelector('.fc-header');
+    return !!header && header.textContent.includes(query) && thumbs().length === k;
+  };
+  window.fcAnswered = new Promise((resolve) => {
+    const observer = new MutationObserver(async () => {
+      if (!shown()) return;
+      observer.disconnect();
+      const images = thumbs();
+      await Promise.all(images.map((img) => img.decode().catch(() => null)));
+      resolve({seconds: (performance.now() - window.fcAsked) / 1000,
+               decoded: images.filter((img) => img.naturalWidth > 0).length});
+    });
+    observer.observe(output, {childList: true, subtree: true});
+  });
+}"""
+# Navigation start -> the page fully received (responseEnd), and -> the end of DOMContentLoaded (the page's
+# script has run: the forms answer); page clock, seconds.
+PAGE_SECONDS = """() => {
+  const navigation = performance.getEntriesByType('navigation')[0];
+  return [navigation.responseEnd / 1000, navigation.domContentLoadedEventEnd / 1000];
+}"""
+
+
+def viewer_queries(pages: int, seed: int = 0) -> list[str]:
+    """``pages`` different text queries (colour, pattern, garment), in a seeded order."""
+    combos = [f"{c} {p} {g}" for c in COLOURS for p in PATTERNS for g in GARMENTS]
+    random.Random(seed).shuffle(combos)
+    if pages > len(combos):
+        raise ValueError(f"at most {len(combos)} different queries, asked for {pages}")
+    return combos[:pages]
+
+
+def find_chromium() -> str | None:
+    """``$FASHION_COURSE_CHROMIUM``, else Debian's ``/usr/bin/chromium``, else ``chromium`` on the PATH."""
+    for candidate in (os.environ.get("FASHION_COURSE_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class PageResult:
+    """One viewer; ``None`` where it did not get there.
+
+    ``received_s``, ``ready_s`` and ``results_s`` are the page's own times (navigation start -> the page received;
+    -> its script has run; Enter -> thumbnails decoded); ``*_wall_s`` are the same spans seen from this script
+    (with the browser's own latency).
+    """
+
+    page: int
+    received_s: float | None = None
+    ready_s: float | None = None
+    results_s: float | None = None
+    ready_wall_s: float | None = None
+    results_wall_s: float | None = None
+    thumbnails: int = 0
+    header: str = ""
+    failure: str | None = None
+
+
+class ServerCpu:
+    """CPU seconds (user + system) the server's process tree spends from now until :meth:`used`.
+
+    Unlike wall-clock times this does not grow when other programs share the cores: it is what serving the class
+    costs, whoever else runs.
+    """
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.start = self._total()
+
+    def _total(self) -> float:
+        if self.pid is None:
+            return 0.0
+        total = 0.0
+        for process in MemoryMonitor._tree(self.pid):
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    def used(self) -> float | None:
+        return round(self._total() - self.start, 2) if self.pid is not None else None
+
+
+class MemoryMonitor:
+    """Peak memory of the server's process tree (RSS) and of this script's chromium processes (RSS and PSS).
+
+    Samples RSS on a thread every ``interval`` seconds until :meth:`stop`; PSS, which reads every process's
+    /proc/<pid>/smaps (costly with ~100 browser processes on busy cores), only when :meth:`sample_pss` is called
+    (once, with every page open and answered).
+    """
+
+    def __init__(self, server_pid: int | None, interval: float = 1.0) -> None:
+        self.server_pid, self.interval = server_pid, interval
+        self.peak = {"server_rss": 0, "browser_rss": 0, "browser_pss": 0, "browser_processes": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _tree(pid: int) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def _browser(self) -> list[psutil.Process]:
+        server = {p.pid for p in self._tree(self.server_pid)} if self.server_pid else set()
+        found = []
+        for process in self._tree(os.getpid())[1:]:
+            try:
+                if process.pid not in server and "chrom" in process.name().lower():
+                    found.append(process)
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+    @staticmethod
+    def _sum(processes: list[psutil.Process], field: str) -> int:
+        total = 0
+        for process in processes:
+            try:
+                info = process.memory_full_info() if field == "pss" else process.memory_info()
+                total += getattr(info, field)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.server_pid:
+                self._max("server_rss", self._sum(self._tree(self.server_pid), "rss"))
+            browser = self._browser()
+            self._max("browser_rss", self._sum(browser, "rss"))
+            self._max("browser_processes", len(browser))
+            self._stop.wait(self.interval)
+
+    def sample_pss(self) -> None:
+        self._max("browser_pss", self._sum(self._browser(), "pss"))
+
+    def _max(self, key: str, value: int) -> None:
+        self.peak[key] = max(self.peak[key], value)
+
+    def start(self) -> MemoryMonitor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(10)
+        return dict(self.peak)
+
+
+async def one_viewer(context, url: str, index: int, query: str, top_k: int, timeout_s: float) -> PageResult:
+    """Open the page in ``context``, type ``query`` in the text demo, wait for its results."""
+    result = PageResult(index)
+    page = await context.new_page()
+    timeout_ms = timeout_s * 1000
+    start = time.perf_counter()
+    try:
+        await page.goto(url, wait_until="commit", timeout=timeout_ms)
+        await page.wait_for_function("document.documentElement.dataset.ready === 'yes'", timeout=timeout_ms,
+                                     polling=100)
+        box = page.locator(".fc-demo-text input[name=text]")
+        await box.wait_for(state="visible", timeout=timeout_ms)
+        result.ready_wall_s = time.perf_counter() - start
+        result.received_s, result.ready_s = await page.evaluate(PAGE_SECONDS)
+        await box.fill(query)
+        await page.evaluate(WATCH_RESULTS, [query, top_k])
+        asked = time.perf_counter()
+        await box.press("Enter")
+        answer = await asyncio.wait_for(page.evaluate("window.fcAnswered"), timeout_s)
+        result.results_wall_s = time.perf_counter() - asked
+        result.results_s = answer["seconds"]
+        result.thumbnails = answer["decoded"]
+        result.header = await page.locator(".fc-demo-text .fc-header").inner_text()
+        if result.thumbnails != top_k:
+            result.failure = f"{result.thumbnails} of {top_k} result thumbnails decoded"
+        elif await page.get_by_text("Traceback (most recent call last)").count():
+            result.failure = "the page shows a Python traceback"
+    except Exception as err:  # a failed viewer is a result, not a crash of the benchmark
+        result.failure = f"{type(err).__name__}: {(str(err).strip() or 'timed out').splitlines()[0][:200]}"
+    return result
+
+
+async def run_viewers(url: str, queries: list[str], chromium: str, top_k: int = TOP_K,
+                      timeout_s: float = 60.0, deadline_s: float = 300.0, screenshot: Path | None = None,
+                      monitor: MemoryMonitor | None = None) -> list[PageResult]:
+    """One viewer per query, all at once, in one headless Chromium (one context each); all stay open until the
+    last is done."""
+    pages = len(queries)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            contexts = [await browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(pages)]
+            if monitor is not None:
+                monitor.start()
+            work = [one_viewer(context, url, i, query, top_k, timeout_s)
+                    for i, (context, query) in enumerate(zip(contexts, queries))]
+            try:
+                results = await asyncio.wait_for(asyncio.gather(*work), deadline_s)
+            except asyncio.TimeoutError:
+                results = [PageResult(i, failure=f"the whole run passed --deadline {deadline_s:.0f} s")
+                           for i in range(pages)]
+            if monitor is not None:
+                monitor.sample_pss()
+            if screenshot is not None and contexts and contexts[0].pages:
+                screenshot.parent.mkdir(parents=True, exist_ok=True)
+                await contexts[0].pages[0].screenshot(path=str(screenshot), full_page=True)
+        finally:
+            await browser.close()
+    return list(results)
+
+
+def summarise(results: list[PageResult]) -> dict:
+    """Served / failed counts and p50 / p95 / max of the two times (over the viewers that got there)."""
+
+    def stats(values: list[float]) -> dict:
+        if not values:
+            return {"p50": None, "p95": None, "max": None}
+        array = np.asarray(values)
+        return {"p50": float(np.percentile(array, 50)), "p95": float(np.percentile(array, 95)),
+                "max": float(array.max())}
+
+    served = [r for r in results if r.failure is None and r.results_s is not None]
+    return {
+        "pages": len(results),
+        "served": len(served),
+        "failures": len(results) - len(served),
+        "failure_reasons": sorted({r.failure for r in results if r.failure}),
+        **{key: stats([getattr(r, key) for r in results if getattr(r, key) is not None])
+           for key in ("received_s", "ready_s", "results_s", "ready_wall_s", "results_wall_s")},
+    }
+
+
+def start_server(port: int, profile: str, workers: int, log: Path, env: dict | None = None) -> subprocess.Popen:
+    """``python -m course_utils.serve`` on 127.0.0.1:``port``, its output in ``log`` (``env``: its environment)."""
+    command = [sys.executable, "-m", "course_utils.serve", "--port", str(port), "--profile", profile,
+               "--workers", str(workers)]
+    with open(log, "w") as handle:
+        return subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT, env=env)
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """Ctrl+C (the server's own clean stop), then terminate / kill if it lingers."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def wait_for_server(url: str, process: subprocess.Popen | None, log: Path | None, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text()[-3000:] if log else ""
+            raise RuntimeError(f"the server exited with {process.returncode}:\n{tail}")
+        try:
+            wait_until_served(url, timeout=min(5.0, max(0.1, deadline - time.monotonic())))
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+
+
+def gib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.2f} GiB"
+
+
+def span(stats: dict | None) -> str:
+    """``p50 / p95 / max`` in seconds, or a dash."""
+    if not stats or stats.get("p50") is None:
+        return "–"
+    return f"{stats['p50']:.2f} / {stats['p95']:.2f} / {stats['max']:.2f}"
+
+
+def http_viewers(url: str, queries: list[str], top_k: int = TOP_K, timeout_s: float = 60.0) -> list[PageResult]:
+    """The server alone: one client thread per query, released together, each GETs the page, then POSTs its query.
+
+    No browser, so the times are the server's (and the loopback's): ``ready_s`` is the page fully received,
+    ``results_s`` the answer fully received.
+    """
+    barrier = threading.Barrier(len(queries))
+
+    def viewer(index: int, query: str) -> PageResult:
+        result = PageResult(index)
+        try:
+            barrier.wait(timeout_s)
+            start = time.perf_counter()
+            with urlopen(url, timeout=timeout_s) as response:
+                page = response.read()
+            result.ready_s = result.received_s = time.perf_counter() - start
+            if b'data-kind="text"' not in page:
+                raise ValueError("the page has no text demo")
+            request = Request(f"{url}query/text?{urlencode({'text': query, 'top_k': top_k})}", data=b"", method="POST")
+            asked = time.perf_counter()
+            with urlopen(request, timeout=timeout_s) as response:
+                answer = response.read().decode()
+            result.results_s = time.perf_counter() - asked
+            header = re.search(r'class="fc-header"[^>]*>(.*?)</div>', answer)
+            result.header = html.unescape(header.group(1)) if header else ""
+            result.thumbnails = answer.count('class="fc-result"')
+            if result.thumbnails != top_k or query not in result.header:
+                result.failure = f"{result.thumbnails} of {top_k} results, header {result.header[:80]!r}"
+        except Exception as err:  # a failed client is a result
+            result.failure = f"{type(err).__name__}: {str(err)[:200]}"
+        return result
+
+    with ThreadPoolExecutor(len(queries)) as pool:
+        return list(pool.map(viewer, range(len(queries)), queries))
+
+
+def table(rows: list[dict]) -> str:
+    """The README table: one row per phase (``mode``, ``summary``, ``server_seconds``, ``cpu_s``, ``memory``)."""
+    lines = [
+        "| viewers at once | served | failures | page ready s | text query s | server answer s | server CPU s "
+        "| server RSS peak | browser peak RSS sum / PSS sum |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        summary, memory = row["summary"], row["memory"]
+        server = gib(memory["server_rss"]) if memory.get("server_rss") else "–"
+        browser = (f"{gib(memory['browser_rss'])} / {gib(memory['browser_pss'])} ({memory['browser_processes']} "
+                   "processes)" if memory.get("browser_rss") else "no browser")
+        lines.append(
+            f"| {summary['pages']}, {row['mode']} | {summary['served']} | {summary['failures']} | "
+            f"{span(summary['ready_s'])} | {span(summary['results_s'])} | {span(row['server_seconds'])} | "
+            f"{row['cpu_s'] if row['cpu_s'] is not None else '–'} | {server} | {browser} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=int, default=30, help="viewers opening the page at once (default 30)")
+    parser.add_argument("--profile", default="ci", choices=["ci", "full"], help="the server's catalogue")
+    parser.add_argument("--workers", type=int, default=4, help="the server's query threads")
+    parser.add_argument("--url", default=None, help="use a running server on this loopback URL instead of starting one")
+    parser.add_argument("--query", default=None,
+                        help="one query for every viewer (default: a different one per viewer, e.g. 'navy floral dress')")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds each wait of a page may take")
+    parser.add_argument("--deadline", type=float, default=300.0, help="seconds the whole page phase may take")
+    parser.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for the server")
+    parser.add_argument("--no-http", action="store_true", help="skip the browser-less phase")
+    parser.add_argument("--screenshots", type=Path, default=None, help="save the first page's screenshot here")
+    parser.add_argument("--json", type=Path, default=None, help="write results here (default outputs/bench/)")
+    parser.add_argument("--server-cpus", type=int, nargs="+", default=None,
+                        help="pin the server to these CPU cores (e.g. 0), to see it apart from the browser")
+    parser.add_argument("--browser-cpus", type=int, nargs="+", default=None,
+                        help="pin the browser (and this script) to these CPU cores (e.g. 1)")
+    parser.add_argument("--browser-nice", type=int, default=0,
+                        help="run the browser at this niceness (e.g. 10: it yields the cores to the server, as "
+                             "students' browsers on their own machines would); default 0")
+    args = parser.parse_args(argv)
+    if not 1 <= args.pages <= 100:
+        parser.error(f"--pages must be between 1 and 100 (one machine, bounded), got {args.pages}")
+    chromium = find_chromium()
+    if chromium is None:
+        print("no chromium found: run `bash .ci/install_browser.sh` as root", file=sys.stderr)
+        return 2
+    if args.url and urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        parser.error(f"--url must be on this machine (127.0.0.1 or localhost), got {args.url}")
+
+    folder = outputs_dir() / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    process, log, startup_s = None, None, None
+    if args.url:
+        url = args.url.rstrip("/") + "/"
+    else:
+        port = free_port()
+        url, log = f"http://127.0.0.1:{port}/", folder / "bench_classroom_server.log"
+        started = time.perf_counter()
+        process = start_server(port, args.profile, args.workers, log)
+    queries = [args.query] * args.pages if args.query else viewer_queries(args.pages)
+    screenshot = args.screenshots / f"classroom_{args.pages}_pages.png" if args.screenshots else None
+    server_pid = process.pid if process else None
+    rows = []
+    try:
+        wait_for_server(url, process, log, args.startup_timeout)
+        if process is not None:
+            startup_s = round(time.perf_counter() - started, 1)
+        load_before = os.getloadavg()
+        if args.server_cpus and process is not None:
+            for server_process in MemoryMonitor._tree(process.pid):
+                server_process.cpu_affinity(args.server_cpus)
+        if not args.no_http:  # first, so that no browser shares the cores with it
+            monitor, server_cpu = MemoryMonitor(server_pid).start(), ServerCpu(server_pid)
+            results = http_viewers(url, queries, TOP_K, args.timeout)
+            rows.append({"mode": "plain HTTP clients (no browser)", "results": results, "cpu_s": server_cpu.used(),
+                         "memory": monitor.stop(), "server_seconds": wait_until_served(url, last=len(queries))
+                         .get("answer_seconds", {}).get("text")})
+        if args.browser_cpus:
+            os.sched_setaffinity(0, args.browser_cpus)  # inherited by the browser this script starts
+        if args.browser_nice:
+            os.nice(args.browser_nice)  # this process and the browser it starts; the server keeps its priority
+        monitor, server_cpu = MemoryMonitor(server_pid), ServerCpu(server_pid)
+        results = asyncio.run(run_viewers(url, queries, chromium, TOP_K, args.timeout, args.deadline, screenshot,
+                                          monitor))
+        rows.append({"mode": "headless Chromium pages", "results": results, "cpu_s": server_cpu.used(),
+                     "memory": monitor.stop(), "server_seconds": wait_until_served(url, last=len(queries))
+                     .get("answer_seconds", {}).get("text")})
+        load_after = os.getloadavg()
+    finally:
+        if process is not None:
+            stop_server(process)
+
+    for row in rows:
+        row["summary"] = summarise(row["results"])
+    conditions = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                   f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
+        "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+        "profile": args.profile, "workers": args.workers, "queries": args.query or "one per viewer",
+        "browser_nice": args.browser_nice, "server_cpus": args.server_cpus or "all",
+        "browser_cpus": args.browser_cpus or "all", "server_startup_s": startup_s, "chromium": chromium,
+    }
+    record = {"conditions": conditions,
+              "phases": [{**{k: v for k, v in row.items() if k != "results"},
+                          "pages": [asdict(r) for r in row["results"]]} for row in rows]}
+    out = args.json or folder / f"bench_classroom_{args.pages}.json"
+    out.write_text(json.dumps(record, indent=2))
+    print(f"{conditions['date_utc']} UTC · {conditions['machine']} · load average {load_before[0]:.1f} before, "
+          f"{load_after[0]:.1f} after · profile {args.profile} · {args.workers} query threads · "
+          f"server start {startup_s} s · cores: server {conditions['server_cpus']}, browser "
+          f"{conditions['browser_cpus']} · browser niceness {args.browser_nice}")
+    print(table(rows))
+    browser = rows[-1]["summary"]
+    print("p50 / p95 / max seconds. Chromium rows, on the page's clock: page ready = navigation start -> the page's "
+          f"script has run; text query = Enter -> {TOP_K} thumbnails decoded. Plain HTTP rows: page and answer fully "
+          "received. Server answer: arrival -> answer of the text queries, thread wait included (its /health); "
+          "server CPU: user + system seconds the server spent in the phase. Chromium, page received (navigation "
+          f"start -> responseEnd): {span(browser['received_s'])}; seen from this script (browser latency included): "
+          f"ready {span(browser['ready_wall_s'])}, results {span(browser['results_wall_s'])}.")
+    failures = sum(row["summary"]["failures"] for row in rows)
+    for row in rows:
+        for reason in row["summary"]["failure_reasons"]:
+            print(f"failure ({row['mode']}): {reason}")
+    print(f"per-page results: {out}" + (f"; screenshot: {screenshot}" if screenshot else ""))
+    return 0 if failures == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

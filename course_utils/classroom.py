@@ -1,0 +1,554 @@
+"""The classroom server: notebook 07's four query demos as one web page that a whole class opens at once.
+
+Why one process instead of Voilà: Voilà runs the notebook in a fresh kernel per page view (about 1.1 GiB and 20 s
+each), so 30 students need about 33 GiB and wait minutes. Here the model, catalogue, gallery embeddings and index
+are loaded ONCE (:func:`course_utils.demo.load_demo_state`, the objects notebook 07 builds) and every page view is
+a static page plus small HTTP requests: a viewer costs a few kilobytes on the server, not a kernel.
+
+Why tornado: it is already in the environment (Jupyter and Voilà run on it), it is a small, well-kept async HTTP
+server with request-size limits, body streaming and connection-close callbacks built in, and it needs no new
+dependency (no web framework, no JavaScript build).
+
+Design, in the order a request sees it:
+
+- ``GET /`` returns one page built at start-up (the same bytes for everyone: the gallery choices, and the default
+  image, conditional and composed results that the widgets also show at once). There is no session and no
+  per-viewer state on the server, so one student's query or upload can never appear on another's page.
+- ``POST /query/<kind>`` (``text``, ``image``, ``conditional``, ``composed``) carries the query in its URL
+  arguments (``text``, ``item``, ``condition``, ``modification``, ``top_k``, ``source``, ``name``) and an upload,
+  if any, as the raw request body. The answer is the HTML fragment of :mod:`course_utils.widgets`
+  (``run_*_query``): the same result grid and the same messages for bad input as in JupyterLab.
+- Model work runs on a bounded thread pool (``workers`` threads), never on the event loop, so the page, the
+  uploads and the other queries keep flowing while a query computes; at most ``max_pending`` queries may wait,
+  beyond that a viewer gets a "busy, try again" message (HTTP 503) instead of an ever longer queue.
+- Request limits: bodies above :data:`MAX_REQUEST_BYTES` are refused before they are read; up to that, bytes past
+  :data:`course_utils.widgets.MAX_UPLOAD_BYTES` are read and dropped, and the viewer gets the widgets' "too large"
+  message. ``top_k`` is capped at :data:`MAX_TOP_K`. Slow senders are cut off by tornado's body timeout.
+- A viewer who leaves mid-query costs nothing more: the query finishes on its thread, its answer is dropped
+  (counted as ``abandoned`` on ``/health``) and the server keeps answering everyone else.
+
+Run it with ``python -m course_utils.serve`` (see :mod:`course_utils.serve`); tests and a JupyterLab session can
+run it on a background thread with :class:`BackgroundServer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import html
+import ipaddress
+import json
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from .demo import DemoState
+from .widgets import (
+    MAX_UPLOAD_BYTES,
+    BadQuery,
+    Upload,
+    check_upload_size,
+    message_html,
+    run_composed_query,
+    run_conditional_query,
+    run_image_query,
+    run_text_query,
+)
+
+#: The four query types, as they appear in ``/query/<kind>``.
+QUERY_KINDS = ("text", "image", "conditional", "composed")
+#: Largest ``top_k`` a page may ask for (the widgets' slider stops there too).
+MAX_TOP_K = 24
+#: Request bodies above this are refused before a byte is read (the connection is closed).
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+#: Threads that run queries (the model releases the GIL in its kernels; more threads than cores let a slow query
+#: run beside quick ones).
+DEFAULT_WORKERS = 4
+#: Queries that may wait for a thread before viewers are told to try again.
+DEFAULT_MAX_PENDING = 64
+#: Gallery items offered in the page's drop-downs (an upload covers any other image).
+MAX_CHOICES = 200
+#: Answer times kept per query kind for ``/health``.
+RECENT_QUERIES = 1000
+
+log = logging.getLogger("course_utils.classroom")
+
+
+@dataclass
+class ServerCounters:
+    """What ``/health`` reports; changed on the event loop thread only."""
+
+    pending: int = 0  # queries submitted to the pool and not yet answered
+    answered: int = 0  # answers sent
+    abandoned: int = 0  # answers computed for a viewer who had gone
+    refused_busy: int = 0  # queries refused because ``max_pending`` were waiting
+    # seconds from a query's arrival to its answer (waiting for a thread included), the last RECENT_QUERIES per kind
+    seconds: dict[str, deque] = field(default_factory=lambda: {kind: deque(maxlen=RECENT_QUERIES) for kind in QUERY_KINDS})
+
+    def report(self, last: int | None = None) -> dict:
+        """The counts, and p50 / p95 / max of the recent answer times per query kind (JSON-ready).
+
+        Args:
+            last: summarise only the last ``last`` answers of each kind (default: all kept).
+        """
+        times = {}
+        for kind, values in self.seconds.items():
+            if values:
+                ordered = sorted(list(values)[-last:] if last else values)
+                times[kind] = {"count": len(ordered), "p50": _quantile(ordered, 0.5), "p95": _quantile(ordered, 0.95),
+                               "max": ordered[-1]}
+        return {"pending": self.pending, "answered": self.answered, "abandoned": self.abandoned,
+                "refused_busy": self.refused_busy, "answer_seconds": times}
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """Linear-interpolation quantile of sorted values (numpy's default method)."""
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def exposure_warning(ip: str, port: int) -> str | None:
+    """The warning to print when the server binds ``ip`` beyond this machine; ``None`` for a loopback address."""
+    try:
+        loopback = ip == "localhost" or ipaddress.ip_address(ip).is_loopback
+    except ValueError:  # a host name: it resolves to some interface, so warn
+        loopback = False
+    if loopback:
+        return None
+    where = "every network interface" if ip in ("", "0.0.0.0", "::") else f"the interface {ip}"
+    return (
+        f"WARNING: listening on {where}, port {port}. Anyone who can reach this machine on that port can open the "
+        f"demo page, run queries on its CPUs and upload images (up to {MAX_UPLOAD_BYTES // 2**20} MiB each; decoded in "
+        "memory, never stored). "
+        "There is no login and no encryption (plain HTTP), and the page shows the whole gallery. Use it only on a "
+        "trusted classroom network, keep the firewall closed to the outside, and stop the server (Ctrl+C) after class."
+    )
+
+
+def parse_top_k(value: str) -> int | str:
+    """The page's ``top_k`` argument as an int; text that is not a number is passed on for the widgets' message.
+
+    Raises:
+        BadQuery: a number above :data:`MAX_TOP_K`.
+    """
+    try:
+        top_k = int(value)
+    except ValueError:
+        return value  # run_*_query answers "top_k must be a positive whole number, got '…'"
+    if top_k > MAX_TOP_K:
+        raise BadQuery(f"top_k must be at most {MAX_TOP_K} on this page, got {top_k}")
+    return top_k
+
+
+def answer_query(state: DemoState, kind: str, arguments: dict[str, str], upload: Upload | None = None) -> str:
+    """The results HTML of one query (runs on a pool thread): the widgets' callback for ``kind``.
+
+    Args:
+        state: the shared, read-only demo state.
+        kind: one of :data:`QUERY_KINDS`.
+        arguments: the request's URL arguments (``text``, ``item``, ``condition``, ``modification``, ``top_k``).
+        upload: the uploaded image of an image query, or ``None`` to query with the gallery item ``item``.
+    """
+    retriever = state.retriever
+    try:
+        top_k = parse_top_k(arguments.get("top_k", "8"))
+    except BadQuery as err:
+        return message_html(str(err))
+    image = upload if upload is not None else arguments.get("item", "")
+    if kind == "text":
+        return run_text_query(retriever, arguments.get("text", ""), top_k)
+    if kind == "image":
+        return run_image_query(retriever, image, top_k)
+    if kind == "conditional":
+        return run_conditional_query(retriever, image, arguments.get("condition", ""), top_k)
+    if kind == "composed":
+        return run_composed_query(retriever, image, arguments.get("modification", ""), top_k)
+    raise ValueError(f"unknown query kind {kind!r}; expected one of {QUERY_KINDS}")
+
+
+class QueryService:
+    """The shared part of the server: the demo state (read-only), the bounded thread pool and the counters."""
+
+    def __init__(self, state: DemoState, workers: int = DEFAULT_WORKERS, max_pending: int = DEFAULT_MAX_PENDING):
+        if workers < 1 or max_pending < 1:
+            raise ValueError(f"workers and max_pending must be at least 1, got {workers} and {max_pending}")
+        self.state, self.max_pending = state, max_pending
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="classroom-query")
+        self.counters = ServerCounters()
+        self.page = page_html(state, self).encode()
+        self.page_gzip = gzip.compress(self.page, compresslevel=6, mtime=0)  # once, not per page view
+
+    def run(self, kind: str, arguments: dict[str, str], upload: Upload | None = None) -> str:
+        """:func:`answer_query`, with any unexpected error turned into a message (and logged with its traceback)."""
+        try:
+            return answer_query(self.state, kind, arguments, upload)
+        except Exception as err:  # a viewer gets a message, never a dead request; the log keeps the traceback
+            log.exception("query %s failed", kind)
+            return message_html(f"unexpected error ({type(err).__name__}): {err}")
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+# --- the page ------------------------------------------------------------------------------------------------------
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:16px 24px;color:#222;max-width:1300px}
+h1{font-size:22px;margin:4px 0}
+.fc-demo{border-top:1px solid #ddd;padding:8px 0 12px}
+.fc-demo h3{margin:4px 0}
+.fc-form{display:flex;flex-wrap:wrap;gap:10px;align-items:center;margin:6px 0;font-size:14px}
+.fc-form input[type=text]{width:360px;padding:4px}
+.fc-form select{max-width:420px}
+.fc-form button{background:#0072B2;color:#fff;border:0;border-radius:4px;padding:5px 14px;cursor:pointer}
+.fc-note{color:#555;font-size:13px}
+"""
+
+_SCRIPT = """
+const MESSAGE = %(message)s, SEARCHING = %(searching)s;
+const recent = {};  // per form: the last query key and when it ran (the widgets' Debouncer, 0.75 s)
+function showMessage(output, text) {
+  output.innerHTML = MESSAGE;
+  output.querySelector('.fc-message').textContent = text;
+}
+async function runQuery(form) {
+  const kind = form.dataset.kind, output = form.parentElement.querySelector('.fc-output');
+  const params = new URLSearchParams();
+  for (const el of form.elements) if (el.name && el.type !== 'file') params.set(el.name, el.value);
+  let body = null;
+  const file = form.querySelector('input[type=file]');
+  if (file && form.dataset.source === 'upload') {
+    params.set('source', 'upload');
+    if (file.files.length) { body = file.files[0]; params.set('name', body.name); }
+  }
+  const key = params.toString() + (body ? ':' + body.size + ':' + body.lastModified : '');
+  const now = performance.now(), last = recent[kind];
+  if (last && last.key === key && now - last.time < 750) return;
+  recent[kind] = {key: key, time: now};
+  const ticket = (form.ticket = (form.ticket || 0) + 1);  // only the latest answer is shown
+  output.innerHTML = SEARCHING;
+  try {
+    const response = await fetch('query/' + kind + '?' + params.toString(), {method: 'POST', body: body});
+    const text = await response.text();
+    if (ticket === form.ticket) output.innerHTML = text;
+  } catch (err) {
+    if (ticket === form.ticket) showMessage(output, 'the server did not answer (' + err.message + '): is it running?');
+  }
+}
+for (const form of document.querySelectorAll('.fc-form')) {
+  form.dataset.source = 'item';
+  form.addEventListener('submit', (event) => { event.preventDefault(); runQuery(form); });
+  form.addEventListener('change', (event) => {
+    const el = event.target;
+    if (el.type === 'file') form.dataset.source = 'upload';
+    if (el.name === 'item') form.dataset.source = 'item';
+    if (el.type === 'range') el.nextElementSibling.textContent = el.value;
+    runQuery(form);
+  });
+}
+document.documentElement.dataset.ready = 'yes';
+"""
+
+
+def _options(values: list[tuple[str, str]], selected: str | None = None) -> str:
+    return "".join(
+        f'<option value="{html.escape(value)}"{" selected" if value == selected else ""}>{html.escape(label)}</option>'
+        for value, label in values
+    )
+
+
+def page_html(state: DemoState, service: QueryService | None = None, top_k: int = 8) -> str:
+    """The demo page: four forms, each with its results area, and a small script that posts queries.
+
+    The image demos open with the results the widgets show at once (the first gallery item; for the composed
+    demo with the default modification), computed here once for every viewer.
+    """
+    retriever, gallery = state.retriever, state.retriever.catalogue
+    run = service.run if service is not None else lambda *a: answer_query(state, *a)
+    first = gallery.ids[0]
+    items = [
+        (item.item_id, f"{item.item_id} — {item.caption(retriever.caption_style)[:40] if item.captions else ''}")
+        for item in list(gallery)[:MAX_CHOICES]
+    ]
+    conditions = state.conditions or list(gallery.attribute_names)
+    top_k = min(top_k, MAX_TOP_K)
+    slider = (
+        f'<label>top k <input type="range" name="top_k" min="1" max="{MAX_TOP_K}" value="{top_k}">'
+        f"<output>{top_k}</output></label>"
+    )
+    image_inputs = (
+        f'<label>gallery item <select name="item">{_options(items)}</select></label>'
+        '<label>or upload <input type="file" name="upload" accept="image/*"></label>'
+    )
+    button = '<button type="submit">Search</button>'
+
+    def demo(kind: str, title: str, inputs: str, initial: str) -> str:
+        return (
+            f'<section class="fc-demo fc-demo-{kind}"><h3>{html.escape(title)}</h3>'
+            f'<form class="fc-form" data-kind="{kind}" autocomplete="off">{inputs}{slider}{button}</form>'
+            f'<div class="fc-output">{initial}</div></section>'
+        )
+
+    defaults = {"item": first, "top_k": str(top_k)}
+    condition = conditions[0] if conditions else ""
+    modification = state.modification
+    sections = [
+        demo(
+            "text", "Text → image search",
+            '<label>describe <input type="text" name="text" class="fc-text-query" maxlength="300" '
+            'placeholder="e.g. red striped cotton shirt"></label>',
+            message_html("Type a description and press Enter.", "hint"),
+        ),
+        demo("image", "Image → image search", image_inputs, run("image", defaults)),
+        demo(
+            "conditional", "Conditional search (image + condition)",
+            image_inputs + f'<label>same <select name="condition">{_options([(c, c) for c in conditions])}</select></label>',
+            run("conditional", {**defaults, "condition": condition}),
+        ),
+        demo(
+            "composed", "Composed search (image + modification text)",
+            image_inputs + f'<label>change <input type="text" name="modification" maxlength="300" '
+            f'value="{html.escape(modification)}" placeholder="e.g. make it blue"></label>',
+            run("composed", {**defaults, "modification": modification}),
+        ),
+    ]
+    script = _SCRIPT % {
+        "message": json.dumps(message_html("")),
+        "searching": json.dumps(message_html("searching…", "hint")),
+    }
+    identity = html.escape(retriever.bundle.identity)
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Fashion retrieval demo</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head><body>'
+        "<h1>Fashion retrieval demo: four query types</h1>"
+        f'<p class="fc-note">{len(gallery)} gallery items (test split) · model {identity} · your queries and uploads '
+        "are seen only by your page; nothing is stored.</p>"
+        + "".join(sections)
+        + f"<script>{script}</script></body></html>"
+    )
+
+
+# --- handlers ------------------------------------------------------------------------------------------------------
+
+
+class PageHandler(tornado.web.RequestHandler):
+    def initialize(self, service: QueryService) -> None:
+        self.service = service
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("Vary", "Accept-Encoding")
+        if "gzip" in self.request.headers.get("Accept-Encoding", ""):
+            self.set_header("Content-Encoding", "gzip")  # compressed at start-up; tornado leaves it as it is
+            self.finish(self.service.page_gzip)
+        else:
+            self.finish(self.service.page)
+
+
+class HealthHandler(tornado.web.RequestHandler):
+    def initialize(self, service: QueryService) -> None:
+        self.service = service
+
+    def get(self) -> None:
+        counters = self.service.counters
+        last = self.get_argument("last", "")
+        if last and not last.isdigit():
+            raise tornado.web.HTTPError(400, "last must be a whole number")
+        report = counters.report(int(last) if last else None)
+        self.finish({"gallery": len(self.service.state.retriever.catalogue), **report})
+
+
+@tornado.web.stream_request_body
+class QueryHandler(tornado.web.RequestHandler):
+    """``GET`` or ``POST /query/<kind>``: arguments in the URL, an upload as the raw body (kept up to the limit)."""
+
+    def initialize(self, service: QueryService) -> None:
+        self.service = service
+
+    def prepare(self) -> None:
+        self.body, self.body_size, self.gone = bytearray(), 0, False
+        self.request.connection.set_max_body_size(MAX_REQUEST_BYTES)
+
+    def data_received(self, chunk: bytes) -> None:
+        self.body_size += len(chunk)
+        if self.body_size <= MAX_UPLOAD_BYTES:
+            self.body += chunk  # past the upload limit the bytes are counted and dropped
+
+    def on_connection_close(self) -> None:
+        self.gone = True
+
+    async def get(self, kind: str) -> None:
+        await self.post(kind)
+
+    async def post(self, kind: str) -> None:
+        arrived = time.perf_counter()
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        arguments = {name: self.get_argument(name) for name in self.request.arguments}
+        upload = None
+        if arguments.get("source") == "upload":
+            name = arguments.get("name") or "upload"
+            try:
+                check_upload_size(self.body_size, name)
+            except BadQuery as err:
+                self.finish(message_html(str(err)))
+                return
+            upload = Upload(name, bytes(self.body))
+        self.body = bytearray()
+        counters = self.service.counters
+        if counters.pending >= self.service.max_pending:
+            counters.refused_busy += 1
+            self.set_status(503)
+            self.finish(message_html(f"the server is busy ({counters.pending} queries waiting): try again in a few seconds", "info"))
+            return
+        counters.pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            page = await loop.run_in_executor(self.service.executor, self.service.run, kind, arguments, upload)
+        finally:
+            counters.pending -= 1
+        counters.seconds[kind].append(time.perf_counter() - arrived)
+        if self.gone:
+            counters.abandoned += 1
+            return
+        counters.answered += 1
+        self.finish(page)
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    """One log line per request without its arguments (they hold what a student typed)."""
+    status = handler.get_status()
+    level = logging.WARNING if status >= 500 else logging.INFO
+    logging.getLogger("tornado.access").log(
+        level, "%d %s %s %.0f ms", status, handler.request.method, handler.request.path,
+        1000 * handler.request.request_time(),
+    )
+
+
+def make_app(service: QueryService) -> tornado.web.Application:
+    """The tornado application: ``/`` (the page), ``/query/<kind>`` and ``/health``."""
+    kinds = "|".join(QUERY_KINDS)
+    return tornado.web.Application(
+        [
+            (r"/", PageHandler, {"service": service}),
+            (rf"/query/({kinds})", QueryHandler, {"service": service}),
+            (r"/health", HealthHandler, {"service": service}),
+        ],
+        log_function=_log_request,
+        compress_response=True,
+    )
+
+
+def listen(service: QueryService, ip: str = "127.0.0.1", port: int = 0) -> tuple[tornado.httpserver.HTTPServer, int]:
+    """Bind ``ip:port`` (``0``: a free port) on the running event loop; returns the server and its port."""
+    server = tornado.httpserver.HTTPServer(
+        make_app(service),
+        max_body_size=MAX_REQUEST_BYTES,
+        idle_connection_timeout=120,
+        body_timeout=60,  # a sender slower than this is cut off
+    )
+    sockets = tornado.netutil.bind_sockets(port, address=ip or None, family=socket.AF_UNSPEC)
+    server.add_sockets(sockets)
+    return server, sockets[0].getsockname()[1]
+
+
+async def serve_forever(service: QueryService, ip: str, port: int, announce=print) -> None:
+    """Serve until cancelled (Ctrl+C in :func:`course_utils.serve.main`)."""
+    server, bound = listen(service, ip, port)
+    announce(f"classroom server: http://{ip or '0.0.0.0'}:{bound}/  (Ctrl+C stops it)")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        server.stop()
+        service.shutdown()
+
+
+class BackgroundServer:
+    """The classroom server on its own thread and event loop, e.g. for tests or from a JupyterLab session.
+
+    Example::
+
+        with BackgroundServer(load_demo_state()) as server:
+            print(server.url)
+    """
+
+    def __init__(self, state: DemoState, ip: str = "127.0.0.1", port: int = 0, workers: int = DEFAULT_WORKERS,
+                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
+        self.service = QueryService(state, workers, max_pending)
+        self.ip, self.port = ip, port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{self.port}/"
+
+    def start(self) -> BackgroundServer:
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._server, self.port = self._loop.run_until_complete(self._listen())
+            except BaseException as err:  # e.g. the port is taken: report it to start()
+                failure.append(err)
+                started.set()
+                return
+            started.set()
+            self._loop.run_forever()
+            self._server.stop()
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="classroom-server", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            raise failure[0]
+        return self
+
+    async def _listen(self):
+        return listen(self.service, self.ip, self.port)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+        self.service.shutdown()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def wait_until_served(url: str, timeout: float = 30.0, last: int | None = None) -> dict:
+    """Poll ``{url}health`` until it answers; returns its JSON (used by the benchmark and the browser test).
+
+    ``last``: summarise the answer times of the last ``last`` queries of each kind only.
+    """
+    from urllib.error import URLError
+    from urllib.request import urlopen
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urlopen(url + "health" + (f"?last={last}" if last else ""), timeout=5) as response:
+                return json.load(response)
+        except (URLError, ConnectionError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no classroom server answered at {url} within {timeout:.0f} s") from None
+            time.sleep(0.25)

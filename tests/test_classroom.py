@@ -1,0 +1,337 @@
+"""Tests of course_utils.classroom: the single-process classroom server, on a real localhost port.
+
+The server runs on a background thread (:class:`BackgroundServer`) over a small procedural gallery and the tiny
+CLIP with random weights; every answer is compared with what the widgets' callback returns for the same query
+(the reference the page must match), so no score is assumed. Slow and broken queries are made with hooks that
+wait on a ``threading.Event`` or raise, so nothing depends on timing. CPU only, no browser.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.error import HTTPError
+from urllib.parse import urlencode
+from urllib.request import Request, urlopen
+
+import pytest
+from PIL import Image
+
+from course_utils import classroom
+from course_utils import widgets as cw
+from course_utils.demo import build_demo_state
+from course_utils.tasks.experiment import Experiment
+
+WAIT = 60  # seconds a test waits for an answer before it fails (generous: the machine is shared)
+
+
+@pytest.fixture(scope="module")
+def experiment(small_catalogue, tiny_bundle) -> Experiment:
+    catalogue = small_catalogue
+    return Experiment(catalogue, tiny_bundle, catalogue.split("train"), catalogue.split("test"), "description")
+
+
+@pytest.fixture
+def state(experiment, tiny_bundle):
+    """A fresh demo state per test (tests replace its hooks), built as notebook 07 builds it."""
+    return build_demo_state(experiment, tiny_bundle, "synthetic", "sum")
+
+
+@pytest.fixture
+def server(state):
+    with classroom.BackgroundServer(state, workers=2, max_pending=8) as running:
+        yield running
+
+
+def post(server, kind: str, body: bytes | None = None, **arguments) -> tuple[int, str]:
+    """Status and text of ``POST /query/<kind>?arguments`` with ``body`` as the upload."""
+    request = Request(f"{server.url}query/{kind}?{urlencode(arguments)}", data=body or b"", method="POST")
+    try:
+        with urlopen(request, timeout=WAIT) as response:
+            return response.status, response.read().decode()
+    except HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def health(server) -> dict:
+    with urlopen(server.url + "health", timeout=WAIT) as response:
+        return json.load(response)
+
+
+def without_timing(page: str) -> str:
+    """The results HTML without the search time in its header (the only part that differs between runs)."""
+    return re.sub(r" · \d+ ms", "", page)
+
+
+def png(colour=(200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def shown_ids(page: str) -> list[str]:
+    return re.findall(r'class="fc-result".*?<code>([^<]+)</code>', page)
+
+
+def test_page_has_four_query_types_and_the_default_results(server, state):
+    with urlopen(server.url, timeout=WAIT) as response:
+        page = response.read().decode()
+    for kind in classroom.QUERY_KINDS:
+        assert f'data-kind="{kind}"' in page and f"fc-demo-{kind}" in page
+    first = state.retriever.catalogue.ids[0]
+    assert f'<option value="{first}">' in page
+    for condition in state.conditions:
+        assert f'<option value="{condition}">' in page
+    # the image demo opens with the first item's neighbours, exactly as the widget does
+    expected = cw.run_image_query(state.retriever, first, 8)
+    assert shown_ids(expected) and "".join(shown_ids(expected)) in "".join(shown_ids(page))
+    assert "data.ready = 'yes'" in page or "dataset.ready = 'yes'" in page
+
+
+@pytest.mark.parametrize(
+    "kind, arguments",
+    [
+        ("text", {"text": "red striped shirt", "top_k": "5"}),
+        ("image", {"item": None, "top_k": "6"}),
+        ("conditional", {"item": None, "condition": "colour", "top_k": "4"}),
+        ("composed", {"item": None, "modification": "is blue", "top_k": "5"}),
+    ],
+)
+def test_each_query_type_answers_like_the_widgets(server, state, kind, arguments):
+    arguments = {name: value or state.retriever.catalogue.ids[3] for name, value in arguments.items()}
+    status, page = post(server, kind, **arguments)
+    top_k = int(arguments["top_k"])
+    reference = {
+        "text": lambda: cw.run_text_query(state.retriever, arguments["text"], top_k),
+        "image": lambda: cw.run_image_query(state.retriever, arguments["item"], top_k),
+        "conditional": lambda: cw.run_conditional_query(state.retriever, arguments["item"], "colour", top_k),
+        "composed": lambda: cw.run_composed_query(state.retriever, arguments["item"], "is blue", top_k),
+    }[kind]()
+    assert status == 200
+    assert len(shown_ids(page)) == top_k
+    assert without_timing(page) == without_timing(reference)
+
+
+def test_an_upload_is_the_request_body(server, state):
+    body = png()
+    status, page = post(server, "image", body, source="upload", name="red.png", top_k="3")
+    reference = cw.run_image_query(state.retriever, cw.Upload("red.png", body), 3)
+    assert status == 200 and "upload red.png" in page
+    assert without_timing(page) == without_timing(reference)
+    # conditional and composed take an upload the same way
+    status, page = post(server, "composed", body, source="upload", name="red.png", modification="is blue", top_k="3")
+    assert "upload red.png" in page and len(shown_ids(page)) == 3
+
+
+@pytest.mark.parametrize(
+    "kind, body, arguments, message",
+    [
+        ("text", None, {"text": "   "}, "empty query: type a description"),
+        ("image", None, {"item": "no-such-item"}, "unknown item id 'no-such-item'"),
+        ("image", b"not an image", {"source": "upload", "name": "notes.png"}, "could not read 'notes.png' as an image"),
+        ("image", None, {"source": "upload", "name": "empty.png"}, "the file 'empty.png' is empty"),
+        ("conditional", None, {"item": "ITEM", "condition": ""}, "no condition chosen"),
+        ("conditional", None, {"item": "ITEM", "condition": "mood"}, "no basis for criterion 'mood'"),
+        ("composed", None, {"item": "ITEM", "modification": " "}, "empty modification"),
+        ("text", None, {"text": "red", "top_k": "lots"}, "top_k must be a positive whole number, got 'lots'"),
+        ("text", None, {"text": "red", "top_k": "0"}, "top_k must be a positive whole number, got 0"),
+        ("text", None, {"text": "red", "top_k": "25"}, f"top_k must be at most {classroom.MAX_TOP_K}"),
+    ],
+)
+def test_bad_input_gets_the_widgets_message(server, state, kind, body, arguments, message):
+    arguments = {name: state.retriever.catalogue.ids[0] if value == "ITEM" else value for name, value in arguments.items()}
+    status, page = post(server, kind, body, **arguments)
+    assert status == 200
+    assert "fc-error" in page and message in page and "fc-result" not in page
+
+
+def test_a_too_large_upload_is_refused_without_keeping_it(server):
+    body = b"\0" * (cw.MAX_UPLOAD_BYTES + 1)
+    status, page = post(server, "image", body, source="upload", name="huge.jpg")
+    assert status == 200
+    assert "the file 'huge.jpg' is 10.0 MiB; images up to 10 MiB are accepted" in page
+
+
+def test_a_body_over_the_request_limit_is_not_read_and_the_server_goes_on(server, state):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as sock:
+        sock.sendall(
+            b"POST /query/image?source=upload&name=x.png HTTP/1.1\r\nHost: localhost\r\n"
+            + f"Content-Length: {classroom.MAX_REQUEST_BYTES + 1}\r\n\r\n".encode()
+            + b"x" * 1000
+        )
+        reply = sock.recv(4096)  # the server answers 4xx or simply closes: it never waits for 64 MiB
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 4")
+    status, page = post(server, "text", text="red shirt", top_k="2")
+    assert status == 200 and len(shown_ids(page)) == 2
+
+
+def test_unknown_query_kind_is_404(server):
+    assert post(server, "telepathy", text="x")[0] == 404
+
+
+def test_hooks_not_set_give_the_widgets_explanation(experiment, tiny_bundle):
+    state = build_demo_state(experiment, tiny_bundle, descriptors=None, compositor="")
+    item = state.retriever.catalogue.ids[0]
+    with classroom.BackgroundServer(state, workers=1) as server:
+        assert "Conditional search is not available" in post(server, "conditional", item=item, condition="colour")[1]
+        assert "Composed search is not available" in post(server, "composed", item=item, modification="blue")[1]
+
+
+def test_viewers_are_isolated(server, state):
+    """Two viewers query at the same time, many times; each gets only its own answers, and the page stays the same."""
+    with urlopen(server.url, timeout=WAIT) as response:
+        page_before = response.read()
+    uploads = {"alice": png((200, 30, 30)), "bob": png((30, 30, 200))}
+
+    def viewer(name: str) -> list[str]:
+        pages = []
+        for round_ in range(6):
+            if round_ % 2:
+                pages.append(post(server, "image", uploads[name], source="upload", name=f"{name}.png", top_k="2")[1])
+            else:
+                pages.append(post(server, "text", text=f"{name} shirt", top_k="2")[1])
+        return pages
+
+    with ThreadPoolExecutor(2) as pool:
+        alice, bob = pool.map(viewer, ["alice", "bob"])
+    assert all("alice" in page and "bob" not in page for page in alice)
+    assert all("bob" in page and "alice" not in page for page in bob)
+    with urlopen(server.url, timeout=WAIT) as response:
+        assert response.read() == page_before  # no viewer's query or upload shows on anyone's page
+
+
+class Gate:
+    """A conditional-encoder hook that waits until released (a slow query) and records that it was entered."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder, self.entered, self.release = encoder, threading.Event(), threading.Event()
+
+    def __call__(self, features, condition):
+        self.entered.set()
+        assert self.release.wait(WAIT), "the test never released the slow query"
+        return self.encoder(features, condition)
+
+
+def test_a_slow_query_does_not_block_the_others(server, state):
+    gate = Gate(state.retriever.conditional_encoder)
+    state.retriever.conditional_encoder = gate
+    item = state.retriever.catalogue.ids[0]
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(post, server, "conditional", item=item, condition="colour", top_k="3")
+        assert gate.entered.wait(WAIT)
+        for _ in range(3):  # answered while the slow query still holds a worker
+            status, page = post(server, "text", text="blue dress", top_k="2")
+            assert status == 200 and len(shown_ids(page)) == 2
+        with urlopen(server.url, timeout=WAIT) as response:
+            assert response.status == 200
+        assert not slow.done()
+        gate.release.set()
+        assert len(shown_ids(slow.result(WAIT)[1])) == 3
+
+
+def test_a_broken_query_gets_a_message_and_the_server_goes_on(server, state):
+    def broken(features, condition):
+        raise RuntimeError("the hook fell over")
+
+    state.retriever.conditional_encoder = broken
+    item = state.retriever.catalogue.ids[0]
+    status, page = post(server, "conditional", item=item, condition="colour")
+    assert status == 200 and "unexpected error (RuntimeError): the hook fell over" in page
+    assert len(shown_ids(post(server, "text", text="red", top_k="2")[1])) == 2
+
+
+def test_a_viewer_who_leaves_mid_query_costs_nothing_more(server, state):
+    gate = Gate(state.retriever.conditional_encoder)
+    state.retriever.conditional_encoder = gate
+    item = state.retriever.catalogue.ids[0]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as sock:
+        sock.sendall(
+            f"POST /query/conditional?item={item}&condition=colour HTTP/1.1\r\nHost: localhost\r\n"
+            "Content-Length: 0\r\n\r\n".encode()
+        )
+        assert gate.entered.wait(WAIT)
+    # the viewer is gone; the query finishes on its thread and its answer is dropped
+    gate.release.set()
+    deadline = time.monotonic() + WAIT
+    while health(server)["abandoned"] < 1:
+        assert time.monotonic() < deadline, f"the abandoned query was never counted: {health(server)}"
+        time.sleep(0.05)
+    counters = health(server)
+    assert counters["abandoned"] == 1 and counters["pending"] == 0
+    status, page = post(server, "text", text="green skirt", top_k="3")
+    assert status == 200 and len(shown_ids(page)) == 3
+
+
+def test_too_many_waiting_queries_are_told_to_retry(experiment, tiny_bundle):
+    state = build_demo_state(experiment, tiny_bundle, "synthetic", "sum")
+    item = state.retriever.catalogue.ids[0]
+    with classroom.BackgroundServer(state, workers=1, max_pending=1) as server, ThreadPoolExecutor(1) as pool:
+        gate = Gate(state.retriever.conditional_encoder)  # after the start-up page, which runs a conditional query
+        state.retriever.conditional_encoder = gate
+        slow = pool.submit(post, server, "conditional", item=item, condition="colour", top_k="2")
+        assert gate.entered.wait(WAIT)
+        status, page = post(server, "text", text="red", top_k="2")
+        assert status == 503 and "the server is busy (1 queries waiting)" in page
+        gate.release.set()
+        assert slow.result(WAIT)[0] == 200
+        assert health(server)["refused_busy"] == 1
+
+
+@pytest.mark.parametrize("ip", ["127.0.0.1", "::1", "localhost", "127.0.0.5"])
+def test_loopback_needs_no_warning(ip):
+    assert classroom.exposure_warning(ip, 8866) is None
+
+
+@pytest.mark.parametrize("ip, where", [("0.0.0.0", "every network interface"), ("192.168.1.20", "192.168.1.20")])
+def test_binding_another_interface_warns_what_it_exposes(ip, where):
+    warning = classroom.exposure_warning(ip, 8866)
+    assert warning.startswith("WARNING") and where in warning and "8866" in warning
+    assert "no login" in warning and "plain HTTP" in warning and "10 MiB" in warning
+
+
+def test_serve_starts_the_classroom_server_unless_voila_is_asked(monkeypatch):
+    from course_utils import serve
+
+    chosen = []
+    monkeypatch.setattr(serve, "serve_classroom", lambda args: chosen.append(("classroom", args.ip, args.port)) or 0)
+    monkeypatch.setattr(serve, "serve_voila", lambda args: chosen.append(("voila", args.ip, args.port)) or 0)
+    serve.main([])
+    serve.main(["--voila", "--port", "9000"])
+    serve.main(["--ip", "0.0.0.0"])
+    assert chosen == [("classroom", "127.0.0.1", 8866), ("voila", "127.0.0.1", 9000), ("classroom", "0.0.0.0", 8866)]
+
+
+def test_load_demo_state_builds_what_notebook_07_builds():
+    """The one loading function, with the notebook's defaults except the weights (random, not fine-tuned: fast)."""
+    from course_utils.data.descriptors import load_descriptors
+    from course_utils.demo import CriterionProjection, load_demo_state
+    from course_utils.models.compositors import Sum
+
+    state = load_demo_state(profile="ci", pretrained=None, finetuned=False, device="cpu")
+    gallery = state.experiment.test
+    assert state.retriever.catalogue is gallery and state.retriever.embeddings.shape[0] == len(gallery)
+    assert state.conditions == [name for name in load_descriptors("synthetic") if name in gallery.attribute_names]
+    assert isinstance(state.retriever.conditional_encoder, CriterionProjection)
+    assert isinstance(state.retriever.compositor, Sum)
+    assert (state.reference_id, state.modification) == (gallery.triplets[0].reference_id, gallery.triplets[0].modification)
+    assert state.parameters["profile"] == "ci" and state.parameters["finetuned"] is False
+    bare = load_demo_state(profile="ci", pretrained=None, finetuned=False, device="cpu", compositor="", conditional=False)
+    assert bare.retriever.conditional_encoder is None and bare.retriever.compositor is None and bare.conditions == []
+
+
+def test_health_reports_the_answer_times_of_the_last_queries(server):
+    for text in ["red", "blue", "green"]:
+        post(server, "text", text=text, top_k="2")
+    with urlopen(server.url + "health?last=2", timeout=WAIT) as response:
+        report = json.load(response)
+    times = report["answer_seconds"]["text"]
+    assert report["answered"] == 3 and report["pending"] == 0
+    assert times["count"] == 2 and 0 <= times["p50"] <= times["p95"] <= times["max"]
+    assert health(server)["answer_seconds"]["text"]["count"] == 3
+    with pytest.raises(HTTPError, match="400"):
+        urlopen(server.url + "health?last=two", timeout=WAIT)
