@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run run-ci test lint bench serve clean-cache student slides slides-js
+.PHONY: setup run run-ci test lint bench serve clean-cache student slides slides-js records findings
 
 setup: $(STAMP)
 
@@ -65,3 +65,12 @@ slides: setup slides-js
 	$(PY) -m course_utils.classroom slides --executed $(EXECUTED) --out $(EXECUTED)/slides \
 	  $$(test -f $(SLIDES_JS)/reveal.js/dist/reveal.js && echo --js $(SLIDES_JS))
 	$(PY) -m course_utils.classroom site --executed $(EXECUTED) --out $(EXECUTED)/site --slides $(EXECUTED)/slides
+
+# make records  — copy the full run's records (outputs/results/*.json, after make run) to results/full/ (committed)
+# make findings — regenerate the README's findings section from results/full/ (tests/test_findings.py checks it)
+records:
+	@ls outputs/results/[0-9][0-9]_*.json >/dev/null || { echo "no records in outputs/results: run make run"; exit 1; }
+	mkdir -p results/full && cp outputs/results/[0-9][0-9]_*.json results/full/
+
+findings: setup
+	$(PY) -m course_utils.findings

@@ -17,7 +17,7 @@ LAYERS = [
     {"embed", "metrics", "index", "losses", "train", "viz", "results", "distributed"},
     {"tasks"},
     {"retriever", "embed_shards", "vector_db"},
-    {"widgets", "run", "evaluate", "serve", "classroom"},
+    {"widgets", "run", "evaluate", "serve", "classroom", "findings"},
 ]
 
 
