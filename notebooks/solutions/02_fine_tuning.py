@@ -52,7 +52,7 @@ def loss_by_temperature(bundle, catalogue, query_style, scales=(1.0, 1 / 0.07, 1
     texts = cu.embed.encode_texts(bundle, cu.embed.caption_texts(batch, query_style), progress=False)
     losses = {scale: float(cu.losses.clip_contrastive_loss(images, texts, torch.tensor(math.log(scale))))
               for scale in scales}
-    learned = float(bundle.model.logit_scale.exp())
+    learned = float(bundle.model.logit_scale.detach().exp())
     losses[f"learned ({learned:.1f})"] = float(cu.losses.clip_contrastive_loss(images, texts,
                                                                              bundle.model.logit_scale.detach()))
     return {"losses": losses, "floor at scale 1": math.log(1 + (batch_size - 1) * math.exp(-2))}
