@@ -15,9 +15,12 @@ indexes (flat, IVF, HNSW) over the same gallery embeddings and measures how many
 A flat FAISS index is exact too (overlap 1); IVF and HNSW trade a little recall for speed, which only pays off on
 galleries far larger than this one.
 
-Exercise 4 (predict). The conditional query re-embeds the whole gallery under its condition on every call, so it
-is the slowest query type and grows with the gallery; a text query embeds one caption and does one matrix-vector
-product. Check against the latency table.
+Exercise 4 (predict). On a gallery of a few hundred items the queries that run a tower are the slowest: a text
+query (text tower), an upload (decoding plus the image tower) and a composed query (text tower plus the
+compositor); ranking a few hundred vectors costs less than one forward pass. The conditional query re-projects
+*every* gallery embedding onto the condition's basis on each call, so its time grows with the gallery size (times
+the basis size) while a tower's cost does not: on a large enough gallery it becomes the slowest. The latency table
+of a larger ``test_size`` shows where the lines cross on your machine.
 
 Exercise 5 (open). HNSW (Malkov and Yashunin, IEEE TPAMI 2020, arXiv 2016) and FAISS (Johnson, Douze and Jégou,
 "Billion-scale similarity search with GPUs", IEEE Trans. Big Data 2019) serve approximate nearest neighbours at
