@@ -56,7 +56,7 @@ def normal_init_effects(experiment, seed: int = 0) -> dict[str, dict[str, float]
     effects = {}
     for name, bundle in (("open_clip init", random_bundle), ("N(0, 0.02) init", normal_bundle)):
         images = cu.embed.encode_images(bundle, experiment.test, progress=False, use_cache=False)
-        effects[name] = {"softmax scale": float(bundle.model.logit_scale.exp()),
+        effects[name] = {"softmax scale": float(bundle.model.logit_scale.detach().exp()),
                          "spread": float((images - images.mean(0)).norm(dim=1).mean())}
     return effects
 
