@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run run-ci test lint bench serve clean-cache
+.PHONY: setup run run-ci test lint bench serve clean-cache student slides slides-js records findings
 
 setup: $(STAMP)
 
@@ -23,7 +23,7 @@ run: setup
 run-ci: setup
 	$(PY) -m course_utils.run --profile ci
 
-test: setup
+test: setup slides-js
 	$(PY) -m pytest -q -m ""; rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests: that is a failure here"; exit $$rc
 
 lint: setup
@@ -41,3 +41,38 @@ serve: setup
 
 clean-cache:
 	rm -rf data/cache
+
+# --- handouts: student copy, slides, site -------------------------------------------------------------
+# make student — the notebooks without solution cells and without notebooks/solutions/ -> student/
+# make slides  — reveal.js decks and a static HTML site of the executed notebooks in outputs/ (after make run)
+#                -> outputs/slides/, outputs/site/index.html (EXECUTED=outputs/ci after make test)
+EXECUTED  ?= outputs
+SLIDES_JS := $(VENV)/slides-js
+SLIDES_JS_PACKAGES := reveal.js@4.6.1 requirejs@2.3.6 jquery@3.7.1
+
+student: setup
+	$(PY) -m course_utils.handouts student --out student
+
+# The decks' scripts, fetched once from the npm registry so the decks work offline (no npm: decks use the CDN).
+slides-js: $(SLIDES_JS)/.fetched
+
+$(SLIDES_JS)/.fetched:
+	@mkdir -p $(SLIDES_JS)
+	@cd $(SLIDES_JS) && for package in $(SLIDES_JS_PACKAGES); do name=$${package%@*}; mkdir -p $$name; \
+	  tarball=$$(npm pack --silent $$package) && tar xzf $$tarball -C $$name --strip-components=1 && rm -f $$tarball \
+	  || { echo "npm pack $$package failed: slides will load their scripts from the CDN"; exit 0; }; done
+	@touch $@
+
+slides: setup slides-js
+	$(PY) -m course_utils.handouts slides --executed $(EXECUTED) --out $(EXECUTED)/slides \
+	  $$(test -f $(SLIDES_JS)/reveal.js/dist/reveal.js && echo --js $(SLIDES_JS))
+	$(PY) -m course_utils.handouts site --executed $(EXECUTED) --out $(EXECUTED)/site --slides $(EXECUTED)/slides
+
+# make records  — copy the full run's records (outputs/results/*.json, after make run) to results/full/ (committed)
+# make findings — regenerate the README's findings section from results/full/ (tests/test_findings.py checks it)
+records:
+	@ls outputs/results/[0-9][0-9]_*.json >/dev/null || { echo "no records in outputs/results: run make run"; exit 1; }
+	mkdir -p results/full && cp outputs/results/[0-9][0-9]_*.json results/full/
+
+findings: setup
+	$(PY) -m course_utils.findings

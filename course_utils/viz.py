@@ -18,6 +18,23 @@ from .paths import figures_dir
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 
 
+# Garment colour names that matplotlib does not know (or knows as another shade), so that a plot coloured by a
+# "colour" attribute draws each name in its own colour (notebook 05's t-SNE); None: no single colour ("multi").
+GARMENT_COLOURS = {"navy blue": "navy", "off white": "ivory", "cream": "#fffdd0", "charcoal": "#36454f",
+                   "mushroom brown": "#a0826d", "nude": "#e3bc9a", "skin": "#f1c27d", "multi": None}
+
+
+def garment_colour(name: str) -> str | None:
+    """The matplotlib colour of a garment colour name (``"red"`` -> ``"red"``, ``"Navy Blue"`` -> ``"navy"``).
+
+    Returns None for names that are not one colour (``"Multi"``) or that matplotlib cannot draw.
+    """
+    key = name.strip().lower()
+    if key in GARMENT_COLOURS:
+        return GARMENT_COLOURS[key]
+    return key if matplotlib.colors.is_color_like(key) else None
+
+
 def use_course_style() -> None:
     """Slide-readable defaults: large fonts, thick lines, colour-blind-safe colour cycle, no top/right spines."""
     plt.rcParams.update({
@@ -40,7 +57,7 @@ def save_figure(fig: plt.Figure, notebook: str, name: str) -> list[Path]:
 
 
 def image_grid(rows: Sequence[tuple[str, Sequence[tuple[object, str, bool]]]], thumb: float = 1.9,
-               wrap: int = 28) -> plt.Figure:
+               wrap: int = 28, caption_lines: int = 3, title_wrap: int = 22, title_lines: int = 4) -> plt.Figure:
     """A grid of thumbnails: one row per query.
 
     Args:
@@ -48,11 +65,15 @@ def image_grid(rows: Sequence[tuple[str, Sequence[tuple[object, str, bool]]]], t
             green frame (e.g. the correct item or the target).
         thumb: inches per thumbnail.
         wrap: characters per caption line.
+        caption_lines: caption lines kept under each thumbnail (raise it so long captions are not cut before
+            the attribute that tells two items apart).
+        title_wrap, title_lines: characters per line and lines kept of each row title (e.g. the query text).
     """
     import textwrap
 
     n_cols = max(len(cells) for _, cells in rows)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(thumb * n_cols, (thumb + 0.7) * len(rows)), squeeze=False)
+    row_height = thumb + 0.7 + 0.15 * max(0, caption_lines - 3)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(thumb * n_cols, row_height * len(rows)), squeeze=False)
     for r, (title, cells) in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -62,11 +83,11 @@ def image_grid(rows: Sequence[tuple[str, Sequence[tuple[object, str, bool]]]], t
                 continue
             image, caption, highlighted = cells[c]
             ax.imshow(image)
-            ax.set_xlabel("\n".join(textwrap.wrap(caption, wrap)[:3]), fontsize=9)
+            ax.set_xlabel("\n".join(textwrap.wrap(caption, wrap)[:caption_lines]), fontsize=9)
             for spine in ax.spines.values():
                 spine.set_visible(True)
                 spine.set_color(PALETTE[2] if highlighted else "#bbbbbb")
                 spine.set_linewidth(5 if highlighted else 1)
-        axes[r, 0].set_ylabel("\n".join(textwrap.wrap(title, 22)[:4]), fontsize=10, rotation=0, ha="right", va="center")
+        axes[r, 0].set_ylabel("\n".join(textwrap.wrap(title, title_wrap)[:title_lines]), fontsize=10, rotation=0, ha="right", va="center")
     fig.tight_layout()
     return fig

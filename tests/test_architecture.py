@@ -18,7 +18,7 @@ LAYERS = [
     {"tasks"},
     {"retriever", "embed_shards", "vector_db"},
     {"demo"},
-    {"widgets", "run", "evaluate", "serve", "classroom"},
+    {"widgets", "run", "evaluate", "serve", "classroom", "findings", "handouts"},
 ]
 
 

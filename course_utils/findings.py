@@ -1,0 +1,133 @@
+"""The README's findings, generated from committed full-profile records: ``python -m course_utils.findings``.
+
+``make run`` writes each notebook's record to ``outputs/results/<notebook>.json``; ``make records`` copies the
+full-profile ones to ``results/full/`` (committed, a few kB each). This module renders one bullet per notebook from
+those records and writes them between the markers ``<!-- findings:start -->`` and ``<!-- findings:end -->`` of
+``README.md``; ``--check`` only compares and exits 1 when the README and the records disagree
+(``tests/test_findings.py`` runs it), so no hand-typed number can drift from the run that produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from .paths import REPO_ROOT
+
+RECORDS = REPO_ROOT / "results" / "full"
+README = REPO_ROOT / "README.md"
+START, END = "<!-- findings:start -->", "<!-- findings:end -->"
+
+
+def read_records(folder: Path, profile: str = "full") -> dict[str, dict]:
+    """``{notebook number: record}`` of ``folder/NN_*.json``; ``SystemExit`` for a record of another profile."""
+    records = {}
+    for path in sorted(folder.glob("[0-9][0-9]_*.json")):
+        record = json.loads(path.read_text())
+        found = record.get("parameters", {}).get("profile")
+        if found != profile:
+            raise SystemExit(f"{path}: a record of the {found!r} profile, expected {profile!r}; rerun `make run`")
+        records[path.name[:2]] = record
+    if not records:
+        raise SystemExit(f"no records NN_*.json in {folder}; run `make run` then `make records`")
+    return records
+
+
+def _01(m: dict) -> str:
+    return (f"**01 — zero-shot retrieval and chance.** On {m['gallery_size']} test items, text→image R@1 / R@10 "
+            f"{m['t2i_full_R@1']:.3f} / {m['t2i_full_R@10']:.3f} (chance {m['t2i_full_chance_R@1']:.4f} / "
+            f"{m['t2i_full_chance_R@10']:.3f}); the same embeddings score R@1 {m['t2i_inbatch_R@1']:.3f} in "
+            f"batches of 32 (chance {m['t2i_inbatch_chance_R@1']:.3f}). Attribute-match R@10 (same category and "
+            f"colour) {m['t2i_attribute_match_model_R@10']:.3f} against exact-item {m['t2i_exact_model_R@10']:.3f}.")
+
+
+def _02(m: dict) -> str:
+    return (f"**02 — fine-tuning.** Text→image R@10: zero-shot {m['zero_shot_t2i_R@10']:.3f}, full fine-tuning "
+            f"{m['full_finetune_t2i_R@10']:.3f} ({m['full_finetune_steps']} steps), seed 000's two-stage recipe "
+            f"{m['two_stage_t2i_R@10']:.3f} ({m['two_stage_head_steps']} head + {m['two_stage_backbone_steps']} "
+            f"backbone steps), head only {m['head_only_t2i_R@10']:.3f}; chance {m['chance_t2i_R@10']:.4f}.")
+
+
+def _03(m: dict) -> str:
+    return (f"**03 — cross-attention re-ranking.** Re-ranking the fine-tuned dual encoder's top-K moves R@1 "
+            f"{m['dual/R@1']:.3f} → {m['rerank/R@1']:.3f} and R@10 {m['dual/R@10']:.3f} → {m['rerank/R@10']:.3f}; "
+            f"seed 002's pooled-vector transformer, same budget, {m['seed002_rerank/R@1']:.3f}. Latency per query: "
+            f"{m['latency_ms/dual']:.1f} ms dual, {m['latency_ms/rerank']:.1f} ms re-ranked, "
+            f"{m['latency_ms/full_gallery_cross_encoder']:.0f} ms for the cross-encoder over the whole gallery.")
+
+
+def _04(m: dict) -> str:
+    return (f"**04 — what pretraining buys.** Text→image R@10: random inits {m['random_init_t2i_R@10']:.3f} "
+            f"(open_clip) and {m['normal_init_t2i_R@10']:.3f} (seed 002's N(0, 0.02); chance "
+            f"{m['chance_t2i_R@10']:.3f}); after the same {m['training_steps']} steps, from scratch "
+            f"{m['scratch_t2i_R@10']:.3f} against {m['finetuned_t2i_R@10']:.3f} pretrained + fine-tuned "
+            f"(zero-shot {m['zero_shot_t2i_R@10']:.3f}).")
+
+
+def _05(m: dict) -> str:
+    names = {"global_clip": "global CLIP", "crl_projection": "CRL projection (no training)",
+             "crl_stage1": "CRL stage 1", "crl_stage2": "CRL stage 2", "asen_style": "ASEN-style head"}
+    rows = [f"{label} {100 * m[f'map/{key}/overall']:.1f}" for key, label in names.items()
+            if f"map/{key}/overall" in m]
+    return f"**05 — conditional embeddings** (ASEN protocol, overall mAP %): {', '.join(rows)}."
+
+
+def _06(m: dict) -> str:
+    learned = ["concat + MLP", "TIRG", "ComplexRotation (ComposeAE)", "Combiner (CLIP4Cir)"]
+    rows = [f"{name} {100 * m[f'{name}/R@10']:.1f}" for name in ["sum", *learned] if f"{name}/R@10" in m]
+    return (f"**06 — composed retrieval** (R@10 %, reference excluded, {m['n_queries']} queries): "
+            f"{', '.join(rows)}; best learned minus sum {100 * m['best_minus_sum_R@10']:+.1f} points.")
+
+
+def _07(m: dict) -> str:
+    kinds = ["text", "image", "upload", "conditional", "composed"]
+    rows = [f"{kind} {m[f'median_ms_{kind}']:.0f} ms" for kind in kinds if f"median_ms_{kind}" in m]
+    return f"**07 — the demo** ({m['gallery_size']}-item gallery), median latency per query: {', '.join(rows)}."
+
+
+BULLETS: dict[str, Callable[[dict], str]] = {"01": _01, "02": _02, "03": _03, "04": _04, "05": _05, "06": _06,
+                                             "07": _07}
+
+
+def render_findings(records: dict[str, dict]) -> str:
+    """The findings section's body: one bullet per notebook that has a record and a template, in order."""
+    bullets = [f"- {BULLETS[number](record['metrics'])}" for number, record in sorted(records.items())
+               if number in BULLETS]
+    seeds = sorted({str(record["parameters"].get("seed")) for record in records.values()})
+    return (f"Generated by `python -m course_utils.findings` from the full-profile records in `results/full/` "
+            f"(seed {', '.join(seeds)}; one seed: differences smaller than the spread over seeds are not findings).\n\n"
+            + "\n".join(bullets))
+
+
+def replace_section(text: str, body: str) -> str:
+    """``text`` with everything between the findings markers replaced by ``body``."""
+    if START not in text or END not in text:
+        raise SystemExit(f"README has no {START} ... {END} markers around its findings section")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{body}\n{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_utils.findings", description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=Path, default=RECORDS)
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--check", action="store_true", help="compare only; exit 1 when the README is stale")
+    args = parser.parse_args(argv)
+    current = args.readme.read_text()
+    updated = replace_section(current, render_findings(read_records(args.records)))
+    if args.check:
+        if updated != current:
+            print(f"{args.readme}: the findings section differs from {args.records}; run python -m course_utils.findings")
+            return 1
+        print(f"{args.readme} agrees with {args.records}")
+        return 0
+    args.readme.write_text(updated)
+    print(f"{args.readme}: findings regenerated from {args.records}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,188 @@
+"""Handouts for the course: a student copy without solutions, reveal.js slide decks and a static HTML site.
+
+``python -m course_utils.handouts student --out student/`` copies ``notebooks/`` without the cells tagged
+``solution`` and without ``notebooks/solutions/`` (``make student``).
+``python -m course_utils.handouts slides --executed outputs --out outputs/slides [--reveal DIR]`` turns executed
+notebooks into reveal.js decks, and ``site --executed outputs --out outputs/site`` into static HTML pages with an
+index (``make slides`` builds both from the full run's executed copies).
+
+Slide boundaries are set on a copy at build time, so the committed notebooks carry no slide metadata: a ``#`` or
+``##`` heading starts a slide, a ``###`` heading a sub-slide, everything else continues the current slide (slides
+scroll); the papermill parameter cells are left out. The decks' JavaScript (reveal.js 4, require.js, jQuery) comes
+from ``--js DIR`` — the unpacked npm packages ``reveal.js/``, ``requirejs/`` and ``jquery/``, copied next to the
+decks so they work offline in a classroom (``make slides`` fetches them once with ``npm pack``) — or, without it,
+from nbconvert's default CDN URLs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+
+from .paths import REPO_ROOT
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+SOLUTION_TAG = "solution"
+SKIPPED_ON_SLIDES = {"parameters", "injected-parameters", SOLUTION_TAG}
+# What the decks load, relative to --js: reveal.js 4 (its CSS, white theme, notes plugin), require.js and jQuery.
+SLIDE_FILES = ("reveal.js/dist/reveal.js", "reveal.js/dist/reveal.css", "reveal.js/dist/theme/white.css",
+               "reveal.js/plugin/notes/notes.js", "reveal.js/LICENSE", "requirejs/require.js",
+               "jquery/dist/jquery.min.js")
+
+
+def course_notebooks(folder: Path) -> list[Path]:
+    """``NN_*.ipynb`` in ``folder``, in order; ``SystemExit`` naming the folder when there are none."""
+    notebooks = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if not notebooks:
+        raise SystemExit(f"no notebooks NN_*.ipynb in {folder}; run `make run` (full) or `make run-ci` first")
+    return notebooks
+
+
+def tags(cell) -> set[str]:
+    return set(cell.get("metadata", {}).get("tags", []))
+
+
+def student_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy without the cells tagged ``solution`` and without outputs."""
+    copy = nbformat.from_dict(notebook)
+    copy.cells = [cell for cell in copy.cells if SOLUTION_TAG not in tags(cell)]
+    for cell in copy.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return copy
+
+
+def student_copy(out: Path, source: Path = NOTEBOOK_DIR) -> list[Path]:
+    """Write the student copy of ``source`` (notebooks and profiles, no solutions) to ``out``; the paths written."""
+    if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
+        raise SystemExit(f"--out {out} must lie outside {source}")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in course_notebooks(source):
+        target = out / path.name
+        nbformat.write(student_notebook(nbformat.read(path, as_version=4)), target)
+        written.append(target)
+    if (source / "profiles").is_dir():
+        shutil.copytree(source / "profiles", out / "profiles", dirs_exist_ok=True)
+    return written
+
+
+def slide_type(cell) -> str:
+    """reveal.js slide type of a cell: headings start slides, parameter and solution cells are skipped."""
+    if tags(cell) & SKIPPED_ON_SLIDES:
+        return "skip"
+    if cell.cell_type == "markdown":
+        first = cell.source.lstrip().split("\n", 1)[0]
+        if first.startswith(("# ", "## ")):
+            return "slide"
+        if first.startswith("### "):
+            return "subslide"
+    return "-"
+
+
+def with_slide_metadata(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    copy = nbformat.from_dict(notebook)
+    for cell in copy.cells:
+        cell.metadata["slideshow"] = {"slide_type": slide_type(cell)}
+    return copy
+
+
+def copy_slide_js(js: Path, out: Path) -> None:
+    """Copy the JavaScript and CSS the decks load from ``js`` (unpacked npm packages) to ``out/js/``."""
+    missing = [name for name in SLIDE_FILES if not (js / name).is_file()]
+    if missing:
+        raise SystemExit(f"--js {js}: missing {', '.join(missing)}; expected the unpacked npm packages reveal.js@4, "
+                         "requirejs and jquery (the Makefile's slides target fetches them with `npm pack`)")
+    for name in SLIDE_FILES:
+        (out / "js" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(js / name, out / "js" / name)
+
+
+def build_slides(executed: Path, out: Path, js: Path | None = None) -> list[Path]:
+    """One reveal.js deck ``out/<notebook>.slides.html`` per executed notebook; the decks written."""
+    from nbconvert import SlidesExporter
+
+    notebooks = course_notebooks(executed)
+    out.mkdir(parents=True, exist_ok=True)
+    # A 1600 x 1000 slide (scaled to the screen) fits 100-character code lines and the course's figures.
+    exporter = SlidesExporter(reveal_scroll=True, reveal_theme="white", reveal_width="1600", reveal_height="1000",
+                              reveal_number="c/t", reveal_transition="none", exclude_input_prompt=True, exclude_output_prompt=True)
+    if js is not None:  # offline decks: every script and style sheet from out/js/
+        copy_slide_js(js, out)
+        exporter.reveal_url_prefix = "js/reveal.js"
+        exporter.require_js_url = "js/requirejs/require.js"
+        exporter.jquery_url = "js/jquery/dist/jquery.min.js"
+    written = []
+    for path in notebooks:
+        body, _ = exporter.from_notebook_node(with_slide_metadata(nbformat.read(path, as_version=4)))
+        target = out / f"{path.stem}.slides.html"
+        target.write_text(body)
+        written.append(target)
+    return written
+
+
+def notebook_title(notebook: nbformat.NotebookNode, fallback: str) -> str:
+    """The first markdown heading of a notebook, without its ``#``."""
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
+            return cell.source.lstrip()[2:].split("\n", 1)[0].strip()
+    return fallback
+
+
+def build_site(executed: Path, out: Path, slides: Path | None = None) -> Path:
+    """Static HTML pages of the executed notebooks plus ``index.html`` linking them (and their decks); the index."""
+    from nbconvert import HTMLExporter
+
+    notebooks = course_notebooks(executed)
+    out.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter(template_name="lab")
+    exporter.exclude_input_prompt = exporter.exclude_output_prompt = True
+    rows = []
+    for path in notebooks:
+        notebook = nbformat.read(path, as_version=4)
+        notebook.cells = [cell for cell in notebook.cells if not tags(cell) & {"injected-parameters"}]
+        body, _ = exporter.from_notebook_node(notebook)
+        (out / f"{path.stem}.html").write_text(body)
+        deck = slides / f"{path.stem}.slides.html" if slides else None
+        link = f' · <a href="{html.escape(os.path.relpath(deck, out))}">slides</a>' if deck and deck.exists() else ""
+        rows.append(f'<li><a href="{path.stem}.html">{html.escape(notebook_title(notebook, path.stem))}</a>{link}</li>')
+    index = out / "index.html"
+    index.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>fashion-clip-course</title>"
+        "<style>body{font-family:sans-serif;max-width:50em;margin:3em auto;line-height:1.6}</style></head><body>"
+        f"<h1>fashion-clip-course</h1><p>Executed notebooks from <code>{html.escape(executed.name)}/</code>.</p>"
+        f"<ol id='notebooks'>{''.join(rows)}</ol></body></html>"
+    )
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_utils.classroom", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    student = commands.add_parser("student", help="copy notebooks/ without solutions")
+    student.add_argument("--out", type=Path, default=REPO_ROOT / "student")
+    for name in ("slides", "site"):
+        command = commands.add_parser(name, help=f"build the {name} from executed notebooks")
+        command.add_argument("--executed", type=Path, default=REPO_ROOT / "outputs")
+        command.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / name)
+    commands.choices["slides"].add_argument("--js", type=Path, default=None)
+    commands.choices["site"].add_argument("--slides", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.command == "student":
+        written = student_copy(args.out)
+        print(f"student copy: {len(written)} notebooks without solutions in {args.out}")
+    elif args.command == "slides":
+        written = build_slides(args.executed, args.out, args.js)
+        print(f"slides: {len(written)} decks in {args.out}" + ("" if args.js else " (scripts from the CDN)"))
+    else:
+        print(f"site: {build_site(args.executed, args.out, args.slides)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""Worked solutions to the exercises of notebook 03 (a cross-attention re-ranker).
+
+Executed on the ``ci`` profile by ``tests/test_solutions.py`` (``pytest -m solutions``); they use the re-ranker
+that notebook 03 saves to ``outputs/models/reranker.pt``.
+
+Exercise 1 (predict, then run). A re-ranker of the top K only reorders what the first stage found, so no
+re-ranked Recall@1 can exceed the dual encoder's Recall@K. ``first_stage_ceiling`` measures that ceiling for
+K = 20 and K = 50: widening K raises the ceiling, at the price of K cross-encoder passes per query.
+
+Exercise 2 (code, top-50 instead of top-20). ``rerank_top_k`` re-ranks the top 20 and the top 50 with the saved
+matcher and times both. The cost grows with K (one matcher pass per candidate); the gain is bounded by exercise
+1's ceiling and depends on whether the matcher ranks the extra, weaker candidates below the true item. Read both
+numbers from the run before concluding.
+
+Exercise 3 (think). The OFF grid shows cosines (in [-1, 1]); the ON grid shows the re-ranker's score, the matcher's
+logit plus ``dual_weight`` x the dual logit (``logit_scale`` x cosine, up to 100 x the cosine). The two scales are
+not comparable, so the figure labels them; compare ranks, not scores, across the two rows. A wider or deeper
+matcher (``itm_width``, ``itm_layers``) costs more per step; whether it learns more within ``itm_epochs`` is
+an experiment to run, not to assume.
+
+Exercise 4 (think). The captions describe attributes only, so items with identical attributes are
+indistinguishable from the text: the oracle must pick one of them at random. To go beyond it the data would need
+captions that tell those items apart (brand, print details, exact shade) — no model can recover what the query
+does not say.
+
+Exercise 5 (open). ALBEF ("Align before Fuse", Li et al., NeurIPS 2021) mines hard negatives for its ITM head
+from the in-batch contrastive similarities, sampling them in proportion to their softmax similarity rather than
+always taking the hardest; BLIP (Li et al., ICML 2022) keeps that scheme. Why might sampling be safer than the
+hardest negative when captions describe attributes only and several items share all of them (the attribute
+oracle row)?
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+
+import course_utils as cu
+
+
+def first_stage_ceiling(dual, catalogue, query_style, ks=(1, 20, 50)) -> dict[int, float]:
+    """Exercise 1: the dual encoder's full-gallery text→image Recall@K (the ceiling of a top-K re-ranker)."""
+    images = cu.embed.encode_images(dual, catalogue, progress=False)
+    texts = cu.embed.encode_texts(dual, cu.embed.caption_texts(catalogue, query_style), progress=False)
+    return cu.metrics.recall_at_k(texts @ images.T, torch.arange(len(catalogue)), ks)
+
+
+def rerank_top_k(dual, catalogue, query_style, reranker_path, candidates=(20, 50)) -> dict[int, dict]:
+    """Exercise 2: re-ranked recall and seconds for each number of candidates K."""
+    saved = cu.tasks.rerank.load_reranker(reranker_path)
+    runs = {}
+    for k in candidates:
+        start = time.perf_counter()
+        recall = cu.tasks.rerank.evaluate_reranker(dual, catalogue, query_style, dataclasses.replace(saved, k=k))
+        runs[k] = {**recall, "seconds": time.perf_counter() - start}
+    return runs

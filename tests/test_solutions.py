@@ -1,0 +1,179 @@
+"""The worked solutions of the notebooks' exercises run on the ``ci`` profile and reach the outcome they claim.
+
+Each ``notebooks/solutions/NN_*.py`` is imported from its path and its code solutions are executed against the
+``ci`` experiment, sharing the notebook runs' cache (``outputs/test-cache``, see tests/test_notebooks.py) so the
+pretrained and fine-tuned models are reused. Marked ``solutions``: ``make test`` runs them, plain ``pytest`` does
+not. Run alone with ``pytest -m solutions tests/test_solutions.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import pytest
+
+from course_utils.paths import REPO_ROOT
+
+pytestmark = pytest.mark.solutions
+
+SOLUTIONS = REPO_ROOT / "notebooks" / "solutions"
+TEST_CACHE = REPO_ROOT / "outputs" / "test-cache"  # shared with tests/test_notebooks.py
+CI_OUTPUTS = REPO_ROOT / "outputs" / "ci"  # where the ci notebook run writes (03's re-ranker)
+
+
+def load_solution(stem: str):
+    """Import ``notebooks/solutions/<stem>.py`` (file names start with a digit, so not as a package)."""
+    path = SOLUTIONS / f"{stem}.py"
+    spec = importlib.util.spec_from_file_location(f"solution_{stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ci():
+    """The ci experiment (cpu) and notebook 02's fine-tuned model, from the notebook runs' cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FASHION_COURSE_CACHE", str(TEST_CACHE))
+        patch.setenv("FASHION_COURSE_OUTPUTS", str(CI_OUTPUTS))
+        patch.setenv("FASHION_COURSE_FIGURES", str(CI_OUTPUTS / "figures"))
+        import course_utils as cu
+
+        experiment = cu.tasks.load_experiment("synthetic", None, "tiny-fashion-clip", "embedded", "ci", 0, "cpu")
+        tuned, _ = cu.tasks.retrieval.finetuned_bundle(experiment, progress=False)
+        yield {"experiment": experiment, "tuned": tuned, "cu": cu}
+
+
+def test_every_notebook_has_a_solution_file():
+    notebooks = sorted(p.stem for p in (REPO_ROOT / "notebooks").glob("0[1-7]_*.ipynb"))
+    assert notebooks and all((SOLUTIONS / f"{stem}.py").exists() for stem in notebooks), notebooks
+
+
+def test_01_in_batch_recall_by_hand_and_the_two_readings(ci):
+    cu, experiment = ci["cu"], ci["experiment"]
+    solution = load_solution("01_baseline_clip")
+    test = experiment.test
+    images = cu.embed.encode_images(experiment.bundle, test, progress=False)
+    texts = cu.embed.encode_texts(experiment.bundle, cu.embed.caption_texts(test, experiment.query_style),
+                                  progress=False)
+    mine = solution.my_in_batch_recall(texts, images, batch_size=32, seed=0)
+    package = cu.metrics.in_batch_recall(texts, images, batch_size=32, seed=0)
+    assert mine == pytest.approx(package, abs=1e-9)
+
+    curve = solution.recall_curve(images, texts, [10, 100, len(test)])
+    ratios = [recall / chance for recall, chance in curve.values()]
+    assert ratios == sorted(ratios), f"model/chance should grow with the gallery: {curve}"
+
+    readings = solution.seed002_readings()
+    assert readings["test split, 8,819 items"]["times chance"] == pytest.approx(0.0020 * 8819 / 10)
+    assert readings["whole dataset, 44,096 items"]["times chance"] == pytest.approx(0.0020 * 44_096 / 10)
+
+    similarity = texts @ images.T
+    colour = solution.attribute_recall(similarity, test, ["colour"])
+    both = solution.attribute_recall(similarity, test, ["category", "colour"])
+    assert all(colour[k] >= both[k] for k in both), (colour, both)
+
+
+def test_02_loss_temperature_batch_size_and_budgets(ci):
+    experiment, tuned = ci["experiment"], ci["tuned"]
+    solution = load_solution("02_fine_tuning")
+    assert solution.uninformed_loss(64) == pytest.approx(math.log(64), abs=1e-5)
+
+    measured = solution.loss_by_temperature(tuned, experiment.test, experiment.query_style)
+    losses, floor = measured["losses"], measured["floor at scale 1"]
+    assert losses[1.0] >= floor - 1e-6, "no model can beat the scale-1 floor"
+    learned = next(v for k, v in losses.items() if str(k).startswith("learned"))
+    assert learned < losses[1.0], measured
+
+    runs = solution.batch_size_runs(experiment)
+    assert runs[8]["steps"] == 8 * runs[64]["steps"]
+    chance = 10 / len(experiment.test)
+    assert all(run["R@10"] > chance for run in runs.values()), runs
+
+    full = solution.optimizer_steps(len(experiment.train), finetune_epochs=3, head_epochs=10, backbone_epochs=3)
+    assert full["(b) stage 2 (backbone)"] == full["(a) full fine-tuning"]
+    assert full["(b) total"] > full["(a) full fine-tuning"], "with equal backbone epochs (b) trains more steps"
+    ci_budget = solution.optimizer_steps(len(experiment.train), finetune_epochs=3, head_epochs=10, backbone_epochs=1)
+    assert ci_budget["backbone epochs for equal backbone steps"] == 3
+
+
+def test_03_ceiling_and_top_50(ci):
+    experiment, tuned = ci["experiment"], ci["tuned"]
+    solution = load_solution("03_cross_modal_attention")
+    ceiling = solution.first_stage_ceiling(tuned, experiment.test, experiment.query_style)
+    assert ceiling[1] <= ceiling[20] <= ceiling[50]
+
+    reranker = CI_OUTPUTS / "models" / "reranker.pt"
+    if not reranker.exists():  # the ci notebook run writes it; run notebook 03 alone when it has not run
+        from course_utils import run
+
+        assert run.main(["--profile", "ci", "--only", "03", "--output-dir", str(CI_OUTPUTS)]) == 0
+    runs = solution.rerank_top_k(tuned, experiment.test, experiment.query_style, reranker)
+    assert runs[20]["dual/R@1"] == runs[50]["dual/R@1"], "the first stage does not depend on K"
+    for k, run in runs.items():  # re-ranking the top K can only reorder what the dual encoder found
+        assert run["rerank/R@1"] <= ceiling[k] + 1e-9, (k, run, ceiling)
+
+
+def test_04_random_inits_and_the_head_start(ci):
+    experiment = ci["experiment"]
+    solution = load_solution("04_random_init_ablation")
+    random = solution.random_init_recall(experiment)
+    assert abs(random["R@10"] - random["chance"]) <= 4 * random["standard error"], random
+
+    effects = solution.normal_init_effects(experiment)
+    assert effects["N(0, 0.02) init"]["softmax scale"] == pytest.approx(1.0, abs=0.1)
+    assert effects["open_clip init"]["softmax scale"] == pytest.approx(1 / 0.07, rel=1e-3)
+    assert effects["N(0, 0.02) init"]["spread"] < effects["open_clip init"]["spread"], effects
+
+    head_start = solution.steps_to_reach_zero_shot(experiment)
+    assert head_start["pretrained final R@10"] > head_start["scratch final R@10"], head_start
+
+
+def test_05_random_floor_ap_by_hand_and_an_added_condition(ci):
+    cu, experiment, tuned = ci["cu"], ci["experiment"], ci["tuned"]
+    solution = load_solution("05_conditional_embeddings")
+    protocol = cu.data.attribute_retrieval_protocol(experiment.test, ["colour", "category"], seed=0)
+    floor = solution.random_ranking_map(protocol, "colour")
+    assert floor["random mAP"] == pytest.approx(floor["share relevant"], abs=0.03), floor
+
+    split = protocol["colour"]
+    features = cu.embed.encode_images(tuned, experiment.test, progress=False)
+    queries = features[[experiment.test.position(i) for i in split.query_ids]]
+    candidates = features[[experiment.test.position(i) for i in split.candidate_ids]]
+    scores, relevant = (queries @ candidates.T).numpy(), split.relevance()
+    for q in range(3):
+        assert solution.my_average_precision(scores[q], relevant[q]) == pytest.approx(
+            cu.metrics.average_precision(scores[q], relevant[q]), abs=1e-9)
+
+    two = solution.crl_stage1_map(tuned, experiment, ["colour", "pattern"])
+    three = solution.crl_stage1_map(tuned, experiment, ["colour", "pattern", "category"])
+    assert three["mAP"]["category"] > three["random"]["category"], three
+    assert two["mAP"]["colour"] > two["random"]["colour"], two
+
+
+def test_06_new_compositors_and_the_loss_scale(ci):
+    experiment, tuned = ci["experiment"], ci["tuned"]
+    solution = load_solution("06_composed_retrieval")
+    data = solution.composed_features(experiment, tuned)
+    table = solution.compositor_table(data, tuned.embed_dim)
+    assert table["weighted sum (alpha=0.5)"] == pytest.approx(table["sum"], abs=1e-9)
+    chance = solution.chance(data)
+    assert table["gated sum (learned)"][10] > table["sum"][10], table
+    sweep = solution.scale_sweep(data, tuned.embed_dim)
+    assert all(recall[10] > chance[10] for recall in sweep.values()), sweep
+
+
+def test_07_batch_search_filters_and_faiss(ci):
+    cu, experiment, tuned = ci["cu"], ci["experiment"], ci["tuned"]
+    solution = load_solution("07_retrieval_demo")
+    retriever = cu.retriever.FashionRetriever(tuned, experiment.test, caption_style=experiment.query_style)
+    queries = cu.embed.caption_texts(experiment.test, experiment.query_style)[:20]
+    assert solution.batch_matches_single(retriever, queries)
+
+    red = solution.filtered_search(retriever, "striped shirt", 8, colour="red")
+    assert len(red) > 0 and (red["colour"] == "red").all(), red
+
+    overlap = solution.index_agreement(tuned, experiment.test, queries)
+    assert overlap["flat"] == 1.0
+    assert overlap["hnsw"] >= 0.8, overlap

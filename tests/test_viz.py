@@ -1,0 +1,29 @@
+"""Figure helpers: colour names drawn in their own colour, image grids that keep whole captions."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from course_utils import viz  # noqa: E402
+
+
+def test_garment_colour_names_map_to_their_own_colour():
+    assert viz.garment_colour("red") == "red"
+    assert viz.garment_colour(" Navy Blue ") == "navy"
+    assert viz.garment_colour("beige") == "beige" and viz.garment_colour("teal") == "teal"
+    assert viz.garment_colour("Multi") is None and viz.garment_colour("no such colour") is None
+
+
+def test_image_grid_keeps_the_caption_lines_and_title_it_is_asked_to():
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    caption = " ".join(f"word{i}" for i in range(30))  # about 200 characters: 8 lines of 28
+    title = "a long query " * 10
+    short = viz.image_grid([(title, [(image, caption, False)] * 3)], thumb=3)
+    full = viz.image_grid([(title, [(image, caption, True)] * 3)], thumb=3, caption_lines=10, title_wrap=40, title_lines=10)
+    assert short.axes[0].get_xlabel().count("\n") == 2  # the default keeps 3 lines
+    assert full.axes[0].get_xlabel().replace("\n", " ") == caption
+    assert full.axes[0].get_ylabel().replace("\n", " ") == title.strip()
+    plt.close("all")
