@@ -136,6 +136,7 @@ def check_kernel(name: str) -> None:
 def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cell_timeout: int) -> float:
     """Execute one notebook; returns seconds taken. Raises :class:`NotebookFailed` on a failing cell."""
     import papermill
+    from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
     start = time.perf_counter()
@@ -146,6 +147,11 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cell_ti
         raise NotebookFailed(
             f"{notebook.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
             f"{err.ename}: {err.evalue}\nExecuted copy with the traceback: {output}"
+        ) from None
+    except CellTimeoutError:
+        raise NotebookFailed(
+            f"{notebook.name}: a cell ran longer than --cell-timeout {cell_timeout} s (a busy machine, or a cold "
+            f"cache that trains models first); rerun with a larger --cell-timeout. Executed copy so far: {output}"
         ) from None
     return time.perf_counter() - start
 

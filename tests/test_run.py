@@ -63,3 +63,16 @@ def test_notebook_is_committed_clean_with_one_parseable_parameters_cell(notebook
     parsed = PythonTranslator.inspect({"source": source})
     assigned = [line.split("=")[0].strip() for line in source.splitlines() if line and not line.startswith(("#", " "))]
     assert [p.name for p in parsed] == assigned and "Unable to parse" not in caplog.text, "papermill reads every parameter"
+
+
+def test_a_cell_past_the_timeout_fails_with_what_to_do(tmp_path):
+    import nbformat
+
+    notebook = tmp_path / "99_slow.ipynb"
+    cells = [nbformat.v4.new_code_cell("profile = 'ci'", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("import time\ntime.sleep(30)")]
+    kernelspec = {"name": run.KERNEL, "display_name": run.KERNEL, "language": "python"}
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": kernelspec}), notebook)
+    with pytest.raises(run.NotebookFailed, match=r"99_slow.ipynb: a cell ran longer than --cell-timeout 2 s .* "
+                                                  r"rerun with a larger --cell-timeout"):
+        run.execute(notebook, tmp_path / "out.ipynb", {"profile": "ci"}, run.KERNEL, cell_timeout=2)
