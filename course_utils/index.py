@@ -5,8 +5,9 @@ Introduced in notebook 07 (search at scale). Two implementations share one small
 - ``ExactIndex``: brute force in torch, chunked over the gallery so memory stays bounded; the reference answer.
   A single query must read every stored vector once, so its latency is bounded below by
   ``bytes stored / memory bandwidth`` (see ``benchmarks/bench_exact_search.py``).
-- ``FaissIndex``: FAISS ``flat`` (exact), ``ivf`` (inverted lists, approximate) or ``hnsw`` (graph, approximate),
-  all with the inner-product metric.
+- ``FaissIndex``: FAISS ``flat`` (exact), ``ivf`` (inverted lists, approximate), ``ivfpq`` (inverted lists of
+  product-quantised codes: ~64 bytes a vector; notebook 08 keeps its lists on disk, see ``index_ondisk``) or
+  ``hnsw`` (graph, approximate), all with the inner-product metric.
 
 API: ``add(vectors, ids=None)``, ``search(queries, k) -> (scores (q, k) float32, ids (q, k) int64)``,
 ``save(path)``, ``load(path)`` (classmethod), ``len(index)``, ``index.dim``. ``search`` returns numpy arrays; the
@@ -23,8 +24,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-INDEX_KINDS = ("exact", "exact-fp16", "flat", "ivf", "hnsw")
-FAISS_KINDS = ("flat", "ivf", "hnsw")
+INDEX_KINDS = ("exact", "exact-fp16", "flat", "ivf", "hnsw")  # kinds that index a gallery of any size
+FAISS_KINDS = ("flat", "ivf", "hnsw", "ivfpq")  # ivfpq trains 256 codewords per sub-quantiser: >= 256 vectors
+IVF_KINDS = ("ivf", "ivfpq")
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 # float16 rows upcast per step (2048 x 512 x 4 B = 4 MiB stays in cache; fastest of 512..8192 measured here);
 # batches amortise the conversion over more rows.
@@ -288,13 +290,14 @@ def _sidecar(path: Path, suffix: str) -> Path:
 
 
 class FaissIndex:
-    """FAISS index with the inner-product metric: "flat" (exact), "ivf" (IVF-Flat) or "hnsw" (HNSW-Flat).
+    """FAISS index with the inner-product metric: "flat" (exact), "ivf" (IVF-Flat), "ivfpq" (IVF-PQ) or "hnsw".
 
     Args:
         dim: vector dimension d.
-        kind: "flat", "ivf" or "hnsw".
+        kind: "flat", "ivf", "ivfpq" or "hnsw".
         nlist: IVF lists (clusters); training needs at least nlist vectors (FAISS suggests >= 39 per list).
         nprobe: IVF lists visited per query (recall/speed knob).
+        pq_m: IVF-PQ sub-quantisers: each vector is stored as ``pq_m`` bytes (``dim`` must be a multiple of it).
         hnsw_m: HNSW neighbours per node (graph degree).
         ef_construction: HNSW candidate list size while building.
         ef_search: HNSW candidate list size while searching (recall/speed knob).
@@ -309,6 +312,7 @@ class FaissIndex:
         hnsw_m: int = 32,
         ef_construction: int = 40,
         ef_search: int = 64,
+        pq_m: int = 64,
     ) -> None:
         import faiss
 
@@ -319,6 +323,7 @@ class FaissIndex:
         self._dim = int(dim)
         self.kind = kind
         self.nlist, self.hnsw_m, self.ef_construction = int(nlist), int(hnsw_m), int(ef_construction)
+        self.pq_m = int(pq_m)
         self._ids = np.empty(0, dtype=np.int64)
         self._default_ids = True
         if kind == "flat":
@@ -326,6 +331,12 @@ class FaissIndex:
         elif kind == "ivf":
             self._quantizer = faiss.IndexFlatIP(self._dim)
             self.index = faiss.IndexIVFFlat(self._quantizer, self._dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        elif kind == "ivfpq":
+            if self._dim % self.pq_m:
+                raise ValueError(f"pq_m={self.pq_m} must divide dim={self._dim} (e.g. pq_m=64 for d=512)")
+            self._quantizer = faiss.IndexFlatIP(self._dim)
+            self.index = faiss.IndexIVFPQ(self._quantizer, self._dim, self.nlist, self.pq_m, 8,
+                                          faiss.METRIC_INNER_PRODUCT)
         else:
             self.index = faiss.IndexHNSWFlat(self._dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             self.index.hnsw.efConstruction = self.ef_construction
@@ -345,7 +356,7 @@ class FaissIndex:
     @nprobe.setter
     def nprobe(self, value: int) -> None:
         self._nprobe = int(value)
-        if self.kind == "ivf":
+        if self.kind in IVF_KINDS:
             self.index.nprobe = self._nprobe
 
     @property
@@ -372,7 +383,7 @@ class FaissIndex:
 
     def train(self, vectors: np.ndarray | torch.Tensor) -> None:
         """Learn the IVF centroids (k-means) from (n, d) vectors; a no-op for flat and HNSW."""
-        if self.kind != "ivf":
+        if self.kind not in IVF_KINDS:
             return
         matrix = self._as_faiss(vectors, "vectors")
         if matrix.shape[0] < self.nlist:
@@ -380,6 +391,9 @@ class FaissIndex:
                 f"IVF training needs at least nlist={self.nlist} vectors, got {matrix.shape[0]}; "
                 "lower nlist (about sqrt(n) to 4*sqrt(n)) or train on more vectors"
             )
+        if self.kind == "ivfpq" and matrix.shape[0] < 256:
+            raise ValueError(f"IVF-PQ training needs at least 256 vectors (one per PQ codeword), got "
+                             f"{matrix.shape[0]}; FAISS recommends 39 * 256 = 9,984 or more")
         self.index.train(matrix)
 
     def _as_faiss(self, x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
@@ -434,6 +448,7 @@ class FaissIndex:
             "hnsw_m": self.hnsw_m,
             "ef_construction": self.ef_construction,
             "ef_search": self.ef_search,
+            "pq_m": self.pq_m,
             "custom_ids": not self._default_ids,
         }
         _sidecar(path, ".json").write_text(json.dumps(settings, indent=2))
@@ -453,6 +468,7 @@ class FaissIndex:
         if settings.get("format") != "course_utils.FaissIndex/1":
             raise ValueError(f"{sidecar} is not a FaissIndex settings file")
         options = {key: settings[key] for key in ("nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search")}
+        options["pq_m"] = settings.get("pq_m", 64)  # files written before ivfpq existed lack it
         index = cls(settings["dim"], kind=settings["kind"], **options)
         index.index = faiss.read_index(str(path))
         index.nprobe, index.ef_search = settings["nprobe"], settings["ef_search"]  # reapply knobs to the loaded index
@@ -476,7 +492,7 @@ def build_index(kind: str, dim: int, **options: Any) -> ExactIndex | FaissIndex:
             "hnsw".
         dim: vector dimension d.
         **options: passed to ``ExactIndex`` (chunk_size, device) or ``FaissIndex`` (nlist, nprobe, hnsw_m,
-            ef_construction, ef_search).
+            ef_construction, ef_search, pq_m).
 
     Returns:
         An empty index with the common ``add`` / ``search`` / ``save`` API.
@@ -487,4 +503,4 @@ def build_index(kind: str, dim: int, **options: Any) -> ExactIndex | FaissIndex:
         return ExactIndex(dim, dtype="float16", **options)
     if kind in FAISS_KINDS:
         return FaissIndex(dim, kind=kind, **options)
-    raise ValueError(f"unknown index kind {kind!r}; choose one of {list(INDEX_KINDS)}")
+    raise ValueError(f"unknown index kind {kind!r}; choose one of {list(dict.fromkeys(INDEX_KINDS + FAISS_KINDS))}")
