@@ -13,11 +13,12 @@ FAISS's recipe for "indexes that do not fit in RAM", behind the :class:`~course_
 
 Each vector costs ``pq_m`` bytes of code plus an 8-byte id on disk (72 B at ``pq_m=64`` instead of 2,048 B of float32),
 and the codes only approximate the vectors, so :class:`RerankedIndex` re-scores the top candidates exactly when
-the vectors are at hand (e.g. a float16 ``numpy.memmap`` on disk).
+the vectors are at hand: in RAM, or in a ``.npy`` file read row by row with :class:`NpyRows`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -114,13 +115,52 @@ def _load_trained(folder: Path) -> FaissIndex:
     return index
 
 
+class NpyRows:
+    """Rows of a 2-D ``.npy`` file read on demand with ``os.pread``: nothing is mapped into the process.
+
+    A ``numpy.memmap`` would do the same reads, but every page fault maps neighbouring pages too, so after many
+    random reads most of the file counts as this process's resident memory; ``pread`` leaves it in the
+    operating system's page cache only.
+
+    Args:
+        path: a C-ordered 2-D ``.npy`` file (e.g. written with ``numpy.lib.format.open_memmap``).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        header = np.load(self.path, mmap_mode="r")  # reads the header only; no page of data is touched
+        if header.ndim != 2 or not header.flags.c_contiguous:
+            raise ValueError(f"{self.path}: expected a C-ordered 2-D array, got shape {header.shape}")
+        self.shape, self.dtype, self._offset = header.shape, header.dtype, header.offset
+        del header
+        self.ndim, self._row_bytes = 2, self.shape[1] * self.dtype.itemsize
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), d)`` array of the given row numbers."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), self.shape[1]), dtype=self.dtype)
+        for i, row in enumerate(rows):
+            if not 0 <= row < self.shape[0]:
+                raise IndexError(f"row {row} outside {self.path} ({self.shape[0]} rows)")
+            out[i] = np.frombuffer(os.pread(self._fd, self._row_bytes, self._offset + int(row) * self._row_bytes),
+                                   dtype=self.dtype)
+        return out
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 class RerankedIndex:
     """An approximate index whose top ``candidates`` are re-scored with the exact vectors (same search API).
 
     Args:
         index: any index of ``course_utils.index`` (here the on-disk IVF-PQ).
-        vectors: (n, d) array whose row ``i`` is the vector with id ``i``, e.g. a float16 ``numpy.memmap``:
-            only the candidates' rows are read.
+        vectors: (n, d) rows indexable by an id array, row ``i`` holding the vector with id ``i``: an array in
+            RAM or :class:`NpyRows` over a file on disk (only the candidates' rows are read).
         candidates: approximate neighbours fetched per query before exact re-scoring (>= k).
     """
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from course_utils.index import ExactIndex, FaissIndex
-from course_utils.index_ondisk import RerankedIndex, add_shard, merge_shards, open_ondisk, train_ivfpq
+from course_utils.index_ondisk import NpyRows, RerankedIndex, add_shard, merge_shards, open_ondisk, train_ivfpq
 
 DIM, N, NLIST, PQ_M = 32, 6000, 16, 8
 
@@ -96,3 +96,14 @@ def test_training_refuses_too_few_vectors(tmp_path):
         train_ivfpq(clustered(100, 0), tmp_path, nlist=4, pq_m=PQ_M)
     with pytest.raises(FileNotFoundError, match="train_ivfpq first"):
         add_shard(tmp_path / "empty", 0, clustered(10, 0), ids=np.arange(10))
+
+
+def test_npy_rows_reads_the_rows_asked_for(data, tmp_path):
+    gallery, _ = data
+    np.save(tmp_path / "v.npy", gallery.astype(np.float16))
+    rows = NpyRows(tmp_path / "v.npy")
+    assert len(rows) == N and rows.shape == (N, DIM)
+    np.testing.assert_array_equal(rows[np.array([5, 0, N - 1])], gallery[[5, 0, N - 1]].astype(np.float16))
+    with pytest.raises(IndexError, match="outside"):
+        rows[np.array([N])]
+    rows.close()
