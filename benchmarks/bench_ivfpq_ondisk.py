@@ -112,8 +112,7 @@ def build(args: argparse.Namespace, folder: Path) -> dict:
     del sample
     timings["train s"] = time.perf_counter() - start
 
-    vectors = np.lib.format.open_memmap(folder / "vectors.f16.npy", mode="w+", dtype=np.float16,
-                                        shape=(args.n, args.dim))
+    vectors = NpyRows.create(folder / "vectors.f16.npy", (args.n, args.dim), np.float16)
     add_seconds = truth_seconds = 0.0
     best = None
     for i, (a, b) in enumerate(bounds):
@@ -121,7 +120,7 @@ def build(args: argparse.Namespace, folder: Path) -> dict:
         t0 = time.perf_counter()
         add_shard(folder, i, chunk, ids=np.arange(a, b))
         t1 = time.perf_counter()
-        vectors[a:b] = chunk
+        vectors.write(a, chunk)
         exact = ExactIndex(args.dim, chunk_size=8192)
         exact.add(chunk)
         scores, positions = exact.search(queries, args.k)
@@ -131,8 +130,7 @@ def build(args: argparse.Namespace, folder: Path) -> dict:
         if i % max(1, len(bounds) // 10) == 0:
             print(f"  chunk {i + 1}/{len(bounds)}: add {add_seconds:.0f} s, ground truth {truth_seconds:.0f} s, "
                   f"RSS {memory_mb()['VmRSS']:.0f} MB", flush=True)
-    vectors.flush()
-    del vectors, exact
+    vectors.close()
     np.save(folder / "truth.npy", best[1])
     timings["add shards s"], timings["ground truth s"] = add_seconds, truth_seconds
 

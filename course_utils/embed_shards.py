@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .cache import torch_save_atomic
+from .cli import add_data_and_model_arguments, bundle_from_args, catalogue_from_args
 from .data.records import Catalogue
 from .embed import encode_images, weights_digest
 
@@ -150,39 +151,11 @@ def merge_shards(out_dir: str | Path, catalogue: Catalogue | None = None) -> tor
     return torch.cat(parts)
 
 
-def _load_catalogue(args: argparse.Namespace) -> Catalogue:
-    from .data import load_catalogue
-
-    options = {"seed": args.seed}
-    if args.size:
-        options["size"] = json.loads(args.size) if args.size.startswith("{") else args.size
-    catalogue = load_catalogue(args.catalogue, root=args.root, **options)
-    return catalogue.split(args.split) if args.split else catalogue
-
-
-def _load_bundle(args: argparse.Namespace):
-    from .models import load_clip
-
-    torch.manual_seed(0)  # the same random init on every rank when no weights are given
-    bundle = load_clip(args.model, pretrained=None, device="cpu")
-    if args.weights:
-        state = torch.load(args.weights, map_location="cpu", weights_only=False)
-        bundle.model.load_state_dict(state.get("model", state))
-        bundle.model.eval()
-    return bundle
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Embed one rank's slice of a catalogue, or merge the shards.")
     parser.add_argument("--out", required=True, help="folder of the shards and manifests")
     parser.add_argument("--merge", action="store_true", help="check and join the shards into <out>/embeddings.pt")
-    parser.add_argument("--catalogue", default="synthetic", help="dataset name for load_catalogue")
-    parser.add_argument("--root", default=None, help="folder of a real dataset")
-    parser.add_argument("--size", default=None, help='synthetic size: "ci", "full" or JSON like {"test": 2000}')
-    parser.add_argument("--seed", type=int, default=0, help="catalogue seed")
-    parser.add_argument("--split", default=None, help="embed only this split")
-    parser.add_argument("--model", default="tiny-fashion-clip", help="open_clip model name")
-    parser.add_argument("--weights", default=None, help="state_dict file of the model (else random init)")
+    add_data_and_model_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--rank", type=int, default=int(os.environ.get("RANK", "0")))
     parser.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", "1")))
@@ -192,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         torch_save_atomic(embeddings, Path(args.out) / "embeddings.pt")
         print(f"merged {embeddings.shape[0]} x {embeddings.shape[1]} embeddings into {Path(args.out) / 'embeddings.pt'}")
         return
-    manifest = embed_shard(_load_bundle(args), _load_catalogue(args), args.out, args.rank, args.world_size,
+    manifest = embed_shard(bundle_from_args(args), catalogue_from_args(args), args.out, args.rank, args.world_size,
                            args.batch_size)
     print(f"rank {args.rank}/{args.world_size}: wrote {manifest}")
 

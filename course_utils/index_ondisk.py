@@ -116,17 +116,25 @@ def _load_trained(folder: Path) -> FaissIndex:
 
 
 class NpyRows:
-    """Rows of a 2-D ``.npy`` file read on demand with ``os.pread``: nothing is mapped into the process.
+    """Rows of a 2-D ``.npy`` file read (and written) on demand with ``os.pread``/``pwrite``: nothing is mapped.
 
     A ``numpy.memmap`` would do the same reads, but every page fault maps neighbouring pages too, so after many
-    random reads most of the file counts as this process's resident memory; ``pread`` leaves it in the
-    operating system's page cache only.
+    random reads (or a long sequential write) most of the file counts as this process's resident memory;
+    ``pread``/``pwrite`` leave it in the operating system's page cache only.
 
     Args:
-        path: a C-ordered 2-D ``.npy`` file (e.g. written with ``numpy.lib.format.open_memmap``).
+        path: a C-ordered 2-D ``.npy`` file (see :meth:`create`).
+        writable: open for :meth:`write` as well.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    @classmethod
+    def create(cls, path: str | Path, shape: tuple[int, int], dtype: str | np.dtype = np.float16) -> NpyRows:
+        """A new ``.npy`` file of ``shape`` (sparse: disk blocks are allocated as rows are written), writable."""
+        header = np.lib.format.open_memmap(Path(path), mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
+        del header  # only the header was written
+        return cls(path, writable=True)
+
+    def __init__(self, path: str | Path, writable: bool = False) -> None:
         self.path = Path(path)
         header = np.load(self.path, mmap_mode="r")  # reads the header only; no page of data is touched
         if header.ndim != 2 or not header.flags.c_contiguous:
@@ -134,7 +142,7 @@ class NpyRows:
         self.shape, self.dtype, self._offset = header.shape, header.dtype, header.offset
         del header
         self.ndim, self._row_bytes = 2, self.shape[1] * self.dtype.itemsize
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._fd = os.open(self.path, os.O_RDWR if writable else os.O_RDONLY)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -149,6 +157,13 @@ class NpyRows:
             out[i] = np.frombuffer(os.pread(self._fd, self._row_bytes, self._offset + int(row) * self._row_bytes),
                                    dtype=self.dtype)
         return out
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        """Store ``rows`` ((m, d), cast to the file's dtype) as rows ``start .. start + m - 1``."""
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.ndim != 2 or rows.shape[1] != self.shape[1] or not 0 <= start <= self.shape[0] - len(rows):
+            raise ValueError(f"cannot write {rows.shape} rows at {start} into {self.path} of shape {self.shape}")
+        os.pwrite(self._fd, rows.tobytes(), self._offset + start * self._row_bytes)
 
     def close(self) -> None:
         os.close(self._fd)

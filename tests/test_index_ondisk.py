@@ -100,7 +100,13 @@ def test_training_refuses_too_few_vectors(tmp_path):
 
 def test_npy_rows_reads_the_rows_asked_for(data, tmp_path):
     gallery, _ = data
-    np.save(tmp_path / "v.npy", gallery.astype(np.float16))
+    written = NpyRows.create(tmp_path / "v.npy", gallery.shape, np.float16)
+    written.write(0, gallery[:100])
+    written.write(100, gallery[100:])
+    with pytest.raises(ValueError, match="cannot write"):
+        written.write(N - 1, gallery[:2])
+    written.close()
+    np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), gallery.astype(np.float16))  # a valid .npy file
     rows = NpyRows(tmp_path / "v.npy")
     assert len(rows) == N and rows.shape == (N, DIM)
     np.testing.assert_array_equal(rows[np.array([5, 0, N - 1])], gallery[[5, 0, N - 1]].astype(np.float16))
