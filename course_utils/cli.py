@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 import torch
 
@@ -42,7 +43,13 @@ def bundle_from_args(args: argparse.Namespace, device: str = "cpu"):
     from .models import load_clip
 
     torch.manual_seed(0)  # the same random init on every rank when no weights are given
-    bundle = load_clip(args.model, pretrained=None, device=device)
+    previous = logging.root.manager.disable
+    if args.weights:  # open_clip warns that the model is randomly initialised; the weights are loaded just below
+        logging.disable(max(previous, logging.WARNING))
+    try:
+        bundle = load_clip(args.model, pretrained=None, device=device)
+    finally:
+        logging.disable(previous)
     if args.weights:
         state = torch.load(args.weights, map_location=device, weights_only=False)
         bundle.model.load_state_dict(state.get("model", state))

@@ -16,8 +16,10 @@ The collection uses Milvus's ``FLAT`` index (exact inner product); on millions o
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -47,6 +49,20 @@ def _client(uri: str, timeout: float):
             "(Milvus Lite; its folder must exist) or the address of a running Milvus server, e.g. "
             "http://127.0.0.1:19530"
         ) from err
+
+
+@contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Raise the named loggers to CRITICAL for the duration (their levels are restored afterwards)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def filter_expression(filters: Mapping[str, str]) -> str:
@@ -195,12 +211,13 @@ class MilvusIndex:
 
     def fetch(self) -> tuple[np.ndarray, list[str], torch.Tensor, list[dict]]:
         """Every stored row, sorted by id: ids (n,), item ids, vectors (n, d) float32, attribute dicts."""
-        iterator = self.client.query_iterator(self.collection, batch_size=1000, filter=f"{_KEY} >= 0",
-                                              output_fields=[_KEY, _ITEM, _VECTOR, *self.attribute_names])
         rows = []
-        while batch := iterator.next():
-            rows += batch
-        iterator.close()
+        with _quiet("grpc._server", "pymilvus"):  # Milvus Lite logs an unimplemented timestamp call, then copes
+            iterator = self.client.query_iterator(self.collection, batch_size=1000, filter=f"{_KEY} >= 0",
+                                                  output_fields=[_KEY, _ITEM, _VECTOR, *self.attribute_names])
+            while batch := iterator.next():
+                rows += batch
+            iterator.close()
         rows.sort(key=lambda r: r[_KEY])
         vectors = torch.tensor(np.array([r[_VECTOR] for r in rows], dtype=np.float32).reshape(-1, self._dim))
         attributes = [{a: r[a] for a in self.attribute_names} for r in rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -91,3 +92,17 @@ def test_resume_on_two_processes_from_a_one_process_checkpoint(tmp_path, one_pro
     resumed = torchrun(tmp_path, "--steps", "20", "--checkpoint-dir", str(tmp_path))
     assert max_difference(resumed, one_process_weights) <= 1e-5
     assert torch.load(tmp_path / "last.pt", weights_only=False)["step"] == 20
+
+
+def test_train_contrastive_command_writes_weights_and_summary(tmp_path, tiny_bundle, small_catalogue):
+    from course_utils import train_contrastive
+
+    weights = tmp_path / "base.pt"
+    torch.save(tiny_bundle.model.state_dict(), weights)
+    size = '{"pretrain": 40, "train": 160, "val": 20, "test": 160}'  # conftest's small_catalogue
+    train_contrastive.main(["--size", size, "--seed", "3", "--split", "train", "--weights", str(weights),
+                            "--steps", "2", "--batch-size", "8", "--lr", "1e-3", "--out", str(tmp_path / "out.pt")])
+    summary = json.loads((tmp_path / "out.pt.json").read_text())
+    assert summary["processes"] == 1 and summary["steps"] == 2 and len(summary["losses"]) == 2
+    trained = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert max_difference(trained, tiny_bundle.model.state_dict()) > 0  # the weights were loaded, then trained
