@@ -337,6 +337,7 @@ class FaissIndex:
             self._quantizer = faiss.IndexFlatIP(self._dim)
             self.index = faiss.IndexIVFPQ(self._quantizer, self._dim, self.nlist, self.pq_m, 8,
                                           faiss.METRIC_INNER_PRODUCT)
+            self.index.do_polysemous_training = False  # only serves Hamming pre-filtering, which we do not use; slow
         else:
             self.index = faiss.IndexHNSWFlat(self._dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             self.index.hnsw.efConstruction = self.ef_construction

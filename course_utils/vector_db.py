@@ -16,10 +16,8 @@ The collection uses Milvus's ``FLAT`` index (exact inner product); on millions o
 from __future__ import annotations
 
 import json
-import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -49,20 +47,6 @@ def _client(uri: str, timeout: float):
             "(Milvus Lite; its folder must exist) or the address of a running Milvus server, e.g. "
             "http://127.0.0.1:19530"
         ) from err
-
-
-@contextmanager
-def _quiet(*names: str) -> Iterator[None]:
-    """Raise the named loggers to CRITICAL for the duration (their levels are restored afterwards)."""
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 def filter_expression(filters: Mapping[str, str]) -> str:
@@ -209,15 +193,19 @@ class MilvusIndex:
                 scores[row, rank], ids[row, rank] = hit["distance"], hit["entity"][_KEY]
         return scores, ids
 
-    def fetch(self) -> tuple[np.ndarray, list[str], torch.Tensor, list[dict]]:
-        """Every stored row, sorted by id: ids (n,), item ids, vectors (n, d) float32, attribute dicts."""
-        rows = []
-        with _quiet("grpc._server", "pymilvus"):  # Milvus Lite logs an unimplemented timestamp call, then copes
-            iterator = self.client.query_iterator(self.collection, batch_size=1000, filter=f"{_KEY} >= 0",
-                                                  output_fields=[_KEY, _ITEM, _VECTOR, *self.attribute_names])
-            while batch := iterator.next():
-                rows += batch
-            iterator.close()
+    def fetch(self, page: int = 1000) -> tuple[np.ndarray, list[str], torch.Tensor, list[dict]]:
+        """Every stored row, sorted by id: ids (n,), item ids, vectors (n, d) float32, attribute dicts.
+
+        Reads ids ``0 .. len - 1`` (what ``add`` assigns by default, and what :func:`milvus_retriever` stores) in
+        pages of ``page`` rows with range filters, so no page exceeds Milvus's query size limit.
+        """
+        n, rows = len(self), []
+        for start in range(0, n, page):
+            rows += self.client.query(self.collection, filter=f"{_KEY} >= {start} and {_KEY} < {start + page}",
+                                      output_fields=[_KEY, _ITEM, _VECTOR, *self.attribute_names])
+        if len(rows) != n:
+            raise VectorDatabaseError(f"collection {self.collection!r} holds {n} rows but only {len(rows)} have ids "
+                                      f"in [0, {n}); fetch() reads rows keyed by position (add() without ids)")
         rows.sort(key=lambda r: r[_KEY])
         vectors = torch.tensor(np.array([r[_VECTOR] for r in rows], dtype=np.float32).reshape(-1, self._dim))
         attributes = [{a: r[a] for a in self.attribute_names} for r in rows]
