@@ -16,8 +16,10 @@ The collection uses Milvus's ``FLAT`` index (exact inner product); on millions o
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -47,6 +49,20 @@ def _client(uri: str, timeout: float):
             "(Milvus Lite; its folder must exist) or the address of a running Milvus server, e.g. "
             "http://127.0.0.1:19530"
         ) from err
+
+
+@contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Raise the named loggers to CRITICAL for the duration (their levels are restored afterwards)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def filter_expression(filters: Mapping[str, str]) -> str:
@@ -118,7 +134,8 @@ class MilvusIndex:
         schema.add_field(_VECTOR, DataType.FLOAT_VECTOR, dim=int(dim))
         index_params = client.prepare_index_params()
         index_params.add_index(field_name=_VECTOR, index_type=index_type, metric_type="IP")
-        client.create_collection(collection, schema=schema, index_params=index_params)
+        with _quiet("grpc._server"):  # Milvus Lite logs an unimplemented timestamp call here; pymilvus copes
+            client.create_collection(collection, schema=schema, index_params=index_params)
         return cls(client, collection, uri)
 
     @classmethod
