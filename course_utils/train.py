@@ -191,6 +191,9 @@ def fit(
 ) -> TrainHistory:
     """Train ``model`` on ``dataset`` by minimising ``batch_loss(model, batch)``.
 
+    Under torchrun each rank gets ``batch_size / world_size`` items of every global batch; evaluation, logging and
+    checkpoints happen on rank 0 (the other ranks' histories hold no evaluations).
+
     Args:
         model: any module; only parameters with ``requires_grad`` are trained.
         dataset: returns dicts (see ``course_utils.data.adapters``); may define ``set_epoch``.
@@ -201,8 +204,6 @@ def fit(
         checkpoint_dir: where ``last.pt`` is written every ``config.checkpoint_every`` steps; when it exists,
             training resumes from it exactly (same data order, RNG and optimizer state).
         stop_after: stop (after checkpointing) once this many optimizer steps are done — simulates a killed run.
-            Under torchrun each rank gets ``batch_size / world_size`` items of every global batch; evaluation,
-            logging and checkpoints happen on rank 0 (the other ranks' histories hold no evaluations).
         device: defaults to the model's device.
         progress: show a tqdm bar.
         after_step: called after each optimizer step (e.g. to clamp CLIP's temperature).
