@@ -9,7 +9,7 @@ slices each global batch, averages gradients and lets rank 0 checkpoint. So the 
         -m course_utils.train_contrastive ...same options...        # 32 GPUs on 4 machines
 
 Rank 0 writes the trained ``state_dict`` to ``--out`` and a JSON summary beside it (``<out>.json``: processes,
-steps, seconds, images per second, per-step losses).
+steps done in all and in this run (after a resume), seconds and images per second of this run, per-step losses).
 """
 
 from __future__ import annotations
@@ -51,19 +51,22 @@ def main(argv: list[str] | None = None) -> None:
     config = TrainConfig(max_steps=args.steps, epochs=10**6, batch_size=args.batch_size, lr=args.lr,
                          warmup_steps=args.warmup_steps, checkpoint_every=args.checkpoint_every,
                          seed=args.train_seed)
+    checkpoint = Path(args.checkpoint_dir) / "last.pt" if args.checkpoint_dir else None
+    start_step = torch.load(checkpoint, weights_only=False)["step"] if checkpoint and checkpoint.exists() else 0
     start = time.perf_counter()
     history = fit(bundle.model, dataset, contrastive_batch_loss(bundle.tokenizer), config,
                   checkpoint_dir=args.checkpoint_dir, stop_after=args.stop_after, progress=False,
                   after_step=clamp_logit_scale)
     seconds = time.perf_counter() - start
     if context.is_main:
-        steps_run = len(history.steps)
-        summary = {"processes": context.world_size, "steps": steps_run, "seconds": seconds,
-                   "images_per_second": steps_run * args.batch_size / seconds if steps_run else None,
+        steps_run = len(history.steps) - start_step  # the history also holds the steps before a resume
+        summary = {"processes": context.world_size, "steps": len(history.steps), "steps_this_run": steps_run,
+                   "seconds": seconds, "images_per_second": steps_run * args.batch_size / seconds if steps_run else None,
                    "losses": [s["loss"] for s in history.steps], "config": asdict(config)}
         torch.save(bundle.model.state_dict(), args.out)
         Path(f"{args.out}.json").write_text(json.dumps(summary, indent=2))
-        print(f"{context.world_size} process(es): {steps_run} steps in {seconds:.1f} s -> {args.out}")
+        print(f"{context.world_size} process(es): {steps_run} steps in {seconds:.1f} s -> {args.out} "
+              f"(step {len(history.steps)} of {args.steps})")
 
 
 if __name__ == "__main__":
