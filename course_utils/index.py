@@ -5,8 +5,9 @@ Introduced in notebook 07 (search at scale). Two implementations share one small
 - ``ExactIndex``: brute force in torch, chunked over the gallery so memory stays bounded; the reference answer.
   A single query must read every stored vector once, so its latency is bounded below by
   ``bytes stored / memory bandwidth`` (see ``benchmarks/bench_exact_search.py``).
-- ``FaissIndex``: FAISS ``flat`` (exact), ``ivf`` (inverted lists, approximate) or ``hnsw`` (graph, approximate),
-  all with the inner-product metric.
+- ``FaissIndex``: FAISS ``flat`` (exact), ``ivf`` (inverted lists, approximate), ``ivfpq`` (inverted lists of
+  product-quantised codes: ~64 bytes a vector; notebook 08 keeps its lists on disk, see ``index_ondisk``) or
+  ``hnsw`` (graph, approximate), all with the inner-product metric.
 
 API: ``add(vectors, ids=None)``, ``search(queries, k) -> (scores (q, k) float32, ids (q, k) int64)``,
 ``save(path)``, ``load(path)`` (classmethod), ``len(index)``, ``index.dim``. ``search`` returns numpy arrays; the
@@ -24,8 +25,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-INDEX_KINDS = ("exact", "exact-fp16", "flat", "ivf", "hnsw")
-FAISS_KINDS = ("flat", "ivf", "hnsw")
+INDEX_KINDS = ("exact", "exact-fp16", "flat", "ivf", "hnsw")  # kinds that index a gallery of any size
+FAISS_KINDS = ("flat", "ivf", "hnsw", "ivfpq")  # ivfpq trains 256 codewords per sub-quantiser: >= 256 vectors
+IVF_KINDS = ("ivf", "ivfpq")
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 # float16 rows upcast per step (2048 x 512 x 4 B = 4 MiB stays in cache; fastest of 512..8192 measured here);
 # batches amortise the conversion over more rows.
@@ -385,13 +387,14 @@ def _sidecar(path: Path, suffix: str) -> Path:
 
 
 class FaissIndex:
-    """FAISS index with the inner-product metric: "flat" (exact), "ivf" (IVF-Flat) or "hnsw" (HNSW-Flat).
+    """FAISS index with the inner-product metric: "flat" (exact), "ivf" (IVF-Flat), "ivfpq" (IVF-PQ) or "hnsw".
 
     Args:
         dim: vector dimension d.
-        kind: "flat", "ivf" or "hnsw".
+        kind: "flat", "ivf", "ivfpq" or "hnsw".
         nlist: IVF lists (clusters); training needs at least nlist vectors (FAISS suggests >= 39 per list).
         nprobe: IVF lists visited per query (recall/speed knob).
+        pq_m: IVF-PQ sub-quantisers: each vector is stored as ``pq_m`` bytes (``dim`` must be a multiple of it).
         hnsw_m: HNSW neighbours per node (graph degree).
         ef_construction: HNSW candidate list size while building.
         ef_search: HNSW candidate list size while searching (recall/speed knob).
@@ -406,6 +409,7 @@ class FaissIndex:
         hnsw_m: int = 32,
         ef_construction: int = 40,
         ef_search: int = 64,
+        pq_m: int = 64,
     ) -> None:
         import faiss
 
@@ -416,6 +420,7 @@ class FaissIndex:
         self._dim = int(dim)
         self.kind = kind
         self.nlist, self.hnsw_m, self.ef_construction = int(nlist), int(hnsw_m), int(ef_construction)
+        self.pq_m = int(pq_m)
         self._ids = np.empty(0, dtype=np.int64)
         self._default_ids = True
         if kind == "flat":
@@ -423,6 +428,13 @@ class FaissIndex:
         elif kind == "ivf":
             self._quantizer = faiss.IndexFlatIP(self._dim)
             self.index = faiss.IndexIVFFlat(self._quantizer, self._dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        elif kind == "ivfpq":
+            if self._dim % self.pq_m:
+                raise ValueError(f"pq_m={self.pq_m} must divide dim={self._dim} (e.g. pq_m=64 for d=512)")
+            self._quantizer = faiss.IndexFlatIP(self._dim)
+            self.index = faiss.IndexIVFPQ(self._quantizer, self._dim, self.nlist, self.pq_m, 8,
+                                          faiss.METRIC_INNER_PRODUCT)
+            self.index.do_polysemous_training = False  # only serves Hamming pre-filtering, which we do not use; slow
         else:
             self.index = faiss.IndexHNSWFlat(self._dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             self.index.hnsw.efConstruction = self.ef_construction
@@ -442,7 +454,7 @@ class FaissIndex:
     @nprobe.setter
     def nprobe(self, value: int) -> None:
         self._nprobe = int(value)
-        if self.kind == "ivf":
+        if self.kind in IVF_KINDS:
             self.index.nprobe = self._nprobe
 
     @property
@@ -469,7 +481,7 @@ class FaissIndex:
 
     def train(self, vectors: np.ndarray | torch.Tensor) -> None:
         """Learn the IVF centroids (k-means) from (n, d) vectors; a no-op for flat and HNSW."""
-        if self.kind != "ivf":
+        if self.kind not in IVF_KINDS:
             return
         matrix = self._as_faiss(vectors, "vectors")
         if matrix.shape[0] < self.nlist:
@@ -477,6 +489,9 @@ class FaissIndex:
                 f"IVF training needs at least nlist={self.nlist} vectors, got {matrix.shape[0]}; "
                 "lower nlist (about sqrt(n) to 4*sqrt(n)) or train on more vectors"
             )
+        if self.kind == "ivfpq" and matrix.shape[0] < 256:
+            raise ValueError(f"IVF-PQ training needs at least 256 vectors (one per PQ codeword), got "
+                             f"{matrix.shape[0]}; FAISS recommends 39 * 256 = 9,984 or more")
         self.index.train(matrix)
 
     def _as_faiss(self, x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
@@ -534,6 +549,7 @@ class FaissIndex:
             "hnsw_m": self.hnsw_m,
             "ef_construction": self.ef_construction,
             "ef_search": self.ef_search,
+            "pq_m": self.pq_m,
             "custom_ids": not self._default_ids,
         }
         try:
@@ -570,6 +586,7 @@ class FaissIndex:
         if any(key not in settings for key in keys):
             raise ValueError(f"{sidecar} lacks {[k for k in keys if k not in settings]}; save the index again")
         options = {key: settings[key] for key in ("nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search")}
+        options["pq_m"] = settings.get("pq_m", 64)  # files written before ivfpq existed lack it
         index = cls(settings["dim"], kind=settings["kind"], **options)
         try:
             loaded = faiss.read_index(str(path))
@@ -616,7 +633,7 @@ def build_index(kind: str, dim: int, **options: Any) -> ExactIndex | FaissIndex:
             "hnsw".
         dim: vector dimension d.
         **options: passed to ``ExactIndex`` (chunk_size, device) or ``FaissIndex`` (nlist, nprobe, hnsw_m,
-            ef_construction, ef_search).
+            ef_construction, ef_search, pq_m).
 
     Returns:
         An empty index with the common ``add`` / ``search`` / ``save`` API.
@@ -627,4 +644,4 @@ def build_index(kind: str, dim: int, **options: Any) -> ExactIndex | FaissIndex:
         return ExactIndex(dim, dtype="float16", **options)
     if kind in FAISS_KINDS:
         return FaissIndex(dim, kind=kind, **options)
-    raise ValueError(f"unknown index kind {kind!r}; choose one of {list(INDEX_KINDS)}")
+    raise ValueError(f"unknown index kind {kind!r}; choose one of {list(dict.fromkeys(INDEX_KINDS + FAISS_KINDS))}")

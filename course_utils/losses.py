@@ -1,6 +1,7 @@
 """Losses of the course, written to be read (each notebook shows the one it teaches with ``inspect.getsource``).
 
 - :func:`clip_contrastive_loss` — CLIP's symmetric InfoNCE, seed 002's ``(CE(S) + CE(Sᵀ)) / 2`` (notebook 02).
+- :func:`clip_contrastive_loss_local` — one rank's share of it when the batch is split over processes (notebook 08).
 - :func:`composed_classification_loss` — each composed query must pick its target among the batch's targets
   (TIRG, CLIP4Cir; notebook 06).
 - :func:`soft_triplet_loss` — ComposeAE's and seed 004's soft triplet over the batch (notebook 06).
@@ -29,6 +30,37 @@ def clip_contrastive_loss(image_features: torch.Tensor, text_features: torch.Ten
     image_to_text = F.cross_entropy(similarity, labels)  # each image must pick its own caption
     text_to_image = F.cross_entropy(similarity.T, labels)  # each caption must pick its own image
     return (image_to_text + text_to_image) / 2
+
+
+def clip_contrastive_loss_local(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    all_image_features: torch.Tensor,
+    all_text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+    offset: int,
+) -> torch.Tensor:
+    """One rank's share of :func:`clip_contrastive_loss` over a global batch split across ranks (notebook 08).
+
+    Each rank scores only its own rows against every rank's features (open_clip's ``local_loss``): a
+    ``(b, B)`` block of the ``(B, B)`` similarity matrix instead of all of it. The mean of the ranks' values
+    equals the global-batch loss, and so do the averaged gradients when ``all_*`` come from
+    ``distributed.gather_with_grad``.
+
+    Args:
+        image_features, text_features: ``(b, d)`` this rank's L2-normalised embeddings.
+        all_image_features, all_text_features: ``(B, d)`` every rank's embeddings, in global batch order.
+        logit_scale: CLIP's learned log inverse temperature.
+        offset: global row of this rank's first pair (``rank * b``).
+
+    Returns:
+        Scalar: mean of image->text and text->image cross-entropy over this rank's rows.
+    """
+    scale = logit_scale.exp()
+    image_to_text = scale * image_features @ all_text_features.T  # (b, B): my images against every caption
+    text_to_image = scale * text_features @ all_image_features.T  # (b, B): my captions against every image
+    labels = offset + torch.arange(image_features.shape[0], device=image_features.device)
+    return (F.cross_entropy(image_to_text, labels) + F.cross_entropy(text_to_image, labels)) / 2
 
 
 # --- composed image+text retrieval (notebook 06) ---------------------------------------------------------------

@@ -55,13 +55,16 @@ class FashionRetriever:
     Args:
         bundle: a :class:`~course_utils.models.ClipBundle`.
         catalogue: the gallery (e.g. the test split).
-        index: ``"exact"``, ``"exact-fp16"``, ``"flat"``, ``"ivf"`` or ``"hnsw"`` (see ``course_utils.index``).
+        index: ``"exact"``, ``"exact-fp16"``, ``"flat"``, ``"ivf"`` or ``"hnsw"`` (see ``course_utils.index``), or
+            an index object already holding the gallery in catalogue order, e.g. a
+            :class:`~course_utils.vector_db.MilvusIndex` (notebook 08); one with ``supports_filters`` receives the
+            attribute filters and evaluates them itself.
         image_embeddings: precomputed ``(len(catalogue), d)`` gallery embeddings (else encoded, cached).
         caption_style: which caption to show in results.
         **index_options: passed to :func:`course_utils.index.build_index`.
     """
 
-    def __init__(self, bundle, catalogue: Catalogue, index: str = "exact", image_embeddings: torch.Tensor | None = None,
+    def __init__(self, bundle, catalogue: Catalogue, index="exact", image_embeddings: torch.Tensor | None = None,
                  caption_style: str | None = None, **index_options) -> None:
         if len(catalogue) == 0:
             raise ValueError("the gallery catalogue is empty")
@@ -70,10 +73,15 @@ class FashionRetriever:
         if self.embeddings.shape[0] != len(catalogue):
             raise ValueError(f"{self.embeddings.shape[0]} embeddings for {len(catalogue)} gallery items")
         require_finite(self.embeddings, "image_embeddings", catalogue.ids)
-        if index == "ivf":
-            index_options.setdefault("nlist", max(1, min(1024, len(catalogue) // 39)))
-        self.index = build_index(index, self.embeddings.shape[1], **index_options)
-        self.index.add(self.embeddings)
+        if not isinstance(index, str):
+            if len(index) != len(catalogue):
+                raise ValueError(f"the given index holds {len(index)} vectors for {len(catalogue)} gallery items")
+            self.index = index
+        else:
+            if index == "ivf":
+                index_options.setdefault("nlist", max(1, min(1024, len(catalogue) // 39)))
+            self.index = build_index(index, self.embeddings.shape[1], **index_options)
+            self.index.add(self.embeddings)
         self.reranker: Reranker | None = None
         self.rerank_k = 20  # candidates the re-ranker reorders per text query
         self.conditional_encoder: ConditionalEncoder | None = None
@@ -132,16 +140,19 @@ class FashionRetriever:
         self._check_k(top_k)
         require_finite(queries, "query embedding")
         allowed = self._allowed(filters)
+        if allowed is not None and not allowed.any():
+            raise ValueError(f"no gallery item matches the filters {filters}")
         if allowed is None and not boost and exclude is None:
             scores, positions = self.index.search(queries, top_k)
             return [self._frame(p, s) for s, p in zip(scores, positions)]
+        if allowed is not None and not boost and exclude is None and getattr(self.index, "supports_filters", False):
+            scores, positions = self.index.search(queries, top_k, filters=filters)  # filtered inside the engine
+            return [self._frame(p[p >= 0], s[p >= 0]) for s, p in zip(scores, positions)]
         # Filters, hybrid scores and exclusions are applied to exact scores over the whole gallery.
         similarity = (queries @ self.embeddings.T).numpy().astype(np.float64)
         if boost:
             similarity += boost_weight * self._boost(boost)[None]
         if allowed is not None:
-            if not allowed.any():
-                raise ValueError(f"no gallery item matches the filters {filters}")
             similarity[:, ~allowed] = -np.inf
         for row, position in enumerate(exclude or []):
             if position is not None:

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .paths import REPO_ROOT
+from .paths import REPO_ROOT, outputs_dir
+from .results import build_report
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PROFILES = ("ci", "full")
@@ -99,8 +100,6 @@ def check_output_dir(option: str) -> Path:
     Done before any notebook starts, so a mistyped or read-only ``--output-dir`` is reported in one line naming
     it instead of a traceback. ``option`` names where the folder came from, for the message.
     """
-    from .paths import outputs_dir
-
     try:
         path = outputs_dir()
         with tempfile.TemporaryFile(dir=path):
@@ -170,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.output_dir is not None:
         os.environ["FASHION_COURSE_OUTPUTS"] = str(args.output_dir.expanduser().resolve())
-    from .results import build_report
-
     out = check_output_dir("--output-dir" if args.output_dir is not None else "outputs folder")
     extra = parse_assignments(args.assignments)
     notebooks = discover([n for n in args.only.split(",") if n])

@@ -21,6 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from .classroom import DEFAULT_MAX_PENDING, DEFAULT_WORKERS, QueryService, exposure_warning, serve_forever
+from .demo import load_demo_state
 from .paths import REPO_ROOT
 
 DEMO_NOTEBOOK = REPO_ROOT / "notebooks" / "07_retrieval_demo.ipynb"
@@ -38,8 +42,6 @@ def voila_command(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from .classroom import DEFAULT_MAX_PENDING, DEFAULT_WORKERS
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
     parser.add_argument("--ip", default="127.0.0.1",
@@ -79,11 +81,6 @@ def serve_voila(args: argparse.Namespace) -> int:
 
 
 def serve_classroom(args: argparse.Namespace) -> int:
-    import torch
-
-    from .classroom import QueryService, exposure_warning, serve_forever
-    from .demo import load_demo_state
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     warning = exposure_warning(args.ip, args.port)
     if warning:

@@ -4,6 +4,10 @@
 heads, warmup + cosine schedule, gradient accumulation, mixed precision and gradient checkpointing on CUDA,
 checkpoints every N steps with **exact resume** (model, optimizer, scheduler, RNG, step, data order), tqdm
 progress, and a loss/metric history for plotting.
+
+Under ``torchrun --nproc_per_node N`` the same call trains on N processes (notebook 08): every rank draws the same
+global batches, takes its contiguous slice, gradients are averaged over ranks, and rank 0 alone evaluates, logs
+and checkpoints. A checkpoint does not depend on the number of processes, so a run can resume on a different one.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from . import distributed
 from .cache import torch_save_atomic
 from .data.adapters import collate_skipping_unreadable
-from .losses import clip_contrastive_loss
+from .losses import clip_contrastive_loss, clip_contrastive_loss_local
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps its temperature so logits stay <= 100
 
@@ -120,10 +125,14 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, history: TrainHistory, config: TrainConfig) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "step": step, "rng": _rng_state(), "history": asdict(history), "config": asdict(config)}
-    torch_save_atomic(state, path)
+def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, history: TrainHistory, config: TrainConfig,
+                     context: distributed.DistributedContext) -> None:
+    """Rank 0 writes ``path`` (the other ranks hold the same weights) while the others wait for it."""
+    if context.is_main:
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "step": step, "rng": _rng_state(), "history": asdict(history), "config": asdict(config)}
+        torch_save_atomic(state, path)
+    distributed.barrier()
 
 
 def _epoch_batches(n_samples: int, config: TrainConfig, epoch: int) -> list[list[int]]:
@@ -149,6 +158,9 @@ def fit(
 ) -> TrainHistory:
     """Train ``model`` on ``dataset`` by minimising ``batch_loss(model, batch)``.
 
+    Under torchrun each rank gets ``batch_size / world_size`` items of every global batch; evaluation, logging and
+    checkpoints happen on rank 0 (the other ranks' histories hold no evaluations).
+
     Args:
         model: any module; only parameters with ``requires_grad`` are trained.
         dataset: returns dicts (see ``course_utils.data.adapters``); may define ``set_epoch``.
@@ -168,6 +180,8 @@ def fit(
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     use_cuda = device.type == "cuda"
+    context = distributed.init_from_env(device.type)  # rank 0 of 1 unless launched by torchrun
+    distributed.broadcast_model(model)
     if config.grad_checkpointing and use_cuda and hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(True)
     total_steps = config.total_steps(len(dataset))
@@ -178,26 +192,29 @@ def fit(
     torch.manual_seed(config.seed)
     if checkpoint and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state["model"])  # every rank reads the same file
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, history = state["step"], TrainHistory(**state["history"])
         _set_rng_state(state["rng"])
 
     steps_per_epoch = config.steps_per_epoch(len(dataset))
-    bar = tqdm(total=total_steps, initial=step, desc="training", disable=not progress, leave=False)
+    bar = tqdm(total=total_steps, initial=step, desc="training", disable=not (progress and context.is_main),
+               leave=False)
     model.train()
     while step < total_steps and (stop_after is None or step < stop_after):
         epoch, done_in_epoch = divmod(step, steps_per_epoch)
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
         batches = _epoch_batches(len(dataset), config, epoch)[done_in_epoch * config.grad_accum :]
+        if context.is_distributed:
+            batches = [distributed.rank_slice(batch, context) for batch in batches]
         loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_skipping_unreadable,
                             num_workers=config.num_workers)
         optimizer.zero_grad(set_to_none=True)
-        micro, running = 0, 0.0
+        micro, running, skipped = 0, 0.0, 0
         for batch in loader:
-            history.skipped_items += len(batch.pop("skipped"))
+            skipped += len(batch.pop("skipped"))
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_cuda and config.mixed_precision):
                 loss = batch_loss(model, batch) / config.grad_accum
             loss.backward()
@@ -205,28 +222,34 @@ def fit(
             micro += 1
             if micro % config.grad_accum:
                 continue
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            if context.is_distributed:
+                distributed.average_gradients(params)
+                total_loss, skipped = distributed.sum_over_ranks([running, skipped])
+                running = total_loss / context.world_size
+            history.skipped_items += int(skipped)
             if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if after_step is not None:
                 after_step(model)
             history.steps.append({"step": step + 1, "epoch": epoch, "loss": running, "lr": scheduler.get_last_lr()[0]})
             scheduler.step()
-            step, running = step + 1, 0.0
+            step, running, skipped = step + 1, 0.0, 0
             bar.update(1)
             bar.set_postfix(loss=f"{history.steps[-1]['loss']:.3f}")
-            if evaluate and config.eval_every and step % config.eval_every == 0 and step < total_steps:
+            if evaluate and context.is_main and config.eval_every and step % config.eval_every == 0 and step < total_steps:
                 history.evals.append({"step": step, **_evaluate(model, evaluate)})
             if checkpoint and config.checkpoint_every and step % config.checkpoint_every == 0:
-                _save_checkpoint(checkpoint, model, optimizer, scheduler, step, history, config)
+                _save_checkpoint(checkpoint, model, optimizer, scheduler, step, history, config, context)
             if step >= total_steps or (stop_after is not None and step >= stop_after):
                 break
     bar.close()
-    if step >= total_steps and evaluate:
+    if step >= total_steps and evaluate and context.is_main:
         history.evals.append({"step": step, **_evaluate(model, evaluate)})
     if checkpoint:
-        _save_checkpoint(checkpoint, model, optimizer, scheduler, step, history, config)
+        _save_checkpoint(checkpoint, model, optimizer, scheduler, step, history, config, context)
     model.eval()
     return history
 
@@ -245,13 +268,22 @@ def _evaluate(model: torch.nn.Module, evaluate: Callable[[], dict]) -> dict:
 # --- CLIP contrastive training ---------------------------------------------------------------------------------
 
 def contrastive_batch_loss(tokenizer: Callable[[list[str]], torch.Tensor]) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
-    """The per-batch loss of CLIP fine-tuning: encode both modalities, then :func:`clip_contrastive_loss`."""
+    """The per-batch loss of CLIP fine-tuning: encode both modalities, then :func:`clip_contrastive_loss`.
+
+    On several ranks the features of every rank are gathered (with gradients), so each image is contrasted with
+    the captions of the whole global batch, exactly as in one process (:func:`clip_contrastive_loss_local`).
+    """
 
     def batch_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
         device = model.logit_scale.device
         image_features = F.normalize(model.encode_image(batch["image"].to(device)), dim=-1)
         text_features = F.normalize(model.encode_text(tokenizer(batch["text"]).to(device)), dim=-1)
-        return clip_contrastive_loss(image_features, text_features, model.logit_scale)
+        context = distributed.current()
+        if not context.is_distributed:
+            return clip_contrastive_loss(image_features, text_features, model.logit_scale)
+        all_images, all_texts = distributed.gather_with_grad(image_features), distributed.gather_with_grad(text_features)
+        return clip_contrastive_loss_local(image_features, text_features, all_images, all_texts, model.logit_scale,
+                                           offset=context.rank * image_features.shape[0])
 
     return batch_loss
 

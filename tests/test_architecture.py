@@ -14,11 +14,12 @@ LAYERS = [
     {"paths", "seeding", "cache"},
     {"data"},
     {"models"},
-    {"embed", "metrics", "index", "losses", "train", "viz", "results", "distributed"},
+    {"embed", "metrics", "index", "index_ondisk", "losses", "train", "distributed", "viz", "results", "cli",
+     "embed_shards"},
     {"tasks"},
-    {"retriever", "embed_shards", "vector_db"},
+    {"retriever", "vector_db"},
     {"demo"},
-    {"widgets", "run", "evaluate", "serve", "classroom", "findings", "handouts"},
+    {"widgets", "run", "evaluate", "serve", "classroom", "findings", "handouts", "train_contrastive"},
 ]
 
 

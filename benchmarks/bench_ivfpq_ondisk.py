@@ -1,0 +1,241 @@
+"""An index bigger than RAM: IVF-PQ with on-disk inverted lists (``course_utils.index_ondisk``), at millions of vectors.
+
+Data: CLUSTERED unit vectors with local structure, generated chunk by chunk from a per-chunk seed (never all in RAM):
+``normalise(centre_c + z B_c + noise)`` with ``--centres`` random unit centres, for each cluster its own random
+``(--latent, d)`` basis ``B_c`` (``z`` standard normal, offset norm about ``--latent-norm``: the points of a cluster
+spread along a low-dimensional subspace of their own, as real embeddings of one kind of item do) and isotropic
+noise of norm ``--noise``. Queries are drawn from the
+same mixture with another seed. Never plain Gaussian noise: it has no neighbourhood structure in 512 dimensions.
+
+One streaming pass over the chunks (1) adds each chunk as an independent IVF-PQ shard, (2) writes it as float16 to
+``vectors.f16`` (the "vectors at hand" for exact re-ranking, read back row by row) and (3) updates the exact top-k of every query (ground
+truth by streaming). Shards are merged into one on-disk lists file. The search runs in a fresh child process, so its
+resident memory (VmRSS, peak VmHWM) is the searcher's alone: centroids and codebooks in RAM, lists memory-mapped.
+
+Printed: build time by phase, file sizes, then per (nprobe, re-rank candidates): recall@k against exact, median and
+90th-percentile latency of single-query searches, resident memory of the search process.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ivfpq_ondisk.py --n 1000000
+    OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_ivfpq_ondisk.py --n 5000000 > ivfpq-5M.txt 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from course_utils.index import ExactIndex  # noqa: E402
+from course_utils.index_ondisk import (  # noqa: E402
+    NpyRows,
+    RerankedIndex,
+    add_shard,
+    merge_shards,
+    open_ondisk,
+    train_ivfpq,
+)
+from course_utils.paths import cache_dir  # noqa: E402
+
+
+class Mixture:
+    """The clustered distribution; ``sample(n, stream, i)`` is the same array on every call (seeded by its arguments)."""
+
+    def __init__(self, dim: int, centres: int, latent: int, latent_norm: float, noise: float, seed: int) -> None:
+        rng = np.random.default_rng([seed, 0])
+        self.centres = rng.standard_normal((centres, dim), dtype=np.float32)
+        self.centres /= np.linalg.norm(self.centres, axis=1, keepdims=True)
+        # each cluster spreads along its own random `latent`-dimensional subspace: (centres, latent, d)
+        scale = latent_norm / math.sqrt(latent * dim)
+        self.bases = rng.standard_normal((centres, latent, dim), dtype=np.float32) * np.float32(scale)
+        self.dim, self.noise, self.seed = dim, noise, seed
+
+    def sample(self, n: int, stream: int, index: int) -> np.ndarray:
+        """(n, d) float32 unit vectors from the random stream (seed, stream, index)."""
+        rng = np.random.default_rng([self.seed, stream, index])
+        labels = rng.integers(0, len(self.centres), n)
+        latent = rng.standard_normal((n, self.bases.shape[1]), dtype=np.float32)
+        x = rng.standard_normal((n, self.dim), dtype=np.float32) * np.float32(self.noise / math.sqrt(self.dim))
+        x += self.centres[labels]
+        for label in np.unique(labels):  # one small matmul per cluster present in the chunk
+            rows = np.flatnonzero(labels == label)
+            x[rows] += latent[rows] @ self.bases[label]
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return x
+
+
+def chunk_bounds(n: int, chunk: int) -> list[tuple[int, int]]:
+    return [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+
+
+def merge_topk(best: tuple[np.ndarray, np.ndarray] | None, scores: np.ndarray, ids: np.ndarray, k: int):
+    """Keep the k best of the running (q, k) and a chunk's (q, k) candidates."""
+    if best is None:
+        return scores, ids
+    all_scores, all_ids = np.concatenate([best[0], scores], 1), np.concatenate([best[1], ids], 1)
+    order = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(all_scores, order, 1), np.take_along_axis(all_ids, order, 1)
+
+
+def memory_mb() -> dict[str, float]:
+    """Resident memory of this process from /proc (MB): total, peak, anonymous and file-backed (mapped files)."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+
+def build(args: argparse.Namespace, folder: Path) -> dict:
+    """Train, add shards, write vectors, stream the ground truth, merge; returns timings and sizes."""
+    mixture = Mixture(args.dim, args.centres, args.latent, args.latent_norm, args.noise, args.seed)
+    queries = mixture.sample(args.queries, stream=1, index=0)
+    np.save(folder / "queries.npy", queries)
+    bounds = chunk_bounds(args.n, args.chunk)
+    timings = {}
+
+    start = time.perf_counter()
+    sample_chunks = math.ceil(args.train_size / args.chunk)
+    sample = np.concatenate([mixture.sample(b - a, 0, i) for i, (a, b) in enumerate(bounds[:sample_chunks])])
+    train_ivfpq(sample[: args.train_size], folder, nlist=args.nlist, pq_m=args.pq_m)
+    del sample
+    timings["train s"] = time.perf_counter() - start
+
+    vectors = NpyRows.create(folder / "vectors.f16.npy", (args.n, args.dim), np.float16)
+    add_seconds = truth_seconds = 0.0
+    best = None
+    for i, (a, b) in enumerate(bounds):
+        chunk = mixture.sample(b - a, 0, i)
+        t0 = time.perf_counter()
+        add_shard(folder, i, chunk, ids=np.arange(a, b))
+        t1 = time.perf_counter()
+        vectors.write(a, chunk)
+        exact = ExactIndex(args.dim, chunk_size=8192)
+        exact.add(chunk)
+        scores, positions = exact.search(queries, args.k)
+        best = merge_topk(best, scores, positions + a, args.k)
+        add_seconds += t1 - t0
+        truth_seconds += time.perf_counter() - t1
+        if i % max(1, len(bounds) // 10) == 0:
+            print(f"  chunk {i + 1}/{len(bounds)}: add {add_seconds:.0f} s, ground truth {truth_seconds:.0f} s, "
+                  f"RSS {memory_mb()['VmRSS']:.0f} MB", flush=True)
+    vectors.close()
+    np.save(folder / "truth.npy", best[1])
+    timings["add shards s"], timings["ground truth s"] = add_seconds, truth_seconds
+
+    start = time.perf_counter()
+    merge_shards(folder)
+    timings["merge s"] = time.perf_counter() - start
+    shard_bytes = sum(p.stat().st_size for p in folder.glob("shard-*.index"))
+    for shard in folder.glob("shard-*.index"):
+        shard.unlink()  # merged: the shards are no longer needed
+    timings["build s (train + add + merge)"] = timings["train s"] + add_seconds + timings["merge s"]
+    timings["build peak RSS MB"] = memory_mb()["VmHWM"]
+    timings["lists file MB"] = (folder / "lists.ivfdata").stat().st_size / 1e6
+    timings["shards MB"] = shard_bytes / 1e6
+    timings["vectors.f16 MB"] = (folder / "vectors.f16.npy").stat().st_size / 1e6
+    return timings
+
+
+def search(args: argparse.Namespace, folder: Path) -> None:
+    """Child process: open the on-disk index, sweep nprobe x re-rank candidates, print one JSON line per setting."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    before = memory_mb()
+    index = open_ondisk(folder)
+    vectors = NpyRows(folder / "vectors.f16.npy")  # re-ranking reads candidate rows with pread, no mapping
+    queries, truth = np.load(folder / "queries.npy"), np.load(folder / "truth.npy")
+    print(json.dumps({"opened": True, "memory": memory_mb(), "before open": before}), flush=True)
+    for nprobe in args.nprobe:
+        index.nprobe = nprobe
+        for candidates in args.rerank:
+            searcher = RerankedIndex(index, vectors, candidates) if candidates else index
+            searcher.search(queries[:1], args.k)
+            times, found = np.empty(len(queries)), np.empty((len(queries), args.k), dtype=np.int64)
+            for q in range(len(queries)):
+                t0 = time.perf_counter()
+                found[q] = searcher.search(queries[q : q + 1], args.k)[1][0]
+                times[q] = time.perf_counter() - t0
+            recall = np.mean([len(set(f) & set(t)) / args.k for f, t in zip(found, truth, strict=True)])
+            print(json.dumps({"nprobe": nprobe, "rerank": candidates, "recall": float(recall),
+                              "median ms": 1000 * float(np.median(times)), "p90 ms": 1000 * float(np.percentile(times, 90)),
+                              "memory": memory_mb()}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1_000_000, help="indexed vectors")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--chunk", type=int, default=100_000, help="vectors generated (and one shard) at a time")
+    parser.add_argument("--centres", type=int, default=1000, help="mixture components")
+    parser.add_argument("--latent", type=int, default=32, help="dimension of each cluster's spread")
+    parser.add_argument("--latent-norm", type=float, default=0.8, help="norm of the in-cluster (latent) offset")
+    parser.add_argument("--noise", type=float, default=0.3, help="norm of the isotropic noise")
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--nlist", type=int, default=0, help="IVF lists (0: 2^round(log2(sqrt(n))))")
+    parser.add_argument("--pq-m", type=int, default=64, help="bytes of PQ code per vector")
+    parser.add_argument("--train-size", type=int, default=0, help="k-means sample (0: 40 * nlist)")
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64])
+    parser.add_argument("--rerank", type=int, nargs="+", default=[0, 100], help="candidates re-scored (0: none)")
+    parser.add_argument("--folder", default=None, help="where the index lives (default: cache/ivfpq-bench-<n>)")
+    parser.add_argument("--keep", action="store_true", help="keep the folder afterwards")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--search-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.nlist = args.nlist or 2 ** round(math.log2(math.sqrt(args.n)))
+    args.train_size = args.train_size or min(args.n, 40 * args.nlist)
+    folder = Path(args.folder or cache_dir() / f"ivfpq-bench-{args.n}")
+    if args.search_only:
+        search(args, folder)
+        return
+
+    print(f"# On-disk IVF-PQ benchmark — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')},"
+          f" load average at start {os.getloadavg()[0]:.2f}")
+    print(f"data: {args.n:,} x {args.dim} clustered unit vectors ({args.centres} centres, latent {args.latent}-d of norm "
+          f"{args.latent_norm}, noise {args.noise}); {args.queries:,} held-out queries; k={args.k}")
+    print(f"index: IVF{args.nlist},PQ{args.pq_m} (inner product), trained on {args.train_size:,} vectors; "
+          f"shards of {args.chunk:,}; folder {folder}\n", flush=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    timings = build(args, folder)
+    for key, value in timings.items():
+        print(f"{key}: {value:,.1f}")
+    print(flush=True)
+
+    child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--folder", str(folder), "--search-only"],
+                           capture_output=True, text=True)
+    if child.returncode:
+        print(child.stderr)
+        raise SystemExit(child.returncode)
+    rows = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
+    opened = rows[0]
+    print(f"search process after opening the index: RSS {opened['memory']['VmRSS']:.0f} MB "
+          f"(before opening {opened['before open']['VmRSS']:.0f} MB: Python + numpy + torch + faiss)\n")
+    print(f"| nprobe | re-rank | recall@{args.k} | median ms/query | p90 ms/query | RSS MB | of it mapped files MB "
+          "| peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows[1:]:
+        memory = row["memory"]
+        print(f"| {row['nprobe']} | {row['rerank'] or '-'} | {row['recall']:.3f} | {row['median ms']:.2f} | "
+              f"{row['p90 ms']:.2f} | {memory['VmRSS']:.0f} | {memory['RssFile']:.0f} | {memory['VmHWM']:.0f} |")
+    print(f"\nload average at end {os.getloadavg()[0]:.2f}")
+    if not args.keep:
+        shutil.rmtree(folder)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Command-line options shared by the course's multi-process scripts (``embed_shards``, ``train_contrastive``).
+
+Every rank of a ``torchrun`` job rebuilds the same catalogue and model from the same options, so the options name
+them reproducibly: a dataset (the procedural catalogue by size and seed, or a real one by folder), a split, an
+open_clip model name and a weights file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+import torch
+
+from .data import load_catalogue
+from .data.records import Catalogue
+from .models import load_clip
+
+
+def add_data_and_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--catalogue --root --size --seed --split --model --weights``."""
+    parser.add_argument("--catalogue", default="synthetic", help="dataset name for load_catalogue")
+    parser.add_argument("--root", default=None, help="folder of a real dataset")
+    parser.add_argument("--size", default=None, help='synthetic size: "ci", "full" or JSON like {"test": 2000}')
+    parser.add_argument("--seed", type=int, default=0, help="catalogue seed")
+    parser.add_argument("--split", default=None, help="use only this split")
+    parser.add_argument("--model", default="tiny-fashion-clip", help="open_clip model name")
+    parser.add_argument("--weights", default=None, help="state_dict file of the model (else random init, seed 0)")
+
+
+def catalogue_from_args(args: argparse.Namespace) -> Catalogue:
+    """The catalogue (or split) the options name."""
+    options = {"seed": args.seed} if args.catalogue == "synthetic" else {}
+    if args.size:
+        options["size"] = json.loads(args.size) if args.size.startswith("{") else args.size
+    catalogue = load_catalogue(args.catalogue, root=args.root, **options)
+    return catalogue.split(args.split) if args.split else catalogue
+
+
+def bundle_from_args(args: argparse.Namespace, device: str = "cpu"):
+    """The :class:`~course_utils.models.ClipBundle` the options name, with ``--weights`` loaded when given."""
+    torch.manual_seed(0)  # the same random init on every rank when no weights are given
+    previous = logging.root.manager.disable
+    if args.weights:  # open_clip warns that the model is randomly initialised; the weights are loaded just below
+        logging.disable(max(previous, logging.WARNING))
+    try:
+        bundle = load_clip(args.model, pretrained=None, device=device)
+    finally:
+        logging.disable(previous)
+    if args.weights:
+        state = torch.load(args.weights, map_location=device, weights_only=False)
+        bundle.model.load_state_dict(state.get("model", state))
+        bundle.model.eval()
+    return bundle

@@ -1,0 +1,206 @@
+"""An index bigger than RAM: IVF-PQ with its inverted lists in a file, searched memory-mapped (notebook 08).
+
+FAISS's recipe for "indexes that do not fit in RAM", behind the :class:`~course_utils.index.FaissIndex` API:
+
+1. :func:`train_ivfpq` learns the coarse centroids and the product quantiser on a sample that fits in RAM and
+   writes ``trained.index`` (no vectors yet);
+2. :func:`add_shard` — run on as many processes or machines as there are shards — copies the trained index, adds
+   one shard of vectors with their global ids and writes ``shard-XXXXX.index``;
+3. :func:`merge_shards` concatenates the shards' inverted lists into one file, ``lists.ivfdata``, and writes
+   ``populated.index``, which refers to that file by its absolute path;
+4. :func:`open_ondisk` loads ``populated.index``: the small parts (centroids, codebooks) are read into RAM, the
+   lists stay in the file and the operating system pages in only the lists a query probes.
+
+Each vector costs ``pq_m`` bytes of code plus an 8-byte id on disk (72 B at ``pq_m=64`` instead of 2,048 B of float32),
+and the codes only approximate the vectors, so :class:`RerankedIndex` re-scores the top candidates exactly when
+the vectors are at hand: in RAM, or in a ``.npy`` file read row by row with :class:`NpyRows`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .index import FaissIndex, _as_ids, _as_matrix, _check_k
+
+TRAINED, LISTS, POPULATED = "trained.index", "lists.ivfdata", "populated.index"
+
+
+def train_ivfpq(sample: np.ndarray | torch.Tensor, folder: str | Path, nlist: int, pq_m: int = 64,
+                nprobe: int = 16) -> Path:
+    """Train an empty IVF-PQ on ``sample`` ((n, d), n >= nlist and >= 256) and write ``folder/trained.index``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = _as_matrix(sample, sample.shape[-1], "sample")
+    index = FaissIndex(sample.shape[1], kind="ivfpq", nlist=nlist, nprobe=nprobe, pq_m=pq_m)
+    index.train(sample)
+    index.save(folder / TRAINED)
+    return folder / TRAINED
+
+
+def add_shard(folder: str | Path, shard: int, vectors: np.ndarray | torch.Tensor,
+              ids: np.ndarray | torch.Tensor) -> Path:
+    """Encode one shard with the trained quantisers and write ``folder/shard-XXXXX.index``.
+
+    Shards are independent: any process holding ``trained.index`` can build any of them.
+
+    Args:
+        folder: holds ``trained.index`` (from :func:`train_ivfpq`).
+        shard: shard number (names the file).
+        vectors: (n, d) float, L2-normalised.
+        ids: (n,) int64 global ids returned by searches (e.g. the rows of the catalogue).
+    """
+    import faiss
+
+    folder = Path(folder)
+    trained = _load_trained(folder)
+    matrix = np.ascontiguousarray(_as_matrix(vectors, trained.dim, "vectors").to(torch.float32).numpy())
+    trained.index.add_with_ids(matrix, _as_ids(ids, matrix.shape[0], 0))
+    path = folder / f"shard-{shard:05d}.index"
+    faiss.write_index(trained.index, str(path))
+    return path
+
+
+def merge_shards(folder: str | Path, shards: Sequence[str | Path] | None = None) -> FaissIndex:
+    """Merge the shards' inverted lists into ``folder/lists.ivfdata`` and write ``folder/populated.index``.
+
+    The shards are read memory-mapped, so the merge never holds them in RAM; afterwards they can be deleted.
+
+    Args:
+        folder: holds ``trained.index`` and the shards.
+        shards: shard files to merge (default: every ``shard-*.index`` in ``folder``, sorted).
+
+    Returns:
+        The merged index, opened as :func:`open_ondisk` does.
+    """
+    from faiss.contrib.ondisk import merge_ondisk
+
+    folder = Path(folder).resolve()  # populated.index records the lists file by this absolute path
+    paths = [Path(p) for p in shards] if shards is not None else sorted(folder.glob("shard-*.index"))
+    if not paths:
+        raise FileNotFoundError(f"no shard-*.index files in {folder}; run add_shard for each shard first")
+    index = _load_trained(folder)
+    (folder / LISTS).unlink(missing_ok=True)
+    merge_ondisk(index.index, [str(p) for p in paths], str(folder / LISTS))
+    index.save(folder / POPULATED)
+    return open_ondisk(folder, nprobe=index.nprobe)
+
+
+def open_ondisk(folder: str | Path, nprobe: int | None = None) -> FaissIndex:
+    """The merged index of ``folder``: centroids and codebooks in RAM, inverted lists memory-mapped from the file.
+
+    Search returns the global ids given to :func:`add_shard`.
+    """
+    path = Path(folder) / POPULATED
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; build it with train_ivfpq, add_shard and merge_shards")
+    if not (Path(folder) / LISTS).exists():
+        raise FileNotFoundError(f"{Path(folder) / LISTS} (the inverted lists) is missing; populated.index needs it")
+    index = FaissIndex.load(path)
+    if nprobe is not None:
+        index.nprobe = nprobe
+    return index
+
+
+def _load_trained(folder: Path) -> FaissIndex:
+    if not (folder / TRAINED).exists():
+        raise FileNotFoundError(f"{folder / TRAINED} not found; call train_ivfpq first")
+    index = FaissIndex.load(folder / TRAINED)
+    if len(index):
+        raise ValueError(f"{folder / TRAINED} already holds {len(index)} vectors; it must be the empty trained index")
+    return index
+
+
+class NpyRows:
+    """Rows of a 2-D ``.npy`` file read (and written) on demand with ``os.pread``/``pwrite``: nothing is mapped.
+
+    A ``numpy.memmap`` would do the same reads, but every page fault maps neighbouring pages too, so after many
+    random reads (or a long sequential write) most of the file counts as this process's resident memory;
+    ``pread``/``pwrite`` leave it in the operating system's page cache only.
+
+    Args:
+        path: a C-ordered 2-D ``.npy`` file (see :meth:`create`).
+        writable: open for :meth:`write` as well.
+    """
+
+    @classmethod
+    def create(cls, path: str | Path, shape: tuple[int, int], dtype: str | np.dtype = np.float16) -> NpyRows:
+        """A new ``.npy`` file of ``shape`` (sparse: disk blocks are allocated as rows are written), writable."""
+        header = np.lib.format.open_memmap(Path(path), mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
+        del header  # only the header was written
+        return cls(path, writable=True)
+
+    def __init__(self, path: str | Path, writable: bool = False) -> None:
+        self.path = Path(path)
+        header = np.load(self.path, mmap_mode="r")  # reads the header only; no page of data is touched
+        if header.ndim != 2 or not header.flags.c_contiguous:
+            raise ValueError(f"{self.path}: expected a C-ordered 2-D array, got shape {header.shape}")
+        self.shape, self.dtype, self._offset = header.shape, header.dtype, header.offset
+        del header
+        self.ndim, self._row_bytes = 2, self.shape[1] * self.dtype.itemsize
+        self._fd = os.open(self.path, os.O_RDWR if writable else os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), d)`` array of the given row numbers."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), self.shape[1]), dtype=self.dtype)
+        for i, row in enumerate(rows):
+            if not 0 <= row < self.shape[0]:
+                raise IndexError(f"row {row} outside {self.path} ({self.shape[0]} rows)")
+            out[i] = np.frombuffer(os.pread(self._fd, self._row_bytes, self._offset + int(row) * self._row_bytes),
+                                   dtype=self.dtype)
+        return out
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        """Store ``rows`` ((m, d), cast to the file's dtype) as rows ``start .. start + m - 1``."""
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.ndim != 2 or rows.shape[1] != self.shape[1] or not 0 <= start <= self.shape[0] - len(rows):
+            raise ValueError(f"cannot write {rows.shape} rows at {start} into {self.path} of shape {self.shape}")
+        os.pwrite(self._fd, rows.tobytes(), self._offset + start * self._row_bytes)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class RerankedIndex:
+    """An approximate index whose top ``candidates`` are re-scored with the exact vectors (same search API).
+
+    Args:
+        index: any index of ``course_utils.index`` (here the on-disk IVF-PQ).
+        vectors: (n, d) rows indexable by an id array, row ``i`` holding the vector with id ``i``: an array in
+            RAM or :class:`NpyRows` over a file on disk (only the candidates' rows are read).
+        candidates: approximate neighbours fetched per query before exact re-scoring (>= k).
+    """
+
+    def __init__(self, index, vectors: np.ndarray, candidates: int = 100) -> None:
+        if vectors.ndim != 2 or vectors.shape[1] != index.dim:
+            raise ValueError(f"vectors must be (n, {index.dim}), got shape {vectors.shape}")
+        self.index, self.vectors, self.candidates = index, vectors, int(candidates)
+
+    @property
+    def dim(self) -> int:
+        return self.index.dim
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def search(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k among each query's approximate top-``candidates``: scores (q, k) float32, ids (q, k) int64."""
+        _check_k(k, len(self))
+        matrix = _as_matrix(queries, self.dim, "queries").to(torch.float32).numpy()
+        _, candidate_ids = self.index.search(matrix, max(k, min(self.candidates, len(self))))
+        scores = np.full((len(matrix), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(matrix), k), -1, dtype=np.int64)
+        for row, (query, found) in enumerate(zip(matrix, candidate_ids)):
+            found = np.unique(found[found >= 0])  # sorted: the rows are read in file order
+            exact = np.asarray(self.vectors[found], dtype=np.float32) @ query
+            best = np.argsort(-exact, kind="stable")[:k]
+            scores[row, : len(best)], ids[row, : len(best)] = exact[best], found[best]
+        return scores, ids

@@ -1,0 +1,67 @@
+"""Sharded embedding (notebook 08): ranks encode slices, the merge equals one process bit for bit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from course_utils.embed import encode_images
+from course_utils.embed_shards import embed_shard, main, merge_shards, shard_rows
+
+
+def test_shard_rows_are_whole_batches_that_tile_the_catalogue():
+    # 10 items in batches of 3 -> 4 batches [0,3) [3,6) [6,9) [9,10); 3 ranks get 1, 1 and 2 of them.
+    assert [shard_rows(10, 3, r, 3) for r in range(3)] == [(0, 3), (3, 6), (6, 10)]
+    assert [shard_rows(2, 4, r, 3) for r in range(3)] == [(0, 0), (0, 0), (0, 2)]  # more ranks than batches
+    with pytest.raises(ValueError, match="rank"):
+        shard_rows(10, 3, 3, 3)
+
+
+@pytest.fixture(scope="module")
+def gallery(small_catalogue):
+    return small_catalogue.split("test")  # 160 items
+
+
+def test_merged_shards_equal_the_single_process_embeddings(tiny_bundle, gallery, tmp_path):
+    reference = encode_images(tiny_bundle, gallery, batch_size=32, use_cache=False, progress=False)
+    for rank in range(3):
+        embed_shard(tiny_bundle, gallery, tmp_path, rank, 3, batch_size=32)
+    merged = merge_shards(tmp_path, gallery)
+    assert torch.equal(merged, reference)
+    manifest = json.loads((tmp_path / "shard-00001-of-00003.json").read_text())
+    assert (manifest["start"], manifest["stop"], manifest["n_items"]) == (32, 96, 160)
+
+
+def test_merge_names_missing_ranks_and_corrupt_shards(tiny_bundle, gallery, tmp_path):
+    embed_shard(tiny_bundle, gallery, tmp_path, 0, 2, batch_size=64)
+    with pytest.raises(FileNotFoundError, match=r"ranks \[1\]"):
+        merge_shards(tmp_path)
+    embed_shard(tiny_bundle, gallery, tmp_path, 1, 2, batch_size=64)
+    shard = tmp_path / "shard-00001-of-00002.pt"
+    state = torch.load(shard, weights_only=True)
+    state["embeddings"][0, 0] += 1.0
+    torch.save(state, shard)
+    with pytest.raises(ValueError, match="checksum"):
+        merge_shards(tmp_path)
+
+
+def test_merge_refuses_another_catalogue(tiny_bundle, gallery, tmp_path):
+    embed_shard(tiny_bundle, gallery, tmp_path, 0, 1, batch_size=64)
+    with pytest.raises(ValueError, match="different catalogue"):
+        merge_shards(tmp_path, gallery.subset(gallery.ids[:-1]))
+
+
+def test_command_line_ranks_then_merge(tiny_bundle, small_catalogue, tmp_path):
+    weights = tmp_path / "weights.pt"
+    torch.save(tiny_bundle.model.state_dict(), weights)
+    common = ["--size", json.dumps({"pretrain": 40, "train": 160, "val": 20, "test": 160}), "--seed", "3",
+              "--split", "test", "--weights", str(weights), "--batch-size", "64", "--out", str(tmp_path / "s")]
+    for rank in range(2):
+        main([*common, "--rank", str(rank), "--world-size", "2"])
+    main(["--merge", "--out", str(tmp_path / "s")])
+    merged = torch.load(tmp_path / "s" / "embeddings.pt", weights_only=True)
+    reference = encode_images(tiny_bundle, small_catalogue.split("test"), batch_size=64, use_cache=False,
+                              progress=False)
+    assert torch.equal(merged, reference)
