@@ -1,6 +1,7 @@
 """Vector indexes for maximum-inner-product search over L2-normalised embeddings (cosine similarity).
 
-Introduced in notebook 07 (search at scale). Two implementations share one small API so a notebook can swap them:
+Used by ``FashionRetriever`` (notebooks 01, 07) and notebook 08 (search at scale). Two implementations share one small
+API so a notebook can swap them (one module: the API, its input checks and both implementations belong together):
 
 - ``ExactIndex``: brute force in torch, chunked over the gallery so memory stays bounded; the reference answer.
   A single query must read every stored vector once, so its latency is bounded below by
@@ -24,6 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+
+from .cache import write_atomic
 
 INDEX_KINDS = ("exact", "exact-fp16", "flat", "ivf", "hnsw")  # kinds that index a gallery of any size
 FAISS_KINDS = ("flat", "ivf", "hnsw", "ivfpq")  # ivfpq trains 256 codewords per sub-quantiser: >= 256 vectors
@@ -345,7 +348,7 @@ class ExactIndex:
             "ids": None if self._default_ids else torch.from_numpy(self._ids),
         }
         try:
-            torch.save(state, path)
+            write_atomic(path, lambda handle: torch.save(state, handle))  # a reader never sees half a file
         except (OSError, RuntimeError) as err:
             raise _unwritable(path, err) from None
 
@@ -552,12 +555,12 @@ class FaissIndex:
             "pq_m": self.pq_m,
             "custom_ids": not self._default_ids,
         }
-        try:
-            faiss.write_index(self.index, str(path))
-            _sidecar(path, ".json").write_text(json.dumps(settings, indent=2))
+        try:  # each file appears whole or not at all (written to a unique temporary name, then renamed)
+            write_atomic(path, lambda handle: handle.write(faiss.serialize_index(self.index).tobytes()))
+            write_atomic(_sidecar(path, ".json"), lambda handle: handle.write(json.dumps(settings, indent=2).encode()))
             if not self._default_ids:
-                np.save(_sidecar(path, ".ids.npy"), self._ids)
-        except (OSError, RuntimeError) as err:  # FAISS reports a failed fopen as RuntimeError
+                write_atomic(_sidecar(path, ".ids.npy"), lambda handle: np.save(handle, self._ids))
+        except (OSError, RuntimeError) as err:
             raise _unwritable(path, err) from None
 
     @classmethod
@@ -592,7 +595,8 @@ class FaissIndex:
             loaded = faiss.read_index(str(path))
         except RuntimeError as err:
             raise _corrupt_index(path, "FAISS index", err) from None
-        expected = {"flat": faiss.IndexFlat, "ivf": faiss.IndexIVFFlat, "hnsw": faiss.IndexHNSWFlat}[index.kind]
+        expected = {"flat": faiss.IndexFlat, "ivf": faiss.IndexIVFFlat, "hnsw": faiss.IndexHNSWFlat,
+                    "ivfpq": faiss.IndexIVFPQ}[index.kind]
         if loaded.d != index.dim or not isinstance(loaded, expected) or loaded.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise ValueError(
                 f"{path} holds a {type(loaded).__name__} of d={loaded.d} but {sidecar} says kind={index.kind!r}, "

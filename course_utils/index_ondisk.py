@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cache import write_atomic
 from .index import FaissIndex, _as_ids, _as_matrix, _check_k
 
 TRAINED, LISTS, POPULATED = "trained.index", "lists.ivfdata", "populated.index"
@@ -61,7 +62,7 @@ def add_shard(folder: str | Path, shard: int, vectors: np.ndarray | torch.Tensor
     matrix = np.ascontiguousarray(_as_matrix(vectors, trained.dim, "vectors").to(torch.float32).numpy())
     trained.index.add_with_ids(matrix, _as_ids(ids, matrix.shape[0], 0))
     path = folder / f"shard-{shard:05d}.index"
-    faiss.write_index(trained.index, str(path))
+    write_atomic(path, lambda handle: handle.write(faiss.serialize_index(trained.index).tobytes()))  # whole or absent
     return path
 
 

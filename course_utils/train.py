@@ -12,6 +12,7 @@ and checkpoints. A checkpoint does not depend on the number of processes, so a r
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Callable, Iterable
@@ -28,6 +29,8 @@ from . import distributed
 from .cache import torch_save_atomic
 from .data.adapters import collate_skipping_unreadable
 from .losses import clip_contrastive_loss, clip_contrastive_loss_local
+
+LOG = logging.getLogger(__name__)
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps its temperature so logits stay <= 100
 
@@ -135,6 +138,18 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, history
     distributed.barrier()
 
 
+def _read_checkpoint(path: Path, device: torch.device) -> dict | None:
+    """The training state saved in ``path``, or ``None`` when the file cannot be read (a damaged checkpoint is
+    named in one log line and removed, and training starts again from step 0 instead of failing on every run)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=False)  # our own file: it holds RNG states
+    except Exception as err:
+        LOG.warning("checkpoint %s was damaged (%s); removed it, training restarts from step 0", path,
+                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+        path.unlink(missing_ok=True)
+        return None
+
+
 def _epoch_batches(n_samples: int, config: TrainConfig, epoch: int) -> list[list[int]]:
     """The micro-batches of one epoch: a permutation seeded by (seed, epoch), last partial batch dropped."""
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
@@ -190,8 +205,8 @@ def fit(
     history, step = TrainHistory(), 0
     checkpoint = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
     torch.manual_seed(config.seed)
-    if checkpoint and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+    state = _read_checkpoint(checkpoint, device) if checkpoint and checkpoint.exists() else None
+    if state is not None:
         model.load_state_dict(state["model"])  # every rank reads the same file
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

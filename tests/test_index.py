@@ -179,3 +179,26 @@ def test_exact_index_owns_its_vectors(data):
     expected = index.search(queries, 3)
     vectors[:] = 0  # the caller reuses its buffer
     np.testing.assert_array_equal(index.search(queries, 3)[1], expected[1])
+
+
+@pytest.mark.parametrize("kind", ["exact", "flat"])
+def test_a_failed_save_keeps_the_previous_file_whole(kind, tmp_path, monkeypatch):
+    import faiss
+
+    vectors = torch.nn.functional.normalize(torch.randn(40, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    index = build_index(kind, 8)
+    index.add(vectors)
+    path = tmp_path / "gallery.index"
+    index.save(path)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    monkeypatch.setattr(faiss, "serialize_index", crash)
+    index.add(vectors[:5])
+    with pytest.raises(OSError):
+        index.save(path)
+    assert path.read_bytes() == before  # the old index is intact: a reader never sees half a file
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("gallery.index")) == []

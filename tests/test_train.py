@@ -156,6 +156,19 @@ def uninterrupted_run():
     return _resume_run()
 
 
+def test_a_damaged_checkpoint_is_named_removed_and_training_restarts(tmp_path, uninterrupted_run, caplog):
+    straight, straight_history = uninterrupted_run
+    _resume_run(tmp_path / "run", stop=3)
+    checkpoint = tmp_path / "run" / "last.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # a crash or a full disk cut it short
+    with caplog.at_level("WARNING", logger="course_utils.train"):
+        restarted, history = _resume_run(tmp_path / "run")
+    assert f"checkpoint {checkpoint} was damaged" in caplog.text and "restarts from step 0" in caplog.text
+    assert history.steps == straight_history.steps  # from step 0, the same run as without the damage
+    for name, value in parameters_of(straight).items():
+        assert torch.equal(value, dict(restarted.named_parameters())[name].detach()), name
+
+
 @pytest.mark.parametrize("stop_after", [1, 3])  # mid-epoch (2 steps/epoch), and with an epoch already done
 def test_resume_from_checkpoint_is_exact(tmp_path, uninterrupted_run, stop_after):
     straight, straight_history = uninterrupted_run
