@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .data.descriptors import available_descriptor_sets, load_descriptors, load_prompt_templates
+from .data.records import Catalogue
 from .models.compositors import make_compositor
 from .models.conditional import conditional_projection
 from .retriever import FashionRetriever
@@ -103,16 +104,31 @@ def build_demo_state(experiment: Experiment, bundle, descriptors: str | None = "
     """
     gallery = experiment.test
     retriever = FashionRetriever(bundle, gallery, caption_style=experiment.query_style)
-    conditions: list[str] = []
-    if descriptors in available_descriptor_sets():
-        words = load_descriptors(descriptors)
-        conditions = [name for name in words if name in gallery.attribute_names]
-    if conditions:
-        chosen = {name: words[name] for name in conditions}
-        bases = build_criterion_bases(bundle, chosen, load_prompt_templates(descriptors))
-        retriever.conditional_encoder = CriterionProjection(bases)
+    retriever.conditional_encoder = crl_conditional_encoder(bundle, descriptors, gallery)
+    conditions = retriever.conditional_encoder.bases.criteria if retriever.conditional_encoder else []
     if compositor:
         retriever.compositor = make_compositor(compositor, bundle.embed_dim).eval()
-    triplet = gallery.triplets[0] if gallery.triplets else None
-    reference, modification = (triplet.reference_id, triplet.modification) if triplet else (gallery.ids[0], "in blue")
+    reference, modification = default_composed_query(gallery)
     return DemoState(experiment, retriever, conditions, reference, modification, dict(parameters or {}))
+
+
+def crl_conditional_encoder(bundle, descriptors: str | None, gallery: Catalogue) -> CriterionProjection | None:
+    """CRL's projection over the gallery attributes that the descriptor set ``descriptors`` has words for.
+
+    ``None`` when ``descriptors`` is ``None``, no such set exists, or none of its criteria is a gallery attribute.
+    """
+    if descriptors not in available_descriptor_sets():
+        return None
+    words = load_descriptors(descriptors)
+    conditions = [name for name in words if name in gallery.attribute_names]
+    if not conditions:
+        return None
+    bases = build_criterion_bases(bundle, {name: words[name] for name in conditions},
+                                  load_prompt_templates(descriptors))
+    return CriterionProjection(bases)
+
+
+def default_composed_query(gallery: Catalogue) -> tuple[str, str]:
+    """The composed demo's first query: the gallery's first composition triplet, else its first item "in blue"."""
+    triplet = gallery.triplets[0] if gallery.triplets else None
+    return (triplet.reference_id, triplet.modification) if triplet else (gallery.ids[0], "in blue")
