@@ -40,7 +40,7 @@ def random_ranking_map(protocol, condition: str, draws: int = 20, seed: int = 0)
     """Exercise 1: mAP of random rankings of ``condition``'s candidates vs the share of relevant candidates."""
     relevant = protocol[condition].relevance()  # (queries, candidates) bool
     rng = np.random.default_rng(seed)
-    maps = [cu.metrics.mean_average_precision(rng.random(relevant.shape), relevant).mean() for _ in range(draws)]
+    maps = [cu.metrics.average_precisions(rng.random(relevant.shape), relevant).mean() for _ in range(draws)]
     return {"random mAP": float(np.mean(maps)), "share relevant": float(relevant.mean())}
 
 

@@ -51,7 +51,7 @@ def test_graded_relevances_are_refused_naming_the_cell(value):
     with pytest.raises(ValueError, match=r"relevant must be boolean \(or 0/1\), got .* at \[1, 2\]; threshold"):
         metrics.recall_at_k(SIMILARITY, relevant, ks=(1,))
     with pytest.raises(ValueError, match=r"relevant must be boolean \(or 0/1\)"):
-        metrics.mean_average_precision(SIMILARITY, relevant)
+        metrics.average_precisions(SIMILARITY, relevant)
     with pytest.raises(ValueError, match=r"relevant must be boolean \(or 0/1\)"):
         metrics.composed_recall(SIMILARITY, relevant, ks=(1,))
 
@@ -60,7 +60,7 @@ def test_zero_one_relevances_equal_booleans():
     """By hand: query 0's relevant item ranks 1st, query 1's ranks 2nd -> R@1 = 0.5, AP = (1 + 1/2) / 2."""
     for relevant in (RELEVANT, RELEVANT.float(), RELEVANT.int().numpy(), RELEVANT.tolist()):
         assert metrics.recall_at_k(SIMILARITY, relevant, ks=(1, 2)) == {1: 0.5, 2: 1.0}
-        np.testing.assert_allclose(metrics.mean_average_precision(SIMILARITY, relevant), [1.0, 0.5])
+        np.testing.assert_allclose(metrics.average_precisions(SIMILARITY, relevant), [1.0, 0.5])
 
 
 def test_nan_scores_are_refused():
