@@ -61,6 +61,19 @@ def _session_cache(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def _restore_course_environment():
+    """The runner sets ``FASHION_COURSE_OUTPUTS`` for its kernels (``--output-dir``); no test leaks that to the next."""
+    names = ("FASHION_COURSE_OUTPUTS", "FASHION_COURSE_FIGURES", "FASHION_COURSE_CACHE")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
 def _force_cpu(monkeypatch):
     """Tests run on the CPU, whatever the machine has."""
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
