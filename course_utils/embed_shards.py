@@ -18,15 +18,13 @@ Command line (the rank comes from ``--rank/--world-size`` or from torchrun's ``R
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-from .cache import torch_save_atomic
+from .cache import file_sha256, torch_save_atomic, write_atomic
 from .cli import add_data_and_model_arguments, bundle_from_args, catalogue_from_args
 from .data.records import Catalogue
 from .embed import encode_images, weights_digest
@@ -50,19 +48,8 @@ def _shard_name(rank: int, world_size: int) -> str:
     return f"shard-{rank:05d}-of-{world_size:05d}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_json_atomic(record: dict, path: Path) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
-        json.dump(record, file, indent=2)
-    os.replace(tmp, path)
+def _write_manifest(record: dict, path: Path) -> None:
+    write_atomic(path, lambda handle: handle.write(json.dumps(record, indent=2).encode()))
 
 
 def embed_shard(bundle, catalogue: Catalogue, out_dir: str | Path, rank: int, world_size: int,
@@ -92,12 +79,12 @@ def embed_shard(bundle, catalogue: Catalogue, out_dir: str | Path, rank: int, wo
     shard = out_dir / f"{_shard_name(rank, world_size)}.pt"
     torch_save_atomic({"embeddings": embeddings, "item_ids": item_ids}, shard)
     manifest = shard.with_suffix(".json")
-    _write_json_atomic({
+    _write_manifest({
         "format": MANIFEST_FORMAT, "rank": rank, "world_size": world_size, "start": start, "stop": stop,
         "n_items": len(catalogue), "dim": int(embeddings.shape[1]), "batch_size": batch_size,
         "catalogue": catalogue.name, "catalogue_fingerprint": catalogue.fingerprint(),
         "model": bundle.identity, "weights_digest": weights_digest(bundle.model),
-        "shard": shard.name, "sha256": _sha256(shard),
+        "shard": shard.name, "sha256": file_sha256(shard),
     }, manifest)
     return manifest
 
@@ -137,7 +124,7 @@ def merge_shards(out_dir: str | Path, catalogue: Catalogue | None = None) -> tor
             raise ValueError(f"{out_dir}: rank {manifest['rank']} starts at row {manifest['start']}, expected "
                              f"{expected_start}; the shards do not tile the catalogue")
         shard = out_dir / manifest["shard"]
-        if _sha256(shard) != manifest["sha256"]:
+        if file_sha256(shard) != manifest["sha256"]:
             raise ValueError(f"{shard} does not match the checksum in its manifest (corrupt or overwritten); "
                              f"rerun rank {manifest['rank']}")
         state = torch.load(shard, weights_only=True)

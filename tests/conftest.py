@@ -152,3 +152,26 @@ def tiny_catalogue(n: int = 24, seed: int = 0) -> Catalogue:
 
 def parameters_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+class StubBundle:
+    """The parts of a ClipBundle the retriever uses, with embeddings a test can predict: an image embeds as its
+    normalised mean RGB, a text as the pure colour of its first colour word (red, green or blue; none: grey)."""
+
+    COLOUR_WORDS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
+    embed_dim, identity, device = 3, "stub-rgb", torch.device("cpu")
+    model = nn.Module()
+
+    @staticmethod
+    def preprocess(image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(images.mean(dim=(2, 3)), dim=-1)
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        rows = []
+        for text in texts:
+            colours = [self.COLOUR_WORDS[word] for word in text.lower().split() if word in self.COLOUR_WORDS]
+            rows.append(torch.tensor(colours[0] if colours else (1.0, 1.0, 1.0)))
+        return torch.nn.functional.normalize(torch.stack(rows), dim=-1)

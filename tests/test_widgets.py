@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import StubBundle
 from PIL import Image
 
 from course_utils import widgets as cw
@@ -30,28 +31,6 @@ COLOURS = {  # item id -> (RGB, caption)
     "i4": ((40, 40, 220), "dark blue coat"),
     "i5": ((128, 128, 128), "grey bag"),
 }
-WORDS = {"red": 0, "green": 1, "blue": 2}
-
-
-class StubBundle:
-    """The parts of a ClipBundle the retriever uses: image -> normalised mean RGB, text -> its colour word."""
-
-    embed_dim, identity, device = 3, "stub-rgb", torch.device("cpu")
-    model = torch.nn.Module()
-
-    @staticmethod
-    def preprocess(image: Image.Image) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(images.mean(dim=(2, 3)), dim=-1)
-
-    def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        rows = []
-        for text in texts:
-            hits = [WORDS[w] for w in text.lower().split() if w in WORDS]
-            rows.append(F.one_hot(torch.tensor(hits[0]), 3).float() if hits else torch.ones(3))
-        return F.normalize(torch.stack(rows), dim=-1)
 
 
 def rgb(colour) -> torch.Tensor:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from conftest import StubBundle
 
 from course_utils.data import ArrayImage, Catalogue, Item
 from course_utils.retriever import FashionRetriever
@@ -58,24 +58,6 @@ def unwritable_dir(tmp_path) -> Path:
         return
     folder.rmdir()
     pytest.skip("no unwritable folder on this machine (running as root and /sys accepts new folders)")
-
-
-class StubBundle:
-    """The parts of a ClipBundle the retriever uses: an image embeds as its mean RGB, a text as its colour word."""
-
-    embed_dim, identity, device = 3, "stub-rgb", torch.device("cpu")
-    model = torch.nn.Module()
-
-    @staticmethod
-    def preprocess(image: Image.Image) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(images.mean(dim=(2, 3)), dim=-1)
-
-    def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        rows = [torch.tensor(COLOURS.get(text.split()[0], (1, 1, 1)), dtype=torch.float32) for text in texts]
-        return F.normalize(torch.stack(rows), dim=-1)
 
 
 @pytest.fixture
