@@ -191,9 +191,14 @@ class ExactIndex:
         dim: vector dimension d.
         dtype: storage precision, "float32" or "float16" (half the memory and bytes read; scores are computed in
             float32 after an upcast of each chunk).
-        chunk_size: stored vectors scored per step; bounds the temporary score matrix to (q, chunk_size).
+        chunk_size: stored vectors scored per step by a batch of queries; bounds the temporary score matrix to
+            (q, chunk_size). A single query scores up to ``SINGLE_QUERY_CHUNK`` vectors per step instead.
         device: torch device of the storage and the matmuls ("cpu" in the course; "cuda" works too).
     """
+
+    # A single query's scores for 1M vectors are 4 MB: one long matrix-vector product and one top-k over them cost
+    # less than 16 short ones with their top-ks and a merge (benchmarks/bench_exact_search.py, README › Performance).
+    SINGLE_QUERY_CHUNK = 1 << 20
 
     def __init__(self, dim: int, dtype: str = "float32", chunk_size: int = 65536, device: str = "cpu") -> None:
         if dim < 1:
@@ -304,11 +309,11 @@ class ExactIndex:
 
         Reads each stored vector exactly once, so it runs at about memory bandwidth.
         """
-        n = stored.shape[0]
-        scores_buffer = torch.empty(min(n, self.chunk_size), dtype=torch.float32, device=self.device)
+        n, step = stored.shape[0], max(self.chunk_size, self.SINGLE_QUERY_CHUNK)
+        scores_buffer = torch.empty(min(n, step), dtype=torch.float32, device=self.device)
         candidate_scores, candidate_positions = [], []
-        for start in range(0, n, self.chunk_size):
-            chunk = stored[start : start + self.chunk_size]
+        for start in range(0, n, step):
+            chunk = stored[start : start + step]
             scores = scores_buffer[: chunk.shape[0]]
             self._score_chunk(query, chunk, scores)
             top_scores, top_pos = torch.topk(scores, min(k, chunk.shape[0]))

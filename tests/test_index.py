@@ -69,6 +69,7 @@ def test_chunked_equals_unchunked(data, dtype):
     expected_scores, expected_ids = whole.search(queries[keep], 7)
     for chunk_size in (1, 7, 1000, 2999):
         chunked = ExactIndex(DIM, dtype=dtype, chunk_size=chunk_size)
+        chunked.SINGLE_QUERY_CHUNK = chunk_size  # single queries too go through several chunks and the merge
         chunked.add(gallery[:1234])
         chunked.add(gallery[1234:])  # several add calls
         for q in (queries[keep], queries[keep[0]]):
