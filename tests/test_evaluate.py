@@ -1,0 +1,81 @@
+"""The evaluation entry point: each task's record comes from the same task functions the notebooks call."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from course_utils import evaluate
+from course_utils.metrics import chance_recall
+from course_utils.models.cross_modal import ImageTextMatcher
+from course_utils.tasks import rerank
+from course_utils.tasks.experiment import Experiment
+from course_utils.tasks.retrieval import evaluate_retrieval
+
+
+@pytest.fixture
+def experiment(small_catalogue, tiny_bundle, isolated_cache) -> Experiment:
+    test = small_catalogue.split("test")
+    test = test.subset(test.ids[:60], name="test")
+    return Experiment(small_catalogue, tiny_bundle, small_catalogue.split("train"), test, "description")
+
+
+def test_retrieval_record_is_the_task_function_plus_chance(experiment):
+    metrics = evaluate.evaluate("retrieval", experiment, experiment.bundle, "synthetic")
+    expected = evaluate_retrieval(experiment.bundle, experiment.test, "description", (1, 5, 10))
+    assert {k: metrics[k] for k in expected} == expected
+    assert metrics["chance R@10"] == pytest.approx(chance_recall(10, 60))
+
+
+def test_attributes_and_composed_records_are_fractions_per_condition_and_compositor(experiment):
+    attributes = evaluate.evaluate("attributes", experiment, experiment.bundle, "synthetic")
+    assert "mAP/overall" in attributes and "mAP/colour" in attributes
+    assert all(0.0 < value <= 1.0 for value in attributes.values())
+    composed = evaluate.evaluate("composed", experiment, experiment.bundle, "synthetic")
+    for name in ("image only", "text only", "sum", "chance"):
+        assert 0.0 <= composed[f"{name}/R@1"] <= composed[f"{name}/R@10"] <= composed[f"{name}/R@50"] <= 1.0
+
+
+def test_rerank_reads_the_saved_reranker_and_reports_both_stages(experiment, tmp_path):
+    torch.manual_seed(0)
+    matcher = ImageTextMatcher(128, 128, width=32, heads=4, layers=1, n_image_tokens=65).eval()
+    path = rerank.save_reranker(tmp_path / "reranker.pt", matcher, experiment.bundle, dual_weight=1.0, k=5)
+    metrics = evaluate.evaluate("rerank", experiment, experiment.bundle, "synthetic", reranker=str(path))
+    dual = evaluate_retrieval(experiment.bundle, experiment.test, "description", (1, 5, 10))
+    for k in (1, 5, 10):
+        assert metrics[f"dual/R@{k}"] == pytest.approx(dual[f"text→image R@{k}"], abs=1e-3)
+    # re-ranking reorders within the top 5 only: R@5 and R@10 cannot change
+    assert metrics["rerank/R@5"] == metrics["dual/R@5"] and metrics["rerank/R@10"] == metrics["dual/R@10"]
+    with pytest.raises(ValueError, match="is not a re-ranker saved by save_reranker"):
+        (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+        rerank.load_reranker(tmp_path / "broken.pt")
+
+
+def test_main_prints_a_table_and_writes_one_json_record(experiment, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(evaluate, "load_experiment", lambda *args, **kwargs: experiment)
+    output = tmp_path / "eval" / "retrieval.json"
+    assert evaluate.main(["--task", "retrieval", "--output", str(output)]) == 0
+    record = json.loads(output.read_text())
+    assert record["task"] == "retrieval" and record["gallery_size"] == 60
+    assert record["metrics"]["text→image R@10"] == pytest.approx(
+        evaluate_retrieval(experiment.bundle, experiment.test, "description", (10,))["text→image R@10"])
+    assert "text→image R@10" in capsys.readouterr().out
+
+
+def test_a_checkpoint_of_another_model_is_refused_by_name(experiment, tmp_path):
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"model": {"not_a_weight": torch.zeros(1)}}, wrong)
+    with pytest.raises(ValueError, match=r"--checkpoint .*wrong.pt does not hold weights of"):
+        evaluate.load_weights(experiment.bundle, wrong)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        evaluate.load_weights(experiment.bundle, tmp_path / "missing.pt")
+
+
+def test_a_checkpoint_of_the_same_model_replaces_the_weights(experiment, tmp_path):
+    state = {name: value + 1.0 for name, value in experiment.bundle.model.state_dict().items()}
+    torch.save({"model": state}, tmp_path / "tuned.pt")  # the course's caches store {"model": state dict}
+    loaded = evaluate.load_weights(experiment.bundle, tmp_path / "tuned.pt")
+    assert loaded.identity.endswith("+tuned.pt") and loaded.model is not experiment.bundle.model
+    assert all(torch.equal(loaded.model.state_dict()[name], value) for name, value in state.items())
