@@ -17,8 +17,10 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 	$(PY) -m ipykernel install --sys-prefix --name fashion-clip-course --display-name "fashion-clip-course" >/dev/null
 	touch $(STAMP)
 
+# make run SEEDS=0,1,2 — the experiment notebooks under three seeds, records with mean and std (~1 h on 2 cores)
+SEEDS ?= 0
 run: setup
-	$(PY) -m course_utils.run --profile full
+	$(PY) -m course_utils.run --profile full --seeds $(SEEDS)
 
 run-ci: setup
 	$(PY) -m course_utils.run --profile ci
@@ -68,7 +70,7 @@ slides: setup slides-js
 	  $$(test -f $(SLIDES_JS)/reveal.js/dist/reveal.js && echo --js $(SLIDES_JS))
 	$(PY) -m course_utils.handouts site --executed $(EXECUTED) --out $(EXECUTED)/site --slides $(EXECUTED)/slides
 
-# make records  — copy the full run's records (outputs/results/*.json, after make run) to results/full/ (committed)
+# make records  — copy the full run's records (outputs/results/*.json, after make run SEEDS=0,1,2) to results/full/
 # make findings — regenerate the README's findings section from results/full/ (tests/test_findings.py checks it)
 records:
 	@ls outputs/results/[0-9][0-9]_*.json >/dev/null || { echo "no records in outputs/results: run make run"; exit 1; }

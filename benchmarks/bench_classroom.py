@@ -3,7 +3,9 @@
 Starts ``python -m course_utils.serve`` on a free localhost port (or uses ``--url``, which must be a loopback
 address), waits until it answers, then opens N pages at once in ONE headless Chromium (one browser, N contexts:
 N independent viewers with their own cookies and cache), types a text query in each and waits for its result
-thumbnails. Reports p50 / p95 / max of the time to a ready page (navigation start -> the page's script has run,
+thumbnails — by default twice, each in a fresh browser: each viewer typing as soon as its own page is ready (its
+query then overlaps the other pages still loading on the same cores), and all viewers typing at the same moment
+once every page is ready (``--type-when``). Reports p50 / p95 / max of the time to a ready page (navigation start -> the page's script has run,
 on the page's own clock), of the time to results (Enter -> ``top_k`` decoded thumbnails under a header naming the
 query, page clock), and of the server's own answer time for those queries (arrival -> answer, from its
 ``/health``: it separates the server from a browser whose N renderers share the same cores); failures with their
@@ -61,6 +63,7 @@ COLOURS = ["red", "blue", "green", "black", "white", "yellow", "pink", "grey", "
 PATTERNS = ["striped", "floral", "checked", "plain"]
 GARMENTS = ["shirt", "dress", "trousers", "skirt", "jacket", "coat"]
 TOP_K = 8  # the page's default top k
+TYPE_WHEN = {"ready": "each types when its page is ready", "all-ready": "all type together once all are ready"}
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -245,9 +248,25 @@ class MemoryMonitor:
         return dict(self.peak)
 
 
-async def one_viewer(context, url: str, index: int, query: str, top_k: int, timeout_s: float) -> PageResult:
-    """Open the page in ``context``, type ``query`` in the text demo, wait for its results."""
-    result = PageResult(index)
+class Together:
+    """A starting line: viewers wait until every one has arrived (or failed), then press Enter together."""
+
+    def __init__(self, viewers: int) -> None:
+        self.waiting, self.all_here = viewers, asyncio.Event()
+
+    def arrive(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.all_here.set()
+
+
+async def one_viewer(context, url: str, index: int, query: str, top_k: int, timeout_s: float,
+                     together: Together | None = None) -> PageResult:
+    """Open the page in ``context``, type ``query`` in the text demo, wait for its results.
+
+    Without ``together`` the viewer presses Enter as soon as its page is ready (while other pages may still load);
+    with it, once every viewer's page is ready."""
+    result, arrived = PageResult(index), False
     page = await context.new_page()
     timeout_ms = timeout_s * 1000
     start = time.perf_counter()
@@ -261,6 +280,10 @@ async def one_viewer(context, url: str, index: int, query: str, top_k: int, time
         result.received_s, result.ready_s = await page.evaluate(PAGE_SECONDS)
         await box.fill(query)
         await page.evaluate(WATCH_RESULTS, [query, top_k])
+        if together is not None:
+            arrived = True
+            together.arrive()
+            await asyncio.wait_for(together.all_here.wait(), timeout_s)
         asked = time.perf_counter()
         await box.press("Enter")
         answer = await asyncio.wait_for(page.evaluate("window.fcAnswered"), timeout_s)
@@ -274,14 +297,17 @@ async def one_viewer(context, url: str, index: int, query: str, top_k: int, time
             result.failure = "the page shows a Python traceback"
     except Exception as err:  # a failed viewer is a result, not a crash of the benchmark
         result.failure = f"{type(err).__name__}: {(str(err).strip() or 'timed out').splitlines()[0][:200]}"
+    finally:
+        if together is not None and not arrived:
+            together.arrive()  # a failed viewer must not hold the others at the starting line
     return result
 
 
 async def run_viewers(url: str, queries: list[str], chromium: str, top_k: int = TOP_K,
                       timeout_s: float = 60.0, deadline_s: float = 300.0, screenshot: Path | None = None,
-                      monitor: MemoryMonitor | None = None) -> list[PageResult]:
+                      monitor: MemoryMonitor | None = None, together: bool = False) -> list[PageResult]:
     """One viewer per query, all at once, in one headless Chromium (one context each); all stay open until the
-    last is done."""
+    last is done. ``together``: the viewers press Enter at the same moment, once every page is ready."""
     pages = len(queries)
     from playwright.async_api import async_playwright
 
@@ -291,7 +317,8 @@ async def run_viewers(url: str, queries: list[str], chromium: str, top_k: int = 
             contexts = [await browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(pages)]
             if monitor is not None:
                 monitor.start()
-            work = [one_viewer(context, url, i, query, top_k, timeout_s)
+            line = Together(pages) if together else None
+            work = [one_viewer(context, url, i, query, top_k, timeout_s, line)
                     for i, (context, query) in enumerate(zip(contexts, queries))]
             try:
                 results = await asyncio.wait_for(asyncio.gather(*work), deadline_s)
@@ -442,6 +469,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds the whole page phase may take")
     parser.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for the server")
     parser.add_argument("--no-http", action="store_true", help="skip the browser-less phase")
+    parser.add_argument("--type-when", nargs="+", choices=list(TYPE_WHEN), default=list(TYPE_WHEN),
+                        help="browser phases, each in a fresh browser: 'ready' = each viewer types as soon as its "
+                             "page is ready (its query overlaps other pages still loading); 'all-ready' = all type "
+                             "at the same moment once every page is ready (default: both)")
     parser.add_argument("--screenshots", type=Path, default=None, help="save the first page's screenshot here")
     parser.add_argument("--json", type=Path, default=None, help="write results here (default outputs/bench/)")
     parser.add_argument("--server-cpus", type=int, nargs="+", default=None,
@@ -493,12 +524,14 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, args.browser_cpus)  # inherited by the browser this script starts
         if args.browser_nice:
             os.nice(args.browser_nice)  # this process and the browser it starts; the server keeps its priority
-        monitor, server_cpu = MemoryMonitor(server_pid), ServerCpu(server_pid)
-        results = asyncio.run(run_viewers(url, queries, chromium, TOP_K, args.timeout, args.deadline, screenshot,
-                                          monitor))
-        rows.append({"mode": "headless Chromium pages", "results": results, "cpu_s": server_cpu.used(),
-                     "memory": monitor.stop(), "server_seconds": wait_until_served(url, last=len(queries))
-                     .get("answer_seconds", {}).get("text")})
+        for when in args.type_when:
+            monitor, server_cpu = MemoryMonitor(server_pid), ServerCpu(server_pid)
+            results = asyncio.run(run_viewers(url, queries, chromium, TOP_K, args.timeout, args.deadline, screenshot,
+                                              monitor, together=when == "all-ready"))
+            rows.append({"mode": f"headless Chromium pages, {TYPE_WHEN[when]}", "results": results,
+                         "cpu_s": server_cpu.used(), "memory": monitor.stop(),
+                         "server_seconds": wait_until_served(url, last=len(queries))
+                         .get("answer_seconds", {}).get("text")})
         load_after = os.getloadavg()
     finally:
         if process is not None:

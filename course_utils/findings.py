@@ -5,12 +5,17 @@ full-profile ones to ``results/full/`` (committed, a few kB each). This module r
 those records and writes them between the markers ``<!-- findings:start -->`` and ``<!-- findings:end -->`` of
 ``README.md``; ``--check`` only compares and exits 1 when the README and the records disagree
 (``tests/test_findings.py`` runs it), so no hand-typed number can drift from the run that produced it.
+
+Records made with ``--seeds`` (``make run SEEDS=0,1,2``) carry each metric under every seed: the bullets then give
+mean ± std over the seeds, and each comparison the course draws is rendered with its verdict — a *finding* only
+when the difference has the same sign under every seed and is larger than its standard deviation over them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,53 +40,110 @@ def read_records(folder: Path, profile: str = "full") -> dict[str, dict]:
     return records
 
 
-def _01(m: dict) -> str:
+class Spread(float):
+    """A metric's mean over seeds that formats as ``mean ± std`` (``format(x, ".3f")`` -> ``"0.745 ± 0.012"``)."""
+
+    def __new__(cls, mean: float, std: float) -> Spread:
+        spread = super().__new__(cls, mean)
+        spread.std = std
+        return spread
+
+    def __format__(self, spec: str) -> str:
+        return f"{format(float(self), spec)} ± {format(self.std, spec.replace('+', ''))}"
+
+    def __mul__(self, factor: float) -> Spread:
+        return Spread(float(self) * factor, self.std * abs(factor))
+
+    __rmul__ = __mul__
+
+
+def numbers(record: dict) -> dict:
+    """The record's metrics; with a ``seeds`` section, each metric that varies over seeds as its :class:`Spread`."""
+    seeds = record.get("seeds") or {}
+    varying = {name for name, std in seeds.get("std", {}).items() if std > 0}
+    return {name: Spread(seeds["mean"][name], seeds["std"][name]) if name in varying else value
+            for name, value in record["metrics"].items()}
+
+
+def compare(record: dict, higher: str, lower: str | None = None, scale: float = 1.0, digits: int = 3) -> str:
+    """The verdict on "``higher`` > ``lower``" (or "``higher`` > 0") over the record's seeds, as a phrase."""
+    seeds = record.get("seeds")
+    if not seeds:
+        return "one seed: not yet checked against the spread over seeds"
+    values = seeds["values"]
+    differences = [scale * (a - (values[lower][i] if lower else 0.0)) for i, a in enumerate(values[higher])]
+    mean, std = statistics.fmean(differences), statistics.stdev(differences)
+    agree = sum(d > 0 for d in differences)
+    real = agree in (0, len(differences)) and abs(mean) > std
+    verdict = "a finding" if real else "within the spread over seeds, not a finding"
+    return f"difference {mean:+.{digits}f} ± {std:.{digits}f}, higher in {agree} of {len(differences)} seeds: {verdict}"
+
+
+def _01(r: dict) -> str:
+    m = numbers(r)
     return (f"**01 — zero-shot retrieval and chance.** On {m['gallery_size']} test items, text→image R@1 / R@10 "
             f"{m['t2i_full_R@1']:.3f} / {m['t2i_full_R@10']:.3f} (chance {m['t2i_full_chance_R@1']:.4f} / "
             f"{m['t2i_full_chance_R@10']:.3f}); the same embeddings score R@1 {m['t2i_inbatch_R@1']:.3f} in "
-            f"batches of 32 (chance {m['t2i_inbatch_chance_R@1']:.3f}). Attribute-match R@10 (same category and "
-            f"colour) {m['t2i_attribute_match_model_R@10']:.3f} against exact-item {m['t2i_exact_model_R@10']:.3f}.")
+            f"batches of 32 (chance {m['t2i_inbatch_chance_R@1']:.3f}; in-batch minus full-gallery R@1: "
+            f"{compare(r, 't2i_inbatch_R@1', 't2i_full_R@1')}). Attribute-match R@10 (same category and colour) "
+            f"{m['t2i_attribute_match_model_R@10']:.3f} against exact-item {m['t2i_exact_model_R@10']:.3f}.")
 
 
-def _02(m: dict) -> str:
+def _02(r: dict) -> str:
+    m = numbers(r)
     return (f"**02 — fine-tuning.** Text→image R@10: zero-shot {m['zero_shot_t2i_R@10']:.3f}, full fine-tuning "
             f"{m['full_finetune_t2i_R@10']:.3f} ({m['full_finetune_steps']} steps), seed 000's two-stage recipe "
             f"{m['two_stage_t2i_R@10']:.3f} ({m['two_stage_head_steps']} head + {m['two_stage_backbone_steps']} "
-            f"backbone steps), head only {m['head_only_t2i_R@10']:.3f}; chance {m['chance_t2i_R@10']:.4f}.")
+            f"backbone steps), head only {m['head_only_t2i_R@10']:.3f}; chance {m['chance_t2i_R@10']:.4f}. "
+            f"Full fine-tuning minus zero-shot: {compare(r, 'full_finetune_t2i_R@10', 'zero_shot_t2i_R@10')}; "
+            f"two-stage minus full fine-tuning: {compare(r, 'two_stage_t2i_R@10', 'full_finetune_t2i_R@10')}.")
 
 
-def _03(m: dict) -> str:
+def _03(r: dict) -> str:
+    m = numbers(r)
     return (f"**03 — cross-attention re-ranking.** Re-ranking the fine-tuned dual encoder's top-K moves R@1 "
-            f"{m['dual/R@1']:.3f} → {m['rerank/R@1']:.3f} and R@10 {m['dual/R@10']:.3f} → {m['rerank/R@10']:.3f}; "
-            f"seed 002's pooled-vector transformer, same budget, {m['seed002_rerank/R@1']:.3f}. Latency per query: "
-            f"{m['latency_ms/dual']:.1f} ms dual, {m['latency_ms/rerank']:.1f} ms re-ranked, "
+            f"{m['dual/R@1']:.3f} → {m['rerank/R@1']:.3f} ({compare(r, 'rerank/R@1', 'dual/R@1')}) and R@10 "
+            f"{m['dual/R@10']:.3f} → {m['rerank/R@10']:.3f}; seed 002's pooled-vector transformer, same budget, "
+            f"R@1 {m['seed002_rerank/R@1']:.3f} ({compare(r, 'seed002_rerank/R@1', 'dual/R@1')}). Latency per "
+            f"query: {m['latency_ms/dual']:.1f} ms dual, {m['latency_ms/rerank']:.1f} ms re-ranked, "
             f"{m['latency_ms/full_gallery_cross_encoder']:.0f} ms for the cross-encoder over the whole gallery.")
 
 
-def _04(m: dict) -> str:
+def _04(r: dict) -> str:
+    m = numbers(r)
     return (f"**04 — what pretraining buys.** Text→image R@10: random inits {m['random_init_t2i_R@10']:.3f} "
             f"(open_clip) and {m['normal_init_t2i_R@10']:.3f} (seed 002's N(0, 0.02); chance "
             f"{m['chance_t2i_R@10']:.3f}); after the same {m['training_steps']} steps, from scratch "
             f"{m['scratch_t2i_R@10']:.3f} against {m['finetuned_t2i_R@10']:.3f} pretrained + fine-tuned "
-            f"(zero-shot {m['zero_shot_t2i_R@10']:.3f}).")
+            f"(zero-shot {m['zero_shot_t2i_R@10']:.3f}). Pretrained + fine-tuned minus from scratch: "
+            f"{compare(r, 'finetuned_t2i_R@10', 'scratch_t2i_R@10')}; from scratch minus zero-shot: "
+            f"{compare(r, 'scratch_t2i_R@10', 'zero_shot_t2i_R@10')}.")
 
 
-def _05(m: dict) -> str:
+def _05(r: dict) -> str:
+    m = numbers(r)
     names = {"global_clip": "global CLIP", "crl_projection": "CRL projection (no training)",
              "crl_stage1": "CRL stage 1", "crl_stage2": "CRL stage 2", "asen_style": "ASEN-style head"}
     rows = [f"{label} {100 * m[f'map/{key}/overall']:.1f}" for key, label in names.items()
             if f"map/{key}/overall" in m]
-    return f"**05 — conditional embeddings** (ASEN protocol, overall mAP %): {', '.join(rows)}."
+    verdicts = [f"{label} minus {before}: {compare(r, f'map/{key}/overall', f'map/{base}/overall', 100, 1)}"
+                for key, label, base, before in [("crl_stage1", "CRL stage 1", "global_clip", "global CLIP"),
+                                                 ("crl_stage2", "stage 2", "crl_stage1", "stage 1")]
+                if f"map/{key}/overall" in m and f"map/{base}/overall" in m]
+    return f"**05 — conditional embeddings** (ASEN protocol, overall mAP %): {', '.join(rows)}. {'; '.join(verdicts)}."
 
 
-def _06(m: dict) -> str:
+def _06(r: dict) -> str:
+    m = numbers(r)
     learned = ["concat + MLP", "TIRG", "ComplexRotation (ComposeAE)", "Combiner (CLIP4Cir)"]
     rows = [f"{name} {100 * m[f'{name}/R@10']:.1f}" for name in ["sum", *learned] if f"{name}/R@10" in m]
     return (f"**06 — composed retrieval** (R@10 %, reference excluded, {m['n_queries']} queries): "
-            f"{', '.join(rows)}; best learned minus sum {100 * m['best_minus_sum_R@10']:+.1f} points.")
+            f"{', '.join(rows)}; best learned minus sum: {compare(r, 'best_minus_sum_R@10', scale=100, digits=1)} "
+            "points.")
 
 
-def _07(m: dict) -> str:
+def _07(r: dict) -> str:
+    m = numbers(r)
     kinds = ["text", "image", "upload", "conditional", "composed"]
     rows = [f"{kind} {m[f'median_ms_{kind}']:.0f} ms" for kind in kinds if f"median_ms_{kind}" in m]
     return f"**07 — the demo** ({m['gallery_size']}-item gallery), median latency per query: {', '.join(rows)}."
@@ -93,12 +155,14 @@ BULLETS: dict[str, Callable[[dict], str]] = {"01": _01, "02": _02, "03": _03, "0
 
 def render_findings(records: dict[str, dict]) -> str:
     """The findings section's body: one bullet per notebook that has a record and a template, in order."""
-    bullets = [f"- {BULLETS[number](record['metrics'])}" for number, record in sorted(records.items())
-               if number in BULLETS]
-    seeds = sorted({str(record["parameters"].get("seed")) for record in records.values()})
+    bullets = [f"- {BULLETS[number](record)}" for number, record in sorted(records.items()) if number in BULLETS]
+    seeds = sorted({seed for record in records.values()
+                    for seed in (record.get("seeds") or {}).get("seeds", [record["parameters"].get("seed")])})
+    spread = ("mean ± standard deviation over the seeds (07 under the first seed only); a difference is called a "
+              "finding only when it has the same sign under every seed and exceeds its standard deviation"
+              if len(seeds) > 1 else "one seed: differences smaller than the spread over seeds are not findings")
     return (f"Generated by `python -m course_utils.findings` from the full-profile records in `results/full/` "
-            f"(seed {', '.join(seeds)}; one seed: differences smaller than the spread over seeds are not findings).\n\n"
-            + "\n".join(bullets))
+            f"(seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}; {spread}).\n\n" + "\n".join(bullets))
 
 
 def replace_section(text: str, body: str) -> str:

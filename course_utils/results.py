@@ -1,6 +1,7 @@
 """Results are records: each notebook writes one JSON; the report only reads those records.
 
 ``write_results`` stores a notebook's parameters, metrics and tables in ``outputs/results/<notebook>.json``;
+``aggregate_seeds`` adds to each record the same notebook's metrics under other seeds (values, mean, std);
 ``build_report`` gathers every record into ``outputs/RESULTS.md``, a report an instructor can project.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -70,6 +72,47 @@ def read_results(directory: Path | None = None) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def aggregate_seeds(folders: dict[int, Path]) -> list[Path]:
+    """Add a ``seeds`` section to every record of the first folder that each other seed's folder also holds.
+
+    ``folders`` maps seed -> results folder, the first entry being the run whose record (metrics, tables,
+    figures) stays the notebook's record. For each metric that is a number under every seed the section holds
+    ``values`` (one per seed, in ``folders`` order), ``mean`` and ``std`` (sample standard deviation, ddof=1);
+    metrics that are missing or not a number under some seed are listed in ``not_aggregated``, never dropped
+    silently. Raises ``ValueError`` when a record was produced with another seed than its folder's.
+    Returns the records rewritten.
+    """
+    seeds = list(folders)
+    if len(seeds) < 2:
+        raise ValueError(f"aggregating seeds needs at least two seeds, got {seeds}")
+    written = []
+    for path in sorted(folders[seeds[0]].glob("*.json")):
+        paths = [folders[seed] / path.name for seed in seeds]
+        if not all(p.exists() for p in paths):
+            continue
+        records = [json.loads(p.read_text()) for p in paths]
+        for seed, record, record_path in zip(seeds, records, paths):
+            if record["parameters"].get("seed") != seed:
+                raise ValueError(f"{record_path} was produced with seed {record['parameters'].get('seed')!r}, "
+                                 f"not {seed}: rerun it with --seeds")
+        names = list(records[0]["metrics"])
+        numeric = [name for name in names if all(_is_number(r["metrics"].get(name)) for r in records)]
+        values = {name: [r["metrics"][name] for r in records] for name in numeric}
+        records[0]["seeds"] = {
+            "seeds": seeds, "values": values,
+            "mean": {name: statistics.fmean(v) for name, v in values.items()},
+            "std": {name: statistics.stdev(v) for name, v in values.items()},
+            "not_aggregated": [name for name in names if name not in values],
+        }
+        path.write_text(json.dumps(records[0], indent=2) + "\n")
+        written.append(path)
+    return written
+
+
 def _markdown_table(columns: list[str], rows: list[list]) -> str:
     def cell(v):
         return f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
@@ -77,6 +120,17 @@ def _markdown_table(columns: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _metrics_table(record: dict) -> str:
+    """name | value, or with a ``seeds`` section name | value of the first seed | mean | std | seeds."""
+    metrics, seeds = record["metrics"], record.get("seeds")
+    if not seeds:
+        return _markdown_table(["metric", "value"], [[k, v] for k, v in metrics.items()])
+    first = seeds["seeds"][0]
+    rows = [[k, v, seeds["mean"].get(k), seeds["std"].get(k)] for k, v in metrics.items()]
+    columns = ["metric", f"seed {first}", f"mean over seeds {', '.join(map(str, seeds['seeds']))}", "std"]
+    return _markdown_table(columns, rows)
 
 
 def build_report(directory: Path | None = None, out: Path | None = None, title: str = "Results") -> Path:
@@ -92,7 +146,7 @@ def build_report(directory: Path | None = None, out: Path | None = None, title: 
         for name, table in record["tables"].items():
             parts += [f"**{name}**", "", _markdown_table(table["columns"], table["rows"]), ""]
         if record["metrics"]:
-            parts += ["**metrics**", "", _markdown_table(["metric", "value"], [[k, v] for k, v in record["metrics"].items()]), ""]
+            parts += ["**metrics**", "", _metrics_table(record), ""]
     out = out or outputs_dir() / "RESULTS.md"
     out.write_text("\n".join(parts))
     return out

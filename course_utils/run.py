@@ -5,12 +5,19 @@ Executes ``notebooks/NN_*.ipynb`` in order, injecting ``profile`` plus the profi
 ``outputs/<notebook>.ipynb``; each notebook writes its metrics to ``outputs/results/<notebook>.json``; the
 run ends by gathering them into ``outputs/RESULTS.md``. A failing cell stops the run with the notebook, the
 cell and the error.
+
+``--seeds 0,1,2`` repeats the experiments over seeds: the first seed's run is the usual one (executed notebooks,
+records, figures); each further seed reruns the experiment notebooks (``SEED_REPEATED``) into
+``outputs/seeds/seed-<s>/`` (figures there too), and the first run's records gain each metric's values, mean and
+standard deviation over the seeds (:func:`course_utils.results.aggregate_seeds`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import functools
 import json
 import os
 import sys
@@ -19,11 +26,14 @@ import time
 from pathlib import Path
 
 from .paths import REPO_ROOT, outputs_dir
-from .results import build_report
+from .results import aggregate_seeds, build_report
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PROFILES = ("ci", "full")
 KERNEL = "fashion-clip-course"
+# The notebooks whose comparisons the course states (findings, claims test): repeated under every seed of --seeds.
+# 07 (the demo's latencies) and 08 (scaling measurements) run once, under the first seed.
+SEED_REPEATED = ("01", "02", "03", "04", "05", "06")
 
 
 class NotebookFailed(RuntimeError):
@@ -64,6 +74,32 @@ def parse_assignments(assignments: list[str]) -> dict:
         except json.JSONDecodeError:
             parameters[name] = value
     return parameters
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; ``SystemExit`` naming ``--seeds`` for anything else or a repeated seed."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SystemExit(f"--seeds expects comma-separated integers such as 0,1,2, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--seeds {text!r} repeats a seed")
+    return seeds
+
+
+@contextlib.contextmanager
+def environment(**variables: str):
+    """Set environment variables (inherited by the notebook kernels) for the block, then restore them."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def notebook_parameters(notebook: Path) -> set[str]:
@@ -155,12 +191,30 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cell_ti
     return time.perf_counter() - start
 
 
+def run_notebooks(notebooks: list[Path], out: Path, profile: str, extra: dict, kernel: str,
+                  cell_timeout: int) -> dict[str, float] | None:
+    """Execute ``notebooks`` in order into ``out``; seconds per notebook, or ``None`` after a failure (printed)."""
+    timings = {}
+    for notebook in notebooks:
+        parameters = {**profile_parameters(notebook, profile), **extra}
+        print(f"▶ {notebook.name}  {parameters}", flush=True)
+        try:
+            timings[notebook.stem] = execute(notebook, out / notebook.name, parameters, kernel, cell_timeout)
+        except NotebookFailed as err:
+            print(f"✗ {err}", file=sys.stderr, flush=True)
+            return None
+        print(f"  done in {timings[notebook.stem]:.1f} s", flush=True)
+    return timings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="ci", choices=PROFILES, help="ci: small and fast; full: meaningful sizes")
     parser.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 01,02")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="NAME=VALUE",
                         help="extra parameter for every notebook (e.g. dataset=fashion-product-small)")
+    parser.add_argument("--seeds", default="", help="comma-separated seeds, e.g. 0,1,2: the experiment notebooks "
+                        f"({', '.join(SEED_REPEATED)}) run under each, records gain mean and std over them")
     parser.add_argument("--kernel", default=KERNEL, help="Jupyter kernel name (make setup registers it)")
     parser.add_argument("--cell-timeout", type=int, default=1200, help="seconds one cell may run")
     parser.add_argument("--output-dir", type=Path, default=None,
@@ -171,22 +225,32 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["FASHION_COURSE_OUTPUTS"] = str(args.output_dir.expanduser().resolve())
     out = check_output_dir("--output-dir" if args.output_dir is not None else "outputs folder")
     extra = parse_assignments(args.assignments)
+    seeds = parse_seeds(args.seeds)
+    if seeds and "seed" in extra:
+        raise SystemExit("give the seed either with --seeds or with --set seed=..., not both")
     notebooks = discover([n for n in args.only.split(",") if n])
-    check_parameter_names(notebooks, list(extra))
+    check_parameter_names(notebooks, list(extra) + (["seed"] if seeds else []))
     check_kernel(args.kernel)
-    timings = {}
-    for notebook in notebooks:
-        parameters = {**profile_parameters(notebook, args.profile), **extra}
-        print(f"▶ {notebook.name}  {parameters}", flush=True)
-        try:
-            timings[notebook.stem] = execute(notebook, out / notebook.name, parameters, args.kernel, args.cell_timeout)
-        except NotebookFailed as err:
-            print(f"✗ {err}", file=sys.stderr, flush=True)
+    run = functools.partial(run_notebooks, profile=args.profile, kernel=args.kernel, cell_timeout=args.cell_timeout)
+    timings = run(notebooks, out, extra={**extra, **({"seed": seeds[0]} if seeds else {})})
+    if timings is None:
+        return 1
+    results = {seeds[0] if seeds else None: out / "results"}
+    for seed in seeds[1:]:
+        folder = out / "seeds" / f"seed-{seed}"
+        with environment(FASHION_COURSE_OUTPUTS=str(folder), FASHION_COURSE_FIGURES=str(folder / "figures")):
+            folder.mkdir(parents=True, exist_ok=True)
+            repeated = run([nb for nb in notebooks if nb.name[:2] in SEED_REPEATED], folder, extra={**extra, "seed": seed})
+        if repeated is None:
             return 1
-        print(f"  done in {timings[notebook.stem]:.1f} s", flush=True)
+        timings.update({f"{stem} (seed {seed})": seconds for stem, seconds in repeated.items()})
+        results[seed] = folder / "results"
+    if len(results) > 1:
+        aggregated = aggregate_seeds(results)
+        print(f"{len(aggregated)} records now carry mean and std over seeds {', '.join(map(str, seeds))}", flush=True)
     (out / f"timings-{args.profile}.json").write_text(json.dumps(timings, indent=2) + "\n")
     report = build_report(out / "results", out / "RESULTS.md", title=f"fashion-clip-course results ({args.profile} profile)")
-    print(f"all {len(timings)} notebooks ran in {sum(timings.values()):.0f} s; report: {report}", flush=True)
+    print(f"all {len(timings)} notebook runs took {sum(timings.values()):.0f} s; report: {report}", flush=True)
     return 0
 
 

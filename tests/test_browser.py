@@ -214,15 +214,16 @@ def classroom_url(tmp_path_factory) -> Iterator[str]:
         print(f"classroom server log: {log}")
 
 
-def test_four_viewers_at_once_each_get_their_results(chromium, classroom_url):
-    """The benchmark's run, at 4 pages: one browser, 4 contexts, each types the query and waits for its thumbnails."""
+@pytest.mark.parametrize("together", [False, True], ids=["each-when-ready", "all-together"])
+def test_four_viewers_at_once_each_get_their_results(chromium, classroom_url, together):
+    """The benchmark's run, at 4 pages: one browser, 4 contexts, each types the query and waits for its thumbnails
+    (as soon as its page is ready, or all at the same moment once every page is)."""
     import asyncio
 
-    shot = outputs_dir() / "browser" / "classroom_4_pages.png"
+    shot = outputs_dir() / "browser" / f"classroom_4_pages_{'together' if together else 'when_ready'}.png"
     queries = bench.viewer_queries(4)  # four different queries: each page must show its own
-    results = asyncio.run(
-        bench.run_viewers(classroom_url, queries, chromium, TOP_K, timeout_s=120, deadline_s=300, screenshot=shot)
-    )
+    results = asyncio.run(bench.run_viewers(classroom_url, queries, chromium, TOP_K, timeout_s=120, deadline_s=300,
+                                            screenshot=shot, together=together))
     summary = bench.summarise(results)
     print(summary)
     assert summary["served"] == 4 and summary["failures"] == 0, summary["failure_reasons"]

@@ -50,3 +50,33 @@ def test_the_readme_agrees_with_the_committed_full_records():
         pytest.skip(f"no committed full-profile records in {findings.RECORDS.relative_to(REPO_ROOT)} yet "
                     "(make run, then make records and make findings)")
     assert findings.main(["--check"]) == 0
+
+
+def seeded_record(stem: str, values: dict[str, list[float]]) -> dict:
+    """A record as ``run --seeds 0,1,2`` leaves it: the first seed's metrics plus the seeds section."""
+    mean = {name: sum(v) / len(v) for name, v in values.items()}
+    std = {name: (sum((x - mean[name]) ** 2 for x in v) / (len(v) - 1)) ** 0.5 for name, v in values.items()}
+    return {"notebook": stem, "parameters": {"profile": "full", "seed": 0},
+            "metrics": {name: v[0] for name, v in values.items()},
+            "seeds": {"seeds": [0, 1, 2], "values": values, "mean": mean, "std": std, "not_aggregated": []}}
+
+
+def test_seeded_records_render_mean_and_std_and_a_verdict_per_comparison(tmp_path):
+    record = seeded_record("05_conditional_embeddings", {
+        "map/global_clip/overall": [0.38, 0.40, 0.39],
+        "map/crl_stage1/overall": [0.45, 0.46, 0.44],  # higher under every seed, by far more than the spread
+        "map/crl_stage2/overall": [0.46, 0.45, 0.45],  # stage 2 vs stage 1: +1, -1, +1 points: not a finding
+    })
+    (tmp_path / "05_conditional_embeddings.json").write_text(json.dumps(record))
+    text = findings.render_findings(findings.read_records(tmp_path))
+    assert "global CLIP 39.0 ± 1.0, CRL stage 1 45.0 ± 1.0" in text and "seeds 0, 1, 2" in text
+    assert "CRL stage 1 minus global CLIP: difference +6.0 ± 1.0, higher in 3 of 3 seeds: a finding" in text
+    assert "stage 2 minus stage 1: difference +0.3 ± 1.2, higher in 2 of 3 seeds: within the spread" in text
+
+
+def test_a_constant_metric_stays_a_plain_number_and_a_one_seed_record_says_so():
+    record = seeded_record("06_composed_retrieval", {"n_queries": [500, 500, 500], "sum/R@10": [0.2, 0.3, 0.25]})
+    numbers = findings.numbers(record)
+    assert f"{numbers['n_queries']}" == "500" and f"{100 * numbers['sum/R@10']:+.1f}" == "+25.0 ± 5.0"
+    one_seed = {"parameters": {"seed": 0}, "metrics": {"a": 0.5, "b": 0.4}}
+    assert findings.compare(one_seed, "a", "b") == "one seed: not yet checked against the spread over seeds"

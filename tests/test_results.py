@@ -4,8 +4,9 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from course_utils.results import build_report, read_results, write_results
+from course_utils.results import aggregate_seeds, build_report, read_results, write_results
 
 
 def test_records_round_trip_and_report(tmp_path, monkeypatch):
@@ -21,3 +22,36 @@ def test_records_round_trip_and_report(tmp_path, monkeypatch):
     report = build_report().read_text()
     assert "## 01_demo" in report and "| zero-shot | 0.25 |" in report and "Demo notes." in report
     assert "| r10 | 0.7 |" in report and "Profile: ci" in report
+
+
+def _record(folder, stem, seed, metrics):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.json").write_text(json.dumps(
+        {"notebook": stem, "parameters": {"profile": "full", "seed": seed}, "metrics": metrics, "tables": {}}))
+
+
+def test_aggregate_seeds_keeps_the_first_run_and_adds_values_mean_and_std(tmp_path, monkeypatch):
+    folders = {seed: tmp_path / f"seed-{seed}" for seed in (0, 1, 2)}
+    for seed, folder in folders.items():
+        _record(folder, "01_demo", seed, {"r10": 0.5 + seed / 10, "nan": None, "label": "x", **(
+            {"only_first": 1.0} if seed == 0 else {})})
+    _record(folders[0], "07_once", 0, {"ms": 3.0})  # run under the first seed only: left as it is
+    assert aggregate_seeds(folders) == [folders[0] / "01_demo.json"]
+    record = json.loads((folders[0] / "01_demo.json").read_text())
+    assert record["metrics"]["r10"] == 0.5
+    seeds = record["seeds"]
+    assert seeds["seeds"] == [0, 1, 2] and seeds["values"]["r10"] == [0.5, 0.6, 0.7]
+    assert np.isclose(seeds["mean"]["r10"], 0.6) and np.isclose(seeds["std"]["r10"], 0.1)
+    assert seeds["not_aggregated"] == ["nan", "label", "only_first"]
+    assert "seeds" not in json.loads((folders[0] / "07_once.json").read_text())
+    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
+    report = build_report(folders[0], tmp_path / "RESULTS.md").read_text()
+    assert "| metric | seed 0 | mean over seeds 0, 1, 2 | std |" in report and "| r10 | 0.5 | 0.6 | 0.1 |" in report
+
+
+def test_aggregate_seeds_refuses_a_record_of_another_seed(tmp_path):
+    folders = {0: tmp_path / "a", 1: tmp_path / "b"}
+    _record(folders[0], "01_demo", 0, {"r10": 0.5})
+    _record(folders[1], "01_demo", 0, {"r10": 0.5})
+    with pytest.raises(ValueError, match=r"b/01_demo.json was produced with seed 0, not 1"):
+        aggregate_seeds(folders)

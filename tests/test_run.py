@@ -76,3 +76,37 @@ def test_a_cell_past_the_timeout_fails_with_what_to_do(tmp_path):
     with pytest.raises(run.NotebookFailed, match=r"99_slow.ipynb: a cell ran longer than --cell-timeout 2 s .* "
                                                   r"rerun with a larger --cell-timeout"):
         run.execute(notebook, tmp_path / "out.ipynb", {"profile": "ci"}, run.KERNEL, cell_timeout=2)
+
+
+def test_seeds_repeat_the_experiments_and_aggregate_their_records(tmp_path, monkeypatch):
+    from course_utils.paths import figures_dir
+    from course_utils.results import write_results
+
+    runs = []
+
+    def execute(notebook, output, parameters, kernel, cell_timeout):  # what a notebook's kernel does, in-process
+        runs.append((notebook.name[:2], parameters["seed"], figures_dir()))
+        write_results(notebook.stem, parameters, {"R@10": 0.5 + parameters["seed"] / 10})
+        output.write_text("{}")
+        return 1.0
+
+    monkeypatch.setattr(run, "execute", execute)
+    monkeypatch.setattr(run, "check_kernel", lambda name: None)
+    monkeypatch.setenv("FASHION_COURSE_FIGURES", str(tmp_path / "figures"))
+    assert run.main(["--profile", "ci", "--only", "01,07", "--seeds", "0,1,2", "--output-dir", str(tmp_path)]) == 0
+    assert [(number, seed) for number, seed, _ in runs] == [("01", 0), ("07", 0), ("01", 1), ("01", 2)]
+    assert [figures for *_, figures in runs] == [tmp_path / "figures"] * 2 + [
+        tmp_path / "seeds" / f"seed-{seed}" / "figures" for seed in (1, 2)]
+    record = json.loads((tmp_path / "results" / "01_baseline_clip.json").read_text())
+    assert record["parameters"]["seed"] == 0 and record["seeds"]["values"]["R@10"] == [0.5, 0.6, 0.7]
+    assert "seeds" not in json.loads((tmp_path / "results" / "07_retrieval_demo.json").read_text())
+    assert "mean over seeds 0, 1, 2" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_seeds_are_checked_before_anything_runs():
+    with pytest.raises(SystemExit, match="comma-separated integers"):
+        run.parse_seeds("0,one")
+    with pytest.raises(SystemExit, match="repeats a seed"):
+        run.parse_seeds("1,1")
+    with pytest.raises(SystemExit, match="either with --seeds or with --set seed"):
+        run.main(["--seeds", "0,1", "--set", "seed=3", "--only", "01"])
