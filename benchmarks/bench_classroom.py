@@ -5,9 +5,9 @@ address), waits until it answers, then opens N pages at once in ONE headless Chr
 N independent viewers with their own cookies and cache), types a text query in each and waits for its result
 thumbnails — by default twice, each in a fresh browser: each viewer typing as soon as its own page is ready (its
 query then overlaps the other pages still loading on the same cores), and all viewers typing at the same moment
-once every page is ready (``--type-when``). Reports p50 / p95 / max of the time to a ready page (navigation start -> the page's script has run,
-on the page's own clock), of the time to results (Enter -> ``top_k`` decoded thumbnails under a header naming the
-query, page clock), and of the server's own answer time for those queries (arrival -> answer, from its
+once every page is ready (``--type-when``). Reports p50 / p95 / max of the time to a ready page (navigation
+start -> the page's script has run, on the page's own clock), of the time to results (Enter -> ``top_k`` decoded
+thumbnails under a header naming the query, page clock), and of the server's own answer time for those queries (arrival -> answer, from its
 ``/health``: it separates the server from a browser whose N renderers share the same cores); failures with their
 reason; the peak memory of the serving process(es) (RSS) and, separately, of the browser's processes (sum of RSS,
 which counts shared pages once per process, and of PSS, which shares them out).

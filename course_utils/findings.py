@@ -41,7 +41,10 @@ def read_records(folder: Path, profile: str = "full") -> dict[str, dict]:
 
 
 class Spread(float):
-    """A metric's mean over seeds that formats as ``mean ± std`` (``format(x, ".3f")`` -> ``"0.745 ± 0.012"``)."""
+    """A metric's mean over seeds that formats as ``mean ± std`` (``format(x, ".3f")`` -> ``"0.745 ± 0.012"``).
+
+    Without a format spec (counts such as the number of queries) both are rounded to whole numbers.
+    """
 
     def __new__(cls, mean: float, std: float) -> Spread:
         spread = super().__new__(cls, mean)
@@ -49,6 +52,7 @@ class Spread(float):
         return spread
 
     def __format__(self, spec: str) -> str:
+        spec = spec or ".0f"
         return f"{format(float(self), spec)} ± {format(self.std, spec.replace('+', ''))}"
 
     def __mul__(self, factor: float) -> Spread:
@@ -65,18 +69,26 @@ def numbers(record: dict) -> dict:
             for name, value in record["metrics"].items()}
 
 
-def compare(record: dict, higher: str, lower: str | None = None, scale: float = 1.0, digits: int = 3) -> str:
-    """The verdict on "``higher`` > ``lower``" (or "``higher`` > 0") over the record's seeds, as a phrase."""
+def compare(record: dict, higher: str, lower: str | None = None, scale: float = 1.0, digits: int = 3,
+            unit: str = "") -> str:
+    """The difference ``higher - lower`` (or ``higher`` alone) over the record's seeds, with its verdict.
+
+    A finding needs the same sign under every seed and a mean larger than the standard deviation over seeds.
+    """
     seeds = record.get("seeds")
     if not seeds:
         return "one seed: not yet checked against the spread over seeds"
     values = seeds["values"]
     differences = [scale * (a - (values[lower][i] if lower else 0.0)) for i, a in enumerate(values[higher])]
-    mean, std = statistics.fmean(differences), statistics.stdev(differences)
-    agree = sum(d > 0 for d in differences)
-    real = agree in (0, len(differences)) and abs(mean) > std
-    verdict = "a finding" if real else "within the spread over seeds, not a finding"
-    return f"difference {mean:+.{digits}f} ± {std:.{digits}f}, higher in {agree} of {len(differences)} seeds: {verdict}"
+    mean, std, n = statistics.fmean(differences), statistics.stdev(differences), len(differences)
+    higher_in = sum(d > 0 for d in differences)
+    if higher_in in (0, n) and abs(mean) > std:
+        verdict = f"{'higher' if higher_in else 'lower'} under all {n} seeds by more than the spread: a finding"
+    elif higher_in in (0, n):
+        verdict = f"{'higher' if higher_in else 'lower'} under all {n} seeds but within the spread: not a finding"
+    else:
+        verdict = f"higher under {higher_in} of {n} seeds: not a finding"
+    return f"{mean:+.{digits}f} ± {std:.{digits}f}{unit}, {verdict}"
 
 
 def _01(r: dict) -> str:
@@ -104,8 +116,9 @@ def _03(r: dict) -> str:
     return (f"**03 — cross-attention re-ranking.** Re-ranking the fine-tuned dual encoder's top-K moves R@1 "
             f"{m['dual/R@1']:.3f} → {m['rerank/R@1']:.3f} ({compare(r, 'rerank/R@1', 'dual/R@1')}) and R@10 "
             f"{m['dual/R@10']:.3f} → {m['rerank/R@10']:.3f}; seed 002's pooled-vector transformer, same budget, "
-            f"R@1 {m['seed002_rerank/R@1']:.3f} ({compare(r, 'seed002_rerank/R@1', 'dual/R@1')}). Latency per "
-            f"query: {m['latency_ms/dual']:.1f} ms dual, {m['latency_ms/rerank']:.1f} ms re-ranked, "
+            f"R@1 {m['seed002_rerank/R@1']:.3f} "
+            f"({compare(r, 'seed002_rerank/R@1', 'dual/R@1', unit=' over the dual encoder')}). Latency per query: "
+            f"{m['latency_ms/dual']:.1f} ms dual, {m['latency_ms/rerank']:.1f} ms re-ranked, "
             f"{m['latency_ms/full_gallery_cross_encoder']:.0f} ms for the cross-encoder over the whole gallery.")
 
 
@@ -130,7 +143,8 @@ def _05(r: dict) -> str:
                 for key, label, base, before in [("crl_stage1", "CRL stage 1", "global_clip", "global CLIP"),
                                                  ("crl_stage2", "stage 2", "crl_stage1", "stage 1")]
                 if f"map/{key}/overall" in m and f"map/{base}/overall" in m]
-    return f"**05 — conditional embeddings** (ASEN protocol, overall mAP %): {', '.join(rows)}. {'; '.join(verdicts)}."
+    return (f"**05 — conditional embeddings** (ASEN protocol, overall mAP %): {', '.join(rows)}. "
+            f"{'; '.join(verdicts)}.")
 
 
 def _06(r: dict) -> str:
@@ -138,8 +152,8 @@ def _06(r: dict) -> str:
     learned = ["concat + MLP", "TIRG", "ComplexRotation (ComposeAE)", "Combiner (CLIP4Cir)"]
     rows = [f"{name} {100 * m[f'{name}/R@10']:.1f}" for name in ["sum", *learned] if f"{name}/R@10" in m]
     return (f"**06 — composed retrieval** (R@10 %, reference excluded, {m['n_queries']} queries): "
-            f"{', '.join(rows)}; best learned minus sum: {compare(r, 'best_minus_sum_R@10', scale=100, digits=1)} "
-            "points.")
+            f"{', '.join(rows)}; best learned minus sum: "
+            f"{compare(r, 'best_minus_sum_R@10', scale=100, digits=1, unit=' points')}.")
 
 
 def _07(r: dict) -> str:

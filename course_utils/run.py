@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = out / "seeds" / f"seed-{seed}"
         with environment(FASHION_COURSE_OUTPUTS=str(folder), FASHION_COURSE_FIGURES=str(folder / "figures")):
             folder.mkdir(parents=True, exist_ok=True)
-            repeated = run([nb for nb in notebooks if nb.name[:2] in SEED_REPEATED], folder, extra={**extra, "seed": seed})
+            experiments = [notebook for notebook in notebooks if notebook.name[:2] in SEED_REPEATED]
+            repeated = run(experiments, folder, extra={**extra, "seed": seed})
         if repeated is None:
             return 1
         timings.update({f"{stem} (seed {seed})": seconds for stem, seconds in repeated.items()})

@@ -70,8 +70,9 @@ def test_seeded_records_render_mean_and_std_and_a_verdict_per_comparison(tmp_pat
     (tmp_path / "05_conditional_embeddings.json").write_text(json.dumps(record))
     text = findings.render_findings(findings.read_records(tmp_path))
     assert "global CLIP 39.0 ± 1.0, CRL stage 1 45.0 ± 1.0" in text and "seeds 0, 1, 2" in text
-    assert "CRL stage 1 minus global CLIP: difference +6.0 ± 1.0, higher in 3 of 3 seeds: a finding" in text
-    assert "stage 2 minus stage 1: difference +0.3 ± 1.2, higher in 2 of 3 seeds: within the spread" in text
+    assert ("CRL stage 1 minus global CLIP: +6.0 ± 1.0, higher under all 3 seeds by more than the spread: "
+            "a finding") in text
+    assert "stage 2 minus stage 1: +0.3 ± 1.2, higher under 2 of 3 seeds: not a finding" in text
 
 
 def test_a_constant_metric_stays_a_plain_number_and_a_one_seed_record_says_so():
