@@ -2,7 +2,7 @@
 
 ``python -m course_utils.handouts student --out student/`` copies ``notebooks/`` without the cells tagged
 ``solution`` and without ``notebooks/solutions/`` (``make student``).
-``python -m course_utils.handouts slides --executed outputs --out outputs/slides [--reveal DIR]`` turns executed
+``python -m course_utils.handouts slides --executed outputs --out outputs/slides [--js DIR]`` turns executed
 notebooks into reveal.js decks, and ``site --executed outputs --out outputs/site`` into static HTML pages with an
 index (``make slides`` builds both from the full run's executed copies).
 
@@ -162,7 +162,7 @@ def build_site(executed: Path, out: Path, slides: Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_utils.classroom", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m course_utils.handouts", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     student = commands.add_parser("student", help="copy notebooks/ without solutions")
     student.add_argument("--out", type=Path, default=REPO_ROOT / "student")

@@ -17,12 +17,12 @@ def write_record(folder, stem: str, metrics: dict, profile: str = "full") -> Non
 
 def test_bullets_render_the_records_numbers(tmp_path):
     write_record(tmp_path, "03_cross_modal_attention", {
-        "dual/R@1": 0.2, "rerank/R@1": 0.25, "dual/R@10": 0.7, "rerank/R@10": 0.75, "seed002_rerank/R@1": 0.19,
-        "latency_ms/dual": 3.0, "latency_ms/rerank": 12.5, "latency_ms/full_gallery_cross_encoder": 234.0})
+        "dual/R@1": 0.2, "rerank/R@1": 0.25, "rerank/R@1_relative_gain": 0.25, "dual/R@10": 0.7, "rerank/R@10": 0.75,
+        "seed002_rerank/R@1": 0.19, "latency_ms/dual": 3.0, "latency_ms/rerank": 12.5, "latency_ms/full_gallery_cross_encoder": 234.0})
     write_record(tmp_path, "05_conditional_embeddings", {"map/global_clip/overall": 0.381,
                                                          "map/crl_stage1/overall": 0.449})
     text = findings.render_findings(findings.read_records(tmp_path))
-    assert "R@1 0.200 → 0.250" in text and "0.190" in text and "234 ms" in text
+    assert "R@1 0.200 → 0.250" in text and "+25 % relative" in text and "0.190" in text and "234 ms" in text
     assert "global CLIP 38.1, CRL stage 1 44.9" in text
     assert text.count("\n- ") == 2 and "seed 0" in text
 
@@ -81,3 +81,11 @@ def test_a_constant_metric_stays_a_plain_number_and_a_one_seed_record_says_so():
     assert f"{numbers['n_queries']}" == "500" and f"{100 * numbers['sum/R@10']:+.1f}" == "+25.0 ± 5.0"
     one_seed = {"parameters": {"seed": 0}, "metrics": {"a": 0.5, "b": 0.4}}
     assert findings.compare(one_seed, "a", "b") == "one seed: not yet checked against the spread over seeds"
+
+
+def test_markers_quoted_in_prose_are_not_the_section(tmp_path):
+    readme = tmp_path / "README.md"
+    prose = f"The tool writes between the `{findings.START}` / `{findings.END}` markers.\n"
+    readme.write_text(f"# course\n{prose}\n{findings.START}\n- old\n{findings.END}\ntail\n")
+    updated = findings.replace_section(readme.read_text(), "- new")
+    assert updated == f"# course\n{prose}\n{findings.START}\n- new\n{findings.END}\ntail\n"
