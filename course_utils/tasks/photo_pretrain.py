@@ -177,6 +177,7 @@ def pretrained_photo_clip(
     device: str | torch.device = "cpu",
     use_cache: bool = True,
     progress: bool = True,
+    evaluate: Callable[[ClipBundle], dict] | None = None,
 ) -> ClipBundle:
     """The course CLIP pretrained from random initialisation on ``catalogue``'s ``train`` split (cached).
 
@@ -186,6 +187,8 @@ def pretrained_photo_clip(
         device: where to train.
         use_cache: reuse/write ``data/cache/photo-clip/``.
         progress: show a progress bar.
+        evaluate: called with the model being trained every ``recipe.train.eval_every`` steps and at the end of a
+            training run (e.g. ``lambda b: evaluate_photo_retrieval(b, gallery)``); not called on a cache hit.
 
     Returns:
         A :class:`ClipBundle` whose ``preprocess`` is the evaluation transform (resize, no augmentation) and whose
@@ -197,21 +200,26 @@ def pretrained_photo_clip(
     seed_everything(recipe.train.seed)
     model, preprocess, tokenizer = create_course_clip(recipe.model, device, recipe.image_size)
 
+    key = path.stem.rsplit("-", 1)[-1]
+
+    def bundle(history: list[dict] | None) -> ClipBundle:
+        return ClipBundle(model, preprocess, tokenizer, int(model.text_projection.shape[1]),
+                          f"open_clip:{recipe.model}:photo-{key}", device, "open_clip", history,
+                          path if use_cache else None)
+
     def build() -> dict:
         image_size = tuple(model.visual.image_size)
         augment = colour_keeping_augmentation(image_size, recipe.crop_scale, recipe.flip, *normalisation_of(model))
         dataset = MixedCaptionDataset(train, augment, recipe.description_rate, seed=recipe.train.seed)
         loss = multi_positive_batch_loss(tokenizer, train) if recipe.multi_positive else contrastive_batch_loss(tokenizer)
-        result = fit(model, dataset, loss, recipe.train, device=device, progress=progress, after_step=clamp_logit_scale)
+        result = fit(model, dataset, loss, recipe.train, device=device, progress=progress, after_step=clamp_logit_scale,
+                     evaluate=(lambda: evaluate(bundle(None))) if evaluate else None)
         return {"model": model.state_dict(), "history": result.steps, "skipped_items": result.skipped_items}
 
     state = cached_artifact(path, build, use_cache, validate=lambda s: model.load_state_dict(s["model"]))
     model.load_state_dict(state["model"])
     model.eval()
-    key = path.stem.rsplit("-", 1)[-1]
-    return ClipBundle(model, preprocess, tokenizer, int(model.text_projection.shape[1]),
-                      f"open_clip:{recipe.model}:photo-{key}", device, "open_clip", state["history"],
-                      path if use_cache else None)
+    return bundle(state["history"])
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------------

@@ -119,11 +119,16 @@ def test_pretraining_is_cached_deterministic_and_evaluated(isolated_cache, monke
     assert record["attribute-match R@10"] >= record["exact R@10"]
 
 
-def test_plain_clip_loss_and_vit_tower_also_train(isolated_cache):
+def test_plain_clip_loss_and_vit_tower_also_train_with_evaluations(isolated_cache):
     catalogue = photo_catalogue()
-    recipe = replace(QUICK, model="tiny-fashion-clip", image_size=(80, 64), multi_positive=False)
-    bundle = photo.pretrained_photo_clip(catalogue, recipe, use_cache=False, progress=False)
+    recipe = replace(QUICK, model="tiny-fashion-clip", image_size=(80, 64), multi_positive=False,
+                     train=replace(QUICK.train, eval_every=1))
+    gallery = photo.held_out_gallery(catalogue, size=12)
+    seen = []
+    bundle = photo.pretrained_photo_clip(catalogue, recipe, use_cache=False, progress=False,
+                                         evaluate=lambda b: seen.append(photo.evaluate_photo_retrieval(b, gallery)) or {})
     assert len(bundle.history) == 2 and bundle.model.visual.image_size == (80, 64)
+    assert len(seen) == 2 and seen[0] != seen[1]  # after step 1 and at the end, on different weights
 
 
 def test_cache_key_follows_data_and_recipe():
