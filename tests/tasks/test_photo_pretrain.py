@@ -153,3 +153,17 @@ def test_real_sample_holds_out_a_gallery_of_1000(fashion_product_sample):
     gallery = photo.held_out_gallery(catalogue, size=1000)
     assert len(gallery) == 1000 and not set(gallery.ids) & set(catalogue.split("train").ids)
     assert len(catalogue.split("train")) >= 3000
+
+
+def test_dataset_decodes_each_image_once_and_skips_unreadable_ones(tmp_path):
+    from course_utils.data.records import FileImage
+
+    catalogue = photo_catalogue(n=4)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    items = [*catalogue.items[:3], replace(catalogue[3], image_ref=FileImage(broken))]
+    dataset = photo.MixedCaptionDataset(Catalogue("photos", items), lambda image: torch.zeros(1), 0.0)
+    assert dataset[3] == {"skipped": items[3].item_id}
+    first = dataset[0]
+    assert first["text"] == items[0].captions[0] and first["index"] == 0 and 0 in dataset.decoded
+    assert dataset[0]["image"].shape == (1,)
