@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from course_utils.data.records import ArrayImage, Catalogue, Item
+from course_utils.embed import weights_digest
 from course_utils.tasks import photo_pretrain as photo
 from course_utils.train import TrainConfig
 
@@ -43,16 +44,26 @@ def test_held_out_gallery_is_disjoint_from_train_and_deterministic():
 
 
 def test_augmentation_crops_and_flips_but_keeps_colour():
-    image = photo_catalogue()[0].image  # a red box on white
-    augment = photo.colour_keeping_augmentation((80, 60), 0.5, True, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    image = torch.from_numpy(np.asarray(photo_catalogue()[0].image, dtype=np.float32) / 255).permute(2, 0, 1)
     torch.manual_seed(0)
-    views = torch.stack([augment(image) for _ in range(8)]) * 0.5 + 0.5  # back to [0, 1]
+    views = photo.random_resized_crops(image.expand(8, -1, -1, -1), crop_scale=0.5, flip=True)  # a red box on white
     assert views.shape == (8, 3, 80, 60)
     assert not torch.equal(views[0], views[1])  # the crops differ
     pixels = views.permute(0, 2, 3, 1).reshape(-1, 3)
     coloured = pixels[(pixels < 0.9).any(dim=1)]  # not the white background
     red = torch.tensor(COLOURS["Red"]) / 255
     assert (coloured.median(dim=0).values - red).abs().max() < 0.02  # resampling blurs edges, never the hue
+
+
+def test_full_crop_without_flip_is_the_identity_and_flip_mirrors():
+    images = torch.rand(2, 3, 8, 6)
+    assert torch.allclose(photo.random_resized_crops(images, crop_scale=1.0, flip=False, max_aspect_change=1.0), images,
+                          atol=1e-5)
+    torch.manual_seed(1)
+    flipped = photo.random_resized_crops(images.repeat(8, 1, 1, 1), crop_scale=1.0, flip=True, max_aspect_change=1.0)
+    mirrored = [torch.allclose(view, source.flip(-1), atol=1e-5) for view, source in zip(flipped, images.repeat(8, 1, 1, 1))]
+    same = [torch.allclose(view, source, atol=1e-5) for view, source in zip(flipped, images.repeat(8, 1, 1, 1))]
+    assert all(m or k for m, k in zip(mirrored, same)) and 0 < sum(mirrored) < 16
 
 
 def test_captions_mix_titles_and_descriptions_deterministically():
@@ -125,10 +136,14 @@ def test_plain_clip_loss_and_vit_tower_also_train_with_evaluations(isolated_cach
                      train=replace(QUICK.train, eval_every=1))
     gallery = photo.held_out_gallery(catalogue, size=12)
     seen = []
-    bundle = photo.pretrained_photo_clip(catalogue, recipe, use_cache=False, progress=False,
-                                         evaluate=lambda b: seen.append(photo.evaluate_photo_retrieval(b, gallery)) or {})
+
+    def evaluate(bundle):
+        seen.append(weights_digest(bundle.model))
+        return photo.evaluate_photo_retrieval(bundle, gallery)
+
+    bundle = photo.pretrained_photo_clip(catalogue, recipe, use_cache=False, progress=False, evaluate=evaluate)
     assert len(bundle.history) == 2 and bundle.model.visual.image_size == (80, 64)
-    assert len(seen) == 2 and seen[0] != seen[1]  # after step 1 and at the end, on different weights
+    assert len(seen) == 2 and seen[0] != seen[1] == weights_digest(bundle.model)  # after step 1 and at the end
 
 
 def test_cache_key_follows_data_and_recipe():
@@ -155,15 +170,17 @@ def test_real_sample_holds_out_a_gallery_of_1000(fashion_product_sample):
     assert len(catalogue.split("train")) >= 3000
 
 
-def test_dataset_decodes_each_image_once_and_skips_unreadable_ones(tmp_path):
+def test_dataset_preprocesses_each_image_once_and_skips_unreadable_ones(tmp_path):
     from course_utils.data.records import FileImage
 
     catalogue = photo_catalogue(n=4)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
     items = [*catalogue.items[:3], replace(catalogue[3], image_ref=FileImage(broken))]
-    dataset = photo.MixedCaptionDataset(Catalogue("photos", items), lambda image: torch.zeros(1), 0.0)
+    calls = []
+    dataset = photo.MixedCaptionDataset(Catalogue("photos", items), lambda image: calls.append(1) or torch.ones(2), 0.0)
     assert dataset[3] == {"skipped": items[3].item_id}
     first = dataset[0]
-    assert first["text"] == items[0].captions[0] and first["index"] == 0 and 0 in dataset.decoded
-    assert dataset[0]["image"].shape == (1,)
+    assert first["text"] == items[0].captions[0] and first["index"] == 0
+    assert torch.equal(dataset[0]["image"], torch.ones(2)) and dataset[0]["image"].dtype == torch.float32
+    assert len(calls) == 1  # preprocessed once, then served from memory
