@@ -52,8 +52,8 @@ class PhotoRecipe:
 
     model: str = "photo-clip-resnet18"  # a config in models/model_configs/
     image_size: tuple[int, int] | None = None  # (height, width) input; None: the config's (80 x 60 for photo-clip-*)
-    train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=30, batch_size=256, lr=2e-3, weight_decay=0.1, warmup_steps=30)
+    train: TrainConfig = field(  # 22 epochs of 3,475 photos: 13.7 training minutes measured on 2 idle cores
+        default_factory=lambda: TrainConfig(epochs=22, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_steps=40)
     )
     description_rate: float = 0.25  # share of captions drawn from the generated description instead of the title
     crop_scale: float = 0.7  # random resized crops keep at least this share of the image area
