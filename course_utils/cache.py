@@ -34,6 +34,7 @@ LOG = logging.getLogger(__name__)
 ARTIFACT_VERSIONS = {
     "catalogue": 2,  # procedural catalogue pixels (data/synthetic.py, data/render.py)
     "tiny-clip": 1,  # the embedded tiny CLIP's pretraining (tasks/pretrain.py)
+    "photo-clip": 1,  # the course CLIP pretrained on real photos (tasks/photo_pretrain.py)
     "finetuned": 1,  # notebook 02's full fine-tuning (tasks/retrieval.py)
     "two-stage": 1,  # seed 000's two-stage fine-tuning (tasks/retrieval.py)
     "embeddings": 1,  # pooled image / text embeddings (embed.py)

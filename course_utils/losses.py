@@ -2,6 +2,8 @@
 
 - :func:`clip_contrastive_loss` — CLIP's symmetric InfoNCE, seed 002's ``(CE(S) + CE(Sᵀ)) / 2`` (notebook 02).
 - :func:`clip_contrastive_loss_local` — one rank's share of it when the batch is split over processes (notebook 08).
+- :func:`multi_positive_contrastive_loss` — the same with several correct captions per image (identical product
+  titles in one batch are not negatives); :func:`same_group_positives` builds its mask from group ids.
 - :func:`composed_classification_loss` — each composed query must pick its target among the batch's targets
   (TIRG, CLIP4Cir; notebook 06).
 - :func:`soft_triplet_loss` — ComposeAE's and seed 004's soft triplet over the batch (notebook 06).
@@ -61,6 +63,44 @@ def clip_contrastive_loss_local(
     text_to_image = scale * text_features @ all_image_features.T  # (b, B): my captions against every image
     labels = offset + torch.arange(image_features.shape[0], device=image_features.device)
     return (F.cross_entropy(image_to_text, labels) + F.cross_entropy(text_to_image, labels)) / 2
+
+
+def same_group_positives(groups: torch.Tensor) -> torch.Tensor:
+    """``(B, B) bool``: entry ``[i, j]`` is True when rows i and j share a group id (e.g. an identical title)."""
+    return groups[:, None] == groups[None, :]
+
+
+def multi_positive_contrastive_loss(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor, positives: torch.Tensor
+) -> torch.Tensor:
+    """CLIP's symmetric contrastive loss when a caption can match several images of the batch (real catalogues).
+
+    Many products share a title ("Nike Men Black T-shirt"); with plain CLIP loss the other items of that title are
+    pushed away as negatives although the caption describes them too. Here every correct pair is a positive: each
+    image's target is the uniform distribution over its positive captions and each caption's target the uniform
+    distribution over its positive images (UniCL's multi-positive cross-entropy). When the only positives are the
+    diagonal pairs this is exactly :func:`clip_contrastive_loss`.
+
+    Args:
+        image_features: ``(B, d)`` L2-normalised image embeddings.
+        text_features: ``(B, d)`` L2-normalised text embeddings; caption i was drawn for image i.
+        logit_scale: CLIP's learned log inverse temperature (scalar).
+        positives: ``(B, B) bool``, ``[i, j]`` True when caption j describes image i; the diagonal must be True
+            (build it from group ids with :func:`same_group_positives`).
+
+    Returns:
+        Scalar: mean of the image->text and text->image soft-target cross-entropies.
+    """
+    size = image_features.shape[0]
+    if positives.shape != (size, size) or positives.dtype != torch.bool:
+        raise ValueError(f"positives must be a ({size}, {size}) bool matrix, got {tuple(positives.shape)} {positives.dtype}")
+    if not positives.diagonal().all():
+        raise ValueError("positives must be True on the diagonal: caption i was drawn for image i")
+    similarity = logit_scale.exp() * image_features @ text_features.T  # S[i, j] = sim(image i, text j)
+    targets = positives.to(similarity.dtype)
+    image_to_text = F.cross_entropy(similarity, targets / targets.sum(dim=1, keepdim=True))  # rows: spread over positives
+    text_to_image = F.cross_entropy(similarity.T, targets.T / targets.T.sum(dim=1, keepdim=True))
+    return (image_to_text + text_to_image) / 2
 
 
 # --- composed image+text retrieval (notebook 06) ---------------------------------------------------------------

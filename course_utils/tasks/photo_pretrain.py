@@ -1,0 +1,322 @@
+"""Task: pretrain the course's own CLIP on real product photos (the real-data profile; issue 14).
+
+The embedded tiny CLIP (``tasks.pretrain``) is pretrained on procedural drawings and learns little from real
+photos. This recipe pretrains a course CLIP from random initialisation on a real catalogue's ``train`` split
+(e.g. *Fashion Product Images*, ``data.fashion_product``):
+
+* **tower and resolution** — a small convolutional image tower from timm through an open_clip JSON config
+  (``models/model_configs/photo-clip-*.json``, at the photos' native 80 x 60 pixels), or the tiny ViT at a chosen
+  size;
+* **augmentation that keeps colour** — random resized crops and horizontal flips, never hue or saturation jitter:
+  colour is an attribute the queries ask for (:func:`random_resized_crops`, on the whole batch at once);
+* **caption sampling** — each item's caption is drawn per epoch from its product title or, at
+  ``description_rate``, its generated description (:class:`MixedCaptionDataset`);
+* **duplicate titles handled** — every caption that describes an image of the batch (an identical title or an
+  identical description) is a positive in :func:`~course_utils.losses.multi_positive_contrastive_loss`, never a
+  negative (:func:`caption_positives`).
+
+The weights are cached through ``course_utils.cache`` keyed by model config, data fingerprint and recipe. The
+evaluation (:func:`evaluate_photo_retrieval`) uses items training never sees (:func:`held_out_gallery`) with
+product titles as queries, and reports exact-item recall, recall where any item of identical title counts
+(:func:`title_aware_recall`), attribute-match recall and the chance level of each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..cache import artifact_path, cached_artifact
+from ..data.adapters import ImageTextDataset
+from ..data.records import Catalogue, CorruptImage
+from ..embed import encode_images, encode_texts
+from ..losses import multi_positive_contrastive_loss
+from ..metrics import attribute_match_recall, chance_recall, recall_at_k
+from ..models.clip_loader import ClipBundle, resolve_device
+from ..models.tiny_clip import course_clip_config, create_course_clip
+from ..seeding import seed_everything
+from ..train import TrainConfig, clamp_logit_scale, contrastive_batch_loss, fit
+
+TITLE, DESCRIPTION = "title", "description"
+MATCH_ATTRIBUTES = ("articleType", "baseColour")  # attribute-match recall: same article type and colour
+
+
+@dataclass(frozen=True)
+class PhotoRecipe:
+    """How the course CLIP is pretrained on real photos (every field is part of the cache key)."""
+
+    model: str = "photo-clip-resnet18"  # a config in models/model_configs/
+    image_size: tuple[int, int] | None = None  # (height, width) input; None: the config's (80 x 60 for photo-clip-*)
+    train: TrainConfig = field(  # 22 epochs of 3,475 photos: 13.7 training minutes measured on 2 idle cores
+        default_factory=lambda: TrainConfig(epochs=22, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_steps=40)
+    )
+    description_rate: float = 0.25  # share of captions drawn from the generated description instead of the title
+    crop_scale: float = 0.7  # random resized crops keep at least this share of the image area
+    flip: bool = True  # random horizontal flips
+    multi_positive: bool = True  # identical captions in a batch are positives (False: plain CLIP loss)
+
+    def __post_init__(self):
+        if not 0.0 <= self.description_rate <= 1.0:
+            raise ValueError(f"description_rate must be in [0, 1], got {self.description_rate}")
+        if not 0.0 < self.crop_scale <= 1.0:
+            raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
+
+
+PHOTO_RECIPE = PhotoRecipe()
+
+
+# --- data: held-out split, augmentation, caption sampling ---------------------------------------------------------
+
+
+def held_out_gallery(catalogue: Catalogue, size: int = 1000, seed: int = 0) -> Catalogue:
+    """``size`` items drawn (seeded) from the items outside the ``train`` split: a gallery training never sees.
+
+    Args:
+        catalogue: a catalogue with a ``train`` split and others (``val``/``test``).
+        size: gallery size.
+        seed: seed of the draw; the items keep their catalogue order.
+
+    Raises:
+        ValueError: fewer than ``size`` items outside ``train``.
+    """
+    candidates = [item.item_id for item in catalogue if item.split != "train"]
+    if len(candidates) < size:
+        raise ValueError(
+            f"{catalogue.name}: only {len(candidates)} items outside the train split, fewer than the gallery size "
+            f"{size}; use a smaller gallery or load the catalogue with larger val/test split fractions"
+        )
+    chosen = np.sort(np.random.default_rng(seed).choice(len(candidates), size=size, replace=False))
+    return catalogue.subset([candidates[i] for i in chosen], name=f"{catalogue.name}/held-out-{size}")
+
+
+def random_resized_crops(images: torch.Tensor, crop_scale: float, flip: bool, max_aspect_change: float = 1.15) -> torch.Tensor:
+    """Colour-keeping augmentation of a whole batch: a random resized crop (and flip) per image, nothing else.
+
+    Each output image shows a random window of its input covering ``[crop_scale, 1]`` of the area, whose aspect
+    ratio differs from the image's by at most ``max_aspect_change``, resampled bilinearly to the input size and
+    mirrored with probability 1/2 when ``flip``. It is a per-image affine resampling of each channel, so colours
+    are never changed (no hue, saturation or brightness jitter: colour is an attribute the queries ask for). One
+    call on the batch (``F.grid_sample``) replaces a per-image PIL pipeline that cost ~1 ms per photo on a CPU.
+    Draws from torch's global RNG (seeded by ``fit``).
+
+    Args:
+        images: ``(B, C, H, W)`` float images (normalised or not: resampling commutes with per-channel scaling).
+        crop_scale: smallest share of the image area a crop keeps, in ``(0, 1]``.
+        flip: mirror half of the images left-right.
+        max_aspect_change: largest factor between the crop's aspect ratio and the image's.
+
+    Returns:
+        ``(B, C, H, W)`` augmented images.
+    """
+    size = images.shape[0]
+    area = torch.empty(size).uniform_(crop_scale, 1.0)
+    aspect = torch.empty(size).uniform_(-1.0, 1.0).mul(float(np.log(max_aspect_change))).exp()
+    width, height = (area * aspect).sqrt().clamp(max=1.0), (area / aspect).sqrt().clamp(max=1.0)  # shares of the side
+    centre_x = (torch.rand(size) * 2 - 1) * (1 - width)  # in [-1, 1] coordinates, window inside the image
+    centre_y = (torch.rand(size) * 2 - 1) * (1 - height)
+    mirror = torch.where(torch.rand(size) < 0.5, -1.0, 1.0) if flip else torch.ones(size)
+    theta = torch.zeros(size, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = width * mirror, centre_x
+    theta[:, 1, 1], theta[:, 1, 2] = height, centre_y
+    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def with_augmentation(batch_loss: Callable[[torch.nn.Module, dict], torch.Tensor], crop_scale: float,
+                      flip: bool) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
+    """``batch_loss`` on the batch with its images augmented by :func:`random_resized_crops`."""
+
+    def augmented_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        return batch_loss(model, {**batch, "image": random_resized_crops(batch["image"], crop_scale, flip)})
+
+    return augmented_loss
+
+
+class MixedCaptionDataset(ImageTextDataset):
+    """(image, caption) pairs whose caption is the title or, at ``description_rate``, the description.
+
+    The draw depends only on ``(seed, epoch, index)``, so a run is reproducible and every epoch sees new mixes.
+    Items without a description always use their title. Each image is decoded and preprocessed (the model's
+    evaluation transform) once and kept in memory as float16 (29 KB for a 80 x 60 input); the batch is augmented
+    afterwards, all at once (:func:`with_augmentation`). An unreadable image yields ``{"skipped": item_id}``.
+    """
+
+    def __init__(self, catalogue: Catalogue, preprocess: Callable | None, description_rate: float, seed: int = 0):
+        super().__init__(catalogue, preprocess, caption_style=TITLE, seed=seed)
+        self.description_rate = description_rate
+        self.pixels: dict[int, torch.Tensor] = {}
+
+    def __getitem__(self, index: int) -> dict:
+        sample = {"text": self.caption_for(index), "index": index}
+        if self.preprocess is None:
+            return sample
+        if index not in self.pixels:
+            try:
+                self.pixels[index] = self.preprocess(self.catalogue[index].image).to(torch.float16)
+            except (CorruptImage, FileNotFoundError):
+                return {"skipped": self.catalogue[index].item_id}  # counted by fit, as ImageTextDataset does
+        return {**sample, "image": self.pixels[index].to(torch.float32)}
+
+    def caption_for(self, index: int) -> str:
+        item = self.catalogue[index]
+        descriptions = item.captions_of(DESCRIPTION)
+        draw = np.random.default_rng([self.seed, self.epoch, index, 1]).random()
+        if descriptions and draw < self.description_rate:
+            return descriptions[0]
+        return item.caption(TITLE)
+
+
+def caption_positives(catalogue: Catalogue, indices: Sequence[int], texts: Sequence[str]) -> torch.Tensor:
+    """``(B, B) bool``: ``[i, j]`` True when caption ``texts[j]`` is one of item ``indices[i]``'s own captions.
+
+    Items sharing a title (or a generated description) thus count as positives of each other's captions.
+    """
+    caption_sets = [set(catalogue[int(i)].captions) for i in indices]
+    return torch.tensor([[text in captions for text in texts] for captions in caption_sets], dtype=torch.bool)
+
+
+def multi_positive_batch_loss(tokenizer: Callable, catalogue: Catalogue) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
+    """The per-batch loss of photo pretraining: encode both sides, then the multi-positive contrastive loss.
+
+    One process only (``fit`` under ``torchrun`` would need the positives of the gathered global batch).
+    """
+
+    def batch_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        device = model.logit_scale.device
+        image_features = F.normalize(model.encode_image(batch["image"].to(device)), dim=-1)
+        text_features = F.normalize(model.encode_text(tokenizer(batch["text"]).to(device)), dim=-1)
+        positives = caption_positives(catalogue, batch["index"].tolist(), batch["text"]).to(device)
+        return multi_positive_contrastive_loss(image_features, text_features, model.logit_scale, positives)
+
+    return batch_loss
+
+
+# --- the cached pretraining ---------------------------------------------------------------------------------------
+
+
+def photo_key_parts(train: Catalogue, recipe: PhotoRecipe) -> dict:
+    """What the pretrained weights depend on: model config, data and recipe."""
+    return {"model": json.loads(course_clip_config(recipe.model)), "data": train.fingerprint(), "recipe": asdict(recipe)}
+
+
+def pretrained_photo_clip(
+    catalogue: Catalogue,
+    recipe: PhotoRecipe = PHOTO_RECIPE,
+    device: str | torch.device = "cpu",
+    use_cache: bool = True,
+    progress: bool = True,
+    evaluate: Callable[[ClipBundle], dict] | None = None,
+) -> ClipBundle:
+    """The course CLIP pretrained from random initialisation on ``catalogue``'s ``train`` split (cached).
+
+    Args:
+        catalogue: a real catalogue with ``title`` (and ``description``) captions and a ``train`` split.
+        recipe: tower, resolution, augmentation, caption sampling, loss and optimiser; part of the cache key.
+        device: where to train.
+        use_cache: reuse/write ``data/cache/photo-clip/``.
+        progress: show a progress bar.
+        evaluate: called with the model being trained every ``recipe.train.eval_every`` steps and at the end of a
+            training run (e.g. ``lambda b: evaluate_photo_retrieval(b, gallery)``); not called on a cache hit.
+
+    Returns:
+        A :class:`ClipBundle` whose ``preprocess`` is the evaluation transform (resize, no augmentation) and whose
+        ``history`` holds the loss curve.
+    """
+    device = resolve_device(device)
+    train = catalogue.split("train")
+    path = artifact_path("photo-clip", photo_key_parts(train, recipe), prefix=recipe.model)
+    seed_everything(recipe.train.seed)
+    model, preprocess, tokenizer = create_course_clip(recipe.model, device, recipe.image_size)
+
+    key = path.stem.rsplit("-", 1)[-1]
+
+    def bundle(history: list[dict] | None) -> ClipBundle:
+        return ClipBundle(model, preprocess, tokenizer, int(model.text_projection.shape[1]),
+                          f"open_clip:{recipe.model}:photo-{key}", device, "open_clip", history,
+                          path if use_cache else None)
+
+    def build() -> dict:
+        dataset = MixedCaptionDataset(train, preprocess, recipe.description_rate, seed=recipe.train.seed)
+        loss = multi_positive_batch_loss(tokenizer, train) if recipe.multi_positive else contrastive_batch_loss(tokenizer)
+        loss = with_augmentation(loss, recipe.crop_scale, recipe.flip)
+        result = fit(model, dataset, loss, recipe.train, device=device, progress=progress, after_step=clamp_logit_scale,
+                     evaluate=(lambda: evaluate(bundle(None))) if evaluate else None)
+        return {"model": model.state_dict(), "history": result.steps, "skipped_items": result.skipped_items}
+
+    state = cached_artifact(path, build, use_cache, validate=lambda s: model.load_state_dict(s["model"]))
+    model.load_state_dict(state["model"])
+    model.eval()
+    return bundle(state["history"])
+
+
+# --- evaluation ---------------------------------------------------------------------------------------------------
+
+
+def same_value_mask(query_values: Sequence[str], gallery_values: Sequence[str]) -> torch.Tensor:
+    """``(q, g) bool``: gallery item j has the same value (e.g. the same title) as query i."""
+    return torch.from_numpy(np.asarray(query_values, dtype=object)[:, None] == np.asarray(gallery_values, dtype=object)[None, :])
+
+
+def mean_chance_recall(relevant: torch.Tensor, k: int) -> float:
+    """Recall@k of a random ranking, averaged over queries with their own numbers of relevant items."""
+    gallery_size = relevant.shape[1]
+    counts = relevant.sum(dim=1).tolist()
+    return float(np.mean([chance_recall(k, gallery_size, int(n)) if n else 0.0 for n in counts]))
+
+
+def title_aware_recall(
+    similarity: torch.Tensor, titles: Sequence[str], ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, dict[int, float]]:
+    """Text->image recall with titles as queries, counted two ways (both under ``metrics``' tie convention).
+
+    Args:
+        similarity: ``(n, n)`` scores of item i's title (row) against item j's image (column).
+        titles: the n titles.
+        ks: cut-offs.
+
+    Returns:
+        ``{"exact": {K: recall}, "same title": {K: recall}}``: a hit is the item itself, or any item whose title is
+        identical to the query's (the query cannot tell such items apart).
+    """
+    exact = recall_at_k(similarity, torch.arange(len(titles)), ks)
+    return {"exact": exact, "same title": recall_at_k(similarity, same_value_mask(titles, titles), ks)}
+
+
+def evaluate_photo_retrieval(bundle: ClipBundle, gallery: Catalogue, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Titles as queries against the gallery's images: exact, same-title and attribute-match recall, with chance.
+
+    Returns:
+        ``{"exact R@K", "same-title R@K", "attribute-match R@K", "chance exact R@K", "chance same-title R@K",
+        "chance attribute-match R@K"}`` for each K; attribute match means the same ``articleType`` and
+        ``baseColour`` as the query's item.
+    """
+    titles = [item.caption(TITLE) for item in gallery]
+    images = encode_images(bundle, gallery, progress=False)
+    queries = encode_texts(bundle, titles, progress=False)
+    similarity = queries @ images.T
+    recalls = title_aware_recall(similarity, titles, ks)
+    attributes = [{name: item.attributes[name] for name in MATCH_ATTRIBUTES if name in item.attributes} for item in gallery]
+    recalls["attribute-match"] = attribute_match_recall(similarity, attributes, attributes, ks, MATCH_ATTRIBUTES)
+    relevance = {"exact": torch.eye(len(gallery), dtype=torch.bool), "same title": same_value_mask(titles, titles),
+                 "attribute-match": _attribute_mask(attributes)}
+    record = {}
+    for name, by_k in recalls.items():
+        label = name.replace(" ", "-")
+        record.update({f"{label} R@{k}": value for k, value in by_k.items()})
+        record.update({f"chance {label} R@{k}": mean_chance_recall(relevance[name], k) for k in ks})
+    return record
+
+
+def _attribute_mask(attributes: Sequence[dict[str, str]]) -> torch.Tensor:
+    """``(n, n) bool``: item j has every attribute value item i has (the relevance of attribute-match recall)."""
+    mask = torch.ones(len(attributes), len(attributes), dtype=torch.bool)
+    for name in MATCH_ATTRIBUTES:
+        values = [a.get(name) for a in attributes]
+        required = torch.tensor([value is not None for value in values])
+        mask &= ~required[:, None] | same_value_mask(values, values)
+    return mask

@@ -1,0 +1,186 @@
+"""Pretraining the course CLIP on real photos: held-out split, colour-keeping augmentation, caption sampling,
+positives of identical captions, title-aware recall, and the cached recipe (tiny fixtures built in code)."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from course_utils.data.records import ArrayImage, Catalogue, Item
+from course_utils.embed import weights_digest
+from course_utils.tasks import photo_pretrain as photo
+from course_utils.train import TrainConfig
+
+COLOURS = {"Red": (200, 30, 30), "Blue": (30, 30, 200), "Green": (30, 160, 60)}
+ARTICLES = ("Tshirts", "Shoes", "Watches")
+QUICK = photo.PhotoRecipe(train=TrainConfig(max_steps=2, batch_size=8, lr=1e-3, seed=0))
+
+
+def photo_catalogue(n: int = 36, n_train: int = 24) -> Catalogue:
+    """``n`` 80 x 60 photos of a coloured box per item; items 0 and 1 share a title; the first ``n_train`` train."""
+    pixels = np.full((n, 80, 60, 3), 255, dtype=np.uint8)
+    items = []
+    for i in range(n):
+        colour, article = list(COLOURS)[i % 3], ARTICLES[(i // 3) % 3]
+        pixels[i, 10 + i % 7 : 70, 8 : 52 - i % 5] = COLOURS[colour]
+        title = "Brand Men Red Tshirts" if i < 2 else f"Brand{i} Men {colour} {article}"
+        description = f"Men's {colour.lower()} {article.lower()}, casual wear."
+        attributes = {"articleType": article, "baseColour": colour, "gender": "Men"}
+        split = "train" if i < n_train else ("val" if i % 2 else "test")
+        items.append(Item(str(1000 + i), (title, description), ("title", "description"), attributes, split,
+                          ArrayImage(pixels, i)))
+    return Catalogue("photos", items)
+
+
+def test_held_out_gallery_is_disjoint_from_train_and_deterministic():
+    catalogue = photo_catalogue()
+    gallery = photo.held_out_gallery(catalogue, size=10, seed=3)
+    assert len(gallery) == 10 and not set(gallery.ids) & set(catalogue.split("train").ids)
+    assert gallery.ids == photo.held_out_gallery(catalogue, size=10, seed=3).ids
+    assert gallery.ids != photo.held_out_gallery(catalogue, size=10, seed=4).ids
+    with pytest.raises(ValueError, match="only 12 items outside the train split"):
+        photo.held_out_gallery(catalogue, size=13)
+
+
+def test_augmentation_crops_and_flips_but_keeps_colour():
+    image = torch.from_numpy(np.asarray(photo_catalogue()[0].image, dtype=np.float32) / 255).permute(2, 0, 1)
+    torch.manual_seed(0)
+    views = photo.random_resized_crops(image.expand(8, -1, -1, -1), crop_scale=0.5, flip=True)  # a red box on white
+    assert views.shape == (8, 3, 80, 60)
+    assert not torch.equal(views[0], views[1])  # the crops differ
+    pixels = views.permute(0, 2, 3, 1).reshape(-1, 3)
+    coloured = pixels[(pixels < 0.9).any(dim=1)]  # not the white background
+    red = torch.tensor(COLOURS["Red"]) / 255
+    assert (coloured.median(dim=0).values - red).abs().max() < 0.02  # resampling blurs edges, never the hue
+
+
+def test_full_crop_without_flip_is_the_identity_and_flip_mirrors():
+    images = torch.rand(2, 3, 8, 6)
+    assert torch.allclose(photo.random_resized_crops(images, crop_scale=1.0, flip=False, max_aspect_change=1.0), images,
+                          atol=1e-5)
+    torch.manual_seed(1)
+    flipped = photo.random_resized_crops(images.repeat(8, 1, 1, 1), crop_scale=1.0, flip=True, max_aspect_change=1.0)
+    mirrored = [torch.allclose(view, source.flip(-1), atol=1e-5) for view, source in zip(flipped, images.repeat(8, 1, 1, 1))]
+    same = [torch.allclose(view, source, atol=1e-5) for view, source in zip(flipped, images.repeat(8, 1, 1, 1))]
+    assert all(m or k for m, k in zip(mirrored, same)) and 0 < sum(mirrored) < 16
+
+
+def test_captions_mix_titles_and_descriptions_deterministically():
+    catalogue = photo_catalogue()
+    always_title = photo.MixedCaptionDataset(catalogue, None, description_rate=0.0)
+    always_description = photo.MixedCaptionDataset(catalogue, None, description_rate=1.0)
+    assert [always_title.caption_for(i) for i in range(3)] == [catalogue[i].captions[0] for i in range(3)]
+    assert [always_description.caption_for(i) for i in range(3)] == [catalogue[i].captions[1] for i in range(3)]
+
+    mixed = photo.MixedCaptionDataset(catalogue, None, description_rate=0.5, seed=1)
+    epoch0 = [mixed.caption_for(i) for i in range(len(catalogue))]
+    mixed.set_epoch(1)
+    epoch1 = [mixed.caption_for(i) for i in range(len(catalogue))]
+    descriptions = sum(text in item.captions_of("description") for text, item in zip(epoch0, catalogue))
+    assert 8 <= descriptions <= 28 and epoch0 != epoch1
+    mixed.set_epoch(0)
+    assert [mixed.caption_for(i) for i in range(len(catalogue))] == epoch0
+
+
+def test_caption_positives_count_identical_titles_and_descriptions():
+    catalogue = photo_catalogue()
+    texts = [catalogue[0].captions[0], catalogue[1].captions[0], catalogue[3].captions[1], catalogue[6].captions[0]]
+    positives = photo.caption_positives(catalogue, [0, 1, 3, 6], texts)
+    # Items 0 and 1 share their title; items 3 (red shoes) and 6 (red watches) share neither title nor description.
+    expected = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
+    assert torch.equal(positives, expected)
+    same_description = photo.caption_positives(catalogue, [0, 2], [catalogue[0].captions[1], catalogue[0].captions[1]])
+    assert same_description[0].all() and not same_description[1].any()  # item 2 is green: another description
+
+
+def test_title_aware_recall_by_hand():
+    titles = ["a", "a", "b"]
+    similarity = torch.tensor([[0.1, 0.9, 0.0],  # query 0 ranks item 1 (same title) first, itself second
+                               [0.2, 0.8, 0.1],  # query 1 finds itself first
+                               [0.5, 0.4, 0.3]])  # query 2 finds itself last
+    recalls = photo.title_aware_recall(similarity, titles, ks=(1, 2))
+    assert recalls["exact"] == pytest.approx({1: 1 / 3, 2: 2 / 3})
+    assert recalls["same title"] == pytest.approx({1: 2 / 3, 2: 2 / 3})
+
+
+def test_chance_levels_by_hand():
+    relevant = torch.tensor([[1, 1, 0, 0], [0, 1, 0, 0]], dtype=torch.bool)
+    # Query 0: two relevant of 4, k = 1 -> 1/2; query 1: one of 4 -> 1/4.
+    assert photo.mean_chance_recall(relevant, 1) == pytest.approx((1 / 2 + 1 / 4) / 2)
+
+
+def test_pretraining_is_cached_deterministic_and_evaluated(isolated_cache, monkeypatch):
+    catalogue = photo_catalogue()
+    first = photo.pretrained_photo_clip(catalogue, QUICK, progress=False)
+    assert len(first.history) == 2 and first.checkpoint_path.exists()
+    assert first.identity.startswith("open_clip:photo-clip-resnet18:photo-")
+    again = photo.pretrained_photo_clip(catalogue, QUICK, use_cache=False, progress=False)
+    assert [r["loss"] for r in again.history] == [r["loss"] for r in first.history]
+
+    monkeypatch.setattr(photo, "fit", lambda *a, **k: pytest.fail("retrained although cached"))
+    cached = photo.pretrained_photo_clip(catalogue, QUICK, progress=False)
+    for a, b in zip(first.model.state_dict().values(), cached.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+    record = photo.evaluate_photo_retrieval(cached, photo.held_out_gallery(catalogue, size=12), ks=(1, 10))
+    assert record["chance exact R@10"] == pytest.approx(10 / 12)
+    assert all(0.0 <= value <= 1.0 for value in record.values())
+    assert record["same-title R@10"] >= record["exact R@10"]
+    assert record["attribute-match R@10"] >= record["exact R@10"]
+
+
+def test_plain_clip_loss_and_vit_tower_also_train_with_evaluations(isolated_cache):
+    catalogue = photo_catalogue()
+    recipe = replace(QUICK, model="tiny-fashion-clip", image_size=(80, 64), multi_positive=False,
+                     train=replace(QUICK.train, eval_every=1))
+    gallery = photo.held_out_gallery(catalogue, size=12)
+    seen = []
+
+    def evaluate(bundle):
+        seen.append(weights_digest(bundle.model))
+        return photo.evaluate_photo_retrieval(bundle, gallery)
+
+    bundle = photo.pretrained_photo_clip(catalogue, recipe, use_cache=False, progress=False, evaluate=evaluate)
+    assert len(bundle.history) == 2 and bundle.model.visual.image_size == (80, 64)
+    assert len(seen) == 2 and seen[0] != seen[1] == weights_digest(bundle.model)  # after step 1 and at the end
+
+
+def test_cache_key_follows_data_and_recipe():
+    train = photo_catalogue().split("train")
+    key = photo.photo_key_parts(train, QUICK)
+    assert photo.photo_key_parts(train, replace(QUICK, description_rate=0.5)) != key
+    assert photo.photo_key_parts(train, replace(QUICK, model="photo-clip-regnetx002")) != key
+    assert photo.photo_key_parts(train.subset(train.ids[:10]), QUICK) != key
+
+
+def test_bad_recipe_is_rejected():
+    with pytest.raises(ValueError, match="description_rate"):
+        photo.PhotoRecipe(description_rate=1.5)
+    with pytest.raises(ValueError, match="no course model config 'resnet-huge'"):
+        photo.photo_key_parts(photo_catalogue().split("train"), replace(QUICK, model="resnet-huge"))
+
+
+def test_real_sample_holds_out_a_gallery_of_1000(fashion_product_sample):
+    from course_utils.data.fashion_product import load_fashion_product_small
+
+    catalogue = load_fashion_product_small(fashion_product_sample, verify_images=False, triplets=False)
+    gallery = photo.held_out_gallery(catalogue, size=1000)
+    assert len(gallery) == 1000 and not set(gallery.ids) & set(catalogue.split("train").ids)
+    assert len(catalogue.split("train")) >= 3000
+
+
+def test_dataset_preprocesses_each_image_once_and_skips_unreadable_ones(tmp_path):
+    from course_utils.data.records import FileImage
+
+    catalogue = photo_catalogue(n=4)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    items = [*catalogue.items[:3], replace(catalogue[3], image_ref=FileImage(broken))]
+    calls = []
+    dataset = photo.MixedCaptionDataset(Catalogue("photos", items), lambda image: calls.append(1) or torch.ones(2), 0.0)
+    assert dataset[3] == {"skipped": items[3].item_id}
+    first = dataset[0]
+    assert first["text"] == items[0].captions[0] and first["index"] == 0
+    assert torch.equal(dataset[0]["image"], torch.ones(2)) and dataset[0]["image"].dtype == torch.float32
+    assert len(calls) == 1  # preprocessed once, then served from memory
