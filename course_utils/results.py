@@ -11,6 +11,7 @@ import json
 import math
 import platform
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -76,7 +77,7 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def aggregate_seeds(folders: dict[int, Path]) -> list[Path]:
+def aggregate_seeds(folders: dict[int, Path], notebooks: Sequence[str] | None = None) -> list[Path]:
     """Add a ``seeds`` section to every record of the first folder that each other seed's folder also holds.
 
     ``folders`` maps seed -> results folder, the first entry being the run whose record (metrics, tables,
@@ -84,13 +85,16 @@ def aggregate_seeds(folders: dict[int, Path]) -> list[Path]:
     ``values`` (one per seed, in ``folders`` order), ``mean`` and ``std`` (sample standard deviation, ddof=1);
     metrics that are missing or not a number under some seed are listed in ``not_aggregated``, never dropped
     silently. Raises ``ValueError`` when a record was produced with another seed than its folder's.
-    Returns the records rewritten.
+    ``notebooks``: only these records (the stems of the notebooks just run under every seed), so that records
+    left in the folders by an earlier run are not mixed in. Returns the records rewritten.
     """
     seeds = list(folders)
     if len(seeds) < 2:
         raise ValueError(f"aggregating seeds needs at least two seeds, got {seeds}")
     written = []
     for path in sorted(folders[seeds[0]].glob("*.json")):
+        if notebooks is not None and path.stem not in notebooks:
+            continue
         paths = [folders[seed] / path.name for seed in seeds]
         if not all(p.exists() for p in paths):
             continue

@@ -235,19 +235,19 @@ def main(argv: list[str] | None = None) -> int:
     timings = run(notebooks, out, extra={**extra, **({"seed": seeds[0]} if seeds else {})})
     if timings is None:
         return 1
-    results = {seeds[0] if seeds else None: out / "results"}
+    results = {seeds[0]: out / "results"} if seeds else {}
+    experiments = [notebook for notebook in notebooks if notebook.name[:2] in SEED_REPEATED]
     for seed in seeds[1:]:
         folder = out / "seeds" / f"seed-{seed}"
         with environment(FASHION_COURSE_OUTPUTS=str(folder), FASHION_COURSE_FIGURES=str(folder / "figures")):
             folder.mkdir(parents=True, exist_ok=True)
-            experiments = [notebook for notebook in notebooks if notebook.name[:2] in SEED_REPEATED]
             repeated = run(experiments, folder, extra={**extra, "seed": seed})
         if repeated is None:
             return 1
         timings.update({f"{stem} (seed {seed})": seconds for stem, seconds in repeated.items()})
         results[seed] = folder / "results"
     if len(results) > 1:
-        aggregated = aggregate_seeds(results)
+        aggregated = aggregate_seeds(results, [notebook.stem for notebook in experiments])
         print(f"{len(aggregated)} records now carry mean and std over seeds {', '.join(map(str, seeds))}", flush=True)
     (out / f"timings-{args.profile}.json").write_text(json.dumps(timings, indent=2) + "\n")
     report = build_report(out / "results", out / "RESULTS.md", title=f"fashion-clip-course results ({args.profile} profile)")

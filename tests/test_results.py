@@ -36,7 +36,10 @@ def test_aggregate_seeds_keeps_the_first_run_and_adds_values_mean_and_std(tmp_pa
         _record(folder, "01_demo", seed, {"r10": 0.5 + seed / 10, "nan": None, "label": "x", **(
             {"only_first": 1.0} if seed == 0 else {})})
     _record(folders[0], "07_once", 0, {"ms": 3.0})  # run under the first seed only: left as it is
-    assert aggregate_seeds(folders) == [folders[0] / "01_demo.json"]
+    for seed, folder in folders.items():  # records of an earlier run, not asked for: left as they are
+        _record(folder, "02_earlier", seed, {"r10": 0.1})
+    assert aggregate_seeds(folders, ["01_demo", "07_once"]) == [folders[0] / "01_demo.json"]
+    assert "seeds" not in json.loads((folders[0] / "02_earlier.json").read_text())
     record = json.loads((folders[0] / "01_demo.json").read_text())
     assert record["metrics"]["r10"] == 0.5
     seeds = record["seeds"]
