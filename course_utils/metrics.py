@@ -311,6 +311,20 @@ def chance_recall(k: int, gallery_size: int, n_relevant: int = 1) -> float:
     return 1.0 - miss
 
 
+def mean_chance_recall(k: int, gallery_size: int, relevant_counts: Sequence[int]) -> float:
+    """Recall@K of a random ranking averaged over queries that each have their own number of relevant items.
+
+    A query with no relevant item in the gallery counts as a miss (0), as in :func:`attribute_match_recall`.
+
+    Args:
+        k: cut-off.
+        gallery_size: number of ranked items g.
+        relevant_counts: relevant items per query.
+    """
+    counts = [int(r) for r in relevant_counts]
+    return float(np.mean([chance_recall(k, gallery_size, r) if r else 0.0 for r in counts]))
+
+
 def full_gallery_recall(
     query_embeddings: ArrayLike,
     gallery_embeddings: ArrayLike,

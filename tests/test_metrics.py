@@ -151,6 +151,12 @@ def test_chance_recall_hand_computed():
         assert m.chance_recall(k, g, r) == pytest.approx(1 - math.comb(g - r, k) / math.comb(g, k), rel=1e-12)
 
 
+def test_mean_chance_recall_by_hand():
+    # Query 0: two relevant of 4, k = 1 -> 1/2; query 1: one of 4 -> 1/4; query 2: none -> a miss (0).
+    assert m.mean_chance_recall(1, 4, [2, 1]) == pytest.approx((1 / 2 + 1 / 4) / 2)
+    assert m.mean_chance_recall(1, 4, [2, 1, 0]) == pytest.approx((1 / 2 + 1 / 4) / 3)
+
+
 def test_chance_recall_bad_input():
     with pytest.raises(ValueError, match="k must be in"):
         m.chance_recall(11, 10)

@@ -18,7 +18,6 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -26,7 +25,7 @@ from torch.utils.data import Dataset
 from ..data.records import Catalogue, CompositionTriplet, Item
 from ..data.triplets import attribute_swap_triplets, fashion200k_phrase
 from ..losses import composed_classification_loss, soft_triplet_loss
-from ..metrics import chance_recall, composed_recall
+from ..metrics import composed_recall, mean_chance_recall
 
 #: How a gallery item matches a query's target, per dataset: ``"attributes"`` (all attributes equal),
 #: ``"caption"`` (same first caption), ``"item"`` (the target itself) or a tuple of attribute names.
@@ -160,7 +159,8 @@ def composed_recall_at_k(
 def chance_composed_recall(queries: ComposedQueries, ks: Sequence[int] = (1, 10, 50, 100)) -> dict[int, float]:
     """Recall@K of a random ranking of the ``g - 1`` non-reference items, averaged over the queries."""
     gallery_size = len(queries.gallery) - 1
-    return {k: float(np.mean([chance_recall(k, gallery_size, int(r)) for r in queries.relevant_counts()])) for k in ks}
+    counts = queries.relevant_counts().tolist()
+    return {k: mean_chance_recall(k, gallery_size, counts) for k in ks}
 
 
 def top_k_excluding(

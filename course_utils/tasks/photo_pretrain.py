@@ -36,7 +36,7 @@ from ..data.adapters import ImageTextDataset
 from ..data.records import Catalogue, CorruptImage
 from ..embed import encode_images, encode_texts
 from ..losses import multi_positive_contrastive_loss
-from ..metrics import attribute_match_recall, chance_recall, recall_at_k
+from ..metrics import attribute_match_recall, mean_chance_recall, recall_at_k
 from ..models.clip_loader import ClipBundle, resolve_device
 from ..models.tiny_clip import course_clip_config, create_course_clip
 from ..seeding import seed_everything
@@ -262,13 +262,6 @@ def same_value_mask(query_values: Sequence[str], gallery_values: Sequence[str]) 
     return torch.from_numpy(np.asarray(query_values, dtype=object)[:, None] == np.asarray(gallery_values, dtype=object)[None, :])
 
 
-def mean_chance_recall(relevant: torch.Tensor, k: int) -> float:
-    """Recall@k of a random ranking, averaged over queries with their own numbers of relevant items."""
-    gallery_size = relevant.shape[1]
-    counts = relevant.sum(dim=1).tolist()
-    return float(np.mean([chance_recall(k, gallery_size, int(n)) if n else 0.0 for n in counts]))
-
-
 def title_aware_recall(
     similarity: torch.Tensor, titles: Sequence[str], ks: Sequence[int] = (1, 5, 10)
 ) -> dict[str, dict[int, float]]:
@@ -308,7 +301,8 @@ def evaluate_photo_retrieval(bundle: ClipBundle, gallery: Catalogue, ks: Sequenc
     for name, by_k in recalls.items():
         label = name.replace(" ", "-")
         record.update({f"{label} R@{k}": value for k, value in by_k.items()})
-        record.update({f"chance {label} R@{k}": mean_chance_recall(relevance[name], k) for k in ks})
+        counts = relevance[name].sum(dim=1).tolist()
+        record.update({f"chance {label} R@{k}": mean_chance_recall(k, len(gallery), counts) for k in ks})
     return record
 
 

@@ -104,12 +104,6 @@ def test_title_aware_recall_by_hand():
     assert recalls["same title"] == pytest.approx({1: 2 / 3, 2: 2 / 3})
 
 
-def test_chance_levels_by_hand():
-    relevant = torch.tensor([[1, 1, 0, 0], [0, 1, 0, 0]], dtype=torch.bool)
-    # Query 0: two relevant of 4, k = 1 -> 1/2; query 1: one of 4 -> 1/4.
-    assert photo.mean_chance_recall(relevant, 1) == pytest.approx((1 / 2 + 1 / 4) / 2)
-
-
 def test_pretraining_is_cached_deterministic_and_evaluated(isolated_cache, monkeypatch):
     catalogue = photo_catalogue()
     first = photo.pretrained_photo_clip(catalogue, QUICK, progress=False)
