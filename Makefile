@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run run-ci test lint bench serve clean-cache student slides slides-js records findings
+.PHONY: setup run run-ci test lint bench serve clean-cache student slides slides-js records findings run-real records-real
 
 setup: $(STAMP)
 
@@ -70,6 +70,16 @@ slides: setup slides-js
 	  $$(test -f $(SLIDES_JS)/reveal.js/dist/reveal.js && echo --js $(SLIDES_JS))
 	$(PY) -m course_utils.handouts site --executed $(EXECUTED) --out $(EXECUTED)/site --slides $(EXECUTED)/slides
 
+# make run-real DATA_ROOT=/path/to/fashion-product-small — every notebook on real photos, the course CLIP pretrained
+# on their train split -> outputs/real/ (~1 h on 2 cores; README › Real photos); make records-real keeps its records
+DATA_ROOT ?=
+run-real: setup
+	$(PY) -m course_utils.run --profile real --set data_root=$(DATA_ROOT)
+
+records-real:
+	@ls outputs/real/results/[0-9][0-9]_*.json >/dev/null || { echo "no records in outputs/real/results: run make run-real"; exit 1; }
+	mkdir -p results/real && cp outputs/real/results/[0-9][0-9]_*.json outputs/real/timings-real.json results/real/
+
 # make records  — copy the full run's records (outputs/results/*.json, after make run SEEDS=0,1,2) to results/full/
 # make findings — regenerate the README's findings section from results/full/ (tests/test_findings.py checks it)
 records:
@@ -78,3 +88,4 @@ records:
 
 findings: setup
 	$(PY) -m course_utils.findings
+	@if ls results/real/[0-9][0-9]_*.json >/dev/null 2>&1; then $(PY) -m course_utils.findings --profile real; fi

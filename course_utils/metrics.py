@@ -557,12 +557,48 @@ def attribute_match_recall(
             f"{len(query_attributes)} query and {len(gallery_attributes)} gallery dicts"
         )
     ks = _check_ks(ks, g)
+    query_t, gallery_t = _attribute_codes(query_attributes, gallery_attributes, attributes)
+    rows = _rows_per_chunk(g * gallery_t.shape[1], chunk_size)
+
+    def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, q, rows):
+            yield sim[start : start + rows], _attribute_matches(query_t[start : start + rows], gallery_t)
+
+    return _recall_from_chunks(chunks(), ks, require_relevant=False)
+
+
+def same_value_mask(query_values: Sequence[Any], gallery_values: Sequence[Any]) -> torch.Tensor:
+    """``(q, g) bool``: gallery item j has the same value as query i (e.g. an identical caption or title) — the
+    relevance of recall that counts every item of identical caption as a hit (:func:`recall_at_k` takes it)."""
+    query, gallery = np.asarray(query_values, dtype=object), np.asarray(gallery_values, dtype=object)
+    return torch.from_numpy(query[:, None] == gallery[None, :])
+
+
+def attribute_match_counts(
+    query_attributes: Sequence[dict[str, Any]],
+    gallery_attributes: Sequence[dict[str, Any]],
+    attributes: Sequence[str] | None = None,
+    chunk_size: int | None = None,
+) -> list[int]:
+    """How many gallery items match each query under :func:`attribute_match_recall`'s rule (its relevant items,
+    e.g. for :func:`mean_chance_recall`). Arguments as there."""
+    query_t, gallery_t = _attribute_codes(query_attributes, gallery_attributes, attributes)
+    rows = _rows_per_chunk(len(gallery_attributes) * gallery_t.shape[1], chunk_size)
+    return [int(count) for start in range(0, len(query_attributes), rows)
+            for count in _attribute_matches(query_t[start : start + rows], gallery_t).sum(dim=1)]
+
+
+def _attribute_codes(
+    query_attributes: Sequence[dict[str, Any]], gallery_attributes: Sequence[dict[str, Any]],
+    attributes: Sequence[str] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attribute values as integer codes per attribute: ``(q, a)`` query codes and ``(g, a)`` gallery codes; a
+    value missing from a gallery item is -1, an attribute a query does not require is -2."""
     names = sorted({key for attrs in query_attributes for key in attrs}) if attributes is None else list(attributes)
     if not names:
         raise ValueError("no attributes to match: the query dicts are empty and `attributes` was not given")
-    # Encode values as integer codes per attribute: gallery missing -> -1, query "not required" -> -2.
-    gallery_codes = np.full((g, len(names)), -1, dtype=np.int64)
-    query_codes = np.full((q, len(names)), -2, dtype=np.int64)
+    gallery_codes = np.full((len(gallery_attributes), len(names)), -1, dtype=np.int64)
+    query_codes = np.full((len(query_attributes), len(names)), -2, dtype=np.int64)
     for a, name in enumerate(names):
         vocabulary: dict[Any, int] = {}
         for j, attrs in enumerate(gallery_attributes):
@@ -577,16 +613,13 @@ def attribute_match_recall(
             f"{len(unconstrained)} queries have none of the attributes {names} (first: query "
             f"{int(unconstrained[0])}); drop them or choose other `attributes`"
         )
-    gallery_t, query_t = torch.from_numpy(gallery_codes), torch.from_numpy(query_codes)
-    rows = _rows_per_chunk(g * len(names), chunk_size)
+    return torch.from_numpy(query_codes), torch.from_numpy(gallery_codes)
 
-    def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, q, rows):
-            qc = query_t[start : start + rows, None, :]
-            match = ((qc == gallery_t[None]) | (qc == -2)).all(dim=2)
-            yield sim[start : start + rows], match
 
-    return _recall_from_chunks(chunks(), ks, require_relevant=False)
+def _attribute_matches(query_codes: torch.Tensor, gallery_codes: torch.Tensor) -> torch.Tensor:
+    """``(q, g) bool``: gallery item j has every attribute value query i requires."""
+    query_codes = query_codes[:, None, :]
+    return ((query_codes == gallery_codes[None]) | (query_codes == -2)).all(dim=2)
 
 
 def composed_recall(

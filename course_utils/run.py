@@ -1,10 +1,13 @@
-"""Run the course's notebooks with papermill: ``python -m course_utils.run --profile ci|full [--only 01,02]``.
+"""Run the course's notebooks with papermill: ``python -m course_utils.run --profile ci|full|real [--only 01,02]``.
 
 Executes ``notebooks/NN_*.ipynb`` in order, injecting ``profile`` plus the profile's overrides from
 ``notebooks/profiles/<notebook>.json``, with a per-cell timeout and a named kernel. Executed copies go to
 ``outputs/<notebook>.ipynb``; each notebook writes its metrics to ``outputs/results/<notebook>.json``; the
 run ends by gathering them into ``outputs/RESULTS.md``. A failing cell stops the run with the notebook, the
 cell and the error.
+
+``--profile real --set data_root=DIR`` runs every notebook on a real catalogue with the course CLIP pretrained on
+its train photos (``pretrained="photo"``); its outputs and figures go to ``outputs/real/``.
 
 ``--seeds 0,1,2`` repeats the experiments over seeds: the first seed's run is the usual one (executed notebooks,
 records, figures); each further seed reruns the experiment notebooks (``SEED_REPEATED``) into
@@ -29,7 +32,11 @@ from .paths import REPO_ROOT, outputs_dir
 from .results import aggregate_seeds, build_report
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-PROFILES = ("ci", "full")
+PROFILES = ("ci", "full", "real", "real-ci")
+# The real-photo profiles: every notebook on a real catalogue (``--set data_root=...``) with the course CLIP
+# pretrained on its train photos. Each takes its sizes from another profile (real: full's, real-ci: ci's), then
+# the ``real`` entry of the notebook's profile file (dataset, model, queries), then its own entry.
+REAL_PROFILES = {"real": "full", "real-ci": "ci"}
 KERNEL = "fashion-clip-course"
 # The notebooks whose comparisons the course states (findings, claims test): repeated under every seed of --seeds.
 # 07 (the demo's latencies) and 08 (scaling measurements) run once, under the first seed.
@@ -58,8 +65,38 @@ def profile_parameters(notebook: Path, profile: str) -> dict:
     parameters = {"profile": profile}
     overrides = NOTEBOOK_DIR / "profiles" / f"{notebook.stem}.json"
     if overrides.exists():
-        parameters.update(json.loads(overrides.read_text()).get(profile, {}))
+        by_profile = json.loads(overrides.read_text())
+        layers = [REAL_PROFILES[profile], "real", profile] if profile in REAL_PROFILES else [profile]
+        for layer in layers:
+            parameters.update(by_profile.get(layer, {}))
     return parameters
+
+
+def in_profile(notebooks: list[Path], profile: str) -> list[Path]:
+    """The notebooks that run in ``profile``: all for ci/full; for a real profile those whose profile file has a
+    ``real`` entry (08, about scale rather than photos, has none). ``SystemExit`` when none is left."""
+    if profile not in REAL_PROFILES:
+        return notebooks
+    kept = [n for n in notebooks if "real" in json.loads((NOTEBOOK_DIR / "profiles" / f"{n.stem}.json").read_text())]
+    for notebook in sorted(set(notebooks) - set(kept)):
+        print(f"· {notebook.name} does not run in the {profile} profile (no 'real' entry in its profile file)")
+    if not kept:
+        raise SystemExit(f"none of {[n.stem for n in notebooks]} runs in the {profile} profile")
+    return kept
+
+
+def real_profile_outputs(profile: str, extra: dict, output_dir: Path | None) -> Path | None:
+    """Check a real profile's ``data_root`` and send its outputs to ``outputs/<profile>/`` (figures in its
+    ``figures/``) unless told otherwise: real-photo runs never overwrite the embedded course's outputs, and figures
+    showing the dataset's photos stay out of the committed ``figures/``. Returns the output folder to use."""
+    if profile not in REAL_PROFILES:
+        return output_dir
+    if not extra.get("data_root"):
+        raise SystemExit(f"the {profile} profile runs on a real catalogue: add --set data_root=/path/to/"
+                         "fashion-product-small (Kaggle layout: styles.csv + images/<id>.jpg; README › Real photos)")
+    output_dir = output_dir or outputs_dir() / profile
+    os.environ.setdefault("FASHION_COURSE_FIGURES", str(output_dir.expanduser().resolve() / "figures"))
+    return output_dir
 
 
 def parse_assignments(assignments: list[str]) -> dict:
@@ -209,7 +246,9 @@ def run_notebooks(notebooks: list[Path], out: Path, profile: str, extra: dict, k
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="ci", choices=PROFILES, help="ci: small and fast; full: meaningful sizes")
+    parser.add_argument("--profile", default="ci", choices=PROFILES,
+                        help="ci: small and fast; full: meaningful sizes; real: real photos (--set data_root=...), "
+                        "real-ci: real sized for the tests")
     parser.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 01,02")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="NAME=VALUE",
                         help="extra parameter for every notebook (e.g. dataset=fashion-product-small)")
@@ -221,14 +260,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="where executed notebooks, results and RESULTS.md go (default outputs/)")
     args = parser.parse_args(argv)
 
+    extra = parse_assignments(args.assignments)
+    args.output_dir = real_profile_outputs(args.profile, extra, args.output_dir)
     if args.output_dir is not None:
         os.environ["FASHION_COURSE_OUTPUTS"] = str(args.output_dir.expanduser().resolve())
     out = check_output_dir("--output-dir" if args.output_dir is not None else "outputs folder")
-    extra = parse_assignments(args.assignments)
     seeds = parse_seeds(args.seeds)
     if seeds and "seed" in extra:
         raise SystemExit("give the seed either with --seeds or with --set seed=..., not both")
-    notebooks = discover([n for n in args.only.split(",") if n])
+    notebooks = in_profile(discover([n for n in args.only.split(",") if n]), args.profile)
     check_parameter_names(notebooks, list(extra) + (["seed"] if seeds else []))
     check_kernel(args.kernel)
     run = functools.partial(run_notebooks, profile=args.profile, kernel=args.kernel, cell_timeout=args.cell_timeout)

@@ -80,7 +80,7 @@ def test_a_constant_metric_stays_a_plain_number_and_a_one_seed_record_says_so():
     numbers = findings.numbers(record)
     assert f"{numbers['n_queries']}" == "500" and f"{100 * numbers['sum/R@10']:+.1f}" == "+25.0 ± 5.0"
     one_seed = {"parameters": {"seed": 0}, "metrics": {"a": 0.5, "b": 0.4}}
-    assert findings.compare(one_seed, "a", "b") == "one seed: not yet checked against the spread over seeds"
+    assert findings.compare(one_seed, "a", "b") == "+0.100, one seed: not yet checked against the spread over seeds"
 
 
 def test_markers_quoted_in_prose_are_not_the_section(tmp_path):
@@ -89,3 +89,22 @@ def test_markers_quoted_in_prose_are_not_the_section(tmp_path):
     readme.write_text(f"# course\n{prose}\n{findings.START}\n- old\n{findings.END}\ntail\n")
     updated = findings.replace_section(readme.read_text(), "- new")
     assert updated == f"# course\n{prose}\n{findings.START}\n- new\n{findings.END}\ntail\n"
+
+
+def test_the_real_profile_fills_its_own_section_with_its_runtimes(tmp_path):
+    write_record(tmp_path, "01_baseline_clip", {
+        "gallery_size": 996, "t2i_full_R@1": 0.2, "t2i_full_R@10": 0.6, "t2i_full_chance_R@1": 0.001,
+        "t2i_full_chance_R@10": 0.01, "t2i_inbatch_R@1": 0.5, "t2i_inbatch_chance_R@1": 0.031,
+        "t2i_attribute_match_model_R@10": 0.8, "t2i_exact_model_R@10": 0.6, "t2i_same_caption_model_R@10": 0.62},
+        profile="real")
+    (tmp_path / "timings-real.json").write_text(json.dumps({"01_baseline_clip": 61.4, "02_fine_tuning": 118.6}))
+    _, start, end = findings.SECTIONS["real"]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"## Findings\n{findings.START}\nfull\n{findings.END}\n## Real\n{start}\nstale\n{end}\n")
+    assert findings.main(["--profile", "real", "--records", str(tmp_path), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert f"{findings.START}\nfull\n{findings.END}" in text  # the full profile's section is left alone
+    assert "caption counted as a hit, 0.620" in text and "01 61 s, 02 119 s; 3.0 min in all" in text
+    assert "stale" not in text and "`python -m course_utils.findings --profile real`" in text
+    with pytest.raises(SystemExit, match="'real' profile, expected 'full'"):
+        findings.read_records(tmp_path)

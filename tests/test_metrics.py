@@ -296,6 +296,22 @@ def test_attribute_match_recall_hand_computed():
     assert m.attribute_match_recall(sim, query, gallery, ks=(1, 2), attributes=["colour"]) == {1: 0.0, 2: 1.0}
 
 
+def test_same_value_mask_marks_identical_captions_and_serves_as_relevance():
+    titles = ["Nike Men Black T-shirt", "Puma Women Red Shoes", "Nike Men Black T-shirt"]
+    mask = m.same_value_mask(titles, titles)
+    assert mask.tolist() == [[True, False, True], [False, True, False], [True, False, True]]
+    sim = torch.tensor([[0.1, 0.5, 0.9], [0.0, 0.2, 1.0], [0.3, 0.2, 0.1]])
+    # queries 0 and 2 rank their twin first (hits), query 1 ranks another product first (a miss)
+    assert m.recall_at_k(sim, mask, ks=(1,)) == {1: pytest.approx(2 / 3)}
+
+
+def test_attribute_match_counts_are_the_relevant_items_by_hand():
+    gallery = [{"colour": "red", "type": "dress"}, {"colour": "blue", "type": "dress"}, {"colour": "red"}]
+    queries = [{"colour": "red", "type": "dress"}, {"colour": "red"}, {"type": "dress", "colour": "green"}]
+    assert m.attribute_match_counts(queries, gallery) == [1, 2, 0]
+    assert m.attribute_match_counts(queries[::2], gallery, attributes=["type"], chunk_size=1) == [2, 2]
+
+
 def test_attribute_match_recall_misses_ties_and_chunks():
     gallery = [{"colour": "red"}, {"colour": "blue"}, {"colour": "red"}, {}]
     queries = [{"colour": "green"}, {"colour": "red"}]  # green: not in gallery -> always a miss

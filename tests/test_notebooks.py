@@ -1,11 +1,13 @@
 """Notebook execution is a test too: every notebook runs in the ci profile through the papermill runner.
 
 Executed copies, results and the report land in ``outputs/ci/`` (figures in ``outputs/ci/figures/``) so a test
-run never rewrites the committed ``figures/``. The real-tier run of notebooks 01 and 02 on the
-fashion-product-small sample proves the real loading path executes end to end (skipped without the sample).
+run never rewrites the committed ``figures/``. The real-ci profile runs notebooks 01-07 on the fashion-product-small
+sample with the course CLIP pretrained on its train photos, and checks each lesson against floors (skipped without
+the sample).
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,14 +50,35 @@ def test_every_notebook_runs_in_the_ci_profile(ci_run):
         assert list((out / "figures" / notebook.stem).glob("*.png")) or notebook.stem.startswith("07"), notebook.stem
 
 
-def test_real_tier_runs_on_the_fashion_product_sample(monkeypatch, fashion_product_sample):
-    out = REPO_ROOT / "outputs" / "real-tier"
-    _run(monkeypatch, out, "--profile", "ci", "--only", "01,02", "--set", "dataset=fashion-product-small",
-         "--set", f"data_root={fashion_product_sample}", "--set", "test_size=300",
-         "--set", "train_size=640", "--set", "finetune_epochs=1", "--set", "eval_every=5")
-    for stem in ("01_baseline_clip", "02_fine_tuning"):
-        record = json.loads((out / "results" / f"{stem}.json").read_text())
-        assert record["parameters"]["dataset"] == "fashion-product-small" and record["metrics"]
+# The real-ci run uses the sample's first 2,500 products, in the Kaggle layout like any subset a user may pass, so
+# that pretraining, fine-tuning and the notebooks' training fit the suite's time budget.
+REAL_CI_PRODUCTS = 2500
+
+
+def kaggle_subset(sample: Path, products: int, folder: Path) -> Path:
+    """``folder`` holding the first ``products`` rows of ``sample/styles.csv`` and a link to its ``images/``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (sample / "styles.csv").open(encoding="utf-8") as source:
+        rows = [line for _, line in zip(range(products + 1), source)]  # the header and the first rows
+    (folder / "styles.csv").write_text("".join(rows), encoding="utf-8")
+    images = folder / "images"
+    if not images.is_symlink():
+        images.symlink_to((sample / "images").resolve(), target_is_directory=True)
+    return folder
+
+
+def test_the_real_profile_runs_every_notebook_on_the_sample_and_its_lessons_hold(monkeypatch, fashion_product_sample):
+    out = REPO_ROOT / "outputs" / "real-ci"
+    data = kaggle_subset(fashion_product_sample, REAL_CI_PRODUCTS, REPO_ROOT / "outputs" / "real-ci-data")
+    _run(monkeypatch, out, "--profile", "real-ci", "--set", f"data_root={data}")
+    records = {path.stem[:2]: json.loads(path.read_text()) for path in (out / "results").glob("0[1-7]_*.json")}
+    assert sorted(records) == ["01", "02", "03", "04", "05", "06", "07"]
+    for record in records.values():
+        assert record["parameters"]["dataset"] == "fashion-product-small"
+        assert record["parameters"]["pretrained"] == "photo"
+    claims = real_photo_claims({number: r["metrics"] for number, r in records.items()}, REAL_CI_FLOORS)
+    assert all(claims.values()), f"real-ci: {[c for c, ok in claims.items() if not ok]}"
+    assert list((out / "figures" / "01_baseline_clip").glob("*.png"))  # figures from the photos, outside figures/
 
 
 def read_records(folder) -> dict[str, dict]:
@@ -85,9 +108,46 @@ def course_claims(m: dict[str, dict]) -> dict[str, bool]:
     }
 
 
+# Floors of the real profiles, each well under what the profile measured (README › Real photos): real-ci (the first
+# 2,500 products, 6-epoch photo pretraining, 300 test items; measured R@10 0.54, attribute-match 0.73, from scratch
+# 0.23) and real (22 epochs, 996 test items; measured 0.62, 0.82, 0.16; committed records in results/real/).
+REAL_CI_FLOORS = {"01 R@10": 0.35, "01 attribute-match R@10": 0.55, "04 from scratch R@10": 0.1}
+REAL_FLOORS = {"01 R@10": 0.5, "01 attribute-match R@10": 0.7, "04 from scratch R@10": 0.1}
+
+
+def real_photo_claims(m: dict[str, dict], floors: dict[str, float]) -> dict[str, bool]:
+    """The lessons as they hold on real photos, with the profile's floors (README › Real photos says which of the
+    embedded course's claims do not carry over and why)."""
+    return {
+        "01: text→image R@10 at or above its floor, far above chance":
+            m["01"]["t2i_full_R@10"] >= floors["01 R@10"] > 10 * m["01"]["t2i_full_chance_R@10"],
+        "01: attribute-match R@10 at or above its floor": m["01"]["t2i_attribute_match_model_R@10"]
+            >= floors["01 attribute-match R@10"],
+        "01: in-batch R@1 > full-gallery R@1": m["01"]["t2i_inbatch_R@1"] > m["01"]["t2i_full_R@1"],
+        "02: full fine-tuning >= zero-shot (text→image R@10)":
+            m["02"]["full_finetune_t2i_R@10"] >= m["02"]["zero_shot_t2i_R@10"],
+        # 03 is absent on purpose: on real photos the re-ranker does not raise R@1 (real: -3 % relative; real-ci:
+        # lower still), and notebook 03 shows the likely reason from the run's own numbers (README › Real photos)
+        "04: fine-tuned > zero-shot > random init (text→image R@10)":
+            m["04"]["finetuned_t2i_R@10"] > m["04"]["zero_shot_t2i_R@10"] > m["04"]["random_init_t2i_R@10"],
+        "04: trained from scratch at or above its floor": m["04"]["scratch_t2i_R@10"] >= floors["04 from scratch R@10"],
+        "05: CRL stage 1 > global CLIP, overall mAP":
+            m["05"]["map/crl_stage1/overall"] > m["05"]["map/global_clip/overall"],
+        "06: best learned compositor >= sum + 5 points of R@10": m["06"]["best_minus_sum_R@10"] >= 0.05,
+    }
+
+
 def test_the_course_claims_hold_on_the_ci_records(ci_run):
     claims = course_claims(read_records(ci_run / "results"))
     assert all(claims.values()), f"claims that do not hold on ci: {[c for c, ok in claims.items() if not ok]}"
+
+
+def test_the_real_photo_lessons_hold_on_the_committed_real_records():
+    folder = REPO_ROOT / "results" / "real"
+    if not list(folder.glob("[0-9][0-9]_*.json")):
+        pytest.skip(f"no committed real-profile records in {folder} (make records-real writes them)")
+    claims = real_photo_claims(read_records(folder), REAL_FLOORS)
+    assert all(claims.values()), f"claims that do not hold on real: {[c for c, ok in claims.items() if not ok]}"
 
 
 def test_the_course_claims_hold_on_the_committed_full_records():

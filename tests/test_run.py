@@ -1,6 +1,7 @@
 """The papermill runner's argument handling (the notebooks themselves run in test_notebooks.py)."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -110,3 +111,30 @@ def test_seeds_are_checked_before_anything_runs():
         run.parse_seeds("1,1")
     with pytest.raises(SystemExit, match="either with --seeds or with --set seed"):
         run.main(["--seeds", "0,1", "--set", "seed=3", "--only", "01"])
+
+
+def test_real_profiles_extend_real_and_skip_notebooks_without_a_real_entry(capsys):
+    notebooks = run.discover()
+    for notebook in run.in_profile(notebooks, "real"):
+        by_profile = json.loads((run.NOTEBOOK_DIR / "profiles" / f"{notebook.stem}.json").read_text())
+        real, real_ci = run.profile_parameters(notebook, "real"), run.profile_parameters(notebook, "real-ci")
+        assert real["pretrained"] == "photo" and real["dataset"] == "fashion-product-small"
+        assert real == {**by_profile["full"], **by_profile["real"], "profile": "real"}  # full's sizes
+        assert real_ci == {**by_profile["ci"], **by_profile["real"], **by_profile["real-ci"], "profile": "real-ci"}
+    kept = run.in_profile(notebooks, "real-ci")
+    assert [n.name[:2] for n in kept] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert "08_scaling_out.ipynb does not run in the real-ci profile" in capsys.readouterr().out
+    assert run.in_profile(notebooks, "ci") == notebooks
+    with pytest.raises(SystemExit, match="runs in the real profile"):
+        run.in_profile(run.discover(["08"]), "real")
+
+
+def test_real_profiles_need_a_data_root_and_write_outside_the_course_outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
+    monkeypatch.setenv("FASHION_COURSE_FIGURES", "restored after the test")
+    monkeypatch.delenv("FASHION_COURSE_FIGURES")
+    with pytest.raises(SystemExit, match="add --set data_root=/path/to/fashion-product-small"):
+        run.main(["--profile", "real", "--only", "01"])
+    assert run.real_profile_outputs("real", {"data_root": "/data"}, None) == tmp_path / "real"
+    assert run.real_profile_outputs("ci", {}, None) is None
+    assert os.environ["FASHION_COURSE_FIGURES"] == str(tmp_path / "real" / "figures")

@@ -2,7 +2,8 @@
 
 ``load_experiment`` turns a notebook's parameters (dataset, data_root, model, pretrained, profile, seed, device)
 into a catalogue with its splits and a model bundle; ``pretrained="embedded"`` runs (or loads) the tiny CLIP's
-pretraining task.
+pretraining task on drawings, ``pretrained="photo"`` the course CLIP's pretraining on the real catalogue's own
+``train`` photos (the ``real`` profiles).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from ..data import Catalogue, load_catalogue
 from ..data.registry import loader_accepts
 from ..models import TINY_MODEL, ClipBundle, load_clip
 from ..seeding import seed_everything
+from .photo_pretrain import photo_recipe, pretrained_photo_clip
 from .pretrain import pretrained_tiny_clip
 
 
@@ -36,12 +38,19 @@ def load_experiment(dataset: str = "synthetic", data_root: str | None = None, mo
         dataset: ``"synthetic"`` (embedded default) or a real format (see ``cu.data.available_catalogues()``).
         data_root: folder of a real dataset.
         model, pretrained: see :func:`course_utils.models.load_clip`; ``"embedded"`` pretrains the tiny CLIP
-            on the procedural catalogue (:func:`course_utils.tasks.pretrain.pretrained_tiny_clip`, cached).
-        profile: ``"ci"`` or ``"full"`` — the procedural catalogue's size.
+            on the procedural catalogue (:func:`course_utils.tasks.pretrain.pretrained_tiny_clip`, cached);
+            ``"photo"`` pretrains ``model`` (e.g. ``"photo-clip-resnet18"``) from random initialisation on the
+            real catalogue's ``train`` split (:func:`course_utils.tasks.photo_pretrain.pretrained_photo_clip`,
+            cached).
+        profile: ``"ci"`` or ``"full"`` — the procedural catalogue's size; ``"real"`` or ``"real-ci"`` — the
+            length of the photo pretraining (:func:`course_utils.tasks.photo_pretrain.photo_recipe`).
         seed: catalogue and training seed.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         test_size: keep only the first ``test_size`` test items (real datasets can be large).
     """
+    if pretrained == "photo" and dataset == "synthetic":
+        raise ValueError("pretrained='photo' pretrains on a real catalogue's photos: set dataset (e.g. "
+                         "'fashion-product-small') and data_root, or use pretrained='embedded' on 'synthetic'")
     seed_everything(seed)
     if dataset == "synthetic":
         catalogue = load_catalogue("synthetic", size=profile, seed=seed)
@@ -54,6 +63,8 @@ def load_experiment(dataset: str = "synthetic", data_root: str | None = None, mo
                              "tag or a checkpoint path")
         pretrain_catalogue = catalogue if dataset == "synthetic" else load_catalogue("synthetic", size=profile, seed=seed)
         bundle = pretrained_tiny_clip(pretrain_catalogue, device=device)
+    elif pretrained == "photo":
+        bundle = pretrained_photo_clip(catalogue, photo_recipe(model, profile, seed), device=device)
     else:
         bundle = load_clip(model, pretrained, device=device)
     test = catalogue.split("test")

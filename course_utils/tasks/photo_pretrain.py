@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -36,7 +36,13 @@ from ..data.adapters import ImageTextDataset
 from ..data.records import Catalogue, CorruptImage
 from ..embed import encode_images, encode_texts
 from ..losses import multi_positive_contrastive_loss
-from ..metrics import attribute_match_recall, mean_chance_recall, recall_at_k
+from ..metrics import (
+    attribute_match_counts,
+    attribute_match_recall,
+    mean_chance_recall,
+    recall_at_k,
+    same_value_mask,
+)
 from ..models.clip_loader import ClipBundle, resolve_device
 from ..models.tiny_clip import course_clip_config, create_course_clip
 from ..seeding import seed_everything
@@ -68,6 +74,23 @@ class PhotoRecipe:
 
 
 PHOTO_RECIPE = PhotoRecipe()
+# The real profile's recipe, and the real-ci profile's shorter one (the test suite's real-photo run).
+PROFILE_EPOCHS = {"real": PHOTO_RECIPE.train.epochs, "real-ci": 6}
+
+
+def photo_recipe(model: str, profile: str = "real", seed: int = 0) -> PhotoRecipe:
+    """:data:`PHOTO_RECIPE` for the image tower ``model``, trained for the epochs of ``profile`` (``"real"``, the
+    measured recipe, or ``"real-ci"``, a short run for the test suite) from initialisation and data order ``seed``.
+
+    Raises:
+        ValueError: an unknown profile or model config (names the choices).
+    """
+    if profile not in PROFILE_EPOCHS:
+        raise ValueError(f"pretrained='photo' runs in the profiles {sorted(PROFILE_EPOCHS)}, not {profile!r}: "
+                         f"run with --profile real (or real-ci)")
+    course_clip_config(model)  # a clear error for an unknown model config
+    return replace(PHOTO_RECIPE, model=model,
+                   train=replace(PHOTO_RECIPE.train, epochs=PROFILE_EPOCHS[profile], seed=seed))
 
 
 # --- data: held-out split, augmentation, caption sampling ---------------------------------------------------------
@@ -141,9 +164,9 @@ class MixedCaptionDataset(ImageTextDataset):
     """(image, caption) pairs whose caption is the title or, at ``description_rate``, the description.
 
     The draw depends only on ``(seed, epoch, index)``, so a run is reproducible and every epoch sees new mixes.
-    Items without a description always use their title. Each image is decoded and preprocessed (the model's
-    evaluation transform) once and kept in memory as float16 (29 KB for a 80 x 60 input); the batch is augmented
-    afterwards, all at once (:func:`with_augmentation`). An unreadable image yields ``{"skipped": item_id}``.
+    Items without a description always use their title, items without a title their description. Each image is
+    decoded and preprocessed (the model's evaluation transform) once and kept in memory as float16 (29 KB for a
+    80 x 60 input); the batch is augmented afterwards, all at once (:func:`with_augmentation`). An unreadable image yields ``{"skipped": item_id}``.
     """
 
     def __init__(self, catalogue: Catalogue, preprocess: Callable | None, description_rate: float, seed: int = 0):
@@ -166,8 +189,8 @@ class MixedCaptionDataset(ImageTextDataset):
         item = self.catalogue[index]
         descriptions = item.captions_of(DESCRIPTION)
         draw = np.random.default_rng([self.seed, self.epoch, index, 1]).random()
-        if descriptions and draw < self.description_rate:
-            return descriptions[0]
+        if descriptions and (draw < self.description_rate or not item.captions_of(TITLE)):
+            return descriptions[0]  # catalogues without titles (DeepFashion-MultiModal) always use descriptions
         return item.caption(TITLE)
 
 
@@ -257,11 +280,6 @@ def pretrained_photo_clip(
 # --- evaluation ---------------------------------------------------------------------------------------------------
 
 
-def same_value_mask(query_values: Sequence[str], gallery_values: Sequence[str]) -> torch.Tensor:
-    """``(q, g) bool``: gallery item j has the same value (e.g. the same title) as query i."""
-    return torch.from_numpy(np.asarray(query_values, dtype=object)[:, None] == np.asarray(gallery_values, dtype=object)[None, :])
-
-
 def title_aware_recall(
     similarity: torch.Tensor, titles: Sequence[str], ks: Sequence[int] = (1, 5, 10)
 ) -> dict[str, dict[int, float]]:
@@ -295,22 +313,11 @@ def evaluate_photo_retrieval(bundle: ClipBundle, gallery: Catalogue, ks: Sequenc
     recalls = title_aware_recall(similarity, titles, ks)
     attributes = [{name: item.attributes[name] for name in MATCH_ATTRIBUTES if name in item.attributes} for item in gallery]
     recalls["attribute-match"] = attribute_match_recall(similarity, attributes, attributes, ks, MATCH_ATTRIBUTES)
-    relevance = {"exact": torch.eye(len(gallery), dtype=torch.bool), "same title": same_value_mask(titles, titles),
-                 "attribute-match": _attribute_mask(attributes)}
+    relevant_counts = {"exact": [1] * len(gallery), "same title": same_value_mask(titles, titles).sum(dim=1).tolist(),
+                       "attribute-match": attribute_match_counts(attributes, attributes, MATCH_ATTRIBUTES)}
     record = {}
     for name, by_k in recalls.items():
         label = name.replace(" ", "-")
         record.update({f"{label} R@{k}": value for k, value in by_k.items()})
-        counts = relevance[name].sum(dim=1).tolist()
-        record.update({f"chance {label} R@{k}": mean_chance_recall(k, len(gallery), counts) for k in ks})
+        record.update({f"chance {label} R@{k}": mean_chance_recall(k, len(gallery), relevant_counts[name]) for k in ks})
     return record
-
-
-def _attribute_mask(attributes: Sequence[dict[str, str]]) -> torch.Tensor:
-    """``(n, n) bool``: item j has every attribute value item i has (the relevance of attribute-match recall)."""
-    mask = torch.ones(len(attributes), len(attributes), dtype=torch.bool)
-    for name in MATCH_ATTRIBUTES:
-        values = [a.get(name) for a in attributes]
-        required = torch.tensor([value is not None for value in values])
-        mask &= ~required[:, None] | same_value_mask(values, values)
-    return mask

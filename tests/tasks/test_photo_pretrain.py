@@ -83,6 +83,13 @@ def test_captions_mix_titles_and_descriptions_deterministically():
     assert [mixed.caption_for(i) for i in range(len(catalogue))] == epoch0
 
 
+def test_a_catalogue_without_titles_trains_on_its_descriptions():
+    items = [Item(item.item_id, item.captions[1:], ("description",), item.attributes, item.split, item.image_ref)
+             for item in photo_catalogue()]  # DeepFashion-MultiModal's shape: one description per image
+    dataset = photo.MixedCaptionDataset(Catalogue("descriptions", items), None, description_rate=0.0)
+    assert [dataset.caption_for(i) for i in range(3)] == [items[i].captions[0] for i in range(3)]
+
+
 def test_caption_positives_count_identical_titles_and_descriptions():
     catalogue = photo_catalogue()
     texts = [catalogue[0].captions[0], catalogue[1].captions[0], catalogue[3].captions[1], catalogue[6].captions[0]]
@@ -178,3 +185,22 @@ def test_dataset_preprocesses_each_image_once_and_skips_unreadable_ones(tmp_path
     assert first["text"] == items[0].captions[0] and first["index"] == 0
     assert torch.equal(dataset[0]["image"], torch.ones(2)) and dataset[0]["image"].dtype == torch.float32
     assert len(calls) == 1  # preprocessed once, then served from memory
+
+
+def test_profiles_choose_the_recipe_length_and_reject_what_they_cannot_train():
+    assert photo.photo_recipe(photo.PHOTO_RECIPE.model, "real") == photo.PHOTO_RECIPE  # the measured recipe
+    short = photo.photo_recipe("photo-clip-regnetx002", "real-ci")
+    assert short.model == "photo-clip-regnetx002" and short.train.epochs == photo.PROFILE_EPOCHS["real-ci"]
+    assert replace(short, model=photo.PHOTO_RECIPE.model, train=photo.PHOTO_RECIPE.train) == photo.PHOTO_RECIPE
+    assert photo.photo_recipe(photo.PHOTO_RECIPE.model, "real", seed=2).train.seed == 2
+    with pytest.raises(ValueError, match="profiles \\['real', 'real-ci'\\], not 'ci'"):
+        photo.photo_recipe("photo-clip-resnet18", "ci")
+    with pytest.raises(ValueError, match="no course model config 'ViT-B-32'"):
+        photo.photo_recipe("ViT-B-32", "real")
+
+
+def test_photo_pretraining_needs_a_real_catalogue():
+    from course_utils.tasks import load_experiment
+
+    with pytest.raises(ValueError, match="pretrained='photo' pretrains on a real catalogue's photos"):
+        load_experiment("synthetic", model="photo-clip-resnet18", pretrained="photo", profile="real")
