@@ -67,6 +67,11 @@ def artifact_path(kind: str, parts: Any, suffix: str = ".pt", folder: str | None
     return cache_dir() / (folder or kind) / f"{prefix or kind}-{key}{suffix}"
 
 
+def artifact_key(path: Path) -> str:
+    """The key part of an :func:`artifact_path` file name (what model identities quote, e.g. ``embedded-<key>``)."""
+    return path.stem.rsplit("-", 1)[-1]
+
+
 @contextmanager
 def cache_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``<path>.lock`` (other processes building or reading ``path`` wait here)."""

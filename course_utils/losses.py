@@ -3,7 +3,7 @@
 - :func:`clip_contrastive_loss` — CLIP's symmetric InfoNCE, seed 002's ``(CE(S) + CE(Sᵀ)) / 2`` (notebook 02).
 - :func:`clip_contrastive_loss_local` — one rank's share of it when the batch is split over processes (notebook 08).
 - :func:`multi_positive_contrastive_loss` — the same with several correct captions per image (identical product
-  titles in one batch are not negatives); :func:`same_group_positives` builds its mask from group ids.
+  titles in one batch are not negatives).
 - :func:`composed_classification_loss` — each composed query must pick its target among the batch's targets
   (TIRG, CLIP4Cir; notebook 06).
 - :func:`soft_triplet_loss` — ComposeAE's and seed 004's soft triplet over the batch (notebook 06).
@@ -65,11 +65,6 @@ def clip_contrastive_loss_local(
     return (F.cross_entropy(image_to_text, labels) + F.cross_entropy(text_to_image, labels)) / 2
 
 
-def same_group_positives(groups: torch.Tensor) -> torch.Tensor:
-    """``(B, B) bool``: entry ``[i, j]`` is True when rows i and j share a group id (e.g. an identical title)."""
-    return groups[:, None] == groups[None, :]
-
-
 def multi_positive_contrastive_loss(
     image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor, positives: torch.Tensor
 ) -> torch.Tensor:
@@ -86,7 +81,7 @@ def multi_positive_contrastive_loss(
         text_features: ``(B, d)`` L2-normalised text embeddings; caption i was drawn for image i.
         logit_scale: CLIP's learned log inverse temperature (scalar).
         positives: ``(B, B) bool``, ``[i, j]`` True when caption j describes image i; the diagonal must be True
-            (build it from group ids with :func:`same_group_positives`).
+            (e.g. ``course_utils.metrics.same_value_mask(titles, titles)``).
 
     Returns:
         Scalar: mean of the image->text and text->image soft-target cross-entropies.

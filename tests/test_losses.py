@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils.losses import clip_contrastive_loss, multi_positive_contrastive_loss, same_group_positives
+from course_utils.losses import clip_contrastive_loss, multi_positive_contrastive_loss
+from course_utils.metrics import same_value_mask
 
 
 def test_two_pairs_by_hand():
@@ -100,7 +101,7 @@ def random_pairs(seed: int, size: int = 7, dim: int = 5):
 def test_multi_positive_with_distinct_groups_is_clip_loss():
     images, texts = random_pairs(0)
     logit_scale = torch.tensor(math.log(1 / 0.07))
-    positives = same_group_positives(torch.arange(len(images)))
+    positives = same_value_mask(range(len(images)), range(len(images)))
     ours = multi_positive_contrastive_loss(images, texts, logit_scale, positives)
     assert ours.item() == pytest.approx(clip_contrastive_loss(images, texts, logit_scale).item(), abs=1e-6)
 
@@ -108,8 +109,8 @@ def test_multi_positive_with_distinct_groups_is_clip_loss():
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_multi_positive_matches_a_naive_loop(seed):
     images, texts = random_pairs(seed)
-    groups = torch.tensor([0, 1, 0, 2, 1, 0, 3])
-    positives = same_group_positives(groups)
+    groups = [0, 1, 0, 2, 1, 0, 3]
+    positives = same_value_mask(groups, groups)
     positives[3, 6] = True  # caption 6 also describes image 3, not the reverse: the mask need not be symmetric
     logit_scale = torch.tensor(1.5)
     ours = multi_positive_contrastive_loss(images, texts, logit_scale, positives)
@@ -119,7 +120,7 @@ def test_multi_positive_matches_a_naive_loop(seed):
 def test_multi_positive_by_hand_two_identical_titles():
     # Two images with the same title and orthogonal features, scale 1: S = identity, every caption is right for both.
     features = torch.eye(2)
-    positives = same_group_positives(torch.tensor([5, 5]))
+    positives = same_value_mask([5, 5], [5, 5])
     loss = multi_positive_contrastive_loss(features, features, torch.tensor(0.0), positives)
     # Each row: softmax (e, 1)/(e + 1); target (1/2, 1/2): -(log(e/(e+1)) + log(1/(e+1))) / 2 = log(e + 1) - 1/2.
     assert loss.item() == pytest.approx(math.log(math.e + 1) - 0.5, abs=1e-6)
@@ -132,7 +133,7 @@ def test_multi_positive_pulls_identical_titles_together_where_clip_pushes_them_a
     # the gradient on images[1, 0] is the gradient on the (image 1, caption 0) logit.
     images, _ = random_pairs(4, size=4, dim=4)
     texts = torch.eye(4)
-    positives = same_group_positives(torch.tensor([0, 0, 1, 2]))  # items 0 and 1 share a title
+    positives = same_value_mask([0, 0, 1, 2], [0, 0, 1, 2])  # items 0 and 1 share a title
     gradients = {}
     for name, loss_of in {"multi": lambda x: multi_positive_contrastive_loss(x, texts, torch.tensor(2.0), positives),
                           "clip": lambda x: clip_contrastive_loss(x, texts, torch.tensor(2.0))}.items():

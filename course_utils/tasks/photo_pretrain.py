@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..cache import artifact_path, cached_artifact
+from ..cache import artifact_key, artifact_path, cached_artifact
 from ..data.adapters import ImageTextDataset
 from ..data.records import Catalogue, CorruptImage
 from ..embed import encode_images, encode_texts
@@ -256,7 +256,7 @@ def pretrained_photo_clip(
     seed_everything(recipe.train.seed)
     model, preprocess, tokenizer = create_course_clip(recipe.model, device, recipe.image_size)
 
-    key = path.stem.rsplit("-", 1)[-1]
+    key = artifact_key(path)
 
     def bundle(history: list[dict] | None) -> ClipBundle:
         return ClipBundle(model, preprocess, tokenizer, int(model.text_projection.shape[1]),

@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 import torch
 
-from ..cache import artifact_path, cached_artifact
+from ..cache import artifact_key, artifact_path, cached_artifact
 from ..data.adapters import ImageTextDataset
 from ..data.records import Catalogue
 from ..models.clip_loader import ClipBundle, resolve_device
@@ -68,7 +68,7 @@ def pretrained_tiny_clip(
     state = cached_artifact(path, train, use_cache, validate=lambda s: model.load_state_dict(s["model"]))
     model.load_state_dict(state["model"])
     model.eval()
-    key = path.stem.rsplit("-", 1)[-1]
+    key = artifact_key(path)
     return ClipBundle(model, preprocess, tokenizer, int(model.text_projection.shape[1]),
                       f"open_clip:{TINY_MODEL}:embedded-{key}", device, "open_clip", state["history"],
                       path if use_cache else None)

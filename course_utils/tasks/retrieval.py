@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..cache import artifact_path, cached_artifact, digest
+from ..cache import artifact_key, artifact_path, cached_artifact, digest
 from ..data.adapters import ImageTextDataset
 from ..data.records import Catalogue
 from ..embed import caption_texts, encode_images, encode_texts, weights_digest
@@ -71,7 +71,7 @@ def finetuned_bundle(experiment: Experiment, config: TrainConfig = FULL_FINETUNE
                             usable=lambda s: bool(s["history"]["evals"]) or not wants_curve)
     model.load_state_dict(state["model"])
     model.eval()
-    key = path.stem.rsplit("-", 1)[-1]
+    key = artifact_key(path)
     tuned = replace(base, model=model, identity=f"{base.identity}+finetuned-{key}", history=None,
                     checkpoint_path=path if use_cache else None)
     return tuned, TrainHistory(**state["history"])
@@ -205,7 +205,7 @@ def two_stage_bundle(
     state = cached_artifact(path, train, use_cache, validate=load_model)
     model = built["model"]
     model.eval()
-    key = path.stem.rsplit("-", 1)[-1]
+    key = artifact_key(path)
     tuned = replace(base, model=model, identity=f"{base.identity}+two-stage-{key}", history=None,
                     checkpoint_path=path if use_cache else None)
     return tuned, {name: TrainHistory(**h) for name, h in state["histories"].items()}
