@@ -3,12 +3,15 @@
 Starts ``python -m course_utils.serve`` on a free localhost port (or uses ``--url``, which must be a loopback
 address), waits until it answers, then opens N pages at once in ONE headless Chromium (one browser, N contexts:
 N independent viewers with their own cookies and cache), types a text query in each and waits for its result
-thumbnails — by default twice, each in a fresh browser: each viewer typing as soon as its own page is ready (its
-query then overlaps the other pages still loading on the same cores), and all viewers typing at the same moment
-once every page is ready (``--type-when``). Reports p50 / p95 / max of the time to a ready page (navigation
-start -> the page's script has run, on the page's own clock), of the time to results (Enter -> ``top_k`` decoded
-thumbnails under a header naming the query, page clock), and of the server's own answer time for those queries (arrival -> answer, from its
-``/health``: it separates the server from a browser whose N renderers share the same cores); failures with their
+thumbnails — by default three times (``--type-when``), each in a fresh browser: each viewer typing as soon as its
+own page is ready (its query then overlaps the other pages still loading on the same cores); all viewers typing at
+the same moment once every page is ready; and all together once every page is ready *and* the browser has gone
+idle (a class told "now type" once everyone sees the page: N Chromium renderers keep the cores busy for seconds
+after their pages' scripts have run, a start-up tail that is the browsers', not the demo's). Reports p50 / p95 /
+max of the time to a ready page (navigation start -> the page's script has run, on the page's own clock), of the
+time to results (Enter -> ``top_k`` decoded thumbnails under a header naming the query, page clock), and of the
+server's own answer time for those queries (arrival -> answer, from its ``/health``: it separates the server from
+a browser whose N renderers share the same cores); failures with their
 reason; the peak memory of the serving process(es) (RSS) and, separately, of the browser's processes (sum of RSS,
 which counts shared pages once per process, and of PSS, which shares them out).
 
@@ -63,7 +66,10 @@ COLOURS = ["red", "blue", "green", "black", "white", "yellow", "pink", "grey", "
 PATTERNS = ["striped", "floral", "checked", "plain"]
 GARMENTS = ["shirt", "dress", "trousers", "skirt", "jacket", "coat"]
 TOP_K = 8  # the page's default top k
-TYPE_WHEN = {"ready": "each types when its page is ready", "all-ready": "all type together once all are ready"}
+TYPE_WHEN = {"ready": "each types when its page is ready", "all-ready": "all type together once all are ready",
+             "all-settled": "all type together once all are ready and the browser is idle"}
+QUIET_CORES = 0.25  # 'all-settled': the browser counts as idle below this many cores busy over QUIET_WINDOW_S
+QUIET_WINDOW_S = 1.0
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -147,9 +153,22 @@ class PageResult:
     results_s: float | None = None
     ready_wall_s: float | None = None
     results_wall_s: float | None = None
+    waited_s: float | None = None  # 'all-ready' / 'all-settled': ready -> Enter, at the starting line
     thumbnails: int = 0
     header: str = ""
     failure: str | None = None
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User + system CPU seconds ``processes`` have spent so far (those that have exited count 0)."""
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
 
 
 class ServerCpu:
@@ -164,16 +183,7 @@ class ServerCpu:
         self.start = self._total()
 
     def _total(self) -> float:
-        if self.pid is None:
-            return 0.0
-        total = 0.0
-        for process in MemoryMonitor._tree(self.pid):
-            try:
-                times = process.cpu_times()
-                total += times.user + times.system
-            except psutil.NoSuchProcess:
-                continue
-        return total
+        return cpu_seconds(MemoryMonitor._tree(self.pid)) if self.pid is not None else 0.0
 
     def used(self) -> float | None:
         return round(self._total() - self.start, 2) if self.pid is not None else None
@@ -232,6 +242,10 @@ class MemoryMonitor:
             self._max("browser_processes", len(browser))
             self._stop.wait(self.interval)
 
+    def browser_cpu_seconds(self) -> float:
+        """User + system CPU seconds the browser's processes have spent so far."""
+        return cpu_seconds(self._browser())
+
     def sample_pss(self) -> None:
         self._max("browser_pss", self._sum(self._browser(), "pss"))
 
@@ -249,15 +263,39 @@ class MemoryMonitor:
 
 
 class Together:
-    """A starting line: viewers wait until every one has arrived (or failed), then press Enter together."""
+    """A starting line: viewers wait until every one has arrived (or failed), then press Enter together.
 
-    def __init__(self, viewers: int) -> None:
-        self.waiting, self.all_here = viewers, asyncio.Event()
+    With ``settle`` (a coroutine function) the line opens only once it has returned: e.g. :func:`browser_quiet`,
+    a class told to type once every page has finished loading rather than at the instant the last one appears.
+    """
+
+    def __init__(self, viewers: int, settle=None) -> None:
+        self.waiting, self.all_here, self.settle = viewers, asyncio.Event(), settle
 
     def arrive(self) -> None:
         self.waiting -= 1
         if self.waiting == 0:
-            self.all_here.set()
+            asyncio.ensure_future(self._open())
+
+    async def _open(self) -> None:
+        if self.settle is not None:
+            await self.settle()
+        self.all_here.set()
+
+
+async def browser_quiet(monitor: MemoryMonitor, timeout_s: float) -> None:
+    """Return once this script's browser processes use fewer than :data:`QUIET_CORES` cores over a
+    :data:`QUIET_WINDOW_S` window (the pages' loading work is done), or after ``timeout_s``.
+
+    Every Chromium renderer keeps working for seconds after its page's script has run (measured with a trivial
+    page as with the demo page): pressing Enter at that instant measures the browsers' start-up tail as much as
+    the demo."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        before = monitor.browser_cpu_seconds()
+        await asyncio.sleep(QUIET_WINDOW_S)
+        if monitor.browser_cpu_seconds() - before < QUIET_CORES * QUIET_WINDOW_S:
+            return
 
 
 async def one_viewer(context, url: str, index: int, query: str, top_k: int, timeout_s: float,
@@ -285,6 +323,8 @@ async def one_viewer(context, url: str, index: int, query: str, top_k: int, time
             together.arrive()
             await asyncio.wait_for(together.all_here.wait(), timeout_s)
         asked = time.perf_counter()
+        if together is not None:
+            result.waited_s = asked - start - result.ready_wall_s
         await box.press("Enter")
         answer = await asyncio.wait_for(page.evaluate("window.fcAnswered"), timeout_s)
         result.results_wall_s = time.perf_counter() - asked
@@ -305,9 +345,11 @@ async def one_viewer(context, url: str, index: int, query: str, top_k: int, time
 
 async def run_viewers(url: str, queries: list[str], chromium: str, top_k: int = TOP_K,
                       timeout_s: float = 60.0, deadline_s: float = 300.0, screenshot: Path | None = None,
-                      monitor: MemoryMonitor | None = None, together: bool = False) -> list[PageResult]:
+                      monitor: MemoryMonitor | None = None, when: str = "ready") -> list[PageResult]:
     """One viewer per query, all at once, in one headless Chromium (one context each); all stay open until the
-    last is done. ``together``: the viewers press Enter at the same moment, once every page is ready."""
+    last is done. ``when`` (a key of :data:`TYPE_WHEN`): each viewer presses Enter once its page is ready, or all
+    at the same moment once every page is ready ('all-ready'), and the browser is idle ('all-settled').
+    ``monitor``: samples memory during the run (and tells when the browser is idle; one is made if not given)."""
     pages = len(queries)
     from playwright.async_api import async_playwright
 
@@ -315,9 +357,9 @@ async def run_viewers(url: str, queries: list[str], chromium: str, top_k: int = 
         browser = await playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
         try:
             contexts = [await browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(pages)]
-            if monitor is not None:
-                monitor.start()
-            line = Together(pages) if together else None
+            own_monitor, monitor = monitor is None, (monitor or MemoryMonitor(None)).start()
+            settle = (lambda: browser_quiet(monitor, timeout_s)) if when == "all-settled" else None
+            line = Together(pages, settle) if when != "ready" else None
             work = [one_viewer(context, url, i, query, top_k, timeout_s, line)
                     for i, (context, query) in enumerate(zip(contexts, queries))]
             try:
@@ -325,13 +367,14 @@ async def run_viewers(url: str, queries: list[str], chromium: str, top_k: int = 
             except asyncio.TimeoutError:
                 results = [PageResult(i, failure=f"the whole run passed --deadline {deadline_s:.0f} s")
                            for i in range(pages)]
-            if monitor is not None:
-                monitor.sample_pss()
+            monitor.sample_pss()
             if screenshot is not None and contexts and contexts[0].pages:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 await contexts[0].pages[0].screenshot(path=str(screenshot), full_page=True)
         finally:
             await browser.close()
+            if own_monitor:
+                monitor.stop()
     return list(results)
 
 
@@ -340,10 +383,10 @@ def summarise(results: list[PageResult]) -> dict:
 
     def stats(values: list[float]) -> dict:
         if not values:
-            return {"p50": None, "p95": None, "max": None}
+            return {"p50": None, "p95": None, "max": None, "min": None}
         array = np.asarray(values)
         return {"p50": float(np.percentile(array, 50)), "p95": float(np.percentile(array, 95)),
-                "max": float(array.max())}
+                "max": float(array.max()), "min": float(array.min())}
 
     served = [r for r in results if r.failure is None and r.results_s is not None]
     return {
@@ -352,7 +395,7 @@ def summarise(results: list[PageResult]) -> dict:
         "failures": len(results) - len(served),
         "failure_reasons": sorted({r.failure for r in results if r.failure}),
         **{key: stats([getattr(r, key) for r in results if getattr(r, key) is not None])
-           for key in ("received_s", "ready_s", "results_s", "ready_wall_s", "results_wall_s")},
+           for key in ("received_s", "ready_s", "results_s", "ready_wall_s", "results_wall_s", "waited_s")},
     }
 
 
@@ -449,8 +492,10 @@ def table(rows: list[dict]) -> str:
         server = gib(memory["server_rss"]) if memory.get("server_rss") else "–"
         browser = (f"{gib(memory['browser_rss'])} / {gib(memory['browser_pss'])} ({memory['browser_processes']} "
                    "processes)" if memory.get("browser_rss") else "no browser")
+        waited = summary["waited_s"]["min"]  # the last viewer to be ready waited the least: the settling time
+        mode = row["mode"] + (f" (Enter {waited:.1f} s after the last page was ready)" if waited is not None else "")
         lines.append(
-            f"| {summary['pages']}, {row['mode']} | {summary['served']} | {summary['failures']} | "
+            f"| {summary['pages']}, {mode} | {summary['served']} | {summary['failures']} | "
             f"{span(summary['ready_s'])} | {span(summary['results_s'])} | {span(row['server_seconds'])} | "
             f"{row['cpu_s'] if row['cpu_s'] is not None else '–'} | {server} | {browser} |"
         )
@@ -527,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         for when in args.type_when:
             monitor, server_cpu = MemoryMonitor(server_pid), ServerCpu(server_pid)
             results = asyncio.run(run_viewers(url, queries, chromium, TOP_K, args.timeout, args.deadline, screenshot,
-                                              monitor, together=when == "all-ready"))
+                                              monitor, when))
             rows.append({"mode": f"headless Chromium pages, {TYPE_WHEN[when]}", "results": results,
                          "cpu_s": server_cpu.used(), "memory": monitor.stop(),
                          "server_seconds": wait_until_served(url, last=len(queries))

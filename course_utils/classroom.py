@@ -212,10 +212,13 @@ h1{font-size:22px;margin:4px 0}
 .fc-form select{max-width:420px}
 .fc-form button{background:#0072B2;color:#fff;border:0;border-radius:4px;padding:5px 14px;cursor:pointer}
 .fc-note{color:#555;font-size:13px}
+.fc-output{min-height:240px;contain:layout paint}
 """
+# `.fc-output` keeps room for one row of results, and its layout and paint are contained: an answer arriving
+# redraws its own box, not the sections below it (with 30 pages on one machine, each redraw costs every viewer).
 
 _SCRIPT = """
-const MESSAGE = %(message)s, SEARCHING = %(searching)s;
+const MESSAGE = %(message)s, SEARCHING = %(searching)s, SEARCHING_AFTER_MS = 300;
 const recent = {};  // per form: the last query key and when it ran (the widgets' Debouncer, 0.75 s)
 function showMessage(output, text) {
   output.innerHTML = MESSAGE;
@@ -236,13 +239,16 @@ async function runQuery(form) {
   if (last && last.key === key && now - last.time < 750) return;
   recent[kind] = {key: key, time: now};
   const ticket = (form.ticket = (form.ticket || 0) + 1);  // only the latest answer is shown
-  output.innerHTML = SEARCHING;
+  // "searching…" only when the answer is slow: a fast answer replaces the old results in one redraw
+  const slow = setTimeout(() => { if (ticket === form.ticket) output.innerHTML = SEARCHING; }, SEARCHING_AFTER_MS);
   try {
     const response = await fetch('query/' + kind + '?' + params.toString(), {method: 'POST', body: body});
     const text = await response.text();
     if (ticket === form.ticket) output.innerHTML = text;
   } catch (err) {
     if (ticket === form.ticket) showMessage(output, 'the server did not answer (' + err.message + '): is it running?');
+  } finally {
+    clearTimeout(slow);
   }
 }
 for (const form of document.querySelectorAll('.fc-form')) {

@@ -214,19 +214,21 @@ def classroom_url(tmp_path_factory) -> Iterator[str]:
         print(f"classroom server log: {log}")
 
 
-@pytest.mark.parametrize("together", [False, True], ids=["each-when-ready", "all-together"])
-def test_four_viewers_at_once_each_get_their_results(chromium, classroom_url, together):
+@pytest.mark.parametrize("when", list(bench.TYPE_WHEN))
+def test_four_viewers_at_once_each_get_their_results(chromium, classroom_url, when):
     """The benchmark's run, at 4 pages: one browser, 4 contexts, each types the query and waits for its thumbnails
-    (as soon as its page is ready, or all at the same moment once every page is)."""
+    (as soon as its page is ready, all at the same moment once every page is, or once the browser is also idle)."""
     import asyncio
 
-    shot = outputs_dir() / "browser" / f"classroom_4_pages_{'together' if together else 'when_ready'}.png"
+    shot = outputs_dir() / "browser" / f"classroom_4_pages_{when}.png"
     queries = bench.viewer_queries(4)  # four different queries: each page must show its own
     results = asyncio.run(bench.run_viewers(classroom_url, queries, chromium, TOP_K, timeout_s=120, deadline_s=300,
-                                            screenshot=shot, together=together))
+                                            screenshot=shot, when=when))
     summary = bench.summarise(results)
     print(summary)
     assert summary["served"] == 4 and summary["failures"] == 0, summary["failure_reasons"]
+    waited = [result.waited_s for result in results]
+    assert all(w is None for w in waited) if when == "ready" else all(w >= 0 for w in waited)
     for query, result in zip(queries, results):
         assert result.thumbnails == TOP_K
         assert query in result.header and f"top {TOP_K}" in result.header
