@@ -7,7 +7,7 @@ training minutes and one row per evaluation: text->image R@1/5/10 of the exact i
 title counts, attribute-match R@10 (same articleType and baseColour) and the chance level of each.
 
     python benchmarks/bench_photo_pretrain.py [--data-root DIR] [--model photo-clip-resnet18] [--epochs 30]
-        [--batch-size 256] [--lr 2e-3] [--image-size H W] [--eval-every-epochs 5] [--threads 2]
+        [--batch-size 256] [--lr 2e-3] [--image-size H W] [--attribute-weight 1.0] [--eval-every-epochs 5] [--threads 2]
 
 Goals (issue 14, 1,000-item held-out gallery, 2 cores): exact R@10 >= 0.50 and attribute-match R@10 >= 0.85
 within 15 minutes of training. Nothing is asserted: the script prints numbers.
@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--description-rate", type=float, default=photo.PHOTO_RECIPE.description_rate)
     parser.add_argument("--crop-scale", type=float, default=photo.PHOTO_RECIPE.crop_scale)
     parser.add_argument("--no-flip", action="store_true", help="no horizontal flips")
+    parser.add_argument("--attribute-weight", type=float, default=photo.PHOTO_RECIPE.attribute_weight,
+                        help="weight of the loss whose positives share article type and colour")
     parser.add_argument("--plain-clip", action="store_true", help="plain CLIP loss instead of the multi-positive loss")
     parser.add_argument("--gallery", type=int, default=1000, help="held-out gallery size")
     parser.add_argument("--limit", type=int, help="read only this many rows of styles.csv (a quick smoke run)")
@@ -89,7 +91,8 @@ def main() -> None:
                          eval_every=args.eval_every_epochs * steps_per_epoch or None)
     recipe = photo.PhotoRecipe(model=args.model, image_size=tuple(args.image_size) if args.image_size else None,
                                train=config, description_rate=args.description_rate, crop_scale=args.crop_scale,
-                               flip=not args.no_flip, multi_positive=not args.plain_clip)
+                               flip=not args.no_flip, multi_positive=not args.plain_clip,
+                               attribute_weight=args.attribute_weight)
     print(f"# {platform.node()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch threads "
           f"{torch.get_num_threads()}, load average before {os.getloadavg()[0]:.2f}")
     print(f"# data {args.data_root}: {len(train)} training items, held-out gallery {len(gallery)} (outside train)")

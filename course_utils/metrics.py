@@ -570,8 +570,15 @@ def attribute_match_recall(
 def same_value_mask(query_values: Sequence[Any], gallery_values: Sequence[Any]) -> torch.Tensor:
     """``(q, g) bool``: gallery item j has the same value as query i (e.g. an identical caption or title) — the
     relevance of recall that counts every item of identical caption as a hit (:func:`recall_at_k` takes it)."""
-    query, gallery = np.asarray(query_values, dtype=object), np.asarray(gallery_values, dtype=object)
+    query, gallery = _object_vector(query_values), _object_vector(gallery_values)
     return torch.from_numpy(query[:, None] == gallery[None, :])
+
+
+def _object_vector(values: Sequence[Any]) -> np.ndarray:
+    """A 1-D object array of ``values`` (``np.asarray`` would turn a list of tuples into a 2-D array)."""
+    vector = np.empty(len(values), dtype=object)
+    vector[:] = list(values)
+    return vector
 
 
 def attribute_match_counts(

@@ -303,6 +303,9 @@ def test_same_value_mask_marks_identical_captions_and_serves_as_relevance():
     sim = torch.tensor([[0.1, 0.5, 0.9], [0.0, 0.2, 1.0], [0.3, 0.2, 0.1]])
     # queries 0 and 2 rank their twin first (hits), query 1 ranks another product first (a miss)
     assert m.recall_at_k(sim, mask, ks=(1,)) == {1: pytest.approx(2 / 3)}
+    # tuples are values too (e.g. article type and colour), not rows of a matrix
+    pairs = [("Tshirts", "Black"), ("Shoes", "Black"), ("Tshirts", "Black")]
+    assert m.same_value_mask(pairs, pairs).tolist() == mask.tolist()
 
 
 def test_attribute_match_counts_are_the_relevant_items_by_hand():

@@ -13,7 +13,11 @@ photos. This recipe pretrains a course CLIP from random initialisation on a real
   ``description_rate``, its generated description (:class:`MixedCaptionDataset`);
 * **duplicate titles handled** — every caption that describes an image of the batch (an identical title or an
   identical description) is a positive in :func:`~course_utils.losses.multi_positive_contrastive_loss`, never a
-  negative (:func:`caption_positives`).
+  negative (:func:`caption_positives`);
+* **attributes taught** — a second term of the same loss, weighted ``attribute_weight``, whose positives also
+  include every pair of items with the same article type and colour (:func:`attribute_positives`): a query for
+  "black t-shirt" should rank every black t-shirt above a blue one, not only its own item (measured on 2 seeds in
+  ``benchmarks/README.md``: it raises attribute-match and exact-item recall alike).
 
 The weights are cached through ``course_utils.cache`` keyed by model config, data fingerprint and recipe. The
 evaluation (:func:`evaluate_photo_retrieval`) uses items training never sees (:func:`held_out_gallery`) with
@@ -58,19 +62,23 @@ class PhotoRecipe:
 
     model: str = "photo-clip-resnet18"  # a config in models/model_configs/
     image_size: tuple[int, int] | None = None  # (height, width) input; None: the config's (80 x 60 for photo-clip-*)
-    train: TrainConfig = field(  # 22 epochs of 3,475 photos: 13.7 training minutes measured on 2 idle cores
+    train: TrainConfig = field(  # 22 epochs of 3,475 photos: 13.0-13.7 training minutes measured on 2 idle cores
         default_factory=lambda: TrainConfig(epochs=22, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_steps=40)
     )
     description_rate: float = 0.25  # share of captions drawn from the generated description instead of the title
     crop_scale: float = 0.7  # random resized crops keep at least this share of the image area
     flip: bool = True  # random horizontal flips
     multi_positive: bool = True  # identical captions in a batch are positives (False: plain CLIP loss)
+    attribute_weight: float = 1.0  # weight of a second loss whose positives also share MATCH_ATTRIBUTES (0: none)
 
     def __post_init__(self):
         if not 0.0 <= self.description_rate <= 1.0:
             raise ValueError(f"description_rate must be in [0, 1], got {self.description_rate}")
         if not 0.0 < self.crop_scale <= 1.0:
             raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
+        if self.attribute_weight < 0 or (self.attribute_weight and not self.multi_positive):
+            raise ValueError(f"attribute_weight must be >= 0 and needs multi_positive=True, got "
+                             f"{self.attribute_weight} (multi_positive={self.multi_positive})")
 
 
 PHOTO_RECIPE = PhotoRecipe()
@@ -203,8 +211,24 @@ def caption_positives(catalogue: Catalogue, indices: Sequence[int], texts: Seque
     return torch.tensor([[text in captions for text in texts] for captions in caption_sets], dtype=torch.bool)
 
 
-def multi_positive_batch_loss(tokenizer: Callable, catalogue: Catalogue) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
-    """The per-batch loss of photo pretraining: encode both sides, then the multi-positive contrastive loss.
+def attribute_positives(
+    catalogue: Catalogue, indices: Sequence[int], attributes: Sequence[str] = MATCH_ATTRIBUTES
+) -> torch.Tensor:
+    """``(B, B) bool``: items ``indices[i]`` and ``indices[j]`` have the same value of every one of ``attributes``
+    (an item missing one of them matches only itself)."""
+    keys = []
+    for position, index in enumerate(indices):
+        values = catalogue[int(index)].attributes
+        keys.append(tuple(values[name] for name in attributes) if all(name in values for name in attributes)
+                    else ("unmatched", position))
+    return same_value_mask(keys, keys)
+
+
+def multi_positive_batch_loss(tokenizer: Callable, catalogue: Catalogue,
+                              attribute_weight: float = 0.0) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
+    """The per-batch loss of photo pretraining: encode both sides, then the multi-positive contrastive loss, plus
+    ``attribute_weight`` times the same loss whose positives also include every pair of the same article type and
+    colour (:func:`attribute_positives`).
 
     One process only (``fit`` under ``torchrun`` would need the positives of the gathered global batch).
     """
@@ -213,8 +237,14 @@ def multi_positive_batch_loss(tokenizer: Callable, catalogue: Catalogue) -> Call
         device = model.logit_scale.device
         image_features = F.normalize(model.encode_image(batch["image"].to(device)), dim=-1)
         text_features = F.normalize(model.encode_text(tokenizer(batch["text"]).to(device)), dim=-1)
-        positives = caption_positives(catalogue, batch["index"].tolist(), batch["text"]).to(device)
-        return multi_positive_contrastive_loss(image_features, text_features, model.logit_scale, positives)
+        indices = batch["index"].tolist()
+        positives = caption_positives(catalogue, indices, batch["text"]).to(device)
+        loss = multi_positive_contrastive_loss(image_features, text_features, model.logit_scale, positives)
+        if attribute_weight:
+            shared = positives | attribute_positives(catalogue, indices).to(device)
+            loss = loss + attribute_weight * multi_positive_contrastive_loss(
+                image_features, text_features, model.logit_scale, shared)
+        return loss
 
     return batch_loss
 
@@ -265,7 +295,8 @@ def pretrained_photo_clip(
 
     def build() -> dict:
         dataset = MixedCaptionDataset(train, preprocess, recipe.description_rate, seed=recipe.train.seed)
-        loss = multi_positive_batch_loss(tokenizer, train) if recipe.multi_positive else contrastive_batch_loss(tokenizer)
+        loss = (multi_positive_batch_loss(tokenizer, train, recipe.attribute_weight) if recipe.multi_positive
+                else contrastive_batch_loss(tokenizer))
         loss = with_augmentation(loss, recipe.crop_scale, recipe.flip)
         result = fit(model, dataset, loss, recipe.train, device=device, progress=progress, after_step=clamp_logit_scale,
                      evaluate=(lambda: evaluate(bundle(None))) if evaluate else None)

@@ -101,6 +101,36 @@ def test_caption_positives_count_identical_titles_and_descriptions():
     assert same_description[0].all() and not same_description[1].any()  # item 2 is green: another description
 
 
+def test_attribute_positives_pair_items_of_the_same_article_type_and_colour():
+    catalogue = photo_catalogue()
+    # items 0 and 9 are red t-shirts (another title each), 3 red shoes, 1 a blue t-shirt
+    expected = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
+    assert torch.equal(photo.attribute_positives(catalogue, [0, 9, 3, 1]), expected)
+    colourless = Catalogue("colourless", [replace(item, attributes={"articleType": "Tshirts"}) for item in catalogue])
+    assert torch.equal(photo.attribute_positives(colourless, [0, 9, 3]), torch.eye(3, dtype=torch.bool))
+
+
+def test_attribute_term_adds_the_loss_whose_positives_share_attributes():
+    from course_utils.models.tiny_clip import create_course_clip
+
+    catalogue = photo_catalogue()
+    torch.manual_seed(0)
+    model, preprocess, tokenizer = create_course_clip("photo-clip-resnet18")
+    dataset = photo.MixedCaptionDataset(catalogue, preprocess, description_rate=0.0)
+
+    def losses(indices: list[int], weight: float) -> tuple[float, float]:
+        batch = {"image": torch.stack([dataset[i]["image"] for i in indices]), "index": torch.tensor(indices),
+                 "text": [dataset[i]["text"] for i in indices]}
+        with torch.no_grad():
+            return (photo.multi_positive_batch_loss(tokenizer, catalogue)(model, batch).item(),
+                    photo.multi_positive_batch_loss(tokenizer, catalogue, weight)(model, batch).item())
+
+    plain, weighted = losses([0, 1, 2, 3, 4, 5], 0.5)  # six different (article type, colour) pairs
+    assert weighted == pytest.approx(1.5 * plain)  # the second term's positives are the captions' own
+    plain, weighted = losses([0, 9, 1, 10], 0.5)  # two red and two blue t-shirts
+    assert weighted != pytest.approx(1.5 * plain)
+
+
 def test_title_aware_recall_by_hand():
     titles = ["a", "a", "b"]
     similarity = torch.tensor([[0.1, 0.9, 0.0],  # query 0 ranks item 1 (same title) first, itself second
@@ -133,7 +163,7 @@ def test_pretraining_is_cached_deterministic_and_evaluated(isolated_cache, monke
 
 def test_plain_clip_loss_and_vit_tower_also_train_with_evaluations(isolated_cache):
     catalogue = photo_catalogue()
-    recipe = replace(QUICK, model="tiny-fashion-clip", image_size=(80, 64), multi_positive=False,
+    recipe = replace(QUICK, model="tiny-fashion-clip", image_size=(80, 64), multi_positive=False, attribute_weight=0.0,
                      train=replace(QUICK.train, eval_every=1))
     gallery = photo.held_out_gallery(catalogue, size=12)
     seen = []
@@ -151,6 +181,7 @@ def test_cache_key_follows_data_and_recipe():
     train = photo_catalogue().split("train")
     key = photo.photo_key_parts(train, QUICK)
     assert photo.photo_key_parts(train, replace(QUICK, description_rate=0.5)) != key
+    assert photo.photo_key_parts(train, replace(QUICK, attribute_weight=QUICK.attribute_weight + 1)) != key
     assert photo.photo_key_parts(train, replace(QUICK, model="photo-clip-regnetx002")) != key
     assert photo.photo_key_parts(train.subset(train.ids[:10]), QUICK) != key
 
@@ -158,6 +189,10 @@ def test_cache_key_follows_data_and_recipe():
 def test_bad_recipe_is_rejected():
     with pytest.raises(ValueError, match="description_rate"):
         photo.PhotoRecipe(description_rate=1.5)
+    with pytest.raises(ValueError, match="attribute_weight"):
+        photo.PhotoRecipe(attribute_weight=-1.0)
+    with pytest.raises(ValueError, match="attribute_weight"):
+        photo.PhotoRecipe(attribute_weight=0.5, multi_positive=False)
     with pytest.raises(ValueError, match="no course model config 'resnet-huge'"):
         photo.photo_key_parts(photo_catalogue().split("train"), replace(QUICK, model="resnet-huge"))
 
