@@ -130,7 +130,10 @@ def _03(r: dict) -> str:
             f"R@1 {m['seed002_rerank/R@1']:.3f} "
             f"({compare(r, 'seed002_rerank/R@1', 'dual/R@1', unit=' over the dual encoder')}). Latency per query: "
             f"{m['latency_ms/dual']:.1f} ms dual, {m['latency_ms/rerank']:.1f} ms re-ranked, "
-            f"{m['latency_ms/full_gallery_cross_encoder']:.0f} ms for the cross-encoder over the whole gallery.")
+            f"{m['latency_ms/full_gallery_cross_encoder']:.0f} ms for the cross-encoder over the whole gallery."
+            + (f" Re-ranking with the catalogue's labels instead (no pixels: the query's words against each "
+               f"candidate's labels): R@1 {m['label_rerank/R@1']:.3f} ({compare(r, 'label_rerank/R@1', 'dual/R@1')}; "
+               f"{100 * m['label_rerank/R@1_relative_gain']:+.0f} % relative)." if "label_rerank/R@1" in m else ""))
 
 
 def _04(r: dict) -> str:

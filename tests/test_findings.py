@@ -27,6 +27,18 @@ def test_bullets_render_the_records_numbers(tmp_path):
     assert text.count("\n- ") == 2 and "seed 0" in text
 
 
+def test_the_03_bullet_names_the_label_re_ranker_only_when_the_record_has_it(tmp_path):
+    metrics = {"dual/R@1": 0.2, "rerank/R@1": 0.18, "rerank/R@1_relative_gain": -0.1, "dual/R@10": 0.7,
+               "rerank/R@10": 0.69, "seed002_rerank/R@1": 0.19, "latency_ms/dual": 3.0, "latency_ms/rerank": 12.5,
+               "latency_ms/full_gallery_cross_encoder": 234.0}
+    write_record(tmp_path, "03_cross_modal_attention", metrics)
+    assert "catalogue's labels" not in findings.render_findings(findings.read_records(tmp_path))
+    write_record(tmp_path, "03_cross_modal_attention",
+                 {**metrics, "label_rerank/R@1": 0.45, "label_rerank/R@1_relative_gain": 1.25})
+    text = findings.render_findings(findings.read_records(tmp_path))
+    assert "catalogue's labels" in text and "R@1 0.450 (+0.250, one seed" in text and "+125 % relative" in text
+
+
 def test_records_of_another_profile_are_refused(tmp_path):
     write_record(tmp_path, "05_conditional_embeddings", {"map/global_clip/overall": 0.3}, profile="ci")
     with pytest.raises(SystemExit, match="'ci' profile"):

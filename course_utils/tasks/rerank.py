@@ -6,12 +6,13 @@ holds the recipe and its evaluation:
 * training data and loss: :func:`mine_hard_negatives`, :class:`HardNegativePairs`, :func:`itm_batch_loss`, and
   the pair scorers :func:`token_pair_logits`, :func:`pooled_pair_logits`, :func:`live_pair_logits`;
 * re-ranking: :func:`top_k_candidates`, :func:`score_candidates`, :func:`rerank`, :func:`reranked_similarity`;
+* a re-ranker with the catalogue's labels: :func:`fit_caption_labels`, :func:`label_agreement`;
 * evaluation: :func:`rerank_split` / :class:`RerankedSplit` (Recall@K after re-ranking), :func:`pick_dual_weight`;
 * deployment: :func:`cross_encoder_reranker`, the hook ``FashionRetriever.reranker`` calls;
 * a trained re-ranker on disk: :func:`save_reranker`, :func:`load_reranker`, :func:`evaluate_reranker` (what
   ``python -m course_utils.evaluate --task rerank`` runs).
 
-Just over 400 lines, on purpose: it is one task, read top to bottom in notebook 03's order.
+About 470 lines, on purpose: it is one task, read top to bottom in notebook 03's order.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -258,6 +262,53 @@ def reranked_similarity(
     shifted = scores - scores.min(dim=1, keepdim=True).values + final.max(dim=1, keepdim=True).values + 1.0
     final.scatter_(1, torch.as_tensor(candidate_positions), shifted)
     return final
+
+
+# --- re-ranking with the catalogue's labels -----------------------------------------------------------------------
+
+
+def fit_caption_labels(captions: Sequence[str], attributes: Sequence[dict[str, str]]) -> dict[str, Pipeline]:
+    """Per attribute, a classifier from a caption's words to its item's label: bag of words and word pairs, then a
+    logistic regression (scikit-learn), fitted on the ``train`` split's captions and labels.
+
+    Attributes with a single value in training (nothing to tell apart) get no classifier.
+
+    Args:
+        captions: one caption per training item (the query style the re-ranker will see).
+        attributes: that item's labels, e.g. ``{"articleType": "Tshirts", "baseColour": "Black"}``.
+
+    Returns:
+        attribute name -> fitted pipeline (``predict_proba`` over its ``classes_``).
+    """
+    if len(captions) != len(attributes):
+        raise ValueError(f"{len(captions)} captions but {len(attributes)} attribute dicts")
+    models = {}
+    for name in sorted({key for labels in attributes for key in labels}):
+        texts, values = zip(*[(text, labels[name]) for text, labels in zip(captions, attributes) if name in labels])
+        if len(set(values)) > 1:
+            classifier = LogisticRegression(C=10.0, max_iter=3000)
+            models[name] = make_pipeline(CountVectorizer(ngram_range=(1, 2)), classifier).fit(texts, values)
+    return models
+
+
+def label_agreement(models: dict[str, Pipeline], queries: Sequence[str], gallery_attributes: Sequence[dict[str, str]],
+                    floor: float = 1e-3) -> torch.Tensor:
+    """``(q, g) float64``: how well each gallery item's labels fit each query's words — the sum over attributes of
+    ``log P(the query names gallery item j's label)``, with P from :func:`fit_caption_labels`.
+
+    An item without a label for an attribute gets no term for it (0); a label the classifier never saw gets
+    ``log(floor)``, as does a probability below ``floor``.
+    """
+    agreement = torch.zeros(len(queries), len(gallery_attributes), dtype=torch.float64)
+    for name, model in models.items():
+        log_p = torch.from_numpy(model.predict_proba(list(queries))).clamp(min=floor).log()  # (q, classes) float64
+        unseen = torch.full((len(queries), 1), float(np.log(floor)), dtype=torch.float64)
+        log_p = torch.cat([log_p, unseen, torch.zeros_like(unseen)], dim=1)  # + "label never seen", "no label"
+        column = {value: c for c, value in enumerate(model.classes_)}
+        index = [column.get(labels[name], len(column)) if name in labels else len(column) + 1
+                 for labels in gallery_attributes]
+        agreement += log_p[:, index]
+    return agreement
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------------

@@ -28,6 +28,13 @@ from the in-batch contrastive similarities, sampling them in proportion to their
 always taking the hardest; BLIP (Li et al., ICML 2022) keeps that scheme. Why might sampling be safer than the
 hardest negative when captions describe attributes only and several items share all of them (the attribute
 oracle row)?
+
+Exercise 6 (think). It needs a label on every gallery item and queries that name one. New or user-uploaded photos,
+or a marketplace whose sellers tag sparsely or wrongly, give it nothing or the wrong thing to compare; a query about
+what the labels do not cover (a print, a neckline shape, "like this one" with an image) gives it nothing to read.
+Together with the cross-encoder: add its log-probability as one more term of the final score (matcher logit +
+``dual_weight`` x dual logit + a weight x label agreement, both weights picked on val), or let it pre-filter the
+candidates only when the query names a label with high probability, and let the cross-encoder order the rest.
 """
 
 from __future__ import annotations

@@ -321,3 +321,45 @@ def test_rerank_split_and_pick_dual_weight_hand_computed():
     assert run.recall("oracle", 1.0, ks=(2,))[2] == 1.0
     assert rr.pick_dual_weight(run, "oracle", [1.0, 0.0, 0.5]) == 0.0
     assert rr.pick_dual_weight(run, "oracle", [0.1, 0.0]) == 0.1  # equal R@1: the first listed wins
+
+
+# ------------------------------------------------------------------------------------------ catalogue-label re-ranker
+
+
+def _labelled_captions() -> tuple[list[str], list[dict[str, str]]]:
+    colours, kinds = ["black", "white", "red"], ["shirt", "shoes"]
+    captions, attributes = [], []
+    for brand in ("acme", "zeta", "nova", "orbit"):
+        for colour in colours:
+            for kind in kinds:
+                captions.append(f"{brand} men {colour} {kind}")
+                attributes.append({"baseColour": colour, "articleType": kind, "gender": "Men"})
+    return captions, attributes
+
+
+def test_fit_caption_labels_learns_every_attribute_that_varies():
+    captions, attributes = _labelled_captions()
+    models = rr.fit_caption_labels(captions, attributes)
+    assert sorted(models) == ["articleType", "baseColour"]  # gender has one value: nothing to tell apart
+    assert list(models["baseColour"].predict(["plain red shirt", "black shoes"])) == ["red", "black"]
+    with pytest.raises(ValueError, match="2 captions but 1 attribute"):
+        rr.fit_caption_labels(["a", "b"], [{"x": "1"}])
+
+
+def test_label_agreement_ranks_the_item_whose_labels_the_query_names_first():
+    models = rr.fit_caption_labels(*_labelled_captions())
+    gallery = [{"baseColour": "white", "articleType": "shirt"}, {"baseColour": "red", "articleType": "shoes"},
+               {"baseColour": "red", "articleType": "shirt"}]
+    agreement = rr.label_agreement(models, ["orbit men red shirt", "acme white shirt"], gallery)
+    assert agreement.shape == (2, 3) and agreement.dtype == torch.float64
+    assert agreement.argmax(dim=1).tolist() == [2, 0]
+    assert bool((agreement <= 0).all())  # sums of log-probabilities
+
+
+def test_label_agreement_skips_missing_labels_and_floors_unseen_ones():
+    models = rr.fit_caption_labels(*_labelled_captions())
+    gallery = [{"articleType": "shirt"}, {"baseColour": "purple", "articleType": "shirt"}]
+    agreement = rr.label_agreement(models, ["zeta red shirt"], gallery, floor=1e-3)
+    shirt_term = rr.label_agreement(models, ["zeta red shirt"], [{"articleType": "shirt"}])[0, 0]
+    assert agreement[0, 0] == pytest.approx(shirt_term)  # no colour label: no colour term
+    assert agreement[0, 1] == pytest.approx(shirt_term + math.log(1e-3))  # a colour never seen in training

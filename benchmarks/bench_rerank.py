@@ -1,0 +1,117 @@
+"""Why the cross-attention re-ranker does not help on real photos: the matcher trained on other pairs (issue 14).
+
+Notebook 03 trains its matcher on the ``train`` split, which the dual encoder (the photo-pretrained, fine-tuned
+course CLIP of the ``real`` profile) was trained on: it ranks a train caption's own image first far more often
+than a new item's, so the hard negatives mined there are not the confusions it makes on new items. This script
+tests that explanation by training the same matcher on pairs the dual encoder never saw (the ``val`` split,
+negatives mined there), and tries a wider matcher on ``train``. Every arm re-ranks the dual encoder's top-K of
+every ``test`` caption; the script prints test R@1 for each weight of the dual logit (so the best row is an
+*optimistic* number: the weight is picked on test) and the relative change against the dual encoder alone.
+
+    python benchmarks/bench_rerank.py [--data-root DIR] [--seeds 0,1] [--threads 2]
+
+The matcher's recipe is notebook 03's ``real`` profile (``notebooks/profiles/03_cross_modal_attention.json``);
+the first run pretrains and fine-tunes the dual encoder (cached, ~20 minutes on 2 cores). Goal (issue 14):
+re-ranking raises R@1 by >= 20 % relative. Nothing is asserted: the script prints numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+import course_utils as cu
+from course_utils.paths import shared_data_dir
+from course_utils.run import NOTEBOOK_DIR, parse_seeds, profile_parameters
+from course_utils.tasks import rerank
+
+DUAL_WEIGHTS = (0.0, 0.3, 1.0, 3.0, 10.0)
+# (arm, split the matcher trains on, matcher width, blocks)
+ARMS = (("notebook 03: train pairs", "train", 64, 2), ("pairs the dual never saw: val", "val", 64, 2),
+        ("wider matcher: train pairs", "train", 128, 3))
+
+
+def split_tokens(dual, experiment, split) -> tuple[cu.embed.ImageTokens, cu.embed.TextTokens]:
+    """The frozen dual encoder's image and caption tokens of ``split`` (cached)."""
+    captions = cu.embed.caption_texts(split, experiment.query_style)
+    return (cu.embed.encode_image_tokens(dual, split, progress=False),
+            cu.embed.encode_text_tokens(dual, captions, progress=False))
+
+
+def train_matcher(images, texts, width: int, layers: int, settings: dict, seed: int) -> torch.nn.Module:
+    """Notebook 03's ITM recipe (hard negatives mined on the split itself, curriculum, BCE) on one split."""
+    similarity = texts.pooled @ images.pooled.T
+    pairs = rerank.HardNegativePairs(
+        rerank.mine_hard_negatives(similarity, settings["mining_k"], seed=seed),
+        rerank.mine_hard_negatives(similarity.T, settings["mining_k"], seed=seed),
+        seed=seed, easy_epochs=settings["itm_easy_epochs"], random_share=settings["itm_random_share"])
+    torch.manual_seed(seed)
+    matcher = cu.models.cross_modal.ImageTextMatcher(images.tokens.shape[-1], texts.tokens.shape[-1], width=width,
+                                                     heads=4, layers=layers, n_image_tokens=images.tokens.shape[1])
+    config = cu.train.TrainConfig(epochs=settings["itm_epochs"], batch_size=32, lr=1e-3, weight_decay=0.05,
+                                  warmup_steps=10, seed=seed)
+    cu.train.fit(matcher, pairs, rerank.itm_batch_loss(rerank.token_pair_logits(images, texts)), config,
+                 progress=False)
+    return matcher.eval()
+
+
+def first_item_mistakes(experiment, similarity: torch.Tensor) -> str:
+    """How the dual encoder's wrong first items differ from the query's own item: brand (the title's first word),
+    article type, colour."""
+    test, titles = experiment.test, cu.embed.caption_texts(experiment.test, experiment.query_style)
+    wrong = [(q, j) for q, j in enumerate(similarity.argmax(dim=1).tolist()) if j != q]
+    differ = {"brand (first word of the title)": sum(titles[q].split()[:1] != titles[j].split()[:1] for q, j in wrong)}
+    for name in ("articleType", "baseColour"):
+        differ[name] = sum(test[q].attributes.get(name) != test[j].attributes.get(name) for q, j in wrong)
+    return (f"the dual encoder's first item is wrong for {len(wrong)} test queries; it differs from the query's item "
+            "in " + ", ".join(f"{name} {count / len(wrong):.0%}" for name, count in differ.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default=str(shared_data_dir() / "fashion-product-small"))
+    parser.add_argument("--seeds", default="0,1", help="matcher seeds (the dual encoder is seed 0's)")
+    parser.add_argument("--rerank-k", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = {"mining_k": 32, "itm_epochs": 5, "itm_easy_epochs": 2, "itm_random_share": 0.25}
+    settings.update({key: value for key, value in profile_parameters(
+        NOTEBOOK_DIR / "03_cross_modal_attention.ipynb", "real").items() if key in settings})
+    print(f"threads {args.threads}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load average "
+          f"{os.getloadavg()[0]:.2f}; matcher recipe {settings}", flush=True)
+
+    experiment = cu.tasks.load_experiment("fashion-product-small", args.data_root, "photo-clip-resnet18", "photo",
+                                          "real", 0, "cpu")
+    dual, _ = cu.tasks.retrieval.finetuned_bundle(experiment, progress=False)
+    splits = {"train": experiment.train, "val": experiment.catalogue.split("val"), "test": experiment.test}
+    tokens = {name: split_tokens(dual, experiment, split) for name, split in splits.items()}
+    test_images, test_texts = tokens["test"]
+    dual_r1 = cu.metrics.recall_at_k(test_texts.pooled @ test_images.pooled.T, torch.arange(len(experiment.test)),
+                                     (1,))[1]
+    train_r1, val_r1 = (cu.metrics.recall_at_k(tokens[s][1].pooled @ tokens[s][0].pooled.T,
+                                               torch.arange(len(splits[s])), (1,))[1] for s in ("train", "val"))
+    print(f"dual encoder R@1: train {train_r1:.3f} (trained on), val {val_r1:.3f}, test {dual_r1:.3f} "
+          f"({len(experiment.test)} items)")
+    print(first_item_mistakes(experiment, test_texts.pooled @ test_images.pooled.T) + "\n")
+    print("| matcher | seed | train s | " + " | ".join(f"R@1 w={w:g}" for w in DUAL_WEIGHTS)
+          + " | best vs dual |")
+    print("|---" * (len(DUAL_WEIGHTS) + 4) + "|")
+    for arm, split, width, layers in ARMS:
+        for seed in parse_seeds(args.seeds):
+            started = time.perf_counter()
+            matcher = train_matcher(*tokens[split], width, layers, settings, seed)
+            seconds = time.perf_counter() - started
+            run = rerank.rerank_split(dual, test_images, test_texts,
+                                      {arm: (matcher, rerank.token_pair_logits(test_images, test_texts))},
+                                      args.rerank_k)
+            recalls = [run.recall(arm, weight, (1,))[1] for weight in DUAL_WEIGHTS]
+            print(f"| {arm} | {seed} | {seconds:.0f} | " + " | ".join(f"{r:.3f}" for r in recalls)
+                  + f" | {max(recalls) / dual_r1 - 1:+.1%} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
