@@ -26,7 +26,7 @@ run-ci: setup
 	$(PY) -m course_utils.run --profile ci
 
 test: setup slides-js
-	$(PY) -m pytest -q -m ""; rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests: that is a failure here"; exit $$rc
+	$(PY) -m pytest -q -m "" --durations=10; rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests: that is a failure here"; exit $$rc
 
 lint: setup
 	$(VENV)/bin/ruff check course_utils tests benchmarks

@@ -27,14 +27,16 @@ def test_bullets_render_the_records_numbers(tmp_path):
     assert text.count("\n- ") == 2 and "seed 0" in text
 
 
+RERANK_03 = {"dual/R@1": 0.2, "rerank/R@1": 0.18, "rerank/R@1_relative_gain": -0.1, "dual/R@10": 0.7,
+             "rerank/R@10": 0.69, "seed002_rerank/R@1": 0.19, "latency_ms/dual": 3.0, "latency_ms/rerank": 12.5,
+             "latency_ms/full_gallery_cross_encoder": 234.0}
+
+
 def test_the_03_bullet_names_the_label_re_ranker_only_when_the_record_has_it(tmp_path):
-    metrics = {"dual/R@1": 0.2, "rerank/R@1": 0.18, "rerank/R@1_relative_gain": -0.1, "dual/R@10": 0.7,
-               "rerank/R@10": 0.69, "seed002_rerank/R@1": 0.19, "latency_ms/dual": 3.0, "latency_ms/rerank": 12.5,
-               "latency_ms/full_gallery_cross_encoder": 234.0}
-    write_record(tmp_path, "03_cross_modal_attention", metrics)
+    write_record(tmp_path, "03_cross_modal_attention", RERANK_03)
     assert "catalogue's labels" not in findings.render_findings(findings.read_records(tmp_path))
     write_record(tmp_path, "03_cross_modal_attention",
-                 {**metrics, "label_rerank/R@1": 0.45, "label_rerank/R@1_relative_gain": 1.25})
+                 {**RERANK_03, "label_rerank/R@1": 0.45, "label_rerank/R@1_relative_gain": 1.25})
     text = findings.render_findings(findings.read_records(tmp_path))
     assert "catalogue's labels" in text and "R@1 0.450 (+0.250, one seed" in text and "+125 % relative" in text
 
@@ -85,6 +87,15 @@ def test_seeded_records_render_mean_and_std_and_a_verdict_per_comparison(tmp_pat
     assert ("CRL stage 1 minus global CLIP: +6.0 ± 1.0, higher under all 3 seeds by more than the spread: "
             "a finding") in text
     assert "stage 2 minus stage 1: +0.3 ± 1.2, higher under 2 of 3 seeds: not a finding" in text
+
+
+def test_the_header_names_the_records_run_under_the_first_seed_only(tmp_path):
+    (tmp_path / "03_cross_modal_attention.json").write_text(json.dumps(seeded_record(
+        "03_cross_modal_attention", {name: [value, value + 0.01, value + 0.02] for name, value in RERANK_03.items()})))
+    for stem in ("05_conditional_embeddings", "08_scaling_out"):  # 05 has a bullet, 08 none (not named)
+        write_record(tmp_path, stem, {"map/global_clip/overall": 0.5})
+    header = findings.render_findings(findings.read_records(tmp_path)).split("\n")[0]
+    assert "seeds 0, 1, 2; mean ± standard deviation over the seeds (05 under the first seed only)" in header
 
 
 def test_a_constant_metric_stays_a_plain_number_and_a_one_seed_record_says_so():
