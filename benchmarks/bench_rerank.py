@@ -10,7 +10,8 @@ every ``test`` caption; the script prints test R@1 for each weight of the dual l
 
     python benchmarks/bench_rerank.py [--data-root DIR] [--seeds 0,1] [--threads 2]
 
-The matcher's recipe is notebook 03's ``real`` profile (``notebooks/profiles/03_cross_modal_attention.json``);
+The matcher's recipe is notebook 03's under its ``real`` profile (the parameter cell's defaults updated with
+``notebooks/profiles/03_cross_modal_attention.json``, read by ``course_utils.run.notebook_settings``);
 the first run pretrains and fine-tunes the dual encoder (cached, ~20 minutes on 2 cores). Goal (issue 14):
 re-ranking raises R@1 by >= 20 % relative. Nothing is asserted: the script prints numbers.
 """
@@ -25,13 +26,10 @@ import torch
 
 import course_utils as cu
 from course_utils.paths import shared_data_dir
-from course_utils.run import NOTEBOOK_DIR, parse_seeds, profile_parameters
+from course_utils.run import NOTEBOOK_DIR, notebook_settings, parse_seeds
 from course_utils.tasks import rerank
 
 DUAL_WEIGHTS = (0.0, 0.3, 1.0, 3.0, 10.0)
-# (arm, split the matcher trains on, matcher width, blocks)
-ARMS = (("notebook 03: train pairs", "train", 64, 2), ("pairs the dual never saw: val", "val", 64, 2),
-        ("wider matcher: train pairs", "train", 128, 3))
 
 
 def split_tokens(dual, experiment, split) -> tuple[cu.embed.ImageTokens, cu.embed.TextTokens]:
@@ -51,9 +49,11 @@ def train_matcher(images, texts, similarity: torch.Tensor, width: int, layers: i
         seed=seed, easy_epochs=settings["itm_easy_epochs"], random_share=settings["itm_random_share"])
     torch.manual_seed(seed)
     matcher = cu.models.cross_modal.ImageTextMatcher(images.tokens.shape[-1], texts.tokens.shape[-1], width=width,
-                                                     heads=4, layers=layers, n_image_tokens=images.tokens.shape[1])
-    config = cu.train.TrainConfig(epochs=settings["itm_epochs"], batch_size=32, lr=1e-3, weight_decay=0.05,
-                                  warmup_steps=10, seed=seed)
+                                                     heads=settings["itm_heads"], layers=layers,
+                                                     n_image_tokens=images.tokens.shape[1])
+    config = cu.train.TrainConfig(epochs=settings["itm_epochs"], batch_size=settings["itm_batch_size"],
+                                  lr=settings["itm_lr"], weight_decay=settings["itm_weight_decay"],
+                                  warmup_steps=settings["itm_warmup_steps"], seed=seed)
     cu.train.fit(matcher, pairs, rerank.itm_batch_loss(rerank.token_pair_logits(images, texts)), config,
                  progress=False)
     return matcher.eval()
@@ -75,18 +75,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=str(shared_data_dir() / "fashion-product-small"))
     parser.add_argument("--seeds", default="0,1", help="matcher seeds (the dual encoder is seed 0's)")
-    parser.add_argument("--rerank-k", type=int, default=20)
+    parser.add_argument("--rerank-k", type=int, default=None, help="candidates re-ranked (default: notebook 03's)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = {"mining_k": 32, "itm_epochs": 5, "itm_easy_epochs": 2, "itm_random_share": 0.25}
-    settings.update({key: value for key, value in profile_parameters(
-        NOTEBOOK_DIR / "03_cross_modal_attention.ipynb", "real").items() if key in settings})
+    settings = notebook_settings(NOTEBOOK_DIR / "03_cross_modal_attention.ipynb", "real")
+    rerank_k = args.rerank_k or settings["rerank_k"]
+    recipe = {name: value for name, value in settings.items() if name.startswith(("itm_", "mining_"))}
     print(f"threads {args.threads}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load average "
-          f"{os.getloadavg()[0]:.2f}; matcher recipe {settings}", flush=True)
+          f"{os.getloadavg()[0]:.2f}; matcher recipe {recipe}, top-{rerank_k}", flush=True)
 
-    experiment = cu.tasks.load_experiment("fashion-product-small", args.data_root, "photo-clip-resnet18", "photo",
-                                          "real", 0, "cpu")
+    width, layers = settings["itm_width"], settings["itm_layers"]
+    # (arm, split the matcher trains on, matcher width, blocks)
+    arms = (("notebook 03: train pairs", "train", width, layers), ("pairs the dual never saw: val", "val", width, layers),
+            ("wider matcher: train pairs", "train", 2 * width, layers + 1))
+
+    experiment = cu.tasks.load_experiment(settings["dataset"], args.data_root, settings["model"],
+                                          settings["pretrained"], "real", 0, "cpu", settings["test_size"])
     dual, _ = cu.tasks.retrieval.finetuned_bundle(experiment, progress=False)
     splits = {"train": experiment.train, "val": experiment.catalogue.split("val"), "test": experiment.test}
     tokens = {name: split_tokens(dual, experiment, split) for name, split in splits.items()}
@@ -99,14 +104,14 @@ def main() -> None:
     print("| matcher | seed | train s | " + " | ".join(f"R@1 w={w:g}" for w in DUAL_WEIGHTS)
           + " | best vs dual |")
     print("|---" * (len(DUAL_WEIGHTS) + 4) + "|")
-    for arm, split, width, layers in ARMS:
+    for arm, split, width, layers in arms:
         for seed in parse_seeds(args.seeds):
             started = time.perf_counter()
             matcher = train_matcher(*tokens[split], similarity[split], width, layers, settings, seed)
             seconds = time.perf_counter() - started
             run = rerank.rerank_split(dual, test_images, test_texts,
                                       {arm: (matcher, rerank.token_pair_logits(test_images, test_texts))},
-                                      args.rerank_k)
+                                      rerank_k)
             recalls = [run.recall(arm, weight, (1,))[1] for weight in DUAL_WEIGHTS]
             print(f"| {arm} | {seed} | {seconds:.0f} | " + " | ".join(f"{r:.3f}" for r in recalls)
                   + f" | {max(recalls) / dual_r1['test'] - 1:+.1%} |", flush=True)

@@ -18,6 +18,7 @@ standard deviation over the seeds (:func:`course_utils.results.aggregate_seeds`)
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import difflib
 import functools
@@ -70,6 +71,19 @@ def profile_parameters(notebook: Path, profile: str) -> dict:
         for layer in layers:
             parameters.update(by_profile.get(layer, {}))
     return parameters
+
+
+def notebook_settings(notebook: Path, profile: str) -> dict:
+    """Every parameter ``notebook`` runs with under ``profile``: the defaults of its cell tagged ``parameters``
+    (read by ``papermill.inspect_notebook``, parsed as Python literals) updated with :func:`profile_parameters`.
+
+    For scripts that repeat a notebook's recipe (``benchmarks/``): they read it here instead of copying it.
+    """
+    import papermill
+
+    defaults = {name: ast.literal_eval(parameter["default"])
+                for name, parameter in papermill.inspect_notebook(str(notebook)).items()}
+    return {**defaults, **profile_parameters(notebook, profile)}
 
 
 def in_profile(notebooks: list[Path], profile: str) -> list[Path]:

@@ -138,3 +138,13 @@ def test_real_profiles_need_a_data_root_and_write_outside_the_course_outputs(tmp
     assert run.real_profile_outputs("real", {"data_root": "/data"}, None) == tmp_path / "real"
     assert run.real_profile_outputs("ci", {}, None) is None
     assert os.environ["FASHION_COURSE_FIGURES"] == str(tmp_path / "real" / "figures")
+
+
+def test_notebook_settings_are_the_parameter_cell_updated_by_the_profile():
+    notebook = run.NOTEBOOK_DIR / "03_cross_modal_attention.ipynb"
+    default, full = run.notebook_settings(notebook, "ci"), run.notebook_settings(notebook, "full")
+    assert set(default) == run.notebook_parameters(notebook)
+    assert default["mining_k"] == full["mining_k"] == 32 and default["dual_weights"] == [0.0, 0.3, 1.0, 3.0]
+    assert (default["itm_epochs"], full["itm_epochs"]) == (5, 12) and full["profile"] == "full"
+    for other in run.discover():  # every parameter cell holds literals the helper can read
+        assert run.notebook_settings(other, "ci")["profile"] == "ci"
