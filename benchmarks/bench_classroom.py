@@ -3,11 +3,13 @@
 Starts ``python -m course_utils.serve`` on a free localhost port (or uses ``--url``, which must be a loopback
 address), waits until it answers, then opens N pages at once in ONE headless Chromium (one browser, N contexts:
 N independent viewers with their own cookies and cache), types a text query in each and waits for its result
-thumbnails — by default three times (``--type-when``), each in a fresh browser: each viewer typing as soon as its
+thumbnails — by default four times (``--type-when``), each in a fresh browser: each viewer typing as soon as its
 own page is ready (its query then overlaps the other pages still loading on the same cores); all viewers typing at
-the same moment once every page is ready; and all together once every page is ready *and* the browser has gone
+the same moment once every page is ready; all together once every page is ready *and* the browser has gone
 idle (a class told "now type" once everyone sees the page: N Chromium renderers keep the cores busy for seconds
-after their pages' scripts have run, a start-up tail that is the browsers', not the demo's). Reports p50 / p95 /
+after their pages' scripts have run, a start-up tail that is the browsers', not the demo's); and, from that same
+moment, each viewer pressing Enter at its own time, drawn uniformly over ``--spread`` seconds (people finish
+typing at different moments; all-settled is the worst case of this). Reports p50 / p95 /
 max of the time to a ready page (navigation start -> the page's script has run, on the page's own clock), of the
 time to results (Enter -> ``top_k`` decoded thumbnails under a header naming the query, page clock), and of the
 server's own answer time for those queries (arrival -> answer, from its ``/health``: it separates the server from
@@ -67,7 +69,10 @@ PATTERNS = ["striped", "floral", "checked", "plain"]
 GARMENTS = ["shirt", "dress", "trousers", "skirt", "jacket", "coat"]
 TOP_K = 8  # the page's default top k
 TYPE_WHEN = {"ready": "each types when its page is ready", "all-ready": "all type together once all are ready",
-             "all-settled": "all type together once all are ready and the browser is idle"}
+             "all-settled": "all type together once all are ready and the browser is idle",
+             "spread": "each presses Enter at its own moment within {spread:g} s once all are ready and the browser "
+                       "is idle"}
+SPREAD_S = 5.0  # 'spread': Enter times drawn uniformly over this many seconds (a class typing three-word queries)
 QUIET_CORES = 0.25  # 'all-settled': the browser counts as idle below this many cores busy over QUIET_WINDOW_S
 QUIET_WINDOW_S = 1.0
 CHROMIUM_FLAGS = [
@@ -153,7 +158,7 @@ class PageResult:
     results_s: float | None = None
     ready_wall_s: float | None = None
     results_wall_s: float | None = None
-    waited_s: float | None = None  # 'all-ready' / 'all-settled': ready -> Enter, at the starting line
+    waited_s: float | None = None  # all but 'ready': ready -> Enter (the starting line, plus its delay in 'spread')
     thumbnails: int = 0
     header: str = ""
     failure: str | None = None
@@ -299,11 +304,11 @@ async def browser_quiet(monitor: MemoryMonitor, timeout_s: float) -> None:
 
 
 async def one_viewer(context, url: str, index: int, query: str, top_k: int, timeout_s: float,
-                     together: Together | None = None) -> PageResult:
+                     together: Together | None = None, delay_s: float = 0.0) -> PageResult:
     """Open the page in ``context``, type ``query`` in the text demo, wait for its results.
 
     Without ``together`` the viewer presses Enter as soon as its page is ready (while other pages may still load);
-    with it, once every viewer's page is ready."""
+    with it, once every viewer's page is ready, ``delay_s`` seconds after the starting line opens."""
     result, arrived = PageResult(index), False
     page = await context.new_page()
     timeout_ms = timeout_s * 1000
@@ -322,6 +327,7 @@ async def one_viewer(context, url: str, index: int, query: str, top_k: int, time
             arrived = True
             together.arrive()
             await asyncio.wait_for(together.all_here.wait(), timeout_s)
+            await asyncio.sleep(delay_s)
         asked = time.perf_counter()
         if together is not None:
             result.waited_s = asked - start - result.ready_wall_s
@@ -345,10 +351,12 @@ async def one_viewer(context, url: str, index: int, query: str, top_k: int, time
 
 async def run_viewers(url: str, queries: list[str], chromium: str, top_k: int = TOP_K,
                       timeout_s: float = 60.0, deadline_s: float = 300.0, screenshot: Path | None = None,
-                      monitor: MemoryMonitor | None = None, when: str = "ready") -> list[PageResult]:
+                      monitor: MemoryMonitor | None = None, when: str = "ready",
+                      spread_s: float = SPREAD_S) -> list[PageResult]:
     """One viewer per query, all at once, in one headless Chromium (one context each); all stay open until the
     last is done. ``when`` (a key of :data:`TYPE_WHEN`): each viewer presses Enter once its page is ready, or all
-    at the same moment once every page is ready ('all-ready'), and the browser is idle ('all-settled').
+    at the same moment once every page is ready ('all-ready'), and the browser is idle ('all-settled'), or, from
+    that moment, each at its own time drawn uniformly (seeded) over ``spread_s`` seconds ('spread').
     ``monitor``: samples memory during the run (and tells when the browser is idle; one is made if not given)."""
     pages = len(queries)
     from playwright.async_api import async_playwright
@@ -358,10 +366,12 @@ async def run_viewers(url: str, queries: list[str], chromium: str, top_k: int = 
         try:
             contexts = [await browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(pages)]
             own_monitor, monitor = monitor is None, (monitor or MemoryMonitor(None)).start()
-            settle = (lambda: browser_quiet(monitor, timeout_s)) if when == "all-settled" else None
+            settle = (lambda: browser_quiet(monitor, timeout_s)) if when in ("all-settled", "spread") else None
             line = Together(pages, settle) if when != "ready" else None
-            work = [one_viewer(context, url, i, query, top_k, timeout_s, line)
-                    for i, (context, query) in enumerate(zip(contexts, queries))]
+            rng = random.Random(0)
+            delays = [rng.uniform(0, spread_s) if when == "spread" else 0.0 for _ in queries]
+            work = [one_viewer(context, url, i, query, top_k, timeout_s, line, delay)
+                    for i, (context, query, delay) in enumerate(zip(contexts, queries, delays))]
             try:
                 results = await asyncio.wait_for(asyncio.gather(*work), deadline_s)
             except asyncio.TimeoutError:
@@ -493,7 +503,9 @@ def table(rows: list[dict]) -> str:
         browser = (f"{gib(memory['browser_rss'])} / {gib(memory['browser_pss'])} ({memory['browser_processes']} "
                    "processes)" if memory.get("browser_rss") else "no browser")
         waited = summary["waited_s"]["min"]  # the last viewer to be ready waited the least: the settling time
-        mode = row["mode"] + (f" (Enter {waited:.1f} s after the last page was ready)" if waited is not None else "")
+        first = "first " if row.get("spread") else ""
+        mode = row["mode"] + (f" ({first}Enter {waited:.1f} s after the last page was ready)"
+                              if waited is not None else "")
         lines.append(
             f"| {summary['pages']}, {mode} | {summary['served']} | {summary['failures']} | "
             f"{span(summary['ready_s'])} | {span(summary['results_s'])} | {span(row['server_seconds'])} | "
@@ -517,7 +529,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--type-when", nargs="+", choices=list(TYPE_WHEN), default=list(TYPE_WHEN),
                         help="browser phases, each in a fresh browser: 'ready' = each viewer types as soon as its "
                              "page is ready (its query overlaps other pages still loading); 'all-ready' = all type "
-                             "at the same moment once every page is ready (default: both)")
+                             "at the same moment once every page is ready; 'all-settled' = the same once the browser "
+                             "is idle too; 'spread' = from then on, each at its own moment within --spread seconds "
+                             "(default: all four)")
+    parser.add_argument("--spread", type=float, default=SPREAD_S,
+                        help=f"'spread': seconds over which the viewers' Enter presses are drawn (default {SPREAD_S:g})")
     parser.add_argument("--screenshots", type=Path, default=None, help="save the first page's screenshot here")
     parser.add_argument("--json", type=Path, default=None, help="write results here (default outputs/bench/)")
     parser.add_argument("--server-cpus", type=int, nargs="+", default=None,
@@ -572,8 +588,9 @@ def main(argv: list[str] | None = None) -> int:
         for when in args.type_when:
             monitor, server_cpu = MemoryMonitor(server_pid), ServerCpu(server_pid)
             results = asyncio.run(run_viewers(url, queries, chromium, TOP_K, args.timeout, args.deadline, screenshot,
-                                              monitor, when))
-            rows.append({"mode": f"headless Chromium pages, {TYPE_WHEN[when]}", "results": results,
+                                              monitor, when, args.spread))
+            rows.append({"mode": f"headless Chromium pages, {TYPE_WHEN[when].format(spread=args.spread)}",
+                         "spread": when == "spread", "results": results,
                          "cpu_s": server_cpu.used(), "memory": monitor.stop(),
                          "server_seconds": wait_until_served(url, last=len(queries))
                          .get("answer_seconds", {}).get("text")})

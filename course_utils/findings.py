@@ -203,8 +203,17 @@ def render_findings(records: dict[str, dict], profile: str = "full", timings: di
 
 
 def render_runtimes(timings: dict[str, float]) -> str:
-    """One line from a run's ``timings-<profile>.json``: papermill seconds per notebook and the total."""
-    notebooks = ", ".join(f"{stem[:2]} {seconds:.0f} s" for stem, seconds in timings.items())
+    """One line from a run's ``timings-<profile>.json``: papermill seconds per notebook and the total.
+
+    A run with ``--seeds`` also times each further seed's run (``"<stem> (seed 1)"``): given beside the first's, as
+    ``01 833 s (seed 1: 790 s)``."""
+    runs: dict[str, list[str]] = {}
+    for stem, seconds in timings.items():
+        further_seed = re.search(r"\((seed \d+)\)$", stem)
+        runs.setdefault(stem[:2], []).append(f"{further_seed.group(1)}: " if further_seed else "")
+        runs[stem[:2]][-1] += f"{seconds:.0f} s"
+    notebooks = ", ".join(f"{number} {first}" + (f" ({', '.join(further)})" if further else "")
+                          for number, (first, *further) in runs.items())
     return (f"Runtime of that run (papermill wall time per notebook, kernel start included): {notebooks}; "
             f"{sum(timings.values()) / 60:.1f} min in all.")
 
