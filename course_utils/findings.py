@@ -210,8 +210,8 @@ def render_runtimes(timings: dict[str, float]) -> str:
     runs: dict[str, list[str]] = {}
     for stem, seconds in timings.items():
         further_seed = re.search(r"\((seed \d+)\)$", stem)
-        runs.setdefault(stem[:2], []).append(f"{further_seed.group(1)}: " if further_seed else "")
-        runs[stem[:2]][-1] += f"{seconds:.0f} s"
+        label = f"{further_seed.group(1)}: " if further_seed else ""
+        runs.setdefault(stem[:2], []).append(f"{label}{seconds:.0f} s")
     notebooks = ", ".join(f"{number} {first}" + (f" ({', '.join(further)})" if further else "")
                           for number, (first, *further) in runs.items())
     return (f"Runtime of that run (papermill wall time per notebook, kernel start included): {notebooks}; "
