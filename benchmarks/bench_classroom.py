@@ -503,7 +503,7 @@ def table(rows: list[dict]) -> str:
         browser = (f"{gib(memory['browser_rss'])} / {gib(memory['browser_pss'])} ({memory['browser_processes']} "
                    "processes)" if memory.get("browser_rss") else "no browser")
         waited = summary["waited_s"]["min"]  # the last viewer to be ready waited the least: the settling time
-        first = "first " if row.get("spread") else ""
+        first = "first " if row.get("when") == "spread" else ""
         mode = row["mode"] + (f" ({first}Enter {waited:.1f} s after the last page was ready)"
                               if waited is not None else "")
         lines.append(
@@ -590,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
             results = asyncio.run(run_viewers(url, queries, chromium, TOP_K, args.timeout, args.deadline, screenshot,
                                               monitor, when, args.spread))
             rows.append({"mode": f"headless Chromium pages, {TYPE_WHEN[when].format(spread=args.spread)}",
-                         "spread": when == "spread", "results": results,
+                         "when": when, "results": results,
                          "cpu_s": server_cpu.used(), "memory": monitor.stop(),
                          "server_seconds": wait_until_served(url, last=len(queries))
                          .get("answer_seconds", {}).get("text")})
