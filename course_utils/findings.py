@@ -133,7 +133,12 @@ def _03(r: dict) -> str:
             f"{m['latency_ms/full_gallery_cross_encoder']:.0f} ms for the cross-encoder over the whole gallery."
             + (f" Re-ranking with the catalogue's labels instead (no pixels: the query's words against each "
                f"candidate's labels): R@1 {m['label_rerank/R@1']:.3f} ({compare(r, 'label_rerank/R@1', 'dual/R@1')}; "
-               f"{100 * m['label_rerank/R@1_relative_gain']:+.0f} % relative)." if "label_rerank/R@1" in m else ""))
+               f"{100 * m['label_rerank/R@1_relative_gain']:+.0f} % relative)." if "label_rerank/R@1" in m else "")
+            + (f" The same labels guessed from the photos (the vote of the nearest train photos in the dual encoder's "
+               f"image space): R@1 {m['photo_label_rerank/R@1']:.3f} "
+               f"({compare(r, 'photo_label_rerank/R@1', 'dual/R@1')}; "
+               f"{100 * m['photo_label_rerank/R@1_relative_gain']:+.0f} % relative)."
+               if "photo_label_rerank/R@1" in m else ""))
 
 
 def _04(r: dict) -> str:

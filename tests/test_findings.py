@@ -32,13 +32,19 @@ RERANK_03 = {"dual/R@1": 0.2, "rerank/R@1": 0.18, "rerank/R@1_relative_gain": -0
              "latency_ms/full_gallery_cross_encoder": 234.0}
 
 
-def test_the_03_bullet_names_the_label_re_ranker_only_when_the_record_has_it(tmp_path):
+def test_the_03_bullet_names_the_label_re_rankers_only_when_the_record_has_them(tmp_path):
     write_record(tmp_path, "03_cross_modal_attention", RERANK_03)
     assert "catalogue's labels" not in findings.render_findings(findings.read_records(tmp_path))
     write_record(tmp_path, "03_cross_modal_attention",
                  {**RERANK_03, "label_rerank/R@1": 0.45, "label_rerank/R@1_relative_gain": 1.25})
     text = findings.render_findings(findings.read_records(tmp_path))
     assert "catalogue's labels" in text and "R@1 0.450 (+0.250, one seed" in text and "+125 % relative" in text
+    assert "guessed from the photos" not in text
+    write_record(tmp_path, "03_cross_modal_attention",
+                 {**RERANK_03, "label_rerank/R@1": 0.45, "label_rerank/R@1_relative_gain": 1.25,
+                  "photo_label_rerank/R@1": 0.21, "photo_label_rerank/R@1_relative_gain": 0.05})
+    text = findings.render_findings(findings.read_records(tmp_path))
+    assert "guessed from the photos" in text and "R@1 0.210 (+0.010, one seed" in text and "+5 % relative" in text
 
 
 def test_records_of_another_profile_are_refused(tmp_path):

@@ -6,7 +6,8 @@ holds the recipe and its evaluation:
 * training data and loss: :func:`mine_hard_negatives`, :class:`HardNegativePairs`, :func:`itm_batch_loss`, and
   the pair scorers :func:`token_pair_logits`, :func:`pooled_pair_logits`, :func:`live_pair_logits`;
 * re-ranking: :func:`top_k_candidates`, :func:`score_candidates`, :func:`rerank`, :func:`reranked_similarity`;
-* a re-ranker with the catalogue's labels: :func:`fit_caption_labels`, :func:`label_agreement`;
+* a re-ranker with the catalogue's labels: :func:`fit_caption_labels`, :func:`label_agreement`, and the same labels
+  as the photos suggest them, :func:`neighbour_labels`;
 * evaluation: :func:`rerank_split` / :class:`RerankedSplit` (Recall@K after re-ranking), :func:`pick_dual_weight`;
 * deployment: :func:`cross_encoder_reranker`, the hook ``FashionRetriever.reranker`` calls;
 * a trained re-ranker on disk: :func:`save_reranker`, :func:`load_reranker`, :func:`evaluate_reranker` (what
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from torch import nn
 from torch.utils.data import Dataset
@@ -309,6 +311,37 @@ def label_agreement(models: dict[str, Pipeline], queries: Sequence[str], gallery
                  for labels in gallery_attributes]
         agreement += log_p[:, index]
     return agreement
+
+
+def neighbour_labels(train_embeddings: torch.Tensor, train_attributes: Sequence[dict[str, str]],
+                     embeddings: torch.Tensor, k: int = 10) -> list[dict[str, str]]:
+    """Each item's labels as its photo suggests them: per attribute, the vote of the ``k`` training items whose image
+    embeddings are nearest (cosine), each vote weighted by 1 / distance (scikit-learn's ``KNeighborsClassifier``).
+
+    The result has the form of a catalogue's labels, so :func:`label_agreement` reads it in their place: a
+    re-ranker with labels predicted from pixels instead of taken from the metadata.
+
+    Args:
+        train_embeddings: ``(n, d)`` image embeddings of the training items.
+        train_attributes: their labels; an item without a label for an attribute does not vote on it.
+        embeddings: ``(m, d)`` image embeddings of the items to label.
+        k: neighbours per vote (fewer when fewer training items carry the attribute).
+
+    Returns:
+        ``m`` dicts, attribute name -> predicted label, for every attribute of the training labels.
+    """
+    if len(train_embeddings) != len(train_attributes):
+        raise ValueError(f"{len(train_embeddings)} training embeddings but {len(train_attributes)} attribute dicts")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    predicted = [{} for _ in range(len(embeddings))]
+    for name in sorted({key for labels in train_attributes for key in labels}):
+        rows = [i for i, labels in enumerate(train_attributes) if name in labels]
+        vote = KNeighborsClassifier(min(k, len(rows)), weights="distance", metric="cosine")
+        vote.fit(train_embeddings[rows].numpy(), [train_attributes[i][name] for i in rows])
+        for labels, value in zip(predicted, vote.predict(embeddings.numpy())):
+            labels[name] = str(value)
+    return predicted
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------------

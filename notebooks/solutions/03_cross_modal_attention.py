@@ -32,6 +32,8 @@ oracle row)?
 Exercise 6 (think). It needs a label on every gallery item and queries that name one. New or user-uploaded photos,
 or a marketplace whose sellers tag sparsely or wrongly, give it nothing or the wrong thing to compare; a query about
 what the labels do not cover (a print, a neckline shape, "like this one" with an image) gives it nothing to read.
+Guessing the labels from the photos instead (the notebook's "labels from photos" row) can recover only what the
+image tower already sees: compare that row's gain with the catalogue labels' gain.
 Together with the cross-encoder: add its log-probability as one more term of the final score (matcher logit +
 ``dual_weight`` x dual logit + a weight x label agreement, both weights picked on val), or let it pre-filter the
 candidates only when the query names a label with high probability, and let the cross-encoder order the rest.

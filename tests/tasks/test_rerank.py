@@ -363,3 +363,30 @@ def test_label_agreement_skips_missing_labels_and_floors_unseen_ones():
     shirt_term = rr.label_agreement(models, ["zeta red shirt"], [{"articleType": "shirt"}])[0, 0]
     assert agreement[0, 0] == pytest.approx(shirt_term)  # no colour label: no colour term
     assert agreement[0, 1] == pytest.approx(shirt_term + math.log(1e-3))  # a colour never seen in training
+
+
+def test_neighbour_labels_take_the_vote_of_the_nearest_training_photos():
+    # two directions in embedding space: "red shirt" photos near (1, 0), "black shoes" photos near (0, 1)
+    train = torch.tensor([[1.0, 0.1], [1.0, -0.1], [0.9, 0.0], [0.1, 1.0], [-0.1, 1.0]])
+    labels = [{"baseColour": "red", "articleType": "shirt"}] * 3 + [{"baseColour": "black", "articleType": "shoes"},
+                                                                      {"articleType": "shoes"}]
+    predicted = rr.neighbour_labels(train, labels, torch.tensor([[1.0, 0.05], [0.0, 1.0]]), k=2)
+    assert predicted == [{"articleType": "shirt", "baseColour": "red"}, {"articleType": "shoes", "baseColour": "black"}]
+    # the unlabelled photo does not vote on colour: with k=5 the colour vote has 4 voters, 3 of them red and far
+    # away; the black one is nearest and weighs most (1 / distance)
+    near_shoes = rr.neighbour_labels(train, labels, torch.tensor([[0.05, 1.0]]), k=5)[0]
+    assert near_shoes == {"articleType": "shoes", "baseColour": "black"}
+
+
+def test_neighbour_labels_feed_label_agreement_and_check_their_input():
+    models = rr.fit_caption_labels(*_labelled_captions())
+    train = torch.eye(3)
+    gallery = rr.neighbour_labels(train, [{"baseColour": c, "articleType": "shirt"} for c in ("black", "white", "red")],
+                                  torch.tensor([[0.0, 0.1, 1.0], [1.0, 0.0, 0.1]]), k=1)
+    assert gallery == [{"articleType": "shirt", "baseColour": "red"}, {"articleType": "shirt", "baseColour": "black"}]
+    agreement = rr.label_agreement(models, ["acme red shirt"], gallery)
+    assert agreement.argmax(dim=1).tolist() == [0]  # the photo next to the red shirt
+    with pytest.raises(ValueError, match="3 training embeddings but 2 attribute dicts"):
+        rr.neighbour_labels(train, [{}, {}], train)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        rr.neighbour_labels(train, [{}] * 3, train, k=0)
