@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .paths import REPO_ROOT
+from .results import parse_timing_key
 
 RECORDS = REPO_ROOT / "results" / "full"
 README = REPO_ROOT / "README.md"
@@ -210,13 +211,12 @@ def render_findings(records: dict[str, dict], profile: str = "full", timings: di
 def render_runtimes(timings: dict[str, float]) -> str:
     """One line from a run's ``timings-<profile>.json``: papermill seconds per notebook and the total.
 
-    A run with ``--seeds`` also times each further seed's run (``"<stem> (seed 1)"``): given beside the first's, as
-    ``01 833 s (seed 1: 790 s)``."""
+    A run with ``--seeds`` also times each further seed's run (:func:`course_utils.results.timing_key`): given beside
+    the first's, as ``01 833 s (seed 1: 790 s)``."""
     runs: dict[str, list[str]] = {}
-    for stem, seconds in timings.items():
-        further_seed = re.search(r"\((seed \d+)\)$", stem)
-        label = f"{further_seed.group(1)}: " if further_seed else ""
-        runs.setdefault(stem[:2], []).append(f"{label}{seconds:.0f} s")
+    for key, seconds in timings.items():
+        stem, seed = parse_timing_key(key)
+        runs.setdefault(stem[:2], []).append(("" if seed is None else f"seed {seed}: ") + f"{seconds:.0f} s")
     notebooks = ", ".join(f"{number} {first}" + (f" ({', '.join(further)})" if further else "")
                           for number, (first, *further) in runs.items())
     return (f"Runtime of that run (papermill wall time per notebook, kernel start included): {notebooks}; "

@@ -2,7 +2,8 @@
 
 ``write_results`` stores a notebook's parameters, metrics and tables in ``outputs/results/<notebook>.json``;
 ``aggregate_seeds`` adds to each record the same notebook's metrics under other seeds (values, mean, std);
-``build_report`` gathers every record into ``outputs/RESULTS.md``, a report an instructor can project.
+``build_report`` gathers every record into ``outputs/RESULTS.md``, a report an instructor can project;
+``timing_key`` / ``parse_timing_key`` name a notebook's run under a further seed in a run's timings file.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,6 +77,18 @@ def read_results(directory: Path | None = None) -> list[dict]:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def timing_key(stem: str, seed: int | None = None) -> str:
+    """A run's timings-file key: the notebook's stem for the first seed's run, ``"<stem> (seed <s>)"`` for a further
+    seed's (``python -m course_utils.run --seeds``)."""
+    return stem if seed is None else f"{stem} (seed {seed})"
+
+
+def parse_timing_key(key: str) -> tuple[str, int | None]:
+    """``(stem, seed)`` of a :func:`timing_key`; ``seed`` is ``None`` for the first seed's run."""
+    further = re.fullmatch(r"(.+) \(seed (\d+)\)", key)
+    return (further.group(1), int(further.group(2))) if further else (key, None)
 
 
 def aggregate_seeds(folders: dict[int, Path], notebooks: Sequence[str] | None = None) -> list[Path]:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from .paths import REPO_ROOT, outputs_dir
-from .results import aggregate_seeds, build_report
+from .results import aggregate_seeds, build_report, timing_key
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PROFILES = ("ci", "full", "real", "real-ci")
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             repeated = run(experiments, folder, extra={**extra, "seed": seed})
         if repeated is None:
             return 1
-        timings.update({f"{stem} (seed {seed})": seconds for stem, seconds in repeated.items()})
+        timings.update({timing_key(stem, seed): seconds for stem, seconds in repeated.items()})
         results[seed] = folder / "results"
     if len(results) > 1:
         aggregated = aggregate_seeds(results, [notebook.stem for notebook in experiments])

@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from course_utils.results import aggregate_seeds, build_report, read_results, write_results
+from course_utils.results import (
+    aggregate_seeds,
+    build_report,
+    parse_timing_key,
+    read_results,
+    timing_key,
+    write_results,
+)
 
 
 def test_records_round_trip_and_report(tmp_path, monkeypatch):
@@ -58,3 +65,10 @@ def test_aggregate_seeds_refuses_a_record_of_another_seed(tmp_path):
     _record(folders[1], "01_demo", 0, {"r10": 0.5})
     with pytest.raises(ValueError, match=r"b/01_demo.json was produced with seed 0, not 1"):
         aggregate_seeds(folders)
+
+
+def test_timing_keys_name_further_seeds_and_read_back():
+    assert timing_key("03_cross_modal_attention") == "03_cross_modal_attention"
+    assert timing_key("03_cross_modal_attention", 1) == "03_cross_modal_attention (seed 1)"
+    for stem, seed in [("01_baseline_clip", None), ("01_baseline_clip", 12), ("my (seed) notes", 3)]:
+        assert parse_timing_key(timing_key(stem, seed)) == (stem, seed)
