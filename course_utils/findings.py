@@ -132,14 +132,20 @@ def _03(r: dict) -> str:
             f"({compare(r, 'seed002_rerank/R@1', 'dual/R@1', unit=' over the dual encoder')}). Latency per query: "
             f"{m['latency_ms/dual']:.1f} ms dual, {m['latency_ms/rerank']:.1f} ms re-ranked, "
             f"{m['latency_ms/full_gallery_cross_encoder']:.0f} ms for the cross-encoder over the whole gallery."
-            + (f" Re-ranking with the catalogue's labels instead (no pixels: the query's words against each "
-               f"candidate's labels): R@1 {m['label_rerank/R@1']:.3f} ({compare(r, 'label_rerank/R@1', 'dual/R@1')}; "
-               f"{100 * m['label_rerank/R@1_relative_gain']:+.0f} % relative)." if "label_rerank/R@1" in m else "")
-            + (f" The same labels guessed from the photos (the vote of the nearest train photos in the dual encoder's "
-               f"image space): R@1 {m['photo_label_rerank/R@1']:.3f} "
-               f"({compare(r, 'photo_label_rerank/R@1', 'dual/R@1')}; "
-               f"{100 * m['photo_label_rerank/R@1_relative_gain']:+.0f} % relative)."
-               if "photo_label_rerank/R@1" in m else ""))
+            + _label_rerank(r, "label_rerank", "Re-ranking with the catalogue's labels instead (no pixels: the "
+                            "query's words against each candidate's labels)")
+            + _label_rerank(r, "photo_label_rerank", "The same labels guessed from the photos (the vote of the "
+                            "nearest train photos in the dual encoder's image space)"))
+
+
+def _label_rerank(r: dict, key: str, what: str) -> str:
+    """A sentence on one of notebook 03's label re-rankers (``key``: its metrics' prefix), or "" when the record
+    predates it."""
+    m = numbers(r)
+    if f"{key}/R@1" not in m:
+        return ""
+    return (f" {what}: R@1 {m[f'{key}/R@1']:.3f} ({compare(r, f'{key}/R@1', 'dual/R@1')}; "
+            f"{100 * m[f'{key}/R@1_relative_gain']:+.0f} % relative).")
 
 
 def _04(r: dict) -> str:
