@@ -17,10 +17,11 @@ a browser whose N renderers share the same cores); failures with their
 reason; the peak memory of the serving process(es) (RSS) and, separately, of the browser's processes (sum of RSS,
 which counts shared pages once per process, and of PSS, which shares them out).
 
-Before the browser, the same N viewers run once as plain HTTP clients (threads released together: GET the page,
-POST the query; ``--no-http`` skips it): on a 2-core machine N Chromium renderers take most of the CPU from the
-server, which students' browsers, on their own machines, would not; this row shows the server alone. Each phase
-also reports the CPU seconds the server spent in it.
+Before the browser, the same N viewers run as plain HTTP clients (threads released together: GET the page, POST
+the query, accepting gzip as browsers do), twice: the second time the server has drawn the result thumbnails
+already (``--no-http`` skips both): on a 2-core machine N Chromium renderers take most of the CPU from the server,
+which students' browsers, on their own machines, would not; these rows show the server alone. Each phase also
+reports the CPU seconds the server spent in it.
 
 Bounded and local: every wait has a timeout, the whole page phase has ``--deadline``, the server it started is
 stopped at the end, and nothing but 127.0.0.1 is contacted. Needs Debian's chromium (``.ci/install_browser.sh``)
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import gzip
 import html
 import json
 import os
@@ -409,10 +411,17 @@ def summarise(results: list[PageResult]) -> dict:
     }
 
 
-def start_server(port: int, profile: str, workers: int, log: Path, env: dict | None = None) -> subprocess.Popen:
-    """``python -m course_utils.serve`` on 127.0.0.1:``port``, its output in ``log`` (``env``: its environment)."""
+def start_server(port: int, profile: str, workers: int, log: Path, env: dict | None = None,
+                 precomputed: list[str] | None = None) -> subprocess.Popen:
+    """``python -m course_utils.serve`` on 127.0.0.1:``port``, its output in ``log`` (``env``: its environment).
+
+    ``precomputed``: run ``precomputed_server.py`` instead, with the answers to these text queries computed
+    before it serves (the server's share of a query then is almost nothing)."""
     command = [sys.executable, "-m", "course_utils.serve", "--port", str(port), "--profile", profile,
                "--workers", str(workers)]
+    if precomputed:
+        command[1:3] = [str(Path(__file__).with_name("precomputed_server.py"))]
+        command += ["--top-k", str(TOP_K), "--texts", *precomputed]
     with open(log, "w") as handle:
         return subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT, env=env)
 
@@ -454,8 +463,18 @@ def span(stats: dict | None) -> str:
     return f"{stats['p50']:.2f} / {stats['p95']:.2f} / {stats['max']:.2f}"
 
 
+ACCEPT_GZIP = {"Accept-Encoding": "gzip"}  # what browsers send: the server may compress what it answers
+
+
+def read_body(response) -> bytes:
+    """The body of ``response``, decompressed when the server gzipped it."""
+    body = response.read()
+    return gzip.decompress(body) if response.headers.get("Content-Encoding") == "gzip" else body
+
+
 def http_viewers(url: str, queries: list[str], top_k: int = TOP_K, timeout_s: float = 60.0) -> list[PageResult]:
-    """The server alone: one client thread per query, released together, each GETs the page, then POSTs its query.
+    """The server alone: one client thread per query, released together, each GETs the page, then POSTs its query
+    (accepting gzip, as browsers do).
 
     No browser, so the times are the server's (and the loopback's): ``ready_s`` is the page fully received,
     ``results_s`` the answer fully received.
@@ -467,15 +486,16 @@ def http_viewers(url: str, queries: list[str], top_k: int = TOP_K, timeout_s: fl
         try:
             barrier.wait(timeout_s)
             start = time.perf_counter()
-            with urlopen(url, timeout=timeout_s) as response:
-                page = response.read()
+            with urlopen(Request(url, headers=ACCEPT_GZIP), timeout=timeout_s) as response:
+                page = read_body(response)
             result.ready_s = result.received_s = time.perf_counter() - start
             if b'data-kind="text"' not in page:
                 raise ValueError("the page has no text demo")
-            request = Request(f"{url}query/text?{urlencode({'text': query, 'top_k': top_k})}", data=b"", method="POST")
+            request = Request(f"{url}query/text?{urlencode({'text': query, 'top_k': top_k})}", data=b"", method="POST",
+                              headers=ACCEPT_GZIP)
             asked = time.perf_counter()
             with urlopen(request, timeout=timeout_s) as response:
-                answer = response.read().decode()
+                answer = read_body(response).decode()
             result.results_s = time.perf_counter() - asked
             header = re.search(r'class="fc-header"[^>]*>(.*?)</div>', answer)
             result.header = html.unescape(header.group(1)) if header else ""
@@ -520,6 +540,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="ci", choices=["ci", "full"], help="the server's catalogue")
     parser.add_argument("--workers", type=int, default=4, help="the server's query threads")
     parser.add_argument("--url", default=None, help="use a running server on this loopback URL instead of starting one")
+    parser.add_argument("--server", default="course", choices=["course", "precomputed"],
+                        help="'course': the classroom server; 'precomputed': the same with the viewers' text answers "
+                             "computed before the phases (benchmarks/precomputed_server.py), to separate the "
+                             "browsers' share of the time to results from the server's")
     parser.add_argument("--query", default=None,
                         help="one query for every viewer (default: a different one per viewer, e.g. 'navy floral dress')")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds each wait of a page may take")
@@ -562,8 +586,10 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         url, log = f"http://127.0.0.1:{port}/", folder / "bench_classroom_server.log"
         started = time.perf_counter()
-        process = start_server(port, args.profile, args.workers, log)
     queries = [args.query] * args.pages if args.query else viewer_queries(args.pages)
+    if not args.url:
+        process = start_server(port, args.profile, args.workers, log,
+                               precomputed=sorted(set(queries)) if args.server == "precomputed" else None)
     screenshot = args.screenshots / f"classroom_{args.pages}_pages.png" if args.screenshots else None
     server_pid = process.pid if process else None
     rows = []
@@ -575,10 +601,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.server_cpus and process is not None:
             for server_process in MemoryMonitor._tree(process.pid):
                 server_process.cpu_affinity(args.server_cpus)
-        if not args.no_http:  # first, so that no browser shares the cores with it
+        # first, so that no browser shares the cores with it; twice: the first time the server also draws the
+        # result thumbnails (PNG), the second time they are drawn and the server does what each query must
+        for mode in [] if args.no_http else ["plain HTTP clients (no browser)",
+                                             "plain HTTP clients (no browser), the same queries again"]:
             monitor, server_cpu = MemoryMonitor(server_pid).start(), ServerCpu(server_pid)
             results = http_viewers(url, queries, TOP_K, args.timeout)
-            rows.append({"mode": "plain HTTP clients (no browser)", "results": results, "cpu_s": server_cpu.used(),
+            rows.append({"mode": mode, "results": results, "cpu_s": server_cpu.used(),
                          "memory": monitor.stop(), "server_seconds": wait_until_served(url, last=len(queries))
                          .get("answer_seconds", {}).get("text")})
         if args.browser_cpus:
@@ -607,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
         "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "profile": args.profile, "workers": args.workers, "queries": args.query or "one per viewer",
+        "server": "given by --url" if args.url else args.server,
         "browser_nice": args.browser_nice, "server_cpus": args.server_cpus or "all",
         "browser_cpus": args.browser_cpus or "all", "server_startup_s": startup_s, "chromium": chromium,
     }
@@ -617,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(record, indent=2))
     print(f"{conditions['date_utc']} UTC · {conditions['machine']} · load average {load_before[0]:.1f} before, "
           f"{load_after[0]:.1f} after · profile {args.profile} · {args.workers} query threads · "
-          f"server start {startup_s} s · cores: server {conditions['server_cpus']}, browser "
+          f"server {conditions['server']}, start {startup_s} s · cores: server {conditions['server_cpus']}, browser "
           f"{conditions['browser_cpus']} · browser niceness {args.browser_nice}")
     print(table(rows))
     browser = rows[-1]["summary"]

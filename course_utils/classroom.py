@@ -20,7 +20,9 @@ Design, in the order a request sees it:
   (``run_*_query``): the same result grid and the same messages for bad input as in JupyterLab.
 - Model work runs on a bounded thread pool (``workers`` threads), never on the event loop, so the page, the
   uploads and the other queries keep flowing while a query computes; at most ``max_pending`` queries may wait,
-  beyond that a viewer gets a "busy, try again" message (HTTP 503) instead of an ever longer queue.
+  beyond that a viewer gets a "busy, try again" message (HTTP 503) instead of an ever longer queue. Text queries
+  that arrive while a batch of them is searched go together into the next batch (one pass of the text tower for
+  all: a class pressing Enter together costs a few passes, not one each); each still gets its own answer.
 - Request limits: bodies above :data:`MAX_REQUEST_BYTES` are refused before they are read; up to that, bytes past
   :data:`course_utils.widgets.MAX_UPLOAD_BYTES` are read and dropped, and the viewer gets the widgets' "too large"
   message. ``top_k`` is capped at :data:`MAX_TOP_K`. Slow senders are cut off by tornado's body timeout.
@@ -34,6 +36,7 @@ run it on a background thread with :class:`BackgroundServer`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import html
 import ipaddress
@@ -43,6 +46,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -61,6 +65,7 @@ from .widgets import (
     run_conditional_query,
     run_image_query,
     run_text_query,
+    text_query_answers,
 )
 
 #: The four query types, as they appear in ``/query/<kind>``.
@@ -76,6 +81,8 @@ DEFAULT_WORKERS = 4
 DEFAULT_MAX_PENDING = 64
 #: Gallery items offered in the page's drop-downs (an upload covers any other image).
 MAX_CHOICES = 200
+#: Most text queries searched in one batch (one pass of the text tower).
+MAX_TEXT_BATCH = 64
 #: Answer times kept per query kind for ``/health``.
 RECENT_QUERIES = 1000
 
@@ -176,8 +183,40 @@ def answer_query(state: DemoState, kind: str, arguments: dict[str, str], upload:
     raise ValueError(f"unknown query kind {kind!r}; expected one of {QUERY_KINDS}")
 
 
+def text_answers(state: DemoState, queries: list[dict[str, str]]) -> Iterator[tuple[int, str]]:
+    """``(position, results HTML)`` of each of several text queries as soon as it is ready (runs on a pool
+    thread): what :func:`answer_query` gives each, with the queries of one ``top_k`` searched in one batch
+    (:func:`~course_utils.widgets.text_query_answers`)."""
+    by_top_k = {}
+    for position, arguments in enumerate(queries):
+        try:
+            by_top_k.setdefault(parse_top_k(arguments.get("top_k", "8")), []).append(position)
+        except BadQuery as err:
+            yield position, message_html(str(err))
+    for top_k, positions in by_top_k.items():
+        texts = [queries[position].get("text", "") for position in positions]
+        for index, answer in text_query_answers(state.retriever, texts, top_k):
+            yield positions[index], answer
+
+
+def _settle(answer: asyncio.Future, page: str) -> None:
+    """Give ``answer`` its ``page`` unless it already has one (event loop thread)."""
+    if not answer.done():
+        answer.set_result(page)
+
+
+def _settle_from_thread(loop: asyncio.AbstractEventLoop, answers: list[asyncio.Future], position: int,
+                        page: str) -> None:
+    """:func:`_settle` ``answers[position]`` on ``loop``, from a pool thread."""
+    loop.call_soon_threadsafe(_settle, answers[position], page)
+
+
 class QueryService:
-    """The shared part of the server: the demo state (read-only), the bounded thread pool and the counters."""
+    """The shared part of the server: the demo state (read-only), the bounded thread pool and the counters.
+
+    Text queries are batched: while one batch of them is searched, the text queries that arrive wait and go
+    together into the next batch (one pass of the text tower for all of them instead of one each: a class that
+    presses Enter together costs the server a few passes, not thirty). The other kinds run one per thread."""
 
     def __init__(self, state: DemoState, workers: int = DEFAULT_WORKERS, max_pending: int = DEFAULT_MAX_PENDING):
         if workers < 1 or max_pending < 1:
@@ -187,6 +226,9 @@ class QueryService:
         self.counters = ServerCounters()
         self.page = page_html(state, self).encode()
         self.page_gzip = gzip.compress(self.page, compresslevel=6, mtime=0)  # once, not per page view
+        # text queries waiting for the next batch, and the task that searches them (event loop thread only)
+        self._texts_waiting: list[tuple[dict[str, str], asyncio.Future]] = []
+        self._text_batches: asyncio.Task | None = None
 
     def run(self, kind: str, arguments: dict[str, str], upload: Upload | None = None) -> str:
         """:func:`answer_query`, with any unexpected error turned into a message (and logged with its traceback)."""
@@ -195,6 +237,45 @@ class QueryService:
         except Exception as err:  # a viewer gets a message, never a dead request; the log keeps the traceback
             log.exception("query %s failed", kind)
             return message_html(f"unexpected error ({type(err).__name__}): {err}")
+
+    def run_texts(self, queries: list[dict[str, str]], deliver: Callable[[int, str], None]) -> None:
+        """:func:`text_answers`, each answer handed to ``deliver(position, page)`` as soon as it is ready; after an
+        unexpected error, the queries not yet answered are answered alone by :meth:`run` (so one broken query
+        gets its message and the others their results)."""
+        waiting = set(range(len(queries)))
+        try:
+            for position, page in text_answers(self.state, queries):
+                waiting.discard(position)
+                deliver(position, page)
+        except Exception:
+            log.exception("a batch of %d text queries failed; answering them one by one", len(queries))
+            for position in sorted(waiting):
+                deliver(position, self.run("text", queries[position]))
+
+    async def answer(self, kind: str, arguments: dict[str, str], upload: Upload | None = None) -> str:
+        """The answer to one query, computed on the pool (call on the event loop)."""
+        loop = asyncio.get_running_loop()
+        if kind != "text":
+            return await loop.run_in_executor(self.executor, self.run, kind, arguments, upload)
+        answer = loop.create_future()
+        self._texts_waiting.append((arguments, answer))
+        if self._text_batches is None or self._text_batches.done():
+            self._text_batches = asyncio.ensure_future(self._search_text_batches())
+        return await answer
+
+    async def _search_text_batches(self) -> None:
+        """Search the waiting text queries, :data:`MAX_TEXT_BATCH` at a time, until none waits."""
+        loop = asyncio.get_running_loop()
+        while self._texts_waiting:
+            batch = self._texts_waiting[:MAX_TEXT_BATCH]
+            del self._texts_waiting[:MAX_TEXT_BATCH]
+            queries, answers = [arguments for arguments, _ in batch], [answer for _, answer in batch]
+            try:
+                await loop.run_in_executor(self.executor, self.run_texts, queries,
+                                           functools.partial(_settle_from_thread, loop, answers))
+            except Exception as err:  # e.g. the pool was shut down: every waiting viewer still gets an answer
+                for answer in answers:
+                    _settle(answer, message_html(f"unexpected error ({type(err).__name__}): {err}"))
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -420,8 +501,7 @@ class QueryHandler(tornado.web.RequestHandler):
             return
         counters.pending += 1
         try:
-            loop = asyncio.get_running_loop()
-            page = await loop.run_in_executor(self.service.executor, self.service.run, kind, arguments, upload)
+            page = await self.service.answer(kind, arguments, upload)
         finally:
             counters.pending -= 1
         counters.seconds[kind].append(time.perf_counter() - arrived)
@@ -452,7 +532,9 @@ def make_app(service: QueryService) -> tornado.web.Application:
             (r"/health", HealthHandler, {"service": service}),
         ],
         log_function=_log_request,
-        compress_response=True,
+        # answers are not gzipped: their thumbnails (base64 PNG) shrink by about a quarter for ~5 ms of the event
+        # loop per answer; the page is compressed once at start-up (PageHandler)
+        compress_response=False,
     )
 
 

@@ -36,6 +36,14 @@ def _describe(value: object) -> str:
     return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
+def _query_list(queries: Sequence[str]) -> list:
+    """``queries`` as a list; a single string or a non-iterable is refused with a hint."""
+    if isinstance(queries, (str, bytes)) or not isinstance(queries, Iterable):
+        hint = "; use search_by_text for one query" if isinstance(queries, str) else ""
+        raise TypeError(f"queries must be a list of strings, got {_describe(queries)}{hint}")
+    return list(queries)
+
+
 def _check_text_queries(texts: Sequence[str], name: str) -> None:
     """Every query must be a non-empty string: ``TypeError`` saying what was given, ``ValueError`` for blanks."""
     if not isinstance(texts, Sequence):
@@ -220,13 +228,18 @@ class FashionRetriever:
         own = self._gallery_position(image) if exclude_self else None
         return self._rank(query, top_k, filters, exclude=[own] if own is not None else None)[0]
 
+    def search_by_texts(self, queries: Sequence[str], top_k: int = 5, rerank: bool = True,
+                        **filters: str) -> list[pd.DataFrame]:
+        """Many text queries in one batched pass (one forward of the text tower): a result frame per query, in order.
+
+        Each frame is what :meth:`search_by_text` returns for that query (the classroom server batches the text
+        queries that arrive together this way)."""
+        return self._rank_texts(_query_list(queries), top_k, filters, rerank=rerank)
+
     def batch_search(self, queries: Sequence[str], top_k: int = 5, rerank: bool = True, **filters: str) -> pd.DataFrame:
         """Many text queries in one batched pass; one DataFrame with a ``query`` column."""
-        if isinstance(queries, (str, bytes)) or not isinstance(queries, Iterable):
-            hint = "; use search_by_text for one query" if isinstance(queries, str) else ""
-            raise TypeError(f"queries must be a list of strings, got {_describe(queries)}{hint}")
-        queries = list(queries)
-        frames = self._rank_texts(queries, top_k, filters, rerank=rerank)
+        queries = _query_list(queries)
+        frames = self.search_by_texts(queries, top_k, rerank, **filters)
         return pd.concat([f.assign(query=q) for q, f in zip(queries, frames)], ignore_index=True)
 
     def search_conditional(self, image: str | Path | Image.Image, condition: str, top_k: int = 5) -> pd.DataFrame:

@@ -19,7 +19,7 @@ import io
 import os
 import time
 import weakref
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -134,15 +134,16 @@ def results_html(
         f"{len(results)} of {len(retriever.catalogue)} gallery items{timing}</div>"
     )
     cards = [query_card] if query_card else []
-    for row in results.itertuples(index=False):
-        caption = str(row.caption)
+    # the four columns shown, not itertuples over every attribute column (a classroom renders this per query)
+    for rank, item_id, score, caption in zip(results["rank"], results["item_id"], results["score"], results["caption"]):
+        caption = str(caption)
         short = caption if len(caption) <= 70 else caption[:67] + "…"
         lines = [
-            f"<b>#{row.rank}</b> · score {row.score:.3f}",
+            f"<b>#{rank}</b> · score {score:.3f}",
             html.escape(short),
-            f"<code>{html.escape(str(row.item_id))}</code>",
+            f"<code>{html.escape(str(item_id))}</code>",
         ]
-        cards.append(_card(_item_thumbnail(retriever, str(row.item_id)), lines, caption, "fc-result", "#dddddd"))
+        cards.append(_card(_item_thumbnail(retriever, str(item_id)), lines, caption, "fc-result", "#dddddd"))
     grid = (
         '<div class="fc-grid" style="display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start">'
         + "".join(cards)
@@ -230,19 +231,54 @@ def _check_top_k(retriever, top_k, query: str | Image.Image | None = None) -> in
 
 
 def run_text_query(retriever, text: str, top_k: int = 8) -> str:
-    """HTML results of a free-text query (``retriever.search_by_text``), or a message for empty input."""
+    """HTML results of a free-text query (what ``retriever.search_by_text`` finds), or a message for empty input."""
+    return run_text_queries(retriever, [text], top_k)[0]
+
+
+def _query_text(text) -> str:
+    """``text`` stripped, or :class:`BadQuery` for something that is not text or is empty."""
+    if text is not None and not isinstance(text, str):
+        raise BadQuery(f"the query must be text such as 'red striped shirt', got {type(text).__name__}")
+    if text is None or not text.strip():
+        raise BadQuery("empty query: type a description such as 'red striped shirt' and press Enter")
+    return text.strip()
+
+
+def run_text_queries(retriever, texts: Sequence[str], top_k: int = 8) -> list[str]:
+    """:func:`run_text_query` for several texts searched in one batch (``retriever.search_by_texts``: one pass
+    of the text tower): one answer per text, in order, each a result grid or the message for that text."""
+    answers = [""] * len(texts)
+    for position, answer in text_query_answers(retriever, texts, top_k):
+        answers[position] = answer
+    return answers
+
+
+def text_query_answers(retriever, texts: Sequence[str], top_k: int = 8) -> Iterator[tuple[int, str]]:
+    """``(position, answer)`` of each text as soon as it is ready: the messages for bad input first, then the
+    result grids one by one after one batched search (the classroom server sends each answer as it comes, so
+    the first viewers need not wait for the last grid of the batch). The time in each header is the batch's."""
     try:
         k = _check_top_k(retriever, top_k)
-        if text is not None and not isinstance(text, str):
-            raise BadQuery(f"the query must be text such as 'red striped shirt', got {type(text).__name__}")
-        if text is None or not text.strip():
-            raise BadQuery("empty query: type a description such as 'red striped shirt' and press Enter")
-        start = time.perf_counter()
-        results = retriever.search_by_text(text.strip(), top_k=k)
-        elapsed = time.perf_counter() - start
-    except (BadQuery, ValueError) as err:
-        return message_html(str(err))
-    return results_html(retriever, results, f"text “{text.strip()}”", elapsed=elapsed)
+    except BadQuery as err:
+        yield from ((position, message_html(str(err))) for position in range(len(texts)))
+        return
+    asked = {}  # position -> stripped text, for each query searched
+    for position, text in enumerate(texts):
+        try:
+            asked[position] = _query_text(text)
+        except BadQuery as err:
+            yield position, message_html(str(err))
+    if not asked:
+        return
+    start = time.perf_counter()
+    try:
+        frames = retriever.search_by_texts(list(asked.values()), top_k=k)
+    except ValueError as err:
+        yield from ((position, message_html(str(err))) for position in asked)
+        return
+    elapsed = time.perf_counter() - start
+    for (position, text), results in zip(asked.items(), frames):
+        yield position, results_html(retriever, results, f"text “{text}”", elapsed=elapsed)
 
 
 def run_image_query(retriever, image: QueryImage | None, top_k: int = 8) -> str:

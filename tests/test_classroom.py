@@ -234,6 +234,56 @@ def test_a_slow_query_does_not_block_the_others(server, state):
         assert len(shown_ids(slow.result(WAIT)[1])) == 3
 
 
+def test_text_queries_that_arrive_together_share_one_batch(server, state):
+    """While one text batch is searched, the text queries that arrive wait and go into the next batch together;
+    each viewer still gets the answer to its own query."""
+    retriever, batches, first = state.retriever, [], threading.Event()
+    search_by_texts = retriever.search_by_texts
+
+    def gated(queries, *args, **kwargs):
+        batches.append(list(queries))
+        if len(batches) == 1:  # hold the first batch until the others are waiting on the server
+            first.set()
+            deadline = time.monotonic() + WAIT
+            while server.service.counters.pending < 5:
+                assert time.monotonic() < deadline, "the other queries never arrived"
+                time.sleep(0.01)
+        return search_by_texts(queries, *args, **kwargs)
+
+    retriever.search_by_texts = gated
+    texts = ["red dress", "blue shirt", "green skirt", "black coat", "white trousers"]
+    with ThreadPoolExecutor(len(texts)) as pool:
+        opening = pool.submit(post, server, "text", text=texts[0], top_k="2")
+        assert first.wait(WAIT)
+        pages = [opening] + [pool.submit(post, server, "text", text=text, top_k="2") for text in texts[1:]]
+        pages = [future.result(WAIT)[1] for future in pages]
+    assert batches[0] == ["red dress"] and sorted(batches[1]) == sorted(texts[1:]) and len(batches) == 2
+    retriever.search_by_texts = search_by_texts
+    for text, page in zip(texts, pages):
+        assert without_timing(page) == without_timing(cw.run_text_query(retriever, text, 2))
+
+
+def test_a_broken_text_query_in_a_batch_gets_a_message_and_the_others_their_results(state):
+    search_by_texts = state.retriever.search_by_texts
+
+    def fragile(queries, *args, **kwargs):
+        if "boom" in queries:
+            raise RuntimeError("the text tower fell over")
+        return search_by_texts(queries, *args, **kwargs)
+
+    state.retriever.search_by_texts = fragile
+    service, answers = classroom.QueryService(state, workers=1), {}
+    try:
+        queries = [{"text": "red dress", "top_k": "2"}, {"text": "boom", "top_k": "2"}, {"text": "blue", "top_k": "x"}]
+        service.run_texts(queries, answers.__setitem__)
+    finally:
+        service.shutdown()
+    pages = [answers[position] for position in range(3)]
+    assert len(shown_ids(pages[0])) == 2
+    assert "unexpected error (RuntimeError): the text tower fell over" in pages[1]
+    assert "top_k must be a positive whole number" in pages[2]
+
+
 def test_a_broken_query_gets_a_message_and_the_server_goes_on(server, state):
     def broken(features, condition):
         raise RuntimeError("the hook fell over")

@@ -58,6 +58,18 @@ def test_batch_search_matches_single_searches(retriever):
     assert list(batch[batch["query"] == "striped shirt"]["item_id"]) == list(retriever.search_by_text("striped shirt", 3)["item_id"])
 
 
+def test_search_by_texts_gives_each_query_its_single_search(retriever):
+    queries = ("red dress", "striped shirt", "red dress")  # any iterable; a repeated query gets its own frame
+    frames = retriever.search_by_texts(iter(queries), top_k=3)
+    assert len(frames) == 3
+    for query, frame in zip(queries, frames):
+        single = retriever.search_by_text(query, 3)
+        assert list(frame["item_id"]) == list(single["item_id"])
+        assert frame["score"].to_numpy() == pytest.approx(single["score"].to_numpy(), abs=1e-5)
+    with pytest.raises(TypeError, match="use search_by_text for one query"):
+        retriever.search_by_texts("red dress")
+
+
 def test_bad_queries_get_clear_errors(retriever):
     with pytest.raises(ValueError, match="empty text query"):
         retriever.search_by_text("   ")

@@ -81,6 +81,17 @@ def test_text_query_escapes_captions(retriever):
     assert "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold</b>" not in page
 
 
+def test_text_queries_in_one_batch_answer_each_like_one_query(retriever):
+    texts = ["red dress", "", "  blue shirt", 7, "red dress"]
+    pages = cw.run_text_queries(retriever, texts, top_k=2)
+    assert len(pages) == len(texts)
+    for text, page in zip(texts, pages):  # results and messages alike, each in its place
+        assert re.sub(r" · \d+ ms", "", page) == re.sub(r" · \d+ ms", "", cw.run_text_query(retriever, text, top_k=2))
+    assert shown_ids(pages[0]) == shown_ids(pages[4]) == ["i0", "i1"]
+    assert "empty query" in pages[1] and "got int" in pages[3]
+    assert all("top_k must be" in page for page in cw.run_text_queries(retriever, texts[:2], top_k=0))
+
+
 @pytest.mark.parametrize("text", ["", "   ", None])
 def test_empty_text_gives_a_message_not_results(retriever, text):
     page = cw.run_text_query(retriever, text, top_k=3)
