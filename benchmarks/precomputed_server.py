@@ -11,15 +11,15 @@ real server's (:class:`course_utils.classroom.QueryService`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.classroom import QueryService, serve_forever, text_answers  # noqa: E402
+from course_utils.classroom import QueryService, text_answers  # noqa: E402
 from course_utils.demo import DemoState, load_demo_state  # noqa: E402
+from course_utils.serve import serve_until_stopped  # noqa: E402
 
 
 class PrecomputedService(QueryService):
@@ -48,10 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     state = load_demo_state(profile=args.profile)
     torch.set_num_threads(1)
     service = PrecomputedService(state, args.texts, args.top_k, workers=args.workers)
-    try:
-        asyncio.run(serve_forever(service, "127.0.0.1", args.port, announce=lambda line: print(line, flush=True)))
-    except KeyboardInterrupt:
-        print("stopped", flush=True)
+    serve_until_stopped(service, "127.0.0.1", args.port)
     return 0
 
 

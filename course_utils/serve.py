@@ -93,11 +93,16 @@ def serve_classroom(args: argparse.Namespace) -> int:
     service = QueryService(state, args.workers, args.max_pending)
     print(f"ready in {time.perf_counter() - start:.1f} s: {len(state.retriever.catalogue)} gallery items, "
           f"model {state.retriever.bundle.identity}, conditions {state.conditions or 'none'}", flush=True)
+    serve_until_stopped(service, args.ip, args.port)
+    return 0
+
+
+def serve_until_stopped(service: QueryService, ip: str, port: int) -> None:
+    """Serve ``service`` on ``ip:port``, printing its address, until Ctrl+C."""
     try:
-        asyncio.run(serve_forever(service, args.ip, args.port, announce=lambda line: print(line, flush=True)))
+        asyncio.run(serve_forever(service, ip, port, announce=lambda line: print(line, flush=True)))
     except KeyboardInterrupt:
         print("stopped", flush=True)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
