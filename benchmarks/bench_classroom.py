@@ -417,10 +417,9 @@ def start_server(port: int, profile: str, workers: int, log: Path, env: dict | N
 
     ``precomputed``: run ``precomputed_server.py`` instead, with the answers to these text queries computed
     before it serves (the server's share of a query then is almost nothing)."""
-    command = [sys.executable, "-m", "course_utils.serve", "--port", str(port), "--profile", profile,
-               "--workers", str(workers)]
+    program = [str(Path(__file__).with_name("precomputed_server.py"))] if precomputed else ["-m", "course_utils.serve"]
+    command = [sys.executable, *program, "--port", str(port), "--profile", profile, "--workers", str(workers)]
     if precomputed:
-        command[1:3] = [str(Path(__file__).with_name("precomputed_server.py"))]
         command += ["--top-k", str(TOP_K), "--texts", *precomputed]
     with open(log, "w") as handle:
         return subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT, env=env)
