@@ -64,7 +64,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from course_utils.classroom import wait_until_served  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
-QUERY = "red striped shirt with long sleeves"
 # Words of the procedural catalogue: each viewer types its own query ("navy floral dress", …), as a class would.
 COLOURS = ["red", "blue", "green", "black", "white", "yellow", "pink", "grey", "navy", "orange", "purple", "brown"]
 PATTERNS = ["striped", "floral", "checked", "plain"]
@@ -451,6 +450,16 @@ def wait_for_server(url: str, process: subprocess.Popen | None, log: Path | None
                 raise
 
 
+def source_commit() -> str:
+    """The checkout's commit (``git describe --always --dirty``), or "unknown" outside a git checkout."""
+    try:
+        described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT, capture_output=True,
+                                   text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return described.stdout.strip() or "unknown"
+
+
 def gib(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:.2f} GiB"
 
@@ -638,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         "server": "given by --url" if args.url else args.server,
         "browser_nice": args.browser_nice, "server_cpus": args.server_cpus or "all",
         "browser_cpus": args.browser_cpus or "all", "server_startup_s": startup_s, "chromium": chromium,
+        "commit": source_commit(),
     }
     record = {"conditions": conditions,
               "phases": [{**{k: v for k, v in row.items() if k != "results"},
