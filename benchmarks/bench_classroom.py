@@ -30,6 +30,8 @@ the tiny CLIP first).
 
     .venv/bin/python benchmarks/bench_classroom.py                 # 30 pages, ci profile
     .venv/bin/python benchmarks/bench_classroom.py --pages 8 --screenshots outputs/browser
+    .venv/bin/python benchmarks/bench_classroom.py --json results/bench/classroom/<time>-course.json  # kept
+    .venv/bin/python benchmarks/bench_classroom.py --readme     # README › Serving a classroom from the kept runs
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from course_utils.classroom import wait_until_served  # noqa: E402
+from course_utils.findings import replace_section  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
 # Words of the procedural catalogue: each viewer types its own query ("navy floral dress", …), as a class would.
@@ -471,6 +474,8 @@ def span(stats: dict | None) -> str:
     return f"{stats['p50']:.2f} / {stats['p95']:.2f} / {stats['max']:.2f}"
 
 
+# The two plain-HTTP phases: the first time the server also draws the result thumbnails, the second they are drawn.
+HTTP_MODES = ("plain HTTP clients (no browser)", "plain HTTP clients (no browser), the same queries again")
 ACCEPT_GZIP = {"Accept-Encoding": "gzip"}  # what browsers send: the server may compress what it answers
 
 
@@ -542,6 +547,127 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# --- the README's section, rendered from the committed runs -------------------------------------------------------
+
+RECORDS = REPO_ROOT / "results" / "bench" / "classroom"
+README_MARKERS = ("<!-- bench-classroom:start -->", "<!-- bench-classroom:end -->")
+# issue 17's goals: p95 of a ready page and of a text query, and the memory of the serving process
+GOAL_READY_S, GOAL_QUERY_S, GOAL_MEMORY_BYTES = 10.0, 1.0, 6 * 2**30
+PHASES = {  # a phase's key -> its name in the README's lists, in the order the benchmark runs them
+    "http": "plain HTTP, thumbnails drawn the first time",
+    "http-again": "plain HTTP, thumbnails drawn",
+    "ready": "each types when its page is ready",
+    "all-ready": "all at once when every page is ready",
+    "all-settled": "all at once once the browser is idle",
+    "spread": "Enter presses spread over `--spread` seconds",
+}
+
+
+def phase_key(phase: dict) -> str:
+    """A recorded phase's key in :data:`PHASES`."""
+    return phase.get("when") or {HTTP_MODES[0]: "http", HTTP_MODES[1]: "http-again"}[phase["mode"]]
+
+
+def read_runs(folder: Path = RECORDS) -> list[dict]:
+    """The records ``folder/*.json`` that this script wrote with ``--json``, oldest first."""
+    runs = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    if not runs:
+        raise SystemExit(f"no benchmark records in {folder}: run this script with --json {folder}/<name>.json")
+    return sorted(runs, key=lambda run: run["conditions"]["date_utc"])
+
+
+def _p95s(runs: list[dict], key: str, measure: str = "results_s") -> list[float]:
+    """The p95 of ``measure`` in phase ``key`` of each run that has the phase."""
+    return [phase["summary"][measure]["p95"] for run in runs for phase in run["phases"]
+            if phase_key(phase) == key and phase["summary"][measure]["p95"] is not None]
+
+
+def _seconds(values: list[float]) -> str:
+    return ", ".join(f"{value:.2f}" for value in values) + " s"
+
+
+def _met(runs: list[dict], holds) -> str:
+    return f"{sum(bool(holds(run)) for run in runs)} of {len(runs)} runs"
+
+
+def readme_section(runs: list[dict]) -> str:
+    """The README's measured part of the classroom section: the last classroom-server run's table (with the
+    all-at-once phase of the last ``--server precomputed`` run as its last row), each run's text-query p95 per
+    phase, and how many runs meet each of issue 17's goals. Every number comes from ``runs``."""
+    course = [run for run in runs if run["conditions"]["server"] == "course"]
+    precomputed = [run for run in runs if run["conditions"]["server"] == "precomputed"]
+    if not course:
+        raise SystemExit("no run of the classroom server (--server course) among the records")
+    last, conditions = course[-1], course[-1]["conditions"]
+    rows = list(last["phases"])
+    if precomputed:
+        rows += [{**phase, "mode": f"{phase['mode']}, against `--server precomputed` "
+                                   f"of {precomputed[-1]['conditions']['date_utc'][-5:]} UTC"}
+                 for phase in precomputed[-1]["phases"] if phase_key(phase) == "all-settled"]
+    commits = sorted({run["conditions"].get("commit", "unknown") for run in runs})
+    intro = (f"**Measured {course[0]['conditions']['date_utc']} to {runs[-1]['conditions']['date_utc']} UTC**: "
+             f"{len(course)} runs of `bench_classroom.py --pages {last['phases'][0]['summary']['pages']}` "
+             f"(the classroom server) and {len(precomputed)} with `--server precomputed`, one after another; "
+             f"{conditions['profile']} profile, warm caches, {conditions['workers']} query threads, one different "
+             f"query per viewer; {conditions['machine']}, load average before each run "
+             f"{', '.join(str(run['conditions']['load_average_before_after'][0]) for run in runs)}; commit "
+             f"{', '.join(commits)}; the "
+             f"records are in `results/bench/classroom/`. The table is the last run of the classroom server "
+             f"({conditions['date_utc']} UTC, load average {conditions['load_average_before_after'][0]} before it)"
+             + ("; its last row is the all-at-once phase of the last precomputed run" if precomputed else "")
+             + ". p50 / p95 / max seconds:")
+    per_phase = "; ".join(f"{name} {_seconds(_p95s(course, key))}" for key, name in PHASES.items()
+                          if _p95s(course, key))
+    every_run = f"**Text query p95 in each run**, oldest first: {per_phase}."
+    if precomputed:
+        every_run += (f" With `--server precomputed`, {PHASES['all-settled']}: "
+                      f"{_seconds(_p95s(precomputed, 'all-settled'))}.")
+    browser = [key for key in PHASES if not key.startswith("http")]
+
+    def all_served(run: dict) -> bool:
+        return all(phase["summary"]["failures"] == 0 for phase in run["phases"])
+
+    def ready_in_time(run: dict) -> bool:
+        return all(p95 <= GOAL_READY_S for key in browser for p95 in _p95s([run], key, "ready_s"))
+
+    def answered_in_time(key: str):
+        return lambda run: all(p95 <= GOAL_QUERY_S for p95 in _p95s([run], key))
+
+    ready = [p95 for key in browser for p95 in _p95s(course, key, "ready_s")]
+    memory = [run_max(run, "server_rss") for run in course]
+    queries = "; ".join(f"{name} in {_met(course, answered_in_time(key))}" for key, name in PHASES.items()
+                        if _p95s(course, key))
+    goals = (f"**Against the goals**, over the {len(course)} runs of the classroom server: every viewer served with "
+             f"no failure in {_met(course, all_served)}; page ready ≤ {GOAL_READY_S:g} s at p95 in every Chromium "
+             f"phase in {_met(course, ready_in_time)} (p95 {min(ready):.1f}–{max(ready):.1f} s); the serving "
+             f"process {gib(min(memory))}–{gib(max(memory))} at its peak (≤ {GOAL_MEMORY_BYTES / 2**30:g} GiB in "
+             f"{_met(course, lambda run: run_max(run, 'server_rss') <= GOAL_MEMORY_BYTES)}); a text query "
+             f"≤ {GOAL_QUERY_S:g} s at p95: {queries}.")
+    return "\n\n".join([intro, table(rows), every_run, goals])
+
+
+def run_max(run: dict, field: str) -> int:
+    """The largest ``memory[field]`` over a run's phases (0 when no phase has it)."""
+    return max((phase["memory"].get(field) or 0 for phase in run["phases"]), default=0)
+
+
+def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
+    """Render :func:`readme_section` from ``folder`` between the README's :data:`README_MARKERS`; with ``check``,
+    only compare (1 when the README differs from the records)."""
+    current = readme.read_text()
+    updated = replace_section(current, readme_section(read_runs(folder)), *README_MARKERS)
+    if check:
+        if updated != current:
+            print(f"{readme}: the classroom benchmark section differs from {folder}; run {Path(__file__).name} "
+                  "--readme")
+            return 1
+        print(f"{readme} agrees with {folder}")
+        return 0
+    readme.write_text(updated)
+    print(f"{readme}: classroom benchmark section rendered from {folder}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=30, help="viewers opening the page at once (default 30)")
@@ -575,7 +701,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--browser-nice", type=int, default=0,
                         help="run the browser at this niceness (e.g. 10: it yields the cores to the server, as "
                              "students' browsers on their own machines would); default 0")
+    parser.add_argument("--readme", action="store_true",
+                        help=f"run nothing: render the README's classroom benchmark section from the records in "
+                             f"{RECORDS.relative_to(REPO_ROOT)}/ (with --check: only compare, exit 1 when it differs)")
+    parser.add_argument("--check", action="store_true", help="with --readme: compare only")
     args = parser.parse_args(argv)
+    if args.readme:
+        return write_readme(args.check)
     if not 1 <= args.pages <= 100:
         parser.error(f"--pages must be between 1 and 100 (one machine, bounded), got {args.pages}")
     chromium = find_chromium()
@@ -611,8 +743,7 @@ def main(argv: list[str] | None = None) -> int:
                 server_process.cpu_affinity(args.server_cpus)
         # first, so that no browser shares the cores with it; twice: the first time the server also draws the
         # result thumbnails (PNG), the second time they are drawn and the server does what each query must
-        for mode in [] if args.no_http else ["plain HTTP clients (no browser)",
-                                             "plain HTTP clients (no browser), the same queries again"]:
+        for mode in [] if args.no_http else HTTP_MODES:
             monitor, server_cpu = MemoryMonitor(server_pid).start(), ServerCpu(server_pid)
             results = http_viewers(url, queries, TOP_K, args.timeout)
             rows.append({"mode": mode, "results": results, "cpu_s": server_cpu.used(),

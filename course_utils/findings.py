@@ -236,7 +236,7 @@ def replace_section(text: str, body: str, start: str = START, end: str = END) ->
     """
     section = re.search(rf"^{re.escape(start)}\n.*?^{re.escape(end)}$", text, flags=re.M | re.S)
     if section is None:
-        raise SystemExit(f"README has no {start} ... {end} lines around its findings section")
+        raise SystemExit(f"README has no {start} ... {end} lines around the section rendered between them")
     return f"{text[:section.start()]}{start}\n{body}\n{end}{text[section.end():]}"
 
 

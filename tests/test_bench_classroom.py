@@ -1,0 +1,84 @@
+"""The README's classroom benchmark section is rendered from the committed runs (``bench_classroom.py --readme``)."""
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from course_utils.paths import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """``benchmarks/bench_classroom.py`` as a module."""
+    spec = importlib.util.spec_from_file_location("bench_classroom", REPO_ROOT / "benchmarks" / "bench_classroom.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def phase(bench, key: str, ready_s: float, results_s: float, failures: int = 0) -> dict:
+    """A recorded phase of 4 viewers (``key`` in ``bench.PHASES``), the last ``failures`` of them failed."""
+    pages = [bench.PageResult(i, ready_s=ready_s, results_s=results_s, waited_s=0.5) for i in range(4 - failures)]
+    pages += [bench.PageResult(4 - failures + i, failure="timed out") for i in range(failures)]
+    http = key.startswith("http")
+    return {"mode": bench.HTTP_MODES[key == "http-again"] if http else f"Chromium, {key}",
+            **({} if http else {"when": key}), "cpu_s": 0.2, "server_seconds": None,
+            "memory": {"server_rss": 2**30, **({} if http else {"browser_rss": 3 * 2**30, "browser_pss": 2**30,
+                                                                "browser_processes": 9})},
+            "summary": bench.summarise(pages)}
+
+
+def run(bench, server: str, date: str, settled_s: float, failures: int = 0) -> dict:
+    """One recorded run: every phase answers in 0.2 s but the all-at-once-once-idle one (``settled_s``)."""
+    return {"conditions": {"date_utc": date, "server": server, "profile": "ci", "workers": 4,
+                           "machine": "x86_64, 2 cores, 24 GiB", "load_average_before_after": [0.5, 9.0],
+                           "commit": "abc1234"},
+            "phases": [phase(bench, key, 3.0, settled_s if key == "all-settled" else 0.2,
+                             failures if key == "spread" else 0) for key in bench.PHASES]}
+
+
+def test_the_section_renders_each_run_and_the_goals_from_the_records(bench):
+    runs = [run(bench, "course", "2026-12-02 10:00", 1.25), run(bench, "precomputed", "2026-12-02 10:05", 0.75),
+            run(bench, "course", "2026-12-02 10:10", 0.5, failures=1)]
+    text = bench.readme_section(runs)
+    assert "**Measured 2026-12-02 10:00 to 2026-12-02 10:10 UTC**: 2 runs" in text and "1 with `--server" in text
+    table = [line for line in text.splitlines() if line.startswith("| 4, ")]
+    assert len(table) == len(bench.PHASES) + 1  # the last course run's phases, then the precomputed row
+    assert "against `--server precomputed` of 10:05 UTC" in table[-1] and "0.75 / 0.75 / 0.75" in table[-1]
+    assert "| 3 | 1 |" in table[len(bench.PHASES) - 1]  # the last run's spread phase: 3 served, 1 failed
+    assert f"{bench.PHASES['all-settled']} 1.25, 0.50 s" in text  # each run's p95, oldest first
+    assert f"With `--server precomputed`, {bench.PHASES['all-settled']}: 0.75 s." in text
+    assert "no failure in 1 of 2 runs" in text
+    assert f"{bench.PHASES['all-settled']} in 1 of 2 runs" in text and f"{bench.PHASES['ready']} in 2 of 2" in text
+
+
+def test_the_section_needs_a_run_of_the_classroom_server(bench):
+    with pytest.raises(SystemExit, match="no run of the classroom server"):
+        bench.readme_section([run(bench, "precomputed", "2026-12-02 10:05", 0.75)])
+
+
+def test_check_reports_a_stale_section_and_rendering_mends_it(bench, tmp_path):
+    records = tmp_path / "runs"
+    records.mkdir()
+    (records / "a.json").write_text(json.dumps(run(bench, "course", "2026-12-02 10:00", 1.25)))
+    readme = tmp_path / "README.md"
+    start, end = bench.README_MARKERS
+    readme.write_text(f"# course\n{start}\ntyped by hand: 0.9 s\n{end}\nmore\n")
+    assert bench.write_readme(True, readme, records) == 1
+    assert bench.write_readme(False, readme, records) == 0
+    assert bench.write_readme(True, readme, records) == 0
+    assert "typed by hand" not in readme.read_text() and readme.read_text().endswith(f"{end}\nmore\n")
+
+
+def test_no_records_is_a_clear_error(bench, tmp_path):
+    with pytest.raises(SystemExit, match="no benchmark records"):
+        bench.read_runs(tmp_path)
+
+
+def test_the_readme_section_agrees_with_the_committed_runs(bench):
+    if not list(bench.RECORDS.glob("*.json")):
+        pytest.skip(f"no committed runs in {bench.RECORDS}")
+    assert bench.write_readme(check=True) == 0, "run benchmarks/bench_classroom.py --readme"
