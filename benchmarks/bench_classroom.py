@@ -64,7 +64,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from course_utils.classroom import wait_until_served  # noqa: E402
-from course_utils.findings import replace_section  # noqa: E402
+from course_utils.findings import update_readme  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
 # Words of the procedural catalogue: each viewer types its own query ("navy floral dress", …), as a class would.
@@ -654,18 +654,8 @@ def run_max(run: dict, field: str) -> int:
 def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
     """Render :func:`readme_section` from ``folder`` between the README's :data:`README_MARKERS`; with ``check``,
     only compare (1 when the README differs from the records)."""
-    current = readme.read_text()
-    updated = replace_section(current, readme_section(read_runs(folder)), *README_MARKERS)
-    if check:
-        if updated != current:
-            print(f"{readme}: the classroom benchmark section differs from {folder}; run {Path(__file__).name} "
-                  "--readme")
-            return 1
-        print(f"{readme} agrees with {folder}")
-        return 0
-    readme.write_text(updated)
-    print(f"{readme}: classroom benchmark section rendered from {folder}")
-    return 0
+    return update_readme(readme, readme_section(read_runs(folder)), *README_MARKERS, check, folder,
+                         f"{Path(__file__).name} --readme")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -240,6 +240,22 @@ def replace_section(text: str, body: str, start: str = START, end: str = END) ->
     return f"{text[:section.start()]}{start}\n{body}\n{end}{text[section.end():]}"
 
 
+def update_readme(readme: Path, body: str, start: str, end: str, check: bool, source: Path, command: str) -> int:
+    """Write ``body`` between the ``start`` and ``end`` lines of ``readme`` (rendered from ``source``); with
+    ``check`` only compare, and return 1 when the README differs (``command`` is what renders it)."""
+    current = readme.read_text()
+    updated = replace_section(current, body, start, end)
+    if check:
+        if updated != current:
+            print(f"{readme}: the section between {start} and {end} differs from {source}; run {command}")
+            return 1
+        print(f"{readme} agrees with {source}")
+        return 0
+    readme.write_text(updated)
+    print(f"{readme}: the section between {start} and {end} rendered from {source}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_utils.findings", description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="full", choices=sorted(SECTIONS),
@@ -250,21 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     default_records, start, end = SECTIONS[args.profile]
     records = args.records or default_records
-    current = args.readme.read_text()
     timings = records / f"timings-{args.profile}.json"
     body = render_findings(read_records(records, args.profile), args.profile,
                            json.loads(timings.read_text()) if timings.exists() else None)
-    updated = replace_section(current, body, start, end)
-    command = f"python -m course_utils.findings --profile {args.profile}"
-    if args.check:
-        if updated != current:
-            print(f"{args.readme}: the {args.profile} findings section differs from {records}; run {command}")
-            return 1
-        print(f"{args.readme} agrees with {records}")
-        return 0
-    args.readme.write_text(updated)
-    print(f"{args.readme}: {args.profile} findings regenerated from {records}")
-    return 0
+    return update_readme(args.readme, body, start, end, args.check, records,
+                         f"python -m course_utils.findings --profile {args.profile}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Shared fixtures and helpers: the real-format samples beside the checkout (``../shared/data``), an isolated cache
-for every test, the procedural catalogue and tiny CLIP, and a toy CLIP with toy data built in code."""
+for every test, the procedural catalogue and tiny CLIP, a toy CLIP with toy data built in code, and the benchmark
+scripts loaded as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,7 @@ import torch
 from torch import nn
 
 from course_utils.data.records import ArrayImage, Catalogue, Item
-from course_utils.paths import shared_data_dir
+from course_utils.paths import REPO_ROOT, shared_data_dir
 
 
 def _require(path: Path) -> Path:
@@ -175,3 +178,12 @@ class StubBundle:
             colours = [self.COLOUR_WORDS[word] for word in text.lower().split() if word in self.COLOUR_WORDS]
             rows.append(torch.tensor(colours[0] if colours else (1.0, 1.0, 1.0)))
         return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module

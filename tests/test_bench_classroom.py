@@ -1,22 +1,15 @@
 """The README's classroom benchmark section is rendered from the committed runs (``bench_classroom.py --readme``)."""
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
-from course_utils.paths import REPO_ROOT
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    """``benchmarks/bench_classroom.py`` as a module."""
-    spec = importlib.util.spec_from_file_location("bench_classroom", REPO_ROOT / "benchmarks" / "bench_classroom.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_classroom")
 
 
 def phase(bench, key: str, ready_s: float, results_s: float, failures: int = 0) -> dict:

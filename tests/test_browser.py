@@ -15,12 +15,10 @@ Run with ``pytest -m browser tests/test_browser.py``.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,19 +29,11 @@ import pytest
 from course_utils.classroom import wait_until_served
 from course_utils.paths import REPO_ROOT, outputs_dir
 from course_utils.serve import voila_command
+from tests.conftest import load_benchmark
 
 TEST_CACHE = REPO_ROOT / "outputs" / "test-cache"  # the notebook runs' cache (tests/test_notebooks.py)
 
-def _load_benchmark():
-    """``benchmarks/bench_classroom.py`` as a module: the browser test runs the benchmark's own viewers."""
-    spec = importlib.util.spec_from_file_location("bench_classroom", REPO_ROOT / "benchmarks" / "bench_classroom.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_benchmark()
+bench = load_benchmark("bench_classroom")  # the browser test runs the benchmark's own viewers
 
 pytestmark = pytest.mark.browser
 

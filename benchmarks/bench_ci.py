@@ -1,0 +1,151 @@
+"""A fresh clone's CI, timed: clone this checkout's HEAD beside it, run ``CI=true bash .ci/run`` there, record it.
+
+The clone goes to ``<checkout>-bench-ci`` next to the checkout (``--clone-dir``), so that ``../shared/data``
+resolves there as it does here; a clone left there by an earlier run is replaced. Run it on idle cores: the time is
+what a CI machine of this size pays. It prints the outcome and, with ``--json``, writes a record: date, commit,
+machine, load average before and after, the command's wall time (set-up of ``.venv`` and the browser included),
+pytest's own time and counts, and its ten slowest durations (the log goes to ``outputs/bench/bench_ci.log``).
+``--readme [--check]`` renders README › Tests and CI's measured part from the records kept in ``results/bench/ci/``.
+
+    .venv/bin/python benchmarks/bench_ci.py --json results/bench/ci/<time>.json   # ~25 min on 2 cores
+    .venv/bin/python benchmarks/bench_ci.py --readme
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from course_utils.findings import update_readme  # noqa: E402
+from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
+
+RECORDS = REPO_ROOT / "results" / "bench" / "ci"
+README_MARKERS = ("<!-- bench-ci:start -->", "<!-- bench-ci:end -->")
+BUDGET_S = 30 * 60  # the course's budget for a fresh clone's whole CI command
+SLOWEST_SHOWN = 3
+
+
+def pytest_outcome(log: str) -> dict:
+    """pytest's counts, its own seconds and its slowest durations, read from its output ``log``.
+
+    ``{"counts": {"passed": 670, ...}, "seconds": 1303.27, "slowest": [{"seconds", "when", "test"}, ...]}``;
+    ``seconds`` is ``None`` when pytest printed no summary line (it did not finish).
+    """
+    summaries = re.findall(r"^=*\s*(\d+ [a-z]+(?:, \d+ [a-z]+)*) in ([\d.]+)s\b.*$", log, flags=re.M)
+    counts, seconds = {}, None
+    if summaries:
+        line, seconds = summaries[-1][0], float(summaries[-1][1])
+        counts = {word: int(number) for number, word in re.findall(r"(\d+) ([a-z]+)", line)}
+    slowest = [{"seconds": float(s), "when": when, "test": test}
+               for s, when, test in re.findall(r"^([\d.]+)s (call|setup|teardown)\s+(\S+)$", log, flags=re.M)]
+    return {"counts": counts, "seconds": seconds, "slowest": slowest}
+
+
+def clone_and_run(clone_dir: Path, timeout_s: float, log_path: Path) -> tuple[int, float, str]:
+    """Clone HEAD into ``clone_dir`` and run its CI; ``(exit status, wall seconds, commit)``."""
+    if clone_dir.exists():
+        if not (clone_dir / ".ci" / "run").exists():
+            raise SystemExit(f"{clone_dir} exists and is not an earlier clone of this course: choose --clone-dir")
+        shutil.rmtree(clone_dir)
+    subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone_dir)], check=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone_dir, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        try:
+            status = subprocess.run(["bash", ".ci/run"], cwd=clone_dir, stdout=log, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "CI": "true"}, timeout=timeout_s).returncode
+        except subprocess.TimeoutExpired:
+            status = 124
+    return status, time.perf_counter() - start, commit
+
+
+def minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {round(seconds % 60)} s"
+
+
+def readme_section(runs: list[dict]) -> str:
+    """A table of the recorded runs, oldest first, and the last run against the budget; every number from ``runs``."""
+    lines = ["| date (UTC) | commit | load average before | tests | pytest | whole command (set-up included) "
+             f"| slowest {SLOWEST_SHOWN} |", "|---|---|---|---|---|---|---|"]
+    for run in runs:
+        conditions, outcome = run["conditions"], run["pytest"]
+        counts = ", ".join(f"{number} {word}" for word, number in outcome["counts"].items() if word != "warnings")
+        slowest = ", ".join(f"`{entry['test'].split('::')[-1]}` {entry['seconds']:.0f} s"
+                            for entry in outcome["slowest"][:SLOWEST_SHOWN])
+        lines.append(f"| {conditions['date_utc']} | {conditions['commit']} | {conditions['load_average_before_after'][0]}"
+                     f" | {counts or 'no summary'} (exit {run['exit_status']}) | "
+                     f"{minutes(outcome['seconds']) if outcome['seconds'] else '–'} | {minutes(run['wall_s'])} | "
+                     f"{slowest} |")
+    last = runs[-1]
+    machine = last["conditions"]["machine"]
+    intro = (f"**Measured** by `benchmarks/bench_ci.py` (a fresh clone, `CI=true bash .ci/run`, {machine}; records "
+             "in `results/bench/ci/`):")
+    budget = (f"The last run took {100 * last['wall_s'] / BUDGET_S:.0f} % of the {BUDGET_S // 60}-minute budget "
+              "for the whole command.")
+    return "\n\n".join([intro, "\n".join(lines), budget])
+
+
+def read_runs(folder: Path = RECORDS) -> list[dict]:
+    """The records ``folder/*.json`` this script wrote, oldest first."""
+    runs = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    if not runs:
+        raise SystemExit(f"no CI records in {folder}: run this script with --json {folder}/<time>.json")
+    return sorted(runs, key=lambda run: run["conditions"]["date_utc"])
+
+
+def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
+    """Render :func:`readme_section` from ``folder`` between the README's :data:`README_MARKERS` (``check``: only
+    compare; 1 when the README differs)."""
+    return update_readme(readme, readme_section(read_runs(folder)), *README_MARKERS, check, folder,
+                         f"{Path(__file__).name} --readme")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clone-dir", type=Path, default=REPO_ROOT.parent / f"{REPO_ROOT.name}-bench-ci",
+                        help="where to clone (beside the checkout, so ../shared resolves; replaced if an earlier clone)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds the CI command may take")
+    parser.add_argument("--json", type=Path, default=None, help="write the record here")
+    parser.add_argument("--readme", action="store_true",
+                        help="run nothing: render README › Tests and CI from results/bench/ci/ (with --check: compare)")
+    parser.add_argument("--check", action="store_true", help="with --readme: compare only")
+    args = parser.parse_args(argv)
+    if args.readme:
+        return write_readme(args.check)
+    log_path = outputs_dir() / "bench" / "bench_ci.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    status, wall_s, commit = clone_and_run(args.clone_dir.resolve(), args.timeout, log_path)
+    record = {
+        "conditions": {
+            "date_utc": started,
+            "commit": commit,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB",
+            "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        },
+        "exit_status": status, "wall_s": round(wall_s, 1), "pytest": pytest_outcome(log_path.read_text()),
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2))
+    print(json.dumps(record, indent=2))
+    print(f"log: {log_path}")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""README › Tests and CI's measured part is rendered from the committed CI runs (``bench_ci.py --readme``)."""
+
+import json
+
+import pytest
+
+from tests.conftest import load_benchmark
+
+LOG = """install_browser: Chromium already installed
+........................................................................ [ 99%]
+============================= slowest 10 durations =============================
+513.45s call     tests/test_notebooks.py::test_the_real_profile_runs
+361.63s setup    tests/test_notebooks.py::test_every_notebook_runs_in_the_ci_profile
+194.00s call     tests/test_browser.py::test_text_query_shows_result_images
+17.39s teardown tests/test_browser.py::test_uploads
+1 failed, 669 passed, 3 skipped, 2 warnings in 1303.27s (0:21:43)
+"""
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_benchmark("bench_ci")
+
+
+def test_pytest_outcome_reads_counts_time_and_the_slowest(bench):
+    outcome = bench.pytest_outcome(LOG)
+    assert outcome["counts"] == {"failed": 1, "passed": 669, "skipped": 3, "warnings": 2}
+    assert outcome["seconds"] == 1303.27
+    assert [entry["when"] for entry in outcome["slowest"]] == ["call", "setup", "call", "teardown"]
+    assert outcome["slowest"][1] == {"seconds": 361.63, "when": "setup",
+                                     "test": "tests/test_notebooks.py::test_every_notebook_runs_in_the_ci_profile"}
+
+
+def test_a_run_that_did_not_finish_has_no_time(bench):
+    assert bench.pytest_outcome("....\nKilled\n") == {"counts": {}, "seconds": None, "slowest": []}
+
+
+def test_the_section_lists_each_run_and_the_last_against_the_budget(bench):
+    runs = [{"conditions": {"date_utc": date, "commit": commit, "machine": "x86_64, 2 cores, 24 GiB",
+                            "load_average_before_after": [0.4, 3.0]},
+             "exit_status": 0, "wall_s": wall_s, "pytest": bench.pytest_outcome(LOG)}
+            for date, commit, wall_s in [("2026-12-02 10:00", "abc1234", 1500.0), ("2026-12-02 11:00", "def5678", 1620.4)]]
+    text = bench.readme_section(runs)
+    rows = [line for line in text.splitlines() if line.startswith("| 2026")]
+    assert len(rows) == 2 and "abc1234" in rows[0] and "def5678" in rows[1]
+    assert "| 1 failed, 669 passed, 3 skipped (exit 0) | 21 min 43 s | 27 min 0 s |" in rows[1]
+    assert "`test_the_real_profile_runs` 513 s" in rows[1] and "test_uploads" not in rows[1]  # the slowest three
+    assert "The last run took 90 % of the 30-minute budget" in text
+
+
+def test_the_readme_section_agrees_with_the_committed_runs(bench):
+    if not list(bench.RECORDS.glob("*.json")):
+        pytest.skip(f"no committed CI runs in {bench.RECORDS}")
+    assert bench.write_readme(check=True) == 0, "run benchmarks/bench_ci.py --readme"
+
+
+def test_no_records_is_a_clear_error(bench, tmp_path):
+    with pytest.raises(SystemExit, match="no CI records"):
+        bench.read_runs(tmp_path)
+    (tmp_path / "run.json").write_text(json.dumps({"conditions": {"date_utc": "2026-12-02 10:00"}}))
+    assert bench.read_runs(tmp_path)[0]["conditions"]["date_utc"] == "2026-12-02 10:00"
