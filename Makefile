@@ -81,11 +81,12 @@ records-real:
 	@ls outputs/real/results/[0-9][0-9]_*.json >/dev/null || { echo "no records in outputs/real/results: run make run-real"; exit 1; }
 	mkdir -p results/real && cp outputs/real/results/[0-9][0-9]_*.json outputs/real/timings-real.json results/real/
 
-# make records  — copy the full run's records (outputs/results/*.json, after make run SEEDS=0,1,2) to results/full/
+# make records  — copy the full run's records and timings (outputs/results/*.json, outputs/timings-full.json, after
+#                make run SEEDS=0,1,2) to results/full/ (the findings then end with the run's runtimes)
 # make findings — regenerate the README's findings section from results/full/ (tests/test_findings.py checks it)
 records:
 	@ls outputs/results/[0-9][0-9]_*.json >/dev/null || { echo "no records in outputs/results: run make run"; exit 1; }
-	mkdir -p results/full && cp outputs/results/[0-9][0-9]_*.json results/full/
+	mkdir -p results/full && cp outputs/results/[0-9][0-9]_*.json outputs/timings-full.json results/full/
 
 findings: setup
 	$(PY) -m course_utils.findings
