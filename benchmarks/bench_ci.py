@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.findings import update_readme  # noqa: E402
+from course_utils.findings import read_benchmark_runs, update_readme  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
 RECORDS = REPO_ROOT / "results" / "bench" / "ci"
@@ -98,18 +98,10 @@ def readme_section(runs: list[dict]) -> str:
     return "\n\n".join([intro, "\n".join(lines), budget])
 
 
-def read_runs(folder: Path = RECORDS) -> list[dict]:
-    """The records ``folder/*.json`` this script wrote, oldest first."""
-    runs = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
-    if not runs:
-        raise SystemExit(f"no CI records in {folder}: run this script with --json {folder}/<time>.json")
-    return sorted(runs, key=lambda run: run["conditions"]["date_utc"])
-
-
 def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
     """Render :func:`readme_section` from ``folder`` between the README's :data:`README_MARKERS` (``check``: only
     compare; 1 when the README differs)."""
-    return update_readme(readme, readme_section(read_runs(folder)), *README_MARKERS, check, folder,
+    return update_readme(readme, readme_section(read_benchmark_runs(folder, Path(__file__).name)), *README_MARKERS, check, folder,
                          f"{Path(__file__).name} --readme")
 
 

@@ -64,7 +64,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from course_utils.classroom import wait_until_served  # noqa: E402
-from course_utils.findings import update_readme  # noqa: E402
+from course_utils.findings import read_benchmark_runs, update_readme  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
 # Words of the procedural catalogue: each viewer types its own query ("navy floral dress", …), as a class would.
@@ -568,14 +568,6 @@ def phase_key(phase: dict) -> str:
     return phase.get("when") or {HTTP_MODES[0]: "http", HTTP_MODES[1]: "http-again"}[phase["mode"]]
 
 
-def read_runs(folder: Path = RECORDS) -> list[dict]:
-    """The records ``folder/*.json`` that this script wrote with ``--json``, oldest first."""
-    runs = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
-    if not runs:
-        raise SystemExit(f"no benchmark records in {folder}: run this script with --json {folder}/<name>.json")
-    return sorted(runs, key=lambda run: run["conditions"]["date_utc"])
-
-
 def _p95s(runs: list[dict], key: str, measure: str = "results_s") -> list[float]:
     """The p95 of ``measure`` in phase ``key`` of each run that has the phase."""
     return [phase["summary"][measure]["p95"] for run in runs for phase in run["phases"]
@@ -654,7 +646,7 @@ def run_max(run: dict, field: str) -> int:
 def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
     """Render :func:`readme_section` from ``folder`` between the README's :data:`README_MARKERS`; with ``check``,
     only compare (1 when the README differs from the records)."""
-    return update_readme(readme, readme_section(read_runs(folder)), *README_MARKERS, check, folder,
+    return update_readme(readme, readme_section(read_benchmark_runs(folder, Path(__file__).name)), *README_MARKERS, check, folder,
                          f"{Path(__file__).name} --readme")
 
 

@@ -6,7 +6,8 @@ those records and writes them between the markers ``<!-- findings:start -->`` an
 ``README.md``; ``--check`` only compares and exits 1 when the README and the records disagree
 (``tests/test_findings.py`` runs it), so no hand-typed number can drift from the run that produced it.
 ``--profile real`` does the same for the real-photo profile's records (``results/real/``, markers
-``findings-real``).
+``findings-real``). ``update_readme`` and ``read_benchmark_runs`` serve any README section rendered from kept
+records: the benchmarks' ``--readme`` (``bench_classroom.py``, ``bench_ci.py``) use them too.
 
 Records made with ``--seeds`` (``make run SEEDS=0,1,2``) carry each metric under every seed: the bullets then give
 mean ± std over the seeds, and each comparison the course draws is rendered with its verdict — a *finding* only
@@ -238,6 +239,15 @@ def replace_section(text: str, body: str, start: str = START, end: str = END) ->
     if section is None:
         raise SystemExit(f"README has no {start} ... {end} lines around the section rendered between them")
     return f"{text[:section.start()]}{start}\n{body}\n{end}{text[section.end():]}"
+
+
+def read_benchmark_runs(folder: Path, script: str) -> list[dict]:
+    """The records ``folder/*.json`` that the benchmark ``script`` kept (its ``--json``), oldest first by their
+    ``conditions.date_utc``; ``SystemExit`` saying how to keep one when there are none."""
+    runs = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    if not runs:
+        raise SystemExit(f"no records in {folder}: run {script} with --json {folder}/<time>.json")
+    return sorted(runs, key=lambda run: run["conditions"]["date_utc"])
 
 
 def update_readme(readme: Path, body: str, start: str, end: str, check: bool, source: Path, command: str) -> int:
