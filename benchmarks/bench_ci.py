@@ -73,7 +73,9 @@ def clone_and_run(clone_dir: Path, timeout_s: float, log_path: Path) -> tuple[in
 
 
 def minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {round(seconds % 60)} s"
+    """``1319.6`` -> ``"22 min 0 s"`` (rounded to the second first)."""
+    whole = round(seconds)
+    return f"{whole // 60} min {whole % 60} s"
 
 
 def readme_section(runs: list[dict]) -> str:
@@ -101,8 +103,9 @@ def readme_section(runs: list[dict]) -> str:
 def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
     """Render :func:`readme_section` from ``folder`` between the README's :data:`README_MARKERS` (``check``: only
     compare; 1 when the README differs)."""
-    return update_readme(readme, readme_section(read_benchmark_runs(folder, Path(__file__).name)), *README_MARKERS, check, folder,
-                         f"{Path(__file__).name} --readme")
+    script = Path(__file__).name
+    return update_readme(readme, readme_section(read_benchmark_runs(folder, script)), *README_MARKERS, check, folder,
+                         f"{script} --readme")
 
 
 def main(argv: list[str] | None = None) -> int:

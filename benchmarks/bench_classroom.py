@@ -646,8 +646,9 @@ def run_max(run: dict, field: str) -> int:
 def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
     """Render :func:`readme_section` from ``folder`` between the README's :data:`README_MARKERS`; with ``check``,
     only compare (1 when the README differs from the records)."""
-    return update_readme(readme, readme_section(read_benchmark_runs(folder, Path(__file__).name)), *README_MARKERS, check, folder,
-                         f"{Path(__file__).name} --readme")
+    script = Path(__file__).name
+    return update_readme(readme, readme_section(read_benchmark_runs(folder, script)), *README_MARKERS, check, folder,
+                         f"{script} --readme")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,10 @@ def test_the_section_lists_each_run_and_the_last_against_the_budget(bench):
     assert "The last run took 90 % of the 30-minute budget" in text
 
 
+def test_minutes_round_to_the_second_before_splitting(bench):
+    assert [bench.minutes(s) for s in (1319.6, 1352.59, 59.4)] == ["22 min 0 s", "22 min 33 s", "0 min 59 s"]
+
+
 def test_the_readme_section_agrees_with_the_committed_runs(bench):
     if not list(bench.RECORDS.glob("*.json")):
         pytest.skip(f"no committed CI runs in {bench.RECORDS}")
