@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -25,10 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.findings import read_benchmark_runs, update_readme  # noqa: E402
+from course_utils.findings import machine_description, read_benchmark_runs, update_readme  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
 RECORDS = REPO_ROOT / "results" / "bench" / "ci"
@@ -129,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "conditions": {
             "date_utc": started,
             "commit": commit,
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB",
+            "machine": machine_description(),
             "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         },
         "exit_status": status, "wall_s": round(wall_s, 1), "pytest": pytest_outcome(log_path.read_text()),

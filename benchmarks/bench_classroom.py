@@ -43,7 +43,6 @@ import gzip
 import html
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -64,7 +63,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from course_utils.classroom import wait_until_served  # noqa: E402
-from course_utils.findings import read_benchmark_runs, update_readme  # noqa: E402
+from course_utils.findings import machine_description, read_benchmark_runs, source_commit, update_readme  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
 # Words of the procedural catalogue: each viewer types its own query ("navy floral dress", …), as a class would.
@@ -453,16 +452,6 @@ def wait_for_server(url: str, process: subprocess.Popen | None, log: Path | None
                 raise
 
 
-def source_commit() -> str:
-    """The checkout's commit (``git describe --always --dirty``), or "unknown" outside a git checkout."""
-    try:
-        described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT, capture_output=True,
-                                   text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return described.stdout.strip() or "unknown"
-
-
 def gib(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:.2f} GiB"
 
@@ -754,8 +743,7 @@ def main(argv: list[str] | None = None) -> int:
         row["summary"] = summarise(row["results"])
     conditions = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
+        "machine": machine_description(),
         "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "profile": args.profile, "workers": args.workers, "queries": args.query or "one per viewer",
         "server": "given by --url" if args.url else args.server,

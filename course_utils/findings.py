@@ -7,7 +7,8 @@ those records and writes them between the markers ``<!-- findings:start -->`` an
 (``tests/test_findings.py`` runs it), so no hand-typed number can drift from the run that produced it.
 ``--profile real`` does the same for the real-photo profile's records (``results/real/``, markers
 ``findings-real``). ``update_readme`` and ``read_benchmark_runs`` serve any README section rendered from kept
-records: the benchmarks' ``--readme`` (``bench_classroom.py``, ``bench_ci.py``) use them too.
+records: the benchmarks' ``--readme`` (``bench_classroom.py``, ``bench_ci.py``, ``bench_runtimes.py``) use them too,
+and their records name the machine and commit with ``machine_description`` and ``source_commit``.
 
 Records made with ``--seeds`` (``make run SEEDS=0,1,2``) carry each metric under every seed: the bullets then give
 mean ± std over the seeds, and each comparison the course draws is rendered with its verdict — a *finding* only
@@ -18,8 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import re
 import statistics
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -248,6 +252,22 @@ def read_benchmark_runs(folder: Path, script: str) -> list[dict]:
     if not runs:
         raise SystemExit(f"no records in {folder}: run {script} with --json {folder}/<time>.json")
     return sorted(runs, key=lambda run: run["conditions"]["date_utc"])
+
+
+def source_commit() -> str:
+    """The checkout's commit (``git describe --always --dirty``), or "unknown" outside a git checkout."""
+    try:
+        described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT, capture_output=True,
+                                   text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return described.stdout.strip() or "unknown"
+
+
+def machine_description() -> str:
+    """``"x86_64, 2 cores, 24 GiB"``: what a benchmark record says it ran on."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{platform.machine()}, {os.cpu_count()} cores, {memory / 2**30:.0f} GiB"
 
 
 def update_readme(readme: Path, body: str, start: str, end: str, check: bool, source: Path, command: str) -> int:

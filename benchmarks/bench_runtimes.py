@@ -1,0 +1,173 @@
+"""What a profile's run costs: every notebook via papermill from an empty cache, then again from the filled one.
+
+Runs ``python -m course_utils.run --profile PROFILE`` twice with a cache folder of its own (``FASHION_COURSE_CACHE``,
+emptied first) and outputs and figures outside ``outputs/`` and ``figures/``: the *fresh* run is what a fresh clone
+pays (the catalogue rendered, the tiny CLIP pretrained, every cached model trained), the *cached* one what every later
+run pays. Each run's seconds per notebook come from the runner's ``timings-<profile>.json``. The two runs' records are
+also compared metric by metric: what differs between them should be timings only (the course's reproducibility
+claim). Run it on idle cores. With ``--json`` the record is kept; ``--readme [--check]`` renders README › Profiles'
+runtimes from the records kept in ``results/bench/runtimes/`` (the last per profile).
+
+    .venv/bin/python benchmarks/bench_runtimes.py --profile ci --json results/bench/runtimes/<time>-ci.json    # ~15 min
+    .venv/bin/python benchmarks/bench_runtimes.py --profile full --json results/bench/runtimes/<time>-full.json  # ~30 min
+    .venv/bin/python benchmarks/bench_runtimes.py --readme
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from course_utils.findings import machine_description, read_benchmark_runs, source_commit, update_readme  # noqa: E402
+from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
+
+RECORDS = REPO_ROOT / "results" / "bench" / "runtimes"
+README_MARKERS = ("<!-- bench-runtimes:start -->", "<!-- bench-runtimes:end -->")
+# The course's budgets for a whole profile's run from an empty cache (set by its issues, not measured).
+BUDGETS_S = {"ci": 8 * 60, "full": 30 * 60}
+CACHES = ("fresh", "cached")
+
+
+def run_profile(profile: str, work: Path, cache: str) -> dict:
+    """One ``course_utils.run --profile profile`` with ``work/cache`` as its cache and ``work/<cache>`` as its
+    outputs; ``{"cache", "exit_status", "wall_s", "notebooks": {stem: seconds}, "metrics": {stem: {...}}}``."""
+    out = work / cache
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "FASHION_COURSE_CACHE": str(work / "cache"), "FASHION_COURSE_FIGURES": str(out / "figures")}
+    command = [sys.executable, "-m", "course_utils.run", "--profile", profile, "--output-dir", str(out)]
+    print(f"▶ {cache}: {' '.join(command[1:])}", flush=True)
+    start = time.perf_counter()
+    status = subprocess.run(command, cwd=REPO_ROOT, env=env).returncode
+    wall_s = time.perf_counter() - start
+    timings = out / f"timings-{profile}.json"
+    metrics = {path.stem: json.loads(path.read_text())["metrics"] for path in sorted((out / "results").glob("*.json"))}
+    return {"cache": cache, "exit_status": status, "wall_s": round(wall_s, 1),
+            "notebooks": {stem: round(s, 1) for stem, s in json.loads(timings.read_text()).items()}
+            if timings.exists() else {},
+            "metrics": metrics}
+
+
+def differing_metrics(first: dict, second: dict) -> list[str]:
+    """``notebook.metric`` names whose values differ between two runs' metrics (or that only one run has);
+    NaN equals NaN."""
+    def same(a, b) -> bool:
+        return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+    names = []
+    for stem in sorted(set(first) | set(second)):
+        left, right = first.get(stem, {}), second.get(stem, {})
+        names += [f"{stem}.{name}" for name in sorted(set(left) | set(right))
+                  if name not in left or name not in right or not same(left[name], right[name])]
+    return names
+
+
+def seconds(value: float) -> str:
+    return f"{value:,.0f} s"
+
+
+def readme_section(records: list[dict]) -> str:
+    """The last record of each profile as one table (a column per profile and cache), its totals against the
+    budgets, and what differed between its fresh and cached runs; every number from ``records``."""
+    latest = {record["profile"]: record for record in records}
+    profiles = [profile for profile in BUDGETS_S if profile in latest] + sorted(set(latest) - set(BUDGETS_S))
+    columns = [(profile, run) for profile in profiles for run in latest[profile]["runs"]]
+    stems = sorted({stem for _, run in columns for stem in run["notebooks"]})
+    lines = ["| notebook | " + " | ".join(f"{profile}, {run['cache']}" for profile, run in columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    for stem in stems:
+        lines.append(f"| {stem} | " + " | ".join(seconds(run["notebooks"][stem]) if stem in run["notebooks"] else "–"
+                                                for _, run in columns) + " |")
+    lines.append("| **total (runner)** | " + " | ".join(
+        f"**{seconds(sum(run['notebooks'].values()))} ({sum(run['notebooks'].values()) / 60:.1f} min)**"
+        for _, run in columns) + " |")
+    lines.append("| wall time of the command | " + " | ".join(
+        f"{seconds(run['wall_s'])}" + ("" if run["exit_status"] == 0 else f" (exit {run['exit_status']})")
+        for _, run in columns) + " |")
+    conditions = [f"{profile}: {latest[profile]['conditions']['date_utc']} UTC, commit "
+                  f"{latest[profile]['conditions']['commit']}, load average "
+                  f"{latest[profile]['conditions']['load_average_before_after'][0]} before"
+                  for profile in profiles]
+    intro = (f"**Measured** by `benchmarks/bench_runtimes.py` ({latest[profiles[-1]]['conditions']['machine']}, torch "
+             f"on {latest[profiles[-1]]['conditions']['torch_threads']} threads; {'; '.join(conditions)}; records in "
+             "`results/bench/runtimes/`):")
+    verdicts = []
+    for profile in profiles:
+        fresh = next((run for run in latest[profile]["runs"] if run["cache"] == "fresh"), None)
+        if profile in BUDGETS_S and fresh is not None:
+            held = fresh["exit_status"] == 0 and fresh["wall_s"] <= BUDGETS_S[profile]
+            verdicts.append(f"`{profile}` ≤ {BUDGETS_S[profile] // 60} min from an empty cache: "
+                            f"{fresh['wall_s'] / 60:.1f} min, {'held' if held else 'not held'}")
+    differing = []
+    for profile in profiles:
+        names = latest[profile]["differing_metrics"]
+        if names is None:
+            differing.append(f"`{profile}`: one run only, not compared")
+            continue
+        differing.append(f"`{profile}`: " + (", ".join(f"`{name}`" for name in names) if names else "none"))
+    return "\n\n".join([intro, "\n".join(lines), "Budgets: " + "; ".join(verdicts) + ".",
+                        "Metrics that differ between the fresh and the cached run (timings are expected here; "
+                        "anything else would break the reproducibility claim below): " + "; ".join(differing) + "."])
+
+
+def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
+    """Render :func:`readme_section` from ``folder`` between the README's :data:`README_MARKERS` (``check``: only
+    compare; 1 when the README differs)."""
+    script = Path(__file__).name
+    return update_readme(readme, readme_section(read_benchmark_runs(folder, script)), *README_MARKERS, check, folder,
+                         f"{script} --readme")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="ci", choices=sorted(BUDGETS_S), help="the profile to time")
+    parser.add_argument("--caches", default=",".join(CACHES),
+                        help="which runs, in order: fresh (empty cache first), cached (reuses the cache); default both")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="cache and outputs of the runs (default outputs/bench/runtimes-<profile>/; emptied first)")
+    parser.add_argument("--json", type=Path, default=None, help="write the record here")
+    parser.add_argument("--readme", action="store_true",
+                        help="run nothing: render README › Profiles' runtimes from results/bench/runtimes/ "
+                        "(with --check: compare)")
+    parser.add_argument("--check", action="store_true", help="with --readme: compare only")
+    args = parser.parse_args(argv)
+    if args.readme:
+        return write_readme(args.check)
+    caches = [cache for cache in args.caches.split(",") if cache]
+    if not caches or set(caches) - set(CACHES) or caches[0] != "fresh" and "fresh" in caches:
+        parser.error(f"--caches takes fresh and/or cached, fresh first; got {args.caches!r}")
+    work = (args.work_dir or outputs_dir() / "bench" / f"runtimes-{args.profile}").resolve()
+    if "fresh" in caches:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    load_before = os.getloadavg()[0]
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    commit = source_commit()
+    runs = [run_profile(args.profile, work, cache) for cache in caches]
+    record = {
+        "profile": args.profile,
+        "conditions": {"date_utc": started, "commit": commit, "machine": machine_description(),
+                       "torch_threads": int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads()),
+                       "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
+        "runs": [{key: value for key, value in run.items() if key != "metrics"} for run in runs],
+        "differing_metrics": differing_metrics(runs[0]["metrics"], runs[1]["metrics"]) if len(runs) > 1 else None,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+    return max(run["exit_status"] for run in runs)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
