@@ -14,7 +14,6 @@ pytest's own time and counts, and its ten slowest durations (the log goes to ``o
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import re
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.findings import machine_description, read_benchmark_runs, update_readme  # noqa: E402
+from course_utils.bench_records import RunConditions, add_record_options, keep, render_readme  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
 RECORDS = REPO_ROOT / "results" / "bench" / "ci"
@@ -98,11 +97,8 @@ def readme_section(runs: list[dict]) -> str:
 
 
 def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
-    """Render :func:`readme_section` from ``folder`` between the README's :data:`README_MARKERS` (``check``: only
-    compare; 1 when the README differs)."""
-    script = Path(__file__).name
-    return update_readme(readme, readme_section(read_benchmark_runs(folder, script)), *README_MARKERS, check, folder,
-                         f"{script} --readme")
+    """README › Tests and CI's measured part from the runs kept in ``folder`` (``check``: compare only)."""
+    return render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,30 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clone-dir", type=Path, default=REPO_ROOT.parent / f"{REPO_ROOT.name}-bench-ci",
                         help="where to clone (beside the checkout, so ../shared resolves; replaced if an earlier clone)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds the CI command may take")
-    parser.add_argument("--json", type=Path, default=None, help="write the record here")
-    parser.add_argument("--readme", action="store_true",
-                        help="run nothing: render README › Tests and CI from results/bench/ci/ (with --check: compare)")
-    parser.add_argument("--check", action="store_true", help="with --readme: compare only")
+    add_record_options(parser, "Tests and CI")
     args = parser.parse_args(argv)
     if args.readme:
         return write_readme(args.check)
     log_path = outputs_dir() / "bench" / "bench_ci.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    load_before = os.getloadavg()[0]
-    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    conditions = RunConditions()
     status, wall_s, commit = clone_and_run(args.clone_dir.resolve(), args.timeout, log_path)
-    record = {
-        "conditions": {
-            "date_utc": started,
-            "commit": commit,
-            "machine": machine_description(),
-            "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        },
-        "exit_status": status, "wall_s": round(wall_s, 1), "pytest": pytest_outcome(log_path.read_text()),
-    }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2))
+    record = {"conditions": conditions.finish(commit=commit),  # the clone's commit: what the CI ran
+              "exit_status": status, "wall_s": round(wall_s, 1), "pytest": pytest_outcome(log_path.read_text())}
+    keep(record, args.json)
     print(json.dumps(record, indent=2))
     print(f"log: {log_path}")
     return status

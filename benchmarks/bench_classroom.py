@@ -62,8 +62,8 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from course_utils.bench_records import machine_description, render_readme, source_commit  # noqa: E402
 from course_utils.classroom import wait_until_served  # noqa: E402
-from course_utils.findings import machine_description, read_benchmark_runs, source_commit, update_readme  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
 # Words of the procedural catalogue: each viewer types its own query ("navy floral dress", …), as a class would.
@@ -633,11 +633,8 @@ def run_max(run: dict, field: str) -> int:
 
 
 def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
-    """Render :func:`readme_section` from ``folder`` between the README's :data:`README_MARKERS`; with ``check``,
-    only compare (1 when the README differs from the records)."""
-    script = Path(__file__).name
-    return update_readme(readme, readme_section(read_benchmark_runs(folder, script)), *README_MARKERS, check, folder,
-                         f"{script} --readme")
+    """README › Serving a classroom's measured part from the runs kept in ``folder`` (``check``: compare only)."""
+    return render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,8 @@ vs pure model-forward time on pre-processed batches, for the tiny CLIP and for V
 timing does not depend on the weights).
 
     python benchmarks/bench_embedding.py [--images 2000] [--vit-images 96] [--batch-size 64] [--workers 0]
+    python benchmarks/bench_embedding.py --json results/bench/embedding/<time>.json   # keep the run's record
+    python benchmarks/bench_embedding.py --readme     # README › Performance › Embedding from the last kept record
 
 Goals (issue 3): pipeline >= 2x the loop, and >= 85 % of pure model-forward throughput.
 """
@@ -10,12 +12,29 @@ Goals (issue 3): pipeline >= 2x the loop, and >= 85 % of pure model-forward thro
 from __future__ import annotations
 
 import argparse
-import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-import course_utils as cu
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import course_utils as cu  # noqa: E402
+from course_utils.bench_records import (  # noqa: E402
+    BENCH_RECORDS,
+    README,
+    RunConditions,
+    add_record_options,
+    arguments,
+    keep,
+    markdown_table,
+    render_readme,
+    run_heading,
+)
+
+RECORDS = BENCH_RECORDS / "embedding"
+README_MARKERS = ("<!-- bench-embedding:start -->", "<!-- bench-embedding:end -->")
+GOALS = {"pipeline / loop": 2.0, "pipeline / forward-only": 0.85}  # issue 3's goals
 
 
 def per_image_loop(bundle, catalogue) -> float:
@@ -55,13 +74,38 @@ def measure(name: str, bundle, catalogue, batch_size: int, workers: int) -> dict
             "forward-only img/s": n / floor, "pipeline / loop": loop / piped, "pipeline / forward-only": floor / piped}
 
 
-def main() -> None:
+def readme_section(runs: list[dict]) -> str:
+    """The last kept run: throughput per model and each ratio against issue 3's goal."""
+    run = runs[-1]
+    verdicts = "; ".join(f"{row['model']}: " + ", ".join(
+        f"{name} {row[name]:.2f} ({'met' if row[name] >= goal else 'not met'})" for name, goal in GOALS.items())
+        for row in run["rows"])
+    return "\n\n".join([
+        run_heading(run, RECORDS),
+        markdown_table(run["rows"], list(run["rows"][0]), lambda value, _: f"{value:.2f}" if isinstance(value, float)
+                       else str(value)),
+        f"torch {run['conditions']['torch']} on {run['conditions']['torch_threads']} threads, batch "
+        f"{run['arguments']['batch_size']}, {run['arguments']['workers']} loader workers. Goals: pipeline ≥ "
+        f"{GOALS['pipeline / loop']:g}× the loop and ≥ {GOALS['pipeline / forward-only']:.0%} of model-forward "
+        f"throughput — {verdicts}."])
+
+
+def write_readme(check: bool, readme: Path = README, folder: Path = RECORDS) -> int:
+    """README › Performance › Embedding from the runs kept in ``folder`` (``check``: compare only)."""
+    return render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2000, help="images for the tiny model")
     parser.add_argument("--vit-images", type=int, default=96, help="images for ViT-B-32 (~10 img/s on 2 cores)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the pipeline")
-    args = parser.parse_args()
+    add_record_options(parser, "Performance › Embedding")
+    args = parser.parse_args(argv)
+    if args.readme:
+        return write_readme(args.check)
+    conditions = RunConditions()
 
     torch.manual_seed(0)
     catalogue = cu.data.load_catalogue("synthetic", size="ci").split("pretrain")  # 4,000 images
@@ -71,13 +115,13 @@ def main() -> None:
                     args.batch_size, args.workers),
             measure("ViT-B-32 (224 px, random init)", cu.models.load_clip("ViT-B-32", None), catalogue.subset(catalogue.ids[: args.vit_images]),
                     min(args.batch_size, 32), args.workers)]
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}, device {rows and cu.models.resolve_device('auto')}")
-    columns = list(rows[0])
-    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    record = {"conditions": conditions.finish(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                                              device=str(cu.models.resolve_device("auto"))),
+              "arguments": arguments(args), "rows": rows}
+    print(readme_section([record]))
+    keep(record, args.json)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

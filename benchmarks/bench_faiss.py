@@ -9,19 +9,18 @@ neighbourhood structure (on 1M of them HNSW reached recall@10 <= 0.03 on the cou
 
 For each index the script reports build time, recall@k (fraction of the exact top-k found, ground truth from
 ``ExactIndex``) and the median / 90th-percentile latency of single-query searches (one query per call, as in an
-interactive app). Goal from the course: recall@10 >= 0.95 at < 2 ms per query.
+interactive app). Goal from the course: recall@10 >= 0.95 at < 2 ms per query. ``--json`` keeps the run's record;
+``--readme`` renders README › Performance › Approximate search from the last record kept in ``results/bench/faiss/``.
 
     .venv/bin/python benchmarks/bench_faiss.py                 # quick: n = 100,000
-    .venv/bin/python benchmarks/bench_faiss.py --n 1000000     # full: HNSW build alone takes ~10 minutes on 2 cores
+    .venv/bin/python benchmarks/bench_faiss.py --n 1000000 --json results/bench/faiss/<time>.json  # HNSW build ~10 min
+    .venv/bin/python benchmarks/bench_faiss.py --readme
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,22 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from course_utils.bench_records import (  # noqa: E402
+    BENCH_RECORDS,
+    README,
+    RunConditions,
+    add_record_options,
+    arguments,
+    keep,
+    markdown_table,
+    render_readme,
+    run_heading,
+)
 from course_utils.index import ExactIndex, FaissIndex  # noqa: E402
+
+RECORDS = BENCH_RECORDS / "faiss"
+README_MARKERS = ("<!-- bench-faiss:start -->", "<!-- bench-faiss:end -->")
+GOAL = {"recall": 0.95, "median_ms": 2.0}  # the course's goal for approximate search: recall@10 >= 0.95 at < 2 ms
 
 
 def gaussian_mixture(
@@ -65,20 +79,28 @@ def single_query_latencies(index: ExactIndex | FaissIndex, queries: np.ndarray, 
     return times
 
 
-def markdown(rows: list[dict[str, object]], columns: list[str]) -> str:
-    def cell(value: object) -> str:
-        if value is None:
-            return ""
-        if isinstance(value, float):
-            return f"{value:.3f}" if value < 10 else f"{value:,.1f}"
-        return str(value)
+def readme_section(runs: list[dict]) -> str:
+    """The last kept run: its data, build times and the recall / latency sweep with the goal per row."""
+    run, k = runs[-1], runs[-1]["arguments"]["k"]
+    a = run["arguments"]
+    return "\n\n".join([
+        run_heading(run, RECORDS),
+        f"Data: {a['n']:,} × {a['dim']} unit vectors from a Gaussian mixture of {a['centres']:,} centres (noise norm "
+        f"{a['spread']}), {a['queries']:,} held-out queries; faiss {run['conditions']['faiss']} on "
+        f"{run['conditions']['faiss_threads']} threads; single-query latency over {a['latency_queries']} queries "
+        f"({a['exact_latency_queries']} for the exact baselines). Build:",
+        markdown_table(run["builds"], ["index", "train s", "add s", "total s", "note"]),
+        f"Recall@{k} against single-query latency (goal: recall@{k} ≥ {GOAL['recall']} at < {GOAL['median_ms']:g} "
+        "ms per query):",
+        markdown_table(run["rows"], ["index", "params", f"recall@{k}", "median ms/query", "p90 ms/query", "goal met"])])
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+
+def write_readme(check: bool, readme: Path = README, folder: Path = RECORDS) -> int:
+    """README › Performance › Approximate search from the runs kept in ``folder`` (``check``: compare only)."""
+    return render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000, help="indexed vectors (1000000 for the full run)")
     parser.add_argument("--dim", type=int, default=512, help="embedding dimension")
@@ -97,19 +119,17 @@ def main() -> None:
     parser.add_argument("--skip-hnsw", action="store_true", help="skip the (slow) HNSW build")
     parser.add_argument("--threads", type=int, default=0, help="FAISS/torch threads (0: all cores)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    add_record_options(parser, "Performance › Approximate search")
+    args = parser.parse_args(argv)
+    if args.readme:
+        return write_readme(args.check)
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
         torch.set_num_threads(args.threads)
     nlist = args.nlist or int(4 * math.sqrt(args.n))
     train_size = args.train_size or min(args.n, 50 * nlist)
 
-    print(f"# FAISS benchmark — {datetime.datetime.now():%Y-%m-%d %H:%M}")
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, faiss {faiss.__version__} with "
-        f"{faiss.omp_get_max_threads()} threads, torch {torch.__version__}; load average at start "
-        f"{os.getloadavg()[0]:.2f}"
-    )
+    conditions = RunConditions()
     print(
         f"data: Gaussian mixture of {args.centres:,} random unit centres, noise norm {args.spread}, L2-normalised; "
         f"n={args.n:,}, d={args.dim}, {args.queries:,} held-out queries from the same mixture; k={args.k}\n"
@@ -136,7 +156,7 @@ def main() -> None:
                 f"recall@{args.k}": r,
                 "median ms/query": median_ms,
                 "p90 ms/query": float(np.percentile(latencies, 90) * 1e3),
-                "goal met": "yes" if r >= 0.95 and median_ms < 2.0 else "",
+                "goal met": "yes" if r >= GOAL["recall"] and median_ms < GOAL["median_ms"] else "no",
             }
         )
         print(f"... {index_name} {params}: recall {r:.3f}, {median_ms:.2f} ms", file=sys.stderr)
@@ -207,18 +227,14 @@ def main() -> None:
 
     for b in builds:
         b["total s"] = float(b["train s"]) + float(b["add s"])
-    print("## Build\n")
-    print(markdown(builds, ["index", "train s", "add s", "total s", "note"]))
-    print(
-        f"\n## Recall@{args.k} vs single-query latency ({len(latency_queries)} queries timed one by one; "
-        f"{len(exact_queries)} for the exact baselines)\n"
-    )
-    print(markdown(rows, ["index", "params", f"recall@{args.k}", "median ms/query", "p90 ms/query", "goal met"]))
-    print(
-        f"\nGoal: recall@{args.k} >= 0.95 at < 2 ms/query. Latency includes the course_utils wrapper (input checks, "
-        f"id mapping). Load average at end {os.getloadavg()[0]:.2f} (the machine is shared: timings vary)."
-    )
+    record = {"conditions": conditions.finish(faiss=faiss.__version__, faiss_threads=faiss.omp_get_max_threads(),
+                                              torch=torch.__version__),
+              "arguments": {**arguments(args), "nlist": nlist, "train_size": train_size},
+              "builds": builds, "rows": rows}
+    print(readme_section([record]))
+    keep(record, args.json)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

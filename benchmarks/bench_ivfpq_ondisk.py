@@ -15,18 +15,20 @@ resident memory (VmRSS, peak VmHWM) is the searcher's alone: centroids and codeb
 Printed: build time by phase, file sizes, then per (nprobe, re-rank candidates): recall@k against exact, median and
 90th-percentile latency of single-query searches, resident memory of the search process.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ivfpq_ondisk.py --n 1000000
+``--json`` keeps the run's record; ``--readme`` renders README › Scaling out's tables from the records kept in
+``results/bench/ivfpq_ondisk/`` (the last per ``--n``).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ivfpq_ondisk.py --n 1000000 --json results/bench/ivfpq_ondisk/<time>.json
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_ivfpq_ondisk.py --n 5000000 > ivfpq-5M.txt 2>&1 &
+    .venv/bin/python benchmarks/bench_ivfpq_ondisk.py --readme
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -36,6 +38,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from course_utils.bench_records import (  # noqa: E402
+    BENCH_RECORDS,
+    README,
+    RunConditions,
+    add_record_options,
+    arguments,
+    keep,
+    render_readme,
+    run_heading,
+)
 from course_utils.index import ExactIndex  # noqa: E402
 from course_utils.index_ondisk import (  # noqa: E402
     NpyRows,
@@ -174,7 +186,52 @@ def search(args: argparse.Namespace, folder: Path) -> None:
                               "memory": memory_mb()}), flush=True)
 
 
-def main() -> None:
+RECORDS = BENCH_RECORDS / "ivfpq_ondisk"
+README_MARKERS = ("<!-- bench-ivfpq-ondisk:start -->", "<!-- bench-ivfpq-ondisk:end -->")
+# Issue 16's goals for an index bigger than RAM: search RSS, recall@10, latency, build time on 2 cores.
+GOALS = {"rss_mb": 2000, "recall": 0.90, "median_ms": 10.0, "build_s": 30 * 60}
+
+
+def run_table(run: dict) -> str:
+    """One kept run: its data and build, the nprobe x re-rank sweep, and the settings that meet every goal."""
+    a, build, opened = run["arguments"], run["build"], run["opened"]
+    lines = [f"| nprobe | re-rank candidates | recall@{a['k']} | median ms/query | p90 ms/query | search process RSS |",
+             "|---|---|---|---|---|---|"]
+    meeting = []
+    for row in run["rows"]:
+        lines.append(f"| {row['nprobe']} | {row['rerank'] or '—'} | {row['recall']:.3f} | {row['median ms']:.2f} | "
+                     f"{row['p90 ms']:.2f} | {row['memory']['VmRSS']:,.0f} MB |")
+        if (row["recall"] >= GOALS["recall"] and row["median ms"] <= GOALS["median_ms"]
+                and row["memory"]["VmRSS"] <= GOALS["rss_mb"]):
+            meeting.append(f"nprobe {row['nprobe']}, {row['rerank']} candidates re-ranked")
+    build_s = build["build s (train + add + merge)"]
+    met = meeting and build_s <= GOALS["build_s"]
+    return "\n\n".join([
+        f"**{a['n']:,} × {a['dim']}**, IVF{a['nlist']},PQ{a['pq_m']} trained on {a['train_size']:,} vectors, "
+        f"{a['queries']:,} held-out queries. " + run_heading(run, RECORDS, lead="Measured", end="."),
+        "\n".join(lines),
+        f"Build {build_s:,.0f} s (train {build['train s']:,.0f} s, add {build['add shards s']:,.0f} s, merge "
+        f"{build['merge s']:.1f} s) plus {build['ground truth s']:,.0f} s of streamed ground truth; peak RSS while "
+        f"building {build['build peak RSS MB']:,.0f} MB; on disk {build['lists file MB']:,.0f} MB of lists and "
+        f"{build['vectors.f16 MB']:,.0f} MB of float16 vectors for re-ranking ({build['shards MB']:,.0f} MB of shards, "
+        f"deleted after the merge). The search process holds {opened['before open']['VmRSS']:,.0f} MB before opening "
+        f"the index (Python, numpy, torch, faiss). Goals (search RSS ≤ {GOALS['rss_mb']:,} MB, recall@{a['k']} ≥ "
+        f"{GOALS['recall']}, ≤ {GOALS['median_ms']:g} ms per query, build ≤ {GOALS['build_s'] // 60} min): "
+        + (f"met ({'; '.join(meeting)})." if met else "not met.")])
+
+
+def readme_section(runs: list[dict]) -> str:
+    """The last kept run of each size, smallest first."""
+    last = {run["arguments"]["n"]: run for run in runs}
+    return "\n\n".join(run_table(last[n]) for n in sorted(last))
+
+
+def write_readme(check: bool, readme: Path = README, folder: Path = RECORDS) -> int:
+    """README › Scaling out's on-disk tables from the runs kept in ``folder`` (``check``: compare only)."""
+    return render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="indexed vectors")
     parser.add_argument("--dim", type=int, default=512)
@@ -194,17 +251,18 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the folder afterwards")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--search-only", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    add_record_options(parser, "Scaling out")
+    args = parser.parse_args(argv)
+    if args.readme:
+        return write_readme(args.check)
     args.nlist = args.nlist or 2 ** round(math.log2(math.sqrt(args.n)))
     args.train_size = args.train_size or min(args.n, 40 * args.nlist)
     folder = Path(args.folder or cache_dir() / f"ivfpq-bench-{args.n}")
     if args.search_only:
         search(args, folder)
-        return
+        return 0
 
-    print(f"# On-disk IVF-PQ benchmark — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')},"
-          f" load average at start {os.getloadavg()[0]:.2f}")
+    conditions = RunConditions()
     print(f"data: {args.n:,} x {args.dim} clustered unit vectors ({args.centres} centres, latent {args.latent}-d of norm "
           f"{args.latent_norm}, noise {args.noise}); {args.queries:,} held-out queries; k={args.k}")
     print(f"index: IVF{args.nlist},PQ{args.pq_m} (inner product), trained on {args.train_size:,} vectors; "
@@ -216,26 +274,23 @@ def main() -> None:
         print(f"{key}: {value:,.1f}")
     print(flush=True)
 
-    child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--folder", str(folder), "--search-only"],
+    child = subprocess.run([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--folder",
+                            str(folder), "--search-only"],
                            capture_output=True, text=True)
     if child.returncode:
         print(child.stderr)
         raise SystemExit(child.returncode)
     rows = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
     opened = rows[0]
-    print(f"search process after opening the index: RSS {opened['memory']['VmRSS']:.0f} MB "
-          f"(before opening {opened['before open']['VmRSS']:.0f} MB: Python + numpy + torch + faiss)\n")
-    print(f"| nprobe | re-rank | recall@{args.k} | median ms/query | p90 ms/query | RSS MB | of it mapped files MB "
-          "| peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for row in rows[1:]:
-        memory = row["memory"]
-        print(f"| {row['nprobe']} | {row['rerank'] or '-'} | {row['recall']:.3f} | {row['median ms']:.2f} | "
-              f"{row['p90 ms']:.2f} | {memory['VmRSS']:.0f} | {memory['RssFile']:.0f} | {memory['VmHWM']:.0f} |")
-    print(f"\nload average at end {os.getloadavg()[0]:.2f}")
+    record = {"conditions": conditions.finish(omp_num_threads=os.environ.get("OMP_NUM_THREADS")),
+              "arguments": {name: value for name, value in arguments(args).items() if name not in ("folder", "keep")},
+              "build": timings, "opened": opened, "rows": rows[1:]}
+    print(readme_section([record]))
+    keep(record, args.json)
     if not args.keep:
         shutil.rmtree(folder)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

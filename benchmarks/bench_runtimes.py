@@ -16,10 +16,10 @@ runtimes from the records kept in ``results/bench/runtimes/`` (the last per prof
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.findings import machine_description, read_benchmark_runs, source_commit, update_readme  # noqa: E402
+from course_utils.bench_records import RunConditions, add_record_options, keep, render_readme  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
 RECORDS = REPO_ROOT / "results" / "bench" / "runtimes"
@@ -35,6 +35,8 @@ README_MARKERS = ("<!-- bench-runtimes:start -->", "<!-- bench-runtimes:end -->"
 # The course's budgets for a whole profile's run from an empty cache (set by its issues, not measured).
 BUDGETS_S = {"ci": 8 * 60, "full": 30 * 60}
 CACHES = ("fresh", "cached")
+# Metric names that are timings (latencies, seconds, throughputs): the ones a rerun is expected to change.
+TIMING = re.compile(r"latency|seconds|runtime|_s$|_s_|per_s|(^|[_/])ms([_/]|$)")
 
 
 def run_profile(profile: str, work: Path, cache: str) -> dict:
@@ -68,6 +70,11 @@ def differing_metrics(first: dict, second: dict) -> list[str]:
         names += [f"{stem}.{name}" for name in sorted(set(left) | set(right))
                   if name not in left or name not in right or not same(left[name], right[name])]
     return names
+
+
+def metric_count(metrics: dict) -> int:
+    """How many metrics the notebooks' records hold in all."""
+    return sum(len(values) for values in metrics.values())
 
 
 def seconds(value: float) -> str:
@@ -106,24 +113,26 @@ def readme_section(records: list[dict]) -> str:
             held = fresh["exit_status"] == 0 and fresh["wall_s"] <= BUDGETS_S[profile]
             verdicts.append(f"`{profile}` ≤ {BUDGETS_S[profile] // 60} min from an empty cache: "
                             f"{fresh['wall_s'] / 60:.1f} min, {'held' if held else 'not held'}")
-    differing = []
+    compared = []
     for profile in profiles:
         names = latest[profile]["differing_metrics"]
         if names is None:
-            differing.append(f"`{profile}`: one run only, not compared")
+            compared.append(f"`{profile}`: one run only, not compared")
             continue
-        differing.append(f"`{profile}`: " + (", ".join(f"`{name}`" for name in names) if names else "none"))
+        timings = [name for name in names if TIMING.search(name.split(".", 1)[1])]
+        others = [name for name in names if name not in timings]
+        compared.append(f"`{profile}`: {latest[profile]['metrics_compared']} metrics, {len(timings)} timings "
+                        "differ, other metrics that differ: "
+                        + (", ".join(f"`{name}`" for name in others) if others else "none"))
     return "\n\n".join([intro, "\n".join(lines), "Budgets: " + "; ".join(verdicts) + ".",
-                        "Metrics that differ between the fresh and the cached run (timings are expected here; "
-                        "anything else would break the reproducibility claim below): " + "; ".join(differing) + "."])
+                        "The fresh and the cached run's records compared metric by metric (timings differ between "
+                        "runs; any other metric that differs would break the reproducibility claim below): "
+                        + "; ".join(compared) + "."])
 
 
 def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
-    """Render :func:`readme_section` from ``folder`` between the README's :data:`README_MARKERS` (``check``: only
-    compare; 1 when the README differs)."""
-    script = Path(__file__).name
-    return update_readme(readme, readme_section(read_benchmark_runs(folder, script)), *README_MARKERS, check, folder,
-                         f"{script} --readme")
+    """README › Profiles' runtimes from the runs kept in ``folder`` (``check``: compare only)."""
+    return render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,11 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="which runs, in order: fresh (empty cache first), cached (reuses the cache); default both")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="cache and outputs of the runs (default outputs/bench/runtimes-<profile>/; emptied first)")
-    parser.add_argument("--json", type=Path, default=None, help="write the record here")
-    parser.add_argument("--readme", action="store_true",
-                        help="run nothing: render README › Profiles' runtimes from results/bench/runtimes/ "
-                        "(with --check: compare)")
-    parser.add_argument("--check", action="store_true", help="with --readme: compare only")
+    add_record_options(parser, "Profiles, outputs and runtimes")
     args = parser.parse_args(argv)
     if args.readme:
         return write_readme(args.check)
@@ -150,21 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     import torch
 
-    load_before = os.getloadavg()[0]
-    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    commit = source_commit()
+    conditions = RunConditions()
     runs = [run_profile(args.profile, work, cache) for cache in caches]
     record = {
         "profile": args.profile,
-        "conditions": {"date_utc": started, "commit": commit, "machine": machine_description(),
-                       "torch_threads": int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads()),
-                       "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
+        "conditions": conditions.finish(torch_threads=int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads())),
         "runs": [{key: value for key, value in run.items() if key != "metrics"} for run in runs],
         "differing_metrics": differing_metrics(runs[0]["metrics"], runs[1]["metrics"]) if len(runs) > 1 else None,
+        "metrics_compared": metric_count(runs[0]["metrics"]),
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    keep(record, args.json)
     print(json.dumps(record, indent=2))
     return max(run["exit_status"] for run in runs)
 

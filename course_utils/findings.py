@@ -6,9 +6,8 @@ those records and writes them between the markers ``<!-- findings:start -->`` an
 ``README.md``; ``--check`` only compares and exits 1 when the README and the records disagree
 (``tests/test_findings.py`` runs it), so no hand-typed number can drift from the run that produced it.
 ``--profile real`` does the same for the real-photo profile's records (``results/real/``, markers
-``findings-real``). ``update_readme`` and ``read_benchmark_runs`` serve any README section rendered from kept
-records: the benchmarks' ``--readme`` (``bench_classroom.py``, ``bench_ci.py``, ``bench_runtimes.py``) use them too,
-and their records name the machine and commit with ``machine_description`` and ``source_commit``.
+``findings-real``). ``update_readme`` serves any README section rendered from records: the benchmarks' ``--readme``
+use it too, through ``course_utils.bench_records``.
 
 Records made with ``--seeds`` (``make run SEEDS=0,1,2``) carry each metric under every seed: the bullets then give
 mean ± std over the seeds, and each comparison the course draws is rendered with its verdict — a *finding* only
@@ -19,11 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import statistics
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -198,8 +194,36 @@ def _07(r: dict) -> str:
     return f"**07 — the demo** ({m['gallery_size']}-item gallery), median latency per query: {', '.join(rows)}."
 
 
+def column_span(table: dict, column: str) -> str:
+    """``"207–287"``: the smallest and largest value of one column of a record's table (rounded to whole units)."""
+    values = [row[table["columns"].index(column)] for row in table["rows"]]
+    low, high = min(values), max(values)
+    return f"{low:.0f}" if round(low) == round(high) else f"{low:.0f}–{high:.0f}"
+
+
+def _08(r: dict) -> str:
+    m, p, milvus = numbers(r), r["parameters"], r["tables"]["milvus"]
+    return (f"**08 — scaling out** ({m['catalogue_size']}-item catalogue, {m['processes']} gloo processes on the CPU). "
+            f"Training: {m['processes']} processes resuming a 1-process checkpoint end {m['weight_max_abs_diff']:.1e} "
+            f"(largest weight difference) from the 1-process run, which training moved by {m['weights_moved']:.1e}; "
+            f"{m['train_images_per_s_1proc']:.0f} images/s in 1 process, {m['train_images_per_s_resumed']:.0f} in "
+            f"{m['processes']}. Embedding: the {m['processes']}-rank job's merged shards are "
+            f"{'bit-identical' if m['embed_identical'] else 'not identical'} to one process's "
+            f"({m['embed_sharded_job_s']:.0f} s for the job, start-up included, against {m['embed_single_s']:.0f} s in "
+            f"the kernel). Milvus Lite: top-{p['top_k']} identical to exact search's for "
+            f"{100 * m['milvus_topk_agreement']:.0f} % of {p['n_queries']} queries × {len(milvus['rows'])} searches "
+            f"(unfiltered and filtered by {p['filter_attribute']}), for "
+            f"{100 * m['milvus_reopen_agreement']:.0f} % after closing and reopening (writing the collection "
+            f"{m['milvus_build_s']:.1f} s, reopening {m['milvus_reopen_s']:.1f} s); median "
+            f"{column_span(milvus, 'Milvus ms')} ms per query against {column_span(milvus, 'exact (numpy) ms')} ms for "
+            f"exact search in numpy. On-disk IVF-PQ over {m['ondisk_vectors']:,} vectors: {m['ondisk_lists_mb']:.0f} MB "
+            f"of lists, built in {m['ondisk_build_s']:.0f} s, recall@{p['top_k']} {m['ondisk_best_recall']:.3f} at "
+            f"nprobe {m['ondisk_best_nprobe']} with {p['rerank']} candidates re-ranked, "
+            f"{m['ondisk_best_median_ms']:.2f} ms per query (median). The notebook took {m['runtime_s']:.0f} s.")
+
+
 BULLETS: dict[str, Callable[[dict], str]] = {"01": _01, "02": _02, "03": _03, "04": _04, "05": _05, "06": _06,
-                                             "07": _07}
+                                             "07": _07, "08": _08}
 
 
 def render_findings(records: dict[str, dict], profile: str = "full", timings: dict[str, float] | None = None) -> str:
@@ -243,31 +267,6 @@ def replace_section(text: str, body: str, start: str = START, end: str = END) ->
     if section is None:
         raise SystemExit(f"README has no {start} ... {end} lines around the section rendered between them")
     return f"{text[:section.start()]}{start}\n{body}\n{end}{text[section.end():]}"
-
-
-def read_benchmark_runs(folder: Path, script: str) -> list[dict]:
-    """The records ``folder/*.json`` that the benchmark ``script`` kept (its ``--json``), oldest first by their
-    ``conditions.date_utc``; ``SystemExit`` saying how to keep one when there are none."""
-    runs = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
-    if not runs:
-        raise SystemExit(f"no records in {folder}: run {script} with --json {folder}/<time>.json")
-    return sorted(runs, key=lambda run: run["conditions"]["date_utc"])
-
-
-def source_commit() -> str:
-    """The checkout's commit (``git describe --always --dirty``), or "unknown" outside a git checkout."""
-    try:
-        described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT, capture_output=True,
-                                   text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return described.stdout.strip() or "unknown"
-
-
-def machine_description() -> str:
-    """``"x86_64, 2 cores, 24 GiB"``: what a benchmark record says it ran on."""
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return f"{platform.machine()}, {os.cpu_count()} cores, {memory / 2**30:.0f} GiB"
 
 
 def update_readme(readme: Path, body: str, start: str, end: str, check: bool, source: Path, command: str) -> int:

@@ -19,7 +19,7 @@ LAYERS = [
     {"tasks"},
     {"retriever", "vector_db"},
     {"demo"},
-    {"widgets", "run", "evaluate", "serve", "classroom", "findings", "handouts", "train_contrastive"},
+    {"widgets", "run", "evaluate", "serve", "classroom", "findings", "bench_records", "handouts", "train_contrastive"},
 ]
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from course_utils.findings import read_benchmark_runs
+from course_utils.bench_records import read_kept_runs
 from tests.conftest import load_benchmark
 
 LOG = """install_browser: Chromium already installed
@@ -53,16 +53,10 @@ def test_minutes_round_to_the_second_before_splitting(bench):
     assert [bench.minutes(s) for s in (1319.6, 1352.59, 59.4)] == ["22 min 0 s", "22 min 33 s", "0 min 59 s"]
 
 
-def test_the_readme_section_agrees_with_the_committed_runs(bench):
-    if not list(bench.RECORDS.glob("*.json")):
-        pytest.skip(f"no committed CI runs in {bench.RECORDS}")
-    assert bench.write_readme(check=True) == 0, "run benchmarks/bench_ci.py --readme"
-
-
 def test_the_kept_runs_are_read_oldest_first_and_none_is_a_clear_error(bench, tmp_path):
     with pytest.raises(SystemExit, match="no records in .*run bench_ci.py with --json"):
         bench.write_readme(True, tmp_path / "README.md", tmp_path)
     for name, date in [("a.json", "2026-12-02 11:00"), ("b.json", "2026-12-02 10:00")]:
         (tmp_path / name).write_text(json.dumps({"conditions": {"date_utc": date}}))
-    runs = read_benchmark_runs(tmp_path, "bench_ci.py")
+    runs = read_kept_runs(tmp_path, "bench_ci.py")
     assert [run["conditions"]["date_utc"] for run in runs] == ["2026-12-02 10:00", "2026-12-02 11:00"]

@@ -101,7 +101,7 @@ def test_seeded_records_render_mean_and_std_and_a_verdict_per_comparison(tmp_pat
 def test_the_header_names_the_records_run_under_the_first_seed_only(tmp_path):
     (tmp_path / "03_cross_modal_attention.json").write_text(json.dumps(seeded_record(
         "03_cross_modal_attention", {name: [value, value + 0.01, value + 0.02] for name, value in RERANK_03.items()})))
-    for stem in ("05_conditional_embeddings", "08_scaling_out"):  # 05 has a bullet, 08 none (not named)
+    for stem in ("05_conditional_embeddings", "09_not_yet_written"):  # 05 has a bullet, 09 none (not named)
         write_record(tmp_path, stem, {"map/global_clip/overall": 0.5})
     header = findings.render_findings(findings.read_records(tmp_path)).split("\n")[0]
     assert "seeds 0, 1, 2; mean ± standard deviation over the seeds (05 under the first seed only)" in header
@@ -147,3 +147,31 @@ def test_runtimes_of_further_seeds_stand_beside_the_first_seeds():
                "03_cross_modal_attention (seed 1)": 301.0}
     line = findings.render_runtimes(timings)
     assert "01 833 s (seed 1: 790 s), 03 296 s (seed 1: 301 s); 37.0 min in all" in line
+
+
+def test_the_08_bullet_renders_each_scaling_axis_from_the_record(tmp_path):
+    metrics = {"processes": 2, "weight_max_abs_diff": 6.5e-8, "weights_moved": 2.1e-3, "train_images_per_s_1proc": 104.0,
+               "train_images_per_s_resumed": 60.1, "embed_single_s": 16.9, "embed_sharded_job_s": 28.3,
+               "embed_identical": 0, "catalogue_size": 9500, "milvus_topk_agreement": 0.75, "milvus_build_s": 3.26,
+               "milvus_reopen_s": 4.9, "milvus_reopen_agreement": 1.0, "ondisk_vectors": 1000000,
+               "ondisk_lists_mb": 40.0, "ondisk_build_s": 23.9, "ondisk_best_recall": 0.8711, "ondisk_best_nprobe": 16,
+               "ondisk_best_median_ms": 1.9595, "runtime_s": 200.1}
+    milvus = {"columns": ["search", "matching items", "same top-k as exact", "Milvus ms", "exact (numpy) ms"],
+              "rows": [["no filter", 9500, "12/12", 382.7, 6.1], ["colour == 'black'", 1487, "9/12", 458.7, 6.9]]}
+    record = {"notebook": "08_scaling_out", "metrics": metrics, "tables": {"milvus": milvus},
+              "parameters": {"profile": "full", "seed": 0, "top_k": 10, "n_queries": 12, "filter_attribute": "colour",
+                             "rerank": 100}}
+    (tmp_path / "08_scaling_out.json").write_text(json.dumps(record))
+    text = findings.render_findings(findings.read_records(tmp_path))
+    assert "end 6.5e-08 (largest weight difference)" in text and "moved by 2.1e-03" in text
+    assert "104 images/s in 1 process, 60 in 2" in text
+    assert "not identical to one process's (28 s for the job" in text
+    assert "75 % of 12 queries × 2 searches" in text and "median 383–459 ms per query against 6–7 ms" in text
+    assert "1,000,000 vectors: 40 MB of lists, built in 24 s, recall@10 0.871 at nprobe 16" in text
+    assert "The notebook took 200 s." in text
+
+
+def test_column_span_collapses_equal_ends():
+    table = {"columns": ["a", "ms"], "rows": [["x", 5.2], ["y", 4.9]]}
+    assert findings.column_span(table, "ms") == "5"
+    assert findings.column_span({**table, "rows": [["x", 5.2], ["y", 7.6]]}, "ms") == "5–8"

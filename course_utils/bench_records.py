@@ -1,0 +1,143 @@
+"""What the benchmark scripts in ``benchmarks/`` share: a run's record, and README sections rendered from kept runs.
+
+A script started with ``--json results/bench/<name>/<time>.json`` keeps its run's record: the conditions
+(:class:`RunConditions`: date, commit, machine, load average before and after), usually its arguments, and what it
+measured. ``--readme`` renders the script's section of ``README.md`` (between its ``<!-- bench-<name>:start -->`` and
+``:end`` lines) from the records kept there, and ``--readme --check`` only compares; the unit tests run the check, so
+a measured number in the README always comes from a kept run (the findings' rule, applied to the benchmarks).
+
+    parser = argparse.ArgumentParser(...)
+    add_record_options(parser, "Performance › Exact search")
+    ...
+    if args.readme:
+        return render_readme(Path(__file__).name, RECORDS, MARKERS, readme_section, args.check)
+    conditions = RunConditions()
+    ... measure ...
+    keep({"conditions": conditions.finish(), "arguments": vars(args), ...}, args.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .findings import README, update_readme
+from .paths import REPO_ROOT
+
+BENCH_RECORDS = REPO_ROOT / "results" / "bench"
+
+
+def source_commit() -> str:
+    """The checkout's commit (``git describe --always --dirty``), or "unknown" outside a git checkout."""
+    try:
+        described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT, capture_output=True,
+                                   text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return described.stdout.strip() or "unknown"
+
+
+def machine_description() -> str:
+    """``"x86_64, 2 cores, 24 GiB"``: what a record says its run had."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{platform.machine()}, {os.cpu_count()} cores, {memory / 2**30:.0f} GiB"
+
+
+def command_line(argv: list[str]) -> str:
+    """``argv`` as the command that ran (script name first), without ``--json PATH``: what a reader reruns."""
+    words, skip = [Path(argv[0]).name], False
+    for word in argv[1:]:
+        if skip or word == "--json" or word.startswith("--json="):
+            skip = word == "--json"
+            continue
+        words.append(word)
+    return " ".join(shlex.quote(word) for word in words)
+
+
+class RunConditions:
+    """Made when a run starts (its date, command and the load average then); :meth:`finish` adds the rest at its
+    end."""
+
+    def __init__(self) -> None:
+        self.date_utc = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        self.load_before = os.getloadavg()[0]
+        self.commit = source_commit()
+        self.command = command_line(sys.argv)
+
+    def finish(self, **extra) -> dict:
+        """``{"date_utc", "commit", "command", "machine", "load_average_before_after", **extra}``."""
+        return {"date_utc": self.date_utc, "commit": self.commit, "command": self.command,
+                "machine": machine_description(),
+                "load_average_before_after": [round(self.load_before, 2), round(os.getloadavg()[0], 2)], **extra}
+
+
+def add_record_options(parser: argparse.ArgumentParser, section: str) -> None:
+    """``--json PATH`` (keep the run's record), ``--readme`` and ``--check`` (render or compare README › section)."""
+    parser.add_argument("--json", type=Path, default=None,
+                        help="keep the run's record here (results/bench/<name>/<time>.json for the README)")
+    parser.add_argument("--readme", action="store_true",
+                        help=f"run nothing: render README › {section} from the kept records (with --check: compare)")
+    parser.add_argument("--check", action="store_true", help="with --readme: compare only, exit 1 when it differs")
+
+
+def arguments(args: argparse.Namespace) -> dict:
+    """The run's command-line arguments for its record, without the record options themselves."""
+    return {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()
+            if name not in ("json", "readme", "check")}
+
+
+def keep(record: dict, path: Path | None) -> None:
+    """Write ``record`` to ``path`` as JSON (nothing when ``path`` is ``None``)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"record kept: {path}")
+
+
+def read_kept_runs(folder: Path, script: str) -> list[dict]:
+    """The records ``folder/*.json`` that ``script`` kept (its ``--json``), oldest first by their
+    ``conditions.date_utc``; ``SystemExit`` saying how to keep one when there are none."""
+    runs = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    if not runs:
+        raise SystemExit(f"no records in {folder}: run {script} with --json {folder}/<time>.json")
+    return sorted(runs, key=lambda run: run["conditions"]["date_utc"])
+
+
+def render_readme(script: str, folder: Path, markers: tuple[str, str], render: Callable[[list[dict]], str],
+                  check: bool, readme: Path = README) -> int:
+    """``render(kept runs of folder)`` between the README's ``markers`` (``check``: only compare; 1 when it differs)."""
+    return update_readme(readme, render(read_kept_runs(folder, script)), *markers, check, folder, f"{script} --readme")
+
+
+def markdown_table(rows: list[dict], columns: list[str], cell: Callable[[object, str], str] | None = None) -> str:
+    """A markdown table of ``rows`` (dicts) in ``columns``; ``cell(value, column)`` formats a value (default
+    :func:`plain_cell`); a value a row lacks is left empty."""
+    cell = cell or plain_cell
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join("" if row.get(c) is None else cell(row[c], c) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def plain_cell(value: object, column: str) -> str:
+    """Floats to three significant places below 10 and one decimal above (``0.973``, ``1,358.2``); others as is."""
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def run_heading(run: dict, folder: Path, lead: str = "**Measured**", end: str = ":") -> str:
+    """``**Measured** 2026-12-02 19:40 UTC by `bench_x.py --n 1000` (x86_64, 2 cores, 24 GiB, load average 0.3
+    before, 1.9 after; commit abc1234; record in `results/bench/x/`):`` — the line above a rendered table."""
+    conditions = run["conditions"]
+    before, after = conditions["load_average_before_after"]
+    return (f"{lead} {conditions['date_utc']} UTC by `{conditions['command']}` ({conditions['machine']}, load "
+            f"average {before} before, {after} after; commit {conditions['commit']}; record in "
+            f"`{folder.relative_to(REPO_ROOT)}/`){end}")

@@ -1,0 +1,144 @@
+"""The benchmarks' records and the README sections rendered from them (``course_utils.bench_records``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from course_utils import bench_records
+from tests.conftest import load_benchmark
+
+# Every benchmark whose kept runs fill a README section, with a record of its shape to render.
+RENDERED = ["bench_ci", "bench_classroom", "bench_runtimes", "bench_exact_search", "bench_faiss", "bench_embedding",
+            "bench_ivfpq_ondisk"]
+CONDITIONS = {"date_utc": "2026-12-02 20:00", "commit": "abc1234", "command": "bench.py --n 1000",
+              "machine": "x86_64, 2 cores, 24 GiB", "load_average_before_after": [0.2, 1.4]}
+
+
+def test_the_command_line_drops_the_record_path():
+    assert bench_records.command_line(["/x/bench_faiss.py", "--n", "1000000", "--json", "r/a.json", "--nprobe", "4"]) \
+        == "bench_faiss.py --n 1000000 --nprobe 4"
+    assert bench_records.command_line(["bench.py", "--json=r/a.json", "--q", "a b"]) == "bench.py --q 'a b'"
+
+
+def test_conditions_name_date_commit_command_machine_and_load(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["bench_x.py", "--n", "5", "--json", "out.json"])
+    conditions = bench_records.RunConditions().finish(torch_threads=2, commit="override")
+    assert conditions["command"] == "bench_x.py --n 5" and conditions["commit"] == "override"
+    assert conditions["torch_threads"] == 2 and len(conditions["load_average_before_after"]) == 2
+    assert conditions["machine"].endswith("GiB") and len(conditions["date_utc"]) == len("2026-12-02 20:00")
+
+
+def test_arguments_leave_out_the_record_options_and_keep_paths_as_text():
+    args = argparse.Namespace(n=5, folder=Path("/tmp/x"), json=Path("a.json"), readme=False, check=False)
+    assert bench_records.arguments(args) == {"n": 5, "folder": "/tmp/x"}
+
+
+def test_markdown_table_formats_cells_and_leaves_missing_ones_empty():
+    rows = [{"index": "IVF", "recall": 0.98123, "ms": 1234.56, "n": 1000000}, {"index": "HNSW", "recall": 0.5}]
+    text = bench_records.markdown_table(rows, ["index", "recall", "ms", "n"])
+    assert text.splitlines() == ["| index | recall | ms | n |", "|---|---|---|---|", "| IVF | 0.981 | 1,234.6 | 1,000,000 |",
+                                 "| HNSW | 0.500 |  |  |"]
+
+
+def test_keep_writes_the_record_and_kept_runs_read_oldest_first(tmp_path):
+    for name, date in [("b.json", "2026-12-02 11:00"), ("a.json", "2026-12-02 12:00")]:
+        bench_records.keep({"conditions": {**CONDITIONS, "date_utc": date}}, tmp_path / "runs" / name)
+    runs = bench_records.read_kept_runs(tmp_path / "runs", "bench.py")
+    assert [run["conditions"]["date_utc"] for run in runs] == ["2026-12-02 11:00", "2026-12-02 12:00"]
+    with pytest.raises(SystemExit, match="run bench.py with --json"):
+        bench_records.read_kept_runs(tmp_path, "bench.py")
+
+
+def test_render_readme_mends_a_stale_section_and_then_agrees(tmp_path):
+    bench_records.keep({"conditions": CONDITIONS, "value": 3.5}, tmp_path / "runs" / "a.json")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- b:start -->\ntyped: 3.4\n<!-- b:end -->\nrest\n")
+
+    def render(runs):
+        return f"{bench_records.run_heading(runs[-1], bench_records.REPO_ROOT / 'results')}\n\nvalue {runs[-1]['value']}"
+
+    args = ("bench.py", tmp_path / "runs", ("<!-- b:start -->", "<!-- b:end -->"), render)
+    assert bench_records.render_readme(*args, check=True, readme=readme) == 1
+    assert bench_records.render_readme(*args, check=False, readme=readme) == 0
+    assert bench_records.render_readme(*args, check=True, readme=readme) == 0
+    text = readme.read_text()
+    assert "typed" not in text and "value 3.5" in text and text.endswith("\nrest\n")
+    assert "**Measured** 2026-12-02 20:00 UTC by `bench.py --n 1000` (x86_64, 2 cores, 24 GiB, load average 0.2 " \
+           "before, 1.4 after; commit abc1234; record in `results/`):" in text
+
+
+def test_exact_search_section_judges_each_size_against_the_goal():
+    bench = load_benchmark("bench_exact_search")
+    rows = [{"n": n, "method": "ExactIndex float32, 1 query", "ms/query": ms, "queries/s": 1e3 / ms, "bound ms": 10.0,
+             "× bound": ms / 10.0, "note": ""} for n, ms in [(100000, 12.0), (1000000, 140.0)]]
+    text = bench.readme_section([{"conditions": {**CONDITIONS, "torch": "2.14.1", "torch_threads": 2}, "rows": rows}])
+    assert "| 1,000,000 | ExactIndex float32, 1 query | 140.0 |" in text
+    assert "100,000: 1.20× (met); 1,000,000: 14.00× (not met)" in text
+
+
+def test_faiss_section_shows_builds_and_the_goal_per_row():
+    bench = load_benchmark("bench_faiss")
+    arguments = {"n": 1000, "dim": 512, "centres": 10, "spread": 1.5, "queries": 50, "latency_queries": 20,
+                 "exact_latency_queries": 5, "k": 10}
+    run = {"conditions": {**CONDITIONS, "faiss": "1.15", "faiss_threads": 2}, "arguments": arguments,
+           "builds": [{"index": "FAISS Flat", "train s": 0.0, "add s": 0.1, "total s": 0.1}],
+           "rows": [{"index": "IVF", "params": "nprobe=4", "recall@10": 0.97, "median ms/query": 1.2,
+                     "p90 ms/query": 2.5, "goal met": "yes"}]}
+    text = bench.readme_section([run])
+    assert "| FAISS Flat | 0.000 | 0.100 | 0.100 |  |" in text and "| IVF | nprobe=4 | 0.970 | 1.200 | 2.500 | yes |" in text
+    assert "1,000 × 512 unit vectors" in text and "recall@10 ≥ 0.95 at < 2 ms" in text
+
+
+def test_embedding_section_judges_both_ratios_per_model():
+    bench = load_benchmark("bench_embedding")
+    rows = [{"model": "tiny", "images": 2000, "loop img/s": 260.0, "pipeline img/s": 730.0,
+             "forward-only img/s": 800.0, "pipeline / loop": 2.81, "pipeline / forward-only": 0.91}]
+    run = {"conditions": {**CONDITIONS, "torch": "2.14.1", "torch_threads": 2},
+           "arguments": {"batch_size": 64, "workers": 0}, "rows": rows}
+    text = bench.readme_section([run])
+    assert "| tiny | 2000 | 260.00 | 730.00 |" in text
+    assert "tiny: pipeline / loop 2.81 (met), pipeline / forward-only 0.91 (met)" in text
+
+
+def test_ivfpq_section_has_a_table_per_size_and_names_the_settings_that_meet_every_goal():
+    bench = load_benchmark("bench_ivfpq_ondisk")
+
+    def run(n: int, date: str, recall: float) -> dict:
+        memory = {"VmRSS": 710.0, "RssFile": 300.0, "VmHWM": 720.0}
+        return {"conditions": {**CONDITIONS, "date_utc": date},
+                "arguments": {"n": n, "dim": 512, "nlist": 1024, "pq_m": 64, "train_size": 40960, "queries": 1000, "k": 10},
+                "build": {"train s": 58.0, "add shards s": 131.0, "merge s": 0.2, "ground truth s": 37.0,
+                          "build s (train + add + merge)": 189.2, "build peak RSS MB": 1900.0, "lists file MB": 72.0,
+                          "shards MB": 80.0, "vectors.f16 MB": 1024.0},
+                "opened": {"before open": {"VmRSS": 624.0}},
+                "rows": [{"nprobe": 4, "rerank": 0, "recall": 0.6, "median ms": 0.44, "p90 ms": 1.4, "memory": memory},
+                         {"nprobe": 4, "rerank": 100, "recall": recall, "median ms": 0.98, "p90 ms": 4.0,
+                          "memory": memory}]}
+
+    text = bench.readme_section([run(5000000, "2026-12-01 10:00", 0.95), run(1000000, "2026-12-01 09:00", 0.5),
+                                 run(1000000, "2026-12-02 09:00", 0.996)])
+    assert text.index("**1,000,000 × 512**") < text.index("**5,000,000 × 512**")
+    assert "| 4 | — | 0.600 | 0.44 | 1.40 | 710 MB |" in text and "| 4 | 100 | 0.996 |" in text
+    assert "| 4 | 100 | 0.500 |" not in text  # the older 1M run is not shown
+    assert "Build 189 s (train 58 s, add 131 s, merge 0.2 s) plus 37 s" in text
+    assert text.count("met (nprobe 4, 100 candidates re-ranked).") == 2
+
+
+@pytest.mark.parametrize("name", RENDERED)
+def test_the_readme_agrees_with_each_benchmarks_kept_runs(name):
+    bench = load_benchmark(name)
+    if not list(bench.RECORDS.glob("*.json")):
+        pytest.skip(f"no kept runs in {bench.RECORDS}: run benchmarks/{name}.py with --json")
+    assert bench.write_readme(check=True) == 0, f"run benchmarks/{name}.py --readme"
+
+
+def test_every_rendered_benchmark_is_checked():
+    scripts = {path.stem for path in (bench_records.REPO_ROOT / "benchmarks").glob("bench_*.py")
+               if "README_MARKERS" in path.read_text()}
+    assert scripts == set(RENDERED)
+    assert all(json.loads(path.read_text())["conditions"]
+               for path in (bench_records.BENCH_RECORDS).rglob("*.json"))
