@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.bench_records import RunConditions, add_record_options, keep, render_readme  # noqa: E402
+from course_utils.bench_records import BENCH_RECORDS, RunConditions, add_record_options, keep, render_readme  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
-RECORDS = REPO_ROOT / "results" / "bench" / "ci"
+RECORDS = BENCH_RECORDS / "ci"
 README_MARKERS = ("<!-- bench-ci:start -->", "<!-- bench-ci:end -->")
 BUDGET_S = 30 * 60  # the course's budget for a fresh clone's whole CI command
 SLOWEST_SHOWN = 3

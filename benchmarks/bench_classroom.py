@@ -62,7 +62,7 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.bench_records import machine_description, render_readme, source_commit  # noqa: E402
+from course_utils.bench_records import BENCH_RECORDS, machine_description, render_readme, source_commit  # noqa: E402
 from course_utils.classroom import wait_until_served  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
@@ -538,7 +538,7 @@ def table(rows: list[dict]) -> str:
 
 # --- the README's section, rendered from the committed runs -------------------------------------------------------
 
-RECORDS = REPO_ROOT / "results" / "bench" / "classroom"
+RECORDS = BENCH_RECORDS / "classroom"
 README_MARKERS = ("<!-- bench-classroom:start -->", "<!-- bench-classroom:end -->")
 # issue 17's goals: p95 of a ready page and of a text query, and the memory of the serving process
 GOAL_READY_S, GOAL_QUERY_S, GOAL_MEMORY_BYTES = 10.0, 1.0, 6 * 2**30

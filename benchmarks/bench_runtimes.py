@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.bench_records import RunConditions, add_record_options, keep, render_readme  # noqa: E402
+from course_utils.bench_records import BENCH_RECORDS, RunConditions, add_record_options, keep, render_readme  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
-RECORDS = REPO_ROOT / "results" / "bench" / "runtimes"
+RECORDS = BENCH_RECORDS / "runtimes"
 README_MARKERS = ("<!-- bench-runtimes:start -->", "<!-- bench-runtimes:end -->")
 # The course's budgets for a whole profile's run from an empty cache (set by its issues, not measured).
 BUDGETS_S = {"ci": 8 * 60, "full": 30 * 60}

@@ -125,7 +125,7 @@ def test_ivfpq_section_has_a_table_per_size_and_names_the_settings_that_meet_eve
     assert "| 4 | — | 0.600 | 0.44 | 1.40 | 710 MB |" in text and "| 4 | 100 | 0.996 |" in text
     assert "| 4 | 100 | 0.500 |" not in text  # the older 1M run is not shown
     assert "Build 189 s (train 58 s, add 131 s, merge 0.2 s) plus 37 s" in text
-    assert text.count("met (nprobe 4, 100 candidates re-ranked).") == 2
+    assert text.count("met by 1 of 2 settings, the fastest nprobe 4 with 100 candidates re-ranked (0.98 ms median).") == 2
 
 
 @pytest.mark.parametrize("name", RENDERED)
