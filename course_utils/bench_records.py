@@ -13,7 +13,7 @@ a measured number in the README always comes from a kept run (the findings' rule
         return render_readme(Path(__file__).name, RECORDS, MARKERS, readme_section, args.check)
     conditions = RunConditions()
     ... measure ...
-    keep({"conditions": conditions.finish(), "arguments": vars(args), ...}, args.json)
+    keep({"conditions": conditions.finish(), "arguments": arguments(args), ...}, args.json)
 """
 
 from __future__ import annotations
