@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.bench_records import BENCH_RECORDS, RunConditions, add_record_options, keep, render_readme  # noqa: E402
+from course_utils import bench_records  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
-RECORDS = BENCH_RECORDS / "ci"
+RECORDS = bench_records.BENCH_RECORDS / "ci"
 README_MARKERS = ("<!-- bench-ci:start -->", "<!-- bench-ci:end -->")
 BUDGET_S = 30 * 60  # the course's budget for a fresh clone's whole CI command
 SLOWEST_SHOWN = 3
@@ -98,7 +98,7 @@ def readme_section(runs: list[dict]) -> str:
 
 def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
     """README › Tests and CI's measured part from the runs kept in ``folder`` (``check``: compare only)."""
-    return render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
+    return bench_records.render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,17 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clone-dir", type=Path, default=REPO_ROOT.parent / f"{REPO_ROOT.name}-bench-ci",
                         help="where to clone (beside the checkout, so ../shared resolves; replaced if an earlier clone)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds the CI command may take")
-    add_record_options(parser, "Tests and CI")
+    bench_records.add_record_options(parser, "Tests and CI")
     args = parser.parse_args(argv)
     if args.readme:
         return write_readme(args.check)
     log_path = outputs_dir() / "bench" / "bench_ci.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    conditions = RunConditions()
+    conditions = bench_records.RunConditions()
     status, wall_s, commit = clone_and_run(args.clone_dir.resolve(), args.timeout, log_path)
     record = {"conditions": conditions.finish(commit=commit),  # the clone's commit: what the CI ran
               "exit_status": status, "wall_s": round(wall_s, 1), "pytest": pytest_outcome(log_path.read_text())}
-    keep(record, args.json)
+    bench_records.keep(record, args.json)
     print(json.dumps(record, indent=2))
     print(f"log: {log_path}")
     return status

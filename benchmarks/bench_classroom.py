@@ -62,7 +62,7 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.bench_records import BENCH_RECORDS, machine_description, render_readme, source_commit  # noqa: E402
+from course_utils import bench_records  # noqa: E402
 from course_utils.classroom import wait_until_served  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
@@ -538,7 +538,7 @@ def table(rows: list[dict]) -> str:
 
 # --- the README's section, rendered from the committed runs -------------------------------------------------------
 
-RECORDS = BENCH_RECORDS / "classroom"
+RECORDS = bench_records.BENCH_RECORDS / "classroom"
 README_MARKERS = ("<!-- bench-classroom:start -->", "<!-- bench-classroom:end -->")
 # issue 17's goals: p95 of a ready page and of a text query, and the memory of the serving process
 GOAL_READY_S, GOAL_QUERY_S, GOAL_MEMORY_BYTES = 10.0, 1.0, 6 * 2**30
@@ -634,7 +634,7 @@ def run_max(run: dict, field: str) -> int:
 
 def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
     """README › Serving a classroom's measured part from the runs kept in ``folder`` (``check``: compare only)."""
-    return render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
+    return bench_records.render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -740,13 +740,13 @@ def main(argv: list[str] | None = None) -> int:
         row["summary"] = summarise(row["results"])
     conditions = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "machine": machine_description(),
+        "machine": bench_records.machine_description(),
         "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "profile": args.profile, "workers": args.workers, "queries": args.query or "one per viewer",
         "server": "given by --url" if args.url else args.server,
         "browser_nice": args.browser_nice, "server_cpus": args.server_cpus or "all",
         "browser_cpus": args.browser_cpus or "all", "server_startup_s": startup_s, "chromium": chromium,
-        "commit": source_commit(),
+        "commit": bench_records.source_commit(),
     }
     record = {"conditions": conditions,
               "phases": [{**{k: v for k, v in row.items() if k != "results"},

@@ -20,19 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import course_utils as cu  # noqa: E402
-from course_utils.bench_records import (  # noqa: E402
-    BENCH_RECORDS,
-    README,
-    RunConditions,
-    add_record_options,
-    arguments,
-    keep,
-    markdown_table,
-    render_readme,
-    run_heading,
-)
+from course_utils import bench_records  # noqa: E402
 
-RECORDS = BENCH_RECORDS / "embedding"
+RECORDS = bench_records.BENCH_RECORDS / "embedding"
 README_MARKERS = ("<!-- bench-embedding:start -->", "<!-- bench-embedding:end -->")
 GOALS = {"pipeline / loop": 2.0, "pipeline / forward-only": 0.85}  # issue 3's goals
 
@@ -81,18 +71,18 @@ def readme_section(runs: list[dict]) -> str:
         f"{name} {row[name]:.2f} ({'met' if row[name] >= goal else 'not met'})" for name, goal in GOALS.items())
         for row in run["rows"])
     return "\n\n".join([
-        run_heading(run, RECORDS),
-        markdown_table(run["rows"], list(run["rows"][0]), lambda value, _: f"{value:.2f}" if isinstance(value, float)
-                       else str(value)),
+        bench_records.run_heading(run, RECORDS),
+        bench_records.markdown_table(run["rows"], list(run["rows"][0]),
+                                     lambda value, _: f"{value:.2f}" if isinstance(value, float) else str(value)),
         f"torch {run['conditions']['torch']} on {run['conditions']['torch_threads']} threads, batch "
         f"{run['arguments']['batch_size']}, {run['arguments']['workers']} loader workers. Goals: pipeline ≥ "
         f"{GOALS['pipeline / loop']:g}× the loop and ≥ {GOALS['pipeline / forward-only']:.0%} of model-forward "
         f"throughput — {verdicts}."])
 
 
-def write_readme(check: bool, readme: Path = README, folder: Path = RECORDS) -> int:
+def write_readme(check: bool, readme: Path = bench_records.README, folder: Path = RECORDS) -> int:
     """README › Performance › Embedding from the runs kept in ``folder`` (``check``: compare only)."""
-    return render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
+    return bench_records.render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,11 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vit-images", type=int, default=96, help="images for ViT-B-32 (~10 img/s on 2 cores)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the pipeline")
-    add_record_options(parser, "Performance › Embedding")
+    bench_records.add_record_options(parser, "Performance › Embedding")
     args = parser.parse_args(argv)
     if args.readme:
         return write_readme(args.check)
-    conditions = RunConditions()
+    conditions = bench_records.RunConditions()
 
     torch.manual_seed(0)
     catalogue = cu.data.load_catalogue("synthetic", size="ci").split("pretrain")  # 4,000 images
@@ -117,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                     min(args.batch_size, 32), args.workers)]
     record = {"conditions": conditions.finish(torch=torch.__version__, torch_threads=torch.get_num_threads(),
                                               device=str(cu.models.resolve_device("auto"))),
-              "arguments": arguments(args), "rows": rows}
+              "arguments": bench_records.arguments(args), "rows": rows}
     print(readme_section([record]))
-    keep(record, args.json)
+    bench_records.keep(record, args.json)
     return 0
 
 

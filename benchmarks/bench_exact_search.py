@@ -26,19 +26,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.bench_records import (  # noqa: E402
-    BENCH_RECORDS,
-    README,
-    RunConditions,
-    add_record_options,
-    arguments,
-    keep,
-    render_readme,
-    run_heading,
-)
+from course_utils import bench_records  # noqa: E402
 from course_utils.index import ExactIndex  # noqa: E402
 
-RECORDS = BENCH_RECORDS / "exact_search"
+RECORDS = bench_records.BENCH_RECORDS / "exact_search"
 README_MARKERS = ("<!-- bench-exact-search:start -->", "<!-- bench-exact-search:end -->")
 GOAL_X_BOUND = 1.3  # issue 16's goal (issue 3 asked 1.5x): one exact query within 1.3x of the bandwidth bound
 
@@ -161,19 +152,19 @@ def readme_section(runs: list[dict]) -> str:
     """The last kept run: its table and, per gallery size, ExactIndex's single query against the goal."""
     run = runs[-1]
     single = [row for row in run["rows"] if row["method"] == "ExactIndex float32, 1 query"]
-    verdicts = "; ".join(f"{row['n']:,}: {row['× bound']:.2f}× ({'met' if row['× bound'] <= GOAL_X_BOUND else 'not met'})"
-                         for row in single)
+    verdicts = "; ".join(f"{row['n']:,}: {row['× bound']:.2f}× "
+                         f"({'met' if row['× bound'] <= GOAL_X_BOUND else 'not met'})" for row in single)
     return "\n\n".join([
-        run_heading(run, RECORDS),
+        bench_records.run_heading(run, RECORDS),
         markdown(run["rows"]),
         f"torch {run['conditions']['torch']} on {run['conditions']['torch_threads']} threads; bound = bytes stored / "
         "the best read bandwidth measured in the same run. One ExactIndex query (float32) against the goal of "
         f"{GOAL_X_BOUND}× the bound: {verdicts}."])
 
 
-def write_readme(check: bool, readme: Path = README, folder: Path = RECORDS) -> int:
+def write_readme(check: bool, readme: Path = bench_records.README, folder: Path = RECORDS) -> int:
     """README › Performance › Exact search from the runs kept in ``folder`` (``check``: compare only)."""
-    return render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
+    return bench_records.render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,14 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-items", type=int, default=100_000, help="gallery items the Python loop is timed on")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, all cores)")
     parser.add_argument("--seed", type=int, default=0)
-    add_record_options(parser, "Performance › Exact search")
+    bench_records.add_record_options(parser, "Performance › Exact search")
     args = parser.parse_args(argv)
     if args.readme:
         return write_readme(args.check)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    conditions = RunConditions()
+    conditions = bench_records.RunConditions()
     print(f"data: random unit vectors, d={args.dim}, float32 unless stated; k={args.k}\n")
     rows = []
     for n in args.sizes:
@@ -202,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"... n={n:,} done", file=sys.stderr)
     record = {"conditions": conditions.finish(torch=torch.__version__, torch_threads=torch.get_num_threads(),
                                               numpy=np.__version__),
-              "arguments": arguments(args), "rows": rows}
+              "arguments": bench_records.arguments(args), "rows": rows}
     print(readme_section([record]))
-    keep(record, args.json)
+    bench_records.keep(record, args.json)
     return 0
 
 

@@ -30,20 +30,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.bench_records import (  # noqa: E402
-    BENCH_RECORDS,
-    README,
-    RunConditions,
-    add_record_options,
-    arguments,
-    keep,
-    markdown_table,
-    render_readme,
-    run_heading,
-)
+from course_utils import bench_records  # noqa: E402
 from course_utils.index import ExactIndex, FaissIndex  # noqa: E402
 
-RECORDS = BENCH_RECORDS / "faiss"
+RECORDS = bench_records.BENCH_RECORDS / "faiss"
 README_MARKERS = ("<!-- bench-faiss:start -->", "<!-- bench-faiss:end -->")
 GOAL = {"recall": 0.95, "median_ms": 2.0}  # the course's goal for approximate search: recall@10 >= 0.95 at < 2 ms
 
@@ -84,20 +74,21 @@ def readme_section(runs: list[dict]) -> str:
     run, k = runs[-1], runs[-1]["arguments"]["k"]
     a = run["arguments"]
     return "\n\n".join([
-        run_heading(run, RECORDS),
+        bench_records.run_heading(run, RECORDS),
         f"Data: {a['n']:,} × {a['dim']} unit vectors from a Gaussian mixture of {a['centres']:,} centres (noise norm "
         f"{a['spread']}), {a['queries']:,} held-out queries; faiss {run['conditions']['faiss']} on "
         f"{run['conditions']['faiss_threads']} threads; single-query latency over {a['latency_queries']} queries "
         f"({a['exact_latency_queries']} for the exact baselines). Build:",
-        markdown_table(run["builds"], ["index", "train s", "add s", "total s", "note"]),
+        bench_records.markdown_table(run["builds"], ["index", "train s", "add s", "total s", "note"]),
         f"Recall@{k} against single-query latency (goal: recall@{k} ≥ {GOAL['recall']} at < {GOAL['median_ms']:g} "
         "ms per query):",
-        markdown_table(run["rows"], ["index", "params", f"recall@{k}", "median ms/query", "p90 ms/query", "goal met"])])
+        bench_records.markdown_table(run["rows"], ["index", "params", f"recall@{k}", "median ms/query", "p90 ms/query",
+                                                   "goal met"])])
 
 
-def write_readme(check: bool, readme: Path = README, folder: Path = RECORDS) -> int:
+def write_readme(check: bool, readme: Path = bench_records.README, folder: Path = RECORDS) -> int:
     """README › Performance › Approximate search from the runs kept in ``folder`` (``check``: compare only)."""
-    return render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
+    return bench_records.render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-hnsw", action="store_true", help="skip the (slow) HNSW build")
     parser.add_argument("--threads", type=int, default=0, help="FAISS/torch threads (0: all cores)")
     parser.add_argument("--seed", type=int, default=0)
-    add_record_options(parser, "Performance › Approximate search")
+    bench_records.add_record_options(parser, "Performance › Approximate search")
     args = parser.parse_args(argv)
     if args.readme:
         return write_readme(args.check)
@@ -129,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     nlist = args.nlist or int(4 * math.sqrt(args.n))
     train_size = args.train_size or min(args.n, 50 * nlist)
 
-    conditions = RunConditions()
+    conditions = bench_records.RunConditions()
     print(
         f"data: Gaussian mixture of {args.centres:,} random unit centres, noise norm {args.spread}, L2-normalised; "
         f"n={args.n:,}, d={args.dim}, {args.queries:,} held-out queries from the same mixture; k={args.k}\n"
@@ -229,10 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         b["total s"] = float(b["train s"]) + float(b["add s"])
     record = {"conditions": conditions.finish(faiss=faiss.__version__, faiss_threads=faiss.omp_get_max_threads(),
                                               torch=torch.__version__),
-              "arguments": {**arguments(args), "nlist": nlist, "train_size": train_size},
+              "arguments": {**bench_records.arguments(args), "nlist": nlist, "train_size": train_size},
               "builds": builds, "rows": rows}
     print(readme_section([record]))
-    keep(record, args.json)
+    bench_records.keep(record, args.json)
     return 0
 
 

@@ -18,7 +18,7 @@ Printed: build time by phase, file sizes, then per (nprobe, re-rank candidates):
 ``--json`` keeps the run's record; ``--readme`` renders README › Scaling out's tables from the records kept in
 ``results/bench/ivfpq_ondisk/`` (the last per ``--n``).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ivfpq_ondisk.py --n 1000000 --json results/bench/ivfpq_ondisk/<time>.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ivfpq_ondisk.py --json results/bench/ivfpq_ondisk/<time>-1M.json
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_ivfpq_ondisk.py --n 5000000 > ivfpq-5M.txt 2>&1 &
     .venv/bin/python benchmarks/bench_ivfpq_ondisk.py --readme
 """
@@ -38,16 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.bench_records import (  # noqa: E402
-    BENCH_RECORDS,
-    README,
-    RunConditions,
-    add_record_options,
-    arguments,
-    keep,
-    render_readme,
-    run_heading,
-)
+from course_utils import bench_records  # noqa: E402
 from course_utils.index import ExactIndex  # noqa: E402
 from course_utils.index_ondisk import (  # noqa: E402
     NpyRows,
@@ -186,7 +177,7 @@ def search(args: argparse.Namespace, folder: Path) -> None:
                               "memory": memory_mb()}), flush=True)
 
 
-RECORDS = BENCH_RECORDS / "ivfpq_ondisk"
+RECORDS = bench_records.BENCH_RECORDS / "ivfpq_ondisk"
 README_MARKERS = ("<!-- bench-ivfpq-ondisk:start -->", "<!-- bench-ivfpq-ondisk:end -->")
 # Issue 16's goals for an index bigger than RAM: search RSS, recall@10, latency, build time on 2 cores.
 GOALS = {"rss_mb": 2000, "recall": 0.90, "median_ms": 10.0, "build_s": 30 * 60}
@@ -209,7 +200,7 @@ def run_table(run: dict) -> str:
     fastest = min(meeting, key=lambda row: row["median ms"]) if meeting else None
     return "\n\n".join([
         f"**{a['n']:,} × {a['dim']}**, IVF{a['nlist']},PQ{a['pq_m']} trained on {a['train_size']:,} vectors, "
-        f"{a['queries']:,} held-out queries. " + run_heading(run, RECORDS, lead="Measured", end="."),
+        f"{a['queries']:,} held-out queries. " + bench_records.run_heading(run, RECORDS, lead="Measured", end="."),
         "\n".join(lines),
         f"Build {build_s:,.0f} s (train {build['train s']:,.0f} s, add {build['add shards s']:,.0f} s, merge "
         f"{build['merge s']:.1f} s) plus {build['ground truth s']:,.0f} s of streamed ground truth; peak RSS while "
@@ -228,9 +219,9 @@ def readme_section(runs: list[dict]) -> str:
     return "\n\n".join(run_table(last[n]) for n in sorted(last))
 
 
-def write_readme(check: bool, readme: Path = README, folder: Path = RECORDS) -> int:
+def write_readme(check: bool, readme: Path = bench_records.README, folder: Path = RECORDS) -> int:
     """README › Scaling out's on-disk tables from the runs kept in ``folder`` (``check``: compare only)."""
-    return render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
+    return bench_records.render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the folder afterwards")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--search-only", action="store_true", help=argparse.SUPPRESS)
-    add_record_options(parser, "Scaling out")
+    bench_records.add_record_options(parser, "Scaling out")
     args = parser.parse_args(argv)
     if args.readme:
         return write_readme(args.check)
@@ -264,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         search(args, folder)
         return 0
 
-    conditions = RunConditions()
+    conditions = bench_records.RunConditions()
     print(f"data: {args.n:,} x {args.dim} clustered unit vectors ({args.centres} centres, latent {args.latent}-d of norm "
           f"{args.latent_norm}, noise {args.noise}); {args.queries:,} held-out queries; k={args.k}")
     print(f"index: IVF{args.nlist},PQ{args.pq_m} (inner product), trained on {args.train_size:,} vectors; "
@@ -285,10 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
     opened = rows[0]
     record = {"conditions": conditions.finish(omp_num_threads=os.environ.get("OMP_NUM_THREADS")),
-              "arguments": {name: value for name, value in arguments(args).items() if name not in ("folder", "keep")},
+              "arguments": {name: value for name, value in bench_records.arguments(args).items()
+                            if name not in ("folder", "keep")},
               "build": timings, "opened": opened, "rows": rows[1:]}
     print(readme_section([record]))
-    keep(record, args.json)
+    bench_records.keep(record, args.json)
     if not args.keep:
         shutil.rmtree(folder)
     return 0

@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.bench_records import BENCH_RECORDS, RunConditions, add_record_options, keep, render_readme  # noqa: E402
+from course_utils import bench_records  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
 
-RECORDS = BENCH_RECORDS / "runtimes"
+RECORDS = bench_records.BENCH_RECORDS / "runtimes"
 README_MARKERS = ("<!-- bench-runtimes:start -->", "<!-- bench-runtimes:end -->")
 # The course's budgets for a whole profile's run from an empty cache (set by its issues, not measured).
 BUDGETS_S = {"ci": 8 * 60, "full": 30 * 60}
@@ -132,7 +132,7 @@ def readme_section(records: list[dict]) -> str:
 
 def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
     """README › Profiles' runtimes from the runs kept in ``folder`` (``check``: compare only)."""
-    return render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
+    return bench_records.render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="which runs, in order: fresh (empty cache first), cached (reuses the cache); default both")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="cache and outputs of the runs (default outputs/bench/runtimes-<profile>/; emptied first)")
-    add_record_options(parser, "Profiles, outputs and runtimes")
+    bench_records.add_record_options(parser, "Profiles, outputs and runtimes")
     args = parser.parse_args(argv)
     if args.readme:
         return write_readme(args.check)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     import torch
 
-    conditions = RunConditions()
+    conditions = bench_records.RunConditions()
     runs = [run_profile(args.profile, work, cache) for cache in caches]
     record = {
         "profile": args.profile,
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "differing_metrics": differing_metrics(runs[0]["metrics"], runs[1]["metrics"]) if len(runs) > 1 else None,
         "metrics_compared": metric_count(runs[0]["metrics"]),
     }
-    keep(record, args.json)
+    bench_records.keep(record, args.json)
     print(json.dumps(record, indent=2))
     return max(run["exit_status"] for run in runs)
 
