@@ -130,11 +130,8 @@ def bench_size(n: int, args: argparse.Namespace) -> list[dict[str, object]]:
 
 
 def markdown(rows: list[dict[str, object]]) -> str:
-    columns = ["n", "method", "ms/query", "queries/s", "bound ms", "× bound", "note"]
-
+    """The run's rows as a table: ``× bound`` to two decimals, times to three significant places or so."""
     def cell(value: object, column: str) -> str:
-        if value is None or value == "":
-            return ""
         if column == "n":
             return f"{value:,}"
         if isinstance(value, float):
@@ -143,9 +140,8 @@ def markdown(rows: list[dict[str, object]]) -> str:
             return f"{value:,.3f}" if value < 10 else f"{value:,.0f}" if value >= 1000 else f"{value:,.1f}"
         return str(value)
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(cell(r.get(c), c) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+    return bench_records.markdown_table(rows, ["n", "method", "ms/query", "queries/s", "bound ms", "× bound", "note"],
+                                        cell)
 
 
 def readme_section(runs: list[dict]) -> str:
