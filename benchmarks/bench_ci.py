@@ -96,7 +96,7 @@ def readme_section(runs: list[dict]) -> str:
     return "\n\n".join([intro, "\n".join(lines), budget])
 
 
-def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
+def write_readme(check: bool, readme: Path = bench_records.README, folder: Path = RECORDS) -> int:
     """README › Tests and CI's measured part from the runs kept in ``folder`` (``check``: compare only)."""
     return bench_records.render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
 

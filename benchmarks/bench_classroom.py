@@ -632,7 +632,7 @@ def run_max(run: dict, field: str) -> int:
     return max((phase["memory"].get(field) or 0 for phase in run["phases"]), default=0)
 
 
-def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
+def write_readme(check: bool, readme: Path = bench_records.README, folder: Path = RECORDS) -> int:
     """README › Serving a classroom's measured part from the runs kept in ``folder`` (``check``: compare only)."""
     return bench_records.render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
 

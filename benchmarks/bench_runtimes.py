@@ -130,7 +130,7 @@ def readme_section(records: list[dict]) -> str:
                         + "; ".join(compared) + "."])
 
 
-def write_readme(check: bool, readme: Path = REPO_ROOT / "README.md", folder: Path = RECORDS) -> int:
+def write_readme(check: bool, readme: Path = bench_records.README, folder: Path = RECORDS) -> int:
     """README › Profiles' runtimes from the runs kept in ``folder`` (``check``: compare only)."""
     return bench_records.render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
 

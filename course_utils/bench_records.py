@@ -127,7 +127,7 @@ def markdown_table(rows: list[dict], columns: list[str], cell: Callable[[object,
 
 
 def plain_cell(value: object, column: str) -> str:
-    """Floats to three significant places below 10 and one decimal above (``0.973``, ``1,358.2``); others as is."""
+    """Floats to three decimals below 10 and one decimal above (``0.973``, ``1,358.2``); ints with thousands commas."""
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 10 else f"{value:,.1f}"
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
