@@ -8,6 +8,8 @@ title counts, attribute-match R@10 (same articleType and baseColour) and the cha
 
     python benchmarks/bench_photo_pretrain.py [--data-root DIR] [--model photo-clip-resnet18] [--epochs 30]
         [--batch-size 256] [--lr 2e-3] [--image-size H W] [--attribute-weight 1.0] [--eval-every-epochs 5] [--threads 2]
+    python benchmarks/bench_photo_pretrain.py --json results/bench/photo-pretrain/<time>.json   # keep the record
+    python benchmarks/bench_photo_pretrain.py --readme   # benchmarks/README.md's tables from the kept records
 
 Goals (issue 14, 1,000-item held-out gallery, 2 cores): exact R@10 >= 0.50 and attribute-match R@10 >= 0.85
 within 15 minutes of training. Nothing is asserted: the script prints numbers.
@@ -17,29 +19,34 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
+from course_utils import bench_records
 from course_utils.data.fashion_product import load_fashion_product_small
 from course_utils.paths import shared_data_dir
 from course_utils.tasks import photo_pretrain as photo
 from course_utils.train import TrainConfig
 
+RECORDS = bench_records.BENCH_RECORDS / "photo-pretrain"
+README = Path(__file__).resolve().parent / "README.md"  # benchmarks/README.md
+README_MARKERS = ("<!-- bench-photo-pretrain:start -->", "<!-- bench-photo-pretrain:end -->")
+GOALS = {"exact R@10": 0.50, "attribute-match R@10": 0.85, "training min": 15.0}  # issue 14 (minutes: at most)
 COLUMNS = ("exact R@1", "exact R@5", "exact R@10", "same-title R@10", "attribute-match R@10", "chance exact R@10",
            "chance same-title R@10", "chance attribute-match R@10")
 
 
 class TimedEvaluations:
-    """``evaluate`` callback of the training run: evaluates, prints a row, and keeps evaluation time out of the
-    training minutes."""
+    """``evaluate`` callback of the training run: evaluates, prints and keeps a row (``rows``), and keeps evaluation
+    time out of the training minutes."""
 
     def __init__(self, gallery, every_epochs: int, epochs: int):
         self.gallery, self.every_epochs, self.epochs = gallery, every_epochs, epochs
         self.start = time.perf_counter()
-        self.evaluation_seconds, self.evaluations = 0.0, 0
+        self.evaluation_seconds, self.rows = 0.0, []
         print("| epoch | training min | " + " | ".join(COLUMNS) + " |")
         print("|---" * (len(COLUMNS) + 2) + "|")
 
@@ -49,15 +56,84 @@ class TimedEvaluations:
     def __call__(self, bundle) -> dict:
         minutes, began = self.training_minutes(), time.perf_counter()
         record = photo.evaluate_photo_retrieval(bundle, self.gallery)
-        self.evaluations += 1
-        epoch = min(self.evaluations * self.every_epochs, self.epochs) if self.every_epochs else self.epochs
+        epoch = min((len(self.rows) + 1) * self.every_epochs, self.epochs) if self.every_epochs else self.epochs
         cells = " | ".join(f"{record[c]:.3f}" for c in COLUMNS)
         print(f"| {epoch} | {minutes:.2f} | {cells} |", flush=True)
         self.evaluation_seconds += time.perf_counter() - began
-        return {"training_minutes": minutes, **record}
+        self.rows.append({"epoch": epoch, "training min": minutes, **{c: record[c] for c in COLUMNS}})
+        return record
 
 
-def main() -> None:
+def cell(value: object, column: str) -> str:
+    """Training minutes to two decimals, the attribute weight as typed, recalls to three decimals."""
+    if column == "training min" and isinstance(value, float):
+        return f"{value:.2f}"
+    return f"{value:g}" if column == "W" else bench_records.plain_cell(value, column)
+
+
+def meets_goals(row: dict) -> bool:
+    """Issue 14's goals on one evaluation row."""
+    return (row["exact R@10"] >= GOALS["exact R@10"] and row["attribute-match R@10"] >= GOALS["attribute-match R@10"]
+            and row["training min"] <= GOALS["training min"])
+
+
+def final_row(run: dict) -> dict:
+    """A kept run's last evaluation, with what distinguishes the run (seed, attribute weight, threads)."""
+    arguments, conditions = run["arguments"], run["conditions"]
+    return {"date (UTC)": conditions["date_utc"], "commit": conditions["commit"], "seed": arguments["seed"], "W": arguments["attribute_weight"],
+            "threads": conditions["torch_threads"], "load before/after": "/".join(
+                f"{load:.2f}" for load in conditions["load_average_before_after"]),
+            **{c: run["rows"][-1][c] for c in ("epoch", "training min", *COLUMNS[:5])},
+            "goals met": "yes" if meets_goals(run["rows"][-1]) else "no"}
+
+
+def recipe_differs_only_in_attribute_weight(run: dict, other: dict) -> bool:
+    """Two runs of one seed and data whose recipes differ in nothing but the attribute weight."""
+    ignored = ("attribute_weight", "eval_every_epochs", "threads")
+    return all(value == other["arguments"].get(name) for name, value in run["arguments"].items() if name not in ignored)
+
+
+def attribute_term_effects(runs: list[dict]) -> list[str]:
+    """For each pair of kept runs that differ only in the attribute weight (0 against W > 0): what the term changed."""
+    lines = []
+    for without in (run for run in runs if run["arguments"]["attribute_weight"] == 0):
+        for with_term in runs:
+            if with_term["arguments"]["attribute_weight"] and recipe_differs_only_in_attribute_weight(with_term, without):
+                before, after = without["rows"][-1], with_term["rows"][-1]
+                lines.append(
+                    f"- seed {without['arguments']['seed']}, W = {with_term['arguments']['attribute_weight']:g} "
+                    f"against W = 0: attribute-match R@10 {after['attribute-match R@10'] - before['attribute-match R@10']:+.3f}, "
+                    f"exact R@10 {after['exact R@10'] - before['exact R@10']:+.3f}, training minutes "
+                    f"{after['training min']:.2f} against {before['training min']:.2f}")
+    return lines
+
+
+def readme_section(runs: list[dict]) -> str:
+    """Every kept run's final evaluation against issue 14's goals, the attribute term's effect where a pair of runs
+    shows it, and each learning curve (a run evaluated during training)."""
+    parts = [f"**Measured** by `bench_photo_pretrain.py` ({runs[-1]['conditions']['machine']}; records in "
+             f"`{RECORDS.relative_to(bench_records.REPO_ROOT)}/`): the last evaluation of every kept run, `W` the "
+             f"attribute weight. Goals: exact R@10 ≥ {GOALS['exact R@10']:.2f} and attribute-match R@10 ≥ "
+             f"{GOALS['attribute-match R@10']:.2f} within {GOALS['training min']:g} training minutes.",
+             bench_records.markdown_table([final_row(run) for run in runs], list(final_row(runs[0])), cell)]
+    effects = attribute_term_effects(runs)
+    if effects:
+        parts.append("The attribute term, between kept runs that differ in nothing else:\n\n" + "\n".join(effects))
+    for run in (run for run in runs if len(run["rows"]) > 1):
+        chance = {"epoch": "chance", **{c: run["rows"][-1][f"chance {c}"] for c in COLUMNS[2:5]}}
+        parts += [bench_records.run_heading(run, RECORDS, lead="**Learning curve**", end=
+                                            f"; {run['data']['train_items']:,} training photos, held-out gallery "
+                                            f"{run['data']['gallery']:,}, training minutes exclude the evaluations:"),
+                  bench_records.markdown_table([*run["rows"], chance], ["epoch", "training min", *COLUMNS[:5]], cell)]
+    return "\n\n".join(parts)
+
+
+def write_readme(check: bool, readme: Path = README, folder: Path = RECORDS) -> int:
+    """benchmarks/README.md › bench_photo_pretrain.py from the runs kept in ``folder`` (``check``: compare only)."""
+    return bench_records.render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=str(shared_data_dir() / "fashion-product-small"),
                         help="Kaggle-layout folder (styles.csv + images/<id>.jpg)")
@@ -80,7 +156,11 @@ def main() -> None:
     parser.add_argument("--eval-every-epochs", type=int, default=0, help="also evaluate during training (0: at the end)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    bench_records.add_record_options(parser, "benchmarks/README.md › bench_photo_pretrain.py")
+    args = parser.parse_args(argv)
+    if args.readme:
+        return write_readme(args.check)
+    conditions = bench_records.RunConditions()
     torch.set_num_threads(args.threads)
 
     catalogue = load_fashion_product_small(args.data_root, seed=args.seed, limit=args.limit, triplets=False)
@@ -93,8 +173,8 @@ def main() -> None:
                                train=config, description_rate=args.description_rate, crop_scale=args.crop_scale,
                                flip=not args.no_flip, multi_positive=not args.plain_clip,
                                attribute_weight=args.attribute_weight)
-    print(f"# {platform.node()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch threads "
-          f"{torch.get_num_threads()}, load average before {os.getloadavg()[0]:.2f}")
+    print(f"# {conditions.date_utc} UTC, torch threads {torch.get_num_threads()}, load average before "
+          f"{conditions.load_before:.2f}")
     print(f"# data {args.data_root}: {len(train)} training items, held-out gallery {len(gallery)} (outside train)")
     print(f"# recipe {asdict(recipe)}")
     evaluations = TimedEvaluations(gallery, args.eval_every_epochs, args.epochs)
@@ -102,7 +182,12 @@ def main() -> None:
     print(f"# training minutes {evaluations.training_minutes():.2f} (evaluations excluded), "
           f"{len(bundle.history)} steps, final loss {bundle.history[-1]['loss']:.3f}, "
           f"load average after {os.getloadavg()[0]:.2f}")
+    bench_records.keep({"conditions": conditions.finish(torch_threads=torch.get_num_threads()),
+                        "arguments": bench_records.arguments(args), "recipe": asdict(recipe),
+                        "data": {"train_items": len(train), "gallery": len(gallery)}, "rows": evaluations.rows,
+                        "steps": len(bundle.history), "final_loss": bundle.history[-1]["loss"]}, args.json)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

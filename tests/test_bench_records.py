@@ -13,7 +13,7 @@ from tests.conftest import load_benchmark
 
 # Every benchmark whose kept runs fill a README section, with a record of its shape to render.
 RENDERED = ["bench_ci", "bench_classroom", "bench_runtimes", "bench_exact_search", "bench_faiss", "bench_embedding",
-            "bench_ivfpq_ondisk"]
+            "bench_ivfpq_ondisk", "bench_photo_pretrain"]
 CONDITIONS = {"date_utc": "2026-12-02 20:00", "commit": "abc1234", "command": "bench.py --n 1000",
               "machine": "x86_64, 2 cores, 24 GiB", "load_average_before_after": [0.2, 1.4]}
 
@@ -126,6 +126,31 @@ def test_ivfpq_section_has_a_table_per_size_and_names_the_settings_that_meet_eve
     assert "| 4 | 100 | 0.500 |" not in text  # the older 1M run is not shown
     assert "Build 189 s (train 58 s, add 131 s, merge 0.2 s) plus 37 s" in text
     assert text.count("met by 1 of 2 settings, the fastest nprobe 4 with 100 candidates re-ranked (0.98 ms median).") == 2
+
+
+def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_shows_curves():
+    bench = load_benchmark("bench_photo_pretrain")
+
+    def run(seed: int, weight: float, exact: list[float], attribute: list[float], minutes: list[float]) -> dict:
+        rows = [{"epoch": 5 * (i + 1), "training min": m, "exact R@1": 0.1, "exact R@5": 0.3, "exact R@10": e,
+                 "same-title R@10": e + 0.01, "attribute-match R@10": a, "chance exact R@10": 0.01,
+                 "chance same-title R@10": 0.011, "chance attribute-match R@10": 0.067}
+                for i, (e, a, m) in enumerate(zip(exact, attribute, minutes))]
+        return {"conditions": {**CONDITIONS, "torch_threads": 2},
+                "arguments": {"seed": seed, "attribute_weight": weight, "epochs": 22, "eval_every_epochs": 5 * (len(rows) > 1),
+                              "threads": 2, "lr": 0.002},
+                "data": {"train_items": 3475, "gallery": 1000}, "rows": rows}
+
+    runs = [run(0, 1.0, [0.4, 0.63], [0.7, 0.86], [3.5, 13.0]), run(0, 0.0, [0.61], [0.82], [13.6]),
+            run(1, 1.0, [0.64], [0.84], [13.1])]
+    text = bench.readme_section(runs)
+    assert "| 2026-12-02 20:00 | abc1234 | 0 | 1 | 2 | 0.20/1.40 | 10 | 13.00 | 0.100 | 0.300 | 0.630 | 0.640 | 0.860 | yes |" in text
+    assert "| 0.840 | no |" in text  # seed 1 misses the attribute-match goal
+    assert "- seed 0, W = 1 against W = 0: attribute-match R@10 +0.040, exact R@10 +0.020, training minutes 13.00 " \
+           "against 13.60" in text
+    assert text.count("- seed") == 1  # seed 1 has no run without the term
+    assert text.count("**Learning curve**") == 1 and "3,475 training photos" in text
+    assert "| 5 | 3.50 | 0.100 | 0.300 | 0.400 | 0.410 | 0.700 |" in text and "| chance |  |  |  | 0.010 | 0.011 | 0.067 |" in text
 
 
 @pytest.mark.parametrize("name", RENDERED)

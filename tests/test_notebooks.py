@@ -50,9 +50,10 @@ def test_every_notebook_runs_in_the_ci_profile(ci_run):
         assert list((out / "figures" / notebook.stem).glob("*.png")) or notebook.stem.startswith("07"), notebook.stem
 
 
-# The real-ci run uses the sample's first 2,500 products, in the Kaggle layout like any subset a user may pass, so
-# that pretraining, fine-tuning and the notebooks' training fit the suite's time budget.
-REAL_CI_PRODUCTS = 2500
+# The real-ci run uses the sample's first 2,000 products, in the Kaggle layout like any subset a user may pass, so
+# that pretraining, fine-tuning and the notebooks' training fit the suite's time budget (2,500 took ~10 % longer
+# with the same lessons holding; README › Tests and CI has the suite's measured time).
+REAL_CI_PRODUCTS = 2000
 
 
 def kaggle_subset(sample: Path, products: int, folder: Path) -> Path:
@@ -117,9 +118,9 @@ def course_claims(m: dict[str, dict]) -> dict[str, bool]:
     }
 
 
-# Floors of the real profiles, each well under what the profile measured (README › Real photos): real-ci (the first
-# 2,500 products, 6-epoch photo pretraining, 300 test items; measured R@10 0.54, attribute-match 0.73, from scratch
-# 0.23) and real (22 epochs, 996 test items; measured 0.62, 0.82, 0.16; committed records in results/real/).
+# Floors of the real profiles, each well under what the profile measured: real-ci (the first 2,000 products, 6-epoch
+# photo pretraining, 300 test items; measured 2026-12-02 on seed 0: R@10 0.50, attribute-match 0.68, from scratch
+# 0.20) and real (22 epochs, 996 test items; committed records in results/real/, README › Real photos).
 REAL_CI_FLOORS = {"01 R@10": 0.35, "01 attribute-match R@10": 0.55, "04 from scratch R@10": 0.1}
 REAL_FLOORS = {"01 R@10": 0.5, "01 attribute-match R@10": 0.7, "04 from scratch R@10": 0.1}
 

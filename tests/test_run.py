@@ -129,6 +129,17 @@ def test_real_profiles_extend_real_and_skip_notebooks_without_a_real_entry(capsy
         run.in_profile(run.discover(["08"]), "real")
 
 
+def test_the_readme_states_the_real_ci_runs_sizes():
+    from course_utils.paths import REPO_ROOT
+    from course_utils.tasks.photo_pretrain import PROFILE_EPOCHS
+    from tests.test_notebooks import REAL_CI_PRODUCTS
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert readme.count(f"first {REAL_CI_PRODUCTS:,} products") == 2
+    test_size = json.loads((run.NOTEBOOK_DIR / "profiles" / "01_baseline_clip.json").read_text())["real-ci"]["test_size"]
+    assert f"with a {PROFILE_EPOCHS['real-ci']}-epoch pretraining and {test_size} test items" in readme
+
+
 def test_real_profiles_need_a_data_root_and_write_outside_the_course_outputs(tmp_path, monkeypatch):
     monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
     monkeypatch.setenv("FASHION_COURSE_FIGURES", "restored after the test")

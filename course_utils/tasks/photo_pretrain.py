@@ -62,7 +62,7 @@ class PhotoRecipe:
 
     model: str = "photo-clip-resnet18"  # a config in models/model_configs/
     image_size: tuple[int, int] | None = None  # (height, width) input; None: the config's (80 x 60 for photo-clip-*)
-    train: TrainConfig = field(  # 22 epochs of 3,475 photos: 13.0-13.7 training minutes measured on 2 idle cores
+    train: TrainConfig = field(  # its training minutes on 2 cores: benchmarks/README.md › bench_photo_pretrain.py
         default_factory=lambda: TrainConfig(epochs=22, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_steps=40)
     )
     description_rate: float = 0.25  # share of captions drawn from the generated description instead of the title
