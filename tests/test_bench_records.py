@@ -13,7 +13,7 @@ from tests.conftest import load_benchmark
 
 # Every benchmark whose kept runs fill a README section, with a record of its shape to render.
 RENDERED = ["bench_ci", "bench_classroom", "bench_runtimes", "bench_exact_search", "bench_faiss", "bench_embedding",
-            "bench_ivfpq_ondisk", "bench_photo_pretrain"]
+            "bench_ivfpq_ondisk", "bench_photo_pretrain", "bench_rerank"]
 CONDITIONS = {"date_utc": "2026-12-02 20:00", "commit": "abc1234", "command": "bench.py --n 1000",
               "machine": "x86_64, 2 cores, 24 GiB", "load_average_before_after": [0.2, 1.4]}
 
@@ -151,6 +151,23 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
     assert text.count("- seed") == 1  # seed 1 has no run without the term
     assert text.count("**Learning curve**") == 1 and "3,475 training photos" in text
     assert "| 5 | 3.50 | 0.100 | 0.300 | 0.400 | 0.410 | 0.700 |" in text and "| chance |  |  |  | 0.010 | 0.011 | 0.067 |" in text
+
+
+def test_rerank_section_gives_the_dual_encoder_its_mistakes_and_each_arm_against_the_goal():
+    bench = load_benchmark("bench_rerank")
+    run = {"conditions": {**CONDITIONS, "torch_threads": 2}, "recipe": {"itm_epochs": 12}, "rerank_k": 20,
+           "dual_weights": [0.0, 1.0], "dual_R@1": {"train": 0.437, "val": 0.238, "test": 0.2}, "test_items": 996,
+           "first_item_mistakes": {"wrong": 800, "brand (first word of the title)": 720, "articleType": 312},
+           "rows": [{"arm": "train pairs", "seed": 0, "pairs": 3475, "train_s": 59.4, "R@1": [0.116, 0.25]},
+                    {"arm": "val pairs", "seed": 0, "pairs": 529, "train_s": 7.2, "R@1": [0.07, 0.19]}]}
+    text = bench.readme_section([run])
+    assert "matcher recipe {'itm_epochs': 12}, top-20):" in text
+    assert "train 0.437 (trained on), val 0.238, test 0.200 (996 items)" in text
+    assert "wrong for 800 test queries; it differs from the query's item in brand (first word of the title) 90%, " \
+           "articleType 39%." in text
+    assert "| train pairs | 0 | 3,475 | 59 | 0.116 | 0.250 | +25.0% |" in text
+    assert "| val pairs | 0 | 529 | 7 | 0.070 | 0.190 | -5.0% |" in text
+    assert "reached by 1 of 2 rows." in text
 
 
 @pytest.mark.parametrize("name", RENDERED)
