@@ -1,7 +1,7 @@
 """What the benchmark scripts in ``benchmarks/`` share: a run's record, and README sections rendered from kept runs.
 
 A script started with ``--json results/bench/<name>/<time>.json`` keeps its run's record: the conditions
-(:class:`RunConditions`: date, commit, machine, load average before and after), usually its arguments, and what it
+(:class:`RunConditions`: date, commit, machine, load average before and after, CPU steal in between), usually its arguments, and what it
 measured. ``--readme`` renders the script's section of ``README.md`` (between its ``<!-- bench-<name>:start -->`` and
 ``:end`` lines) from the records kept there, and ``--readme --check`` only compares; the unit tests run the check, so
 a measured number in the README always comes from a kept run (the findings' rule, applied to the benchmarks).
@@ -62,21 +62,45 @@ def command_line(argv: list[str]) -> str:
     return " ".join(shlex.quote(word) for word in words)
 
 
+def cpu_ticks(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
+    """``(steal, total)`` CPU ticks of all cores since boot, from ``/proc/stat``'s ``cpu`` line (``None`` where
+    there is none). Steal is time the hypervisor gave this virtual machine's cores to another guest."""
+    try:
+        fields = [int(value) for value in stat.read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is already in user and nice
+    return (fields[7], sum(fields[:8])) if len(fields) >= 8 else None
+
+
+def steal_share(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    """The share of CPU time stolen by the hypervisor between two :func:`cpu_ticks` readings (``None`` without
+    both)."""
+    if start is None or end is None or end[1] <= start[1]:
+        return None
+    return (end[0] - start[0]) / (end[1] - start[1])
+
+
 class RunConditions:
-    """Made when a run starts (its date, command and the load average then); :meth:`finish` adds the rest at its
-    end."""
+    """Made when a run starts (its date, command, the load average and CPU ticks then); :meth:`finish` adds the
+    rest at its end, with the share of CPU time the hypervisor stole in between (a busy neighbour on the host slows
+    a run as surely as a busy core here does)."""
 
     def __init__(self) -> None:
         self.date_utc = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
         self.load_before = os.getloadavg()[0]
+        self.ticks_before = cpu_ticks()
         self.commit = source_commit()
         self.command = command_line(sys.argv)
 
     def finish(self, **extra) -> dict:
-        """``{"date_utc", "commit", "command", "machine", "load_average_before_after", **extra}``."""
+        """``{"date_utc", "commit", "command", "machine", "load_average_before_after", "cpu_steal_share",
+        **extra}`` (``cpu_steal_share`` only where ``/proc/stat`` exists)."""
+        steal = steal_share(self.ticks_before, cpu_ticks())
         return {"date_utc": self.date_utc, "commit": self.commit, "command": self.command,
                 "machine": machine_description(),
-                "load_average_before_after": [round(self.load_before, 2), round(os.getloadavg()[0], 2)], **extra}
+                "load_average_before_after": [round(self.load_before, 2), round(os.getloadavg()[0], 2)],
+                **({} if steal is None else {"cpu_steal_share": round(steal, 3)}), **extra}
 
 
 def add_record_options(parser: argparse.ArgumentParser, section: str) -> None:
@@ -138,6 +162,7 @@ def run_heading(run: dict, folder: Path, lead: str = "**Measured**", end: str = 
     before, 1.9 after; commit abc1234; record in `results/bench/x/`):`` — the line above a rendered table."""
     conditions = run["conditions"]
     before, after = conditions["load_average_before_after"]
+    steal = f", CPU steal {conditions['cpu_steal_share']:.0%}" if "cpu_steal_share" in conditions else ""
     return (f"{lead} {conditions['date_utc']} UTC by `{conditions['command']}` ({conditions['machine']}, load "
-            f"average {before} before, {after} after; commit {conditions['commit']}; record in "
+            f"average {before} before, {after} after{steal}; commit {conditions['commit']}; record in "
             f"`{folder.relative_to(REPO_ROOT)}/`){end}")

@@ -30,6 +30,20 @@ def test_conditions_name_date_commit_command_machine_and_load(monkeypatch):
     assert conditions["command"] == "bench_x.py --n 5" and conditions["commit"] == "override"
     assert conditions["torch_threads"] == 2 and len(conditions["load_average_before_after"]) == 2
     assert conditions["machine"].endswith("GiB") and len(conditions["date_utc"]) == len("2026-12-02 20:00")
+    assert 0 <= conditions["cpu_steal_share"] <= 1  # Linux: /proc/stat
+
+
+def test_cpu_steal_is_read_from_proc_stat_and_shown_in_the_heading(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 20 800 5 0 5 70 0 0\ncpu0 50 0 10 400 2 0 2 35 0 0\n")
+    assert bench_records.cpu_ticks(stat) == (70, 1000)
+    assert bench_records.cpu_ticks(tmp_path / "absent") is None
+    assert bench_records.steal_share((70, 1000), (120, 1200)) == 0.25
+    assert bench_records.steal_share(None, (120, 1200)) is None and bench_records.steal_share((1, 5), (1, 5)) is None
+    run = {"conditions": {**CONDITIONS, "cpu_steal_share": 0.234}}
+    assert "load average 0.2 before, 1.4 after, CPU steal 23%; commit abc1234" in bench_records.run_heading(
+        run, bench_records.BENCH_RECORDS / "x")
+    assert "CPU steal" not in bench_records.run_heading({"conditions": CONDITIONS}, bench_records.BENCH_RECORDS / "x")
 
 
 def test_arguments_leave_out_the_record_options_and_keep_paths_as_text():
@@ -144,8 +158,10 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
     runs = [run(0, 1.0, [0.4, 0.63], [0.7, 0.86], [3.5, 13.0]), run(0, 0.0, [0.61], [0.82], [13.6]),
             run(1, 1.0, [0.64], [0.84], [13.1])]
     text = bench.readme_section(runs)
-    assert "| 2026-12-02 20:00 | abc1234 | 0 | 1 | 2 | 0.20/1.40 | 10 | 13.00 | 0.100 | 0.300 | 0.630 | 0.640 | 0.860 | yes |" in text
-    assert "| 0.840 | no |" in text  # seed 1 misses the attribute-match goal
+    assert "| 2026-12-02 20:00 | abc1234 | 0 | 1 | 2 | 0.20/1.40 |  | 10 | 13.00 | 0.100 | 0.300 | 0.630 | 0.640 | 0.860 | yes |" in text
+    assert "| 0.840 | no (attribute-match R@10) |" in text  # seed 1 misses the attribute-match goal
+    assert bench.goals_verdict({**runs[0]["rows"][-1], "training min": 15.5, "exact R@10": 0.4}) \
+        == "no (exact R@10, training min)"
     assert "- seed 0, W = 1 against W = 0: attribute-match R@10 +0.040, exact R@10 +0.020, training minutes 13.00 " \
            "against 13.60" in text
     assert text.count("- seed") == 1  # seed 1 has no run without the term
