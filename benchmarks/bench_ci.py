@@ -3,8 +3,10 @@
 The clone goes to ``<checkout>-bench-ci`` next to the checkout (``--clone-dir``), so that ``../shared/data``
 resolves there as it does here; a clone left there by an earlier run is replaced. Run it on idle cores: the time is
 what a CI machine of this size pays. It prints the outcome and, with ``--json``, writes a record: date, commit,
-machine, load average before and after, the command's wall time (set-up of ``.venv`` and the browser included),
-pytest's own time and counts, and its ten slowest durations (the log goes to ``outputs/bench/bench_ci.log``).
+machine, load average before and after, the share of CPU time the hypervisor stole meanwhile, the command's wall time
+(set-up of ``.venv`` and the browser included) and the CPU time its processes used (user + system, which leaves
+out the stolen time that the wall time includes), pytest's own time and counts, and its ten slowest durations (the
+log goes to ``outputs/bench/bench_ci.log``).
 ``--readme [--check]`` renders README › Tests and CI's measured part from the records kept in ``results/bench/ci/``.
 
     .venv/bin/python benchmarks/bench_ci.py --json results/bench/ci/<time>.json   # ~25 min on 2 cores
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -49,8 +52,17 @@ def pytest_outcome(log: str) -> dict:
     return {"counts": counts, "seconds": seconds, "slowest": slowest}
 
 
-def clone_and_run(clone_dir: Path, timeout_s: float, log_path: Path) -> tuple[int, float, str]:
-    """Clone HEAD into ``clone_dir`` and run its CI; ``(exit status, wall seconds, commit)``."""
+def children_cpu_s() -> float:
+    """User + system CPU seconds of this process's finished, waited-for descendants so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def clone_and_run(clone_dir: Path, timeout_s: float, log_path: Path) -> tuple[int, float, float, str]:
+    """Clone HEAD into ``clone_dir`` and run its CI; ``(exit status, wall seconds, CPU seconds, commit)``.
+
+    The CPU seconds are the CI command's processes' (each waited for by its parent, as make, pytest and the test
+    fixtures do), user + system."""
     if clone_dir.exists():
         if not (clone_dir / ".ci" / "run").exists():
             raise SystemExit(f"{clone_dir} exists and is not an earlier clone of this course: choose --clone-dir")
@@ -58,14 +70,14 @@ def clone_and_run(clone_dir: Path, timeout_s: float, log_path: Path) -> tuple[in
     subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone_dir)], check=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone_dir, capture_output=True, text=True,
                             check=True).stdout.strip()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), children_cpu_s()
     with open(log_path, "w") as log:
         try:
             status = subprocess.run(["bash", ".ci/run"], cwd=clone_dir, stdout=log, stderr=subprocess.STDOUT,
                                     env={**os.environ, "CI": "true"}, timeout=timeout_s).returncode
         except subprocess.TimeoutExpired:
             status = 124
-    return status, time.perf_counter() - start, commit
+    return status, time.perf_counter() - start, children_cpu_s() - cpu_start, commit
 
 
 def minutes(seconds: float) -> str:
@@ -76,21 +88,24 @@ def minutes(seconds: float) -> str:
 
 def readme_section(runs: list[dict]) -> str:
     """A table of the recorded runs, oldest first, and the last run against the budget; every number from ``runs``."""
-    lines = ["| date (UTC) | commit | load average before | tests | pytest | whole command (set-up included) "
-             f"| slowest {SLOWEST_SHOWN} |", "|---|---|---|---|---|---|---|"]
+    lines = ["| date (UTC) | commit | load average before | CPU steal | tests | pytest | whole command (set-up "
+             f"included) | its CPU time | slowest {SLOWEST_SHOWN} |", "|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         conditions, outcome = run["conditions"], run["pytest"]
         counts = ", ".join(f"{number} {word}" for word, number in outcome["counts"].items() if word != "warnings")
         slowest = ", ".join(f"`{entry['test'].split('::')[-1]}` {entry['seconds']:.0f} s"
                             for entry in outcome["slowest"][:SLOWEST_SHOWN])
+        steal = f"{conditions['cpu_steal_share']:.0%}" if "cpu_steal_share" in conditions else "–"
         lines.append(f"| {conditions['date_utc']} | {conditions['commit']} | {conditions['load_average_before_after'][0]}"
-                     f" | {counts or 'no summary'} (exit {run['exit_status']}) | "
+                     f" | {steal} | {counts or 'no summary'} (exit {run['exit_status']}) | "
                      f"{minutes(outcome['seconds']) if outcome['seconds'] else '–'} | {minutes(run['wall_s'])} | "
-                     f"{slowest} |")
+                     f"{minutes(run['cpu_s']) if 'cpu_s' in run else '–'} | {slowest} |")
     last = runs[-1]
     machine = last["conditions"]["machine"]
     intro = (f"**Measured** by `benchmarks/bench_ci.py` (a fresh clone, `CI=true bash .ci/run`, {machine}; records "
-             "in `results/bench/ci/`):")
+             "in `results/bench/ci/`; CPU steal: the share of CPU time the hypervisor gave to other guests during the "
+             "run; its CPU time: user + system time of the command's processes, which leaves out the stolen time that the "
+             "wall time includes; – where a record predates the column):")
     budget = (f"The last run took {100 * last['wall_s'] / BUDGET_S:.0f} % of the {BUDGET_S // 60}-minute budget "
               "for the whole command.")
     return "\n\n".join([intro, "\n".join(lines), budget])
@@ -113,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     log_path = outputs_dir() / "bench" / "bench_ci.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     conditions = bench_records.RunConditions()
-    status, wall_s, commit = clone_and_run(args.clone_dir.resolve(), args.timeout, log_path)
+    status, wall_s, cpu_s, commit = clone_and_run(args.clone_dir.resolve(), args.timeout, log_path)
     record = {"conditions": conditions.finish(commit=commit),  # the clone's commit: what the CI ran
-              "exit_status": status, "wall_s": round(wall_s, 1), "pytest": pytest_outcome(log_path.read_text())}
+              "exit_status": status, "wall_s": round(wall_s, 1), "cpu_s": round(cpu_s, 1),
+              "pytest": pytest_outcome(log_path.read_text())}
     bench_records.keep(record, args.json)
     print(json.dumps(record, indent=2))
     print(f"log: {log_path}")

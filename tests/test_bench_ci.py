@@ -1,6 +1,8 @@
 """README › Tests and CI's measured part is rendered from the committed CI runs (``bench_ci.py --readme``)."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -44,7 +46,8 @@ def test_the_section_lists_each_run_and_the_last_against_the_budget(bench):
     text = bench.readme_section(runs)
     rows = [line for line in text.splitlines() if line.startswith("| 2026")]
     assert len(rows) == 2 and "abc1234" in rows[0] and "def5678" in rows[1]
-    assert "| 1 failed, 669 passed, 3 skipped (exit 0) | 21 min 43 s | 27 min 0 s |" in rows[1]
+    assert "| 1 failed, 669 passed, 3 skipped (exit 0) | 21 min 43 s | 27 min 0 s | – |" in rows[1]
+    assert "| 0.4 | – | 1 failed" in rows[1]  # records from before steal and CPU time were kept
     assert "`test_the_real_profile_runs` 513 s" in rows[1] and "test_uploads" not in rows[1]  # the slowest three
     assert "The last run took 90 % of the 30-minute budget" in text
 
@@ -60,3 +63,17 @@ def test_the_kept_runs_are_read_oldest_first_and_none_is_a_clear_error(bench, tm
         (tmp_path / name).write_text(json.dumps({"conditions": {"date_utc": date}}))
     runs = read_kept_runs(tmp_path, "bench_ci.py")
     assert [run["conditions"]["date_utc"] for run in runs] == ["2026-12-02 10:00", "2026-12-02 11:00"]
+
+
+def test_the_section_shows_cpu_steal_and_the_commands_cpu_time_where_a_record_has_them(bench):
+    run = {"conditions": {"date_utc": "2026-12-03 04:00", "commit": "abc1234", "machine": "x86_64, 2 cores, 24 GiB",
+                          "load_average_before_after": [0.2, 1.5], "cpu_steal_share": 0.084},
+           "exit_status": 0, "wall_s": 1500.0, "cpu_s": 2000.4, "pytest": bench.pytest_outcome(LOG)}
+    row = next(line for line in bench.readme_section([run]).splitlines() if line.startswith("| 2026"))
+    assert "| 0.2 | 8% | 1 failed" in row and "| 25 min 0 s | 33 min 20 s | `test_the_real_profile_runs`" in row
+
+
+def test_the_cpu_time_counts_the_finished_childrens_user_and_system_seconds(bench):
+    before = bench.children_cpu_s()
+    subprocess.run([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"], check=True)
+    assert bench.children_cpu_s() - before > 0.05  # the child's loop, counted once it was waited for
