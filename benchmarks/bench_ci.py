@@ -9,7 +9,7 @@ out the stolen time that the wall time includes), pytest's own time and counts, 
 log goes to ``outputs/bench/bench_ci.log``).
 ``--readme [--check]`` renders README › Tests and CI's measured part from the records kept in ``results/bench/ci/``.
 
-    .venv/bin/python benchmarks/bench_ci.py --json results/bench/ci/<time>.json   # ~25 min on 2 cores
+    .venv/bin/python benchmarks/bench_ci.py --json results/bench/ci/<time>.json   # as long as a CI run (README › Tests and CI)
     .venv/bin/python benchmarks/bench_ci.py --readme
 """
 
