@@ -95,9 +95,8 @@ def readme_section(runs: list[dict]) -> str:
         counts = ", ".join(f"{number} {word}" for word, number in outcome["counts"].items() if word != "warnings")
         slowest = ", ".join(f"`{entry['test'].split('::')[-1]}` {entry['seconds']:.0f} s"
                             for entry in outcome["slowest"][:SLOWEST_SHOWN])
-        steal = f"{conditions['cpu_steal_share']:.0%}" if "cpu_steal_share" in conditions else "–"
         lines.append(f"| {conditions['date_utc']} | {conditions['commit']} | {conditions['load_average_before_after'][0]}"
-                     f" | {steal} | {counts or 'no summary'} (exit {run['exit_status']}) | "
+                     f" | {bench_records.cpu_steal(conditions) or '–'} | {counts or 'no summary'} (exit {run['exit_status']}) | "
                      f"{minutes(outcome['seconds']) if outcome['seconds'] else '–'} | {minutes(run['wall_s'])} | "
                      f"{minutes(run['cpu_s']) if 'cpu_s' in run else '–'} | {slowest} |")
     last = runs[-1]

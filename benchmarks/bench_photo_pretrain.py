@@ -65,12 +65,9 @@ class TimedEvaluations:
 
 
 def cell(value: object, column: str) -> str:
-    """Training minutes to two decimals, the attribute weight as typed, CPU steal in percent, recalls to three
-    decimals."""
+    """Training minutes to two decimals, the attribute weight as typed, recalls to three decimals."""
     if column == "training min" and isinstance(value, float):
         return f"{value:.2f}"
-    if column == "CPU steal":
-        return f"{value:.0%}"
     return f"{value:g}" if column == "W" else bench_records.plain_cell(value, column)
 
 
@@ -87,7 +84,7 @@ def final_row(run: dict) -> dict:
     return {"date (UTC)": conditions["date_utc"], "commit": conditions["commit"], "seed": arguments["seed"], "W": arguments["attribute_weight"],
             "threads": conditions["torch_threads"], "load before/after": "/".join(
                 f"{load:.2f}" for load in conditions["load_average_before_after"]),
-            "CPU steal": conditions.get("cpu_steal_share"),
+            "CPU steal": bench_records.cpu_steal(conditions) or "",
             **{c: run["rows"][-1][c] for c in ("epoch", "training min", *COLUMNS[:5])},
             "goals met": goals_verdict(run["rows"][-1])}
 

@@ -157,12 +157,17 @@ def plain_cell(value: object, column: str) -> str:
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
+def cpu_steal(conditions: dict) -> str | None:
+    """A run's CPU steal share as a percent (``"10%"``), or ``None`` for a record kept before it was measured."""
+    return f"{conditions['cpu_steal_share']:.0%}" if "cpu_steal_share" in conditions else None
+
+
 def run_heading(run: dict, folder: Path, lead: str = "**Measured**", end: str = ":") -> str:
     """``**Measured** 2026-12-02 19:40 UTC by `bench_x.py --n 1000` (x86_64, 2 cores, 24 GiB, load average 0.3
     before, 1.9 after; commit abc1234; record in `results/bench/x/`):`` — the line above a rendered table."""
     conditions = run["conditions"]
     before, after = conditions["load_average_before_after"]
-    steal = f", CPU steal {conditions['cpu_steal_share']:.0%}" if "cpu_steal_share" in conditions else ""
+    steal = f", CPU steal {cpu_steal(conditions)}" if cpu_steal(conditions) else ""
     return (f"{lead} {conditions['date_utc']} UTC by `{conditions['command']}` ({conditions['machine']}, load "
             f"average {before} before, {after} after{steal}; commit {conditions['commit']}; record in "
             f"`{folder.relative_to(REPO_ROOT)}/`){end}")
