@@ -9,7 +9,7 @@ out the stolen time that the wall time includes), pytest's own time and counts, 
 log goes to ``outputs/bench/bench_ci.log``).
 ``--readme [--check]`` renders README › Tests and CI's measured part from the records kept in ``results/bench/ci/``.
 
-    .venv/bin/python benchmarks/bench_ci.py --json results/bench/ci/<time>.json   # as long as a CI run (README › Tests and CI)
+    .venv/bin/python benchmarks/bench_ci.py --json results/bench/ci/<time>.json   # as long as a CI run
     .venv/bin/python benchmarks/bench_ci.py --readme
 """
 
@@ -96,15 +96,16 @@ def readme_section(runs: list[dict]) -> str:
         slowest = ", ".join(f"`{entry['test'].split('::')[-1]}` {entry['seconds']:.0f} s"
                             for entry in outcome["slowest"][:SLOWEST_SHOWN])
         lines.append(f"| {conditions['date_utc']} | {conditions['commit']} | {conditions['load_average_before_after'][0]}"
-                     f" | {bench_records.cpu_steal(conditions) or '–'} | {counts or 'no summary'} (exit {run['exit_status']}) | "
+                     f" | {bench_records.cpu_steal(conditions) or '–'} | {counts or 'no summary'} "
+                     f"(exit {run['exit_status']}) | "
                      f"{minutes(outcome['seconds']) if outcome['seconds'] else '–'} | {minutes(run['wall_s'])} | "
                      f"{minutes(run['cpu_s']) if 'cpu_s' in run else '–'} | {slowest} |")
     last = runs[-1]
     machine = last["conditions"]["machine"]
     intro = (f"**Measured** by `benchmarks/bench_ci.py` (a fresh clone, `CI=true bash .ci/run`, {machine}; records "
              "in `results/bench/ci/`; CPU steal: the share of CPU time the hypervisor gave to other guests during the "
-             "run; its CPU time: user + system time of the command's processes, which leaves out the stolen time that the "
-             "wall time includes; – where a record predates the column):")
+             "run; its CPU time: user + system time of the command's processes, which leaves out the stolen time that "
+             "the wall time includes; – where a record predates the column):")
     budget = (f"The last run took {100 * last['wall_s'] / BUDGET_S:.0f} % of the {BUDGET_S // 60}-minute budget "
               "for the whole command.")
     return "\n\n".join([intro, "\n".join(lines), budget])

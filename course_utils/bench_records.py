@@ -167,7 +167,8 @@ def run_heading(run: dict, folder: Path, lead: str = "**Measured**", end: str = 
     before, 1.9 after; commit abc1234; record in `results/bench/x/`):`` — the line above a rendered table."""
     conditions = run["conditions"]
     before, after = conditions["load_average_before_after"]
-    steal = f", CPU steal {cpu_steal(conditions)}" if cpu_steal(conditions) else ""
+    steal = cpu_steal(conditions)
+    steal = f", CPU steal {steal}" if steal else ""
     return (f"{lead} {conditions['date_utc']} UTC by `{conditions['command']}` ({conditions['machine']}, load "
             f"average {before} before, {after} after{steal}; commit {conditions['commit']}; record in "
             f"`{folder.relative_to(REPO_ROOT)}/`){end}")
