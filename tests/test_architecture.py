@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,15 @@ def test_models_are_modules_only():
     for module in (PACKAGE / "models").glob("*.py"):
         imported = {name for _, name in package_imports(module)}
         assert not imported & {"train", "embed", "metrics", "cache", "tasks", "losses"}, module.name
+
+
+# Libraries imported inside the functions that use them, so that every process importing the package (a notebook's
+# kernel, each torchrun rank, the demo server) does not pay for them: scikit-learn (with SciPy) is for notebook 03's
+# label re-rankers and 05's PCA bases; open_clip, FAISS and Milvus for the code paths that build those objects.
+IMPORTED_WHERE_USED = ("sklearn", "scipy", "open_clip", "faiss", "pymilvus", "papermill")
+
+
+def test_importing_the_package_leaves_task_specific_libraries_unloaded():
+    probe = f"import sys, course_utils; print(sorted(m for m in {IMPORTED_WHERE_USED!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]", f"import course_utils loads {loaded}: import them inside the functions that use them"

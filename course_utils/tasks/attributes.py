@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -63,6 +62,8 @@ def pca_basis(word_embeddings: torch.Tensor, n_components: int) -> torch.Tensor:
     Returns:
         ``(n_components, d) float32`` basis (rows are not unit-norm: their norms are PCA's singular values).
     """
+    from sklearn.decomposition import PCA  # imported where it is used: importing course_utils need not load it
+
     m, d = word_embeddings.shape
     if not 1 <= n_components <= min(m, d):
         raise ValueError(f"n_components={n_components} must be between 1 and min(words={m}, dim={d})")

@@ -21,14 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.feature_extraction.text import CountVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import Pipeline, make_pipeline
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -38,6 +35,9 @@ from ..embed import ImageTokens, TextTokens, caption_texts, encode_image_tokens,
 from ..metrics import recall_at_k
 from ..models.cross_modal import ImageTextMatcher
 from ..models.tokens import image_token_features, text_token_features
+
+if TYPE_CHECKING:  # scikit-learn is imported where it is used (only notebook 03's label re-rankers need it)
+    from sklearn.pipeline import Pipeline
 
 # (model, image rows (m,), text rows (m,)) -> (m,) match logits.
 PairLogits = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -282,6 +282,10 @@ def fit_caption_labels(captions: Sequence[str], attributes: Sequence[dict[str, s
     Returns:
         attribute name -> fitted pipeline (``predict_proba`` over its ``classes_``).
     """
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
     if len(captions) != len(attributes):
         raise ValueError(f"{len(captions)} captions but {len(attributes)} attribute dicts")
     models = {}
@@ -332,6 +336,8 @@ def neighbour_labels(train_embeddings: torch.Tensor, train_attributes: Sequence[
     """
     if len(train_embeddings) != len(train_attributes):
         raise ValueError(f"{len(train_embeddings)} training embeddings but {len(train_attributes)} attribute dicts")
+    from sklearn.neighbors import KNeighborsClassifier
+
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     predicted = [{} for _ in range(len(embeddings))]
