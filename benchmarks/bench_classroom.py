@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import gzip
 import html
 import json
@@ -706,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_server(url, process, log, args.startup_timeout)
         if process is not None:
             startup_s = round(time.perf_counter() - started, 1)
-        load_before = os.getloadavg()
+        run_conditions = bench_records.RunConditions()  # the date, command, load and CPU ticks as the phases start
         if args.server_cpus and process is not None:
             for server_process in MemoryMonitor._tree(process.pid):
                 server_process.cpu_affinity(args.server_cpus)
@@ -731,32 +730,27 @@ def main(argv: list[str] | None = None) -> int:
                          "cpu_s": server_cpu.used(), "memory": monitor.stop(),
                          "server_seconds": wait_until_served(url, last=len(queries))
                          .get("answer_seconds", {}).get("text")})
-        load_after = os.getloadavg()
+        conditions = run_conditions.finish(
+            profile=args.profile, workers=args.workers, queries=args.query or "one per viewer",
+            server="given by --url" if args.url else args.server, browser_nice=args.browser_nice,
+            server_cpus=args.server_cpus or "all", browser_cpus=args.browser_cpus or "all",
+            server_startup_s=startup_s, chromium=chromium)
     finally:
         if process is not None:
             stop_server(process)
 
     for row in rows:
         row["summary"] = summarise(row["results"])
-    conditions = {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "machine": bench_records.machine_description(),
-        "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
-        "profile": args.profile, "workers": args.workers, "queries": args.query or "one per viewer",
-        "server": "given by --url" if args.url else args.server,
-        "browser_nice": args.browser_nice, "server_cpus": args.server_cpus or "all",
-        "browser_cpus": args.browser_cpus or "all", "server_startup_s": startup_s, "chromium": chromium,
-        "commit": bench_records.source_commit(),
-    }
     record = {"conditions": conditions,
               "phases": [{**{k: v for k, v in row.items() if k != "results"},
                           "pages": [asdict(r) for r in row["results"]]} for row in rows]}
     out = args.json or folder / f"bench_classroom_{args.pages}.json"
     out.write_text(json.dumps(record, indent=2))
-    print(f"{conditions['date_utc']} UTC · {conditions['machine']} · load average {load_before[0]:.1f} before, "
-          f"{load_after[0]:.1f} after · profile {args.profile} · {args.workers} query threads · "
-          f"server {conditions['server']}, start {startup_s} s · cores: server {conditions['server_cpus']}, browser "
-          f"{conditions['browser_cpus']} · browser niceness {args.browser_nice}")
+    (load_before, load_after), steal = conditions["load_average_before_after"], bench_records.cpu_steal(conditions)
+    print(f"{conditions['date_utc']} UTC · {conditions['machine']} · load average {load_before:.1f} before, "
+          f"{load_after:.1f} after · CPU steal {steal or 'unknown'} · profile {args.profile} · {args.workers} query "
+          f"threads · server {conditions['server']}, start {startup_s} s · cores: server "
+          f"{conditions['server_cpus']}, browser {conditions['browser_cpus']} · browser niceness {args.browser_nice}")
     print(table(rows))
     browser = rows[-1]["summary"]
     print("p50 / p95 / max seconds. Chromium rows, on the page's clock: page ready = navigation start -> the page's "

@@ -186,22 +186,20 @@ GOALS = {"rss_mb": 2000, "recall": 0.90, "median_ms": 10.0, "build_s": 30 * 60}
 def run_table(run: dict) -> str:
     """One kept run: its data and build, the nprobe x re-rank sweep, and the settings that meet every goal."""
     a, build, opened = run["arguments"], run["build"], run["opened"]
-    lines = [f"| nprobe | re-rank candidates | recall@{a['k']} | median ms/query | p90 ms/query | search process RSS |",
-             "|---|---|---|---|---|---|"]
-    meeting = []
-    for row in run["rows"]:
-        lines.append(f"| {row['nprobe']} | {row['rerank'] or '—'} | {row['recall']:.3f} | {row['median ms']:.2f} | "
-                     f"{row['p90 ms']:.2f} | {row['memory']['VmRSS']:,.0f} MB |")
-        if (row["recall"] >= GOALS["recall"] and row["median ms"] <= GOALS["median_ms"]
-                and row["memory"]["VmRSS"] <= GOALS["rss_mb"]):
-            meeting.append(row)
+    columns = ["nprobe", "re-rank candidates", f"recall@{a['k']}", "median ms/query", "p90 ms/query",
+               "search process RSS"]
+    table = [dict(zip(columns, [row["nprobe"], row["rerank"] or "—", f"{row['recall']:.3f}",
+                                f"{row['median ms']:.2f}", f"{row['p90 ms']:.2f}",
+                                f"{row['memory']['VmRSS']:,.0f} MB"])) for row in run["rows"]]
+    meeting = [row for row in run["rows"] if row["recall"] >= GOALS["recall"]
+               and row["median ms"] <= GOALS["median_ms"] and row["memory"]["VmRSS"] <= GOALS["rss_mb"]]
     build_s = build["build s (train + add + merge)"]
     met = meeting and build_s <= GOALS["build_s"]
     fastest = min(meeting, key=lambda row: row["median ms"]) if meeting else None
     return "\n\n".join([
         f"**{a['n']:,} × {a['dim']}**, IVF{a['nlist']},PQ{a['pq_m']} trained on {a['train_size']:,} vectors, "
         f"{a['queries']:,} held-out queries. " + bench_records.run_heading(run, RECORDS, lead="Measured", end="."),
-        "\n".join(lines),
+        bench_records.markdown_table(table, columns),
         f"Build {build_s:,.0f} s (train {build['train s']:,.0f} s, add {build['add shards s']:,.0f} s, merge "
         f"{build['merge s']:.1f} s) plus {build['ground truth s']:,.0f} s of streamed ground truth; peak RSS while "
         f"building {build['build peak RSS MB']:,.0f} MB; on disk {build['lists file MB']:,.0f} MB of lists and "
