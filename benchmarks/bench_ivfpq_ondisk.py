@@ -14,6 +14,8 @@ resident memory (VmRSS, peak VmHWM) is the searcher's alone: centroids and codeb
 
 Printed: build time by phase, file sizes, then per (nprobe, re-rank candidates): recall@k against exact, median and
 90th-percentile latency of single-query searches, resident memory of the search process.
+``--rows-reader memmap`` reads the re-ranking rows through ``numpy.memmap`` instead of ``pread``, to show what a
+memory map adds to the search process's resident memory (README › Scaling out compares it with the ``pread`` run).
 
 ``--json`` keeps the run's record; ``--readme`` renders README › Scaling out's tables from the records kept in
 ``results/bench/ivfpq_ondisk/`` (the last per ``--n``).
@@ -158,7 +160,9 @@ def search(args: argparse.Namespace, folder: Path) -> None:
     faiss.omp_set_num_threads(1)
     before = memory_mb()
     index = open_ondisk(folder)
-    vectors = NpyRows(folder / "vectors.f16.npy")  # re-ranking reads candidate rows with pread, no mapping
+    path = folder / "vectors.f16.npy"
+    # re-ranking reads candidate rows with pread (nothing mapped), or through numpy.memmap to compare the two
+    vectors = NpyRows(path) if args.rows_reader == "pread" else np.load(path, mmap_mode="r")
     queries, truth = np.load(folder / "queries.npy"), np.load(folder / "truth.npy")
     print(json.dumps({"opened": True, "memory": memory_mb(), "before open": before}), flush=True)
     for nprobe in args.nprobe:
@@ -211,10 +215,34 @@ def run_table(run: dict) -> str:
            f"{fastest['rerank']} candidates re-ranked ({fastest['median ms']:.2f} ms median)." if met else "not met.")])
 
 
+def rows_reader(run: dict) -> str:
+    """How the run's re-ranking read candidate rows (runs kept before ``--rows-reader`` existed used pread)."""
+    return run["arguments"].get("rows_reader", "pread")
+
+
+def memmap_comparison(memmap_run: dict, pread_run: dict) -> str:
+    """What reading the re-ranking rows through ``numpy.memmap`` costs against ``pread`` on the same index: the
+    search process's file-backed and total resident memory after the last setting of each sweep."""
+    a, mapped, read = memmap_run["arguments"], memmap_run["rows"][-1]["memory"], pread_run["rows"][-1]["memory"]
+    differing = [name for name in a if name != "rows_reader" and a[name] != pread_run["arguments"].get(name)]
+    settings = (f"the same {len(memmap_run['rows'])} settings" if not differing
+                else f"arguments differing in {', '.join(differing)}") + f" of {a['queries']:,} queries each"
+    return (f"**Why `pread`:** the same {a['n']:,}-vector index searched with `--rows-reader memmap` "
+            f"({memmap_run['conditions']['date_utc']} UTC, commit {memmap_run['conditions']['commit']}, "
+            f"{settings}): after the sweep the search "
+            f"process held {mapped['RssFile']:,.0f} MB of mapped file pages ({mapped['VmRSS']:,.0f} MB resident in "
+            f"all) against {read['RssFile']:,.0f} MB ({read['VmRSS']:,.0f} MB) with `pread`, for a "
+            f"{memmap_run['build']['vectors.f16 MB']:,.0f} MB vectors file: a memory map counts the pages it touched "
+            "(and their neighbours) as the process's own.")
+
+
 def readme_section(runs: list[dict]) -> str:
-    """The last kept run of each size, smallest first."""
-    last = {run["arguments"]["n"]: run for run in runs}
-    return "\n\n".join(run_table(last[n]) for n in sorted(last))
+    """The last kept ``pread`` run of each size, smallest first, each followed by the memmap comparison when a
+    ``--rows-reader memmap`` run of that size was kept."""
+    last = {run["arguments"]["n"]: run for run in runs if rows_reader(run) == "pread"}
+    mapped = {run["arguments"]["n"]: run for run in runs if rows_reader(run) == "memmap"}
+    return "\n\n".join(run_table(last[n]) + (f"\n\n{memmap_comparison(mapped[n], last[n])}" if n in mapped else "")
+                       for n in sorted(last))
 
 
 def write_readme(check: bool, readme: Path = bench_records.README, folder: Path = RECORDS) -> int:
@@ -238,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=0, help="k-means sample (0: 40 * nlist)")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--rerank", type=int, nargs="+", default=[0, 100], help="candidates re-scored (0: none)")
+    parser.add_argument("--rows-reader", choices=["pread", "memmap"], default="pread",
+                        help="how re-ranking reads candidate rows from vectors.f16.npy: pread (index_ondisk.NpyRows, "
+                             "the course's way) or numpy.memmap (to see what a memory map adds to the search "
+                             "process's resident memory)")
     parser.add_argument("--folder", default=None, help="where the index lives (default: cache/ivfpq-bench-<n>)")
     parser.add_argument("--keep", action="store_true", help="keep the folder afterwards")
     parser.add_argument("--seed", type=int, default=0)

@@ -118,28 +118,48 @@ def test_embedding_section_judges_both_ratios_per_model():
     assert "tiny: pipeline / loop 2.81 (met), pipeline / forward-only 0.91 (met)" in text
 
 
+def ivfpq_run(n: int, date: str, recall: float, reader: str | None = None, file_mb: float = 300.0) -> dict:
+    """A bench_ivfpq_ondisk record: two settings at nprobe 4, the second re-ranked (its recall given)."""
+    memory = {"VmRSS": 410.0 + file_mb, "RssFile": file_mb, "VmHWM": 720.0}
+    arguments = {"n": n, "dim": 512, "nlist": 1024, "pq_m": 64, "train_size": 40960, "queries": 1000, "k": 10}
+    return {"conditions": {**CONDITIONS, "date_utc": date},
+            "arguments": arguments if reader is None else {**arguments, "rows_reader": reader},
+            "build": {"train s": 58.0, "add shards s": 131.0, "merge s": 0.2, "ground truth s": 37.0,
+                      "build s (train + add + merge)": 189.2, "build peak RSS MB": 1900.0, "lists file MB": 72.0,
+                      "shards MB": 80.0, "vectors.f16 MB": 1024.0},
+            "opened": {"before open": {"VmRSS": 624.0}},
+            "rows": [{"nprobe": 4, "rerank": 0, "recall": 0.6, "median ms": 0.44, "p90 ms": 1.4, "memory": memory},
+                     {"nprobe": 4, "rerank": 100, "recall": recall, "median ms": 0.98, "p90 ms": 4.0,
+                      "memory": memory}]}
+
+
 def test_ivfpq_section_has_a_table_per_size_and_names_the_settings_that_meet_every_goal():
     bench = load_benchmark("bench_ivfpq_ondisk")
-
-    def run(n: int, date: str, recall: float) -> dict:
-        memory = {"VmRSS": 710.0, "RssFile": 300.0, "VmHWM": 720.0}
-        return {"conditions": {**CONDITIONS, "date_utc": date},
-                "arguments": {"n": n, "dim": 512, "nlist": 1024, "pq_m": 64, "train_size": 40960, "queries": 1000, "k": 10},
-                "build": {"train s": 58.0, "add shards s": 131.0, "merge s": 0.2, "ground truth s": 37.0,
-                          "build s (train + add + merge)": 189.2, "build peak RSS MB": 1900.0, "lists file MB": 72.0,
-                          "shards MB": 80.0, "vectors.f16 MB": 1024.0},
-                "opened": {"before open": {"VmRSS": 624.0}},
-                "rows": [{"nprobe": 4, "rerank": 0, "recall": 0.6, "median ms": 0.44, "p90 ms": 1.4, "memory": memory},
-                         {"nprobe": 4, "rerank": 100, "recall": recall, "median ms": 0.98, "p90 ms": 4.0,
-                          "memory": memory}]}
-
-    text = bench.readme_section([run(5000000, "2026-12-01 10:00", 0.95), run(1000000, "2026-12-01 09:00", 0.5),
-                                 run(1000000, "2026-12-02 09:00", 0.996)])
+    text = bench.readme_section([ivfpq_run(5000000, "2026-12-01 10:00", 0.95),
+                                 ivfpq_run(1000000, "2026-12-01 09:00", 0.5),
+                                 ivfpq_run(1000000, "2026-12-02 09:00", 0.996)])
     assert text.index("**1,000,000 × 512**") < text.index("**5,000,000 × 512**")
     assert "| 4 | — | 0.600 | 0.44 | 1.40 | 710 MB |" in text and "| 4 | 100 | 0.996 |" in text
     assert "| 4 | 100 | 0.500 |" not in text  # the older 1M run is not shown
     assert "Build 189 s (train 58 s, add 131 s, merge 0.2 s) plus 37 s" in text
     assert text.count("met by 1 of 2 settings, the fastest nprobe 4 with 100 candidates re-ranked (0.98 ms median).") == 2
+    assert "Why `pread`" not in text  # no memmap run kept
+
+
+def test_ivfpq_section_compares_a_memmap_run_with_the_pread_run_of_its_size():
+    bench = load_benchmark("bench_ivfpq_ondisk")
+    runs = [ivfpq_run(1000000, "2026-12-02 09:00", 0.996),
+            ivfpq_run(1000000, "2026-12-03 09:00", 0.996, "memmap", 990.0),
+            ivfpq_run(5000000, "2026-12-01 10:00", 0.95, "pread")]
+    text = bench.readme_section(runs)
+    assert text.count("| 4 | 100 | 0.996 |") == 1  # the memmap run has no table of its own: the 1M table is pread's
+    assert ("**Why `pread`:** the same 1,000,000-vector index searched with `--rows-reader memmap` (2026-12-03 09:00 "
+            "UTC, commit abc1234, the same 2 settings of 1,000 queries each): after the sweep the search process held "
+            "990 MB of mapped file pages (1,400 MB resident in all) against 300 MB (710 MB) with `pread`, for a "
+            "1,024 MB vectors file") in text
+    assert text.index("Why `pread`") < text.index("**5,000,000 × 512**")  # right after the 1M table
+    differing = bench.readme_section([runs[0], {**runs[1], "arguments": {**runs[1]["arguments"], "queries": 300}}])
+    assert "arguments differing in queries of 300 queries each" in differing
 
 
 def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_shows_curves():
