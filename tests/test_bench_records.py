@@ -105,6 +105,32 @@ def test_faiss_section_shows_builds_and_the_goal_per_row():
     text = bench.readme_section([run])
     assert "| FAISS Flat | 0.000 | 0.100 | 0.100 |  |" in text and "| IVF | nprobe=4 | 0.970 | 1.200 | 2.500 | yes |" in text
     assert "1,000 × 512 unit vectors" in text and "recall@10 ≥ 0.95 at < 2 ms" in text
+    assert "Why clustered data" not in text  # no --data gaussian run kept
+
+
+def test_faiss_section_sets_a_gaussian_run_beside_the_mixture():
+    bench = load_benchmark("bench_faiss")
+
+    def run(data: str | None, date: str, recalls: list[float]) -> dict:
+        arguments = {"n": 1000, "dim": 512, "centres": 10, "spread": 1.5, "queries": 50, "latency_queries": 20,
+                     "exact_latency_queries": 5, "k": 10, **({"data": data} if data else {})}
+        rows = [{"index": index, "params": params, "recall@10": recall, "median ms/query": 1.0, "p90 ms/query": 2.0,
+                 "goal met": "no"} for (index, params), recall in zip(
+                     [("FAISS Flat", "exact"), ("IVF-Flat nlist=126", "nprobe=1"), ("IVF-Flat nlist=126", "nprobe=8"),
+                      ("HNSW M=32", "efSearch=16"), ("HNSW M=32", "efSearch=64")], recalls)]
+        return {"conditions": {**CONDITIONS, "date_utc": date, "faiss": "1.15", "faiss_threads": 2},
+                "arguments": arguments, "builds": [], "rows": rows}
+
+    runs = [run(None, "2026-12-01 10:00", [1.0, 0.6, 0.97, 0.9, 0.99]),
+            run("gaussian", "2026-12-03 10:00", [1.0, 0.05, 0.3, 0.1, 0.2])]
+    text = bench.readme_section(runs)
+    assert "| IVF-Flat nlist=126 | nprobe=8 | 0.970 |" in text and "| IVF-Flat nlist=126 | nprobe=8 | 0.300 |" not in text
+    assert ("on 1,000 × 512 random Gaussian unit vectors (`--data gaussian`, 2026-12-03 10:00 UTC, commit abc1234, "
+            "50 queries) the best recall@10 of each index over the same kind of sweep was IVF-Flat 0.300 (nprobe=8), "
+            "HNSW 0.200 (efSearch=64); on the 1,000-vector mixture above, IVF-Flat 0.970 (nprobe=8), HNSW 0.990 "
+            "(efSearch=64).") in text
+    with pytest.raises(SystemExit, match="no kept run on the Gaussian mixture"):
+        bench.readme_section(runs[1:])
 
 
 def test_embedding_section_judges_both_ratios_per_model():
