@@ -102,8 +102,8 @@ def gaussian_comparison(gaussian: dict, mixture: dict) -> str:
             f"(`--data gaussian`, {gaussian['conditions']['date_utc']} UTC, commit {gaussian['conditions']['commit']}, "
             f"{a['queries']:,} queries) the best recall@{k} of each index over the same kind of sweep was "
             f"{best_recalls(gaussian)}; on the {mixture['arguments']['n']:,}-vector mixture above, "
-            f"{best_recalls(mixture)}. Without clusters every point's neighbours are nearly as far as any other "
-            "point, and neither an inverted list nor a graph can narrow the search.")
+            f"{best_recalls(mixture)}. Without clusters a point's true neighbours are barely nearer than any other "
+            "point, so an inverted list or a graph must visit far more of the data to find them.")
 
 
 def run_section(run: dict) -> str:

@@ -229,11 +229,11 @@ def memmap_comparison(memmap_run: dict, pread_run: dict) -> str:
                 else f"arguments differing in {', '.join(differing)}") + f" of {a['queries']:,} queries each"
     return (f"**Why `pread`:** the same {a['n']:,}-vector index searched with `--rows-reader memmap` "
             f"({memmap_run['conditions']['date_utc']} UTC, commit {memmap_run['conditions']['commit']}, "
-            f"{settings}): after the sweep the search "
-            f"process held {mapped['RssFile']:,.0f} MB of mapped file pages ({mapped['VmRSS']:,.0f} MB resident in "
-            f"all) against {read['RssFile']:,.0f} MB ({read['VmRSS']:,.0f} MB) with `pread`, for a "
-            f"{memmap_run['build']['vectors.f16 MB']:,.0f} MB vectors file: a memory map counts the pages it touched "
-            "(and their neighbours) as the process's own.")
+            f"{settings}): after the sweep the search process's file-backed resident memory was "
+            f"{mapped['RssFile']:,.0f} MB ({mapped['VmRSS']:,.0f} MB in all) against {read['RssFile']:,.0f} MB "
+            f"({read['VmRSS']:,.0f} MB) with `pread`. Both count the libraries and the mapped lists file; the memory "
+            f"map adds the pages of the {memmap_run['build']['vectors.f16 MB']:,.0f} MB vectors file that the queries "
+            "touched, and their neighbours, as the process's own.")
 
 
 def readme_section(runs: list[dict]) -> str:

@@ -180,9 +180,9 @@ def test_ivfpq_section_compares_a_memmap_run_with_the_pread_run_of_its_size():
     text = bench.readme_section(runs)
     assert text.count("| 4 | 100 | 0.996 |") == 1  # the memmap run has no table of its own: the 1M table is pread's
     assert ("**Why `pread`:** the same 1,000,000-vector index searched with `--rows-reader memmap` (2026-12-03 09:00 "
-            "UTC, commit abc1234, the same 2 settings of 1,000 queries each): after the sweep the search process held "
-            "990 MB of mapped file pages (1,400 MB resident in all) against 300 MB (710 MB) with `pread`, for a "
-            "1,024 MB vectors file") in text
+            "UTC, commit abc1234, the same 2 settings of 1,000 queries each): after the sweep the search process's "
+            "file-backed resident memory was 990 MB (1,400 MB in all) against 300 MB (710 MB) with `pread`. Both count "
+            "the libraries and the mapped lists file; the memory map adds the pages of the 1,024 MB vectors file") in text
     assert text.index("Why `pread`") < text.index("**5,000,000 × 512**")  # right after the 1M table
     differing = bench.readme_section([runs[0], {**runs[1], "arguments": {**runs[1]["arguments"], "queries": 300}}])
     assert "arguments differing in queries of 300 queries each" in differing
