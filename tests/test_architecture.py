@@ -74,7 +74,8 @@ def test_models_are_modules_only():
 
 # Libraries imported inside the functions that use them, so that every process importing the package (a notebook's
 # kernel, each torchrun rank, the demo server) does not pay for them: scikit-learn (with SciPy) is for notebook 03's
-# label re-rankers and 05's PCA bases; open_clip, FAISS and Milvus for the code paths that build those objects.
+# label re-rankers and the PCA bases of 05 and the demo page; open_clip, FAISS, Milvus and papermill for the code
+# paths that build models, indexes and collections or run notebooks.
 IMPORTED_WHERE_USED = ("sklearn", "scipy", "open_clip", "faiss", "pymilvus", "papermill")
 
 
