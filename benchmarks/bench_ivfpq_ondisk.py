@@ -238,11 +238,15 @@ def memmap_comparison(memmap_run: dict, pread_run: dict) -> str:
 
 def readme_section(runs: list[dict]) -> str:
     """The last kept ``pread`` run of each size, smallest first, each followed by the memmap comparison when a
-    ``--rows-reader memmap`` run of that size was kept."""
+    ``--rows-reader memmap`` run of that size was kept (a size kept only with memmap gets that run's own table)."""
     last = {run["arguments"]["n"]: run for run in runs if rows_reader(run) == "pread"}
     mapped = {run["arguments"]["n"]: run for run in runs if rows_reader(run) == "memmap"}
-    return "\n\n".join(run_table(last[n]) + (f"\n\n{memmap_comparison(mapped[n], last[n])}" if n in mapped else "")
-                       for n in sorted(last))
+    sections = []
+    for n in sorted(last.keys() | mapped.keys()):
+        sections.append(run_table(last.get(n, mapped.get(n))))
+        if n in last and n in mapped:
+            sections.append(memmap_comparison(mapped[n], last[n]))
+    return "\n\n".join(sections)
 
 
 def write_readme(check: bool, readme: Path = bench_records.README, folder: Path = RECORDS) -> int:

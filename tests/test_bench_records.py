@@ -186,6 +186,8 @@ def test_ivfpq_section_compares_a_memmap_run_with_the_pread_run_of_its_size():
     assert text.index("Why `pread`") < text.index("**5,000,000 × 512**")  # right after the 1M table
     differing = bench.readme_section([runs[0], {**runs[1], "arguments": {**runs[1]["arguments"], "queries": 300}}])
     assert "arguments differing in queries of 300 queries each" in differing
+    memmap_only = bench.readme_section([ivfpq_run(2000000, "2026-12-03 10:00", 0.9, "memmap", 990.0)])
+    assert "**2,000,000 × 512**" in memmap_only and "Why `pread`" not in memmap_only  # shown, not dropped
 
 
 def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_shows_curves():
