@@ -2,8 +2,8 @@
 
 Backends: ``open_clip`` (any open_clip model name with a pretrained tag, a checkpoint file or a
 ``local-dir:`` folder) and the OpenAI ``clip`` package (``"clip:ViT-B/32"``). Offline is the normal case on
-course machines, so missing weights are detected before any download starts and reported in about a
-second with what to do, instead of open_clip's ~30 s of retries (notebook 01).
+course machines, so missing weights are detected before any download starts (a short network probe) and
+reported with what to do, instead of sitting in open_clip's download retries (notebook 01).
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ def load_clip(name: str, pretrained: str | None = None, device: str | torch.devi
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``, ``"mps"``); checked by :func:`resolve_device`.
 
     Raises:
-        WeightsUnavailable: weights are not cached and there is no network (fails in about a second).
+        WeightsUnavailable: weights are not cached and there is no network (found before any download starts).
         ValueError: unknown model name or pretrained tag, or a device this machine lacks.
         BadCheckpoint: a checkpoint file that cannot be read or does not fit the model (names the file).
     """

@@ -1,7 +1,5 @@
 """load_clip: backends, local checkpoints, clear errors, and failing fast when offline."""
 
-import time
-
 import pytest
 import torch
 
@@ -27,13 +25,12 @@ def offline(monkeypatch, tmp_path):
 
 
 def test_missing_open_clip_weights_fail_fast_with_instructions(offline):
-    start = time.perf_counter()
+    # fast: `offline` fails the test on any download attempt, so no time is spent in open_clip's retries
     with pytest.raises(WeightsUnavailable) as err:
         load_clip("ViT-B-32", pretrained="openai")
     message = str(err.value)
     assert "ViT-B-32/openai" in message and "HF_HUB_OFFLINE" in message
     assert "pretrained='/path/to/checkpoint.pt'" in message and "tiny-fashion-clip" in message
-    assert time.perf_counter() - start < 30, "must not sit in open_clip's download retries"
 
 
 def test_missing_openai_clip_weights_fail_fast(offline):
