@@ -40,27 +40,25 @@ README_MARKERS = ("<!-- bench-faiss:start -->", "<!-- bench-faiss:end -->")
 GOAL = {"recall": 0.95, "median_ms": 2.0}  # the course's goal for approximate search: recall@10 >= 0.95 at < 2 ms
 
 
-def gaussian_mixture(
-    n: int, centres: np.ndarray, spread: float, rng: np.random.Generator, block: int = 100_000
-) -> np.ndarray:
-    """(n, d) float32 unit vectors: normalise(centre + noise), centres drawn uniformly, noise norm ~ spread."""
-    d = centres.shape[1]
+def unit_rows(n: int, d: int, draw, block: int = 100_000) -> np.ndarray:
+    """(n, d) float32: ``draw(m)`` gives ``m`` raw rows at a time (blocks of ``block``), each L2-normalised."""
     out = np.empty((n, d), dtype=np.float32)
     for start in range(0, n, block):
-        m = min(block, n - start)
-        labels = rng.integers(0, len(centres), m)
-        x = centres[labels] + rng.standard_normal((m, d), dtype=np.float32) * (spread / math.sqrt(d))
-        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out
-
-
-def gaussian_unit_vectors(n: int, d: int, rng: np.random.Generator, block: int = 100_000) -> np.ndarray:
-    """(n, d) float32 normalised standard-normal vectors: directions uniform on the sphere, no clusters."""
-    out = np.empty((n, d), dtype=np.float32)
-    for start in range(0, n, block):
-        x = rng.standard_normal((min(block, n - start), d), dtype=np.float32)
+        x = draw(min(block, n - start))
         out[start : start + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
+
+
+def gaussian_mixture(n: int, centres: np.ndarray, spread: float, rng: np.random.Generator) -> np.ndarray:
+    """(n, d) float32 unit vectors: normalise(centre + noise), centres drawn uniformly, noise norm ~ spread."""
+    d = centres.shape[1]
+    return unit_rows(n, d, lambda m: centres[rng.integers(0, len(centres), m)]
+                     + rng.standard_normal((m, d), dtype=np.float32) * (spread / math.sqrt(d)))
+
+
+def gaussian_unit_vectors(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, d) float32 normalised standard-normal vectors: directions uniform on the sphere, no clusters."""
+    return unit_rows(n, d, lambda m: rng.standard_normal((m, d), dtype=np.float32))
 
 
 def recall(found: np.ndarray, exact: np.ndarray) -> float:
