@@ -95,7 +95,8 @@ def readme_section(runs: list[dict]) -> str:
         counts = ", ".join(f"{number} {word}" for word, number in outcome["counts"].items() if word != "warnings")
         slowest = ", ".join(f"`{entry['test'].split('::')[-1]}` {entry['seconds']:.0f} s"
                             for entry in outcome["slowest"][:SLOWEST_SHOWN])
-        lines.append(f"| {conditions['date_utc']} | {conditions['commit']} | {conditions['load_average_before_after'][0]}"
+        lines.append(f"| {conditions['date_utc']} | {conditions['commit']} | "
+                     f"{conditions['load_average_before_after'][0]}"
                      f" | {bench_records.cpu_steal(conditions) or '–'} | {counts or 'no summary'} "
                      f"(exit {run['exit_status']}) | "
                      f"{minutes(outcome['seconds']) if outcome['seconds'] else '–'} | {minutes(run['wall_s'])} | "
@@ -119,7 +120,8 @@ def write_readme(check: bool, readme: Path = bench_records.README, folder: Path 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clone-dir", type=Path, default=REPO_ROOT.parent / f"{REPO_ROOT.name}-bench-ci",
-                        help="where to clone (beside the checkout, so ../shared resolves; replaced if an earlier clone)")
+                        help="where to clone (beside the checkout, so ../shared resolves; replaced if an earlier "
+                             "clone)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds the CI command may take")
     bench_records.add_record_options(parser, "Tests and CI")
     args = parser.parse_args(argv)

@@ -647,7 +647,8 @@ def main(argv: list[str] | None = None) -> int:
                              "computed before the phases (benchmarks/precomputed_server.py), to separate the "
                              "browsers' share of the time to results from the server's")
     parser.add_argument("--query", default=None,
-                        help="one query for every viewer (default: a different one per viewer, e.g. 'navy floral dress')")
+                        help="one query for every viewer (default: a different one per viewer, "
+                             "e.g. 'navy floral dress')")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds each wait of a page may take")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds the whole page phase may take")
     parser.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for the server")
@@ -659,7 +660,8 @@ def main(argv: list[str] | None = None) -> int:
                              "is idle too; 'spread' = from then on, each at its own moment within --spread seconds "
                              "(default: all four)")
     parser.add_argument("--spread", type=float, default=SPREAD_S,
-                        help=f"'spread': seconds over which the viewers' Enter presses are drawn (default {SPREAD_S:g})")
+                        help="'spread': seconds over which the viewers' Enter presses are drawn "
+                             f"(default {SPREAD_S:g})")
     parser.add_argument("--screenshots", type=Path, default=None, help="save the first page's screenshot here")
     parser.add_argument("--json", type=Path, default=None, help="write results here (default outputs/bench/)")
     parser.add_argument("--server-cpus", type=int, nargs="+", default=None,

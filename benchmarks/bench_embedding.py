@@ -40,7 +40,8 @@ def per_image_loop(bundle, catalogue) -> float:
 
 def pipeline(bundle, catalogue, batch_size: int, workers: int) -> float:
     start = time.perf_counter()
-    cu.embed.encode_images(bundle, catalogue, batch_size=batch_size, num_workers=workers, use_cache=False, progress=False)
+    cu.embed.encode_images(bundle, catalogue, batch_size=batch_size, num_workers=workers, use_cache=False,
+                           progress=False)
     return time.perf_counter() - start
 
 
@@ -103,10 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     catalogue = cu.data.load_catalogue("synthetic", size="ci").split("pretrain")  # 4,000 images
     if max(args.images, args.vit_images) > len(catalogue):
         parser.error(f"at most {len(catalogue)} images (the ci catalogue's pretrain split)")
-    rows = [measure("tiny-fashion-clip (64 px)", cu.models.load_clip("tiny-fashion-clip", None), catalogue.subset(catalogue.ids[: args.images]),
-                    args.batch_size, args.workers),
-            measure("ViT-B-32 (224 px, random init)", cu.models.load_clip("ViT-B-32", None), catalogue.subset(catalogue.ids[: args.vit_images]),
-                    min(args.batch_size, VIT_MAX_BATCH), args.workers)]
+    rows = [measure("tiny-fashion-clip (64 px)", cu.models.load_clip("tiny-fashion-clip", None),
+                    catalogue.subset(catalogue.ids[: args.images]), args.batch_size, args.workers),
+            measure("ViT-B-32 (224 px, random init)", cu.models.load_clip("ViT-B-32", None),
+                    catalogue.subset(catalogue.ids[: args.vit_images]), min(args.batch_size, VIT_MAX_BATCH),
+                    args.workers)]
     record = {"conditions": conditions.finish(torch=torch.__version__, torch_threads=torch.get_num_threads(),
                                               device=str(cu.models.resolve_device("auto"))),
               "arguments": bench_records.arguments(args), "rows": rows}

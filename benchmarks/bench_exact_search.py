@@ -9,8 +9,8 @@ on a subset and extrapolated linearly). Prints a markdown table; ``--json`` keep
 renders README › Performance › Exact search from the last record kept in ``results/bench/exact_search/``
 (``course_utils.bench_records``).
 
-    .venv/bin/python benchmarks/bench_exact_search.py --sizes 100000 1000000 --json results/bench/exact_search/<time>.json
-    .venv/bin/python benchmarks/bench_exact_search.py --readme
+  .venv/bin/python benchmarks/bench_exact_search.py --sizes 100000 1000000 --json results/bench/exact_search/<time>.json
+  .venv/bin/python benchmarks/bench_exact_search.py --readme
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ noise of norm ``--noise``. Queries are drawn from the
 same mixture with another seed. Never plain Gaussian noise: it has no neighbourhood structure in 512 dimensions.
 
 One streaming pass over the chunks (1) adds each chunk as an independent IVF-PQ shard, (2) writes it as float16 to
-``vectors.f16`` (the "vectors at hand" for exact re-ranking, read back row by row) and (3) updates the exact top-k of every query (ground
-truth by streaming). Shards are merged into one on-disk lists file. The search runs in a fresh child process, so its
-resident memory (VmRSS, peak VmHWM) is the searcher's alone: centroids and codebooks in RAM, lists memory-mapped.
+``vectors.f16`` (the "vectors at hand" for exact re-ranking, read back row by row) and (3) updates the exact top-k of
+every query (ground truth by streaming). Shards are merged into one on-disk lists file. The search runs in a fresh
+child process, so its resident memory (VmRSS, peak VmHWM) is the searcher's alone: centroids and codebooks in RAM,
+lists memory-mapped.
 
 Printed: build time by phase, file sizes, then per (nprobe, re-rank candidates): recall@k against exact, median and
 90th-percentile latency of single-query searches, resident memory of the search process.
@@ -54,7 +55,8 @@ from course_utils.paths import cache_dir  # noqa: E402
 
 
 class Mixture:
-    """The clustered distribution; ``sample(n, stream, i)`` is the same array on every call (seeded by its arguments)."""
+    """The clustered distribution; ``sample(n, stream, i)`` is the same array on every call (seeded by its
+    arguments)."""
 
     def __init__(self, dim: int, centres: int, latent: int, latent_norm: float, noise: float, seed: int) -> None:
         rng = np.random.default_rng([seed, 0])
@@ -177,8 +179,8 @@ def search(args: argparse.Namespace, folder: Path) -> None:
                 times[q] = time.perf_counter() - t0
             recall = np.mean([len(set(f) & set(t)) / args.k for f, t in zip(found, truth, strict=True)])
             print(json.dumps({"nprobe": nprobe, "rerank": candidates, "recall": float(recall),
-                              "median ms": 1000 * float(np.median(times)), "p90 ms": 1000 * float(np.percentile(times, 90)),
-                              "memory": memory_mb()}), flush=True)
+                              "median ms": 1000 * float(np.median(times)),
+                              "p90 ms": 1000 * float(np.percentile(times, 90)), "memory": memory_mb()}), flush=True)
 
 
 RECORDS = bench_records.BENCH_RECORDS / "ivfpq_ondisk"
@@ -290,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     conditions = bench_records.RunConditions()
-    print(f"data: {args.n:,} x {args.dim} clustered unit vectors ({args.centres} centres, latent {args.latent}-d of norm "
-          f"{args.latent_norm}, noise {args.noise}); {args.queries:,} held-out queries; k={args.k}")
+    print(f"data: {args.n:,} x {args.dim} clustered unit vectors ({args.centres} centres, latent {args.latent}-d "
+          f"of norm {args.latent_norm}, noise {args.noise}); {args.queries:,} held-out queries; k={args.k}")
     print(f"index: IVF{args.nlist},PQ{args.pq_m} (inner product), trained on {args.train_size:,} vectors; "
           f"shards of {args.chunk:,}; folder {folder}\n", flush=True)
     shutil.rmtree(folder, ignore_errors=True)

@@ -81,8 +81,8 @@ def goals_verdict(row: dict) -> str:
 def final_row(run: dict) -> dict:
     """A kept run's last evaluation, with what distinguishes the run (seed, attribute weight, threads)."""
     arguments, conditions = run["arguments"], run["conditions"]
-    return {"date (UTC)": conditions["date_utc"], "commit": conditions["commit"], "seed": arguments["seed"], "W": arguments["attribute_weight"],
-            "threads": conditions["torch_threads"], "load before/after": "/".join(
+    return {"date (UTC)": conditions["date_utc"], "commit": conditions["commit"], "seed": arguments["seed"],
+            "W": arguments["attribute_weight"], "threads": conditions["torch_threads"], "load before/after": "/".join(
                 f"{load:.2f}" for load in conditions["load_average_before_after"]),
             "CPU steal": bench_records.cpu_steal(conditions) or "",
             **{c: run["rows"][-1][c] for c in ("epoch", "training min", *COLUMNS[:5])},
@@ -100,11 +100,13 @@ def attribute_term_effects(runs: list[dict]) -> list[str]:
     lines = []
     for without in (run for run in runs if run["arguments"]["attribute_weight"] == 0):
         for with_term in runs:
-            if with_term["arguments"]["attribute_weight"] and recipe_differs_only_in_attribute_weight(with_term, without):
+            if (with_term["arguments"]["attribute_weight"]
+                    and recipe_differs_only_in_attribute_weight(with_term, without)):
                 before, after = without["rows"][-1], with_term["rows"][-1]
                 lines.append(
                     f"- seed {without['arguments']['seed']}, W = {with_term['arguments']['attribute_weight']:g} "
-                    f"against W = 0: attribute-match R@10 {after['attribute-match R@10'] - before['attribute-match R@10']:+.3f}, "
+                    "against W = 0: attribute-match R@10 "
+                    f"{after['attribute-match R@10'] - before['attribute-match R@10']:+.3f}, "
                     f"exact R@10 {after['exact R@10'] - before['exact R@10']:+.3f}, training minutes "
                     f"{after['training min']:.2f} against {before['training min']:.2f}")
     return lines
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain-clip", action="store_true", help="plain CLIP loss instead of the multi-positive loss")
     parser.add_argument("--gallery", type=int, default=1000, help="held-out gallery size")
     parser.add_argument("--limit", type=int, help="read only this many rows of styles.csv (a quick smoke run)")
-    parser.add_argument("--eval-every-epochs", type=int, default=0, help="also evaluate during training (0: at the end)")
+    parser.add_argument("--eval-every-epochs", type=int, default=0,
+                        help="also evaluate during training (0: at the end)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
     bench_records.add_record_options(parser, "benchmarks/README.md › bench_photo_pretrain.py")

@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
     width, layers = settings["itm_width"], settings["itm_layers"]
     # (arm, split the matcher trains on, matcher width, blocks)
-    arms = (("notebook 03: train pairs", "train", width, layers), ("pairs the dual never saw: val", "val", width, layers),
+    arms = (("notebook 03: train pairs", "train", width, layers),
+            ("pairs the dual never saw: val", "val", width, layers),
             ("wider matcher: train pairs", "train", 2 * width, layers + 1))
 
     experiment = cu.tasks.load_experiment(settings["dataset"], args.data_root, settings["model"],

@@ -8,9 +8,9 @@ also compared metric by metric: what differs between them should be timings only
 claim). Run it on idle cores. With ``--json`` the record is kept; ``--readme [--check]`` renders README › Profiles'
 runtimes from the records kept in ``results/bench/runtimes/`` (the last per profile).
 
-    .venv/bin/python benchmarks/bench_runtimes.py --profile ci --json results/bench/runtimes/<time>-ci.json    # ~15 min
-    .venv/bin/python benchmarks/bench_runtimes.py --profile full --json results/bench/runtimes/<time>-full.json  # ~30 min
-    .venv/bin/python benchmarks/bench_runtimes.py --readme
+  .venv/bin/python benchmarks/bench_runtimes.py --profile ci --json results/bench/runtimes/<time>-ci.json    # ~15 min
+  .venv/bin/python benchmarks/bench_runtimes.py --profile full --json results/bench/runtimes/<time>-full.json  # ~30 min
+  .venv/bin/python benchmarks/bench_runtimes.py --readme
 """
 
 from __future__ import annotations
@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = [run_profile(args.profile, work, cache) for cache in caches]
     record = {
         "profile": args.profile,
-        "conditions": conditions.finish(torch_threads=int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads())),
+        "conditions": conditions.finish(
+            torch_threads=int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads())),
         "runs": [{key: value for key, value in run.items() if key != "metrics"} for run in runs],
         "differing_metrics": differing_metrics(runs[0]["metrics"], runs[1]["metrics"]) if len(runs) > 1 else None,
         "metrics_compared": metric_count(runs[0]["metrics"]),

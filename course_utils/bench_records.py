@@ -1,10 +1,11 @@
 """What the benchmark scripts in ``benchmarks/`` share: a run's record, and README sections rendered from kept runs.
 
 A script started with ``--json results/bench/<name>/<time>.json`` keeps its run's record: the conditions
-(:class:`RunConditions`: date, commit, machine, load average before and after, CPU steal in between), usually its arguments, and what it
-measured. ``--readme`` renders the script's section of ``README.md`` (between its ``<!-- bench-<name>:start -->`` and
-``:end`` lines) from the records kept there, and ``--readme --check`` only compares; the unit tests run the check, so
-a measured number in the README always comes from a kept run (the findings' rule, applied to the benchmarks).
+(:class:`RunConditions`: date, commit, machine, load average before and after, CPU steal in between), usually its
+arguments, and what it measured. ``--readme`` renders the script's section of ``README.md`` (between its
+``<!-- bench-<name>:start -->`` and ``:end`` lines) from the records kept there, and ``--readme --check`` only
+compares; the unit tests run the check, so a measured number in the README always comes from a kept run (the
+findings' rule, applied to the benchmarks).
 
     parser = argparse.ArgumentParser(...)
     add_record_options(parser, "Performance › Exact search")

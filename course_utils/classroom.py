@@ -98,7 +98,8 @@ class ServerCounters:
     abandoned: int = 0  # answers computed for a viewer who had gone
     refused_busy: int = 0  # queries refused because ``max_pending`` were waiting
     # seconds from a query's arrival to its answer (waiting for a thread included), the last RECENT_QUERIES per kind
-    seconds: dict[str, deque] = field(default_factory=lambda: {kind: deque(maxlen=RECENT_QUERIES) for kind in QUERY_KINDS})
+    seconds: dict[str, deque] = field(
+        default_factory=lambda: {kind: deque(maxlen=RECENT_QUERIES) for kind in QUERY_KINDS})
 
     def report(self, last: int | None = None) -> dict:
         """The counts, and p50 / p95 / max of the recent answer times per query kind (JSON-ready).
@@ -399,7 +400,8 @@ def page_html(state: DemoState, service: QueryService | None = None, top_k: int 
         demo("image", "Image → image search", image_inputs, run("image", defaults)),
         demo(
             "conditional", "Conditional search (image + condition)",
-            image_inputs + f'<label>same <select name="condition">{_options([(c, c) for c in conditions])}</select></label>',
+            image_inputs
+            + f'<label>same <select name="condition">{_options([(c, c) for c in conditions])}</select></label>',
             run("conditional", {**defaults, "condition": condition}),
         ),
         demo(
@@ -497,7 +499,8 @@ class QueryHandler(tornado.web.RequestHandler):
         if counters.pending >= self.service.max_pending:
             counters.refused_busy += 1
             self.set_status(503)
-            self.finish(message_html(f"the server is busy ({counters.pending} queries waiting): try again in a few seconds", "info"))
+            self.finish(message_html(f"the server is busy ({counters.pending} queries waiting): "
+                                     "try again in a few seconds", "info"))
             return
         counters.pending += 1
         try:

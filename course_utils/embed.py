@@ -112,7 +112,8 @@ def _embedding_check(rows: int, dim: int) -> Callable[[torch.Tensor], None]:
 
     def check(embeddings: torch.Tensor) -> None:
         if not isinstance(embeddings, torch.Tensor) or tuple(embeddings.shape) != (rows, dim):
-            raise ValueError(f"expected a ({rows}, {dim}) tensor, found {getattr(embeddings, 'shape', type(embeddings))}")
+            raise ValueError(f"expected a ({rows}, {dim}) tensor, "
+                             f"found {getattr(embeddings, 'shape', type(embeddings))}")
         check_finite_rows(embeddings, "embeddings")
         norms = embeddings.norm(dim=1)
         if rows and not torch.allclose(norms, torch.ones_like(norms), atol=1e-3):

@@ -1,4 +1,5 @@
-"""Embed a catalogue on several processes: each rank encodes its slice into a shard file, a merge joins them (notebook 08).
+"""Embed a catalogue on several processes: each rank encodes its slice into a shard file, a merge joins them
+(notebook 08).
 
 One process embeds ~400 tiny-CLIP images per second here; a million product photos through ViT-B-32 take a day.
 The standard way out is data parallelism without communication: rank r of N encodes rows ``[start_r, stop_r)``
@@ -113,7 +114,8 @@ def merge_shards(out_dir: str | Path, catalogue: Catalogue | None = None) -> tor
     world_size, n_items = manifests[0]["world_size"], manifests[0]["n_items"]
     missing = sorted(set(range(world_size)) - {m["rank"] for m in manifests})
     if missing:
-        raise FileNotFoundError(f"{out_dir}: shards of ranks {missing} (of {world_size}) are missing; rerun those ranks")
+        raise FileNotFoundError(f"{out_dir}: shards of ranks {missing} (of {world_size}) are missing; "
+                                "rerun those ranks")
     if catalogue is not None and catalogue.fingerprint() != manifests[0]["catalogue_fingerprint"]:
         raise ValueError(f"{out_dir}: the shards were computed from a different catalogue "
                          f"({manifests[0]['catalogue']!r}); re-embed this one")
@@ -150,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.merge:
         embeddings = merge_shards(args.out)
         torch_save_atomic(embeddings, Path(args.out) / "embeddings.pt")
-        print(f"merged {embeddings.shape[0]} x {embeddings.shape[1]} embeddings into {Path(args.out) / 'embeddings.pt'}")
+        print(f"merged {embeddings.shape[0]} x {embeddings.shape[1]} embeddings into "
+              f"{Path(args.out) / 'embeddings.pt'}")
         return
     manifest = embed_shard(bundle_from_args(args), catalogue_from_args(args), args.out, args.rank, args.world_size,
                            args.batch_size)

@@ -78,7 +78,8 @@ def evaluate(task: str, experiment: Experiment, bundle, dataset: str, seed: int 
         conditions = attributes.DEFAULT_CONDITIONS.get(dataset) or list(test.attribute_names)
         protocol = attribute_retrieval_protocol(test, conditions, seed=seed)
         features = encode_images(bundle, test, progress=False)
-        scores = attributes.evaluate_attribute_retrieval(lambda positions, condition: features[positions], protocol, test)
+        scores = attributes.evaluate_attribute_retrieval(
+            lambda positions, condition: features[positions], protocol, test)
         return {f"mAP/{name}": value for name, value in scores.items()}
     if task == "composed":
         ks = (1, 10, 50)

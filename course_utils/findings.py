@@ -216,8 +216,9 @@ def _08(r: dict) -> str:
             f"{100 * m['milvus_reopen_agreement']:.0f} % after closing and reopening (writing the collection "
             f"{m['milvus_build_s']:.1f} s, reopening {m['milvus_reopen_s']:.1f} s); median "
             f"{column_span(milvus, 'Milvus ms')} ms per query against {column_span(milvus, 'exact (numpy) ms')} ms for "
-            f"exact search in numpy. On-disk IVF-PQ over {m['ondisk_vectors']:,} vectors: {m['ondisk_lists_mb']:.0f} MB "
-            f"of lists, built in {m['ondisk_build_s']:.0f} s, recall@{p['top_k']} {m['ondisk_best_recall']:.3f} at "
+            f"exact search in numpy. On-disk IVF-PQ over {m['ondisk_vectors']:,} vectors: "
+            f"{m['ondisk_lists_mb']:.0f} MB of lists, built in {m['ondisk_build_s']:.0f} s, "
+            f"recall@{p['top_k']} {m['ondisk_best_recall']:.3f} at "
             f"nprobe {m['ondisk_best_nprobe']} with {p['rerank']} candidates re-ranked, "
             f"{m['ondisk_best_median_ms']:.2f} ms per query (median). The notebook took {m['runtime_s']:.0f} s.")
 

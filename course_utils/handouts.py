@@ -111,7 +111,8 @@ def build_slides(executed: Path, out: Path, js: Path | None = None) -> list[Path
     out.mkdir(parents=True, exist_ok=True)
     # A 1600 x 1000 slide (scaled to the screen) fits 100-character code lines and the course's figures.
     exporter = SlidesExporter(reveal_scroll=True, reveal_theme="white", reveal_width="1600", reveal_height="1000",
-                              reveal_number="c/t", reveal_transition="none", exclude_input_prompt=True, exclude_output_prompt=True)
+                              reveal_number="c/t", reveal_transition="none", exclude_input_prompt=True,
+                              exclude_output_prompt=True)
     if js is not None:  # offline decks: every script and style sheet from out/js/
         copy_slide_js(js, out)
         exporter.reveal_url_prefix = "js/reveal.js"

@@ -602,7 +602,8 @@ class FaissIndex:
             raise _corrupt_index(path, "FAISS index", err) from None
         expected = {"flat": faiss.IndexFlat, "ivf": faiss.IndexIVFFlat, "hnsw": faiss.IndexHNSWFlat,
                     "ivfpq": faiss.IndexIVFPQ}[index.kind]
-        if loaded.d != index.dim or not isinstance(loaded, expected) or loaded.metric_type != faiss.METRIC_INNER_PRODUCT:
+        if (loaded.d != index.dim or not isinstance(loaded, expected)
+                or loaded.metric_type != faiss.METRIC_INNER_PRODUCT):
             raise ValueError(
                 f"{path} holds a {type(loaded).__name__} of d={loaded.d} but {sidecar} says kind={index.kind!r}, "
                 f"dim={index.dim} (inner product); the two files come from different saves: save the index again"

@@ -39,7 +39,8 @@ def _plain(value):
 def table_record(frame: pd.DataFrame) -> dict:
     """A DataFrame as ``{"columns": [...], "rows": [[...], ...]}`` (index kept as the first column)."""
     frame = frame.reset_index() if not isinstance(frame.index, pd.RangeIndex) else frame
-    return {"columns": [str(c) for c in frame.columns], "rows": [[_plain(v) for v in row] for row in frame.itertuples(index=False)]}
+    return {"columns": [str(c) for c in frame.columns],
+            "rows": [[_plain(v) for v in row] for row in frame.itertuples(index=False)]}
 
 
 def write_results(notebook: str, parameters: dict, metrics: dict, tables: dict[str, pd.DataFrame] | None = None,

@@ -77,7 +77,8 @@ class FashionRetriever:
         if len(catalogue) == 0:
             raise ValueError("the gallery catalogue is empty")
         self.bundle, self.catalogue, self.caption_style = bundle, catalogue, caption_style
-        self.embeddings = image_embeddings if image_embeddings is not None else encode_images(bundle, catalogue, progress=False)
+        self.embeddings = (image_embeddings if image_embeddings is not None
+                           else encode_images(bundle, catalogue, progress=False))
         if self.embeddings.shape[0] != len(catalogue):
             raise ValueError(f"{self.embeddings.shape[0]} embeddings for {len(catalogue)} gallery items")
         require_finite(self.embeddings, "image_embeddings", catalogue.ids)
@@ -137,14 +138,15 @@ class FashionRetriever:
             return None
         unknown = [k for k in filters if k not in self._attributes.columns]
         if unknown:
-            raise ValueError(f"unknown attribute filter(s) {unknown}; this catalogue has {list(self.catalogue.attribute_names)}")
+            raise ValueError(f"unknown attribute filter(s) {unknown}; "
+                             f"this catalogue has {list(self.catalogue.attribute_names)}")
         mask = np.ones(len(self.catalogue), bool)
         for key, value in filters.items():
             mask &= (self._attributes[key] == value).to_numpy()
         return mask
 
-    def _rank(self, queries: torch.Tensor, top_k: int, filters: dict, boost: dict | None = None, boost_weight: float = 0.1,
-              exclude: Sequence[int | None] | None = None) -> list[pd.DataFrame]:
+    def _rank(self, queries: torch.Tensor, top_k: int, filters: dict, boost: dict | None = None,
+              boost_weight: float = 0.1, exclude: Sequence[int | None] | None = None) -> list[pd.DataFrame]:
         self._check_k(top_k)
         require_finite(queries, "query embedding")
         allowed = self._allowed(filters)
@@ -245,7 +247,8 @@ class FashionRetriever:
     def search_conditional(self, image: str | Path | Image.Image, condition: str, top_k: int = 5) -> pd.DataFrame:
         """Items similar to ``image`` *with respect to* ``condition`` (e.g. colour), via the notebook-05 hook."""
         if self.conditional_encoder is None:
-            raise RuntimeError("no conditional encoder set: assign retriever.conditional_encoder (notebook 05 builds one)")
+            raise RuntimeError("no conditional encoder set: assign retriever.conditional_encoder "
+                               "(notebook 05 builds one)")
         self._check_k(top_k)
         query = self.conditional_encoder(self.embed_image(image), condition)
         gallery = self.conditional_encoder(self.embeddings, condition)

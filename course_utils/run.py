@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         aggregated = aggregate_seeds(results, [notebook.stem for notebook in experiments])
         print(f"{len(aggregated)} records now carry mean and std over seeds {', '.join(map(str, seeds))}", flush=True)
     (out / f"timings-{args.profile}.json").write_text(json.dumps(timings, indent=2) + "\n")
-    report = build_report(out / "results", out / "RESULTS.md", title=f"fashion-clip-course results ({args.profile} profile)")
+    report = build_report(out / "results", out / "RESULTS.md",
+                          title=f"fashion-clip-course results ({args.profile} profile)")
     print(f"all {len(timings)} notebook runs took {sum(timings.values()):.0f} s; report: {report}", flush=True)
     return 0
 

@@ -106,7 +106,8 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, head_parameters:
             groups[(id(param) in head_ids, param.ndim >= 2)].append(param)
     head_lr = config.head_lr if config.head_lr is not None else config.lr
     param_groups = [
-        {"params": params, "lr": head_lr if is_head else config.lr, "weight_decay": config.weight_decay if decay else 0.0}
+        {"params": params, "lr": head_lr if is_head else config.lr,
+         "weight_decay": config.weight_decay if decay else 0.0}
         for (is_head, decay), params in groups.items()
         if params
     ]
@@ -254,7 +255,8 @@ def fit(
             step, running, skipped = step + 1, 0.0, 0
             bar.update(1)
             bar.set_postfix(loss=f"{history.steps[-1]['loss']:.3f}")
-            if evaluate and context.is_main and config.eval_every and step % config.eval_every == 0 and step < total_steps:
+            if (evaluate and context.is_main and config.eval_every and step % config.eval_every == 0
+                    and step < total_steps):
                 history.evals.append({"step": step, **_evaluate(model, evaluate)})
             if checkpoint and config.checkpoint_every and step % config.checkpoint_every == 0:
                 _save_checkpoint(checkpoint, model, optimizer, scheduler, step, history, config, context)
@@ -270,7 +272,8 @@ def fit(
 
 
 def _evaluate(model: torch.nn.Module, evaluate: Callable[[], dict]) -> dict:
-    """Run ``evaluate`` in eval mode without touching the training RNG (a run with evaluations trains the same weights)."""
+    """Run ``evaluate`` in eval mode without touching the training RNG (a run with evaluations trains the same
+    weights)."""
     rng = _rng_state()  # e.g. each DataLoader draws a base seed from the global torch RNG
     model.eval()
     with torch.inference_mode():
@@ -282,7 +285,9 @@ def _evaluate(model: torch.nn.Module, evaluate: Callable[[], dict]) -> dict:
 
 # --- CLIP contrastive training ---------------------------------------------------------------------------------
 
-def contrastive_batch_loss(tokenizer: Callable[[list[str]], torch.Tensor]) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
+def contrastive_batch_loss(
+    tokenizer: Callable[[list[str]], torch.Tensor],
+) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
     """The per-batch loss of CLIP fine-tuning: encode both modalities, then :func:`clip_contrastive_loss`.
 
     On several ranks the features of every rank are gathered (with gradients), so each image is contrasted with
@@ -296,7 +301,8 @@ def contrastive_batch_loss(tokenizer: Callable[[list[str]], torch.Tensor]) -> Ca
         context = distributed.current()
         if not context.is_distributed:
             return clip_contrastive_loss(image_features, text_features, model.logit_scale)
-        all_images, all_texts = distributed.gather_with_grad(image_features), distributed.gather_with_grad(text_features)
+        all_images, all_texts = (distributed.gather_with_grad(image_features),
+                                 distributed.gather_with_grad(text_features))
         return clip_contrastive_loss_local(image_features, text_features, all_images, all_texts, model.logit_scale,
                                            offset=context.rank * image_features.shape[0])
 

@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     if context.is_main:
         steps_run = len(history.steps) - start_step  # the history also holds the steps before a resume
         summary = {"processes": context.world_size, "steps": len(history.steps), "steps_this_run": steps_run,
-                   "seconds": seconds, "images_per_second": steps_run * args.batch_size / seconds if steps_run else None,
+                   "seconds": seconds,
+                   "images_per_second": steps_run * args.batch_size / seconds if steps_run else None,
                    "losses": [s["loss"] for s in history.steps], "config": asdict(config)}
         torch.save(bundle.model.state_dict(), args.out)
         Path(f"{args.out}.json").write_text(json.dumps(summary, indent=2))

@@ -1,4 +1,5 @@
-"""A vector database as the retriever's index: Milvus through ``pymilvus``, with attribute filters run inside it (notebook 08).
+"""A vector database as the retriever's index: Milvus through ``pymilvus``, with attribute filters run inside it
+(notebook 08).
 
 Notebook 07's indexes live in the Python process and filter by scoring the whole gallery in numpy. A vector
 database keeps vectors *and* attributes, persists them, and evaluates ``baseColour == "Red"`` inside the engine

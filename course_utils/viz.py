@@ -88,6 +88,7 @@ def image_grid(rows: Sequence[tuple[str, Sequence[tuple[object, str, bool]]]], t
                 spine.set_visible(True)
                 spine.set_color(PALETTE[2] if highlighted else "#bbbbbb")
                 spine.set_linewidth(5 if highlighted else 1)
-        axes[r, 0].set_ylabel("\n".join(textwrap.wrap(title, title_wrap)[:title_lines]), fontsize=10, rotation=0, ha="right", va="center")
+        axes[r, 0].set_ylabel("\n".join(textwrap.wrap(title, title_wrap)[:title_lines]), fontsize=10, rotation=0,
+                              ha="right", va="center")
     fig.tight_layout()
     return fig

@@ -282,7 +282,8 @@ def text_query_answers(retriever, texts: Sequence[str], top_k: int = 8) -> Itera
 
 
 def run_image_query(retriever, image: QueryImage | None, top_k: int = 8) -> str:
-    """HTML results of an image query (``retriever.search_by_image``): a gallery item id, an :class:`Upload` or a PIL image."""
+    """HTML results of an image query (``retriever.search_by_image``): a gallery item id, an :class:`Upload` or a PIL
+    image."""
     try:
         _check_top_k(retriever, top_k)
         query, label = resolve_query_image(retriever, image)
@@ -379,7 +380,8 @@ class QueryDemo:
     """One demo: its controls, a results area, and the callback that fills it.
 
     Attributes:
-        controls: name -> widget (``"text"``, ``"item"``, ``"upload"``, ``"condition"``, ``"modification"``, ``"top_k"``, ``"search"``).
+        controls: name -> widget (``"text"``, ``"item"``, ``"upload"``, ``"condition"``, ``"modification"``,
+            ``"top_k"``, ``"search"``).
         results: the ``ipywidgets.HTML`` that shows the grid or a message.
         box: the ``ipywidgets.VBox`` to display (``display(demo)`` works too).
         queries_served: how many queries ran (repeats dropped by the debouncer are not counted).

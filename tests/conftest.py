@@ -108,7 +108,7 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     return tmp_path / "cache"
 
 
-# --- toy model and data built in code (import them: `from conftest import tiny_clip`) ----------------------------------------------------------------------------------
+# --- toy model and data built in code (import them: `from conftest import tiny_clip`) ---------------------------------
 
 
 def tiny_clip(seed: int = 0) -> nn.Module:

@@ -42,7 +42,8 @@ def test_the_section_lists_each_run_and_the_last_against_the_budget(bench):
     runs = [{"conditions": {"date_utc": date, "commit": commit, "machine": "x86_64, 2 cores, 24 GiB",
                             "load_average_before_after": [0.4, 3.0]},
              "exit_status": 0, "wall_s": wall_s, "pytest": bench.pytest_outcome(LOG)}
-            for date, commit, wall_s in [("2026-12-02 10:00", "abc1234", 1500.0), ("2026-12-02 11:00", "def5678", 1620.4)]]
+            for date, commit, wall_s in [("2026-12-02 10:00", "abc1234", 1500.0),
+                                         ("2026-12-02 11:00", "def5678", 1620.4)]]
     text = bench.readme_section(runs)
     rows = [line for line in text.splitlines() if line.startswith("| 2026")]
     assert len(rows) == 2 and "abc1234" in rows[0] and "def5678" in rows[1]

@@ -58,8 +58,8 @@ def test_arguments_leave_out_the_record_options_and_keep_paths_as_text():
 def test_markdown_table_formats_cells_and_leaves_missing_ones_empty():
     rows = [{"index": "IVF", "recall": 0.98123, "ms": 1234.56, "n": 1000000}, {"index": "HNSW", "recall": 0.5}]
     text = bench_records.markdown_table(rows, ["index", "recall", "ms", "n"])
-    assert text.splitlines() == ["| index | recall | ms | n |", "|---|---|---|---|", "| IVF | 0.981 | 1,234.6 | 1,000,000 |",
-                                 "| HNSW | 0.500 |  |  |"]
+    assert text.splitlines() == ["| index | recall | ms | n |", "|---|---|---|---|",
+                                 "| IVF | 0.981 | 1,234.6 | 1,000,000 |", "| HNSW | 0.500 |  |  |"]
 
 
 def test_keep_writes_the_record_and_kept_runs_read_oldest_first(tmp_path):
@@ -77,7 +77,8 @@ def test_render_readme_mends_a_stale_section_and_then_agrees(tmp_path):
     readme.write_text("# x\n<!-- b:start -->\ntyped: 3.4\n<!-- b:end -->\nrest\n")
 
     def render(runs):
-        return f"{bench_records.run_heading(runs[-1], bench_records.REPO_ROOT / 'results')}\n\nvalue {runs[-1]['value']}"
+        return (f"{bench_records.run_heading(runs[-1], bench_records.REPO_ROOT / 'results')}\n\n"
+                f"value {runs[-1]['value']}")
 
     args = ("bench.py", tmp_path / "runs", ("<!-- b:start -->", "<!-- b:end -->"), render)
     assert bench_records.render_readme(*args, check=True, readme=readme) == 1
@@ -107,7 +108,8 @@ def test_faiss_section_shows_builds_and_the_goal_per_row():
            "rows": [{"index": "IVF", "params": "nprobe=4", "recall@10": 0.97, "median ms/query": 1.2,
                      "p90 ms/query": 2.5, "goal met": "yes"}]}
     text = bench.readme_section([run])
-    assert "| FAISS Flat | 0.000 | 0.100 | 0.100 |  |" in text and "| IVF | nprobe=4 | 0.970 | 1.200 | 2.500 | yes |" in text
+    assert ("| FAISS Flat | 0.000 | 0.100 | 0.100 |  |" in text
+            and "| IVF | nprobe=4 | 0.970 | 1.200 | 2.500 | yes |" in text)
     assert "1,000 × 512 unit vectors" in text and "recall@10 ≥ 0.95 at < 2 ms" in text
     assert "Why clustered data" not in text  # no --data gaussian run kept
 
@@ -128,7 +130,8 @@ def test_faiss_section_sets_a_gaussian_run_beside_the_mixture():
     runs = [run(None, "2026-12-01 10:00", [1.0, 0.6, 0.97, 0.9, 0.99]),
             run("gaussian", "2026-12-03 10:00", [1.0, 0.05, 0.3, 0.1, 0.2])]
     text = bench.readme_section(runs)
-    assert "| IVF-Flat nlist=126 | nprobe=8 | 0.970 |" in text and "| IVF-Flat nlist=126 | nprobe=8 | 0.300 |" not in text
+    assert ("| IVF-Flat nlist=126 | nprobe=8 | 0.970 |" in text
+            and "| IVF-Flat nlist=126 | nprobe=8 | 0.300 |" not in text)
     assert ("on 1,000 × 512 random Gaussian unit vectors (`--data gaussian`, 2026-12-03 10:00 UTC, commit abc1234, "
             "50 queries) the best recall@10 of each index over the same kind of sweep was IVF-Flat 0.300 (nprobe=8), "
             "HNSW 0.200 (efSearch=64); on the 1,000-vector mixture above, IVF-Flat 0.970 (nprobe=8), HNSW 0.990 "
@@ -172,7 +175,8 @@ def test_ivfpq_section_has_a_table_per_size_and_names_the_settings_that_meet_eve
     assert "| 4 | — | 0.600 | 0.44 | 1.40 | 710 MB |" in text and "| 4 | 100 | 0.996 |" in text
     assert "| 4 | 100 | 0.500 |" not in text  # the older 1M run is not shown
     assert "Build 189 s (train 58 s, add 131 s, merge 0.2 s) plus 37 s" in text
-    assert text.count("met by 1 of 2 settings, the fastest nprobe 4 with 100 candidates re-ranked (0.98 ms median).") == 2
+    assert text.count("met by 1 of 2 settings, the fastest nprobe 4 with 100 candidates re-ranked "
+                      "(0.98 ms median).") == 2
     assert "Why `pread`" not in text  # no memmap run kept
 
 
@@ -186,7 +190,8 @@ def test_ivfpq_section_compares_a_memmap_run_with_the_pread_run_of_its_size():
     assert ("**Why `pread`:** the same 1,000,000-vector index searched with `--rows-reader memmap` (2026-12-03 09:00 "
             "UTC, commit abc1234, the same 2 settings of 1,000 queries each): after the sweep the search process's "
             "file-backed resident memory was 990 MB (1,400 MB in all) against 300 MB (710 MB) with `pread`. Both count "
-            "the libraries and the mapped lists file; the memory map adds the pages of the 1,024 MB vectors file") in text
+            "the libraries and the mapped lists file; the memory map adds the pages of the 1,024 MB vectors "
+            "file") in text
     assert text.index("Why `pread`") < text.index("**5,000,000 × 512**")  # right after the 1M table
     differing = bench.readme_section([runs[0], {**runs[1], "arguments": {**runs[1]["arguments"], "queries": 300}}])
     assert "arguments differing in queries of 300 queries each" in differing
@@ -203,14 +208,15 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
                  "chance same-title R@10": 0.011, "chance attribute-match R@10": 0.067}
                 for i, (e, a, m) in enumerate(zip(exact, attribute, minutes))]
         return {"conditions": {**CONDITIONS, "torch_threads": 2},
-                "arguments": {"seed": seed, "attribute_weight": weight, "epochs": 22, "eval_every_epochs": 5 * (len(rows) > 1),
-                              "threads": 2, "lr": 0.002},
+                "arguments": {"seed": seed, "attribute_weight": weight, "epochs": 22,
+                              "eval_every_epochs": 5 * (len(rows) > 1), "threads": 2, "lr": 0.002},
                 "data": {"train_items": 3475, "gallery": 1000}, "rows": rows}
 
     runs = [run(0, 1.0, [0.4, 0.63], [0.7, 0.86], [3.5, 13.0]), run(0, 0.0, [0.61], [0.82], [13.6]),
             run(1, 1.0, [0.64], [0.84], [13.1])]
     text = bench.readme_section(runs)
-    assert "| 2026-12-02 20:00 | abc1234 | 0 | 1 | 2 | 0.20/1.40 |  | 10 | 13.00 | 0.100 | 0.300 | 0.630 | 0.640 | 0.860 | yes |" in text
+    assert ("| 2026-12-02 20:00 | abc1234 | 0 | 1 | 2 | 0.20/1.40 |  | 10 | 13.00 | 0.100 | 0.300 | 0.630 | 0.640 "
+            "| 0.860 | yes |") in text
     assert "| 0.840 | no (attribute-match R@10) |" in text  # seed 1 misses the attribute-match goal
     assert bench.goals_verdict({**runs[0]["rows"][-1], "training min": 15.5, "exact R@10": 0.4}) \
         == "no (exact R@10, training min)"
@@ -218,7 +224,8 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
            "against 13.60" in text
     assert text.count("- seed") == 1  # seed 1 has no run without the term
     assert text.count("**Learning curve**") == 1 and "3,475 training photos" in text
-    assert "| 5 | 3.50 | 0.100 | 0.300 | 0.400 | 0.410 | 0.700 |" in text and "| chance |  |  |  | 0.010 | 0.011 | 0.067 |" in text
+    assert ("| 5 | 3.50 | 0.100 | 0.300 | 0.400 | 0.410 | 0.700 |" in text
+            and "| chance |  |  |  | 0.010 | 0.011 | 0.067 |" in text)
 
 
 def test_rerank_section_gives_the_dual_encoder_its_mistakes_and_each_arm_against_the_goal():

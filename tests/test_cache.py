@@ -152,7 +152,7 @@ def test_two_processes_building_one_file_build_it_once(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["shared.pt", "shared.pt.lock", "shared.pt.sha256"]
 
 
-# --- every kind of cached artefact heals --------------------------------------------------------------------------------
+# --- every kind of cached artefact heals ------------------------------------------------------------------------------
 
 
 def test_catalogue_pixels_heal(isolated_cache, caplog):

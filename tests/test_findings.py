@@ -18,7 +18,8 @@ def write_record(folder, stem: str, metrics: dict, profile: str = "full") -> Non
 def test_bullets_render_the_records_numbers(tmp_path):
     write_record(tmp_path, "03_cross_modal_attention", {
         "dual/R@1": 0.2, "rerank/R@1": 0.25, "rerank/R@1_relative_gain": 0.25, "dual/R@10": 0.7, "rerank/R@10": 0.75,
-        "seed002_rerank/R@1": 0.19, "latency_ms/dual": 3.0, "latency_ms/rerank": 12.5, "latency_ms/full_gallery_cross_encoder": 234.0})
+        "seed002_rerank/R@1": 0.19, "latency_ms/dual": 3.0, "latency_ms/rerank": 12.5,
+        "latency_ms/full_gallery_cross_encoder": 234.0})
     write_record(tmp_path, "05_conditional_embeddings", {"map/global_clip/overall": 0.381,
                                                          "map/crl_stage1/overall": 0.449})
     text = findings.render_findings(findings.read_records(tmp_path))
@@ -150,7 +151,8 @@ def test_runtimes_of_further_seeds_stand_beside_the_first_seeds():
 
 
 def test_the_08_bullet_renders_each_scaling_axis_from_the_record(tmp_path):
-    metrics = {"processes": 2, "weight_max_abs_diff": 6.5e-8, "weights_moved": 2.1e-3, "train_images_per_s_1proc": 104.0,
+    metrics = {"processes": 2, "weight_max_abs_diff": 6.5e-8, "weights_moved": 2.1e-3,
+               "train_images_per_s_1proc": 104.0,
                "train_images_per_s_resumed": 60.1, "embed_single_s": 16.9, "embed_sharded_job_s": 28.3,
                "embed_identical": 0, "catalogue_size": 9500, "milvus_topk_agreement": 0.75, "milvus_build_s": 3.26,
                "milvus_reopen_s": 4.9, "milvus_reopen_agreement": 1.0, "ondisk_vectors": 1000000,

@@ -114,7 +114,8 @@ def test_multi_positive_matches_a_naive_loop(seed):
     positives[3, 6] = True  # caption 6 also describes image 3, not the reverse: the mask need not be symmetric
     logit_scale = torch.tensor(1.5)
     ours = multi_positive_contrastive_loss(images, texts, logit_scale, positives)
-    assert ours.item() == pytest.approx(naive_multi_positive_loss(images, texts, logit_scale, positives).item(), abs=1e-6)
+    assert ours.item() == pytest.approx(naive_multi_positive_loss(images, texts, logit_scale, positives).item(),
+                                        abs=1e-6)
 
 
 def test_multi_positive_by_hand_two_identical_titles():

@@ -65,7 +65,8 @@ def test_the_scanner_flags_metrics_and_spares_references():
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_markdown_holds_no_hand_typed_metric(notebook):
     allowed = referenced_numbers()
-    offenders = [f"cell {i}: {m}" for i, text in cells(notebook, "markdown") for m in unreferenced_metrics(text, allowed)]
+    offenders = [f"cell {i}: {m}" for i, text in cells(notebook, "markdown")
+                 for m in unreferenced_metrics(text, allowed)]
     assert not offenders, (
         f"{notebook.name}: metric-like numbers typed into markdown — render them from the run's results "
         f"(IPython.display.Markdown) or list the external figure with its source in REFERENCES.md: {offenders}"

@@ -23,7 +23,8 @@ def test_records_round_trip_and_report(tmp_path, monkeypatch):
                          {"recall": table}, notes="Demo notes.")
     record = json.loads(path.read_text())
     assert record["metrics"] == {"r1": 0.25, "nan": None}
-    assert record["tables"]["recall"] == {"columns": ["model", "R@1"], "rows": [["zero-shot", 0.25], ["fine-tuned", 0.5]]}
+    assert record["tables"]["recall"] == {"columns": ["model", "R@1"],
+                                          "rows": [["zero-shot", 0.25], ["fine-tuned", 0.5]]}
     write_results("02_demo", {"profile": "ci"}, {"r10": 0.7})
     assert [r["notebook"] for r in read_results()] == ["01_demo", "02_demo"]
     report = build_report().read_text()

@@ -63,7 +63,8 @@ def test_notebook_is_committed_clean_with_one_parseable_parameters_cell(notebook
     source = "".join(tagged[0]["source"])
     parsed = PythonTranslator.inspect({"source": source})
     assigned = [line.split("=")[0].strip() for line in source.splitlines() if line and not line.startswith(("#", " "))]
-    assert [p.name for p in parsed] == assigned and "Unable to parse" not in caplog.text, "papermill reads every parameter"
+    assert [p.name for p in parsed] == assigned and "Unable to parse" not in caplog.text, (
+        "papermill reads every parameter")
 
 
 def test_a_cell_past_the_timeout_fails_with_what_to_do(tmp_path):
@@ -136,7 +137,8 @@ def test_the_readme_states_the_real_ci_runs_sizes():
 
     readme = (REPO_ROOT / "README.md").read_text()
     assert readme.count(f"first {REAL_CI_PRODUCTS:,} products") == 2
-    test_size = json.loads((run.NOTEBOOK_DIR / "profiles" / "01_baseline_clip.json").read_text())["real-ci"]["test_size"]
+    test_size = json.loads(
+        (run.NOTEBOOK_DIR / "profiles" / "01_baseline_clip.json").read_text())["real-ci"]["test_size"]
     assert f"with a {PROFILE_EPOCHS['real-ci']}-epoch pretraining and {test_size} test items" in readme
 
 

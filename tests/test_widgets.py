@@ -64,7 +64,7 @@ def shown_scores(page: str) -> list[str]:
     return re.findall(r"score (-?[0-9.]+)", page)
 
 
-# --- text --------------------------------------------------------------------------------------------------------------
+# --- text -------------------------------------------------------------------------------------------------------------
 
 
 def test_text_query_ranks_by_hand_computed_cosine(retriever):
@@ -110,7 +110,7 @@ def test_top_k_larger_than_gallery_is_clamped(retriever):
     assert len(shown_ids(cw.run_conditional_query(retriever, "i0", "colour", top_k=6))) == 5
 
 
-# --- image ---------------------------------------------------------------------------------------------------------------
+# --- image ------------------------------------------------------------------------------------------------------------
 
 
 def test_image_query_by_item_id_leaves_the_item_out(retriever):
@@ -167,7 +167,7 @@ def test_unreadable_gallery_thumbnail_shows_a_placeholder(retriever):
     assert page.count("image unavailable") == 1 and page.count("fc-thumb") == 2
 
 
-# --- conditional and composed ----------------------------------------------------------------------------------------------
+# --- conditional and composed -----------------------------------------------------------------------------------------
 
 
 def channel_encoder(features: torch.Tensor, condition: str) -> torch.Tensor:
@@ -211,7 +211,7 @@ def test_composed_query_with_the_sum_compositor(retriever):
     assert "unknown item id" in cw.run_composed_query(retriever, "zz", "red", top_k=2)
 
 
-# --- debouncing and widgets ---------------------------------------------------------------------------------------------
+# --- debouncing and widgets -------------------------------------------------------------------------------------------
 
 
 class FakeClock:

@@ -73,7 +73,8 @@ def _require_layout(root: Path) -> tuple[Path, Path]:
         if not path.exists():
             raise missing_path_error(
                 DATASET, path, LAYOUT,
-                "Download the images, captions.json and labels from github.com/yumingj/DeepFashion-MultiModal into <root>",
+                "Download the images, captions.json and labels from github.com/yumingj/DeepFashion-MultiModal "
+                "into <root>",
             )
     return image_dir, captions_path
 

@@ -28,7 +28,8 @@ class DatasetNotFound(FileNotFoundError):
 
 def missing_path_error(dataset: str, path: Path, layout: str, how_to_get: str) -> DatasetNotFound:
     """The error every real loader raises for a missing path: what is missing, the expected layout, where to get it."""
-    return DatasetNotFound(f"{dataset}: {path} does not exist. Expected layout:\n{layout}\n{how_to_get}; see README › Real data.")
+    return DatasetNotFound(f"{dataset}: {path} does not exist. Expected layout:\n{layout}\n{how_to_get}; "
+                           "see README › Real data.")
 
 
 def read_json(path: Path) -> object:
@@ -164,7 +165,8 @@ class Item:
         for text, text_style in zip(self.captions, self.caption_styles):
             if text_style == style:
                 return text
-        raise KeyError(f"item {self.item_id} has no caption of style {style!r}; it has {sorted(set(self.caption_styles))}")
+        raise KeyError(f"item {self.item_id} has no caption of style {style!r}; "
+                       f"it has {sorted(set(self.caption_styles))}")
 
     def captions_of(self, style: str) -> list[str]:
         """All captions of ``style``."""
@@ -204,7 +206,8 @@ class LoadReport:
         return sum(self.skipped.values())
 
     def __str__(self) -> str:
-        lines = [f"{self.dataset}: read {self.rows_read} rows, repaired {self.rows_repaired}, skipped {self.total_skipped}"]
+        lines = [f"{self.dataset}: read {self.rows_read} rows, repaired {self.rows_repaired}, "
+                 f"skipped {self.total_skipped}"]
         for reason, count in sorted(self.skipped.items()):
             example = self.examples.get(reason)
             lines.append(f"  skipped {count:>6} — {reason}" + (f" (e.g. {', '.join(example)})" if example else ""))
@@ -301,7 +304,8 @@ class Catalogue(Sequence[Item]):
         for item in self.items:
             ref = item.image_ref
             ref_key = str(ref.path) if isinstance(ref, FileImage) else (f"array:{ref.index}" if ref else "none")
-            digest.update(json.dumps([item.item_id, item.captions, dict(item.attributes), item.split, ref_key]).encode())
+            digest.update(json.dumps([item.item_id, item.captions, dict(item.attributes), item.split,
+                                      ref_key]).encode())
             if isinstance(ref, FileImage) and ref.path.exists():
                 stat = ref.path.stat()
                 digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())

@@ -143,7 +143,8 @@ def description_caption(attributes: dict, rng: random.Random) -> str:
         first = f"The {noun} has {SLEEVE_WORDS[attributes['sleeve']]}, {fabric} fabric and {pattern} patterns."
     else:
         first = rng.choice(
-            [f"The {noun} is made of {fabric} fabric with {pattern} patterns.", f"This {noun} has {fabric} fabric and {pattern} patterns."]
+            [f"The {noun} is made of {fabric} fabric with {pattern} patterns.",
+             f"This {noun} has {fabric} fabric and {pattern} patterns."]
         )
     sentences = [first, rng.choice([f"Its colour is {colour}.", f"It is {colour}.", f"The {noun} is {colour}."])]
     if "neckline" in attributes:
@@ -181,7 +182,8 @@ def modification_text(changes: dict[str, tuple[str, str]], style: str) -> str:
     for name, (old, new) in changes.items():
         if name == "sleeve":
             longer = SLEEVES.index(new) > SLEEVES.index(old)
-            phrases.append("is sleeveless" if new == "sleeveless" else f"has {'longer' if longer else 'shorter'} sleeves")
+            phrases.append("is sleeveless" if new == "sleeveless"
+                           else f"has {'longer' if longer else 'shorter'} sleeves")
         elif name == "length":
             phrases.append(f"is {'longer' if LENGTHS.index(new) > LENGTHS.index(old) else 'shorter'}")
         elif name == "fabric":
@@ -227,7 +229,8 @@ def composition_triplets(
         target, varied = rng.choice(options[reference.item_id, n_changes])
         changes = {a: (reference.attributes[a], target.attributes[a]) for a in varied}
         style = "fashioniq" if len(varied) > 1 or rng.random() < 0.5 else "fashion200k"
-        triplets.append(CompositionTriplet(reference.item_id, modification_text(changes, style), target.item_id, changes, style))
+        triplets.append(CompositionTriplet(reference.item_id, modification_text(changes, style), target.item_id,
+                                           changes, style))
     return triplets
 
 
@@ -262,7 +265,8 @@ def _render_all(records: list[dict], config: SyntheticConfig) -> np.ndarray:
 
 def _build_catalogue(records: list[dict], pixels: np.ndarray, config: SyntheticConfig) -> Catalogue:
     items = [
-        Item(r["item_id"], tuple(r["captions"]), tuple(r["caption_styles"]), r["attributes"], r["split"], ArrayImage(pixels, i))
+        Item(r["item_id"], tuple(r["captions"]), tuple(r["caption_styles"]), r["attributes"], r["split"],
+             ArrayImage(pixels, i))
         for i, r in enumerate(records)
     ]
     triplets = []
@@ -285,7 +289,8 @@ def load_synthetic(size: str | dict = "ci", seed: int = 0, use_cache: bool = Tru
     """
     if isinstance(size, str):
         if size not in PROFILE_SIZES:
-            raise ValueError(f"unknown catalogue size {size!r}; use one of {sorted(PROFILE_SIZES)} or a dict of split sizes")
+            raise ValueError(f"unknown catalogue size {size!r}; use one of {sorted(PROFILE_SIZES)} "
+                             "or a dict of split sizes")
         size = PROFILE_SIZES[size]
     unknown = set(knobs) - set(SyntheticConfig.__dataclass_fields__)
     if unknown:

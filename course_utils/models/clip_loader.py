@@ -229,7 +229,8 @@ def _load_open_clip(name: str, pretrained: str | None, device: torch.device) -> 
         raise _checkpoint_error(checkpoint, name, err) from None
     model.eval()
     tokenizer = open_clip.get_tokenizer(name)
-    embed_dim = int(model.text_projection.shape[1]) if hasattr(model, "text_projection") and model.text_projection is not None else None
+    embed_dim = (int(model.text_projection.shape[1])
+                 if hasattr(model, "text_projection") and model.text_projection is not None else None)
     if embed_dim is None:
         with torch.no_grad():
             embed_dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])
@@ -261,7 +262,8 @@ def _load_openai_clip(name: str, device: torch.device) -> ClipBundle:
         raise _checkpoint_error(Path(path), f"clip:{name}", err) from None
     model = model.float().eval()
     tokenizer = lambda texts: clip.tokenize(texts, truncate=True)  # noqa: E731
-    return ClipBundle(model, preprocess, tokenizer, int(model.text_projection.shape[1]), f"clip:{label}", device, "clip")
+    return ClipBundle(model, preprocess, tokenizer, int(model.text_projection.shape[1]), f"clip:{label}", device,
+                      "clip")
 
 
 def _file_digest(path: str) -> str:

@@ -61,7 +61,8 @@ def load_experiment(dataset: str = "synthetic", data_root: str | None = None, mo
         if model != TINY_MODEL:
             raise ValueError(f"pretrained='embedded' exists only for {TINY_MODEL!r}; for {model!r} use an open_clip "
                              "tag or a checkpoint path")
-        pretrain_catalogue = catalogue if dataset == "synthetic" else load_catalogue("synthetic", size=profile, seed=seed)
+        pretrain_catalogue = (catalogue if dataset == "synthetic"
+                              else load_catalogue("synthetic", size=profile, seed=seed))
         bundle = pretrained_tiny_clip(pretrain_catalogue, device=device)
     elif pretrained == "photo":
         bundle = pretrained_photo_clip(catalogue, photo_recipe(model, profile, seed), device=device)

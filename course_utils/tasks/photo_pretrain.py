@@ -125,7 +125,8 @@ def held_out_gallery(catalogue: Catalogue, size: int = 1000, seed: int = 0) -> C
     return catalogue.subset([candidates[i] for i in chosen], name=f"{catalogue.name}/held-out-{size}")
 
 
-def random_resized_crops(images: torch.Tensor, crop_scale: float, flip: bool, max_aspect_change: float = 1.15) -> torch.Tensor:
+def random_resized_crops(images: torch.Tensor, crop_scale: float, flip: bool,
+                         max_aspect_change: float = 1.15) -> torch.Tensor:
     """Colour-keeping augmentation of a whole batch: a random resized crop (and flip) per image, nothing else.
 
     Each output image shows a random window of its input covering ``[crop_scale, 1]`` of the area, whose aspect
@@ -174,7 +175,8 @@ class MixedCaptionDataset(ImageTextDataset):
     The draw depends only on ``(seed, epoch, index)``, so a run is reproducible and every epoch sees new mixes.
     Items without a description always use their title, items without a title their description. Each image is
     decoded and preprocessed (the model's evaluation transform) once and kept in memory as float16 (29 KB for a
-    80 x 60 input); the batch is augmented afterwards, all at once (:func:`with_augmentation`). An unreadable image yields ``{"skipped": item_id}``.
+    80 x 60 input); the batch is augmented afterwards, all at once (:func:`with_augmentation`). An unreadable image
+    yields ``{"skipped": item_id}``.
     """
 
     def __init__(self, catalogue: Catalogue, preprocess: Callable | None, description_rate: float, seed: int = 0):
@@ -254,7 +256,8 @@ def multi_positive_batch_loss(tokenizer: Callable, catalogue: Catalogue,
 
 def photo_key_parts(train: Catalogue, recipe: PhotoRecipe) -> dict:
     """What the pretrained weights depend on: model config, data and recipe."""
-    return {"model": json.loads(course_clip_config(recipe.model)), "data": train.fingerprint(), "recipe": asdict(recipe)}
+    return {"model": json.loads(course_clip_config(recipe.model)), "data": train.fingerprint(),
+            "recipe": asdict(recipe)}
 
 
 def pretrained_photo_clip(
@@ -329,7 +332,8 @@ def title_aware_recall(
     return {"exact": exact, "same title": recall_at_k(similarity, same_value_mask(titles, titles), ks)}
 
 
-def evaluate_photo_retrieval(bundle: ClipBundle, gallery: Catalogue, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def evaluate_photo_retrieval(bundle: ClipBundle, gallery: Catalogue,
+                             ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Titles as queries against the gallery's images: exact, same-title and attribute-match recall, with chance.
 
     Returns:
@@ -342,7 +346,8 @@ def evaluate_photo_retrieval(bundle: ClipBundle, gallery: Catalogue, ks: Sequenc
     queries = encode_texts(bundle, titles, progress=False)
     similarity = queries @ images.T
     recalls = title_aware_recall(similarity, titles, ks)
-    attributes = [{name: item.attributes[name] for name in MATCH_ATTRIBUTES if name in item.attributes} for item in gallery]
+    attributes = [{name: item.attributes[name] for name in MATCH_ATTRIBUTES if name in item.attributes}
+                  for item in gallery]
     recalls["attribute-match"] = attribute_match_recall(similarity, attributes, attributes, ks, MATCH_ATTRIBUTES)
     relevant_counts = {"exact": [1] * len(gallery), "same title": same_value_mask(titles, titles).sum(dim=1).tolist(),
                        "attribute-match": attribute_match_counts(attributes, attributes, MATCH_ATTRIBUTES)}

@@ -500,7 +500,8 @@ def evaluate_reranker(dual_bundle, gallery: Catalogue, query_style: str | None, 
     images = encode_image_tokens(dual_bundle, gallery, progress=False)
     queries = encode_text_tokens(dual_bundle, caption_texts(gallery, query_style), progress=False)
     k = min(reranker.k, len(gallery))
-    run = rerank_split(dual_bundle, images, queries, {"rerank": (reranker.matcher, token_pair_logits(images, queries))}, k)
+    run = rerank_split(dual_bundle, images, queries,
+                       {"rerank": (reranker.matcher, token_pair_logits(images, queries))}, k)
     dual = recall_at_k(run.similarity, torch.arange(len(gallery)), ks)
     return {**{f"dual/R@{key}": value for key, value in dual.items()},
             **{f"rerank/R@{key}": value for key, value in run.recall("rerank", reranker.dual_weight, ks).items()}}

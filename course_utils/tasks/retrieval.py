@@ -43,7 +43,8 @@ FULL_FINETUNE = TrainConfig(epochs=3, batch_size=64, lr=1e-4, weight_decay=0.1, 
 
 
 def finetuned_bundle(experiment: Experiment, config: TrainConfig = FULL_FINETUNE, use_cache: bool = True,
-                     evaluate: Callable[[torch.nn.Module], dict] | None = None, progress: bool = True) -> tuple[ClipBundle, TrainHistory]:
+                     evaluate: Callable[[torch.nn.Module], dict] | None = None,
+                     progress: bool = True) -> tuple[ClipBundle, TrainHistory]:
     """Notebook 02's full fine-tuning of the experiment's model on its ``train`` split (cached).
 
     The base bundle is left untouched; a fine-tuned copy is returned with the training history (the history
@@ -60,7 +61,8 @@ def finetuned_bundle(experiment: Experiment, config: TrainConfig = FULL_FINETUNE
     def train() -> dict:
         model.load_state_dict(base.model.state_dict())  # from the base weights, even after a rejected cache file
         seed_everything(config.seed)
-        dataset = ImageTextDataset(experiment.train, base.preprocess, caption_style=experiment.query_style, seed=config.seed)
+        dataset = ImageTextDataset(experiment.train, base.preprocess, caption_style=experiment.query_style,
+                                   seed=config.seed)
         history = fit(model, dataset, contrastive_batch_loss(base.tokenizer), config,
                       evaluate=(lambda: evaluate(model)) if evaluate else None, progress=progress,
                       after_step=clamp_logit_scale)

@@ -45,7 +45,8 @@ def test_a_non_utf8_csv_row_is_skipped_and_counted_with_the_file_named(tmp_path)
 
 def test_a_utf8_bom_and_real_accents_still_load(tmp_path):
     row = "2,Women,Apparel,Topwear,Tops,Red,Summer,2012,Casual,Café Top\n".encode()
-    catalogue = load_fashion_product_small(styles_root(tmp_path, [row], header=b"\xef\xbb\xbf" + HEADER), triplets=False)
+    catalogue = load_fashion_product_small(styles_root(tmp_path, [row], header=b"\xef\xbb\xbf" + HEADER),
+                                           triplets=False)
     assert catalogue[0].caption("title") == "Café Top" and catalogue.report.total_skipped == 0
 
 
@@ -55,7 +56,9 @@ def test_a_non_utf8_deepfashion_label_line_is_skipped_and_counted(tmp_path):
     Image.new("RGB", (4, 4)).save(tmp_path / "images" / name)
     (tmp_path / "captions.json").write_text(json.dumps({name: "A dress."}))
     (tmp_path / "labels" / "texture").mkdir(parents=True)
-    (tmp_path / "labels" / "texture" / "fabric_ann.txt").write_bytes(b"caf\xe9.jpg 1 1 1\n" + f"{name} 1 0 7\n".encode())
+    (tmp_path / "labels" / "texture" / "fabric_ann.txt").write_bytes(
+        b"caf\xe9.jpg 1 1 1\n" + f"{name} 1 0 7\n".encode()
+    )
     catalogue = load_deepfashion_multimodal(tmp_path)
     assert catalogue.report.skipped["line not valid UTF-8 in fabric_ann.txt (skipped)"] == 1
     assert catalogue[0].attributes["upper_fabric"] == "cotton"  # the next line still loads
@@ -68,7 +71,8 @@ def test_non_utf8_fashion200k_lines_are_skipped_and_counted(tmp_path):
         Image.new("RGB", (4, 4)).save(tmp_path / path)
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "dress_test_detect_all.txt").write_bytes(
-        f"{good}\t0.9\tred dress\n".encode() + b"women/x.jpeg\t0.9\tcaf\xe9 dress\n" + f"{other}\t0.8\tblue dress\n".encode()
+        f"{good}\t0.9\tred dress\n".encode() + b"women/x.jpeg\t0.9\tcaf\xe9 dress\n"
+        + f"{other}\t0.8\tblue dress\n".encode()
     )
     (tmp_path / "test_queries.txt").write_bytes(f"{good} {other}\n".encode() + b"\xff\xfe broken\n")
     catalogue = load_fashion200k(tmp_path, splits=("test",))

@@ -94,7 +94,8 @@ def test_a_faiss_file_whose_kind_disagrees_with_its_settings_is_refused(tmp_path
 
 
 @pytest.mark.parametrize(("content", "message"), [("{\"format\": \"course_utils.Fa", "is not a readable FaissIndex "
-                                                  "settings file"), ('{"format": "course_utils.FaissIndex/1"}', "lacks")])
+                                                  "settings file"),
+                                                 ('{"format": "course_utils.FaissIndex/1"}', "lacks")])
 def test_a_corrupt_faiss_settings_file_names_it(tmp_path, content, message):
     path = tmp_path / "i.idx"
     filled("flat").save(path)

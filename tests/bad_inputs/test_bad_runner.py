@@ -64,7 +64,8 @@ def test_an_output_dir_that_is_a_file_is_one_clear_line(tmp_path, no_notebook_ru
 def test_an_unwritable_output_dir_is_one_clear_line(unwritable_dir, no_notebook_runs, monkeypatch):
     monkeypatch.delenv("FASHION_COURSE_OUTPUTS", raising=False)
     target = unwritable_dir / "outputs"
-    with pytest.raises(SystemExit, match=rf"--output-dir {target}: cannot write there \(.*\); choose a writable folder"):
+    with pytest.raises(SystemExit,
+                       match=rf"--output-dir {target}: cannot write there \(.*\); choose a writable folder"):
         run.main(["--output-dir", str(target), "--only", "01"])
 
 

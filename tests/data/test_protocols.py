@@ -7,7 +7,8 @@ from course_utils.data import Catalogue, Item, attribute_retrieval_protocol
 
 def toy_catalogue(n=50):
     colours = ["red", "blue", "green", "black", "white"]
-    items = [Item(f"i{k}", ("x",), ("title",), {"colour": colours[k % 5], **({"sleeve": "long"} if k % 2 else {})}, "test")
+    items = [Item(f"i{k}", ("x",), ("title",), {"colour": colours[k % 5], **({"sleeve": "long"} if k % 2 else {})},
+                  "test")
              for k in range(n)]
     return Catalogue("toy", items)
 

@@ -61,7 +61,8 @@ def test_full_crop_without_flip_is_the_identity_and_flip_mirrors():
                           atol=1e-5)
     torch.manual_seed(1)
     flipped = photo.random_resized_crops(images.repeat(8, 1, 1, 1), crop_scale=1.0, flip=True, max_aspect_change=1.0)
-    mirrored = [torch.allclose(view, source.flip(-1), atol=1e-5) for view, source in zip(flipped, images.repeat(8, 1, 1, 1))]
+    mirrored = [torch.allclose(view, source.flip(-1), atol=1e-5)
+                for view, source in zip(flipped, images.repeat(8, 1, 1, 1))]
     same = [torch.allclose(view, source, atol=1e-5) for view, source in zip(flipped, images.repeat(8, 1, 1, 1))]
     assert all(m or k for m, k in zip(mirrored, same)) and 0 < sum(mirrored) < 16
 

@@ -94,7 +94,8 @@ def test_changing_tokens_after_eot_does_not_change_the_match_logit():
         patches, pooled = tokens.image_token_features(clip, images)
         assert patches.shape == (2, 1 + 64, 128) and pooled.shape == (2, 128)  # class token + 8 x 8 patches
         # token 0 is the class token: CLIP's pooled embedding is its projection
-        assert torch.allclose(torch.nn.functional.normalize(patches[:, 0] @ clip.visual.proj, dim=-1), pooled, atol=1e-5)
+        assert torch.allclose(torch.nn.functional.normalize(patches[:, 0] @ clip.visual.proj, dim=-1), pooled,
+                              atol=1e-5)
         states, padding, text_pooled = tokens.text_token_features(clip, ids)
         states2, padding2, text_pooled2 = tokens.text_token_features(clip, changed)
         assert torch.equal(padding, padding2) and padding[0, :5].sum() == 0 and padding[0, 5:].all()
@@ -304,7 +305,8 @@ def test_rerank_split_and_pick_dual_weight_hand_computed():
     # 3 queries, 4 gallery items; query i's true item is i
     images = embed.ImageTokens(torch.zeros(4, 2, 3), torch.eye(4), (1, 1))
     cosines = torch.tensor([[0.2, 0.9, 0.1, 0.0], [0.8, 0.7, 0.0, 0.1], [0.1, 0.0, 0.3, 0.5]])
-    queries = embed.TextTokens(torch.zeros(3, 2, 3), torch.zeros(3, 2, dtype=torch.bool), cosines)  # pooled @ eye = cosines
+    queries = embed.TextTokens(torch.zeros(3, 2, 3), torch.zeros(3, 2, dtype=torch.bool),
+                               cosines)  # pooled @ eye = cosines
 
     class Bundle:  # logit_scale.exp() == 10
         model = type("M", (), {"logit_scale": torch.tensor(math.log(10.0))})()
