@@ -29,7 +29,8 @@ test: setup slides-js
 	$(PY) -m pytest -q -m "" --durations=10; rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests: that is a failure here"; exit $$rc
 
 lint: setup
-	$(VENV)/bin/ruff check course_utils tests benchmarks
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: setup
 	$(PY) benchmarks/bench_exact_search.py

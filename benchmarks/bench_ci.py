@@ -47,8 +47,10 @@ def pytest_outcome(log: str) -> dict:
     if summaries:
         line, seconds = summaries[-1][0], float(summaries[-1][1])
         counts = {word: int(number) for number, word in re.findall(r"(\d+) ([a-z]+)", line)}
-    slowest = [{"seconds": float(s), "when": when, "test": test}
-               for s, when, test in re.findall(r"^([\d.]+)s (call|setup|teardown)\s+(\S+)$", log, flags=re.M)]
+    slowest = [
+        {"seconds": float(s), "when": when, "test": test}
+        for s, when, test in re.findall(r"^([\d.]+)s (call|setup|teardown)\s+(\S+)$", log, flags=re.M)
+    ]
     return {"counts": counts, "seconds": seconds, "slowest": slowest}
 
 
@@ -68,13 +70,20 @@ def clone_and_run(clone_dir: Path, timeout_s: float, log_path: Path) -> tuple[in
             raise SystemExit(f"{clone_dir} exists and is not an earlier clone of this course: choose --clone-dir")
         shutil.rmtree(clone_dir)
     subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone_dir)], check=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone_dir, capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=clone_dir, capture_output=True, text=True, check=True
+    ).stdout.strip()
     start, cpu_start = time.perf_counter(), children_cpu_s()
     with open(log_path, "w") as log:
         try:
-            status = subprocess.run(["bash", ".ci/run"], cwd=clone_dir, stdout=log, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "CI": "true"}, timeout=timeout_s).returncode
+            status = subprocess.run(
+                ["bash", ".ci/run"],
+                cwd=clone_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "CI": "true"},
+                timeout=timeout_s,
+            ).returncode
         except subprocess.TimeoutExpired:
             status = 124
     return status, time.perf_counter() - start, children_cpu_s() - cpu_start, commit
@@ -88,27 +97,38 @@ def minutes(seconds: float) -> str:
 
 def readme_section(runs: list[dict]) -> str:
     """A table of the recorded runs, oldest first, and the last run against the budget; every number from ``runs``."""
-    lines = ["| date (UTC) | commit | load average before | CPU steal | tests | pytest | whole command (set-up "
-             f"included) | its CPU time | slowest {SLOWEST_SHOWN} |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| date (UTC) | commit | load average before | CPU steal | tests | pytest | whole command (set-up "
+        f"included) | its CPU time | slowest {SLOWEST_SHOWN} |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for run in runs:
         conditions, outcome = run["conditions"], run["pytest"]
         counts = ", ".join(f"{number} {word}" for word, number in outcome["counts"].items() if word != "warnings")
-        slowest = ", ".join(f"`{entry['test'].split('::')[-1]}` {entry['seconds']:.0f} s"
-                            for entry in outcome["slowest"][:SLOWEST_SHOWN])
-        lines.append(f"| {conditions['date_utc']} | {conditions['commit']} | "
-                     f"{conditions['load_average_before_after'][0]}"
-                     f" | {bench_records.cpu_steal(conditions) or '–'} | {counts or 'no summary'} "
-                     f"(exit {run['exit_status']}) | "
-                     f"{minutes(outcome['seconds']) if outcome['seconds'] else '–'} | {minutes(run['wall_s'])} | "
-                     f"{minutes(run['cpu_s']) if 'cpu_s' in run else '–'} | {slowest} |")
+        slowest = ", ".join(
+            f"`{entry['test'].split('::')[-1]}` {entry['seconds']:.0f} s"
+            for entry in outcome["slowest"][:SLOWEST_SHOWN]
+        )
+        lines.append(
+            f"| {conditions['date_utc']} | {conditions['commit']} | "
+            f"{conditions['load_average_before_after'][0]}"
+            f" | {bench_records.cpu_steal(conditions) or '–'} | {counts or 'no summary'} "
+            f"(exit {run['exit_status']}) | "
+            f"{minutes(outcome['seconds']) if outcome['seconds'] else '–'} | {minutes(run['wall_s'])} | "
+            f"{minutes(run['cpu_s']) if 'cpu_s' in run else '–'} | {slowest} |"
+        )
     last = runs[-1]
     machine = last["conditions"]["machine"]
-    intro = (f"**Measured** by `benchmarks/bench_ci.py` (a fresh clone, `CI=true bash .ci/run`, {machine}; records "
-             "in `results/bench/ci/`; CPU steal: the share of CPU time the hypervisor gave to other guests during the "
-             "run; its CPU time: user + system time of the command's processes, which leaves out the stolen time that "
-             "the wall time includes; – where a record predates the column):")
-    budget = (f"The last run took {100 * last['wall_s'] / BUDGET_S:.0f} % of the {BUDGET_S // 60}-minute budget "
-              "for the whole command.")
+    intro = (
+        f"**Measured** by `benchmarks/bench_ci.py` (a fresh clone, `CI=true bash .ci/run`, {machine}; records "
+        "in `results/bench/ci/`; CPU steal: the share of CPU time the hypervisor gave to other guests during the "
+        "run; its CPU time: user + system time of the command's processes, which leaves out the stolen time that "
+        "the wall time includes; – where a record predates the column):"
+    )
+    budget = (
+        f"The last run took {100 * last['wall_s'] / BUDGET_S:.0f} % of the {BUDGET_S // 60}-minute budget "
+        "for the whole command."
+    )
     return "\n\n".join([intro, "\n".join(lines), budget])
 
 
@@ -119,9 +139,12 @@ def write_readme(check: bool, readme: Path = bench_records.README, folder: Path 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clone-dir", type=Path, default=REPO_ROOT.parent / f"{REPO_ROOT.name}-bench-ci",
-                        help="where to clone (beside the checkout, so ../shared resolves; replaced if an earlier "
-                             "clone)")
+    parser.add_argument(
+        "--clone-dir",
+        type=Path,
+        default=REPO_ROOT.parent / f"{REPO_ROOT.name}-bench-ci",
+        help="where to clone (beside the checkout, so ../shared resolves; replaced if an earlier clone)",
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds the CI command may take")
     bench_records.add_record_options(parser, "Tests and CI")
     args = parser.parse_args(argv)
@@ -131,9 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     conditions = bench_records.RunConditions()
     status, wall_s, cpu_s, commit = clone_and_run(args.clone_dir.resolve(), args.timeout, log_path)
-    record = {"conditions": conditions.finish(commit=commit),  # the clone's commit: what the CI ran
-              "exit_status": status, "wall_s": round(wall_s, 1), "cpu_s": round(cpu_s, 1),
-              "pytest": pytest_outcome(log_path.read_text())}
+    record = {
+        "conditions": conditions.finish(commit=commit),  # the clone's commit: what the CI ran
+        "exit_status": status,
+        "wall_s": round(wall_s, 1),
+        "cpu_s": round(cpu_s, 1),
+        "pytest": pytest_outcome(log_path.read_text()),
+    }
     bench_records.keep(record, args.json)
     print(json.dumps(record, indent=2))
     print(f"log: {log_path}")

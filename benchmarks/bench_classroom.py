@@ -70,10 +70,12 @@ COLOURS = ["red", "blue", "green", "black", "white", "yellow", "pink", "grey", "
 PATTERNS = ["striped", "floral", "checked", "plain"]
 GARMENTS = ["shirt", "dress", "trousers", "skirt", "jacket", "coat"]
 TOP_K = 8  # the page's default top k
-TYPE_WHEN = {"ready": "each types when its page is ready", "all-ready": "all type together once all are ready",
-             "all-settled": "all type together once all are ready and the browser is idle",
-             "spread": "each presses Enter at its own moment within {spread:g} s once all are ready and the browser "
-                       "is idle"}
+TYPE_WHEN = {
+    "ready": "each types when its page is ready",
+    "all-ready": "all type together once all are ready",
+    "all-settled": "all type together once all are ready and the browser is idle",
+    "spread": "each presses Enter at its own moment within {spread:g} s once all are ready and the browser is idle",
+}
 SPREAD_S = 5.0  # 'spread': Enter times drawn uniformly over this many seconds (a class typing three-word queries)
 QUIET_CORES = 0.25  # 'all-settled': the browser counts as idle below this many cores busy over QUIET_WINDOW_S
 QUIET_WINDOW_S = 1.0
@@ -305,8 +307,16 @@ async def browser_quiet(monitor: MemoryMonitor, timeout_s: float) -> None:
             return
 
 
-async def one_viewer(context, url: str, index: int, query: str, top_k: int, timeout_s: float,
-                     together: Together | None = None, delay_s: float = 0.0) -> PageResult:
+async def one_viewer(
+    context,
+    url: str,
+    index: int,
+    query: str,
+    top_k: int,
+    timeout_s: float,
+    together: Together | None = None,
+    delay_s: float = 0.0,
+) -> PageResult:
     """Open the page in ``context``, type ``query`` in the text demo, wait for its results.
 
     Without ``together`` the viewer presses Enter as soon as its page is ready (while other pages may still load);
@@ -317,8 +327,9 @@ async def one_viewer(context, url: str, index: int, query: str, top_k: int, time
     start = time.perf_counter()
     try:
         await page.goto(url, wait_until="commit", timeout=timeout_ms)
-        await page.wait_for_function("document.documentElement.dataset.ready === 'yes'", timeout=timeout_ms,
-                                     polling=100)
+        await page.wait_for_function(
+            "document.documentElement.dataset.ready === 'yes'", timeout=timeout_ms, polling=100
+        )
         box = page.locator(".fc-demo-text input[name=text]")
         await box.wait_for(state="visible", timeout=timeout_ms)
         result.ready_wall_s = time.perf_counter() - start
@@ -351,10 +362,18 @@ async def one_viewer(context, url: str, index: int, query: str, top_k: int, time
     return result
 
 
-async def run_viewers(url: str, queries: list[str], chromium: str, top_k: int = TOP_K,
-                      timeout_s: float = 60.0, deadline_s: float = 300.0, screenshot: Path | None = None,
-                      monitor: MemoryMonitor | None = None, when: str = "ready",
-                      spread_s: float = SPREAD_S) -> list[PageResult]:
+async def run_viewers(
+    url: str,
+    queries: list[str],
+    chromium: str,
+    top_k: int = TOP_K,
+    timeout_s: float = 60.0,
+    deadline_s: float = 300.0,
+    screenshot: Path | None = None,
+    monitor: MemoryMonitor | None = None,
+    when: str = "ready",
+    spread_s: float = SPREAD_S,
+) -> list[PageResult]:
     """One viewer per query, all at once, in one headless Chromium (one context each); all stay open until the
     last is done. ``when`` (a key of :data:`TYPE_WHEN`): each viewer presses Enter once its page is ready, or all
     at the same moment once every page is ready ('all-ready'), and the browser is idle ('all-settled'), or, from
@@ -372,13 +391,16 @@ async def run_viewers(url: str, queries: list[str], chromium: str, top_k: int = 
             line = Together(pages, settle) if when != "ready" else None
             rng = random.Random(0)
             delays = [rng.uniform(0, spread_s) if when == "spread" else 0.0 for _ in queries]
-            work = [one_viewer(context, url, i, query, top_k, timeout_s, line, delay)
-                    for i, (context, query, delay) in enumerate(zip(contexts, queries, delays))]
+            work = [
+                one_viewer(context, url, i, query, top_k, timeout_s, line, delay)
+                for i, (context, query, delay) in enumerate(zip(contexts, queries, delays))
+            ]
             try:
                 results = await asyncio.wait_for(asyncio.gather(*work), deadline_s)
             except asyncio.TimeoutError:
-                results = [PageResult(i, failure=f"the whole run passed --deadline {deadline_s:.0f} s")
-                           for i in range(pages)]
+                results = [
+                    PageResult(i, failure=f"the whole run passed --deadline {deadline_s:.0f} s") for i in range(pages)
+                ]
             monitor.sample_pss()
             if screenshot is not None and contexts and contexts[0].pages:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -397,8 +419,12 @@ def summarise(results: list[PageResult]) -> dict:
         if not values:
             return {"p50": None, "p95": None, "max": None, "min": None}
         array = np.asarray(values)
-        return {"p50": float(np.percentile(array, 50)), "p95": float(np.percentile(array, 95)),
-                "max": float(array.max()), "min": float(array.min())}
+        return {
+            "p50": float(np.percentile(array, 50)),
+            "p95": float(np.percentile(array, 95)),
+            "max": float(array.max()),
+            "min": float(array.min()),
+        }
 
     served = [r for r in results if r.failure is None and r.results_s is not None]
     return {
@@ -406,13 +432,16 @@ def summarise(results: list[PageResult]) -> dict:
         "served": len(served),
         "failures": len(results) - len(served),
         "failure_reasons": sorted({r.failure for r in results if r.failure}),
-        **{key: stats([getattr(r, key) for r in results if getattr(r, key) is not None])
-           for key in ("received_s", "ready_s", "results_s", "ready_wall_s", "results_wall_s", "waited_s")},
+        **{
+            key: stats([getattr(r, key) for r in results if getattr(r, key) is not None])
+            for key in ("received_s", "ready_s", "results_s", "ready_wall_s", "results_wall_s", "waited_s")
+        },
     }
 
 
-def start_server(port: int, profile: str, workers: int, log: Path, env: dict | None = None,
-                 precomputed: list[str] | None = None) -> subprocess.Popen:
+def start_server(
+    port: int, profile: str, workers: int, log: Path, env: dict | None = None, precomputed: list[str] | None = None
+) -> subprocess.Popen:
     """``python -m course_utils.serve`` on 127.0.0.1:``port``, its output in ``log`` (``env``: its environment).
 
     ``precomputed``: run ``precomputed_server.py`` instead, with the answers to these text queries computed
@@ -492,8 +521,12 @@ def http_viewers(url: str, queries: list[str], top_k: int = TOP_K, timeout_s: fl
             result.ready_s = result.received_s = time.perf_counter() - start
             if b'data-kind="text"' not in page:
                 raise ValueError("the page has no text demo")
-            request = Request(f"{url}query/text?{urlencode({'text': query, 'top_k': top_k})}", data=b"", method="POST",
-                              headers=ACCEPT_GZIP)
+            request = Request(
+                f"{url}query/text?{urlencode({'text': query, 'top_k': top_k})}",
+                data=b"",
+                method="POST",
+                headers=ACCEPT_GZIP,
+            )
             asked = time.perf_counter()
             with urlopen(request, timeout=timeout_s) as response:
                 answer = read_body(response).decode()
@@ -521,12 +554,16 @@ def table(rows: list[dict]) -> str:
     for row in rows:
         summary, memory = row["summary"], row["memory"]
         server = gib(memory["server_rss"]) if memory.get("server_rss") else "–"
-        browser = (f"{gib(memory['browser_rss'])} / {gib(memory['browser_pss'])} ({memory['browser_processes']} "
-                   "processes)" if memory.get("browser_rss") else "no browser")
+        browser = (
+            f"{gib(memory['browser_rss'])} / {gib(memory['browser_pss'])} ({memory['browser_processes']} processes)"
+            if memory.get("browser_rss")
+            else "no browser"
+        )
         waited = summary["waited_s"]["min"]  # the last viewer to be ready waited the least: the settling time
         first = "first " if row.get("when") == "spread" else ""
-        mode = row["mode"] + (f" ({first}Enter {waited:.1f} s after the last page was ready)"
-                              if waited is not None else "")
+        mode = row["mode"] + (
+            f" ({first}Enter {waited:.1f} s after the last page was ready)" if waited is not None else ""
+        )
         lines.append(
             f"| {summary['pages']}, {mode} | {summary['served']} | {summary['failures']} | "
             f"{span(summary['ready_s'])} | {span(summary['results_s'])} | {span(row['server_seconds'])} | "
@@ -558,8 +595,12 @@ def phase_key(phase: dict) -> str:
 
 def _p95s(runs: list[dict], key: str, measure: str = "results_s") -> list[float]:
     """The p95 of ``measure`` in phase ``key`` of each run that has the phase."""
-    return [phase["summary"][measure]["p95"] for run in runs for phase in run["phases"]
-            if phase_key(phase) == key and phase["summary"][measure]["p95"] is not None]
+    return [
+        phase["summary"][measure]["p95"]
+        for run in runs
+        for phase in run["phases"]
+        if phase_key(phase) == key and phase["summary"][measure]["p95"] is not None
+    ]
 
 
 def _seconds(values: list[float]) -> str:
@@ -581,27 +622,37 @@ def readme_section(runs: list[dict]) -> str:
     last, conditions = course[-1], course[-1]["conditions"]
     rows = list(last["phases"])
     if precomputed:
-        rows += [{**phase, "mode": f"{phase['mode']}, against `--server precomputed` "
-                                   f"of {precomputed[-1]['conditions']['date_utc'][-5:]} UTC"}
-                 for phase in precomputed[-1]["phases"] if phase_key(phase) == "all-settled"]
+        rows += [
+            {
+                **phase,
+                "mode": f"{phase['mode']}, against `--server precomputed` "
+                f"of {precomputed[-1]['conditions']['date_utc'][-5:]} UTC",
+            }
+            for phase in precomputed[-1]["phases"]
+            if phase_key(phase) == "all-settled"
+        ]
     commits = sorted({run["conditions"].get("commit", "unknown") for run in runs})
-    intro = (f"**Measured {course[0]['conditions']['date_utc']} to {runs[-1]['conditions']['date_utc']} UTC**: "
-             f"{len(course)} runs of `bench_classroom.py --pages {last['phases'][0]['summary']['pages']}` "
-             f"(the classroom server) and {len(precomputed)} with `--server precomputed`, one after another; "
-             f"{conditions['profile']} profile, warm caches, {conditions['workers']} query threads, one different "
-             f"query per viewer; {conditions['machine']}, load average before each run "
-             f"{', '.join(str(run['conditions']['load_average_before_after'][0]) for run in runs)}; commit "
-             f"{', '.join(commits)}; the "
-             f"records are in `results/bench/classroom/`. The table is the last run of the classroom server "
-             f"({conditions['date_utc']} UTC, load average {conditions['load_average_before_after'][0]} before it)"
-             + ("; its last row is the all-at-once phase of the last precomputed run" if precomputed else "")
-             + ". p50 / p95 / max seconds:")
-    per_phase = "; ".join(f"{name} {_seconds(_p95s(course, key))}" for key, name in PHASES.items()
-                          if _p95s(course, key))
+    intro = (
+        f"**Measured {course[0]['conditions']['date_utc']} to {runs[-1]['conditions']['date_utc']} UTC**: "
+        f"{len(course)} runs of `bench_classroom.py --pages {last['phases'][0]['summary']['pages']}` "
+        f"(the classroom server) and {len(precomputed)} with `--server precomputed`, one after another; "
+        f"{conditions['profile']} profile, warm caches, {conditions['workers']} query threads, one different "
+        f"query per viewer; {conditions['machine']}, load average before each run "
+        f"{', '.join(str(run['conditions']['load_average_before_after'][0]) for run in runs)}; commit "
+        f"{', '.join(commits)}; the "
+        f"records are in `results/bench/classroom/`. The table is the last run of the classroom server "
+        f"({conditions['date_utc']} UTC, load average {conditions['load_average_before_after'][0]} before it)"
+        + ("; its last row is the all-at-once phase of the last precomputed run" if precomputed else "")
+        + ". p50 / p95 / max seconds:"
+    )
+    per_phase = "; ".join(
+        f"{name} {_seconds(_p95s(course, key))}" for key, name in PHASES.items() if _p95s(course, key)
+    )
     every_run = f"**Text query p95 in each run**, oldest first: {per_phase}."
     if precomputed:
-        every_run += (f" With `--server precomputed`, {PHASES['all-settled']}: "
-                      f"{_seconds(_p95s(precomputed, 'all-settled'))}.")
+        every_run += (
+            f" With `--server precomputed`, {PHASES['all-settled']}: {_seconds(_p95s(precomputed, 'all-settled'))}."
+        )
     browser = [key for key in PHASES if not key.startswith("http")]
 
     def all_served(run: dict) -> bool:
@@ -615,14 +666,17 @@ def readme_section(runs: list[dict]) -> str:
 
     ready = [p95 for key in browser for p95 in _p95s(course, key, "ready_s")]
     memory = [run_max(run, "server_rss") for run in course]
-    queries = "; ".join(f"{name} in {_met(course, answered_in_time(key))}" for key, name in PHASES.items()
-                        if _p95s(course, key))
-    goals = (f"**Against the goals**, over the {len(course)} runs of the classroom server: every viewer served with "
-             f"no failure in {_met(course, all_served)}; page ready ≤ {GOAL_READY_S:g} s at p95 in every Chromium "
-             f"phase in {_met(course, ready_in_time)} (p95 {min(ready):.1f}–{max(ready):.1f} s); the serving "
-             f"process {gib(min(memory))}–{gib(max(memory))} at its peak (≤ {GOAL_MEMORY_BYTES / 2**30:g} GiB in "
-             f"{_met(course, lambda run: run_max(run, 'server_rss') <= GOAL_MEMORY_BYTES)}); a text query "
-             f"≤ {GOAL_QUERY_S:g} s at p95: {queries}.")
+    queries = "; ".join(
+        f"{name} in {_met(course, answered_in_time(key))}" for key, name in PHASES.items() if _p95s(course, key)
+    )
+    goals = (
+        f"**Against the goals**, over the {len(course)} runs of the classroom server: every viewer served with "
+        f"no failure in {_met(course, all_served)}; page ready ≤ {GOAL_READY_S:g} s at p95 in every Chromium "
+        f"phase in {_met(course, ready_in_time)} (p95 {min(ready):.1f}–{max(ready):.1f} s); the serving "
+        f"process {gib(min(memory))}–{gib(max(memory))} at its peak (≤ {GOAL_MEMORY_BYTES / 2**30:g} GiB in "
+        f"{_met(course, lambda run: run_max(run, 'server_rss') <= GOAL_MEMORY_BYTES)}); a text query "
+        f"≤ {GOAL_QUERY_S:g} s at p95: {queries}."
+    )
     return "\n\n".join([intro, table(rows), every_run, goals])
 
 
@@ -642,38 +696,69 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="ci", choices=["ci", "full"], help="the server's catalogue")
     parser.add_argument("--workers", type=int, default=4, help="the server's query threads")
     parser.add_argument("--url", default=None, help="use a running server on this loopback URL instead of starting one")
-    parser.add_argument("--server", default="course", choices=["course", "precomputed"],
-                        help="'course': the classroom server; 'precomputed': the same with the viewers' text answers "
-                             "computed before the phases (benchmarks/precomputed_server.py), to separate the "
-                             "browsers' share of the time to results from the server's")
-    parser.add_argument("--query", default=None,
-                        help="one query for every viewer (default: a different one per viewer, "
-                             "e.g. 'navy floral dress')")
+    parser.add_argument(
+        "--server",
+        default="course",
+        choices=["course", "precomputed"],
+        help="'course': the classroom server; 'precomputed': the same with the viewers' text answers "
+        "computed before the phases (benchmarks/precomputed_server.py), to separate the "
+        "browsers' share of the time to results from the server's",
+    )
+    parser.add_argument(
+        "--query",
+        default=None,
+        help="one query for every viewer (default: a different one per viewer, e.g. 'navy floral dress')",
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds each wait of a page may take")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds the whole page phase may take")
     parser.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for the server")
     parser.add_argument("--no-http", action="store_true", help="skip the browser-less phase")
-    parser.add_argument("--type-when", nargs="+", choices=list(TYPE_WHEN), default=list(TYPE_WHEN),
-                        help="browser phases, each in a fresh browser: 'ready' = each viewer types as soon as its "
-                             "page is ready (its query overlaps other pages still loading); 'all-ready' = all type "
-                             "at the same moment once every page is ready; 'all-settled' = the same once the browser "
-                             "is idle too; 'spread' = from then on, each at its own moment within --spread seconds "
-                             "(default: all four)")
-    parser.add_argument("--spread", type=float, default=SPREAD_S,
-                        help="'spread': seconds over which the viewers' Enter presses are drawn "
-                             f"(default {SPREAD_S:g})")
+    parser.add_argument(
+        "--type-when",
+        nargs="+",
+        choices=list(TYPE_WHEN),
+        default=list(TYPE_WHEN),
+        help="browser phases, each in a fresh browser: 'ready' = each viewer types as soon as its "
+        "page is ready (its query overlaps other pages still loading); 'all-ready' = all type "
+        "at the same moment once every page is ready; 'all-settled' = the same once the browser "
+        "is idle too; 'spread' = from then on, each at its own moment within --spread seconds "
+        "(default: all four)",
+    )
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=SPREAD_S,
+        help=f"'spread': seconds over which the viewers' Enter presses are drawn (default {SPREAD_S:g})",
+    )
     parser.add_argument("--screenshots", type=Path, default=None, help="save the first page's screenshot here")
     parser.add_argument("--json", type=Path, default=None, help="write results here (default outputs/bench/)")
-    parser.add_argument("--server-cpus", type=int, nargs="+", default=None,
-                        help="pin the server to these CPU cores (e.g. 0), to see it apart from the browser")
-    parser.add_argument("--browser-cpus", type=int, nargs="+", default=None,
-                        help="pin the browser (and this script) to these CPU cores (e.g. 1)")
-    parser.add_argument("--browser-nice", type=int, default=0,
-                        help="run the browser at this niceness (e.g. 10: it yields the cores to the server, as "
-                             "students' browsers on their own machines would); default 0")
-    parser.add_argument("--readme", action="store_true",
-                        help=f"run nothing: render the README's classroom benchmark section from the records in "
-                             f"{RECORDS.relative_to(REPO_ROOT)}/ (with --check: only compare, exit 1 when it differs)")
+    parser.add_argument(
+        "--server-cpus",
+        type=int,
+        nargs="+",
+        default=None,
+        help="pin the server to these CPU cores (e.g. 0), to see it apart from the browser",
+    )
+    parser.add_argument(
+        "--browser-cpus",
+        type=int,
+        nargs="+",
+        default=None,
+        help="pin the browser (and this script) to these CPU cores (e.g. 1)",
+    )
+    parser.add_argument(
+        "--browser-nice",
+        type=int,
+        default=0,
+        help="run the browser at this niceness (e.g. 10: it yields the cores to the server, as "
+        "students' browsers on their own machines would); default 0",
+    )
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help=f"run nothing: render the README's classroom benchmark section from the records in "
+        f"{RECORDS.relative_to(REPO_ROOT)}/ (with --check: only compare, exit 1 when it differs)",
+    )
     parser.add_argument("--check", action="store_true", help="with --readme: compare only")
     args = parser.parse_args(argv)
     if args.readme:
@@ -698,8 +783,13 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
     queries = [args.query] * args.pages if args.query else viewer_queries(args.pages)
     if not args.url:
-        process = start_server(port, args.profile, args.workers, log,
-                               precomputed=sorted(set(queries)) if args.server == "precomputed" else None)
+        process = start_server(
+            port,
+            args.profile,
+            args.workers,
+            log,
+            precomputed=sorted(set(queries)) if args.server == "precomputed" else None,
+        )
     screenshot = args.screenshots / f"classroom_{args.pages}_pages.png" if args.screenshots else None
     server_pid = process.pid if process else None
     rows = []
@@ -716,51 +806,79 @@ def main(argv: list[str] | None = None) -> int:
         for mode in [] if args.no_http else HTTP_MODES:
             monitor, server_cpu = MemoryMonitor(server_pid).start(), ServerCpu(server_pid)
             results = http_viewers(url, queries, TOP_K, args.timeout)
-            rows.append({"mode": mode, "results": results, "cpu_s": server_cpu.used(),
-                         "memory": monitor.stop(), "server_seconds": wait_until_served(url, last=len(queries))
-                         .get("answer_seconds", {}).get("text")})
+            rows.append(
+                {
+                    "mode": mode,
+                    "results": results,
+                    "cpu_s": server_cpu.used(),
+                    "memory": monitor.stop(),
+                    "server_seconds": wait_until_served(url, last=len(queries)).get("answer_seconds", {}).get("text"),
+                }
+            )
         if args.browser_cpus:
             os.sched_setaffinity(0, args.browser_cpus)  # inherited by the browser this script starts
         if args.browser_nice:
             os.nice(args.browser_nice)  # this process and the browser it starts; the server keeps its priority
         for when in args.type_when:
             monitor, server_cpu = MemoryMonitor(server_pid), ServerCpu(server_pid)
-            results = asyncio.run(run_viewers(url, queries, chromium, TOP_K, args.timeout, args.deadline, screenshot,
-                                              monitor, when, args.spread))
-            rows.append({"mode": f"headless Chromium pages, {TYPE_WHEN[when].format(spread=args.spread)}",
-                         "when": when, "results": results,
-                         "cpu_s": server_cpu.used(), "memory": monitor.stop(),
-                         "server_seconds": wait_until_served(url, last=len(queries))
-                         .get("answer_seconds", {}).get("text")})
+            results = asyncio.run(
+                run_viewers(
+                    url, queries, chromium, TOP_K, args.timeout, args.deadline, screenshot, monitor, when, args.spread
+                )
+            )
+            rows.append(
+                {
+                    "mode": f"headless Chromium pages, {TYPE_WHEN[when].format(spread=args.spread)}",
+                    "when": when,
+                    "results": results,
+                    "cpu_s": server_cpu.used(),
+                    "memory": monitor.stop(),
+                    "server_seconds": wait_until_served(url, last=len(queries)).get("answer_seconds", {}).get("text"),
+                }
+            )
         conditions = run_conditions.finish(
-            profile=args.profile, workers=args.workers, queries=args.query or "one per viewer",
-            server="given by --url" if args.url else args.server, browser_nice=args.browser_nice,
-            server_cpus=args.server_cpus or "all", browser_cpus=args.browser_cpus or "all",
-            server_startup_s=startup_s, chromium=chromium)
+            profile=args.profile,
+            workers=args.workers,
+            queries=args.query or "one per viewer",
+            server="given by --url" if args.url else args.server,
+            browser_nice=args.browser_nice,
+            server_cpus=args.server_cpus or "all",
+            browser_cpus=args.browser_cpus or "all",
+            server_startup_s=startup_s,
+            chromium=chromium,
+        )
     finally:
         if process is not None:
             stop_server(process)
 
     for row in rows:
         row["summary"] = summarise(row["results"])
-    record = {"conditions": conditions,
-              "phases": [{**{k: v for k, v in row.items() if k != "results"},
-                          "pages": [asdict(r) for r in row["results"]]} for row in rows]}
+    record = {
+        "conditions": conditions,
+        "phases": [
+            {**{k: v for k, v in row.items() if k != "results"}, "pages": [asdict(r) for r in row["results"]]}
+            for row in rows
+        ],
+    }
     out = args.json or folder / f"bench_classroom_{args.pages}.json"
     out.write_text(json.dumps(record, indent=2))
     (load_before, load_after), steal = conditions["load_average_before_after"], bench_records.cpu_steal(conditions)
-    print(f"{conditions['date_utc']} UTC · {conditions['machine']} · load average {load_before:.1f} before, "
-          f"{load_after:.1f} after · CPU steal {steal or 'unknown'} · profile {args.profile} · {args.workers} query "
-          f"threads · server {conditions['server']}, start {startup_s} s · cores: server "
-          f"{conditions['server_cpus']}, browser {conditions['browser_cpus']} · browser niceness {args.browser_nice}")
+    print(
+        f"{conditions['date_utc']} UTC · {conditions['machine']} · load average {load_before:.1f} before, "
+        f"{load_after:.1f} after · CPU steal {steal or 'unknown'} · profile {args.profile} · {args.workers} query "
+        f"threads · server {conditions['server']}, start {startup_s} s · cores: server "
+        f"{conditions['server_cpus']}, browser {conditions['browser_cpus']} · browser niceness {args.browser_nice}"
+    )
     print(table(rows))
     browser = rows[-1]["summary"]
-    print("p50 / p95 / max seconds. Chromium rows, on the page's clock: page ready = navigation start -> the page's "
-          f"script has run; text query = Enter -> {TOP_K} thumbnails decoded. Plain HTTP rows: page and answer fully "
-          "received. Server answer: arrival -> answer of the text queries, thread wait included (its /health); "
-          "server CPU: user + system seconds the server spent in the phase. Chromium, page received (navigation "
-          f"start -> responseEnd): {span(browser['received_s'])}; seen from this script (browser latency included): "
-          f"ready {span(browser['ready_wall_s'])}, results {span(browser['results_wall_s'])}.")
+    print(
+        "p50 / p95 / max seconds. Chromium rows, on the page's clock: page ready = navigation start -> the page's "
+        f"script has run; text query = Enter -> {TOP_K} thumbnails decoded. Plain HTTP rows: page and answer fully "
+        "received. Server answer: arrival -> answer of the text queries, thread wait included (its /health); "
+        "server CPU: user + system seconds the server spent in the phase. Chromium, page received (navigation "
+        f"start -> responseEnd): {span(browser['received_s'])}; seen from this script (browser latency included): "
+        f"ready {span(browser['ready_wall_s'])}, results {span(browser['results_wall_s'])}."
+    )
     failures = sum(row["summary"]["failures"] for row in rows)
     for row in rows:
         for reason in row["summary"]["failure_reasons"]:

@@ -40,15 +40,18 @@ def per_image_loop(bundle, catalogue) -> float:
 
 def pipeline(bundle, catalogue, batch_size: int, workers: int) -> float:
     start = time.perf_counter()
-    cu.embed.encode_images(bundle, catalogue, batch_size=batch_size, num_workers=workers, use_cache=False,
-                           progress=False)
+    cu.embed.encode_images(
+        bundle, catalogue, batch_size=batch_size, num_workers=workers, use_cache=False, progress=False
+    )
     return time.perf_counter() - start
 
 
 def model_forward_only(bundle, catalogue, batch_size: int) -> float:
     """The floor: model forward on batches that are already pre-processed and stacked."""
-    batches = [torch.stack([bundle.preprocess(item.image) for item in catalogue[i : i + batch_size]])
-               for i in range(0, len(catalogue), batch_size)]
+    batches = [
+        torch.stack([bundle.preprocess(item.image) for item in catalogue[i : i + batch_size]])
+        for i in range(0, len(catalogue), batch_size)
+    ]
     start = time.perf_counter()
     with torch.inference_mode():
         for batch in batches:
@@ -62,25 +65,42 @@ def measure(name: str, bundle, catalogue, batch_size: int, workers: int) -> dict
     loop = per_image_loop(bundle, catalogue)
     piped = pipeline(bundle, catalogue, batch_size, workers)
     floor = model_forward_only(bundle, catalogue, batch_size)
-    return {"model": name, "images": n, "loop img/s": n / loop, "pipeline img/s": n / piped,
-            "forward-only img/s": n / floor, "pipeline / loop": loop / piped, "pipeline / forward-only": floor / piped}
+    return {
+        "model": name,
+        "images": n,
+        "loop img/s": n / loop,
+        "pipeline img/s": n / piped,
+        "forward-only img/s": n / floor,
+        "pipeline / loop": loop / piped,
+        "pipeline / forward-only": floor / piped,
+    }
 
 
 def readme_section(runs: list[dict]) -> str:
     """The last kept run: throughput per model and each ratio against issue 3's goal."""
     run = runs[-1]
-    verdicts = "; ".join(f"{row['model']}: " + ", ".join(
-        f"{name} {row[name]:.2f} ({'met' if row[name] >= goal else 'not met'})" for name, goal in GOALS.items())
-        for row in run["rows"])
-    return "\n\n".join([
-        bench_records.run_heading(run, RECORDS),
-        bench_records.markdown_table(run["rows"], list(run["rows"][0]),
-                                     lambda value, _: f"{value:.2f}" if isinstance(value, float) else str(value)),
-        f"torch {run['conditions']['torch']} on {run['conditions']['torch_threads']} threads, batch "
-        f"{run['arguments']['batch_size']} (ViT-B-32: {min(run['arguments']['batch_size'], VIT_MAX_BATCH)}), "
-        f"{run['arguments']['workers']} loader workers. Goals: pipeline ≥ "
-        f"{GOALS['pipeline / loop']:g}× the loop and ≥ {GOALS['pipeline / forward-only']:.0%} of model-forward "
-        f"throughput — {verdicts}."])
+    verdicts = "; ".join(
+        f"{row['model']}: "
+        + ", ".join(
+            f"{name} {row[name]:.2f} ({'met' if row[name] >= goal else 'not met'})" for name, goal in GOALS.items()
+        )
+        for row in run["rows"]
+    )
+    return "\n\n".join(
+        [
+            bench_records.run_heading(run, RECORDS),
+            bench_records.markdown_table(
+                run["rows"],
+                list(run["rows"][0]),
+                lambda value, _: f"{value:.2f}" if isinstance(value, float) else str(value),
+            ),
+            f"torch {run['conditions']['torch']} on {run['conditions']['torch_threads']} threads, batch "
+            f"{run['arguments']['batch_size']} (ViT-B-32: {min(run['arguments']['batch_size'], VIT_MAX_BATCH)}), "
+            f"{run['arguments']['workers']} loader workers. Goals: pipeline ≥ "
+            f"{GOALS['pipeline / loop']:g}× the loop and ≥ {GOALS['pipeline / forward-only']:.0%} of model-forward "
+            f"throughput — {verdicts}.",
+        ]
+    )
 
 
 def write_readme(check: bool, readme: Path = bench_records.README, folder: Path = RECORDS) -> int:
@@ -104,14 +124,29 @@ def main(argv: list[str] | None = None) -> int:
     catalogue = cu.data.load_catalogue("synthetic", size="ci").split("pretrain")  # 4,000 images
     if max(args.images, args.vit_images) > len(catalogue):
         parser.error(f"at most {len(catalogue)} images (the ci catalogue's pretrain split)")
-    rows = [measure("tiny-fashion-clip (64 px)", cu.models.load_clip("tiny-fashion-clip", None),
-                    catalogue.subset(catalogue.ids[: args.images]), args.batch_size, args.workers),
-            measure("ViT-B-32 (224 px, random init)", cu.models.load_clip("ViT-B-32", None),
-                    catalogue.subset(catalogue.ids[: args.vit_images]), min(args.batch_size, VIT_MAX_BATCH),
-                    args.workers)]
-    record = {"conditions": conditions.finish(torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                                              device=str(cu.models.resolve_device("auto"))),
-              "arguments": bench_records.arguments(args), "rows": rows}
+    rows = [
+        measure(
+            "tiny-fashion-clip (64 px)",
+            cu.models.load_clip("tiny-fashion-clip", None),
+            catalogue.subset(catalogue.ids[: args.images]),
+            args.batch_size,
+            args.workers,
+        ),
+        measure(
+            "ViT-B-32 (224 px, random init)",
+            cu.models.load_clip("ViT-B-32", None),
+            catalogue.subset(catalogue.ids[: args.vit_images]),
+            min(args.batch_size, VIT_MAX_BATCH),
+            args.workers,
+        ),
+    ]
+    record = {
+        "conditions": conditions.finish(
+            torch=torch.__version__, torch_threads=torch.get_num_threads(), device=str(cu.models.resolve_device("auto"))
+        ),
+        "arguments": bench_records.arguments(args),
+        "rows": rows,
+    }
     print(readme_section([record]))
     bench_records.keep(record, args.json)
     return 0

@@ -131,6 +131,7 @@ def bench_size(n: int, args: argparse.Namespace) -> list[dict[str, object]]:
 
 def markdown(rows: list[dict[str, object]]) -> str:
     """The run's rows as a table: ``× bound`` to two decimals, times to three significant places or so."""
+
     def cell(value: object, column: str) -> str:
         if column == "n":
             return f"{value:,}"
@@ -140,22 +141,29 @@ def markdown(rows: list[dict[str, object]]) -> str:
             return f"{value:,.3f}" if value < 10 else f"{value:,.0f}" if value >= 1000 else f"{value:,.1f}"
         return str(value)
 
-    return bench_records.markdown_table(rows, ["n", "method", "ms/query", "queries/s", "bound ms", "× bound", "note"],
-                                        cell)
+    return bench_records.markdown_table(
+        rows, ["n", "method", "ms/query", "queries/s", "bound ms", "× bound", "note"], cell
+    )
 
 
 def readme_section(runs: list[dict]) -> str:
     """The last kept run: its table and, per gallery size, ExactIndex's single query against the goal."""
     run = runs[-1]
     single = [row for row in run["rows"] if row["method"] == "ExactIndex float32, 1 query"]
-    verdicts = "; ".join(f"{row['n']:,}: {row['× bound']:.2f}× "
-                         f"({'met' if row['× bound'] <= GOAL_X_BOUND else 'not met'})" for row in single)
-    return "\n\n".join([
-        bench_records.run_heading(run, RECORDS),
-        markdown(run["rows"]),
-        f"torch {run['conditions']['torch']} on {run['conditions']['torch_threads']} threads; bound = bytes stored / "
-        "the best read bandwidth measured in the same run. One ExactIndex query (float32) against the goal of "
-        f"{GOAL_X_BOUND}× the bound: {verdicts}."])
+    verdicts = "; ".join(
+        f"{row['n']:,}: {row['× bound']:.2f}× ({'met' if row['× bound'] <= GOAL_X_BOUND else 'not met'})"
+        for row in single
+    )
+    return "\n\n".join(
+        [
+            bench_records.run_heading(run, RECORDS),
+            markdown(run["rows"]),
+            f"torch {run['conditions']['torch']} on {run['conditions']['torch_threads']} threads; "
+            "bound = bytes stored / the best read bandwidth measured in the same run. "
+            "One ExactIndex query (float32) against the goal of "
+            f"{GOAL_X_BOUND}× the bound: {verdicts}.",
+        ]
+    )
 
 
 def write_readme(check: bool, readme: Path = bench_records.README, folder: Path = RECORDS) -> int:
@@ -187,9 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.sizes:
         rows += bench_size(n, args)
         print(f"... n={n:,} done", file=sys.stderr)
-    record = {"conditions": conditions.finish(torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                                              numpy=np.__version__),
-              "arguments": bench_records.arguments(args), "rows": rows}
+    record = {
+        "conditions": conditions.finish(
+            torch=torch.__version__, torch_threads=torch.get_num_threads(), numpy=np.__version__
+        ),
+        "arguments": bench_records.arguments(args),
+        "rows": rows,
+    }
     print(readme_section([record]))
     bench_records.keep(record, args.json)
     return 0

@@ -52,8 +52,14 @@ def unit_rows(n: int, d: int, draw, block: int = 100_000) -> np.ndarray:
 def gaussian_mixture(n: int, centres: np.ndarray, spread: float, rng: np.random.Generator) -> np.ndarray:
     """(n, d) float32 unit vectors: normalise(centre + noise), centres drawn uniformly, noise norm ~ spread."""
     d = centres.shape[1]
-    return unit_rows(n, d, lambda m: centres[rng.integers(0, len(centres), m)]
-                     + rng.standard_normal((m, d), dtype=np.float32) * (spread / math.sqrt(d)))
+    return unit_rows(
+        n,
+        d,
+        lambda m: (
+            centres[rng.integers(0, len(centres), m)]
+            + rng.standard_normal((m, d), dtype=np.float32) * (spread / math.sqrt(d))
+        ),
+    )
 
 
 def gaussian_unit_vectors(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
@@ -96,29 +102,38 @@ def best_recalls(run: dict) -> str:
 def gaussian_comparison(gaussian: dict, mixture: dict) -> str:
     """Why the data are clustered: the best recalls of a ``--data gaussian`` run beside the mixture run's."""
     a, k = gaussian["arguments"], gaussian["arguments"]["k"]
-    return (f"**Why clustered data:** on {a['n']:,} × {a['dim']} random Gaussian unit vectors "
-            f"(`--data gaussian`, {gaussian['conditions']['date_utc']} UTC, commit {gaussian['conditions']['commit']}, "
-            f"{a['queries']:,} queries) the best recall@{k} of each index over the same kind of sweep was "
-            f"{best_recalls(gaussian)}; on the {mixture['arguments']['n']:,}-vector mixture above, "
-            f"{best_recalls(mixture)}. Without clusters a point's true neighbours are barely nearer than any other "
-            "point, so an inverted list or a graph must visit far more of the data to find them.")
+    return (
+        f"**Why clustered data:** on {a['n']:,} × {a['dim']} random Gaussian unit vectors "
+        f"(`--data gaussian`, {gaussian['conditions']['date_utc']} UTC, commit {gaussian['conditions']['commit']}, "
+        f"{a['queries']:,} queries) the best recall@{k} of each index over the same kind of sweep was "
+        f"{best_recalls(gaussian)}; on the {mixture['arguments']['n']:,}-vector mixture above, "
+        f"{best_recalls(mixture)}. Without clusters a point's true neighbours are barely nearer than any other "
+        "point, so an inverted list or a graph must visit far more of the data to find them."
+    )
 
 
 def run_section(run: dict) -> str:
     """One run: its data, build times and the recall / latency sweep with the goal per row."""
     a, k = run["arguments"], run["arguments"]["k"]
-    data = (f"unit vectors from a Gaussian mixture of {a['centres']:,} centres (noise norm {a['spread']})"
-            if data_kind(run) == "mixture" else "random Gaussian unit vectors (no clusters)")
-    return "\n\n".join([
-        bench_records.run_heading(run, RECORDS),
-        f"Data: {a['n']:,} × {a['dim']} {data}, {a['queries']:,} held-out queries; faiss "
-        f"{run['conditions']['faiss']} on {run['conditions']['faiss_threads']} threads; single-query latency over "
-        f"{a['latency_queries']} queries ({a['exact_latency_queries']} for the exact baselines). Build:",
-        bench_records.markdown_table(run["builds"], ["index", "train s", "add s", "total s", "note"]),
-        f"Recall@{k} against single-query latency (goal: recall@{k} ≥ {GOAL['recall']} at < {GOAL['median_ms']:g} "
-        "ms per query):",
-        bench_records.markdown_table(run["rows"], ["index", "params", f"recall@{k}", "median ms/query", "p90 ms/query",
-                                                   "goal met"])])
+    data = (
+        f"unit vectors from a Gaussian mixture of {a['centres']:,} centres (noise norm {a['spread']})"
+        if data_kind(run) == "mixture"
+        else "random Gaussian unit vectors (no clusters)"
+    )
+    return "\n\n".join(
+        [
+            bench_records.run_heading(run, RECORDS),
+            f"Data: {a['n']:,} × {a['dim']} {data}, {a['queries']:,} held-out queries; faiss "
+            f"{run['conditions']['faiss']} on {run['conditions']['faiss_threads']} threads; single-query latency over "
+            f"{a['latency_queries']} queries ({a['exact_latency_queries']} for the exact baselines). Build:",
+            bench_records.markdown_table(run["builds"], ["index", "train s", "add s", "total s", "note"]),
+            f"Recall@{k} against single-query latency (goal: recall@{k} ≥ {GOAL['recall']} at < {GOAL['median_ms']:g} "
+            "ms per query):",
+            bench_records.markdown_table(
+                run["rows"], ["index", "params", f"recall@{k}", "median ms/query", "p90 ms/query", "goal met"]
+            ),
+        ]
+    )
 
 
 def readme_section(runs: list[dict]) -> str:
@@ -141,9 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000, help="indexed vectors (1000000 for the full run)")
     parser.add_argument("--dim", type=int, default=512, help="embedding dimension")
-    parser.add_argument("--data", choices=["mixture", "gaussian"], default="mixture",
-                        help="mixture: clustered unit vectors (the benchmark); gaussian: plain random unit vectors, "
-                             "to see ANN indexes fail where there is no neighbourhood structure")
+    parser.add_argument(
+        "--data",
+        choices=["mixture", "gaussian"],
+        default="mixture",
+        help="mixture: clustered unit vectors (the benchmark); gaussian: plain random unit vectors, "
+        "to see ANN indexes fail where there is no neighbourhood structure",
+    )
     parser.add_argument("--centres", type=int, default=1000, help="Gaussian mixture components")
     parser.add_argument("--spread", type=float, default=1.5, help="noise norm relative to the unit centre")
     parser.add_argument("--queries", type=int, default=1000, help="held-out queries for recall")
@@ -173,16 +192,20 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     if args.data == "mixture":
-        print(f"data: Gaussian mixture of {args.centres:,} random unit centres, noise norm {args.spread}, "
-              f"L2-normalised; n={args.n:,}, d={args.dim}, {args.queries:,} held-out queries from the same mixture; "
-              f"k={args.k}\n")
+        print(
+            f"data: Gaussian mixture of {args.centres:,} random unit centres, noise norm {args.spread}, "
+            f"L2-normalised; n={args.n:,}, d={args.dim}, {args.queries:,} held-out queries from the same mixture; "
+            f"k={args.k}\n"
+        )
         centres = rng.standard_normal((args.centres, args.dim), dtype=np.float32)
         centres /= np.linalg.norm(centres, axis=1, keepdims=True)
         base = gaussian_mixture(args.n, centres, args.spread, rng)
         queries = gaussian_mixture(args.queries, centres, args.spread, rng)
     else:
-        print(f"data: random Gaussian unit vectors (no clusters); n={args.n:,}, d={args.dim}, {args.queries:,} "
-              f"queries; k={args.k}\n")
+        print(
+            f"data: random Gaussian unit vectors (no clusters); n={args.n:,}, d={args.dim}, {args.queries:,} "
+            f"queries; k={args.k}\n"
+        )
         base = gaussian_unit_vectors(args.n, args.dim, rng)
         queries = gaussian_unit_vectors(args.queries, args.dim, rng)
     latency_queries = queries[: args.latency_queries]
@@ -272,10 +295,14 @@ def main(argv: list[str] | None = None) -> int:
 
     for b in builds:
         b["total s"] = float(b["train s"]) + float(b["add s"])
-    record = {"conditions": conditions.finish(faiss=faiss.__version__, faiss_threads=faiss.omp_get_max_threads(),
-                                              torch=torch.__version__),
-              "arguments": {**bench_records.arguments(args), "nlist": nlist, "train_size": train_size},
-              "builds": builds, "rows": rows}
+    record = {
+        "conditions": conditions.finish(
+            faiss=faiss.__version__, faiss_threads=faiss.omp_get_max_threads(), torch=torch.__version__
+        ),
+        "arguments": {**bench_records.arguments(args), "nlist": nlist, "train_size": train_size},
+        "builds": builds,
+        "rows": rows,
+    }
     print(run_section(record))
     bench_records.keep(record, args.json)
     return 0

@@ -135,8 +135,11 @@ def build(args: argparse.Namespace, folder: Path) -> dict:
         add_seconds += t1 - t0
         truth_seconds += time.perf_counter() - t1
         if i % max(1, len(bounds) // 10) == 0:
-            print(f"  chunk {i + 1}/{len(bounds)}: add {add_seconds:.0f} s, ground truth {truth_seconds:.0f} s, "
-                  f"RSS {memory_mb()['VmRSS']:.0f} MB", flush=True)
+            print(
+                f"  chunk {i + 1}/{len(bounds)}: add {add_seconds:.0f} s, ground truth {truth_seconds:.0f} s, "
+                f"RSS {memory_mb()['VmRSS']:.0f} MB",
+                flush=True,
+            )
     vectors.close()
     np.save(folder / "truth.npy", best[1])
     timings["add shards s"], timings["ground truth s"] = add_seconds, truth_seconds
@@ -178,9 +181,19 @@ def search(args: argparse.Namespace, folder: Path) -> None:
                 found[q] = searcher.search(queries[q : q + 1], args.k)[1][0]
                 times[q] = time.perf_counter() - t0
             recall = np.mean([len(set(f) & set(t)) / args.k for f, t in zip(found, truth, strict=True)])
-            print(json.dumps({"nprobe": nprobe, "rerank": candidates, "recall": float(recall),
-                              "median ms": 1000 * float(np.median(times)),
-                              "p90 ms": 1000 * float(np.percentile(times, 90)), "memory": memory_mb()}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "nprobe": nprobe,
+                        "rerank": candidates,
+                        "recall": float(recall),
+                        "median ms": 1000 * float(np.median(times)),
+                        "p90 ms": 1000 * float(np.percentile(times, 90)),
+                        "memory": memory_mb(),
+                    }
+                ),
+                flush=True,
+            )
 
 
 RECORDS = bench_records.BENCH_RECORDS / "ivfpq_ondisk"
@@ -192,29 +205,61 @@ GOALS = {"rss_mb": 2000, "recall": 0.90, "median_ms": 10.0, "build_s": 30 * 60}
 def run_table(run: dict) -> str:
     """One kept run: its data and build, the nprobe x re-rank sweep, and the settings that meet every goal."""
     a, build, opened = run["arguments"], run["build"], run["opened"]
-    columns = ["nprobe", "re-rank candidates", f"recall@{a['k']}", "median ms/query", "p90 ms/query",
-               "search process RSS"]
-    table = [dict(zip(columns, [row["nprobe"], row["rerank"] or "—", f"{row['recall']:.3f}",
-                                f"{row['median ms']:.2f}", f"{row['p90 ms']:.2f}",
-                                f"{row['memory']['VmRSS']:,.0f} MB"])) for row in run["rows"]]
-    meeting = [row for row in run["rows"] if row["recall"] >= GOALS["recall"]
-               and row["median ms"] <= GOALS["median_ms"] and row["memory"]["VmRSS"] <= GOALS["rss_mb"]]
+    columns = [
+        "nprobe",
+        "re-rank candidates",
+        f"recall@{a['k']}",
+        "median ms/query",
+        "p90 ms/query",
+        "search process RSS",
+    ]
+    table = [
+        dict(
+            zip(
+                columns,
+                [
+                    row["nprobe"],
+                    row["rerank"] or "—",
+                    f"{row['recall']:.3f}",
+                    f"{row['median ms']:.2f}",
+                    f"{row['p90 ms']:.2f}",
+                    f"{row['memory']['VmRSS']:,.0f} MB",
+                ],
+            )
+        )
+        for row in run["rows"]
+    ]
+    meeting = [
+        row
+        for row in run["rows"]
+        if row["recall"] >= GOALS["recall"]
+        and row["median ms"] <= GOALS["median_ms"]
+        and row["memory"]["VmRSS"] <= GOALS["rss_mb"]
+    ]
     build_s = build["build s (train + add + merge)"]
     met = meeting and build_s <= GOALS["build_s"]
     fastest = min(meeting, key=lambda row: row["median ms"]) if meeting else None
-    return "\n\n".join([
-        f"**{a['n']:,} × {a['dim']}**, IVF{a['nlist']},PQ{a['pq_m']} trained on {a['train_size']:,} vectors, "
-        f"{a['queries']:,} held-out queries. " + bench_records.run_heading(run, RECORDS, lead="Measured", end="."),
-        bench_records.markdown_table(table, columns),
-        f"Build {build_s:,.0f} s (train {build['train s']:,.0f} s, add {build['add shards s']:,.0f} s, merge "
-        f"{build['merge s']:.1f} s) plus {build['ground truth s']:,.0f} s of streamed ground truth; peak RSS while "
-        f"building {build['build peak RSS MB']:,.0f} MB; on disk {build['lists file MB']:,.0f} MB of lists and "
-        f"{build['vectors.f16 MB']:,.0f} MB of float16 vectors for re-ranking ({build['shards MB']:,.0f} MB of shards, "
-        f"deleted after the merge). The search process holds {opened['before open']['VmRSS']:,.0f} MB before opening "
-        f"the index (Python, numpy, torch, faiss). Goals (search RSS ≤ {GOALS['rss_mb']:,} MB, recall@{a['k']} ≥ "
-        f"{GOALS['recall']}, ≤ {GOALS['median_ms']:g} ms per query, build ≤ {GOALS['build_s'] // 60} min): "
-        + (f"met by {len(meeting)} of {len(run['rows'])} settings, the fastest nprobe {fastest['nprobe']} with "
-           f"{fastest['rerank']} candidates re-ranked ({fastest['median ms']:.2f} ms median)." if met else "not met.")])
+    return "\n\n".join(
+        [
+            f"**{a['n']:,} × {a['dim']}**, IVF{a['nlist']},PQ{a['pq_m']} trained on {a['train_size']:,} vectors, "
+            f"{a['queries']:,} held-out queries. " + bench_records.run_heading(run, RECORDS, lead="Measured", end="."),
+            bench_records.markdown_table(table, columns),
+            f"Build {build_s:,.0f} s (train {build['train s']:,.0f} s, add {build['add shards s']:,.0f} s, merge "
+            f"{build['merge s']:.1f} s) plus {build['ground truth s']:,.0f} s of streamed ground truth; peak RSS while "
+            f"building {build['build peak RSS MB']:,.0f} MB; on disk {build['lists file MB']:,.0f} MB of lists and "
+            f"{build['vectors.f16 MB']:,.0f} MB of float16 vectors for re-ranking "
+            f"({build['shards MB']:,.0f} MB of shards, deleted after the merge). "
+            f"The search process holds {opened['before open']['VmRSS']:,.0f} MB before opening "
+            f"the index (Python, numpy, torch, faiss). Goals (search RSS ≤ {GOALS['rss_mb']:,} MB, recall@{a['k']} ≥ "
+            f"{GOALS['recall']}, ≤ {GOALS['median_ms']:g} ms per query, build ≤ {GOALS['build_s'] // 60} min): "
+            + (
+                f"met by {len(meeting)} of {len(run['rows'])} settings, the fastest nprobe {fastest['nprobe']} with "
+                f"{fastest['rerank']} candidates re-ranked ({fastest['median ms']:.2f} ms median)."
+                if met
+                else "not met."
+            ),
+        ]
+    )
 
 
 def rows_reader(run: dict) -> str:
@@ -227,15 +272,20 @@ def memmap_comparison(memmap_run: dict, pread_run: dict) -> str:
     search process's file-backed and total resident memory after the last setting of each sweep."""
     a, mapped, read = memmap_run["arguments"], memmap_run["rows"][-1]["memory"], pread_run["rows"][-1]["memory"]
     differing = [name for name in a if name != "rows_reader" and a[name] != pread_run["arguments"].get(name)]
-    settings = (f"the same {len(memmap_run['rows'])} settings" if not differing
-                else f"arguments differing in {', '.join(differing)}") + f" of {a['queries']:,} queries each"
-    return (f"**Why `pread`:** the same {a['n']:,}-vector index searched with `--rows-reader memmap` "
-            f"({memmap_run['conditions']['date_utc']} UTC, commit {memmap_run['conditions']['commit']}, "
-            f"{settings}): after the sweep the search process's file-backed resident memory was "
-            f"{mapped['RssFile']:,.0f} MB ({mapped['VmRSS']:,.0f} MB in all) against {read['RssFile']:,.0f} MB "
-            f"({read['VmRSS']:,.0f} MB) with `pread`. Both count the libraries and the mapped lists file; the memory "
-            f"map adds the pages of the {memmap_run['build']['vectors.f16 MB']:,.0f} MB vectors file that the queries "
-            "touched, and their neighbours, as the process's own.")
+    settings = (
+        f"the same {len(memmap_run['rows'])} settings"
+        if not differing
+        else f"arguments differing in {', '.join(differing)}"
+    ) + f" of {a['queries']:,} queries each"
+    return (
+        f"**Why `pread`:** the same {a['n']:,}-vector index searched with `--rows-reader memmap` "
+        f"({memmap_run['conditions']['date_utc']} UTC, commit {memmap_run['conditions']['commit']}, "
+        f"{settings}): after the sweep the search process's file-backed resident memory was "
+        f"{mapped['RssFile']:,.0f} MB ({mapped['VmRSS']:,.0f} MB in all) against {read['RssFile']:,.0f} MB "
+        f"({read['VmRSS']:,.0f} MB) with `pread`. Both count the libraries and the mapped lists file; the memory "
+        f"map adds the pages of the {memmap_run['build']['vectors.f16 MB']:,.0f} MB vectors file that the queries "
+        "touched, and their neighbours, as the process's own."
+    )
 
 
 def readme_section(runs: list[dict]) -> str:
@@ -272,10 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=0, help="k-means sample (0: 40 * nlist)")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--rerank", type=int, nargs="+", default=[0, 100], help="candidates re-scored (0: none)")
-    parser.add_argument("--rows-reader", choices=["pread", "memmap"], default="pread",
-                        help="how re-ranking reads candidate rows from vectors.f16.npy: pread (index_ondisk.NpyRows, "
-                             "the course's way) or numpy.memmap (to see what a memory map adds to the search "
-                             "process's resident memory)")
+    parser.add_argument(
+        "--rows-reader",
+        choices=["pread", "memmap"],
+        default="pread",
+        help="how re-ranking reads candidate rows from vectors.f16.npy: pread (index_ondisk.NpyRows, "
+        "the course's way) or numpy.memmap (to see what a memory map adds to the search "
+        "process's resident memory)",
+    )
     parser.add_argument("--folder", default=None, help="where the index lives (default: cache/ivfpq-bench-<n>)")
     parser.add_argument("--keep", action="store_true", help="keep the folder afterwards")
     parser.add_argument("--seed", type=int, default=0)
@@ -292,10 +346,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     conditions = bench_records.RunConditions()
-    print(f"data: {args.n:,} x {args.dim} clustered unit vectors ({args.centres} centres, latent {args.latent}-d "
-          f"of norm {args.latent_norm}, noise {args.noise}); {args.queries:,} held-out queries; k={args.k}")
-    print(f"index: IVF{args.nlist},PQ{args.pq_m} (inner product), trained on {args.train_size:,} vectors; "
-          f"shards of {args.chunk:,}; folder {folder}\n", flush=True)
+    print(
+        f"data: {args.n:,} x {args.dim} clustered unit vectors ({args.centres} centres, latent {args.latent}-d "
+        f"of norm {args.latent_norm}, noise {args.noise}); {args.queries:,} held-out queries; k={args.k}"
+    )
+    print(
+        f"index: IVF{args.nlist},PQ{args.pq_m} (inner product), trained on {args.train_size:,} vectors; "
+        f"shards of {args.chunk:,}; folder {folder}\n",
+        flush=True,
+    )
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     timings = build(args, folder)
@@ -303,18 +362,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key}: {value:,.1f}")
     print(flush=True)
 
-    child = subprocess.run([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--folder",
-                            str(folder), "--search-only"],
-                           capture_output=True, text=True)
+    child = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            *(argv if argv is not None else sys.argv[1:]),
+            "--folder",
+            str(folder),
+            "--search-only",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if child.returncode:
         print(child.stderr)
         raise SystemExit(child.returncode)
     rows = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
     opened = rows[0]
-    record = {"conditions": conditions.finish(omp_num_threads=os.environ.get("OMP_NUM_THREADS")),
-              "arguments": {name: value for name, value in bench_records.arguments(args).items()
-                            if name not in ("folder", "keep")},
-              "build": timings, "opened": opened, "rows": rows[1:]}
+    record = {
+        "conditions": conditions.finish(omp_num_threads=os.environ.get("OMP_NUM_THREADS")),
+        "arguments": {
+            name: value for name, value in bench_records.arguments(args).items() if name not in ("folder", "keep")
+        },
+        "build": timings,
+        "opened": opened,
+        "rows": rows[1:],
+    }
     print(readme_section([record]))
     bench_records.keep(record, args.json)
     if not args.keep:

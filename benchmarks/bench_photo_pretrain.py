@@ -35,8 +35,16 @@ RECORDS = bench_records.BENCH_RECORDS / "photo-pretrain"
 README = Path(__file__).resolve().parent / "README.md"  # benchmarks/README.md
 README_MARKERS = ("<!-- bench-photo-pretrain:start -->", "<!-- bench-photo-pretrain:end -->")
 GOALS = {"exact R@10": 0.50, "attribute-match R@10": 0.85, "training min": 15.0}  # issue 14 (minutes: at most)
-COLUMNS = ("exact R@1", "exact R@5", "exact R@10", "same-title R@10", "attribute-match R@10", "chance exact R@10",
-           "chance same-title R@10", "chance attribute-match R@10")
+COLUMNS = (
+    "exact R@1",
+    "exact R@5",
+    "exact R@10",
+    "same-title R@10",
+    "attribute-match R@10",
+    "chance exact R@10",
+    "chance same-title R@10",
+    "chance attribute-match R@10",
+)
 
 
 class TimedEvaluations:
@@ -73,20 +81,26 @@ def cell(value: object, column: str) -> str:
 
 def goals_verdict(row: dict) -> str:
     """``"yes"`` when one evaluation row meets issue 14's goals, else ``"no (...)"`` naming the ones it misses."""
-    missed = [name for name, goal in GOALS.items()
-              if (row[name] > goal if name == "training min" else row[name] < goal)]
+    missed = [
+        name for name, goal in GOALS.items() if (row[name] > goal if name == "training min" else row[name] < goal)
+    ]
     return f"no ({', '.join(missed)})" if missed else "yes"
 
 
 def final_row(run: dict) -> dict:
     """A kept run's last evaluation, with what distinguishes the run (seed, attribute weight, threads)."""
     arguments, conditions = run["arguments"], run["conditions"]
-    return {"date (UTC)": conditions["date_utc"], "commit": conditions["commit"], "seed": arguments["seed"],
-            "W": arguments["attribute_weight"], "threads": conditions["torch_threads"], "load before/after": "/".join(
-                f"{load:.2f}" for load in conditions["load_average_before_after"]),
-            "CPU steal": bench_records.cpu_steal(conditions) or "",
-            **{c: run["rows"][-1][c] for c in ("epoch", "training min", *COLUMNS[:5])},
-            "goals met": goals_verdict(run["rows"][-1])}
+    return {
+        "date (UTC)": conditions["date_utc"],
+        "commit": conditions["commit"],
+        "seed": arguments["seed"],
+        "W": arguments["attribute_weight"],
+        "threads": conditions["torch_threads"],
+        "load before/after": "/".join(f"{load:.2f}" for load in conditions["load_average_before_after"]),
+        "CPU steal": bench_records.cpu_steal(conditions) or "",
+        **{c: run["rows"][-1][c] for c in ("epoch", "training min", *COLUMNS[:5])},
+        "goals met": goals_verdict(run["rows"][-1]),
+    }
 
 
 def recipe_differs_only_in_attribute_weight(run: dict, other: dict) -> bool:
@@ -100,35 +114,45 @@ def attribute_term_effects(runs: list[dict]) -> list[str]:
     lines = []
     for without in (run for run in runs if run["arguments"]["attribute_weight"] == 0):
         for with_term in runs:
-            if (with_term["arguments"]["attribute_weight"]
-                    and recipe_differs_only_in_attribute_weight(with_term, without)):
+            if with_term["arguments"]["attribute_weight"] and recipe_differs_only_in_attribute_weight(
+                with_term, without
+            ):
                 before, after = without["rows"][-1], with_term["rows"][-1]
                 lines.append(
                     f"- seed {without['arguments']['seed']}, W = {with_term['arguments']['attribute_weight']:g} "
                     "against W = 0: attribute-match R@10 "
                     f"{after['attribute-match R@10'] - before['attribute-match R@10']:+.3f}, "
                     f"exact R@10 {after['exact R@10'] - before['exact R@10']:+.3f}, training minutes "
-                    f"{after['training min']:.2f} against {before['training min']:.2f}")
+                    f"{after['training min']:.2f} against {before['training min']:.2f}"
+                )
     return lines
 
 
 def readme_section(runs: list[dict]) -> str:
     """Every kept run's final evaluation against issue 14's goals, the attribute term's effect where a pair of runs
     shows it, and each learning curve (a run evaluated during training)."""
-    parts = [f"**Measured** by `bench_photo_pretrain.py` ({runs[-1]['conditions']['machine']}; records in "
-             f"`{RECORDS.relative_to(bench_records.REPO_ROOT)}/`): the last evaluation of every kept run, `W` the "
-             f"attribute weight. Goals: exact R@10 ≥ {GOALS['exact R@10']:.2f} and attribute-match R@10 ≥ "
-             f"{GOALS['attribute-match R@10']:.2f} within {GOALS['training min']:g} training minutes.",
-             bench_records.markdown_table([final_row(run) for run in runs], list(final_row(runs[0])), cell)]
+    parts = [
+        f"**Measured** by `bench_photo_pretrain.py` ({runs[-1]['conditions']['machine']}; records in "
+        f"`{RECORDS.relative_to(bench_records.REPO_ROOT)}/`): the last evaluation of every kept run, `W` the "
+        f"attribute weight. Goals: exact R@10 ≥ {GOALS['exact R@10']:.2f} and attribute-match R@10 ≥ "
+        f"{GOALS['attribute-match R@10']:.2f} within {GOALS['training min']:g} training minutes.",
+        bench_records.markdown_table([final_row(run) for run in runs], list(final_row(runs[0])), cell),
+    ]
     effects = attribute_term_effects(runs)
     if effects:
         parts.append("The attribute term, between kept runs that differ in nothing else:\n\n" + "\n".join(effects))
     for run in (run for run in runs if len(run["rows"]) > 1):
         chance = {"epoch": "chance", **{c: run["rows"][-1][f"chance {c}"] for c in COLUMNS[2:5]}}
-        parts += [bench_records.run_heading(run, RECORDS, lead="**Learning curve**", end=
-                                            f"; {run['data']['train_items']:,} training photos, held-out gallery "
-                                            f"{run['data']['gallery']:,}, training minutes exclude the evaluations:"),
-                  bench_records.markdown_table([*run["rows"], chance], ["epoch", "training min", *COLUMNS[:5]], cell)]
+        parts += [
+            bench_records.run_heading(
+                run,
+                RECORDS,
+                lead="**Learning curve**",
+                end=f"; {run['data']['train_items']:,} training photos, held-out gallery "
+                f"{run['data']['gallery']:,}, training minutes exclude the evaluations:",
+            ),
+            bench_records.markdown_table([*run["rows"], chance], ["epoch", "training min", *COLUMNS[:5]], cell),
+        ]
     return "\n\n".join(parts)
 
 
@@ -139,8 +163,11 @@ def write_readme(check: bool, readme: Path = README, folder: Path = RECORDS) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=str(shared_data_dir() / "fashion-product-small"),
-                        help="Kaggle-layout folder (styles.csv + images/<id>.jpg)")
+    parser.add_argument(
+        "--data-root",
+        default=str(shared_data_dir() / "fashion-product-small"),
+        help="Kaggle-layout folder (styles.csv + images/<id>.jpg)",
+    )
     parser.add_argument("--model", default=photo.PHOTO_RECIPE.model, help="course model config (models/model_configs)")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: config's)")
     default = photo.PHOTO_RECIPE.train
@@ -152,13 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--description-rate", type=float, default=photo.PHOTO_RECIPE.description_rate)
     parser.add_argument("--crop-scale", type=float, default=photo.PHOTO_RECIPE.crop_scale)
     parser.add_argument("--no-flip", action="store_true", help="no horizontal flips")
-    parser.add_argument("--attribute-weight", type=float, default=photo.PHOTO_RECIPE.attribute_weight,
-                        help="weight of the loss whose positives share article type and colour")
+    parser.add_argument(
+        "--attribute-weight",
+        type=float,
+        default=photo.PHOTO_RECIPE.attribute_weight,
+        help="weight of the loss whose positives share article type and colour",
+    )
     parser.add_argument("--plain-clip", action="store_true", help="plain CLIP loss instead of the multi-positive loss")
     parser.add_argument("--gallery", type=int, default=1000, help="held-out gallery size")
     parser.add_argument("--limit", type=int, help="read only this many rows of styles.csv (a quick smoke run)")
-    parser.add_argument("--eval-every-epochs", type=int, default=0,
-                        help="also evaluate during training (0: at the end)")
+    parser.add_argument(
+        "--eval-every-epochs", type=int, default=0, help="also evaluate during training (0: at the end)"
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
     bench_records.add_record_options(parser, "benchmarks/README.md › bench_photo_pretrain.py")
@@ -171,26 +203,50 @@ def main(argv: list[str] | None = None) -> int:
     catalogue = load_fashion_product_small(args.data_root, seed=args.seed, limit=args.limit, triplets=False)
     train, gallery = catalogue.split("train"), photo.held_out_gallery(catalogue, args.gallery, seed=args.seed)
     steps_per_epoch = TrainConfig(batch_size=args.batch_size).steps_per_epoch(len(train))
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                         warmup_steps=args.warmup_steps, seed=args.seed,
-                         eval_every=args.eval_every_epochs * steps_per_epoch or None)
-    recipe = photo.PhotoRecipe(model=args.model, image_size=tuple(args.image_size) if args.image_size else None,
-                               train=config, description_rate=args.description_rate, crop_scale=args.crop_scale,
-                               flip=not args.no_flip, multi_positive=not args.plain_clip,
-                               attribute_weight=args.attribute_weight)
-    print(f"# {conditions.date_utc} UTC, torch threads {torch.get_num_threads()}, load average before "
-          f"{conditions.load_before:.2f}")
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
+        seed=args.seed,
+        eval_every=args.eval_every_epochs * steps_per_epoch or None,
+    )
+    recipe = photo.PhotoRecipe(
+        model=args.model,
+        image_size=tuple(args.image_size) if args.image_size else None,
+        train=config,
+        description_rate=args.description_rate,
+        crop_scale=args.crop_scale,
+        flip=not args.no_flip,
+        multi_positive=not args.plain_clip,
+        attribute_weight=args.attribute_weight,
+    )
+    print(
+        f"# {conditions.date_utc} UTC, torch threads {torch.get_num_threads()}, load average before "
+        f"{conditions.load_before:.2f}"
+    )
     print(f"# data {args.data_root}: {len(train)} training items, held-out gallery {len(gallery)} (outside train)")
     print(f"# recipe {asdict(recipe)}")
     evaluations = TimedEvaluations(gallery, args.eval_every_epochs, args.epochs)
     bundle = photo.pretrained_photo_clip(catalogue, recipe, use_cache=False, progress=False, evaluate=evaluations)
-    print(f"# training minutes {evaluations.training_minutes():.2f} (evaluations excluded), "
-          f"{len(bundle.history)} steps, final loss {bundle.history[-1]['loss']:.3f}, "
-          f"load average after {os.getloadavg()[0]:.2f}")
-    bench_records.keep({"conditions": conditions.finish(torch_threads=torch.get_num_threads()),
-                        "arguments": bench_records.arguments(args), "recipe": asdict(recipe),
-                        "data": {"train_items": len(train), "gallery": len(gallery)}, "rows": evaluations.rows,
-                        "steps": len(bundle.history), "final_loss": bundle.history[-1]["loss"]}, args.json)
+    print(
+        f"# training minutes {evaluations.training_minutes():.2f} (evaluations excluded), "
+        f"{len(bundle.history)} steps, final loss {bundle.history[-1]['loss']:.3f}, "
+        f"load average after {os.getloadavg()[0]:.2f}"
+    )
+    bench_records.keep(
+        {
+            "conditions": conditions.finish(torch_threads=torch.get_num_threads()),
+            "arguments": bench_records.arguments(args),
+            "recipe": asdict(recipe),
+            "data": {"train_items": len(train), "gallery": len(gallery)},
+            "rows": evaluations.rows,
+            "steps": len(bundle.history),
+            "final_loss": bundle.history[-1]["loss"],
+        },
+        args.json,
+    )
     return 0
 
 

@@ -43,27 +43,42 @@ README_MARKERS = ("<!-- bench-rerank:start -->", "<!-- bench-rerank:end -->")
 def split_tokens(dual, experiment, split) -> tuple[cu.embed.ImageTokens, cu.embed.TextTokens]:
     """The frozen dual encoder's image and caption tokens of ``split`` (cached)."""
     captions = cu.embed.caption_texts(split, experiment.query_style)
-    return (cu.embed.encode_image_tokens(dual, split, progress=False),
-            cu.embed.encode_text_tokens(dual, captions, progress=False))
+    return (
+        cu.embed.encode_image_tokens(dual, split, progress=False),
+        cu.embed.encode_text_tokens(dual, captions, progress=False),
+    )
 
 
-def train_matcher(images, texts, similarity: torch.Tensor, width: int, layers: int, settings: dict,
-                  seed: int) -> torch.nn.Module:
+def train_matcher(
+    images, texts, similarity: torch.Tensor, width: int, layers: int, settings: dict, seed: int
+) -> torch.nn.Module:
     """Notebook 03's ITM recipe (hard negatives mined on the split's own ``similarity``, curriculum, BCE) on one
     split."""
     pairs = rerank.HardNegativePairs(
         rerank.mine_hard_negatives(similarity, settings["mining_k"], seed=seed),
         rerank.mine_hard_negatives(similarity.T, settings["mining_k"], seed=seed),
-        seed=seed, easy_epochs=settings["itm_easy_epochs"], random_share=settings["itm_random_share"])
+        seed=seed,
+        easy_epochs=settings["itm_easy_epochs"],
+        random_share=settings["itm_random_share"],
+    )
     torch.manual_seed(seed)
-    matcher = cu.models.cross_modal.ImageTextMatcher(images.tokens.shape[-1], texts.tokens.shape[-1], width=width,
-                                                     heads=settings["itm_heads"], layers=layers,
-                                                     n_image_tokens=images.tokens.shape[1])
-    config = cu.train.TrainConfig(epochs=settings["itm_epochs"], batch_size=settings["itm_batch_size"],
-                                  lr=settings["itm_lr"], weight_decay=settings["itm_weight_decay"],
-                                  warmup_steps=settings["itm_warmup_steps"], seed=seed)
-    cu.train.fit(matcher, pairs, rerank.itm_batch_loss(rerank.token_pair_logits(images, texts)), config,
-                 progress=False)
+    matcher = cu.models.cross_modal.ImageTextMatcher(
+        images.tokens.shape[-1],
+        texts.tokens.shape[-1],
+        width=width,
+        heads=settings["itm_heads"],
+        layers=layers,
+        n_image_tokens=images.tokens.shape[1],
+    )
+    config = cu.train.TrainConfig(
+        epochs=settings["itm_epochs"],
+        batch_size=settings["itm_batch_size"],
+        lr=settings["itm_lr"],
+        weight_decay=settings["itm_weight_decay"],
+        warmup_steps=settings["itm_warmup_steps"],
+        seed=seed,
+    )
+    cu.train.fit(matcher, pairs, rerank.itm_batch_loss(rerank.token_pair_logits(images, texts)), config, progress=False)
     return matcher.eval()
 
 
@@ -85,18 +100,29 @@ def readme_section(runs: list[dict]) -> str:
     dual, mistakes = run["dual_R@1"], dict(run["first_item_mistakes"])
     wrong = mistakes.pop("wrong")
     gains = [max(row["R@1"]) / dual["test"] - 1 for row in run["rows"]]  # best weight against the dual encoder
-    rows = [{"matcher": row["arm"], "seed": row["seed"], "pairs": row["pairs"], "train s": f"{row['train_s']:.0f}",
-             **{f"R@1 w={w:g}": r for w, r in zip(run["dual_weights"], row["R@1"])},
-             "best vs dual": f"{gain:+.1%}"} for row, gain in zip(run["rows"], gains)]
+    rows = [
+        {
+            "matcher": row["arm"],
+            "seed": row["seed"],
+            "pairs": row["pairs"],
+            "train s": f"{row['train_s']:.0f}",
+            **{f"R@1 w={w:g}": r for w, r in zip(run["dual_weights"], row["R@1"])},
+            "best vs dual": f"{gain:+.1%}",
+        }
+        for row, gain in zip(run["rows"], gains)
+    ]
     reached = sum(gain >= GOAL for gain in gains)
-    return "\n\n".join([
-        bench_records.run_heading(run, RECORDS, end=f"; matcher recipe {run['recipe']}, top-{run['rerank_k']}):"),
-        f"Dual encoder R@1: train {dual['train']:.3f} (trained on), val {dual['val']:.3f}, test {dual['test']:.3f} "
-        f"({run['test_items']:,} items). Its first item is wrong for {wrong:,} test queries; it differs from the "
-        "query's item in " + ", ".join(f"{name} {count / wrong:.0%}" for name, count in mistakes.items()) + ".",
-        bench_records.markdown_table(rows, list(rows[0])),
-        f"Issue 14's goal (R@1 +{GOAL:.0%} relative, here with the weight picked on test): reached by {reached} of "
-        f"{len(rows)} rows."])
+    return "\n\n".join(
+        [
+            bench_records.run_heading(run, RECORDS, end=f"; matcher recipe {run['recipe']}, top-{run['rerank_k']}):"),
+            f"Dual encoder R@1: train {dual['train']:.3f} (trained on), val {dual['val']:.3f}, test {dual['test']:.3f} "
+            f"({run['test_items']:,} items). Its first item is wrong for {wrong:,} test queries; it differs from the "
+            "query's item in " + ", ".join(f"{name} {count / wrong:.0%}" for name, count in mistakes.items()) + ".",
+            bench_records.markdown_table(rows, list(rows[0])),
+            f"Issue 14's goal (R@1 +{GOAL:.0%} relative, here with the weight picked on test): reached by {reached} of "
+            f"{len(rows)} rows.",
+        ]
+    )
 
 
 def write_readme(check: bool, readme: Path = README, folder: Path = RECORDS) -> int:
@@ -119,29 +145,43 @@ def main(argv: list[str] | None = None) -> int:
     settings = notebook_settings(NOTEBOOK_DIR / "03_cross_modal_attention.ipynb", "real")
     rerank_k = args.rerank_k or settings["rerank_k"]
     recipe = {name: value for name, value in settings.items() if name.startswith(("itm_", "mining_"))}
-    print(f"threads {args.threads}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load average "
-          f"{os.getloadavg()[0]:.2f}; matcher recipe {recipe}, top-{rerank_k}", flush=True)
+    print(
+        f"threads {args.threads}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load average "
+        f"{os.getloadavg()[0]:.2f}; matcher recipe {recipe}, top-{rerank_k}",
+        flush=True,
+    )
 
     width, layers = settings["itm_width"], settings["itm_layers"]
     # (arm, split the matcher trains on, matcher width, blocks)
-    arms = (("notebook 03: train pairs", "train", width, layers),
-            ("pairs the dual never saw: val", "val", width, layers),
-            ("wider matcher: train pairs", "train", 2 * width, layers + 1))
+    arms = (
+        ("notebook 03: train pairs", "train", width, layers),
+        ("pairs the dual never saw: val", "val", width, layers),
+        ("wider matcher: train pairs", "train", 2 * width, layers + 1),
+    )
 
-    experiment = cu.tasks.load_experiment(settings["dataset"], args.data_root, settings["model"],
-                                          settings["pretrained"], "real", 0, "cpu", settings["test_size"])
+    experiment = cu.tasks.load_experiment(
+        settings["dataset"],
+        args.data_root,
+        settings["model"],
+        settings["pretrained"],
+        "real",
+        0,
+        "cpu",
+        settings["test_size"],
+    )
     dual, _ = cu.tasks.retrieval.finetuned_bundle(experiment, progress=False)
     splits = {"train": experiment.train, "val": experiment.catalogue.split("val"), "test": experiment.test}
     tokens = {name: split_tokens(dual, experiment, split) for name, split in splits.items()}
     test_images, test_texts = tokens["test"]
     similarity = {name: texts.pooled @ images.pooled.T for name, (images, texts) in tokens.items()}
     dual_r1 = {name: cu.metrics.recall_at_k(sim, torch.arange(len(sim)), (1,))[1] for name, sim in similarity.items()}
-    print(f"dual encoder R@1: train {dual_r1['train']:.3f} (trained on), val {dual_r1['val']:.3f}, test "
-          f"{dual_r1['test']:.3f} ({len(experiment.test)} items)")
+    print(
+        f"dual encoder R@1: train {dual_r1['train']:.3f} (trained on), val {dual_r1['val']:.3f}, test "
+        f"{dual_r1['test']:.3f} ({len(experiment.test)} items)"
+    )
     mistakes = first_item_mistakes(experiment, similarity["test"])
     print(f"the dual encoder's first item is wrong for {mistakes['wrong']} test queries\n")
-    print("| matcher | seed | train s | " + " | ".join(f"R@1 w={w:g}" for w in DUAL_WEIGHTS)
-          + " | best vs dual |")
+    print("| matcher | seed | train s | " + " | ".join(f"R@1 w={w:g}" for w in DUAL_WEIGHTS) + " | best vs dual |")
     print("|---" * (len(DUAL_WEIGHTS) + 4) + "|")
     rows = []
     for arm, split, width, layers in arms:
@@ -149,17 +189,32 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             matcher = train_matcher(*tokens[split], similarity[split], width, layers, settings, seed)
             seconds = time.perf_counter() - started
-            run = rerank.rerank_split(dual, test_images, test_texts,
-                                      {arm: (matcher, rerank.token_pair_logits(test_images, test_texts))},
-                                      rerank_k)
+            run = rerank.rerank_split(
+                dual,
+                test_images,
+                test_texts,
+                {arm: (matcher, rerank.token_pair_logits(test_images, test_texts))},
+                rerank_k,
+            )
             recalls = [run.recall(arm, weight, (1,))[1] for weight in DUAL_WEIGHTS]
-            print(f"| {arm} | {seed} | {seconds:.0f} | " + " | ".join(f"{r:.3f}" for r in recalls)
-                  + f" | {max(recalls) / dual_r1['test'] - 1:+.1%} |", flush=True)
+            print(
+                f"| {arm} | {seed} | {seconds:.0f} | "
+                + " | ".join(f"{r:.3f}" for r in recalls)
+                + f" | {max(recalls) / dual_r1['test'] - 1:+.1%} |",
+                flush=True,
+            )
             rows.append({"arm": arm, "seed": seed, "pairs": len(splits[split]), "train_s": seconds, "R@1": recalls})
-    record = {"conditions": conditions.finish(torch_threads=torch.get_num_threads()),
-              "arguments": bench_records.arguments(args), "recipe": recipe, "rerank_k": rerank_k,
-              "dual_weights": list(DUAL_WEIGHTS), "dual_R@1": dual_r1, "test_items": len(experiment.test),
-              "first_item_mistakes": mistakes, "rows": rows}
+    record = {
+        "conditions": conditions.finish(torch_threads=torch.get_num_threads()),
+        "arguments": bench_records.arguments(args),
+        "recipe": recipe,
+        "rerank_k": rerank_k,
+        "dual_weights": list(DUAL_WEIGHTS),
+        "dual_R@1": dual_r1,
+        "test_items": len(experiment.test),
+        "first_item_mistakes": mistakes,
+        "rows": rows,
+    }
     print("\n" + readme_section([record]))
     bench_records.keep(record, args.json)
     return 0

@@ -52,23 +52,32 @@ def run_profile(profile: str, work: Path, cache: str) -> dict:
     wall_s = time.perf_counter() - start
     timings = out / f"timings-{profile}.json"
     metrics = {path.stem: json.loads(path.read_text())["metrics"] for path in sorted((out / "results").glob("*.json"))}
-    return {"cache": cache, "exit_status": status, "wall_s": round(wall_s, 1),
-            "notebooks": {stem: round(s, 1) for stem, s in json.loads(timings.read_text()).items()}
-            if timings.exists() else {},
-            "metrics": metrics}
+    return {
+        "cache": cache,
+        "exit_status": status,
+        "wall_s": round(wall_s, 1),
+        "notebooks": {stem: round(s, 1) for stem, s in json.loads(timings.read_text()).items()}
+        if timings.exists()
+        else {},
+        "metrics": metrics,
+    }
 
 
 def differing_metrics(first: dict, second: dict) -> list[str]:
     """``notebook.metric`` names whose values differ between two runs' metrics (or that only one run has);
     NaN equals NaN."""
+
     def same(a, b) -> bool:
         return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
     names = []
     for stem in sorted(set(first) | set(second)):
         left, right = first.get(stem, {}), second.get(stem, {})
-        names += [f"{stem}.{name}" for name in sorted(set(left) | set(right))
-                  if name not in left or name not in right or not same(left[name], right[name])]
+        names += [
+            f"{stem}.{name}"
+            for name in sorted(set(left) | set(right))
+            if name not in left or name not in right or not same(left[name], right[name])
+        ]
     return names
 
 
@@ -88,31 +97,52 @@ def readme_section(records: list[dict]) -> str:
     profiles = [profile for profile in BUDGETS_S if profile in latest] + sorted(set(latest) - set(BUDGETS_S))
     columns = [(profile, run) for profile in profiles for run in latest[profile]["runs"]]
     stems = sorted({stem for _, run in columns for stem in run["notebooks"]})
-    lines = ["| notebook | " + " | ".join(f"{profile}, {run['cache']}" for profile, run in columns) + " |",
-             "|---" * (len(columns) + 1) + "|"]
+    lines = [
+        "| notebook | " + " | ".join(f"{profile}, {run['cache']}" for profile, run in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
     for stem in stems:
-        lines.append(f"| {stem} | " + " | ".join(seconds(run["notebooks"][stem]) if stem in run["notebooks"] else "–"
-                                                for _, run in columns) + " |")
-    lines.append("| **total (runner)** | " + " | ".join(
-        f"**{seconds(sum(run['notebooks'].values()))} ({sum(run['notebooks'].values()) / 60:.1f} min)**"
-        for _, run in columns) + " |")
-    lines.append("| wall time of the command | " + " | ".join(
-        f"{seconds(run['wall_s'])}" + ("" if run["exit_status"] == 0 else f" (exit {run['exit_status']})")
-        for _, run in columns) + " |")
-    conditions = [f"{profile}: {latest[profile]['conditions']['date_utc']} UTC, commit "
-                  f"{latest[profile]['conditions']['commit']}, load average "
-                  f"{latest[profile]['conditions']['load_average_before_after'][0]} before"
-                  for profile in profiles]
-    intro = (f"**Measured** by `benchmarks/bench_runtimes.py` ({latest[profiles[-1]]['conditions']['machine']}, torch "
-             f"on {latest[profiles[-1]]['conditions']['torch_threads']} threads; {'; '.join(conditions)}; records in "
-             "`results/bench/runtimes/`):")
+        lines.append(
+            f"| {stem} | "
+            + " | ".join(seconds(run["notebooks"][stem]) if stem in run["notebooks"] else "–" for _, run in columns)
+            + " |"
+        )
+    lines.append(
+        "| **total (runner)** | "
+        + " | ".join(
+            f"**{seconds(sum(run['notebooks'].values()))} ({sum(run['notebooks'].values()) / 60:.1f} min)**"
+            for _, run in columns
+        )
+        + " |"
+    )
+    lines.append(
+        "| wall time of the command | "
+        + " | ".join(
+            f"{seconds(run['wall_s'])}" + ("" if run["exit_status"] == 0 else f" (exit {run['exit_status']})")
+            for _, run in columns
+        )
+        + " |"
+    )
+    conditions = [
+        f"{profile}: {latest[profile]['conditions']['date_utc']} UTC, commit "
+        f"{latest[profile]['conditions']['commit']}, load average "
+        f"{latest[profile]['conditions']['load_average_before_after'][0]} before"
+        for profile in profiles
+    ]
+    intro = (
+        f"**Measured** by `benchmarks/bench_runtimes.py` ({latest[profiles[-1]]['conditions']['machine']}, torch "
+        f"on {latest[profiles[-1]]['conditions']['torch_threads']} threads; {'; '.join(conditions)}; records in "
+        "`results/bench/runtimes/`):"
+    )
     verdicts = []
     for profile in profiles:
         fresh = next((run for run in latest[profile]["runs"] if run["cache"] == "fresh"), None)
         if profile in BUDGETS_S and fresh is not None:
             held = fresh["exit_status"] == 0 and fresh["wall_s"] <= BUDGETS_S[profile]
-            verdicts.append(f"`{profile}` ≤ {BUDGETS_S[profile] // 60} min from an empty cache: "
-                            f"{fresh['wall_s'] / 60:.1f} min, {'held' if held else 'not held'}")
+            verdicts.append(
+                f"`{profile}` ≤ {BUDGETS_S[profile] // 60} min from an empty cache: "
+                f"{fresh['wall_s'] / 60:.1f} min, {'held' if held else 'not held'}"
+            )
     compared = []
     for profile in profiles:
         names = latest[profile]["differing_metrics"]
@@ -121,13 +151,21 @@ def readme_section(records: list[dict]) -> str:
             continue
         timings = [name for name in names if TIMING.search(name.split(".", 1)[1])]
         others = [name for name in names if name not in timings]
-        compared.append(f"`{profile}`: {latest[profile]['metrics_compared']} metrics, {len(timings)} timings "
-                        "differ, other metrics that differ: "
-                        + (", ".join(f"`{name}`" for name in others) if others else "none"))
-    return "\n\n".join([intro, "\n".join(lines), "Budgets: " + "; ".join(verdicts) + ".",
-                        "The fresh and the cached run's records compared metric by metric (timings differ between "
-                        "runs; any other metric that differs would break the reproducibility claim below): "
-                        + "; ".join(compared) + "."])
+        compared.append(
+            f"`{profile}`: {latest[profile]['metrics_compared']} metrics, {len(timings)} timings "
+            "differ, other metrics that differ: " + (", ".join(f"`{name}`" for name in others) if others else "none")
+        )
+    return "\n\n".join(
+        [
+            intro,
+            "\n".join(lines),
+            "Budgets: " + "; ".join(verdicts) + ".",
+            "The fresh and the cached run's records compared metric by metric (timings differ between "
+            "runs; any other metric that differs would break the reproducibility claim below): "
+            + "; ".join(compared)
+            + ".",
+        ]
+    )
 
 
 def write_readme(check: bool, readme: Path = bench_records.README, folder: Path = RECORDS) -> int:
@@ -138,10 +176,17 @@ def write_readme(check: bool, readme: Path = bench_records.README, folder: Path 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="ci", choices=sorted(BUDGETS_S), help="the profile to time")
-    parser.add_argument("--caches", default=",".join(CACHES),
-                        help="which runs, in order: fresh (empty cache first), cached (reuses the cache); default both")
-    parser.add_argument("--work-dir", type=Path, default=None,
-                        help="cache and outputs of the runs (default outputs/bench/runtimes-<profile>/; emptied first)")
+    parser.add_argument(
+        "--caches",
+        default=",".join(CACHES),
+        help="which runs, in order: fresh (empty cache first), cached (reuses the cache); default both",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="cache and outputs of the runs (default outputs/bench/runtimes-<profile>/; emptied first)",
+    )
     bench_records.add_record_options(parser, "Profiles, outputs and runtimes")
     args = parser.parse_args(argv)
     if args.readme:
@@ -160,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "profile": args.profile,
         "conditions": conditions.finish(
-            torch_threads=int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads())),
+            torch_threads=int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads())
+        ),
         "runs": [{key: value for key, value in run.items() if key != "metrics"} for run in runs],
         "differing_metrics": differing_metrics(runs[0]["metrics"], runs[1]["metrics"]) if len(runs) > 1 else None,
         "metrics_compared": metric_count(runs[0]["metrics"]),

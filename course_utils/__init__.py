@@ -7,7 +7,20 @@ Layers, each importing only from the ones before it (see ``course_utils/README.m
 """
 
 from . import (  # noqa: F401
-    cache, data, embed, index, losses, metrics, models, paths, results, retriever, seeding, tasks, train, viz,
+    cache,
+    data,
+    embed,
+    index,
+    losses,
+    metrics,
+    models,
+    paths,
+    results,
+    retriever,
+    seeding,
+    tasks,
+    train,
+    viz,
 )
 
 __version__ = "0.1.0"

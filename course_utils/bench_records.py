@@ -39,8 +39,9 @@ BENCH_RECORDS = REPO_ROOT / "results" / "bench"
 def source_commit() -> str:
     """The checkout's commit (``git describe --always --dirty``), or "unknown" outside a git checkout."""
     try:
-        described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT, capture_output=True,
-                                   text=True, timeout=10)
+        described = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return described.stdout.strip() or "unknown"
@@ -98,25 +99,40 @@ class RunConditions:
         """``{"date_utc", "commit", "command", "machine", "load_average_before_after", "cpu_steal_share",
         **extra}`` (``cpu_steal_share`` only where ``/proc/stat`` exists)."""
         steal = steal_share(self.ticks_before, cpu_ticks())
-        return {"date_utc": self.date_utc, "commit": self.commit, "command": self.command,
-                "machine": machine_description(),
-                "load_average_before_after": [round(self.load_before, 2), round(os.getloadavg()[0], 2)],
-                **({} if steal is None else {"cpu_steal_share": round(steal, 3)}), **extra}
+        return {
+            "date_utc": self.date_utc,
+            "commit": self.commit,
+            "command": self.command,
+            "machine": machine_description(),
+            "load_average_before_after": [round(self.load_before, 2), round(os.getloadavg()[0], 2)],
+            **({} if steal is None else {"cpu_steal_share": round(steal, 3)}),
+            **extra,
+        }
 
 
 def add_record_options(parser: argparse.ArgumentParser, section: str) -> None:
     """``--json PATH`` (keep the run's record), ``--readme`` and ``--check`` (render or compare README › section)."""
-    parser.add_argument("--json", type=Path, default=None,
-                        help="keep the run's record here (results/bench/<name>/<time>.json for the README)")
-    parser.add_argument("--readme", action="store_true",
-                        help=f"run nothing: render README › {section} from the kept records (with --check: compare)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="keep the run's record here (results/bench/<name>/<time>.json for the README)",
+    )
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help=f"run nothing: render README › {section} from the kept records (with --check: compare)",
+    )
     parser.add_argument("--check", action="store_true", help="with --readme: compare only, exit 1 when it differs")
 
 
 def arguments(args: argparse.Namespace) -> dict:
     """The run's command-line arguments for its record, without the record options themselves."""
-    return {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()
-            if name not in ("json", "readme", "check")}
+    return {
+        name: str(value) if isinstance(value, Path) else value
+        for name, value in vars(args).items()
+        if name not in ("json", "readme", "check")
+    }
 
 
 def keep(record: dict, path: Path | None) -> None:
@@ -136,8 +152,14 @@ def read_kept_runs(folder: Path, script: str) -> list[dict]:
     return sorted(runs, key=lambda run: run["conditions"]["date_utc"])
 
 
-def render_readme(script: str, folder: Path, markers: tuple[str, str], render: Callable[[list[dict]], str],
-                  check: bool, readme: Path = README) -> int:
+def render_readme(
+    script: str,
+    folder: Path,
+    markers: tuple[str, str],
+    render: Callable[[list[dict]], str],
+    check: bool,
+    readme: Path = README,
+) -> int:
     """``render(kept runs of folder)`` between the README's ``markers`` (``check``: only compare; 1 when it differs)."""
     return update_readme(readme, render(read_kept_runs(folder, script)), *markers, check, folder, f"{script} --readme")
 
@@ -170,6 +192,8 @@ def run_heading(run: dict, folder: Path, lead: str = "**Measured**", end: str = 
     before, after = conditions["load_average_before_after"]
     steal = cpu_steal(conditions)
     steal = f", CPU steal {steal}" if steal else ""
-    return (f"{lead} {conditions['date_utc']} UTC by `{conditions['command']}` ({conditions['machine']}, load "
-            f"average {before} before, {after} after{steal}; commit {conditions['commit']}; record in "
-            f"`{folder.relative_to(REPO_ROOT)}/`){end}")
+    return (
+        f"{lead} {conditions['date_utc']} UTC by `{conditions['command']}` ({conditions['machine']}, load "
+        f"average {before} before, {after} after{steal}; commit {conditions['commit']}; record in "
+        f"`{folder.relative_to(REPO_ROOT)}/`){end}"
+    )

@@ -51,8 +51,9 @@ def digest(payload: Any, length: int = 16) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:length]
 
 
-def artifact_path(kind: str, parts: Any, suffix: str = ".pt", folder: str | None = None,
-                  prefix: str | None = None) -> Path:
+def artifact_path(
+    kind: str, parts: Any, suffix: str = ".pt", folder: str | None = None, prefix: str | None = None
+) -> Path:
     """``<cache>/<folder>/<prefix>-<key><suffix>``, the key hashing ``ARTIFACT_VERSIONS[kind]`` and ``parts``.
 
     Args:

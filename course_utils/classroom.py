@@ -99,7 +99,8 @@ class ServerCounters:
     refused_busy: int = 0  # queries refused because ``max_pending`` were waiting
     # seconds from a query's arrival to its answer (waiting for a thread included), the last RECENT_QUERIES per kind
     seconds: dict[str, deque] = field(
-        default_factory=lambda: {kind: deque(maxlen=RECENT_QUERIES) for kind in QUERY_KINDS})
+        default_factory=lambda: {kind: deque(maxlen=RECENT_QUERIES) for kind in QUERY_KINDS}
+    )
 
     def report(self, last: int | None = None) -> dict:
         """The counts, and p50 / p95 / max of the recent answer times per query kind (JSON-ready).
@@ -111,10 +112,19 @@ class ServerCounters:
         for kind, values in self.seconds.items():
             if values:
                 ordered = sorted(list(values)[-last:] if last else values)
-                times[kind] = {"count": len(ordered), "p50": _quantile(ordered, 0.5), "p95": _quantile(ordered, 0.95),
-                               "max": ordered[-1]}
-        return {"pending": self.pending, "answered": self.answered, "abandoned": self.abandoned,
-                "refused_busy": self.refused_busy, "answer_seconds": times}
+                times[kind] = {
+                    "count": len(ordered),
+                    "p50": _quantile(ordered, 0.5),
+                    "p95": _quantile(ordered, 0.95),
+                    "max": ordered[-1],
+                }
+        return {
+            "pending": self.pending,
+            "answered": self.answered,
+            "abandoned": self.abandoned,
+            "refused_busy": self.refused_busy,
+            "answer_seconds": times,
+        }
 
 
 def _quantile(ordered: list[float], q: float) -> float:
@@ -206,8 +216,9 @@ def _settle(answer: asyncio.Future, page: str) -> None:
         answer.set_result(page)
 
 
-def _settle_from_thread(loop: asyncio.AbstractEventLoop, answers: list[asyncio.Future], position: int,
-                        page: str) -> None:
+def _settle_from_thread(
+    loop: asyncio.AbstractEventLoop, answers: list[asyncio.Future], position: int, page: str
+) -> None:
     """:func:`_settle` ``answers[position]`` on ``loop``, from a pool thread."""
     loop.call_soon_threadsafe(_settle, answers[position], page)
 
@@ -272,8 +283,9 @@ class QueryService:
             del self._texts_waiting[:MAX_TEXT_BATCH]
             queries, answers = [arguments for arguments, _ in batch], [answer for _, answer in batch]
             try:
-                await loop.run_in_executor(self.executor, self.run_texts, queries,
-                                           functools.partial(_settle_from_thread, loop, answers))
+                await loop.run_in_executor(
+                    self.executor, self.run_texts, queries, functools.partial(_settle_from_thread, loop, answers)
+                )
             except Exception as err:  # e.g. the pool was shut down: every waiting viewer still gets an answer
                 for answer in answers:
                     _settle(answer, message_html(f"unexpected error ({type(err).__name__}): {err}"))
@@ -392,20 +404,23 @@ def page_html(state: DemoState, service: QueryService | None = None, top_k: int 
     modification = state.modification
     sections = [
         demo(
-            "text", "Text → image search",
+            "text",
+            "Text → image search",
             '<label>describe <input type="text" name="text" class="fc-text-query" maxlength="300" '
             'placeholder="e.g. red striped cotton shirt"></label>',
             message_html("Type a description and press Enter.", "hint"),
         ),
         demo("image", "Image → image search", image_inputs, run("image", defaults)),
         demo(
-            "conditional", "Conditional search (image + condition)",
+            "conditional",
+            "Conditional search (image + condition)",
             image_inputs
             + f'<label>same <select name="condition">{_options([(c, c) for c in conditions])}</select></label>',
             run("conditional", {**defaults, "condition": condition}),
         ),
         demo(
-            "composed", "Composed search (image + modification text)",
+            "composed",
+            "Composed search (image + modification text)",
             image_inputs + f'<label>change <input type="text" name="modification" maxlength="300" '
             f'value="{html.escape(modification)}" placeholder="e.g. make it blue"></label>',
             run("composed", {**defaults, "modification": modification}),
@@ -499,8 +514,11 @@ class QueryHandler(tornado.web.RequestHandler):
         if counters.pending >= self.service.max_pending:
             counters.refused_busy += 1
             self.set_status(503)
-            self.finish(message_html(f"the server is busy ({counters.pending} queries waiting): "
-                                     "try again in a few seconds", "info"))
+            self.finish(
+                message_html(
+                    f"the server is busy ({counters.pending} queries waiting): try again in a few seconds", "info"
+                )
+            )
             return
         counters.pending += 1
         try:
@@ -520,7 +538,11 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     level = logging.WARNING if status >= 500 else logging.INFO
     logging.getLogger("tornado.access").log(
-        level, "%d %s %s %.0f ms", status, handler.request.method, handler.request.path,
+        level,
+        "%d %s %s %.0f ms",
+        status,
+        handler.request.method,
+        handler.request.path,
         1000 * handler.request.request_time(),
     )
 
@@ -574,8 +596,14 @@ class BackgroundServer:
             print(server.url)
     """
 
-    def __init__(self, state: DemoState, ip: str = "127.0.0.1", port: int = 0, workers: int = DEFAULT_WORKERS,
-                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
+    def __init__(
+        self,
+        state: DemoState,
+        ip: str = "127.0.0.1",
+        port: int = 0,
+        workers: int = DEFAULT_WORKERS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
         self.service = QueryService(state, workers, max_pending)
         self.ip, self.port = ip, port
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -82,17 +82,32 @@ def load_demo_state(
         conditional: set CRL's training-free projection as the conditional encoder (when the dataset has
             descriptor words); ``False`` leaves the hook unset.
     """
-    parameters = dict(profile=profile, seed=seed, dataset=dataset, data_root=data_root, model=model,
-                      pretrained=pretrained, device=device, test_size=test_size, finetuned=finetuned,
-                      compositor=compositor, conditional=conditional)
+    parameters = dict(
+        profile=profile,
+        seed=seed,
+        dataset=dataset,
+        data_root=data_root,
+        model=model,
+        pretrained=pretrained,
+        device=device,
+        test_size=test_size,
+        finetuned=finetuned,
+        compositor=compositor,
+        conditional=conditional,
+    )
     experiment = load_experiment(dataset, data_root, model, pretrained, profile, seed, device, test_size=test_size)
     bundle = finetuned_bundle(experiment, progress=False)[0] if finetuned else experiment.bundle
     descriptors = dataset if conditional else None
     return build_demo_state(experiment, bundle, descriptors, compositor, parameters)
 
 
-def build_demo_state(experiment: Experiment, bundle, descriptors: str | None = "synthetic", compositor: str = "sum",
-                     parameters: dict | None = None) -> DemoState:
+def build_demo_state(
+    experiment: Experiment,
+    bundle,
+    descriptors: str | None = "synthetic",
+    compositor: str = "sum",
+    parameters: dict | None = None,
+) -> DemoState:
     """The retriever over ``experiment.test`` with ``bundle``, and the hooks notebook 07 sets.
 
     Args:
@@ -123,8 +138,9 @@ def crl_conditional_encoder(bundle, descriptors: str | None, gallery: Catalogue)
     conditions = [name for name in words if name in gallery.attribute_names]
     if not conditions:
         return None
-    bases = build_criterion_bases(bundle, {name: words[name] for name in conditions},
-                                  load_prompt_templates(descriptors))
+    bases = build_criterion_bases(
+        bundle, {name: words[name] for name in conditions}, load_prompt_templates(descriptors)
+    )
     return CriterionProjection(bases)
 
 

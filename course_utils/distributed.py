@@ -51,8 +51,10 @@ def init_from_env(device_type: str | None = None) -> DistributedContext:
         return DistributedContext()
     missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
     if missing:
-        raise RuntimeError(f"WORLD_SIZE={world_size} but {missing} are not set; launch the script with torchrun "
-                           "(it sets RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT) or unset WORLD_SIZE")
+        raise RuntimeError(
+            f"WORLD_SIZE={world_size} but {missing} are not set; launch the script with torchrun "
+            "(it sets RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT) or unset WORLD_SIZE"
+        )
     device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
     if device_type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -74,8 +76,10 @@ def rank_slice(batch: Sequence[int], context: DistributedContext) -> list[int]:
     ``r * b .. (r + 1) * b - 1`` of the global batch, ``b = len(batch) / world_size``.
     """
     if len(batch) % context.world_size:
-        raise ValueError(f"a global batch of {len(batch)} items cannot be split evenly over {context.world_size} "
-                         "processes; choose batch_size divisible by the number of processes")
+        raise ValueError(
+            f"a global batch of {len(batch)} items cannot be split evenly over {context.world_size} "
+            "processes; choose batch_size divisible by the number of processes"
+        )
     share = len(batch) // context.world_size
     return list(batch[context.rank * share : (context.rank + 1) * share])
 
@@ -89,8 +93,10 @@ class _GatherWithGrad(torch.autograd.Function):
         rows = [torch.zeros(1, dtype=torch.int64, device=tensor.device) for _ in range(dist.get_world_size())]
         dist.all_gather(rows, torch.tensor([tensor.shape[0]], device=tensor.device))
         if len({int(r) for r in rows}) > 1:
-            raise RuntimeError(f"ranks hold different batch sizes {[int(r) for r in rows]} (unreadable images were "
-                               "skipped?); call catalogue.drop_unreadable_images() before training on several ranks")
+            raise RuntimeError(
+                f"ranks hold different batch sizes {[int(r) for r in rows]} (unreadable images were "
+                "skipped?); call catalogue.drop_unreadable_images() before training on several ranks"
+            )
         parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, tensor.contiguous())
         return torch.cat(parts)

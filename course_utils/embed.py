@@ -49,8 +49,13 @@ def texts_digest(texts: Sequence[str]) -> str:
 
 
 def encode_image_batches(
-    bundle, catalogue: Catalogue, encode: Callable[[torch.Tensor], object], batch_size: int = 256,
-    num_workers: int = 0, desc: str = "encoding images", progress: bool = True,
+    bundle,
+    catalogue: Catalogue,
+    encode: Callable[[torch.Tensor], object],
+    batch_size: int = 256,
+    num_workers: int = 0,
+    desc: str = "encoding images",
+    progress: bool = True,
 ) -> list:
     """``encode(images)`` for every batch of ``catalogue``'s preprocessed images, in catalogue order.
 
@@ -72,8 +77,12 @@ def encode_image_batches(
     """
     if len(catalogue) == 0:
         raise ValueError(f"catalogue {catalogue.name!r} is empty: there are no images to encode")
-    loader = DataLoader(ImageTextDataset(catalogue, bundle.preprocess), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=collate_skipping_unreadable)
+    loader = DataLoader(
+        ImageTextDataset(catalogue, bundle.preprocess),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_skipping_unreadable,
+    )
     outputs, skipped = [], []
     with torch.inference_mode():
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
@@ -89,8 +98,11 @@ def encode_image_batches(
 
 
 def encode_text_batches(
-    texts: Sequence[str], encode: Callable[[list[str]], object], batch_size: int = 512,
-    desc: str = "encoding texts", progress: bool = True,
+    texts: Sequence[str],
+    encode: Callable[[list[str]], object],
+    batch_size: int = 512,
+    desc: str = "encoding texts",
+    progress: bool = True,
 ) -> list:
     """``encode(batch of texts)`` for consecutive batches of ``texts`` (non-empty strings), in order."""
     texts = list(texts)
@@ -112,8 +124,9 @@ def _embedding_check(rows: int, dim: int) -> Callable[[torch.Tensor], None]:
 
     def check(embeddings: torch.Tensor) -> None:
         if not isinstance(embeddings, torch.Tensor) or tuple(embeddings.shape) != (rows, dim):
-            raise ValueError(f"expected a ({rows}, {dim}) tensor, "
-                             f"found {getattr(embeddings, 'shape', type(embeddings))}")
+            raise ValueError(
+                f"expected a ({rows}, {dim}) tensor, found {getattr(embeddings, 'shape', type(embeddings))}"
+            )
         check_finite_rows(embeddings, "embeddings")
         norms = embeddings.norm(dim=1)
         if rows and not torch.allclose(norms, torch.ones_like(norms), atol=1e-3):
@@ -122,8 +135,14 @@ def _embedding_check(rows: int, dim: int) -> Callable[[torch.Tensor], None]:
     return check
 
 
-def encode_images(bundle, catalogue: Catalogue, batch_size: int = 256, num_workers: int = 0, use_cache: bool = True,
-                  progress: bool = True) -> torch.Tensor:
+def encode_images(
+    bundle,
+    catalogue: Catalogue,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> torch.Tensor:
     """Embed every item image of ``catalogue`` (row i of the result is ``catalogue[i]``).
 
     Args:
@@ -135,17 +154,25 @@ def encode_images(bundle, catalogue: Catalogue, batch_size: int = 256, num_worke
     Returns:
         ``(len(catalogue), embed_dim) float32`` on the CPU, L2-normalised.
     """
+
     def compute() -> torch.Tensor:
-        chunks = encode_image_batches(bundle, catalogue, lambda images: bundle.encode_images(images).cpu(),
-                                      batch_size, num_workers, progress=progress)
+        chunks = encode_image_batches(
+            bundle,
+            catalogue,
+            lambda images: bundle.encode_images(images).cpu(),
+            batch_size,
+            num_workers,
+            progress=progress,
+        )
         return torch.cat(chunks)
 
     path = feature_cache_path("images", bundle, catalogue.fingerprint()) if use_cache else None
     return cached_artifact(path, compute, use_cache, validate=_embedding_check(len(catalogue), bundle.embed_dim))
 
 
-def encode_texts(bundle, texts: Sequence[str], batch_size: int = 512, use_cache: bool = True,
-                 progress: bool = True) -> torch.Tensor:
+def encode_texts(
+    bundle, texts: Sequence[str], batch_size: int = 512, use_cache: bool = True, progress: bool = True
+) -> torch.Tensor:
     """Embed captions or queries.
 
     Returns:
@@ -154,8 +181,9 @@ def encode_texts(bundle, texts: Sequence[str], batch_size: int = 512, use_cache:
     texts = list(texts)
 
     def compute() -> torch.Tensor:
-        chunks = encode_text_batches(texts, lambda batch: bundle.encode_texts(batch).cpu(), batch_size,
-                                     progress=progress)
+        chunks = encode_text_batches(
+            texts, lambda batch: bundle.encode_texts(batch).cpu(), batch_size, progress=progress
+        )
         return torch.cat(chunks) if chunks else torch.empty(0, bundle.embed_dim)
 
     path = feature_cache_path("texts", bundle, texts_digest(texts)) if use_cache else None
@@ -230,6 +258,7 @@ def _cached_tokens(kind: str, bundle, payload: str, rows: int, use_cache: bool, 
     Results are always returned after the float16 round trip, so a first run and a cached rerun give identical
     numbers.
     """
+
     def compute_half() -> dict:
         return {name: t.half() if t.is_floating_point() and t.ndim == 3 else t for name, t in compute().items()}
 
@@ -253,13 +282,15 @@ def encode_image_tokens(
     Returns:
         :class:`ImageTokens` on the CPU (row i = ``catalogue[i]``).
     """
+
     def compute() -> dict:
         def tokens_and_pooled(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             tokens, pooled = image_token_features(bundle.model, images)
             return tokens.float().cpu(), pooled.float().cpu()
 
-        batches = encode_image_batches(bundle, catalogue, tokens_and_pooled, batch_size, desc="image tokens",
-                                       progress=progress)
+        batches = encode_image_batches(
+            bundle, catalogue, tokens_and_pooled, batch_size, desc="image tokens", progress=progress
+        )
         return {"tokens": torch.cat([t for t, _ in batches]), "pooled": torch.cat([p for _, p in batches])}
 
     found = _cached_tokens("image-tokens", bundle, catalogue.fingerprint(), len(catalogue), use_cache, compute)
@@ -308,8 +339,10 @@ def patch_tokens(
     Returns:
         ``(len(catalogue), L, c) float32`` on the CPU: ``L`` patches (64 for the tiny CLIP, 49 for ViT-B-32).
     """
+
     def patches(images: torch.Tensor) -> torch.Tensor:
         return image_token_features(bundle.model, images, block_from_end, class_token=False)[0].float().cpu()
 
-    return torch.cat(encode_image_batches(bundle, catalogue, patches, batch_size, desc="patch tokens",
-                                          progress=progress))
+    return torch.cat(
+        encode_image_batches(bundle, catalogue, patches, batch_size, desc="patch tokens", progress=progress)
+    )

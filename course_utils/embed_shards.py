@@ -36,8 +36,9 @@ MANIFEST_FORMAT = "course_utils.embed_shards/1"
 def shard_rows(n_items: int, batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
     """Rows ``[start, stop)`` of rank ``rank``: a contiguous run of whole batches, balanced over ranks."""
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, world_size) with world_size >= 1; got rank={rank}, "
-                         f"world_size={world_size}")
+        raise ValueError(
+            f"rank must be in [0, world_size) with world_size >= 1; got rank={rank}, world_size={world_size}"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n_batches = -(-n_items // batch_size)
@@ -53,8 +54,15 @@ def _write_manifest(record: dict, path: Path) -> None:
     write_atomic(path, lambda handle: handle.write(json.dumps(record, indent=2).encode()))
 
 
-def embed_shard(bundle, catalogue: Catalogue, out_dir: str | Path, rank: int, world_size: int,
-                batch_size: int = 256, progress: bool = False) -> Path:
+def embed_shard(
+    bundle,
+    catalogue: Catalogue,
+    out_dir: str | Path,
+    rank: int,
+    world_size: int,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> Path:
     """Encode this rank's rows of ``catalogue`` into ``out_dir/shard-r-of-N.pt`` plus its ``.json`` manifest.
 
     Args:
@@ -80,13 +88,25 @@ def embed_shard(bundle, catalogue: Catalogue, out_dir: str | Path, rank: int, wo
     shard = out_dir / f"{_shard_name(rank, world_size)}.pt"
     torch_save_atomic({"embeddings": embeddings, "item_ids": item_ids}, shard)
     manifest = shard.with_suffix(".json")
-    _write_manifest({
-        "format": MANIFEST_FORMAT, "rank": rank, "world_size": world_size, "start": start, "stop": stop,
-        "n_items": len(catalogue), "dim": int(embeddings.shape[1]), "batch_size": batch_size,
-        "catalogue": catalogue.name, "catalogue_fingerprint": catalogue.fingerprint(),
-        "model": bundle.identity, "weights_digest": weights_digest(bundle.model),
-        "shard": shard.name, "sha256": file_sha256(shard),
-    }, manifest)
+    _write_manifest(
+        {
+            "format": MANIFEST_FORMAT,
+            "rank": rank,
+            "world_size": world_size,
+            "start": start,
+            "stop": stop,
+            "n_items": len(catalogue),
+            "dim": int(embeddings.shape[1]),
+            "batch_size": batch_size,
+            "catalogue": catalogue.name,
+            "catalogue_fingerprint": catalogue.fingerprint(),
+            "model": bundle.identity,
+            "weights_digest": weights_digest(bundle.model),
+            "shard": shard.name,
+            "sha256": file_sha256(shard),
+        },
+        manifest,
+    )
     return manifest
 
 
@@ -109,26 +129,35 @@ def merge_shards(out_dir: str | Path, catalogue: Catalogue | None = None) -> tor
     for key in ("world_size", "n_items", "dim", "model", "weights_digest", "catalogue_fingerprint"):
         values = {m[key] for m in manifests}
         if len(values) > 1:
-            raise ValueError(f"{out_dir}: shard manifests disagree on {key} ({sorted(map(str, values))}); "
-                             "delete the stale shards and rerun every rank with the same settings")
+            raise ValueError(
+                f"{out_dir}: shard manifests disagree on {key} ({sorted(map(str, values))}); "
+                "delete the stale shards and rerun every rank with the same settings"
+            )
     world_size, n_items = manifests[0]["world_size"], manifests[0]["n_items"]
     missing = sorted(set(range(world_size)) - {m["rank"] for m in manifests})
     if missing:
-        raise FileNotFoundError(f"{out_dir}: shards of ranks {missing} (of {world_size}) are missing; "
-                                "rerun those ranks")
+        raise FileNotFoundError(
+            f"{out_dir}: shards of ranks {missing} (of {world_size}) are missing; rerun those ranks"
+        )
     if catalogue is not None and catalogue.fingerprint() != manifests[0]["catalogue_fingerprint"]:
-        raise ValueError(f"{out_dir}: the shards were computed from a different catalogue "
-                         f"({manifests[0]['catalogue']!r}); re-embed this one")
+        raise ValueError(
+            f"{out_dir}: the shards were computed from a different catalogue "
+            f"({manifests[0]['catalogue']!r}); re-embed this one"
+        )
     manifests.sort(key=lambda m: m["rank"])
     parts, item_ids, expected_start = [], [], 0
     for manifest in manifests:
         if manifest["start"] != expected_start:
-            raise ValueError(f"{out_dir}: rank {manifest['rank']} starts at row {manifest['start']}, expected "
-                             f"{expected_start}; the shards do not tile the catalogue")
+            raise ValueError(
+                f"{out_dir}: rank {manifest['rank']} starts at row {manifest['start']}, expected "
+                f"{expected_start}; the shards do not tile the catalogue"
+            )
         shard = out_dir / manifest["shard"]
         if file_sha256(shard) != manifest["sha256"]:
-            raise ValueError(f"{shard} does not match the checksum in its manifest (corrupt or overwritten); "
-                             f"rerun rank {manifest['rank']}")
+            raise ValueError(
+                f"{shard} does not match the checksum in its manifest (corrupt or overwritten); "
+                f"rerun rank {manifest['rank']}"
+            )
         state = torch.load(shard, weights_only=True)
         parts.append(state["embeddings"])
         item_ids += state["item_ids"]
@@ -152,11 +181,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.merge:
         embeddings = merge_shards(args.out)
         torch_save_atomic(embeddings, Path(args.out) / "embeddings.pt")
-        print(f"merged {embeddings.shape[0]} x {embeddings.shape[1]} embeddings into "
-              f"{Path(args.out) / 'embeddings.pt'}")
+        print(
+            f"merged {embeddings.shape[0]} x {embeddings.shape[1]} embeddings into {Path(args.out) / 'embeddings.pt'}"
+        )
         return
-    manifest = embed_shard(bundle_from_args(args), catalogue_from_args(args), args.out, args.rank, args.world_size,
-                           args.batch_size)
+    manifest = embed_shard(
+        bundle_from_args(args), catalogue_from_args(args), args.out, args.rank, args.world_size, args.batch_size
+    )
     print(f"rank {args.rank}/{args.world_size}: wrote {manifest}")
 
 

@@ -51,13 +51,16 @@ def load_weights(bundle, checkpoint: str | Path):
         model = copy.deepcopy(bundle.model)
         model.load_state_dict(state)
     except Exception as err:
-        raise ValueError(f"--checkpoint {path} does not hold weights of {bundle.identity} "
-                         f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        raise ValueError(
+            f"--checkpoint {path} does not hold weights of {bundle.identity} "
+            f"({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from None
     return replace(bundle, model=model.eval(), identity=f"{bundle.identity}+{path.name}")
 
 
-def evaluate(task: str, experiment: Experiment, bundle, dataset: str, seed: int = 0,
-             reranker: str | None = None) -> dict[str, float]:
+def evaluate(
+    task: str, experiment: Experiment, bundle, dataset: str, seed: int = 0, reranker: str | None = None
+) -> dict[str, float]:
     """The metrics of ``task`` for ``bundle`` on ``experiment``'s test split (fractions, not %)."""
     test, style = experiment.test, experiment.query_style
     if task == "retrieval":
@@ -79,7 +82,8 @@ def evaluate(task: str, experiment: Experiment, bundle, dataset: str, seed: int 
         protocol = attribute_retrieval_protocol(test, conditions, seed=seed)
         features = encode_images(bundle, test, progress=False)
         scores = attributes.evaluate_attribute_retrieval(
-            lambda positions, condition: features[positions], protocol, test)
+            lambda positions, condition: features[positions], protocol, test
+        )
         return {f"mAP/{name}": value for name, value in scores.items()}
     if task == "composed":
         ks = (1, 10, 50)
@@ -113,13 +117,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="write the JSON record here")
     args = parser.parse_args(argv)
 
-    experiment = load_experiment(args.dataset, args.data_root, args.model, args.pretrained, args.profile, args.seed,
-                                 args.device, test_size=args.test_size)
+    experiment = load_experiment(
+        args.dataset,
+        args.data_root,
+        args.model,
+        args.pretrained,
+        args.profile,
+        args.seed,
+        args.device,
+        test_size=args.test_size,
+    )
     bundle = load_weights(experiment.bundle, args.checkpoint) if args.checkpoint else experiment.bundle
     metrics = evaluate(args.task, experiment, bundle, args.dataset, args.seed, args.reranker)
-    record = {"task": args.task, "dataset": args.dataset, "data_root": args.data_root, "model": args.model,
-              "pretrained": args.pretrained, "checkpoint": args.checkpoint, "model_identity": bundle.identity,
-              "profile": args.profile, "seed": args.seed, "gallery_size": len(experiment.test), "metrics": metrics}
+    record = {
+        "task": args.task,
+        "dataset": args.dataset,
+        "data_root": args.data_root,
+        "model": args.model,
+        "pretrained": args.pretrained,
+        "checkpoint": args.checkpoint,
+        "model_identity": bundle.identity,
+        "profile": args.profile,
+        "seed": args.seed,
+        "gallery_size": len(experiment.test),
+        "metrics": metrics,
+    }
     print(pd.Series(metrics, name=f"{args.task} · {args.dataset} · {bundle.identity}").round(4).to_string())
     if args.output is not None:
         try:

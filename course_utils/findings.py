@@ -30,8 +30,10 @@ RECORDS = REPO_ROOT / "results" / "full"
 README = REPO_ROOT / "README.md"
 START, END = "<!-- findings:start -->", "<!-- findings:end -->"
 # Each profile's records and the README section they fill: the embedded course (full) and real photos (real).
-SECTIONS = {"full": (RECORDS, START, END),
-            "real": (REPO_ROOT / "results" / "real", "<!-- findings-real:start -->", "<!-- findings-real:end -->")}
+SECTIONS = {
+    "full": (RECORDS, START, END),
+    "real": (REPO_ROOT / "results" / "real", "<!-- findings-real:start -->", "<!-- findings-real:end -->"),
+}
 
 
 def read_records(folder: Path, profile: str = "full") -> dict[str, dict]:
@@ -73,12 +75,15 @@ def numbers(record: dict) -> dict:
     """The record's metrics; with a ``seeds`` section, each metric that varies over seeds as its :class:`Spread`."""
     seeds = record.get("seeds") or {}
     varying = {name for name, std in seeds.get("std", {}).items() if std > 0}
-    return {name: Spread(seeds["mean"][name], seeds["std"][name]) if name in varying else value
-            for name, value in record["metrics"].items()}
+    return {
+        name: Spread(seeds["mean"][name], seeds["std"][name]) if name in varying else value
+        for name, value in record["metrics"].items()
+    }
 
 
-def compare(record: dict, higher: str, lower: str | None = None, scale: float = 1.0, digits: int = 3,
-            unit: str = "") -> str:
+def compare(
+    record: dict, higher: str, lower: str | None = None, scale: float = 1.0, digits: int = 3, unit: str = ""
+) -> str:
     """The difference ``higher - lower`` (or ``higher`` alone) over the record's seeds, with its verdict.
 
     A finding needs the same sign under every seed and a mean larger than the standard deviation over seeds.
@@ -103,40 +108,58 @@ def compare(record: dict, higher: str, lower: str | None = None, scale: float = 
 
 def _01(r: dict) -> str:
     m = numbers(r)
-    return (f"**01 — zero-shot retrieval and chance.** On {m['gallery_size']} test items, text→image R@1 / R@10 "
-            f"{m['t2i_full_R@1']:.3f} / {m['t2i_full_R@10']:.3f} (chance {m['t2i_full_chance_R@1']:.4f} / "
-            f"{m['t2i_full_chance_R@10']:.3f}); the same embeddings score R@1 {m['t2i_inbatch_R@1']:.3f} in "
-            f"batches of 32 (chance {m['t2i_inbatch_chance_R@1']:.3f}; in-batch minus full-gallery R@1: "
-            f"{compare(r, 't2i_inbatch_R@1', 't2i_full_R@1')}). Attribute-match R@10 (same category and colour) "
-            f"{m['t2i_attribute_match_model_R@10']:.3f} against exact-item {m['t2i_exact_model_R@10']:.3f}"
-            + (f"; any item with the query's caption counted as a hit, {m['t2i_same_caption_model_R@10']:.3f}"
-               if "t2i_same_caption_model_R@10" in m else "") + ".")
+    return (
+        f"**01 — zero-shot retrieval and chance.** On {m['gallery_size']} test items, text→image R@1 / R@10 "
+        f"{m['t2i_full_R@1']:.3f} / {m['t2i_full_R@10']:.3f} (chance {m['t2i_full_chance_R@1']:.4f} / "
+        f"{m['t2i_full_chance_R@10']:.3f}); the same embeddings score R@1 {m['t2i_inbatch_R@1']:.3f} in "
+        f"batches of 32 (chance {m['t2i_inbatch_chance_R@1']:.3f}; in-batch minus full-gallery R@1: "
+        f"{compare(r, 't2i_inbatch_R@1', 't2i_full_R@1')}). Attribute-match R@10 (same category and colour) "
+        f"{m['t2i_attribute_match_model_R@10']:.3f} against exact-item {m['t2i_exact_model_R@10']:.3f}"
+        + (
+            f"; any item with the query's caption counted as a hit, {m['t2i_same_caption_model_R@10']:.3f}"
+            if "t2i_same_caption_model_R@10" in m
+            else ""
+        )
+        + "."
+    )
 
 
 def _02(r: dict) -> str:
     m = numbers(r)
-    return (f"**02 — fine-tuning.** Text→image R@10: zero-shot {m['zero_shot_t2i_R@10']:.3f}, full fine-tuning "
-            f"{m['full_finetune_t2i_R@10']:.3f} ({m['full_finetune_steps']} steps), seed 000's two-stage recipe "
-            f"{m['two_stage_t2i_R@10']:.3f} ({m['two_stage_head_steps']} head + {m['two_stage_backbone_steps']} "
-            f"backbone steps), head only {m['head_only_t2i_R@10']:.3f}; chance {m['chance_t2i_R@10']:.4f}. "
-            f"Full fine-tuning minus zero-shot: {compare(r, 'full_finetune_t2i_R@10', 'zero_shot_t2i_R@10')}; "
-            f"two-stage minus full fine-tuning: {compare(r, 'two_stage_t2i_R@10', 'full_finetune_t2i_R@10')}.")
+    return (
+        f"**02 — fine-tuning.** Text→image R@10: zero-shot {m['zero_shot_t2i_R@10']:.3f}, full fine-tuning "
+        f"{m['full_finetune_t2i_R@10']:.3f} ({m['full_finetune_steps']} steps), seed 000's two-stage recipe "
+        f"{m['two_stage_t2i_R@10']:.3f} ({m['two_stage_head_steps']} head + {m['two_stage_backbone_steps']} "
+        f"backbone steps), head only {m['head_only_t2i_R@10']:.3f}; chance {m['chance_t2i_R@10']:.4f}. "
+        f"Full fine-tuning minus zero-shot: {compare(r, 'full_finetune_t2i_R@10', 'zero_shot_t2i_R@10')}; "
+        f"two-stage minus full fine-tuning: {compare(r, 'two_stage_t2i_R@10', 'full_finetune_t2i_R@10')}."
+    )
 
 
 def _03(r: dict) -> str:
     m = numbers(r)
-    return (f"**03 — cross-attention re-ranking.** Re-ranking the fine-tuned dual encoder's top-K moves R@1 "
-            f"{m['dual/R@1']:.3f} → {m['rerank/R@1']:.3f} ({compare(r, 'rerank/R@1', 'dual/R@1')}; "
-            f"{100 * m['rerank/R@1_relative_gain']:+.0f} % relative) and R@10 "
-            f"{m['dual/R@10']:.3f} → {m['rerank/R@10']:.3f}; seed 002's pooled-vector transformer, same budget, "
-            f"R@1 {m['seed002_rerank/R@1']:.3f} "
-            f"({compare(r, 'seed002_rerank/R@1', 'dual/R@1', unit=' over the dual encoder')}). Latency per query: "
-            f"{m['latency_ms/dual']:.1f} ms dual, {m['latency_ms/rerank']:.1f} ms re-ranked, "
-            f"{m['latency_ms/full_gallery_cross_encoder']:.0f} ms for the cross-encoder over the whole gallery."
-            + _label_rerank(r, "label_rerank", "Re-ranking with the catalogue's labels instead (no pixels: the "
-                            "query's words against each candidate's labels)")
-            + _label_rerank(r, "photo_label_rerank", "The same labels guessed from the photos (the vote of the "
-                            "nearest train photos in the dual encoder's image space)"))
+    return (
+        f"**03 — cross-attention re-ranking.** Re-ranking the fine-tuned dual encoder's top-K moves R@1 "
+        f"{m['dual/R@1']:.3f} → {m['rerank/R@1']:.3f} ({compare(r, 'rerank/R@1', 'dual/R@1')}; "
+        f"{100 * m['rerank/R@1_relative_gain']:+.0f} % relative) and R@10 "
+        f"{m['dual/R@10']:.3f} → {m['rerank/R@10']:.3f}; seed 002's pooled-vector transformer, same budget, "
+        f"R@1 {m['seed002_rerank/R@1']:.3f} "
+        f"({compare(r, 'seed002_rerank/R@1', 'dual/R@1', unit=' over the dual encoder')}). Latency per query: "
+        f"{m['latency_ms/dual']:.1f} ms dual, {m['latency_ms/rerank']:.1f} ms re-ranked, "
+        f"{m['latency_ms/full_gallery_cross_encoder']:.0f} ms for the cross-encoder over the whole gallery."
+        + _label_rerank(
+            r,
+            "label_rerank",
+            "Re-ranking with the catalogue's labels instead (no pixels: the "
+            "query's words against each candidate's labels)",
+        )
+        + _label_rerank(
+            r,
+            "photo_label_rerank",
+            "The same labels guessed from the photos (the vote of the "
+            "nearest train photos in the dual encoder's image space)",
+        )
+    )
 
 
 def _label_rerank(r: dict, key: str, what: str) -> str:
@@ -145,33 +168,44 @@ def _label_rerank(r: dict, key: str, what: str) -> str:
     m = numbers(r)
     if f"{key}/R@1" not in m:
         return ""
-    return (f" {what}: R@1 {m[f'{key}/R@1']:.3f} ({compare(r, f'{key}/R@1', 'dual/R@1')}; "
-            f"{100 * m[f'{key}/R@1_relative_gain']:+.0f} % relative).")
+    return (
+        f" {what}: R@1 {m[f'{key}/R@1']:.3f} ({compare(r, f'{key}/R@1', 'dual/R@1')}; "
+        f"{100 * m[f'{key}/R@1_relative_gain']:+.0f} % relative)."
+    )
 
 
 def _04(r: dict) -> str:
     m = numbers(r)
-    return (f"**04 — what pretraining buys.** Text→image R@10: random inits {m['random_init_t2i_R@10']:.3f} "
-            f"(open_clip) and {m['normal_init_t2i_R@10']:.3f} (seed 002's N(0, 0.02); chance "
-            f"{m['chance_t2i_R@10']:.3f}); after the same {m['training_steps']} steps, from scratch "
-            f"{m['scratch_t2i_R@10']:.3f} against {m['finetuned_t2i_R@10']:.3f} pretrained + fine-tuned "
-            f"(zero-shot {m['zero_shot_t2i_R@10']:.3f}). Pretrained + fine-tuned minus from scratch: "
-            f"{compare(r, 'finetuned_t2i_R@10', 'scratch_t2i_R@10')}; from scratch minus zero-shot: "
-            f"{compare(r, 'scratch_t2i_R@10', 'zero_shot_t2i_R@10')}.")
+    return (
+        f"**04 — what pretraining buys.** Text→image R@10: random inits {m['random_init_t2i_R@10']:.3f} "
+        f"(open_clip) and {m['normal_init_t2i_R@10']:.3f} (seed 002's N(0, 0.02); chance "
+        f"{m['chance_t2i_R@10']:.3f}); after the same {m['training_steps']} steps, from scratch "
+        f"{m['scratch_t2i_R@10']:.3f} against {m['finetuned_t2i_R@10']:.3f} pretrained + fine-tuned "
+        f"(zero-shot {m['zero_shot_t2i_R@10']:.3f}). Pretrained + fine-tuned minus from scratch: "
+        f"{compare(r, 'finetuned_t2i_R@10', 'scratch_t2i_R@10')}; from scratch minus zero-shot: "
+        f"{compare(r, 'scratch_t2i_R@10', 'zero_shot_t2i_R@10')}."
+    )
 
 
 def _05(r: dict) -> str:
     m = numbers(r)
-    names = {"global_clip": "global CLIP", "crl_projection": "CRL projection (no training)",
-             "crl_stage1": "CRL stage 1", "crl_stage2": "CRL stage 2", "asen_style": "ASEN-style head"}
-    rows = [f"{label} {100 * m[f'map/{key}/overall']:.1f}" for key, label in names.items()
-            if f"map/{key}/overall" in m]
-    verdicts = [f"{label} minus {before}: {compare(r, f'map/{key}/overall', f'map/{base}/overall', 100, 1)}"
-                for key, label, base, before in [("crl_stage1", "CRL stage 1", "global_clip", "global CLIP"),
-                                                 ("crl_stage2", "stage 2", "crl_stage1", "stage 1")]
-                if f"map/{key}/overall" in m and f"map/{base}/overall" in m]
-    return (f"**05 — conditional embeddings** (ASEN protocol, overall mAP %): {', '.join(rows)}. "
-            f"{'; '.join(verdicts)}.")
+    names = {
+        "global_clip": "global CLIP",
+        "crl_projection": "CRL projection (no training)",
+        "crl_stage1": "CRL stage 1",
+        "crl_stage2": "CRL stage 2",
+        "asen_style": "ASEN-style head",
+    }
+    rows = [f"{label} {100 * m[f'map/{key}/overall']:.1f}" for key, label in names.items() if f"map/{key}/overall" in m]
+    verdicts = [
+        f"{label} minus {before}: {compare(r, f'map/{key}/overall', f'map/{base}/overall', 100, 1)}"
+        for key, label, base, before in [
+            ("crl_stage1", "CRL stage 1", "global_clip", "global CLIP"),
+            ("crl_stage2", "stage 2", "crl_stage1", "stage 1"),
+        ]
+        if f"map/{key}/overall" in m and f"map/{base}/overall" in m
+    ]
+    return f"**05 — conditional embeddings** (ASEN protocol, overall mAP %): {', '.join(rows)}. {'; '.join(verdicts)}."
 
 
 LEAK = "target caption (seed 004's test; leaks the answer)"
@@ -181,10 +215,12 @@ def _06(r: dict) -> str:
     m = numbers(r)
     learned = ["concat + MLP", "TIRG", "ComplexRotation (ComposeAE)", "Combiner (CLIP4Cir)"]
     rows = [f"{name} {100 * m[f'{name}/R@10']:.1f}" for name in ["sum", *learned] if f"{name}/R@10" in m]
-    return (f"**06 — composed retrieval** (R@10 %, reference excluded, {m['n_queries']} queries): "
-            f"{', '.join(rows)}; best learned minus sum: "
-            f"{compare(r, 'best_minus_sum_R@10', scale=100, digits=1, unit=' points')}. Seed 004's protocol, the "
-            f"target's own caption as the query, scores {100 * m[LEAK + '/R@10']:.1f}: it leaks the answer.")
+    return (
+        f"**06 — composed retrieval** (R@10 %, reference excluded, {m['n_queries']} queries): "
+        f"{', '.join(rows)}; best learned minus sum: "
+        f"{compare(r, 'best_minus_sum_R@10', scale=100, digits=1, unit=' points')}. Seed 004's protocol, the "
+        f"target's own caption as the query, scores {100 * m[LEAK + '/R@10']:.1f}: it leaks the answer."
+    )
 
 
 def _07(r: dict) -> str:
@@ -203,45 +239,66 @@ def column_span(table: dict, column: str) -> str:
 
 def _08(r: dict) -> str:
     m, p, milvus = numbers(r), r["parameters"], r["tables"]["milvus"]
-    return (f"**08 — scaling out** ({m['catalogue_size']}-item catalogue, {m['processes']} gloo processes on the CPU). "
-            f"Training: {m['processes']} processes resuming a 1-process checkpoint end {m['weight_max_abs_diff']:.1e} "
-            f"(largest weight difference) from the 1-process run, which training moved by {m['weights_moved']:.1e}; "
-            f"{m['train_images_per_s_1proc']:.0f} images/s in 1 process, {m['train_images_per_s_resumed']:.0f} in "
-            f"{m['processes']}. Embedding: the {m['processes']}-rank job's merged shards are "
-            f"{'bit-identical' if m['embed_identical'] else 'not identical'} to one process's "
-            f"({m['embed_sharded_job_s']:.0f} s for the job, start-up included, against {m['embed_single_s']:.0f} s in "
-            f"the kernel). Milvus Lite: top-{p['top_k']} identical to exact search's for "
-            f"{100 * m['milvus_topk_agreement']:.0f} % of {p['n_queries']} queries × {len(milvus['rows'])} searches "
-            f"(unfiltered and filtered by {p['filter_attribute']}), for "
-            f"{100 * m['milvus_reopen_agreement']:.0f} % after closing and reopening (writing the collection "
-            f"{m['milvus_build_s']:.1f} s, reopening {m['milvus_reopen_s']:.1f} s); median "
-            f"{column_span(milvus, 'Milvus ms')} ms per query against {column_span(milvus, 'exact (numpy) ms')} ms for "
-            f"exact search in numpy. On-disk IVF-PQ over {m['ondisk_vectors']:,} vectors: "
-            f"{m['ondisk_lists_mb']:.0f} MB of lists, built in {m['ondisk_build_s']:.0f} s, "
-            f"recall@{p['top_k']} {m['ondisk_best_recall']:.3f} at "
-            f"nprobe {m['ondisk_best_nprobe']} with {p['rerank']} candidates re-ranked, "
-            f"{m['ondisk_best_median_ms']:.2f} ms per query (median). The notebook took {m['runtime_s']:.0f} s.")
+    return (
+        f"**08 — scaling out** ({m['catalogue_size']}-item catalogue, {m['processes']} gloo processes on the CPU). "
+        f"Training: {m['processes']} processes resuming a 1-process checkpoint end {m['weight_max_abs_diff']:.1e} "
+        f"(largest weight difference) from the 1-process run, which training moved by {m['weights_moved']:.1e}; "
+        f"{m['train_images_per_s_1proc']:.0f} images/s in 1 process, {m['train_images_per_s_resumed']:.0f} in "
+        f"{m['processes']}. Embedding: the {m['processes']}-rank job's merged shards are "
+        f"{'bit-identical' if m['embed_identical'] else 'not identical'} to one process's "
+        f"({m['embed_sharded_job_s']:.0f} s for the job, start-up included, against {m['embed_single_s']:.0f} s in "
+        f"the kernel). Milvus Lite: top-{p['top_k']} identical to exact search's for "
+        f"{100 * m['milvus_topk_agreement']:.0f} % of {p['n_queries']} queries × {len(milvus['rows'])} searches "
+        f"(unfiltered and filtered by {p['filter_attribute']}), for "
+        f"{100 * m['milvus_reopen_agreement']:.0f} % after closing and reopening (writing the collection "
+        f"{m['milvus_build_s']:.1f} s, reopening {m['milvus_reopen_s']:.1f} s); median "
+        f"{column_span(milvus, 'Milvus ms')} ms per query against {column_span(milvus, 'exact (numpy) ms')} ms for "
+        f"exact search in numpy. On-disk IVF-PQ over {m['ondisk_vectors']:,} vectors: "
+        f"{m['ondisk_lists_mb']:.0f} MB of lists, built in {m['ondisk_build_s']:.0f} s, "
+        f"recall@{p['top_k']} {m['ondisk_best_recall']:.3f} at "
+        f"nprobe {m['ondisk_best_nprobe']} with {p['rerank']} candidates re-ranked, "
+        f"{m['ondisk_best_median_ms']:.2f} ms per query (median). The notebook took {m['runtime_s']:.0f} s."
+    )
 
 
-BULLETS: dict[str, Callable[[dict], str]] = {"01": _01, "02": _02, "03": _03, "04": _04, "05": _05, "06": _06,
-                                             "07": _07, "08": _08}
+BULLETS: dict[str, Callable[[dict], str]] = {
+    "01": _01,
+    "02": _02,
+    "03": _03,
+    "04": _04,
+    "05": _05,
+    "06": _06,
+    "07": _07,
+    "08": _08,
+}
 
 
 def render_findings(records: dict[str, dict], profile: str = "full", timings: dict[str, float] | None = None) -> str:
     """The findings section's body: one bullet per notebook that has a record and a template, in order, then the
     run's runtimes when its ``timings`` are given."""
     bullets = [f"- {BULLETS[number](record)}" for number, record in sorted(records.items()) if number in BULLETS]
-    seeds = sorted({seed for record in records.values()
-                    for seed in (record.get("seeds") or {}).get("seeds", [record["parameters"].get("seed")])})
+    seeds = sorted(
+        {
+            seed
+            for record in records.values()
+            for seed in (record.get("seeds") or {}).get("seeds", [record["parameters"].get("seed")])
+        }
+    )
     first_only = [number for number, record in sorted(records.items()) if number in BULLETS and not record.get("seeds")]
     only_first = f" ({', '.join(first_only)} under the first seed only)" if first_only else ""
-    spread = (f"mean ± standard deviation over the seeds{only_first}; a difference is called a finding only when it "
-              "has the same sign under every seed and exceeds its standard deviation"
-              if len(seeds) > 1 else "one seed: differences smaller than the spread over seeds are not findings")
-    return (f"Generated by `python -m course_utils.findings{' --profile ' + profile if profile != 'full' else ''}` "
-            f"from the {profile}-profile records in `results/{profile}/` "
-            f"(seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}; {spread}).\n\n" + "\n".join(bullets)
-            + (f"\n\n{render_runtimes(timings)}" if timings else ""))
+    spread = (
+        f"mean ± standard deviation over the seeds{only_first}; a difference is called a finding only when it "
+        "has the same sign under every seed and exceeds its standard deviation"
+        if len(seeds) > 1
+        else "one seed: differences smaller than the spread over seeds are not findings"
+    )
+    return (
+        f"Generated by `python -m course_utils.findings{' --profile ' + profile if profile != 'full' else ''}` "
+        f"from the {profile}-profile records in `results/{profile}/` "
+        f"(seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}; {spread}).\n\n"
+        + "\n".join(bullets)
+        + (f"\n\n{render_runtimes(timings)}" if timings else "")
+    )
 
 
 def render_runtimes(timings: dict[str, float]) -> str:
@@ -253,10 +310,14 @@ def render_runtimes(timings: dict[str, float]) -> str:
     for key, seconds in timings.items():
         stem, seed = parse_timing_key(key)
         runs.setdefault(stem[:2], []).append(("" if seed is None else f"seed {seed}: ") + f"{seconds:.0f} s")
-    notebooks = ", ".join(f"{number} {first}" + (f" ({', '.join(further)})" if further else "")
-                          for number, (first, *further) in runs.items())
-    return (f"Runtime of that run (papermill wall time per notebook, kernel start included): {notebooks}; "
-            f"{sum(timings.values()) / 60:.1f} min in all.")
+    notebooks = ", ".join(
+        f"{number} {first}" + (f" ({', '.join(further)})" if further else "")
+        for number, (first, *further) in runs.items()
+    )
+    return (
+        f"Runtime of that run (papermill wall time per notebook, kernel start included): {notebooks}; "
+        f"{sum(timings.values()) / 60:.1f} min in all."
+    )
 
 
 def replace_section(text: str, body: str, start: str = START, end: str = END) -> str:
@@ -267,7 +328,7 @@ def replace_section(text: str, body: str, start: str = START, end: str = END) ->
     section = re.search(rf"^{re.escape(start)}\n.*?^{re.escape(end)}$", text, flags=re.M | re.S)
     if section is None:
         raise SystemExit(f"README has no {start} ... {end} lines around the section rendered between them")
-    return f"{text[:section.start()]}{start}\n{body}\n{end}{text[section.end():]}"
+    return f"{text[: section.start()]}{start}\n{body}\n{end}{text[section.end() :]}"
 
 
 def update_readme(readme: Path, body: str, start: str, end: str, check: bool, source: Path, command: str) -> int:
@@ -288,8 +349,12 @@ def update_readme(readme: Path, body: str, start: str, end: str, check: bool, so
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_utils.findings", description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", default="full", choices=sorted(SECTIONS),
-                        help="full: the embedded course's records; real: the real-photo profile's")
+    parser.add_argument(
+        "--profile",
+        default="full",
+        choices=sorted(SECTIONS),
+        help="full: the embedded course's records; real: the real-photo profile's",
+    )
     parser.add_argument("--records", type=Path, help="records folder (default: results/<profile>/)")
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 when the README is stale")
@@ -297,10 +362,12 @@ def main(argv: list[str] | None = None) -> int:
     default_records, start, end = SECTIONS[args.profile]
     records = args.records or default_records
     timings = records / f"timings-{args.profile}.json"
-    body = render_findings(read_records(records, args.profile), args.profile,
-                           json.loads(timings.read_text()) if timings.exists() else None)
-    return update_readme(args.readme, body, start, end, args.check, records,
-                         f"python -m course_utils.findings --profile {args.profile}")
+    body = render_findings(
+        read_records(records, args.profile), args.profile, json.loads(timings.read_text()) if timings.exists() else None
+    )
+    return update_readme(
+        args.readme, body, start, end, args.check, records, f"python -m course_utils.findings --profile {args.profile}"
+    )
 
 
 if __name__ == "__main__":

@@ -30,9 +30,15 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 SOLUTION_TAG = "solution"
 SKIPPED_ON_SLIDES = {"parameters", "injected-parameters", SOLUTION_TAG}
 # What the decks load, relative to --js: reveal.js 4 (its CSS, white theme, notes plugin), require.js and jQuery.
-SLIDE_FILES = ("reveal.js/dist/reveal.js", "reveal.js/dist/reveal.css", "reveal.js/dist/theme/white.css",
-               "reveal.js/plugin/notes/notes.js", "reveal.js/LICENSE", "requirejs/require.js",
-               "jquery/dist/jquery.min.js")
+SLIDE_FILES = (
+    "reveal.js/dist/reveal.js",
+    "reveal.js/dist/reveal.css",
+    "reveal.js/dist/theme/white.css",
+    "reveal.js/plugin/notes/notes.js",
+    "reveal.js/LICENSE",
+    "requirejs/require.js",
+    "jquery/dist/jquery.min.js",
+)
 
 
 def course_notebooks(folder: Path) -> list[Path]:
@@ -96,8 +102,10 @@ def copy_slide_js(js: Path, out: Path) -> None:
     """Copy the JavaScript and CSS the decks load from ``js`` (unpacked npm packages) to ``out/js/``."""
     missing = [name for name in SLIDE_FILES if not (js / name).is_file()]
     if missing:
-        raise SystemExit(f"--js {js}: missing {', '.join(missing)}; expected the unpacked npm packages reveal.js@4, "
-                         "requirejs and jquery (the Makefile's slides target fetches them with `npm pack`)")
+        raise SystemExit(
+            f"--js {js}: missing {', '.join(missing)}; expected the unpacked npm packages reveal.js@4, "
+            "requirejs and jquery (the Makefile's slides target fetches them with `npm pack`)"
+        )
     for name in SLIDE_FILES:
         (out / "js" / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(js / name, out / "js" / name)
@@ -110,9 +118,16 @@ def build_slides(executed: Path, out: Path, js: Path | None = None) -> list[Path
     notebooks = course_notebooks(executed)
     out.mkdir(parents=True, exist_ok=True)
     # A 1600 x 1000 slide (scaled to the screen) fits 100-character code lines and the course's figures.
-    exporter = SlidesExporter(reveal_scroll=True, reveal_theme="white", reveal_width="1600", reveal_height="1000",
-                              reveal_number="c/t", reveal_transition="none", exclude_input_prompt=True,
-                              exclude_output_prompt=True)
+    exporter = SlidesExporter(
+        reveal_scroll=True,
+        reveal_theme="white",
+        reveal_width="1600",
+        reveal_height="1000",
+        reveal_number="c/t",
+        reveal_transition="none",
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
     if js is not None:  # offline decks: every script and style sheet from out/js/
         copy_slide_js(js, out)
         exporter.reveal_url_prefix = "js/reveal.js"

@@ -440,8 +440,9 @@ class FaissIndex:
             if self._dim % self.pq_m:
                 raise ValueError(f"pq_m={self.pq_m} must divide dim={self._dim} (e.g. pq_m=64 for d=512)")
             self._quantizer = faiss.IndexFlatIP(self._dim)
-            self.index = faiss.IndexIVFPQ(self._quantizer, self._dim, self.nlist, self.pq_m, 8,
-                                          faiss.METRIC_INNER_PRODUCT)
+            self.index = faiss.IndexIVFPQ(
+                self._quantizer, self._dim, self.nlist, self.pq_m, 8, faiss.METRIC_INNER_PRODUCT
+            )
             self.index.do_polysemous_training = False  # only serves Hamming pre-filtering, which we do not use; slow
         else:
             self.index = faiss.IndexHNSWFlat(self._dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
@@ -498,8 +499,10 @@ class FaissIndex:
                 "lower nlist (about sqrt(n) to 4*sqrt(n)) or train on more vectors"
             )
         if self.kind == "ivfpq" and matrix.shape[0] < 256:
-            raise ValueError(f"IVF-PQ training needs at least 256 vectors (one per PQ codeword), got "
-                             f"{matrix.shape[0]}; FAISS recommends 39 * 256 = 9,984 or more")
+            raise ValueError(
+                f"IVF-PQ training needs at least 256 vectors (one per PQ codeword), got "
+                f"{matrix.shape[0]}; FAISS recommends 39 * 256 = 9,984 or more"
+            )
         self.index.train(matrix)
 
     def _as_faiss(self, x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
@@ -600,10 +603,17 @@ class FaissIndex:
             loaded = faiss.read_index(str(path))
         except RuntimeError as err:
             raise _corrupt_index(path, "FAISS index", err) from None
-        expected = {"flat": faiss.IndexFlat, "ivf": faiss.IndexIVFFlat, "hnsw": faiss.IndexHNSWFlat,
-                    "ivfpq": faiss.IndexIVFPQ}[index.kind]
-        if (loaded.d != index.dim or not isinstance(loaded, expected)
-                or loaded.metric_type != faiss.METRIC_INNER_PRODUCT):
+        expected = {
+            "flat": faiss.IndexFlat,
+            "ivf": faiss.IndexIVFFlat,
+            "hnsw": faiss.IndexHNSWFlat,
+            "ivfpq": faiss.IndexIVFPQ,
+        }[index.kind]
+        if (
+            loaded.d != index.dim
+            or not isinstance(loaded, expected)
+            or loaded.metric_type != faiss.METRIC_INNER_PRODUCT
+        ):
             raise ValueError(
                 f"{path} holds a {type(loaded).__name__} of d={loaded.d} but {sidecar} says kind={index.kind!r}, "
                 f"dim={index.dim} (inner product); the two files come from different saves: save the index again"

@@ -31,8 +31,9 @@ from .index import FaissIndex, _as_ids, _as_matrix, _check_k
 TRAINED, LISTS, POPULATED = "trained.index", "lists.ivfdata", "populated.index"
 
 
-def train_ivfpq(sample: np.ndarray | torch.Tensor, folder: str | Path, nlist: int, pq_m: int = 64,
-                nprobe: int = 16) -> Path:
+def train_ivfpq(
+    sample: np.ndarray | torch.Tensor, folder: str | Path, nlist: int, pq_m: int = 64, nprobe: int = 16
+) -> Path:
     """Train an empty IVF-PQ on ``sample`` ((n, d), n >= nlist and >= 256) and write ``folder/trained.index``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -43,8 +44,9 @@ def train_ivfpq(sample: np.ndarray | torch.Tensor, folder: str | Path, nlist: in
     return folder / TRAINED
 
 
-def add_shard(folder: str | Path, shard: int, vectors: np.ndarray | torch.Tensor,
-              ids: np.ndarray | torch.Tensor) -> Path:
+def add_shard(
+    folder: str | Path, shard: int, vectors: np.ndarray | torch.Tensor, ids: np.ndarray | torch.Tensor
+) -> Path:
     """Encode one shard with the trained quantisers and write ``folder/shard-XXXXX.index``.
 
     Shards are independent: any process holding ``trained.index`` can build any of them.
@@ -155,8 +157,9 @@ class NpyRows:
         for i, row in enumerate(rows):
             if not 0 <= row < self.shape[0]:
                 raise IndexError(f"row {row} outside {self.path} ({self.shape[0]} rows)")
-            out[i] = np.frombuffer(os.pread(self._fd, self._row_bytes, self._offset + int(row) * self._row_bytes),
-                                   dtype=self.dtype)
+            out[i] = np.frombuffer(
+                os.pread(self._fd, self._row_bytes, self._offset + int(row) * self._row_bytes), dtype=self.dtype
+            )
         return out
 
     def write(self, start: int, rows: np.ndarray) -> None:

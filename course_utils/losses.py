@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 
-def clip_contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-                          logit_scale: torch.Tensor) -> torch.Tensor:
+def clip_contrastive_loss(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
     """Symmetric contrastive loss over a batch of matching (image, text) pairs.
 
     Args:
@@ -89,14 +90,16 @@ def multi_positive_contrastive_loss(
     """
     size = image_features.shape[0]
     if positives.shape != (size, size) or positives.dtype != torch.bool:
-        raise ValueError(f"positives must be a ({size}, {size}) bool matrix, "
-                         f"got {tuple(positives.shape)} {positives.dtype}")
+        raise ValueError(
+            f"positives must be a ({size}, {size}) bool matrix, got {tuple(positives.shape)} {positives.dtype}"
+        )
     if not positives.diagonal().all():
         raise ValueError("positives must be True on the diagonal: caption i was drawn for image i")
     similarity = logit_scale.exp() * image_features @ text_features.T  # S[i, j] = sim(image i, text j)
     targets = positives.to(similarity.dtype)
-    image_to_text = F.cross_entropy(similarity,
-                                    targets / targets.sum(dim=1, keepdim=True))  # rows: spread over positives
+    image_to_text = F.cross_entropy(
+        similarity, targets / targets.sum(dim=1, keepdim=True)
+    )  # rows: spread over positives
     text_to_image = F.cross_entropy(similarity.T, targets.T / targets.T.sum(dim=1, keepdim=True))
     return (image_to_text + text_to_image) / 2
 
@@ -157,8 +160,9 @@ def soft_triplet_loss(queries: torch.Tensor, targets: torch.Tensor, groups: torc
     return F.softplus(positive - distances)[negatives].mean()  # softplus(x) = log(1 + exp(x))
 
 
-def triplet_margin_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
-                        margin: float = 0.3) -> torch.Tensor:
+def triplet_margin_loss(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float = 0.3
+) -> torch.Tensor:
     """CRL's / ASEN's triplet ranking loss on cosine similarity (notebook 05).
 
     ``mean(max(0, margin - cos(anchor, positive) + cos(anchor, negative)))``: the positive must be closer to the

@@ -591,12 +591,16 @@ def attribute_match_counts(
     e.g. for :func:`mean_chance_recall`). Arguments as there."""
     query_t, gallery_t = _attribute_codes(query_attributes, gallery_attributes, attributes)
     rows = _rows_per_chunk(len(gallery_attributes) * gallery_t.shape[1], chunk_size)
-    return [int(count) for start in range(0, len(query_attributes), rows)
-            for count in _attribute_matches(query_t[start : start + rows], gallery_t).sum(dim=1)]
+    return [
+        int(count)
+        for start in range(0, len(query_attributes), rows)
+        for count in _attribute_matches(query_t[start : start + rows], gallery_t).sum(dim=1)
+    ]
 
 
 def _attribute_codes(
-    query_attributes: Sequence[dict[str, Any]], gallery_attributes: Sequence[dict[str, Any]],
+    query_attributes: Sequence[dict[str, Any]],
+    gallery_attributes: Sequence[dict[str, Any]],
     attributes: Sequence[str] | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attribute values as integer codes per attribute: ``(q, a)`` query codes and ``(g, a)`` gallery codes; a

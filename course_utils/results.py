@@ -39,12 +39,15 @@ def _plain(value):
 def table_record(frame: pd.DataFrame) -> dict:
     """A DataFrame as ``{"columns": [...], "rows": [[...], ...]}`` (index kept as the first column)."""
     frame = frame.reset_index() if not isinstance(frame.index, pd.RangeIndex) else frame
-    return {"columns": [str(c) for c in frame.columns],
-            "rows": [[_plain(v) for v in row] for row in frame.itertuples(index=False)]}
+    return {
+        "columns": [str(c) for c in frame.columns],
+        "rows": [[_plain(v) for v in row] for row in frame.itertuples(index=False)],
+    }
 
 
-def write_results(notebook: str, parameters: dict, metrics: dict, tables: dict[str, pd.DataFrame] | None = None,
-                  notes: str = "") -> Path:
+def write_results(
+    notebook: str, parameters: dict, metrics: dict, tables: dict[str, pd.DataFrame] | None = None, notes: str = ""
+) -> Path:
     """Write one notebook's record.
 
     Args:
@@ -62,8 +65,11 @@ def write_results(notebook: str, parameters: dict, metrics: dict, tables: dict[s
         "metrics": {k: _plain(v) for k, v in metrics.items()},
         "tables": {name: table_record(frame) for name, frame in (tables or {}).items()},
         "notes": notes,
-        "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "device": "cuda" if torch.cuda.is_available() else "cpu"},
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+        },
     }
     path = results_dir() / f"{notebook}.json"
     path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
@@ -116,13 +122,16 @@ def aggregate_seeds(folders: dict[int, Path], notebooks: Sequence[str] | None = 
         records = [json.loads(p.read_text()) for p in paths]
         for seed, record, record_path in zip(seeds, records, paths):
             if record["parameters"].get("seed") != seed:
-                raise ValueError(f"{record_path} was produced with seed {record['parameters'].get('seed')!r}, "
-                                 f"not {seed}: rerun it with --seeds")
+                raise ValueError(
+                    f"{record_path} was produced with seed {record['parameters'].get('seed')!r}, "
+                    f"not {seed}: rerun it with --seeds"
+                )
         names = list(records[0]["metrics"])
         numeric = [name for name in names if all(_is_number(r["metrics"].get(name)) for r in records)]
         values = {name: [r["metrics"][name] for r in records] for name in numeric}
         records[0]["seeds"] = {
-            "seeds": seeds, "values": values,
+            "seeds": seeds,
+            "values": values,
             "mean": {name: statistics.fmean(v) for name, v in values.items()},
             "std": {name: statistics.stdev(v) for name, v in values.items()},
             "not_aggregated": [name for name in names if name not in values],
@@ -156,8 +165,13 @@ def build_report(directory: Path | None = None, out: Path | None = None, title: 
     """Gather every notebook record into one markdown report (``outputs/RESULTS.md`` by default)."""
     records = read_results(directory)
     profile = {r["parameters"].get("profile") for r in records} - {None}
-    parts = [f"# {title}", "", f"Profile: {', '.join(sorted(profile)) or 'n/a'}. One section per notebook; "
-             "numbers are read from `outputs/results/*.json`.", ""]
+    parts = [
+        f"# {title}",
+        "",
+        f"Profile: {', '.join(sorted(profile)) or 'n/a'}. One section per notebook; "
+        "numbers are read from `outputs/results/*.json`.",
+        "",
+    ]
     for record in records:
         parts += [f"## {record['notebook']}", ""]
         if record.get("notes"):

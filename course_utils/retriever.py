@@ -72,13 +72,21 @@ class FashionRetriever:
         **index_options: passed to :func:`course_utils.index.build_index`.
     """
 
-    def __init__(self, bundle, catalogue: Catalogue, index="exact", image_embeddings: torch.Tensor | None = None,
-                 caption_style: str | None = None, **index_options) -> None:
+    def __init__(
+        self,
+        bundle,
+        catalogue: Catalogue,
+        index="exact",
+        image_embeddings: torch.Tensor | None = None,
+        caption_style: str | None = None,
+        **index_options,
+    ) -> None:
         if len(catalogue) == 0:
             raise ValueError("the gallery catalogue is empty")
         self.bundle, self.catalogue, self.caption_style = bundle, catalogue, caption_style
-        self.embeddings = (image_embeddings if image_embeddings is not None
-                           else encode_images(bundle, catalogue, progress=False))
+        self.embeddings = (
+            image_embeddings if image_embeddings is not None else encode_images(bundle, catalogue, progress=False)
+        )
         if self.embeddings.shape[0] != len(catalogue):
             raise ValueError(f"{self.embeddings.shape[0]} embeddings for {len(catalogue)} gallery items")
         require_finite(self.embeddings, "image_embeddings", catalogue.ids)
@@ -138,15 +146,23 @@ class FashionRetriever:
             return None
         unknown = [k for k in filters if k not in self._attributes.columns]
         if unknown:
-            raise ValueError(f"unknown attribute filter(s) {unknown}; "
-                             f"this catalogue has {list(self.catalogue.attribute_names)}")
+            raise ValueError(
+                f"unknown attribute filter(s) {unknown}; this catalogue has {list(self.catalogue.attribute_names)}"
+            )
         mask = np.ones(len(self.catalogue), bool)
         for key, value in filters.items():
             mask &= (self._attributes[key] == value).to_numpy()
         return mask
 
-    def _rank(self, queries: torch.Tensor, top_k: int, filters: dict, boost: dict | None = None,
-              boost_weight: float = 0.1, exclude: Sequence[int | None] | None = None) -> list[pd.DataFrame]:
+    def _rank(
+        self,
+        queries: torch.Tensor,
+        top_k: int,
+        filters: dict,
+        boost: dict | None = None,
+        boost_weight: float = 0.1,
+        exclude: Sequence[int | None] | None = None,
+    ) -> list[pd.DataFrame]:
         self._check_k(top_k)
         require_finite(queries, "query embedding")
         allowed = self._allowed(filters)
@@ -185,13 +201,27 @@ class FashionRetriever:
         rows = []
         for rank, (position, score) in enumerate(zip(positions, scores), start=1):
             item = self.catalogue[int(position)]
-            rows.append({"rank": rank, "item_id": item.item_id, "score": float(score),
-                         "caption": item.caption(self.caption_style) if item.captions else "",
-                         "image_path": str(item.image_path) if item.image_path else None, **dict(item.attributes)})
+            rows.append(
+                {
+                    "rank": rank,
+                    "item_id": item.item_id,
+                    "score": float(score),
+                    "caption": item.caption(self.caption_style) if item.captions else "",
+                    "image_path": str(item.image_path) if item.image_path else None,
+                    **dict(item.attributes),
+                }
+            )
         return pd.DataFrame(rows)
 
-    def _rank_texts(self, texts: Sequence[str], top_k: int, filters: dict, boost: dict | None = None,
-                    boost_weight: float = 0.1, rerank: bool = True) -> list[pd.DataFrame]:
+    def _rank_texts(
+        self,
+        texts: Sequence[str],
+        top_k: int,
+        filters: dict,
+        boost: dict | None = None,
+        boost_weight: float = 0.1,
+        rerank: bool = True,
+    ) -> list[pd.DataFrame]:
         """Text queries ranked by the index; with a :attr:`reranker`, its top-``rerank_k`` reordered by it."""
         if self.reranker is None or not rerank:
             return self._rank(self.embed_text(texts), top_k, filters, boost, boost_weight)
@@ -206,8 +236,15 @@ class FashionRetriever:
             frames.append(self._frame(rows[order].numpy(), scores[order].numpy()))
         return frames
 
-    def search_by_text(self, query: str, top_k: int = 5, boost: dict | None = None, boost_weight: float = 0.1,
-                       rerank: bool = True, **filters: str) -> pd.DataFrame:
+    def search_by_text(
+        self,
+        query: str,
+        top_k: int = 5,
+        boost: dict | None = None,
+        boost_weight: float = 0.1,
+        rerank: bool = True,
+        **filters: str,
+    ) -> pd.DataFrame:
         """Items whose images best match ``query``.
 
         Args:
@@ -223,15 +260,17 @@ class FashionRetriever:
             raise TypeError(f"query must be a string such as 'red dress', got {_describe(query)}{hint}")
         return self._rank_texts([query], top_k, filters, boost, boost_weight, rerank)[0]
 
-    def search_by_image(self, image: str | Path | Image.Image, top_k: int = 5, exclude_self: bool = True,
-                        **filters: str) -> pd.DataFrame:
+    def search_by_image(
+        self, image: str | Path | Image.Image, top_k: int = 5, exclude_self: bool = True, **filters: str
+    ) -> pd.DataFrame:
         """Items that look like ``image`` (a gallery item id, a file path or a PIL image)."""
         query = self.embed_image(image)
         own = self._gallery_position(image) if exclude_self else None
         return self._rank(query, top_k, filters, exclude=[own] if own is not None else None)[0]
 
-    def search_by_texts(self, queries: Sequence[str], top_k: int = 5, rerank: bool = True,
-                        **filters: str) -> list[pd.DataFrame]:
+    def search_by_texts(
+        self, queries: Sequence[str], top_k: int = 5, rerank: bool = True, **filters: str
+    ) -> list[pd.DataFrame]:
         """Many text queries in one batched pass (one forward of the text tower): a result frame per query, in order.
 
         Each frame is what :meth:`search_by_text` returns for that query (the classroom server batches the text
@@ -247,8 +286,9 @@ class FashionRetriever:
     def search_conditional(self, image: str | Path | Image.Image, condition: str, top_k: int = 5) -> pd.DataFrame:
         """Items similar to ``image`` *with respect to* ``condition`` (e.g. colour), via the notebook-05 hook."""
         if self.conditional_encoder is None:
-            raise RuntimeError("no conditional encoder set: assign retriever.conditional_encoder "
-                               "(notebook 05 builds one)")
+            raise RuntimeError(
+                "no conditional encoder set: assign retriever.conditional_encoder (notebook 05 builds one)"
+            )
         self._check_k(top_k)
         query = self.conditional_encoder(self.embed_image(image), condition)
         gallery = self.conditional_encoder(self.embeddings, condition)

@@ -81,8 +81,10 @@ def notebook_settings(notebook: Path, profile: str) -> dict:
     """
     import papermill
 
-    defaults = {name: ast.literal_eval(parameter["default"])
-                for name, parameter in papermill.inspect_notebook(str(notebook)).items()}
+    defaults = {
+        name: ast.literal_eval(parameter["default"])
+        for name, parameter in papermill.inspect_notebook(str(notebook)).items()
+    }
     return {**defaults, **profile_parameters(notebook, profile)}
 
 
@@ -106,8 +108,10 @@ def real_profile_outputs(profile: str, extra: dict, output_dir: Path | None) -> 
     if profile not in REAL_PROFILES:
         return output_dir
     if not extra.get("data_root"):
-        raise SystemExit(f"the {profile} profile runs on a real catalogue: add --set data_root=/path/to/"
-                         "fashion-product-small (Kaggle layout: styles.csv + images/<id>.jpg; README › Real photos)")
+        raise SystemExit(
+            f"the {profile} profile runs on a real catalogue: add --set data_root=/path/to/"
+            "fashion-product-small (Kaggle layout: styles.csv + images/<id>.jpg; README › Real photos)"
+        )
     output_dir = output_dir or outputs_dir() / profile
     os.environ.setdefault("FASHION_COURSE_FIGURES", str(output_dir.expanduser().resolve() / "figures"))
     return output_dir
@@ -176,7 +180,8 @@ def check_parameter_names(notebooks: list[Path], names: list[str]) -> None:
         lines.append(f"  {name}: " + (f"did you mean {' or '.join(close)}?" if close else "no close match"))
     selected = ", ".join(notebook.stem for notebook in notebooks)
     raise SystemExit(
-        f"--set names no parameter of the selected notebooks ({selected}); nothing was run:\n" + "\n".join(lines)
+        f"--set names no parameter of the selected notebooks ({selected}); nothing was run:\n"
+        + "\n".join(lines)
         + f"\nparameters they take: {', '.join(sorted(known))}"
     )
 
@@ -210,13 +215,17 @@ def check_kernel(name: str) -> None:
     try:
         spec = KernelSpecManager().get_kernel_spec(name)
     except NoSuchKernel:
-        raise SystemExit(f"Jupyter kernel {name!r} is not registered; run `make setup` (or "
-                         f"`python -m ipykernel install --sys-prefix --name {name}`), or pass --kernel") from None
+        raise SystemExit(
+            f"Jupyter kernel {name!r} is not registered; run `make setup` (or "
+            f"`python -m ipykernel install --sys-prefix --name {name}`), or pass --kernel"
+        ) from None
     interpreter = spec.argv[0]
     if os.path.isabs(interpreter) and not os.path.exists(interpreter):
-        raise SystemExit(f"Jupyter kernel {name!r} ({spec.resource_dir}) runs {interpreter}, which does not exist; "
-                         f"re-register it with `python -m ipykernel install --sys-prefix --name {name}` "
-                         f"from this checkout's .venv")
+        raise SystemExit(
+            f"Jupyter kernel {name!r} ({spec.resource_dir}) runs {interpreter}, which does not exist; "
+            f"re-register it with `python -m ipykernel install --sys-prefix --name {name}` "
+            f"from this checkout's .venv"
+        )
 
 
 def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cell_timeout: int) -> float:
@@ -227,8 +236,15 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cell_ti
 
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=kernel,
-                                   execution_timeout=cell_timeout, progress_bar=False, cwd=str(NOTEBOOK_DIR))
+        papermill.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=parameters,
+            kernel_name=kernel,
+            execution_timeout=cell_timeout,
+            progress_bar=False,
+            cwd=str(NOTEBOOK_DIR),
+        )
     except PapermillExecutionError as err:
         raise NotebookFailed(
             f"{notebook.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
@@ -242,8 +258,9 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cell_ti
     return time.perf_counter() - start
 
 
-def run_notebooks(notebooks: list[Path], out: Path, profile: str, extra: dict, kernel: str,
-                  cell_timeout: int) -> dict[str, float] | None:
+def run_notebooks(
+    notebooks: list[Path], out: Path, profile: str, extra: dict, kernel: str, cell_timeout: int
+) -> dict[str, float] | None:
     """Execute ``notebooks`` in order into ``out``; seconds per notebook, or ``None`` after a failure (printed)."""
     timings = {}
     for notebook in notebooks:
@@ -260,18 +277,36 @@ def run_notebooks(notebooks: list[Path], out: Path, profile: str, extra: dict, k
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="ci", choices=PROFILES,
-                        help="ci: small and fast; full: meaningful sizes; real: real photos (--set data_root=...), "
-                        "real-ci: real sized for the tests")
+    parser.add_argument(
+        "--profile",
+        default="ci",
+        choices=PROFILES,
+        help="ci: small and fast; full: meaningful sizes; real: real photos (--set data_root=...), "
+        "real-ci: real sized for the tests",
+    )
     parser.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 01,02")
-    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra parameter for every notebook (e.g. dataset=fashion-product-small)")
-    parser.add_argument("--seeds", default="", help="comma-separated seeds, e.g. 0,1,2: the experiment notebooks "
-                        f"({', '.join(SEED_REPEATED)}) run under each, records gain mean and std over them")
+    parser.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra parameter for every notebook (e.g. dataset=fashion-product-small)",
+    )
+    parser.add_argument(
+        "--seeds",
+        default="",
+        help="comma-separated seeds, e.g. 0,1,2: the experiment notebooks "
+        f"({', '.join(SEED_REPEATED)}) run under each, records gain mean and std over them",
+    )
     parser.add_argument("--kernel", default=KERNEL, help="Jupyter kernel name (make setup registers it)")
     parser.add_argument("--cell-timeout", type=int, default=1200, help="seconds one cell may run")
-    parser.add_argument("--output-dir", type=Path, default=None,
-                        help="where executed notebooks, results and RESULTS.md go (default outputs/)")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="where executed notebooks, results and RESULTS.md go (default outputs/)",
+    )
     args = parser.parse_args(argv)
 
     extra = parse_assignments(args.assignments)
@@ -304,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         aggregated = aggregate_seeds(results, [notebook.stem for notebook in experiments])
         print(f"{len(aggregated)} records now carry mean and std over seeds {', '.join(map(str, seeds))}", flush=True)
     (out / f"timings-{args.profile}.json").write_text(json.dumps(timings, indent=2) + "\n")
-    report = build_report(out / "results", out / "RESULTS.md",
-                          title=f"fashion-clip-course results ({args.profile} profile)")
+    report = build_report(
+        out / "results", out / "RESULTS.md", title=f"fashion-clip-course results ({args.profile} profile)"
+    )
     print(f"all {len(timings)} notebook runs took {sum(timings.values()):.0f} s; report: {report}", flush=True)
     return 0
 

@@ -44,9 +44,12 @@ def voila_command(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
-    parser.add_argument("--ip", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0: every interface, "
-                             "e.g. a classroom network — read the warning it prints)")
+    parser.add_argument(
+        "--ip",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0: every interface, "
+        "e.g. a classroom network — read the warning it prints)",
+    )
     demo = parser.add_argument_group("classroom server (default): the demo state, as notebook 07's parameters")
     demo.add_argument("--profile", default="ci", choices=["ci", "full"], help="catalogue size (default ci)")
     demo.add_argument("--seed", type=int, default=0)
@@ -57,14 +60,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     demo.add_argument("--test-size", type=int, default=None, help="keep the first N test items as the gallery")
     demo.add_argument("--device", default="auto")
     demo.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads that run queries")
-    demo.add_argument("--max-pending", type=int, default=DEFAULT_MAX_PENDING,
-                      help="queries that may wait before viewers are asked to retry")
-    demo.add_argument("--torch-threads", type=int, default=1,
-                      help="torch threads per query (default 1: the workers give the parallelism)")
+    demo.add_argument(
+        "--max-pending",
+        type=int,
+        default=DEFAULT_MAX_PENDING,
+        help="queries that may wait before viewers are asked to retry",
+    )
+    demo.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch threads per query (default 1: the workers give the parallelism)",
+    )
     voila = parser.add_argument_group("--voila: one Voilà kernel per page view (the earlier way)")
     voila.add_argument("--voila", action="store_true", help="serve the notebook with Voilà instead")
-    voila.add_argument("--notebook", type=Path, default=None,
-                       help=f"notebook to serve with Voilà (implies --voila; default {DEMO_NOTEBOOK.name})")
+    voila.add_argument(
+        "--notebook",
+        type=Path,
+        default=None,
+        help=f"notebook to serve with Voilà (implies --voila; default {DEMO_NOTEBOOK.name})",
+    )
     voila.add_argument("--show-tracebacks", action="store_true", help="show Python tracebacks on the page (--voila)")
     return parser.parse_args(argv)
 
@@ -87,12 +102,23 @@ def serve_classroom(args: argparse.Namespace) -> int:
         print(warning, file=sys.stderr, flush=True)
     start = time.perf_counter()
     print("loading the model, the catalogue and the gallery embeddings (once)…", flush=True)
-    state = load_demo_state(profile=args.profile, seed=args.seed, dataset=args.dataset, data_root=args.data_root,
-                            model=args.model, pretrained=args.pretrained, device=args.device, test_size=args.test_size)
+    state = load_demo_state(
+        profile=args.profile,
+        seed=args.seed,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        model=args.model,
+        pretrained=args.pretrained,
+        device=args.device,
+        test_size=args.test_size,
+    )
     torch.set_num_threads(max(1, args.torch_threads))  # after loading: a cold cache trains with every core
     service = QueryService(state, args.workers, args.max_pending)
-    print(f"ready in {time.perf_counter() - start:.1f} s: {len(state.retriever.catalogue)} gallery items, "
-          f"model {state.retriever.bundle.identity}, conditions {state.conditions or 'none'}", flush=True)
+    print(
+        f"ready in {time.perf_counter() - start:.1f} s: {len(state.retriever.catalogue)} gallery items, "
+        f"model {state.retriever.bundle.identity}, conditions {state.conditions or 'none'}",
+        flush=True,
+    )
     serve_until_stopped(service, args.ip, args.port)
     return 0
 

@@ -97,6 +97,7 @@ class WarmupCosine:
 
 # --- optimisation -----------------------------------------------------------------------------------------------
 
+
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, head_parameters: Iterable = ()) -> torch.optim.AdamW:
     """AdamW with four groups: (backbone | heads) x (decay | no decay for biases, norms and scales)."""
     head_ids = {id(p) for p in head_parameters}
@@ -106,8 +107,11 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, head_parameters:
             groups[(id(param) in head_ids, param.ndim >= 2)].append(param)
     head_lr = config.head_lr if config.head_lr is not None else config.lr
     param_groups = [
-        {"params": params, "lr": head_lr if is_head else config.lr,
-         "weight_decay": config.weight_decay if decay else 0.0}
+        {
+            "params": params,
+            "lr": head_lr if is_head else config.lr,
+            "weight_decay": config.weight_decay if decay else 0.0,
+        }
         for (is_head, decay), params in groups.items()
         if params
     ]
@@ -117,8 +121,12 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, head_parameters:
 
 
 def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
 
 def _set_rng_state(state: dict) -> None:
@@ -129,12 +137,27 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, history: TrainHistory, config: TrainConfig,
-                     context: distributed.DistributedContext) -> None:
+def _save_checkpoint(
+    path: Path,
+    model,
+    optimizer,
+    scheduler,
+    step: int,
+    history: TrainHistory,
+    config: TrainConfig,
+    context: distributed.DistributedContext,
+) -> None:
     """Rank 0 writes ``path`` (the other ranks hold the same weights) while the others wait for it."""
     if context.is_main:
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "step": step, "rng": _rng_state(), "history": asdict(history), "config": asdict(config)}
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "rng": _rng_state(),
+            "history": asdict(history),
+            "config": asdict(config),
+        }
         torch_save_atomic(state, path)
     distributed.barrier()
 
@@ -145,8 +168,11 @@ def _read_checkpoint(path: Path, device: torch.device) -> dict | None:
     try:
         return torch.load(path, map_location=device, weights_only=False)  # our own file: it holds RNG states
     except Exception as err:
-        LOG.warning("checkpoint %s was damaged (%s); removed it, training restarts from step 0", path,
-                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+        LOG.warning(
+            "checkpoint %s was damaged (%s); removed it, training restarts from step 0",
+            path,
+            str(err).splitlines()[0] if str(err) else type(err).__name__,
+        )
         path.unlink(missing_ok=True)
         return None
 
@@ -215,8 +241,9 @@ def fit(
         _set_rng_state(state["rng"])
 
     steps_per_epoch = config.steps_per_epoch(len(dataset))
-    bar = tqdm(total=total_steps, initial=step, desc="training", disable=not (progress and context.is_main),
-               leave=False)
+    bar = tqdm(
+        total=total_steps, initial=step, desc="training", disable=not (progress and context.is_main), leave=False
+    )
     model.train()
     while step < total_steps and (stop_after is None or step < stop_after):
         epoch, done_in_epoch = divmod(step, steps_per_epoch)
@@ -225,8 +252,9 @@ def fit(
         batches = _epoch_batches(len(dataset), config, epoch)[done_in_epoch * config.grad_accum :]
         if context.is_distributed:
             batches = [distributed.rank_slice(batch, context) for batch in batches]
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_skipping_unreadable,
-                            num_workers=config.num_workers)
+        loader = DataLoader(
+            dataset, batch_sampler=batches, collate_fn=collate_skipping_unreadable, num_workers=config.num_workers
+        )
         optimizer.zero_grad(set_to_none=True)
         micro, running, skipped = 0, 0.0, 0
         for batch in loader:
@@ -255,8 +283,13 @@ def fit(
             step, running, skipped = step + 1, 0.0, 0
             bar.update(1)
             bar.set_postfix(loss=f"{history.steps[-1]['loss']:.3f}")
-            if (evaluate and context.is_main and config.eval_every and step % config.eval_every == 0
-                    and step < total_steps):
+            if (
+                evaluate
+                and context.is_main
+                and config.eval_every
+                and step % config.eval_every == 0
+                and step < total_steps
+            ):
                 history.evals.append({"step": step, **_evaluate(model, evaluate)})
             if checkpoint and config.checkpoint_every and step % config.checkpoint_every == 0:
                 _save_checkpoint(checkpoint, model, optimizer, scheduler, step, history, config, context)
@@ -285,6 +318,7 @@ def _evaluate(model: torch.nn.Module, evaluate: Callable[[], dict]) -> dict:
 
 # --- CLIP contrastive training ---------------------------------------------------------------------------------
 
+
 def contrastive_batch_loss(
     tokenizer: Callable[[list[str]], torch.Tensor],
 ) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
@@ -301,10 +335,18 @@ def contrastive_batch_loss(
         context = distributed.current()
         if not context.is_distributed:
             return clip_contrastive_loss(image_features, text_features, model.logit_scale)
-        all_images, all_texts = (distributed.gather_with_grad(image_features),
-                                 distributed.gather_with_grad(text_features))
-        return clip_contrastive_loss_local(image_features, text_features, all_images, all_texts, model.logit_scale,
-                                           offset=context.rank * image_features.shape[0])
+        all_images, all_texts = (
+            distributed.gather_with_grad(image_features),
+            distributed.gather_with_grad(text_features),
+        )
+        return clip_contrastive_loss_local(
+            image_features,
+            text_features,
+            all_images,
+            all_texts,
+            model.logit_scale,
+            offset=context.rank * image_features.shape[0],
+        )
 
     return batch_loss
 

@@ -46,28 +46,49 @@ def main(argv: list[str] | None = None) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     context = distributed.init_from_env(device)
     bundle = bundle_from_args(args, device=f"cuda:{context.local_rank}" if device == "cuda" else "cpu")
-    dataset = ImageTextDataset(catalogue_from_args(args), bundle.preprocess, caption_style=args.caption_style,
-                               seed=args.train_seed)
-    config = TrainConfig(max_steps=args.steps, epochs=10**6, batch_size=args.batch_size, lr=args.lr,
-                         warmup_steps=args.warmup_steps, checkpoint_every=args.checkpoint_every,
-                         seed=args.train_seed)
+    dataset = ImageTextDataset(
+        catalogue_from_args(args), bundle.preprocess, caption_style=args.caption_style, seed=args.train_seed
+    )
+    config = TrainConfig(
+        max_steps=args.steps,
+        epochs=10**6,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.train_seed,
+    )
     checkpoint = Path(args.checkpoint_dir) / "last.pt" if args.checkpoint_dir else None
     start_step = torch.load(checkpoint, weights_only=False)["step"] if checkpoint and checkpoint.exists() else 0
     start = time.perf_counter()
-    history = fit(bundle.model, dataset, contrastive_batch_loss(bundle.tokenizer), config,
-                  checkpoint_dir=args.checkpoint_dir, stop_after=args.stop_after, progress=False,
-                  after_step=clamp_logit_scale)
+    history = fit(
+        bundle.model,
+        dataset,
+        contrastive_batch_loss(bundle.tokenizer),
+        config,
+        checkpoint_dir=args.checkpoint_dir,
+        stop_after=args.stop_after,
+        progress=False,
+        after_step=clamp_logit_scale,
+    )
     seconds = time.perf_counter() - start
     if context.is_main:
         steps_run = len(history.steps) - start_step  # the history also holds the steps before a resume
-        summary = {"processes": context.world_size, "steps": len(history.steps), "steps_this_run": steps_run,
-                   "seconds": seconds,
-                   "images_per_second": steps_run * args.batch_size / seconds if steps_run else None,
-                   "losses": [s["loss"] for s in history.steps], "config": asdict(config)}
+        summary = {
+            "processes": context.world_size,
+            "steps": len(history.steps),
+            "steps_this_run": steps_run,
+            "seconds": seconds,
+            "images_per_second": steps_run * args.batch_size / seconds if steps_run else None,
+            "losses": [s["loss"] for s in history.steps],
+            "config": asdict(config),
+        }
         torch.save(bundle.model.state_dict(), args.out)
         Path(f"{args.out}.json").write_text(json.dumps(summary, indent=2))
-        print(f"{context.world_size} process(es): {steps_run} steps in {seconds:.1f} s -> {args.out} "
-              f"(step {len(history.steps)} of {args.steps})")
+        print(
+            f"{context.world_size} process(es): {steps_run} steps in {seconds:.1f} s -> {args.out} "
+            f"(step {len(history.steps)} of {args.steps})"
+        )
 
 
 if __name__ == "__main__":

@@ -98,14 +98,24 @@ class MilvusIndex:
         self.client, self.collection, self.uri = client, collection, uri
         fields = {f["name"]: f for f in client.describe_collection(collection)["fields"]}
         if _VECTOR not in fields or _KEY not in fields:
-            raise VectorDatabaseError(f"collection {collection!r} at {uri!r} was not written by MilvusIndex "
-                                      f"(fields {sorted(fields)}); choose another collection name")
+            raise VectorDatabaseError(
+                f"collection {collection!r} at {uri!r} was not written by MilvusIndex "
+                f"(fields {sorted(fields)}); choose another collection name"
+            )
         self._dim = int(fields[_VECTOR]["params"]["dim"])
         self.attribute_names = tuple(n for n in fields if n not in (_KEY, _ITEM, _VECTOR))
 
     @classmethod
-    def create(cls, uri: str, dim: int, attribute_names: Sequence[str] = (), collection: str = DEFAULT_COLLECTION,
-               overwrite: bool = False, index_type: str = "FLAT", timeout: float = 10.0) -> MilvusIndex:
+    def create(
+        cls,
+        uri: str,
+        dim: int,
+        attribute_names: Sequence[str] = (),
+        collection: str = DEFAULT_COLLECTION,
+        overwrite: bool = False,
+        index_type: str = "FLAT",
+        timeout: float = 10.0,
+    ) -> MilvusIndex:
         """Create an empty collection of ``dim``-d vectors with one text field per attribute.
 
         Args:
@@ -121,13 +131,17 @@ class MilvusIndex:
 
         for name in attribute_names:
             if not _NAME.match(name) or name in (_KEY, _ITEM, _VECTOR):
-                raise ValueError(f"attribute name {name!r} cannot be a field name (letters, digits, underscore; "
-                                 f"not {_KEY!r}, {_ITEM!r} or {_VECTOR!r})")
+                raise ValueError(
+                    f"attribute name {name!r} cannot be a field name (letters, digits, underscore; "
+                    f"not {_KEY!r}, {_ITEM!r} or {_VECTOR!r})"
+                )
         client = _client(uri, timeout)
         if client.has_collection(collection):
             if not overwrite:
-                raise VectorDatabaseError(f"collection {collection!r} already exists at {uri!r}; open it with "
-                                          "MilvusIndex.open, or pass overwrite=True to rebuild it")
+                raise VectorDatabaseError(
+                    f"collection {collection!r} already exists at {uri!r}; open it with "
+                    "MilvusIndex.open, or pass overwrite=True to rebuild it"
+                )
             client.drop_collection(collection)
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field(_KEY, DataType.INT64, is_primary=True)
@@ -146,8 +160,10 @@ class MilvusIndex:
         """Reopen a collection written earlier (its vectors, item ids and attributes persist in the database)."""
         client = _client(uri, timeout)
         if not client.has_collection(collection):
-            raise VectorDatabaseError(f"no collection {collection!r} at {uri!r} (it has {client.list_collections()}); "
-                                      "create it with MilvusIndex.create or milvus_retriever(..., rebuild=True)")
+            raise VectorDatabaseError(
+                f"no collection {collection!r} at {uri!r} (it has {client.list_collections()}); "
+                "create it with MilvusIndex.create or milvus_retriever(..., rebuild=True)"
+            )
         client.load_collection(collection)
         return cls(client, collection, uri)
 
@@ -162,9 +178,14 @@ class MilvusIndex:
     def __repr__(self) -> str:
         return f"MilvusIndex(uri={self.uri!r}, collection={self.collection!r}, dim={self._dim}, n={len(self)})"
 
-    def add(self, vectors: np.ndarray | torch.Tensor, ids: np.ndarray | torch.Tensor | None = None,
-            item_ids: Sequence[str] | None = None, attributes: Sequence[Mapping[str, str]] | None = None,
-            batch_size: int = 5000) -> None:
+    def add(
+        self,
+        vectors: np.ndarray | torch.Tensor,
+        ids: np.ndarray | torch.Tensor | None = None,
+        item_ids: Sequence[str] | None = None,
+        attributes: Sequence[Mapping[str, str]] | None = None,
+        batch_size: int = 5000,
+    ) -> None:
         """Insert (n, d) vectors with their ids (default: positions after the current rows) and attributes.
 
         Args:
@@ -184,13 +205,20 @@ class MilvusIndex:
             raise ValueError(f"{n} vectors but {len(keys)} ids, {len(names)} item ids, {len(values)} attribute rows")
         rows = []
         for key, name, vector, attrs in zip(keys, names, matrix, values):
-            rows.append({_KEY: int(key), _ITEM: name, _VECTOR: vector.tolist(),
-                         **{a: str(attrs.get(a, "")) for a in self.attribute_names}})
+            rows.append(
+                {
+                    _KEY: int(key),
+                    _ITEM: name,
+                    _VECTOR: vector.tolist(),
+                    **{a: str(attrs.get(a, "")) for a in self.attribute_names},
+                }
+            )
         for start in range(0, n, batch_size):
             self.client.insert(self.collection, rows[start : start + batch_size])
 
-    def search(self, queries: np.ndarray | torch.Tensor, k: int, filters: Mapping[str, str] | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray | torch.Tensor, k: int, filters: Mapping[str, str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The k highest inner products per query among the rows that match ``filters`` (evaluated by Milvus).
 
         Returns:
@@ -201,11 +229,18 @@ class MilvusIndex:
         matrix = _as_matrix(queries, self._dim, "queries").to(torch.float32).numpy()
         unknown = [name for name in (filters or {}) if name not in self.attribute_names]
         if unknown:
-            raise ValueError(f"unknown attribute filter(s) {unknown}; the collection stores "
-                             f"{list(self.attribute_names)}")
-        hits = self.client.search(self.collection, data=matrix.tolist(), limit=k, anns_field=_VECTOR,
-                                  filter=filter_expression(filters) if filters else "",
-                                  search_params={"metric_type": "IP"}, output_fields=[_KEY])
+            raise ValueError(
+                f"unknown attribute filter(s) {unknown}; the collection stores {list(self.attribute_names)}"
+            )
+        hits = self.client.search(
+            self.collection,
+            data=matrix.tolist(),
+            limit=k,
+            anns_field=_VECTOR,
+            filter=filter_expression(filters) if filters else "",
+            search_params={"metric_type": "IP"},
+            output_fields=[_KEY],
+        )
         scores = np.full((len(matrix), k), -np.inf, dtype=np.float32)
         ids = np.full((len(matrix), k), -1, dtype=np.int64)
         for row, found in enumerate(hits):
@@ -221,11 +256,16 @@ class MilvusIndex:
         """
         n, rows = len(self), []
         for start in range(0, n, page):
-            rows += self.client.query(self.collection, filter=f"{_KEY} >= {start} and {_KEY} < {start + page}",
-                                      output_fields=[_KEY, _ITEM, _VECTOR, *self.attribute_names])
+            rows += self.client.query(
+                self.collection,
+                filter=f"{_KEY} >= {start} and {_KEY} < {start + page}",
+                output_fields=[_KEY, _ITEM, _VECTOR, *self.attribute_names],
+            )
         if len(rows) != n:
-            raise VectorDatabaseError(f"collection {self.collection!r} holds {n} rows but only {len(rows)} have ids "
-                                      f"in [0, {n}); fetch() reads rows keyed by position (add() without ids)")
+            raise VectorDatabaseError(
+                f"collection {self.collection!r} holds {n} rows but only {len(rows)} have ids "
+                f"in [0, {n}); fetch() reads rows keyed by position (add() without ids)"
+            )
         rows.sort(key=lambda r: r[_KEY])
         vectors = torch.tensor(np.array([r[_VECTOR] for r in rows], dtype=np.float32).reshape(-1, self._dim))
         attributes = [{a: r[a] for a in self.attribute_names} for r in rows]
@@ -236,8 +276,15 @@ class MilvusIndex:
         self.client.close()
 
 
-def milvus_retriever(bundle, catalogue, uri: str, collection: str = DEFAULT_COLLECTION,
-                     image_embeddings: torch.Tensor | None = None, rebuild: bool = False, **retriever_options):
+def milvus_retriever(
+    bundle,
+    catalogue,
+    uri: str,
+    collection: str = DEFAULT_COLLECTION,
+    image_embeddings: torch.Tensor | None = None,
+    rebuild: bool = False,
+    **retriever_options,
+):
     """A :class:`~course_utils.retriever.FashionRetriever` searching a Milvus collection of ``catalogue``.
 
     The first call writes the catalogue's embeddings, item ids and attributes into ``collection`` at ``uri``; later
@@ -259,8 +306,10 @@ def milvus_retriever(bundle, catalogue, uri: str, collection: str = DEFAULT_COLL
         index = MilvusIndex.open(uri, collection)
         _, item_ids, vectors, _ = index.fetch()
         if item_ids != catalogue.ids:
-            raise VectorDatabaseError(f"collection {collection!r} at {uri!r} holds {len(item_ids)} other items than "
-                                      f"catalogue {catalogue.name!r} ({len(catalogue)} items); pass rebuild=True")
+            raise VectorDatabaseError(
+                f"collection {collection!r} at {uri!r} holds {len(item_ids)} other items than "
+                f"catalogue {catalogue.name!r} ({len(catalogue)} items); pass rebuild=True"
+            )
         return FashionRetriever(bundle, catalogue, index=index, image_embeddings=vectors, **retriever_options)
     embeddings = image_embeddings if image_embeddings is not None else encode_images(bundle, catalogue, progress=False)
     index = MilvusIndex.create(uri, embeddings.shape[1], catalogue.attribute_names, collection, overwrite=rebuild)

@@ -20,8 +20,16 @@ PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 
 # Garment colour names that matplotlib does not know (or knows as another shade), so that a plot coloured by a
 # "colour" attribute draws each name in its own colour (notebook 05's t-SNE); None: no single colour ("multi").
-GARMENT_COLOURS = {"navy blue": "navy", "off white": "ivory", "cream": "#fffdd0", "charcoal": "#36454f",
-                   "mushroom brown": "#a0826d", "nude": "#e3bc9a", "skin": "#f1c27d", "multi": None}
+GARMENT_COLOURS = {
+    "navy blue": "navy",
+    "off white": "ivory",
+    "cream": "#fffdd0",
+    "charcoal": "#36454f",
+    "mushroom brown": "#a0826d",
+    "nude": "#e3bc9a",
+    "skin": "#f1c27d",
+    "multi": None,
+}
 
 
 def garment_colour(name: str) -> str | None:
@@ -37,13 +45,27 @@ def garment_colour(name: str) -> str | None:
 
 def use_course_style() -> None:
     """Slide-readable defaults: large fonts, thick lines, colour-blind-safe colour cycle, no top/right spines."""
-    plt.rcParams.update({
-        "figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight",
-        "font.size": 14, "axes.titlesize": 16, "axes.labelsize": 14, "legend.fontsize": 12,
-        "xtick.labelsize": 12, "ytick.labelsize": 12, "lines.linewidth": 2.5, "lines.markersize": 7,
-        "axes.prop_cycle": matplotlib.cycler(color=PALETTE), "axes.spines.top": False, "axes.spines.right": False,
-        "axes.grid": True, "grid.alpha": 0.3, "svg.fonttype": "none",
-    })
+    plt.rcParams.update(
+        {
+            "figure.dpi": 110,
+            "savefig.dpi": 150,
+            "savefig.bbox": "tight",
+            "font.size": 14,
+            "axes.titlesize": 16,
+            "axes.labelsize": 14,
+            "legend.fontsize": 12,
+            "xtick.labelsize": 12,
+            "ytick.labelsize": 12,
+            "lines.linewidth": 2.5,
+            "lines.markersize": 7,
+            "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "svg.fonttype": "none",
+        }
+    )
 
 
 def save_figure(fig: plt.Figure, notebook: str, name: str) -> list[Path]:
@@ -56,8 +78,14 @@ def save_figure(fig: plt.Figure, notebook: str, name: str) -> list[Path]:
     return paths
 
 
-def image_grid(rows: Sequence[tuple[str, Sequence[tuple[object, str, bool]]]], thumb: float = 1.9,
-               wrap: int = 28, caption_lines: int = 3, title_wrap: int = 22, title_lines: int = 4) -> plt.Figure:
+def image_grid(
+    rows: Sequence[tuple[str, Sequence[tuple[object, str, bool]]]],
+    thumb: float = 1.9,
+    wrap: int = 28,
+    caption_lines: int = 3,
+    title_wrap: int = 22,
+    title_lines: int = 4,
+) -> plt.Figure:
     """A grid of thumbnails: one row per query.
 
     Args:
@@ -88,7 +116,8 @@ def image_grid(rows: Sequence[tuple[str, Sequence[tuple[object, str, bool]]]], t
                 spine.set_visible(True)
                 spine.set_color(PALETTE[2] if highlighted else "#bbbbbb")
                 spine.set_linewidth(5 if highlighted else 1)
-        axes[r, 0].set_ylabel("\n".join(textwrap.wrap(title, title_wrap)[:title_lines]), fontsize=10, rotation=0,
-                              ha="right", va="center")
+        axes[r, 0].set_ylabel(
+            "\n".join(textwrap.wrap(title, title_wrap)[:title_lines]), fontsize=10, rotation=0, ha="right", va="center"
+        )
     fig.tight_layout()
     return fig

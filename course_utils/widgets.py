@@ -547,8 +547,14 @@ def _image_query_demo(
 def image_demo(retriever, top_k: int = 8, max_choices: int = 200) -> QueryDemo:
     """Image search: pick a gallery item or upload a photo; the item itself is left out of its results."""
     return _image_query_demo(  # shows the first gallery item's neighbours at once
-        retriever, "Image → image search", "image", "Pick a gallery item or upload an image.", {},
-        lambda image, k: run_image_query(retriever, image, k), top_k, max_choices,
+        retriever,
+        "Image → image search",
+        "image",
+        "Pick a gallery item or upload an image.",
+        {},
+        lambda image, k: run_image_query(retriever, image, k),
+        top_k,
+        max_choices,
     )
 
 
@@ -559,9 +565,14 @@ def conditional_demo(
     conditions = list(conditions or retriever.catalogue.attribute_names)
     condition = _widgets().Dropdown(options=conditions, value=conditions[0], description="same")
     return _image_query_demo(  # the first item under the first condition, or the "not set" message
-        retriever, "Conditional search (image + condition)", "conditional",
-        "Pick an image and the attribute the results should share.", {"condition": condition},
-        lambda image, chosen, k: run_conditional_query(retriever, image, chosen, k), top_k, max_choices,
+        retriever,
+        "Conditional search (image + condition)",
+        "conditional",
+        "Pick an image and the attribute the results should share.",
+        {"condition": condition},
+        lambda image, chosen, k: run_conditional_query(retriever, image, chosen, k),
+        top_k,
+        max_choices,
     )
 
 
@@ -571,9 +582,14 @@ def composed_demo(retriever, modification: str = "", top_k: int = 8, max_choices
         value=modification, placeholder="e.g. make it blue", description="change", continuous_update=False
     )
     return _image_query_demo(
-        retriever, "Composed search (image + modification text)", "composed",
-        "Pick a reference image, describe the change and press Enter.", {"modification": text},
-        lambda image, change, k: run_composed_query(retriever, image, change, k), top_k, max_choices,
+        retriever,
+        "Composed search (image + modification text)",
+        "composed",
+        "Pick a reference image, describe the change and press Enter.",
+        {"modification": text},
+        lambda image, change, k: run_composed_query(retriever, image, change, k),
+        top_k,
+        max_choices,
         # the "not set" message, or the default modification's results
         show_at_once=retriever.compositor is None or bool(modification.strip()),
     )

@@ -18,17 +18,25 @@ CATALOGUE_SIZE = 48
 
 
 def train_config(steps: int) -> TrainConfig:
-    return TrainConfig(max_steps=steps, epochs=100, batch_size=8, lr=1e-3, warmup_steps=2, checkpoint_every=5,
-                       seed=1)
+    return TrainConfig(max_steps=steps, epochs=100, batch_size=8, lr=1e-3, warmup_steps=2, checkpoint_every=5, seed=1)
 
 
 def train(steps: int, checkpoint_dir: str | None = None, stop_after: int | None = None) -> torch.nn.Module:
     """The tiny CLIP (float64, so float rounding cannot hide a real difference) after ``steps`` optimizer steps."""
     model = tiny_clip(seed=0).double()
-    dataset = ImageTextDataset(tiny_catalogue(CATALOGUE_SIZE), lambda image: preprocess(image).double(),
-                               caption_style="web")
-    fit(model, dataset, contrastive_batch_loss(tokenize), train_config(steps), checkpoint_dir=checkpoint_dir,
-        stop_after=stop_after, progress=False, after_step=clamp_logit_scale)
+    dataset = ImageTextDataset(
+        tiny_catalogue(CATALOGUE_SIZE), lambda image: preprocess(image).double(), caption_style="web"
+    )
+    fit(
+        model,
+        dataset,
+        contrastive_batch_loss(tokenize),
+        train_config(steps),
+        checkpoint_dir=checkpoint_dir,
+        stop_after=stop_after,
+        progress=False,
+        after_step=clamp_logit_scale,
+    )
     return model
 
 

@@ -30,8 +30,11 @@ def test_pytest_outcome_reads_counts_time_and_the_slowest(bench):
     assert outcome["counts"] == {"failed": 1, "passed": 669, "skipped": 3, "warnings": 2}
     assert outcome["seconds"] == 1303.27
     assert [entry["when"] for entry in outcome["slowest"]] == ["call", "setup", "call", "teardown"]
-    assert outcome["slowest"][1] == {"seconds": 361.63, "when": "setup",
-                                     "test": "tests/test_notebooks.py::test_every_notebook_runs_in_the_ci_profile"}
+    assert outcome["slowest"][1] == {
+        "seconds": 361.63,
+        "when": "setup",
+        "test": "tests/test_notebooks.py::test_every_notebook_runs_in_the_ci_profile",
+    }
 
 
 def test_a_run_that_did_not_finish_has_no_time(bench):
@@ -39,11 +42,20 @@ def test_a_run_that_did_not_finish_has_no_time(bench):
 
 
 def test_the_section_lists_each_run_and_the_last_against_the_budget(bench):
-    runs = [{"conditions": {"date_utc": date, "commit": commit, "machine": "x86_64, 2 cores, 24 GiB",
-                            "load_average_before_after": [0.4, 3.0]},
-             "exit_status": 0, "wall_s": wall_s, "pytest": bench.pytest_outcome(LOG)}
-            for date, commit, wall_s in [("2026-12-02 10:00", "abc1234", 1500.0),
-                                         ("2026-12-02 11:00", "def5678", 1620.4)]]
+    runs = [
+        {
+            "conditions": {
+                "date_utc": date,
+                "commit": commit,
+                "machine": "x86_64, 2 cores, 24 GiB",
+                "load_average_before_after": [0.4, 3.0],
+            },
+            "exit_status": 0,
+            "wall_s": wall_s,
+            "pytest": bench.pytest_outcome(LOG),
+        }
+        for date, commit, wall_s in [("2026-12-02 10:00", "abc1234", 1500.0), ("2026-12-02 11:00", "def5678", 1620.4)]
+    ]
     text = bench.readme_section(runs)
     rows = [line for line in text.splitlines() if line.startswith("| 2026")]
     assert len(rows) == 2 and "abc1234" in rows[0] and "def5678" in rows[1]
@@ -67,9 +79,19 @@ def test_the_kept_runs_are_read_oldest_first_and_none_is_a_clear_error(bench, tm
 
 
 def test_the_section_shows_cpu_steal_and_the_commands_cpu_time_where_a_record_has_them(bench):
-    run = {"conditions": {"date_utc": "2026-12-03 04:00", "commit": "abc1234", "machine": "x86_64, 2 cores, 24 GiB",
-                          "load_average_before_after": [0.2, 1.5], "cpu_steal_share": 0.084},
-           "exit_status": 0, "wall_s": 1500.0, "cpu_s": 2000.4, "pytest": bench.pytest_outcome(LOG)}
+    run = {
+        "conditions": {
+            "date_utc": "2026-12-03 04:00",
+            "commit": "abc1234",
+            "machine": "x86_64, 2 cores, 24 GiB",
+            "load_average_before_after": [0.2, 1.5],
+            "cpu_steal_share": 0.084,
+        },
+        "exit_status": 0,
+        "wall_s": 1500.0,
+        "cpu_s": 2000.4,
+        "pytest": bench.pytest_outcome(LOG),
+    }
     row = next(line for line in bench.readme_section([run]).splitlines() if line.startswith("| 2026"))
     assert "| 0.2 | 8% | 1 failed" in row and "| 25 min 0 s | 33 min 20 s | `test_the_real_profile_runs`" in row
 

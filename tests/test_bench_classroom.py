@@ -17,25 +17,44 @@ def phase(bench, key: str, ready_s: float, results_s: float, failures: int = 0) 
     pages = [bench.PageResult(i, ready_s=ready_s, results_s=results_s, waited_s=0.5) for i in range(4 - failures)]
     pages += [bench.PageResult(4 - failures + i, failure="timed out") for i in range(failures)]
     http = key.startswith("http")
-    return {"mode": bench.HTTP_MODES[key == "http-again"] if http else f"Chromium, {key}",
-            **({} if http else {"when": key}), "cpu_s": 0.2, "server_seconds": None,
-            "memory": {"server_rss": 2**30, **({} if http else {"browser_rss": 3 * 2**30, "browser_pss": 2**30,
-                                                                "browser_processes": 9})},
-            "summary": bench.summarise(pages)}
+    return {
+        "mode": bench.HTTP_MODES[key == "http-again"] if http else f"Chromium, {key}",
+        **({} if http else {"when": key}),
+        "cpu_s": 0.2,
+        "server_seconds": None,
+        "memory": {
+            "server_rss": 2**30,
+            **({} if http else {"browser_rss": 3 * 2**30, "browser_pss": 2**30, "browser_processes": 9}),
+        },
+        "summary": bench.summarise(pages),
+    }
 
 
 def run(bench, server: str, date: str, settled_s: float, failures: int = 0) -> dict:
     """One recorded run: every phase answers in 0.2 s but the all-at-once-once-idle one (``settled_s``)."""
-    return {"conditions": {"date_utc": date, "server": server, "profile": "ci", "workers": 4,
-                           "machine": "x86_64, 2 cores, 24 GiB", "load_average_before_after": [0.5, 9.0],
-                           "commit": "abc1234"},
-            "phases": [phase(bench, key, 3.0, settled_s if key == "all-settled" else 0.2,
-                             failures if key == "spread" else 0) for key in bench.PHASES]}
+    return {
+        "conditions": {
+            "date_utc": date,
+            "server": server,
+            "profile": "ci",
+            "workers": 4,
+            "machine": "x86_64, 2 cores, 24 GiB",
+            "load_average_before_after": [0.5, 9.0],
+            "commit": "abc1234",
+        },
+        "phases": [
+            phase(bench, key, 3.0, settled_s if key == "all-settled" else 0.2, failures if key == "spread" else 0)
+            for key in bench.PHASES
+        ],
+    }
 
 
 def test_the_section_renders_each_run_and_the_goals_from_the_records(bench):
-    runs = [run(bench, "course", "2026-12-02 10:00", 1.25), run(bench, "precomputed", "2026-12-02 10:05", 0.75),
-            run(bench, "course", "2026-12-02 10:10", 0.5, failures=1)]
+    runs = [
+        run(bench, "course", "2026-12-02 10:00", 1.25),
+        run(bench, "precomputed", "2026-12-02 10:05", 0.75),
+        run(bench, "course", "2026-12-02 10:10", 0.5, failures=1),
+    ]
     text = bench.readme_section(runs)
     assert "**Measured 2026-12-02 10:00 to 2026-12-02 10:10 UTC**: 2 runs" in text and "1 with `--server" in text
     table = [line for line in text.splitlines() if line.startswith("| 4, ")]

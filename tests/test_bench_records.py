@@ -12,15 +12,31 @@ from course_utils import bench_records
 from tests.conftest import load_benchmark
 
 # Every benchmark whose kept runs fill a README section, with a record of its shape to render.
-RENDERED = ["bench_ci", "bench_classroom", "bench_runtimes", "bench_exact_search", "bench_faiss", "bench_embedding",
-            "bench_ivfpq_ondisk", "bench_photo_pretrain", "bench_rerank"]
-CONDITIONS = {"date_utc": "2026-12-02 20:00", "commit": "abc1234", "command": "bench.py --n 1000",
-              "machine": "x86_64, 2 cores, 24 GiB", "load_average_before_after": [0.2, 1.4]}
+RENDERED = [
+    "bench_ci",
+    "bench_classroom",
+    "bench_runtimes",
+    "bench_exact_search",
+    "bench_faiss",
+    "bench_embedding",
+    "bench_ivfpq_ondisk",
+    "bench_photo_pretrain",
+    "bench_rerank",
+]
+CONDITIONS = {
+    "date_utc": "2026-12-02 20:00",
+    "commit": "abc1234",
+    "command": "bench.py --n 1000",
+    "machine": "x86_64, 2 cores, 24 GiB",
+    "load_average_before_after": [0.2, 1.4],
+}
 
 
 def test_the_command_line_drops_the_record_path():
-    assert bench_records.command_line(["/x/bench_faiss.py", "--n", "1000000", "--json", "r/a.json", "--nprobe", "4"]) \
+    assert (
+        bench_records.command_line(["/x/bench_faiss.py", "--n", "1000000", "--json", "r/a.json", "--nprobe", "4"])
         == "bench_faiss.py --n 1000000 --nprobe 4"
+    )
     assert bench_records.command_line(["bench.py", "--json=r/a.json", "--q", "a b"]) == "bench.py --q 'a b'"
 
 
@@ -46,7 +62,8 @@ def test_cpu_steal_is_read_from_proc_stat_and_shown_in_the_heading(tmp_path):
     assert bench_records.steal_share(None, (120, 1200)) is None and bench_records.steal_share((1, 5), (1, 5)) is None
     run = {"conditions": {**CONDITIONS, "cpu_steal_share": 0.234}}
     assert "load average 0.2 before, 1.4 after, CPU steal 23%; commit abc1234" in bench_records.run_heading(
-        run, bench_records.BENCH_RECORDS / "x")
+        run, bench_records.BENCH_RECORDS / "x"
+    )
     assert "CPU steal" not in bench_records.run_heading({"conditions": CONDITIONS}, bench_records.BENCH_RECORDS / "x")
 
 
@@ -58,8 +75,12 @@ def test_arguments_leave_out_the_record_options_and_keep_paths_as_text():
 def test_markdown_table_formats_cells_and_leaves_missing_ones_empty():
     rows = [{"index": "IVF", "recall": 0.98123, "ms": 1234.56, "n": 1000000}, {"index": "HNSW", "recall": 0.5}]
     text = bench_records.markdown_table(rows, ["index", "recall", "ms", "n"])
-    assert text.splitlines() == ["| index | recall | ms | n |", "|---|---|---|---|",
-                                 "| IVF | 0.981 | 1,234.6 | 1,000,000 |", "| HNSW | 0.500 |  |  |"]
+    assert text.splitlines() == [
+        "| index | recall | ms | n |",
+        "|---|---|---|---|",
+        "| IVF | 0.981 | 1,234.6 | 1,000,000 |",
+        "| HNSW | 0.500 |  |  |",
+    ]
 
 
 def test_keep_writes_the_record_and_kept_runs_read_oldest_first(tmp_path):
@@ -77,8 +98,9 @@ def test_render_readme_mends_a_stale_section_and_then_agrees(tmp_path):
     readme.write_text("# x\n<!-- b:start -->\ntyped: 3.4\n<!-- b:end -->\nrest\n")
 
     def render(runs):
-        return (f"{bench_records.run_heading(runs[-1], bench_records.REPO_ROOT / 'results')}\n\n"
-                f"value {runs[-1]['value']}")
+        return (
+            f"{bench_records.run_heading(runs[-1], bench_records.REPO_ROOT / 'results')}\n\nvalue {runs[-1]['value']}"
+        )
 
     args = ("bench.py", tmp_path / "runs", ("<!-- b:start -->", "<!-- b:end -->"), render)
     assert bench_records.render_readme(*args, check=True, readme=readme) == 1
@@ -86,14 +108,26 @@ def test_render_readme_mends_a_stale_section_and_then_agrees(tmp_path):
     assert bench_records.render_readme(*args, check=True, readme=readme) == 0
     text = readme.read_text()
     assert "typed" not in text and "value 3.5" in text and text.endswith("\nrest\n")
-    assert "**Measured** 2026-12-02 20:00 UTC by `bench.py --n 1000` (x86_64, 2 cores, 24 GiB, load average 0.2 " \
-           "before, 1.4 after; commit abc1234; record in `results/`):" in text
+    assert (
+        "**Measured** 2026-12-02 20:00 UTC by `bench.py --n 1000` (x86_64, 2 cores, 24 GiB, load average 0.2 "
+        "before, 1.4 after; commit abc1234; record in `results/`):" in text
+    )
 
 
 def test_exact_search_section_judges_each_size_against_the_goal():
     bench = load_benchmark("bench_exact_search")
-    rows = [{"n": n, "method": "ExactIndex float32, 1 query", "ms/query": ms, "queries/s": 1e3 / ms, "bound ms": 10.0,
-             "× bound": ms / 10.0, "note": ""} for n, ms in [(100000, 12.0), (1000000, 140.0)]]
+    rows = [
+        {
+            "n": n,
+            "method": "ExactIndex float32, 1 query",
+            "ms/query": ms,
+            "queries/s": 1e3 / ms,
+            "bound ms": 10.0,
+            "× bound": ms / 10.0,
+            "note": "",
+        }
+        for n, ms in [(100000, 12.0), (1000000, 140.0)]
+    ]
     text = bench.readme_section([{"conditions": {**CONDITIONS, "torch": "2.14.1", "torch_threads": 2}, "rows": rows}])
     assert "| 1,000,000 | ExactIndex float32, 1 query | 140.0 |" in text
     assert "100,000: 1.20× (met); 1,000,000: 14.00× (not met)" in text
@@ -101,15 +135,36 @@ def test_exact_search_section_judges_each_size_against_the_goal():
 
 def test_faiss_section_shows_builds_and_the_goal_per_row():
     bench = load_benchmark("bench_faiss")
-    arguments = {"n": 1000, "dim": 512, "centres": 10, "spread": 1.5, "queries": 50, "latency_queries": 20,
-                 "exact_latency_queries": 5, "k": 10}
-    run = {"conditions": {**CONDITIONS, "faiss": "1.15", "faiss_threads": 2}, "arguments": arguments,
-           "builds": [{"index": "FAISS Flat", "train s": 0.0, "add s": 0.1, "total s": 0.1}],
-           "rows": [{"index": "IVF", "params": "nprobe=4", "recall@10": 0.97, "median ms/query": 1.2,
-                     "p90 ms/query": 2.5, "goal met": "yes"}]}
+    arguments = {
+        "n": 1000,
+        "dim": 512,
+        "centres": 10,
+        "spread": 1.5,
+        "queries": 50,
+        "latency_queries": 20,
+        "exact_latency_queries": 5,
+        "k": 10,
+    }
+    run = {
+        "conditions": {**CONDITIONS, "faiss": "1.15", "faiss_threads": 2},
+        "arguments": arguments,
+        "builds": [{"index": "FAISS Flat", "train s": 0.0, "add s": 0.1, "total s": 0.1}],
+        "rows": [
+            {
+                "index": "IVF",
+                "params": "nprobe=4",
+                "recall@10": 0.97,
+                "median ms/query": 1.2,
+                "p90 ms/query": 2.5,
+                "goal met": "yes",
+            }
+        ],
+    }
     text = bench.readme_section([run])
-    assert ("| FAISS Flat | 0.000 | 0.100 | 0.100 |  |" in text
-            and "| IVF | nprobe=4 | 0.970 | 1.200 | 2.500 | yes |" in text)
+    assert (
+        "| FAISS Flat | 0.000 | 0.100 | 0.100 |  |" in text
+        and "| IVF | nprobe=4 | 0.970 | 1.200 | 2.500 | yes |" in text
+    )
     assert "1,000 × 512 unit vectors" in text and "recall@10 ≥ 0.95 at < 2 ms" in text
     assert "Why clustered data" not in text  # no --data gaussian run kept
 
@@ -118,34 +173,80 @@ def test_faiss_section_sets_a_gaussian_run_beside_the_mixture():
     bench = load_benchmark("bench_faiss")
 
     def run(data: str | None, date: str, recalls: list[float]) -> dict:
-        arguments = {"n": 1000, "dim": 512, "centres": 10, "spread": 1.5, "queries": 50, "latency_queries": 20,
-                     "exact_latency_queries": 5, "k": 10, **({"data": data} if data else {})}
-        rows = [{"index": index, "params": params, "recall@10": recall, "median ms/query": 1.0, "p90 ms/query": 2.0,
-                 "goal met": "no"} for (index, params), recall in zip(
-                     [("FAISS Flat", "exact"), ("IVF-Flat nlist=126", "nprobe=1"), ("IVF-Flat nlist=126", "nprobe=8"),
-                      ("HNSW M=32", "efSearch=16"), ("HNSW M=32", "efSearch=64")], recalls)]
-        return {"conditions": {**CONDITIONS, "date_utc": date, "faiss": "1.15", "faiss_threads": 2},
-                "arguments": arguments, "builds": [], "rows": rows}
+        arguments = {
+            "n": 1000,
+            "dim": 512,
+            "centres": 10,
+            "spread": 1.5,
+            "queries": 50,
+            "latency_queries": 20,
+            "exact_latency_queries": 5,
+            "k": 10,
+            **({"data": data} if data else {}),
+        }
+        rows = [
+            {
+                "index": index,
+                "params": params,
+                "recall@10": recall,
+                "median ms/query": 1.0,
+                "p90 ms/query": 2.0,
+                "goal met": "no",
+            }
+            for (index, params), recall in zip(
+                [
+                    ("FAISS Flat", "exact"),
+                    ("IVF-Flat nlist=126", "nprobe=1"),
+                    ("IVF-Flat nlist=126", "nprobe=8"),
+                    ("HNSW M=32", "efSearch=16"),
+                    ("HNSW M=32", "efSearch=64"),
+                ],
+                recalls,
+            )
+        ]
+        return {
+            "conditions": {**CONDITIONS, "date_utc": date, "faiss": "1.15", "faiss_threads": 2},
+            "arguments": arguments,
+            "builds": [],
+            "rows": rows,
+        }
 
-    runs = [run(None, "2026-12-01 10:00", [1.0, 0.6, 0.97, 0.9, 0.99]),
-            run("gaussian", "2026-12-03 10:00", [1.0, 0.05, 0.3, 0.1, 0.2])]
+    runs = [
+        run(None, "2026-12-01 10:00", [1.0, 0.6, 0.97, 0.9, 0.99]),
+        run("gaussian", "2026-12-03 10:00", [1.0, 0.05, 0.3, 0.1, 0.2]),
+    ]
     text = bench.readme_section(runs)
-    assert ("| IVF-Flat nlist=126 | nprobe=8 | 0.970 |" in text
-            and "| IVF-Flat nlist=126 | nprobe=8 | 0.300 |" not in text)
-    assert ("on 1,000 × 512 random Gaussian unit vectors (`--data gaussian`, 2026-12-03 10:00 UTC, commit abc1234, "
-            "50 queries) the best recall@10 of each index over the same kind of sweep was IVF-Flat 0.300 (nprobe=8), "
-            "HNSW 0.200 (efSearch=64); on the 1,000-vector mixture above, IVF-Flat 0.970 (nprobe=8), HNSW 0.990 "
-            "(efSearch=64).") in text
+    assert (
+        "| IVF-Flat nlist=126 | nprobe=8 | 0.970 |" in text and "| IVF-Flat nlist=126 | nprobe=8 | 0.300 |" not in text
+    )
+    assert (
+        "on 1,000 × 512 random Gaussian unit vectors (`--data gaussian`, 2026-12-03 10:00 UTC, commit abc1234, "
+        "50 queries) the best recall@10 of each index over the same kind of sweep was IVF-Flat 0.300 (nprobe=8), "
+        "HNSW 0.200 (efSearch=64); on the 1,000-vector mixture above, IVF-Flat 0.970 (nprobe=8), HNSW 0.990 "
+        "(efSearch=64)."
+    ) in text
     with pytest.raises(SystemExit, match="no kept run on the Gaussian mixture"):
         bench.readme_section(runs[1:])
 
 
 def test_embedding_section_judges_both_ratios_per_model():
     bench = load_benchmark("bench_embedding")
-    rows = [{"model": "tiny", "images": 2000, "loop img/s": 260.0, "pipeline img/s": 730.0,
-             "forward-only img/s": 800.0, "pipeline / loop": 2.81, "pipeline / forward-only": 0.91}]
-    run = {"conditions": {**CONDITIONS, "torch": "2.14.1", "torch_threads": 2},
-           "arguments": {"batch_size": 64, "workers": 0}, "rows": rows}
+    rows = [
+        {
+            "model": "tiny",
+            "images": 2000,
+            "loop img/s": 260.0,
+            "pipeline img/s": 730.0,
+            "forward-only img/s": 800.0,
+            "pipeline / loop": 2.81,
+            "pipeline / forward-only": 0.91,
+        }
+    ]
+    run = {
+        "conditions": {**CONDITIONS, "torch": "2.14.1", "torch_threads": 2},
+        "arguments": {"batch_size": 64, "workers": 0},
+        "rows": rows,
+    }
     text = bench.readme_section([run])
     assert "| tiny | 2000 | 260.00 | 730.00 |" in text
     assert "tiny: pipeline / loop 2.81 (met), pipeline / forward-only 0.91 (met)" in text
@@ -155,43 +256,63 @@ def ivfpq_run(n: int, date: str, recall: float, reader: str | None = None, file_
     """A bench_ivfpq_ondisk record: two settings at nprobe 4, the second re-ranked (its recall given)."""
     memory = {"VmRSS": 410.0 + file_mb, "RssFile": file_mb, "VmHWM": 720.0}
     arguments = {"n": n, "dim": 512, "nlist": 1024, "pq_m": 64, "train_size": 40960, "queries": 1000, "k": 10}
-    return {"conditions": {**CONDITIONS, "date_utc": date},
-            "arguments": arguments if reader is None else {**arguments, "rows_reader": reader},
-            "build": {"train s": 58.0, "add shards s": 131.0, "merge s": 0.2, "ground truth s": 37.0,
-                      "build s (train + add + merge)": 189.2, "build peak RSS MB": 1900.0, "lists file MB": 72.0,
-                      "shards MB": 80.0, "vectors.f16 MB": 1024.0},
-            "opened": {"before open": {"VmRSS": 624.0}},
-            "rows": [{"nprobe": 4, "rerank": 0, "recall": 0.6, "median ms": 0.44, "p90 ms": 1.4, "memory": memory},
-                     {"nprobe": 4, "rerank": 100, "recall": recall, "median ms": 0.98, "p90 ms": 4.0,
-                      "memory": memory}]}
+    return {
+        "conditions": {**CONDITIONS, "date_utc": date},
+        "arguments": arguments if reader is None else {**arguments, "rows_reader": reader},
+        "build": {
+            "train s": 58.0,
+            "add shards s": 131.0,
+            "merge s": 0.2,
+            "ground truth s": 37.0,
+            "build s (train + add + merge)": 189.2,
+            "build peak RSS MB": 1900.0,
+            "lists file MB": 72.0,
+            "shards MB": 80.0,
+            "vectors.f16 MB": 1024.0,
+        },
+        "opened": {"before open": {"VmRSS": 624.0}},
+        "rows": [
+            {"nprobe": 4, "rerank": 0, "recall": 0.6, "median ms": 0.44, "p90 ms": 1.4, "memory": memory},
+            {"nprobe": 4, "rerank": 100, "recall": recall, "median ms": 0.98, "p90 ms": 4.0, "memory": memory},
+        ],
+    }
 
 
 def test_ivfpq_section_has_a_table_per_size_and_names_the_settings_that_meet_every_goal():
     bench = load_benchmark("bench_ivfpq_ondisk")
-    text = bench.readme_section([ivfpq_run(5000000, "2026-12-01 10:00", 0.95),
-                                 ivfpq_run(1000000, "2026-12-01 09:00", 0.5),
-                                 ivfpq_run(1000000, "2026-12-02 09:00", 0.996)])
+    text = bench.readme_section(
+        [
+            ivfpq_run(5000000, "2026-12-01 10:00", 0.95),
+            ivfpq_run(1000000, "2026-12-01 09:00", 0.5),
+            ivfpq_run(1000000, "2026-12-02 09:00", 0.996),
+        ]
+    )
     assert text.index("**1,000,000 × 512**") < text.index("**5,000,000 × 512**")
     assert "| 4 | — | 0.600 | 0.44 | 1.40 | 710 MB |" in text and "| 4 | 100 | 0.996 |" in text
     assert "| 4 | 100 | 0.500 |" not in text  # the older 1M run is not shown
     assert "Build 189 s (train 58 s, add 131 s, merge 0.2 s) plus 37 s" in text
-    assert text.count("met by 1 of 2 settings, the fastest nprobe 4 with 100 candidates re-ranked "
-                      "(0.98 ms median).") == 2
+    assert (
+        text.count("met by 1 of 2 settings, the fastest nprobe 4 with 100 candidates re-ranked (0.98 ms median).") == 2
+    )
     assert "Why `pread`" not in text  # no memmap run kept
 
 
 def test_ivfpq_section_compares_a_memmap_run_with_the_pread_run_of_its_size():
     bench = load_benchmark("bench_ivfpq_ondisk")
-    runs = [ivfpq_run(1000000, "2026-12-02 09:00", 0.996),
-            ivfpq_run(1000000, "2026-12-03 09:00", 0.996, "memmap", 990.0),
-            ivfpq_run(5000000, "2026-12-01 10:00", 0.95, "pread")]
+    runs = [
+        ivfpq_run(1000000, "2026-12-02 09:00", 0.996),
+        ivfpq_run(1000000, "2026-12-03 09:00", 0.996, "memmap", 990.0),
+        ivfpq_run(5000000, "2026-12-01 10:00", 0.95, "pread"),
+    ]
     text = bench.readme_section(runs)
     assert text.count("| 4 | 100 | 0.996 |") == 1  # the memmap run has no table of its own: the 1M table is pread's
-    assert ("**Why `pread`:** the same 1,000,000-vector index searched with `--rows-reader memmap` (2026-12-03 09:00 "
-            "UTC, commit abc1234, the same 2 settings of 1,000 queries each): after the sweep the search process's "
-            "file-backed resident memory was 990 MB (1,400 MB in all) against 300 MB (710 MB) with `pread`. Both count "
-            "the libraries and the mapped lists file; the memory map adds the pages of the 1,024 MB vectors "
-            "file") in text
+    assert (
+        "**Why `pread`:** the same 1,000,000-vector index searched with `--rows-reader memmap` (2026-12-03 09:00 "
+        "UTC, commit abc1234, the same 2 settings of 1,000 queries each): after the sweep the search process's "
+        "file-backed resident memory was 990 MB (1,400 MB in all) against 300 MB (710 MB) with `pread`. Both count "
+        "the libraries and the mapped lists file; the memory map adds the pages of the 1,024 MB vectors "
+        "file"
+    ) in text
     assert text.index("Why `pread`") < text.index("**5,000,000 × 512**")  # right after the 1M table
     differing = bench.readme_section([runs[0], {**runs[1], "arguments": {**runs[1]["arguments"], "queries": 300}}])
     assert "arguments differing in queries of 300 queries each" in differing
@@ -203,43 +324,84 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
     bench = load_benchmark("bench_photo_pretrain")
 
     def run(seed: int, weight: float, exact: list[float], attribute: list[float], minutes: list[float]) -> dict:
-        rows = [{"epoch": 5 * (i + 1), "training min": m, "exact R@1": 0.1, "exact R@5": 0.3, "exact R@10": e,
-                 "same-title R@10": e + 0.01, "attribute-match R@10": a, "chance exact R@10": 0.01,
-                 "chance same-title R@10": 0.011, "chance attribute-match R@10": 0.067}
-                for i, (e, a, m) in enumerate(zip(exact, attribute, minutes))]
-        return {"conditions": {**CONDITIONS, "torch_threads": 2},
-                "arguments": {"seed": seed, "attribute_weight": weight, "epochs": 22,
-                              "eval_every_epochs": 5 * (len(rows) > 1), "threads": 2, "lr": 0.002},
-                "data": {"train_items": 3475, "gallery": 1000}, "rows": rows}
+        rows = [
+            {
+                "epoch": 5 * (i + 1),
+                "training min": m,
+                "exact R@1": 0.1,
+                "exact R@5": 0.3,
+                "exact R@10": e,
+                "same-title R@10": e + 0.01,
+                "attribute-match R@10": a,
+                "chance exact R@10": 0.01,
+                "chance same-title R@10": 0.011,
+                "chance attribute-match R@10": 0.067,
+            }
+            for i, (e, a, m) in enumerate(zip(exact, attribute, minutes))
+        ]
+        return {
+            "conditions": {**CONDITIONS, "torch_threads": 2},
+            "arguments": {
+                "seed": seed,
+                "attribute_weight": weight,
+                "epochs": 22,
+                "eval_every_epochs": 5 * (len(rows) > 1),
+                "threads": 2,
+                "lr": 0.002,
+            },
+            "data": {"train_items": 3475, "gallery": 1000},
+            "rows": rows,
+        }
 
-    runs = [run(0, 1.0, [0.4, 0.63], [0.7, 0.86], [3.5, 13.0]), run(0, 0.0, [0.61], [0.82], [13.6]),
-            run(1, 1.0, [0.64], [0.84], [13.1])]
+    runs = [
+        run(0, 1.0, [0.4, 0.63], [0.7, 0.86], [3.5, 13.0]),
+        run(0, 0.0, [0.61], [0.82], [13.6]),
+        run(1, 1.0, [0.64], [0.84], [13.1]),
+    ]
     text = bench.readme_section(runs)
-    assert ("| 2026-12-02 20:00 | abc1234 | 0 | 1 | 2 | 0.20/1.40 |  | 10 | 13.00 | 0.100 | 0.300 | 0.630 | 0.640 "
-            "| 0.860 | yes |") in text
+    assert (
+        "| 2026-12-02 20:00 | abc1234 | 0 | 1 | 2 | 0.20/1.40 |  | 10 | 13.00 | 0.100 | 0.300 | 0.630 | 0.640 "
+        "| 0.860 | yes |"
+    ) in text
     assert "| 0.840 | no (attribute-match R@10) |" in text  # seed 1 misses the attribute-match goal
-    assert bench.goals_verdict({**runs[0]["rows"][-1], "training min": 15.5, "exact R@10": 0.4}) \
+    assert (
+        bench.goals_verdict({**runs[0]["rows"][-1], "training min": 15.5, "exact R@10": 0.4})
         == "no (exact R@10, training min)"
-    assert "- seed 0, W = 1 against W = 0: attribute-match R@10 +0.040, exact R@10 +0.020, training minutes 13.00 " \
-           "against 13.60" in text
+    )
+    assert (
+        "- seed 0, W = 1 against W = 0: attribute-match R@10 +0.040, exact R@10 +0.020, training minutes 13.00 "
+        "against 13.60" in text
+    )
     assert text.count("- seed") == 1  # seed 1 has no run without the term
     assert text.count("**Learning curve**") == 1 and "3,475 training photos" in text
-    assert ("| 5 | 3.50 | 0.100 | 0.300 | 0.400 | 0.410 | 0.700 |" in text
-            and "| chance |  |  |  | 0.010 | 0.011 | 0.067 |" in text)
+    assert (
+        "| 5 | 3.50 | 0.100 | 0.300 | 0.400 | 0.410 | 0.700 |" in text
+        and "| chance |  |  |  | 0.010 | 0.011 | 0.067 |" in text
+    )
 
 
 def test_rerank_section_gives_the_dual_encoder_its_mistakes_and_each_arm_against_the_goal():
     bench = load_benchmark("bench_rerank")
-    run = {"conditions": {**CONDITIONS, "torch_threads": 2}, "recipe": {"itm_epochs": 12}, "rerank_k": 20,
-           "dual_weights": [0.0, 1.0], "dual_R@1": {"train": 0.437, "val": 0.238, "test": 0.2}, "test_items": 996,
-           "first_item_mistakes": {"wrong": 800, "brand (first word of the title)": 720, "articleType": 312},
-           "rows": [{"arm": "train pairs", "seed": 0, "pairs": 3475, "train_s": 59.4, "R@1": [0.116, 0.25]},
-                    {"arm": "val pairs", "seed": 0, "pairs": 529, "train_s": 7.2, "R@1": [0.07, 0.19]}]}
+    run = {
+        "conditions": {**CONDITIONS, "torch_threads": 2},
+        "recipe": {"itm_epochs": 12},
+        "rerank_k": 20,
+        "dual_weights": [0.0, 1.0],
+        "dual_R@1": {"train": 0.437, "val": 0.238, "test": 0.2},
+        "test_items": 996,
+        "first_item_mistakes": {"wrong": 800, "brand (first word of the title)": 720, "articleType": 312},
+        "rows": [
+            {"arm": "train pairs", "seed": 0, "pairs": 3475, "train_s": 59.4, "R@1": [0.116, 0.25]},
+            {"arm": "val pairs", "seed": 0, "pairs": 529, "train_s": 7.2, "R@1": [0.07, 0.19]},
+        ],
+    }
     text = bench.readme_section([run])
     assert "matcher recipe {'itm_epochs': 12}, top-20):" in text
     assert "train 0.437 (trained on), val 0.238, test 0.200 (996 items)" in text
-    assert "wrong for 800 test queries; it differs from the query's item in brand (first word of the title) 90%, " \
-           "articleType 39%." in text
+    assert (
+        "wrong for 800 test queries; it differs from the query's item in brand (first word of the title) 90%, "
+        "articleType 39%." in text
+    )
     assert "| train pairs | 0 | 3,475 | 59 | 0.116 | 0.250 | +25.0% |" in text
     assert "| val pairs | 0 | 529 | 7 | 0.070 | 0.190 | -5.0% |" in text
     assert "reached by 1 of 2 rows." in text
@@ -254,8 +416,10 @@ def test_the_readme_agrees_with_each_benchmarks_kept_runs(name):
 
 
 def test_every_rendered_benchmark_is_checked():
-    scripts = {path.stem for path in (bench_records.REPO_ROOT / "benchmarks").glob("bench_*.py")
-               if "README_MARKERS" in path.read_text()}
+    scripts = {
+        path.stem
+        for path in (bench_records.REPO_ROOT / "benchmarks").glob("bench_*.py")
+        if "README_MARKERS" in path.read_text()
+    }
     assert scripts == set(RENDERED)
-    assert all(json.loads(path.read_text())["conditions"]
-               for path in (bench_records.BENCH_RECORDS).rglob("*.json"))
+    assert all(json.loads(path.read_text())["conditions"] for path in (bench_records.BENCH_RECORDS).rglob("*.json"))

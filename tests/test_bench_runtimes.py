@@ -12,26 +12,45 @@ def bench():
     return load_benchmark("bench_runtimes")
 
 
-def record(profile: str, fresh_s: list[float], cached_s: list[float], date: str = "2026-12-02 10:00",
-           differing=("01_baseline_clip.runtime_s",), fresh_wall: float = 450.0, status: int = 0) -> dict:
+def record(
+    profile: str,
+    fresh_s: list[float],
+    cached_s: list[float],
+    date: str = "2026-12-02 10:00",
+    differing=("01_baseline_clip.runtime_s",),
+    fresh_wall: float = 450.0,
+    status: int = 0,
+) -> dict:
     stems = ["01_baseline_clip", "02_fine_tuning"]
-    return {"profile": profile,
-            "conditions": {"date_utc": date, "commit": "abc1234", "machine": "x86_64, 2 cores, 24 GiB",
-                           "torch_threads": 2, "load_average_before_after": [0.3, 1.9]},
-            "runs": [{"cache": "fresh", "exit_status": status, "wall_s": fresh_wall,
-                      "notebooks": dict(zip(stems, fresh_s))},
-                     {"cache": "cached", "exit_status": 0, "wall_s": 100.0, "notebooks": dict(zip(stems, cached_s))}],
-            "differing_metrics": list(differing), "metrics_compared": 40}
+    return {
+        "profile": profile,
+        "conditions": {
+            "date_utc": date,
+            "commit": "abc1234",
+            "machine": "x86_64, 2 cores, 24 GiB",
+            "torch_threads": 2,
+            "load_average_before_after": [0.3, 1.9],
+        },
+        "runs": [
+            {"cache": "fresh", "exit_status": status, "wall_s": fresh_wall, "notebooks": dict(zip(stems, fresh_s))},
+            {"cache": "cached", "exit_status": 0, "wall_s": 100.0, "notebooks": dict(zip(stems, cached_s))},
+        ],
+        "differing_metrics": list(differing),
+        "metrics_compared": 40,
+    }
 
 
 def test_the_table_has_a_column_per_profile_and_cache_and_the_totals(bench):
-    text = bench.readme_section([record("full", [170.4, 232.0], [21.0, 24.0]),
-                                 record("ci", [181.0, 65.0], [20.0, 9.6])])
+    text = bench.readme_section(
+        [record("full", [170.4, 232.0], [21.0, 24.0]), record("ci", [181.0, 65.0], [20.0, 9.6])]
+    )
     lines = text.splitlines()
     assert "| notebook | ci, fresh | ci, cached | full, fresh | full, cached |" in lines  # ci first, as the budgets
     assert "| 01_baseline_clip | 181 s | 20 s | 170 s | 21 s |" in lines
-    assert "| **total (runner)** | **246 s (4.1 min)** | **30 s (0.5 min)** | **402 s (6.7 min)** " \
-           "| **45 s (0.8 min)** |" in lines
+    assert (
+        "| **total (runner)** | **246 s (4.1 min)** | **30 s (0.5 min)** | **402 s (6.7 min)** "
+        "| **45 s (0.8 min)** |" in lines
+    )
     assert "| wall time of the command | 450 s | 100 s | 450 s | 100 s |" in lines
     assert "`ci` ≤ 8 min from an empty cache: 7.5 min, held" in text
     assert "`full`: 40 metrics, 1 timings differ, other metrics that differ: none" in text
@@ -42,17 +61,31 @@ def test_the_last_record_of_each_profile_is_shown_and_a_failed_or_slow_run_does_
     newer = record("ci", [400.0, 200.0], [20.0, 9.6], date="2026-12-02 10:00", fresh_wall=600.0, differing=())
     text = bench.readme_section([older, newer])
     assert "| 01_baseline_clip | 400 s |" in text and "| 01_baseline_clip | 1 s |" not in text
-    assert ("10.0 min, not held" in text
-            and "`ci`: 40 metrics, 0 timings differ, other metrics that differ: none" in text)
+    assert (
+        "10.0 min, not held" in text and "`ci`: 40 metrics, 0 timings differ, other metrics that differ: none" in text
+    )
     failed = bench.readme_section([record("ci", [181.0], [20.0], status=1)])
     assert "450 s (exit 1)" in failed and "not held" in failed
 
 
 def test_a_differing_metric_that_is_no_timing_is_named(bench):
-    text = bench.readme_section([record("ci", [1.0, 1.0], [1.0, 1.0], differing=(
-        "03_cross_modal_attention.latency_ms/dual", "07_retrieval_demo.median_ms_text", "08_scaling_out.embed_single_s",
-        "08_scaling_out.train_images_per_s_1proc", "03_cross_modal_attention.train_seconds/itm",
-        "03_cross_modal_attention.rerank/R@1"))])
+    text = bench.readme_section(
+        [
+            record(
+                "ci",
+                [1.0, 1.0],
+                [1.0, 1.0],
+                differing=(
+                    "03_cross_modal_attention.latency_ms/dual",
+                    "07_retrieval_demo.median_ms_text",
+                    "08_scaling_out.embed_single_s",
+                    "08_scaling_out.train_images_per_s_1proc",
+                    "03_cross_modal_attention.train_seconds/itm",
+                    "03_cross_modal_attention.rerank/R@1",
+                ),
+            )
+        ]
+    )
     assert "5 timings differ, other metrics that differ: `03_cross_modal_attention.rerank/R@1`" in text
 
 

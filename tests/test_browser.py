@@ -212,8 +212,11 @@ def test_four_viewers_at_once_each_get_their_results(chromium, classroom_url, wh
 
     shot = outputs_dir() / "browser" / f"classroom_4_pages_{when}.png"
     queries = bench.viewer_queries(4)  # four different queries: each page must show its own
-    results = asyncio.run(bench.run_viewers(classroom_url, queries, chromium, TOP_K, timeout_s=120, deadline_s=300,
-                                            screenshot=shot, when=when))
+    results = asyncio.run(
+        bench.run_viewers(
+            classroom_url, queries, chromium, TOP_K, timeout_s=120, deadline_s=300, screenshot=shot, when=when
+        )
+    )
     summary = bench.summarise(results)
     print(summary)
     assert summary["served"] == 4 and summary["failures"] == 0, summary["failure_reasons"]

@@ -46,8 +46,12 @@ def _drop_checksum(path: Path) -> None:
     checksum_path(path).unlink()
 
 
-DAMAGE = {"truncated": _truncate, "zero bytes": _zero_bytes, "64 bytes flipped": _flip_bytes,
-          "checksum missing": _drop_checksum}
+DAMAGE = {
+    "truncated": _truncate,
+    "zero bytes": _zero_bytes,
+    "64 bytes flipped": _flip_bytes,
+    "checksum missing": _drop_checksum,
+}
 
 
 # --- the helper itself -----------------------------------------------------------------------------------------------
@@ -143,8 +147,16 @@ WRITER = textwrap.dedent("""
 def test_two_processes_building_one_file_build_it_once(tmp_path):
     path, log = tmp_path / "cache" / "shared.pt", tmp_path / "builds.log"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(log)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), str(log)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [w.communicate(timeout=120) for w in writers]
     assert all(w.returncode == 0 for w in writers), [err for _, err in outputs]
     assert [out.strip() for out, _ in outputs] == ["499500.0", "499500.0"]
@@ -248,8 +260,13 @@ PRETRAIN = textwrap.dedent("""
 
 def _pretrain(cache: Path, steps: int, out: Path, pause_marker: str = "-") -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "FASHION_COURSE_CACHE": str(cache)}
-    return subprocess.Popen([sys.executable, "-c", PRETRAIN, str(steps), str(out), pause_marker], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", PRETRAIN, str(steps), str(out), pause_marker],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_killed_pretraining_reruns_to_the_same_weights(tmp_path):

@@ -144,8 +144,9 @@ def test_an_upload_is_the_request_body(server, state):
     ],
 )
 def test_bad_input_gets_the_widgets_message(server, state, kind, body, arguments, message):
-    arguments = {name: state.retriever.catalogue.ids[0] if value == "ITEM" else value
-                 for name, value in arguments.items()}
+    arguments = {
+        name: state.retriever.catalogue.ids[0] if value == "ITEM" else value for name, value in arguments.items()
+    }
     status, page = post(server, kind, body, **arguments)
     assert status == 200
     assert "fc-error" in page and message in page and "fc-result" not in page
@@ -369,11 +370,14 @@ def test_load_demo_state_builds_what_notebook_07_builds():
     assert state.conditions == [name for name in load_descriptors("synthetic") if name in gallery.attribute_names]
     assert isinstance(state.retriever.conditional_encoder, CriterionProjection)
     assert isinstance(state.retriever.compositor, Sum)
-    assert (state.reference_id, state.modification) == (gallery.triplets[0].reference_id,
-                                                         gallery.triplets[0].modification)
+    assert (state.reference_id, state.modification) == (
+        gallery.triplets[0].reference_id,
+        gallery.triplets[0].modification,
+    )
     assert state.parameters["profile"] == "ci" and state.parameters["finetuned"] is False
-    bare = load_demo_state(profile="ci", pretrained=None, finetuned=False, device="cpu", compositor="",
-                           conditional=False)
+    bare = load_demo_state(
+        profile="ci", pretrained=None, finetuned=False, device="cpu", compositor="", conditional=False
+    )
     assert bare.retriever.conditional_encoder is None and bare.retriever.compositor is None and bare.conditions == []
 
 

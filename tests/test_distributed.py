@@ -20,10 +20,23 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 def torchrun(tmp_path: Path, *args: str, processes: int = 2) -> dict[str, torch.Tensor]:
     """Run ddp_worker.py on ``processes`` CPU processes (gloo) and return rank 0's trained weights."""
     out = tmp_path / f"weights-{processes}.pt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "PYTHONPATH": os.pathsep.join([str(WORKER.parent.parent), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               str(WORKER), "--out", str(out), *args]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": os.pathsep.join([str(WORKER.parent.parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        str(WORKER),
+        "--out",
+        str(out),
+        *args,
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return torch.load(out, weights_only=True)
@@ -48,16 +61,24 @@ def test_local_losses_average_to_the_global_batch_loss():
     images = torch.nn.functional.normalize(torch.randn(8, 5, generator=generator, dtype=torch.float64), dim=-1)
     texts = torch.nn.functional.normalize(torch.randn(8, 5, generator=generator, dtype=torch.float64), dim=-1)
     scale = torch.tensor(2.0, dtype=torch.float64)
-    shares = [clip_contrastive_loss_local(images[r * 2 : r * 2 + 2], texts[r * 2 : r * 2 + 2], images, texts, scale,
-                                          offset=r * 2) for r in range(4)]
-    assert torch.stack(shares).mean().item() == pytest.approx(clip_contrastive_loss(images, texts, scale).item(),
-                                                              abs=1e-12)
+    shares = [
+        clip_contrastive_loss_local(
+            images[r * 2 : r * 2 + 2], texts[r * 2 : r * 2 + 2], images, texts, scale, offset=r * 2
+        )
+        for r in range(4)
+    ]
+    assert torch.stack(shares).mean().item() == pytest.approx(
+        clip_contrastive_loss(images, texts, scale).item(), abs=1e-12
+    )
 
 
 def test_rank_slice_splits_a_global_batch_contiguously():
     batch = [5, 3, 9, 1, 0, 7]
     assert [distributed.rank_slice(batch, distributed.DistributedContext(r, 3)) for r in range(3)] == [
-        [5, 3], [9, 1], [0, 7]]
+        [5, 3],
+        [9, 1],
+        [0, 7],
+    ]
     with pytest.raises(ValueError, match="divisible"):
         distributed.rank_slice(batch, distributed.DistributedContext(0, 4))
 
@@ -100,8 +121,26 @@ def test_train_contrastive_command_writes_weights_and_summary(tmp_path, tiny_bun
     weights = tmp_path / "base.pt"
     torch.save(tiny_bundle.model.state_dict(), weights)
     size = '{"pretrain": 40, "train": 160, "val": 20, "test": 160}'  # conftest's small_catalogue
-    train_contrastive.main(["--size", size, "--seed", "3", "--split", "train", "--weights", str(weights),
-                            "--steps", "2", "--batch-size", "8", "--lr", "1e-3", "--out", str(tmp_path / "out.pt")])
+    train_contrastive.main(
+        [
+            "--size",
+            size,
+            "--seed",
+            "3",
+            "--split",
+            "train",
+            "--weights",
+            str(weights),
+            "--steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--lr",
+            "1e-3",
+            "--out",
+            str(tmp_path / "out.pt"),
+        ]
+    )
     summary = json.loads((tmp_path / "out.pt.json").read_text())
     assert summary["processes"] == 1 and summary["steps"] == summary["steps_this_run"] == 2
     assert len(summary["losses"]) == 2

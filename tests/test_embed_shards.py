@@ -56,12 +56,25 @@ def test_merge_refuses_another_catalogue(tiny_bundle, gallery, tmp_path):
 def test_command_line_ranks_then_merge(tiny_bundle, small_catalogue, tmp_path):
     weights = tmp_path / "weights.pt"
     torch.save(tiny_bundle.model.state_dict(), weights)
-    common = ["--size", json.dumps({"pretrain": 40, "train": 160, "val": 20, "test": 160}), "--seed", "3",
-              "--split", "test", "--weights", str(weights), "--batch-size", "64", "--out", str(tmp_path / "s")]
+    common = [
+        "--size",
+        json.dumps({"pretrain": 40, "train": 160, "val": 20, "test": 160}),
+        "--seed",
+        "3",
+        "--split",
+        "test",
+        "--weights",
+        str(weights),
+        "--batch-size",
+        "64",
+        "--out",
+        str(tmp_path / "s"),
+    ]
     for rank in range(2):
         main([*common, "--rank", str(rank), "--world-size", "2"])
     main(["--merge", "--out", str(tmp_path / "s")])
     merged = torch.load(tmp_path / "s" / "embeddings.pt", weights_only=True)
-    reference = encode_images(tiny_bundle, small_catalogue.split("test"), batch_size=64, use_cache=False,
-                              progress=False)
+    reference = encode_images(
+        tiny_bundle, small_catalogue.split("test"), batch_size=64, use_cache=False, progress=False
+    )
     assert torch.equal(merged, reference)

@@ -60,7 +60,8 @@ def test_main_prints_a_table_and_writes_one_json_record(experiment, monkeypatch,
     record = json.loads(output.read_text())
     assert record["task"] == "retrieval" and record["gallery_size"] == 60
     assert record["metrics"]["text→image R@10"] == pytest.approx(
-        evaluate_retrieval(experiment.bundle, experiment.test, "description", (10,))["text→image R@10"])
+        evaluate_retrieval(experiment.bundle, experiment.test, "description", (10,))["text→image R@10"]
+    )
     assert "text→image R@10" in capsys.readouterr().out
 
 

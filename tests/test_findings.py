@@ -16,34 +16,65 @@ def write_record(folder, stem: str, metrics: dict, profile: str = "full") -> Non
 
 
 def test_bullets_render_the_records_numbers(tmp_path):
-    write_record(tmp_path, "03_cross_modal_attention", {
-        "dual/R@1": 0.2, "rerank/R@1": 0.25, "rerank/R@1_relative_gain": 0.25, "dual/R@10": 0.7, "rerank/R@10": 0.75,
-        "seed002_rerank/R@1": 0.19, "latency_ms/dual": 3.0, "latency_ms/rerank": 12.5,
-        "latency_ms/full_gallery_cross_encoder": 234.0})
-    write_record(tmp_path, "05_conditional_embeddings", {"map/global_clip/overall": 0.381,
-                                                         "map/crl_stage1/overall": 0.449})
+    write_record(
+        tmp_path,
+        "03_cross_modal_attention",
+        {
+            "dual/R@1": 0.2,
+            "rerank/R@1": 0.25,
+            "rerank/R@1_relative_gain": 0.25,
+            "dual/R@10": 0.7,
+            "rerank/R@10": 0.75,
+            "seed002_rerank/R@1": 0.19,
+            "latency_ms/dual": 3.0,
+            "latency_ms/rerank": 12.5,
+            "latency_ms/full_gallery_cross_encoder": 234.0,
+        },
+    )
+    write_record(
+        tmp_path, "05_conditional_embeddings", {"map/global_clip/overall": 0.381, "map/crl_stage1/overall": 0.449}
+    )
     text = findings.render_findings(findings.read_records(tmp_path))
     assert "R@1 0.200 → 0.250" in text and "+25 % relative" in text and "0.190" in text and "234 ms" in text
     assert "global CLIP 38.1, CRL stage 1 44.9" in text
     assert text.count("\n- ") == 2 and "seed 0" in text
 
 
-RERANK_03 = {"dual/R@1": 0.2, "rerank/R@1": 0.18, "rerank/R@1_relative_gain": -0.1, "dual/R@10": 0.7,
-             "rerank/R@10": 0.69, "seed002_rerank/R@1": 0.19, "latency_ms/dual": 3.0, "latency_ms/rerank": 12.5,
-             "latency_ms/full_gallery_cross_encoder": 234.0}
+RERANK_03 = {
+    "dual/R@1": 0.2,
+    "rerank/R@1": 0.18,
+    "rerank/R@1_relative_gain": -0.1,
+    "dual/R@10": 0.7,
+    "rerank/R@10": 0.69,
+    "seed002_rerank/R@1": 0.19,
+    "latency_ms/dual": 3.0,
+    "latency_ms/rerank": 12.5,
+    "latency_ms/full_gallery_cross_encoder": 234.0,
+}
 
 
 def test_the_03_bullet_names_the_label_re_rankers_only_when_the_record_has_them(tmp_path):
     write_record(tmp_path, "03_cross_modal_attention", RERANK_03)
     assert "catalogue's labels" not in findings.render_findings(findings.read_records(tmp_path))
-    write_record(tmp_path, "03_cross_modal_attention",
-                 {**RERANK_03, "label_rerank/R@1": 0.45, "label_rerank/R@1_relative_gain": 1.25})
+    write_record(
+        tmp_path,
+        "03_cross_modal_attention",
+        {**RERANK_03, "label_rerank/R@1": 0.45, "label_rerank/R@1_relative_gain": 1.25},
+    )
     text = findings.render_findings(findings.read_records(tmp_path))
     assert "catalogue's labels" in text and "R@1 0.450 (+0.250, one seed" in text and "+125 % relative" in text
     assert "guessed from the photos" not in text
-    write_record(tmp_path, "03_cross_modal_attention",
-                 {**RERANK_03, "label_rerank/R@1": 0.45, "label_rerank/R@1_relative_gain": 1.25,
-                  "photo_label_rerank/R@1": 0.21, "photo_label_rerank/R@1_relative_gain": 0.05})
+    write_record(
+        tmp_path,
+        "03_cross_modal_attention",
+        {
+            **RERANK_03,
+            "label_rerank/R@1": 0.45,
+            "label_rerank/R@1_relative_gain": 1.25,
+            "photo_label_rerank/R@1": 0.21,
+            "photo_label_rerank/R@1_relative_gain": 0.05,
+        },
+    )
     text = findings.render_findings(findings.read_records(tmp_path))
     assert "guessed from the photos" in text and "R@1 0.210 (+0.010, one seed" in text and "+5 % relative" in text
 
@@ -70,9 +101,11 @@ def test_check_fails_on_a_stale_readme_and_passes_after_regeneration(tmp_path):
 def test_the_readme_agrees_with_the_committed_records(profile):
     records = findings.SECTIONS[profile][0]
     if not list(records.glob("[0-9][0-9]_*.json")):
-        pytest.skip(f"no committed {profile}-profile records in {records.relative_to(REPO_ROOT)} yet "
-                    f"(make run{'-real' * (profile == 'real')}, then make records{'-real' * (profile == 'real')} "
-                    "and make findings)")
+        pytest.skip(
+            f"no committed {profile}-profile records in {records.relative_to(REPO_ROOT)} yet "
+            f"(make run{'-real' * (profile == 'real')}, then make records{'-real' * (profile == 'real')} "
+            "and make findings)"
+        )
     assert findings.main(["--profile", profile, "--check"]) == 0
 
 
@@ -80,28 +113,41 @@ def seeded_record(stem: str, values: dict[str, list[float]]) -> dict:
     """A record as ``run --seeds 0,1,2`` leaves it: the first seed's metrics plus the seeds section."""
     mean = {name: sum(v) / len(v) for name, v in values.items()}
     std = {name: (sum((x - mean[name]) ** 2 for x in v) / (len(v) - 1)) ** 0.5 for name, v in values.items()}
-    return {"notebook": stem, "parameters": {"profile": "full", "seed": 0},
-            "metrics": {name: v[0] for name, v in values.items()},
-            "seeds": {"seeds": [0, 1, 2], "values": values, "mean": mean, "std": std, "not_aggregated": []}}
+    return {
+        "notebook": stem,
+        "parameters": {"profile": "full", "seed": 0},
+        "metrics": {name: v[0] for name, v in values.items()},
+        "seeds": {"seeds": [0, 1, 2], "values": values, "mean": mean, "std": std, "not_aggregated": []},
+    }
 
 
 def test_seeded_records_render_mean_and_std_and_a_verdict_per_comparison(tmp_path):
-    record = seeded_record("05_conditional_embeddings", {
-        "map/global_clip/overall": [0.38, 0.40, 0.39],
-        "map/crl_stage1/overall": [0.45, 0.46, 0.44],  # higher under every seed, by far more than the spread
-        "map/crl_stage2/overall": [0.46, 0.45, 0.45],  # stage 2 vs stage 1: +1, -1, +1 points: not a finding
-    })
+    record = seeded_record(
+        "05_conditional_embeddings",
+        {
+            "map/global_clip/overall": [0.38, 0.40, 0.39],
+            "map/crl_stage1/overall": [0.45, 0.46, 0.44],  # higher under every seed, by far more than the spread
+            "map/crl_stage2/overall": [0.46, 0.45, 0.45],  # stage 2 vs stage 1: +1, -1, +1 points: not a finding
+        },
+    )
     (tmp_path / "05_conditional_embeddings.json").write_text(json.dumps(record))
     text = findings.render_findings(findings.read_records(tmp_path))
     assert "global CLIP 39.0 ± 1.0, CRL stage 1 45.0 ± 1.0" in text and "seeds 0, 1, 2" in text
-    assert ("CRL stage 1 minus global CLIP: +6.0 ± 1.0, higher under all 3 seeds by more than the spread: "
-            "a finding") in text
+    assert (
+        "CRL stage 1 minus global CLIP: +6.0 ± 1.0, higher under all 3 seeds by more than the spread: a finding"
+    ) in text
     assert "stage 2 minus stage 1: +0.3 ± 1.2, higher under 2 of 3 seeds: not a finding" in text
 
 
 def test_the_header_names_the_records_run_under_the_first_seed_only(tmp_path):
-    (tmp_path / "03_cross_modal_attention.json").write_text(json.dumps(seeded_record(
-        "03_cross_modal_attention", {name: [value, value + 0.01, value + 0.02] for name, value in RERANK_03.items()})))
+    (tmp_path / "03_cross_modal_attention.json").write_text(
+        json.dumps(
+            seeded_record(
+                "03_cross_modal_attention",
+                {name: [value, value + 0.01, value + 0.02] for name, value in RERANK_03.items()},
+            )
+        )
+    )
     for stem in ("05_conditional_embeddings", "09_not_yet_written"):  # 05 has a bullet, 09 none (not named)
         write_record(tmp_path, stem, {"map/global_clip/overall": 0.5})
     header = findings.render_findings(findings.read_records(tmp_path)).split("\n")[0]
@@ -125,11 +171,23 @@ def test_markers_quoted_in_prose_are_not_the_section(tmp_path):
 
 
 def test_the_real_profile_fills_its_own_section_with_its_runtimes(tmp_path):
-    write_record(tmp_path, "01_baseline_clip", {
-        "gallery_size": 996, "t2i_full_R@1": 0.2, "t2i_full_R@10": 0.6, "t2i_full_chance_R@1": 0.001,
-        "t2i_full_chance_R@10": 0.01, "t2i_inbatch_R@1": 0.5, "t2i_inbatch_chance_R@1": 0.031,
-        "t2i_attribute_match_model_R@10": 0.8, "t2i_exact_model_R@10": 0.6, "t2i_same_caption_model_R@10": 0.62},
-        profile="real")
+    write_record(
+        tmp_path,
+        "01_baseline_clip",
+        {
+            "gallery_size": 996,
+            "t2i_full_R@1": 0.2,
+            "t2i_full_R@10": 0.6,
+            "t2i_full_chance_R@1": 0.001,
+            "t2i_full_chance_R@10": 0.01,
+            "t2i_inbatch_R@1": 0.5,
+            "t2i_inbatch_chance_R@1": 0.031,
+            "t2i_attribute_match_model_R@10": 0.8,
+            "t2i_exact_model_R@10": 0.6,
+            "t2i_same_caption_model_R@10": 0.62,
+        },
+        profile="real",
+    )
     (tmp_path / "timings-real.json").write_text(json.dumps({"01_baseline_clip": 61.4, "02_fine_tuning": 118.6}))
     _, start, end = findings.SECTIONS["real"]
     readme = tmp_path / "README.md"
@@ -144,25 +202,56 @@ def test_the_real_profile_fills_its_own_section_with_its_runtimes(tmp_path):
 
 
 def test_runtimes_of_further_seeds_stand_beside_the_first_seeds():
-    timings = {"01_baseline_clip": 833.2, "03_cross_modal_attention": 296.0, "01_baseline_clip (seed 1)": 790.4,
-               "03_cross_modal_attention (seed 1)": 301.0}
+    timings = {
+        "01_baseline_clip": 833.2,
+        "03_cross_modal_attention": 296.0,
+        "01_baseline_clip (seed 1)": 790.4,
+        "03_cross_modal_attention (seed 1)": 301.0,
+    }
     line = findings.render_runtimes(timings)
     assert "01 833 s (seed 1: 790 s), 03 296 s (seed 1: 301 s); 37.0 min in all" in line
 
 
 def test_the_08_bullet_renders_each_scaling_axis_from_the_record(tmp_path):
-    metrics = {"processes": 2, "weight_max_abs_diff": 6.5e-8, "weights_moved": 2.1e-3,
-               "train_images_per_s_1proc": 104.0,
-               "train_images_per_s_resumed": 60.1, "embed_single_s": 16.9, "embed_sharded_job_s": 28.3,
-               "embed_identical": 0, "catalogue_size": 9500, "milvus_topk_agreement": 0.75, "milvus_build_s": 3.26,
-               "milvus_reopen_s": 4.9, "milvus_reopen_agreement": 1.0, "ondisk_vectors": 1000000,
-               "ondisk_lists_mb": 40.0, "ondisk_build_s": 23.9, "ondisk_best_recall": 0.8711, "ondisk_best_nprobe": 16,
-               "ondisk_best_median_ms": 1.9595, "runtime_s": 200.1}
-    milvus = {"columns": ["search", "matching items", "same top-k as exact", "Milvus ms", "exact (numpy) ms"],
-              "rows": [["no filter", 9500, "12/12", 382.7, 6.1], ["colour == 'black'", 1487, "9/12", 458.7, 6.9]]}
-    record = {"notebook": "08_scaling_out", "metrics": metrics, "tables": {"milvus": milvus},
-              "parameters": {"profile": "full", "seed": 0, "top_k": 10, "n_queries": 12, "filter_attribute": "colour",
-                             "rerank": 100}}
+    metrics = {
+        "processes": 2,
+        "weight_max_abs_diff": 6.5e-8,
+        "weights_moved": 2.1e-3,
+        "train_images_per_s_1proc": 104.0,
+        "train_images_per_s_resumed": 60.1,
+        "embed_single_s": 16.9,
+        "embed_sharded_job_s": 28.3,
+        "embed_identical": 0,
+        "catalogue_size": 9500,
+        "milvus_topk_agreement": 0.75,
+        "milvus_build_s": 3.26,
+        "milvus_reopen_s": 4.9,
+        "milvus_reopen_agreement": 1.0,
+        "ondisk_vectors": 1000000,
+        "ondisk_lists_mb": 40.0,
+        "ondisk_build_s": 23.9,
+        "ondisk_best_recall": 0.8711,
+        "ondisk_best_nprobe": 16,
+        "ondisk_best_median_ms": 1.9595,
+        "runtime_s": 200.1,
+    }
+    milvus = {
+        "columns": ["search", "matching items", "same top-k as exact", "Milvus ms", "exact (numpy) ms"],
+        "rows": [["no filter", 9500, "12/12", 382.7, 6.1], ["colour == 'black'", 1487, "9/12", 458.7, 6.9]],
+    }
+    record = {
+        "notebook": "08_scaling_out",
+        "metrics": metrics,
+        "tables": {"milvus": milvus},
+        "parameters": {
+            "profile": "full",
+            "seed": 0,
+            "top_k": 10,
+            "n_queries": 12,
+            "filter_attribute": "colour",
+            "rerank": 100,
+        },
+    }
     (tmp_path / "08_scaling_out.json").write_text(json.dumps(record))
     text = findings.render_findings(findings.read_records(tmp_path))
     assert "end 6.5e-08 (largest weight difference)" in text and "moved by 2.1e-03" in text

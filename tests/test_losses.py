@@ -114,8 +114,9 @@ def test_multi_positive_matches_a_naive_loop(seed):
     positives[3, 6] = True  # caption 6 also describes image 3, not the reverse: the mask need not be symmetric
     logit_scale = torch.tensor(1.5)
     ours = multi_positive_contrastive_loss(images, texts, logit_scale, positives)
-    assert ours.item() == pytest.approx(naive_multi_positive_loss(images, texts, logit_scale, positives).item(),
-                                        abs=1e-6)
+    assert ours.item() == pytest.approx(
+        naive_multi_positive_loss(images, texts, logit_scale, positives).item(), abs=1e-6
+    )
 
 
 def test_multi_positive_by_hand_two_identical_titles():
@@ -136,8 +137,10 @@ def test_multi_positive_pulls_identical_titles_together_where_clip_pushes_them_a
     texts = torch.eye(4)
     positives = same_value_mask([0, 0, 1, 2], [0, 0, 1, 2])  # items 0 and 1 share a title
     gradients = {}
-    for name, loss_of in {"multi": lambda x: multi_positive_contrastive_loss(x, texts, torch.tensor(2.0), positives),
-                          "clip": lambda x: clip_contrastive_loss(x, texts, torch.tensor(2.0))}.items():
+    for name, loss_of in {
+        "multi": lambda x: multi_positive_contrastive_loss(x, texts, torch.tensor(2.0), positives),
+        "clip": lambda x: clip_contrastive_loss(x, texts, torch.tensor(2.0)),
+    }.items():
         features = images.clone().requires_grad_(True)
         loss_of(features).backward()
         gradients[name] = features.grad[1, 0].item()

@@ -65,8 +65,9 @@ def test_the_scanner_flags_metrics_and_spares_references():
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_markdown_holds_no_hand_typed_metric(notebook):
     allowed = referenced_numbers()
-    offenders = [f"cell {i}: {m}" for i, text in cells(notebook, "markdown")
-                 for m in unreferenced_metrics(text, allowed)]
+    offenders = [
+        f"cell {i}: {m}" for i, text in cells(notebook, "markdown") for m in unreferenced_metrics(text, allowed)
+    ]
     assert not offenders, (
         f"{notebook.name}: metric-like numbers typed into markdown — render them from the run's results "
         f"(IPython.display.Markdown) or list the external figure with its source in REFERENCES.md: {offenders}"
@@ -75,6 +76,10 @@ def test_markdown_holds_no_hand_typed_metric(notebook):
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_code_lines_fit_in_100_characters(notebook):
-    long = [f"cell {i}, line {n}: {len(line)} chars" for i, text in cells(notebook, "code")
-            for n, line in enumerate(text.splitlines(), 1) if len(line) > MAX_CODE_LINE]
+    long = [
+        f"cell {i}, line {n}: {len(line)} chars"
+        for i, text in cells(notebook, "code")
+        for n, line in enumerate(text.splitlines(), 1)
+        if len(line) > MAX_CODE_LINE
+    ]
     assert not long, f"{notebook.name}: code lines over {MAX_CODE_LINE} characters: {long}"

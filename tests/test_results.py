@@ -19,12 +19,19 @@ from course_utils.results import (
 def test_records_round_trip_and_report(tmp_path, monkeypatch):
     monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
     table = pd.DataFrame({"R@1": [0.25, np.float32(0.5)]}, index=pd.Index(["zero-shot", "fine-tuned"], name="model"))
-    path = write_results("01_demo", {"profile": "ci", "seed": 0}, {"r1": np.float64(0.25), "nan": float("nan")},
-                         {"recall": table}, notes="Demo notes.")
+    path = write_results(
+        "01_demo",
+        {"profile": "ci", "seed": 0},
+        {"r1": np.float64(0.25), "nan": float("nan")},
+        {"recall": table},
+        notes="Demo notes.",
+    )
     record = json.loads(path.read_text())
     assert record["metrics"] == {"r1": 0.25, "nan": None}
-    assert record["tables"]["recall"] == {"columns": ["model", "R@1"],
-                                          "rows": [["zero-shot", 0.25], ["fine-tuned", 0.5]]}
+    assert record["tables"]["recall"] == {
+        "columns": ["model", "R@1"],
+        "rows": [["zero-shot", 0.25], ["fine-tuned", 0.5]],
+    }
     write_results("02_demo", {"profile": "ci"}, {"r10": 0.7})
     assert [r["notebook"] for r in read_results()] == ["01_demo", "02_demo"]
     report = build_report().read_text()
@@ -34,15 +41,22 @@ def test_records_round_trip_and_report(tmp_path, monkeypatch):
 
 def _record(folder, stem, seed, metrics):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{stem}.json").write_text(json.dumps(
-        {"notebook": stem, "parameters": {"profile": "full", "seed": seed}, "metrics": metrics, "tables": {}}))
+    (folder / f"{stem}.json").write_text(
+        json.dumps(
+            {"notebook": stem, "parameters": {"profile": "full", "seed": seed}, "metrics": metrics, "tables": {}}
+        )
+    )
 
 
 def test_aggregate_seeds_keeps_the_first_run_and_adds_values_mean_and_std(tmp_path, monkeypatch):
     folders = {seed: tmp_path / f"seed-{seed}" for seed in (0, 1, 2)}
     for seed, folder in folders.items():
-        _record(folder, "01_demo", seed, {"r10": 0.5 + seed / 10, "nan": None, "label": "x", **(
-            {"only_first": 1.0} if seed == 0 else {})})
+        _record(
+            folder,
+            "01_demo",
+            seed,
+            {"r10": 0.5 + seed / 10, "nan": None, "label": "x", **({"only_first": 1.0} if seed == 0 else {})},
+        )
     _record(folders[0], "07_once", 0, {"ms": 3.0})  # run under the first seed only: left as it is
     for seed, folder in folders.items():  # records of an earlier run, not asked for: left as they are
         _record(folder, "02_earlier", seed, {"r10": 0.1})

@@ -55,8 +55,9 @@ def test_batch_search_matches_single_searches(retriever):
     queries = ["red dress", "striped shirt"]
     batch = retriever.batch_search(queries, top_k=3)
     assert list(batch["query"]) == ["red dress"] * 3 + ["striped shirt"] * 3
-    assert (list(batch[batch["query"] == "striped shirt"]["item_id"])
-            == list(retriever.search_by_text("striped shirt", 3)["item_id"]))
+    assert list(batch[batch["query"] == "striped shirt"]["item_id"]) == list(
+        retriever.search_by_text("striped shirt", 3)["item_id"]
+    )
 
 
 def test_search_by_texts_gives_each_query_its_single_search(retriever):
@@ -84,8 +85,9 @@ def test_bad_queries_get_clear_errors(retriever):
 
 def test_faiss_flat_gives_the_same_ranking(tiny_bundle, retriever):
     flat = FashionRetriever(tiny_bundle, retriever.catalogue, index="flat", image_embeddings=retriever.embeddings)
-    assert (list(flat.search_by_text("blue jeans", 8)["item_id"])
-            == list(retriever.search_by_text("blue jeans", 8)["item_id"]))
+    assert list(flat.search_by_text("blue jeans", 8)["item_id"]) == list(
+        retriever.search_by_text("blue jeans", 8)["item_id"]
+    )
 
 
 def test_conditional_and_composed_hooks(retriever):

@@ -11,7 +11,11 @@ from course_utils import run
 
 def test_parse_assignments_reads_json_values():
     assert run.parse_assignments(["dataset=fashion-product-small", "test_size=200", "data_root=null", "lr=1e-4"]) == {
-        "dataset": "fashion-product-small", "test_size": 200, "data_root": None, "lr": 1e-4}
+        "dataset": "fashion-product-small",
+        "test_size": 200,
+        "data_root": None,
+        "lr": 1e-4,
+    }
     with pytest.raises(SystemExit, match="name=value"):
         run.parse_assignments(["oops"])
 
@@ -34,9 +38,15 @@ def test_only_selects_by_number():
 def _register_kernel(data_dir, name, interpreter):
     kernel = data_dir / "kernels" / name
     kernel.mkdir(parents=True)
-    kernel.joinpath("kernel.json").write_text(json.dumps(
-        {"argv": [interpreter, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": name,
-         "language": "python"}))
+    kernel.joinpath("kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [interpreter, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": name,
+                "language": "python",
+            }
+        )
+    )
 
 
 def test_check_kernel_explains_a_missing_or_stale_kernel(tmp_path, monkeypatch):
@@ -64,19 +74,25 @@ def test_notebook_is_committed_clean_with_one_parseable_parameters_cell(notebook
     parsed = PythonTranslator.inspect({"source": source})
     assigned = [line.split("=")[0].strip() for line in source.splitlines() if line and not line.startswith(("#", " "))]
     assert [p.name for p in parsed] == assigned and "Unable to parse" not in caplog.text, (
-        "papermill reads every parameter")
+        "papermill reads every parameter"
+    )
 
 
 def test_a_cell_past_the_timeout_fails_with_what_to_do(tmp_path):
     import nbformat
 
     notebook = tmp_path / "99_slow.ipynb"
-    cells = [nbformat.v4.new_code_cell("profile = 'ci'", metadata={"tags": ["parameters"]}),
-             nbformat.v4.new_code_cell("import time\ntime.sleep(30)")]
+    cells = [
+        nbformat.v4.new_code_cell("profile = 'ci'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import time\ntime.sleep(30)"),
+    ]
     kernelspec = {"name": run.KERNEL, "display_name": run.KERNEL, "language": "python"}
     nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": kernelspec}), notebook)
-    with pytest.raises(run.NotebookFailed, match=r"99_slow.ipynb: a cell ran longer than --cell-timeout 2 s .* "
-                                                  r"rerun with a larger --cell-timeout"):
+    with pytest.raises(
+        run.NotebookFailed,
+        match=r"99_slow.ipynb: a cell ran longer than --cell-timeout 2 s .* "
+        r"rerun with a larger --cell-timeout",
+    ):
         run.execute(notebook, tmp_path / "out.ipynb", {"profile": "ci"}, run.KERNEL, cell_timeout=2)
 
 
@@ -98,7 +114,8 @@ def test_seeds_repeat_the_experiments_and_aggregate_their_records(tmp_path, monk
     assert run.main(["--profile", "ci", "--only", "01,07", "--seeds", "0,1,2", "--output-dir", str(tmp_path)]) == 0
     assert [(number, seed) for number, seed, _ in runs] == [("01", 0), ("07", 0), ("01", 1), ("01", 2)]
     assert [figures for *_, figures in runs] == [tmp_path / "figures"] * 2 + [
-        tmp_path / "seeds" / f"seed-{seed}" / "figures" for seed in (1, 2)]
+        tmp_path / "seeds" / f"seed-{seed}" / "figures" for seed in (1, 2)
+    ]
     record = json.loads((tmp_path / "results" / "01_baseline_clip.json").read_text())
     assert record["parameters"]["seed"] == 0 and record["seeds"]["values"]["R@10"] == [0.5, 0.6, 0.7]
     assert "seeds" not in json.loads((tmp_path / "results" / "07_retrieval_demo.json").read_text())
@@ -137,8 +154,9 @@ def test_the_readme_states_the_real_ci_runs_sizes():
 
     readme = (REPO_ROOT / "README.md").read_text()
     assert readme.count(f"first {REAL_CI_PRODUCTS:,} products") == 2
-    test_size = json.loads(
-        (run.NOTEBOOK_DIR / "profiles" / "01_baseline_clip.json").read_text())["real-ci"]["test_size"]
+    test_size = json.loads((run.NOTEBOOK_DIR / "profiles" / "01_baseline_clip.json").read_text())["real-ci"][
+        "test_size"
+    ]
     assert f"with a {PROFILE_EPOCHS['real-ci']}-epoch pretraining and {test_size} test items" in readme
 
 

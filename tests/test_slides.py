@@ -27,11 +27,13 @@ EXECUTED_CI = REPO_ROOT / "outputs" / "ci"
 
 def small_executed_notebook(folder):
     """A two-slide notebook with one executed output, standing in for the course's executed notebooks."""
-    notebook = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# 01 · A small deck\nWhat the first slide says."),
-        nbformat.v4.new_code_cell("print(1 + 1)", outputs=[nbformat.v4.new_output("stream", text="2\n")]),
-        nbformat.v4.new_markdown_cell("## A second slide\nMore text."),
-    ])
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# 01 · A small deck\nWhat the first slide says."),
+            nbformat.v4.new_code_cell("print(1 + 1)", outputs=[nbformat.v4.new_output("stream", text="2\n")]),
+            nbformat.v4.new_markdown_cell("## A second slide\nMore text."),
+        ]
+    )
     nbformat.write(notebook, folder / "01_small_deck.ipynb")
     return folder
 
@@ -60,7 +62,10 @@ def test_a_deck_and_the_site_open_in_chromium(builds, chromium):  # noqa: F811
     shots.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile, sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
+            profile,
+            executable_path=chromium,
+            headless=True,
+            args=CHROMIUM_FLAGS,
             viewport={"width": 1280, "height": 800},
         )
         try:

@@ -55,8 +55,9 @@ def test_01_in_batch_recall_by_hand_and_the_two_readings(ci):
     solution = load_solution("01_baseline_clip")
     test = experiment.test
     images = cu.embed.encode_images(experiment.bundle, test, progress=False)
-    texts = cu.embed.encode_texts(experiment.bundle, cu.embed.caption_texts(test, experiment.query_style),
-                                  progress=False)
+    texts = cu.embed.encode_texts(
+        experiment.bundle, cu.embed.caption_texts(test, experiment.query_style), progress=False
+    )
     mine = solution.my_in_batch_recall(texts, images, batch_size=32, seed=0)
     package = cu.metrics.in_batch_recall(texts, images, batch_size=32, seed=0)
     assert mine == pytest.approx(package, abs=1e-9)
@@ -144,7 +145,8 @@ def test_05_random_floor_ap_by_hand_and_an_added_condition(ci):
     scores, relevant = (queries @ candidates.T).numpy(), split.relevance()
     for q in range(3):
         assert solution.my_average_precision(scores[q], relevant[q]) == pytest.approx(
-            cu.metrics.average_precision(scores[q], relevant[q]), abs=1e-9)
+            cu.metrics.average_precision(scores[q], relevant[q]), abs=1e-9
+        )
 
     two = solution.crl_stage1_map(tuned, experiment, ["colour", "pattern"])
     three = solution.crl_stage1_map(tuned, experiment, ["colour", "pattern", "category"])

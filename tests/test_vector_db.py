@@ -54,8 +54,9 @@ def test_milvus_matches_exact_search_with_and_without_filters(tiny_bundle, galle
                 same_results(found, expected)
                 for name, value in filters.items():
                     assert (found[name] == value).all()
-        same_results(milvus.batch_search(QUERIES, top_k=5, colour="black"),
-                     exact.batch_search(QUERIES, top_k=5, colour="black"))
+        same_results(
+            milvus.batch_search(QUERIES, top_k=5, colour="black"), exact.batch_search(QUERIES, top_k=5, colour="black")
+        )
     finally:
         milvus.index.close()
 

@@ -22,8 +22,9 @@ def test_image_grid_keeps_the_caption_lines_and_title_it_is_asked_to():
     caption = " ".join(f"word{i}" for i in range(30))  # about 200 characters: 8 lines of 28
     title = "a long query " * 10
     short = viz.image_grid([(title, [(image, caption, False)] * 3)], thumb=3)
-    full = viz.image_grid([(title, [(image, caption, True)] * 3)], thumb=3, caption_lines=10, title_wrap=40,
-                          title_lines=10)
+    full = viz.image_grid(
+        [(title, [(image, caption, True)] * 3)], thumb=3, caption_lines=10, title_wrap=40, title_lines=10
+    )
     assert short.axes[0].get_xlabel().count("\n") == 2  # the default keeps 3 lines
     assert full.axes[0].get_xlabel().replace("\n", " ") == caption
     assert full.axes[0].get_ylabel().replace("\n", " ") == title.strip()

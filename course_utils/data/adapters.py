@@ -47,8 +47,9 @@ class ImageTextDataset(Dataset):
         seed: when an item has several captions of the style, one is drawn per (seed, epoch, item).
     """
 
-    def __init__(self, catalogue: Catalogue, preprocess: Preprocess | None, caption_style: str | None = None,
-                 seed: int = 0):
+    def __init__(
+        self, catalogue: Catalogue, preprocess: Preprocess | None, caption_style: str | None = None, seed: int = 0
+    ):
         self.catalogue, self.preprocess, self.caption_style, self.seed = catalogue, preprocess, caption_style, seed
         self.epoch = 0
 

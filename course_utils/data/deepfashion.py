@@ -72,7 +72,9 @@ def _require_layout(root: Path) -> tuple[Path, Path]:
     for path in (root, image_dir, captions_path):
         if not path.exists():
             raise missing_path_error(
-                DATASET, path, LAYOUT,
+                DATASET,
+                path,
+                LAYOUT,
                 "Download the images, captions.json and labels from github.com/yumingj/DeepFashion-MultiModal "
                 "into <root>",
             )

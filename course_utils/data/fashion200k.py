@@ -39,7 +39,9 @@ LAYOUT = (
 
 def _not_found(path: Path) -> DatasetNotFound:
     return missing_path_error(
-        DATASET, path, LAYOUT,
+        DATASET,
+        path,
+        LAYOUT,
         "Download Fashion200k from github.com/xthan/fashion-200k and test_queries.txt from github.com/google/tirg "
         "into <root>",
     )

@@ -43,7 +43,9 @@ def _require_layout(root: Path, csv_name: str) -> tuple[Path, Path]:
     for path in (root, csv_path, image_dir):
         if not path.exists():
             raise missing_path_error(
-                DATASET, path, LAYOUT,
+                DATASET,
+                path,
+                LAYOUT,
                 "Get 'Fashion Product Images (Small)' from Kaggle (paramaggarwal/fashion-product-images-small) "
                 "and unzip it into <root>",
             )

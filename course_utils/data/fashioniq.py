@@ -41,7 +41,9 @@ LAYOUT = (
 
 def _not_found(path: Path) -> DatasetNotFound:
     return missing_path_error(
-        DATASET, path, LAYOUT,
+        DATASET,
+        path,
+        LAYOUT,
         "Get captions/ and image_splits/ from github.com/XiaoxiaoGuo/fashion-iq (images via the asin2url lists "
         "of github.com/hongwang600/fashion-iq-metadata)",
     )

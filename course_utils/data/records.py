@@ -28,8 +28,9 @@ class DatasetNotFound(FileNotFoundError):
 
 def missing_path_error(dataset: str, path: Path, layout: str, how_to_get: str) -> DatasetNotFound:
     """The error every real loader raises for a missing path: what is missing, the expected layout, where to get it."""
-    return DatasetNotFound(f"{dataset}: {path} does not exist. Expected layout:\n{layout}\n{how_to_get}; "
-                           "see README › Real data.")
+    return DatasetNotFound(
+        f"{dataset}: {path} does not exist. Expected layout:\n{layout}\n{how_to_get}; see README › Real data."
+    )
 
 
 def read_json(path: Path) -> object:
@@ -165,8 +166,9 @@ class Item:
         for text, text_style in zip(self.captions, self.caption_styles):
             if text_style == style:
                 return text
-        raise KeyError(f"item {self.item_id} has no caption of style {style!r}; "
-                       f"it has {sorted(set(self.caption_styles))}")
+        raise KeyError(
+            f"item {self.item_id} has no caption of style {style!r}; it has {sorted(set(self.caption_styles))}"
+        )
 
     def captions_of(self, style: str) -> list[str]:
         """All captions of ``style``."""
@@ -206,8 +208,9 @@ class LoadReport:
         return sum(self.skipped.values())
 
     def __str__(self) -> str:
-        lines = [f"{self.dataset}: read {self.rows_read} rows, repaired {self.rows_repaired}, "
-                 f"skipped {self.total_skipped}"]
+        lines = [
+            f"{self.dataset}: read {self.rows_read} rows, repaired {self.rows_repaired}, skipped {self.total_skipped}"
+        ]
         for reason, count in sorted(self.skipped.items()):
             example = self.examples.get(reason)
             lines.append(f"  skipped {count:>6} — {reason}" + (f" (e.g. {', '.join(example)})" if example else ""))
@@ -292,8 +295,13 @@ class Catalogue(Sequence[Item]):
         import pandas as pd
 
         rows = [
-            {"item_id": it.item_id, "split": it.split, "caption": it.captions[0] if it.captions else "",
-             **dict(it.attributes), "image_path": str(it.image_path) if it.image_path else None}
+            {
+                "item_id": it.item_id,
+                "split": it.split,
+                "caption": it.captions[0] if it.captions else "",
+                **dict(it.attributes),
+                "image_path": str(it.image_path) if it.image_path else None,
+            }
             for it in self.items
         ]
         return pd.DataFrame(rows)
@@ -304,8 +312,9 @@ class Catalogue(Sequence[Item]):
         for item in self.items:
             ref = item.image_ref
             ref_key = str(ref.path) if isinstance(ref, FileImage) else (f"array:{ref.index}" if ref else "none")
-            digest.update(json.dumps([item.item_id, item.captions, dict(item.attributes), item.split,
-                                      ref_key]).encode())
+            digest.update(
+                json.dumps([item.item_id, item.captions, dict(item.attributes), item.split, ref_key]).encode()
+            )
             if isinstance(ref, FileImage) and ref.path.exists():
                 stat = ref.path.stat()
                 digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())

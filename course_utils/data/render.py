@@ -11,10 +11,20 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 COLOURS_RGB = {
-    "black": (28, 28, 30), "white": (238, 238, 236), "grey": (128, 128, 132), "navy": (28, 38, 92),
-    "blue": (42, 88, 204), "teal": (22, 140, 140), "green": (44, 150, 64), "yellow": (238, 208, 52),
-    "orange": (238, 128, 32), "red": (198, 32, 42), "pink": (238, 142, 182), "purple": (118, 52, 160),
-    "brown": (118, 74, 40), "beige": (218, 198, 158),
+    "black": (28, 28, 30),
+    "white": (238, 238, 236),
+    "grey": (128, 128, 132),
+    "navy": (28, 38, 92),
+    "blue": (42, 88, 204),
+    "teal": (22, 140, 140),
+    "green": (44, 150, 64),
+    "yellow": (238, 208, 52),
+    "orange": (238, 128, 32),
+    "red": (198, 32, 42),
+    "pink": (238, 142, 182),
+    "purple": (118, 52, 160),
+    "brown": (118, 74, 40),
+    "beige": (218, 198, 158),
 }
 
 _CANVAS = 96  # drawn at 1.5x the default 64 px, then downsampled with a box filter (anti-aliasing)
@@ -32,10 +42,28 @@ def _sleeves(draw, sleeve: str, shoulder_y: float, left_x: float, right_x: float
     reach = {"short": (0.13, 0.16), "long": (0.19, 0.44)}[sleeve]
     dx, dy = reach
     w = 0.10
-    draw.polygon(_poly([(left_x, shoulder_y), (left_x - dx, shoulder_y + dy), (left_x - dx + w, shoulder_y + dy + 0.04),
-                        (left_x, shoulder_y + 0.16)]), fill=255)
-    draw.polygon(_poly([(right_x, shoulder_y), (right_x + dx, shoulder_y + dy),
-                        (right_x + dx - w, shoulder_y + dy + 0.04), (right_x, shoulder_y + 0.16)]), fill=255)
+    draw.polygon(
+        _poly(
+            [
+                (left_x, shoulder_y),
+                (left_x - dx, shoulder_y + dy),
+                (left_x - dx + w, shoulder_y + dy + 0.04),
+                (left_x, shoulder_y + 0.16),
+            ]
+        ),
+        fill=255,
+    )
+    draw.polygon(
+        _poly(
+            [
+                (right_x, shoulder_y),
+                (right_x + dx, shoulder_y + dy),
+                (right_x + dx - w, shoulder_y + dy + 0.04),
+                (right_x, shoulder_y + 0.16),
+            ]
+        ),
+        fill=255,
+    )
 
 
 def _neckline(draw, neckline: str, centre_x: float, top_y: float) -> None:
@@ -43,8 +71,9 @@ def _neckline(draw, neckline: str, centre_x: float, top_y: float) -> None:
     if neckline == "crew":
         draw.ellipse(_poly([(centre_x - 0.07, top_y - 0.05), (centre_x + 0.07, top_y + 0.06)]), fill=0)
     elif neckline == "v-neck":
-        draw.polygon(_poly([(centre_x - 0.08, top_y - 0.01), (centre_x + 0.08, top_y - 0.01),
-                            (centre_x, top_y + 0.17)]), fill=0)
+        draw.polygon(
+            _poly([(centre_x - 0.08, top_y - 0.01), (centre_x + 0.08, top_y - 0.01), (centre_x, top_y + 0.17)]), fill=0
+        )
     elif neckline == "square":
         draw.rectangle(_poly([(centre_x - 0.08, top_y - 0.01), (centre_x + 0.08, top_y + 0.08)]), fill=0)
 
@@ -76,8 +105,9 @@ def garment_mask(attributes: dict) -> tuple[np.ndarray, np.ndarray]:
             ddraw.polygon(_poly([(0.60, 0.20), (0.5, 0.29), (0.54, 0.30)]), fill=255)
     elif category == "dresses":
         hem = HEM_Y[attributes.get("length", "knee")]
-        draw.polygon(_poly([(0.38, 0.18), (0.62, 0.18), (0.60, 0.42), (0.74, hem), (0.26, hem), (0.40, 0.42)]),
-                     fill=255)
+        draw.polygon(
+            _poly([(0.38, 0.18), (0.62, 0.18), (0.60, 0.42), (0.74, hem), (0.26, hem), (0.40, 0.42)]), fill=255
+        )
         _sleeves(draw, sleeve, 0.18, 0.38, 0.62)
         _neckline(draw, attributes.get("neckline", "crew"), 0.5, 0.18)
         ddraw.line(_poly([(0.40, 0.42), (0.60, 0.42)]), fill=255, width=2)
@@ -87,13 +117,27 @@ def garment_mask(attributes: dict) -> tuple[np.ndarray, np.ndarray]:
         ddraw.rectangle(_poly([(0.37, 0.20), (0.63, 0.25)]), fill=255)
     elif category in ("trousers", "shorts"):
         hem = 0.92 if category == "trousers" else 0.52
-        draw.polygon(_poly([(0.32, 0.14), (0.68, 0.14), (0.72, hem), (0.53, hem), (0.5, 0.36), (0.47, hem),
-                            (0.28, hem)]), fill=255)
+        draw.polygon(
+            _poly([(0.32, 0.14), (0.68, 0.14), (0.72, hem), (0.53, hem), (0.5, 0.36), (0.47, hem), (0.28, hem)]),
+            fill=255,
+        )
         ddraw.rectangle(_poly([(0.32, 0.14), (0.68, 0.19)]), fill=255)
     elif category == "footwear":
         for x0, y0 in ((0.14, 0.40), (0.22, 0.62)):
-            draw.polygon(_poly([(x0, y0 + 0.14), (x0 + 0.02, y0 + 0.02), (x0 + 0.22, y0), (x0 + 0.30, y0 + 0.06),
-                                (x0 + 0.62, y0 + 0.12), (x0 + 0.64, y0 + 0.20), (x0, y0 + 0.20)]), fill=255)
+            draw.polygon(
+                _poly(
+                    [
+                        (x0, y0 + 0.14),
+                        (x0 + 0.02, y0 + 0.02),
+                        (x0 + 0.22, y0),
+                        (x0 + 0.30, y0 + 0.06),
+                        (x0 + 0.62, y0 + 0.12),
+                        (x0 + 0.64, y0 + 0.20),
+                        (x0, y0 + 0.20),
+                    ]
+                ),
+                fill=255,
+            )
             ddraw.rectangle(_poly([(x0, y0 + 0.17), (x0 + 0.64, y0 + 0.20)]), fill=255)
     elif category == "bags":
         draw.rectangle(_poly([(0.24, 0.40), (0.76, 0.84)]), fill=255)
@@ -120,8 +164,9 @@ def pattern_fill(pattern: str, rgb: np.ndarray, rng: np.random.Generator) -> np.
     if pattern == "striped":
         on = ((yy + phase) % period) < period * 0.45
     elif pattern == "dotted":
-        on = (((xx + phase) % period - period / 2) ** 2
-              + ((yy + phase) % period - period / 2) ** 2) < (period * 0.22) ** 2
+        on = (((xx + phase) % period - period / 2) ** 2 + ((yy + phase) % period - period / 2) ** 2) < (
+            period * 0.22
+        ) ** 2
     elif pattern == "checked":
         on = (((xx + phase) // period + (yy + phase) // period) % 2) == 0
         other = rgb * 0.55
@@ -202,7 +247,8 @@ def render_item(attributes: dict, rng: np.random.Generator, image_size: int = 64
     pixels = np.asarray(image, np.float32)
     yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32) / image_size
     direction = rng.uniform(-1, 1, 2)
-    lighting = (1.0 + 0.15 * noise * (direction[0] * (xx - 0.5) + direction[1] * (yy - 0.5))
-                + rng.uniform(-0.08, 0.08) * noise)
+    lighting = (
+        1.0 + 0.15 * noise * (direction[0] * (xx - 0.5) + direction[1] * (yy - 0.5)) + rng.uniform(-0.08, 0.08) * noise
+    )
     pixels = pixels * lighting[..., None].astype(np.float32) + rng.normal(0, 5 * noise, pixels.shape).astype(np.float32)
     return np.clip(pixels, 0, 255).astype(np.uint8)

@@ -47,8 +47,20 @@ CATEGORY_PARTS = {
     "bags": (),
 }
 COLOUR_WEIGHTS = {
-    "black": 16, "white": 12, "blue": 10, "navy": 8, "grey": 8, "red": 8, "beige": 6, "green": 6,
-    "pink": 6, "brown": 5, "yellow": 4, "purple": 4, "orange": 4, "teal": 3,
+    "black": 16,
+    "white": 12,
+    "blue": 10,
+    "navy": 8,
+    "grey": 8,
+    "red": 8,
+    "beige": 6,
+    "green": 6,
+    "pink": 6,
+    "brown": 5,
+    "yellow": 4,
+    "purple": 4,
+    "orange": 4,
+    "teal": 3,
 }
 PATTERN_WEIGHTS = {"solid": 40, "striped": 15, "checked": 12, "floral": 12, "graphic": 11, "dotted": 10}
 FABRIC_WEIGHTS = {"cotton": 45, "denim": 20, "knit": 20, "leather": 15}
@@ -64,8 +76,14 @@ SLEEVE_WORDS = {"sleeveless": "sleeves cut off", "short": "short sleeves", "long
 SLEEVE_TITLE = {"sleeveless": "Sleeveless", "short": "Short-Sleeve", "long": "Long-Sleeve"}
 LENGTH_WORDS = {"short": "short", "knee": "knee", "long": "long"}
 NECKLINE_WORDS = {"crew": "round", "v-neck": "v-shape", "square": "square"}
-PATTERN_WORDS = {"solid": "solid color", "striped": "striped", "checked": "checked", "floral": "floral",
-                 "graphic": "graphic", "dotted": "dotted"}
+PATTERN_WORDS = {
+    "solid": "solid color",
+    "striped": "striped",
+    "checked": "checked",
+    "floral": "floral",
+    "graphic": "graphic",
+    "dotted": "dotted",
+}
 
 SPLIT_SEED_OFFSET = {"train": 1, "val": 2, "test": 3}
 PROFILE_SIZES = {
@@ -143,8 +161,10 @@ def description_caption(attributes: dict, rng: random.Random) -> str:
         first = f"The {noun} has {SLEEVE_WORDS[attributes['sleeve']]}, {fabric} fabric and {pattern} patterns."
     else:
         first = rng.choice(
-            [f"The {noun} is made of {fabric} fabric with {pattern} patterns.",
-             f"This {noun} has {fabric} fabric and {pattern} patterns."]
+            [
+                f"The {noun} is made of {fabric} fabric with {pattern} patterns.",
+                f"This {noun} has {fabric} fabric and {pattern} patterns.",
+            ]
         )
     sentences = [first, rng.choice([f"Its colour is {colour}.", f"It is {colour}.", f"The {noun} is {colour}."])]
     if "neckline" in attributes:
@@ -175,15 +195,16 @@ def web_caption(attributes: dict, rng: random.Random, dropout: float) -> str:
 def modification_text(changes: dict[str, tuple[str, str]], style: str) -> str:
     """Phrase how the target differs from the reference, like Fashion200k or like FashionIQ."""
     if style == "fashion200k":
-        (name, (old, new)), = changes.items()
+        ((name, (old, new)),) = changes.items()
         to_word = {"sleeve": SLEEVE_WORDS, "length": {k: f"{v} length" for k, v in LENGTH_WORDS.items()}}.get(name, {})
         return f"replace {to_word.get(old, old)} with {to_word.get(new, new)}"
     phrases = []
     for name, (old, new) in changes.items():
         if name == "sleeve":
             longer = SLEEVES.index(new) > SLEEVES.index(old)
-            phrases.append("is sleeveless" if new == "sleeveless"
-                           else f"has {'longer' if longer else 'shorter'} sleeves")
+            phrases.append(
+                "is sleeveless" if new == "sleeveless" else f"has {'longer' if longer else 'shorter'} sleeves"
+            )
         elif name == "length":
             phrases.append(f"is {'longer' if LENGTHS.index(new) > LENGTHS.index(old) else 'shorter'}")
         elif name == "fabric":
@@ -229,8 +250,9 @@ def composition_triplets(
         target, varied = rng.choice(options[reference.item_id, n_changes])
         changes = {a: (reference.attributes[a], target.attributes[a]) for a in varied}
         style = "fashioniq" if len(varied) > 1 or rng.random() < 0.5 else "fashion200k"
-        triplets.append(CompositionTriplet(reference.item_id, modification_text(changes, style), target.item_id,
-                                           changes, style))
+        triplets.append(
+            CompositionTriplet(reference.item_id, modification_text(changes, style), target.item_id, changes, style)
+        )
     return triplets
 
 
@@ -250,8 +272,15 @@ def _describe(config: SyntheticConfig) -> list[dict]:
         captions = [title_caption(attributes, rng), description_caption(attributes, rng)]
         captions += [web_caption(attributes, rng, config.caption_dropout) for _ in range(config.web_captions_per_item)]
         styles = ["title", "description"] + ["web"] * config.web_captions_per_item
-        records.append({"item_id": f"syn-{index:06d}", "split": split, "attributes": attributes,
-                        "captions": captions, "caption_styles": styles})
+        records.append(
+            {
+                "item_id": f"syn-{index:06d}",
+                "split": split,
+                "attributes": attributes,
+                "captions": captions,
+                "caption_styles": styles,
+            }
+        )
     return records
 
 
@@ -265,8 +294,14 @@ def _render_all(records: list[dict], config: SyntheticConfig) -> np.ndarray:
 
 def _build_catalogue(records: list[dict], pixels: np.ndarray, config: SyntheticConfig) -> Catalogue:
     items = [
-        Item(r["item_id"], tuple(r["captions"]), tuple(r["caption_styles"]), r["attributes"], r["split"],
-             ArrayImage(pixels, i))
+        Item(
+            r["item_id"],
+            tuple(r["captions"]),
+            tuple(r["caption_styles"]),
+            r["attributes"],
+            r["split"],
+            ArrayImage(pixels, i),
+        )
         for i, r in enumerate(records)
     ]
     triplets = []
@@ -289,8 +324,9 @@ def load_synthetic(size: str | dict = "ci", seed: int = 0, use_cache: bool = Tru
     """
     if isinstance(size, str):
         if size not in PROFILE_SIZES:
-            raise ValueError(f"unknown catalogue size {size!r}; use one of {sorted(PROFILE_SIZES)} "
-                             "or a dict of split sizes")
+            raise ValueError(
+                f"unknown catalogue size {size!r}; use one of {sorted(PROFILE_SIZES)} or a dict of split sizes"
+            )
         size = PROFILE_SIZES[size]
     unknown = set(knobs) - set(SyntheticConfig.__dataclass_fields__)
     if unknown:
@@ -307,7 +343,10 @@ def load_synthetic(size: str | dict = "ci", seed: int = 0, use_cache: bool = Tru
 
     pixels = cached_artifact(
         artifact_path("catalogue", asdict(config), suffix=".npz", folder="synthetic"),
-        lambda: _render_all(records, config), use_cache, save=save_npz, load=load_npz, validate=check_pixels,
+        lambda: _render_all(records, config),
+        use_cache,
+        save=save_npz,
+        load=load_npz,
+        validate=check_pixels,
     )
     return _build_catalogue(records, pixels, config)
-

@@ -114,8 +114,10 @@ def _checkpoint_readable(path: Path) -> bool:
 
         loaders = [lambda: load_file(str(path))]
     else:
-        loaders = [lambda: torch.load(path, map_location="cpu", weights_only=True),
-                   lambda: torch.jit.load(str(path), map_location="cpu")]
+        loaders = [
+            lambda: torch.load(path, map_location="cpu", weights_only=True),
+            lambda: torch.jit.load(str(path), map_location="cpu"),
+        ]
     for load in loaders:
         try:
             with warnings.catch_warnings():
@@ -229,8 +231,11 @@ def _load_open_clip(name: str, pretrained: str | None, device: torch.device) -> 
         raise _checkpoint_error(checkpoint, name, err) from None
     model.eval()
     tokenizer = open_clip.get_tokenizer(name)
-    embed_dim = (int(model.text_projection.shape[1])
-                 if hasattr(model, "text_projection") and model.text_projection is not None else None)
+    embed_dim = (
+        int(model.text_projection.shape[1])
+        if hasattr(model, "text_projection") and model.text_projection is not None
+        else None
+    )
     if embed_dim is None:
         with torch.no_grad():
             embed_dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])
@@ -262,8 +267,9 @@ def _load_openai_clip(name: str, device: torch.device) -> ClipBundle:
         raise _checkpoint_error(Path(path), f"clip:{name}", err) from None
     model = model.float().eval()
     tokenizer = lambda texts: clip.tokenize(texts, truncate=True)  # noqa: E731
-    return ClipBundle(model, preprocess, tokenizer, int(model.text_projection.shape[1]), f"clip:{label}", device,
-                      "clip")
+    return ClipBundle(
+        model, preprocess, tokenizer, int(model.text_projection.shape[1]), f"clip:{label}", device, "clip"
+    )
 
 
 def _file_digest(path: str) -> str:
@@ -295,6 +301,6 @@ def load_clip(name: str, pretrained: str | None = None, device: str | torch.devi
             "cu.tasks.pretrain.pretrained_tiny_clip(catalogue); load_clip loads existing weights only"
         )
     if name.startswith("clip:"):
-        return _load_openai_clip(name[len("clip:"):], device)
+        return _load_openai_clip(name[len("clip:") :], device)
     register_course_configs()
     return _load_open_clip(name, pretrained, device)

@@ -102,8 +102,15 @@ class ImageTextMatcher(nn.Module):
     ):
         super().__init__()
         # the constructor arguments, saved with the weights so a checkpoint can rebuild the module
-        self.config = {"image_width": image_width, "text_width": text_width, "width": width, "heads": heads,
-                       "layers": layers, "mlp_ratio": mlp_ratio, "n_image_tokens": n_image_tokens}
+        self.config = {
+            "image_width": image_width,
+            "text_width": text_width,
+            "width": width,
+            "heads": heads,
+            "layers": layers,
+            "mlp_ratio": mlp_ratio,
+            "n_image_tokens": n_image_tokens,
+        }
         self.image_proj = nn.Linear(image_width, width)
         self.image_position = nn.Parameter(torch.randn(1, n_image_tokens, width)) if n_image_tokens else None
         self.text_proj = nn.Linear(text_width, width)

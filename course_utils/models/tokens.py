@@ -62,14 +62,19 @@ def image_token_features(
     """
     require_token_features(model)
     if _is_convolutional(model):
-        out = model.forward_intermediates(image=images, image_indices=block_from_end, image_output_fmt="NCHW",
-                                          normalize=True)
+        out = model.forward_intermediates(
+            image=images, image_indices=block_from_end, image_output_fmt="NCHW", normalize=True
+        )
         patches = out["image_intermediates"][0].flatten(2).transpose(1, 2)  # (n, rows * cols, channels)
         summary = patches.mean(dim=1, keepdim=True)
         return (torch.cat([summary, patches], dim=1) if class_token else patches), out["image_features"]
     out = model.forward_intermediates(
-        image=images, image_indices=block_from_end, normalize_intermediates=True, image_output_fmt="NLC",
-        normalize=True, image_output_extra_tokens=class_token,
+        image=images,
+        image_indices=block_from_end,
+        normalize_intermediates=True,
+        image_output_fmt="NLC",
+        normalize=True,
+        image_output_extra_tokens=class_token,
     )
     patches = out["image_intermediates"][0]  # the oldest of the last ``block_from_end`` blocks
     if not class_token:

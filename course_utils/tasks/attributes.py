@@ -32,8 +32,10 @@ from ..train import TrainConfig, TrainHistory, fit
 
 TRIPLET_MARGIN = 0.3  # CRL's SOLVER.MARGIN
 # The attributes each dataset is searched under (ASEN's conditions).
-DEFAULT_CONDITIONS = {"synthetic": list(ATTRIBUTE_ORDER),
-                      "fashion-product-small": ["articleType", "baseColour", "season", "usage", "gender"]}
+DEFAULT_CONDITIONS = {
+    "synthetic": list(ATTRIBUTE_ORDER),
+    "fashion-product-small": ["articleType", "baseColour", "season", "usage", "gender"],
+}
 
 
 # --- CRL: the conditional bases -----------------------------------------------------------------------------------

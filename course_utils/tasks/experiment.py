@@ -29,9 +29,16 @@ class Experiment:
     query_style: str | None  # caption style used as text queries (None: first caption)
 
 
-def load_experiment(dataset: str = "synthetic", data_root: str | None = None, model: str = "tiny-fashion-clip",
-                    pretrained: str | None = "embedded", profile: str = "ci", seed: int = 0, device: str = "auto",
-                    test_size: int | None = None) -> Experiment:
+def load_experiment(
+    dataset: str = "synthetic",
+    data_root: str | None = None,
+    model: str = "tiny-fashion-clip",
+    pretrained: str | None = "embedded",
+    profile: str = "ci",
+    seed: int = 0,
+    device: str = "auto",
+    test_size: int | None = None,
+) -> Experiment:
     """Load the catalogue and the model named by a notebook's parameters.
 
     Args:
@@ -49,8 +56,10 @@ def load_experiment(dataset: str = "synthetic", data_root: str | None = None, mo
         test_size: keep only the first ``test_size`` test items (real datasets can be large).
     """
     if pretrained == "photo" and dataset == "synthetic":
-        raise ValueError("pretrained='photo' pretrains on a real catalogue's photos: set dataset (e.g. "
-                         "'fashion-product-small') and data_root, or use pretrained='embedded' on 'synthetic'")
+        raise ValueError(
+            "pretrained='photo' pretrains on a real catalogue's photos: set dataset (e.g. "
+            "'fashion-product-small') and data_root, or use pretrained='embedded' on 'synthetic'"
+        )
     seed_everything(seed)
     if dataset == "synthetic":
         catalogue = load_catalogue("synthetic", size=profile, seed=seed)
@@ -59,10 +68,13 @@ def load_experiment(dataset: str = "synthetic", data_root: str | None = None, mo
     # The embedded tiny CLIP is always pretrained on the procedural catalogue (real datasets have no 'pretrain').
     if pretrained == "embedded":
         if model != TINY_MODEL:
-            raise ValueError(f"pretrained='embedded' exists only for {TINY_MODEL!r}; for {model!r} use an open_clip "
-                             "tag or a checkpoint path")
-        pretrain_catalogue = (catalogue if dataset == "synthetic"
-                              else load_catalogue("synthetic", size=profile, seed=seed))
+            raise ValueError(
+                f"pretrained='embedded' exists only for {TINY_MODEL!r}; for {model!r} use an open_clip "
+                "tag or a checkpoint path"
+            )
+        pretrain_catalogue = (
+            catalogue if dataset == "synthetic" else load_catalogue("synthetic", size=profile, seed=seed)
+        )
         bundle = pretrained_tiny_clip(pretrain_catalogue, device=device)
     elif pretrained == "photo":
         bundle = pretrained_photo_clip(catalogue, photo_recipe(model, profile, seed), device=device)

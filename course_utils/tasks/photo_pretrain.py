@@ -77,8 +77,10 @@ class PhotoRecipe:
         if not 0.0 < self.crop_scale <= 1.0:
             raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
         if self.attribute_weight < 0 or (self.attribute_weight and not self.multi_positive):
-            raise ValueError(f"attribute_weight must be >= 0 and needs multi_positive=True, got "
-                             f"{self.attribute_weight} (multi_positive={self.multi_positive})")
+            raise ValueError(
+                f"attribute_weight must be >= 0 and needs multi_positive=True, got "
+                f"{self.attribute_weight} (multi_positive={self.multi_positive})"
+            )
 
 
 PHOTO_RECIPE = PhotoRecipe()
@@ -94,11 +96,14 @@ def photo_recipe(model: str, profile: str = "real", seed: int = 0) -> PhotoRecip
         ValueError: an unknown profile or model config (names the choices).
     """
     if profile not in PROFILE_EPOCHS:
-        raise ValueError(f"pretrained='photo' runs in the profiles {sorted(PROFILE_EPOCHS)}, not {profile!r}: "
-                         f"run with --profile real (or real-ci)")
+        raise ValueError(
+            f"pretrained='photo' runs in the profiles {sorted(PROFILE_EPOCHS)}, not {profile!r}: "
+            f"run with --profile real (or real-ci)"
+        )
     course_clip_config(model)  # a clear error for an unknown model config
-    return replace(PHOTO_RECIPE, model=model,
-                   train=replace(PHOTO_RECIPE.train, epochs=PROFILE_EPOCHS[profile], seed=seed))
+    return replace(
+        PHOTO_RECIPE, model=model, train=replace(PHOTO_RECIPE.train, epochs=PROFILE_EPOCHS[profile], seed=seed)
+    )
 
 
 # --- data: held-out split, augmentation, caption sampling ---------------------------------------------------------
@@ -125,8 +130,9 @@ def held_out_gallery(catalogue: Catalogue, size: int = 1000, seed: int = 0) -> C
     return catalogue.subset([candidates[i] for i in chosen], name=f"{catalogue.name}/held-out-{size}")
 
 
-def random_resized_crops(images: torch.Tensor, crop_scale: float, flip: bool,
-                         max_aspect_change: float = 1.15) -> torch.Tensor:
+def random_resized_crops(
+    images: torch.Tensor, crop_scale: float, flip: bool, max_aspect_change: float = 1.15
+) -> torch.Tensor:
     """Colour-keeping augmentation of a whole batch: a random resized crop (and flip) per image, nothing else.
 
     Each output image shows a random window of its input covering ``[crop_scale, 1]`` of the area, whose aspect
@@ -159,8 +165,9 @@ def random_resized_crops(images: torch.Tensor, crop_scale: float, flip: bool,
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def with_augmentation(batch_loss: Callable[[torch.nn.Module, dict], torch.Tensor], crop_scale: float,
-                      flip: bool) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
+def with_augmentation(
+    batch_loss: Callable[[torch.nn.Module, dict], torch.Tensor], crop_scale: float, flip: bool
+) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
     """``batch_loss`` on the batch with its images augmented by :func:`random_resized_crops`."""
 
     def augmented_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
@@ -221,13 +228,17 @@ def attribute_positives(
     keys = []
     for position, index in enumerate(indices):
         values = catalogue[int(index)].attributes
-        keys.append(tuple(values[name] for name in attributes) if all(name in values for name in attributes)
-                    else ("unmatched", position))
+        keys.append(
+            tuple(values[name] for name in attributes)
+            if all(name in values for name in attributes)
+            else ("unmatched", position)
+        )
     return same_value_mask(keys, keys)
 
 
-def multi_positive_batch_loss(tokenizer: Callable, catalogue: Catalogue,
-                              attribute_weight: float = 0.0) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
+def multi_positive_batch_loss(
+    tokenizer: Callable, catalogue: Catalogue, attribute_weight: float = 0.0
+) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
     """The per-batch loss of photo pretraining: encode both sides, then the multi-positive contrastive loss, plus
     ``attribute_weight`` times the same loss whose positives also include every pair of the same article type and
     colour (:func:`attribute_positives`).
@@ -245,7 +256,8 @@ def multi_positive_batch_loss(tokenizer: Callable, catalogue: Catalogue,
         if attribute_weight:
             shared = positives | attribute_positives(catalogue, indices).to(device)
             loss = loss + attribute_weight * multi_positive_contrastive_loss(
-                image_features, text_features, model.logit_scale, shared)
+                image_features, text_features, model.logit_scale, shared
+            )
         return loss
 
     return batch_loss
@@ -256,8 +268,11 @@ def multi_positive_batch_loss(tokenizer: Callable, catalogue: Catalogue,
 
 def photo_key_parts(train: Catalogue, recipe: PhotoRecipe) -> dict:
     """What the pretrained weights depend on: model config, data and recipe."""
-    return {"model": json.loads(course_clip_config(recipe.model)), "data": train.fingerprint(),
-            "recipe": asdict(recipe)}
+    return {
+        "model": json.loads(course_clip_config(recipe.model)),
+        "data": train.fingerprint(),
+        "recipe": asdict(recipe),
+    }
 
 
 def pretrained_photo_clip(
@@ -292,17 +307,36 @@ def pretrained_photo_clip(
     key = artifact_key(path)
 
     def bundle(history: list[dict] | None) -> ClipBundle:
-        return ClipBundle(model, preprocess, tokenizer, int(model.text_projection.shape[1]),
-                          f"open_clip:{recipe.model}:photo-{key}", device, "open_clip", history,
-                          path if use_cache else None)
+        return ClipBundle(
+            model,
+            preprocess,
+            tokenizer,
+            int(model.text_projection.shape[1]),
+            f"open_clip:{recipe.model}:photo-{key}",
+            device,
+            "open_clip",
+            history,
+            path if use_cache else None,
+        )
 
     def build() -> dict:
         dataset = MixedCaptionDataset(train, preprocess, recipe.description_rate, seed=recipe.train.seed)
-        loss = (multi_positive_batch_loss(tokenizer, train, recipe.attribute_weight) if recipe.multi_positive
-                else contrastive_batch_loss(tokenizer))
+        loss = (
+            multi_positive_batch_loss(tokenizer, train, recipe.attribute_weight)
+            if recipe.multi_positive
+            else contrastive_batch_loss(tokenizer)
+        )
         loss = with_augmentation(loss, recipe.crop_scale, recipe.flip)
-        result = fit(model, dataset, loss, recipe.train, device=device, progress=progress, after_step=clamp_logit_scale,
-                     evaluate=(lambda: evaluate(bundle(None))) if evaluate else None)
+        result = fit(
+            model,
+            dataset,
+            loss,
+            recipe.train,
+            device=device,
+            progress=progress,
+            after_step=clamp_logit_scale,
+            evaluate=(lambda: evaluate(bundle(None))) if evaluate else None,
+        )
         return {"model": model.state_dict(), "history": result.steps, "skipped_items": result.skipped_items}
 
     state = cached_artifact(path, build, use_cache, validate=lambda s: model.load_state_dict(s["model"]))
@@ -332,8 +366,9 @@ def title_aware_recall(
     return {"exact": exact, "same title": recall_at_k(similarity, same_value_mask(titles, titles), ks)}
 
 
-def evaluate_photo_retrieval(bundle: ClipBundle, gallery: Catalogue,
-                             ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def evaluate_photo_retrieval(
+    bundle: ClipBundle, gallery: Catalogue, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
     """Titles as queries against the gallery's images: exact, same-title and attribute-match recall, with chance.
 
     Returns:
@@ -346,11 +381,15 @@ def evaluate_photo_retrieval(bundle: ClipBundle, gallery: Catalogue,
     queries = encode_texts(bundle, titles, progress=False)
     similarity = queries @ images.T
     recalls = title_aware_recall(similarity, titles, ks)
-    attributes = [{name: item.attributes[name] for name in MATCH_ATTRIBUTES if name in item.attributes}
-                  for item in gallery]
+    attributes = [
+        {name: item.attributes[name] for name in MATCH_ATTRIBUTES if name in item.attributes} for item in gallery
+    ]
     recalls["attribute-match"] = attribute_match_recall(similarity, attributes, attributes, ks, MATCH_ATTRIBUTES)
-    relevant_counts = {"exact": [1] * len(gallery), "same title": same_value_mask(titles, titles).sum(dim=1).tolist(),
-                       "attribute-match": attribute_match_counts(attributes, attributes, MATCH_ATTRIBUTES)}
+    relevant_counts = {
+        "exact": [1] * len(gallery),
+        "same title": same_value_mask(titles, titles).sum(dim=1).tolist(),
+        "attribute-match": attribute_match_counts(attributes, attributes, MATCH_ATTRIBUTES),
+    }
     record = {}
     for name, by_k in recalls.items():
         label = name.replace(" ", "-")

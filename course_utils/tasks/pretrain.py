@@ -27,8 +27,12 @@ DEFAULT_PRETRAIN = TrainConfig(epochs=6, batch_size=128, lr=1e-3, weight_decay=0
 
 def pretrain_key_parts(pretrain: Catalogue, config: TrainConfig, caption_style: str) -> dict:
     """What the pretrained weights depend on: model config, data, recipe and captions."""
-    return {"model": json.loads(tiny_clip_config()), "data": pretrain.fingerprint(), "train": asdict(config),
-            "captions": caption_style}
+    return {
+        "model": json.loads(tiny_clip_config()),
+        "data": pretrain.fingerprint(),
+        "train": asdict(config),
+        "captions": caption_style,
+    }
 
 
 def pretrained_tiny_clip(
@@ -61,14 +65,29 @@ def pretrained_tiny_clip(
 
     def train() -> dict:
         dataset = ImageTextDataset(pretrain, preprocess, caption_style=caption_style, seed=config.seed)
-        result = fit(model, dataset, contrastive_batch_loss(tokenizer), config, device=device, progress=progress,
-                     after_step=clamp_logit_scale)
+        result = fit(
+            model,
+            dataset,
+            contrastive_batch_loss(tokenizer),
+            config,
+            device=device,
+            progress=progress,
+            after_step=clamp_logit_scale,
+        )
         return {"model": model.state_dict(), "history": result.steps}
 
     state = cached_artifact(path, train, use_cache, validate=lambda s: model.load_state_dict(s["model"]))
     model.load_state_dict(state["model"])
     model.eval()
     key = artifact_key(path)
-    return ClipBundle(model, preprocess, tokenizer, int(model.text_projection.shape[1]),
-                      f"open_clip:{TINY_MODEL}:embedded-{key}", device, "open_clip", state["history"],
-                      path if use_cache else None)
+    return ClipBundle(
+        model,
+        preprocess,
+        tokenizer,
+        int(model.text_projection.shape[1]),
+        f"open_clip:{TINY_MODEL}:embedded-{key}",
+        device,
+        "open_clip",
+        state["history"],
+        path if use_cache else None,
+    )

@@ -297,8 +297,12 @@ def fit_caption_labels(captions: Sequence[str], attributes: Sequence[dict[str, s
     return models
 
 
-def label_agreement(models: dict[str, Pipeline], queries: Sequence[str], gallery_attributes: Sequence[dict[str, str]],
-                    floor: float = 1e-3) -> torch.Tensor:
+def label_agreement(
+    models: dict[str, Pipeline],
+    queries: Sequence[str],
+    gallery_attributes: Sequence[dict[str, str]],
+    floor: float = 1e-3,
+) -> torch.Tensor:
     """``(q, g) float64``: how well each gallery item's labels fit each query's words — the sum over attributes of
     ``log P(the query names gallery item j's label)``, with P from :func:`fit_caption_labels`.
 
@@ -311,14 +315,17 @@ def label_agreement(models: dict[str, Pipeline], queries: Sequence[str], gallery
         unseen = torch.full((len(queries), 1), float(np.log(floor)), dtype=torch.float64)
         log_p = torch.cat([log_p, unseen, torch.zeros_like(unseen)], dim=1)  # + "label never seen", "no label"
         column = {value: c for c, value in enumerate(model.classes_)}
-        index = [column.get(labels[name], len(column)) if name in labels else len(column) + 1
-                 for labels in gallery_attributes]
+        index = [
+            column.get(labels[name], len(column)) if name in labels else len(column) + 1
+            for labels in gallery_attributes
+        ]
         agreement += log_p[:, index]
     return agreement
 
 
-def neighbour_labels(train_embeddings: torch.Tensor, train_attributes: Sequence[dict[str, str]],
-                     embeddings: torch.Tensor, k: int = 10) -> list[dict[str, str]]:
+def neighbour_labels(
+    train_embeddings: torch.Tensor, train_attributes: Sequence[dict[str, str]], embeddings: torch.Tensor, k: int = 10
+) -> list[dict[str, str]]:
     """Each item's labels as its photo suggests them: per attribute, the vote of the ``k`` training items whose image
     embeddings are nearest (cosine), each vote weighted by 1 / distance (scikit-learn's ``KNeighborsClassifier``).
 
@@ -458,9 +465,17 @@ def save_reranker(path: str | Path, matcher: ImageTextMatcher, dual_bundle, dual
     its top-``k`` are the candidates) and the dual weight picked on validation.
     """
     path = Path(path)
-    torch_save_atomic({"matcher_config": matcher.config, "matcher": matcher.state_dict(),
-                       "dual_identity": dual_bundle.identity, "dual": dual_bundle.model.state_dict(),
-                       "dual_weight": float(dual_weight), "k": int(k)}, path)
+    torch_save_atomic(
+        {
+            "matcher_config": matcher.config,
+            "matcher": matcher.state_dict(),
+            "dual_identity": dual_bundle.identity,
+            "dual": dual_bundle.model.state_dict(),
+            "dual_weight": float(dual_weight),
+            "k": int(k),
+        },
+        path,
+    )
     return path
 
 
@@ -485,13 +500,16 @@ def load_reranker(path: str | Path) -> SavedReranker:
         matcher = ImageTextMatcher(**state["matcher_config"])
         matcher.load_state_dict(state["matcher"])
     except Exception as err:  # truncated file, another kind of checkpoint, or a config that does not fit
-        raise ValueError(f"{path} is not a re-ranker saved by save_reranker ({type(err).__name__}: {err}); "
-                         "rerun notebook 03 to write it again") from None
+        raise ValueError(
+            f"{path} is not a re-ranker saved by save_reranker ({type(err).__name__}: {err}); "
+            "rerun notebook 03 to write it again"
+        ) from None
     return SavedReranker(matcher.eval(), state["dual"], state["dual_identity"], state["dual_weight"], state["k"])
 
 
-def evaluate_reranker(dual_bundle, gallery: Catalogue, query_style: str | None, reranker: SavedReranker,
-                      ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def evaluate_reranker(
+    dual_bundle, gallery: Catalogue, query_style: str | None, reranker: SavedReranker, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
     """Full-gallery text→image recall of the dual encoder alone and re-ranked: ``{"dual/R@K", "rerank/R@K"}``.
 
     Query ``i`` is item ``i``'s caption; the dual encoder is ``dual_bundle`` (whose tokens the matcher was
@@ -500,8 +518,11 @@ def evaluate_reranker(dual_bundle, gallery: Catalogue, query_style: str | None, 
     images = encode_image_tokens(dual_bundle, gallery, progress=False)
     queries = encode_text_tokens(dual_bundle, caption_texts(gallery, query_style), progress=False)
     k = min(reranker.k, len(gallery))
-    run = rerank_split(dual_bundle, images, queries,
-                       {"rerank": (reranker.matcher, token_pair_logits(images, queries))}, k)
+    run = rerank_split(
+        dual_bundle, images, queries, {"rerank": (reranker.matcher, token_pair_logits(images, queries))}, k
+    )
     dual = recall_at_k(run.similarity, torch.arange(len(gallery)), ks)
-    return {**{f"dual/R@{key}": value for key, value in dual.items()},
-            **{f"rerank/R@{key}": value for key, value in run.recall("rerank", reranker.dual_weight, ks).items()}}
+    return {
+        **{f"dual/R@{key}": value for key, value in dual.items()},
+        **{f"rerank/R@{key}": value for key, value in run.recall("rerank", reranker.dual_weight, ks).items()},
+    }

@@ -42,9 +42,13 @@ FULL_FINETUNE = TrainConfig(epochs=3, batch_size=64, lr=1e-4, weight_decay=0.1, 
 # --- full fine-tuning (notebook 02) ------------------------------------------------------------------------------
 
 
-def finetuned_bundle(experiment: Experiment, config: TrainConfig = FULL_FINETUNE, use_cache: bool = True,
-                     evaluate: Callable[[torch.nn.Module], dict] | None = None,
-                     progress: bool = True) -> tuple[ClipBundle, TrainHistory]:
+def finetuned_bundle(
+    experiment: Experiment,
+    config: TrainConfig = FULL_FINETUNE,
+    use_cache: bool = True,
+    evaluate: Callable[[torch.nn.Module], dict] | None = None,
+    progress: bool = True,
+) -> tuple[ClipBundle, TrainHistory]:
     """Notebook 02's full fine-tuning of the experiment's model on its ``train`` split (cached).
 
     The base bundle is left untouched; a fine-tuned copy is returned with the training history (the history
@@ -52,8 +56,13 @@ def finetuned_bundle(experiment: Experiment, config: TrainConfig = FULL_FINETUNE
     """
     base = experiment.bundle
     # Evaluations never change the weights (fit isolates their RNG), so eval_every is not part of the key.
-    parts = [base.identity, weights_digest(base.model), experiment.train.fingerprint(), experiment.query_style,
-             asdict(replace(config, eval_every=None))]
+    parts = [
+        base.identity,
+        weights_digest(base.model),
+        experiment.train.fingerprint(),
+        experiment.query_style,
+        asdict(replace(config, eval_every=None)),
+    ]
     path = artifact_path("finetuned", parts, folder="models")
     wants_curve = evaluate is not None and bool(config.eval_every)
     model = copy.deepcopy(base.model)
@@ -61,21 +70,38 @@ def finetuned_bundle(experiment: Experiment, config: TrainConfig = FULL_FINETUNE
     def train() -> dict:
         model.load_state_dict(base.model.state_dict())  # from the base weights, even after a rejected cache file
         seed_everything(config.seed)
-        dataset = ImageTextDataset(experiment.train, base.preprocess, caption_style=experiment.query_style,
-                                   seed=config.seed)
-        history = fit(model, dataset, contrastive_batch_loss(base.tokenizer), config,
-                      evaluate=(lambda: evaluate(model)) if evaluate else None, progress=progress,
-                      after_step=clamp_logit_scale)
+        dataset = ImageTextDataset(
+            experiment.train, base.preprocess, caption_style=experiment.query_style, seed=config.seed
+        )
+        history = fit(
+            model,
+            dataset,
+            contrastive_batch_loss(base.tokenizer),
+            config,
+            evaluate=(lambda: evaluate(model)) if evaluate else None,
+            progress=progress,
+            after_step=clamp_logit_scale,
+        )
         return {"model": model.state_dict(), "history": asdict(history)}
 
     # A cached run without the evaluation curve asked for is retrained (same weights, now with the curve).
-    state = cached_artifact(path, train, use_cache, validate=lambda s: model.load_state_dict(s["model"]),
-                            usable=lambda s: bool(s["history"]["evals"]) or not wants_curve)
+    state = cached_artifact(
+        path,
+        train,
+        use_cache,
+        validate=lambda s: model.load_state_dict(s["model"]),
+        usable=lambda s: bool(s["history"]["evals"]) or not wants_curve,
+    )
     model.load_state_dict(state["model"])
     model.eval()
     key = artifact_key(path)
-    tuned = replace(base, model=model, identity=f"{base.identity}+finetuned-{key}", history=None,
-                    checkpoint_path=path if use_cache else None)
+    tuned = replace(
+        base,
+        model=model,
+        identity=f"{base.identity}+finetuned-{key}",
+        history=None,
+        checkpoint_path=path if use_cache else None,
+    )
     return tuned, TrainHistory(**state["history"])
 
 
@@ -183,8 +209,15 @@ def two_stage_bundle(
         :class:`HeadedClip`.
     """
     base = experiment.bundle
-    parts = [base.identity, weights_digest(base.model), experiment.train.fingerprint(), experiment.query_style,
-             asdict(head_config), asdict(replace(backbone_config, eval_every=None)), hidden_dim]
+    parts = [
+        base.identity,
+        weights_digest(base.model),
+        experiment.train.fingerprint(),
+        experiment.query_style,
+        asdict(head_config),
+        asdict(replace(backbone_config, eval_every=None)),
+        hidden_dim,
+    ]
     path = artifact_path("two-stage", parts, folder="models")
     built = {}
 
@@ -199,8 +232,10 @@ def two_stage_bundle(
         images = ImageTextDataset(
             experiment.train, base.preprocess, caption_style=experiment.query_style, seed=backbone_config.seed
         )
-        histories = {"head": head_history,
-                     "backbone": train_backbone_stage(model, images, base.tokenizer, backbone_config, progress)}
+        histories = {
+            "head": head_history,
+            "backbone": train_backbone_stage(model, images, base.tokenizer, backbone_config, progress),
+        }
         built["model"] = model
         return {"model": model.state_dict(), "histories": {k: asdict(h) for k, h in histories.items()}}
 
@@ -208,9 +243,15 @@ def two_stage_bundle(
     model = built["model"]
     model.eval()
     key = artifact_key(path)
-    tuned = replace(base, model=model, identity=f"{base.identity}+two-stage-{key}", history=None,
-                    checkpoint_path=path if use_cache else None)
+    tuned = replace(
+        base,
+        model=model,
+        identity=f"{base.identity}+two-stage-{key}",
+        history=None,
+        checkpoint_path=path if use_cache else None,
+    )
     return tuned, {name: TrainHistory(**h) for name, h in state["histories"].items()}
+
 
 # --- evaluation (notebooks 01, 02, 04) ----------------------------------------------------------------------------
 

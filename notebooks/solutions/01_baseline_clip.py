@@ -34,16 +34,17 @@ import torch
 import course_utils as cu
 
 
-def recall_curve(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, sizes: list[int],
-                 seed: int = 0) -> dict[int, tuple[float, float]]:
+def recall_curve(
+    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, sizes: list[int], seed: int = 0
+) -> dict[int, tuple[float, float]]:
     """Exercise 1: ``{gallery size: (model R@10, chance R@10)}`` on random sub-galleries."""
     curve = cu.metrics.recall_vs_gallery_size(image_embeddings, text_embeddings, sizes, k=10, repeats=3, seed=seed)
-    return {int(s): (float(r), cu.metrics.chance_recall(10, int(s)))
-            for s, r in zip(curve.gallery_size, curve.recall)}
+    return {int(s): (float(r), cu.metrics.chance_recall(10, int(s))) for s, r in zip(curve.gallery_size, curve.recall)}
 
 
-def my_in_batch_recall(queries: torch.Tensor, gallery: torch.Tensor, batch_size: int = 32,
-                       ks: tuple[int, ...] = (1, 5, 10), seed: int = 0) -> dict[int, float]:
+def my_in_batch_recall(
+    queries: torch.Tensor, gallery: torch.Tensor, batch_size: int = 32, ks: tuple[int, ...] = (1, 5, 10), seed: int = 0
+) -> dict[int, float]:
     """Exercise 2: in-batch Recall@K written out: shuffle, cut into batches, rank within each batch.
 
     ``queries[i]`` and ``gallery[i]`` are a pair, both (n, d) L2-normalised; the last partial batch is dropped.
@@ -64,10 +65,15 @@ def my_in_batch_recall(queries: torch.Tensor, gallery: torch.Tensor, batch_size:
 def seed002_readings(recall_at_10: float = 0.0020) -> dict[str, dict[str, float]]:
     """Exercise 3: what R@10 = 0.0020 means under each reading of seed 002's gallery size."""
     readings = {"test split, 8,819 items": 8819, "whole dataset, 44,096 items": 44_096}
-    return {name: {"gallery": size, "chance R@10": cu.metrics.chance_recall(10, size),
-                   "times chance": recall_at_10 / cu.metrics.chance_recall(10, size),
-                   "hits per 8,819 queries": recall_at_10 * 8819}
-            for name, size in readings.items()}
+    return {
+        name: {
+            "gallery": size,
+            "chance R@10": cu.metrics.chance_recall(10, size),
+            "times chance": recall_at_10 / cu.metrics.chance_recall(10, size),
+            "hits per 8,819 queries": recall_at_10 * 8819,
+        }
+        for name, size in readings.items()
+    }
 
 
 def attribute_recall(similarity: torch.Tensor, catalogue, attributes: list[str]) -> dict[int, float]:

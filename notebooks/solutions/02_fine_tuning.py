@@ -50,11 +50,13 @@ def loss_by_temperature(bundle, catalogue, query_style, scales=(1.0, 1 / 0.07, 1
     batch = catalogue.subset(catalogue.ids[:batch_size], name="batch")
     images = cu.embed.encode_images(bundle, batch, progress=False)
     texts = cu.embed.encode_texts(bundle, cu.embed.caption_texts(batch, query_style), progress=False)
-    losses = {scale: float(cu.losses.clip_contrastive_loss(images, texts, torch.tensor(math.log(scale))))
-              for scale in scales}
+    losses = {
+        scale: float(cu.losses.clip_contrastive_loss(images, texts, torch.tensor(math.log(scale)))) for scale in scales
+    }
     learned = float(bundle.model.logit_scale.detach().exp())
-    losses[f"learned ({learned:.1f})"] = float(cu.losses.clip_contrastive_loss(images, texts,
-                                                                             bundle.model.logit_scale.detach()))
+    losses[f"learned ({learned:.1f})"] = float(
+        cu.losses.clip_contrastive_loss(images, texts, bundle.model.logit_scale.detach())
+    )
     return {"losses": losses, "floor at scale 1": math.log(1 + (batch_size - 1) * math.exp(-2))}
 
 
@@ -77,5 +79,10 @@ def optimizer_steps(n_train: int, finetune_epochs: int, head_epochs: int, backbo
     head = replace(cu.tasks.retrieval.HEAD_STAGE, epochs=head_epochs).total_steps(n_train)
     per_epoch = cu.tasks.retrieval.BACKBONE_STAGE.steps_per_epoch(n_train)
     backbone = replace(cu.tasks.retrieval.BACKBONE_STAGE, epochs=backbone_epochs).total_steps(n_train)
-    return {"(a) full fine-tuning": full, "(b) stage 1 (head)": head, "(b) stage 2 (backbone)": backbone,
-            "(b) total": head + backbone, "backbone epochs for equal backbone steps": round(full / per_epoch)}
+    return {
+        "(a) full fine-tuning": full,
+        "(b) stage 1 (head)": head,
+        "(b) stage 2 (backbone)": backbone,
+        "(b) total": head + backbone,
+        "backbone epochs for equal backbone steps": round(full / per_epoch),
+    }

@@ -56,8 +56,10 @@ def normal_init_effects(experiment, seed: int = 0) -> dict[str, dict[str, float]
     effects = {}
     for name, bundle in (("open_clip init", random_bundle), ("N(0, 0.02) init", normal_bundle)):
         images = cu.embed.encode_images(bundle, experiment.test, progress=False, use_cache=False)
-        effects[name] = {"softmax scale": float(bundle.model.logit_scale.detach().exp()),
-                         "spread": float((images - images.mean(0)).norm(dim=1).mean())}
+        effects[name] = {
+            "softmax scale": float(bundle.model.logit_scale.detach().exp()),
+            "spread": float((images - images.mean(0)).norm(dim=1).mean()),
+        }
     return effects
 
 
@@ -69,12 +71,15 @@ def steps_to_reach_zero_shot(experiment, finetune_epochs: int = 3, eval_every: i
     curves = {}
     for name, start in (("pretrained", experiment.bundle), ("scratch", random_bundle)):
         evaluate = cu.tasks.retrieval.recall_evaluator(start, experiment.test, experiment.query_style)
-        _, history = cu.tasks.retrieval.finetuned_bundle(replace(experiment, bundle=start), config,
-                                                         evaluate=evaluate, progress=False)
+        _, history = cu.tasks.retrieval.finetuned_bundle(
+            replace(experiment, bundle=start), config, evaluate=evaluate, progress=False
+        )
         curves[name] = pd.DataFrame([{"step": 0, **evaluate(start.model)}, *history.evals])
     zero_shot = float(curves["pretrained"]["R@10"].iloc[0])
     reached = curves["scratch"][curves["scratch"]["R@10"] >= zero_shot]
-    return {"zero-shot R@10": zero_shot,
-            "scratch final R@10": float(curves["scratch"]["R@10"].iloc[-1]),
-            "pretrained final R@10": float(curves["pretrained"]["R@10"].iloc[-1]),
-            "step reached": int(reached["step"].iloc[0]) if len(reached) else None}
+    return {
+        "zero-shot R@10": zero_shot,
+        "scratch final R@10": float(curves["scratch"]["R@10"].iloc[-1]),
+        "pretrained final R@10": float(curves["pretrained"]["R@10"].iloc[-1]),
+        "step reached": int(reached["step"].iloc[0]) if len(reached) else None,
+    }

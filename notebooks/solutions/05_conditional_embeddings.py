@@ -69,6 +69,8 @@ def crl_stage1_map(bundle, experiment, conditions: list[str], triplets: int = 40
     protocol = cu.data.attribute_retrieval_protocol(test, conditions, seed=seed)
     maps = cu.tasks.attributes.evaluate_attribute_retrieval(
         lambda positions, c: cu.tasks.attributes.embed_under_condition(crl, test_features[positions], bases.index(c)),
-        protocol, test)
+        protocol,
+        test,
+    )
     floors = {c: float(protocol[c].relevance().mean(axis=1).mean()) for c in conditions}
     return {"mAP": maps, "random": floors}

@@ -77,25 +77,36 @@ def composed_features(experiment, bundle, seed: int = 0) -> dict:
     test_q = cu.tasks.composed.composed_queries(experiment.test, test_t, match)
     train_images = cu.embed.encode_images(bundle, experiment.train, progress=False)
     test_images = cu.embed.encode_images(bundle, experiment.test, progress=False)
-    return {"train": cu.tasks.composed.TripletFeatureDataset(
-                train_images, cu.embed.encode_texts(bundle, train_q.texts, progress=False), train_q),
-            "test_queries": test_q, "test_images": test_images,
-            "test_texts": cu.embed.encode_texts(bundle, test_q.texts, progress=False)}
+    return {
+        "train": cu.tasks.composed.TripletFeatureDataset(
+            train_images, cu.embed.encode_texts(bundle, train_q.texts, progress=False), train_q
+        ),
+        "test_queries": test_q,
+        "test_images": test_images,
+        "test_texts": cu.embed.encode_texts(bundle, test_q.texts, progress=False),
+    }
 
 
 def recall(compositor: nn.Module, data: dict) -> dict[int, float]:
     """Recall@K of one compositor on the test queries (reference image excluded from the gallery)."""
-    queries = cu.models.compositors.compose(compositor.eval(), data["test_images"][data["test_queries"].reference_rows],
-                                            data["test_texts"])
+    queries = cu.models.compositors.compose(
+        compositor.eval(), data["test_images"][data["test_queries"].reference_rows], data["test_texts"]
+    )
     return cu.tasks.composed.composed_recall_at_k(queries, data["test_images"], data["test_queries"], KS)
 
 
 def train(compositor: nn.Module, data: dict, scale: float = 20.0, epochs: int = 10, seed: int = 0) -> nn.Module:
     """Train a compositor with the notebook's recipe (classification loss, AdamW, warmup)."""
-    config = cu.train.TrainConfig(epochs=epochs, batch_size=64, lr=1e-3, weight_decay=1e-4, warmup_steps=20,
-                                  max_grad_norm=None, seed=seed)
-    cu.train.fit(compositor, data["train"], cu.tasks.composed.composed_batch_loss("classification", scale=scale),
-                 config, progress=False)
+    config = cu.train.TrainConfig(
+        epochs=epochs, batch_size=64, lr=1e-3, weight_decay=1e-4, warmup_steps=20, max_grad_norm=None, seed=seed
+    )
+    cu.train.fit(
+        compositor,
+        data["train"],
+        cu.tasks.composed.composed_batch_loss("classification", scale=scale),
+        config,
+        progress=False,
+    )
     return compositor
 
 
@@ -110,12 +121,17 @@ def compositor_table(data: dict, dim: int, alphas=(0.3, 0.5, 0.7), seed: int = 0
 
 def scale_sweep(data: dict, dim: int, scales=(5.0, 20.0, 50.0), seed: int = 0) -> dict[float, dict[int, float]]:
     """Exercise 3: TIRG trained with the classification loss at several inverse temperatures."""
-    return {scale: recall(train(cu.models.compositors.make_compositor("TIRG", dim, hidden=256, seed=seed), data,
-                                scale=scale, seed=seed), data)
-            for scale in scales}
+    return {
+        scale: recall(
+            train(
+                cu.models.compositors.make_compositor("TIRG", dim, hidden=256, seed=seed), data, scale=scale, seed=seed
+            ),
+            data,
+        )
+        for scale in scales
+    }
 
 
 def chance(data: dict) -> dict[int, float]:
     """Chance Recall@K of the test queries (for the assertions)."""
     return cu.tasks.composed.chance_composed_recall(data["test_queries"], KS)
-

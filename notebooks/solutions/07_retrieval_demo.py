@@ -38,8 +38,10 @@ import course_utils as cu
 def batch_matches_single(retriever, queries: list[str], top_k: int = 8) -> bool:
     """Exercise 1: ``batch_search`` returns, per query, exactly ``search_by_text``'s items in order."""
     batched = retriever.batch_search(queries, top_k=top_k)
-    return all(batched[batched["query"] == q]["item_id"].tolist() == retriever.search_by_text(q, top_k)["item_id"].tolist()
-               for q in queries)
+    return all(
+        batched[batched["query"] == q]["item_id"].tolist() == retriever.search_by_text(q, top_k)["item_id"].tolist()
+        for q in queries
+    )
 
 
 def filtered_search(retriever, query: str = "striped shirt", top_k: int = 8, **filters: str):
@@ -47,7 +49,9 @@ def filtered_search(retriever, query: str = "striped shirt", top_k: int = 8, **f
     return retriever.search_by_text(query, top_k, **filters)
 
 
-def index_agreement(bundle, gallery, queries: list[str], kinds=("flat", "ivf", "hnsw"), k: int = 10) -> dict[str, float]:
+def index_agreement(
+    bundle, gallery, queries: list[str], kinds=("flat", "ivf", "hnsw"), k: int = 10
+) -> dict[str, float]:
     """Exercise 3: mean share of the exact top-k that each FAISS index returns for the same queries."""
     exact = cu.retriever.FashionRetriever(bundle, gallery, index="exact")
     truth = exact.batch_search(queries, top_k=k)
@@ -55,6 +59,8 @@ def index_agreement(bundle, gallery, queries: list[str], kinds=("flat", "ivf", "
     for kind in kinds:
         approximate = cu.retriever.FashionRetriever(bundle, gallery, index=kind, image_embeddings=exact.embeddings)
         found = approximate.batch_search(queries, top_k=k)
-        overlap[kind] = sum(len(set(found[found["query"] == q]["item_id"]) & set(truth[truth["query"] == q]["item_id"]))
-                            for q in queries) / (k * len(queries))
+        overlap[kind] = sum(
+            len(set(found[found["query"] == q]["item_id"]) & set(truth[truth["query"] == q]["item_id"]))
+            for q in queries
+        ) / (k * len(queries))
     return overlap

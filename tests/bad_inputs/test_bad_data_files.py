@@ -45,8 +45,9 @@ def test_a_non_utf8_csv_row_is_skipped_and_counted_with_the_file_named(tmp_path)
 
 def test_a_utf8_bom_and_real_accents_still_load(tmp_path):
     row = "2,Women,Apparel,Topwear,Tops,Red,Summer,2012,Casual,Café Top\n".encode()
-    catalogue = load_fashion_product_small(styles_root(tmp_path, [row], header=b"\xef\xbb\xbf" + HEADER),
-                                           triplets=False)
+    catalogue = load_fashion_product_small(
+        styles_root(tmp_path, [row], header=b"\xef\xbb\xbf" + HEADER), triplets=False
+    )
     assert catalogue[0].caption("title") == "Café Top" and catalogue.report.total_skipped == 0
 
 
@@ -71,7 +72,8 @@ def test_non_utf8_fashion200k_lines_are_skipped_and_counted(tmp_path):
         Image.new("RGB", (4, 4)).save(tmp_path / path)
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "dress_test_detect_all.txt").write_bytes(
-        f"{good}\t0.9\tred dress\n".encode() + b"women/x.jpeg\t0.9\tcaf\xe9 dress\n"
+        f"{good}\t0.9\tred dress\n".encode()
+        + b"women/x.jpeg\t0.9\tcaf\xe9 dress\n"
         + f"{other}\t0.8\tblue dress\n".encode()
     )
     (tmp_path / "test_queries.txt").write_bytes(f"{good} {other}\n".encode() + b"\xff\xfe broken\n")
@@ -109,8 +111,9 @@ def test_a_bad_limit_is_an_error(tmp_path, limit):
 
 
 def test_a_good_limit_reads_that_many_rows(tmp_path):
-    catalogue = load_fashion_product_small(styles_root(tmp_path, [good_row(i) for i in range(1, 5)]), limit=2,
-                                           triplets=False)
+    catalogue = load_fashion_product_small(
+        styles_root(tmp_path, [good_row(i) for i in range(1, 5)]), limit=2, triplets=False
+    )
     assert catalogue.ids == ["1", "2"] and catalogue.report.rows_read == 2
 
 
@@ -128,8 +131,11 @@ def fashioniq_root(tmp_path, captions: bytes):
 def test_a_truncated_fashioniq_json_is_an_error_naming_the_file(tmp_path):
     full = json.dumps([{"candidate": "A1", "target": "A2", "captions": ["is red", "has stripes"]}]).encode()
     root = fashioniq_root(tmp_path, full[: len(full) // 2])
-    with pytest.raises(ValueError, match=r"cap\.dress\.val\.json: not valid JSON \(.* at line 1, column \d+\); the "
-                                         r"file is probably truncated or corrupt"):
+    with pytest.raises(
+        ValueError,
+        match=r"cap\.dress\.val\.json: not valid JSON \(.* at line 1, column \d+\); the "
+        r"file is probably truncated or corrupt",
+    ):
         load_fashioniq(root, categories=("dress",), splits=("val",))
 
 
@@ -143,11 +149,14 @@ def test_a_non_utf8_fashioniq_json_is_an_error_naming_the_file(tmp_path):
 
 def test_a_fashioniq_entry_that_is_not_an_object_is_counted(tmp_path):
     entries = [{"candidate": "A1", "target": "A2", "captions": ["is red", ""]}, "stray string"]
-    catalogue = load_fashioniq(fashioniq_root(tmp_path, json.dumps(entries).encode()), categories=("dress",),
-                               splits=("val",))
+    catalogue = load_fashioniq(
+        fashioniq_root(tmp_path, json.dumps(entries).encode()), categories=("dress",), splits=("val",)
+    )
     assert len(catalogue.triplets) == 1
-    assert catalogue.report.skipped[
-        "entry of cap.dress.val.json is not an object (expected candidate, target, captions)"] == 1
+    assert (
+        catalogue.report.skipped["entry of cap.dress.val.json is not an object (expected candidate, target, captions)"]
+        == 1
+    )
 
 
 def test_a_truncated_deepfashion_captions_file_is_an_error_naming_it(tmp_path):
@@ -157,8 +166,10 @@ def test_a_truncated_deepfashion_captions_file_is_an_error_naming_it(tmp_path):
         load_deepfashion_multimodal(tmp_path)
 
 
-@pytest.mark.parametrize(("content", "message"), [('{"criteria": {"colour": ["red", "bl', "not valid JSON"),
-                                                  ('["red", "blue"]', "expected a JSON object")])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [('{"criteria": {"colour": ["red", "bl', "not valid JSON"), ('["red", "blue"]', "expected a JSON object")],
+)
 def test_a_broken_descriptor_file_is_an_error_naming_it(tmp_path, content, message):
     path = tmp_path / "my_words.json"
     path.write_text(content)

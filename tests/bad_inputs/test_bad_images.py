@@ -48,8 +48,10 @@ def test_a_decoder_valueerror_is_caught_too(bad_images):
 
 def test_the_loader_skips_and_counts_bombs_and_broken_files(tmp_path, bad_images):
     """One bomb no longer aborts a dataset: each bad image is dropped and counted under its reason."""
-    rows = "".join(f"{path.stem},Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,Shirt {path.stem}\n"
-                   for path in bad_images.values())
+    rows = "".join(
+        f"{path.stem},Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,Shirt {path.stem}\n"
+        for path in bad_images.values()
+    )
     (tmp_path / "styles.csv").write_text(HEADER + rows)
     catalogue = load_fashion_product_small(tmp_path, triplets=False)
     assert catalogue.ids == ["good"]

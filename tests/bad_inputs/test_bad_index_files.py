@@ -69,8 +69,11 @@ def test_loading_a_corrupt_index_names_the_file(kind, damage, tmp_path):
     filled(kind).save(path)
     data = path.read_bytes()
     path.write_bytes(b"garbage" * 10 if damage == "garbage" else data[: len(data) // 2])
-    with pytest.raises(ValueError, match=rf"{path} is not a readable (ExactIndex|FAISS index) file .*delete it, "
-                                         "rebuild the index and save it again") as err:
+    with pytest.raises(
+        ValueError,
+        match=rf"{path} is not a readable (ExactIndex|FAISS index) file .*delete it, "
+        "rebuild the index and save it again",
+    ) as err:
         load(kind, path)
     assert "weights_only" not in str(err.value) and err.value.__suppress_context__
 
@@ -93,9 +96,13 @@ def test_a_faiss_file_whose_kind_disagrees_with_its_settings_is_refused(tmp_path
         FaissIndex.load(path)
 
 
-@pytest.mark.parametrize(("content", "message"), [("{\"format\": \"course_utils.Fa", "is not a readable FaissIndex "
-                                                  "settings file"),
-                                                 ('{"format": "course_utils.FaissIndex/1"}', "lacks")])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"format": "course_utils.Fa', "is not a readable FaissIndex settings file"),
+        ('{"format": "course_utils.FaissIndex/1"}', "lacks"),
+    ],
+)
 def test_a_corrupt_faiss_settings_file_names_it(tmp_path, content, message):
     path = tmp_path / "i.idx"
     filled("flat").save(path)

@@ -34,8 +34,9 @@ def test_every_recall_refuses_float_cut_offs(call):
         call()
 
 
-@pytest.mark.parametrize(("args", "name"), [((2.5, 10), "k"), ((2, 10.0), "gallery_size"),
-                                            ((2, 10, 1.5), "n_relevant")])
+@pytest.mark.parametrize(
+    ("args", "name"), [((2.5, 10), "k"), ((2, 10.0), "gallery_size"), ((2, 10, 1.5), "n_relevant")]
+)
 def test_chance_recall_refuses_floats(args, name):
     with pytest.raises(ValueError, match=rf"{name} must be a whole number"):
         metrics.chance_recall(*args)

@@ -15,7 +15,8 @@ from course_utils.models.clip_loader import BadCheckpoint
 def shown_error(err: BaseException) -> str:
     """What a user sees of ``err``: its printed exception chain (without the stack lines, which name this test)."""
     return "".join(traceback.format_exception_only(err)) + "".join(
-        "".join(traceback.format_exception_only(cause)) for cause in (err.__cause__, err.__context__)
+        "".join(traceback.format_exception_only(cause))
+        for cause in (err.__cause__, err.__context__)
         if cause is not None and not err.__suppress_context__
     )
 
@@ -70,8 +71,11 @@ def test_a_garbage_openai_clip_file_names_the_file(tmp_path):
 @pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])
 def test_cuda_without_a_gpu_is_a_clear_error(device):
     """tests/conftest.py makes torch.cuda.is_available() False, as on the course machines."""
-    with pytest.raises(ValueError, match=rf"device='{device}' but this machine has no usable CUDA GPU; use "
-                                         r"device='auto' \(CUDA when available, else CPU\), 'cpu'"):
+    with pytest.raises(
+        ValueError,
+        match=rf"device='{device}' but this machine has no usable CUDA GPU; use "
+        r"device='auto' \(CUDA when available, else CPU\), 'cpu'",
+    ):
         resolve_device(device)
 
 

@@ -25,10 +25,13 @@ def test_a_string_given_to_batch_search_points_to_search_by_text(make_retriever)
         make_retriever().batch_search("red")
 
 
-@pytest.mark.parametrize(("queries", "message"), [
-    (None, r"queries must be a list of strings, got NoneType None"),
-    (["red", 5], r"text query 1 must be a string such as 'red dress', got int 5"),
-])
+@pytest.mark.parametrize(
+    ("queries", "message"),
+    [
+        (None, r"queries must be a list of strings, got NoneType None"),
+        (["red", 5], r"text query 1 must be a string such as 'red dress', got int 5"),
+    ],
+)
 def test_batch_search_checks_every_query(make_retriever, queries, message):
     with pytest.raises(TypeError, match=message):
         make_retriever().batch_search(queries)

@@ -58,14 +58,16 @@ def test_an_output_dir_that_is_a_file_is_one_clear_line(tmp_path, no_notebook_ru
     with pytest.raises(SystemExit) as exit_info:
         run.main(["--output-dir", str(blocker), "--only", "01"])
     assert str(exit_info.value.code) == (
-        f"--output-dir {blocker}: cannot write there (it is a file, not a folder); choose a writable folder")
+        f"--output-dir {blocker}: cannot write there (it is a file, not a folder); choose a writable folder"
+    )
 
 
 def test_an_unwritable_output_dir_is_one_clear_line(unwritable_dir, no_notebook_runs, monkeypatch):
     monkeypatch.delenv("FASHION_COURSE_OUTPUTS", raising=False)
     target = unwritable_dir / "outputs"
-    with pytest.raises(SystemExit,
-                       match=rf"--output-dir {target}: cannot write there \(.*\); choose a writable folder"):
+    with pytest.raises(
+        SystemExit, match=rf"--output-dir {target}: cannot write there \(.*\); choose a writable folder"
+    ):
         run.main(["--output-dir", str(target), "--only", "01"])
 
 

@@ -22,10 +22,13 @@ def test_caption_choice_is_deterministic_per_epoch(small_catalogue):
 def test_unreadable_images_are_skipped_and_listed(tmp_path):
     Image.new("RGB", (8, 8), "blue").save(tmp_path / "ok.jpg")
     (tmp_path / "bad.jpg").write_bytes(b"\x00garbage")
-    items = [Item(name, (f"{name} shirt",), ("title",), {}, "train", FileImage(tmp_path / f"{name}.jpg"))
-             for name in ("ok", "bad", "missing")]
-    loader = DataLoader(ImageTextDataset(Catalogue("toy", items), to_tensor), batch_size=3,
-                        collate_fn=collate_skipping_unreadable)
+    items = [
+        Item(name, (f"{name} shirt",), ("title",), {}, "train", FileImage(tmp_path / f"{name}.jpg"))
+        for name in ("ok", "bad", "missing")
+    ]
+    loader = DataLoader(
+        ImageTextDataset(Catalogue("toy", items), to_tensor), batch_size=3, collate_fn=collate_skipping_unreadable
+    )
     (batch,) = list(loader)
     assert batch["image"].shape == (1, 3, 8, 8)
     assert batch["text"] == ["ok shirt"] and batch["skipped"] == ["bad", "missing"]

@@ -7,9 +7,10 @@ from course_utils.data import Catalogue, Item, attribute_retrieval_protocol
 
 def toy_catalogue(n=50):
     colours = ["red", "blue", "green", "black", "white"]
-    items = [Item(f"i{k}", ("x",), ("title",), {"colour": colours[k % 5], **({"sleeve": "long"} if k % 2 else {})},
-                  "test")
-             for k in range(n)]
+    items = [
+        Item(f"i{k}", ("x",), ("title",), {"colour": colours[k % 5], **({"sleeve": "long"} if k % 2 else {})}, "test")
+        for k in range(n)
+    ]
     return Catalogue("toy", items)
 
 
@@ -32,7 +33,8 @@ def test_relevance_is_same_value():
 
 def test_queries_without_any_relevant_candidate_are_counted():
     items = [Item("only-red", ("x",), ("t",), {"colour": "red"}, "test")] + [
-        Item(f"b{k}", ("x",), ("t",), {"colour": "blue"}, "test") for k in range(9)]
+        Item(f"b{k}", ("x",), ("t",), {"colour": "blue"}, "test") for k in range(9)
+    ]
     for seed in range(20):  # find a split that puts the single red item among the queries
         split = attribute_retrieval_protocol(Catalogue("toy", items), ["colour"], query_share=0.5, seed=seed)["colour"]
         if "only-red" not in split.candidate_ids:

@@ -48,8 +48,11 @@ def test_unreadable_images_are_dropped_and_counted(tmp_path):
     Image.new("RGB", (8, 8), "red").save(good)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg at all")
-    items = [make_item("good", ref=FileImage(good)), make_item("bad", ref=FileImage(bad)),
-             make_item("gone", ref=FileImage(tmp_path / "missing.jpg"))]
+    items = [
+        make_item("good", ref=FileImage(good)),
+        make_item("bad", ref=FileImage(bad)),
+        make_item("gone", ref=FileImage(tmp_path / "missing.jpg")),
+    ]
     catalogue = Catalogue("toy", items, LoadReport("toy", rows_read=3))
     with pytest.raises(CorruptImage, match="bad.jpg"):
         items[1].image  # noqa: B018 - decoding raises

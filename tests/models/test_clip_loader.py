@@ -56,8 +56,9 @@ def test_unknown_names_and_tags_are_explained():
 
 
 def test_random_init_bundle_encodes_unit_vectors(tiny_bundle):
-    images = torch.stack([tiny_bundle.preprocess(__import__("PIL.Image").Image.new("RGB", (64, 64), c))
-                          for c in ("red", "blue")])
+    images = torch.stack(
+        [tiny_bundle.preprocess(__import__("PIL.Image").Image.new("RGB", (64, 64), c)) for c in ("red", "blue")]
+    )
     with torch.inference_mode():
         image_features = tiny_bundle.encode_images(images)
         text_features = tiny_bundle.encode_texts(["a red dress", "blue jeans"])

@@ -28,8 +28,11 @@ def photo_catalogue(n: int = 36, n_train: int = 24) -> Catalogue:
         description = f"Men's {colour.lower()} {article.lower()}, casual wear."
         attributes = {"articleType": article, "baseColour": colour, "gender": "Men"}
         split = "train" if i < n_train else ("val" if i % 2 else "test")
-        items.append(Item(str(1000 + i), (title, description), ("title", "description"), attributes, split,
-                          ArrayImage(pixels, i)))
+        items.append(
+            Item(
+                str(1000 + i), (title, description), ("title", "description"), attributes, split, ArrayImage(pixels, i)
+            )
+        )
     return Catalogue("photos", items)
 
 
@@ -57,12 +60,14 @@ def test_augmentation_crops_and_flips_but_keeps_colour():
 
 def test_full_crop_without_flip_is_the_identity_and_flip_mirrors():
     images = torch.rand(2, 3, 8, 6)
-    assert torch.allclose(photo.random_resized_crops(images, crop_scale=1.0, flip=False, max_aspect_change=1.0), images,
-                          atol=1e-5)
+    assert torch.allclose(
+        photo.random_resized_crops(images, crop_scale=1.0, flip=False, max_aspect_change=1.0), images, atol=1e-5
+    )
     torch.manual_seed(1)
     flipped = photo.random_resized_crops(images.repeat(8, 1, 1, 1), crop_scale=1.0, flip=True, max_aspect_change=1.0)
-    mirrored = [torch.allclose(view, source.flip(-1), atol=1e-5)
-                for view, source in zip(flipped, images.repeat(8, 1, 1, 1))]
+    mirrored = [
+        torch.allclose(view, source.flip(-1), atol=1e-5) for view, source in zip(flipped, images.repeat(8, 1, 1, 1))
+    ]
     same = [torch.allclose(view, source, atol=1e-5) for view, source in zip(flipped, images.repeat(8, 1, 1, 1))]
     assert all(m or k for m, k in zip(mirrored, same)) and 0 < sum(mirrored) < 16
 
@@ -85,8 +90,10 @@ def test_captions_mix_titles_and_descriptions_deterministically():
 
 
 def test_a_catalogue_without_titles_trains_on_its_descriptions():
-    items = [Item(item.item_id, item.captions[1:], ("description",), item.attributes, item.split, item.image_ref)
-             for item in photo_catalogue()]  # DeepFashion-MultiModal's shape: one description per image
+    items = [
+        Item(item.item_id, item.captions[1:], ("description",), item.attributes, item.split, item.image_ref)
+        for item in photo_catalogue()
+    ]  # DeepFashion-MultiModal's shape: one description per image
     dataset = photo.MixedCaptionDataset(Catalogue("descriptions", items), None, description_rate=0.0)
     assert [dataset.caption_for(i) for i in range(3)] == [items[i].captions[0] for i in range(3)]
 
@@ -120,11 +127,16 @@ def test_attribute_term_adds_the_loss_whose_positives_share_attributes():
     dataset = photo.MixedCaptionDataset(catalogue, preprocess, description_rate=0.0)
 
     def losses(indices: list[int], weight: float) -> tuple[float, float]:
-        batch = {"image": torch.stack([dataset[i]["image"] for i in indices]), "index": torch.tensor(indices),
-                 "text": [dataset[i]["text"] for i in indices]}
+        batch = {
+            "image": torch.stack([dataset[i]["image"] for i in indices]),
+            "index": torch.tensor(indices),
+            "text": [dataset[i]["text"] for i in indices],
+        }
         with torch.no_grad():
-            return (photo.multi_positive_batch_loss(tokenizer, catalogue)(model, batch).item(),
-                    photo.multi_positive_batch_loss(tokenizer, catalogue, weight)(model, batch).item())
+            return (
+                photo.multi_positive_batch_loss(tokenizer, catalogue)(model, batch).item(),
+                photo.multi_positive_batch_loss(tokenizer, catalogue, weight)(model, batch).item(),
+            )
 
     plain, weighted = losses([0, 1, 2, 3, 4, 5], 0.5)  # six different (article type, colour) pairs
     assert weighted == pytest.approx(1.5 * plain)  # the second term's positives are the captions' own
@@ -134,9 +146,13 @@ def test_attribute_term_adds_the_loss_whose_positives_share_attributes():
 
 def test_title_aware_recall_by_hand():
     titles = ["a", "a", "b"]
-    similarity = torch.tensor([[0.1, 0.9, 0.0],  # query 0 ranks item 1 (same title) first, itself second
-                               [0.2, 0.8, 0.1],  # query 1 finds itself first
-                               [0.5, 0.4, 0.3]])  # query 2 finds itself last
+    similarity = torch.tensor(
+        [
+            [0.1, 0.9, 0.0],  # query 0 ranks item 1 (same title) first, itself second
+            [0.2, 0.8, 0.1],  # query 1 finds itself first
+            [0.5, 0.4, 0.3],
+        ]
+    )  # query 2 finds itself last
     recalls = photo.title_aware_recall(similarity, titles, ks=(1, 2))
     assert recalls["exact"] == pytest.approx({1: 1 / 3, 2: 2 / 3})
     assert recalls["same title"] == pytest.approx({1: 2 / 3, 2: 2 / 3})
@@ -164,8 +180,14 @@ def test_pretraining_is_cached_deterministic_and_evaluated(isolated_cache, monke
 
 def test_plain_clip_loss_and_vit_tower_also_train_with_evaluations(isolated_cache):
     catalogue = photo_catalogue()
-    recipe = replace(QUICK, model="tiny-fashion-clip", image_size=(80, 64), multi_positive=False, attribute_weight=0.0,
-                     train=replace(QUICK.train, eval_every=1))
+    recipe = replace(
+        QUICK,
+        model="tiny-fashion-clip",
+        image_size=(80, 64),
+        multi_positive=False,
+        attribute_weight=0.0,
+        train=replace(QUICK.train, eval_every=1),
+    )
     gallery = photo.held_out_gallery(catalogue, size=12)
     seen = []
 

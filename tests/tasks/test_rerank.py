@@ -94,8 +94,9 @@ def test_changing_tokens_after_eot_does_not_change_the_match_logit():
         patches, pooled = tokens.image_token_features(clip, images)
         assert patches.shape == (2, 1 + 64, 128) and pooled.shape == (2, 128)  # class token + 8 x 8 patches
         # token 0 is the class token: CLIP's pooled embedding is its projection
-        assert torch.allclose(torch.nn.functional.normalize(patches[:, 0] @ clip.visual.proj, dim=-1), pooled,
-                              atol=1e-5)
+        assert torch.allclose(
+            torch.nn.functional.normalize(patches[:, 0] @ clip.visual.proj, dim=-1), pooled, atol=1e-5
+        )
         states, padding, text_pooled = tokens.text_token_features(clip, ids)
         states2, padding2, text_pooled2 = tokens.text_token_features(clip, changed)
         assert torch.equal(padding, padding2) and padding[0, :5].sum() == 0 and padding[0, 5:].all()
@@ -305,8 +306,9 @@ def test_rerank_split_and_pick_dual_weight_hand_computed():
     # 3 queries, 4 gallery items; query i's true item is i
     images = embed.ImageTokens(torch.zeros(4, 2, 3), torch.eye(4), (1, 1))
     cosines = torch.tensor([[0.2, 0.9, 0.1, 0.0], [0.8, 0.7, 0.0, 0.1], [0.1, 0.0, 0.3, 0.5]])
-    queries = embed.TextTokens(torch.zeros(3, 2, 3), torch.zeros(3, 2, dtype=torch.bool),
-                               cosines)  # pooled @ eye = cosines
+    queries = embed.TextTokens(
+        torch.zeros(3, 2, 3), torch.zeros(3, 2, dtype=torch.bool), cosines
+    )  # pooled @ eye = cosines
 
     class Bundle:  # logit_scale.exp() == 10
         model = type("M", (), {"logit_scale": torch.tensor(math.log(10.0))})()
@@ -350,8 +352,11 @@ def test_fit_caption_labels_learns_every_attribute_that_varies():
 
 def test_label_agreement_ranks_the_item_whose_labels_the_query_names_first():
     models = rr.fit_caption_labels(*_labelled_captions())
-    gallery = [{"baseColour": "white", "articleType": "shirt"}, {"baseColour": "red", "articleType": "shoes"},
-               {"baseColour": "red", "articleType": "shirt"}]
+    gallery = [
+        {"baseColour": "white", "articleType": "shirt"},
+        {"baseColour": "red", "articleType": "shoes"},
+        {"baseColour": "red", "articleType": "shirt"},
+    ]
     agreement = rr.label_agreement(models, ["orbit men red shirt", "acme white shirt"], gallery)
     assert agreement.shape == (2, 3) and agreement.dtype == torch.float64
     assert agreement.argmax(dim=1).tolist() == [2, 0]
@@ -370,8 +375,10 @@ def test_label_agreement_skips_missing_labels_and_floors_unseen_ones():
 def test_neighbour_labels_take_the_vote_of_the_nearest_training_photos():
     # two directions in embedding space: "red shirt" photos near (1, 0), "black shoes" photos near (0, 1)
     train = torch.tensor([[1.0, 0.1], [1.0, -0.1], [0.9, 0.0], [0.1, 1.0], [-0.1, 1.0]])
-    labels = [{"baseColour": "red", "articleType": "shirt"}] * 3 + [{"baseColour": "black", "articleType": "shoes"},
-                                                                      {"articleType": "shoes"}]
+    labels = [{"baseColour": "red", "articleType": "shirt"}] * 3 + [
+        {"baseColour": "black", "articleType": "shoes"},
+        {"articleType": "shoes"},
+    ]
     predicted = rr.neighbour_labels(train, labels, torch.tensor([[1.0, 0.05], [0.0, 1.0]]), k=2)
     assert predicted == [{"articleType": "shirt", "baseColour": "red"}, {"articleType": "shoes", "baseColour": "black"}]
     # the unlabelled photo does not vote on colour: with k=5 the colour vote has 4 voters, 3 of them red and far
@@ -383,8 +390,12 @@ def test_neighbour_labels_take_the_vote_of_the_nearest_training_photos():
 def test_neighbour_labels_feed_label_agreement_and_check_their_input():
     models = rr.fit_caption_labels(*_labelled_captions())
     train = torch.eye(3)
-    gallery = rr.neighbour_labels(train, [{"baseColour": c, "articleType": "shirt"} for c in ("black", "white", "red")],
-                                  torch.tensor([[0.0, 0.1, 1.0], [1.0, 0.0, 0.1]]), k=1)
+    gallery = rr.neighbour_labels(
+        train,
+        [{"baseColour": c, "articleType": "shirt"} for c in ("black", "white", "red")],
+        torch.tensor([[0.0, 0.1, 1.0], [1.0, 0.0, 0.1]]),
+        k=1,
+    )
     assert gallery == [{"articleType": "shirt", "baseColour": "red"}, {"articleType": "shirt", "baseColour": "black"}]
     agreement = rr.label_agreement(models, ["acme red shirt"], gallery)
     assert agreement.argmax(dim=1).tolist() == [0]  # the photo next to the red shirt

@@ -161,7 +161,6 @@ def test_recall_evaluator_is_full_gallery_text_to_image_recall(tmp_path, monkeyp
 def test_finetuned_bundle_adds_a_recall_curve_to_a_cached_run_without_changing_weights(tmp_path, monkeypatch):
     from dataclasses import replace
 
-
     monkeypatch.setenv("FASHION_COURSE_CACHE", str(tmp_path))
     catalogue = tiny_catalogue(16)
     experiment = Experiment(catalogue, tiny_bundle(), catalogue, catalogue, "web")
