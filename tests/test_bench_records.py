@@ -405,6 +405,42 @@ def test_rerank_section_gives_the_dual_encoder_its_mistakes_and_each_arm_against
     assert "| train pairs | 0 | 3,475 | 59 | 0.116 | 0.250 | +25.0% |" in text
     assert "| val pairs | 0 | 529 | 7 | 0.070 | 0.190 | -5.0% |" in text
     assert "reached by 1 of 2 rows." in text
+    assert "querybank" not in text  # a record from before the querybank arm renders as it did
+
+
+def test_querybank_normalisation_takes_a_hubs_edge_away():
+    bench = load_benchmark("bench_rerank")
+    import torch
+
+    query = torch.tensor([[0.9, 0.8]])  # the query scores photo 0 a little higher ...
+    bank = torch.tensor([[0.9, 0.1], [0.9, 0.1]])  # ... but photo 0 is close to every bank query: a hub
+    scores = bench.querybank_normalised(query, bank, beta=10.0)
+    # 10 * 0.9 - log(2 e^9) = -log 2 ; 10 * 0.8 - log(2 e^1) = 7 - log 2
+    assert torch.allclose(scores, torch.tensor([[-0.6931472, 6.3068528]]))
+    assert bench.first_item_counts(torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0]])).tolist() == [2, 0, 0]
+
+
+def test_querybank_arm_picks_beta_on_val_and_counts_first_items_on_test():
+    bench = load_benchmark("bench_rerank")
+    import torch
+
+    # Caption i's photo is column i. Photo 0 is close to one bank caption (max 0.9, mean 0.45), photo 1 to both a
+    # little (0.6): a small beta subtracts the bank's mean score, a large one its max, and only the max makes
+    # caption 1 find photo 1.
+    scores = torch.tensor([[0.9, 0.1], [0.5, 0.4]])
+    bank = torch.tensor([[0.9, 0.6], [0.0, 0.6]])
+    arm = bench.querybank_arm({"val": scores, "test": scores}, {"val": bank, "test": bank}, betas=(0.01, 100.0))
+    assert arm["val_R@1"] == [0.5, 1.0] and arm["picked_beta"] == 100.0
+    assert arm["test_R@1"] == [0.5, 1.0]
+    assert arm["test_first_item_most_queries"] == 2 and arm["test_never_first_share"] == 0.5
+    text = bench.querybank_sentence({**arm, "bank_captions": 3475}, dual_test_r1=0.5, test_items=2)
+    assert "over the 3,475 train captions" in text
+    assert (
+        "test R@1 1.000 with beta=100 picked on val (+100.0% against the dual encoder), 0.500–1.000 over beta in "
+        in text
+    )
+    assert "{0.01, 100}" in text
+    assert "first for 2 test queries, and 50% of the test photos are first for none (25% if each query" in text
 
 
 @pytest.mark.parametrize("name", RENDERED)
