@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -93,16 +94,20 @@ def finetuned_bundle(
         usable=lambda s: bool(s["history"]["evals"]) or not wants_curve,
     )
     model.load_state_dict(state["model"])
+    return _trained_bundle(base, model, "finetuned", path, use_cache), TrainHistory(**state["history"])
+
+
+def _trained_bundle(base: ClipBundle, model: nn.Module, recipe: str, path: Path, use_cache: bool) -> ClipBundle:
+    """``base`` with ``model`` in eval mode: trained by ``recipe`` from ``base``, its checkpoint cached at ``path``
+    (the identity names both, so features embedded with it are cached apart from the base's)."""
     model.eval()
-    key = artifact_key(path)
-    tuned = replace(
+    return replace(
         base,
         model=model,
-        identity=f"{base.identity}+finetuned-{key}",
+        identity=f"{base.identity}+{recipe}-{artifact_key(path)}",
         history=None,
         checkpoint_path=path if use_cache else None,
     )
-    return tuned, TrainHistory(**state["history"])
 
 
 # --- seed 000's MLP head and two-stage recipe (notebook 02) ------------------------------------------------------
@@ -240,16 +245,7 @@ def two_stage_bundle(
         return {"model": model.state_dict(), "histories": {k: asdict(h) for k, h in histories.items()}}
 
     state = cached_artifact(path, train, use_cache, validate=load_model)
-    model = built["model"]
-    model.eval()
-    key = artifact_key(path)
-    tuned = replace(
-        base,
-        model=model,
-        identity=f"{base.identity}+two-stage-{key}",
-        history=None,
-        checkpoint_path=path if use_cache else None,
-    )
+    tuned = _trained_bundle(base, built["model"], "two-stage", path, use_cache)
     return tuned, {name: TrainHistory(**h) for name, h in state["histories"].items()}
 
 
