@@ -152,8 +152,9 @@ def querybank_sentence(querybank: dict, dual_test_r1: float, test_items: int) ->
         f"test R@1 {test_r1[picked]:.3f} with "
         f"beta={querybank['picked_beta']:g} picked on val ({test_r1[picked] / dual_test_r1 - 1:+.1%} against the dual "
         f"encoder), {min(test_r1):.3f}–{max(test_r1):.3f} over beta in "
-        f"{{{', '.join(f'{beta:g}' for beta in querybank['betas'])}}}. The hubs it removes are few: the photo the dual "
-        f"encoder puts first most often is first for {querybank['test_first_item_most_queries']} test queries, and "
+        f"{{{', '.join(f'{beta:g}' for beta in querybank['betas'])}}}. The dual encoder's first items gather on hubs "
+        "little: the photo it puts first most often is first for "
+        f"{querybank['test_first_item_most_queries']} test queries, and "
         f"{querybank['test_never_first_share']:.0%} of the test photos are first for none "
         f"({(1 - 1 / test_items) ** test_items:.0%} if each query picked its first photo at random)."
     )
