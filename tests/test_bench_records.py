@@ -433,14 +433,18 @@ def test_querybank_arm_picks_beta_on_val_and_counts_first_items_on_test():
     assert arm["val_R@1"] == [0.5, 1.0] and arm["picked_beta"] == 100.0
     assert arm["test_R@1"] == [0.5, 1.0]
     assert arm["test_first_item_most_queries"] == 2 and arm["test_never_first_share"] == 0.5
-    text = bench.querybank_sentence({**arm, "bank_captions": 3475}, dual_test_r1=0.5, test_items=2)
-    assert "over the 3,475 train captions" in text
-    assert (
-        "test R@1 1.000 with beta=100 picked on val (+100.0% against the dual encoder), 0.500–1.000 over beta in "
-        in text
-    )
-    assert "{0.01, 100}" in text
-    assert "first for 2 test queries, and 50% of the test photos are first for none (25% if each query" in text
+    rows = [
+        {"dual_seed": 0, "test_items": 2, "bank_captions": 3475, "dual_test_R@1": 0.5, **arm},
+        {**arm, "dual_seed": 1, "test_items": 4, "bank_captions": 3517, "dual_test_R@1": 0.9},
+    ]
+    text = bench.querybank_section({"querybank": rows})
+    assert "beta in {0.01, 100} picked on val" in text
+    assert "| 0 | 2 | 3,475 | 0.500 | 100 | 1.000 | +100.0% | 0.500–1.000 | 2 | 50% (25%) |" in text
+    assert "| 1 | 4 | 3,517 | 0.900 | 100 | 1.000 | +11.1% | 0.500–1.000 | 2 | 50% (32%) |" in text
+    assert "reached for 1 of 2 dual encoders." in text
+    # the first version's records kept seed 0's arm alone, as a dict; their dual R@1 and test size are the run's
+    legacy = {"querybank": {**arm, "bank_captions": 3475}, "dual_R@1": {"test": 0.5}, "test_items": 2}
+    assert "| 0 | 2 | 3,475 | 0.500 | 100 | 1.000 | +100.0% |" in bench.querybank_section(legacy)
 
 
 @pytest.mark.parametrize("name", RENDERED)
