@@ -144,7 +144,7 @@ def first_item_mistakes(experiment, similarity: torch.Tensor) -> dict[str, int]:
 
 def dual_encoder(settings: dict, data_root: str, seed: int) -> tuple[cu.tasks.Experiment, cu.models.ClipBundle]:
     """Notebook 03's ``real`` experiment under ``seed`` (its split, its photo-pretrained CLIP) and the dual encoder
-    fine-tuned from it (both cached: the first run of a seed pretrains, ~20 minutes on 2 cores)."""
+    fine-tuned from it (both cached after a seed's first run, which pretrains)."""
     experiment = cu.tasks.load_experiment(
         settings["dataset"],
         data_root,
