@@ -133,21 +133,24 @@ def test_exact_search_section_judges_each_size_against_the_goal():
     assert "100,000: 1.20× (met); 1,000,000: 14.00× (not met)" in text
 
 
+# bench_faiss.py's arguments as a kept record holds them
+FAISS_ARGUMENTS = {
+    "n": 1000,
+    "dim": 512,
+    "centres": 10,
+    "spread": 1.5,
+    "queries": 50,
+    "latency_queries": 20,
+    "exact_latency_queries": 5,
+    "k": 10,
+}
+
+
 def test_faiss_section_shows_builds_and_the_goal_per_row():
     bench = load_benchmark("bench_faiss")
-    arguments = {
-        "n": 1000,
-        "dim": 512,
-        "centres": 10,
-        "spread": 1.5,
-        "queries": 50,
-        "latency_queries": 20,
-        "exact_latency_queries": 5,
-        "k": 10,
-    }
     run = {
         "conditions": {**CONDITIONS, "faiss": "1.15", "faiss_threads": 2},
-        "arguments": arguments,
+        "arguments": FAISS_ARGUMENTS,
         "builds": [{"index": "FAISS Flat", "train s": 0.0, "add s": 0.1, "total s": 0.1}],
         "rows": [
             {
@@ -173,17 +176,7 @@ def test_faiss_section_sets_a_gaussian_run_beside_the_mixture():
     bench = load_benchmark("bench_faiss")
 
     def run(data: str | None, date: str, recalls: list[float]) -> dict:
-        arguments = {
-            "n": 1000,
-            "dim": 512,
-            "centres": 10,
-            "spread": 1.5,
-            "queries": 50,
-            "latency_queries": 20,
-            "exact_latency_queries": 5,
-            "k": 10,
-            **({"data": data} if data else {}),
-        }
+        arguments = {**FAISS_ARGUMENTS, **({"data": data} if data else {})}
         rows = [
             {
                 "index": index,
