@@ -289,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
+    querybank = [querybank_of_seed(settings, args.data_root, seed) for seed in parse_seeds(args.querybank_seeds)]
+    print(querybank_section({"querybank": querybank}) + "\n", flush=True)
+
     width, layers = settings["itm_width"], settings["itm_layers"]
     # (arm, split the matcher trains on, matcher width, blocks)
     arms = (
@@ -296,9 +299,6 @@ def main(argv: list[str] | None = None) -> int:
         ("pairs the dual never saw: val", "val", width, layers),
         ("wider matcher: train pairs", "train", 2 * width, layers + 1),
     )
-
-    querybank = [querybank_of_seed(settings, args.data_root, seed) for seed in parse_seeds(args.querybank_seeds)]
-    print(querybank_section({"querybank": querybank}) + "\n", flush=True)
 
     experiment, dual = dual_encoder(settings, args.data_root, 0)
     splits = {"train": experiment.train, "val": experiment.catalogue.split("val"), "test": experiment.test}
