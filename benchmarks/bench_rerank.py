@@ -158,9 +158,9 @@ def dual_encoder(settings: dict, data_root: str, seed: int) -> tuple[cu.tasks.Ex
     return experiment, cu.tasks.retrieval.finetuned_bundle(experiment, progress=False)[0]
 
 
-def querybank_of_seed(settings: dict, data_root: str, seed: int) -> dict:
-    """:func:`querybank_arm` on the dual encoder of ``seed``, with the train captions as the bank."""
-    experiment, dual = dual_encoder(settings, data_root, seed)
+def querybank_of_seed(experiment: cu.tasks.Experiment, dual: cu.models.ClipBundle, seed: int) -> dict:
+    """:func:`querybank_arm` on the dual encoder of ``seed`` (``dual``, fine-tuned on ``experiment``), with the
+    train captions as the bank."""
     splits = {"train": experiment.train, "val": experiment.catalogue.split("val"), "test": experiment.test}
     images = {name: cu.embed.encode_images(dual, split, progress=False) for name, split in splits.items()}
     texts = {
@@ -289,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    querybank = [querybank_of_seed(settings, args.data_root, seed) for seed in parse_seeds(args.querybank_seeds)]
+    # each seed's experiment and dual encoder loaded once (seed 0's also serves the matchers)
+    querybank_seeds = parse_seeds(args.querybank_seeds)
+    duals = {seed: dual_encoder(settings, args.data_root, seed) for seed in dict.fromkeys([0, *querybank_seeds])}
+    querybank = [querybank_of_seed(*duals[seed], seed) for seed in querybank_seeds]
     print(querybank_section({"querybank": querybank}) + "\n", flush=True)
 
     width, layers = settings["itm_width"], settings["itm_layers"]
@@ -300,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         ("wider matcher: train pairs", "train", 2 * width, layers + 1),
     )
 
-    experiment, dual = dual_encoder(settings, args.data_root, 0)
+    experiment, dual = duals[0]
     splits = {"train": experiment.train, "val": experiment.catalogue.split("val"), "test": experiment.test}
     tokens = {name: split_tokens(dual, experiment, split) for name, split in splits.items()}
     test_images, test_texts = tokens["test"]
