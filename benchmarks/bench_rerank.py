@@ -7,11 +7,13 @@ tests that explanation by training the same matcher on pairs the dual encoder ne
 negatives mined there), and tries a wider matcher on ``train``. Every arm re-ranks the dual encoder's top-K of
 every ``test`` caption; the script prints test R@1 for each weight of the dual logit (so the best row is an
 *optimistic* number: the weight is picked on test) and the relative change against the dual encoder alone.
-It also tries a re-scoring that needs no training, on the dual encoders of several seeds (``--querybank-seeds``: each
-seed draws its own split and pretrains its own dual encoder): querybank normalisation against "hubs" (gallery photos
-that come first for many queries), its inverse temperature picked on val.
+It also tries, on the dual encoders of several seeds (``--dual-seeds``: each seed draws its own split and
+pretrains its own dual encoder), a re-scoring that needs no training, querybank normalisation against "hubs" (gallery
+photos that come first for many queries), its inverse temperature picked on val; and a colour re-ranker: the
+catalogue's colour guessed from each photo's pixels and embedding, read against the query's words, and how often that
+guess would have to be right to reach the goal.
 
-    python benchmarks/bench_rerank.py [--data-root DIR] [--seeds 0,1] [--querybank-seeds 0,1] [--threads 2]
+    python benchmarks/bench_rerank.py [--data-root DIR] [--seeds 0,1] [--dual-seeds 0,1] [--threads 2]
     python benchmarks/bench_rerank.py --json results/bench/rerank/<time>.json   # keep the run's record
     python benchmarks/bench_rerank.py --readme   # benchmarks/README.md's table from the last kept record
 
@@ -26,9 +28,12 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 import course_utils as cu
 from course_utils import bench_records
@@ -38,6 +43,9 @@ from course_utils.tasks import rerank
 
 DUAL_WEIGHTS = (0.0, 0.3, 1.0, 3.0, 10.0)
 QUERYBANK_BETAS = (1.0, 3.0, 10.0, 30.0, 100.0)  # inverse temperatures of querybank normalisation, picked on val
+COLOUR_DUAL_WEIGHTS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # weights of the dual logit beside the colour agreement
+CORRECTED_SHARES = (0.25, 0.5, 0.75)  # shares of the colour guess's mistakes replaced by the catalogue's colour
+MIN_PRODUCT_PIXELS = 20  # a photo with fewer non-background pixels has its colours read from every pixel
 GOAL = 0.20  # issue 14: re-ranking raises R@1 by at least 20 % relative
 RECORDS = bench_records.BENCH_RECORDS / "rerank"
 README = Path(__file__).resolve().parent / "README.md"  # benchmarks/README.md
@@ -158,15 +166,33 @@ def dual_encoder(settings: dict, data_root: str, seed: int) -> tuple[cu.tasks.Ex
     return experiment, cu.tasks.retrieval.finetuned_bundle(experiment, progress=False)[0]
 
 
-def querybank_of_seed(experiment: cu.tasks.Experiment, dual: cu.models.ClipBundle, seed: int) -> dict:
-    """:func:`querybank_arm` on the dual encoder of ``seed`` (``dual``, fine-tuned on ``experiment``), with the
-    train captions as the bank."""
+@dataclass
+class SeedEmbeddings:
+    """One seed's splits (train, val, test), their captions (the queries) and the dual encoder's embeddings of their
+    photos and captions: what the querybank and the colour arm re-score."""
+
+    splits: dict[str, cu.data.Catalogue]
+    captions: dict[str, list[str]]
+    images: dict[str, torch.Tensor]
+    texts: dict[str, torch.Tensor]
+
+
+def seed_embeddings(experiment: cu.tasks.Experiment, dual: cu.models.ClipBundle) -> SeedEmbeddings:
+    """The dual encoder's photo and caption embeddings of ``experiment``'s train, val and test splits (cached)."""
     splits = {"train": experiment.train, "val": experiment.catalogue.split("val"), "test": experiment.test}
-    images = {name: cu.embed.encode_images(dual, split, progress=False) for name, split in splits.items()}
-    texts = {
-        name: cu.embed.encode_texts(dual, cu.embed.caption_texts(split, experiment.query_style), progress=False)
-        for name, split in splits.items()
-    }
+    captions = {name: cu.embed.caption_texts(split, experiment.query_style) for name, split in splits.items()}
+    return SeedEmbeddings(
+        splits,
+        captions,
+        {name: cu.embed.encode_images(dual, split, progress=False) for name, split in splits.items()},
+        {name: cu.embed.encode_texts(dual, captions[name], progress=False) for name in splits},
+    )
+
+
+def querybank_of_seed(embeddings: SeedEmbeddings, seed: int) -> dict:
+    """:func:`querybank_arm` on the dual encoder of ``seed`` (its ``embeddings``), with the train captions as the
+    bank."""
+    splits, images, texts = embeddings.splits, embeddings.images, embeddings.texts
     similarity = {name: texts[name] @ images[name].T for name in ("val", "test")}
     bank = {name: texts["train"] @ images[name].T for name in ("val", "test")}
     dual_test_r1 = cu.metrics.recall_at_k(similarity["test"], torch.arange(len(splits["test"])), (1,))[1]
@@ -227,6 +253,145 @@ def querybank_section(run: dict) -> str:
     )
 
 
+def photo_colour_features(image: Image.Image, background: float = 0.92) -> np.ndarray:
+    """A photo's colours as a fixed-length vector: the HSV histogram (12 hues x 4 saturations x 4 values) of its
+    product pixels, their mean RGB and their share of the photo.
+
+    Product pixels are those not near-white (a channel below ``background``: catalogue photos are shot on white);
+    in a photo with fewer than ``MIN_PRODUCT_PIXELS`` of them, the histogram and mean read every pixel.
+    """
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    hsv = np.asarray(image.convert("RGB").convert("HSV"), dtype=np.float32) / 255
+    product = rgb.min(axis=2) < background
+    share = product.mean()
+    if product.sum() < MIN_PRODUCT_PIXELS:
+        product[:] = True
+    histogram, _ = np.histogramdd(hsv[product], bins=(12, 4, 4), range=((0, 1),) * 3)
+    return np.concatenate([histogram.ravel() / product.sum(), rgb[product].mean(axis=0), [share]])
+
+
+def with_mistakes_corrected(guesses: list[str], truths: list[str | None], draws: np.ndarray, share: float) -> list:
+    """``guesses`` with the catalogue's colour (``truths``) wherever an item's ``draw`` is below ``share``: about
+    that share of the wrong guesses corrected (an item without a catalogue colour keeps its guess)."""
+    return [
+        truth if truth is not None and draw < share else guess for guess, truth, draw in zip(guesses, truths, draws)
+    ]
+
+
+def colour_arm(embeddings: SeedEmbeddings, dual: cu.models.ClipBundle, rerank_k: int, seed: int) -> dict:
+    """A colour re-ranker of the dual encoder's top ``rerank_k``, and how good its colours would have to be.
+
+    A logistic regression guesses each photo's catalogue colour (``baseColour``) from :func:`photo_colour_features`
+    and its dual-encoder embedding, fitted on the train photos. Notebook 03's labels re-ranker then reads the query's
+    words against that colour (``rerank.label_agreement``: log P(the query names it)), plus a weight x the dual logit,
+    the weight picked on val. The same is run with a share of the guess's mistakes replaced by the catalogue's
+    colour (``CORRECTED_SHARES``, the same random items at every share) and with the catalogue's colour itself.
+
+    Returns:
+        the seed, test size, dual test R@1 and one row per colour source: how often it is right on test (items with
+        a catalogue colour), the weight picked on val, test R@1.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    splits, captions = embeddings.splits, embeddings.captions
+    colours = {name: [item.attributes.get("baseColour") for item in split] for name, split in splits.items()}
+    photos = {
+        name: np.concatenate(
+            [np.stack([photo_colour_features(item.image) for item in split]), embeddings.images[name].numpy()], axis=1
+        )
+        for name, split in splits.items()
+    }
+    coloured = [i for i, colour in enumerate(colours["train"]) if colour is not None]
+    guesser = make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=3000))
+    guesser.fit(photos["train"][coloured], [colours["train"][i] for i in coloured])
+    query_colour = rerank.fit_caption_labels(
+        [captions["train"][i] for i in coloured], [{"baseColour": colours["train"][i]} for i in coloured]
+    )
+    guessed = {name: [str(colour) for colour in guesser.predict(photos[name])] for name in ("val", "test")}
+    draws = {name: np.random.default_rng(seed).random(len(guessed[name])) for name in guessed}
+    sources = {"guessed from the photo": guessed}
+    for share in CORRECTED_SHARES:
+        sources[f"the guess, {share:.0%} of its mistakes corrected"] = {
+            name: with_mistakes_corrected(guessed[name], colours[name], draws[name], share) for name in guessed
+        }
+    sources["the catalogue's"] = {name: colours[name] for name in guessed}
+
+    first_stage = {}
+    for name in guessed:
+        similarity = embeddings.texts[name] @ embeddings.images[name].T
+        candidates, dual_scores = rerank.top_k_candidates(similarity, rerank_k)
+        first_stage[name] = (similarity, candidates, dual.model.logit_scale.exp().item() * dual_scores)
+    rows = []
+    for source, labels in sources.items():
+        runs = {}
+        for name, (similarity, candidates, dual_logits) in first_stage.items():
+            gallery = [{"baseColour": colour} if colour is not None else {} for colour in labels[name]]
+            agreement = rerank.label_agreement(query_colour, captions[name], gallery)
+            runs[name] = rerank.RerankedSplit(
+                similarity, candidates, dual_logits, {source: torch.gather(agreement, 1, candidates)}
+            )
+        weight = rerank.pick_dual_weight(runs["val"], source, COLOUR_DUAL_WEIGHTS)
+        right = [given == true for given, true in zip(labels["test"], colours["test"]) if true is not None]
+        rows.append(
+            {
+                "colour": source,
+                "right_on_test": sum(right) / len(right),
+                "dual_weight": weight,
+                "test_R@1": runs["test"].recall(source, weight, (1,))[1],
+            }
+        )
+    test_similarity = first_stage["test"][0]
+    return {
+        "dual_seed": seed,
+        "test_items": len(splits["test"]),
+        "colours": len(guesser.classes_),
+        "dual_test_R@1": cu.metrics.recall_at_k(test_similarity, torch.arange(len(test_similarity)), (1,))[1],
+        "rows": rows,
+    }
+
+
+def colour_section(run: dict) -> str:
+    """The colour arm per dual encoder: test R@1 for each colour source against the dual encoder's, and the least
+    share of right colours that reaches issue 14's goal."""
+    table, reaching = [], {}
+    for arm in run["colour"]:
+        for row in arm["rows"]:
+            gain = row["test_R@1"] / arm["dual_test_R@1"] - 1
+            table.append(
+                {
+                    "dual encoder seed": arm["dual_seed"],
+                    "colour read against the query": row["colour"],
+                    "right on test": f"{row['right_on_test']:.0%}",
+                    "w (val)": f"{row['dual_weight']:g}",
+                    "dual R@1": f"{arm['dual_test_R@1']:.3f}",
+                    "R@1": f"{row['test_R@1']:.3f}",
+                    "vs dual": f"{gain:+.1%}",
+                }
+            )
+            if gain >= GOAL:
+                reaching.setdefault(arm["dual_seed"], row["right_on_test"])
+    guess_reaches = sum(arm["rows"][0]["test_R@1"] / arm["dual_test_R@1"] - 1 >= GOAL for arm in run["colour"])
+    least = ", ".join(f"seed {seed}: {share:.0%}" for seed, share in reaching.items()) or "none of the rows"
+    first = run["colour"][0]
+    weights = ", ".join(f"{weight:g}" for weight in COLOUR_DUAL_WEIGHTS)
+    return "\n\n".join(
+        [
+            "Colour from the photos: a logistic regression guesses each test photo's catalogue colour (baseColour, "
+            f"{first['colours']} values in train) from the HSV histogram of its product pixels (the pixels that are "
+            "not white background) and its dual-encoder embedding, fitted on the train photos; notebook 03's labels "
+            "re-ranker reads the query's words against that colour (log P(the query names it)) plus w x the dual "
+            f"logit, w in {{{weights}}} picked on val. The middle rows replace a share of the guess's mistakes by the "
+            "catalogue's colour, the last row uses the catalogue's colour: how often the guess would have to be right.",
+            bench_records.markdown_table(table, list(table[0])),
+            f"Issue 14's goal (R@1 +{GOAL:.0%} relative): reached by the colour guessed from the photo for "
+            f"{guess_reaches} of {len(run['colour'])} dual encoders; the least share of right colours that reaches "
+            f"it: {least}.",
+        ]
+    )
+
+
 def readme_section(runs: list[dict]) -> str:
     """The last kept run: the dual encoder's R@1 per split, its wrong first items, and test R@1 per arm, seed and
     dual-logit weight against issue 14's goal."""
@@ -257,6 +422,7 @@ def readme_section(runs: list[dict]) -> str:
             f"{len(rows)} rows.",
         ]
         + ([querybank_section(run)] if "querybank" in run else [])
+        + ([colour_section(run)] if "colour" in run else [])
     )
 
 
@@ -270,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=str(shared_data_dir() / "fashion-product-small"))
     parser.add_argument("--seeds", default="0,1", help="matcher seeds (the dual encoder is seed 0's)")
     parser.add_argument(
-        "--querybank-seeds", default="0,1", help="seeds of the dual encoders that querybank normalisation re-scores"
+        "--dual-seeds",
+        default="0,1",
+        help="seeds of the dual encoders that the arms without a matcher (querybank normalisation, colour) re-score",
     )
     parser.add_argument("--rerank-k", type=int, default=None, help="candidates re-ranked (default: notebook 03's)")
     parser.add_argument("--threads", type=int, default=2)
@@ -290,10 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # each seed's experiment and dual encoder loaded once (seed 0's also serves the matchers)
-    querybank_seeds = parse_seeds(args.querybank_seeds)
-    duals = {seed: dual_encoder(settings, args.data_root, seed) for seed in dict.fromkeys([0, *querybank_seeds])}
-    querybank = [querybank_of_seed(*duals[seed], seed) for seed in querybank_seeds]
+    dual_seeds = parse_seeds(args.dual_seeds)
+    duals = {seed: dual_encoder(settings, args.data_root, seed) for seed in dict.fromkeys([0, *dual_seeds])}
+    embeddings = {seed: seed_embeddings(*duals[seed]) for seed in dual_seeds}
+    querybank = [querybank_of_seed(embeddings[seed], seed) for seed in dual_seeds]
     print(querybank_section({"querybank": querybank}) + "\n", flush=True)
+    colour = [colour_arm(embeddings[seed], duals[seed][1], rerank_k, seed) for seed in dual_seeds]
+    print(colour_section({"colour": colour}) + "\n", flush=True)
 
     width, layers = settings["itm_width"], settings["itm_layers"]
     # (arm, split the matcher trains on, matcher width, blocks)
@@ -348,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         "test_items": len(experiment.test),
         "first_item_mistakes": mistakes,
         "querybank": querybank,
+        "colour": colour,
         "rows": rows,
     }
     print("\n" + readme_section([record]))

@@ -440,6 +440,85 @@ def test_querybank_arm_picks_beta_on_val_and_counts_first_items_on_test():
     assert "| 0 | 2 | 3,475 | 0.500 | 100 | 1.000 | +100.0% |" in bench.querybank_section(legacy)
 
 
+def test_photo_colour_features_read_the_product_pixels_not_the_white_background():
+    bench = load_benchmark("bench_rerank")
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.full((80, 60, 3), 255, dtype=np.uint8)
+    pixels[20:60, 15:45] = (255, 0, 0)  # a red product on a quarter of a white photo
+    features = bench.photo_colour_features(Image.fromarray(pixels))
+    histogram, mean_rgb, share = features[:192], features[192:195], features[195]
+    # hue 0 (red), saturation and value 1 (their last bins): bin 0 * 16 + 3 * 4 + 3 = 15 holds every product pixel
+    assert histogram[15] == 1.0 and histogram.sum() == 1.0
+    assert mean_rgb.tolist() == [1.0, 0.0, 0.0] and share == 0.25
+    blank = bench.photo_colour_features(Image.fromarray(np.full((80, 60, 3), 255, dtype=np.uint8)))
+    assert blank[192:195].tolist() == [1.0, 1.0, 1.0] and blank[195] == 0.0  # no product: every pixel read
+
+
+def test_a_share_of_the_colour_guess_mistakes_is_corrected_from_the_catalogue():
+    bench = load_benchmark("bench_rerank")
+    import numpy as np
+
+    guesses, truths = ["Red", "Blue", "Black", "Grey"], ["Red", "Navy Blue", "White", None]
+    draws = np.array([0.1, 0.2, 0.6, 0.1])
+    assert bench.with_mistakes_corrected(guesses, truths, draws, 0.5) == ["Red", "Navy Blue", "Black", "Grey"]
+    assert bench.with_mistakes_corrected(guesses, truths, draws, 0.0) == guesses
+
+
+def test_the_colour_arm_tells_apart_photos_the_dual_encoder_cannot():
+    bench = load_benchmark("bench_rerank")
+    import math
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from course_utils.data.records import ArrayImage, Item
+
+    colours = {"Red": (220, 20, 20), "Blue": (20, 20, 220), "Green": (20, 160, 20), "Black": (10, 10, 10)}
+    names = list(colours)
+    generator = torch.Generator().manual_seed(0)
+
+    def split(name: str, pairs: int):
+        # pair j: two photos of different colours with one embedding, so the dual encoder ties them
+        photo_colours = [names[(i // 2 + i % 2) % len(names)] for i in range(2 * pairs)]
+        pixels = np.full((2 * pairs, 80, 60, 3), 255, dtype=np.uint8)
+        for i, colour in enumerate(photo_colours):
+            pixels[i, 20:60, 15:45] = colours[colour]
+        items = [
+            Item(f"{name}{i}", (f"a {c.lower()} shirt",), ("title",), {"baseColour": c}, name, ArrayImage(pixels, i))
+            for i, c in enumerate(photo_colours)
+        ]
+        embedding = torch.nn.functional.normalize(torch.randn(pairs, 8, generator=generator), dim=1)
+        return items, embedding.repeat_interleave(2, dim=0)
+
+    made = {name: split(name, pairs) for name, pairs in (("train", 12), ("val", 4), ("test", 4))}
+    embeddings = bench.SeedEmbeddings(
+        {name: items for name, (items, _) in made.items()},
+        {name: [item.captions[0] for item in items] for name, (items, _) in made.items()},
+        {name: vectors for name, (_, vectors) in made.items()},
+        {name: vectors.clone() for name, (_, vectors) in made.items()},
+    )
+    dual = SimpleNamespace(model=SimpleNamespace(logit_scale=torch.tensor(math.log(10.0))))
+    arm = bench.colour_arm(embeddings, dual, rerank_k=4, seed=0)
+    assert arm["dual_test_R@1"] == 0.5 and arm["colours"] == 4 and arm["test_items"] == 8
+    guess = arm["rows"][0]
+    assert guess["colour"] == "guessed from the photo" and guess["right_on_test"] == 1.0
+    assert guess["test_R@1"] == 1.0  # the colour named by the caption breaks every tie the right way
+    assert [row["colour"] for row in arm["rows"][1:]] == [
+        "the guess, 25% of its mistakes corrected",
+        "the guess, 50% of its mistakes corrected",
+        "the guess, 75% of its mistakes corrected",
+        "the catalogue's",
+    ]
+    text = bench.colour_section({"colour": [arm]})
+    assert "(baseColour, 4 values in train)" in text
+    assert "| 0 | guessed from the photo | 100% |" in text and "| 0.500 | 1.000 | +100.0% |" in text
+    assert "reached by the colour guessed from the photo for 1 of 1 dual encoders" in text
+    assert "the least share of right colours that reaches it: seed 0: 100%." in text
+
+
 @pytest.mark.parametrize("name", RENDERED)
 def test_the_readme_agrees_with_each_benchmarks_kept_runs(name):
     bench = load_benchmark(name)
