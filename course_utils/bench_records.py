@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .findings import README, update_readme
 from .paths import REPO_ROOT
+from .results import cpu_model, library_versions
 
 BENCH_RECORDS = REPO_ROOT / "results" / "bench"
 
@@ -96,14 +97,17 @@ class RunConditions:
         self.command = command_line(sys.argv)
 
     def finish(self, **extra) -> dict:
-        """``{"date_utc", "commit", "command", "machine", "load_average_before_after", "cpu_steal_share",
-        **extra}`` (``cpu_steal_share`` only where ``/proc/stat`` exists)."""
+        """``{"date_utc", "commit", "command", "machine", "cpu", "libraries", "load_average_before_after",
+        "cpu_steal_share", **extra}`` (``cpu_steal_share`` only where ``/proc/stat`` exists; ``cpu`` and
+        ``libraries``: :func:`course_utils.results.cpu_model` and :func:`~course_utils.results.library_versions`)."""
         steal = steal_share(self.ticks_before, cpu_ticks())
         return {
             "date_utc": self.date_utc,
             "commit": self.commit,
             "command": self.command,
             "machine": machine_description(),
+            "cpu": cpu_model(),
+            "libraries": library_versions(),
             "load_average_before_after": [round(self.load_before, 2), round(os.getloadavg()[0], 2)],
             **({} if steal is None else {"cpu_steal_share": round(steal, 3)}),
             **extra,

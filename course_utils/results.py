@@ -3,7 +3,9 @@
 ``write_results`` stores a notebook's parameters, metrics and tables in ``outputs/results/<notebook>.json``;
 ``aggregate_seeds`` adds to each record the same notebook's metrics under other seeds (values, mean, std);
 ``build_report`` gathers every record into ``outputs/RESULTS.md``, a report an instructor can project;
-``timing_key`` / ``parse_timing_key`` name a notebook's run under a further seed in a run's timings file.
+``timing_key`` / ``parse_timing_key`` name a notebook's run under a further seed in a run's timings file;
+``cpu_model`` and ``library_versions`` say what else a record's numbers depend on (each record's ``environment``, and
+the benchmarks' run conditions).
 """
 
 from __future__ import annotations
@@ -19,6 +21,34 @@ from pathlib import Path
 import pandas as pd
 
 from .paths import outputs_dir
+
+# The installed libraries whose versions can change the course's numbers: image decoding and resizing, weight
+# initialisation, the CPU kernels, the solvers and the indexes.
+NUMERIC_LIBRARIES = ("torch", "torchvision", "numpy", "pillow", "scikit-learn", "open_clip_torch", "timm", "faiss-cpu")
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The processor's model name (``/proc/cpuinfo``; elsewhere what ``platform`` knows, or the architecture)."""
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == "model name":
+                return value.strip()
+    return platform.processor() or platform.machine()
+
+
+def library_versions(names: Sequence[str] = NUMERIC_LIBRARIES) -> dict[str, str | None]:
+    """Installed version of each distribution in ``names`` (``None`` when it is not installed), read from the
+    package metadata without importing it."""
+    from importlib import metadata
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def results_dir() -> Path:
@@ -69,6 +99,8 @@ def write_results(
             "python": platform.python_version(),
             "torch": torch.__version__,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "cpu": cpu_model(),
+            "libraries": library_versions(),
         },
     }
     path = results_dir() / f"{notebook}.json"

@@ -40,7 +40,7 @@ def test_the_command_line_drops_the_record_path():
     assert bench_records.command_line(["bench.py", "--json=r/a.json", "--q", "a b"]) == "bench.py --q 'a b'"
 
 
-def test_conditions_name_date_commit_command_machine_and_load(monkeypatch):
+def test_conditions_name_date_commit_command_machine_libraries_and_load(monkeypatch):
     monkeypatch.setattr("sys.argv", ["bench_x.py", "--n", "5", "--json", "out.json"])
     # /proc/stat's ticks as the run starts and ends (read for real, two calls apart, they can be the same tick: the
     # share is then unmeasured and left out of the record, which made this test flaky)
@@ -51,6 +51,7 @@ def test_conditions_name_date_commit_command_machine_and_load(monkeypatch):
     assert conditions["torch_threads"] == 2 and len(conditions["load_average_before_after"]) == 2
     assert conditions["machine"].endswith("GiB") and len(conditions["date_utc"]) == len("2026-12-02 20:00")
     assert conditions["cpu_steal_share"] == 0.25  # 50 of 200 ticks
+    assert conditions["cpu"] and conditions["libraries"]["torch"] is not None  # what else decides the numbers
 
 
 def test_cpu_steal_is_read_from_proc_stat_and_shown_in_the_heading(tmp_path):

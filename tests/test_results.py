@@ -9,6 +9,8 @@ import pytest
 from course_utils.results import (
     aggregate_seeds,
     build_report,
+    cpu_model,
+    library_versions,
     parse_timing_key,
     read_results,
     timing_key,
@@ -32,11 +34,22 @@ def test_records_round_trip_and_report(tmp_path, monkeypatch):
         "columns": ["model", "R@1"],
         "rows": [["zero-shot", 0.25], ["fine-tuned", 0.5]],
     }
+    environment = record["environment"]  # what the numbers depend on besides the code and the seeds
+    assert environment["libraries"]["numpy"] == np.__version__ and environment["cpu"]
     write_results("02_demo", {"profile": "ci"}, {"r10": 0.7})
     assert [r["notebook"] for r in read_results()] == ["01_demo", "02_demo"]
     report = build_report().read_text()
     assert "## 01_demo" in report and "| zero-shot | 0.25 |" in report and "Demo notes." in report
     assert "| r10 | 0.7 |" in report and "Profile: ci" in report
+
+
+def test_the_environment_names_the_cpu_model_and_each_librarys_version(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n")
+    assert cpu_model(cpuinfo) == "AMD EPYC 9654 96-Core Processor"
+    assert cpu_model(tmp_path / "absent")  # elsewhere: platform's processor or the architecture
+    versions = library_versions(["numpy", "pandas", "no-such-distribution-here"])
+    assert versions == {"numpy": np.__version__, "pandas": pd.__version__, "no-such-distribution-here": None}
 
 
 def _record(folder, stem, seed, metrics):
