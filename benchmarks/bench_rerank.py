@@ -354,7 +354,7 @@ def colour_arm(embeddings: SeedEmbeddings, dual: cu.models.ClipBundle, rerank_k:
 
 def colour_section(run: dict) -> str:
     """The colour arm per dual encoder: test R@1 for each colour source against the dual encoder's, and the least
-    share of right colours that reaches issue 14's goal."""
+    share of right colours among the rows that reach issue 14's goal."""
     table, reaching = [], {}
     for arm in run["colour"]:
         for row in arm["rows"]:
@@ -373,7 +373,7 @@ def colour_section(run: dict) -> str:
             if gain >= GOAL:
                 reaching.setdefault(arm["dual_seed"], row["right_on_test"])
     guess_reaches = sum(arm["rows"][0]["test_R@1"] / arm["dual_test_R@1"] - 1 >= GOAL for arm in run["colour"])
-    least = ", ".join(f"seed {seed}: {share:.0%}" for seed, share in reaching.items()) or "none of the rows"
+    least = ", ".join(f"seed {seed}: {share:.0%}" for seed, share in reaching.items()) or "no row reaches it"
     first = run["colour"][0]
     weights = ", ".join(f"{weight:g}" for weight in COLOUR_DUAL_WEIGHTS)
     return "\n\n".join(
@@ -386,8 +386,8 @@ def colour_section(run: dict) -> str:
             "catalogue's colour, the last row uses the catalogue's colour: how often the guess would have to be right.",
             bench_records.markdown_table(table, list(table[0])),
             f"Issue 14's goal (R@1 +{GOAL:.0%} relative): reached by the colour guessed from the photo for "
-            f"{guess_reaches} of {len(run['colour'])} dual encoders; the least share of right colours that reaches "
-            f"it: {least}.",
+            f"{guess_reaches} of {len(run['colour'])} dual encoders; the least share of right colours among the rows "
+            f"that reach it: {least}.",
         ]
     )
 

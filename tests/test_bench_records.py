@@ -517,7 +517,7 @@ def test_the_colour_arm_tells_apart_photos_the_dual_encoder_cannot():
     assert "(baseColour, 4 values in train)" in text
     assert "| 0 | guessed from the photo | 100% |" in text and "| 0.500 | 1.000 | +100.0% |" in text
     assert "reached by the colour guessed from the photo for 1 of 1 dual encoders" in text
-    assert "the least share of right colours that reaches it: seed 0: 100%." in text
+    assert "the least share of right colours among the rows that reach it: seed 0: 100%." in text
 
 
 @pytest.mark.parametrize("name", RENDERED)
