@@ -97,10 +97,9 @@ def write_results(
         "notes": notes,
         "environment": {
             "python": platform.python_version(),
-            "torch": torch.__version__,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "cpu": cpu_model(),
-            "libraries": library_versions(),
+            "libraries": library_versions(),  # torch's among them
         },
     }
     path = results_dir() / f"{notebook}.json"
