@@ -176,6 +176,14 @@ class SeedEmbeddings:
     images: dict[str, torch.Tensor]
     texts: dict[str, torch.Tensor]
 
+    def similarity(self, split: str) -> torch.Tensor:
+        """``(q, g)`` the dual encoder's cosines of ``split``'s captions (rows) against its photos (columns)."""
+        return self.texts[split] @ self.images[split].T
+
+    def dual_r1(self, split: str) -> float:
+        """The dual encoder's R@1 on ``split`` (caption i's photo is column i)."""
+        return cu.metrics.recall_at_k(self.similarity(split), torch.arange(len(self.splits[split])), (1,))[1]
+
 
 def seed_embeddings(experiment: cu.tasks.Experiment, dual: cu.models.ClipBundle) -> SeedEmbeddings:
     """The dual encoder's photo and caption embeddings of ``experiment``'s train, val and test splits (cached)."""
@@ -193,14 +201,13 @@ def querybank_of_seed(embeddings: SeedEmbeddings, seed: int) -> dict:
     """:func:`querybank_arm` on the dual encoder of ``seed`` (its ``embeddings``), with the train captions as the
     bank."""
     splits, images, texts = embeddings.splits, embeddings.images, embeddings.texts
-    similarity = {name: texts[name] @ images[name].T for name in ("val", "test")}
+    similarity = {name: embeddings.similarity(name) for name in ("val", "test")}
     bank = {name: texts["train"] @ images[name].T for name in ("val", "test")}
-    dual_test_r1 = cu.metrics.recall_at_k(similarity["test"], torch.arange(len(splits["test"])), (1,))[1]
     return {
         "dual_seed": seed,
         "test_items": len(splits["test"]),
         "bank_captions": len(splits["train"]),
-        "dual_test_R@1": dual_test_r1,
+        "dual_test_R@1": embeddings.dual_r1("test"),
         **querybank_arm(similarity, bank),
     }
 
@@ -318,20 +325,18 @@ def colour_arm(embeddings: SeedEmbeddings, dual: cu.models.ClipBundle, rerank_k:
         }
     sources["the catalogue's"] = {name: colours[name] for name in guessed}
 
-    first_stage = {}
+    runs = {}  # each split's first stage; every colour source adds its scores, as notebook 03's label re-rankers do
     for name in guessed:
-        similarity = embeddings.texts[name] @ embeddings.images[name].T
+        similarity = embeddings.similarity(name)
         candidates, dual_scores = rerank.top_k_candidates(similarity, rerank_k)
-        first_stage[name] = (similarity, candidates, dual.model.logit_scale.exp().item() * dual_scores)
+        dual_logits = dual.model.logit_scale.exp().item() * dual_scores
+        runs[name] = rerank.RerankedSplit(similarity, candidates, dual_logits, {})
     rows = []
     for source, labels in sources.items():
-        runs = {}
-        for name, (similarity, candidates, dual_logits) in first_stage.items():
+        for name, run in runs.items():
             gallery = [{"baseColour": colour} if colour is not None else {} for colour in labels[name]]
             agreement = rerank.label_agreement(query_colour, captions[name], gallery)
-            runs[name] = rerank.RerankedSplit(
-                similarity, candidates, dual_logits, {source: torch.gather(agreement, 1, candidates)}
-            )
+            run.scores[source] = torch.gather(agreement, 1, run.candidates)
         weight = rerank.pick_dual_weight(runs["val"], source, COLOUR_DUAL_WEIGHTS)
         right = [given == true for given, true in zip(labels["test"], colours["test"]) if true is not None]
         rows.append(
@@ -342,12 +347,11 @@ def colour_arm(embeddings: SeedEmbeddings, dual: cu.models.ClipBundle, rerank_k:
                 "test_R@1": runs["test"].recall(source, weight, (1,))[1],
             }
         )
-    test_similarity = first_stage["test"][0]
     return {
         "dual_seed": seed,
         "test_items": len(splits["test"]),
         "colours": len(guesser.classes_),
-        "dual_test_R@1": cu.metrics.recall_at_k(test_similarity, torch.arange(len(test_similarity)), (1,))[1],
+        "dual_test_R@1": embeddings.dual_r1("test"),
         "rows": rows,
     }
 
