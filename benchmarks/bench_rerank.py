@@ -9,9 +9,9 @@ every ``test`` caption; the script prints test R@1 for each weight of the dual l
 *optimistic* number: the weight is picked on test) and the relative change against the dual encoder alone.
 It also tries, on the dual encoders of several seeds (``--dual-seeds``: each seed draws its own split and
 pretrains its own dual encoder), a re-scoring that needs no training, querybank normalisation against "hubs" (gallery
-photos that come first for many queries), its inverse temperature picked on val; and a colour re-ranker: the
-catalogue's colour guessed from each photo's pixels and embedding, read against the query's words, and how often that
-guess would have to be right to reach the goal.
+photos that come first for many queries), its inverse temperature picked on val; and re-rankers by a label guessed
+from each photo's pixels and embedding (its colour, and its brand: the first word of the title), read against the
+query's words, and how often that guess would have to be right to reach the goal.
 
     python benchmarks/bench_rerank.py [--data-root DIR] [--seeds 0,1] [--dual-seeds 0,1] [--threads 2]
     python benchmarks/bench_rerank.py --json results/bench/rerank/<time>.json   # keep the run's record
@@ -43,8 +43,10 @@ from course_utils.tasks import rerank
 
 DUAL_WEIGHTS = (0.0, 0.3, 1.0, 3.0, 10.0)
 QUERYBANK_BETAS = (1.0, 3.0, 10.0, 30.0, 100.0)  # inverse temperatures of querybank normalisation, picked on val
-COLOUR_DUAL_WEIGHTS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # weights of the dual logit beside the colour agreement
-CORRECTED_SHARES = (0.25, 0.5, 0.75)  # shares of the colour guess's mistakes replaced by the catalogue's colour
+PHOTO_LABELS = ("baseColour", "brand")  # labels guessed from the photos (brand: the title's first word)
+GUESSER_CS = (0.01, 0.1, 1.0)  # inverse regularisation of the photo-label guesser, picked on val
+LABEL_DUAL_WEIGHTS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # weights of the dual logit beside the label agreement
+CORRECTED_SHARES = (0.25, 0.5, 0.75)  # shares of the label guess's mistakes replaced by the catalogue's label
 MIN_PRODUCT_PIXELS = 20  # a photo with fewer non-background pixels has its colours read from every pixel
 GOAL = 0.20  # issue 14: re-ranking raises R@1 by at least 20 % relative
 RECORDS = bench_records.BENCH_RECORDS / "rerank"
@@ -144,7 +146,9 @@ def first_item_mistakes(experiment, similarity: torch.Tensor) -> dict[str, int]:
     query's own item in brand (the title's first word), article type and colour."""
     test, titles = experiment.test, cu.embed.caption_texts(experiment.test, experiment.query_style)
     wrong = [(q, j) for q, j in enumerate(similarity.argmax(dim=1).tolist()) if j != q]
-    differ = {"brand (first word of the title)": sum(titles[q].split()[:1] != titles[j].split()[:1] for q, j in wrong)}
+    differ = {
+        "brand (first word of the title)": sum(title_brand(titles[q]) != title_brand(titles[j]) for q, j in wrong)
+    }
     for name in ("articleType", "baseColour"):
         differ[name] = sum(test[q].attributes.get(name) != test[j].attributes.get(name) for q, j in wrong)
     return {"wrong": len(wrong), **differ}
@@ -169,7 +173,7 @@ def dual_encoder(settings: dict, data_root: str, seed: int) -> tuple[cu.tasks.Ex
 @dataclass
 class SeedEmbeddings:
     """One seed's splits (train, val, test), their captions (the queries) and the dual encoder's embeddings of their
-    photos and captions: what the querybank and the colour arm re-score."""
+    photos and captions: what the querybank and the photo-label arms re-score."""
 
     splits: dict[str, cu.data.Catalogue]
     captions: dict[str, list[str]]
@@ -285,47 +289,72 @@ def with_mistakes_corrected(guesses: list[str], truths: list[str | None], draws:
     ]
 
 
-def colour_arm(embeddings: SeedEmbeddings, dual: cu.models.ClipBundle, rerank_k: int, seed: int) -> dict:
-    """A colour re-ranker of the dual encoder's top ``rerank_k``, and how good its colours would have to be.
+def title_brand(title: str) -> str | None:
+    """The brand a product title names: its first word, case-folded ("ADIDAS Men ..." and "Adidas Women ..." name
+    one brand); ``None`` for an empty title. This catalogue has no brand column, and its titles begin with the brand
+    (a multi-word brand is kept apart by its first word: "United Colors of Benetton" -> "united")."""
+    words = title.split()
+    return words[0].casefold() if words else None
 
-    A logistic regression guesses each photo's catalogue colour (``baseColour``) from :func:`photo_colour_features`
-    and its dual-encoder embedding, fitted on the train photos. Notebook 03's labels re-ranker then reads the query's
-    words against that colour (``rerank.label_agreement``: log P(the query names it)), plus a weight x the dual logit,
-    the weight picked on val. The same is run with a share of the guess's mistakes replaced by the catalogue's
-    colour (``CORRECTED_SHARES``, the same random items at every share) and with the catalogue's colour itself.
+
+def catalogue_labels(embeddings: SeedEmbeddings, label: str) -> dict[str, list[str | None]]:
+    """Each split's items' ``label`` (one of ``PHOTO_LABELS``) as the catalogue gives it: an attribute's value, or
+    for ``"brand"`` the first word of the item's caption (its title, the query); ``None`` where an item has none."""
+    if label == "brand":
+        return {name: [title_brand(caption) for caption in captions] for name, captions in embeddings.captions.items()}
+    return {name: [item.attributes.get(label) for item in split] for name, split in embeddings.splits.items()}
+
+
+def photo_label_arm(
+    embeddings: SeedEmbeddings, dual: cu.models.ClipBundle, rerank_k: int, seed: int, label: str
+) -> dict:
+    """A re-ranker of the dual encoder's top ``rerank_k`` by ``label`` guessed from the photos, and how good that
+    guess would have to be.
+
+    A logistic regression guesses each photo's ``label`` (:func:`catalogue_labels`) from
+    :func:`photo_colour_features` and its dual-encoder embedding, fitted on the train photos, its inverse
+    regularisation picked on val (``GUESSER_CS``, by how often it is right). Notebook 03's labels re-ranker then reads
+    the query's words against that guess (``rerank.label_agreement``: log P(the query names it)), plus a weight x the
+    dual logit, the weight picked on val. The same is run with a share of the guess's mistakes replaced by the
+    catalogue's label (``CORRECTED_SHARES``, the same random items at every share) and with the catalogue's label.
 
     Returns:
-        the seed, test size, dual test R@1 and one row per colour source: how often it is right on test (items with
-        a catalogue colour), the weight picked on val, test R@1.
+        the label, seed, test size, labels seen in train, the picked C, dual test R@1 and one row per label source:
+        how often it is right on test (items with a catalogue label), the weight picked on val, test R@1.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    splits, captions = embeddings.splits, embeddings.captions
-    colours = {name: [item.attributes.get("baseColour") for item in split] for name, split in splits.items()}
+    captions, truth = embeddings.captions, catalogue_labels(embeddings, label)
     photos = {
         name: np.concatenate(
             [np.stack([photo_colour_features(item.image) for item in split]), embeddings.images[name].numpy()], axis=1
         )
-        for name, split in splits.items()
+        for name, split in embeddings.splits.items()
     }
-    coloured = [i for i, colour in enumerate(colours["train"]) if colour is not None]
-    guesser = make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=3000))
-    guesser.fit(photos["train"][coloured], [colours["train"][i] for i in coloured])
-    query_colour = rerank.fit_caption_labels(
-        [captions["train"][i] for i in coloured], [{"baseColour": colours["train"][i]} for i in coloured]
+    labelled = [i for i, value in enumerate(truth["train"]) if value is not None]
+    guessers = {
+        c: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000)).fit(
+            photos["train"][labelled], [truth["train"][i] for i in labelled]
+        )
+        for c in GUESSER_CS
+    }
+    val_right = {c: share_right(guesser.predict(photos["val"]), truth["val"]) for c, guesser in guessers.items()}
+    picked_c = max(GUESSER_CS, key=val_right.__getitem__)
+    query_label = rerank.fit_caption_labels(
+        [captions["train"][i] for i in labelled], [{label: truth["train"][i]} for i in labelled]
     )
-    guessed = {name: [str(colour) for colour in guesser.predict(photos[name])] for name in ("val", "test")}
+    guessed = {name: [str(value) for value in guessers[picked_c].predict(photos[name])] for name in ("val", "test")}
     draws = {name: np.random.default_rng(seed).random(len(guessed[name])) for name in guessed}
     sources = {"guessed from the photo": guessed}
     for share in CORRECTED_SHARES:
         sources[f"the guess, {share:.0%} of its mistakes corrected"] = {
-            name: with_mistakes_corrected(guessed[name], colours[name], draws[name], share) for name in guessed
+            name: with_mistakes_corrected(guessed[name], truth[name], draws[name], share) for name in guessed
         }
-    sources["the catalogue's"] = {name: colours[name] for name in guessed}
+    sources["the catalogue's"] = {name: truth[name] for name in guessed}
 
-    runs = {}  # each split's first stage; every colour source adds its scores, as notebook 03's label re-rankers do
+    runs = {}  # each split's first stage; every label source adds its scores, as notebook 03's label re-rankers do
     for name in guessed:
         similarity = embeddings.similarity(name)
         candidates, dual_scores = rerank.top_k_candidates(similarity, rerank_k)
@@ -334,39 +363,64 @@ def colour_arm(embeddings: SeedEmbeddings, dual: cu.models.ClipBundle, rerank_k:
     rows = []
     for source, labels in sources.items():
         for name, run in runs.items():
-            gallery = [{"baseColour": colour} if colour is not None else {} for colour in labels[name]]
-            agreement = rerank.label_agreement(query_colour, captions[name], gallery)
+            gallery = [{label: value} if value is not None else {} for value in labels[name]]
+            agreement = rerank.label_agreement(query_label, captions[name], gallery)
             run.scores[source] = torch.gather(agreement, 1, run.candidates)
-        weight = rerank.pick_dual_weight(runs["val"], source, COLOUR_DUAL_WEIGHTS)
-        right = [given == true for given, true in zip(labels["test"], colours["test"]) if true is not None]
+        weight = rerank.pick_dual_weight(runs["val"], source, LABEL_DUAL_WEIGHTS)
         rows.append(
             {
-                "colour": source,
-                "right_on_test": sum(right) / len(right),
+                "source": source,
+                "right_on_test": share_right(labels["test"], truth["test"]),
                 "dual_weight": weight,
                 "test_R@1": runs["test"].recall(source, weight, (1,))[1],
             }
         )
     return {
+        "label": label,
         "dual_seed": seed,
-        "test_items": len(splits["test"]),
-        "colours": len(guesser.classes_),
+        "test_items": len(embeddings.splits["test"]),
+        "labels_in_train": len(guessers[picked_c].classes_),
+        "guesser_C": picked_c,
         "dual_test_R@1": embeddings.dual_r1("test"),
         "rows": rows,
     }
 
 
-def colour_section(run: dict) -> str:
-    """The colour arm per dual encoder: test R@1 for each colour source against the dual encoder's, and the least
-    share of right colours among the rows that reach issue 14's goal."""
-    table, reaching = [], {}
-    for arm in run["colour"]:
+def share_right(given, truths: list[str | None]) -> float:
+    """How often ``given`` equals the catalogue's label, over the items that have one."""
+    right = [value == truth for value, truth in zip(given, truths) if truth is not None]
+    return sum(right) / len(right)
+
+
+def photo_label_arms(run: dict) -> list[dict]:
+    """The run's photo-label arms; a record from before the brand arm kept its colour arms under ``"colour"``, with
+    the label source under ``"colour"`` and the number of colours under ``"colours"``."""
+    if "photo_labels" in run:
+        return run["photo_labels"]
+    return [
+        {
+            **arm,
+            "label": "baseColour",
+            "labels_in_train": arm["colours"],
+            "rows": [{**row, "source": row["colour"]} for row in arm["rows"]],
+        }
+        for arm in run.get("colour", [])
+    ]
+
+
+def photo_label_section(run: dict) -> str:
+    """The photo-label arms per label and dual encoder: test R@1 for each label source against the dual encoder's,
+    and per label the least share of right labels among the rows that reach issue 14's goal."""
+    arms = photo_label_arms(run)
+    table, reaching, guess_reaches = [], {}, {}
+    for arm in arms:
         for row in arm["rows"]:
             gain = row["test_R@1"] / arm["dual_test_R@1"] - 1
             table.append(
                 {
+                    "label": arm["label"],
                     "dual encoder seed": arm["dual_seed"],
-                    "colour read against the query": row["colour"],
+                    "read against the query": row["source"],
                     "right on test": f"{row['right_on_test']:.0%}",
                     "w (val)": f"{row['dual_weight']:g}",
                     "dual R@1": f"{arm['dual_test_R@1']:.3f}",
@@ -375,23 +429,34 @@ def colour_section(run: dict) -> str:
                 }
             )
             if gain >= GOAL:
-                reaching.setdefault(arm["dual_seed"], row["right_on_test"])
-    guess_reaches = sum(arm["rows"][0]["test_R@1"] / arm["dual_test_R@1"] - 1 >= GOAL for arm in run["colour"])
-    least = ", ".join(f"seed {seed}: {share:.0%}" for seed, share in reaching.items()) or "no row reaches it"
-    first = run["colour"][0]
-    weights = ", ".join(f"{weight:g}" for weight in COLOUR_DUAL_WEIGHTS)
+                reaching.setdefault(arm["label"], {}).setdefault(arm["dual_seed"], row["right_on_test"])
+        guess = arm["rows"][0]["test_R@1"] / arm["dual_test_R@1"] - 1 >= GOAL
+        guess_reaches.setdefault(arm["label"], []).append(guess)
+    weights = ", ".join(f"{weight:g}" for weight in LABEL_DUAL_WEIGHTS)
+    seen = ", ".join(
+        f"{label} {next(arm['labels_in_train'] for arm in arms if arm['label'] == label)}" for label in guess_reaches
+    )
+    picked = [f"{arm['guesser_C']:g}" for arm in arms if "guesser_C" in arm]
+    goal_lines = []
+    for label, reached in guess_reaches.items():
+        least = ", ".join(f"seed {seed}: {share:.0%}" for seed, share in reaching.get(label, {}).items())
+        goal_lines.append(
+            f"{label}: reached by the guess from the photo for {sum(reached)} of {len(reached)} dual encoders; the "
+            f"least share of right labels among the rows that reach it: {least or 'no row reaches it'}."
+        )
     return "\n\n".join(
         [
-            "Colour from the photos: a logistic regression guesses each test photo's catalogue colour (baseColour, "
-            f"{first['colours']} values in train) from the HSV histogram of its product pixels (the pixels that are "
-            "not white background) and its dual-encoder embedding, fitted on the train photos; notebook 03's labels "
-            "re-ranker reads the query's words against that colour (log P(the query names it)) plus w x the dual "
-            f"logit, w in {{{weights}}} picked on val. The middle rows replace a share of the guess's mistakes by the "
-            "catalogue's colour, the last row uses the catalogue's colour: how often the guess would have to be right.",
+            "Labels from the photos: a logistic regression guesses each test photo's label (the catalogue's colour, "
+            "baseColour, and where the run has it the brand, the first word of the title, which the catalogue has "
+            f"no column for; labels in train: {seen}) from the HSV histogram of its product pixels (the pixels that "
+            "are not white background) and its dual-encoder embedding, fitted on the train photos"
+            + (f" (C picked on val: {', '.join(picked)})" if picked else "")
+            + "; notebook 03's labels re-ranker reads the query's words against that label (log P(the query names "
+            f"it)) plus w x the dual logit, w in {{{weights}}} picked on val. The middle rows replace a share of the "
+            "guess's mistakes by the catalogue's label, the last row uses the catalogue's label: how often the guess "
+            "would have to be right.",
             bench_records.markdown_table(table, list(table[0])),
-            f"Issue 14's goal (R@1 +{GOAL:.0%} relative): reached by the colour guessed from the photo for "
-            f"{guess_reaches} of {len(run['colour'])} dual encoders; the least share of right colours among the rows "
-            f"that reach it: {least}.",
+            f"Issue 14's goal (R@1 +{GOAL:.0%} relative), per label: " + " ".join(goal_lines),
         ]
     )
 
@@ -426,7 +491,7 @@ def readme_section(runs: list[dict]) -> str:
             f"{len(rows)} rows.",
         ]
         + ([querybank_section(run)] if "querybank" in run else [])
-        + ([colour_section(run)] if "colour" in run else [])
+        + ([photo_label_section(run)] if photo_label_arms(run) else [])
     )
 
 
@@ -442,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dual-seeds",
         default="0,1",
-        help="seeds of the dual encoders that the arms without a matcher (querybank normalisation, colour) re-score",
+        help="seeds of the dual encoders that the arms without a matcher (querybank, labels from the photos) re-score",
     )
     parser.add_argument("--rerank-k", type=int, default=None, help="candidates re-ranked (default: notebook 03's)")
     parser.add_argument("--threads", type=int, default=2)
@@ -467,8 +532,12 @@ def main(argv: list[str] | None = None) -> int:
     embeddings = {seed: seed_embeddings(*duals[seed]) for seed in dual_seeds}
     querybank = [querybank_of_seed(embeddings[seed], seed) for seed in dual_seeds]
     print(querybank_section({"querybank": querybank}) + "\n", flush=True)
-    colour = [colour_arm(embeddings[seed], duals[seed][1], rerank_k, seed) for seed in dual_seeds]
-    print(colour_section({"colour": colour}) + "\n", flush=True)
+    photo_labels = [
+        photo_label_arm(embeddings[seed], duals[seed][1], rerank_k, seed, label)
+        for label in PHOTO_LABELS
+        for seed in dual_seeds
+    ]
+    print(photo_label_section({"photo_labels": photo_labels}) + "\n", flush=True)
 
     width, layers = settings["itm_width"], settings["itm_layers"]
     # (arm, split the matcher trains on, matcher width, blocks)
@@ -523,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         "test_items": len(experiment.test),
         "first_item_mistakes": mistakes,
         "querybank": querybank,
-        "colour": colour,
+        "photo_labels": photo_labels,
         "rows": rows,
     }
     print("\n" + readme_section([record]))

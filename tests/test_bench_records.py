@@ -467,7 +467,7 @@ def test_a_share_of_the_colour_guess_mistakes_is_corrected_from_the_catalogue():
     assert bench.with_mistakes_corrected(guesses, truths, draws, 0.0) == guesses
 
 
-def test_the_colour_arm_tells_apart_photos_the_dual_encoder_cannot():
+def test_the_photo_colour_arm_tells_apart_photos_the_dual_encoder_cannot():
     bench = load_benchmark("bench_rerank")
     import math
     from types import SimpleNamespace
@@ -502,22 +502,41 @@ def test_the_colour_arm_tells_apart_photos_the_dual_encoder_cannot():
         {name: vectors.clone() for name, (_, vectors) in made.items()},
     )
     dual = SimpleNamespace(model=SimpleNamespace(logit_scale=torch.tensor(math.log(10.0))))
-    arm = bench.colour_arm(embeddings, dual, rerank_k=4, seed=0)
-    assert arm["dual_test_R@1"] == 0.5 and arm["colours"] == 4 and arm["test_items"] == 8
+    arm = bench.photo_label_arm(embeddings, dual, rerank_k=4, seed=0, label="baseColour")
+    assert arm["dual_test_R@1"] == 0.5 and arm["labels_in_train"] == 4 and arm["test_items"] == 8
+    assert arm["guesser_C"] in bench.GUESSER_CS
     guess = arm["rows"][0]
-    assert guess["colour"] == "guessed from the photo" and guess["right_on_test"] == 1.0
+    assert guess["source"] == "guessed from the photo" and guess["right_on_test"] == 1.0
     assert guess["test_R@1"] == 1.0  # the colour named by the caption breaks every tie the right way
-    assert [row["colour"] for row in arm["rows"][1:]] == [
+    assert [row["source"] for row in arm["rows"][1:]] == [
         "the guess, 25% of its mistakes corrected",
         "the guess, 50% of its mistakes corrected",
         "the guess, 75% of its mistakes corrected",
         "the catalogue's",
     ]
-    text = bench.colour_section({"colour": [arm]})
-    assert "(baseColour, 4 values in train)" in text
-    assert "| 0 | guessed from the photo | 100% |" in text and "| 0.500 | 1.000 | +100.0% |" in text
-    assert "reached by the colour guessed from the photo for 1 of 1 dual encoders" in text
-    assert "the least share of right colours among the rows that reach it: seed 0: 100%." in text
+    text = bench.photo_label_section({"photo_labels": [arm]})
+    assert "labels in train: baseColour 4)" in text and f"(C picked on val: {arm['guesser_C']:g})" in text
+    assert "| baseColour | 0 | guessed from the photo | 100% |" in text and "| 0.500 | 1.000 | +100.0% |" in text
+    assert "baseColour: reached by the guess from the photo for 1 of 1 dual encoders" in text
+    assert "the least share of right labels among the rows that reach it: seed 0: 100%." in text
+    # a record from before the brand arm kept its colour arms under "colour", each row's source under "colour"
+    old_keys = ("label", "labels_in_train", "guesser_C")
+    legacy_arm = {key: value for key, value in arm.items() if key not in old_keys}
+    legacy_rows = [{**{k: v for k, v in row.items() if k != "source"}, "colour": row["source"]} for row in arm["rows"]]
+    legacy = {"colour": [{**legacy_arm, "colours": 4, "rows": legacy_rows}]}
+    assert bench.photo_label_section(legacy) == text.replace(f" (C picked on val: {arm['guesser_C']:g})", "")
+
+
+def test_the_brand_is_the_titles_first_word_whatever_its_case():
+    bench = load_benchmark("bench_rerank")
+    from types import SimpleNamespace
+
+    assert bench.title_brand("ADIDAS Men Black Sandals") == bench.title_brand("Adidas Women Blue Top") == "adidas"
+    assert bench.title_brand("United Colors of Benetton Men Shirt") == "united" and bench.title_brand("") is None
+    items = [SimpleNamespace(attributes={"baseColour": "Black"}), SimpleNamespace(attributes={})]
+    embeddings = SimpleNamespace(splits={"test": items}, captions={"test": ["Puma Men Black Shoes", "FILA Cap"]})
+    assert bench.catalogue_labels(embeddings, "brand") == {"test": ["puma", "fila"]}
+    assert bench.catalogue_labels(embeddings, "baseColour") == {"test": ["Black", None]}
 
 
 @pytest.mark.parametrize("name", RENDERED)
