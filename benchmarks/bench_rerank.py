@@ -291,8 +291,9 @@ def with_mistakes_corrected(guesses: list[str], truths: list[str | None], draws:
 
 def title_brand(title: str) -> str | None:
     """The brand a product title names: its first word, case-folded ("ADIDAS Men ..." and "Adidas Women ..." name
-    one brand); ``None`` for an empty title. This catalogue has no brand column, and its titles begin with the brand
-    (a multi-word brand is kept apart by its first word: "United Colors of Benetton" -> "united")."""
+    one brand); ``None`` for an empty title. This catalogue has no brand column, and its titles begin with the brand.
+    A multi-word brand is named by its first word ("United Colors of Benetton" -> "united"), so brands that share it
+    ("Lee", "Lee Cooper") count as one."""
     words = title.split()
     return words[0].casefold() if words else None
 
@@ -436,7 +437,7 @@ def photo_label_section(run: dict) -> str:
     seen = ", ".join(
         f"{label} {next(arm['labels_in_train'] for arm in arms if arm['label'] == label)}" for label in guess_reaches
     )
-    picked = [f"{arm['guesser_C']:g}" for arm in arms if "guesser_C" in arm]
+    picked = [f"{arm['label']} seed {arm['dual_seed']} {arm['guesser_C']:g}" for arm in arms if "guesser_C" in arm]
     goal_lines = []
     for label, reached in guess_reaches.items():
         least = ", ".join(f"seed {seed}: {share:.0%}" for seed, share in reaching.get(label, {}).items())
