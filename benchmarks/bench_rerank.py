@@ -306,14 +306,30 @@ def catalogue_labels(embeddings: SeedEmbeddings, label: str) -> dict[str, list[s
     return {name: [item.attributes.get(label) for item in split] for name, split in embeddings.splits.items()}
 
 
+def photo_label_features(embeddings: SeedEmbeddings) -> dict[str, np.ndarray]:
+    """Per split, what the photo-label guesser reads of each photo: :func:`photo_colour_features` beside its
+    dual-encoder embedding (computed once per seed, read by every label's arm)."""
+    return {
+        name: np.concatenate(
+            [np.stack([photo_colour_features(item.image) for item in split]), embeddings.images[name].numpy()], axis=1
+        )
+        for name, split in embeddings.splits.items()
+    }
+
+
 def photo_label_arm(
-    embeddings: SeedEmbeddings, dual: cu.models.ClipBundle, rerank_k: int, seed: int, label: str
+    embeddings: SeedEmbeddings,
+    photos: dict[str, np.ndarray],
+    dual: cu.models.ClipBundle,
+    rerank_k: int,
+    seed: int,
+    label: str,
 ) -> dict:
     """A re-ranker of the dual encoder's top ``rerank_k`` by ``label`` guessed from the photos, and how good that
     guess would have to be.
 
-    A logistic regression guesses each photo's ``label`` (:func:`catalogue_labels`) from
-    :func:`photo_colour_features` and its dual-encoder embedding, fitted on the train photos, its inverse
+    A logistic regression guesses each photo's ``label`` (:func:`catalogue_labels`) from ``photos``
+    (:func:`photo_label_features`: its colours and its dual-encoder embedding), fitted on the train photos, its inverse
     regularisation picked on val (``GUESSER_CS``, by how often it is right). Notebook 03's labels re-ranker then reads
     the query's words against that guess (``rerank.label_agreement``: log P(the query names it)), plus a weight x the
     dual logit, the weight picked on val. The same is run with a share of the guess's mistakes replaced by the
@@ -328,12 +344,6 @@ def photo_label_arm(
     from sklearn.preprocessing import StandardScaler
 
     captions, truth = embeddings.captions, catalogue_labels(embeddings, label)
-    photos = {
-        name: np.concatenate(
-            [np.stack([photo_colour_features(item.image) for item in split]), embeddings.images[name].numpy()], axis=1
-        )
-        for name, split in embeddings.splits.items()
-    }
     labelled = [i for i, value in enumerate(truth["train"]) if value is not None]
     guessers = {
         c: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000)).fit(
@@ -533,8 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     embeddings = {seed: seed_embeddings(*duals[seed]) for seed in dual_seeds}
     querybank = [querybank_of_seed(embeddings[seed], seed) for seed in dual_seeds]
     print(querybank_section({"querybank": querybank}) + "\n", flush=True)
+    photo_features = {seed: photo_label_features(embeddings[seed]) for seed in dual_seeds}
     photo_labels = [
-        photo_label_arm(embeddings[seed], duals[seed][1], rerank_k, seed, label)
+        photo_label_arm(embeddings[seed], photo_features[seed], duals[seed][1], rerank_k, seed, label)
         for label in PHOTO_LABELS
         for seed in dual_seeds
     ]

@@ -502,7 +502,8 @@ def test_the_photo_colour_arm_tells_apart_photos_the_dual_encoder_cannot():
         {name: vectors.clone() for name, (_, vectors) in made.items()},
     )
     dual = SimpleNamespace(model=SimpleNamespace(logit_scale=torch.tensor(math.log(10.0))))
-    arm = bench.photo_label_arm(embeddings, dual, rerank_k=4, seed=0, label="baseColour")
+    photos = bench.photo_label_features(embeddings)
+    arm = bench.photo_label_arm(embeddings, photos, dual, rerank_k=4, seed=0, label="baseColour")
     assert arm["dual_test_R@1"] == 0.5 and arm["labels_in_train"] == 4 and arm["test_items"] == 8
     assert arm["guesser_C"] in bench.GUESSER_CS
     guess = arm["rows"][0]
