@@ -423,10 +423,10 @@ def photo_label_section(run: dict) -> str:
     """The photo-label arms per label and dual encoder: test R@1 for each label source against the dual encoder's,
     and per label the least share of right labels among the rows that reach issue 14's goal."""
     arms = photo_label_arms(run)
-    table, reaching, guess_reaches = [], {}, {}
+    table, reaching, guess_reaches, labels_in_train = [], {}, {}, {}
     for arm in arms:
-        for row in arm["rows"]:
-            gain = row["test_R@1"] / arm["dual_test_R@1"] - 1
+        gains = [row["test_R@1"] / arm["dual_test_R@1"] - 1 for row in arm["rows"]]
+        for row, gain in zip(arm["rows"], gains):
             table.append(
                 {
                     "label": arm["label"],
@@ -441,12 +441,10 @@ def photo_label_section(run: dict) -> str:
             )
             if gain >= GOAL:
                 reaching.setdefault(arm["label"], {}).setdefault(arm["dual_seed"], row["right_on_test"])
-        guess = arm["rows"][0]["test_R@1"] / arm["dual_test_R@1"] - 1 >= GOAL
-        guess_reaches.setdefault(arm["label"], []).append(guess)
+        guess_reaches.setdefault(arm["label"], []).append(gains[0] >= GOAL)  # the first row: the guess itself
+        labels_in_train.setdefault(arm["label"], arm["labels_in_train"])
     weights = ", ".join(f"{weight:g}" for weight in LABEL_DUAL_WEIGHTS)
-    seen = ", ".join(
-        f"{label} {next(arm['labels_in_train'] for arm in arms if arm['label'] == label)}" for label in guess_reaches
-    )
+    seen = ", ".join(f"{label} {count}" for label, count in labels_in_train.items())
     picked = [f"{arm['label']} seed {arm['dual_seed']} {arm['guesser_C']:g}" for arm in arms if "guesser_C" in arm]
     goal_lines = []
     for label, reached in guess_reaches.items():
