@@ -19,6 +19,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..file_digests import content_digests
+
 SPLITS = ("pretrain", "train", "val", "test")
 
 
@@ -307,17 +309,24 @@ class Catalogue(Sequence[Item]):
         return pd.DataFrame(rows)
 
     def fingerprint(self) -> str:
-        """A short hash of ids, captions, attributes and image references; changes whenever the data does."""
+        """A short hash of ids, captions, attributes and images; changes whenever the data does, and only then.
+
+        An image file counts by its name and its bytes (:func:`course_utils.file_digests.content_digests`), not by
+        its folder or modification time: a copy of the dataset elsewhere has the same fingerprint, so the models and
+        embeddings cached for it are reused.
+        """
+        files = [item.image_ref.path for item in self.items if isinstance(item.image_ref, FileImage)]
+        file_digests = dict(zip(files, content_digests(files)))
         digest = hashlib.sha256()
         for item in self.items:
             ref = item.image_ref
-            ref_key = str(ref.path) if isinstance(ref, FileImage) else (f"array:{ref.index}" if ref else "none")
+            if isinstance(ref, FileImage):
+                ref_key = f"file:{ref.path.name}:{file_digests[ref.path] or 'missing'}"
+            else:
+                ref_key = f"array:{ref.index}" if ref else "none"
             digest.update(
                 json.dumps([item.item_id, item.captions, dict(item.attributes), item.split, ref_key]).encode()
             )
-            if isinstance(ref, FileImage) and ref.path.exists():
-                stat = ref.path.stat()
-                digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
             if isinstance(ref, ArrayImage):
                 digest.update(np.ascontiguousarray(ref.pixels[ref.index]).data)
         return digest.hexdigest()[:16]

@@ -9,7 +9,6 @@ reported with what to do, instead of sitting in open_clip's download retries (no
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import socket
 import warnings
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..file_digests import content_digest
 from .tiny_clip import register_course_configs
 
 WEIGHT_HOSTS = ("huggingface.co", "openaipublic.azureedge.net")
@@ -204,7 +204,7 @@ def _load_open_clip(name: str, pretrained: str | None, device: torch.device) -> 
         if Path(pretrained).expanduser().is_file():
             checkpoint = Path(pretrained).expanduser()
             weights = str(checkpoint)
-            label = f"file-{_file_digest(weights)}"
+            label = f"file-{content_digest(weights)[:12]}"
         elif pretrained not in open_clip.list_pretrained_tags_by_model(name):
             raise ValueError(
                 f"{pretrained!r} is neither a file nor a pretrained tag of {name}; "
@@ -246,7 +246,7 @@ def _load_openai_clip(name: str, device: torch.device) -> ClipBundle:
     import clip
 
     if Path(name).expanduser().is_file():
-        path, label = str(Path(name).expanduser()), f"file-{_file_digest(name)}"
+        path, label = str(Path(name).expanduser()), f"file-{content_digest(name)[:12]}"
     elif name in clip.available_models():
         path, label = name, name
         cached = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(clip.clip._MODELS[name])
@@ -270,11 +270,6 @@ def _load_openai_clip(name: str, device: torch.device) -> ClipBundle:
     return ClipBundle(
         model, preprocess, tokenizer, int(model.text_projection.shape[1]), f"clip:{label}", device, "clip"
     )
-
-
-def _file_digest(path: str) -> str:
-    stat = Path(path).expanduser().stat()
-    return hashlib.sha256(f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
 
 
 def load_clip(name: str, pretrained: str | None = None, device: str | torch.device = "auto") -> ClipBundle:

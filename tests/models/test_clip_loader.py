@@ -1,5 +1,7 @@
 """load_clip: backends, local checkpoints, clear errors, and failing fast when offline."""
 
+import os
+
 import pytest
 import torch
 
@@ -67,10 +69,17 @@ def test_random_init_bundle_encodes_unit_vectors(tiny_bundle):
     assert tiny_bundle.identity == "open_clip:tiny-fashion-clip:random-init"
 
 
-def test_local_checkpoint_file_loads_the_same_weights(tiny_bundle, tmp_path):
+def test_local_checkpoint_file_loads_the_same_weights_and_is_named_by_its_bytes(tiny_bundle, tmp_path):
     path = tmp_path / "tiny.pt"
     torch.save({"state_dict": tiny_bundle.model.state_dict()}, path)
     loaded = load_clip("tiny-fashion-clip", pretrained=str(path), device="cpu")
     assert loaded.identity.startswith("open_clip:tiny-fashion-clip:file-")
     for (name, a), (_, b) in zip(tiny_bundle.model.state_dict().items(), loaded.model.state_dict().items()):
         assert torch.equal(a, b), name
+    copy = tmp_path / "elsewhere" / "copied.pt"
+    copy.parent.mkdir()
+    copy.write_bytes(path.read_bytes())
+    os.utime(copy, ns=(10**18, 10**18))
+    assert load_clip("tiny-fashion-clip", pretrained=str(copy), device="cpu").identity == loaded.identity
+    torch.save({"state_dict": {k: v + 1 for k, v in tiny_bundle.model.state_dict().items()}}, copy)
+    assert load_clip("tiny-fashion-clip", pretrained=str(copy), device="cpu").identity != loaded.identity

@@ -1,0 +1,93 @@
+"""Content digests of input files (dataset photos, checkpoints), remembered by path, size and modification time.
+
+A cache key must change when an input file's bytes change, and only then. A key built from each file's size and
+modification time changes whenever the files are copied without their times (``cp`` without ``-p``, a fresh
+download, a container image, a data folder handed out again), and every model cached for them is trained again on
+identical data. Reading every byte for every key is exact but slow for a large dataset. So, as ``git``'s index
+does, :func:`content_digests` keeps the SHA-256 of each file's bytes in ``<cache>/file-digests.json`` beside the
+size and modification time it was read at: a file whose size and time still match reuses its digest; a new,
+changed or copied file is read once. The index is only a memo: one that cannot be read is named in one log line and
+rebuilt, and entries for files that no longer exist are dropped when it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+from .cache import cache_lock, file_sha256, write_atomic
+from .paths import cache_dir
+
+LOG = logging.getLogger(__name__)
+
+INDEX_VERSION = 1
+
+
+def digest_index_path() -> Path:
+    """``<cache>/file-digests.json``: each file's absolute path → ``[size, mtime_ns, sha256]``."""
+    return cache_dir() / "file-digests.json"
+
+
+def _read_index(path: Path) -> dict[str, list]:
+    """The index's entries; an unreadable or malformed index is named in one log line and read as empty."""
+    if not path.exists():
+        return {}
+    try:
+        index = json.loads(path.read_text())
+        if index.get("version") != INDEX_VERSION:
+            raise ValueError(f"version {index.get('version')!r}, expected {INDEX_VERSION}")
+        return {
+            name: entry
+            for name, entry in index["files"].items()
+            if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], str) and len(entry[2]) == 64
+        }
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
+        LOG.warning("file-digest index %s could not be read (%s); it is rebuilt, reading each file once", path, err)
+        return {}
+
+
+def content_digests(paths: Sequence[Path | str]) -> list[str | None]:
+    """The SHA-256 of each file's bytes, in order; ``None`` for a path that is not an existing file.
+
+    Digests are reused from the index while a file's size and modification time are those it was read at
+    (like ``git``, an edit that keeps both is not seen); any other file is read and its digest remembered.
+    """
+    if not paths:
+        return []
+    index_path = digest_index_path()
+    with cache_lock(index_path):
+        entries = _read_index(index_path)
+        changed = False
+        digests: list[str | None] = []
+        for path in paths:
+            absolute = os.path.abspath(os.path.expanduser(path))
+            try:
+                info = os.stat(absolute)
+            except FileNotFoundError:
+                info = None
+            if info is None or not stat.S_ISREG(info.st_mode):
+                digests.append(None)
+                continue
+            entry = entries.get(absolute)
+            if entry is None or entry[:2] != [info.st_size, info.st_mtime_ns]:
+                entry = [info.st_size, info.st_mtime_ns, file_sha256(Path(absolute))]
+                entries[absolute] = entry
+                changed = True
+            digests.append(entry[2])
+        if changed:
+            kept = {name: entry for name, entry in entries.items() if os.path.isfile(name)}
+            payload = json.dumps({"version": INDEX_VERSION, "files": kept}).encode()
+            write_atomic(index_path, lambda handle: handle.write(payload))
+    return digests
+
+
+def content_digest(path: Path | str) -> str:
+    """The SHA-256 of one existing file's bytes (see :func:`content_digests`)."""
+    (found,) = content_digests([path])
+    if found is None:
+        raise FileNotFoundError(f"{path}: no such file")
+    return found
