@@ -71,9 +71,9 @@ slides: setup slides-js
 	  $$(test -f $(SLIDES_JS)/reveal.js/dist/reveal.js && echo --js $(SLIDES_JS))
 	$(PY) -m course_utils.handouts site --executed $(EXECUTED) --out $(EXECUTED)/site --slides $(EXECUTED)/slides
 
-# make run-real DATA_ROOT=/path/to/fashion-product-small [SEEDS=0,1] — every notebook on real photos, the course CLIP
-# pretrained on their train split -> outputs/real/ (~30 min per seed on 2 cores; README › Real photos); the committed
-# records are SEEDS=0,1; make records-real keeps its records
+# make run-real DATA_ROOT=/path/to/fashion-product-small [SEEDS=0,1,2] — every notebook on real photos, the course
+# CLIP pretrained on their train split -> outputs/real/ (~30 min per seed on 2 cores; README › Real photos); the
+# committed records are SEEDS=0,1,2; make records-real keeps its records
 DATA_ROOT ?=
 run-real: setup
 	$(PY) -m course_utils.run --profile real --set data_root=$(DATA_ROOT) --seeds $(SEEDS)
