@@ -17,7 +17,8 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 	$(PY) -m ipykernel install --sys-prefix --name fashion-clip-course --display-name "fashion-clip-course" >/dev/null
 	touch $(STAMP)
 
-# make run SEEDS=0,1,2 — the experiment notebooks under three seeds, records with mean and std (~1 h on 2 cores)
+# make run SEEDS=0,1,2 — the experiment notebooks under three seeds, records with mean and std (under 1 h on 2 cores;
+#                        README › What the experiments show ends with the committed run's runtimes)
 SEEDS ?= 0
 run: setup
 	$(PY) -m course_utils.run --profile full --seeds $(SEEDS)
