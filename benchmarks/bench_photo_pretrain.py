@@ -103,10 +103,17 @@ def final_row(run: dict) -> dict:
     }
 
 
-def recipe_differs_only_in_attribute_weight(run: dict, other: dict) -> bool:
-    """Two runs of one seed and data whose recipes differ in nothing but the attribute weight."""
+def runs_differ_only_in_attribute_weight(run: dict, other: dict) -> bool:
+    """Two runs of one seed and data whose recipes differ in nothing but the attribute weight, on the same CPU model and
+    library versions (another machine trains other weights from the same seed; records kept before the conditions
+    named them match only each other)."""
     ignored = ("attribute_weight", "eval_every_epochs", "threads")
-    return all(value == other["arguments"].get(name) for name, value in run["arguments"].items() if name not in ignored)
+    same_recipe = all(
+        value == other["arguments"].get(name) for name, value in run["arguments"].items() if name not in ignored
+    )
+    return same_recipe and all(
+        run["conditions"].get(key) == other["conditions"].get(key) for key in ("cpu", "libraries")
+    )
 
 
 def attribute_term_effects(runs: list[dict]) -> list[str]:
@@ -114,9 +121,7 @@ def attribute_term_effects(runs: list[dict]) -> list[str]:
     lines = []
     for without in (run for run in runs if run["arguments"]["attribute_weight"] == 0):
         for with_term in runs:
-            if with_term["arguments"]["attribute_weight"] and recipe_differs_only_in_attribute_weight(
-                with_term, without
-            ):
+            if with_term["arguments"]["attribute_weight"] and runs_differ_only_in_attribute_weight(with_term, without):
                 before, after = without["rows"][-1], with_term["rows"][-1]
                 lines.append(
                     f"- seed {without['arguments']['seed']}, W = {with_term['arguments']['attribute_weight']:g} "

@@ -367,6 +367,11 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
         "against 13.60" in text
     )
     assert text.count("- seed") == 1  # seed 1 has no run without the term
+    elsewhere = {
+        **runs[0],
+        "conditions": {**runs[0]["conditions"], "cpu": "AMD EPYC", "libraries": {"torch": "2.14.1"}},
+    }
+    assert bench.attribute_term_effects([elsewhere, runs[1]]) == []  # another machine trains other weights
     assert text.count("**Learning curve**") == 1 and "3,475 training photos" in text
     assert (
         "| 5 | 3.50 | 0.100 | 0.300 | 0.400 | 0.410 | 0.700 |" in text
