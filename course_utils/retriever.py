@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .data.records import Catalogue, CorruptImage, FileImage
+from .data.records import Catalogue, CorruptImage, FileImage, opaque_rgb
 from .embed import encode_images, encode_texts
 from .index import build_index, require_finite
 
@@ -131,7 +131,7 @@ class FashionRetriever:
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected an item id, a path or a PIL image, got {type(image).__name__}")
         with torch.inference_mode():
-            return self.bundle.encode_images(self.bundle.preprocess(image.convert("RGB"))[None]).cpu()
+            return self.bundle.encode_images(self.bundle.preprocess(opaque_rgb(image))[None]).cpu()
 
     # --- search ----------------------------------------------------------------------------------------------
 

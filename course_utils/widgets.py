@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import pandas as pd
 from PIL import Image
 
-from .data.records import CorruptImage, OversizedImage, decode_image
+from .data.records import CorruptImage, OversizedImage, decode_image, opaque_rgb
 
 #: Largest upload accepted by the image demos (bytes); bigger files get a message instead of a decode.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -73,7 +73,7 @@ def message_html(text: str, kind: str = "error") -> str:
 
 def image_data_uri(image: Image.Image, size: int = THUMB_SIZE) -> str:
     """``data:image/png;base64,...`` of ``image`` shrunk to fit ``size`` x ``size`` (aspect ratio kept)."""
-    image = image.convert("RGB")
+    image = opaque_rgb(image)
     image.thumbnail((size, size))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
@@ -211,7 +211,7 @@ def resolve_query_image(retriever, image: QueryImage | None) -> tuple[str | Imag
     if isinstance(image, (bytes, bytearray, memoryview)):
         return decode_image_bytes(image), "uploaded image"
     if isinstance(image, Image.Image):
-        return image.convert("RGB"), "uploaded image"
+        return opaque_rgb(image), "uploaded image"
     raise BadQuery(f"unsupported query image of type {type(image).__name__}")
 
 

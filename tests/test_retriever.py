@@ -51,6 +51,17 @@ def test_image_search_by_id_path_and_pil(retriever, small_catalogue, tmp_path):
         retriever.search_by_image("/nowhere/query.jpg")
 
 
+def test_a_transparent_pil_query_is_seen_on_white_like_a_file(retriever):
+    """A cut-out garment (RGBA, transparent background) embeds as if laid on white, as its file would decode."""
+    garment = retriever.catalogue[3].image.convert("RGBA")
+    cut_out = Image.new("RGBA", garment.size, (0, 0, 0, 0))
+    cut_out.paste(garment.crop((8, 8, 56, 56)), (8, 8))
+    on_white = Image.new("RGB", garment.size, "white")
+    on_white.paste(garment.crop((8, 8, 56, 56)).convert("RGB"), (8, 8))
+    assert torch.equal(retriever.embed_image(cut_out), retriever.embed_image(on_white))
+    assert not torch.equal(retriever.embed_image(cut_out), retriever.embed_image(cut_out.convert("RGB")))
+
+
 def test_batch_search_matches_single_searches(retriever):
     queries = ["red dress", "striped shirt"]
     batch = retriever.batch_search(queries, top_k=3)
