@@ -3,15 +3,17 @@
 Executed copies, results and the report land in ``outputs/ci/`` (figures in ``outputs/ci/figures/``) so a test
 run never rewrites the committed ``figures/``. The real-ci profile runs notebooks 01-07 on the fashion-product-small
 sample with the course CLIP pretrained on its train photos, and checks each lesson against floors (skipped without
-the sample).
+the sample); it also runs them on drawn garments in DeepFashion-MultiModal's layout, whose files are not here.
 """
 
 import json
 from pathlib import Path
 
 import pytest
+from deepfashion_layout import write_deepfashion_multimodal
 
 from course_utils import run
+from course_utils.data import load_catalogue
 from course_utils.paths import REPO_ROOT
 
 pytestmark = pytest.mark.notebooks
@@ -80,6 +82,32 @@ def test_the_real_profile_runs_every_notebook_on_the_sample_and_its_lessons_hold
     claims = real_photo_claims(metrics, REAL_CI_FLOORS)
     assert all(claims.values()), f"real-ci: {[c for c, ok in claims.items() if not ok]}"
     assert list((out / "figures" / "01_baseline_clip").glob("*.png"))  # figures from the photos, outside figures/
+
+
+# Drawn garments in DeepFashion-MultiModal's layout (tests/deepfashion_layout.py): the dataset is not on these
+# machines, so this checks that every notebook runs through its loader (descriptions only, its own labels), not
+# that the lessons hold on its photos.
+DEEPFASHION_PRODUCTS = 600
+
+
+def test_the_real_profile_runs_every_notebook_on_the_deepfashion_multimodal_layout(monkeypatch):
+    out = REPO_ROOT / "outputs" / "real-ci-deepfashion"
+    data = REPO_ROOT / "outputs" / "real-ci-deepfashion-data"
+    if not (data / "captions.json").is_file():
+        drawings = load_catalogue("synthetic", size={"pretrain": 0, "train": DEEPFASHION_PRODUCTS, "val": 0, "test": 0})
+        write_deepfashion_multimodal(data, drawings)
+    _run(
+        monkeypatch,
+        out,
+        *("--profile", "real-ci", "--set", "dataset=deepfashion-multimodal", "--set", f"data_root={data}"),
+        *("--set", "condition=upper_pattern"),
+    )
+    metrics = read_records(out / "results")
+    assert sorted(metrics) == ["01", "02", "03", "04", "05", "06", "07"]
+    for path in (out / "results").glob("[0-9][0-9]_*.json"):
+        parameters = json.loads(path.read_text())["parameters"]
+        assert parameters["dataset"] == "deepfashion-multimodal" and parameters["pretrained"] == "photo"
+    assert metrics["01"]["t2i_full_R@10"] > 3 * metrics["01"]["t2i_full_chance_R@10"]  # it learned from descriptions
 
 
 def read_records(folder) -> dict[str, dict]:

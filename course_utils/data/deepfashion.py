@@ -57,6 +57,8 @@ LABEL_FILES: tuple[tuple[str, LabelColumns], ...] = (
 # DeepFashion image names: <GENDER>-<category>-id_<product>-<pose number>_<view>.jpg
 NAME_PATTERN = re.compile(r"^(?P<product>(?P<gender>MEN|WOMEN)-(?P<category>[^-]+)-id_\d+)-")
 MISSING_ATTRIBUTE = "attribute value NA (part not visible)"
+# The same kind of product: same gender and shop category (every image name carries both; colour is not labelled).
+MATCH_ATTRIBUTES = ("gender", "category")
 LAYOUT = (
     "  <root>/images/<name>.jpg\n"
     "  <root>/captions.json                       (image name -> description)\n"
@@ -182,5 +184,5 @@ def load_deepfashion_multimodal(
     for path in sorted(image_dir.iterdir()):
         if path.is_file() and path.name not in captions:
             report.skip("image without caption (not loaded)", path.name)
-    catalogue = Catalogue(DATASET, items, report)
+    catalogue = Catalogue(DATASET, items, report, match_attributes=MATCH_ATTRIBUTES)
     return catalogue.drop_unreadable_images() if verify_images else catalogue

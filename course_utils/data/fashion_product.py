@@ -31,6 +31,7 @@ COLUMNS = (
     "productDisplayName",
 )
 ATTRIBUTES = ("gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage", "year")
+MATCH_ATTRIBUTES = ("articleType", "baseColour")  # the same kind of product: same article type and colour
 MISSING_VALUES = frozenset({"", "NA"})
 MISSING_ATTRIBUTE = "attribute value missing (NA/empty)"
 GENDER_POSSESSIVE = {"Men": "Men's", "Women": "Women's", "Boys": "Boys'", "Girls": "Girls'", "Unisex": "Unisex"}
@@ -191,9 +192,12 @@ def load_fashion_product_small(
             report.skip("image file missing", item_id)
         else:
             items[item_id] = make_item(record, image_path, assign_split(item_id, seed, split_fractions))
-    catalogue = Catalogue(DATASET, list(items.values()), report, attribute_names=ATTRIBUTES)
+    catalogue = Catalogue(
+        DATASET, list(items.values()), report, attribute_names=ATTRIBUTES, match_attributes=MATCH_ATTRIBUTES
+    )
     if verify_images:
         catalogue = catalogue.drop_unreadable_images()
     if not triplets:
         return catalogue
-    return Catalogue(DATASET, catalogue.items, report, colour_swap_triplets(catalogue.items, seed), ATTRIBUTES)
+    swaps = colour_swap_triplets(catalogue.items, seed)
+    return Catalogue(DATASET, catalogue.items, report, swaps, ATTRIBUTES, MATCH_ATTRIBUTES)

@@ -241,7 +241,12 @@ class LoadReport:
 
 
 class Catalogue(Sequence[Item]):
-    """An ordered collection of :class:`Item` with its load report and optional composition triplets."""
+    """An ordered collection of :class:`Item` with its load report and optional composition triplets.
+
+    ``match_attributes`` are the attributes two items must share to be the same kind of product in this dataset
+    (e.g. article type and colour): the loader declares them, and they define attribute-match recall (notebook
+    01) and the photo pretraining's attribute term. Empty when the loader declares none.
+    """
 
     def __init__(
         self,
@@ -250,6 +255,7 @@ class Catalogue(Sequence[Item]):
         report: LoadReport | None = None,
         triplets: Sequence[CompositionTriplet] = (),
         attribute_names: Sequence[str] | None = None,
+        match_attributes: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.items = list(items)
@@ -258,6 +264,7 @@ class Catalogue(Sequence[Item]):
         if attribute_names is None:
             attribute_names = sorted({k for item in self.items for k in item.attributes})
         self.attribute_names = tuple(attribute_names)
+        self.match_attributes = tuple(match_attributes)
         self._index = {item.item_id: i for i, item in enumerate(self.items)}
         if len(self._index) != len(self.items):
             raise ValueError(f"{name}: duplicate item ids")
@@ -300,14 +307,16 @@ class Catalogue(Sequence[Item]):
         items = [item for item in self.items if item.split == name]
         ids = {item.item_id for item in items}
         triplets = [t for t in self.triplets if t.reference_id in ids and t.target_id in ids]
-        return Catalogue(f"{self.name}/{name}", items, self.report, triplets, self.attribute_names)
+        return Catalogue(
+            f"{self.name}/{name}", items, self.report, triplets, self.attribute_names, self.match_attributes
+        )
 
     def subset(self, item_ids: Sequence[str], name: str | None = None) -> Catalogue:
         """The items with ``item_ids``, in that order."""
         items = [self.by_id(i) for i in item_ids]
         ids = set(item_ids)
         triplets = [t for t in self.triplets if t.reference_id in ids and t.target_id in ids]
-        return Catalogue(name or self.name, items, self.report, triplets, self.attribute_names)
+        return Catalogue(name or self.name, items, self.report, triplets, self.attribute_names, self.match_attributes)
 
     def attribute_values(self, attribute: str) -> list[str]:
         """Sorted distinct values of one attribute."""
@@ -370,4 +379,4 @@ class Catalogue(Sequence[Item]):
             kept.append(item)
         ids = {item.item_id for item in kept}
         triplets = [t for t in self.triplets if t.reference_id in ids and t.target_id in ids]
-        return Catalogue(self.name, kept, self.report, triplets, self.attribute_names)
+        return Catalogue(self.name, kept, self.report, triplets, self.attribute_names, self.match_attributes)

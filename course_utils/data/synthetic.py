@@ -309,7 +309,7 @@ def _build_catalogue(records: list[dict], pixels: np.ndarray, config: SyntheticC
         split_items = [item for item in items if item.split == split]
         triplets += composition_triplets(split_items, seed=config.seed * 10 + SPLIT_SEED_OFFSET[split])
     report = LoadReport(dataset="synthetic", rows_read=len(items))
-    return Catalogue("synthetic", items, report, triplets, ATTRIBUTE_ORDER)
+    return Catalogue("synthetic", items, report, triplets, ATTRIBUTE_ORDER, match_attributes=("category", "colour"))
 
 
 @register_catalogue("synthetic")

@@ -35,6 +35,7 @@ TRIPLET_MARGIN = 0.3  # CRL's SOLVER.MARGIN
 DEFAULT_CONDITIONS = {
     "synthetic": list(ATTRIBUTE_ORDER),
     "fashion-product-small": ["articleType", "baseColour", "season", "usage", "gender"],
+    "deepfashion-multimodal": ["category", "sleeve_length", "neckline", "upper_fabric", "upper_pattern"],
 }
 
 

@@ -27,12 +27,16 @@ from ..data.triplets import attribute_swap_triplets, fashion200k_phrase
 from ..losses import composed_classification_loss, soft_triplet_loss
 from ..metrics import composed_recall, mean_chance_recall
 
+#: DeepFashion-MultiModal has no colour labels and no triplets: its composed queries swap the top's pattern ("replace
+#: striped with floral") between photos of the same gender and shop category.
+PATTERN_SWAP, PATTERN_SWAP_WITHIN = "upper_pattern", ("gender", "category")
 #: How a gallery item matches a query's target, per dataset: ``"attributes"`` (all attributes equal),
 #: ``"caption"`` (same first caption), ``"item"`` (the target itself) or a tuple of attribute names.
 DEFAULT_MATCH: dict[str, str | tuple[str, ...]] = {
     "synthetic": "attributes",
     "fashion200k": "caption",
     "fashion-product-small": ("articleType", "gender", "baseColour"),
+    "deepfashion-multimodal": PATTERN_SWAP_WITHIN + (PATTERN_SWAP,),
     "fashioniq": "item",
 }
 
@@ -251,12 +255,18 @@ def composed_triplets(
     - ``fashion200k``: the TIRG test queries; training triplets from captions differing in one word.
     - ``fashion-product-small``: the loader's test colour swaps; training colour swaps built the same way
       (within ``articleType`` and ``gender``) on the train split.
+    - ``deepfashion-multimodal``: pattern swaps of the top (:data:`PATTERN_SWAP`) on each split.
     """
     if dataset == "fashion200k":
         return caption_swap_triplets(train.items, seed), list(test.triplets)
     if dataset == "fashion-product-small":
         swaps = attribute_swap_triplets(train.items, "baseColour", ("articleType", "gender"), seed)
         return swaps, list(test.triplets)
+    if dataset == "deepfashion-multimodal":
+        return (
+            attribute_swap_triplets(train.items, PATTERN_SWAP, PATTERN_SWAP_WITHIN, seed),
+            attribute_swap_triplets(test.items, PATTERN_SWAP, PATTERN_SWAP_WITHIN, seed),
+        )
     return list(train.triplets), list(test.triplets)
 
 

@@ -15,14 +15,16 @@ photos. This recipe pretrains a course CLIP from random initialisation on a real
   identical description) is a positive in :func:`~course_utils.losses.multi_positive_contrastive_loss`, never a
   negative (:func:`caption_positives`);
 * **attributes taught** — a second term of the same loss, weighted ``attribute_weight``, whose positives also
-  include every pair of items with the same article type and colour (:func:`attribute_positives`): a query for
-  "black t-shirt" should rank every black t-shirt above a blue one, not only its own item (measured on 2 seeds in
-  ``benchmarks/README.md``: it raises attribute-match and exact-item recall alike).
+  include every pair of items of the same kind (the catalogue's ``match_attributes``: article type and colour in
+  Fashion Product Images; :func:`attribute_positives`): a query for "black t-shirt" should rank every black t-shirt
+  above a blue one, not only its own item (measured over seeds in ``benchmarks/README.md``: it raises
+  attribute-match and exact-item recall alike).
 
 The weights are cached through ``course_utils.cache`` keyed by model config, data fingerprint and recipe. The
 evaluation (:func:`evaluate_photo_retrieval`) uses items training never sees (:func:`held_out_gallery`) with
-product titles as queries, and reports exact-item recall, recall where any item of identical title counts
-(:func:`title_aware_recall`), attribute-match recall and the chance level of each.
+product titles as queries (descriptions in a catalogue without titles, such as DeepFashion-MultiModal), and
+reports exact-item recall, recall where any item of identical title counts (:func:`title_aware_recall`),
+attribute-match recall and the chance level of each.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 
 from ..cache import artifact_key, artifact_path, cached_artifact
 from ..data.adapters import ImageTextDataset
-from ..data.records import Catalogue, CorruptImage
+from ..data.records import Catalogue, CorruptImage, Item
 from ..embed import encode_images, encode_texts
 from ..losses import multi_positive_contrastive_loss
 from ..metrics import (
@@ -53,7 +55,6 @@ from ..seeding import seed_everything
 from ..train import TrainConfig, clamp_logit_scale, contrastive_batch_loss, fit
 
 TITLE, DESCRIPTION = "title", "description"
-MATCH_ATTRIBUTES = ("articleType", "baseColour")  # attribute-match recall: same article type and colour
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class PhotoRecipe:
     crop_scale: float = 0.7  # random resized crops keep at least this share of the image area
     flip: bool = True  # random horizontal flips
     multi_positive: bool = True  # identical captions in a batch are positives (False: plain CLIP loss)
-    attribute_weight: float = 1.0  # weight of a second loss whose positives also share MATCH_ATTRIBUTES (0: none)
+    attribute_weight: float = 1.0  # weight of a second loss whose positives also share match_attributes (0: none)
 
     def __post_init__(self):
         if not 0.0 <= self.description_rate <= 1.0:
@@ -220,11 +221,22 @@ def caption_positives(catalogue: Catalogue, indices: Sequence[int], texts: Seque
     return torch.tensor([[text in captions for text in texts] for captions in caption_sets], dtype=torch.bool)
 
 
+def required_match_attributes(catalogue: Catalogue) -> tuple[str, ...]:
+    """The catalogue's ``match_attributes``; ``ValueError`` naming the catalogue when its loader declares none."""
+    if not catalogue.match_attributes:
+        raise ValueError(
+            f"catalogue {catalogue.name!r} declares no match_attributes (the attributes two items of the same kind "
+            "share, e.g. article type and colour); pass match_attributes=... to Catalogue in its loader"
+        )
+    return catalogue.match_attributes
+
+
 def attribute_positives(
-    catalogue: Catalogue, indices: Sequence[int], attributes: Sequence[str] = MATCH_ATTRIBUTES
+    catalogue: Catalogue, indices: Sequence[int], attributes: Sequence[str] | None = None
 ) -> torch.Tensor:
     """``(B, B) bool``: items ``indices[i]`` and ``indices[j]`` have the same value of every one of ``attributes``
-    (an item missing one of them matches only itself)."""
+    (default: the catalogue's ``match_attributes``); an item missing one of them matches only itself."""
+    attributes = required_match_attributes(catalogue) if attributes is None else attributes
     keys = []
     for position, index in enumerate(indices):
         values = catalogue[int(index)].attributes
@@ -348,6 +360,13 @@ def pretrained_photo_clip(
 # --- evaluation ---------------------------------------------------------------------------------------------------
 
 
+def query_caption(item: Item) -> str:
+    """The text an item is searched by: its title, or its first caption when it has none (DeepFashion-MultiModal
+    has only descriptions)."""
+    titles = item.captions_of(TITLE)
+    return titles[0] if titles else item.captions[0]
+
+
 def title_aware_recall(
     similarity: torch.Tensor, titles: Sequence[str], ks: Sequence[int] = (1, 5, 10)
 ) -> dict[str, dict[int, float]]:
@@ -373,22 +392,22 @@ def evaluate_photo_retrieval(
 
     Returns:
         ``{"exact R@K", "same-title R@K", "attribute-match R@K", "chance exact R@K", "chance same-title R@K",
-        "chance attribute-match R@K"}`` for each K; attribute match means the same ``articleType`` and
-        ``baseColour`` as the query's item.
+        "chance attribute-match R@K"}`` for each K; attribute match means the same values of the gallery's
+        ``match_attributes`` as the query's item (``articleType`` and ``baseColour`` in Fashion Product Images).
+        In a catalogue without titles the queries are the descriptions (:func:`query_caption`).
     """
-    titles = [item.caption(TITLE) for item in gallery]
+    titles = [query_caption(item) for item in gallery]
     images = encode_images(bundle, gallery, progress=False)
     queries = encode_texts(bundle, titles, progress=False)
     similarity = queries @ images.T
     recalls = title_aware_recall(similarity, titles, ks)
-    attributes = [
-        {name: item.attributes[name] for name in MATCH_ATTRIBUTES if name in item.attributes} for item in gallery
-    ]
-    recalls["attribute-match"] = attribute_match_recall(similarity, attributes, attributes, ks, MATCH_ATTRIBUTES)
+    match = required_match_attributes(gallery)
+    attributes = [{name: item.attributes[name] for name in match if name in item.attributes} for item in gallery]
+    recalls["attribute-match"] = attribute_match_recall(similarity, attributes, attributes, ks, match)
     relevant_counts = {
         "exact": [1] * len(gallery),
         "same title": same_value_mask(titles, titles).sum(dim=1).tolist(),
-        "attribute-match": attribute_match_counts(attributes, attributes, MATCH_ATTRIBUTES),
+        "attribute-match": attribute_match_counts(attributes, attributes, match),
     }
     record = {}
     for name, by_k in recalls.items():

@@ -45,6 +45,8 @@ def deepfashion_root(tmp_path):
 def test_items_captions_and_readable_attributes(deepfashion_root):
     catalogue = load_deepfashion_multimodal(deepfashion_root)
     assert catalogue.ids == [DRESS_FRONT, DRESS_SIDE, JEANS]
+    assert catalogue.match_attributes == ("gender", "category")  # the same kind of product: no colour labels
+    assert catalogue.subset([JEANS]).match_attributes == ("gender", "category")
     dress = catalogue.by_id(DRESS_FRONT)
     assert dress.captions == ("The lady wears a long-sleeve cotton dress with a round neckline.",)
     assert dress.caption_styles == ("description",)

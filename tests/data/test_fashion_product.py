@@ -33,6 +33,7 @@ def test_sample_loads_every_row(fashion_product_sample):
     assert first.image_path == fashion_product_sample / "images" / "1855.jpg"
     splits = Counter(item.split for item in catalogue)
     assert sum(splits.values()) == 5000 and splits["train"] > splits["test"] > splits["val"] > 0
+    assert catalogue.split("test").match_attributes == ("articleType", "baseColour")  # the same kind of product
 
 
 def test_sample_triplets_swap_colour_within_article_and_gender(fashion_product_sample):

@@ -43,6 +43,7 @@ def test_splits_are_disjoint_and_sized(small_catalogue):
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             assert not ids[a] & ids[b]
+    assert small_catalogue.split("test").match_attributes == ("category", "colour")  # the same kind of garment
 
 
 def test_captions_say_what_the_attributes_are(small_catalogue):

@@ -8,6 +8,7 @@ import torch
 from course_utils.data import Catalogue, CompositionTriplet, Item, load_catalogue
 from course_utils.models.compositors import make_compositor
 from course_utils.tasks.composed import (
+    DEFAULT_MATCH,
     TripletFeatureDataset,
     caption_swap_triplets,
     chance_composed_recall,
@@ -144,6 +145,25 @@ def test_fashion_product_training_triplets_are_colour_swaps_on_the_train_split()
         old, new = t.changed["baseColour"]
         assert train.by_id(t.reference_id).attributes["baseColour"] == old != new
         assert train.by_id(t.target_id).attributes["baseColour"] == new
+
+
+def test_deepfashion_triplets_swap_the_tops_pattern_within_gender_and_category_on_each_split():
+    """DeepFashion-MultiModal ships no triplets and no colours: both splits get pattern swaps, and a target
+    matches when gender, category and the new pattern agree."""
+
+    def photo(item_id, split, pattern, category="Tees_Tanks"):
+        return _item(item_id, split=split, gender="women", category=category, upper_pattern=pattern)
+
+    train = Catalogue(
+        "df/train",
+        [photo("a", "train", "striped"), photo("b", "train", "floral"), photo("c", "train", "floral", "Dresses")],
+    )
+    test = Catalogue("df/test", [photo("d", "test", "graphic"), photo("e", "test", "pure color")])
+    train_triplets, test_triplets = composed_triplets(train, test, "deepfashion-multimodal", seed=0)
+    assert {(t.reference_id, t.target_id) for t in train_triplets} == {("a", "b"), ("b", "a")}  # never the dress
+    assert {(t.reference_id, t.target_id) for t in test_triplets} == {("d", "e"), ("e", "d")}
+    assert all(t.modification.startswith("replace ") for t in train_triplets + test_triplets)
+    assert DEFAULT_MATCH["deepfashion-multimodal"] == ("gender", "category", "upper_pattern")
 
 
 def _unit_rows(seed: int, rows: int = 5, dim: int = 8) -> torch.Tensor:

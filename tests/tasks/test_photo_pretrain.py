@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from course_utils.data.fashion_product import MATCH_ATTRIBUTES
 from course_utils.data.records import ArrayImage, Catalogue, Item
 from course_utils.embed import weights_digest
 from course_utils.tasks import photo_pretrain as photo
@@ -33,7 +34,7 @@ def photo_catalogue(n: int = 36, n_train: int = 24) -> Catalogue:
                 str(1000 + i), (title, description), ("title", "description"), attributes, split, ArrayImage(pixels, i)
             )
         )
-    return Catalogue("photos", items)
+    return Catalogue("photos", items, match_attributes=MATCH_ATTRIBUTES)
 
 
 def test_held_out_gallery_is_disjoint_from_train_and_deterministic():
@@ -114,8 +115,32 @@ def test_attribute_positives_pair_items_of_the_same_article_type_and_colour():
     # items 0 and 9 are red t-shirts (another title each), 3 red shoes, 1 a blue t-shirt
     expected = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
     assert torch.equal(photo.attribute_positives(catalogue, [0, 9, 3, 1]), expected)
-    colourless = Catalogue("colourless", [replace(item, attributes={"articleType": "Tshirts"}) for item in catalogue])
+    colourless = Catalogue(
+        "colourless",
+        [replace(item, attributes={"articleType": "Tshirts"}) for item in catalogue],
+        match_attributes=MATCH_ATTRIBUTES,
+    )
     assert torch.equal(photo.attribute_positives(colourless, [0, 9, 3]), torch.eye(3, dtype=torch.bool))
+    by_article = photo.attribute_positives(catalogue, [0, 9, 3, 1], attributes=("articleType",))
+    assert by_article[0, 3] and not by_article[0, 2]  # another rule of "the same kind": t-shirts of any colour
+    with pytest.raises(ValueError, match="catalogue 'undeclared' declares no match_attributes"):
+        photo.attribute_positives(Catalogue("undeclared", list(catalogue)), [0, 9])
+
+
+def test_a_catalogue_without_titles_is_searched_by_its_descriptions(isolated_cache):
+    """DeepFashion-MultiModal has descriptions only: they are the queries, and its own match attributes count."""
+    titled = photo_catalogue()
+    untitled = Catalogue(
+        "descriptions-only",
+        [replace(item, captions=item.captions[1:], caption_styles=("description",)) for item in titled],
+        match_attributes=("gender",),
+    )
+    assert photo.query_caption(titled[5]) == titled[5].captions[0]
+    assert photo.query_caption(untitled[5]) == titled[5].captions[1]
+    bundle = photo.pretrained_photo_clip(untitled, QUICK, use_cache=False, progress=False)
+    record = photo.evaluate_photo_retrieval(bundle, photo.held_out_gallery(untitled, size=12), ks=(1, 10))
+    assert record["chance attribute-match R@1"] == 1.0  # every item is "Men": any result matches
+    assert record["attribute-match R@1"] == 1.0
 
 
 def test_attribute_term_adds_the_loss_whose_positives_share_attributes():
