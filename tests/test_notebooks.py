@@ -85,12 +85,17 @@ def test_the_real_profile_runs_every_notebook_on_the_sample_and_its_lessons_hold
 
 
 # Drawn garments in DeepFashion-MultiModal's layout (tests/deepfashion_layout.py): the dataset is not on these
-# machines, so this checks that every notebook runs through its loader (descriptions only, its own labels), not
-# that the lessons hold on its photos.
+# machines, so this checks that the notebooks run through its loader (descriptions only, its own labels), not that
+# the lessons hold on its photos. It runs the notebooks that read a dataset's conventions: 01 (the photo pretraining,
+# the same kind of product), 05 (conditions, descriptor words), 06 (triplets) and 07 (the demo's condition), with 02's
+# fine-tuning inside them. 02-04 read none (all seven ran on such a folder, 2,018 images, on 2026-12-04); leaving
+# them out saves about two of this test's five minutes of the suite's budget. 600 products: 01's R@10 was 5.7x
+# chance; with 400 it was 2.5x.
 DEEPFASHION_PRODUCTS = 600
+DEEPFASHION_NOTEBOOKS = ("01", "05", "06", "07")
 
 
-def test_the_real_profile_runs_every_notebook_on_the_deepfashion_multimodal_layout(monkeypatch):
+def test_the_real_profile_runs_the_notebooks_on_the_deepfashion_multimodal_layout(monkeypatch):
     out = REPO_ROOT / "outputs" / "real-ci-deepfashion"
     data = REPO_ROOT / "outputs" / "real-ci-deepfashion-data"
     if not (data / "captions.json").is_file():
@@ -100,10 +105,10 @@ def test_the_real_profile_runs_every_notebook_on_the_deepfashion_multimodal_layo
         monkeypatch,
         out,
         *("--profile", "real-ci", "--set", "dataset=deepfashion-multimodal", "--set", f"data_root={data}"),
-        *("--set", "condition=upper_pattern"),
+        *("--set", "condition=upper_pattern", "--only", ",".join(DEEPFASHION_NOTEBOOKS)),
     )
     metrics = read_records(out / "results")
-    assert sorted(metrics) == ["01", "02", "03", "04", "05", "06", "07"]
+    assert tuple(sorted(metrics)) == DEEPFASHION_NOTEBOOKS
     for path in (out / "results").glob("[0-9][0-9]_*.json"):
         parameters = json.loads(path.read_text())["parameters"]
         assert parameters["dataset"] == "deepfashion-multimodal" and parameters["pretrained"] == "photo"

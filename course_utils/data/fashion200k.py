@@ -28,6 +28,8 @@ from .registry import register_catalogue
 from .triplets import fashion200k_phrase
 
 DATASET = "fashion200k"
+# The same kind of product: the same category and shop subcategory (e.g. dress, casual_and_day_dresses).
+MATCH_ATTRIBUTES = ("category", "subcategory")
 FASHION200K_SPLITS = ("train", "test")
 LABEL_SUFFIX = "_detect_all.txt"
 LAYOUT = (
@@ -173,5 +175,5 @@ def load_fashion200k(
         triplets = read_test_queries(queries_path, items, report)
     elif "test" in splits:
         report.skip("test_queries.txt missing (no composition triplets; get it from github.com/google/tirg)")
-    catalogue = Catalogue(DATASET, list(items.values()), report, triplets)
+    catalogue = Catalogue(DATASET, list(items.values()), report, triplets, match_attributes=MATCH_ATTRIBUTES)
     return catalogue.drop_unreadable_images() if verify_images else catalogue

@@ -162,4 +162,4 @@ def load_fashioniq(
             split_items = read_split_items(root, category, split, images, report)
             items += split_items
             triplets += read_triplets(root, category, split, {item.item_id for item in split_items}, report)
-    return Catalogue(DATASET, items, report, triplets, attribute_names=("category",))
+    return Catalogue(DATASET, items, report, triplets, attribute_names=("category",), match_attributes=("category",))

@@ -56,6 +56,7 @@ def test_items_splits_and_attributes(fashion200k_root):
         "words": "black and white sleeveless dress",
     }  # fmt: skip
     assert catalogue.by_id(RED_SKIRT).attributes["category"] == "skirt"
+    assert catalogue.match_attributes == ("category", "subcategory")
     assert sleeveless.image_path == fashion200k_root / SLEEVELESS
 
 

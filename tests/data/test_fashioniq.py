@@ -14,7 +14,7 @@ def test_dress_counts_match_provenance(fashioniq_sample):
     assert len(catalogue.split("train")) == 11_452 and len(catalogue.split("val")) == 3_817
     assert len(catalogue.split("train").triplets) == 5_985 and len(catalogue.split("val").triplets) == 2_017
     assert all(triplet.style == "fashioniq" and triplet.changed == {} for triplet in catalogue.triplets)
-    assert catalogue.attribute_values("category") == ["dress"]
+    assert catalogue.attribute_values("category") == ["dress"] and catalogue.match_attributes == ("category",)
     first = catalogue.triplets[0]  # the first entry of cap.dress.train.json
     assert (first.reference_id, first.target_id) == ("dress/B003FGW7MK", "dress/B008BHCT58")
     assert first.modification == "is solid black with no sleeves and is black with straps"
