@@ -53,7 +53,6 @@ def write_deepfashion_multimodal(root: Path, catalogue: Catalogue) -> list[str]:
     (root / "labels" / "shape").mkdir(parents=True)
     (root / "labels" / "texture").mkdir(parents=True)
     captions, shape_lines, fabric_lines, pattern_lines = {}, [], [], []
-    shape_codes = dict(SHAPE_COLUMNS)
     for number, item in enumerate(catalogue):
         attributes = item.attributes
         if attributes["category"] not in CATEGORIES:
@@ -74,9 +73,8 @@ def write_deepfashion_multimodal(root: Path, catalogue: Catalogue) -> list[str]:
         fabric_codes = [code_of(FABRIC, "NA")] * 3
         pattern_codes = [code_of(PATTERN, "NA")] * 3
         fabric_codes[garment], pattern_codes[garment] = code_of(FABRIC, fabric), code_of(PATTERN, pattern)
-        shape = [code_of(names, "NA") for _, names in SHAPE_COLUMNS]
-        shape[0] = code_of(shape_codes["sleeve_length"], sleeve)
-        shape[9] = code_of(shape_codes["neckline"], neckline)
+        shape_values = {"sleeve_length": sleeve, "neckline": neckline}  # every other shape label: NA
+        shape = [code_of(names, shape_values.get(column, "NA")) for column, names in SHAPE_COLUMNS]
         image = item.image
         for view, picture in (("01_1_front", image), ("02_2_side", ImageOps.mirror(image))):
             name = f"{product}-{view}.jpg"
