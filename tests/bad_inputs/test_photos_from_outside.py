@@ -41,14 +41,15 @@ def test_the_exif_orientation_is_applied(orientation, size, red_corner):
     assert red > 200 and green < 60
 
 
-def test_transparency_is_laid_on_white_not_dropped():
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_transparency_is_laid_on_white_not_dropped(fmt):
     """Fully transparent pixels hide black here: a plain convert("RGB") would put the garment on black."""
     pixels = np.zeros((8, 8, 4), np.uint8)
     pixels[:4, :, :] = (200, 0, 0, 255)  # opaque red top half; the bottom half is transparent black
     pixels[4:, :4, :] = (0, 0, 255, 128)  # half-transparent blue in the bottom-left quarter
     cut_out = Image.fromarray(pixels, "RGBA")
     assert cut_out.convert("RGB").getpixel((6, 6)) == (0, 0, 0)
-    decoded = decode_image(encoded(cut_out, "PNG"), "cut-out.png")
+    decoded = decode_image(encoded(cut_out, fmt, lossless=True), f"cut-out.{fmt.lower()}")
     assert decoded.mode == "RGB"
     assert decoded.getpixel((6, 6)) == (255, 255, 255)
     assert decoded.getpixel((2, 2)) == (200, 0, 0)
