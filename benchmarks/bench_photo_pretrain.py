@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop-scale", type=float, default=photo.PHOTO_RECIPE.crop_scale)
     parser.add_argument("--no-flip", action="store_true", help="no horizontal flips")
     parser.add_argument(
+        "--contiguous", action="store_true", help="image tower in the default memory layout, not channels-last"
+    )
+    parser.add_argument(
         "--attribute-weight",
         type=float,
         default=photo.PHOTO_RECIPE.attribute_weight,
@@ -224,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         description_rate=args.description_rate,
         crop_scale=args.crop_scale,
         flip=not args.no_flip,
+        channels_last=not args.contiguous,
         multi_positive=not args.plain_clip,
         attribute_weight=args.attribute_weight,
     )

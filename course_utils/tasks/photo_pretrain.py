@@ -71,6 +71,7 @@ class PhotoRecipe:
     flip: bool = True  # random horizontal flips
     multi_positive: bool = True  # identical captions in a batch are positives (False: plain CLIP loss)
     attribute_weight: float = 1.0  # weight of a second loss whose positives also share match_attributes (0: none)
+    channels_last: bool = True  # the image tower's conv weights in channels-last layout (see pretrained_photo_clip)
 
     def __post_init__(self):
         if not 0.0 <= self.description_rate <= 1.0:
@@ -315,6 +316,11 @@ def pretrained_photo_clip(
     path = artifact_path("photo-clip", photo_key_parts(train, recipe), prefix=recipe.model)
     seed_everything(recipe.train.seed)
     model, preprocess, tokenizer = create_course_clip(recipe.model, device, recipe.image_size)
+    if recipe.channels_last:
+        # oneDNN's convolutions run about a fifth faster per training step on CPU with the weights (and so the
+        # activations) laid out channels-last; the same model and maths, rounded differently, hence a recipe field.
+        # Set before the weights are trained or loaded, so a cached model computes exactly as a fresh one.
+        model.visual.to(memory_format=torch.channels_last)
 
     key = artifact_key(path)
 

@@ -203,6 +203,21 @@ def test_pretraining_is_cached_deterministic_and_evaluated(isolated_cache, monke
     assert record["attribute-match R@10"] >= record["exact R@10"]
 
 
+def test_the_image_tower_trains_and_loads_channels_last(isolated_cache):
+    catalogue = photo_catalogue()
+    fresh = photo.pretrained_photo_clip(catalogue, QUICK, progress=False)
+    cached = photo.pretrained_photo_clip(catalogue, QUICK, progress=False)
+    for bundle in (fresh, cached):
+        convolutions = [p for p in bundle.model.visual.parameters() if p.dim() == 4]
+        assert convolutions and all(p.is_contiguous(memory_format=torch.channels_last) for p in convolutions)
+    images = torch.stack([cached.preprocess(item.image) for item in catalogue.items[:4]])
+    with torch.inference_mode():
+        assert torch.equal(fresh.encode_images(images), cached.encode_images(images))  # a cache hit computes alike
+    default_layout = replace(QUICK, channels_last=False)
+    contiguous = photo.pretrained_photo_clip(catalogue, default_layout, use_cache=False, progress=False)
+    assert all(p.is_contiguous() for p in contiguous.model.visual.parameters())
+
+
 def test_plain_clip_loss_and_vit_tower_also_train_with_evaluations(isolated_cache):
     catalogue = photo_catalogue()
     recipe = replace(
@@ -231,6 +246,7 @@ def test_cache_key_follows_data_and_recipe():
     assert photo.photo_key_parts(train, replace(QUICK, description_rate=0.5)) != key
     assert photo.photo_key_parts(train, replace(QUICK, attribute_weight=QUICK.attribute_weight + 1)) != key
     assert photo.photo_key_parts(train, replace(QUICK, model="photo-clip-regnetx002")) != key
+    assert photo.photo_key_parts(train, replace(QUICK, channels_last=False)) != key
     assert photo.photo_key_parts(train.subset(train.ids[:10]), QUICK) != key
 
 
