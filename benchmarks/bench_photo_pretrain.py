@@ -88,13 +88,15 @@ def goals_verdict(row: dict) -> str:
 
 
 def final_row(run: dict) -> dict:
-    """A kept run's last evaluation, with what distinguishes the run (seed, attribute weight, threads)."""
-    arguments, conditions = run["arguments"], run["conditions"]
+    """A kept run's last evaluation, with what distinguishes the run (seed, attribute weight, image tower's memory
+    layout, threads)."""
+    arguments, conditions = recipe_arguments(run), run["conditions"]
     return {
         "date (UTC)": conditions["date_utc"],
         "commit": conditions["commit"],
         "seed": arguments["seed"],
         "W": arguments["attribute_weight"],
+        "layout": "channels-last" if arguments["channels_last"] else "contiguous",
         "threads": conditions["torch_threads"],
         "load before/after": "/".join(f"{load:.2f}" for load in conditions["load_average_before_after"]),
         "CPU steal": bench_records.cpu_steal(conditions) or "",
@@ -103,14 +105,18 @@ def final_row(run: dict) -> dict:
     }
 
 
+def recipe_arguments(run: dict) -> dict:
+    """A kept run's arguments; runs kept before ``--channels-last`` existed trained contiguous."""
+    return {"channels_last": False, **run["arguments"]}
+
+
 def runs_differ_only_in_attribute_weight(run: dict, other: dict) -> bool:
     """Two runs of one seed and data whose recipes differ in nothing but the attribute weight, on the same CPU model and
     library versions (another machine trains other weights from the same seed; records kept before the conditions
     named them match only each other)."""
     ignored = ("attribute_weight", "eval_every_epochs", "threads")
-    same_recipe = all(
-        value == other["arguments"].get(name) for name, value in run["arguments"].items() if name not in ignored
-    )
+    arguments, other_arguments = recipe_arguments(run), recipe_arguments(other)
+    same_recipe = all(value == other_arguments.get(name) for name, value in arguments.items() if name not in ignored)
     return same_recipe and all(
         run["conditions"].get(key) == other["conditions"].get(key) for key in ("cpu", "libraries")
     )
@@ -185,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop-scale", type=float, default=photo.PHOTO_RECIPE.crop_scale)
     parser.add_argument("--no-flip", action="store_true", help="no horizontal flips")
     parser.add_argument(
-        "--contiguous", action="store_true", help="image tower in the default memory layout, not channels-last"
+        "--channels-last", action="store_true", help="image tower's convolution weights channels-last (faster on CPU)"
     )
     parser.add_argument(
         "--attribute-weight",
@@ -227,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         description_rate=args.description_rate,
         crop_scale=args.crop_scale,
         flip=not args.no_flip,
-        channels_last=not args.contiguous,
+        channels_last=args.channels_last,
         multi_positive=not args.plain_clip,
         attribute_weight=args.attribute_weight,
     )

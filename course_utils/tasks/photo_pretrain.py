@@ -71,7 +71,9 @@ class PhotoRecipe:
     flip: bool = True  # random horizontal flips
     multi_positive: bool = True  # identical captions in a batch are positives (False: plain CLIP loss)
     attribute_weight: float = 1.0  # weight of a second loss whose positives also share match_attributes (0: none)
-    channels_last: bool = True  # the image tower's conv weights in channels-last layout (see pretrained_photo_clip)
+    # The image tower's conv weights channels-last (see pretrained_photo_clip): faster on CPU, other rounding. Off
+    # while the committed real-profile records (results/real/) are those of the contiguous layout.
+    channels_last: bool = False
 
     def __post_init__(self):
         if not 0.0 <= self.description_rate <= 1.0:
@@ -279,12 +281,18 @@ def multi_positive_batch_loss(
 # --- the cached pretraining ---------------------------------------------------------------------------------------
 
 
+#: Recipe fields added after models were cached, with the value that computes as before they existed: left out of
+#: the key at that value, so those caches still hit.
+LATER_RECIPE_FIELDS = {"channels_last": False}
+
+
 def photo_key_parts(train: Catalogue, recipe: PhotoRecipe) -> dict:
     """What the pretrained weights depend on: model config, data and recipe."""
+    fields = asdict(recipe)
     return {
         "model": json.loads(course_clip_config(recipe.model)),
         "data": train.fingerprint(),
-        "recipe": asdict(recipe),
+        "recipe": {name: value for name, value in fields.items() if LATER_RECIPE_FIELDS.get(name, ...) != value},
     }
 
 
