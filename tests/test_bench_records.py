@@ -354,8 +354,8 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
     ]
     text = bench.readme_section(runs)
     assert (
-        "| 2026-12-02 20:00 | abc1234 | 0 | 1 | contiguous | 2 | 0.20/1.40 |  | 10 | 13.00 | 0.100 | 0.300 | 0.630 "
-        "| 0.640 | 0.860 | yes |"
+        "| 2026-12-02 20:00 | abc1234 | 0 | 1 | contiguous | 2 | cpu | 0.20/1.40 |  | 10 | 13.00 | 0.100 | 0.300 "
+        "| 0.630 | 0.640 | 0.860 | yes |"
     ) in text
     assert "| 0.840 | no (attribute-match R@10) |" in text  # seed 1 misses the attribute-match goal
     assert (
@@ -377,6 +377,8 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
     assert bench.attribute_term_effects([channels_last, runs[1]]) == []  # another layout: other weights
     contiguous = {**runs[0], "arguments": {**runs[0]["arguments"], "channels_last": False}}  # named, as runs are now
     assert bench.attribute_term_effects([contiguous, runs[1]]) == bench.attribute_term_effects(runs[:2])
+    on_a_gpu = {**runs[0], "conditions": {**runs[0]["conditions"], "device": "NVIDIA H200"}}
+    assert bench.final_row(on_a_gpu)["goals met"] == "not judged (GPU)"  # the goals are for 2 CPU cores
     assert text.count("**Learning curve**") == 1 and "3,475 training photos" in text
     assert (
         "| 5 | 3.50 | 0.100 | 0.300 | 0.400 | 0.410 | 0.700 |" in text
