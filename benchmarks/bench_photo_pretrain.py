@@ -116,14 +116,15 @@ def recipe_arguments(run: dict) -> dict:
 
 
 def runs_differ_only_in_attribute_weight(run: dict, other: dict) -> bool:
-    """Two runs of one seed and data whose recipes differ in nothing but the attribute weight, on the same CPU model and
-    library versions (another machine trains other weights from the same seed; records kept before the conditions
-    named them match only each other)."""
+    """Two runs of one seed and data whose recipes differ in nothing but the attribute weight, on the same CPU model,
+    processor generation and instruction set (``cpu_signature``) and library versions (another machine trains other
+    weights from the same seed, also one whose model name is the same generic "AMD EPYC"; records kept before the
+    conditions named them match only each other)."""
     ignored = ("attribute_weight", "eval_every_epochs", "threads")
     arguments, other_arguments = recipe_arguments(run), recipe_arguments(other)
     same_recipe = all(value == other_arguments.get(name) for name, value in arguments.items() if name not in ignored)
     return same_recipe and all(
-        run["conditions"].get(key) == other["conditions"].get(key) for key in ("cpu", "libraries")
+        run["conditions"].get(key) == other["conditions"].get(key) for key in ("cpu", "cpu_signature", "libraries")
     )
 
 

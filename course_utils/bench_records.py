@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .findings import README, update_readme
 from .paths import REPO_ROOT
-from .results import cpu_model, library_versions
+from .results import cpu_model, cpu_signature, library_versions
 
 BENCH_RECORDS = REPO_ROOT / "results" / "bench"
 
@@ -97,9 +97,10 @@ class RunConditions:
         self.command = command_line(sys.argv)
 
     def finish(self, **extra) -> dict:
-        """``{"date_utc", "commit", "command", "machine", "cpu", "libraries", "load_average_before_after",
-        "cpu_steal_share", **extra}`` (``cpu_steal_share`` only where ``/proc/stat`` exists; ``cpu`` and
-        ``libraries``: :func:`course_utils.results.cpu_model` and :func:`~course_utils.results.library_versions`)."""
+        """``{"date_utc", "commit", "command", "machine", "cpu", "cpu_signature", "libraries",
+        "load_average_before_after", "cpu_steal_share", **extra}`` (``cpu_steal_share`` only where ``/proc/stat``
+        exists; ``cpu``, ``cpu_signature`` and ``libraries``: :func:`course_utils.results.cpu_model`,
+        :func:`~course_utils.results.cpu_signature` and :func:`~course_utils.results.library_versions`)."""
         steal = steal_share(self.ticks_before, cpu_ticks())
         return {
             "date_utc": self.date_utc,
@@ -107,6 +108,7 @@ class RunConditions:
             "command": self.command,
             "machine": machine_description(),
             "cpu": cpu_model(),
+            "cpu_signature": cpu_signature(),
             "libraries": library_versions(),
             "load_average_before_after": [round(self.load_before, 2), round(os.getloadavg()[0], 2)],
             **({} if steal is None else {"cpu_steal_share": round(steal, 3)}),

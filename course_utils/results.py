@@ -37,6 +37,28 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return platform.processor() or platform.machine()
 
 
+#: Instruction-set extensions that choose which kernels oneDNN and PyTorch run, hence how a computation rounds.
+KERNEL_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+GENERATION_FIELDS = (("family", "cpu family"), ("model", "model"), ("stepping", "stepping"))
+
+
+def cpu_signature(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """``"family 25 model 1 stepping 1; avx avx2 fma"``: which processor generation, and which of
+    :data:`KERNEL_FLAGS` it has (``/proc/cpuinfo``; ``None`` elsewhere). Hosts whose model name is the same generic
+    string (a cloud's "AMD EPYC") can be different processors that train different weights from one seed."""
+    if not cpuinfo.exists():
+        return None
+    fields: dict[str, str] = {}
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if not line.strip():
+            break  # the first processor's block is enough
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    generation = " ".join(f"{label} {fields.get(name, '?')}" for label, name in GENERATION_FIELDS)
+    return f"{generation}; {' '.join(flag for flag in KERNEL_FLAGS if flag in flags)}".rstrip("; ")
+
+
 def library_versions(names: Sequence[str] = NUMERIC_LIBRARIES) -> dict[str, str | None]:
     """Installed version of each distribution in ``names`` (``None`` when it is not installed), read from the
     package metadata without importing it."""

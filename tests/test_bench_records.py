@@ -372,6 +372,8 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
         "conditions": {**runs[0]["conditions"], "cpu": "AMD EPYC", "libraries": {"torch": "2.14.1"}},
     }
     assert bench.attribute_term_effects([elsewhere, runs[1]]) == []  # another machine trains other weights
+    another_host = {**runs[0], "conditions": {**runs[0]["conditions"], "cpu_signature": "family 25 model 17"}}
+    assert bench.attribute_term_effects([another_host, runs[1]]) == []  # same generic model name, other processor
     channels_last = {**runs[0], "arguments": {**runs[0]["arguments"], "channels_last": True}}
     assert bench.final_row(channels_last)["layout"] == "channels-last"
     assert bench.attribute_term_effects([channels_last, runs[1]]) == []  # another layout: other weights

@@ -10,6 +10,7 @@ from course_utils.results import (
     aggregate_seeds,
     build_report,
     cpu_model,
+    cpu_signature,
     library_versions,
     parse_timing_key,
     read_results,
@@ -50,6 +51,20 @@ def test_the_environment_names_the_cpu_model_and_each_librarys_version(tmp_path)
     assert cpu_model(tmp_path / "absent")  # elsewhere: platform's processor or the architecture
     versions = library_versions(["numpy", "pandas", "no-such-distribution-here"])
     assert versions == {"numpy": np.__version__, "pandas": pd.__version__, "no-such-distribution-here": None}
+
+
+def test_the_cpu_signature_tells_apart_processors_of_one_generic_model_name(tmp_path):
+    def cpuinfo(name: str, family: int, model: int, flags: str):
+        block = f"processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+        path = tmp_path / name
+        path.write_text(f"{block}stepping\t: 1\nflags\t\t: fpu sse avx avx2 fma {flags}\n\n{block}")
+        return path
+
+    milan = cpu_signature(cpuinfo("milan", 25, 1, ""))
+    genoa = cpu_signature(cpuinfo("genoa", 25, 17, "avx512f avx512_bf16 avx512_vnni"))
+    assert milan == "family 25 model 1 stepping 1; avx avx2 fma"
+    assert genoa == "family 25 model 17 stepping 1; avx avx2 fma avx512f avx512_bf16 avx512_vnni"
+    assert cpu_signature(tmp_path / "absent") is None
 
 
 def _record(folder, stem, seed, metrics):
