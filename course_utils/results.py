@@ -121,6 +121,7 @@ def write_results(
             "python": platform.python_version(),
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "cpu": cpu_model(),
+            "cpu_signature": cpu_signature(),  # one model name can be several processors (rounding differs)
             "libraries": library_versions(),  # torch's among them
         },
     }

@@ -37,6 +37,7 @@ def test_records_round_trip_and_report(tmp_path, monkeypatch):
     }
     environment = record["environment"]  # what the numbers depend on besides the code and the seeds
     assert environment["libraries"]["numpy"] == np.__version__ and environment["cpu"]
+    assert environment["cpu_signature"] == cpu_signature()
     write_results("02_demo", {"profile": "ci"}, {"r10": 0.7})
     assert [r["notebook"] for r in read_results()] == ["01_demo", "02_demo"]
     report = build_report().read_text()
