@@ -288,11 +288,15 @@ LATER_RECIPE_FIELDS = {"channels_last": False}
 
 def photo_key_parts(train: Catalogue, recipe: PhotoRecipe) -> dict:
     """What the pretrained weights depend on: model config, data and recipe."""
-    fields = asdict(recipe)
+    recipe_fields = {
+        name: value
+        for name, value in asdict(recipe).items()
+        if not (name in LATER_RECIPE_FIELDS and value == LATER_RECIPE_FIELDS[name])
+    }
     return {
         "model": json.loads(course_clip_config(recipe.model)),
         "data": train.fingerprint(),
-        "recipe": {name: value for name, value in fields.items() if LATER_RECIPE_FIELDS.get(name, ...) != value},
+        "recipe": recipe_fields,
     }
 
 
@@ -325,9 +329,10 @@ def pretrained_photo_clip(
     seed_everything(recipe.train.seed)
     model, preprocess, tokenizer = create_course_clip(recipe.model, device, recipe.image_size)
     if recipe.channels_last:
-        # oneDNN's convolutions run about a fifth faster per training step on CPU with the weights (and so the
-        # activations) laid out channels-last; the same model and maths, rounded differently, hence a recipe field.
-        # Set before the weights are trained or loaded, so a cached model computes exactly as a fresh one.
+        # oneDNN's convolutions run faster on CPU with the weights (and so the activations) laid out channels-last
+        # (a whole run gains less than one step: benchmarks/README.md › Memory layout); the same model and maths,
+        # rounded differently, hence a recipe field. Set before the weights are trained or loaded, so a cached model
+        # computes exactly as a fresh one.
         model.visual.to(memory_format=torch.channels_last)
 
     key = artifact_key(path)
