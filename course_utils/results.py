@@ -27,14 +27,21 @@ from .paths import outputs_dir
 NUMERIC_LIBRARIES = ("torch", "torchvision", "numpy", "pillow", "scikit-learn", "open_clip_torch", "timm", "faiss-cpu")
 
 
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The processor's model name (``/proc/cpuinfo``; elsewhere what ``platform`` knows, or the architecture)."""
+def first_processor_fields(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The ``name: value`` lines of the first processor in ``/proc/cpuinfo`` (empty where there is no such file)."""
+    fields: dict[str, str] = {}
     if cpuinfo.exists():
         for line in cpuinfo.read_text(errors="replace").splitlines():
+            if not line.strip():
+                break  # the other processors' blocks repeat it
             name, _, value = line.partition(":")
-            if name.strip() == "model name":
-                return value.strip()
-    return platform.processor() or platform.machine()
+            fields.setdefault(name.strip(), value.strip())
+    return fields
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The processor's model name (``/proc/cpuinfo``; elsewhere what ``platform`` knows, or the architecture)."""
+    return first_processor_fields(cpuinfo).get("model name") or platform.processor() or platform.machine()
 
 
 #: Instruction-set extensions that choose which kernels oneDNN and PyTorch run, hence how a computation rounds.
@@ -46,14 +53,9 @@ def cpu_signature(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     """``"family 25 model 1 stepping 1; avx avx2 fma"``: which processor generation, and which of
     :data:`KERNEL_FLAGS` it has (``/proc/cpuinfo``; ``None`` elsewhere). Hosts whose model name is the same generic
     string (a cloud's "AMD EPYC") can be different processors that train different weights from one seed."""
-    if not cpuinfo.exists():
+    fields = first_processor_fields(cpuinfo)
+    if not fields:
         return None
-    fields: dict[str, str] = {}
-    for line in cpuinfo.read_text(errors="replace").splitlines():
-        if not line.strip():
-            break  # the first processor's block is enough
-        name, _, value = line.partition(":")
-        fields.setdefault(name.strip(), value.strip())
     flags = set(fields.get("flags", "").split())
     generation = " ".join(f"{label} {fields.get(name, '?')}" for label, name in GENERATION_FIELDS)
     return f"{generation}; {' '.join(flag for flag in KERNEL_FLAGS if flag in flags)}".rstrip("; ")
