@@ -9,6 +9,7 @@ title counts, attribute-match R@10 (same articleType and baseColour) and the cha
     python benchmarks/bench_photo_pretrain.py [--data-root DIR] [--model photo-clip-resnet18] [--epochs 30]
         [--batch-size 256] [--lr 2e-3] [--image-size H W] [--attribute-weight 1.0] [--eval-every-epochs 5] [--threads 2]
     python benchmarks/bench_photo_pretrain.py --json results/bench/photo-pretrain/<time>.json   # keep the record
+    python benchmarks/bench_photo_pretrain.py --seed 1 --keep-model   # also cache the weights for make run-real
     python benchmarks/bench_photo_pretrain.py --readme   # benchmarks/README.md's tables from the kept records
 
 Goals (issue 14, 1,000-item held-out gallery, 2 cores): exact R@10 >= 0.50 and attribute-match R@10 >= 0.85
@@ -214,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (issue 14's goals: 2 CPU cores)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--keep-model",
+        action="store_true",
+        help="also cache the trained weights where the real profile looks for them (data/cache/photo-clip/): with "
+        "the real profile's recipe, make run-real then starts from them instead of training again",
+    )
     bench_records.add_record_options(parser, "benchmarks/README.md › bench_photo_pretrain.py")
     args = parser.parse_args(argv)
     if args.readme:
@@ -251,9 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"# data {args.data_root}: {len(train)} training items, held-out gallery {len(gallery)} (outside train)")
     print(f"# recipe {asdict(recipe)}")
+    cached = photo.photo_clip_path(train, recipe)
+    if args.keep_model and cached.exists():
+        parser.error(
+            f"--keep-model: {cached} already holds this recipe's weights, which would be loaded instead of trained "
+            "and timed; delete that file (or make clean-cache) to measure again, or drop --keep-model"
+        )
     evaluations = TimedEvaluations(gallery, args.eval_every_epochs, args.epochs)
     bundle = photo.pretrained_photo_clip(
-        catalogue, recipe, device=device, use_cache=False, progress=False, evaluate=evaluations
+        catalogue, recipe, device=device, use_cache=args.keep_model, progress=False, evaluate=evaluations
     )
     print(
         f"# training minutes {evaluations.training_minutes():.2f} (evaluations excluded), "

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -300,6 +301,11 @@ def photo_key_parts(train: Catalogue, recipe: PhotoRecipe) -> dict:
     }
 
 
+def photo_clip_path(train: Catalogue, recipe: PhotoRecipe) -> Path:
+    """Where the weights pretrained by ``recipe`` on the ``train`` split are cached (``data/cache/photo-clip/``)."""
+    return artifact_path("photo-clip", photo_key_parts(train, recipe), prefix=recipe.model)
+
+
 def pretrained_photo_clip(
     catalogue: Catalogue,
     recipe: PhotoRecipe = PHOTO_RECIPE,
@@ -325,7 +331,7 @@ def pretrained_photo_clip(
     """
     device = resolve_device(device)
     train = catalogue.split("train")
-    path = artifact_path("photo-clip", photo_key_parts(train, recipe), prefix=recipe.model)
+    path = photo_clip_path(train, recipe)
     seed_everything(recipe.train.seed)
     model, preprocess, tokenizer = create_course_clip(recipe.model, device, recipe.image_size)
     if recipe.channels_last:
