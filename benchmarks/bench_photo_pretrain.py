@@ -92,13 +92,14 @@ def goals_verdict(row: dict) -> str:
 
 
 def final_row(run: dict) -> dict:
-    """A kept run's last evaluation, with what distinguishes the run (seed, attribute weight, image tower's memory
-    layout, threads, device). Issue 14's goals are for 2 CPU cores: a run on a GPU is not judged against them."""
+    """A kept run's last evaluation, with what distinguishes the run (image tower, seed, attribute weight, the tower's
+    memory layout, threads, device). Issue 14's goals are for 2 CPU cores: a run on a GPU is not judged against them."""
     arguments, conditions = recipe_arguments(run), run["conditions"]
     device = conditions.get("device", "cpu")  # runs kept before --device existed ran on the CPU
     return {
         "date (UTC)": conditions["date_utc"],
         "commit": conditions["commit"],
+        "tower": arguments["model"].removeprefix("photo-clip-"),
         "seed": arguments["seed"],
         "W": arguments["attribute_weight"],
         "layout": "channels-last" if arguments["channels_last"] else "contiguous",

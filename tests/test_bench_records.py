@@ -336,6 +336,7 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
         return {
             "conditions": {**CONDITIONS, "torch_threads": 2},
             "arguments": {
+                "model": "photo-clip-resnet18",
                 "seed": seed,
                 "attribute_weight": weight,
                 "epochs": 22,
@@ -354,8 +355,8 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
     ]
     text = bench.readme_section(runs)
     assert (
-        "| 2026-12-02 20:00 | abc1234 | 0 | 1 | contiguous | 2 | cpu | 0.20/1.40 |  | 10 | 13.00 | 0.100 | 0.300 "
-        "| 0.630 | 0.640 | 0.860 | yes |"
+        "| 2026-12-02 20:00 | abc1234 | resnet18 | 0 | 1 | contiguous | 2 | cpu | 0.20/1.40 |  | 10 | 13.00 | 0.100 "
+        "| 0.300 | 0.630 | 0.640 | 0.860 | yes |"
     ) in text
     assert "| 0.840 | no (attribute-match R@10) |" in text  # seed 1 misses the attribute-match goal
     assert (
@@ -374,6 +375,9 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
     assert bench.attribute_term_effects([elsewhere, runs[1]]) == []  # another machine trains other weights
     another_host = {**runs[0], "conditions": {**runs[0]["conditions"], "cpu_signature": "family 25 model 17"}}
     assert bench.attribute_term_effects([another_host, runs[1]]) == []  # same generic model name, other processor
+    another_tower = {**runs[0], "arguments": {**runs[0]["arguments"], "model": "photo-clip-regnetx002"}}
+    assert bench.final_row(another_tower)["tower"] == "regnetx002"
+    assert bench.attribute_term_effects([another_tower, runs[1]]) == []  # another tower: not a pair
     channels_last = {**runs[0], "arguments": {**runs[0]["arguments"], "channels_last": True}}
     assert bench.final_row(channels_last)["layout"] == "channels-last"
     assert bench.attribute_term_effects([channels_last, runs[1]]) == []  # another layout: other weights

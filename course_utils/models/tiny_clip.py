@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 TINY_MODEL = "tiny-fashion-clip"
-PHOTO_MODELS = ("photo-clip-resnet18", "photo-clip-regnetx002")  # timm convolutional image towers, random init
+# timm convolutional image towers, random init (their training minutes and recalls: benchmarks/README.md)
+PHOTO_MODELS = ("photo-clip-resnet18", "photo-clip-resnet10t", "photo-clip-regnetx002")
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 
 

@@ -10,6 +10,7 @@ import torch
 from course_utils.data.fashion_product import MATCH_ATTRIBUTES
 from course_utils.data.records import ArrayImage, Catalogue, Item
 from course_utils.embed import weights_digest
+from course_utils.models.tiny_clip import PHOTO_MODELS, create_course_clip
 from course_utils.tasks import photo_pretrain as photo
 from course_utils.train import TrainConfig
 
@@ -144,8 +145,6 @@ def test_a_catalogue_without_titles_is_searched_by_its_descriptions(isolated_cac
 
 
 def test_attribute_term_adds_the_loss_whose_positives_share_attributes():
-    from course_utils.models.tiny_clip import create_course_clip
-
     catalogue = photo_catalogue()
     torch.manual_seed(0)
     model, preprocess, tokenizer = create_course_clip("photo-clip-resnet18")
@@ -238,6 +237,19 @@ def test_plain_clip_loss_and_vit_tower_also_train_with_evaluations(isolated_cach
     bundle = photo.pretrained_photo_clip(catalogue, recipe, use_cache=False, progress=False, evaluate=evaluate)
     assert len(bundle.history) == 2 and bundle.model.visual.image_size == (80, 64)
     assert len(seen) == 2 and seen[0] != seen[1] == weights_digest(bundle.model)  # after step 1 and at the end
+
+
+@pytest.mark.parametrize("model", PHOTO_MODELS)
+def test_every_photo_tower_embeds_photos_at_their_native_size(model):
+    clip, preprocess, tokenizer = create_course_clip(model)
+    items = photo_catalogue().items[:2]
+    images = torch.stack([preprocess(item.image) for item in items])
+    assert images.shape == (2, 3, 80, 60)  # the photos' own 80 x 60 pixels, not resized to a square
+    with torch.no_grad():
+        image_features = clip.encode_image(images)
+        text_features = clip.encode_text(tokenizer([item.captions[0] for item in items]))
+    assert image_features.shape == text_features.shape == (2, clip.text_projection.shape[1])
+    assert torch.isfinite(image_features).all() and torch.isfinite(text_features).all()
 
 
 def test_cache_key_follows_data_and_recipe():
