@@ -4,6 +4,7 @@ timed run's weights where the real profile looks for them, and never times a mod
 from dataclasses import replace
 
 import pytest
+import torch
 
 from course_utils.data.registry import load_catalogue
 from course_utils.tasks import photo_pretrain as photo
@@ -17,7 +18,8 @@ def test_keep_model_caches_the_timed_run_for_the_real_profile_and_refuses_to_tim
 ):
     bench = load_benchmark("bench_photo_pretrain")
     arguments = ["--data-root", str(fashion_product_sample), "--limit", str(ROWS), "--epochs", str(EPOCHS)]
-    arguments += ["--batch-size", str(BATCH), "--gallery", "50", "--threads", "1", "--keep-model"]
+    threads = str(torch.get_num_threads())  # the benchmark sets torch's thread count: leave it as the suite's
+    arguments += ["--batch-size", str(BATCH), "--gallery", "50", "--threads", threads, "--keep-model"]
     assert bench.main(arguments) == 0
     assert "| 1 |" in capsys.readouterr().out  # the run was trained, timed and evaluated
 
