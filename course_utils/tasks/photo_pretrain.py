@@ -62,7 +62,7 @@ TITLE, DESCRIPTION = "title", "description"
 class PhotoRecipe:
     """How the course CLIP is pretrained on real photos (every field is part of the cache key)."""
 
-    model: str = "photo-clip-resnet18"  # a config in models/model_configs/
+    model: str = "photo-clip-resnet10t"  # a config in models/model_configs/
     image_size: tuple[int, int] | None = None  # (height, width) input; None: the config's (80 x 60 for photo-clip-*)
     train: TrainConfig = field(  # its training minutes on 2 cores: benchmarks/README.md › bench_photo_pretrain.py
         default_factory=lambda: TrainConfig(epochs=22, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_steps=40)

@@ -186,7 +186,7 @@ def test_pretraining_is_cached_deterministic_and_evaluated(isolated_cache, monke
     catalogue = photo_catalogue()
     first = photo.pretrained_photo_clip(catalogue, QUICK, progress=False)
     assert len(first.history) == 2 and first.checkpoint_path.exists()
-    assert first.identity.startswith("open_clip:photo-clip-resnet18:photo-")
+    assert first.identity.startswith(f"open_clip:{QUICK.model}:photo-")
     again = photo.pretrained_photo_clip(catalogue, QUICK, use_cache=False, progress=False)
     assert [r["loss"] for r in again.history] == [r["loss"] for r in first.history]
 
