@@ -50,6 +50,9 @@ CORRECTED_SHARES = (0.25, 0.5, 0.75)  # shares of the label guess's mistakes rep
 MIN_PRODUCT_PIXELS = 20  # a photo with fewer non-background pixels has its colours read from every pixel
 GOAL = 0.20  # issue 14: re-ranking raises R@1 by at least 20 % relative
 RECORDS = bench_records.BENCH_RECORDS / "rerank"
+# The dual encoder's model config (notebook 03's real profile) in records kept before they named it: the profile's
+# image tower until 2026-12-04
+MODEL_BEFORE_RECORDED = "photo-clip-resnet18"
 README = Path(__file__).resolve().parent / "README.md"  # benchmarks/README.md
 README_MARKERS = ("<!-- bench-rerank:start -->", "<!-- bench-rerank:end -->")
 
@@ -491,7 +494,12 @@ def readme_section(runs: list[dict]) -> str:
     reached = sum(gain >= GOAL for gain in gains)
     return "\n\n".join(
         [
-            bench_records.run_heading(run, RECORDS, end=f"; matcher recipe {run['recipe']}, top-{run['rerank_k']}):"),
+            bench_records.run_heading(
+                run,
+                RECORDS,
+                end=f"; dual encoder {run.get('model', MODEL_BEFORE_RECORDED)}, matcher recipe {run['recipe']}, "
+                f"top-{run['rerank_k']}):",
+            ),
             f"Dual encoder R@1: train {dual['train']:.3f} (trained on), val {dual['val']:.3f}, test {dual['test']:.3f} "
             f"({run['test_items']:,} items). Its first item is wrong for {wrong:,} test queries; it differs from the "
             "query's item in " + ", ".join(f"{name} {count / wrong:.0%}" for name, count in mistakes.items()) + ".",
@@ -595,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "conditions": conditions.finish(torch_threads=torch.get_num_threads()),
         "arguments": bench_records.arguments(args),
+        "model": settings["model"],
         "recipe": recipe,
         "rerank_k": rerank_k,
         "dual_weights": list(DUAL_WEIGHTS),

@@ -408,7 +408,8 @@ def test_rerank_section_gives_the_dual_encoder_its_mistakes_and_each_arm_against
         ],
     }
     text = bench.readme_section([run])
-    assert "matcher recipe {'itm_epochs': 12}, top-20):" in text
+    assert "dual encoder photo-clip-resnet18, matcher recipe {'itm_epochs': 12}, top-20):" in text
+    assert "dual encoder photo-clip-resnet10t," in bench.readme_section([{**run, "model": "photo-clip-resnet10t"}])
     assert "train 0.437 (trained on), val 0.238, test 0.200 (996 items)" in text
     assert (
         "wrong for 800 test queries; it differs from the query's item in brand (first word of the title) 90%, "
