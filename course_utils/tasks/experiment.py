@@ -46,7 +46,7 @@ def load_experiment(
         data_root: folder of a real dataset.
         model, pretrained: see :func:`course_utils.models.load_clip`; ``"embedded"`` pretrains the tiny CLIP
             on the procedural catalogue (:func:`course_utils.tasks.pretrain.pretrained_tiny_clip`, cached);
-            ``"photo"`` pretrains ``model`` (e.g. ``"photo-clip-resnet18"``) from random initialisation on the
+            ``"photo"`` pretrains ``model`` (e.g. ``"photo-clip-resnet10t"``) from random initialisation on the
             real catalogue's ``train`` split (:func:`course_utils.tasks.photo_pretrain.pretrained_photo_clip`,
             cached).
         profile: ``"ci"`` or ``"full"`` — the procedural catalogue's size; ``"real"`` or ``"real-ci"`` — the
