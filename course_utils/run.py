@@ -31,13 +31,20 @@ from pathlib import Path
 
 from .paths import REPO_ROOT, outputs_dir
 from .results import aggregate_seeds, build_report, timing_key
+from .tasks.photo_pretrain import PHOTO_RECIPE
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PROFILES = ("ci", "full", "real", "real-ci")
 # The real-photo profiles: every notebook on a real catalogue (``--set data_root=...``) with the course CLIP
 # pretrained on its train photos. Each takes its sizes from another profile (real: full's, real-ci: ci's), then
-# the ``real`` entry of the notebook's profile file (dataset, model, queries), then its own entry.
+# the ``real`` entries (REAL_SHARED's, then the notebook profile file's: its queries), then its own entries.
 REAL_PROFILES = {"real": "full", "real-ci": "ci"}
+# What every notebook shares in the real profiles, so that it is stated once: the Kaggle layout and the course
+# CLIP pretrained on its photos with the recipe's tower; real-ci (the test suite's run) also keeps fewer test items.
+REAL_SHARED = {
+    "real": {"dataset": "fashion-product-small", "model": PHOTO_RECIPE.model, "pretrained": "photo"},
+    "real-ci": {"test_size": 300},
+}
 KERNEL = "fashion-clip-course"
 # The notebooks whose comparisons the course states (findings, claims test): repeated under every seed of --seeds.
 # 07 (the demo's latencies) and 08 (scaling measurements) run once, under the first seed.
@@ -60,16 +67,19 @@ def discover(only: list[str] | None = None) -> list[Path]:
 
 
 def profile_parameters(notebook: Path, profile: str) -> dict:
-    """``{"profile": profile}`` plus the overrides in ``notebooks/profiles/<stem>.json`` for that profile."""
+    """``{"profile": profile}`` plus the overrides in ``notebooks/profiles/<stem>.json`` for that profile (for a
+    real profile, layered as :data:`REAL_PROFILES` says, with :data:`REAL_SHARED` under each real layer)."""
     if profile not in PROFILES:
         raise SystemExit(f"unknown profile {profile!r}; choose one of {PROFILES}")
     parameters = {"profile": profile}
     overrides = NOTEBOOK_DIR / "profiles" / f"{notebook.stem}.json"
-    if overrides.exists():
-        by_profile = json.loads(overrides.read_text())
-        layers = [REAL_PROFILES[profile], "real", profile] if profile in REAL_PROFILES else [profile]
-        for layer in layers:
-            parameters.update(by_profile.get(layer, {}))
+    by_profile = json.loads(overrides.read_text()) if overrides.exists() else {}
+    if profile in REAL_PROFILES:
+        parameters.update(by_profile.get(REAL_PROFILES[profile], {}))
+        for layer in dict.fromkeys(["real", profile]):
+            parameters.update({**REAL_SHARED[layer], **by_profile.get(layer, {})})
+    else:
+        parameters.update(by_profile.get(profile, {}))
     return parameters
 
 

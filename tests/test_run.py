@@ -132,13 +132,28 @@ def test_seeds_are_checked_before_anything_runs():
 
 
 def test_real_profiles_extend_real_and_skip_notebooks_without_a_real_entry(capsys):
+    from course_utils.tasks.photo_pretrain import PHOTO_RECIPE
+
     notebooks = run.discover()
+    shared_real, shared_real_ci = run.REAL_SHARED["real"], run.REAL_SHARED["real-ci"]
     for notebook in run.in_profile(notebooks, "real"):
         by_profile = json.loads((run.NOTEBOOK_DIR / "profiles" / f"{notebook.stem}.json").read_text())
         real, real_ci = run.profile_parameters(notebook, "real"), run.profile_parameters(notebook, "real-ci")
-        assert real["pretrained"] == "photo" and real["dataset"] == "fashion-product-small"
-        assert real == {**by_profile["full"], **by_profile["real"], "profile": "real"}  # full's sizes
-        assert real_ci == {**by_profile["ci"], **by_profile["real"], **by_profile["real-ci"], "profile": "real-ci"}
+        # Every notebook pretrains the photo recipe's tower on the Kaggle layout: the tower is named once.
+        assert (real["model"], real["pretrained"], real["dataset"]) == (
+            PHOTO_RECIPE.model,
+            "photo",
+            "fashion-product-small",
+        )
+        assert real == {**by_profile["full"], **shared_real, **by_profile["real"], "profile": "real"}  # full's sizes
+        assert real_ci == {
+            **by_profile["ci"],
+            **shared_real,
+            **by_profile["real"],
+            **shared_real_ci,
+            **by_profile.get("real-ci", {}),
+            "profile": "real-ci",
+        }
     kept = run.in_profile(notebooks, "real-ci")
     assert [n.name[:2] for n in kept] == ["01", "02", "03", "04", "05", "06", "07"]
     assert "08_scaling_out.ipynb does not run in the real-ci profile" in capsys.readouterr().out
@@ -154,9 +169,7 @@ def test_the_readme_states_the_real_ci_runs_sizes():
 
     readme = (REPO_ROOT / "README.md").read_text()
     assert readme.count(f"first {REAL_CI_PRODUCTS:,} products") == 2
-    test_size = json.loads((run.NOTEBOOK_DIR / "profiles" / "01_baseline_clip.json").read_text())["real-ci"][
-        "test_size"
-    ]
+    test_size = run.profile_parameters(run.discover(["01"])[0], "real-ci")["test_size"]
     assert f"with a {PROFILE_EPOCHS['real-ci']}-epoch pretraining and {test_size} test items" in readme
 
 

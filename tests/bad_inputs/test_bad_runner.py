@@ -44,10 +44,14 @@ def test_a_name_known_to_one_selected_notebook_is_accepted():
 
 
 def test_shipped_profiles_only_name_parameters_of_their_notebook():
-    """The same typo guard for the committed overrides in notebooks/profiles/*.json."""
+    """The same typo guard for the committed overrides in notebooks/profiles/*.json, and for the real profiles'
+    shared entries in every notebook that runs in them."""
+    real_notebooks = run.in_profile(run.discover(), "real")
+    shared = {name for entries in run.REAL_SHARED.values() for name in entries}
     for notebook in run.discover():
         overrides = run.NOTEBOOK_DIR / "profiles" / f"{notebook.stem}.json"
         names = {name for profile in json.loads(overrides.read_text()).values() for name in profile}
+        names |= shared if notebook in real_notebooks else set()
         assert names <= run.notebook_parameters(notebook), (notebook.name, names - run.notebook_parameters(notebook))
 
 
