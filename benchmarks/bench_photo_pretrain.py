@@ -93,7 +93,8 @@ def goals_verdict(row: dict) -> str:
 
 def final_row(run: dict) -> dict:
     """A kept run's last evaluation, with what distinguishes the run (image tower, seed, attribute weight, the tower's
-    memory layout, threads, device). Issue 14's goals are for 2 CPU cores: a run on a GPU is not judged against them."""
+    memory layout, threads, device, the host's processor). Issue 14's goals are for 2 CPU cores: a run on a GPU is not
+    judged against them."""
     arguments, conditions = recipe_arguments(run), run["conditions"]
     device = conditions.get("device", "cpu")  # runs kept before --device existed ran on the CPU
     return {
@@ -105,6 +106,7 @@ def final_row(run: dict) -> dict:
         "layout": "channels-last" if arguments["channels_last"] else "contiguous",
         "threads": conditions["torch_threads"],
         "device": device,
+        "CPU": bench_records.cpu_generation(conditions),
         "load before/after": "/".join(f"{load:.2f}" for load in conditions["load_average_before_after"]),
         "CPU steal": bench_records.cpu_steal(conditions) or "",
         **{c: run["rows"][-1][c] for c in ("epoch", "training min", *COLUMNS[:5])},

@@ -191,6 +191,18 @@ def cpu_steal(conditions: dict) -> str | None:
     return f"{conditions['cpu_steal_share']:.0%}" if "cpu_steal_share" in conditions else None
 
 
+def cpu_generation(conditions: dict) -> str:
+    """A run's processor as a table shows it, ``"family 25 model 17, avx512f"``: the generation and the widest vector
+    extension in its ``cpu_signature`` (hosts of one generic model name can differ in both), or ``""`` for a record
+    kept before the signature was."""
+    signature = conditions.get("cpu_signature")
+    if not signature:
+        return ""
+    generation, _, flags = signature.partition("; ")
+    widest = next((flag for flag in ("avx512f", "avx2", "avx") if flag in flags.split()), None)
+    return ", ".join(part for part in (generation.split(" stepping")[0], widest) if part)
+
+
 def run_heading(run: dict, folder: Path, lead: str = "**Measured**", end: str = ":") -> str:
     """``**Measured** 2026-12-02 19:40 UTC by `bench_x.py --n 1000` (x86_64, 2 cores, 24 GiB, load average 0.3
     before, 1.9 after; commit abc1234; record in `results/bench/x/`):`` — the line above a rendered table."""

@@ -54,6 +54,20 @@ def test_conditions_name_date_commit_command_machine_libraries_and_load(monkeypa
     assert conditions["cpu"] and conditions["libraries"]["torch"] is not None  # what else decides the numbers
 
 
+def test_cpu_generation_is_the_signatures_generation_and_widest_vector_extension():
+    assert (
+        bench_records.cpu_generation(
+            {"cpu_signature": "family 25 model 17 stepping 1; avx avx2 fma avx512f avx512_bf16 avx512_vnni"}
+        )
+        == "family 25 model 17, avx512f"
+    )
+    assert bench_records.cpu_generation({"cpu_signature": "family 25 model 1 stepping 1; avx avx2 fma"}) == (
+        "family 25 model 1, avx2"
+    )
+    assert bench_records.cpu_generation({"cpu_signature": "family 6 model 85 stepping 7"}) == "family 6 model 85"
+    assert bench_records.cpu_generation({"cpu": "AMD EPYC"}) == ""  # a record kept before the signature was
+
+
 def test_cpu_steal_is_read_from_proc_stat_and_shown_in_the_heading(tmp_path):
     stat = tmp_path / "stat"
     stat.write_text("cpu  100 0 20 800 5 0 5 70 0 0\ncpu0 50 0 10 400 2 0 2 35 0 0\n")
@@ -355,7 +369,7 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
     ]
     text = bench.readme_section(runs)
     assert (
-        "| 2026-12-02 20:00 | abc1234 | resnet18 | 0 | 1 | contiguous | 2 | cpu | 0.20/1.40 |  | 10 | 13.00 | 0.100 "
+        "| 2026-12-02 20:00 | abc1234 | resnet18 | 0 | 1 | contiguous | 2 | cpu |  | 0.20/1.40 |  | 10 | 13.00 | 0.100 "
         "| 0.300 | 0.630 | 0.640 | 0.860 | yes |"
     ) in text
     assert "| 0.840 | no (attribute-match R@10) |" in text  # seed 1 misses the attribute-match goal
@@ -375,6 +389,8 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
     assert bench.attribute_term_effects([elsewhere, runs[1]]) == []  # another machine trains other weights
     another_host = {**runs[0], "conditions": {**runs[0]["conditions"], "cpu_signature": "family 25 model 17"}}
     assert bench.attribute_term_effects([another_host, runs[1]]) == []  # same generic model name, other processor
+    assert bench.final_row(another_host)["CPU"] == "family 25 model 17"
+    assert bench.final_row(runs[0])["CPU"] == ""  # kept before the signature was
     another_tower = {**runs[0], "arguments": {**runs[0]["arguments"], "model": "photo-clip-regnetx002"}}
     assert bench.final_row(another_tower)["tower"] == "regnetx002"
     assert bench.attribute_term_effects([another_tower, runs[1]]) == []  # another tower: not a pair
