@@ -98,9 +98,9 @@ def minutes(seconds: float) -> str:
 def readme_section(runs: list[dict]) -> str:
     """A table of the recorded runs, oldest first, and the last run against the budget; every number from ``runs``."""
     lines = [
-        "| date (UTC) | commit | load average before | CPU steal | tests | pytest | whole command (set-up "
+        "| date (UTC) | commit | CPU | load average before | CPU steal | tests | pytest | whole command (set-up "
         f"included) | its CPU time | slowest {SLOWEST_SHOWN} |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         conditions, outcome = run["conditions"], run["pytest"]
@@ -111,7 +111,7 @@ def readme_section(runs: list[dict]) -> str:
         )
         lines.append(
             f"| {conditions['date_utc']} | {conditions['commit']} | "
-            f"{conditions['load_average_before_after'][0]}"
+            f"{bench_records.cpu_generation(conditions) or '–'} | {conditions['load_average_before_after'][0]}"
             f" | {bench_records.cpu_steal(conditions) or '–'} | {counts or 'no summary'} "
             f"(exit {run['exit_status']}) | "
             f"{minutes(outcome['seconds']) if outcome['seconds'] else '–'} | {minutes(run['wall_s'])} | "
@@ -123,7 +123,8 @@ def readme_section(runs: list[dict]) -> str:
         f"**Measured** by `benchmarks/bench_ci.py` (a fresh clone, `CI=true bash .ci/run`, {machine}; records "
         "in `results/bench/ci/`; CPU steal: the share of CPU time the hypervisor gave to other guests during the "
         "run; its CPU time: user + system time of the command's processes, which leaves out the stolen time that "
-        "the wall time includes; – where a record predates the column):"
+        "the wall time includes; CPU: the host's processor generation and widest vector extension, since hosts that "
+        "share one model name differ in speed; – where a record predates the column):"
     )
     budget = (
         f"The last run took {100 * last['wall_s'] / BUDGET_S:.0f} % of the {BUDGET_S // 60}-minute budget "

@@ -60,7 +60,7 @@ def test_the_section_lists_each_run_and_the_last_against_the_budget(bench):
     rows = [line for line in text.splitlines() if line.startswith("| 2026")]
     assert len(rows) == 2 and "abc1234" in rows[0] and "def5678" in rows[1]
     assert "| 1 failed, 669 passed, 3 skipped (exit 0) | 21 min 43 s | 27 min 0 s | – |" in rows[1]
-    assert "| 0.4 | – | 1 failed" in rows[1]  # records from before steal and CPU time were kept
+    assert "| – | 0.4 | – | 1 failed" in rows[1]  # records from before the CPU, steal and CPU time were kept
     assert "`test_the_real_profile_runs` 513 s" in rows[1] and "test_uploads" not in rows[1]  # the slowest three
     assert "The last run took 90 % of the 30-minute budget" in text
 
@@ -78,12 +78,13 @@ def test_the_kept_runs_are_read_oldest_first_and_none_is_a_clear_error(bench, tm
     assert [run["conditions"]["date_utc"] for run in runs] == ["2026-12-02 10:00", "2026-12-02 11:00"]
 
 
-def test_the_section_shows_cpu_steal_and_the_commands_cpu_time_where_a_record_has_them(bench):
+def test_the_section_shows_the_cpu_its_steal_and_the_commands_cpu_time_where_a_record_has_them(bench):
     run = {
         "conditions": {
             "date_utc": "2026-12-03 04:00",
             "commit": "abc1234",
             "machine": "x86_64, 2 cores, 24 GiB",
+            "cpu_signature": "family 25 model 17 stepping 1; avx avx2 fma avx512f",
             "load_average_before_after": [0.2, 1.5],
             "cpu_steal_share": 0.084,
         },
@@ -93,7 +94,8 @@ def test_the_section_shows_cpu_steal_and_the_commands_cpu_time_where_a_record_ha
         "pytest": bench.pytest_outcome(LOG),
     }
     row = next(line for line in bench.readme_section([run]).splitlines() if line.startswith("| 2026"))
-    assert "| 0.2 | 8% | 1 failed" in row and "| 25 min 0 s | 33 min 20 s | `test_the_real_profile_runs`" in row
+    assert "| abc1234 | family 25 model 17, avx512f | 0.2 | 8% | 1 failed" in row
+    assert "| 25 min 0 s | 33 min 20 s | `test_the_real_profile_runs`" in row
 
 
 def test_the_cpu_time_counts_the_finished_childrens_user_and_system_seconds(bench):
