@@ -612,13 +612,24 @@ def _met(runs: list[dict], holds) -> str:
 
 
 def readme_section(runs: list[dict]) -> str:
-    """The README's measured part of the classroom section: the last classroom-server run's table (with the
-    all-at-once phase of the last ``--server precomputed`` run as its last row), each run's text-query p95 per
-    phase, and how many runs meet each of issue 17's goals. Every number comes from ``runs``."""
+    """The README's measured part of the classroom section: one :func:`host_section` per host, the runs grouped by
+    their processor (:func:`course_utils.bench_records.cpu_generation`; records kept before runs named it form
+    one group), in the order of each host's first run. Every number comes from ``runs``."""
+    hosts: dict[str, list[dict]] = {}
+    for run in runs:
+        hosts.setdefault(bench_records.cpu_generation(run["conditions"]), []).append(run)
+    return "\n\n".join(host_section(host_runs) for host_runs in hosts.values())
+
+
+def host_section(runs: list[dict]) -> str:
+    """The measured part for the runs of one host: the last classroom-server run's table (with the all-at-once
+    phase of the last ``--server precomputed`` run as its last row), each run's text-query p95 per phase, and how
+    many runs meet each of issue 17's goals."""
     course = [run for run in runs if run["conditions"]["server"] == "course"]
     precomputed = [run for run in runs if run["conditions"]["server"] == "precomputed"]
+    processor = bench_records.cpu_generation(runs[0]["conditions"]) or "processor not recorded"
     if not course:
-        raise SystemExit("no run of the classroom server (--server course) among the records")
+        raise SystemExit(f"no run of the classroom server (--server course) among the records of {processor}")
     last, conditions = course[-1], course[-1]["conditions"]
     rows = list(last["phases"])
     if precomputed:
@@ -637,7 +648,7 @@ def readme_section(runs: list[dict]) -> str:
         f"{len(course)} runs of `bench_classroom.py --pages {last['phases'][0]['summary']['pages']}` "
         f"(the classroom server) and {len(precomputed)} with `--server precomputed`, one after another; "
         f"{conditions['profile']} profile, warm caches, {conditions['workers']} query threads, one different "
-        f"query per viewer; {conditions['machine']}, load average before each run "
+        f"query per viewer; {conditions['machine']}, {processor}, load average before each run "
         f"{', '.join(str(run['conditions']['load_average_before_after'][0]) for run in runs)}; commit "
         f"{', '.join(commits)}; the "
         f"records are in `results/bench/classroom/`. The table is the last run of the classroom server "

@@ -30,10 +30,12 @@ def phase(bench, key: str, ready_s: float, results_s: float, failures: int = 0) 
     }
 
 
-def run(bench, server: str, date: str, settled_s: float, failures: int = 0) -> dict:
-    """One recorded run: every phase answers in 0.2 s but the all-at-once-once-idle one (``settled_s``)."""
+def run(bench, server: str, date: str, settled_s: float, failures: int = 0, signature: str | None = None) -> dict:
+    """One recorded run: every phase answers in 0.2 s but the all-at-once-once-idle one (``settled_s``), on the
+    processor ``signature`` (a record kept before runs named it has none)."""
     return {
         "conditions": {
+            **({"cpu_signature": signature} if signature else {}),
             "date_utc": date,
             "server": server,
             "profile": "ci",
@@ -65,6 +67,24 @@ def test_the_section_renders_each_run_and_the_goals_from_the_records(bench):
     assert f"With `--server precomputed`, {bench.PHASES['all-settled']}: 0.75 s." in text
     assert "no failure in 1 of 2 runs" in text
     assert f"{bench.PHASES['all-settled']} in 1 of 2 runs" in text and f"{bench.PHASES['ready']} in 2 of 2" in text
+
+
+def test_runs_on_another_host_get_a_part_of_their_own(bench):
+    later = "family 25 model 17 stepping 1; avx avx2 fma avx512f"
+    runs = [
+        run(bench, "course", "2026-12-02 10:00", 1.25),
+        run(bench, "precomputed", "2026-12-02 10:05", 0.75),
+        run(bench, "course", "2026-12-05 01:00", 0.5, signature=later),
+        run(bench, "course", "2026-12-05 01:05", 0.25, signature=later),
+    ]
+    first, second = bench.readme_section(runs).split("**Measured ")[1:]
+    assert first.startswith("2026-12-02 10:00 to 2026-12-02 10:05 UTC**: 1 runs") and "1 with `--server" in first
+    assert "24 GiB, processor not recorded, load average" in first
+    assert f"{bench.PHASES['all-settled']} 1.25 s" in first and f"{bench.PHASES['all-settled']} in 0 of 1" in first
+    assert second.startswith("2026-12-05 01:00 to 2026-12-05 01:05 UTC**: 2 runs") and "0 with `--server" in second
+    assert "24 GiB, family 25 model 17, avx512f, load average" in second
+    settled = bench.PHASES["all-settled"]
+    assert f"{settled} 0.50, 0.25 s" in second and f"{settled} in 2 of 2" in second
 
 
 def test_the_section_needs_a_run_of_the_classroom_server(bench):
