@@ -6,8 +6,10 @@ those records and writes them between the markers ``<!-- findings:start -->`` an
 ``README.md``; ``--check`` only compares and exits 1 when the README and the records disagree
 (``tests/test_findings.py`` runs it), so no hand-typed number can drift from the run that produced it.
 ``--profile real`` does the same for the real-photo profile's records (``results/real/``, markers
-``findings-real``). ``update_readme`` serves any README section rendered from records: the benchmarks' ``--readme``
-use it too, through ``course_utils.bench_records``.
+``findings-real``). ``--records DIR --readme FILE`` renders the same bullets from another folder of records into
+another file with the same markers (``results/another-host/real/FINDINGS.md``: the real profile's records from a
+second host). ``update_readme`` serves any README section rendered from records: the benchmarks' ``--readme`` use it
+too, through ``course_utils.bench_records``.
 
 Records made with ``--seeds`` (``make run SEEDS=0,1,2``) carry each metric under every seed: the bullets then give
 mean ± std over the seeds, and each comparison the course draws is rendered with its verdict — a *finding* only
