@@ -611,14 +611,19 @@ def _met(runs: list[dict], holds) -> str:
     return f"{sum(bool(holds(run)) for run in runs)} of {len(runs)} runs"
 
 
-def readme_section(runs: list[dict]) -> str:
-    """The README's measured part of the classroom section: one :func:`host_section` per host, the runs grouped by
-    their processor (:func:`course_utils.bench_records.cpu_generation`; records kept before runs named it form
-    one group), in the order of each host's first run. Every number comes from ``runs``."""
+def runs_by_host(runs: list[dict]) -> dict[str, list[dict]]:
+    """``runs`` grouped by their processor (:func:`course_utils.bench_records.cpu_generation`; records kept before
+    runs named it form the group ``""``), in the order of each host's first run."""
     hosts: dict[str, list[dict]] = {}
     for run in runs:
         hosts.setdefault(bench_records.cpu_generation(run["conditions"]), []).append(run)
-    return "\n\n".join(host_section(host_runs) for host_runs in hosts.values())
+    return hosts
+
+
+def readme_section(runs: list[dict]) -> str:
+    """The README's measured part of the classroom section: one :func:`host_section` per host
+    (:func:`runs_by_host`). Every number comes from ``runs``."""
+    return "\n\n".join(host_section(host_runs) for host_runs in runs_by_host(runs).values())
 
 
 def host_section(runs: list[dict]) -> str:

@@ -117,10 +117,8 @@ def test_the_committed_runs_say_what_the_readme_says_of_the_two_hosts(bench):
     host the pages were ready sooner (the median over runs of each Chromium phase's page-ready p95), and on both the
     text query meets the goal at human speed in every run, sits around it when all press Enter at once with the
     browser idle (met in some runs, not in others), and is mostly above it while pages load or browsers are busy."""
-    hosts: dict[str, list[dict]] = {}
-    for run in bench_records.read_kept_runs(bench.RECORDS, "bench_classroom.py"):
-        if run["conditions"]["server"] == "course":
-            hosts.setdefault(bench_records.cpu_generation(run["conditions"]), []).append(run)
+    runs = bench_records.read_kept_runs(bench.RECORDS, "bench_classroom.py")
+    hosts = bench.runs_by_host([run for run in runs if run["conditions"]["server"] == "course"])
     assert list(hosts) == ["", "family 25 model 17, avx512f"]  # kept before runs named their processor, then later
     earlier, later = hosts.values()
     for key in ("ready", "all-ready", "all-settled", "spread"):
