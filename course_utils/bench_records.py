@@ -204,14 +204,17 @@ def cpu_generation(conditions: dict) -> str:
 
 
 def run_heading(run: dict, folder: Path, lead: str = "**Measured**", end: str = ":") -> str:
-    """``**Measured** 2026-12-02 19:40 UTC by `bench_x.py --n 1000` (x86_64, 2 cores, 24 GiB, load average 0.3
-    before, 1.9 after; commit abc1234; record in `results/bench/x/`):`` — the line above a rendered table."""
+    """``**Measured** 2026-12-02 19:40 UTC by `bench_x.py --n 1000` (x86_64, 2 cores, 24 GiB, family 25 model 17,
+    avx512f, load average 0.3 before, 1.9 after; commit abc1234; record in `results/bench/x/`):`` — the line above a
+    rendered table (the processor and the CPU steal where the record has them)."""
     conditions = run["conditions"]
     before, after = conditions["load_average_before_after"]
     steal = cpu_steal(conditions)
     steal = f", CPU steal {steal}" if steal else ""
+    processor = cpu_generation(conditions)
+    machine = f"{conditions['machine']}, {processor}" if processor else conditions["machine"]
     return (
-        f"{lead} {conditions['date_utc']} UTC by `{conditions['command']}` ({conditions['machine']}, load "
+        f"{lead} {conditions['date_utc']} UTC by `{conditions['command']}` ({machine}, load "
         f"average {before} before, {after} after{steal}; commit {conditions['commit']}; record in "
         f"`{folder.relative_to(REPO_ROOT)}/`){end}"
     )

@@ -82,6 +82,17 @@ def test_cpu_steal_is_read_from_proc_stat_and_shown_in_the_heading(tmp_path):
     assert "CPU steal" not in bench_records.run_heading({"conditions": CONDITIONS}, bench_records.BENCH_RECORDS / "x")
 
 
+def test_the_heading_names_the_processor_where_the_record_has_its_signature():
+    signature = "family 25 model 17 stepping 1; avx avx2 fma avx512f"
+    run = {"conditions": {**CONDITIONS, "cpu_signature": signature}}
+    assert "(x86_64, 2 cores, 24 GiB, family 25 model 17, avx512f, load average 0.2" in bench_records.run_heading(
+        run, bench_records.BENCH_RECORDS / "x"
+    )
+    assert "(x86_64, 2 cores, 24 GiB, load average 0.2" in bench_records.run_heading(
+        {"conditions": CONDITIONS}, bench_records.BENCH_RECORDS / "x"
+    )
+
+
 def test_arguments_leave_out_the_record_options_and_keep_paths_as_text():
     args = argparse.Namespace(n=5, folder=Path("/tmp/x"), json=Path("a.json"), readme=False, check=False)
     assert bench_records.arguments(args) == {"n": 5, "folder": "/tmp/x"}
@@ -237,27 +248,39 @@ def test_faiss_section_sets_a_gaussian_run_beside_the_mixture():
         bench.readme_section(runs[1:])
 
 
-def test_embedding_section_judges_both_ratios_per_model():
+def test_embedding_rounds_take_each_ratio_within_a_round_and_the_section_judges_the_median(monkeypatch):
     bench = load_benchmark("bench_embedding")
-    rows = [
-        {
-            "model": "tiny",
-            "images": 2000,
-            "loop img/s": 260.0,
-            "pipeline img/s": 730.0,
-            "forward-only img/s": 800.0,
-            "pipeline / loop": 2.81,
-            "pipeline / forward-only": 0.91,
-        }
-    ]
+    # the warm-up batch, then two rounds of (loop, pipeline, forward-only) seconds; the second round is slower
+    timings = iter([0.1, 10.0, 4.0, 3.5, 20.0, 11.0, 7.0])
+    for way in ("per_image_loop", "pipeline", "model_forward_only"):
+        monkeypatch.setattr(bench, way, lambda *_: next(timings))
+
+    class Catalogue(list):
+        ids = list(range(100))
+
+        def subset(self, ids):
+            return self[: len(ids)]
+
+    catalogue = Catalogue(range(100))
+    row = bench.measure("tiny", None, catalogue, 64, 0, rounds=2)
+    assert row["per round"]["pipeline / loop"] == [2.5, round(20 / 11, 4)]
+    assert row["per round"]["pipeline / forward-only"] == [0.875, round(7 / 11, 4)]
+    assert row["per round"]["forward-only / loop"] == [round(10 / 3.5, 4), round(20 / 7, 4)]
+    assert row["pipeline / loop"] == pytest.approx((2.5 + 20 / 11) / 2)  # the median of two rounds
+    assert row["loop img/s"] == pytest.approx(100 / 15)  # the median seconds
+
     run = {
         "conditions": {**CONDITIONS, "torch": "2.14.1", "torch_threads": 2},
         "arguments": {"batch_size": 64, "workers": 0},
-        "rows": rows,
+        "rows": [row],
     }
     text = bench.readme_section([run])
-    assert "| tiny | 2000 | 260.00 | 730.00 |" in text
-    assert "tiny: pipeline / loop 2.81 (met), pipeline / forward-only 0.91 (met)" in text
+    assert "| tiny | 100 | 6.67 | 13.33 | 19.05 | 2.16 (1.82–2.50) | 0.76 (0.64–0.88) | 2.86 (2.86–2.86) |" in text
+    assert "pipeline / loop 2.16 (met by the median; in 1 of 2 rounds)" in text
+    assert "pipeline / forward-only 0.76 (not met by the median; in 1 of 2 rounds)" in text
+    assert "batching alone gains less than" not in text  # forward-only / loop 2.86: the goal is within reach
+    row[bench.CEILING] = 1.9
+    assert "For tiny, batching alone gains less than 2× over the loop" in bench.readme_section([run])
 
 
 def ivfpq_run(n: int, date: str, recall: float, reader: str | None = None, file_mb: float = 300.0) -> dict:
