@@ -52,7 +52,7 @@ def test_the_table_has_a_column_per_profile_and_cache_and_the_totals(bench):
         "| **45 s (0.8 min)** |" in lines
     )
     assert "| wall time of the command | 450 s | 100 s | 450 s | 100 s |" in lines
-    assert "`ci` ≤ 8 min from an empty cache: 7.5 min, held" in text
+    assert "`ci` ≤ 8 min from an empty cache: 7.5 min, held;" in text
     assert "`full`: 40 metrics, 1 timings differ, other metrics that differ: none" in text
 
 
@@ -64,6 +64,8 @@ def test_the_last_record_of_each_profile_is_shown_and_a_failed_or_slow_run_does_
     assert (
         "10.0 min, not held" in text and "`ci`: 40 metrics, 0 timings differ, other metrics that differ: none" in text
     )
+    # the earlier run keeps its verdict, with its date and processor
+    assert "10.0 min, not held (earlier kept runs: 7.5 min on 2026-12-01 (processor not recorded, held))" in text
     failed = bench.readme_section([record("ci", [181.0], [20.0], status=1)])
     assert "450 s (exit 1)" in failed and "not held" in failed
 
@@ -117,3 +119,11 @@ def test_the_check_mends_a_stale_section(bench, tmp_path):
     assert bench.write_readme(check=False, readme=readme, folder=tmp_path) == 0
     assert bench.write_readme(check=True, readme=readme, folder=tmp_path) == 0
     assert "typed by hand" not in readme.read_text() and "| 02_fine_tuning | 65 s | 10 s |" in readme.read_text()
+
+
+def test_each_profile_names_its_processor(bench):
+    ci = record("ci", [181.0, 65.0], [20.0, 9.6], date="2026-12-05 02:37")
+    ci["conditions"]["cpu_signature"] = "family 25 model 17 stepping 1; avx avx2 avx512f"
+    text = bench.readme_section([record("full", [170.4, 232.0], [21.0, 24.0]), ci])
+    assert "ci: 2026-12-05 02:37 UTC, family 25 model 17, avx512f, commit abc1234" in text
+    assert "full: 2026-12-02 10:00 UTC, processor not recorded, commit abc1234" in text
