@@ -607,8 +607,13 @@ def _seconds(values: list[float]) -> str:
     return ", ".join(f"{value:.2f}" for value in values) + " s"
 
 
+def _runs(count: int) -> str:
+    """``"1 run"``, ``"3 runs"``."""
+    return f"{count} run" + ("" if count == 1 else "s")
+
+
 def _met(runs: list[dict], holds) -> str:
-    return f"{sum(bool(holds(run)) for run in runs)} of {len(runs)} runs"
+    return f"{sum(bool(holds(run)) for run in runs)} of {_runs(len(runs))}"
 
 
 def runs_by_host(runs: list[dict]) -> dict[str, list[dict]]:
@@ -650,7 +655,7 @@ def host_section(runs: list[dict]) -> str:
     commits = sorted({run["conditions"].get("commit", "unknown") for run in runs})
     intro = (
         f"**Measured {course[0]['conditions']['date_utc']} to {runs[-1]['conditions']['date_utc']} UTC**: "
-        f"{len(course)} runs of `bench_classroom.py --pages {last['phases'][0]['summary']['pages']}` "
+        f"{_runs(len(course))} of `bench_classroom.py --pages {last['phases'][0]['summary']['pages']}` "
         f"(the classroom server) and {len(precomputed)} with `--server precomputed`, one after another; "
         f"{conditions['profile']} profile, warm caches, {conditions['workers']} query threads, one different "
         f"query per viewer; {conditions['machine']}, {processor}, load average before each run "
@@ -686,7 +691,7 @@ def host_section(runs: list[dict]) -> str:
         f"{name} in {_met(course, answered_in_time(key))}" for key, name in PHASES.items() if _p95s(course, key)
     )
     goals = (
-        f"**Against the goals**, over the {len(course)} runs of the classroom server: every viewer served with "
+        f"**Against the goals**, over the {_runs(len(course))} of the classroom server: every viewer served with "
         f"no failure in {_met(course, all_served)}; page ready ≤ {GOAL_READY_S:g} s at p95 in every Chromium "
         f"phase in {_met(course, ready_in_time)} (p95 {min(ready):.1f}–{max(ready):.1f} s); the serving "
         f"process {gib(min(memory))}–{gib(max(memory))} at its peak (≤ {GOAL_MEMORY_BYTES / 2**30:g} GiB in "

@@ -80,7 +80,8 @@ def test_runs_on_another_host_get_a_part_of_their_own(bench):
         run(bench, "course", "2026-12-05 01:05", 0.25, signature=later),
     ]
     first, second = bench.readme_section(runs).split("**Measured ")[1:]
-    assert first.startswith("2026-12-02 10:00 to 2026-12-02 10:05 UTC**: 1 runs") and "1 with `--server" in first
+    assert first.startswith("2026-12-02 10:00 to 2026-12-02 10:05 UTC**: 1 run of") and "1 with `--server" in first
+    assert "over the 1 run of the classroom server" in first and "in 0 of 1 run;" in first
     assert "24 GiB, processor not recorded, load average" in first
     assert f"{bench.PHASES['all-settled']} 1.25 s" in first and f"{bench.PHASES['all-settled']} in 0 of 1" in first
     assert second.startswith("2026-12-05 01:00 to 2026-12-05 01:05 UTC**: 2 runs") and "0 with `--server" in second
