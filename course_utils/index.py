@@ -307,7 +307,8 @@ class ExactIndex:
     def _search_single(self, query: torch.Tensor, stored: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One query: a matrix-vector product per chunk, its top-k taken while the scores are in cache, one merge.
 
-        Reads each stored vector exactly once, so it runs at about memory bandwidth.
+        Reads each stored vector exactly once, so it runs at about memory bandwidth where torch's BLAS reads that fast
+        in a matrix-vector product (not on every CPU: README › Performance › Exact search).
         """
         n, step = stored.shape[0], max(self.chunk_size, self.SINGLE_QUERY_CHUNK)
         scores_buffer = torch.empty(min(n, step), dtype=torch.float32, device=self.device)

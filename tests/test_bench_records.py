@@ -157,6 +157,13 @@ def test_exact_search_section_judges_each_size_against_the_goal():
     text = bench.readme_section([{"conditions": {**CONDITIONS, "torch": "2.14.1", "torch_threads": 2}, "rows": rows}])
     assert "| 1,000,000 | ExactIndex float32, 1 query | 140.0 |" in text
     assert "100,000: 1.20× (met); 1,000,000: 14.00× (not met)" in text
+    assert "For comparison" not in text  # a record kept before the numpy row was timed
+    numpy_row = {**rows[1], "method": f"{bench.NUMPY_ONE_SHOT} (scipy-openblas), 1 query", "× bound": 1.5}
+    text = bench.readme_section(
+        [{"conditions": {**CONDITIONS, "torch": "2.14.1", "torch_threads": 2}, "rows": [*rows, numpy_row]}]
+    )
+    assert "through numpy's BLAS (`numpy argpartition(gallery @ q)`, its top-k unsorted) against the same" in text
+    assert "bound: 1,000,000: 1.50×." in text  # only the sizes numpy was timed at
 
 
 # bench_faiss.py's arguments as a kept record holds them
