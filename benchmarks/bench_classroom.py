@@ -637,7 +637,7 @@ def host_section(runs: list[dict]) -> str:
     many runs meet each of issue 17's goals."""
     course = [run for run in runs if run["conditions"]["server"] == "course"]
     precomputed = [run for run in runs if run["conditions"]["server"] == "precomputed"]
-    processor = bench_records.cpu_generation(runs[0]["conditions"]) or "processor not recorded"
+    processor = bench_records.processor(runs[0]["conditions"])
     if not course:
         raise SystemExit(f"no run of the classroom server (--server course) among the records of {processor}")
     last, conditions = course[-1], course[-1]["conditions"]

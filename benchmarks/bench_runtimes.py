@@ -90,11 +90,6 @@ def seconds(value: float) -> str:
     return f"{value:,.0f} s"
 
 
-def processor(record: dict) -> str:
-    """The processor a record was measured on, or that the record predates its signature."""
-    return bench_records.cpu_generation(record["conditions"]) or "processor not recorded"
-
-
 def fresh_run(record: dict) -> dict | None:
     """The run from an empty cache of a record, or ``None`` when it timed only the cached run."""
     return next((run for run in record["runs"] if run["cache"] == "fresh"), None)
@@ -142,12 +137,13 @@ def readme_section(records: list[dict]) -> str:
         )
         + " |"
     )
-    conditions = [
-        f"{profile}: {latest[profile]['conditions']['date_utc']} UTC, "
-        f"{processor(latest[profile])}, commit {latest[profile]['conditions']['commit']}, load average "
-        f"{latest[profile]['conditions']['load_average_before_after'][0]} before"
-        for profile in profiles
-    ]
+    conditions = []
+    for profile in profiles:
+        measured = latest[profile]["conditions"]
+        conditions.append(
+            f"{profile}: {measured['date_utc']} UTC, {bench_records.processor(measured)}, commit "
+            f"{measured['commit']}, load average {measured['load_average_before_after'][0]} before"
+        )
     intro = (
         f"**Measured** by `benchmarks/bench_runtimes.py` ({latest[profiles[-1]]['conditions']['machine']}, torch "
         f"on {latest[profiles[-1]]['conditions']['torch_threads']} threads; {'; '.join(conditions)}; records in "
@@ -161,7 +157,8 @@ def readme_section(records: list[dict]) -> str:
         for record in records:
             if record["profile"] == profile and record is not latest[profile] and fresh_run(record) is not None:
                 minutes, held = budget_verdict(record, profile)
-                earlier.append(f"{minutes} on {record['conditions']['date_utc'][:10]} ({processor(record)}, {held})")
+                when, where = record["conditions"]["date_utc"][:10], bench_records.processor(record["conditions"])
+                earlier.append(f"{minutes} on {when} ({where}, {held})")
         verdicts.append(
             f"`{profile}` ≤ {BUDGETS_S[profile] // 60} min from an empty cache: "
             + ", ".join(budget_verdict(latest[profile], profile))

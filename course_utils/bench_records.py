@@ -203,6 +203,11 @@ def cpu_generation(conditions: dict) -> str:
     return ", ".join(part for part in (generation.split(" stepping")[0], widest) if part)
 
 
+def processor(conditions: dict) -> str:
+    """:func:`cpu_generation`, or ``"processor not recorded"`` for a record kept before the signature was."""
+    return cpu_generation(conditions) or "processor not recorded"
+
+
 def run_heading(run: dict, folder: Path, lead: str = "**Measured**", end: str = ":") -> str:
     """``**Measured** 2026-12-02 19:40 UTC by `bench_x.py --n 1000` (x86_64, 2 cores, 24 GiB, family 25 model 17,
     avx512f, load average 0.3 before, 1.9 after; commit abc1234; record in `results/bench/x/`):`` — the line above a
