@@ -216,8 +216,8 @@ def run_heading(run: dict, folder: Path, lead: str = "**Measured**", end: str = 
     before, after = conditions["load_average_before_after"]
     steal = cpu_steal(conditions)
     steal = f", CPU steal {steal}" if steal else ""
-    processor = cpu_generation(conditions)
-    machine = f"{conditions['machine']}, {processor}" if processor else conditions["machine"]
+    generation = cpu_generation(conditions)
+    machine = f"{conditions['machine']}, {generation}" if generation else conditions["machine"]
     return (
         f"{lead} {conditions['date_utc']} UTC by `{conditions['command']}` ({machine}, load "
         f"average {before} before, {after} after{steal}; commit {conditions['commit']}; record in "
