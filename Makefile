@@ -23,6 +23,8 @@ SEEDS ?= 0
 run: setup
 	$(PY) -m course_utils.run --profile full --seeds $(SEEDS)
 
+# make run-ci — every notebook in the small ci profile -> outputs/ci/ (figures in outputs/ci/figures/: the committed
+#               figures/ and the full run's records in outputs/ stay as they are)
 run-ci: setup
 	$(PY) -m course_utils.run --profile ci
 
@@ -49,7 +51,7 @@ clean-cache:
 # --- handouts: student copy, slides, site -------------------------------------------------------------
 # make student — the notebooks without solution cells and without notebooks/solutions/ -> student/
 # make slides  — reveal.js decks and a static HTML site of the executed notebooks in outputs/ (after make run)
-#                -> outputs/slides/, outputs/site/index.html (EXECUTED=outputs/ci after make test)
+#                -> outputs/slides/, outputs/site/index.html (EXECUTED=outputs/ci after make test or make run-ci)
 EXECUTED  ?= outputs
 SLIDES_JS := $(VENV)/slides-js
 SLIDES_JS_PACKAGES := reveal.js@4.6.1 requirejs@2.3.6 jquery@3.7.1

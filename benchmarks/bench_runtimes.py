@@ -44,7 +44,7 @@ def run_profile(profile: str, work: Path, cache: str) -> dict:
     outputs; ``{"cache", "exit_status", "wall_s", "notebooks": {stem: seconds}, "metrics": {stem: {...}}}``."""
     out = work / cache
     shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, "FASHION_COURSE_CACHE": str(work / "cache"), "FASHION_COURSE_FIGURES": str(out / "figures")}
+    env = {**os.environ, "FASHION_COURSE_CACHE": str(work / "cache")}  # --output-dir takes the figures along
     command = [sys.executable, "-m", "course_utils.run", "--profile", profile, "--output-dir", str(out)]
     print(f"▶ {cache}: {' '.join(command[1:])}", flush=True)
     start = time.perf_counter()

@@ -45,7 +45,10 @@ def course_notebooks(folder: Path) -> list[Path]:
     """``NN_*.ipynb`` in ``folder``, in order; ``SystemExit`` naming the folder when there are none."""
     notebooks = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     if not notebooks:
-        raise SystemExit(f"no notebooks NN_*.ipynb in {folder}; run `make run` (full) or `make run-ci` first")
+        raise SystemExit(
+            f"no notebooks NN_*.ipynb in {folder}; run `make run` (full, into outputs/), "
+            "or `make run-ci` (into outputs/ci/) and pass that folder"
+        )
     return notebooks
 
 

@@ -15,10 +15,12 @@ def cache_dir() -> Path:
     return path
 
 
-def outputs_dir() -> Path:
-    """``outputs/`` (override with ``FASHION_COURSE_OUTPUTS``): executed notebooks, results, screenshots."""
+def outputs_dir(create: bool = True) -> Path:
+    """``outputs/`` (override with ``FASHION_COURSE_OUTPUTS``): executed notebooks, results, screenshots; created
+    unless ``create`` is false (the runner names the folder first and reports one it cannot write)."""
     path = Path(os.environ.get("FASHION_COURSE_OUTPUTS", REPO_ROOT / "outputs"))
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

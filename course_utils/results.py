@@ -225,7 +225,7 @@ def build_report(directory: Path | None = None, out: Path | None = None, title: 
         f"# {title}",
         "",
         f"Profile: {', '.join(sorted(profile)) or 'n/a'}. One section per notebook; "
-        "numbers are read from `outputs/results/*.json`.",
+        "numbers are read from the records in `results/` beside this report.",
         "",
     ]
     for record in records:

@@ -2,16 +2,18 @@
 
 Executes ``notebooks/NN_*.ipynb`` in order, injecting ``profile`` plus the profile's overrides from
 ``notebooks/profiles/<notebook>.json``, with a per-cell timeout and a named kernel. Executed copies go to
-``outputs/<notebook>.ipynb``; each notebook writes its metrics to ``outputs/results/<notebook>.json``; the
-run ends by gathering them into ``outputs/RESULTS.md``. A failing cell stops the run with the notebook, the
-cell and the error.
+``outputs/<notebook>.ipynb``; each notebook writes its metrics to ``outputs/results/<notebook>.json`` and its
+figures to ``figures/<notebook>/``; the run ends by gathering the metrics into ``outputs/RESULTS.md``. That is the
+full profile (``make run``); every other profile writes all of it to ``outputs/<profile>/`` instead, figures
+included, and ``--output-dir`` sends it elsewhere (:func:`profile_outputs`). A failing cell stops the run with the
+notebook, the cell and the error.
 
 ``--profile real --set data_root=DIR`` runs every notebook on a real catalogue with the course CLIP pretrained on
 its train photos (``pretrained="photo"``); its outputs and figures go to ``outputs/real/``.
 
 ``--seeds 0,1,2`` repeats the experiments over seeds: the first seed's run is the usual one (executed notebooks,
-records, figures); each further seed reruns the experiment notebooks (``SEED_REPEATED``) into
-``outputs/seeds/seed-<s>/`` (figures there too), and the first run's records gain each metric's values, mean and
+records, figures); each further seed reruns the experiment notebooks (``SEED_REPEATED``) into the outputs
+folder's ``seeds/seed-<s>/`` (figures there too), and the first run's records gain each metric's values, mean and
 standard deviation over the seeds (:func:`course_utils.results.aggregate_seeds`).
 """
 
@@ -111,18 +113,26 @@ def in_profile(notebooks: list[Path], profile: str) -> list[Path]:
     return kept
 
 
-def real_profile_outputs(profile: str, extra: dict, output_dir: Path | None) -> Path | None:
-    """Check a real profile's ``data_root`` and send its outputs to ``outputs/<profile>/`` (figures in its
-    ``figures/``) unless told otherwise: real-photo runs never overwrite the embedded course's outputs, and figures
-    showing the dataset's photos stay out of the committed ``figures/``. Returns the output folder to use."""
-    if profile not in REAL_PROFILES:
-        return output_dir
-    if not extra.get("data_root"):
+def profile_outputs(profile: str, extra: dict, output_dir: Path | None) -> Path:
+    """Where a run of ``profile`` writes, decided before any notebook starts; returns the outputs folder.
+
+    The full profile (``make run``) writes to ``outputs/`` and its slide-ready figures to the committed
+    ``figures/``. Every other profile writes to ``outputs/<profile>/``, figures in its ``figures/``: a quick ci run
+    never replaces the full run's records (``make records`` keeps those) or the committed figures, and figures of
+    a real dataset's photos, whose licence is not the course's, stay out of ``figures/``. ``--output-dir`` takes a
+    run's figures along in every profile; ``FASHION_COURSE_FIGURES``, when set, still decides where they go.
+
+    Raises:
+        SystemExit: a real profile without ``--set data_root=...`` (says what to add).
+    """
+    if profile in REAL_PROFILES and not extra.get("data_root"):
         raise SystemExit(
             f"the {profile} profile runs on a real catalogue: add --set data_root=/path/to/"
             "fashion-product-small (Kaggle layout: styles.csv + images/<id>.jpg; README › Real photos)"
         )
-    output_dir = output_dir or outputs_dir() / profile
+    if output_dir is None and profile == "full":
+        return outputs_dir(create=False)
+    output_dir = output_dir or outputs_dir(create=False) / profile
     os.environ.setdefault("FASHION_COURSE_FIGURES", str(output_dir.expanduser().resolve() / "figures"))
     return output_dir
 
@@ -315,15 +325,17 @@ def main(argv: list[str] | None = None) -> int:
         "--output-dir",
         type=Path,
         default=None,
-        help="where executed notebooks, results and RESULTS.md go (default outputs/)",
+        help="where executed notebooks, results, RESULTS.md and figures go (default: outputs/ and figures/ for "
+        "the full profile, outputs/<profile>/ for the others)",
     )
     args = parser.parse_args(argv)
 
     extra = parse_assignments(args.assignments)
-    args.output_dir = real_profile_outputs(args.profile, extra, args.output_dir)
-    if args.output_dir is not None:
-        os.environ["FASHION_COURSE_OUTPUTS"] = str(args.output_dir.expanduser().resolve())
-    out = check_output_dir("--output-dir" if args.output_dir is not None else "outputs folder")
+    option = "--output-dir" if args.output_dir is not None else "outputs folder"
+    os.environ["FASHION_COURSE_OUTPUTS"] = str(
+        profile_outputs(args.profile, extra, args.output_dir).expanduser().resolve()
+    )
+    out = check_output_dir(option)
     seeds = parse_seeds(args.seeds)
     if seeds and "seed" in extra:
         raise SystemExit("give the seed either with --seeds or with --set seed=..., not both")

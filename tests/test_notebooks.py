@@ -27,8 +27,6 @@ TEST_CACHE = REPO_ROOT / "outputs" / "test-cache"
 
 def _run(monkeypatch, out, *args):
     monkeypatch.setenv("FASHION_COURSE_CACHE", str(TEST_CACHE))
-    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(out))
-    monkeypatch.setenv("FASHION_COURSE_FIGURES", str(out / "figures"))
     assert run.main([*args, "--output-dir", str(out)]) == 0
 
 

@@ -1,7 +1,6 @@
 """The papermill runner's argument handling (the notebooks themselves run in test_notebooks.py)."""
 
 import json
-import os
 import sys
 
 import pytest
@@ -110,7 +109,6 @@ def test_seeds_repeat_the_experiments_and_aggregate_their_records(tmp_path, monk
 
     monkeypatch.setattr(run, "execute", execute)
     monkeypatch.setattr(run, "check_kernel", lambda name: None)
-    monkeypatch.setenv("FASHION_COURSE_FIGURES", str(tmp_path / "figures"))
     assert run.main(["--profile", "ci", "--only", "01,07", "--seeds", "0,1,2", "--output-dir", str(tmp_path)]) == 0
     assert [(number, seed) for number, seed, _ in runs] == [("01", 0), ("07", 0), ("01", 1), ("01", 2)]
     assert [figures for *_, figures in runs] == [tmp_path / "figures"] * 2 + [
@@ -173,15 +171,61 @@ def test_the_readme_states_the_real_ci_runs_sizes():
     assert f"with a {PROFILE_EPOCHS['real-ci']}-epoch pretraining and {test_size} test items" in readme
 
 
-def test_real_profiles_need_a_data_root_and_write_outside_the_course_outputs(tmp_path, monkeypatch):
+def test_real_profiles_need_a_data_root(tmp_path, monkeypatch):
     monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
-    monkeypatch.setenv("FASHION_COURSE_FIGURES", "restored after the test")
-    monkeypatch.delenv("FASHION_COURSE_FIGURES")
     with pytest.raises(SystemExit, match="add --set data_root=/path/to/fashion-product-small"):
         run.main(["--profile", "real", "--only", "01"])
-    assert run.real_profile_outputs("real", {"data_root": "/data"}, None) == tmp_path / "real"
-    assert run.real_profile_outputs("ci", {}, None) is None
-    assert os.environ["FASHION_COURSE_FIGURES"] == str(tmp_path / "real" / "figures")
+    assert run.profile_outputs("real", {"data_root": "/data"}, None) == tmp_path / "real"
+
+
+@pytest.mark.parametrize(
+    "profile, output_dir, expected_outputs, expected_figures",
+    [
+        ("full", None, ".", None),  # make run: the committed figures/ (None: the repository's)
+        ("ci", None, "ci", "ci/figures"),  # a quick run never rewrites figures/ or the full run's records
+        ("real-ci", None, "real-ci", "real-ci/figures"),  # real photos' figures stay out of figures/
+        ("full", "elsewhere", "elsewhere", "elsewhere/figures"),  # --output-dir takes the figures along
+        ("ci", "elsewhere", "elsewhere", "elsewhere/figures"),
+    ],
+)
+def test_only_the_full_profile_writes_the_committed_figures(
+    tmp_path, monkeypatch, profile, output_dir, expected_outputs, expected_figures
+):
+    from course_utils.paths import REPO_ROOT, figures_dir
+
+    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
+    monkeypatch.delenv("FASHION_COURSE_FIGURES", raising=False)
+    given = tmp_path / output_dir if output_dir else None
+    assert run.profile_outputs(profile, {"data_root": "/data"}, given) == tmp_path / expected_outputs
+    assert figures_dir() == (tmp_path / expected_figures if expected_figures else REPO_ROOT / "figures")
+
+
+def test_a_ci_run_writes_its_notebooks_records_and_figures_under_outputs_ci(tmp_path, monkeypatch):
+    from course_utils.paths import figures_dir, outputs_dir
+    from course_utils.results import write_results
+
+    seen = []
+
+    def execute(notebook, output, parameters, kernel, cell_timeout):  # what a notebook's kernel does, in-process
+        seen.append((outputs_dir(), figures_dir()))
+        write_results(notebook.stem, parameters, {"R@10": 0.5})
+        output.write_text("{}")
+        return 1.0
+
+    monkeypatch.setattr(run, "execute", execute)
+    monkeypatch.setattr(run, "check_kernel", lambda name: None)
+    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
+    monkeypatch.delenv("FASHION_COURSE_FIGURES", raising=False)
+    assert run.main(["--profile", "ci", "--only", "01"]) == 0
+    assert seen == [(tmp_path / "ci", tmp_path / "ci" / "figures")]
+    assert sorted(path.name for path in (tmp_path / "ci").iterdir()) == [
+        "01_baseline_clip.ipynb",
+        "RESULTS.md",
+        "figures",
+        "results",
+        "timings-ci.json",
+    ]
+    assert not (tmp_path / "results").exists()
 
 
 def test_notebook_settings_are_the_parameter_cell_updated_by_the_profile():

@@ -77,5 +77,5 @@ def test_an_unwritable_output_dir_is_one_clear_line(unwritable_dir, no_notebook_
 
 def test_an_unwritable_outputs_variable_is_reported_too(unwritable_dir, no_notebook_runs, monkeypatch):
     monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(unwritable_dir / "outputs"))
-    with pytest.raises(SystemExit, match=rf"outputs folder {unwritable_dir}/outputs: cannot write there"):
-        run.main(["--only", "01"])
+    with pytest.raises(SystemExit, match=rf"outputs folder {unwritable_dir}/outputs/ci: cannot write there"):
+        run.main(["--only", "01"])  # the ci profile's outputs/ci/ under the variable's folder
