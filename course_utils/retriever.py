@@ -168,9 +168,11 @@ class FashionRetriever:
         allowed = self._allowed(filters)
         if allowed is not None and not allowed.any():
             raise ValueError(f"no gallery item matches the filters {filters}")
+        # An approximate index may find fewer than top_k items (FAISS fills the missing slots with position -1):
+        # those slots are dropped, never read as the gallery's last item.
         if allowed is None and not boost and exclude is None:
             scores, positions = self.index.search(queries, top_k)
-            return [self._frame(p, s) for s, p in zip(scores, positions)]
+            return [self._frame(p[p >= 0], s[p >= 0]) for s, p in zip(scores, positions)]
         if allowed is not None and not boost and exclude is None and getattr(self.index, "supports_filters", False):
             scores, positions = self.index.search(queries, top_k, filters=filters)  # filtered inside the engine
             return [self._frame(p[p >= 0], s[p >= 0]) for s, p in zip(scores, positions)]

@@ -101,6 +101,20 @@ def test_faiss_flat_gives_the_same_ranking(tiny_bundle, retriever):
     )
 
 
+def test_an_ivf_index_that_finds_fewer_items_returns_fewer_rows(tiny_bundle, retriever):
+    """IVF probing one list of eight can find fewer than top_k items; FAISS pads with position -1, which must not
+    come back as the gallery's last item."""
+    ivf = FashionRetriever(
+        tiny_bundle, retriever.catalogue, index="ivf", nlist=8, nprobe=1, image_embeddings=retriever.embeddings
+    )
+    top_k = len(retriever.catalogue) - 1
+    _, positions = ivf.index.search(ivf.embed_text(["blue jeans"]), top_k)
+    found = int((positions >= 0).sum())
+    assert found < top_k  # the case under test: one probed list holds fewer items than asked for
+    frame = ivf.search_by_text("blue jeans", top_k)
+    assert len(frame) == found and frame["item_id"].is_unique
+
+
 def test_conditional_and_composed_hooks(retriever):
     item_id = retriever.catalogue[0].item_id
     with pytest.raises(RuntimeError, match="no conditional encoder"):
