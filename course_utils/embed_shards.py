@@ -4,7 +4,8 @@
 One process embeds ~400 tiny-CLIP images per second here; a million product photos through ViT-B-32 take a day.
 The standard way out is data parallelism without communication: rank r of N encodes rows ``[start_r, stop_r)``
 with :func:`course_utils.embed.encode_images`, writes ``shard-r-of-N.pt`` and a JSON manifest beside it (rows,
-item ids, model, catalogue fingerprint, checksum), and :func:`merge_shards` checks the manifests and concatenates.
+item ids, batch size, model, catalogue fingerprint, checksum), and :func:`merge_shards` checks the manifests and
+concatenates.
 Shard boundaries fall on multiples of ``batch_size``, so every image sits in the same batch as in one process and
 the merged embeddings equal the single-process ones bit for bit.
 
@@ -31,6 +32,9 @@ from .data.records import Catalogue
 from .embed import encode_images, weights_digest
 
 MANIFEST_FORMAT = "course_utils.embed_shards/1"
+# Manifest fields every shard must share. batch_size is one: it sets the batches each image is encoded in, float32
+# results may depend on them, and only equal batches give the single-process embeddings bit for bit.
+_MUST_AGREE = ("world_size", "n_items", "dim", "batch_size", "model", "weights_digest", "catalogue_fingerprint")
 
 
 def shard_rows(n_items: int, batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -119,18 +123,23 @@ def merge_shards(out_dir: str | Path, catalogue: Catalogue | None = None) -> tor
 
     Raises:
         FileNotFoundError: no manifest, or a rank's shard is missing (the message names the ranks to rerun).
-        ValueError: manifests that disagree (world size, model, catalogue), rows that do not tile the catalogue,
-            or a shard whose checksum does not match its manifest.
+        ValueError: manifests that disagree (world size, batch size, model, catalogue; the message names each
+            value's manifest files), rows that do not tile the catalogue, or a shard whose checksum does not match
+            its manifest.
     """
     out_dir = Path(out_dir)
-    manifests = [json.loads(p.read_text()) for p in sorted(out_dir.glob("shard-*-of-*.json"))]
+    paths = sorted(out_dir.glob("shard-*-of-*.json"))
+    manifests = [json.loads(p.read_text()) for p in paths]
     if not manifests:
         raise FileNotFoundError(f"no shard manifests (shard-*-of-*.json) in {out_dir}; run embed_shard on each rank")
-    for key in ("world_size", "n_items", "dim", "model", "weights_digest", "catalogue_fingerprint"):
-        values = {m[key] for m in manifests}
-        if len(values) > 1:
+    for key in _MUST_AGREE:
+        files_by_value: dict[str, list[str]] = {}
+        for path, manifest in zip(paths, manifests):
+            files_by_value.setdefault(str(manifest[key]), []).append(path.name)
+        if len(files_by_value) > 1:
+            listing = "; ".join(f"{value}: {', '.join(names)}" for value, names in sorted(files_by_value.items()))
             raise ValueError(
-                f"{out_dir}: shard manifests disagree on {key} ({sorted(map(str, values))}); "
+                f"{out_dir}: shard manifests disagree on {key} ({listing}); "
                 "delete the stale shards and rerun every rank with the same settings"
             )
     world_size, n_items = manifests[0]["world_size"], manifests[0]["n_items"]

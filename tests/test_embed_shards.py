@@ -47,6 +47,17 @@ def test_merge_names_missing_ranks_and_corrupt_shards(tiny_bundle, gallery, tmp_
         merge_shards(tmp_path)
 
 
+def test_merge_refuses_shards_encoded_with_another_batch_size(tiny_bundle, gallery, tmp_path):
+    # 160 items on 2 ranks: batches of 64 and of 32 both give rank 1 the rows [64, 160), so the rows still tile
+    # the catalogue; only the manifests' batch_size tells the shards apart.
+    embed_shard(tiny_bundle, gallery, tmp_path, 0, 2, batch_size=64)
+    embed_shard(tiny_bundle, gallery, tmp_path, 1, 2, batch_size=32)
+    manifest = json.loads((tmp_path / "shard-00001-of-00002.json").read_text())
+    assert (manifest["start"], manifest["stop"]) == (64, 160)
+    with pytest.raises(ValueError, match=r"batch_size \(32: shard-00001-of-00002\.json; 64: shard-00000-of-00002"):
+        merge_shards(tmp_path)
+
+
 def test_merge_refuses_another_catalogue(tiny_bundle, gallery, tmp_path):
     embed_shard(tiny_bundle, gallery, tmp_path, 0, 1, batch_size=64)
     with pytest.raises(ValueError, match="different catalogue"):

@@ -1,4 +1,5 @@
-"""What the notebooks say, checked without running them: no hand-typed metrics in prose, readable code lines.
+"""What the notebooks say, checked without running them: no hand-typed metrics in prose, readable code lines,
+figures drawn in the cell that shows them.
 
 Measured numbers reach the prose only through cells that render Markdown from the run's own results, so the
 ``ci`` profile shows ``ci`` numbers and ``full`` shows ``full``. A metric-like number typed into a markdown cell
@@ -9,6 +10,7 @@ listed with its source in ``REFERENCES.md`` (seed projects, papers, recipe const
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 
@@ -83,3 +85,69 @@ def test_code_lines_fit_in_100_characters(notebook):
         if len(line) > MAX_CODE_LINE
     ]
     assert not long, f"{notebook.name}: code lines over {MAX_CODE_LINE} characters: {long}"
+
+
+FIGURE_FACTORIES = ("subplots", "figure")  # plt.subplots(...), plt.figure(...)
+
+
+def figure_names(tree: ast.AST) -> set[str]:
+    """Names a cell binds to what ``plt.subplots`` / ``plt.figure`` return (``fig``, ``ax``, ``axes``, ...)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            function = node.value.func
+            if isinstance(function, ast.Attribute) and function.attr in FIGURE_FACTORIES:
+                names |= {n.id for target in node.targets for n in ast.walk(target) if isinstance(n, ast.Name)}
+    return names
+
+
+def bound_names(tree: ast.AST) -> set[str]:
+    """Every name a cell binds: assignments, loop targets, function parameters, imports, definitions."""
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    names |= {a.arg for n in ast.walk(tree) if isinstance(n, ast.arguments) for a in n.args + n.kwonlyargs}
+    names |= {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+    return names | {
+        (a.asname or a.name).split(".")[0]
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Import | ast.ImportFrom)
+        for a in n.names
+    }
+
+
+def figures_drawn_outside_their_cell(sources: list[tuple[int, str]]) -> list[str]:
+    """Cells that draw on a figure another cell created, or create one without showing it.
+
+    Jupyter's inline backend shows a figure, and closes it, at the end of the cell that created it: drawing on it
+    in a later cell never reaches the screen (only ``save_figure`` sees the finished figure).
+    """
+    found, figures = [], {}  # figure name -> the cell that created it
+    for i, source in sources:
+        tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        for name in sorted((used & set(figures)) - bound_names(tree)):
+            found.append(f"cell {i} draws on {name!r} of cell {figures[name]}")
+        created = figure_names(tree)
+        if created and "plt.show()" not in source and "display(fig" not in source:
+            found.append(f"cell {i} creates {sorted(created)} without plt.show()")
+        figures = {name: cell for name, cell in figures.items() if name not in bound_names(tree)}
+        figures |= dict.fromkeys(created, i)
+    return found
+
+
+def test_the_figure_check_flags_a_figure_finished_in_a_later_cell():
+    split = [(1, "fig, ax = plt.subplots()\nax.plot(x)"), (2, "ax.set(xscale='log')\nplt.show()")]
+    assert figures_drawn_outside_their_cell(split) == [
+        "cell 1 creates ['ax', 'fig'] without plt.show()",
+        "cell 2 draws on 'ax' of cell 1",
+    ]
+    whole = [(1, "fig, ax = plt.subplots()\nax.plot(x)\nplt.show()"), (2, "for ax in grid:\n    ax.plot(x)")]
+    assert figures_drawn_outside_their_cell(whole) == []
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_figure_is_drawn_and_shown_in_one_cell(notebook):
+    found = figures_drawn_outside_their_cell(cells(notebook, "code"))
+    assert not found, (
+        f"{notebook.name}: Jupyter shows and closes a figure at the end of the cell that created it, so the student "
+        f"sees it unfinished; create, draw, save and show each figure in one cell: {found}"
+    )

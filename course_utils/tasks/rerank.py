@@ -81,8 +81,9 @@ class HardNegativePairs(Dataset):
 
     Item ``i`` yields ``{"index": i, "negative_image": j, "negative_text": t}``: image ``j`` is drawn from the
     hard negative images of caption ``i``, caption ``t`` from the hard negative captions of image ``i`` — a new
-    draw per (seed, epoch, item), deterministic. A matcher trained from scratch on hard negatives only stays at
-    the constant guess (notebook 03 shows it), so a curriculum can start with random negatives.
+    draw per (seed, epoch, item), deterministic. A matcher trained from scratch on hard negatives only stayed at
+    the constant guess in side runs made while writing notebook 03 (its training section reports them but does
+    not reproduce them), so a curriculum can start with random negatives.
 
     Args:
         image_negatives: ``(n, k)`` hard negative images per caption (from :func:`mine_hard_negatives`).

@@ -25,9 +25,18 @@ does not say.
 
 Exercise 5 (open). ALBEF ("Align before Fuse", Li et al., NeurIPS 2021) mines hard negatives for its ITM head
 from the in-batch contrastive similarities, sampling them in proportion to their softmax similarity rather than
-always taking the hardest; BLIP (Li et al., ICML 2022) keeps that scheme. Why might sampling be safer than the
-hardest negative when captions describe attributes only and several items share all of them (the attribute
-oracle row)?
+always taking the hardest; BLIP (Li et al., ICML 2022) keeps that scheme. Here the captions describe attributes
+only, and the attribute oracle row (below 1) shows that some items share every attribute with another one. Such an
+item fits the caption exactly as well as the caption's own image does, and a dual encoder that reads the caption
+well scores it about as high as that image: the hardest negative is likely to be one of them. Labelled 0, it is in
+effect a false negative: the matcher is told to separate two pairs the text cannot tell apart, a contradiction it
+can only meet by learning noise or by flattening its scores towards the constant guess. Sampling spreads the draws
+over many near misses, so the few look-alikes are drawn only now and then and real near misses outweigh their
+contradictory labels. The notebook does the same in a simpler way: ``HardNegativePairs`` draws uniformly from the
+top ``mining_k`` instead of taking the first, and keeps a share ``itm_random_share`` of random negatives. With
+labels at hand one can go further and drop the negatives whose attributes all equal the positive's (the test
+split's ``same_attributes`` matrix of the notebook, built on the train split), which removes these false negatives
+instead of diluting them.
 
 Exercise 6 (think). It needs a label on every gallery item and queries that name one. New or user-uploaded photos,
 or a marketplace whose sellers tag sparsely or wrongly, give it nothing or the wrong thing to compare; a query about

@@ -7,9 +7,18 @@ its ranking is random: Recall@10 should be 10 / gallery size up to sampling nois
 sqrt(p (1 - p) / q). ``random_init_recall`` measures a fresh open_clip initialisation (another seed than the
 notebook's) and returns the chance level and that standard error.
 
-Exercise 2 (code). Seed 002's N(0, 0.02) re-initialisation also draws CLIP's log-temperature near 0, so the
-softmax scale becomes exp(0) = 1 instead of 1 / 0.07 = 14.3, and LayerNorm gains near 0 squeeze every embedding
-towards the same direction. ``normal_init_effects`` measures both against open_clip's initialisation.
+Exercise 2 (code). ``normal_init_effects`` measures the softmax scale, the spread of the image embeddings around
+their mean and the spread of one query's scores over the gallery (standard deviation, averaged over queries), for
+both initialisations. Seed 002's N(0, 0.02) re-initialisation draws CLIP's log-temperature near 0, so the softmax
+scale becomes about exp(0) = 1 instead of open_clip's 1 / 0.07 = 14.3. The scale cannot change a ranking at all: it
+multiplies every score of a query by the same positive number, which keeps their order. It matters for training (how
+sharp the contrastive softmax is, hence how large the gradients are), not for retrieval. The spreads are what
+differ: LayerNorm gains near 0 squeeze every embedding towards the same point, so the N(0, 0.02) image spread comes
+out below open_clip's and its scores lie close together. Yet they do not tie: compare the N(0, 0.02) score spread
+with ``torch.finfo(torch.float32).eps``, the float32 resolution near a cosine of 1 — it is many times larger, so one
+query's scores are distinct, only close together, and they are ordered by differences that the random weights set
+without regard to the caption. That is what puts the ranking at chance, as it does for open_clip's initialisation
+with its wider spreads and usual scale: random weights, not ties and not the temperature.
 
 Exercise 3 (code, budget). ``steps_to_reach_zero_shot`` reads the two recall curves the notebook recorded and
 finds the first evaluation at which the from-scratch arm reaches the pretrained model's zero-shot Recall@10
@@ -21,8 +30,23 @@ from-scratch arm, pretraining helps beyond the caption style; the gap between th
 models is what in-domain captions add.
 
 Exercise 5 (open). He, Girshick and Dollár ("Rethinking ImageNet Pre-training", ICCV 2019) found that detectors
-trained from scratch catch up with ImageNet-pretrained ones given enough iterations. Under which budget does our
-from-scratch arm catch up, and what would you change to test it (more epochs, more data, a larger gallery)?
+trained from scratch catch up with ImageNet-pretrained ones given enough iterations. To test it here, train the
+from-scratch arm for several times the budget with the same recipe (``finetune_epochs`` x 2, x 4, x 8) and read
+whether its final R@10 reaches the pretrained -> fine-tuned arm's; give the pretrained arm the same longer budget
+too (it may still improve, and equal budgets are the fair comparison), and repeat over seeds, since one seed
+cannot tell a small gap from noise. More training pairs (``train_size``, a larger catalogue) matter as much as
+steps: from scratch the model learns everything from these pairs.
+
+Cost on 2 CPU cores = seconds per optimizer step x steps. The steps of one budget are the record's
+``training_steps`` (``results/full/04_random_init_ablation.json`` holds the full profile's), so a budget m times
+longer takes m x ``training_steps`` steps per arm. Seconds per step: notebook 08's record
+(``results/full/08_scaling_out.json``) measures the same tiny CLIP trained contrastively on these 2 cores,
+``train_images_per_s_1proc`` images per second, so one step of notebook 02's recipe
+(``cu.tasks.retrieval.FULL_FINETUNE.batch_size`` pairs) takes about that batch size divided by
+``train_images_per_s_1proc`` seconds. Or measure it here: README › Profiles, outputs and runtimes gives notebook
+04's runtime fresh (the from-scratch arm is trained) and cached (it is read back); their difference divided by
+``training_steps`` is the seconds per step, the recall evaluations every ``eval_every`` steps included. Multiply,
+and count both arms if both get the longer budget; a larger catalogue also makes every evaluation slower.
 """
 
 from __future__ import annotations
@@ -47,18 +71,21 @@ def random_init_recall(experiment, seed: int = 1) -> dict[str, float]:
 
 
 def normal_init_effects(experiment, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Exercise 2: softmax scale and spread of the image embeddings, open_clip init vs seed 002's N(0, 0.02)."""
+    """Exercise 2: softmax scale, image-embedding and score spreads, open_clip init vs seed 002's N(0, 0.02)."""
     cu.seeding.seed_everything(seed)
     random_bundle = cu.models.load_clip("tiny-fashion-clip", pretrained=None, device="cpu")
     normal_model = copy.deepcopy(random_bundle.model)
     cu.models.heads.normal_init_(normal_model, std=0.02, seed=seed)
     normal_bundle = replace(random_bundle, model=normal_model.eval(), identity=random_bundle.identity + "+normal")
+    queries = cu.embed.caption_texts(experiment.test, experiment.query_style)
     effects = {}
     for name, bundle in (("open_clip init", random_bundle), ("N(0, 0.02) init", normal_bundle)):
         images = cu.embed.encode_images(bundle, experiment.test, progress=False, use_cache=False)
+        texts = cu.embed.encode_texts(bundle, queries, progress=False, use_cache=False)
         effects[name] = {
             "softmax scale": float(bundle.model.logit_scale.detach().exp()),
             "spread": float((images - images.mean(0)).norm(dim=1).mean()),
+            "score spread": float((texts @ images.T).std(dim=1).mean()),
         }
     return effects
 

@@ -22,9 +22,20 @@ the heads already read; a 3-layer tower on 64-pixel renders has few features to 
 barely visible at that resolution), so the triplet loss has little left to lower.
 
 Exercise 5 (open). ASEN (Ma et al., "Fine-Grained Fashion Similarity Learning by Attribute-Specific Embedding
-Network", AAAI 2020) steers a spatial attention over the backbone's feature map with the condition and trains the
-backbone end to end. Our ASEN-style head reads frozen patch tokens. Which of ASEN's ablations would tell you how
-much of its gain comes from the attention and how much from the trained backbone?
+Network", AAAI 2020) steers a spatial and a channel attention with the condition and trains its ImageNet-pretrained
+backbone end to end. An ablation separates two causes only if it changes one and holds the other, so the question is
+a 2 x 2 design: {condition-guided attention, no attention} x {backbone trained, backbone frozen}. ASEN's own
+ablations (the network without its spatial or without its channel attention) and its baselines (a triplet network
+with one general embedding, CSN's masks over a shared embedding) all train the backbone as ASEN does: they fill the
+"trained" column only. Their differences measure what the attention (and the condition) adds *on a trained
+backbone*; none of them measures what training the backbone adds, so no ablation in that paper separates the two
+gains cleanly. The missing column is ASEN with its backbone frozen, and that is what this notebook supplies: row (e)
+is the attention on frozen CLIP patch tokens, and its gap to row (a) (global CLIP from the same frozen encoder) is
+what a trained condition-guided attention adds without any backbone training. The backbone's gain is then the step
+from (e) to an ASEN-style head whose tower is also trained, the experiment stage 2 runs for CRL ((c) to (d): heads
+frozen, tower trained). To close the question in this course, train the image tower under the ASEN-style head as
+stage 2 does and compare with row (e) on the same seeds; the two papers' numbers cannot be combined, since
+backbones, datasets and budgets differ.
 """
 
 from __future__ import annotations

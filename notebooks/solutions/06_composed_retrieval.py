@@ -25,7 +25,21 @@ well the text tower finds an item from its own description — an upper bound no
 Exercise 5 (open). CLIP4Cir (Baldrati et al., "Effective conditioned and composed image retrieval combining
 CLIP-based features", CVPR Workshops 2022; extended in ACM TOMM 2023) first fine-tunes CLIP's text encoder for the
 task, then trains the Combiner on frozen features. Our compositors start from features fine-tuned for caption
-retrieval. What would you expect from fine-tuning the text tower on modification texts first?
+retrieval: notebook 02 taught the text tower to place a *description of a whole item* next to its image. A
+modification text is not a description: "replace red with blue" names the value to drop as well as the one to add,
+so a caption-trained tower is likely to place it near red items as well as blue ones, and *sum* then pulls the query
+toward the very value the shopper wants to leave. Fine-tuning the text tower on the training triplets, with the
+image tower frozen and the plain sum as the compositor (the extended CLIP4Cir's first stage also trains through the
+element-wise sum, there with both encoders), would teach it to map a modification to roughly the step from reference
+to target: the text vector of "replace red with blue" moves toward blue and away from red. Expect, on the same test
+queries: (i) the largest gain on *sum* itself, since it is the compositor the tower is tuned for; (ii) a smaller
+gain for the learned compositors, which already learn that mapping on frozen features, so the margin of the best
+learned compositor over sum should shrink; (iii) only the text features change, the gallery's image features do not,
+so the compositors retrain on features as cheaply as before. Two risks to measure rather than assume: the procedural
+catalogue has few distinct modification phrasings, shared by train and test triplets, so a tower that memorises them
+scores optimistically; and the text tower is shared with caption retrieval, so training it on modifications alone
+can cost notebook 02's text-to-image recall unless its caption loss is mixed in. Check both: rerun notebook 02's
+evaluation with the tuned tower, and hold out whole modification phrasings from training.
 """
 
 from __future__ import annotations

@@ -12,8 +12,16 @@ so it never returns a top-k with the red items missing.
 
 Exercise 3 (code, exact vs FAISS). ``index_agreement`` builds the retriever with an exact index and with FAISS
 indexes (flat, IVF, HNSW) over the same gallery embeddings and measures how many of the exact top 10 each returns.
-A flat FAISS index is exact too (overlap 1); IVF and HNSW trade a little recall for speed, which only pays off on
-galleries far larger than this one.
+A flat FAISS index is exact too, so it must agree (overlap 1). IVF and HNSW are approximate: they *may* miss some
+of the exact top 10, and whether they do depends on the gallery and their settings, so read your overlaps before
+claiming a trade. IVF visits ``nprobe`` of its ``nlist`` lists (print ``retriever.index.nlist`` and ``.nprobe``):
+the retriever sets ``nlist`` to the gallery size // 39, so on a small gallery such as ``ci``'s the default
+``nprobe=16`` is at least ``nlist``; IVF then visits every list, an exhaustive search that agrees fully and says
+nothing about its approximation (raise ``nlist`` or lower ``nprobe`` to see it miss). HNSW's recall depends on
+``ef_search`` and ``hnsw_m``. Speed shows only in the index search alone (the text tower costs the same for every
+index): on a few hundred vectors exact search is one small matrix product, so the approximate indexes pay off
+only where scanning every vector costs more than visiting a few lists or graph nodes, on galleries far larger than
+this one (exercise 5 estimates where).
 
 Exercise 4 (predict). On a gallery of a few hundred items the queries that run a tower are the slowest: a text
 query (text tower), an upload (decoding plus the image tower) and a composed query (text tower plus the
