@@ -5,7 +5,7 @@ Executes ``notebooks/NN_*.ipynb`` in order, injecting ``profile`` plus the profi
 ``outputs/<notebook>.ipynb``; each notebook writes its metrics to ``outputs/results/<notebook>.json`` and its
 figures to ``figures/<notebook>/``; the run ends by gathering the metrics into ``outputs/RESULTS.md``. That is the
 full profile (``make run``); every other profile writes all of it to ``outputs/<profile>/`` instead, figures
-included, and ``--output-dir`` sends it elsewhere (:func:`profile_outputs`). A failing cell stops the run with the
+included, and ``--output-dir`` sends it elsewhere (:func:`profile_environment`). A failing cell stops the run with the
 notebook, the cell and the error.
 
 ``--profile real --set data_root=DIR`` runs every notebook on a real catalogue with the course CLIP pretrained on
@@ -113,8 +113,9 @@ def in_profile(notebooks: list[Path], profile: str) -> list[Path]:
     return kept
 
 
-def profile_outputs(profile: str, extra: dict, output_dir: Path | None) -> Path:
-    """Where a run of ``profile`` writes, decided before any notebook starts; returns the outputs folder.
+def profile_environment(profile: str, extra: dict, output_dir: Path | None) -> dict[str, str]:
+    """Where a run of ``profile`` writes, decided before any notebook starts: the ``FASHION_COURSE_OUTPUTS`` (and,
+    but for the full profile's default, ``FASHION_COURSE_FIGURES``) that :func:`main` sets for the run's kernels.
 
     The full profile (``make run``) writes to ``outputs/`` and its slide-ready figures to the committed
     ``figures/``. Every other profile writes to ``outputs/<profile>/``, figures in its ``figures/``: a quick ci run
@@ -131,10 +132,10 @@ def profile_outputs(profile: str, extra: dict, output_dir: Path | None) -> Path:
             "fashion-product-small (Kaggle layout: styles.csv + images/<id>.jpg; README › Real photos)"
         )
     if output_dir is None and profile == "full":
-        return outputs_dir(create=False)
-    output_dir = output_dir or outputs_dir(create=False) / profile
-    os.environ.setdefault("FASHION_COURSE_FIGURES", str(output_dir.expanduser().resolve() / "figures"))
-    return output_dir
+        return {"FASHION_COURSE_OUTPUTS": str(outputs_dir(create=False).expanduser().resolve())}
+    output_dir = (output_dir or outputs_dir(create=False) / profile).expanduser().resolve()
+    figures = os.environ.get("FASHION_COURSE_FIGURES", str(output_dir / "figures"))
+    return {"FASHION_COURSE_OUTPUTS": str(output_dir), "FASHION_COURSE_FIGURES": figures}
 
 
 def parse_assignments(assignments: list[str]) -> dict:
@@ -332,10 +333,14 @@ def main(argv: list[str] | None = None) -> int:
 
     extra = parse_assignments(args.assignments)
     option = "--output-dir" if args.output_dir is not None else "outputs folder"
-    os.environ["FASHION_COURSE_OUTPUTS"] = str(
-        profile_outputs(args.profile, extra, args.output_dir).expanduser().resolve()
-    )
-    out = check_output_dir(option)
+    # set for this run's kernels only: main() called twice in one process (the tests) starts afresh each time
+    with environment(**profile_environment(args.profile, extra, args.output_dir)):
+        return run_profile(args, extra, check_output_dir(option))
+
+
+def run_profile(args: argparse.Namespace, extra: dict, out: Path) -> int:
+    """The run :func:`main` parsed: every notebook of ``args.only`` in ``args.profile`` under each seed, into
+    ``out``; 0 when all ran, 1 when one failed (its error is printed)."""
     seeds = parse_seeds(args.seeds)
     if seeds and "seed" in extra:
         raise SystemExit("give the seed either with --seeds or with --set seed=..., not both")

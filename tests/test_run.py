@@ -1,6 +1,7 @@
 """The papermill runner's argument handling (the notebooks themselves run in test_notebooks.py)."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -175,7 +176,9 @@ def test_real_profiles_need_a_data_root(tmp_path, monkeypatch):
     monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
     with pytest.raises(SystemExit, match="add --set data_root=/path/to/fashion-product-small"):
         run.main(["--profile", "real", "--only", "01"])
-    assert run.profile_outputs("real", {"data_root": "/data"}, None) == tmp_path / "real"
+    assert run.profile_environment("real", {"data_root": "/data"}, None)["FASHION_COURSE_OUTPUTS"] == str(
+        tmp_path / "real"
+    )
 
 
 @pytest.mark.parametrize(
@@ -191,13 +194,19 @@ def test_real_profiles_need_a_data_root(tmp_path, monkeypatch):
 def test_only_the_full_profile_writes_the_committed_figures(
     tmp_path, monkeypatch, profile, output_dir, expected_outputs, expected_figures
 ):
-    from course_utils.paths import REPO_ROOT, figures_dir
-
     monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
     monkeypatch.delenv("FASHION_COURSE_FIGURES", raising=False)
     given = tmp_path / output_dir if output_dir else None
-    assert run.profile_outputs(profile, {"data_root": "/data"}, given) == tmp_path / expected_outputs
-    assert figures_dir() == (tmp_path / expected_figures if expected_figures else REPO_ROOT / "figures")
+    variables = run.profile_environment(profile, {"data_root": "/data"}, given)
+    assert variables["FASHION_COURSE_OUTPUTS"] == str((tmp_path / expected_outputs).resolve())
+    # no FASHION_COURSE_FIGURES: figures_dir()'s default, the repository's figures/
+    assert variables.get("FASHION_COURSE_FIGURES") == (str(tmp_path / expected_figures) if expected_figures else None)
+
+
+def test_a_figures_variable_set_by_the_user_still_decides(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_COURSE_FIGURES", str(tmp_path / "mine"))
+    variables = run.profile_environment("ci", {}, tmp_path / "run")
+    assert variables["FASHION_COURSE_FIGURES"] == str(tmp_path / "mine")
 
 
 def test_a_ci_run_writes_its_notebooks_records_and_figures_under_outputs_ci(tmp_path, monkeypatch):
@@ -226,6 +235,8 @@ def test_a_ci_run_writes_its_notebooks_records_and_figures_under_outputs_ci(tmp_
         "timings-ci.json",
     ]
     assert not (tmp_path / "results").exists()
+    # the run's variables were for its kernels: a second run in this process starts from the same environment
+    assert "FASHION_COURSE_FIGURES" not in os.environ and os.environ["FASHION_COURSE_OUTPUTS"] == str(tmp_path)
 
 
 def test_notebook_settings_are_the_parameter_cell_updated_by_the_profile():
