@@ -168,13 +168,11 @@ class FashionRetriever:
         allowed = self._allowed(filters)
         if allowed is not None and not allowed.any():
             raise ValueError(f"no gallery item matches the filters {filters}")
-        # An approximate index may find fewer than top_k items (FAISS fills the missing slots with position -1):
-        # those slots are dropped, never read as the gallery's last item.
-        if allowed is None and not boost and exclude is None:
-            scores, positions = self.index.search(queries, top_k)
-            return [self._frame(p[p >= 0], s[p >= 0]) for s, p in zip(scores, positions)]
-        if allowed is not None and not boost and exclude is None and getattr(self.index, "supports_filters", False):
-            scores, positions = self.index.search(queries, top_k, filters=filters)  # filtered inside the engine
+        # The index ranks when nothing else changes the scores: without filters, or with filters its engine applies.
+        if not boost and exclude is None and (allowed is None or getattr(self.index, "supports_filters", False)):
+            scores, positions = self.index.search(queries, top_k, **({} if allowed is None else {"filters": filters}))
+            # An approximate index may find fewer than top_k items (FAISS fills the missing slots with position -1):
+            # those slots are dropped, never read as the gallery's last item.
             return [self._frame(p[p >= 0], s[p >= 0]) for s, p in zip(scores, positions)]
         # Filters, hybrid scores and exclusions are applied to exact scores over the whole gallery.
         similarity = (queries @ self.embeddings.T).numpy().astype(np.float64)
