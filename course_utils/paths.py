@@ -25,8 +25,12 @@ def outputs_dir(create: bool = True) -> Path:
 
 
 def figures_dir() -> Path:
-    """``figures/`` (override with ``FASHION_COURSE_FIGURES``): slide-ready PNG and SVG figures."""
-    path = Path(os.environ.get("FASHION_COURSE_FIGURES", REPO_ROOT / "figures"))
+    """Slide-ready PNG and SVG figures: ``FASHION_COURSE_FIGURES``, else ``figures/`` under :func:`outputs_dir`.
+
+    Only the runner's full profile (``make run``) points ``FASHION_COURSE_FIGURES`` at the committed ``figures/``:
+    a notebook run by hand (JupyterLab, no runner) saves its figures under ``outputs/figures/`` and leaves them be.
+    """
+    path = Path(os.environ.get("FASHION_COURSE_FIGURES", outputs_dir(create=False) / "figures"))
     path.mkdir(parents=True, exist_ok=True)
     return path
 

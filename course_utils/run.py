@@ -114,8 +114,8 @@ def in_profile(notebooks: list[Path], profile: str) -> list[Path]:
 
 
 def profile_environment(profile: str, extra: dict, output_dir: Path | None) -> dict[str, str]:
-    """Where a run of ``profile`` writes, decided before any notebook starts: the ``FASHION_COURSE_OUTPUTS`` (and,
-    but for the full profile's default, ``FASHION_COURSE_FIGURES``) that :func:`main` sets for the run's kernels.
+    """Where a run of ``profile`` writes, decided before any notebook starts: the ``FASHION_COURSE_OUTPUTS`` and
+    ``FASHION_COURSE_FIGURES`` that :func:`main` sets for the run's kernels.
 
     The full profile (``make run``) writes to ``outputs/`` and its slide-ready figures to the committed
     ``figures/``. Every other profile writes to ``outputs/<profile>/``, figures in its ``figures/``: a quick ci run
@@ -131,10 +131,12 @@ def profile_environment(profile: str, extra: dict, output_dir: Path | None) -> d
             f"the {profile} profile runs on a real catalogue: add --set data_root=/path/to/"
             "fashion-product-small (Kaggle layout: styles.csv + images/<id>.jpg; README › Real photos)"
         )
-    if output_dir is None and profile == "full":
-        return {"FASHION_COURSE_OUTPUTS": str(outputs_dir(create=False).expanduser().resolve())}
-    output_dir = (output_dir or outputs_dir(create=False) / profile).expanduser().resolve()
-    figures = os.environ.get("FASHION_COURSE_FIGURES", str(output_dir / "figures"))
+    writes_committed_figures = output_dir is None and profile == "full"
+    if output_dir is None:
+        output_dir = outputs_dir(create=False) if profile == "full" else outputs_dir(create=False) / profile
+    output_dir = output_dir.expanduser().resolve()
+    own_figures = REPO_ROOT / "figures" if writes_committed_figures else output_dir / "figures"
+    figures = os.environ.get("FASHION_COURSE_FIGURES", str(own_figures))
     return {"FASHION_COURSE_OUTPUTS": str(output_dir), "FASHION_COURSE_FIGURES": figures}
 
 

@@ -1,7 +1,7 @@
 """Figures for notebooks and slides: one style, one save helper, image grids.
 
 ``use_course_style()`` sets slide-readable fonts and the Okabe–Ito colour-blind-safe palette;
-``save_figure(fig, notebook, name)`` writes ``figures/<notebook>/<name>.png`` and ``.svg``.
+``save_figure(fig, notebook, name)`` writes ``<figures_dir()>/<notebook>/<name>.png`` and ``.svg``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def use_course_style() -> None:
 
 
 def save_figure(fig: plt.Figure, notebook: str, name: str) -> list[Path]:
-    """Save ``fig`` as PNG and SVG under ``figures/<notebook>/``; returns both paths."""
+    """Save ``fig`` as PNG and SVG under ``<figures_dir()>/<notebook>/``; returns both paths."""
     folder = figures_dir() / notebook
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png", folder / f"{name}.svg"]

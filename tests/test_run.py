@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from course_utils import run
+from course_utils.paths import REPO_ROOT
 
 
 def test_parse_assignments_reads_json_values():
@@ -162,7 +163,6 @@ def test_real_profiles_extend_real_and_skip_notebooks_without_a_real_entry(capsy
 
 
 def test_the_readme_states_the_real_ci_runs_sizes():
-    from course_utils.paths import REPO_ROOT
     from course_utils.tasks.photo_pretrain import PROFILE_EPOCHS
     from tests.test_notebooks import REAL_CI_PRODUCTS
 
@@ -199,8 +199,8 @@ def test_only_the_full_profile_writes_the_committed_figures(
     given = tmp_path / output_dir if output_dir else None
     variables = run.profile_environment(profile, {"data_root": "/data"}, given)
     assert variables["FASHION_COURSE_OUTPUTS"] == str((tmp_path / expected_outputs).resolve())
-    # no FASHION_COURSE_FIGURES: figures_dir()'s default, the repository's figures/
-    assert variables.get("FASHION_COURSE_FIGURES") == (str(tmp_path / expected_figures) if expected_figures else None)
+    figures = tmp_path / expected_figures if expected_figures else REPO_ROOT / "figures"
+    assert variables["FASHION_COURSE_FIGURES"] == str(figures)
 
 
 def test_a_figures_variable_set_by_the_user_still_decides(tmp_path, monkeypatch):

@@ -29,3 +29,17 @@ def test_image_grid_keeps_the_caption_lines_and_title_it_is_asked_to():
     assert full.axes[0].get_xlabel().replace("\n", " ") == caption
     assert full.axes[0].get_ylabel().replace("\n", " ") == title.strip()
     plt.close("all")
+
+
+def test_a_notebook_run_by_hand_saves_its_figures_beside_its_outputs_not_in_the_committed_figures(
+    tmp_path, monkeypatch
+):
+    # JupyterLab, no runner: only the runner's full profile points FASHION_COURSE_FIGURES at figures/
+    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
+    monkeypatch.delenv("FASHION_COURSE_FIGURES", raising=False)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    saved = viz.save_figure(fig, "01_baseline_clip", "curve")
+    plt.close(fig)
+    assert saved == [tmp_path / "figures" / "01_baseline_clip" / f"curve.{kind}" for kind in ("png", "svg")]
+    assert all(path.stat().st_size > 0 for path in saved)
