@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..data import Catalogue, load_catalogue
 from ..data.registry import loader_accepts
+from ..data.synthetic import ATTRIBUTE_ORDER as DRAWING_ATTRIBUTES
 from ..models import TINY_MODEL, ClipBundle, load_clip
 from ..seeding import seed_everything
 from .photo_pretrain import photo_recipe, pretrained_photo_clip
@@ -85,3 +86,28 @@ def load_experiment(
         test = test.subset(test.ids[:test_size], name=test.name)
     query_style = "description" if dataset == "synthetic" else None
     return Experiment(catalogue, bundle, catalogue.split("train"), test, query_style)
+
+
+def exercises_scope(experiment: Experiment) -> str:
+    """Markdown for the top of a notebook's exercises: the catalogue they run on and its attribute names.
+
+    The exercises and their worked solutions are written for the embedded drawings (the ``ci`` profile, where
+    ``tests/test_solutions.py`` checks them). On a real catalogue an exercise that names a drawing attribute
+    (``colour``, ``category``, ...) or a gallery size needs translating: this says into what.
+    """
+    catalogue, test = experiment.catalogue, experiment.test
+    attributes = ", ".join(f"`{name}`" for name in catalogue.attribute_names)
+    kind = " and ".join(f"`{name}`" for name in catalogue.match_attributes)
+    if catalogue.name == "synthetic":
+        return (
+            f"The exercises run on this run's catalogue, the embedded drawings ({len(test):,} test items; "
+            f"attributes {attributes}; two items are the same kind of product when they share {kind})."
+        )
+    drawn = ", ".join(f"`{name}`" for name in DRAWING_ATTRIBUTES)
+    return (
+        f"**This run used {catalogue.name}**, not the drawings the exercises are written for (set "
+        '`dataset="synthetic"` and `profile="ci"` to run them as written). To try them here, translate: '
+        f"the drawings' attributes ({drawn}) become this catalogue's {attributes}; two items are the same "
+        f"kind of product when they share {kind}; and its test split has {len(test):,} items, so a gallery "
+        "size or `test_size` above that is not available."
+    )
