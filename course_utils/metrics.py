@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -766,3 +767,43 @@ def attribute_specific_map(per_condition: dict[str, tuple[ArrayLike, ArrayLike]]
         n_queries += len(aps)
     result["overall"] = ap_sum / n_queries
     return result
+
+
+@dataclass(frozen=True)
+class RecallDifference:
+    """``new - old``: two recalls (or shares of queries) over ``queries`` queries each, read against their noise.
+
+    One run's recall over ``n`` queries is a binomial proportion with standard error ``sqrt(p (1 - p) / n)``; the
+    difference of two has the root of their summed variances. A difference beyond two of those standard errors is
+    a change (``verdict`` "a gain" or "a loss"); anything smaller is "within noise". Two recalls measured on the
+    same queries are correlated, so reading them as independent makes the rule cautious: it calls fewer changes.
+    The notebooks use it to word a comparison; a claim the course makes rests on several seeds (``findings``).
+    """
+
+    new: float
+    old: float
+    queries: int
+
+    @property
+    def difference(self) -> float:
+        return self.new - self.old
+
+    @property
+    def noise(self) -> float:
+        """Two standard errors of the difference."""
+        variance = self.new * (1 - self.new) + self.old * (1 - self.old)
+        return 2 * math.sqrt(variance / self.queries)
+
+    @property
+    def beyond_noise(self) -> bool:
+        return abs(self.difference) > self.noise
+
+    @property
+    def verdict(self) -> str:
+        """ "a gain", "a loss" or "within noise"."""
+        if not self.beyond_noise:
+            return "within noise"
+        return "a gain" if self.difference > 0 else "a loss"
+
+    def __str__(self) -> str:
+        return f"{self.difference:+.3f}, {self.verdict}; two standard errors {self.noise:.3f}"

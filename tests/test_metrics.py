@@ -416,3 +416,16 @@ def test_composed_recall_ties_and_chunks():
     expected = m.recall_at_k(expected_sim, expected_rel, ks=(1, 10))
     assert m.composed_recall(sim, relevant, ks=(1, 10), exclude=exclude) == pytest.approx(expected)
     assert m.composed_recall(sim, relevant, ks=(1, 10), exclude=exclude, chunk_size=4) == pytest.approx(expected)
+
+
+def test_a_recall_difference_is_a_change_only_beyond_two_standard_errors():
+    # 0.66 vs 0.65 over 996 queries: SE of the difference sqrt((0.66*0.34 + 0.65*0.35) / 996) = 0.0213
+    small = m.RecallDifference(0.66, 0.65, 996)
+    assert small.noise == pytest.approx(2 * 0.02127, abs=1e-4)
+    assert (small.beyond_noise, small.verdict) == (False, "within noise")
+    assert m.RecallDifference(0.45, 0.19, 996).verdict == "a gain"
+    assert m.RecallDifference(0.19, 0.45, 996).verdict == "a loss"
+    assert m.RecallDifference(0.5, 0.5, 10).verdict == "within noise"  # equal: never a change
+    assert str(small) == "+0.010, within noise; two standard errors 0.043"
+    # more queries, less noise: the same gap becomes a change
+    assert m.RecallDifference(0.66, 0.65, 100_000).verdict == "a gain"
