@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -78,6 +79,19 @@ def save_figure(fig: plt.Figure, notebook: str, name: str) -> list[Path]:
     return paths
 
 
+def _wrap_label_to_width(label: matplotlib.text.Text, caption: str, width_px: float, wrap: int, max_lines: int) -> None:
+    """Set ``label`` to ``caption`` wrapped at the most characters per line (at most ``wrap``) that fit ``width_px``.
+
+    A caption longer than ``max_lines`` lines ends in " …", so a cut shows. The label's own font and its figure's
+    renderer measure each candidate wrapping (notebook 01's image grids).
+    """
+    renderer = label.get_figure().canvas.get_renderer()
+    for chars in range(wrap, 0, -1):
+        label.set_text("\n".join(textwrap.wrap(caption, chars, max_lines=max_lines, placeholder=" …")))
+        if label.get_window_extent(renderer).width <= width_px:
+            return
+
+
 def image_grid(
     rows: Sequence[tuple[str, Sequence[tuple[object, str, bool]]]],
     thumb: float = 1.9,
@@ -88,20 +102,22 @@ def image_grid(
 ) -> plt.Figure:
     """A grid of thumbnails: one row per query.
 
+    Each caption is wrapped to the width of its thumbnail's column (at most ``wrap`` characters per line), so a
+    long caption takes more lines instead of running under its neighbours.
+
     Args:
         rows: ``(row title, [(PIL image, caption, highlighted), ...])``; highlighted thumbnails get a thick
             green frame (e.g. the correct item or the target).
         thumb: inches per thumbnail.
-        wrap: characters per caption line.
-        caption_lines: caption lines kept under each thumbnail (raise it so long captions are not cut before
-            the attribute that tells two items apart).
+        wrap: most characters per caption line.
+        caption_lines: caption lines kept under each thumbnail, the last ending in " …" when the caption is cut
+            (raise it so long captions are not cut before the attribute that tells two items apart).
         title_wrap, title_lines: characters per line and lines kept of each row title (e.g. the query text).
     """
-    import textwrap
-
     n_cols = max(len(cells) for _, cells in rows)
     row_height = thumb + 0.7 + 0.15 * max(0, caption_lines - 3)
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(thumb * n_cols, row_height * len(rows)), squeeze=False)
+    captions = {}
     for r, (title, cells) in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -109,9 +125,9 @@ def image_grid(
             if c >= len(cells):
                 ax.axis("off")
                 continue
-            image, caption, highlighted = cells[c]
+            image, captions[ax], highlighted = cells[c]
             ax.imshow(image)
-            ax.set_xlabel("\n".join(textwrap.wrap(caption, wrap)[:caption_lines]), fontsize=9)
+            ax.set_xlabel("\n".join(textwrap.wrap(captions[ax], wrap)[:caption_lines]), fontsize=9)
             for spine in ax.spines.values():
                 spine.set_visible(True)
                 spine.set_color(PALETTE[2] if highlighted else "#bbbbbb")
@@ -119,5 +135,11 @@ def image_grid(
         axes[r, 0].set_ylabel(
             "\n".join(textwrap.wrap(title, title_wrap)[:title_lines]), fontsize=10, rotation=0, ha="right", va="center"
         )
+    fig.tight_layout()
+    slots = [ax.get_position(original=True) for ax in axes[0]]  # the layout's columns, before aspect shrinks them
+    pitch = slots[1].x0 - slots[0].x0 if n_cols > 1 else slots[0].width
+    column_px = pitch * fig.bbox.width - 6  # a column's width, less a small gap between neighbouring captions
+    for ax, caption in captions.items():
+        _wrap_label_to_width(ax.xaxis.label, caption, column_px, wrap, caption_lines)
     fig.tight_layout()
     return fig

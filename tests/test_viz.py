@@ -25,10 +25,23 @@ def test_image_grid_keeps_the_caption_lines_and_title_it_is_asked_to():
     full = viz.image_grid(
         [(title, [(image, caption, True)] * 3)], thumb=3, caption_lines=10, title_wrap=40, title_lines=10
     )
-    assert short.axes[0].get_xlabel().count("\n") == 2  # the default keeps 3 lines
+    assert short.axes[0].get_xlabel().count("\n") == 2  # the default keeps 3 lines...
+    assert short.axes[0].get_xlabel().endswith(" …")  # ... and shows that it cut the caption
     assert full.axes[0].get_xlabel().replace("\n", " ") == caption
     assert full.axes[0].get_ylabel().replace("\n", " ") == title.strip()
     plt.close("all")
+
+
+def test_image_grid_wraps_long_captions_to_their_column_so_neighbours_do_not_overlap():
+    image = np.zeros((80, 60, 3), dtype=np.uint8)  # portrait photos: the thumbnail is narrower than its column
+    captions = [f"Brand{i} Women Grey Melange Cotton Briefs Pack Of Two" for i in range(6)]
+    fig = viz.image_grid([("a query", [(image, caption, False) for caption in captions])], thumb=2.0, caption_lines=6)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.xaxis.label.get_window_extent(renderer) for ax in fig.axes]
+    assert all(left.x1 < right.x0 for left, right in zip(boxes, boxes[1:]))
+    assert [ax.get_xlabel().replace("\n", " ") for ax in fig.axes] == captions  # narrower lines, no word lost
+    plt.close(fig)
 
 
 def test_a_notebook_run_by_hand_saves_its_figures_beside_its_outputs_not_in_the_committed_figures(
