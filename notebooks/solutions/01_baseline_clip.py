@@ -20,8 +20,9 @@ with ``random_split`` (about 8,820 test items) and reviews queries "of the test 
 reading; its inference slide says "entire dataset", which points to the second. The honest answer: we cannot tell
 from what was published, so report both.
 
-Exercise 4 (code). Matching on colour alone is a looser criterion than category + colour: every item that matches
-on both also matches on colour, so colour-only attribute-match recall can only be higher or equal.
+Exercise 4 (code). On the drawings, matching on colour alone is a looser criterion than category + colour: every
+item that matches on both also matches on colour, so colour-only attribute-match recall can only be higher or equal.
+The same holds on any catalogue (on Fashion Product Images: ``baseColour`` against ``articleType`` + ``baseColour``).
 
 Exercise 5 (open). CLIP (Radford et al., 2021) reports zero-shot retrieval on the Flickr30k (1K test images) and
 MSCOCO (5K) test sets; ALBEF and BLIP use the same splits. Fixing the gallery size is what makes recall numbers

@@ -22,17 +22,18 @@ choice to state. Compare the two R@10: on this catalogue, with one epoch, read t
 wins; one seed and one budget are not enough to call a small difference real.
 
 Exercise 4 (code, equal budgets). ``optimizer_steps`` counts the steps of each recipe. In the full profile both
-recipes get 3 backbone epochs, so stage 2 of (b) matches (a) step for step and stage 1 is *extra* optimisation
-(on cached embeddings): the comparison favours (b). In the ci profile (b) gets 1 backbone epoch against (a)'s 3.
-``optimizer_steps`` also returns the ``backbone_epochs`` that give stage 2 as many backbone steps as (a) (3 in
-both profiles). Even then (b) gets stage 1's head steps on top: state them beside the backbone steps, as the
-notebook's budget table does; they are far cheaper than backbone steps (cached embeddings), so "equal budget" needs
-a unit -- backbone steps, all steps, or compute.
+recipes get 3 backbone epochs (so does the real profile), so stage 2 of (b) matches (a) step for step and stage 1
+is *extra* optimisation (on cached embeddings): the budget favours (b). In the ci profile (b) gets 1 backbone
+epoch against (a)'s 3. ``optimizer_steps`` also returns the ``backbone_epochs`` that give stage 2 as many backbone
+steps as (a) (3 in every profile). Even then (b) gets stage 1's head steps on top: state them beside the backbone
+steps, as the notebook's budget table does; they are far cheaper than backbone steps (cached embeddings), so "equal
+budget" needs a unit -- backbone steps, all steps, or compute.
 
 Exercise 5 (open). LiT ("Zero-Shot Transfer with Locked-image text Tuning", Zhai et al., CVPR 2022) freezes the
 image tower and trains only the text tower, and finds this beats tuning both on its data. Seed 000's stage 1 is
 the opposite extreme (both towers frozen, a head trained). What would LiT's result suggest for a fashion catalogue
-whose images resemble the pretraining data but whose captions do not?
+whose images resemble the pretraining data but whose captions do not? (That is the drawings' case; in the real
+profile the photo CLIP was pretrained on the very titles used as queries, so the question does not arise there.)
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Worked solutions to the exercises of notebook 03 (a cross-attention re-ranker).
 
 Executed on the ``ci`` profile by ``tests/test_solutions.py`` (``pytest -m solutions``); they use the re-ranker
-that notebook 03 saves to ``outputs/models/reranker.pt``.
+that notebook 03 saves under ``cu.paths.outputs_dir()`` (``models/reranker.pt``: ``outputs/`` unless
+``FASHION_COURSE_OUTPUTS`` names another folder; the notebook prints the path).
 
 Exercise 1 (predict, then run). A re-ranker of the top K only reorders what the first stage found, so no
 re-ranked Recall@1 can exceed the dual encoder's Recall@K. ``first_stage_ceiling`` measures that ceiling for
@@ -18,14 +19,19 @@ not comparable, so the figure labels them; compare ranks, not scores, across the
 matcher (``itm_width``, ``itm_layers``) costs more per step; whether it learns more within ``itm_epochs`` is
 an experiment to run, not to assume.
 
-Exercise 4 (think). The captions describe attributes only, so items with identical attributes are
-indistinguishable from the text: the oracle must pick one of them at random. To go beyond it the data would need
-captions that tell those items apart (brand, print details, exact shade) — no model can recover what the query
-does not say.
+Exercise 4 (think). On the drawings the captions describe attributes only, so items with identical attributes
+are indistinguishable from the text: the oracle must pick one of them at random. To go beyond it the data would
+need captions that tell those items apart (brand, print details, exact shade) — no model can recover what the
+query does not say. On the photos (``real`` profile) the queries are shop titles, which do name the brand and
+the product line: nearly every test title is unique, and an oracle that ranks the items with the same title first
+sits far above the attribute oracle (the notebook computes both). The attribute oracle is no
+ceiling there: it cannot separate items that share every label although their titles differ, and it asks labels
+that hardly any title states (season, year) to agree. What limits a model on the photos is rather how much of
+the title's words the pixels show: a brand is often a small logo, or not visible at all.
 
-Exercise 5 (open). ALBEF ("Align before Fuse", Li et al., NeurIPS 2021) mines hard negatives for its ITM head
-from the in-batch contrastive similarities, sampling them in proportion to their softmax similarity rather than
-always taking the hardest; BLIP (Li et al., ICML 2022) keeps that scheme. Here the captions describe attributes
+Exercise 5 (open). ALBEF ("Align before Fuse", Li et al., NeurIPS 2021) mines hard negatives for its ITM head from
+the in-batch contrastive similarities, sampling them in proportion to their softmax similarity rather than always
+taking the hardest; BLIP (Li et al., ICML 2022) keeps that scheme. On the drawings the captions describe attributes
 only, and the attribute oracle row (below 1) shows that some items share every attribute with another one. Such an
 item fits the caption exactly as well as the caption's own image does, and a dual encoder that reads the caption
 well scores it about as high as that image: the hardest negative is likely to be one of them. Labelled 0, it is in
@@ -34,9 +40,11 @@ can only meet by learning noise or by flattening its scores towards the constant
 over many near misses, so the few look-alikes are drawn only now and then and real near misses outweigh their
 contradictory labels. The notebook does the same in a simpler way: ``HardNegativePairs`` draws uniformly from the
 top ``mining_k`` instead of taking the first, and keeps a share ``itm_random_share`` of random negatives. With
-labels at hand one can go further and drop the negatives whose attributes all equal the positive's (the test
-split's ``same_attributes`` matrix of the notebook, built on the train split), which removes these false negatives
-instead of diluting them.
+labels at hand one can go further and drop the negatives whose attributes all equal the positive's (the test split's
+``same_attributes`` matrix of the notebook, built on the train split), which removes these false negatives instead
+of diluting them. On the photos titles rarely coincide, but many items are the same kind of product (same article
+type and colour) and differ mainly in the brand, which a small photo barely shows: as hardest negatives they are
+nearly as contradictory, and sampling helps for the same reason.
 
 Exercise 6 (think). It needs a label on every gallery item and queries that name one. New or user-uploaded photos,
 or a marketplace whose sellers tag sparsely or wrongly, give it nothing or the wrong thing to compare; a query about

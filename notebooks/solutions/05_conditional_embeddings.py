@@ -1,6 +1,9 @@
 """Worked solutions to the exercises of notebook 05 (conditional embeddings, ASEN's protocol).
 
-Executed on the ``ci`` profile by ``tests/test_solutions.py`` (``pytest -m solutions``).
+Executed on the ``ci`` profile by ``tests/test_solutions.py`` (``pytest -m solutions``). The answers are the
+drawings': the exercises name the drawings' conditions (``colour``, ``pattern``, ``category``) and
+``crl_stage1_map`` loads the drawings' descriptor words (``load_descriptors("synthetic")``). On a real catalogue
+translate the conditions as the notebook's exercises cell says and load that catalogue's descriptors.
 
 Exercise 1 (predict, then run). A random ranking puts relevant candidates anywhere, so its average precision is
 about the share of relevant candidates: a condition with few values (many candidates share the query's value)
@@ -19,7 +22,9 @@ others anything.
 
 Exercise 4 (think). With the heads and the text basis frozen, stage 2 can only move image features within what
 the heads already read; a 3-layer tower on 64-pixel renders has few features to add (fabric and neckline are
-barely visible at that resolution), so the triplet loss has little left to lower.
+barely visible at that resolution), so the triplet loss has little left to lower. The real profile's resnet10t sees
+small product photos (80 x 60 pixels) for one short stage-2 epoch; the same reasoning holds there: the frozen heads
+were fitted to its current features, and a short epoch leaves little time to learn new ones.
 
 Exercise 5 (open). ASEN (Ma et al., "Fine-Grained Fashion Similarity Learning by Attribute-Specific Embedding
 Network", AAAI 2020) steers a spatial and a channel attention with the condition and trains its ImageNet-pretrained
