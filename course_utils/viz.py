@@ -70,12 +70,17 @@ def use_course_style() -> None:
 
 
 def save_figure(fig: plt.Figure, notebook: str, name: str) -> list[Path]:
-    """Save ``fig`` as PNG and SVG under ``<figures_dir()>/<notebook>/``; returns both paths."""
+    """Save ``fig`` as PNG and SVG under ``<figures_dir()>/<notebook>/``; returns both paths.
+
+    The same figure gives the same files: no date in the SVG, and its element ids are hashed with a fixed salt
+    instead of a random one, so a rerun of ``make run`` leaves the committed figures as they are unless they changed.
+    """
     folder = figures_dir() / notebook
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png", folder / f"{name}.svg"]
-    for path in paths:
-        fig.savefig(path, metadata={"Date": None} if path.suffix == ".svg" else None)
+    with matplotlib.rc_context({"svg.hashsalt": f"{notebook}/{name}"}):
+        for path in paths:
+            fig.savefig(path, metadata={"Date": None} if path.suffix == ".svg" else None)
     return paths
 
 

@@ -56,3 +56,13 @@ def test_a_notebook_run_by_hand_saves_its_figures_beside_its_outputs_not_in_the_
     plt.close(fig)
     assert saved == [tmp_path / "figures" / "01_baseline_clip" / f"curve.{kind}" for kind in ("png", "svg")]
     assert all(path.stat().st_size > 0 for path in saved)
+
+
+def test_saving_the_same_figure_twice_writes_the_same_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_COURSE_FIGURES", str(tmp_path))
+    fig, ax = plt.subplots()
+    ax.plot([0, 1, 2], [1, 0, 2])
+    first = [path.read_bytes() for path in viz.save_figure(fig, "01_baseline_clip", "curve")]
+    second = [path.read_bytes() for path in viz.save_figure(fig, "01_baseline_clip", "curve")]
+    plt.close(fig)
+    assert first == second  # SVG element ids hashed with a fixed salt, no date
