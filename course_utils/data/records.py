@@ -318,6 +318,12 @@ class Catalogue(Sequence[Item]):
         triplets = [t for t in self.triplets if t.reference_id in ids and t.target_id in ids]
         return Catalogue(name or self.name, items, self.report, triplets, self.attribute_names, self.match_attributes)
 
+    @property
+    def colour_attribute(self) -> str | None:
+        """The attribute that names an item's colour (``colour`` on the drawings, ``baseColour`` on Fashion Product
+        Images), or None when the catalogue labels no colour (DeepFashion-MultiModal)."""
+        return next((name for name in self.attribute_names if "colour" in name.lower()), None)
+
     def attribute_values(self, attribute: str) -> list[str]:
         """Sorted distinct values of one attribute."""
         return sorted({item.attributes[attribute] for item in self.items if attribute in item.attributes})

@@ -16,4 +16,4 @@ module             task                                                        n
 """
 
 from . import attributes, composed, experiment, photo_pretrain, pretrain, rerank, retrieval
-from .experiment import Experiment, exercises_scope, load_experiment
+from .experiment import Experiment, exercises_scope, load_experiment, names_value, stated_share

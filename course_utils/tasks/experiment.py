@@ -8,6 +8,8 @@ pretraining task on drawings, ``pretrained="photo"`` the course CLIP's pretraini
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..data import Catalogue, load_catalogue
@@ -28,6 +30,12 @@ class Experiment:
     train: Catalogue
     test: Catalogue
     query_style: str | None  # caption style used as text queries (None: first caption)
+
+    @property
+    def query_caption_style(self) -> str:
+        """The name of the queries' caption style: ``query_style``, or for None the items' first caption's style
+        (``"title"`` on Fashion Product Images)."""
+        return self.query_style or self.test[0].caption_styles[0]
 
 
 def load_experiment(
@@ -111,3 +119,20 @@ def exercises_scope(experiment: Experiment) -> str:
         f"kind of product when they share {kind}; and its test split has {len(test):,} items, so a gallery "
         "size or `test_size` above that is not available."
     )
+
+
+def names_value(text: str, value: object) -> bool:
+    """Whether ``text`` names ``value`` as a whole word or phrase, in any case ("Black" in "Nike Men Black T-shirt",
+    not "Red" in "Reebok")."""
+    return re.search(rf"\b{re.escape(str(value))}\b", text, re.IGNORECASE) is not None
+
+
+def stated_share(items: Catalogue, queries: Sequence[str], attribute: str) -> float:
+    """Share of the ``items`` labelled ``attribute`` whose query (``queries[i]`` for ``items[i]``) names that label
+    (:func:`names_value`); 0 when no item has the attribute."""
+    stated = [
+        names_value(query, item.attributes[attribute])
+        for item, query in zip(items, queries)
+        if attribute in item.attributes
+    ]
+    return sum(stated) / len(stated) if stated else 0.0

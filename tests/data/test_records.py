@@ -70,3 +70,11 @@ def test_loader_options_are_introspectable():
     assert not loader_accepts("fashion200k", "seed")  # official splits
     with pytest.raises(ValueError, match="unknown dataset"):
         loader_accepts("nope", "seed")
+
+
+def test_the_colour_attribute_is_the_one_that_names_a_colour():
+    pixels = np.zeros((1, 4, 4, 3), dtype=np.uint8)
+    item = Item("a", ("t",), ("title",), {}, "test", ArrayImage(pixels, 0))
+    assert Catalogue("p", [item], attribute_names=("articleType", "baseColour")).colour_attribute == "baseColour"
+    assert Catalogue("s", [item], attribute_names=("category", "colour")).colour_attribute == "colour"
+    assert Catalogue("d", [item], attribute_names=("gender", "category")).colour_attribute is None

@@ -5,7 +5,7 @@ import numpy as np
 from course_utils.data import ArrayImage, Catalogue, Item
 from course_utils.data.fashion_product import ATTRIBUTES, MATCH_ATTRIBUTES
 from course_utils.data.synthetic import ATTRIBUTE_ORDER
-from course_utils.tasks import Experiment, exercises_scope
+from course_utils.tasks import Experiment, exercises_scope, names_value, stated_share
 
 
 def experiment_on(name: str, attributes: tuple[str, ...], match: tuple[str, ...], test_items: int) -> Experiment:
@@ -31,3 +31,25 @@ def test_the_exercises_scope_on_the_drawings_only_names_their_attributes():
     scope = exercises_scope(experiment_on("synthetic", ATTRIBUTE_ORDER, ("category", "colour"), 5))
     assert "5 test items" in scope and "share `category` and `colour`" in scope
     assert "translate" not in scope and all(f"`{name}`" in scope for name in ATTRIBUTE_ORDER)
+
+
+def test_the_query_caption_style_names_the_first_caption_when_query_style_is_none():
+    experiment = experiment_on("fashion-product-small", ATTRIBUTES, MATCH_ATTRIBUTES, 3)
+    assert experiment.query_caption_style == "title"  # the items' first caption
+    drawn = experiment_on("synthetic", ATTRIBUTE_ORDER, ("category", "colour"), 3)
+    assert Experiment(drawn.catalogue, None, drawn.train, drawn.test, "description").query_caption_style == (
+        "description"
+    )
+
+
+def test_a_query_names_a_value_only_as_a_whole_word_in_any_case():
+    assert names_value("Nike Men Black T-shirt", "black") and names_value("Navy Blue Jeans", "Navy Blue")
+    assert not names_value("Reebok Men Shoes", "Red") and not names_value("Nike Men Tshirt", 2012)
+    pixels = np.zeros((3, 4, 4, 3), dtype=np.uint8)
+    items = [
+        Item(f"i{i}", ("t",), ("title",), attributes, "test", ArrayImage(pixels, i))
+        for i, attributes in enumerate([{"baseColour": "Black"}, {"baseColour": "Red"}, {}])
+    ]
+    queries = ["Puma Black Cap", "Reebok Shoes", "Bag"]  # the third item has no colour: not counted
+    assert stated_share(items, queries, "baseColour") == 0.5
+    assert stated_share(items, queries, "season") == 0.0
