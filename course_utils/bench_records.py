@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import shlex
@@ -32,7 +31,7 @@ from pathlib import Path
 
 from .findings import README, update_readme
 from .paths import REPO_ROOT
-from .results import cpu_model, cpu_signature, library_versions
+from .results import cpu_model, cpu_signature, library_versions, load_record, markdown_table_text, write_record
 
 BENCH_RECORDS = REPO_ROOT / "results" / "bench"
 
@@ -142,17 +141,19 @@ def arguments(args: argparse.Namespace) -> dict:
 
 
 def keep(record: dict, path: Path | None) -> None:
-    """Write ``record`` to ``path`` as JSON (nothing when ``path`` is ``None``)."""
+    """Write ``record`` to ``path`` as JSON, atomically (nothing when ``path`` is ``None``)."""
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2) + "\n")
+        write_record(path, record)
         print(f"record kept: {path}")
 
 
 def read_kept_runs(folder: Path, script: str) -> list[dict]:
     """The records ``folder/*.json`` that ``script`` kept (its ``--json``), oldest first by their
-    ``conditions.date_utc``; ``SystemExit`` saying how to keep one when there are none."""
-    runs = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    ``conditions.date_utc``; ``SystemExit`` saying how to keep one when there are none, or naming a damaged one."""
+    runs = [
+        load_record(path, f"`{script_command(script)} --json {path}` (or restore the committed one)")
+        for path in sorted(folder.glob("*.json"))
+    ]
     if not runs:
         raise SystemExit(f"no records in {folder}: run {script} with --json {folder}/<time>.json")
     return sorted(runs, key=lambda run: run["conditions"]["date_utc"])
@@ -167,16 +168,21 @@ def render_readme(
     readme: Path = README,
 ) -> int:
     """``render(kept runs of folder)`` between the README's ``markers`` (``check``: only compare; 1 when it differs)."""
-    return update_readme(readme, render(read_kept_runs(folder, script)), *markers, check, folder, f"{script} --readme")
+    command = f"{script_command(script)} --readme"
+    return update_readme(readme, render(read_kept_runs(folder, script)), *markers, check, folder, command)
+
+
+def script_command(script: str) -> str:
+    """``"python benchmarks/bench_x.py"``: how a reader starts benchmark ``script`` from the repository's root."""
+    return f"python benchmarks/{script}"
 
 
 def markdown_table(rows: list[dict], columns: list[str], cell: Callable[[object, str], str] | None = None) -> str:
     """A markdown table of ``rows`` (dicts) in ``columns``; ``cell(value, column)`` formats a value (default
     :func:`plain_cell`); a value a row lacks is left empty."""
     cell = cell or plain_cell
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join("" if row.get(c) is None else cell(row[c], c) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    cells = [["" if row.get(c) is None else cell(row[c], c) for c in columns] for row in rows]
+    return markdown_table_text(columns, cells)
 
 
 def plain_cell(value: object, column: str) -> str:

@@ -19,14 +19,13 @@ when the difference has the same sign under every seed and is larger than its st
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 
 from .paths import REPO_ROOT
-from .results import parse_timing_key
+from .results import load_record, parse_timing_key
 
 RECORDS = REPO_ROOT / "results" / "full"
 README = REPO_ROOT / "README.md"
@@ -36,19 +35,29 @@ SECTIONS = {
     "full": (RECORDS, START, END),
     "real": (REPO_ROOT / "results" / "real", "<!-- findings-real:start -->", "<!-- findings-real:end -->"),
 }
+# The make targets that run each profile's notebooks and copy their records into its folder of SECTIONS.
+MAKE_TARGETS = {"full": ("make run", "make records"), "real": ("make run-real", "make records-real")}
+
+
+def remake_records(profile: str) -> str:
+    """``"`make run` then `make records`"``: how ``profile``'s committed records are made again."""
+    run, records = MAKE_TARGETS[profile]
+    return f"`{run}` then `{records}`"
 
 
 def read_records(folder: Path, profile: str = "full") -> dict[str, dict]:
     """``{notebook number: record}`` of ``folder/NN_*.json``; ``SystemExit`` for a record of another profile."""
     records = {}
     for path in sorted(folder.glob("[0-9][0-9]_*.json")):
-        record = json.loads(path.read_text())
+        record = load_record(path, remake_records(profile))
         found = record.get("parameters", {}).get("profile")
         if found != profile:
-            raise SystemExit(f"{path}: a record of the {found!r} profile, expected {profile!r}; rerun `make run`")
+            raise SystemExit(
+                f"{path}: a record of the {found!r} profile, expected {profile!r}; rerun {remake_records(profile)}"
+            )
         records[path.name[:2]] = record
     if not records:
-        raise SystemExit(f"no records NN_*.json in {folder}; run `make run` then `make records`")
+        raise SystemExit(f"no records NN_*.json in {folder}; run {remake_records(profile)}")
     return records
 
 
@@ -88,7 +97,11 @@ def compare(
 ) -> str:
     """The difference ``higher - lower`` (or ``higher`` alone) over the record's seeds, with its verdict.
 
-    A finding needs the same sign under every seed and a mean larger than the standard deviation over seeds.
+    A finding needs the same sign under every seed and a mean larger than the standard deviation over seeds; a
+    seed where the two are equal (a difference of exactly 0) has neither sign, and the verdict says so.
+
+    Raises:
+        SystemExit: ``higher`` or ``lower`` is not a number under every seed (the record's ``not_aggregated``).
     """
     seeds = record.get("seeds")
     if not seeds:
@@ -96,15 +109,28 @@ def compare(
         difference = scale * (metrics[higher] - (metrics[lower] if lower else 0.0))
         return f"{difference:+.{digits}f}{unit}, one seed: not yet checked against the spread over seeds"
     values = seeds["values"]
+    for name in (higher, lower):
+        if name in seeds.get("not_aggregated", []):
+            raise SystemExit(
+                f"{record['notebook']}: {name} is missing or not a number (NaN) under some of seeds {seeds['seeds']}, "
+                "so its difference has no spread over them; find why in that seed's executed notebook, then rerun "
+                "the notebook under every seed"
+            )
     differences = [scale * (a - (values[lower][i] if lower else 0.0)) for i, a in enumerate(values[higher])]
     mean, std, n = statistics.fmean(differences), statistics.stdev(differences), len(differences)
-    higher_in = sum(d > 0 for d in differences)
-    if higher_in in (0, n) and abs(mean) > std:
-        verdict = f"{'higher' if higher_in else 'lower'} under all {n} seeds by more than the spread: a finding"
-    elif higher_in in (0, n):
-        verdict = f"{'higher' if higher_in else 'lower'} under all {n} seeds but within the spread: not a finding"
+    higher_in, lower_in = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
+    equal_in = n - higher_in - lower_in
+    if n in (higher_in, lower_in):
+        direction = "higher" if higher_in == n else "lower"
+        spread = "by more than the spread: a finding" if abs(mean) > std else "but within the spread: not a finding"
+        verdict = f"{direction} under all {n} seeds {spread}"
+    elif equal_in == n:
+        verdict = f"equal under all {n} seeds: not a finding"
     else:
-        verdict = f"higher under {higher_in} of {n} seeds: not a finding"
+        counted = f"higher under {higher_in}" if higher_in else f"lower under {lower_in}"
+        # seeds going both ways decide the verdict alone; without them, the equal seeds are why it is no finding
+        ties = f", equal under {equal_in}" if equal_in and not (higher_in and lower_in) else ""
+        verdict = f"{counted} of {n} seeds{ties}: not a finding"
     return f"{mean:+.{digits}f} ± {std:.{digits}f}{unit}, {verdict}"
 
 
@@ -291,6 +317,23 @@ def regenerate_command(profile: str, folder: Path, readme: Path = README) -> str
     )
 
 
+def bullet(number: str, record: dict, folder: Path, profile: str) -> str:
+    """Notebook ``number``'s bullet rendered from its ``record`` (read from ``folder``).
+
+    Raises:
+        SystemExit: the record lacks a metric (or parameter, or table) the bullet needs: a record older than its
+            notebook; the message names the record's file, what it lacks and how to make it again.
+    """
+    try:
+        return BULLETS[number](record)
+    except KeyError as err:
+        path = folder / f"{record.get('notebook', number)}.json"
+        raise SystemExit(
+            f"{path} lacks {err.args[0]!r}, which the findings' {number} bullet needs (a record older than its "
+            f"notebook?); run notebook {number} again: {remake_records(profile)}"
+        ) from None
+
+
 def render_findings(
     records: dict[str, dict],
     profile: str = "full",
@@ -302,7 +345,11 @@ def render_findings(
     run's runtimes when its ``timings`` are given. ``folder`` (default: the profile's ``results/<profile>/``) and
     ``readme`` name where the records came from and where the section goes, for the line that says so."""
     folder = folder or SECTIONS[profile][0]
-    bullets = [f"- {BULLETS[number](record)}" for number, record in sorted(records.items()) if number in BULLETS]
+    bullets = [
+        f"- {bullet(number, record, folder, profile)}"
+        for number, record in sorted(records.items())
+        if number in BULLETS
+    ]
     seeds = sorted(
         {
             seed
@@ -346,22 +393,28 @@ def render_runtimes(timings: dict[str, float]) -> str:
     )
 
 
-def replace_section(text: str, body: str, start: str = START, end: str = END) -> str:
+def replace_section(text: str, body: str, start: str = START, end: str = END, document: str = "README") -> str:
     """``text`` with everything between the ``start`` and ``end`` marker lines replaced by ``body``.
 
     The markers count only as lines of their own, so prose that quotes them (as the README's does) is left alone.
+    ``document`` names ``text``'s file in the error raised when it lacks the markers.
     """
     section = re.search(rf"^{re.escape(start)}\n.*?^{re.escape(end)}$", text, flags=re.M | re.S)
     if section is None:
-        raise SystemExit(f"README has no {start} ... {end} lines around the section rendered between them")
+        raise SystemExit(
+            f"{document} has no {start} ... {end} lines around the section rendered between them; add them, each on a "
+            "line of its own, where the section belongs"
+        )
     return f"{text[: section.start()]}{start}\n{body}\n{end}{text[section.end() :]}"
 
 
 def update_readme(readme: Path, body: str, start: str, end: str, check: bool, source: Path, command: str) -> int:
     """Write ``body`` between the ``start`` and ``end`` lines of ``readme`` (rendered from ``source``); with
     ``check`` only compare, and return 1 when the README differs (``command`` is what renders it)."""
+    if not readme.is_file():
+        raise SystemExit(f"{readme}: no such file to render the section into; name an existing file holding {start}")
     current = readme.read_text()
-    updated = replace_section(current, body, start, end)
+    updated = replace_section(current, body, start, end, shown(readme))
     if check:
         if updated != current:
             print(f"{readme}: the section between {start} and {end} differs from {source}; run {command}")
@@ -391,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     body = render_findings(
         read_records(records, args.profile),
         args.profile,
-        json.loads(timings.read_text()) if timings.exists() else None,
+        load_record(timings, remake_records(args.profile)) if timings.exists() else None,
         records,
         readme,
     )

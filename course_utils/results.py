@@ -1,7 +1,9 @@
 """Results are records: each notebook writes one JSON; the report only reads those records.
 
 ``write_results`` stores a notebook's parameters, metrics and tables in ``outputs/results/<notebook>.json``;
-``aggregate_seeds`` adds to each record the same notebook's metrics under other seeds (values, mean, std);
+``write_record`` / ``load_record`` are the one writer (atomic) and the one reader (naming a damaged file) of every
+JSON record the course keeps, the benchmarks' included; ``aggregate_seeds`` adds to each record the same notebook's
+metrics under other seeds (values, mean, std);
 ``build_report`` gathers every record into ``outputs/RESULTS.md``, a report an instructor can project;
 ``timing_key`` / ``parse_timing_key`` name a notebook's run under a further seed in a run's timings file;
 ``cpu_model`` and ``library_versions`` say what else a record's numbers depend on (each record's ``environment``, and
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .cache import write_atomic
 from .paths import outputs_dir
 
 # The installed libraries whose versions can change the course's numbers: image decoding and resizing, weight
@@ -82,17 +85,28 @@ def results_dir() -> Path:
 
 
 def _plain(value):
-    """Make NumPy / torch scalars JSON-friendly (NaN becomes null)."""
+    """Make NumPy / torch scalars JSON-friendly, inside lists, tuples and dicts too; NaN and ±inf become null
+    (standard JSON has neither, and Python's ``NaN`` / ``Infinity`` tokens break other readers)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
     if hasattr(value, "item") and callable(value.item):
         value = value.item()
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
 
+def _is_default_index(index: pd.Index) -> bool:
+    """Whether ``index`` is the unnamed ``0, 1, 2, ...`` a DataFrame gets when none is given (it says nothing)."""
+    return isinstance(index, pd.RangeIndex) and index.name is None and index.start == 0 and index.step == 1
+
+
 def table_record(frame: pd.DataFrame) -> dict:
-    """A DataFrame as ``{"columns": [...], "rows": [[...], ...]}`` (index kept as the first column)."""
-    frame = frame.reset_index() if not isinstance(frame.index, pd.RangeIndex) else frame
+    """A DataFrame as ``{"columns": [...], "rows": [[...], ...]}``: its index kept as the first column(s) unless it is
+    the default unnamed ``0, 1, 2, ...``."""
+    frame = frame if _is_default_index(frame.index) else frame.reset_index()
     return {
         "columns": [str(c) for c in frame.columns],
         "rows": [[_plain(v) for v in row] for row in frame.itertuples(index=False)],
@@ -128,14 +142,44 @@ def write_results(
         },
     }
     path = results_dir() / f"{notebook}.json"
-    path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+    write_record(path, record)
     return path
 
 
+def write_record(path: Path, record: dict) -> None:
+    """Write ``record`` to ``path`` as indented JSON through :func:`course_utils.cache.write_atomic`: a run killed
+    mid-write leaves the previous record whole, never half a file."""
+    text = json.dumps(record, indent=2) + "\n"
+    write_atomic(path, lambda handle: handle.write(text.encode()))
+
+
+def load_record(path: Path, regenerate: str) -> dict:
+    """The JSON object in ``path`` (a record, a run's timings).
+
+    Raises:
+        SystemExit: ``path`` is not a JSON object (a damaged or hand-edited file); the message names the file and
+            ``regenerate``, the command that writes it again.
+    """
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise SystemExit(f"{path}: damaged, not readable JSON ({err}); write it again with {regenerate}") from None
+    if not isinstance(record, dict):
+        raise SystemExit(f"{path}: a JSON {type(record).__name__}, not a record; write it again with {regenerate}")
+    return record
+
+
+def rerun_command(stems: Sequence[str], seeds: Sequence[int] = ()) -> str:
+    """The runner's command that writes the records of notebooks ``stems`` again (under ``seeds`` where given)."""
+    numbers = ",".join(sorted({stem[:2] for stem in stems}))
+    seeds_option = f" --seeds {','.join(map(str, seeds))}" if seeds else ""
+    return f"`python -m course_utils.run --only {numbers}{seeds_option}` (with the --profile of the run that wrote it)"
+
+
 def read_results(directory: Path | None = None) -> list[dict]:
-    """All records, ordered by notebook name."""
+    """All records, ordered by notebook name (``SystemExit`` naming a damaged one)."""
     directory = directory or results_dir()
-    return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
+    return [load_record(p, rerun_command([p.stem])) for p in sorted(directory.glob("*.json"))]
 
 
 def _is_number(value) -> bool:
@@ -155,27 +199,36 @@ def parse_timing_key(key: str) -> tuple[str, int | None]:
 
 
 def aggregate_seeds(folders: dict[int, Path], notebooks: Sequence[str] | None = None) -> list[Path]:
-    """Add a ``seeds`` section to every record of the first folder that each other seed's folder also holds.
+    """Add a ``seeds`` section to the record of each of ``notebooks`` in the first folder.
 
     ``folders`` maps seed -> results folder, the first entry being the run whose record (metrics, tables,
     figures) stays the notebook's record. For each metric that is a number under every seed the section holds
     ``values`` (one per seed, in ``folders`` order), ``mean`` and ``std`` (sample standard deviation, ddof=1);
     metrics that are missing or not a number under some seed are listed in ``not_aggregated``, never dropped
-    silently. Raises ``ValueError`` when a record was produced with another seed than its folder's.
-    ``notebooks``: only these records (the stems of the notebooks just run under every seed), so that records
-    left in the folders by an earlier run are not mixed in. Returns the records rewritten.
+    silently. ``notebooks``: the stems of the notebooks just run under every seed (default: every record of the
+    first folder), so that records left in the folders by an earlier run are not mixed in. Returns the records
+    rewritten.
+
+    Raises:
+        ValueError: a record of ``notebooks`` is missing under some seed (every missing path is named, and nothing
+            is rewritten), or a record was produced with another seed than its folder's.
     """
     seeds = list(folders)
     if len(seeds) < 2:
         raise ValueError(f"aggregating seeds needs at least two seeds, got {seeds}")
+    stems = sorted(notebooks) if notebooks is not None else sorted(p.stem for p in folders[seeds[0]].glob("*.json"))
+    missing = [folders[seed] / f"{stem}.json" for stem in stems for seed in seeds]
+    missing = [path for path in missing if not path.exists()]
+    if missing:
+        raise ValueError(
+            f"no record to aggregate over seeds {seeds} at {', '.join(map(str, missing))}: rerun "
+            f"{rerun_command([path.stem for path in missing], seeds)}"
+        )
     written = []
-    for path in sorted(folders[seeds[0]].glob("*.json")):
-        if notebooks is not None and path.stem not in notebooks:
-            continue
+    for stem in stems:
+        path = folders[seeds[0]] / f"{stem}.json"
         paths = [folders[seed] / path.name for seed in seeds]
-        if not all(p.exists() for p in paths):
-            continue
-        records = [json.loads(p.read_text()) for p in paths]
+        records = [load_record(p, rerun_command([stem], seeds)) for p in paths]
         for seed, record, record_path in zip(seeds, records, paths):
             if record["parameters"].get("seed") != seed:
                 raise ValueError(
@@ -192,18 +245,28 @@ def aggregate_seeds(folders: dict[int, Path], notebooks: Sequence[str] | None = 
             "std": {name: statistics.stdev(v) for name, v in values.items()},
             "not_aggregated": [name for name in names if name not in values],
         }
-        path.write_text(json.dumps(records[0], indent=2) + "\n")
+        write_record(path, records[0])
         written.append(path)
     return written
 
 
+def markdown_table_text(columns: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    """A markdown table: the header of ``columns``, its separator, then one line per row of formatted ``cells``.
+
+    The one table layout of the course's reports (``RESULTS.md``, the benchmarks' README sections).
+    """
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
 def _markdown_table(columns: list[str], rows: list[list]) -> str:
+    """``RESULTS.md``'s table of ``rows``: floats to 4 significant digits, ``None`` left empty."""
+
     def cell(v):
         return f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table_text(columns, [[cell(v) for v in row] for row in rows])
 
 
 def _metrics_table(record: dict) -> str:

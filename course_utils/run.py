@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from .paths import REPO_ROOT, outputs_dir
-from .results import aggregate_seeds, build_report, timing_key
+from .results import aggregate_seeds, build_report, load_record, timing_key, write_record
 from .tasks.photo_pretrain import PHOTO_RECIPE
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -68,14 +68,20 @@ def discover(only: list[str] | None = None) -> list[Path]:
     return notebooks
 
 
+def profile_overrides(notebook: Path) -> dict:
+    """``notebooks/profiles/<stem>.json``: each profile's overrides of the notebook's parameters (``{}`` for a
+    notebook without one: it runs with its parameter cell's defaults in ci and full, and not in the real profiles)."""
+    path = NOTEBOOK_DIR / "profiles" / f"{notebook.stem}.json"
+    return load_record(path, "an editor (it is hand-written; `git diff` shows what changed)") if path.exists() else {}
+
+
 def profile_parameters(notebook: Path, profile: str) -> dict:
     """``{"profile": profile}`` plus the overrides in ``notebooks/profiles/<stem>.json`` for that profile (for a
     real profile, layered as :data:`REAL_PROFILES` says, with :data:`REAL_SHARED` under each real layer)."""
     if profile not in PROFILES:
         raise SystemExit(f"unknown profile {profile!r}; choose one of {PROFILES}")
     parameters = {"profile": profile}
-    overrides = NOTEBOOK_DIR / "profiles" / f"{notebook.stem}.json"
-    by_profile = json.loads(overrides.read_text()) if overrides.exists() else {}
+    by_profile = profile_overrides(notebook)
     if profile in REAL_PROFILES:
         parameters.update(by_profile.get(REAL_PROFILES[profile], {}))
         for layer in dict.fromkeys(["real", profile]):
@@ -102,10 +108,11 @@ def notebook_settings(notebook: Path, profile: str) -> dict:
 
 def in_profile(notebooks: list[Path], profile: str) -> list[Path]:
     """The notebooks that run in ``profile``: all for ci/full; for a real profile those whose profile file has a
-    ``real`` entry (08, about scale rather than photos, has none). ``SystemExit`` when none is left."""
+    ``real`` entry (08, about scale rather than photos, has none; nor has a notebook without a profile file).
+    ``SystemExit`` when none is left."""
     if profile not in REAL_PROFILES:
         return notebooks
-    kept = [n for n in notebooks if "real" in json.loads((NOTEBOOK_DIR / "profiles" / f"{n.stem}.json").read_text())]
+    kept = [n for n in notebooks if "real" in profile_overrides(n)]
     for notebook in sorted(set(notebooks) - set(kept)):
         print(f"· {notebook.name} does not run in the {profile} profile (no 'real' entry in its profile file)")
     if not kept:
@@ -121,7 +128,8 @@ def profile_environment(profile: str, extra: dict, output_dir: Path | None) -> d
     ``figures/``. Every other profile writes to ``outputs/<profile>/``, figures in its ``figures/``: a quick ci run
     never replaces the full run's records (``make records`` keeps those) or the committed figures, and figures of
     a real dataset's photos, whose licence is not the course's, stay out of ``figures/``. ``--output-dir`` takes a
-    run's figures along in every profile; ``FASHION_COURSE_FIGURES``, when set, still decides where they go.
+    run's figures along in every profile; ``FASHION_COURSE_FIGURES``, when set, still decides where the first seed's
+    run puts them (each further seed of ``--seeds`` keeps its figures in its own ``seeds/seed-<s>/figures/``).
 
     Raises:
         SystemExit: a real profile without ``--set data_root=...`` (says what to add).
@@ -254,7 +262,7 @@ def check_kernel(name: str) -> None:
 def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cell_timeout: int) -> float:
     """Execute one notebook; returns seconds taken. Raises :class:`NotebookFailed` on a failing cell."""
     import papermill
-    from nbclient.exceptions import CellTimeoutError
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     start = time.perf_counter()
@@ -277,6 +285,11 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cell_ti
         raise NotebookFailed(
             f"{notebook.name}: a cell ran longer than --cell-timeout {cell_timeout} s (a busy machine, or a cold "
             f"cache that trains models first); rerun with a larger --cell-timeout. Executed copy so far: {output}"
+        ) from None
+    except DeadKernelError as err:
+        raise NotebookFailed(
+            f"{notebook.name}: its kernel died ({err}), most often killed for running out of memory; close other "
+            f"programs, or run fewer notebooks per run with --only. Executed copy so far: {output}"
         ) from None
     return time.perf_counter() - start
 
@@ -333,29 +346,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    extra = parse_assignments(args.assignments)
+    extra, seeds = parse_assignments(args.assignments), parse_seeds(args.seeds)
+    if seeds and "seed" in extra:
+        raise SystemExit("give the seed either with --seeds or with --set seed=..., not both")
     option = "--output-dir" if args.output_dir is not None else "outputs folder"
     # set for this run's kernels only: main() called twice in one process (the tests) starts afresh each time
     with environment(**profile_environment(args.profile, extra, args.output_dir)):
-        return run_profile(args, extra, check_output_dir(option))
+        return run_profile(args, extra, seeds, check_output_dir(option))
 
 
-def run_profile(args: argparse.Namespace, extra: dict, out: Path) -> int:
-    """The run :func:`main` parsed: every notebook of ``args.only`` in ``args.profile`` under each seed, into
-    ``out``; 0 when all ran, 1 when one failed (its error is printed)."""
-    seeds = parse_seeds(args.seeds)
-    if seeds and "seed" in extra:
-        raise SystemExit("give the seed either with --seeds or with --set seed=..., not both")
+def run_profile(args: argparse.Namespace, extra: dict, seeds: list[int], out: Path) -> int:
+    """The run :func:`main` parsed: every notebook of ``args.only`` in ``args.profile`` under each of ``seeds``
+    (the experiments of :data:`SEED_REPEATED` only, past the first), into ``out``; 0 when all ran, 1 when one
+    failed or left no record to aggregate over the seeds (the error is printed)."""
     notebooks = in_profile(discover([n for n in args.only.split(",") if n]), args.profile)
     check_parameter_names(notebooks, list(extra) + (["seed"] if seeds else []))
     check_kernel(args.kernel)
+    experiments = [notebook for notebook in notebooks if notebook.name[:2] in SEED_REPEATED]
+    once = [notebook.stem for notebook in notebooks if notebook not in experiments]
+    if len(seeds) > 1 and once:
+        print(
+            f"{', '.join(once)}: run under seed {seeds[0]} only (--seeds repeats {', '.join(SEED_REPEATED)})",
+            flush=True,
+        )
     run = functools.partial(run_notebooks, profile=args.profile, kernel=args.kernel, cell_timeout=args.cell_timeout)
     timings = run(notebooks, out, extra={**extra, **({"seed": seeds[0]} if seeds else {})})
     if timings is None:
         return 1
     results = {seeds[0]: out / "results"} if seeds else {}
-    experiments = [notebook for notebook in notebooks if notebook.name[:2] in SEED_REPEATED]
-    for seed in seeds[1:]:
+    for seed in seeds[1:] if experiments else []:
         folder = out / "seeds" / f"seed-{seed}"
         with environment(FASHION_COURSE_OUTPUTS=str(folder), FASHION_COURSE_FIGURES=str(folder / "figures")):
             folder.mkdir(parents=True, exist_ok=True)
@@ -365,9 +384,13 @@ def run_profile(args: argparse.Namespace, extra: dict, out: Path) -> int:
         timings.update({timing_key(stem, seed): seconds for stem, seconds in repeated.items()})
         results[seed] = folder / "results"
     if len(results) > 1:
-        aggregated = aggregate_seeds(results, [notebook.stem for notebook in experiments])
+        try:
+            aggregated = aggregate_seeds(results, [notebook.stem for notebook in experiments])
+        except ValueError as err:
+            print(f"✗ {err}", file=sys.stderr, flush=True)
+            return 1
         print(f"{len(aggregated)} records now carry mean and std over seeds {', '.join(map(str, seeds))}", flush=True)
-    (out / f"timings-{args.profile}.json").write_text(json.dumps(timings, indent=2) + "\n")
+    write_record(out / f"timings-{args.profile}.json", timings)
     report = build_report(
         out / "results", out / "RESULTS.md", title=f"fashion-clip-course results ({args.profile} profile)"
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from course_utils import bench_records
+from course_utils import bench_records, results
 from tests.conftest import load_benchmark
 
 # Every benchmark whose kept runs fill a README section, with a record of its shape to render.
@@ -118,7 +118,18 @@ def test_keep_writes_the_record_and_kept_runs_read_oldest_first(tmp_path):
         bench_records.read_kept_runs(tmp_path, "bench.py")
 
 
-def test_render_readme_mends_a_stale_section_and_then_agrees(tmp_path):
+def test_a_damaged_kept_run_is_named_with_the_command_that_keeps_one_again(tmp_path):
+    bench_records.keep({"conditions": CONDITIONS}, tmp_path / "a.json")
+    (tmp_path / "b.json").write_text('{"conditions": {"date_utc": "2026-')  # a run killed mid-write
+    with pytest.raises(SystemExit, match=r"b.json: damaged, .*`python benchmarks/bench.py --json .*b.json`"):
+        bench_records.read_kept_runs(tmp_path, "bench.py")
+
+
+def test_markdown_table_keeps_the_reports_layout():
+    assert bench_records.markdown_table([{"a": 1}], ["a", "b"]) == results.markdown_table_text(["a", "b"], [["1", ""]])
+
+
+def test_render_readme_mends_a_stale_section_and_then_agrees(tmp_path, capsys):
     bench_records.keep({"conditions": CONDITIONS, "value": 3.5}, tmp_path / "runs" / "a.json")
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- b:start -->\ntyped: 3.4\n<!-- b:end -->\nrest\n")
@@ -130,6 +141,7 @@ def test_render_readme_mends_a_stale_section_and_then_agrees(tmp_path):
 
     args = ("bench.py", tmp_path / "runs", ("<!-- b:start -->", "<!-- b:end -->"), render)
     assert bench_records.render_readme(*args, check=True, readme=readme) == 1
+    assert "; run python benchmarks/bench.py --readme\n" in capsys.readouterr().out  # runnable from the root
     assert bench_records.render_readme(*args, check=False, readme=readme) == 0
     assert bench_records.render_readme(*args, check=True, readme=readme) == 0
     text = readme.read_text()

@@ -375,3 +375,56 @@ def test_the_verdicts_that_differ_between_the_hosts_are_the_three_readme_reprodu
         ("two_stage_t2i_R@10", "full_finetune_t2i_R@10"): (False, True),
         ("photo_label_rerank/R@1", "dual/R@1"): (True, False),
     }
+
+
+@pytest.mark.parametrize(
+    "seed_values, verdict",
+    [
+        ([0.0, -0.1, -0.1], "lower under 2 of 3 seeds, equal under 1: not a finding"),
+        ([0.1, 0.0, 0.2], "higher under 2 of 3 seeds, equal under 1: not a finding"),
+        ([0.0, 0.0, 0.0], "equal under all 3 seeds: not a finding"),
+        ([-0.1, 0.0, 0.2], "higher under 1 of 3 seeds: not a finding"),  # seeds going both ways decide it alone
+        ([-0.1, -0.2, -0.3], "lower under all 3 seeds by more than the spread: a finding"),
+    ],
+)
+def test_a_seed_with_no_difference_is_counted_as_equal_not_lower(seed_values, verdict):
+    record = seeded_record("06_composed_retrieval", {"best_minus_sum_R@10": seed_values})
+    assert findings.compare(record, "best_minus_sum_R@10").endswith(f", {verdict}")
+
+
+def test_a_metric_not_a_number_under_some_seed_is_named_not_a_key_error():
+    record = seeded_record("03_cross_modal_attention", {"dual/R@1": [0.2, 0.21, 0.22]})
+    record["metrics"]["rerank/R@1"] = 0.25  # NaN (written as null) under seed 1: not aggregated
+    record["seeds"]["not_aggregated"] = ["rerank/R@1"]
+    with pytest.raises(SystemExit, match=r"03_cross_modal_attention: rerank/R@1 is missing or not a number .*0, 1, 2"):
+        findings.compare(record, "rerank/R@1", "dual/R@1")
+
+
+def test_a_record_lacking_a_metric_its_bullet_needs_is_named_with_what_to_run(tmp_path):
+    write_record(tmp_path, "04_random_init_ablation", {"random_init_t2i_R@10": 0.01}, profile="real")
+    with pytest.raises(SystemExit, match=r"04_random_init_ablation.json lacks 'normal_init_t2i_R@10'.*make run-real"):
+        findings.render_findings(findings.read_records(tmp_path, "real"), "real", folder=tmp_path)
+
+
+def test_messages_name_the_real_profiles_make_targets_and_the_damaged_record(tmp_path):
+    with pytest.raises(SystemExit, match="run `make run-real` then `make records-real`"):
+        findings.read_records(tmp_path, "real")
+    write_record(tmp_path, "01_baseline_clip", {}, profile="full")
+    with pytest.raises(SystemExit, match="expected 'real'; rerun `make run-real` then `make records-real`"):
+        findings.read_records(tmp_path, "real")
+    (tmp_path / "02_fine_tuning.json").write_text('{"notebook": "02_fi')
+    with pytest.raises(SystemExit, match=r"02_fine_tuning.json: damaged, .*`make run` then `make records`"):
+        findings.read_records(tmp_path)
+
+
+def test_a_missing_readme_or_one_without_the_markers_is_named(tmp_path):
+    write_record(tmp_path, "05_conditional_embeddings", {"map/global_clip/overall": 0.5})
+    findings_file = tmp_path / "FINDINGS.md"
+    args = ["--records", str(tmp_path), "--readme", str(findings_file)]
+    with pytest.raises(SystemExit, match=r"FINDINGS.md: no such file to render the section into"):
+        findings.main(args)
+    findings_file.write_text("# findings, markers forgotten\n")
+    with pytest.raises(
+        SystemExit, match=r"FINDINGS.md has no <!-- findings:start --> \.\.\. <!-- findings:end --> lines"
+    ):
+        findings.main(args)

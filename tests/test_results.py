@@ -1,6 +1,7 @@
 """Results records and the combined report."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -12,9 +13,13 @@ from course_utils.results import (
     cpu_model,
     cpu_signature,
     library_versions,
+    load_record,
+    markdown_table_text,
     parse_timing_key,
     read_results,
+    table_record,
     timing_key,
+    write_record,
     write_results,
 )
 
@@ -89,7 +94,7 @@ def test_aggregate_seeds_keeps_the_first_run_and_adds_values_mean_and_std(tmp_pa
     _record(folders[0], "07_once", 0, {"ms": 3.0})  # run under the first seed only: left as it is
     for seed, folder in folders.items():  # records of an earlier run, not asked for: left as they are
         _record(folder, "02_earlier", seed, {"r10": 0.1})
-    assert aggregate_seeds(folders, ["01_demo", "07_once"]) == [folders[0] / "01_demo.json"]
+    assert aggregate_seeds(folders, ["01_demo"]) == [folders[0] / "01_demo.json"]
     assert "seeds" not in json.loads((folders[0] / "02_earlier.json").read_text())
     record = json.loads((folders[0] / "01_demo.json").read_text())
     assert record["metrics"]["r10"] == 0.5
@@ -116,3 +121,73 @@ def test_timing_keys_name_further_seeds_and_read_back():
     assert timing_key("03_cross_modal_attention", 1) == "03_cross_modal_attention (seed 1)"
     for stem, seed in [("01_baseline_clip", None), ("01_baseline_clip", 12), ("my (seed) notes", 3)]:
         assert parse_timing_key(timing_key(stem, seed)) == (stem, seed)
+
+
+def test_aggregate_seeds_names_every_record_missing_under_a_seed_and_rewrites_nothing(tmp_path):
+    folders = {seed: tmp_path / f"seed-{seed}" for seed in (0, 1, 2)}
+    for seed, folder in folders.items():
+        _record(folder, "01_demo", seed, {"r10": 0.5})
+        if seed != 1:  # 03 ran under seed 1 without writing its record
+            _record(folder, "03_demo", seed, {"r10": 0.5})
+    with pytest.raises(
+        ValueError, match=r"seed-1/03_demo.json: rerun `python -m course_utils.run --only 03 --seeds 0,1,2`"
+    ):
+        aggregate_seeds(folders, ["01_demo", "03_demo"])
+    assert "seeds" not in json.loads((folders[0] / "01_demo.json").read_text())
+
+
+def test_aggregate_seeds_names_a_damaged_record(tmp_path):
+    folders = {seed: tmp_path / f"seed-{seed}" for seed in (0, 1)}
+    _record(folders[0], "02_demo", 0, {"r10": 0.5})
+    folders[1].mkdir()
+    (folders[1] / "02_demo.json").write_text('{"notebook": "02_demo", "metr')  # a run killed mid-write
+    with pytest.raises(SystemExit, match=r"seed-1/02_demo.json: damaged, .*--only 02 --seeds 0,1"):
+        aggregate_seeds(folders, ["02_demo"])
+
+
+def test_a_damaged_or_non_object_record_is_named_with_the_command_that_writes_it_again(tmp_path):
+    damaged, listed = tmp_path / "01_demo.json", tmp_path / "02_demo.json"
+    damaged.write_text('{"metrics": {"r1": 0.')
+    listed.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match=r"01_demo.json: damaged, not readable JSON .*; write it again with `make x`"):
+        load_record(damaged, "`make x`")
+    with pytest.raises(SystemExit, match=r"02_demo.json: a JSON list, not a record; write it again with `make x`"):
+        load_record(listed, "`make x`")
+    with pytest.raises(SystemExit, match=r"01_demo.json: damaged, .*`python -m course_utils.run --only 01`"):
+        read_results(tmp_path)
+
+
+def test_a_failed_write_leaves_the_previous_record_whole(tmp_path, monkeypatch):
+    path = tmp_path / "01_demo.json"
+    write_record(path, {"r1": 0.25})
+    assert path.read_text() == '{\n  "r1": 0.25\n}\n'
+
+    def disk_full(descriptor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_record(path, {"r1": 0.5})
+    assert json.loads(path.read_text()) == {"r1": 0.25} and sorted(tmp_path.iterdir()) == [path]  # no temp file left
+
+
+def test_a_meaningful_index_is_kept_and_nested_or_non_finite_numbers_are_plain_json(tmp_path, monkeypatch):
+    values = {"R@1": [0.25, 0.5]}
+    assert table_record(pd.DataFrame(values))["columns"] == ["R@1"]  # the default 0, 1, ... says nothing
+    named = pd.DataFrame(values, index=pd.RangeIndex(2, name="epoch"))
+    assert table_record(named) == {"columns": ["epoch", "R@1"], "rows": [[0, 0.25], [1, 0.5]]}
+    shifted = pd.DataFrame(values, index=pd.RangeIndex(1, 3))  # e.g. rows 1 and 2 of a longer table
+    assert table_record(shifted) == {"columns": ["index", "R@1"], "rows": [[1, 0.25], [2, 0.5]]}
+    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
+    parameters = {"weights": [np.float32(0.5), 1], "limits": {"low": np.float64(-np.inf)}, "pair": (np.int64(3), 4)}
+    metrics = {"ratio": float("inf"), "curve": [0.5, float("nan")]}
+    path = write_results("01_demo", parameters, metrics)
+    text = path.read_text()
+    assert "Infinity" not in text and "NaN" not in text  # standard JSON, readable outside Python
+    record = json.loads(text)
+    assert record["parameters"] == {"weights": [0.5, 1], "limits": {"low": None}, "pair": [3, 4]}
+    assert record["metrics"] == {"ratio": None, "curve": [0.5, None]}
+
+
+def test_markdown_table_text_lays_out_header_separator_and_rows():
+    assert markdown_table_text(["a", "b"], [["1", ""], ["x", "2.5"]]) == ("| a | b |\n|---|---|\n| 1 |  |\n| x | 2.5 |")

@@ -122,13 +122,60 @@ def test_seeds_repeat_the_experiments_and_aggregate_their_records(tmp_path, monk
     assert "mean over seeds 0, 1, 2" in (tmp_path / "RESULTS.md").read_text()
 
 
-def test_seeds_are_checked_before_anything_runs():
+def test_seeds_are_checked_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path / "outputs"))
     with pytest.raises(SystemExit, match="comma-separated integers"):
         run.parse_seeds("0,one")
     with pytest.raises(SystemExit, match="repeats a seed"):
         run.parse_seeds("1,1")
     with pytest.raises(SystemExit, match="either with --seeds or with --set seed"):
         run.main(["--seeds", "0,1", "--set", "seed=3", "--only", "01"])
+    assert not (tmp_path / "outputs").exists()  # refused before the outputs folder was made
+
+
+def test_seeds_name_the_notebooks_run_once_and_a_record_missing_under_a_further_seed(tmp_path, monkeypatch, capsys):
+    from course_utils.results import write_results
+
+    def execute(notebook, output, parameters, kernel, cell_timeout):  # writes its record under seed 0 only
+        if parameters["seed"] == 0:
+            write_results(notebook.stem, parameters, {"R@10": 0.5})
+        output.write_text("{}")
+        return 1.0
+
+    monkeypatch.setattr(run, "execute", execute)
+    monkeypatch.setattr(run, "check_kernel", lambda name: None)
+    assert run.main(["--profile", "ci", "--only", "07", "--seeds", "0,1", "--output-dir", str(tmp_path / "once")]) == 0
+    printed = capsys.readouterr().out
+    assert "07_retrieval_demo: run under seed 0 only (--seeds repeats 01, 02, 03, 04, 05, 06)" in printed
+    assert "records now carry" not in printed and not (tmp_path / "once" / "seeds").exists()
+    argv = ["--profile", "ci", "--only", "01", "--seeds", "0,1", "--output-dir", str(tmp_path / "lost")]
+    assert run.main(argv) == 1
+    missing = tmp_path / "lost" / "seeds" / "seed-1" / "results" / "01_baseline_clip.json"
+    assert f"{missing}: rerun `python -m course_utils.run --only 01 --seeds 0,1`" in capsys.readouterr().err
+
+
+def test_a_notebook_without_a_profile_file_runs_with_its_defaults_and_not_in_the_real_profiles(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(run, "NOTEBOOK_DIR", tmp_path)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "01_with.json").write_text(json.dumps({"real": {"queries": 5}}))
+    with_file, without = tmp_path / "01_with.ipynb", tmp_path / "02_without.ipynb"
+    assert run.profile_parameters(without, "ci") == {"profile": "ci"}
+    assert run.in_profile([with_file, without], "real-ci") == [with_file]
+    assert "02_without.ipynb does not run in the real-ci profile" in capsys.readouterr().out
+
+
+def test_a_dead_kernel_fails_the_notebook_with_what_to_do(tmp_path, monkeypatch):
+    import papermill
+    from nbclient.exceptions import DeadKernelError
+
+    def killed(*args, **kwargs):  # what nbclient raises when the kernel process is killed (e.g. out of memory)
+        raise DeadKernelError("Kernel died")
+
+    monkeypatch.setattr(papermill, "execute_notebook", killed)
+    with pytest.raises(run.NotebookFailed, match=r"01_x.ipynb: its kernel died \(Kernel died\), .*memory.*--only"):
+        run.execute(tmp_path / "01_x.ipynb", tmp_path / "out.ipynb", {}, run.KERNEL, cell_timeout=5)
 
 
 def test_real_profiles_extend_real_and_skip_notebooks_without_a_real_entry(capsys):
