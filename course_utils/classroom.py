@@ -12,22 +12,26 @@ dependency (no web framework, no JavaScript build).
 Design, in the order a request sees it:
 
 - ``GET /`` returns one page built at start-up (the same bytes for everyone: the gallery choices, and the default
-  image, conditional and composed results that the widgets also show at once). There is no session and no
+  image, conditional and composed results that the widgets also show at once; the composed demo opens on the
+  state's reference item and modification, the query notebook 07 runs headless). There is no session and no
   per-viewer state on the server, so one student's query or upload can never appear on another's page.
 - ``POST /query/<kind>`` (``text``, ``image``, ``conditional``, ``composed``) carries the query in its URL
   arguments (``text``, ``item``, ``condition``, ``modification``, ``top_k``, ``source``, ``name``) and an upload,
   if any, as the raw request body. The answer is the HTML fragment of :mod:`course_utils.widgets`
   (``run_*_query``): the same result grid and the same messages for bad input as in JupyterLab.
 - Model work runs on a bounded thread pool (``workers`` threads), never on the event loop, so the page, the
-  uploads and the other queries keep flowing while a query computes; at most ``max_pending`` queries may wait,
-  beyond that a viewer gets a "busy, try again" message (HTTP 503) instead of an ever longer queue. Text queries
+  uploads and the other queries keep flowing while a query computes; at most ``max_pending`` queries may be in
+  progress (running or waiting for a thread), beyond that a viewer gets a "busy, try again" message (HTTP 503)
+  instead of an ever longer queue. Text queries
   that arrive while a batch of them is searched go together into the next batch (one pass of the text tower for
   all: a class pressing Enter together costs a few passes, not one each); each still gets its own answer.
 - Request limits: bodies above :data:`MAX_REQUEST_BYTES` are refused before they are read; up to that, bytes past
   :data:`course_utils.widgets.MAX_UPLOAD_BYTES` are read and dropped, and the viewer gets the widgets' "too large"
-  message. ``top_k`` is capped at :data:`MAX_TOP_K`. Slow senders are cut off by tornado's body timeout.
+  message. ``top_k`` is capped at :data:`course_utils.widgets.MAX_TOP_K`. Slow senders are cut off by tornado's
+  body timeout.
 - A viewer who leaves mid-query costs nothing more: the query finishes on its thread, its answer is dropped
-  (counted as ``abandoned`` on ``/health``) and the server keeps answering everyone else.
+  (counted as ``abandoned`` on ``/health``, logged with status 499) and the server keeps answering everyone else.
+- Stopping closes the open connections and lets the running queries finish before the event loop closes.
 
 Run it with ``python -m course_utils.serve`` (see :mod:`course_utils.serve`); tests and a JupyterLab session can
 run it on a background thread with :class:`BackgroundServer`.
@@ -56,10 +60,15 @@ import tornado.web
 
 from .demo import DemoState
 from .widgets import (
+    DEFAULT_TOP_K,
+    MAX_CHOICES,
+    MAX_TOP_K,
     MAX_UPLOAD_BYTES,
     BadQuery,
     Upload,
     check_upload_size,
+    condition_choices,
+    gallery_choices,
     message_html,
     run_composed_query,
     run_conditional_query,
@@ -70,21 +79,21 @@ from .widgets import (
 
 #: The four query types, as they appear in ``/query/<kind>``.
 QUERY_KINDS = ("text", "image", "conditional", "composed")
-#: Largest ``top_k`` a page may ask for (the widgets' slider stops there too).
-MAX_TOP_K = 24
 #: Request bodies above this are refused before a byte is read (the connection is closed).
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 #: Threads that run queries (the model releases the GIL in its kernels; more threads than cores let a slow query
 #: run beside quick ones).
 DEFAULT_WORKERS = 4
-#: Queries that may wait for a thread before viewers are told to try again.
+#: Queries that may be in progress (running or waiting for a thread) before viewers are told to try again.
 DEFAULT_MAX_PENDING = 64
-#: Gallery items offered in the page's drop-downs (an upload covers any other image).
-MAX_CHOICES = 200
 #: Most text queries searched in one batch (one pass of the text tower).
 MAX_TEXT_BATCH = 64
 #: Answer times kept per query kind for ``/health``.
 RECENT_QUERIES = 1000
+#: Addresses that bind every network interface of this machine.
+EVERY_INTERFACE = ("", "0.0.0.0", "::")
+#: HTTP status logged for a query whose viewer left before its answer (nginx's "client closed request").
+CLIENT_GONE = 499
 
 log = logging.getLogger("course_utils.classroom")
 
@@ -96,7 +105,7 @@ class ServerCounters:
     pending: int = 0  # queries submitted to the pool and not yet answered
     answered: int = 0  # answers sent
     abandoned: int = 0  # answers computed for a viewer who had gone
-    refused_busy: int = 0  # queries refused because ``max_pending`` were waiting
+    refused_busy: int = 0  # queries refused because ``max_pending`` were in progress
     # seconds from a query's arrival to its answer (waiting for a thread included), the last RECENT_QUERIES per kind
     seconds: dict[str, deque] = field(
         default_factory=lambda: {kind: deque(maxlen=RECENT_QUERIES) for kind in QUERY_KINDS}
@@ -106,7 +115,7 @@ class ServerCounters:
         """The counts, and p50 / p95 / max of the recent answer times per query kind (JSON-ready).
 
         Args:
-            last: summarise only the last ``last`` answers of each kind (default: all kept).
+            last: summarise only the last ``last`` answers of each kind (at least 1; default: all kept).
         """
         times = {}
         for kind, values in self.seconds.items():
@@ -143,7 +152,7 @@ def exposure_warning(ip: str, port: int) -> str | None:
         loopback = False
     if loopback:
         return None
-    where = "every network interface" if ip in ("", "0.0.0.0", "::") else f"the interface {ip}"
+    where = "every network interface" if ip in EVERY_INTERFACE else f"the interface {ip}"
     return (
         f"WARNING: listening on {where}, port {port}. Anyone who can reach this machine on that port can open the "
         f"demo page, run queries on its CPUs and upload images (up to {MAX_UPLOAD_BYTES // 2**20} MiB each; decoded in "
@@ -153,12 +162,38 @@ def exposure_warning(ip: str, port: int) -> str | None:
     )
 
 
-def parse_top_k(value: str) -> int | str:
-    """The page's ``top_k`` argument as an int; text that is not a number is passed on for the widgets' message.
+def page_url(host: str, port: int) -> str:
+    """``http://host:port/``, an IPv6 address in brackets (``http://[::1]:8866/``)."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def local_host(ip: str) -> str:
+    """The address this machine opens a server bound to ``ip`` at: ``ip``, or loopback for an every-interface bind."""
+    if ip not in EVERY_INTERFACE:
+        return ip
+    return "::1" if ip == "::" else "127.0.0.1"
+
+
+def where_to_open(ip: str, port: int) -> str:
+    """Where viewers open a page served on ``ip:port``, as the servers print it: the address itself, or, for an
+    every-interface bind (which no browser can open), this machine's loopback address and, for the other machines,
+    its host name."""
+    if ip not in EVERY_INTERFACE:
+        return page_url(ip, port)
+    return (
+        f"{page_url(local_host(ip), port)} on this machine; from other machines "
+        f"{page_url(socket.gethostname(), port)} (or this machine's address on the classroom network)"
+    )
+
+
+def parse_top_k(arguments: dict[str, str]) -> int | str:
+    """A query's ``top_k`` argument (:data:`~course_utils.widgets.DEFAULT_TOP_K` when absent) as an int; text that is
+    not a number is passed on for the widgets' message.
 
     Raises:
-        BadQuery: a number above :data:`MAX_TOP_K`.
+        BadQuery: a number above :data:`~course_utils.widgets.MAX_TOP_K`.
     """
+    value = arguments.get("top_k", str(DEFAULT_TOP_K))
     try:
         top_k = int(value)
     except ValueError:
@@ -179,7 +214,7 @@ def answer_query(state: DemoState, kind: str, arguments: dict[str, str], upload:
     """
     retriever = state.retriever
     try:
-        top_k = parse_top_k(arguments.get("top_k", "8"))
+        top_k = parse_top_k(arguments)
     except BadQuery as err:
         return message_html(str(err))
     image = upload if upload is not None else arguments.get("item", "")
@@ -201,7 +236,7 @@ def text_answers(state: DemoState, queries: list[dict[str, str]]) -> Iterator[tu
     by_top_k = {}
     for position, arguments in enumerate(queries):
         try:
-            by_top_k.setdefault(parse_top_k(arguments.get("top_k", "8")), []).append(position)
+            by_top_k.setdefault(parse_top_k(arguments), []).append(position)
         except BadQuery as err:
             yield position, message_html(str(err))
     for top_k, positions in by_top_k.items():
@@ -291,7 +326,9 @@ class QueryService:
                     _settle(answer, message_html(f"unexpected error ({type(err).__name__}): {err}"))
 
     def shutdown(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        """Cancel the queries not started and wait for the running ones (at most a query's time), so that no pool
+        thread hands an answer to an event loop that has closed."""
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 # --- the page ------------------------------------------------------------------------------------------------------
@@ -360,37 +397,43 @@ document.documentElement.dataset.ready = 'yes';
 """
 
 
-def _options(values: list[tuple[str, str]], selected: str | None = None) -> str:
+def _options(values: list[tuple[str, str]], selected: str) -> str:
+    """``<option>`` elements of ``(value, label)`` pairs, the one whose value is ``selected`` chosen."""
     return "".join(
         f'<option value="{html.escape(value)}"{" selected" if value == selected else ""}>{html.escape(label)}</option>'
         for value, label in values
     )
 
 
-def page_html(state: DemoState, service: QueryService | None = None, top_k: int = 8) -> str:
+def page_html(state: DemoState, service: QueryService) -> str:
     """The demo page: four forms, each with its results area, and a small script that posts queries.
 
-    The image demos open with the results the widgets show at once (the first gallery item; for the composed
-    demo with the default modification), computed here once for every viewer.
+    The image demos open with the results the widgets show at once, computed here once for every viewer by
+    ``service``: the first gallery item's, and for the composed demo the state's default query
+    (``reference_id`` + ``modification``, the query notebook 07 runs headless), its reference chosen in the list.
     """
     retriever, gallery = state.retriever, state.retriever.catalogue
-    run = service.run if service is not None else lambda *a: answer_query(state, *a)
-    first = gallery.ids[0]
-    items = [
-        (item.item_id, f"{item.item_id} — {item.caption(retriever.caption_style)[:40] if item.captions else ''}")
-        for item in list(gallery)[:MAX_CHOICES]
-    ]
-    conditions = state.conditions or list(gallery.attribute_names)
-    top_k = min(top_k, MAX_TOP_K)
+    conditions = condition_choices(retriever, state.conditions)
     slider = (
-        f'<label>top k <input type="range" name="top_k" min="1" max="{MAX_TOP_K}" value="{top_k}">'
-        f"<output>{top_k}</output></label>"
-    )
-    image_inputs = (
-        f'<label>gallery item <select name="item">{_options(items)}</select></label>'
-        '<label>or upload <input type="file" name="upload" accept="image/*"></label>'
+        f'<label>top k <input type="range" name="top_k" min="1" max="{MAX_TOP_K}" value="{DEFAULT_TOP_K}">'
+        f"<output>{DEFAULT_TOP_K}</output></label>"
     )
     button = '<button type="submit">Search</button>'
+
+    def image_inputs(selected: str) -> str:
+        """The gallery list (``selected`` chosen), saying when it is cut short, and the upload."""
+        listed = ""
+        if len(gallery) > MAX_CHOICES:
+            also = "" if selected in gallery.ids[:MAX_CHOICES] else " and the example's reference"
+            listed = (
+                f'<span class="fc-note">the first {MAX_CHOICES} of {len(gallery)} gallery items{also}; '
+                "upload a photo to search with any other image</span>"
+            )
+        choices = gallery_choices(retriever, MAX_CHOICES, include=selected)
+        return (
+            f'<label>gallery item <select name="item">{_options(choices, selected)}</select></label>{listed}'
+            '<label>or upload <input type="file" name="upload" accept="image/*"></label>'
+        )
 
     def demo(kind: str, title: str, inputs: str, initial: str) -> str:
         return (
@@ -399,9 +442,9 @@ def page_html(state: DemoState, service: QueryService | None = None, top_k: int 
             f'<div class="fc-output">{initial}</div></section>'
         )
 
-    defaults = {"item": first, "top_k": str(top_k)}
+    first, top_k = gallery.ids[0], str(DEFAULT_TOP_K)
     condition = conditions[0] if conditions else ""
-    modification = state.modification
+    reference, modification = state.reference_id, state.modification
     sections = [
         demo(
             "text",
@@ -410,20 +453,23 @@ def page_html(state: DemoState, service: QueryService | None = None, top_k: int 
             'placeholder="e.g. red striped cotton shirt"></label>',
             message_html("Type a description and press Enter.", "hint"),
         ),
-        demo("image", "Image → image search", image_inputs, run("image", defaults)),
+        demo(
+            "image", "Image → image search", image_inputs(first), service.run("image", {"item": first, "top_k": top_k})
+        ),
         demo(
             "conditional",
             "Conditional search (image + condition)",
-            image_inputs
-            + f'<label>same <select name="condition">{_options([(c, c) for c in conditions])}</select></label>',
-            run("conditional", {**defaults, "condition": condition}),
+            image_inputs(first)
+            + f'<label>same <select name="condition">{_options([(c, c) for c in conditions], condition)}</select>'
+            "</label>",
+            service.run("conditional", {"item": first, "condition": condition, "top_k": top_k}),
         ),
         demo(
             "composed",
             "Composed search (image + modification text)",
-            image_inputs + f'<label>change <input type="text" name="modification" maxlength="300" '
+            image_inputs(reference) + f'<label>change <input type="text" name="modification" maxlength="300" '
             f'value="{html.escape(modification)}" placeholder="e.g. make it blue"></label>',
-            run("composed", {**defaults, "modification": modification}),
+            service.run("composed", {"item": reference, "modification": modification, "top_k": top_k}),
         ),
     ]
     script = _SCRIPT % {
@@ -465,24 +511,30 @@ class HealthHandler(tornado.web.RequestHandler):
         self.service = service
 
     def get(self) -> None:
-        counters = self.service.counters
-        last = self.get_argument("last", "")
-        if last and not last.isdigit():
-            raise tornado.web.HTTPError(400, "last must be a whole number")
-        report = counters.report(int(last) if last else None)
+        text = self.get_argument("last", None)
+        try:
+            last = None if text is None else int(text)
+        except ValueError:  # e.g. "two", or "²" (a digit to str.isdigit, not to int): refused below
+            last = 0
+        if last is not None and last < 1:
+            self.set_status(400)
+            self.finish({"error": f"last must be a whole number of at least 1 (or left out for all), got {text!r}"})
+            return
+        report = self.service.counters.report(last)
         self.finish({"gallery": len(self.service.state.retriever.catalogue), **report})
 
 
 @tornado.web.stream_request_body
 class QueryHandler(tornado.web.RequestHandler):
-    """``GET`` or ``POST /query/<kind>``: arguments in the URL, an upload as the raw body (kept up to the limit)."""
+    """``POST /query/<kind>``: arguments in the URL, an upload as the raw body (kept up to the limit).
+
+    Not ``GET``: a link prefetch or a crawler must not run a query."""
 
     def initialize(self, service: QueryService) -> None:
         self.service = service
 
     def prepare(self) -> None:
         self.body, self.body_size, self.gone = bytearray(), 0, False
-        self.request.connection.set_max_body_size(MAX_REQUEST_BYTES)
 
     def data_received(self, chunk: bytes) -> None:
         self.body_size += len(chunk)
@@ -491,9 +543,6 @@ class QueryHandler(tornado.web.RequestHandler):
 
     def on_connection_close(self) -> None:
         self.gone = True
-
-    async def get(self, kind: str) -> None:
-        await self.post(kind)
 
     async def post(self, kind: str) -> None:
         arrived = time.perf_counter()
@@ -516,7 +565,7 @@ class QueryHandler(tornado.web.RequestHandler):
             self.set_status(503)
             self.finish(
                 message_html(
-                    f"the server is busy ({counters.pending} queries waiting): try again in a few seconds", "info"
+                    f"the server is busy (queries in progress: {counters.pending}): try again in a few seconds", "info"
                 )
             )
             return
@@ -528,6 +577,7 @@ class QueryHandler(tornado.web.RequestHandler):
         counters.seconds[kind].append(time.perf_counter() - arrived)
         if self.gone:
             counters.abandoned += 1
+            self.set_status(CLIENT_GONE)  # what the access log records: no answer was sent
             return
         counters.answered += 1
         self.finish(page)
@@ -563,27 +613,41 @@ def make_app(service: QueryService) -> tornado.web.Application:
     )
 
 
-def listen(service: QueryService, ip: str = "127.0.0.1", port: int = 0) -> tuple[tornado.httpserver.HTTPServer, int]:
-    """Bind ``ip:port`` (``0``: a free port) on the running event loop; returns the server and its port."""
+def bind(ip: str = "127.0.0.1", port: int = 0) -> list[socket.socket]:
+    """Listening sockets on ``ip:port`` (``0``: a free port; ``""``: every interface), bound before anything slow
+    starts, so that a taken port is said at once. Raises ``OSError`` (e.g. the port is in use)."""
+    return tornado.netutil.bind_sockets(port, address=ip or None, family=socket.AF_UNSPEC)
+
+
+def listen(service: QueryService, sockets: list[socket.socket]) -> tornado.httpserver.HTTPServer:
+    """Serve ``service`` on ``sockets`` (from :func:`bind`) on the running event loop."""
     server = tornado.httpserver.HTTPServer(
         make_app(service),
         max_body_size=MAX_REQUEST_BYTES,
         idle_connection_timeout=120,
         body_timeout=60,  # a sender slower than this is cut off
     )
-    sockets = tornado.netutil.bind_sockets(port, address=ip or None, family=socket.AF_UNSPEC)
     server.add_sockets(sockets)
-    return server, sockets[0].getsockname()[1]
+    return server
 
 
-async def serve_forever(service: QueryService, ip: str, port: int, announce=print) -> None:
-    """Serve until cancelled (Ctrl+C in :func:`course_utils.serve.main`)."""
-    server, bound = listen(service, ip, port)
-    announce(f"classroom server: http://{ip or '0.0.0.0'}:{bound}/  (Ctrl+C stops it)")
+async def serve_forever(
+    service: QueryService, sockets: list[socket.socket], announce: Callable[[str], None] = print
+) -> None:
+    """Serve on ``sockets`` until cancelled (Ctrl+C in :func:`course_utils.serve.main`, or
+    :meth:`BackgroundServer.stop`); ``announce`` gets the line that says where to open the page once it is served.
+
+    Stopping closes every open connection (keep-alive ones too) and waits for the running queries, so that the
+    event loop closes only once no pool thread can hand it an answer."""
+    server = listen(service, sockets)
+    # an IPv4 address when there is one: ``""`` and ``localhost`` bind an IPv4 and an IPv6 socket, in either order
+    host, port = min((sock.getsockname()[:2] for sock in sockets), key=lambda address: ":" in address[0])
+    announce(f"classroom server: {where_to_open(host, port)}  (Ctrl+C stops it)")
     try:
         await asyncio.Event().wait()
     finally:
         server.stop()
+        await server.close_all_connections()
         service.shutdown()
 
 
@@ -607,45 +671,49 @@ class BackgroundServer:
         self.service = QueryService(state, workers, max_pending)
         self.ip, self.port = ip, port
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.ip}:{self.port}/"
+        """The page's address on this machine."""
+        return page_url(local_host(self.ip), self.port)
 
     def start(self) -> BackgroundServer:
-        started = threading.Event()
-        failure: list[BaseException] = []
+        """Bind (a taken port raises ``OSError`` here), then serve on a thread; returns once the page is served."""
+        sockets = bind(self.ip, self.port)
+        self.port = sockets[0].getsockname()[1]
+        serving, failure = threading.Event(), []
+
+        async def serve() -> None:
+            self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+            await serve_forever(self.service, sockets, announce=lambda _line: serving.set())
 
         def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self._loop)
             try:
-                self._server, self.port = self._loop.run_until_complete(self._listen())
-            except BaseException as err:  # e.g. the port is taken: report it to start()
+                asyncio.run(serve())  # closes its event loop however ``serve`` ends
+            except asyncio.CancelledError:  # stop()
+                pass
+            except BaseException as err:  # serving failed to start: report it to start()
                 failure.append(err)
-                started.set()
-                return
-            started.set()
-            self._loop.run_forever()
-            self._server.stop()
-            self._loop.close()
+                for sock in sockets:
+                    sock.close()
+            finally:
+                serving.set()
 
         self._thread = threading.Thread(target=run, name="classroom-server", daemon=True)
         self._thread.start()
-        started.wait()
+        serving.wait()
         if failure:
             raise failure[0]
         return self
 
-    async def _listen(self):
-        return listen(self.service, self.ip, self.port)
-
     def stop(self, timeout: float = 10.0) -> None:
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        """Stop serving (see :func:`serve_forever`) and wait up to ``timeout`` seconds for the thread to end."""
+        if self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._task.cancel)
             self._thread.join(timeout)
-        self.service.shutdown()
+        self.service.shutdown()  # a server that never started still has its pool
 
     def __enter__(self) -> BackgroundServer:
         return self.start()
@@ -657,16 +725,18 @@ class BackgroundServer:
 def wait_until_served(url: str, timeout: float = 30.0, last: int | None = None) -> dict:
     """Poll ``{url}health`` until it answers; returns its JSON (used by the benchmark and the browser test).
 
-    ``last``: summarise the answer times of the last ``last`` queries of each kind only.
+    ``last``: summarise the answer times of the last ``last`` queries of each kind only (at least 1).
     """
-    from urllib.error import URLError
+    from urllib.error import HTTPError, URLError
     from urllib.request import urlopen
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urlopen(url + "health" + (f"?last={last}" if last else ""), timeout=5) as response:
+            with urlopen(url + "health" + (f"?last={last}" if last is not None else ""), timeout=5) as response:
                 return json.load(response)
+        except HTTPError as err:  # the server answered, with a refusal: waiting longer would not change it
+            raise ValueError(f"{url}health answered {err.code}: {err.read().decode(errors='replace')}") from None
         except (URLError, ConnectionError, TimeoutError):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no classroom server answered at {url} within {timeout:.0f} s") from None

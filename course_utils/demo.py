@@ -9,7 +9,7 @@ one function with the notebook's parameters; when the package is reshaped, this 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -46,8 +46,7 @@ class DemoState:
         retriever: search over the test split, with the conditional and composed hooks set as asked.
         conditions: the attributes the conditional encoder knows (``[]`` when it is not set).
         reference_id, modification: the composed demo's default query (the gallery's first composition
-            triplet, else the first item and ``"in blue"``).
-        parameters: the arguments that built it (printed by the server, recorded by the benchmark).
+            triplet, else the first item and ``"in blue"``): the classroom page opens its composed demo on it.
     """
 
     experiment: Experiment
@@ -55,7 +54,6 @@ class DemoState:
     conditions: list[str]
     reference_id: str
     modification: str
-    parameters: dict = field(default_factory=dict)
 
 
 def load_demo_state(
@@ -82,23 +80,10 @@ def load_demo_state(
         conditional: set CRL's training-free projection as the conditional encoder (when the dataset has
             descriptor words); ``False`` leaves the hook unset.
     """
-    parameters = dict(
-        profile=profile,
-        seed=seed,
-        dataset=dataset,
-        data_root=data_root,
-        model=model,
-        pretrained=pretrained,
-        device=device,
-        test_size=test_size,
-        finetuned=finetuned,
-        compositor=compositor,
-        conditional=conditional,
-    )
     experiment = load_experiment(dataset, data_root, model, pretrained, profile, seed, device, test_size=test_size)
     bundle = finetuned_bundle(experiment, progress=False)[0] if finetuned else experiment.bundle
     descriptors = dataset if conditional else None
-    return build_demo_state(experiment, bundle, descriptors, compositor, parameters)
+    return build_demo_state(experiment, bundle, descriptors, compositor)
 
 
 def build_demo_state(
@@ -106,7 +91,6 @@ def build_demo_state(
     bundle,
     descriptors: str | None = "synthetic",
     compositor: str = "sum",
-    parameters: dict | None = None,
 ) -> DemoState:
     """The retriever over ``experiment.test`` with ``bundle``, and the hooks notebook 07 sets.
 
@@ -124,7 +108,7 @@ def build_demo_state(
     if compositor:
         retriever.compositor = make_compositor(compositor, bundle.embed_dim).eval()
     reference, modification = default_composed_query(gallery)
-    return DemoState(experiment, retriever, conditions, reference, modification, dict(parameters or {}))
+    return DemoState(experiment, retriever, conditions, reference, modification)
 
 
 def crl_conditional_encoder(bundle, descriptors: str | None, gallery: Catalogue) -> CriterionProjection | None:

@@ -4,7 +4,8 @@ By default this starts the **classroom server** (:mod:`course_utils.classroom`):
 model, catalogue, gallery embeddings and index once (:func:`course_utils.demo.load_demo_state`, the objects
 notebook 07 builds) and serves a page with the four query types to any number of viewers, each viewer costing a
 few kilobytes instead of a notebook kernel. It binds ``127.0.0.1`` (only this machine can open it); ``--ip``
-binds another interface for a classroom network, and prints what that exposes. Stop it with Ctrl+C.
+binds another interface for a classroom network, and prints what that exposes (with ``--voila`` too). The port is
+bound before the model loads, so a taken port is said at once. Stop it with Ctrl+C.
 
 ``--voila`` keeps the earlier way: Voilà on ``notebooks/07_retrieval_demo.ipynb``, one fresh kernel per page view
 (about 1.1 GiB and 20 s each), fine for one presenter, too heavy for a class. The notebook switches
@@ -15,15 +16,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
+import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from .classroom import DEFAULT_MAX_PENDING, DEFAULT_WORKERS, QueryService, exposure_warning, serve_forever
+from .classroom import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_WORKERS,
+    QueryService,
+    bind,
+    exposure_warning,
+    serve_forever,
+    where_to_open,
+)
 from .demo import load_demo_state
 from .paths import REPO_ROOT
 
@@ -34,16 +46,35 @@ DEFAULT_PORT = 8866
 def voila_command(
     notebook: Path = DEMO_NOTEBOOK, port: int = DEFAULT_PORT, ip: str = "127.0.0.1", show_tracebacks: bool = False
 ) -> list[str]:
-    """The ``voila`` command line that serves ``notebook`` on ``http://{ip}:{port}/`` (run with this Python)."""
+    """The ``voila`` command line that serves ``notebook`` on ``ip:port`` (run with this Python)."""
     command = [sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--no-browser", f"--Voila.ip={ip}"]
     if show_tracebacks:
         command.append("--show_tracebacks=True")
     return command
 
 
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for a whole number from ``low`` to ``high``: anything else is refused at once, with the
+    flag's name (before the model loads), instead of failing later or being changed silently."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise argparse.ArgumentTypeError(f"must be a whole number {bounds}, got {text!r}")
+        return value
+
+    return parse
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--port", type=whole_number(1, 65535), default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})"
+    )
     parser.add_argument(
         "--ip",
         default="127.0.0.1",
@@ -57,18 +88,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     demo.add_argument("--data-root", default=None, help="folder of a real dataset")
     demo.add_argument("--model", default="tiny-fashion-clip")
     demo.add_argument("--pretrained", default="embedded")
-    demo.add_argument("--test-size", type=int, default=None, help="keep the first N test items as the gallery")
+    demo.add_argument(
+        "--test-size", type=whole_number(1), default=None, help="keep the first N test items as the gallery"
+    )
     demo.add_argument("--device", default="auto")
-    demo.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads that run queries")
+    demo.add_argument("--workers", type=whole_number(1), default=DEFAULT_WORKERS, help="threads that run queries")
     demo.add_argument(
         "--max-pending",
-        type=int,
+        type=whole_number(1),
         default=DEFAULT_MAX_PENDING,
-        help="queries that may wait before viewers are asked to retry",
+        help="queries that may be in progress (running or waiting) before viewers are asked to retry",
     )
     demo.add_argument(
         "--torch-threads",
-        type=int,
+        type=whole_number(1),
         default=1,
         help="torch threads per query (default 1: the workers give the parallelism)",
     )
@@ -90,16 +123,26 @@ def serve_voila(args: argparse.Namespace) -> int:
         print(f"no notebook at {args.notebook}", file=sys.stderr)
         return 2
     command = voila_command(args.notebook, args.port, args.ip, args.show_tracebacks)
-    print(f"serving {args.notebook.name} at http://{args.ip}:{args.port}/  (Ctrl+C stops it)", flush=True)
+    print(f"serving {args.notebook.name} at {where_to_open(args.ip, args.port)}  (Ctrl+C stops it)", flush=True)
     os.execv(command[0], command)  # replace this process: signals and the exit status are Voilà's own
     return 0  # not reached
 
 
+def bind_or_exit(ip: str, port: int) -> list[socket.socket]:
+    """:func:`course_utils.classroom.bind`, or exit with a message that says which flag to change."""
+    try:
+        return bind(ip, port)
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            advice = f"port {port} is in use (another server?): pass --port with a free one, e.g. --port {port + 1}"
+        else:
+            advice = f"{err.strerror or err}: pass --ip with an address of this machine (default 127.0.0.1) or --port"
+        raise SystemExit(f"cannot listen on {ip}:{port}: {advice}") from None
+
+
 def serve_classroom(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    warning = exposure_warning(args.ip, args.port)
-    if warning:
-        print(warning, file=sys.stderr, flush=True)
+    sockets = bind_or_exit(args.ip, args.port)  # before the model loads (minutes on an empty cache)
     start = time.perf_counter()
     print("loading the model, the catalogue and the gallery embeddings (once)…", flush=True)
     state = load_demo_state(
@@ -112,27 +155,34 @@ def serve_classroom(args: argparse.Namespace) -> int:
         device=args.device,
         test_size=args.test_size,
     )
-    torch.set_num_threads(max(1, args.torch_threads))  # after loading: a cold cache trains with every core
+    torch.set_num_threads(args.torch_threads)  # after loading: a cold cache trains with every core
     service = QueryService(state, args.workers, args.max_pending)
     print(
         f"ready in {time.perf_counter() - start:.1f} s: {len(state.retriever.catalogue)} gallery items, "
         f"model {state.retriever.bundle.identity}, conditions {state.conditions or 'none'}",
         flush=True,
     )
-    serve_until_stopped(service, args.ip, args.port)
+    serve_until_stopped(service, args.ip, args.port, sockets)
     return 0
 
 
-def serve_until_stopped(service: QueryService, ip: str, port: int) -> None:
-    """Serve ``service`` on ``ip:port``, printing its address, until Ctrl+C."""
+def serve_until_stopped(service: QueryService, ip: str, port: int, sockets: list[socket.socket] | None = None) -> None:
+    """Serve ``service`` on ``ip:port``, printing its address, until Ctrl+C.
+
+    ``sockets``: ``ip:port`` already bound by :func:`bind_or_exit` (:func:`serve_classroom` binds before it
+    loads the model); ``None`` binds it here."""
+    sockets = sockets or bind_or_exit(ip, port)
     try:
-        asyncio.run(serve_forever(service, ip, port, announce=lambda line: print(line, flush=True)))
+        asyncio.run(serve_forever(service, sockets, announce=lambda line: print(line, flush=True)))
     except KeyboardInterrupt:
         print("stopped", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    warning = exposure_warning(args.ip, args.port)  # both ways of serving expose the same page and uploads
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     return serve_voila(args) if args.voila or args.notebook is not None else serve_classroom(args)
 
 

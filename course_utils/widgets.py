@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import os
 import time
 import weakref
@@ -31,6 +32,12 @@ from .data.records import CorruptImage, OversizedImage, decode_image, opaque_rgb
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 #: Thumbnail side in pixels (images are shrunk to fit, never enlarged; the page scales them to this size).
 THUMB_SIZE = 128
+#: Gallery items listed in an image demo's drop-down (an upload covers any other image).
+MAX_CHOICES = 200
+#: Largest ``top_k`` the demos offer (their sliders stop there; the classroom page refuses more).
+MAX_TOP_K = 24
+#: Results a demo shows until the viewer moves its slider.
+DEFAULT_TOP_K = 8
 #: Thumbnails kept per retriever (about 10-40 kB each); the cache is emptied when it grows past this.
 MAX_CACHED_THUMBNAILS = 5000
 
@@ -158,7 +165,8 @@ def results_html(
 def check_upload_size(size: int, name: str = "upload") -> None:
     """:class:`BadQuery` when an upload of ``size`` bytes is empty or larger than :data:`MAX_UPLOAD_BYTES`.
 
-    The classroom server calls it with the announced size before it keeps a byte of a request body.
+    The classroom server calls it with the size of the whole request body once it has arrived (it keeps at most
+    :data:`MAX_UPLOAD_BYTES` of the body and only counts the bytes past that).
     """
     if size <= 0:
         raise BadQuery(f"the file {name!r} is empty: choose a JPEG or PNG image")
@@ -230,7 +238,7 @@ def _check_top_k(retriever, top_k, query: str | Image.Image | None = None) -> in
 # --- the four callbacks ----------------------------------------------------------------------------------------
 
 
-def run_text_query(retriever, text: str, top_k: int = 8) -> str:
+def run_text_query(retriever, text: str, top_k: int = DEFAULT_TOP_K) -> str:
     """HTML results of a free-text query (what ``retriever.search_by_text`` finds), or a message for empty input."""
     return run_text_queries(retriever, [text], top_k)[0]
 
@@ -244,7 +252,7 @@ def _query_text(text) -> str:
     return text.strip()
 
 
-def run_text_queries(retriever, texts: Sequence[str], top_k: int = 8) -> list[str]:
+def run_text_queries(retriever, texts: Sequence[str], top_k: int = DEFAULT_TOP_K) -> list[str]:
     """:func:`run_text_query` for several texts searched in one batch (``retriever.search_by_texts``: one pass
     of the text tower): one answer per text, in order, each a result grid or the message for that text."""
     answers = [""] * len(texts)
@@ -253,7 +261,7 @@ def run_text_queries(retriever, texts: Sequence[str], top_k: int = 8) -> list[st
     return answers
 
 
-def text_query_answers(retriever, texts: Sequence[str], top_k: int = 8) -> Iterator[tuple[int, str]]:
+def text_query_answers(retriever, texts: Sequence[str], top_k: int = DEFAULT_TOP_K) -> Iterator[tuple[int, str]]:
     """``(position, answer)`` of each text as soon as it is ready: the messages for bad input first, then the
     result grids one by one after one batched search (the classroom server sends each answer as it comes, so
     the first viewers need not wait for the last grid of the batch). The time in each header is the batch's."""
@@ -281,7 +289,7 @@ def text_query_answers(retriever, texts: Sequence[str], top_k: int = 8) -> Itera
         yield position, results_html(retriever, results, f"text “{text}”", elapsed=elapsed)
 
 
-def run_image_query(retriever, image: QueryImage | None, top_k: int = 8) -> str:
+def run_image_query(retriever, image: QueryImage | None, top_k: int = DEFAULT_TOP_K) -> str:
     """HTML results of an image query (``retriever.search_by_image``): a gallery item id, an :class:`Upload` or a PIL
     image."""
     try:
@@ -295,7 +303,7 @@ def run_image_query(retriever, image: QueryImage | None, top_k: int = 8) -> str:
     return results_html(retriever, results, f"image ({label})", _query_card(retriever, query, label), elapsed)
 
 
-def run_conditional_query(retriever, image: QueryImage | None, condition: str, top_k: int = 8) -> str:
+def run_conditional_query(retriever, image: QueryImage | None, condition: str, top_k: int = DEFAULT_TOP_K) -> str:
     """HTML results of "like this image, with respect to ``condition``" (``retriever.search_conditional``).
 
     Shows an explanatory message instead when no conditional encoder is set on the retriever.
@@ -321,7 +329,7 @@ def run_conditional_query(retriever, image: QueryImage | None, condition: str, t
     )
 
 
-def run_composed_query(retriever, image: QueryImage | None, modification: str, top_k: int = 8) -> str:
+def run_composed_query(retriever, image: QueryImage | None, modification: str, top_k: int = DEFAULT_TOP_K) -> str:
     """HTML results of reference image + modification text (``retriever.search_composed``).
 
     Shows an explanatory message instead when no compositor is set on the retriever.
@@ -433,7 +441,7 @@ class QueryDemo:
 
 def _top_k_slider(retriever, top_k: int):
     w = _widgets()
-    most = max(1, min(24, len(retriever.catalogue) - 1))
+    most = max(1, min(MAX_TOP_K, len(retriever.catalogue) - 1))
     return w.IntSlider(value=min(top_k, most), min=1, max=most, description="top k", continuous_update=False)
 
 
@@ -442,14 +450,32 @@ def _search_button():
     return w.Button(description="Search", button_style="primary", icon="search")
 
 
-def _image_controls(retriever, max_choices: int) -> dict:
-    """A gallery dropdown (first ``max_choices`` items) and a file upload for the image-based demos."""
-    w = _widgets()
-    options = [
-        (f"{item.item_id} — {item.caption(retriever.caption_style)[:40] if item.captions else ''}", item.item_id)
-        for item in list(retriever.catalogue)[:max_choices]
+def gallery_choices(retriever, max_choices: int = MAX_CHOICES, include: str | None = None) -> list[tuple[str, str]]:
+    """``(item id, label)`` of an image demo's drop-down: the first ``max_choices`` gallery items, then ``include``
+    (e.g. the composed demo's reference) when it comes later. A label is the id and the caption's first 40
+    characters; the widgets and the classroom page list the same choices."""
+    items = list(itertools.islice(retriever.catalogue, max_choices))
+    if include is not None and include not in {item.item_id for item in items}:
+        items.append(retriever.catalogue.by_id(include))
+    return [
+        (item.item_id, f"{item.item_id} — {item.caption(retriever.caption_style)[:40] if item.captions else ''}")
+        for item in items
     ]
-    item = w.Dropdown(options=options, value=options[0][1], description="gallery item", layout=w.Layout(width="420px"))
+
+
+def condition_choices(retriever, conditions: Sequence[str] | None = None) -> list[str]:
+    """The conditional demo's choices: ``conditions`` (those the encoder knows), else every gallery attribute."""
+    return list(conditions or retriever.catalogue.attribute_names)
+
+
+def _image_controls(retriever, max_choices: int, selected: str | None = None) -> dict:
+    """A gallery dropdown (first ``max_choices`` items, plus ``selected``, which it opens on; else the first item)
+    and a file upload for the image-based demos."""
+    w = _widgets()
+    options = [(label, item_id) for item_id, label in gallery_choices(retriever, max_choices, include=selected)]
+    item = w.Dropdown(
+        options=options, value=selected or options[0][1], description="gallery item", layout=w.Layout(width="420px")
+    )
     upload = w.FileUpload(accept="image/*", multiple=False, description="or upload")
     return {"item": item, "upload": upload}
 
@@ -479,7 +505,7 @@ class _ImageSource:
         return ("upload", upload.name, len(upload.content)) if isinstance(upload, Upload) else ("item", upload)
 
 
-def text_demo(retriever, top_k: int = 8, placeholder: str = "e.g. red striped cotton shirt") -> QueryDemo:
+def text_demo(retriever, top_k: int = DEFAULT_TOP_K, placeholder: str = "e.g. red striped cotton shirt") -> QueryDemo:
     """Free-text search: type a description and press Enter (or click Search)."""
     w = _widgets()
     controls = {
@@ -515,13 +541,15 @@ def _image_query_demo(
     top_k: int,
     max_choices: int,
     show_at_once: bool = True,
+    selected: str | None = None,
 ) -> QueryDemo:
     """A demo whose query is an image (gallery item or upload) plus ``extra_controls``, then ``top_k``.
 
     ``run(image, *extra values, top_k)`` returns the results HTML; the cache key is built from the same values.
+    ``selected``: the gallery item the demo opens on (default: the first).
     """
     controls = {
-        **_image_controls(retriever, max_choices),
+        **_image_controls(retriever, max_choices, selected),
         **extra_controls,
         "top_k": _top_k_slider(retriever, top_k),
         "search": _search_button(),
@@ -544,7 +572,7 @@ def _image_query_demo(
     return _wire(demo, ["item", "upload", *extra_controls, "top_k"])
 
 
-def image_demo(retriever, top_k: int = 8, max_choices: int = 200) -> QueryDemo:
+def image_demo(retriever, top_k: int = DEFAULT_TOP_K, max_choices: int = MAX_CHOICES) -> QueryDemo:
     """Image search: pick a gallery item or upload a photo; the item itself is left out of its results."""
     return _image_query_demo(  # shows the first gallery item's neighbours at once
         retriever,
@@ -559,10 +587,10 @@ def image_demo(retriever, top_k: int = 8, max_choices: int = 200) -> QueryDemo:
 
 
 def conditional_demo(
-    retriever, conditions: Sequence[str] | None = None, top_k: int = 8, max_choices: int = 200
+    retriever, conditions: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K, max_choices: int = MAX_CHOICES
 ) -> QueryDemo:
     """Conditional search: items like the query image *in one attribute* (needs ``retriever.conditional_encoder``)."""
-    conditions = list(conditions or retriever.catalogue.attribute_names)
+    conditions = condition_choices(retriever, conditions)
     condition = _widgets().Dropdown(options=conditions, value=conditions[0], description="same")
     return _image_query_demo(  # the first item under the first condition, or the "not set" message
         retriever,
@@ -576,8 +604,18 @@ def conditional_demo(
     )
 
 
-def composed_demo(retriever, modification: str = "", top_k: int = 8, max_choices: int = 200) -> QueryDemo:
-    """Composed search: a reference image changed as the text says (needs ``retriever.compositor``)."""
+def composed_demo(
+    retriever,
+    modification: str = "",
+    top_k: int = DEFAULT_TOP_K,
+    max_choices: int = MAX_CHOICES,
+    reference: str | None = None,
+) -> QueryDemo:
+    """Composed search: a reference image changed as the text says (needs ``retriever.compositor``).
+
+    ``reference``: the gallery item the demo opens on, the one ``modification`` was written for (e.g. a triplet's
+    reference, :func:`course_utils.demo.default_composed_query`); default: the first gallery item.
+    """
     text = _widgets().Text(
         value=modification, placeholder="e.g. make it blue", description="change", continuous_update=False
     )
@@ -592,4 +630,5 @@ def composed_demo(retriever, modification: str = "", top_k: int = 8, max_choices
         max_choices,
         # the "not set" message, or the default modification's results
         show_at_once=retriever.compositor is None or bool(modification.strip()),
+        selected=reference,
     )

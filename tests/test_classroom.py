@@ -8,8 +8,11 @@ wait on a ``threading.Event`` or raise, so nothing depends on timing. CPU only, 
 
 from __future__ import annotations
 
+import dataclasses
+import http.client
 import io
 import json
+import logging
 import re
 import socket
 import threading
@@ -19,6 +22,7 @@ from urllib.error import HTTPError
 from urllib.parse import urlencode
 from urllib.request import Request, urlopen
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -84,9 +88,9 @@ def test_page_has_four_query_types_and_the_default_results(server, state):
     for kind in classroom.QUERY_KINDS:
         assert f'data-kind="{kind}"' in page and f"fc-demo-{kind}" in page
     first = state.retriever.catalogue.ids[0]
-    assert f'<option value="{first}">' in page
+    assert f'<option value="{first}" selected>' in page
     for condition in state.conditions:
-        assert f'<option value="{condition}">' in page
+        assert f'<option value="{condition}"' in page
     # the image demo opens with the first item's neighbours, exactly as the widget does
     expected = cw.run_image_query(state.retriever, first, 8)
     assert shown_ids(expected) and "".join(shown_ids(expected)) in "".join(shown_ids(page))
@@ -140,7 +144,7 @@ def test_an_upload_is_the_request_body(server, state):
         ("composed", None, {"item": "ITEM", "modification": " "}, "empty modification"),
         ("text", None, {"text": "red", "top_k": "lots"}, "top_k must be a positive whole number, got 'lots'"),
         ("text", None, {"text": "red", "top_k": "0"}, "top_k must be a positive whole number, got 0"),
-        ("text", None, {"text": "red", "top_k": "25"}, f"top_k must be at most {classroom.MAX_TOP_K}"),
+        ("text", None, {"text": "red", "top_k": "25"}, f"top_k must be at most {cw.MAX_TOP_K}"),
     ],
 )
 def test_bad_input_gets_the_widgets_message(server, state, kind, body, arguments, message):
@@ -297,7 +301,8 @@ def test_a_broken_query_gets_a_message_and_the_server_goes_on(server, state):
     assert len(shown_ids(post(server, "text", text="red", top_k="2")[1])) == 2
 
 
-def test_a_viewer_who_leaves_mid_query_costs_nothing_more(server, state):
+def test_a_viewer_who_leaves_mid_query_costs_nothing_more(server, state, caplog):
+    caplog.set_level(logging.INFO, logger="tornado.access")
     gate = Gate(state.retriever.conditional_encoder)
     state.retriever.conditional_encoder = gate
     item = state.retriever.catalogue.ids[0]
@@ -315,6 +320,10 @@ def test_a_viewer_who_leaves_mid_query_costs_nothing_more(server, state):
         time.sleep(0.05)
     counters = health(server)
     assert counters["abandoned"] == 1 and counters["pending"] == 0
+    # logged as what it was, in the same event loop step as the count: no answer sent (499), not a 200
+    logged = [record.getMessage() for record in caplog.records if record.name == "tornado.access"]
+    assert any(line.startswith("499 POST /query/conditional") for line in logged), logged
+    assert not any(line.startswith("200 POST /query/conditional") for line in logged), logged
     status, page = post(server, "text", text="green skirt", top_k="3")
     assert status == 200 and len(shown_ids(page)) == 3
 
@@ -328,7 +337,7 @@ def test_too_many_waiting_queries_are_told_to_retry(experiment, tiny_bundle):
         slow = pool.submit(post, server, "conditional", item=item, condition="colour", top_k="2")
         assert gate.entered.wait(WAIT)
         status, page = post(server, "text", text="red", top_k="2")
-        assert status == 503 and "the server is busy (1 queries waiting)" in page
+        assert status == 503 and "the server is busy (queries in progress: 1)" in page
         gate.release.set()
         assert slow.result(WAIT)[0] == 200
         assert health(server)["refused_busy"] == 1
@@ -374,7 +383,6 @@ def test_load_demo_state_builds_what_notebook_07_builds():
         gallery.triplets[0].reference_id,
         gallery.triplets[0].modification,
     )
-    assert state.parameters["profile"] == "ci" and state.parameters["finetuned"] is False
     bare = load_demo_state(
         profile="ci", pretrained=None, finetuned=False, device="cpu", compositor="", conditional=False
     )
@@ -390,5 +398,176 @@ def test_health_reports_the_answer_times_of_the_last_queries(server):
     assert report["answered"] == 3 and report["pending"] == 0
     assert times["count"] == 2 and 0 <= times["p50"] <= times["p95"] <= times["max"]
     assert health(server)["answer_seconds"]["text"]["count"] == 3
-    with pytest.raises(HTTPError, match="400"):
-        urlopen(server.url + "health?last=two", timeout=WAIT)
+    for last in ["two", "²", "0", "-1", ""]:  # "²" is a digit to str.isdigit, not to int
+        with pytest.raises(HTTPError, match="400") as refused:
+            urlopen(server.url + "health?" + urlencode({"last": last}), timeout=WAIT)
+        error = json.load(refused.value)["error"]
+        assert error == f"last must be a whole number of at least 1 (or left out for all), got {last!r}"
+    with pytest.raises(ValueError, match="health answered 400: .*got '0'"):  # at once, not after the timeout
+        classroom.wait_until_served(server.url, last=0)
+
+
+def test_quantiles_of_the_answer_times_are_numpys():
+    counters = classroom.ServerCounters()
+    counters.seconds["text"].extend([0.4, 0.1, 0.3, 0.2, 10.0])
+    report = counters.report()["answer_seconds"]
+    # all five, sorted 0.1 0.2 0.3 0.4 10: the median is the middle one; p95 sits at position 0.95 * 4 = 3.8,
+    # 0.8 of the way from 0.4 to 10
+    assert report["text"] == {"count": 5, "p50": 0.3, "p95": pytest.approx(0.4 + 0.8 * 9.6), "max": 10.0}
+    # the last two only: 0.2 and 10
+    last_two = counters.report(last=2)["answer_seconds"]["text"]
+    assert last_two == {"count": 2, "p50": pytest.approx(5.1), "p95": pytest.approx(0.2 + 0.95 * 9.8), "max": 10.0}
+    assert list(report) == ["text"]  # kinds with no answer yet are left out
+    values = np.random.default_rng(0).exponential(size=37).tolist()
+    for q in [0.0, 0.5, 0.95, 1.0]:
+        assert classroom._quantile(sorted(values), q) == pytest.approx(np.quantile(values, q))
+
+
+def test_the_composed_demo_opens_on_the_states_reference(state, monkeypatch):
+    """The page pairs the default modification with its own reference image (notebook 07's headless query), even
+    when that item is not the first one or not among the items listed; a cut-short list says so."""
+    gallery = state.retriever.catalogue
+    reference = gallery.ids[5]
+    state = dataclasses.replace(state, reference_id=reference, modification="is blue")
+    monkeypatch.setattr(classroom, "MAX_CHOICES", 3)  # the first 3 items listed: the reference is not among them
+    service = classroom.QueryService(state, workers=1)
+    try:
+        page = service.page.decode()
+    finally:
+        service.shutdown()
+    sections = dict(re.findall(r'<section class="fc-demo fc-demo-(\w+)">(.*?)</section>', page))
+    composed, image = sections["composed"], sections["image"]
+    listed = composed.split('name="item">')[1].split("</select>")[0]
+    options = re.findall(r'<option value="([^"]+)"( selected)?>', listed)
+    assert options == [(item, "") for item in gallery.ids[:3]] + [(reference, " selected")]
+    assert f"the first 3 of {len(gallery)} gallery items and the example's reference; upload a photo" in composed
+    expected = cw.run_composed_query(state.retriever, reference, "is blue", cw.DEFAULT_TOP_K)
+    assert f"item {reference}" in expected
+    assert without_timing(expected) in without_timing(composed)
+    # the image demo lists the same first items, the first one chosen, and says the list is cut short
+    assert re.findall(r'<option value="([^"]+)"', image) == gallery.ids[:3]
+    assert f'<option value="{gallery.ids[0]}" selected>' in image
+    assert f"the first 3 of {len(gallery)} gallery items; upload a photo" in image
+
+
+def test_a_get_runs_no_query(server):
+    """Only a POST runs a query: a link prefetch or a crawler following ``/query/text?text=…`` gets 405."""
+    with pytest.raises(HTTPError, match="405"):
+        urlopen(f"{server.url}query/text?text=red&top_k=2", timeout=WAIT)
+    assert health(server)["answered"] == 0 and "text" not in health(server)["answer_seconds"]
+
+
+def test_stop_closes_open_connections_and_lets_running_queries_finish(state, caplog):
+    """Stopping closes every connection (an idle keep-alive one too) and waits for the running query before the
+    event loop closes: the query's thread then hands its answer to an open loop, and nothing fails in the log."""
+    search_by_texts, entered, release = state.retriever.search_by_texts, threading.Event(), threading.Event()
+
+    def held(queries, *args, **kwargs):
+        entered.set()
+        assert release.wait(WAIT), "the test never released the query"
+        return search_by_texts(queries, *args, **kwargs)
+
+    state.retriever.search_by_texts = held
+    server = classroom.BackgroundServer(state, workers=1).start()
+    idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT)
+    idle.request("GET", "/health")
+    assert idle.getresponse().read()  # the connection stays open (keep-alive)
+    with ThreadPoolExecutor(2) as pool:
+        query = pool.submit(post, server, "text", text="red", top_k="2")
+        assert entered.wait(WAIT)
+        stopping = pool.submit(server.stop)
+        with pytest.raises(OSError):  # the server closed the viewer's connection while its query still ran
+            query.result(WAIT)
+        release.set()
+        stopping.result(WAIT)
+    assert idle.sock.recv(1) == b""  # closed by the server, not left open
+    assert not server._thread.is_alive() and server._loop.is_closed()
+    assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_a_taken_port_fails_at_start_and_a_failed_start_closes_its_loop(state, monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError):  # said by start(), in the caller's thread
+            classroom.BackgroundServer(state, workers=1, port=taken.getsockname()[1]).start()
+
+    def broken_listen(service, sockets):
+        raise RuntimeError("no server today")
+
+    monkeypatch.setattr(classroom, "listen", broken_listen)
+    server = classroom.BackgroundServer(state, workers=1)
+    with pytest.raises(RuntimeError, match="no server today"):
+        server.start()
+    server._thread.join(WAIT)
+    assert server._loop.is_closed() and not server._thread.is_alive()
+    with socket.socket() as again:  # the port it had bound is free again
+        again.bind(("127.0.0.1", server.port))
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    "ip, expected",
+    [
+        ("127.0.0.1", "http://127.0.0.1:8866/"),
+        ("::1", "http://[::1]:8866/"),
+        ("192.168.1.20", "http://192.168.1.20:8866/"),
+        ("0.0.0.0", "http://127.0.0.1:8866/ on this machine; from other machines http://lab-pc:8866/"),
+        ("", "http://127.0.0.1:8866/ on this machine; from other machines http://lab-pc:8866/"),
+        ("::", "http://[::1]:8866/ on this machine; from other machines http://lab-pc:8866/"),
+    ],
+)
+def test_the_printed_address_is_one_a_browser_opens(ip, expected, monkeypatch):
+    monkeypatch.setattr(socket, "gethostname", lambda: "lab-pc")
+    assert classroom.where_to_open(ip, 8866).startswith(expected)
+    assert classroom.page_url(classroom.local_host(ip), 8866) == expected.split(" ")[0]
+
+
+def test_serve_prints_the_exposure_warning_in_both_modes(monkeypatch, capsys):
+    from course_utils import serve
+
+    monkeypatch.setattr(serve, "serve_classroom", lambda args: 0)
+    monkeypatch.setattr(serve, "serve_voila", lambda args: 0)
+    for argv in [["--ip", "0.0.0.0"], ["--voila", "--ip", "0.0.0.0"], ["--notebook", "x.ipynb", "--ip", "10.0.0.5"]]:
+        serve.main(argv)
+        assert capsys.readouterr().err.startswith("WARNING: listening on"), argv
+    for argv in [[], ["--voila"]]:
+        serve.main(argv)
+        assert capsys.readouterr().err == "", argv
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--workers", "0"], "--workers"),
+        (["--max-pending", "0"], "--max-pending"),
+        (["--torch-threads", "0"], "--torch-threads"),
+        (["--test-size", "0"], "--test-size"),
+        (["--port", "70000"], "--port"),
+        (["--port", "eighty"], "--port"),
+        (["--voila", "--port", "0"], "--port"),
+    ],
+)
+def test_bad_serve_flags_are_refused_with_the_flags_name(argv, flag, capsys):
+    from course_utils import serve
+
+    with pytest.raises(SystemExit) as refused:
+        serve.parse_args(argv)
+    assert refused.value.code == 2
+    error = capsys.readouterr().err
+    assert f"argument {flag}: must be a whole number" in error and repr(argv[-1]) in error
+
+
+def test_serve_says_a_taken_port_before_loading_the_model(monkeypatch):
+    from course_utils import serve
+
+    def load_demo_state(**_):
+        raise AssertionError("the model was loaded before the port was bound")
+
+    monkeypatch.setattr(serve, "load_demo_state", load_demo_state)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit, match=f"port {port} is in use .*pass --port with a free one"):
+            serve.main(["--port", str(port)])

@@ -281,6 +281,39 @@ def test_hook_demos_show_the_not_set_message_at_once(retriever):
     assert shown_ids(demo.results.value) == ["i1"]
 
 
+def test_the_composed_demo_opens_on_the_reference_its_modification_was_written_for(retriever):
+    """Like the classroom page: the reference is selected (and listed, even past ``max_choices``), and the opening
+    results are its composed query's, not the first item's."""
+    retriever.compositor = Sum(3)
+    demo = cw.composed_demo(retriever, "make it red", top_k=1, max_choices=2, reference="i5")
+    assert demo.controls["item"].value == "i5" and "i5" in dict(map(reversed, demo.controls["item"].options))
+    expected = cw.run_composed_query(retriever, "i5", "make it red", 1)
+    assert "item i5" in demo.results.value and shown_ids(demo.results.value) == shown_ids(expected)
+    assert cw.composed_demo(retriever, "make it red", top_k=1).controls["item"].value == "i0"  # default: first
+
+
+def test_gallery_choices_list_the_first_items_and_the_one_asked_for(retriever):
+    """The image demos' drop-down (the classroom page lists the same): id and caption, the first ``max_choices``
+    items, then an item asked for that comes later (the composed demo's reference)."""
+    assert cw.gallery_choices(retriever, 2) == [("i0", "i0 — red shirt <b>bold</b>"), ("i1", "i1 — dark red dress")]
+    assert [item_id for item_id, _ in cw.gallery_choices(retriever, 2, include="i4")] == ["i0", "i1", "i4"]
+    assert [item_id for item_id, _ in cw.gallery_choices(retriever, 2, include="i1")] == ["i0", "i1"]  # no repeat
+    demo = cw.image_demo(retriever, max_choices=2)
+    assert demo.controls["item"].options == (("i0 — red shirt <b>bold</b>", "i0"), ("i1 — dark red dress", "i1"))
+
+
+def test_condition_choices_are_the_encoders_else_every_attribute(retriever):
+    assert cw.condition_choices(retriever, ["mood"]) == ["mood"]
+    assert cw.condition_choices(retriever) == cw.condition_choices(retriever, []) == ["colour"]
+    assert cw.conditional_demo(retriever).controls["condition"].options == ("colour",)
+
+
+def test_the_sliders_stop_at_the_largest_top_k_the_page_allows(retriever, monkeypatch):
+    monkeypatch.setattr(cw, "MAX_TOP_K", 3)
+    assert cw.text_demo(retriever, top_k=5).controls["top_k"].max == 3
+    assert cw.text_demo(retriever).controls["top_k"].value == 3  # DEFAULT_TOP_K (8), capped
+
+
 def test_unexpected_errors_are_shown_not_swallowed():
     def broken() -> str:
         raise ZeroDivisionError("boom")
