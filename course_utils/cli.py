@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import warnings
 
 import torch
 
 from .data import load_catalogue
 from .data.records import Catalogue
+from .data.registry import loader_accepts
 from .models import load_clip
 
 
@@ -23,15 +25,26 @@ def add_data_and_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalogue", default="synthetic", help="dataset name for load_catalogue")
     parser.add_argument("--root", default=None, help="folder of a real dataset")
     parser.add_argument("--size", default=None, help='synthetic size: "ci", "full" or JSON like {"test": 2000}')
-    parser.add_argument("--seed", type=int, default=0, help="catalogue seed")
+    parser.add_argument("--seed", type=int, default=0, help="catalogue seed (datasets with official splits: unused)")
     parser.add_argument("--split", default=None, help="use only this split")
     parser.add_argument("--model", default="tiny-fashion-clip", help="open_clip model name")
     parser.add_argument("--weights", default=None, help="state_dict file of the model (else random init, seed 0)")
 
 
 def catalogue_from_args(args: argparse.Namespace) -> Catalogue:
-    """The catalogue (or split) the options name."""
-    options = {"seed": args.seed} if args.catalogue == "synthetic" else {}
+    """The catalogue (or split) the options name.
+
+    ``--seed`` goes to every loader that takes one (the procedural catalogue, and the hashed splits of
+    fashion-product-small and deepfashion-multimodal); a non-zero seed for a dataset with official splits
+    (fashion200k, fashioniq) has no effect, and a warning says so.
+    """
+    options = {}
+    if loader_accepts(args.catalogue, "seed"):
+        options["seed"] = args.seed
+    elif args.seed:
+        warnings.warn(
+            f"--seed {args.seed} is ignored: {args.catalogue} has official splits and takes no seed", stacklevel=2
+        )
     if args.size:
         options["size"] = json.loads(args.size) if args.size.startswith("{") else args.size
     catalogue = load_catalogue(args.catalogue, root=args.root, **options)

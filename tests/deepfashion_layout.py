@@ -4,7 +4,8 @@ The real dataset is not on these machines. To run the real-photo profile on its 
 drawn garment as ``images/<GENDER>-<Category>-id_<product>-01_1_front.jpg`` (its mirror image as the product's
 ``02_2_side`` view), a ``captions.json`` of descriptions in the dataset's wording ("The lady wears a long-sleeve
 dress with striped patterns. ..."), and the shape, fabric and pattern label files with the codes of the official
-README. Footwear and bags, absent from DeepFashion's full-body photos, are left out.
+README as revised in 2023 (neckline 0-6, no gap at 3: the loader's tables, which cite the issue). Footwear and
+bags, absent from DeepFashion's full-body photos, are left out.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Layout: ``images/<name>.jpg``, ``captions.json`` (image name -> description) and, optionally, the shape,
 fabric and pattern labels under ``labels/``. Label codes become readable values using the value lists of
 the official README (github.com/yumingj/DeepFashion-MultiModal); ``NA`` ("part not visible") becomes a
-missing attribute and codes outside those lists are counted, never guessed.
+missing attribute and codes outside those lists are counted, never guessed. An absent label file is reported by
+path: its attributes are missing from every item.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from .records import Catalogue, FileImage, Item, LoadReport, missing_path_error, read_json, utf8_lines
+from .records import Catalogue, DatasetLayout, FileImage, Item, LoadReport, read_json, utf8_lines
 from .registry import register_catalogue
 from .splits import DEFAULT_SPLIT_FRACTIONS, assign_split, check_split_fractions
 
@@ -32,8 +33,9 @@ SHAPE_COLUMNS: LabelColumns = (
     ("wrist_wearing", {0: "no", 1: "yes", 2: "NA"}),
     ("ring", {0: "no", 1: "yes", 2: "NA"}),
     ("waist_accessories", {0: "no", 1: "belt", 2: "clothing", 3: "hidden", 4: "NA"}),
-    # The official README skips code 3 for the neckline; a 3 in the file is counted as an unknown code.
-    ("neckline", {0: "V-shape", 1: "square", 2: "round", 4: "standing", 5: "lapel", 6: "suspenders", 7: "NA"}),
+    # The revised README's codes. The first README skipped 3 (round, then 4 standing, ..., 7 NA), a typo: the files
+    # use 0-6 (github.com/yumingj/DeepFashion-MultiModal/issues/5, README revised by the maintainer in January 2023).
+    ("neckline", {0: "V-shape", 1: "square", 2: "round", 3: "standing", 4: "lapel", 5: "suspenders", 6: "NA"}),
     ("outer_clothing_cardigan", {0: "yes", 1: "no", 2: "NA"}),
     ("upper_clothing_covering_navel", {0: "no", 1: "yes", 2: "NA"}),
 )
@@ -59,38 +61,35 @@ NAME_PATTERN = re.compile(r"^(?P<product>(?P<gender>MEN|WOMEN)-(?P<category>[^-]
 MISSING_ATTRIBUTE = "attribute value NA (part not visible)"
 # The same kind of product: same gender and shop category (every image name carries both; colour is not labelled).
 MATCH_ATTRIBUTES = ("gender", "category")
-LAYOUT = (
+LAYOUT = DatasetLayout(
+    DATASET,
     "  <root>/images/<name>.jpg\n"
     "  <root>/captions.json                       (image name -> description)\n"
     "  <root>/labels/shape/shape_anno_all.txt     (optional)\n"
     "  <root>/labels/texture/fabric_ann.txt       (optional)\n"
-    "  <root>/labels/texture/pattern_ann.txt      (optional)"
+    "  <root>/labels/texture/pattern_ann.txt      (optional)",
+    "Download the images, captions.json and labels from github.com/yumingj/DeepFashion-MultiModal into <root>",
 )
 
 
-def _require_layout(root: Path) -> tuple[Path, Path]:
-    """Return ``(image folder, captions.json)`` or raise :class:`DatasetNotFound` naming what is missing."""
-    image_dir, captions_path = root / "images", root / "captions.json"
-    for path in (root, image_dir, captions_path):
-        if not path.exists():
-            raise missing_path_error(
-                DATASET,
-                path,
-                LAYOUT,
-                "Download the images, captions.json and labels from github.com/yumingj/DeepFashion-MultiModal "
-                "into <root>",
-            )
-    return image_dir, captions_path
+def absent_label_file(path: Path) -> str:
+    """The report reason for an absent label file: its path, and the usual cause (a zip unpacked one level deep)."""
+    return (
+        f"optional label file absent: {path} (items load without its attributes; if the zip unpacked into a "
+        "nested folder such as labels/labels/, move its contents up to <root>/labels/)"
+    )
 
 
 def read_label_file(path: Path, columns: LabelColumns, report: LoadReport) -> dict[str, dict[str, str]]:
     """Parse ``<image name> <code> ...`` lines into image name -> attribute -> readable value.
 
-    A missing file yields no labels (the labels are optional). Malformed lines, unknown codes and ``NA``
-    values are counted in ``report``, and so are lines that are not valid UTF-8.
+    A missing file yields no labels (the labels are optional) and one caveat naming it (:func:`absent_label_file`).
+    Malformed and non-UTF-8 lines are counted as skipped; unknown codes and ``NA`` values as caveats (the item
+    loads without that attribute).
     """
     labels: dict[str, dict[str, str]] = {}
     if not path.is_file():
+        report.caveat(absent_label_file(path))
         return labels
     for line_number, line in utf8_lines(path, report):
         fields = line.split()
@@ -109,9 +108,9 @@ def read_label_file(path: Path, columns: LabelColumns, report: LoadReport) -> di
         for (attribute, names), code in zip(columns, codes, strict=True):
             value = names.get(code)
             if value is None:
-                report.skip(f"unknown label code in {path.name}", f"{name}:{attribute}={code}")
+                report.caveat(f"unknown label code in {path.name}", f"{name}:{attribute}={code}")
             elif value == "NA":
-                report.skip(MISSING_ATTRIBUTE, f"{name}:{attribute}")
+                report.caveat(MISSING_ATTRIBUTE, f"{name}:{attribute}")
             else:
                 values[attribute] = value
         labels.setdefault(name, {}).update(values)
@@ -154,14 +153,16 @@ def load_deepfashion_multimodal(
             because decoding 44k full-size photos takes minutes.
 
     Returns:
-        A catalogue of items (id = image name, caption style ``"description"``); the report counts
-        captions without image, images without caption, malformed label lines, unknown codes and NA values.
+        A catalogue of items (id = image name, caption style ``"description"``); the report counts as skipped
+        captions without image, images without caption and malformed label lines, and as caveats absent label
+        files, unknown codes and NA values.
 
     Raises:
         DatasetNotFound: ``root``, ``images/`` or ``captions.json`` does not exist.
     """
     root = Path(root).expanduser()
-    image_dir, captions_path = _require_layout(root)
+    image_dir, captions_path = root / "images", root / "captions.json"
+    LAYOUT.require(root, image_dir, captions_path)
     check_split_fractions(split_fractions)
     report = LoadReport(DATASET)
     labels: dict[str, dict[str, str]] = {}

@@ -17,11 +17,11 @@ from pathlib import Path
 from .records import (
     Catalogue,
     CompositionTriplet,
-    DatasetNotFound,
+    DatasetLayout,
     FileImage,
     Item,
     LoadReport,
-    missing_path_error,
+    check_names,
     utf8_lines,
 )
 from .registry import register_catalogue
@@ -32,35 +32,39 @@ DATASET = "fashion200k"
 MATCH_ATTRIBUTES = ("category", "subcategory")
 FASHION200K_SPLITS = ("train", "test")
 LABEL_SUFFIX = "_detect_all.txt"
-LAYOUT = (
+LAYOUT = DatasetLayout(
+    DATASET,
     "  <root>/labels/<category>_{train,test}_detect_all.txt   (<image path>\\t<detection score>\\t<caption>)\n"
     "  <root>/test_queries.txt                              (<source image path> <target image path>)\n"
-    "  <root>/<image path>                                  (e.g. women/dresses/.../51727804_0.jpeg)"
+    "  <root>/<image path>                                  (e.g. women/dresses/.../51727804_0.jpeg)",
+    "Download Fashion200k from github.com/xthan/fashion-200k and test_queries.txt from github.com/google/tirg "
+    "into <root>",
 )
+QUERY_NOT_IN_TEST = "test query image listed in the train split (its train line came first), so not in the test gallery"
 
 
-def _not_found(path: Path) -> DatasetNotFound:
-    return missing_path_error(
-        DATASET,
-        path,
-        LAYOUT,
-        "Download Fashion200k from github.com/xthan/fashion-200k and test_queries.txt from github.com/google/tirg "
-        "into <root>",
-    )
+def label_files(root: Path, splits: Sequence[str], report: LoadReport) -> list[tuple[str, str, Path]]:
+    """``(category, split, path)`` of every ``labels/<category>_<split>_detect_all.txt``, sorted by name.
 
-
-def label_files(root: Path, splits: Sequence[str]) -> list[tuple[str, str, Path]]:
-    """``(category, split, path)`` of every ``labels/<category>_<split>_detect_all.txt``, sorted by name."""
+    A category with a label file for one of ``splits`` but not for another is reported (a caveat naming the absent
+    file): that category then has no items in that split.
+    """
     label_dir = root / "labels"
-    for path in (root, label_dir):
-        if not path.exists():
-            raise _not_found(path)
+    LAYOUT.require(root, label_dir)
     found = []
     for split in splits:
         for path in sorted(label_dir.glob(f"*_{split}{LABEL_SUFFIX}")):
             found.append((path.name[: -len(f"_{split}{LABEL_SUFFIX}")], split, path))
     if not found:
-        raise _not_found(label_dir / f"<category>_{{{','.join(splits)}}}{LABEL_SUFFIX}")
+        raise LAYOUT.missing(label_dir / f"<category>_{{{','.join(splits)}}}{LABEL_SUFFIX}")
+    present = {(category, split) for category, split, _ in found}
+    for category in sorted({category for category, _, _ in found}):
+        for split in splits:
+            if (category, split) not in present:
+                report.caveat(
+                    f"label file absent: {label_dir / f'{category}_{split}{LABEL_SUFFIX}'} "
+                    f"(no {category} items in the {split} split)"
+                )
     return found
 
 
@@ -114,7 +118,8 @@ def different_words(source_caption: str, target_caption: str) -> tuple[str, str]
 
 
 def read_test_queries(queries_path: Path, items: dict[str, Item], report: LoadReport) -> list[CompositionTriplet]:
-    """TIRG test queries as triplets; queries whose images were not loaded or whose captions match are counted."""
+    """TIRG test queries as triplets; queries whose images were not loaded, are not test items (a path listed in
+    both splits keeps its first, train, line) or whose captions match are counted."""
     triplets = []
     for line_number, line in utf8_lines(queries_path, report):
         if not line.strip():
@@ -127,6 +132,9 @@ def read_test_queries(queries_path: Path, items: dict[str, Item], report: LoadRe
         source, target = paths
         if source not in items or target not in items:
             report.skip("test query image not loaded (no label line or image missing)", line.strip())
+            continue
+        if items[source].split != "test" or items[target].split != "test":
+            report.skip(QUERY_NOT_IN_TEST, line.strip())
             continue
         words = different_words(items[source].captions[0], items[target].captions[0])
         if words is None:
@@ -151,7 +159,7 @@ def load_fashion200k(
 
     Args:
         root: the dataset folder (``labels/``, ``test_queries.txt`` and the image folders).
-        splits: official splits to read, a subset of ``("train", "test")``.
+        splits: official splits to read, a list or tuple from ``("train", "test")``.
         verify_images: decode every image once and drop (and count) unreadable ones; off by default
             because decoding 200k photos takes a long time.
 
@@ -162,18 +170,17 @@ def load_fashion200k(
 
     Raises:
         DatasetNotFound: ``root``, ``labels/`` or every label file of ``splits`` is missing.
+        ValueError: ``splits`` is a plain string, empty or names an unknown split.
     """
-    unknown = sorted(set(splits) - set(FASHION200K_SPLITS))
-    if unknown:
-        raise ValueError(f"{DATASET}: unknown split(s) {unknown}; Fashion200k has {FASHION200K_SPLITS}")
+    check_names(DATASET, "splits", splits, FASHION200K_SPLITS)
     root = Path(root).expanduser()
     report = LoadReport(DATASET)
-    items = read_items(root, label_files(root, splits), report)
+    items = read_items(root, label_files(root, splits, report), report)
     triplets: list[CompositionTriplet] = []
     queries_path = root / "test_queries.txt"
     if "test" in splits and queries_path.is_file():
         triplets = read_test_queries(queries_path, items, report)
     elif "test" in splits:
-        report.skip("test_queries.txt missing (no composition triplets; get it from github.com/google/tirg)")
+        report.caveat("test_queries.txt missing (no composition triplets; get it from github.com/google/tirg)")
     catalogue = Catalogue(DATASET, list(items.values()), report, triplets, match_attributes=MATCH_ATTRIBUTES)
     return catalogue.drop_unreadable_images() if verify_images else catalogue

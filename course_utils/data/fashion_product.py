@@ -12,7 +12,7 @@ import numbers
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from .records import Catalogue, CompositionTriplet, FileImage, Item, LoadReport, missing_path_error, utf8_lines
+from .records import Catalogue, CompositionTriplet, DatasetLayout, FileImage, Item, LoadReport, utf8_lines
 from .registry import register_catalogue
 from .splits import DEFAULT_SPLIT_FRACTIONS, assign_split, check_split_fractions
 from .triplets import attribute_swap_triplets
@@ -35,22 +35,15 @@ MATCH_ATTRIBUTES = ("articleType", "baseColour")  # the same kind of product: sa
 MISSING_VALUES = frozenset({"", "NA"})
 MISSING_ATTRIBUTE = "attribute value missing (NA/empty)"
 GENDER_POSSESSIVE = {"Men": "Men's", "Women": "Women's", "Boys": "Boys'", "Girls": "Girls'", "Unisex": "Unisex"}
-LAYOUT = "  <root>/styles.csv       (Kaggle header: " + ",".join(COLUMNS) + ")\n  <root>/images/<id>.jpg"
-
-
-def _require_layout(root: Path, csv_name: str) -> tuple[Path, Path]:
-    """Return ``(csv path, image folder)`` or raise :class:`DatasetNotFound` naming what is missing."""
-    csv_path, image_dir = root / csv_name, root / "images"
-    for path in (root, csv_path, image_dir):
-        if not path.exists():
-            raise missing_path_error(
-                DATASET,
-                path,
-                LAYOUT,
-                "Get 'Fashion Product Images (Small)' from Kaggle (paramaggarwal/fashion-product-images-small) "
-                "and unzip it into <root>",
-            )
-    return csv_path, image_dir
+#: The composed queries of this catalogue (the loader's test triplets and notebook 06's training triplets): swap the
+#: colour ("replace Red with Blue") between products of the same article type and gender.
+COLOUR_SWAP, COLOUR_SWAP_WITHIN = "baseColour", ("articleType", "gender")
+LAYOUT = DatasetLayout(
+    DATASET,
+    "  <root>/styles.csv       (Kaggle header: " + ",".join(COLUMNS) + ")\n  <root>/images/<id>.jpg",
+    "Get 'Fashion Product Images (Small)' from Kaggle (paramaggarwal/fashion-product-images-small) "
+    "and unzip it into <root>",
+)
 
 
 def _read_rows(csv_path: Path, report: LoadReport, limit: int | None) -> Iterator[list[str]]:
@@ -86,7 +79,8 @@ def parse_row(fields: list[str], report: LoadReport) -> dict[str, str] | None:
 
     Extra fields can only come from commas inside ``productDisplayName`` (the last column), so they are
     re-joined into it and counted in ``report.rows_repaired``. Empty or ``NA`` attribute values are dropped
-    from the record (counted under :data:`MISSING_ATTRIBUTE`); a row without an id or a title is skipped.
+    from the record (a caveat under :data:`MISSING_ATTRIBUTE`: the row loads); a row without an id or a title is
+    skipped.
     """
     if len(fields) < len(COLUMNS):
         report.skip(f"malformed row (fewer than {len(COLUMNS)} fields)", fields[0] if fields else None)
@@ -103,7 +97,7 @@ def parse_row(fields: list[str], report: LoadReport) -> dict[str, str] | None:
         return None
     for column in ATTRIBUTES:
         if record[column] in MISSING_VALUES:
-            report.skip(MISSING_ATTRIBUTE, f"{record['id']}:{column}")
+            report.caveat(MISSING_ATTRIBUTE, f"{record['id']}:{column}")
             del record[column]
     return record
 
@@ -142,7 +136,7 @@ def make_item(record: Mapping[str, str], image_path: Path, split: str) -> Item:
 def colour_swap_triplets(items: list[Item], seed: int) -> list[CompositionTriplet]:
     """Test-split triplets "replace <colour> with <colour>" between items of the same article type and gender."""
     test_items = [item for item in items if item.split == "test"]
-    return attribute_swap_triplets(test_items, attribute="baseColour", within=("articleType", "gender"), seed=seed)
+    return attribute_swap_triplets(test_items, attribute=COLOUR_SWAP, within=COLOUR_SWAP_WITHIN, seed=seed)
 
 
 @register_catalogue(DATASET)
@@ -167,8 +161,8 @@ def load_fashion_product_small(
         triplets: build colour-swap composition triplets on the test split.
 
     Returns:
-        A catalogue whose ``report`` counts rows read, rows repaired, missing attribute values and every
-        skipped row with its reason (malformed, no title, duplicate id, image missing or unreadable).
+        A catalogue whose ``report`` counts rows read, rows repaired, every skipped row with its reason
+        (malformed, no title, duplicate id, image missing or unreadable) and, as caveats, missing attribute values.
 
     Raises:
         DatasetNotFound: ``root``, the styles file or ``images/`` does not exist.
@@ -176,7 +170,8 @@ def load_fashion_product_small(
     """
     _check_limit(limit)
     root = Path(root).expanduser()
-    csv_path, image_dir = _require_layout(root, csv_name)
+    csv_path, image_dir = root / csv_name, root / "images"
+    LAYOUT.require(root, csv_path, image_dir)
     check_split_fractions(split_fractions)
     report = LoadReport(DATASET)
     items: dict[str, Item] = {}

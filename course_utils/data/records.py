@@ -28,11 +28,45 @@ class DatasetNotFound(FileNotFoundError):
     """A dataset root is missing or lacks the expected files; the message says what to provide."""
 
 
-def missing_path_error(dataset: str, path: Path, layout: str, how_to_get: str) -> DatasetNotFound:
-    """The error every real loader raises for a missing path: what is missing, the expected layout, where to get it."""
-    return DatasetNotFound(
-        f"{dataset}: {path} does not exist. Expected layout:\n{layout}\n{how_to_get}; see README › Real data."
-    )
+@dataclass(frozen=True)
+class DatasetLayout:
+    """A real dataset's expected files and where to get them: the text of every :class:`DatasetNotFound` its loader
+    raises, so each message says what is missing, the expected layout and where to get it."""
+
+    dataset: str
+    layout: str  # one line per expected path, e.g. "  <root>/images/<id>.jpg"
+    how_to_get: str  # e.g. "Get ... from Kaggle (...) and unzip it into <root>"
+
+    def missing(self, path: Path) -> DatasetNotFound:
+        """The error for a missing ``path``."""
+        return DatasetNotFound(
+            f"{self.dataset}: {path} does not exist. Expected layout:\n{self.layout}\n{self.how_to_get}; "
+            "see README › Real data."
+        )
+
+    def require(self, *paths: Path) -> None:
+        """Raise :meth:`missing` for the first of ``paths`` that does not exist (list the root first)."""
+        for path in paths:
+            if not path.exists():
+                raise self.missing(path)
+
+
+def check_names(dataset: str, parameter: str, names: Sequence[str], allowed: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming ``parameter`` unless ``names`` is a non-empty list or tuple drawn from ``allowed``.
+
+    A plain string is refused: ``splits="train"`` would otherwise be read letter by letter (``'t'``, ``'r'``, ...),
+    and ``categories="dress"`` would look for files of a category ``"d"``.
+    """
+    if isinstance(names, str):
+        raise ValueError(
+            f"{dataset}: {parameter} must be a list or tuple of names, e.g. {parameter}=({names!r},); "
+            f"got the plain string {names!r}"
+        )
+    if not names:
+        raise ValueError(f"{dataset}: {parameter} is empty; name at least one of {tuple(allowed)}")
+    unknown = sorted(set(names) - set(allowed))
+    if unknown:
+        raise ValueError(f"{dataset}: unknown {parameter} {unknown}; choose from {tuple(allowed)}")
 
 
 def read_json(path: Path) -> object:
@@ -183,7 +217,12 @@ class Item:
         return self.image_ref.path if isinstance(self.image_ref, FileImage) else None
 
     def caption(self, style: str | None = None) -> str:
-        """The first caption of ``style`` (any style when ``None``)."""
+        """The first caption of ``style`` (any style when ``None``); ``KeyError`` naming the item if it has none."""
+        if not self.captions:
+            raise KeyError(
+                f"item {self.item_id} has no captions (e.g. a FashionIQ item: that dataset's text is the relative "
+                "captions of its triplets); use a catalogue whose items have captions"
+            )
         if style is None:
             return self.captions[0]
         for text, text_style in zip(self.captions, self.caption_styles):
@@ -211,16 +250,31 @@ class CompositionTriplet:
 
 @dataclass
 class LoadReport:
-    """What a loader read, repaired and skipped; printed by notebooks so nothing vanishes silently."""
+    """What a loader read, repaired and left out; printed by notebooks so nothing vanishes silently.
+
+    Two kinds of entry, counted apart so the headline's "dropped" is what was not loaded: :meth:`skip` for a row,
+    line, item or triplet left out, :meth:`caveat` for something loaded with a part missing (an attribute value,
+    an image kept as absent, an optional file that was not there).
+    """
 
     dataset: str
     rows_read: int = 0
     rows_repaired: int = 0
-    skipped: Counter = field(default_factory=Counter)  # reason -> count
+    skipped: Counter = field(default_factory=Counter)  # reason -> rows, items or triplets not loaded
+    caveats: Counter = field(default_factory=Counter)  # reason -> loaded with a part missing
     examples: dict = field(default_factory=dict)  # reason -> a few example ids
 
     def skip(self, reason: str, example: str | None = None) -> None:
+        """Count one row, line, item or triplet left out for ``reason``."""
         self.skipped[reason] += 1
+        self._keep_example(reason, example)
+
+    def caveat(self, reason: str, example: str | None = None) -> None:
+        """Count one thing loaded with a part missing for ``reason`` (it stays in the catalogue)."""
+        self.caveats[reason] += 1
+        self._keep_example(reason, example)
+
+    def _keep_example(self, reason: str, example: str | None) -> None:
         if example is not None:
             self.examples.setdefault(reason, [])
             if len(self.examples[reason]) < 5:
@@ -228,15 +282,23 @@ class LoadReport:
 
     @property
     def total_skipped(self) -> int:
+        """Rows, lines, items and triplets left out (not loaded)."""
         return sum(self.skipped.values())
+
+    @property
+    def total_caveats(self) -> int:
+        """Things loaded with a part missing."""
+        return sum(self.caveats.values())
 
     def __str__(self) -> str:
         lines = [
-            f"{self.dataset}: read {self.rows_read} rows, repaired {self.rows_repaired}, skipped {self.total_skipped}"
+            f"{self.dataset}: read {self.rows_read} rows, repaired {self.rows_repaired}, dropped {self.total_skipped}"
+            + (f"; {self.total_caveats} loaded with a caveat" if self.caveats else "")
         ]
-        for reason, count in sorted(self.skipped.items()):
-            example = self.examples.get(reason)
-            lines.append(f"  skipped {count:>6} — {reason}" + (f" (e.g. {', '.join(example)})" if example else ""))
+        for label, counts in (("dropped", self.skipped), ("caveat ", self.caveats)):
+            for reason, count in sorted(counts.items()):
+                example = self.examples.get(reason)
+                lines.append(f"  {label} {count:>6} — {reason}" + (f" (e.g. {', '.join(example)})" if example else ""))
         return "\n".join(lines)
 
 
@@ -267,7 +329,10 @@ class Catalogue(Sequence[Item]):
         self.match_attributes = tuple(match_attributes)
         self._index = {item.item_id: i for i, item in enumerate(self.items)}
         if len(self._index) != len(self.items):
-            raise ValueError(f"{name}: duplicate item ids")
+            repeated = [item_id for item_id, count in Counter(self.ids).items() if count > 1]
+            raise ValueError(
+                f"{name}: {len(repeated)} duplicate item id(s), e.g. {repeated[:5]}; every item needs its own id"
+            )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -386,3 +451,12 @@ class Catalogue(Sequence[Item]):
         ids = {item.item_id for item in kept}
         triplets = [t for t in self.triplets if t.reference_id in ids and t.target_id in ids]
         return Catalogue(self.name, kept, self.report, triplets, self.attribute_names, self.match_attributes)
+
+
+def normalised_title(text: str) -> str:
+    """``text`` lower-cased with its whitespace collapsed: "Nike  Men Black T-shirt" == "nike men black t-shirt".
+
+    A split by item keeps products apart, not texts; notebook 01 compares normalised test queries with the train
+    captions to see how many queries a model trained on the train split has already read.
+    """
+    return " ".join(text.lower().split())

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..data.fashion_product import COLOUR_SWAP, COLOUR_SWAP_WITHIN
 from ..data.records import Catalogue, CompositionTriplet, Item
 from ..data.triplets import attribute_swap_triplets, fashion200k_phrase
 from ..losses import composed_classification_loss, soft_triplet_loss
@@ -35,7 +36,7 @@ PATTERN_SWAP, PATTERN_SWAP_WITHIN = "upper_pattern", ("gender", "category")
 DEFAULT_MATCH: dict[str, str | tuple[str, ...]] = {
     "synthetic": "attributes",
     "fashion200k": "caption",
-    "fashion-product-small": ("articleType", "gender", "baseColour"),
+    "fashion-product-small": COLOUR_SWAP_WITHIN + (COLOUR_SWAP,),
     "deepfashion-multimodal": PATTERN_SWAP_WITHIN + (PATTERN_SWAP,),
     "fashioniq": "item",
 }
@@ -253,14 +254,14 @@ def composed_triplets(
 
     - ``synthetic``, ``fashioniq``: the catalogue's own triplets on each split.
     - ``fashion200k``: the TIRG test queries; training triplets from captions differing in one word.
-    - ``fashion-product-small``: the loader's test colour swaps; training colour swaps built the same way
-      (within ``articleType`` and ``gender``) on the train split.
+    - ``fashion-product-small``: the loader's test colour swaps; training colour swaps built by the same rule
+      (:data:`~course_utils.data.fashion_product.COLOUR_SWAP` within ``COLOUR_SWAP_WITHIN``) on the train split.
     - ``deepfashion-multimodal``: pattern swaps of the top (:data:`PATTERN_SWAP`) on each split.
     """
     if dataset == "fashion200k":
         return caption_swap_triplets(train.items, seed), list(test.triplets)
     if dataset == "fashion-product-small":
-        swaps = attribute_swap_triplets(train.items, "baseColour", ("articleType", "gender"), seed)
+        swaps = attribute_swap_triplets(train.items, COLOUR_SWAP, COLOUR_SWAP_WITHIN, seed)
         return swaps, list(test.triplets)
     if dataset == "deepfashion-multimodal":
         return (

@@ -74,6 +74,7 @@ def load_experiment(
         catalogue = load_catalogue("synthetic", size=profile, seed=seed)
     else:
         catalogue = load_catalogue(dataset, data_root, **({"seed": seed} if loader_accepts(dataset, "seed") else {}))
+    check_experiment_catalogue(catalogue)
     # The embedded tiny CLIP is always pretrained on the procedural catalogue (real datasets have no 'pretrain').
     if pretrained == "embedded":
         if model != TINY_MODEL:
@@ -94,6 +95,26 @@ def load_experiment(
         test = test.subset(test.ids[:test_size], name=test.name)
     query_style = "description" if dataset == "synthetic" else None
     return Experiment(catalogue, bundle, catalogue.split("train"), test, query_style)
+
+
+def check_experiment_catalogue(catalogue: Catalogue) -> None:
+    """Raise ``ValueError`` saying what ``catalogue`` lacks unless it has what every notebook uses: a ``train`` and
+    a ``test`` split and a caption on every item (the text queries and the fine-tuning read them).
+
+    FashionIQ has neither (its official test split has no targets, and its items' text is the relative captions of
+    its triplets): without this check it would fail deep inside a notebook with ``unknown split 'test'``.
+    """
+    splits = sorted({item.split for item in catalogue})
+    lacking = [f"a {name!r} split (it has {splits})" for name in ("train", "test") if name not in splits]
+    uncaptioned = sum(not item.captions for item in catalogue)
+    if uncaptioned:
+        lacking.append(f"captions ({uncaptioned:,} of its {len(catalogue):,} items have none)")
+    if lacking:
+        raise ValueError(
+            f"{catalogue.name} cannot run in the course's notebooks: it lacks {' and '.join(lacking)}. Use a "
+            "dataset whose items have captions and a test split (e.g. 'fashion-product-small'), or explore this "
+            f"one with cu.data.load_catalogue({catalogue.name!r}, root) and its .triplets."
+        )
 
 
 def exercises_scope(experiment: Experiment) -> str:

@@ -1,18 +1,24 @@
 """Issue 15, the loaders' unclear answers: a non-UTF-8 row is skipped and counted with its file named; a header-only
-CSV, a bad ``limit`` and a truncated JSON file are errors naming the file or parameter."""
+CSV, a bad ``limit`` and a truncated JSON file are errors naming the file or parameter. Also: the command line's
+``--seed`` is applied or warned about, never silently ignored, and a catalogue the notebooks cannot run (FashionIQ)
+is refused by name before any model loads."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 from PIL import Image
 
-from course_utils.data import descriptors
+from course_utils.cli import add_data_and_model_arguments, catalogue_from_args
+from course_utils.data import Catalogue, Item, descriptors
 from course_utils.data.deepfashion import load_deepfashion_multimodal
 from course_utils.data.fashion200k import load_fashion200k
 from course_utils.data.fashion_product import load_fashion_product_small
 from course_utils.data.fashioniq import load_fashioniq
+from course_utils.data.splits import assign_split
+from course_utils.tasks.experiment import check_experiment_catalogue, load_experiment
 
 HEADER = b"id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName\n"
 LATIN1_ROW = "2,Women,Apparel,Topwear,Tops,Red,Summer,2012,Casual,Caf\xe9 Top\n".encode("latin-1")
@@ -175,3 +181,43 @@ def test_a_broken_descriptor_file_is_an_error_naming_it(tmp_path, content, messa
     path.write_text(content)
     with pytest.raises(ValueError, match=rf"my_words\.json: {message}"):
         descriptors.load_descriptors("synthetic", path=path)
+
+
+# --- options that would be silently ignored, catalogues that cannot run -------------------------------------------
+
+
+def cli_args(catalogue: str, root, seed: int) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_data_and_model_arguments(parser)
+    return parser.parse_args(["--catalogue", catalogue, "--root", str(root), "--seed", str(seed)])
+
+
+def test_the_cli_seed_reaches_a_hashed_split(tmp_path):
+    root = styles_root(tmp_path, [good_row(i) for i in range(1, 21)])
+    catalogue = catalogue_from_args(cli_args("fashion-product-small", root, seed=5))
+    assert [item.split for item in catalogue] == [assign_split(str(i), seed=5) for i in range(1, 21)]
+    assert [item.split for item in catalogue] != [assign_split(str(i), seed=0) for i in range(1, 21)]
+
+
+def test_a_cli_seed_for_official_splits_is_warned_about(tmp_path):
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "dress_test_detect_all.txt").write_text("women/x/1.jpeg\t0.9\tred dress\n")
+    with pytest.warns(UserWarning, match="--seed 3 is ignored: fashion200k has official splits"):
+        catalogue_from_args(cli_args("fashion200k", tmp_path, seed=3))
+
+
+def test_a_catalogue_without_test_split_or_captions_is_refused_before_any_model(tmp_path):
+    items = [Item(f"dress/A{i}", (), (), {"category": "dress"}, split) for i, split in enumerate(("train", "val"))]
+    with pytest.raises(ValueError) as error:
+        check_experiment_catalogue(Catalogue("fashioniq", items))
+    assert str(error.value).startswith(
+        "fashioniq cannot run in the course's notebooks: it lacks a 'test' split (it has ['train', 'val']) and "
+        "captions (2 of its 2 items have none). Use a dataset whose items have captions and a test split"
+    )
+    captioned = [Item(f"t{i}", ("a shirt",), ("title",), {}, split) for i, split in enumerate(("train", "test"))]
+    check_experiment_catalogue(Catalogue("fine", captioned))  # no error
+
+
+def test_fashioniq_through_the_experiment_fails_early_and_by_name(fashioniq_sample):
+    with pytest.raises(ValueError, match=r"fashioniq cannot run in the course's notebooks: it lacks a 'test' split"):
+        load_experiment("fashioniq", str(fashioniq_sample))

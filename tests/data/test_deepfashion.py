@@ -5,8 +5,15 @@ import json
 import pytest
 from PIL import Image, ImageDraw
 
-from course_utils.data import DatasetNotFound, load_catalogue
-from course_utils.data.deepfashion import MISSING_ATTRIBUTE, load_deepfashion_multimodal
+from course_utils.data import DatasetNotFound, LoadReport, load_catalogue
+from course_utils.data.deepfashion import (
+    LABEL_FILES,
+    MISSING_ATTRIBUTE,
+    SHAPE_COLUMNS,
+    absent_label_file,
+    load_deepfashion_multimodal,
+    read_label_file,
+)
 
 DRESS_FRONT = "WOMEN-Dresses-id_00000002-01_1_front.jpg"
 DRESS_SIDE = "WOMEN-Dresses-id_00000002-02_2_side.jpg"
@@ -34,7 +41,7 @@ def deepfashion_root(tmp_path):
     (tmp_path / "labels" / "texture").mkdir()
     (tmp_path / "labels" / "shape" / "shape_anno_all.txt").write_text(
         f"{DRESS_FRONT} 3 3 0 0 2 0 1 0 1 2 2 1\n"
-        f"{JEANS} 5 3 3 2 4 2 2 2 4 3 2 2\n"  # everything NA except lower length; neckline 3 is undocumented
+        f"{JEANS} 5 3 3 2 4 2 2 2 4 7 2 2\n"  # everything NA except lower length; neckline 7 is undocumented
         "broken-line 1 2\n"
     )
     (tmp_path / "labels" / "texture" / "fabric_ann.txt").write_text(f"{DRESS_FRONT} 1 0 7\n{JEANS} 7 0 7\n")
@@ -72,12 +79,29 @@ def test_report_counts_everything_left_out(deepfashion_root):
         "image file missing": 1,
         "image without caption (not loaded)": 1,
         "malformed line in shape_anno_all.txt (expected a name and 12 integers)": 1,
+    }
+    assert report.caveats == {  # the items load without these values
         "unknown label code in shape_anno_all.txt": 1,
         # dress: outer_clothing_cardigan, outer fabric, outer pattern; jeans: 10 shape + 2 fabric + 2 pattern
         MISSING_ATTRIBUTE: 17,
     }
     assert report.examples["image file missing"] == [NO_IMAGE]
-    assert report.examples["unknown label code in shape_anno_all.txt"] == [f"{JEANS}:neckline=3"]
+    assert report.examples["unknown label code in shape_anno_all.txt"] == [f"{JEANS}:neckline=7"]
+
+
+def test_neckline_codes_follow_the_revised_readme(tmp_path):
+    """0 V-shape ... 6 NA, with no gap at 3 (github.com/yumingj/DeepFashion-MultiModal/issues/5); every other
+    shape column is NA on these lines."""
+    path = tmp_path / "shape_anno_all.txt"
+    path.write_text("".join(f"n{code}.jpg 5 4 3 2 4 2 2 2 4 {code} 2 2\n" for code in range(8)))
+    report = LoadReport("deepfashion-multimodal")
+    labels = read_label_file(path, SHAPE_COLUMNS, report)
+    assert {name: values.get("neckline") for name, values in labels.items()} == {
+        "n0.jpg": "V-shape", "n1.jpg": "square", "n2.jpg": "round", "n3.jpg": "standing", "n4.jpg": "lapel",
+        "n5.jpg": "suspenders", "n6.jpg": None, "n7.jpg": None,
+    }  # fmt: skip
+    assert report.examples["unknown label code in shape_anno_all.txt"] == ["n7.jpg:neckline=7"]
+    assert report.caveats[MISSING_ATTRIBUTE] == 8 * 11 + 1  # 11 NA columns a line, and neckline 6
 
 
 def test_photos_of_one_product_share_a_split(deepfashion_root):
@@ -94,6 +118,20 @@ def test_labels_are_optional_and_corrupt_images_counted(deepfashion_root):
     assert catalogue.ids == [DRESS_FRONT, DRESS_SIDE]
     assert catalogue.report.skipped["image unreadable (corrupt or not an image)"] == 1
     assert dict(catalogue.by_id(DRESS_FRONT).attributes) == {"gender": "women", "category": "Dresses"}
+
+
+def test_absent_label_files_are_reported_by_path(deepfashion_root):
+    """The zip often unpacks to labels/labels/...: every item then loads without labels, and the report says why."""
+    (deepfashion_root / "labels").rename(deepfashion_root / "nested")
+    (deepfashion_root / "labels").mkdir()
+    (deepfashion_root / "nested").rename(deepfashion_root / "labels" / "labels")
+    catalogue = load_deepfashion_multimodal(deepfashion_root)
+    assert dict(catalogue.by_id(DRESS_FRONT).attributes) == {"gender": "women", "category": "Dresses"}
+    expected = {absent_label_file(deepfashion_root / relative_path): 1 for relative_path, _ in LABEL_FILES}
+    assert catalogue.report.caveats == expected
+    reason = absent_label_file(deepfashion_root / "labels/shape/shape_anno_all.txt")
+    assert str(deepfashion_root / "labels/shape/shape_anno_all.txt") in reason and "labels/labels/" in reason
+    assert reason in str(catalogue.report)
 
 
 def test_missing_dataset_is_explained(tmp_path):

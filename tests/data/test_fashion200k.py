@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from course_utils.data import CompositionTriplet, DatasetNotFound, load_catalogue
-from course_utils.data.fashion200k import different_words, load_fashion200k
+from course_utils.data.fashion200k import QUERY_NOT_IN_TEST, different_words, load_fashion200k
 
 SLEEVELESS = "women/dresses/casual_and_day_dresses/51727804/51727804_0.jpeg"
 LONG_SLEEVE = "women/dresses/casual_and_day_dresses/51727805/51727805_0.jpeg"
@@ -84,6 +84,9 @@ def test_report_counts_everything_left_out(fashion200k_root):
         "test query captions do not differ by a word": 1,
     }
     assert report.examples["image file missing"] == [NO_IMAGE]
+    # skirt has a test label file but no train one: its absence is reported by path.
+    absent = fashion200k_root / "labels" / "skirt_train_detect_all.txt"
+    assert report.caveats == {f"label file absent: {absent} (no skirt items in the train split)": 1}
 
 
 def test_split_choice_and_missing_queries(fashion200k_root):
@@ -92,14 +95,31 @@ def test_split_choice_and_missing_queries(fashion200k_root):
     (fashion200k_root / "test_queries.txt").unlink()
     catalogue = load_fashion200k(fashion200k_root, splits=("test",))
     assert catalogue.triplets == []
-    assert (
-        catalogue.report.skipped[
-            "test_queries.txt missing (no composition triplets; get it from github.com/google/tirg)"
-        ]
-        == 1
-    )
+    assert catalogue.report.caveats == {
+        "test_queries.txt missing (no composition triplets; get it from github.com/google/tirg)": 1
+    }
     with pytest.raises(ValueError, match="unknown split"):
         load_fashion200k(fashion200k_root, splits=("val",))
+    with pytest.raises(ValueError, match=r"fashion200k: splits must be a list or tuple of names, e.g. splits="):
+        load_fashion200k(fashion200k_root, splits="test")
+
+
+def test_a_query_on_an_image_listed_in_both_splits_is_counted(tmp_path):
+    """The path's train line comes first, so the image is a train item: its query has no test reference."""
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "dress_train_detect_all.txt").write_text(f"{SLEEVELESS}\t0.9\tblack sleeveless dress\n")
+    (tmp_path / "labels" / "dress_test_detect_all.txt").write_text(
+        f"{SLEEVELESS}\t0.9\tblack sleeveless dress\n{LONG_SLEEVE}\t0.9\tblack long-sleeve dress\n"
+    )
+    for path in (SLEEVELESS, LONG_SLEEVE):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), "black").save(tmp_path / path)
+    (tmp_path / "test_queries.txt").write_text(f"{SLEEVELESS} {LONG_SLEEVE}\n")
+    catalogue = load_fashion200k(tmp_path)
+    assert [(item.item_id, item.split) for item in catalogue] == [(SLEEVELESS, "train"), (LONG_SLEEVE, "test")]
+    assert catalogue.triplets == []
+    assert catalogue.report.skipped == {"duplicate image path (first line kept)": 1, QUERY_NOT_IN_TEST: 1}
+    assert catalogue.report.examples[QUERY_NOT_IN_TEST] == [f"{SLEEVELESS} {LONG_SLEEVE}"]
 
 
 def test_different_words():

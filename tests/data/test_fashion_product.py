@@ -58,8 +58,12 @@ def test_full_original_csv_is_repaired_and_counted(fashion_product_sample):
     assert report.rows_read == 44_446
     assert report.rows_repaired == 22  # unquoted comma in productDisplayName (11 or 12 fields)
     assert report.skipped["productDisplayName missing (NA/empty)"] == 7
-    # 311 usage=NA and 10 baseColour=NA (rows with a title) + 23 empty fields in 22 rows.
-    assert report.skipped[MISSING_ATTRIBUTE] == 344
+    # 311 usage=NA and 10 baseColour=NA (rows with a title) + 23 empty fields in 22 rows: the rows load.
+    assert report.caveats == {MISSING_ATTRIBUTE: 344} and MISSING_ATTRIBUTE not in report.skipped
+    assert report.total_skipped == 7 + 39_439 and report.total_caveats == 344
+    assert str(report).startswith(
+        "fashion-product-small: read 44446 rows, repaired 22, dropped 39446; 344 loaded with a caveat"
+    )
     # Only the 5,000 sampled ids have an image: 44,446 - 7 untitled - 5,000.
     assert report.skipped["image file missing"] == 39_439
     assert len(catalogue) == 5000
@@ -84,8 +88,8 @@ def test_unreadable_image_and_quirky_rows(tmp_path):
     assert catalogue.ids == ["1", "2"]
     report = catalogue.report
     assert (report.rows_read, report.rows_repaired) == (6, 1)
+    assert report.caveats == {MISSING_ATTRIBUTE: 2}
     assert report.skipped == {
-        MISSING_ATTRIBUTE: 2,
         "productDisplayName missing (NA/empty)": 1,
         "image file missing": 1,
         "image unreadable (corrupt or not an image)": 1,

@@ -1,10 +1,12 @@
-"""The record schema: Catalogue navigation, fingerprints, and counting unreadable images."""
+"""The record schema: Catalogue navigation, fingerprints, counting unreadable images, the load report's two kinds
+of entry, the loaders' shared checks and the train/test title overlap."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from course_utils.data import ArrayImage, Catalogue, CorruptImage, FileImage, Item, LoadReport
+from course_utils.data import ArrayImage, Catalogue, CorruptImage, DatasetNotFound, FileImage, Item, LoadReport
+from course_utils.data.records import DatasetLayout, check_names, normalised_title
 
 
 def make_item(item_id, split="test", ref=None, **attributes):
@@ -21,8 +23,8 @@ def test_split_subset_and_lookup():
         catalogue.split("val")
     with pytest.raises(KeyError, match="no item with id 'z'"):
         catalogue.by_id("z")
-    with pytest.raises(ValueError, match="duplicate item ids"):
-        Catalogue("toy", [make_item("a"), make_item("a")])
+    with pytest.raises(ValueError, match=r"toy: 2 duplicate item id\(s\), e.g. \['a', 'c'\]"):
+        Catalogue("toy", [make_item("a"), make_item("b"), make_item("a"), make_item("c"), make_item("c")])
 
 
 def test_caption_by_style():
@@ -31,6 +33,14 @@ def test_caption_by_style():
     assert item.captions_of("web") == ["web one"]
     with pytest.raises(KeyError, match="no caption of style 'poem'"):
         item.caption("poem")
+
+
+def test_an_item_without_captions_says_so_by_name():
+    item = Item("dress/B00TEST", (), (), {"category": "dress"}, "val")
+    with pytest.raises(KeyError, match="item dress/B00TEST has no captions"):
+        item.caption()
+    with pytest.raises(KeyError, match="item dress/B00TEST has no captions"):
+        item.caption("title")
 
 
 def test_fingerprint_changes_with_data():
@@ -60,7 +70,52 @@ def test_unreadable_images_are_dropped_and_counted(tmp_path):
     assert kept.ids == ["good"]
     assert kept.report.skipped == {"image unreadable (corrupt or not an image)": 1, "image file missing": 1}
     assert kept.report.total_skipped == 2
-    assert "skipped      1 — image file missing (e.g. gone)" in str(kept.report)
+    assert "dropped      1 — image file missing (e.g. gone)" in str(kept.report)
+
+
+def test_the_report_counts_what_was_dropped_apart_from_what_loaded_with_a_caveat():
+    report = LoadReport("toy", rows_read=5)
+    report.skip("malformed row", "row 4")
+    report.caveat("image file missing (item kept)", "a")
+    report.caveat("image file missing (item kept)", "b")
+    report.caveat("attribute value missing")
+    assert (report.total_skipped, report.total_caveats) == (1, 3)
+    assert report.skipped == {"malformed row": 1}
+    assert report.caveats == {"image file missing (item kept)": 2, "attribute value missing": 1}
+    assert str(report).splitlines() == [
+        "toy: read 5 rows, repaired 0, dropped 1; 3 loaded with a caveat",
+        "  dropped      1 — malformed row (e.g. row 4)",
+        "  caveat       1 — attribute value missing",
+        "  caveat       2 — image file missing (item kept) (e.g. a, b)",
+    ]
+    assert str(LoadReport("clean", rows_read=2)) == "clean: read 2 rows, repaired 0, dropped 0"
+
+
+def test_check_names_refuses_a_plain_string_an_empty_list_and_unknown_names():
+    check_names("toy", "splits", ("train", "test"), ("train", "val", "test"))  # fine
+    with pytest.raises(ValueError, match=r"toy: splits must be a list or tuple of names, e.g. splits=\('train',\)"):
+        check_names("toy", "splits", "train", ("train", "test"))
+    with pytest.raises(ValueError, match=r"toy: categories is empty; name at least one of \('dress',\)"):
+        check_names("toy", "categories", (), ("dress",))
+    with pytest.raises(ValueError, match=r"toy: unknown splits \['dev'\]; choose from \('train', 'test'\)"):
+        check_names("toy", "splits", ["train", "dev"], ("train", "test"))
+
+
+def test_a_dataset_layout_names_the_first_missing_path(tmp_path):
+    layout = DatasetLayout("toy", "  <root>/a.csv", "Get it from example.org")
+    (tmp_path / "present").mkdir()
+    layout.require(tmp_path, tmp_path / "present")  # fine
+    with pytest.raises(DatasetNotFound) as error:
+        layout.require(tmp_path, tmp_path / "first-gone", tmp_path / "second-gone")
+    assert str(error.value) == (
+        f"toy: {tmp_path / 'first-gone'} does not exist. Expected layout:\n  <root>/a.csv\n"
+        "Get it from example.org; see README › Real data."
+    )
+
+
+def test_normalised_title_ignores_case_and_spacing():
+    assert normalised_title("  Nike  Men Black\tT-SHIRT ") == "nike men black t-shirt"
+    assert normalised_title("Red Dress") != normalised_title("Red Dresses")
 
 
 def test_loader_options_are_introspectable():
