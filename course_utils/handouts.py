@@ -7,11 +7,13 @@ notebooks into reveal.js decks, and ``site --executed outputs --out outputs/site
 index (``make slides`` builds both from the full run's executed copies).
 
 Slide boundaries are set on a copy at build time, so the committed notebooks carry no slide metadata: a ``#`` or
-``##`` heading starts a slide, a ``###`` heading a sub-slide, everything else continues the current slide (slides
-scroll); the papermill parameter cells are left out. The decks' JavaScript (reveal.js 4, require.js, jQuery) comes
-from ``--js DIR`` — the unpacked npm packages ``reveal.js/``, ``requirejs/`` and ``jquery/``, copied next to the
-decks so they work offline in a classroom (``make slides`` fetches them once with ``npm pack``) — or, without it,
-from nbconvert's default CDN URLs.
+``##`` heading starts a slide; a ``###`` heading, and each cell that follows a code cell, starts a sub-slide below it,
+so a section reads top to bottom one step per screen — the step's explanation, one code cell and its outputs (a
+step taller than the screen scrolls); the papermill parameter cells and the pointers to the solutions are left
+out of the decks and the site. The decks' JavaScript (reveal.js 4, require.js, jQuery) comes from ``--js DIR`` —
+the unpacked npm packages ``reveal.js/``, ``requirejs/`` and ``jquery/``, copied next to the decks so they work
+offline in a classroom (``make slides`` fetches them once with ``npm pack``) — or, without it, from
+nbconvert's default CDN URLs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .paths import REPO_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 SOLUTION_TAG = "solution"
+COURSE_NOTEBOOKS = "[0-9][0-9]_*.ipynb"
 SKIPPED_ON_SLIDES = {"parameters", "injected-parameters", SOLUTION_TAG}
 # What the decks load, relative to --js: reveal.js 4 (its CSS, white theme, notes plugin), require.js and jQuery.
 SLIDE_FILES = (
@@ -41,15 +44,30 @@ SLIDE_FILES = (
 )
 
 
-def course_notebooks(folder: Path) -> list[Path]:
-    """``NN_*.ipynb`` in ``folder``, in order; ``SystemExit`` naming the folder when there are none."""
-    notebooks = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+def course_notebooks(folder: Path, what_to_do: str) -> list[Path]:
+    """``NN_*.ipynb`` in ``folder``, in order; ``SystemExit`` naming the folder and ``what_to_do`` when none."""
+    notebooks = sorted(folder.glob(COURSE_NOTEBOOKS))
     if not notebooks:
-        raise SystemExit(
-            f"no notebooks NN_*.ipynb in {folder}; run `make run` (full, into outputs/), "
-            "or `make run-ci` (into outputs/ci/) and pass that folder"
-        )
+        raise SystemExit(f"no notebooks NN_*.ipynb in {folder}; {what_to_do}")
     return notebooks
+
+
+def executed_notebooks(folder: Path) -> list[Path]:
+    """The executed course notebooks in ``folder`` (for the decks and the site)."""
+    return course_notebooks(
+        folder,
+        "run `make run` (full, into outputs/), or `make run-ci` (into outputs/ci/) and pass that folder as --executed",
+    )
+
+
+def prepare_out(out: Path, stale: str) -> None:
+    """Create the folder ``out`` and remove its files matching ``stale`` left by an earlier build, so a build's
+    folder holds exactly what that build wrote (a notebook deleted or renamed since would otherwise linger)."""
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out {out} is a file; pass a folder (it is created if missing)")
+    out.mkdir(parents=True, exist_ok=True)
+    for leftover in out.glob(stale):
+        leftover.unlink()
 
 
 def tags(cell) -> set[str]:
@@ -67,22 +85,33 @@ def student_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def student_copy(out: Path, source: Path = NOTEBOOK_DIR) -> list[Path]:
-    """Write the student copy of ``source`` (notebooks and profiles, no solutions) to ``out``; the paths written."""
+    """Write the student copy of ``source`` (notebooks and profiles, no solutions) to ``out``; the paths written.
+
+    Notebooks and profiles that an earlier copy left in ``out`` are replaced, so the copy never keeps a notebook
+    (with its solutions) that ``source`` no longer has.
+    """
     if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
         raise SystemExit(f"--out {out} must lie outside {source}")
-    out.mkdir(parents=True, exist_ok=True)
+    notebooks = course_notebooks(source, "pass the course's notebooks/ folder")
+    prepare_out(out, COURSE_NOTEBOOKS)
     written = []
-    for path in course_notebooks(source):
+    for path in notebooks:
         target = out / path.name
         nbformat.write(student_notebook(nbformat.read(path, as_version=4)), target)
         written.append(target)
+    shutil.rmtree(out / "profiles", ignore_errors=True)
     if (source / "profiles").is_dir():
-        shutil.copytree(source / "profiles", out / "profiles", dirs_exist_ok=True)
+        shutil.copytree(source / "profiles", out / "profiles")
     return written
 
 
-def slide_type(cell) -> str:
-    """reveal.js slide type of a cell: headings start slides, parameter and solution cells are skipped."""
+def slide_type(cell, previous_shown_type: str | None) -> str:
+    """reveal.js slide type of a cell, given the type of the last cell shown before it (``None`` for the first).
+
+    Parameter and solution cells are skipped; ``#``/``##`` headings start slides; a ``###`` heading, or any cell
+    right after a code cell, starts a sub-slide, so each sub-slide is one step: its explanation, one code cell and
+    that cell's outputs; the rest continues the slide.
+    """
     if tags(cell) & SKIPPED_ON_SLIDES:
         return "skip"
     if cell.cell_type == "markdown":
@@ -91,13 +120,18 @@ def slide_type(cell) -> str:
             return "slide"
         if first.startswith("### "):
             return "subslide"
+    if previous_shown_type == "code":
+        return "subslide"
     return "-"
 
 
 def with_slide_metadata(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     copy = nbformat.from_dict(notebook)
+    previous_shown_type = None
     for cell in copy.cells:
-        cell.metadata["slideshow"] = {"slide_type": slide_type(cell)}
+        cell.metadata["slideshow"] = {"slide_type": slide_type(cell, previous_shown_type)}
+        if cell.metadata["slideshow"]["slide_type"] != "skip":
+            previous_shown_type = cell.cell_type
     return copy
 
 
@@ -118,8 +152,8 @@ def build_slides(executed: Path, out: Path, js: Path | None = None) -> list[Path
     """One reveal.js deck ``out/<notebook>.slides.html`` per executed notebook; the decks written."""
     from nbconvert import SlidesExporter
 
-    notebooks = course_notebooks(executed)
-    out.mkdir(parents=True, exist_ok=True)
+    notebooks = executed_notebooks(executed)
+    prepare_out(out, "[0-9][0-9]_*.slides.html")
     # A 1600 x 1000 slide (scaled to the screen) fits 100-character code lines and the course's figures.
     exporter = SlidesExporter(
         reveal_scroll=True,
@@ -157,14 +191,15 @@ def build_site(executed: Path, out: Path, slides: Path | None = None) -> Path:
     """Static HTML pages of the executed notebooks plus ``index.html`` linking them (and their decks); the index."""
     from nbconvert import HTMLExporter
 
-    notebooks = course_notebooks(executed)
-    out.mkdir(parents=True, exist_ok=True)
+    notebooks = executed_notebooks(executed)
+    prepare_out(out, "[0-9][0-9]_*.html")
     exporter = HTMLExporter(template_name="lab")
     exporter.exclude_input_prompt = exporter.exclude_output_prompt = True
     rows = []
     for path in notebooks:
         notebook = nbformat.read(path, as_version=4)
-        notebook.cells = [cell for cell in notebook.cells if not tags(cell) & {"injected-parameters"}]
+        # The solution cells point to notebooks/solutions/, which the site does not carry.
+        notebook.cells = [cell for cell in notebook.cells if not tags(cell) & {"injected-parameters", SOLUTION_TAG}]
         body, _ = exporter.from_notebook_node(notebook)
         (out / f"{path.stem}.html").write_text(body)
         deck = slides / f"{path.stem}.slides.html" if slides else None
