@@ -148,8 +148,8 @@ def build(args: argparse.Namespace, folder: Path) -> dict:
     merge_shards(folder)
     timings["merge s"] = time.perf_counter() - start
     shard_bytes = sum(p.stat().st_size for p in folder.glob("shard-*.index"))
-    for shard in folder.glob("shard-*.index"):
-        shard.unlink()  # merged: the shards are no longer needed
+    for shard in [*folder.glob("shard-*.index"), *folder.glob("shard-*.json")]:
+        shard.unlink()  # merged: the shards (and their records) are no longer needed
     timings["build s (train + add + merge)"] = timings["train s"] + add_seconds + timings["merge s"]
     timings["build peak RSS MB"] = memory_mb()["VmHWM"]
     timings["lists file MB"] = (folder / "lists.ivfdata").stat().st_size / 1e6

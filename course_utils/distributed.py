@@ -5,11 +5,14 @@
 process group they describe (gloo on CPU, nccl on CUDA), so the same script runs alone or under torchrun.
 ``fit`` then gives each rank its slice of every global batch (:func:`rank_slice`), averages the gradients
 (:func:`average_gradients`), and the contrastive loss sees the whole global batch through
-:func:`gather_with_grad`. The layout follows open_clip_train's ``distributed.py``.
+:func:`gather_with_grad`. The group is closed when the process exits (``destroy_process_group``, registered by
+:func:`init_from_env`), and :func:`process_device` gives every command-line entry point the same device choice:
+``cuda:<LOCAL_RANK>`` on a GPU machine. The layout follows open_clip_train's ``distributed.py``.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -42,7 +45,8 @@ def init_from_env(device_type: str | None = None) -> DistributedContext:
         device_type: "cuda" picks the nccl backend, anything else gloo (default: cuda when available).
 
     Returns:
-        The context; calling it again returns the same group without re-initialising.
+        The context; calling it again returns the same group without re-initialising. The group is destroyed when
+        the process exits, so no entry point leaves it to the garbage collector (where NCCL may hang or warn).
     """
     if dist.is_available() and dist.is_initialized():
         return current()
@@ -59,7 +63,22 @@ def init_from_env(device_type: str | None = None) -> DistributedContext:
     if device_type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method="env://")
+    atexit.register(_close_process_group)
     return current()
+
+
+def _close_process_group() -> None:
+    """Destroy the default process group if it is still open (the script may have closed it itself)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def process_device() -> str:
+    """This process's device: ``cuda:<LOCAL_RANK>`` when CUDA is available (torchrun numbers a node's ranks 0, 1,
+    ... and each takes its own GPU), else ``cpu``. One choice for every entry point, run alone or under torchrun."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
 
 
 def current() -> DistributedContext:
@@ -84,17 +103,29 @@ def rank_slice(batch: Sequence[int], context: DistributedContext) -> list[int]:
     return list(batch[context.rank * share : (context.rank + 1) * share])
 
 
+def _collective_device() -> str:
+    """Where a collective's tensors must live: nccl moves only GPU tensors, gloo CPU ones."""
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"
+
+
+def _gather_ints(values: Sequence[int]) -> list[list[int]]:
+    """Every rank's ``values`` (as many on each rank), in rank order: one small all_gather for consistency checks."""
+    local = torch.tensor(list(values), dtype=torch.int64, device=_collective_device())
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, local)
+    return [part.tolist() for part in parts]
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward sends each rank the summed gradient of its own rows (every rank's loss used them)."""
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
         ctx.rank, ctx.rows = dist.get_rank(), tensor.shape[0]
-        rows = [torch.zeros(1, dtype=torch.int64, device=tensor.device) for _ in range(dist.get_world_size())]
-        dist.all_gather(rows, torch.tensor([tensor.shape[0]], device=tensor.device))
-        if len({int(r) for r in rows}) > 1:
+        rows = [rank_rows for (rank_rows,) in _gather_ints([tensor.shape[0]])]
+        if len(set(rows)) > 1:
             raise RuntimeError(
-                f"ranks hold different batch sizes {[int(r) for r in rows]} (unreadable images were "
+                f"ranks hold different batch sizes {rows} (unreadable images were "
                 "skipped?); call catalogue.drop_unreadable_images() before training on several ranks"
             )
         parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
@@ -119,10 +150,37 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
-    """Replace each gradient by its mean over ranks (what DDP does during backward), one flat all-reduce."""
+    """Replace each gradient by its mean over ranks (what DDP does during backward), one flat all-reduce.
+
+    The flat all-reduce is only right when every rank holds gradients of the same parameters and sizes (a
+    parameter unused by one rank's batch has no gradient there), else it fails or hangs; so two small all-gathers
+    (the number of parameters, then each one's gradient size) check that first.
+
+    Raises:
+        RuntimeError: the ranks disagree; the message names the parameters (position in ``parameters``, shape).
+    """
     context = current()
     if not context.is_distributed:
         return
+    parameters = list(parameters)
+    counts = [count for (count,) in _gather_ints([len(parameters)])]
+    if len(set(counts)) > 1:
+        raise RuntimeError(
+            f"ranks pass different numbers of parameters to average_gradients ({counts}, by rank); every rank "
+            "must train the same model with the same optimizer groups"
+        )
+    sizes_by_rank = _gather_ints([-1 if p.grad is None else p.grad.numel() for p in parameters])  # -1: no gradient
+    differing = [i for i in range(len(parameters)) if len({sizes[i] for sizes in sizes_by_rank}) > 1]
+    if differing:
+        described = "; ".join(
+            f"#{i} {tuple(parameters[i].shape)}: {['none' if sizes[i] < 0 else sizes[i] for sizes in sizes_by_rank]}"
+            for i in differing[:5]
+        )
+        raise RuntimeError(
+            f"ranks hold different gradients for {len(differing)} parameter(s) (position, shape: gradient size by "
+            f"rank) {described}{' ...' if len(differing) > 5 else ''}; a parameter that some rank's batch does "
+            "not use has no gradient there: use every parameter on every rank, or set the missing gradients to zero"
+        )
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return
@@ -139,8 +197,7 @@ def sum_over_ranks(values: Sequence[float]) -> list[float]:
     """Sum a few numbers (e.g. the step's loss, skipped items) over ranks, for rank 0's log."""
     if not current().is_distributed:
         return list(values)
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # nccl only moves GPU tensors
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device())
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.tolist()
 

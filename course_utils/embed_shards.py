@@ -9,12 +9,17 @@ concatenates.
 Shard boundaries fall on multiples of ``batch_size``, so every image sits in the same batch as in one process and
 the merged embeddings equal the single-process ones bit for bit.
 
-Command line (the rank comes from ``--rank/--world-size`` or from torchrun's ``RANK``/``WORLD_SIZE``)::
+Command line (the rank comes from ``--rank/--world-size`` or from torchrun's ``RANK``/``WORLD_SIZE``; each rank
+embeds on ``cuda:<LOCAL_RANK>`` when the machine has GPUs, as ``train_contrastive`` trains)::
 
     python -m course_utils.embed_shards --catalogue synthetic --size '{"test": 2000}' --split test \\
         --weights tiny.pt --out shards/ --rank 0 --world-size 2
     torchrun --nproc_per_node 2 -m course_utils.embed_shards ... --out shards/
-    python -m course_utils.embed_shards --merge --out shards/
+    python -m course_utils.embed_shards --merge --catalogue synthetic --size '{"test": 2000}' --split test \\
+        --out shards/
+
+``--merge`` takes the ranks' data options: it rebuilds that catalogue, checks the shards against it and writes
+``embeddings.pt`` as a shard is written, ``{"embeddings": (n, d) float32, "item_ids": [...]}``.
 """
 
 from __future__ import annotations
@@ -29,12 +34,15 @@ import torch
 from .cache import file_sha256, torch_save_atomic, write_atomic
 from .cli import add_data_and_model_arguments, bundle_from_args, catalogue_from_args
 from .data.records import Catalogue
+from .distributed import process_device
 from .embed import encode_images, weights_digest
 
 MANIFEST_FORMAT = "course_utils.embed_shards/1"
 # Manifest fields every shard must share. batch_size is one: it sets the batches each image is encoded in, float32
 # results may depend on them, and only equal batches give the single-process embeddings bit for bit.
 _MUST_AGREE = ("world_size", "n_items", "dim", "batch_size", "model", "weights_digest", "catalogue_fingerprint")
+# Every field embed_shard writes besides "format"; the merge reads them all.
+_MANIFEST_FIELDS = (*_MUST_AGREE, "rank", "start", "stop", "catalogue", "shard", "sha256")
 
 
 def shard_rows(n_items: int, batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -56,6 +64,22 @@ def _shard_name(rank: int, world_size: int) -> str:
 
 def _write_manifest(record: dict, path: Path) -> None:
     write_atomic(path, lambda handle: handle.write(json.dumps(record, indent=2).encode()))
+
+
+def _read_manifest(path: Path) -> dict:
+    """A manifest written by :func:`embed_shard`; an unreadable, foreign or incomplete one raises, naming it."""
+    rerun = "delete it and rerun the rank that wrote it"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a readable shard manifest ({type(err).__name__}: {err}); {rerun}") from None
+    if not isinstance(record, dict) or record.get("format") != MANIFEST_FORMAT:
+        found = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise ValueError(f"{path} is not a {MANIFEST_FORMAT} manifest (format {found!r}); {rerun}")
+    missing = [field for field in _MANIFEST_FIELDS if field not in record]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}; {rerun}")
+    return record
 
 
 def embed_shard(
@@ -123,13 +147,18 @@ def merge_shards(out_dir: str | Path, catalogue: Catalogue | None = None) -> tor
 
     Raises:
         FileNotFoundError: no manifest, or a rank's shard is missing (the message names the ranks to rerun).
-        ValueError: manifests that disagree (world size, batch size, model, catalogue; the message names each
-            value's manifest files), rows that do not tile the catalogue, or a shard whose checksum does not match
-            its manifest.
+        ValueError: a manifest that is unreadable, of another format or incomplete (the message names it),
+            manifests that disagree (world size, batch size, model, catalogue; the message names each value's
+            manifest files), rows that do not tile the catalogue, or a shard whose checksum does not match its
+            manifest.
     """
-    out_dir = Path(out_dir)
+    return _merge(Path(out_dir), catalogue)[0]
+
+
+def _merge(out_dir: Path, catalogue: Catalogue | None) -> tuple[torch.Tensor, list[str]]:
+    """:func:`merge_shards`, also returning the ``(n_items,)`` item ids of the rows."""
     paths = sorted(out_dir.glob("shard-*-of-*.json"))
-    manifests = [json.loads(p.read_text()) for p in paths]
+    manifests = [_read_manifest(p) for p in paths]
     if not manifests:
         raise FileNotFoundError(f"no shard manifests (shard-*-of-*.json) in {out_dir}; run embed_shard on each rank")
     for key in _MUST_AGREE:
@@ -150,8 +179,8 @@ def merge_shards(out_dir: str | Path, catalogue: Catalogue | None = None) -> tor
         )
     if catalogue is not None and catalogue.fingerprint() != manifests[0]["catalogue_fingerprint"]:
         raise ValueError(
-            f"{out_dir}: the shards were computed from a different catalogue "
-            f"({manifests[0]['catalogue']!r}); re-embed this one"
+            f"{out_dir}: the shards were computed from a different catalogue ({manifests[0]['catalogue']!r}, not "
+            f"{catalogue.name!r}); re-embed this one (on the command line: give --merge the ranks' data options)"
         )
     manifests.sort(key=lambda m: m["rank"])
     parts, item_ids, expected_start = [], [], 0
@@ -162,6 +191,8 @@ def merge_shards(out_dir: str | Path, catalogue: Catalogue | None = None) -> tor
                 f"{expected_start}; the shards do not tile the catalogue"
             )
         shard = out_dir / manifest["shard"]
+        if not shard.is_file():
+            raise FileNotFoundError(f"{shard} (named by its manifest) is missing; rerun rank {manifest['rank']}")
         if file_sha256(shard) != manifest["sha256"]:
             raise ValueError(
                 f"{shard} does not match the checksum in its manifest (corrupt or overwritten); "
@@ -175,27 +206,36 @@ def merge_shards(out_dir: str | Path, catalogue: Catalogue | None = None) -> tor
         raise ValueError(f"{out_dir}: the shards cover rows [0, {expected_start}) of {n_items}")
     if catalogue is not None and item_ids != catalogue.ids:
         raise ValueError(f"{out_dir}: the shards' item ids are not the catalogue's, in order")
-    return torch.cat(parts)
+    return torch.cat(parts), item_ids
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Embed one rank's slice of a catalogue, or merge the shards.")
     parser.add_argument("--out", required=True, help="folder of the shards and manifests")
-    parser.add_argument("--merge", action="store_true", help="check and join the shards into <out>/embeddings.pt")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="check the shards against the catalogue the data options name and join them into <out>/embeddings.pt",
+    )
     add_data_and_model_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--rank", type=int, default=int(os.environ.get("RANK", "0")))
     parser.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", "1")))
     args = parser.parse_args(argv)
     if args.merge:
-        embeddings = merge_shards(args.out)
-        torch_save_atomic(embeddings, Path(args.out) / "embeddings.pt")
+        embeddings, item_ids = _merge(Path(args.out), catalogue_from_args(args))
+        torch_save_atomic({"embeddings": embeddings, "item_ids": item_ids}, Path(args.out) / "embeddings.pt")
         print(
             f"merged {embeddings.shape[0]} x {embeddings.shape[1]} embeddings into {Path(args.out) / 'embeddings.pt'}"
         )
         return
     manifest = embed_shard(
-        bundle_from_args(args), catalogue_from_args(args), args.out, args.rank, args.world_size, args.batch_size
+        bundle_from_args(args, device=process_device()),
+        catalogue_from_args(args),
+        args.out,
+        args.rank,
+        args.world_size,
+        args.batch_size,
     )
     print(f"rank {args.rank}/{args.world_size}: wrote {manifest}")
 

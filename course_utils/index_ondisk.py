@@ -5,11 +5,14 @@ FAISS's recipe for "indexes that do not fit in RAM", behind the :class:`~course_
 1. :func:`train_ivfpq` learns the coarse centroids and the product quantiser on a sample that fits in RAM and
    writes ``trained.index`` (no vectors yet);
 2. :func:`add_shard` — run on as many processes or machines as there are shards — copies the trained index, adds
-   one shard of vectors with their global ids and writes ``shard-XXXXX.index``;
-3. :func:`merge_shards` concatenates the shards' inverted lists into one file, ``lists.ivfdata``, and writes
-   ``populated.index``, which refers to that file by its absolute path;
-4. :func:`open_ondisk` loads ``populated.index``: the small parts (centroids, codebooks) are read into RAM, the
-   lists stay in the file and the operating system pages in only the lists a query probes.
+   one shard of vectors with their global ids and writes ``shard-XXXXX.index`` plus ``shard-XXXXX.json`` (the
+   SHA-256 of ``trained.index`` it was encoded with, its own SHA-256, its id count and range);
+3. :func:`merge_shards` checks those records (a shard of another training, a damaged shard, or two shards whose
+   id ranges overlap are refused by name), concatenates the shards' inverted lists into one file,
+   ``lists.ivfdata``, and writes ``populated.index``;
+4. :func:`open_ondisk` loads ``populated.index`` with the ``lists.ivfdata`` beside it (so the folder can be moved
+   or copied to a search node): the small parts (centroids, codebooks) are read into RAM, the lists stay in the
+   file and the operating system pages in only the lists a query probes.
 
 Each vector costs ``pq_m`` bytes of code plus an 8-byte id on disk (72 B at ``pq_m=64`` instead of 2,048 B of float32),
 and the codes only approximate the vectors, so :class:`RerankedIndex` re-scores the top candidates exactly when
@@ -18,6 +21,8 @@ the vectors are at hand: in RAM, or in a ``.npy`` file read row by row with :cla
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,18 +30,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cache import write_atomic
+from .cache import file_sha256, write_atomic
 from .index import FaissIndex, _as_ids, _as_matrix, _check_k
 
 TRAINED, LISTS, POPULATED = "trained.index", "lists.ivfdata", "populated.index"
+SHARD_FORMAT = "course_utils.index_ondisk.shard/1"
+_SHARD_FIELDS = ("trained_sha256", "sha256", "count", "min_id", "max_id")
 
 
 def train_ivfpq(
     sample: np.ndarray | torch.Tensor, folder: str | Path, nlist: int, pq_m: int = 64, nprobe: int = 16
 ) -> Path:
-    """Train an empty IVF-PQ on ``sample`` ((n, d), n >= nlist and >= 256) and write ``folder/trained.index``."""
+    """Train an empty IVF-PQ on ``sample`` ((n, d), n >= nlist and >= 256) and write ``folder/trained.index``.
+
+    A folder still holding shards of an earlier build is refused: a merge would mix them with the new ones.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    leftovers = sorted(p.name for p in folder.glob("shard-*.index"))
+    if leftovers:
+        raise ValueError(
+            f"{folder} still holds {len(leftovers)} shard(s) of an earlier build ({', '.join(leftovers[:3])}"
+            f"{' ...' if len(leftovers) > 3 else ''}); delete them (and their .json records) or train into an "
+            "empty folder"
+        )
     sample = _as_matrix(sample, sample.shape[-1], "sample")
     index = FaissIndex(sample.shape[1], kind="ivfpq", nlist=nlist, nprobe=nprobe, pq_m=pq_m)
     index.train(sample)
@@ -49,23 +66,91 @@ def add_shard(
 ) -> Path:
     """Encode one shard with the trained quantisers and write ``folder/shard-XXXXX.index``.
 
-    Shards are independent: any process holding ``trained.index`` can build any of them.
+    Shards are independent: any process holding ``trained.index`` can build any of them. Beside the shard,
+    ``shard-XXXXX.json`` records what :func:`merge_shards` checks: the SHA-256 of ``trained.index`` and of the
+    shard, and the count and range of its ids.
 
     Args:
         folder: holds ``trained.index`` (from :func:`train_ivfpq`).
         shard: shard number (names the file).
         vectors: (n, d) float, L2-normalised.
-        ids: (n,) int64 global ids returned by searches (e.g. the rows of the catalogue).
+        ids: (n,) int64 global ids returned by searches, >= 0 and distinct (e.g. the rows of the catalogue); each
+            shard covers its own range of ids, as contiguous rows do.
     """
     import faiss
 
     folder = Path(folder)
     trained = _load_trained(folder)
     matrix = np.ascontiguousarray(_as_matrix(vectors, trained.dim, "vectors").to(torch.float32).numpy())
-    trained.index.add_with_ids(matrix, _as_ids(ids, matrix.shape[0], 0))
+    if ids is None:
+        raise ValueError(f"shard {shard}: ids are required, the global id of each vector (e.g. np.arange(start, stop))")
+    shard_ids = _as_ids(ids, matrix.shape[0], 0)
+    if len(shard_ids) and shard_ids.min() < 0:
+        raise ValueError(
+            f"shard {shard}: ids must be >= 0 (FAISS marks a missing result with -1), got {shard_ids.min()}"
+        )
+    if len(np.unique(shard_ids)) != len(shard_ids):
+        raise ValueError(f"shard {shard}: ids repeat; every vector needs its own id")
+    trained.index.add_with_ids(matrix, shard_ids)
     path = folder / f"shard-{shard:05d}.index"
-    write_atomic(path, lambda handle: handle.write(faiss.serialize_index(trained.index).tobytes()))  # whole or absent
+    data = faiss.serialize_index(trained.index).tobytes()
+    write_atomic(path, lambda handle: handle.write(data))  # whole or absent
+    record = {
+        "format": SHARD_FORMAT,
+        "trained_sha256": file_sha256(folder / TRAINED),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "count": len(shard_ids),
+        "min_id": int(shard_ids.min()) if len(shard_ids) else None,
+        "max_id": int(shard_ids.max()) if len(shard_ids) else None,
+    }
+    write_atomic(_shard_record_path(path), lambda handle: handle.write(json.dumps(record, indent=2).encode()))
     return path
+
+
+def _shard_record_path(shard: Path) -> Path:
+    """``shard-XXXXX.json``: the record :func:`add_shard` writes beside ``shard-XXXXX.index``."""
+    return shard.with_suffix(".json")
+
+
+def _check_shards(folder: Path, paths: Sequence[Path]) -> None:
+    """Refuse, by name, a shard without a readable record, encoded with another ``trained.index``, changed since
+    it was written, or whose ids overlap another shard's (a merge would return those ids twice)."""
+    trained_sha256 = file_sha256(folder / TRAINED)
+    ranges = []
+    for path in paths:
+        record_path = _shard_record_path(path)
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(
+                f"{path}: its record {record_path.name} is missing or unreadable ({type(err).__name__}); "
+                "rerun add_shard for this shard"
+            ) from None
+        if (
+            not isinstance(record, dict)
+            or record.get("format") != SHARD_FORMAT
+            or not set(_SHARD_FIELDS) <= set(record)
+        ):
+            raise ValueError(f"{record_path} is not a {SHARD_FORMAT} record; rerun add_shard for {path.name}")
+        if record["trained_sha256"] != trained_sha256:
+            raise ValueError(
+                f"{path} was encoded with another trained.index than {folder / TRAINED} (left from an earlier "
+                "build?); rerun add_shard for it or delete it"
+            )
+        if not path.is_file() or file_sha256(path) != record["sha256"]:
+            raise ValueError(
+                f"{path} is missing or differs from the SHA-256 in {record_path.name} (truncated or overwritten); "
+                "rerun add_shard for it"
+            )
+        if record["count"]:
+            ranges.append((record["min_id"], record["max_id"], path.name))
+    ranges.sort()
+    for (low, high, name), (next_low, next_high, next_name) in zip(ranges, ranges[1:]):
+        if next_low <= high:
+            raise ValueError(
+                f"{folder}: {name} (ids {low}..{high}) and {next_name} (ids {next_low}..{next_high}) overlap; each "
+                "shard must cover its own id range, or a search returns an id twice: delete or rebuild one of them"
+            )
 
 
 def merge_shards(folder: str | Path, shards: Sequence[str | Path] | None = None) -> FaissIndex:
@@ -79,14 +164,20 @@ def merge_shards(folder: str | Path, shards: Sequence[str | Path] | None = None)
 
     Returns:
         The merged index, opened as :func:`open_ondisk` does.
+
+    Raises:
+        ValueError: a shard without its ``.json`` record, encoded with another ``trained.index`` (an earlier
+            build), changed since :func:`add_shard` wrote it, or whose id range overlaps another shard's; the
+            message names it.
     """
     from faiss.contrib.ondisk import merge_ondisk
 
-    folder = Path(folder).resolve()  # populated.index records the lists file by this absolute path
+    folder = Path(folder).resolve()
     paths = [Path(p) for p in shards] if shards is not None else sorted(folder.glob("shard-*.index"))
     if not paths:
         raise FileNotFoundError(f"no shard-*.index files in {folder}; run add_shard for each shard first")
     index = _load_trained(folder)
+    _check_shards(folder, paths)
     (folder / LISTS).unlink(missing_ok=True)
     merge_ondisk(index.index, [str(p) for p in paths], str(folder / LISTS))
     index.save(folder / POPULATED)
@@ -96,14 +187,29 @@ def merge_shards(folder: str | Path, shards: Sequence[str | Path] | None = None)
 def open_ondisk(folder: str | Path, nprobe: int | None = None) -> FaissIndex:
     """The merged index of ``folder``: centroids and codebooks in RAM, inverted lists memory-mapped from the file.
 
-    Search returns the global ids given to :func:`add_shard`.
+    ``populated.index`` is read with FAISS's ``IO_FLAG_ONDISK_SAME_DIR``: the lists are taken from the
+    ``lists.ivfdata`` beside it, not from the path recorded at merge time, so a folder moved or copied (e.g. to a
+    search node's SSD) opens as it is. Search returns the global ids given to :func:`add_shard`.
     """
+    import faiss
+
     path = Path(folder) / POPULATED
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; build it with train_ivfpq, add_shard and merge_shards")
     if not (Path(folder) / LISTS).exists():
         raise FileNotFoundError(f"{Path(folder) / LISTS} (the inverted lists) is missing; populated.index needs it")
-    index = FaissIndex.load(path)
+    try:
+        loaded = faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{path} (or {LISTS} beside it) cannot be read ({err}); rebuild them with merge_shards"
+        ) from None
+    if not isinstance(loaded, faiss.IndexIVFPQ) or loaded.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError(
+            f"{path} holds a {type(loaded).__name__}, not an inner-product IVF-PQ; rebuild it with merge_shards"
+        )
+    index = FaissIndex(loaded.d, kind="ivfpq", nlist=loaded.nlist, nprobe=loaded.nprobe, pq_m=loaded.pq.M)
+    index.index = loaded  # its ids are the global ids stored in the lists, returned as they are
     if nprobe is not None:
         index.nprobe = nprobe
     return index
@@ -123,7 +229,9 @@ class NpyRows:
 
     A ``numpy.memmap`` would do the same reads, but every page fault maps neighbouring pages too, so after many
     random reads (or a long sequential write) most of the file counts as this process's resident memory;
-    ``pread``/``pwrite`` leave it in the operating system's page cache only.
+    ``pread``/``pwrite`` leave it in the operating system's page cache only. Either call may move fewer bytes than
+    asked (Linux moves at most 0x7ffff000 bytes per call), so both are repeated until every byte has moved.
+    Use it as a context manager (``with NpyRows(path) as rows:``) to close the file on every path.
 
     Args:
         path: a C-ordered 2-D ``.npy`` file (see :meth:`create`).
@@ -138,8 +246,11 @@ class NpyRows:
         return cls(path, writable=True)
 
     def __init__(self, path: str | Path, writable: bool = False) -> None:
-        self.path = Path(path)
-        header = np.load(self.path, mmap_mode="r")  # reads the header only; no page of data is touched
+        self.path, self.writable = Path(path), writable
+        try:
+            header = np.load(self.path, mmap_mode="r")  # reads the header only; no page of data is touched
+        except ValueError as err:  # not a .npy file, or shorter than its header says
+            raise ValueError(f"{self.path} is not a readable .npy file ({err}); write it again") from None
         if header.ndim != 2 or not header.flags.c_contiguous:
             raise ValueError(f"{self.path}: expected a C-ordered 2-D array, got shape {header.shape}")
         self.shape, self.dtype, self._offset = header.shape, header.dtype, header.offset
@@ -150,6 +261,12 @@ class NpyRows:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def __enter__(self) -> NpyRows:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
         """``(len(rows), d)`` array of the given row numbers."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -157,17 +274,37 @@ class NpyRows:
         for i, row in enumerate(rows):
             if not 0 <= row < self.shape[0]:
                 raise IndexError(f"row {row} outside {self.path} ({self.shape[0]} rows)")
-            out[i] = np.frombuffer(
-                os.pread(self._fd, self._row_bytes, self._offset + int(row) * self._row_bytes), dtype=self.dtype
-            )
+            out[i] = np.frombuffer(self._read_row(int(row)), dtype=self.dtype)
         return out
+
+    def _read_row(self, row: int) -> bytes:
+        """The bytes of row ``row``, however many ``pread`` calls that takes."""
+        offset, parts, done = self._offset + row * self._row_bytes, [], 0
+        while done < self._row_bytes:
+            part = os.pread(self._fd, self._row_bytes - done, offset + done)
+            if not part:
+                raise ValueError(
+                    f"{self.path} ends inside row {row} (byte {offset + done}, shape {self.shape}): the file was "
+                    "truncated; write it again"
+                )
+            parts.append(part)
+            done += len(part)
+        return b"".join(parts)
 
     def write(self, start: int, rows: np.ndarray) -> None:
         """Store ``rows`` ((m, d), cast to the file's dtype) as rows ``start .. start + m - 1``."""
+        if not self.writable:
+            raise ValueError(f"{self.path} was opened read-only; open it with NpyRows(path, writable=True) to write")
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
         if rows.ndim != 2 or rows.shape[1] != self.shape[1] or not 0 <= start <= self.shape[0] - len(rows):
             raise ValueError(f"cannot write {rows.shape} rows at {start} into {self.path} of shape {self.shape}")
-        os.pwrite(self._fd, rows.tobytes(), self._offset + start * self._row_bytes)
+        data, offset = memoryview(rows).cast("B"), self._offset + start * self._row_bytes
+        done = 0
+        while done < len(data):
+            written = os.pwrite(self._fd, data[done:], offset + done)
+            if written == 0:
+                raise OSError(f"{self.path}: no byte written at {offset + done} (disk full?); free space and rerun")
+            done += written
 
     def close(self) -> None:
         os.close(self._fd)
@@ -183,7 +320,7 @@ class RerankedIndex:
         candidates: approximate neighbours fetched per query before exact re-scoring (>= k).
     """
 
-    def __init__(self, index, vectors: np.ndarray, candidates: int = 100) -> None:
+    def __init__(self, index, vectors: np.ndarray | NpyRows, candidates: int = 100) -> None:
         if vectors.ndim != 2 or vectors.shape[1] != index.dim:
             raise ValueError(f"vectors must be (n, {index.dim}), got shape {vectors.shape}")
         self.index, self.vectors, self.candidates = index, vectors, int(candidates)

@@ -69,7 +69,9 @@ class FashionRetriever:
             attribute filters and evaluates them itself.
         image_embeddings: precomputed ``(len(catalogue), d)`` gallery embeddings (else encoded, cached).
         caption_style: which caption to show in results.
-        **index_options: passed to :func:`course_utils.index.build_index`.
+        **index_options: passed to :func:`course_utils.index.build_index` when ``index`` is a name; an index object
+            is already built, so options given with one are refused (pass them to whatever built it, e.g.
+            ``milvus_retriever(..., index_type="HNSW")``).
     """
 
     def __init__(
@@ -91,6 +93,11 @@ class FashionRetriever:
             raise ValueError(f"{self.embeddings.shape[0]} embeddings for {len(catalogue)} gallery items")
         require_finite(self.embeddings, "image_embeddings", catalogue.ids)
         if not isinstance(index, str):
+            if index_options:
+                raise ValueError(
+                    f"index options {sorted(index_options)} apply only when index is a name such as 'ivf'; the "
+                    f"{type(index).__name__} given is already built: pass them to whatever built it"
+                )
             if len(index) != len(catalogue):
                 raise ValueError(f"the given index holds {len(index)} vectors for {len(catalogue)} gallery items")
             self.index = index

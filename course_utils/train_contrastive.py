@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="where rank 0 writes the trained state_dict")
     args = parser.parse_args(argv)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    context = distributed.init_from_env(device)
-    bundle = bundle_from_args(args, device=f"cuda:{context.local_rank}" if device == "cuda" else "cpu")
+    device = distributed.process_device()  # cuda:<LOCAL_RANK> under torchrun on GPUs, else cpu
+    context = distributed.init_from_env(device.split(":")[0])
+    bundle = bundle_from_args(args, device=device)
     dataset = ImageTextDataset(
         catalogue_from_args(args), bundle.preprocess, caption_style=args.caption_style, seed=args.train_seed
     )

@@ -8,14 +8,18 @@ talks to Milvus Lite (an embedded engine storing one local ``.db`` file: the def
 or cluster (``uri="http://host:19530"``).
 
 ``MilvusIndex`` has the API of ``course_utils.index`` (``add``, ``search``, ``len``, ``dim``) plus ``filters`` in
-``search``; :func:`milvus_retriever` builds (or reopens) a collection for a catalogue and hands it to
-:class:`~course_utils.retriever.FashionRetriever`. The primary key of a row is the item's row in the catalogue.
-The collection uses Milvus's ``FLAT`` index (exact inner product); on millions of rows choose ``HNSW`` or
-``IVF_*`` with ``index_type=``.
+``search``; :func:`milvus_retriever` builds (or reopens, after checking the model, weights and vectors recorded
+with it) a collection for a catalogue and hands it to :class:`~course_utils.retriever.FashionRetriever`. The
+primary key of a row is the item's row in the catalogue. The collection uses Milvus's ``FLAT`` index (exact inner
+product); on millions of rows choose ``HNSW`` or ``IVF_*`` with ``index_type=`` and tune its search parameter with
+``search_params=`` (:data:`INDEX_TYPES`).
+Collections are created with ``Strong`` consistency, so a search or a count right after an insert sees it (a
+server's default, ``Bounded``, may not yet).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -25,7 +29,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .embed import encode_images
+from .embed import encode_images, weights_digest
 from .index import _as_matrix, _check_k
 from .retriever import FashionRetriever
 
@@ -33,6 +37,10 @@ DEFAULT_COLLECTION = "fashion"
 _KEY, _ITEM, _VECTOR = "row", "item_id", "embedding"  # reserved field names
 _MAX_TEXT = 1024  # bytes per attribute value (VARCHAR max_length)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Milvus index types offered, each with the one search-time parameter it takes (None: FLAT is exact, nothing to tune).
+INDEX_TYPES = {"FLAT": None, "HNSW": "ef", "IVF_FLAT": "nprobe", "IVF_SQ8": "nprobe", "IVF_PQ": "nprobe"}
+# Collection properties in which milvus_retriever records what its vectors are (checked when it reopens them).
+_RECORD = ("course_utils.model", "course_utils.weights_digest", "course_utils.embeddings_sha256", "course_utils.rows")
 
 
 class VectorDatabaseError(RuntimeError):
@@ -68,6 +76,26 @@ def _quiet(*names: str) -> Iterator[None]:
             logger.setLevel(level)
 
 
+def _check_search_params(index_type: str, search_params: Mapping[str, int] | None) -> dict:
+    """``search_params`` as a dict, after checking it names only the search parameter of ``index_type``."""
+    if index_type not in INDEX_TYPES:
+        raise ValueError(f"index_type={index_type!r} is not offered; choose one of {list(INDEX_TYPES)}")
+    allowed = {INDEX_TYPES[index_type]} - {None}
+    unknown = sorted(set(search_params or {}) - allowed)
+    if unknown:
+        raise ValueError(
+            f"search_params {unknown} do not apply to index_type={index_type!r}; it takes "
+            f"{sorted(allowed) or 'none (FLAT search is exact)'}"
+        )
+    return dict(search_params or {})
+
+
+def _embeddings_digest(embeddings: np.ndarray | torch.Tensor) -> str:
+    """SHA-256 of ``(n, d)`` embeddings as float32 bytes: what :func:`milvus_retriever` records and checks."""
+    matrix = _as_matrix(embeddings, embeddings.shape[-1], "image_embeddings").to(torch.float32).contiguous()
+    return hashlib.sha256(matrix.numpy().tobytes()).hexdigest()
+
+
 def filter_expression(filters: Mapping[str, str]) -> str:
     """``{"colour": "red", "sleeve": "long"}`` -> ``colour == "red" and sleeve == "long"`` (Milvus boolean syntax).
 
@@ -81,6 +109,23 @@ def filter_expression(filters: Mapping[str, str]) -> str:
     return " and ".join(f"{name} == {json.dumps(value)}" for name, value in filters.items())
 
 
+def _check_row(position: int, item_id: str, attributes: Mapping[str, str], attribute_names: Sequence[str]) -> None:
+    """Refuse a row Milvus would reject mid-insert (a text over 1,024 bytes) or that would lose an attribute."""
+    unknown = sorted(set(attributes) - set(attribute_names))
+    if unknown:
+        raise ValueError(
+            f"row {position} (item {item_id!r}) has attribute(s) {unknown} that the collection does not store "
+            f"(it stores {list(attribute_names)}); create it with those attribute_names, or drop them"
+        )
+    for field, text in [(_ITEM, item_id), *((name, str(value)) for name, value in attributes.items())]:
+        size = len(text.encode("utf-8"))
+        if size > _MAX_TEXT:
+            raise ValueError(
+                f"row {position} (item {item_id!r}): {field} is {size} bytes, more than the {_MAX_TEXT} a Milvus "
+                "text field holds here; shorten it before adding"
+            )
+
+
 class MilvusIndex:
     """Inner-product search in a Milvus collection, with attribute filters evaluated by the engine.
 
@@ -90,13 +135,16 @@ class MilvusIndex:
         client: a connected ``pymilvus.MilvusClient``.
         collection: collection name.
         uri: where the client points (kept for messages and ``repr``).
+        search_params: the search parameter of the collection's index type, e.g. ``{"ef": 64}`` for HNSW or
+            ``{"nprobe": 16}`` for IVF (:data:`INDEX_TYPES`); empty: Milvus's default.
     """
 
     supports_filters = True  # FashionRetriever passes filters to search() instead of filtering in numpy
 
-    def __init__(self, client, collection: str, uri: str) -> None:
+    def __init__(self, client, collection: str, uri: str, search_params: Mapping[str, int] | None = None) -> None:
         self.client, self.collection, self.uri = client, collection, uri
-        fields = {f["name"]: f for f in client.describe_collection(collection)["fields"]}
+        description = client.describe_collection(collection)
+        fields = {f["name"]: f for f in description["fields"]}
         if _VECTOR not in fields or _KEY not in fields:
             raise VectorDatabaseError(
                 f"collection {collection!r} at {uri!r} was not written by MilvusIndex "
@@ -104,6 +152,14 @@ class MilvusIndex:
             )
         self._dim = int(fields[_VECTOR]["params"]["dim"])
         self.attribute_names = tuple(n for n in fields if n not in (_KEY, _ITEM, _VECTOR))
+        self.properties: dict[str, str] = dict(description.get("properties") or {})
+        index_names = client.list_indexes(collection, field_name=_VECTOR)
+        if not index_names:
+            raise VectorDatabaseError(
+                f"collection {collection!r} at {uri!r} has no index on its vectors; rebuild it with MilvusIndex.create"
+            )
+        self.index_type: str = client.describe_index(collection, index_names[0])["index_type"]
+        self.search_params = _check_search_params(self.index_type, search_params) if search_params else {}
 
     @classmethod
     def create(
@@ -115,8 +171,11 @@ class MilvusIndex:
         overwrite: bool = False,
         index_type: str = "FLAT",
         timeout: float = 10.0,
+        index_params: Mapping[str, int] | None = None,
+        search_params: Mapping[str, int] | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> MilvusIndex:
-        """Create an empty collection of ``dim``-d vectors with one text field per attribute.
+        """Create an empty collection of ``dim``-d vectors with one text field per attribute (``Strong`` consistency).
 
         Args:
             uri: Milvus Lite file (``catalogue.db``) or server address (``http://host:19530``).
@@ -124,10 +183,19 @@ class MilvusIndex:
             attribute_names: attributes stored beside each vector and usable in filters.
             collection: collection name.
             overwrite: drop an existing collection of that name first (else refuse).
-            index_type: Milvus index on the vectors ("FLAT": exact; "HNSW", "IVF_FLAT": approximate).
+            index_type: Milvus index on the vectors, a key of :data:`INDEX_TYPES` ("FLAT": exact; the others
+                approximate).
             timeout: seconds to wait for a server.
+            index_params: its build parameters, e.g. ``{"M": 16, "efConstruction": 200}`` for HNSW or
+                ``{"nlist": 1024}`` for IVF (Milvus's defaults when omitted).
+            search_params: its search parameter, e.g. ``{"ef": 64}`` (see :class:`MilvusIndex`).
+            properties: text properties stored with the collection (:func:`milvus_retriever` records there what
+                its vectors are).
         """
         from pymilvus import DataType
+        from pymilvus.exceptions import MilvusException
+
+        _check_search_params(index_type, search_params)
 
         for name in attribute_names:
             if not _NAME.match(name) or name in (_KEY, _ITEM, _VECTOR):
@@ -149,15 +217,42 @@ class MilvusIndex:
         for name in attribute_names:
             schema.add_field(name, DataType.VARCHAR, max_length=_MAX_TEXT)
         schema.add_field(_VECTOR, DataType.FLOAT_VECTOR, dim=int(dim))
-        index_params = client.prepare_index_params()
-        index_params.add_index(field_name=_VECTOR, index_type=index_type, metric_type="IP")
-        with _quiet("grpc._server"):  # Milvus Lite logs an unimplemented timestamp call here; pymilvus copes
-            client.create_collection(collection, schema=schema, index_params=index_params)
-        return cls(client, collection, uri)
+        vector_index = client.prepare_index_params()
+        vector_index.add_index(
+            field_name=_VECTOR,
+            index_type=index_type,
+            metric_type="IP",
+            params=dict(index_params or {}),
+        )
+        try:
+            with _quiet("grpc._server"):  # Milvus Lite logs an unimplemented timestamp call here; pymilvus copes
+                client.create_collection(
+                    collection,
+                    schema=schema,
+                    index_params=vector_index,
+                    consistency_level="Strong",  # a count or search right after an insert sees it
+                    properties=dict(properties or {}),
+                )
+        except MilvusException as err:
+            raise VectorDatabaseError(
+                f"Milvus at {uri!r} refused collection {collection!r} with index_type={index_type!r}, "
+                f"index_params={dict(index_params or {})}: {err.message}; fix those parameters (see Milvus's "
+                "index documentation)"
+            ) from err
+        return cls(client, collection, uri, search_params)
 
     @classmethod
-    def open(cls, uri: str, collection: str = DEFAULT_COLLECTION, timeout: float = 10.0) -> MilvusIndex:
-        """Reopen a collection written earlier (its vectors, item ids and attributes persist in the database)."""
+    def open(
+        cls,
+        uri: str,
+        collection: str = DEFAULT_COLLECTION,
+        timeout: float = 10.0,
+        search_params: Mapping[str, int] | None = None,
+    ) -> MilvusIndex:
+        """Reopen a collection written earlier (its vectors, item ids and attributes persist in the database).
+
+        ``search_params`` is the search parameter of its index type (see :class:`MilvusIndex`).
+        """
         client = _client(uri, timeout)
         if not client.has_collection(collection):
             raise VectorDatabaseError(
@@ -165,7 +260,7 @@ class MilvusIndex:
                 "create it with MilvusIndex.create or milvus_retriever(..., rebuild=True)"
             )
         client.load_collection(collection)
-        return cls(client, collection, uri)
+        return cls(client, collection, uri, search_params)
 
     @property
     def dim(self) -> int:
@@ -173,7 +268,10 @@ class MilvusIndex:
         return self._dim
 
     def __len__(self) -> int:
-        return int(self.client.get_collection_stats(self.collection)["row_count"])
+        """Rows stored, counted by the engine (``count(*)``, strongly consistent: a server's collection statistics
+        can still say 0 right after an insert)."""
+        found = self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        return int(found[0]["count(*)"])
 
     def __repr__(self) -> str:
         return f"MilvusIndex(uri={self.uri!r}, collection={self.collection!r}, dim={self._dim}, n={len(self)})"
@@ -195,6 +293,10 @@ class MilvusIndex:
             attributes: n dicts of attribute values; a missing value is stored as empty text (no filter on a
                 real value matches it, as in the retriever's own filtering).
             batch_size: rows per insert call.
+
+        Raises:
+            ValueError: an attribute the collection does not store, or an item id or attribute value longer than
+                1,024 bytes; every row is checked before the first insert, so a refused call writes nothing.
         """
         matrix = _as_matrix(vectors, self._dim, "vectors").to(torch.float32).numpy()
         n = matrix.shape[0]
@@ -204,7 +306,8 @@ class MilvusIndex:
         if not (len(keys) == len(names) == len(values) == n):
             raise ValueError(f"{n} vectors but {len(keys)} ids, {len(names)} item ids, {len(values)} attribute rows")
         rows = []
-        for key, name, vector, attrs in zip(keys, names, matrix, values):
+        for position, (key, name, vector, attrs) in enumerate(zip(keys, names, matrix, values)):
+            _check_row(position, name, attrs, self.attribute_names)
             rows.append(
                 {
                     _KEY: int(key),
@@ -227,6 +330,8 @@ class MilvusIndex:
         """
         _check_k(k, len(self))
         matrix = _as_matrix(queries, self._dim, "queries").to(torch.float32).numpy()
+        if matrix.shape[0] == 0:
+            raise ValueError("queries is empty; pass at least one (d,) query")
         unknown = [name for name in (filters or {}) if name not in self.attribute_names]
         if unknown:
             raise ValueError(
@@ -238,7 +343,7 @@ class MilvusIndex:
             limit=k,
             anns_field=_VECTOR,
             filter=filter_expression(filters) if filters else "",
-            search_params={"metric_type": "IP"},
+            search_params={"metric_type": "IP", "params": self.search_params},
             output_fields=[_KEY],
         )
         scores = np.full((len(matrix), k), -np.inf, dtype=np.float32)
@@ -276,6 +381,55 @@ class MilvusIndex:
         self.client.close()
 
 
+def _stored_embeddings(index: MilvusIndex, bundle, catalogue, image_embeddings, index_type: str) -> torch.Tensor:
+    """The ``(n, d)`` embeddings of a reopened collection, after checking they are what ``milvus_retriever`` was asked
+    for: every row of ``catalogue``, unchanged since written, encoded by ``bundle``'s weights (and equal to
+    ``image_embeddings`` when given), under an ``index_type`` index. Anything else raises, naming the difference."""
+    where = f"collection {index.collection!r} at {index.uri!r}"
+    record = index.properties
+    if any(key not in record for key in _RECORD):
+        raise VectorDatabaseError(
+            f"{where} holds no record of which model encoded its vectors (it was not written by milvus_retriever, "
+            "or by an older version); pass rebuild=True to rewrite it"
+        )
+    rows, expected = len(index), int(record["course_utils.rows"])
+    if rows != expected:
+        raise VectorDatabaseError(
+            f"{where} holds {rows} of the {expected} rows its build began to write: that build was interrupted; "
+            "pass rebuild=True"
+        )
+    if index.index_type != index_type:
+        raise VectorDatabaseError(
+            f"{where} has a {index.index_type} index, not the {index_type} asked for; pass rebuild=True to rebuild "
+            f"it with index_type={index_type!r}"
+        )
+    _, item_ids, vectors, _ = index.fetch()
+    if item_ids != catalogue.ids:
+        raise VectorDatabaseError(
+            f"{where} holds {len(item_ids)} other items than catalogue {catalogue.name!r} ({len(catalogue)} items); "
+            "pass rebuild=True"
+        )
+    stored = (record["course_utils.model"], record["course_utils.weights_digest"])
+    current = (bundle.identity, weights_digest(bundle.model))
+    if stored != current:
+        raise VectorDatabaseError(
+            f"{where} holds embeddings of model {stored[0]!r} with weights {stored[1]}, but the bundle is "
+            f"{current[0]!r} with weights {current[1]} (fine-tuned since?): its queries would be ranked against "
+            "another model's gallery vectors; pass rebuild=True to re-embed the catalogue"
+        )
+    digest = _embeddings_digest(vectors)
+    if digest != record["course_utils.embeddings_sha256"]:
+        raise VectorDatabaseError(
+            f"{where}: the stored vectors differ from the SHA-256 recorded when they were written (changed or "
+            "damaged since); pass rebuild=True"
+        )
+    if image_embeddings is not None and _embeddings_digest(image_embeddings) != digest:
+        raise VectorDatabaseError(
+            f"{where} holds other embeddings than the image_embeddings given; pass rebuild=True to store these"
+        )
+    return vectors
+
+
 def milvus_retriever(
     bundle,
     catalogue,
@@ -283,35 +437,70 @@ def milvus_retriever(
     collection: str = DEFAULT_COLLECTION,
     image_embeddings: torch.Tensor | None = None,
     rebuild: bool = False,
+    index_type: str = "FLAT",
+    index_params: Mapping[str, int] | None = None,
+    search_params: Mapping[str, int] | None = None,
     **retriever_options,
 ):
     """A :class:`~course_utils.retriever.FashionRetriever` searching a Milvus collection of ``catalogue``.
 
-    The first call writes the catalogue's embeddings, item ids and attributes into ``collection`` at ``uri``; later
-    calls reopen it and read the embeddings back instead of encoding the images again.
+    The first call writes the catalogue's embeddings, item ids and attributes into ``collection`` at ``uri`` and
+    records beside them the model and weights digest of ``bundle`` and a SHA-256 of the vectors. Later calls reopen
+    it and read the embeddings back instead of encoding the images again, after checking that record: a collection
+    written by other weights (e.g. before fine-tuning), holding other embeddings, another catalogue or index type,
+    or only part of its rows is refused with a message saying so, never searched.
 
     Args:
         bundle: the CLIP bundle (encodes the queries).
         catalogue: the gallery; must be the one stored (same item ids in the same order) when reopening.
         uri: Milvus Lite file (``outputs/catalogue.db``) or server address (``http://host:19530``).
         collection: collection name.
-        image_embeddings: ``(len(catalogue), d)`` gallery embeddings to store (else encoded, cached).
+        image_embeddings: ``(len(catalogue), d)`` gallery embeddings to store (else encoded, cached); when
+            reopening, they must equal the stored ones.
         rebuild: drop and rewrite an existing collection.
+        index_type: Milvus index on the vectors, a key of :data:`INDEX_TYPES`; a reopened collection must have it.
+        index_params: its build parameters (see :meth:`MilvusIndex.create`).
+        search_params: its search parameter, e.g. ``{"ef": 64}`` for HNSW, ``{"nprobe": 16}`` for IVF.
         **retriever_options: passed to ``FashionRetriever`` (e.g. ``caption_style``).
+
+    Raises:
+        VectorDatabaseError: the stored collection is not what was asked for; the message says how it differs.
     """
+    _check_search_params(index_type, search_params)
     client = _client(uri, 10.0)
     exists = client.has_collection(collection)
     client.close()
-    if exists and not rebuild:
+    reopen = exists and not rebuild
+    if reopen:
         index = MilvusIndex.open(uri, collection)
-        _, item_ids, vectors, _ = index.fetch()
-        if item_ids != catalogue.ids:
-            raise VectorDatabaseError(
-                f"collection {collection!r} at {uri!r} holds {len(item_ids)} other items than "
-                f"catalogue {catalogue.name!r} ({len(catalogue)} items); pass rebuild=True"
+    else:
+        embeddings = (
+            image_embeddings if image_embeddings is not None else encode_images(bundle, catalogue, progress=False)
+        )
+        record = dict(
+            zip(
+                _RECORD,
+                [bundle.identity, weights_digest(bundle.model), _embeddings_digest(embeddings), str(len(embeddings))],
             )
-        return FashionRetriever(bundle, catalogue, index=index, image_embeddings=vectors, **retriever_options)
-    embeddings = image_embeddings if image_embeddings is not None else encode_images(bundle, catalogue, progress=False)
-    index = MilvusIndex.create(uri, embeddings.shape[1], catalogue.attribute_names, collection, overwrite=rebuild)
-    index.add(embeddings, item_ids=catalogue.ids, attributes=[dict(item.attributes) for item in catalogue])
-    return FashionRetriever(bundle, catalogue, index=index, image_embeddings=embeddings, **retriever_options)
+        )
+        index = MilvusIndex.create(
+            uri,
+            embeddings.shape[1],
+            catalogue.attribute_names,
+            collection,
+            overwrite=rebuild,
+            index_type=index_type,
+            index_params=index_params,
+            search_params=search_params,
+            properties=record,
+        )
+    try:
+        if reopen:
+            embeddings = _stored_embeddings(index, bundle, catalogue, image_embeddings, index_type)
+            index.search_params = dict(search_params or {})  # valid: the stored index is of index_type
+        else:
+            index.add(embeddings, item_ids=catalogue.ids, attributes=[dict(item.attributes) for item in catalogue])
+        return FashionRetriever(bundle, catalogue, index=index, image_embeddings=embeddings, **retriever_options)
+    except BaseException:
+        index.close()  # release the database (Milvus Lite's file lock) before reporting
+        raise

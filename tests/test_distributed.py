@@ -97,6 +97,68 @@ def test_world_size_without_torchrun_variables_is_refused(monkeypatch):
         distributed.init_from_env("cpu")
 
 
+def test_init_from_env_closes_the_group_when_the_process_exits(monkeypatch):
+    registered, group = [], {"open": False}
+    monkeypatch.setattr(distributed.atexit, "register", registered.append)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: group["open"])
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **options: group.update(open=True))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: group.update(open=False))
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert distributed.init_from_env("cpu") == distributed.DistributedContext(1, 2, 0)
+    assert group["open"] and len(registered) == 1
+    registered[0]()  # what the interpreter runs at exit
+    assert not group["open"]
+    registered[0]()  # harmless when the script closed the group itself
+
+
+def test_process_device_is_the_ranks_gpu_or_the_cpu(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert distributed.process_device() == "cpu"  # tests force the CPU
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert distributed.process_device() == "cuda:3"
+
+
+@pytest.fixture
+def as_rank_0_of_2(monkeypatch) -> list[list[int]]:
+    """This process posing as rank 0 of 2, without a process group: each all_gather hands "rank 1" the next list
+    the test appends to the returned queue; an all_reduce fails the test."""
+    queue: list[list[int]] = []
+
+    def all_gather(parts: list[torch.Tensor], local: torch.Tensor) -> None:
+        parts[0].copy_(local)
+        parts[1].copy_(torch.tensor(queue.pop(0), dtype=local.dtype))
+
+    def all_reduce(*args, **kwargs) -> None:
+        pytest.fail("all_reduce reached although the ranks disagree")
+
+    fakes = {"is_available": lambda: True, "is_initialized": lambda: True, "get_rank": lambda: 0}
+    fakes |= {"get_world_size": lambda: 2, "get_backend": lambda: "gloo", "all_gather": all_gather}
+    for name, fake in {**fakes, "all_reduce": all_reduce}.items():
+        monkeypatch.setattr(distributed.dist, name, fake)
+    return queue
+
+
+def test_gather_with_grad_refuses_different_batch_sizes(as_rank_0_of_2):
+    as_rank_0_of_2.append([3])  # rank 1 holds 3 rows, this rank 4
+    with pytest.raises(RuntimeError, match=r"different batch sizes \[4, 3\]"):
+        distributed.gather_with_grad(torch.zeros(4, 2, requires_grad=True))
+
+
+def test_average_gradients_names_parameters_whose_gradients_differ_between_ranks(as_rank_0_of_2):
+    layer = torch.nn.Linear(2, 2)
+    layer.weight.grad = torch.ones(2, 2)  # this rank's batch left the bias without a gradient
+    as_rank_0_of_2 += [[2], [4, 2]]  # rank 1: 2 parameters, gradients of 4 and 2 numbers
+    with pytest.raises(RuntimeError, match=r"different gradients for 1 parameter\(s\) .* #1 \(2,\): \['none', 2\]"):
+        distributed.average_gradients(layer.parameters())
+    as_rank_0_of_2.append([3])  # rank 1 passes 3 parameters
+    with pytest.raises(RuntimeError, match=r"different numbers of parameters to average_gradients \(\[2, 3\]"):
+        distributed.average_gradients(layer.parameters())
+
+
 def test_two_processes_match_one_process_after_20_steps(tmp_path, one_process_weights):
     from ddp_worker import tiny_clip
 

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from course_utils import embed_shards
 from course_utils.embed import encode_images
 from course_utils.embed_shards import embed_shard, main, merge_shards, shard_rows
 
@@ -64,28 +65,66 @@ def test_merge_refuses_another_catalogue(tiny_bundle, gallery, tmp_path):
         merge_shards(tmp_path, gallery.subset(gallery.ids[:-1]))
 
 
+def test_empty_shards_of_surplus_ranks_merge_to_the_single_process_embeddings(tiny_bundle, gallery, tmp_path):
+    # 160 items in batches of 64 -> 3 batches over 4 ranks: rank 0 gets none, ranks 1-3 one batch each.
+    reference = encode_images(tiny_bundle, gallery, batch_size=64, use_cache=False, progress=False)
+    for rank in range(4):
+        embed_shard(tiny_bundle, gallery, tmp_path, rank, 4, batch_size=64)
+    empty = json.loads((tmp_path / "shard-00000-of-00004.json").read_text())
+    assert (empty["start"], empty["stop"], empty["dim"]) == (0, 0, tiny_bundle.embed_dim)
+    assert torch.equal(merge_shards(tmp_path, gallery), reference)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda text: text[: len(text) // 2], r"shard-00000-of-00001\.json is not a readable shard manifest"),
+        (
+            lambda text: text.replace('"world_size"', '"worldsize"'),
+            r"shard-00000-of-00001\.json lacks \['world_size'\]",
+        ),
+        (
+            lambda text: text.replace("embed_shards/1", "embed_shards/0"),
+            r"is not a course_utils\.embed_shards/1 manifest",
+        ),
+    ],
+)
+def test_a_damaged_manifest_is_named(tiny_bundle, gallery, tmp_path, damage, message):
+    embed_shard(tiny_bundle, gallery.subset(gallery.ids[:8]), tmp_path, 0, 1, batch_size=8)
+    manifest = tmp_path / "shard-00000-of-00001.json"
+    manifest.write_text(damage(manifest.read_text()))
+    with pytest.raises(ValueError, match=message + ".*rerun the rank that wrote it"):
+        merge_shards(tmp_path)
+
+
+def test_command_line_embeds_on_the_ranks_gpu(monkeypatch):
+    """Under torchrun on a GPU machine, rank with LOCAL_RANK=1 must embed on cuda:1, as train_contrastive trains."""
+    devices = []
+
+    def record_device(args, device="cpu"):
+        devices.append(device)
+        raise KeyboardInterrupt  # stop before loading anything
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(embed_shards, "bundle_from_args", record_device)
+    with pytest.raises(KeyboardInterrupt):
+        main(["--out", "unused", "--rank", "1", "--world-size", "2"])
+    assert devices == ["cuda:1"]
+
+
 def test_command_line_ranks_then_merge(tiny_bundle, small_catalogue, tmp_path):
     weights = tmp_path / "weights.pt"
     torch.save(tiny_bundle.model.state_dict(), weights)
-    common = [
-        "--size",
-        json.dumps({"pretrain": 40, "train": 160, "val": 20, "test": 160}),
-        "--seed",
-        "3",
-        "--split",
-        "test",
-        "--weights",
-        str(weights),
-        "--batch-size",
-        "64",
-        "--out",
-        str(tmp_path / "s"),
-    ]
+    data = ["--size", json.dumps({"pretrain": 40, "train": 160, "val": 20, "test": 160}), "--split", "test"]
+    common = [*data, "--seed", "3", "--weights", str(weights), "--batch-size", "64", "--out", str(tmp_path / "s")]
     for rank in range(2):
         main([*common, "--rank", str(rank), "--world-size", "2"])
-    main(["--merge", "--out", str(tmp_path / "s")])
+    with pytest.raises(ValueError, match="different catalogue.*give --merge the ranks' data options"):
+        main(["--merge", *data, "--seed", "4", "--out", str(tmp_path / "s")])  # another catalogue than the ranks'
+    main(["--merge", *data, "--seed", "3", "--out", str(tmp_path / "s")])
     merged = torch.load(tmp_path / "s" / "embeddings.pt", weights_only=True)
-    reference = encode_images(
-        tiny_bundle, small_catalogue.split("test"), batch_size=64, use_cache=False, progress=False
-    )
-    assert torch.equal(merged, reference)
+    test_split = small_catalogue.split("test")
+    reference = encode_images(tiny_bundle, test_split, batch_size=64, use_cache=False, progress=False)
+    assert torch.equal(merged["embeddings"], reference)
+    assert merged["item_ids"] == test_split.ids

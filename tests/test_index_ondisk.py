@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,111 @@ def test_npy_rows_reads_the_rows_asked_for(data, tmp_path):
     with pytest.raises(IndexError, match="outside"):
         rows[np.array([N])]
     rows.close()
+
+
+def build(folder: Path, shards: list[np.ndarray], train_on: np.ndarray | None = None) -> None:
+    """Train a small IVF-PQ in ``folder`` and add one shard per id array (the clustered rows with those ids)."""
+    vectors = clustered(1000, seed=2)
+    train_ivfpq(vectors[:600] if train_on is None else train_on, folder, nlist=4, pq_m=PQ_M)
+    for shard, ids in enumerate(shards):
+        add_shard(folder, shard, vectors[ids % len(vectors)], ids=ids)
+
+
+def test_a_moved_folder_opens_with_its_own_lists(tmp_path):
+    build(tmp_path / "built", [np.arange(0, 100), np.arange(100, 200)])
+    before = merge_shards(tmp_path / "built").search(clustered(5, seed=3), 10)[1]
+    (tmp_path / "built").rename(tmp_path / "moved")  # populated.index recorded the old folder's lists path
+    moved = open_ondisk(tmp_path / "moved")
+    assert len(moved) == 200
+    np.testing.assert_array_equal(moved.search(clustered(5, seed=3), 10)[1], before)
+
+
+def test_merge_refuses_a_shard_of_another_training(tmp_path):
+    build(tmp_path / "old", [np.arange(200, 300)], train_on=clustered(600, seed=4))
+    build(tmp_path / "new", [np.arange(0, 100), np.arange(100, 200)])
+    for suffix in (".index", ".json"):  # a leftover of the old build, numbered after the new shards
+        (tmp_path / "old" / f"shard-00000{suffix}").rename(tmp_path / "new" / f"shard-00002{suffix}")
+    with pytest.raises(ValueError, match=r"shard-00002\.index was encoded with another trained\.index"):
+        merge_shards(tmp_path / "new")
+    with pytest.raises(ValueError, match=r"still holds 3 shard\(s\) of an earlier build \(shard-00000\.index"):
+        train_ivfpq(clustered(600, seed=2), tmp_path / "new", nlist=4, pq_m=PQ_M)
+
+
+def test_merge_refuses_overlapping_ids_and_damaged_or_unrecorded_shards(tmp_path):
+    build(tmp_path, [np.arange(0, 100), np.arange(50, 150)])
+    with pytest.raises(
+        ValueError, match=r"shard-00000\.index \(ids 0\.\.99\) and shard-00001\.index \(ids 50\.\.149\) overlap"
+    ):
+        merge_shards(tmp_path)
+    add_shard(tmp_path, 1, clustered(100, seed=5), ids=np.arange(100, 200))
+    with open(tmp_path / "shard-00001.index", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ValueError, match=r"shard-00001\.index is missing or differs from the SHA-256"):
+        merge_shards(tmp_path)
+    (tmp_path / "shard-00001.json").unlink()
+    with pytest.raises(ValueError, match=r"its record shard-00001\.json is missing or unreadable"):
+        merge_shards(tmp_path)
+    add_shard(tmp_path, 1, clustered(100, seed=5), ids=np.arange(100, 200))
+    assert len(merge_shards(tmp_path)) == 200
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [(None, "ids are required"), (np.arange(-1, 9), r"ids must be >= 0"), (np.zeros(10, dtype=np.int64), "ids repeat")],
+)
+def test_add_shard_refuses_ids_a_search_cannot_return(tmp_path, ids, message):
+    build(tmp_path, [])
+    with pytest.raises(ValueError, match=message):
+        add_shard(tmp_path, 0, clustered(10, seed=6), ids=ids)
+
+
+def test_npy_rows_moves_every_byte_when_the_system_moves_a_few_per_call(data, tmp_path, monkeypatch):
+    gallery, _ = data
+    pwrite, pread = os.pwrite, os.pread
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: pwrite(fd, bytes(data[:7]), offset))
+    monkeypatch.setattr(os, "pread", lambda fd, size, offset: pread(fd, min(size, 7), offset))
+    written = NpyRows.create(tmp_path / "v.npy", (50, DIM), np.float16)
+    written.write(0, gallery[:50])
+    written.close()
+    np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), gallery[:50].astype(np.float16))
+    rows = NpyRows(tmp_path / "v.npy")
+    np.testing.assert_array_equal(rows[np.arange(50)], gallery[:50].astype(np.float16))
+    rows.close()
+
+
+def test_npy_rows_names_the_file_for_a_read_only_write_and_a_truncated_file(data, tmp_path):
+    gallery, _ = data
+    with NpyRows.create(tmp_path / "v.npy", (50, DIM), np.float16) as written:
+        written.write(0, gallery[:50])
+    with NpyRows(tmp_path / "v.npy") as rows:
+        with pytest.raises(
+            ValueError, match=r"v\.npy was opened read-only; open it with NpyRows\(path, writable=True\)"
+        ):
+            rows.write(0, gallery[:1])
+        os.truncate(tmp_path / "v.npy", (tmp_path / "v.npy").stat().st_size - 10)  # cut inside the last row
+        assert rows[np.array([48])].shape == (1, DIM)
+        with pytest.raises(ValueError, match=r"v\.npy ends inside row 49 .* truncated"):
+            rows[np.array([49])]
+    with pytest.raises(OSError):
+        rows[np.array([0])]  # the with block closed the file
+    with pytest.raises(ValueError, match=r"v\.npy is not a readable \.npy file"):
+        NpyRows(tmp_path / "v.npy")
+
+
+class FixedCandidates:
+    """An approximate index stub that finds only ids 2 and 0 of four, padding with -1 as FAISS does."""
+
+    dim = 2
+
+    def __len__(self) -> int:
+        return 4
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((len(queries), 4), np.float32), np.tile([2, -1, 0, -1], (len(queries), 1))
+
+
+def test_reranking_fewer_candidates_than_k_pads_with_minus_one():
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]], dtype=np.float32)
+    scores, ids = RerankedIndex(FixedCandidates(), vectors, candidates=4).search(np.array([[1.0, 0.0]]), 3)
+    np.testing.assert_array_equal(ids, [[0, 2, -1]])  # exact scores 1.0 (id 0) and 0.6 (id 2); one slot empty
+    np.testing.assert_allclose(scores, [[1.0, 0.6, -np.inf]], atol=1e-6)

@@ -115,6 +115,19 @@ def test_an_ivf_index_that_finds_fewer_items_returns_fewer_rows(tiny_bundle, ret
     assert len(frame) == found and frame["item_id"].is_unique
 
 
+def test_index_options_with_a_ready_index_object_are_refused(tiny_bundle, retriever):
+    """Options such as nlist only build a named index; silently ignoring them would keep the given index as it is."""
+    with pytest.raises(ValueError, match=r"index options \['nlist', 'nprobe'\] apply only when index is a name"):
+        FashionRetriever(
+            tiny_bundle,
+            retriever.catalogue,
+            index=retriever.index,
+            image_embeddings=retriever.embeddings,
+            nlist=8,
+            nprobe=2,
+        )
+
+
 def test_conditional_and_composed_hooks(retriever):
     item_id = retriever.catalogue[0].item_id
     with pytest.raises(RuntimeError, match="no conditional encoder"):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import pandas as pd
 import pytest
+import torch
 
 pytest.importorskip("pymilvus", reason="pymilvus + milvus-lite are in requirements.txt; install them")
 
@@ -107,3 +111,111 @@ def test_missing_collection_and_unknown_filter_give_clear_errors(tiny_bundle, ga
         index.close()
     with pytest.raises(VectorDatabaseError, match="no collection 'fashion'.*'shop'"):
         MilvusIndex.open(uri, "fashion")
+
+
+def test_reopening_refuses_other_embeddings_and_other_weights(tiny_bundle, gallery, embeddings, tmp_path):
+    # A collection built from embeddings A must not serve A to a caller holding embeddings B or tuned weights.
+    uri = str(tmp_path / "catalogue.db")
+    milvus_retriever(tiny_bundle, gallery, uri, image_embeddings=embeddings).index.close()
+    with pytest.raises(VectorDatabaseError, match="other embeddings than the image_embeddings given"):
+        milvus_retriever(tiny_bundle, gallery, uri, image_embeddings=embeddings.flip(0))
+    tuned = dataclasses.replace(tiny_bundle, model=copy.deepcopy(tiny_bundle.model))
+    with torch.no_grad():
+        next(tuned.model.parameters()).add_(0.01)  # "fine-tuned": the same identity, other weights
+    with pytest.raises(VectorDatabaseError, match=r"fine-tuned since\?.*rebuild=True"):
+        milvus_retriever(tuned, gallery, uri)
+    rebuilt = milvus_retriever(tuned, gallery, uri, image_embeddings=embeddings.flip(0), rebuild=True)
+    rebuilt.index.close()
+    reopened = milvus_retriever(tuned, gallery, uri)  # the record now names the tuned weights
+    try:
+        assert torch.equal(reopened.embeddings, embeddings.flip(0))
+    finally:
+        reopened.index.close()
+
+
+def test_reopening_names_changed_vectors_and_an_interrupted_build(
+    tiny_bundle, gallery, embeddings, tmp_path, monkeypatch
+):
+    uri = str(tmp_path / "catalogue.db")
+    index = milvus_retriever(tiny_bundle, gallery, uri, image_embeddings=embeddings).index
+    row = {"row": 0, "item_id": gallery.ids[0], "embedding": embeddings[1].tolist(), **gallery[0].attributes}
+    index.client.upsert(index.collection, [{**row, **{a: row.get(a, "") for a in index.attribute_names}}])
+    index.close()
+    with pytest.raises(VectorDatabaseError, match="differ from the SHA-256 recorded"):
+        milvus_retriever(tiny_bundle, gallery, uri)
+
+    def add_then_fail(self, vectors, *args, **kwargs):  # the server goes away after the first 50 rows
+        original_add(
+            self, vectors[:50], item_ids=gallery.ids[:50], attributes=[dict(i.attributes) for i in gallery][:50]
+        )
+        raise ConnectionError("server went away")
+
+    original_add = MilvusIndex.add
+    monkeypatch.setattr(MilvusIndex, "add", add_then_fail)
+    with pytest.raises(ConnectionError):
+        milvus_retriever(tiny_bundle, gallery, uri, image_embeddings=embeddings, rebuild=True)
+    monkeypatch.setattr(MilvusIndex, "add", original_add)
+    with pytest.raises(VectorDatabaseError, match="holds 50 of the 160 rows its build began to write: that build"):
+        milvus_retriever(tiny_bundle, gallery, uri)
+
+
+def test_len_counts_rows_when_collection_statistics_lag(embeddings, tmp_path, monkeypatch):
+    index = MilvusIndex.create(str(tmp_path / "catalogue.db"), embeddings.shape[1], ["colour"])
+    try:
+        index.add(embeddings[:10])
+        index.add(embeddings[10:15])  # default ids continue from len(index): 10..14
+        # A Milvus server with Bounded consistency may report 0 rows right after an insert (milvus#50193).
+        monkeypatch.setattr(index.client, "get_collection_stats", lambda *a, **k: {"row_count": 0})
+        assert len(index) == 15
+        assert index.client.describe_collection(index.collection)["consistency_level_name"] == "Strong"
+        assert list(index.fetch()[0]) == list(range(15))
+    finally:
+        index.close()
+
+
+def test_index_type_and_its_search_parameter_reach_milvus(tiny_bundle, gallery, embeddings, tmp_path, monkeypatch):
+    uri = str(tmp_path / "catalogue.db")
+    milvus = milvus_retriever(
+        tiny_bundle,
+        gallery,
+        uri,
+        image_embeddings=embeddings,
+        index_type="HNSW",
+        index_params={"M": 8, "efConstruction": 64},
+        search_params={"ef": 160},
+    )
+    sent = []
+    search = milvus.index.client.search
+    monkeypatch.setattr(
+        milvus.index.client, "search", lambda *a, **k: sent.append(k["search_params"]) or search(*a, **k)
+    )
+    try:
+        assert milvus.index.index_type == "HNSW"
+        milvus.search_by_text(QUERIES[0], top_k=5)
+        assert sent == [{"metric_type": "IP", "params": {"ef": 160}}]
+    finally:
+        milvus.index.close()
+    with pytest.raises(VectorDatabaseError, match="has a HNSW index, not the FLAT asked for"):
+        milvus_retriever(tiny_bundle, gallery, uri)
+    with pytest.raises(ValueError, match=r"search_params \['nprobe'\] do not apply to index_type='HNSW'"):
+        milvus_retriever(tiny_bundle, gallery, uri, index_type="HNSW", search_params={"nprobe": 8})
+    with pytest.raises(ValueError, match="index_type='DISKANN' is not offered"):
+        milvus_retriever(tiny_bundle, gallery, uri, index_type="DISKANN", rebuild=True)
+    with pytest.raises(ValueError, match=r"index options \['nlist'\] apply only when index is a name"):
+        milvus_retriever(tiny_bundle, gallery, uri, index_type="HNSW", nlist=4)
+
+
+def test_rows_milvus_would_reject_are_refused_before_any_insert(embeddings, tmp_path):
+    index = MilvusIndex.create(str(tmp_path / "catalogue.db"), embeddings.shape[1], ["colour"])
+    try:
+        too_long = [{"colour": "red"}] * 9 + [{"colour": "é" * 600}]  # 1,200 bytes in UTF-8
+        with pytest.raises(ValueError, match=r"row 9 \(item '9'\): colour is 1200 bytes, more than the 1024"):
+            index.add(embeddings[:10], attributes=too_long, batch_size=5)
+        with pytest.raises(ValueError, match=r"row 1 \(item '1'\) has attribute\(s\) \['size'\]"):
+            index.add(embeddings[:2], attributes=[{"colour": "red"}, {"colour": "red", "size": "M"}])
+        assert len(index) == 0  # nothing half-written
+        index.add(embeddings[:10])
+        with pytest.raises(ValueError, match="queries is empty"):
+            index.search(embeddings[:0], 3)
+    finally:
+        index.close()
