@@ -321,16 +321,23 @@ def bullet(number: str, record: dict, folder: Path, profile: str) -> str:
     """Notebook ``number``'s bullet rendered from its ``record`` (read from ``folder``).
 
     Raises:
-        SystemExit: the record lacks a metric (or parameter, or table) the bullet needs: a record older than its
-            notebook; the message names the record's file, what it lacks and how to make it again.
+        SystemExit: the record lacks a metric (or parameter, or table) the bullet needs — a record older than its
+            notebook — or holds null (NaN) where the bullet needs a number; the message names the record's file,
+            what is wrong and how to make it again.
     """
+    path = folder / f"{record.get('notebook', number)}.json"
     try:
         return BULLETS[number](record)
     except KeyError as err:
-        path = folder / f"{record.get('notebook', number)}.json"
         raise SystemExit(
             f"{path} lacks {err.args[0]!r}, which the findings' {number} bullet needs (a record older than its "
             f"notebook?); run notebook {number} again: {remake_records(profile)}"
+        ) from None
+    except TypeError:  # a number format applied to null: the notebook recorded NaN
+        empty = sorted(name for name, value in record.get("metrics", {}).items() if value is None)
+        raise SystemExit(
+            f"{path}: the findings' {number} bullet needs numbers, but {empty} are null (NaN in the run); find why "
+            f"in that run's executed notebook {number}, then {remake_records(profile)}"
         ) from None
 
 

@@ -124,6 +124,12 @@ def _as_ids(ids: np.ndarray | torch.Tensor | None, n: int, start: int) -> np.nda
     return array.astype(np.int64)
 
 
+def _check_has_queries(n_queries: int) -> None:
+    """Refuse a search with no query, plainly (FAISS and Milvus would fail obscurely)."""
+    if n_queries == 0:
+        raise ValueError("queries is empty; pass at least one (d,) query")
+
+
 def _check_k(k: int, size: int) -> int:
     """``k`` as a plain int (FAISS refuses numpy integers) after checking it is a whole number in [1, size]."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
@@ -271,8 +277,7 @@ class ExactIndex:
         """
         k = _check_k(k, len(self))
         query = _as_matrix(queries, self._dim, "queries").to(device=self.device, dtype=torch.float32)
-        if query.shape[0] == 0:
-            raise ValueError("queries is empty; pass at least one (d,) query")
+        _check_has_queries(query.shape[0])
         stored = self.vectors
         if query.shape[0] == 1:
             scores, positions = self._search_single(query[0], stored, k)
@@ -535,8 +540,7 @@ class FaissIndex:
         """
         k = _check_k(k, len(self))
         matrix = self._as_faiss(queries, "queries")
-        if matrix.shape[0] == 0:
-            raise ValueError("queries is empty; pass at least one (d,) query")
+        _check_has_queries(matrix.shape[0])
         scores, positions = self.index.search(matrix, k)
         missing = positions < 0
         scores = np.where(missing, -np.inf, scores).astype(np.float32)
@@ -573,8 +577,11 @@ class FaissIndex:
             raise _unwritable(path, err) from None
 
     @classmethod
-    def load(cls, path: str | Path) -> FaissIndex:
+    def load(cls, path: str | Path, io_flags: int = 0) -> FaissIndex:
         """Read an index written by ``save`` (needs the ``.json`` sidecar next to it).
+
+        ``io_flags``: FAISS's ``read_index`` flags, e.g. ``faiss.IO_FLAG_ONDISK_SAME_DIR`` for an IVF index whose
+        inverted lists live in a file beside it (:func:`course_utils.index_ondisk.open_ondisk`).
 
         Raises:
             FileNotFoundError: the index, its ``.json`` sidecar or its ``.ids.npy`` file is missing.
@@ -601,7 +608,7 @@ class FaissIndex:
         options["pq_m"] = settings.get("pq_m", 64)  # files written before ivfpq existed lack it
         index = cls(settings["dim"], kind=settings["kind"], **options)
         try:
-            loaded = faiss.read_index(str(path))
+            loaded = faiss.read_index(str(path), io_flags)
         except RuntimeError as err:
             raise _corrupt_index(path, "FAISS index", err) from None
         expected = {

@@ -21,10 +21,13 @@ the vectors are at hand: in RAM, or in a ``.npy`` file read row by row with :cla
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,27 @@ from .index import FaissIndex, _as_ids, _as_matrix, _check_k
 TRAINED, LISTS, POPULATED = "trained.index", "lists.ivfdata", "populated.index"
 SHARD_FORMAT = "course_utils.index_ondisk.shard/1"
 _SHARD_FIELDS = ("trained_sha256", "sha256", "count", "min_id", "max_id")
+
+
+@contextlib.contextmanager
+def _without_faiss_chatter() -> Iterator[None]:
+    """Send what FAISS's C++ prints to standard output meanwhile ("resizing <file> to N bytes",
+    "IO_FLAG_ONDISK_SAME_DIR: updating ondisk filename from <file> to <file>") to ``/dev/null``: progress lines of
+    its own, not the course's, that a notebook would show in the middle of its output. Errors still raise."""
+    sys.stdout.flush()
+    libc = ctypes.CDLL(None) if os.name == "posix" else None  # the C library, to flush its stdout buffer
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            try:
+                yield
+            finally:
+                if libc is not None:
+                    libc.fflush(None)  # what C buffered goes to /dev/null too, not into the next output
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
 
 
 def train_ivfpq(
@@ -179,7 +203,8 @@ def merge_shards(folder: str | Path, shards: Sequence[str | Path] | None = None)
     index = _load_trained(folder)
     _check_shards(folder, paths)
     (folder / LISTS).unlink(missing_ok=True)
-    merge_ondisk(index.index, [str(p) for p in paths], str(folder / LISTS))
+    with _without_faiss_chatter():
+        merge_ondisk(index.index, [str(p) for p in paths], str(folder / LISTS))
     index.save(folder / POPULATED)
     return open_ondisk(folder, nprobe=index.nprobe)
 
@@ -198,18 +223,10 @@ def open_ondisk(folder: str | Path, nprobe: int | None = None) -> FaissIndex:
         raise FileNotFoundError(f"{path} not found; build it with train_ivfpq, add_shard and merge_shards")
     if not (Path(folder) / LISTS).exists():
         raise FileNotFoundError(f"{Path(folder) / LISTS} (the inverted lists) is missing; populated.index needs it")
-    try:
-        loaded = faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
-    except RuntimeError as err:
-        raise ValueError(
-            f"{path} (or {LISTS} beside it) cannot be read ({err}); rebuild them with merge_shards"
-        ) from None
-    if not isinstance(loaded, faiss.IndexIVFPQ) or loaded.metric_type != faiss.METRIC_INNER_PRODUCT:
-        raise ValueError(
-            f"{path} holds a {type(loaded).__name__}, not an inner-product IVF-PQ; rebuild it with merge_shards"
-        )
-    index = FaissIndex(loaded.d, kind="ivfpq", nlist=loaded.nlist, nprobe=loaded.nprobe, pq_m=loaded.pq.M)
-    index.index = loaded  # its ids are the global ids stored in the lists, returned as they are
+    with _without_faiss_chatter():  # ids: the global ids stored in the lists
+        index = FaissIndex.load(path, io_flags=faiss.IO_FLAG_ONDISK_SAME_DIR)
+    if index.kind != "ivfpq":
+        raise ValueError(f"{path} holds a {index.kind!r} index, not IVF-PQ; rebuild it with merge_shards")
     if nprobe is not None:
         index.nprobe = nprobe
     return index

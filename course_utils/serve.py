@@ -36,7 +36,9 @@ from .classroom import (
     serve_forever,
     where_to_open,
 )
+from .data import DatasetNotFound
 from .demo import load_demo_state
+from .models.clip_loader import BadCheckpoint, WeightsUnavailable
 from .paths import REPO_ROOT
 
 DEMO_NOTEBOOK = REPO_ROOT / "notebooks" / "07_retrieval_demo.ipynb"
@@ -145,16 +147,19 @@ def serve_classroom(args: argparse.Namespace) -> int:
     sockets = bind_or_exit(args.ip, args.port)  # before the model loads (minutes on an empty cache)
     start = time.perf_counter()
     print("loading the model, the catalogue and the gallery embeddings (once)…", flush=True)
-    state = load_demo_state(
-        profile=args.profile,
-        seed=args.seed,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        model=args.model,
-        pretrained=args.pretrained,
-        device=args.device,
-        test_size=args.test_size,
-    )
+    try:
+        state = load_demo_state(
+            profile=args.profile,
+            seed=args.seed,
+            dataset=args.dataset,
+            data_root=args.data_root,
+            model=args.model,
+            pretrained=args.pretrained,
+            device=args.device,
+            test_size=args.test_size,
+        )
+    except (DatasetNotFound, WeightsUnavailable, BadCheckpoint) as err:  # each names the file and what to do
+        raise SystemExit(f"cannot load the demo: {err}") from None
     torch.set_num_threads(args.torch_threads)  # after loading: a cold cache trains with every core
     service = QueryService(state, args.workers, args.max_pending)
     print(

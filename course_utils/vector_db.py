@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .embed import encode_images, weights_digest
-from .index import _as_matrix, _check_k
+from .index import _as_matrix, _check_has_queries, _check_k
 from .retriever import FashionRetriever
 
 DEFAULT_COLLECTION = "fashion"
@@ -330,8 +330,7 @@ class MilvusIndex:
         """
         _check_k(k, len(self))
         matrix = _as_matrix(queries, self._dim, "queries").to(torch.float32).numpy()
-        if matrix.shape[0] == 0:
-            raise ValueError("queries is empty; pass at least one (d,) query")
+        _check_has_queries(matrix.shape[0])
         unknown = [name for name in (filters or {}) if name not in self.attribute_names]
         if unknown:
             raise ValueError(

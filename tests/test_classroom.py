@@ -558,6 +558,18 @@ def test_bad_serve_flags_are_refused_with_the_flags_name(argv, flag, capsys):
     assert f"argument {flag}: must be a whole number" in error and repr(argv[-1]) in error
 
 
+def test_serve_names_a_missing_dataset_folder_without_a_traceback(tmp_path):
+    from course_utils import serve
+
+    missing = tmp_path / "no-such-folder"
+    with socket.socket() as probe:  # a port that is free now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    arguments = ["--port", str(port), "--dataset", "fashion-product-small", "--data-root", str(missing)]
+    with pytest.raises(SystemExit, match=f"cannot load the demo: .*{missing}"):
+        serve.main(arguments)
+
+
 def test_serve_says_a_taken_port_before_loading_the_model(monkeypatch):
     from course_utils import serve
 

@@ -406,6 +406,13 @@ def test_a_record_lacking_a_metric_its_bullet_needs_is_named_with_what_to_run(tm
         findings.render_findings(findings.read_records(tmp_path, "real"), "real", folder=tmp_path)
 
 
+def test_a_null_metric_its_bullet_formats_is_named_not_a_type_error(tmp_path):
+    metrics = {"random_init_t2i_R@10": None, "normal_init_t2i_R@10": 0.01, "chance_t2i_R@10": 0.01}
+    write_record(tmp_path, "04_random_init_ablation", metrics, profile="real")
+    with pytest.raises(SystemExit, match=r"04_random_init_ablation.json: .*\['random_init_t2i_R@10'\] are null"):
+        findings.render_findings(findings.read_records(tmp_path, "real"), "real", folder=tmp_path)
+
+
 def test_messages_name_the_real_profiles_make_targets_and_the_damaged_record(tmp_path):
     with pytest.raises(SystemExit, match="run `make run-real` then `make records-real`"):
         findings.read_records(tmp_path, "real")

@@ -66,6 +66,19 @@ def test_reopened_index_gives_the_same_answers(data, ondisk, folder, tmp_path):
         open_ondisk(tmp_path)
 
 
+def test_merging_and_opening_print_none_of_faiss_progress_lines(data, tmp_path, capfd):
+    """FAISS's C++ prints "resizing ..." and "IO_FLAG_ONDISK_SAME_DIR: updating ..." to the process's standard output
+    (a notebook would show them); the course keeps them out, and its own prints still reach the output."""
+    gallery, _ = data
+    train_ivfpq(gallery[:3000], tmp_path, nlist=NLIST, pq_m=PQ_M)
+    add_shard(tmp_path, 0, gallery[:500], ids=np.arange(500))
+    capfd.readouterr()
+    merge_shards(tmp_path)
+    open_ondisk(tmp_path)
+    print("the course's own line")
+    assert capfd.readouterr().out == "the course's own line\n"
+
+
 def test_reranking_every_candidate_is_exact_search(data, ondisk):
     gallery, queries = data
     ondisk.nprobe = NLIST
