@@ -37,8 +37,10 @@ ARTIFACT_VERSIONS = {
     "photo-clip": 1,  # the course CLIP pretrained on real photos (tasks/photo_pretrain.py)
     "finetuned": 1,  # notebook 02's full fine-tuning (tasks/retrieval.py)
     "two-stage": 1,  # seed 000's two-stage fine-tuning (tasks/retrieval.py)
-    "embeddings": 1,  # pooled image / text embeddings (embed.py)
-    "tokens": 2,  # token-level features, stored as float16 (embed.py)
+    # pooled image / text embeddings (embed.py). Image keys hash the image bytes, not how they are decoded: a change
+    # to data/records.py's decode_image (DECODE_MIN_SIDE, EXIF orientation...) must bump this too.
+    "embeddings": 1,
+    "tokens": 2,  # token-level features, stored as float16 (embed.py); keyed like "embeddings": same decode_image rule
 }
 
 
@@ -170,11 +172,16 @@ def cached_artifact(
         use_cache: False computes without reading or writing anything.
         save: ``(obj, binary handle) -> None`` (default ``torch.save``).
         load: ``path -> obj`` (default ``torch.load(weights_only=True)``).
-        validate: raises ``ValueError`` when a loaded artefact is unusable (wrong shape, non-finite values...).
+        validate: raises ``ValueError`` when an artefact is unusable (wrong shape, non-finite values...); run on
+            every loaded file and on every fresh build before it is written.
         usable: False when a sound artefact lacks something this call needs (it is then rebuilt, not reported).
 
     Returns:
         The artefact. A damaged file is reported (one log line naming it), removed and rebuilt.
+
+    Raises:
+        ValueError: a fresh build fails ``validate``; it is not cached (every later run would report it damaged and
+            rebuild it), and the message names ``path`` and what is wrong.
     """
     if not use_cache:
         return build()
@@ -194,12 +201,22 @@ def cached_artifact(
                 if usable is None or usable(obj):
                     return obj
         obj = build()
+        if validate is not None:
+            try:
+                validate(obj)
+            except Exception as err:  # the same checks as on load, whatever they raise
+                raise ValueError(
+                    f"cache: the artefact just built for {path} fails its check ({err}); it was not cached. Its "
+                    "inputs or the code that builds it are at fault (e.g. an all-zero embedding): fix them, then rerun"
+                ) from err
         _write_with_checksum(path, save, obj)
         return obj
 
 
 def check_finite_rows(tensor: torch.Tensor, what: str) -> None:
-    """Raise ``ValueError`` naming the first row of a 2-D tensor that holds NaN or inf."""
+    """Raise ``ValueError`` naming the first row of an ``(n, ...)`` tensor that holds NaN or inf (``n`` may be 0)."""
+    if tensor.shape[0] == 0:
+        return  # no row to check; reshape(0, -1) below would be ambiguous
     bad = ~torch.isfinite(tensor.reshape(tensor.shape[0], -1)).all(dim=1)
     if bad.any():
         raise ValueError(f"{what}: row {int(bad.nonzero()[0])} holds NaN or inf ({int(bad.sum())} such rows)")

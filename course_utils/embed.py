@@ -166,6 +166,7 @@ def encode_images(
         )
         return torch.cat(chunks)
 
+    # The key hashes the image bytes, not records.decode_image: a change there must bump cache.ARTIFACT_VERSIONS.
     path = feature_cache_path("images", bundle, catalogue.fingerprint()) if use_cache else None
     return cached_artifact(path, compute, use_cache, validate=_embedding_check(len(catalogue), bundle.embed_dim))
 

@@ -18,6 +18,8 @@ returned ids are the ones given to ``add`` or, by default, insertion positions `
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import numbers
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .cache import write_atomic
+from .cache import file_sha256, write_atomic
 
 INDEX_KINDS = ("exact", "exact-fp16", "flat", "ivf", "hnsw")  # kinds that index a gallery of any size
 FAISS_KINDS = ("flat", "ivf", "hnsw", "ivfpq")  # ivfpq trains 256 codewords per sub-quantiser: >= 256 vectors
@@ -193,12 +195,16 @@ def _merge_topk(
 class ExactIndex:
     """Brute-force inner-product search, chunked over the stored vectors.
 
+    Ties among identical scores are ordered as ``torch.topk`` orders them, which torch does not specify: the order of
+    tied vectors may differ with ``chunk_size`` and between a single query and the same query in a batch.
+
     Args:
         dim: vector dimension d.
         dtype: storage precision, "float32" or "float16" (half the memory and bytes read; scores are computed in
             float32 after an upcast of each chunk).
         chunk_size: stored vectors scored per step by a batch of queries; bounds the temporary score matrix to
-            (q, chunk_size). A single query scores up to ``SINGLE_QUERY_CHUNK`` vectors per step instead.
+            (q, chunk_size). A single query scores ``max(chunk_size, SINGLE_QUERY_CHUNK)`` vectors per step
+            instead (its scores are one (chunk,) vector, so a longer step costs little memory).
         device: torch device of the storage and the matmuls ("cpu" in the course; "cuda" works too).
     """
 
@@ -548,7 +554,11 @@ class FaissIndex:
         return scores, ids.astype(np.int64, copy=False)
 
     def save(self, path: str | Path) -> None:
-        """Write ``path`` (faiss.write_index), ``path.json`` (settings) and, with custom ids, ``path.ids.npy``.
+        """Write ``path`` (the FAISS index), with custom ids ``path.ids.npy``, and last ``path.json`` (settings).
+
+        The settings go last and record the number of vectors and the SHA-256 of the files written before them: a
+        save interrupted part-way leaves the previous save's settings, whose checksums no longer match, so
+        :meth:`load` names the file that disagrees instead of pairing an index with another save's ids.
 
         Raises:
             OSError: ``path`` (or a folder above it) is a file, or the folder is not writable; the message names it.
@@ -567,12 +577,18 @@ class FaissIndex:
             "ef_search": self.ef_search,
             "pq_m": self.pq_m,
             "custom_ids": not self._default_ids,
+            "ntotal": len(self),
         }
         try:  # each file appears whole or not at all (written to a unique temporary name, then renamed)
-            write_atomic(path, lambda handle: handle.write(faiss.serialize_index(self.index).tobytes()))
-            write_atomic(_sidecar(path, ".json"), lambda handle: handle.write(json.dumps(settings, indent=2).encode()))
+            index_bytes = faiss.serialize_index(self.index).tobytes()
+            write_atomic(path, lambda handle: handle.write(index_bytes))
+            settings["index_sha256"] = hashlib.sha256(index_bytes).hexdigest()
             if not self._default_ids:
-                write_atomic(_sidecar(path, ".ids.npy"), lambda handle: np.save(handle, self._ids))
+                ids_buffer = io.BytesIO()
+                np.save(ids_buffer, self._ids)
+                write_atomic(_sidecar(path, ".ids.npy"), lambda handle: handle.write(ids_buffer.getvalue()))
+                settings["ids_sha256"] = hashlib.sha256(ids_buffer.getvalue()).hexdigest()
+            write_atomic(_sidecar(path, ".json"), lambda handle: handle.write(json.dumps(settings, indent=2).encode()))
         except (OSError, RuntimeError) as err:
             raise _unwritable(path, err) from None
 
@@ -585,8 +601,9 @@ class FaissIndex:
 
         Raises:
             FileNotFoundError: the index, its ``.json`` sidecar or its ``.ids.npy`` file is missing.
-            ValueError: a file is truncated or corrupt, or the index disagrees with its settings (dimension, kind,
-                number of ids): the message names the file.
+            ValueError: a file is truncated or corrupt, or disagrees with its settings (SHA-256, dimension, kind,
+                number of vectors or ids; e.g. left by a save interrupted part-way): the message names the file.
+                Settings written before the SHA-256 and vector count were recorded are not checked for them.
         """
         import faiss
 
@@ -626,17 +643,37 @@ class FaissIndex:
                 f"{path} holds a {type(loaded).__name__} of d={loaded.d} but {sidecar} says kind={index.kind!r}, "
                 f"dim={index.dim} (inner product); the two files come from different saves: save the index again"
             )
+        _check_recorded_sha256(path, sidecar, settings.get("index_sha256"))
+        if settings.get("ntotal", loaded.ntotal) != loaded.ntotal:
+            raise ValueError(
+                f"{path} holds {loaded.ntotal} vectors but {sidecar} says {settings['ntotal']}; the two files come "
+                "from different saves: save the index again"
+            )
         index.index = loaded
         index.nprobe, index.ef_search = settings["nprobe"], settings["ef_search"]  # reapply knobs to the loaded index
         if settings["custom_ids"]:
-            index._ids, index._default_ids = _load_ids(_sidecar(path, ".ids.npy"), len(index)), False
+            ids = _load_ids(_sidecar(path, ".ids.npy"), len(index), sidecar, settings.get("ids_sha256"))
+            index._ids, index._default_ids = ids, False
         else:
             index._ids = np.arange(len(index), dtype=np.int64)
         return index
 
 
-def _load_ids(path: Path, n: int) -> np.ndarray:
-    """The (n,) int64 ids saved beside a FAISS index; errors name the file."""
+def _check_recorded_sha256(path: Path, settings_path: Path, recorded: str | None) -> None:
+    """Refuse ``path`` when its SHA-256 differs from the one ``settings_path`` recorded for it.
+
+    ``recorded`` is None for settings saved before checksums were recorded: such files are loaded unchecked.
+    """
+    if recorded is not None and file_sha256(path) != recorded:
+        raise ValueError(
+            f"{path} is not the file {settings_path.name} was saved with (its SHA-256 differs): a save was "
+            "interrupted part-way or the file was changed since; save the index again"
+        )
+
+
+def _load_ids(path: Path, n: int, settings_path: Path, recorded_sha256: str | None) -> np.ndarray:
+    """The (n,) int64 ids saved beside a FAISS index, checked against the SHA-256 its settings recorded; errors
+    name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; FaissIndex.save writes it for an index with custom ids")
     try:
@@ -645,6 +682,7 @@ def _load_ids(path: Path, n: int) -> np.ndarray:
         raise _corrupt_index(path, "FaissIndex ids", err) from None
     if ids.shape != (n,) or not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"{path} holds {ids.shape} {ids.dtype} ids but the index has {n} vectors; save it again")
+    _check_recorded_sha256(path, settings_path, recorded_sha256)
     return ids.astype(np.int64, copy=False)
 
 
@@ -658,7 +696,7 @@ def build_index(kind: str, dim: int, **options: Any) -> ExactIndex | FaissIndex:
 
     Args:
         kind: "exact" (torch, float32), "exact-fp16" (torch, float16 storage), or a FAISS kind "flat", "ivf",
-            "hnsw".
+            "ivfpq" (needs >= 256 vectors to train) or "hnsw".
         dim: vector dimension d.
         **options: passed to ``ExactIndex`` (chunk_size, device) or ``FaissIndex`` (nlist, nprobe, hnsw_m,
             ef_construction, ef_search, pq_m).

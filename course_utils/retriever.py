@@ -20,7 +20,7 @@ from PIL import Image
 
 from .data.records import Catalogue, CorruptImage, FileImage, opaque_rgb
 from .embed import encode_images, encode_texts
-from .index import build_index, require_finite
+from .index import IVF_KINDS, build_index, require_finite
 
 # (query texts, candidate gallery rows (q, k), their cosines (q, k)) -> final scores (q, k), higher is better.
 Reranker = Callable[[Sequence[str], torch.Tensor, torch.Tensor], torch.Tensor]
@@ -57,17 +57,28 @@ def _check_text_queries(texts: Sequence[str], name: str) -> None:
             raise ValueError(f"empty text query {position}: type a description such as 'red striped shirt'")
 
 
+def _run_hook(hook: Callable[..., torch.Tensor], *inputs) -> torch.Tensor:
+    """``hook(*inputs)`` for a query: a module is put in eval mode (a learned encoder or compositor may use dropout
+    or batch norm), and no autograd graph is kept, so the result can be read as numpy."""
+    if isinstance(hook, torch.nn.Module):
+        hook.eval()
+    with torch.inference_mode():
+        return hook(*inputs)
+
+
 class FashionRetriever:
     """Search a catalogue by text, by image, under a condition, or by image + modification text.
 
     Args:
         bundle: a :class:`~course_utils.models.ClipBundle`.
         catalogue: the gallery (e.g. the test split).
-        index: ``"exact"``, ``"exact-fp16"``, ``"flat"``, ``"ivf"`` or ``"hnsw"`` (see ``course_utils.index``), or
+        index: ``"exact"``, ``"exact-fp16"``, ``"flat"``, ``"ivf"``, ``"ivfpq"`` (>= 256 items) or ``"hnsw"`` (see
+            ``course_utils.index``; the IVF kinds default to ``nlist = len(catalogue) // 39``, at most 1024), or
             an index object already holding the gallery in catalogue order, e.g. a
             :class:`~course_utils.vector_db.MilvusIndex` (notebook 08); one with ``supports_filters`` receives the
             attribute filters and evaluates them itself.
-        image_embeddings: precomputed ``(len(catalogue), d)`` gallery embeddings (else encoded, cached).
+        image_embeddings: precomputed ``(len(catalogue), d)`` gallery embeddings (else encoded, cached); any float
+            dtype, kept as float32, the precision queries are scored in (float16 converts exactly).
         caption_style: which caption to show in results.
         **index_options: passed to :func:`course_utils.index.build_index` when ``index`` is a name; an index object
             is already built, so options given with one are refused (pass them to whatever built it, e.g.
@@ -88,7 +99,7 @@ class FashionRetriever:
         self.bundle, self.catalogue, self.caption_style = bundle, catalogue, caption_style
         self.embeddings = (
             image_embeddings if image_embeddings is not None else encode_images(bundle, catalogue, progress=False)
-        )
+        ).float()  # (n, d) float32: filtered, boosted and exclusion searches score float32 queries against it
         if self.embeddings.shape[0] != len(catalogue):
             raise ValueError(f"{self.embeddings.shape[0]} embeddings for {len(catalogue)} gallery items")
         require_finite(self.embeddings, "image_embeddings", catalogue.ids)
@@ -102,7 +113,7 @@ class FashionRetriever:
                 raise ValueError(f"the given index holds {len(index)} vectors for {len(catalogue)} gallery items")
             self.index = index
         else:
-            if index == "ivf":
+            if index in IVF_KINDS:
                 index_options.setdefault("nlist", max(1, min(1024, len(catalogue) // 39)))
             self.index = build_index(index, self.embeddings.shape[1], **index_options)
             self.index.add(self.embeddings)
@@ -297,8 +308,8 @@ class FashionRetriever:
                 "no conditional encoder set: assign retriever.conditional_encoder (notebook 05 builds one)"
             )
         self._check_k(top_k)
-        query = self.conditional_encoder(self.embed_image(image), condition)
-        gallery = self.conditional_encoder(self.embeddings, condition)
+        query = _run_hook(self.conditional_encoder, self.embed_image(image), condition)
+        gallery = _run_hook(self.conditional_encoder, self.embeddings, condition)
         require_finite(query, "conditional query embedding")
         require_finite(gallery, "conditional gallery embeddings", self.catalogue.ids)
         own = self._gallery_position(image)
@@ -312,10 +323,7 @@ class FashionRetriever:
         """Items that look like ``image`` changed as ``modification`` says, via the notebook-06 compositor hook."""
         if self.compositor is None:
             raise RuntimeError("no compositor set: assign retriever.compositor (notebook 06 trains one)")
-        if isinstance(self.compositor, torch.nn.Module):
-            self.compositor.eval()  # a learned compositor may use dropout or batch norm
-        with torch.inference_mode():
-            query = self.compositor(self.embed_image(image), self.embed_text([modification]))
+        query = _run_hook(self.compositor, self.embed_image(image), self.embed_text([modification]))
         query = torch.nn.functional.normalize(query.float(), dim=-1)
         return self._rank(query, top_k, {}, exclude=[self._gallery_position(image)])[0]
 

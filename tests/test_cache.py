@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import torch
 from course_utils.cache import (
     artifact_path,
     cached_artifact,
+    check_finite_rows,
     checksum_path,
     digest,
     torch_save_atomic,
@@ -106,6 +108,45 @@ def test_validation_failure_rebuilds_and_unusable_rebuilds_silently(isolated_cac
     with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
         again = cached_artifact(path, lambda: torch.zeros(1, 2), usable=lambda t: bool(t.sum() == 0))
     assert torch.equal(again, torch.zeros(1, 2)) and not caplog.records
+
+
+def _unit_rows(tensor: torch.Tensor) -> None:
+    """A validation as embed.py's: every row has norm 1."""
+    norms = tensor.norm(dim=1)
+    if not torch.allclose(norms, torch.ones_like(norms)):
+        raise ValueError(f"row {int((norms - 1).abs().argmax())} has norm {float(norms.min()):.3g}, not 1")
+
+
+def test_a_fresh_build_that_fails_validation_is_refused_and_not_cached(isolated_cache, caplog):
+    """Cached, a zero row would be reported damaged, removed and rebuilt on every later run; it is refused at once."""
+    path = artifact_path("embeddings", ["zero row"])
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r".*row 1 has norm 0, not 1.*not cached"):
+        cached_artifact(path, lambda: torch.tensor([[1.0, 0.0], [0.0, 0.0]]), validate=_unit_rows)
+    assert not path.exists() and not checksum_path(path).exists()
+    calls = []
+    good = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert torch.equal(cached_artifact(path, lambda: calls.append(1) or good, validate=_unit_rows), good)
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        assert torch.equal(cached_artifact(path, lambda: calls.append(1) or good, validate=_unit_rows), good)
+    assert calls == [1] and not caplog.records
+
+
+def test_finite_rows_check_names_the_row_and_accepts_no_rows(isolated_cache, caplog):
+    tokens = torch.zeros(3, 2, 4)
+    tokens[1, 1, 2] = float("inf")
+    with pytest.raises(ValueError, match=r"tokens: row 1 holds NaN or inf \(1 such rows\)"):
+        check_finite_rows(tokens, "tokens")
+    path, calls = artifact_path("embeddings", ["no rows"]), []
+
+    def no_rows() -> torch.Tensor:
+        calls.append(1)
+        return torch.empty(0, 4)
+
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        for _ in range(2):  # a 0-row tensor (e.g. the embeddings of no text) is cached once and then reused
+            found = cached_artifact(path, no_rows, validate=lambda tensor: check_finite_rows(tensor, "embeddings"))
+            assert found.shape == (0, 4)
+    assert calls == [1] and not caplog.records
 
 
 def test_no_cache_computes_without_touching_disk(isolated_cache):

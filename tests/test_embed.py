@@ -1,6 +1,7 @@
 """Batched, cached embeddings: shapes, normalisation, cache reuse and invalidation, bad input."""
 
 import copy
+import logging
 
 import pytest
 import torch
@@ -37,6 +38,15 @@ def test_cache_is_reused_and_never_stale(tiny_bundle, small_catalogue, isolated_
     other_items = test.subset(test.ids[:10])
     assert encode_images(tiny_bundle, other_items, progress=False).shape[0] == 10
     assert len(list((isolated_cache / "embeddings").glob("images-*.pt"))) == 3
+
+
+def test_no_texts_embed_to_zero_rows_cached_once(tiny_bundle, isolated_cache, caplog):
+    """The (0, d) embeddings of an empty list pass the cache's checks: reused, never reported damaged."""
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        for _ in range(2):
+            assert encode_texts(tiny_bundle, [], progress=False).shape == (0, 128)
+    assert not caplog.records
+    assert len(list((isolated_cache / "embeddings").glob("texts-*.pt"))) == 1
 
 
 def test_unreadable_images_raise_with_instructions(tiny_bundle, tmp_path, isolated_cache):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
 
+from course_utils.cache import write_atomic
 from course_utils.index import INDEX_KINDS, ExactIndex, FaissIndex, build_index
 
 DIM = 32
@@ -203,3 +207,89 @@ def test_a_failed_save_keeps_the_previous_file_whole(kind, tmp_path, monkeypatch
         index.save(path)
     assert path.read_bytes() == before  # the old index is intact: a reader never sees half a file
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("gallery.index")) == []
+
+
+class _Killed(BaseException):
+    """A save stopped by a crash or kill: not an error ``save`` handles."""
+
+
+def _stop_after(monkeypatch, writes: int) -> None:
+    """Make ``save`` stop, as a killed process would, once ``writes`` of its files are whole on disk."""
+    import course_utils.index as index_module
+
+    finished = []
+
+    def write_then_stop(path, write):
+        if len(finished) == writes:
+            raise _Killed
+        write_atomic(path, write)
+        finished.append(path)
+
+    monkeypatch.setattr(index_module, "write_atomic", write_then_stop)
+
+
+def _unit_vectors(n: int, seed: int) -> np.ndarray:
+    return _unit(np.random.default_rng(seed).normal(size=(n, DIM)))
+
+
+@pytest.mark.parametrize("writes", [1, 2])
+def test_a_save_killed_part_way_is_refused_by_load_naming_the_index(tmp_path, monkeypatch, writes):
+    """Default ids saved, then a custom-ids save of other vectors killed after its index (1) or its ids (2): the old
+    settings no longer vouch for the new index file, so load names it instead of returning the wrong ids."""
+    path = tmp_path / "gallery.index"
+    first = FaissIndex(DIM)
+    first.add(_unit_vectors(50, seed=1))
+    first.save(path)
+    second = FaissIndex(DIM)
+    second.add(_unit_vectors(60, seed=2), ids=np.arange(60) + 1000)
+    _stop_after(monkeypatch, writes)
+    with pytest.raises(_Killed):
+        second.save(path)
+    expected = re.escape(f"{path} is not the file gallery.index.json was saved with") + ".*save the index again"
+    with pytest.raises(ValueError, match=expected):
+        FaissIndex.load(path)
+
+
+def test_ids_of_another_save_are_refused_by_load_naming_the_ids_file(tmp_path, monkeypatch):
+    """The same vectors saved with ids 1000.., then with ids 2000.. killed after the ids: the index bytes are
+    unchanged, so only the ids file's recorded SHA-256 tells that it belongs to another save."""
+    path, vectors = tmp_path / "gallery.index", _unit_vectors(50, seed=1)
+    for start, writes in ((1000, None), (2000, 2)):
+        index = FaissIndex(DIM)
+        index.add(vectors, ids=np.arange(50) + start)
+        if writes is None:
+            index.save(path)
+            continue
+        _stop_after(monkeypatch, writes)
+        with pytest.raises(_Killed):
+            index.save(path)
+    with pytest.raises(
+        ValueError, match=re.escape(f"{path}.ids.npy is not the file gallery.index.json was saved with")
+    ):
+        FaissIndex.load(path)
+
+
+def test_settings_record_the_vector_count_and_are_checked(tmp_path):
+    path, settings_path = tmp_path / "gallery.index", tmp_path / "gallery.index.json"
+    index = FaissIndex(DIM)
+    index.add(_unit_vectors(50, seed=1))
+    index.save(path)
+    settings = json.loads(settings_path.read_text())
+    assert settings["ntotal"] == 50
+    settings_path.write_text(json.dumps({**settings, "ntotal": 49}))
+    with pytest.raises(ValueError, match=re.escape(f"{path} holds 50 vectors but {settings_path} says 49")):
+        FaissIndex.load(path)
+
+
+def test_an_index_saved_before_checksums_were_recorded_still_loads(tmp_path):
+    path, settings_path = tmp_path / "gallery.index", tmp_path / "gallery.index.json"
+    vectors = _unit_vectors(50, seed=1)
+    index = FaissIndex(DIM)
+    index.add(vectors, ids=np.arange(50) + 1000)
+    index.save(path)
+    settings = json.loads(settings_path.read_text())
+    old_keys = {key: value for key, value in settings.items() if key not in ("ntotal", "index_sha256", "ids_sha256")}
+    assert len(old_keys) == len(settings) - 3
+    settings_path.write_text(json.dumps(old_keys))
+    _, ids = FaissIndex.load(path).search(vectors[[0, 44, 4]], 1)
+    np.testing.assert_array_equal(ids[:, 0], [1000, 1044, 1004])  # each vector finds itself, by its custom id

@@ -150,3 +150,62 @@ def test_empty_gallery_is_refused(tiny_bundle, small_catalogue):
 
 def test_thumbnail(retriever):
     assert isinstance(retriever.thumbnail(retriever.catalogue[0].item_id), Image.Image)
+
+
+class _ConditionIgnored(torch.nn.Module):
+    """A conditional encoder module that applies one projection whatever the condition."""
+
+    def __init__(self, projection: torch.nn.Module) -> None:
+        super().__init__()
+        self.projection = projection
+
+    def forward(self, embeddings: torch.Tensor, condition: str) -> torch.Tensor:
+        return self.projection(embeddings)
+
+
+def test_a_module_conditional_encoder_runs_in_eval_mode_without_autograd(retriever):
+    """An nn.Module encoder in training mode (dropout on, weights requiring grad) is switched to eval and run
+    without autograd, as the compositor is: an identity projection then ranks exactly like image search."""
+    dim = retriever.embeddings.shape[1]
+    linear = torch.nn.Linear(dim, dim)
+    with torch.no_grad():
+        linear.weight.copy_(torch.eye(dim))
+        linear.bias.zero_()
+    encoder = _ConditionIgnored(torch.nn.Sequential(linear, torch.nn.Dropout(0.5))).train()
+    retriever.conditional_encoder = encoder
+    item_id = retriever.catalogue[0].item_id
+    try:
+        found = retriever.search_conditional(item_id, "colour", top_k=3)
+    finally:
+        retriever.conditional_encoder = None
+    assert not encoder.training  # dropout off: every gallery item keeps all its coordinates
+    assert list(found["item_id"]) == list(retriever.search_by_image(item_id, top_k=3)["item_id"])
+
+
+def test_float16_gallery_embeddings_are_kept_as_float32(tiny_bundle, retriever):
+    """float16 embeddings convert exactly to float32, so filtered, boosted and image-exclusion searches give what
+    a retriever given the same values in float32 gives (they scored float32 queries against float16 and crashed)."""
+    half = retriever.embeddings.half()
+    from_half = FashionRetriever(tiny_bundle, retriever.catalogue, image_embeddings=half)
+    from_float = FashionRetriever(tiny_bundle, retriever.catalogue, image_embeddings=half.float())
+    assert from_half.embeddings.dtype == torch.float32 and torch.equal(from_half.embeddings, half.float())
+    item_id = retriever.catalogue[3].item_id
+    for search in (
+        lambda r: r.search_by_text("a shirt", top_k=3, colour="black"),
+        lambda r: r.search_by_text("a bag", top_k=3, boost={"colour": "red"}),
+        lambda r: r.search_by_image(item_id, top_k=3),
+    ):
+        expected = search(from_float)
+        found = search(from_half)
+        assert list(found["item_id"]) == list(expected["item_id"]) and list(found["score"]) == list(expected["score"])
+
+
+def test_ivfpq_gets_a_gallery_sized_nlist_like_ivf(tiny_bundle, small_catalogue):
+    """Without nlist, both IVF kinds get len(gallery) // 39 lists: 380 // 39 = 9 (FaissIndex's default 1024 would need
+    1024 vectors to train and refuse this gallery)."""
+    assert len(small_catalogue) == 380
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.nn.functional.normalize(torch.randn(380, tiny_bundle.embed_dim, generator=generator), dim=-1)
+    for kind in ("ivf", "ivfpq"):
+        searcher = FashionRetriever(tiny_bundle, small_catalogue, index=kind, image_embeddings=embeddings)
+        assert searcher.index.nlist == 9
