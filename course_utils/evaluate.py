@@ -8,14 +8,18 @@ Tasks, each computed by the same task functions the notebooks call:
 - ``retrieval`` (notebooks 01, 02, 04): full-gallery text→image and image→text Recall@K on the test split, with
   chance (``tasks.retrieval.evaluate_retrieval``).
 - ``rerank`` (notebook 03): the dual encoder's Recall@K alone and re-ranked by a cross-encoder that notebook 03
-  saved (``--reranker``; ``tasks.rerank.evaluate_reranker``).
+  saved (``--reranker``; ``tasks.rerank.evaluate_reranker``). The dual encoder evaluated is the one saved with the
+  re-ranker (its tokens are what the matcher was trained on), and the record names it.
 - ``attributes`` (notebook 05): ASEN attribute-specific mAP of the model's global image embedding per condition
   (``tasks.attributes.evaluate_attribute_retrieval``).
 - ``composed`` (notebook 06): composed-retrieval Recall@K of the parameter-free compositors (image only, text
   only, sum) on frozen features (``tasks.composed``).
 
 ``--checkpoint`` loads other weights into the model first (a state dict, or a dict with a ``"model"`` entry as the
-course's caches store them).
+course's caches store them); with ``--task rerank`` it must hold the weights of the re-ranker's own dual encoder.
+
+Recall tasks report fixed cut-offs (``RECALL_KS``), so they need a test split of at least the largest K items (one
+more for ``composed``, whose rankings leave the query's reference image out); ``--test-size`` below that is refused.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ from .tasks.experiment import Experiment, load_experiment
 
 TASKS = ("retrieval", "rerank", "attributes", "composed")
 
+#: The Recall@K cut-offs each recall task reports.
+RECALL_KS = {"retrieval": (1, 5, 10), "rerank": (1, 5, 10), "composed": (1, 10, 50)}
+
 
 def load_weights(bundle, checkpoint: str | Path):
     """``bundle`` with the weights of ``checkpoint`` (a state dict, or ``{"model": state dict}``)."""
@@ -58,25 +65,83 @@ def load_weights(bundle, checkpoint: str | Path):
     return replace(bundle, model=model.eval(), identity=f"{bundle.identity}+{path.name}")
 
 
+def reranker_dual_encoder(bundle, saved: rerank.SavedReranker, reranker: str, checkpoint: str | None = None):
+    """``bundle`` with the weights and identity of the dual encoder ``saved``'s matcher was trained on.
+
+    The matcher reads that encoder's tokens, so the re-ranker is only measured with it. ``checkpoint`` is the
+    ``--checkpoint`` whose weights ``bundle`` holds, if any: it must be those very weights, else ``ValueError``
+    naming both (evaluating one encoder while the record names another would mislead).
+    """
+    if checkpoint is not None and not _same_weights(bundle.model.state_dict(), saved.dual_state):
+        raise ValueError(
+            f"--checkpoint {checkpoint} ({bundle.identity}) is not the dual encoder that --reranker {reranker} was "
+            f"trained on ({saved.dual_identity}); drop --checkpoint to evaluate the re-ranker with its own dual encoder"
+        )
+    model = copy.deepcopy(bundle.model)
+    try:
+        model.load_state_dict(saved.dual_state)
+    except RuntimeError as err:
+        raise ValueError(
+            f"--reranker {reranker} was trained on {saved.dual_identity}, whose weights do not fit "
+            f"{bundle.identity} ({str(err).splitlines()[0]}); pass the --model it was trained with"
+        ) from None
+    return replace(bundle, model=model.eval(), identity=saved.dual_identity)
+
+
+def _same_weights(state: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> bool:
+    """Whether two state dicts hold the same tensors under the same names."""
+    return state.keys() == other.keys() and all(torch.equal(state[name].cpu(), other[name].cpu()) for name in state)
+
+
+def _check_test_size(task: str, test_size: int) -> None:
+    """``SystemExit`` naming ``--test-size`` when the test split is smaller than ``task``'s largest K needs."""
+    if task not in RECALL_KS:
+        return
+    largest_k = max(RECALL_KS[task])
+    needed = largest_k + 1 if task == "composed" else largest_k  # composed rankings leave the reference image out
+    if test_size < needed:
+        raise SystemExit(
+            f"--task {task} reports R@{largest_k}, so it needs a test split of at least {needed} items; this one has "
+            f"{test_size}: raise --test-size to {needed} or more"
+        )
+
+
 def evaluate(
-    task: str, experiment: Experiment, bundle, dataset: str, seed: int = 0, reranker: str | None = None
-) -> dict[str, float]:
-    """The metrics of ``task`` for ``bundle`` on ``experiment``'s test split (fractions, not %)."""
+    task: str,
+    experiment: Experiment,
+    bundle,
+    dataset: str,
+    seed: int = 0,
+    reranker: str | None = None,
+    checkpoint: str | None = None,
+) -> tuple[dict[str, float], str]:
+    """The metrics of ``task`` on ``experiment``'s test split, and the identity of the model they measure.
+
+    Args:
+        task: one of ``TASKS``.
+        experiment: the catalogue, model and splits (``tasks.experiment.load_experiment``).
+        bundle: the model to evaluate (``experiment.bundle``, or it with ``--checkpoint``'s weights).
+        dataset: the dataset name (picks the attribute conditions and composed-retrieval matches).
+        seed: seed of the attribute protocol and the composed triplets.
+        reranker: ``--task rerank``: the file notebook 03 saved.
+        checkpoint: the ``--checkpoint`` whose weights ``bundle`` holds, if any (see :func:`reranker_dual_encoder`).
+
+    Returns:
+        ``{name: value}`` (fractions, not %), and ``bundle.identity`` or, for ``rerank``, the identity of the saved
+        re-ranker's dual encoder, which is the one evaluated.
+    """
     test, style = experiment.test, experiment.query_style
+    _check_test_size(task, len(test))
     if task == "retrieval":
-        ks = (1, 5, 10)
+        ks = RECALL_KS[task]
         metrics = retrieval.evaluate_retrieval(bundle, test, style, ks)
-        return {**metrics, **{f"chance R@{k}": chance_recall(k, len(test)) for k in ks}}
+        return {**metrics, **{f"chance R@{k}": chance_recall(k, len(test)) for k in ks}}, bundle.identity
     if task == "rerank":
         if reranker is None:
             raise SystemExit("--task rerank needs --reranker FILE (notebook 03 writes outputs/models/reranker.pt)")
         saved = rerank.load_reranker(reranker)
-        dual = bundle
-        if saved.dual_identity != bundle.identity:  # the matcher was trained on another dual encoder's tokens
-            model = copy.deepcopy(bundle.model)
-            model.load_state_dict(saved.dual_state)
-            dual = replace(bundle, model=model.eval(), identity=saved.dual_identity)
-        return rerank.evaluate_reranker(dual, test, style, saved)
+        dual = reranker_dual_encoder(bundle, saved, reranker, checkpoint)
+        return rerank.evaluate_reranker(dual, test, style, saved, RECALL_KS[task]), dual.identity
     if task == "attributes":
         conditions = attributes.DEFAULT_CONDITIONS.get(dataset) or list(test.attribute_names)
         protocol = attribute_retrieval_protocol(test, conditions, seed=seed)
@@ -84,9 +149,9 @@ def evaluate(
         scores = attributes.evaluate_attribute_retrieval(
             lambda positions, condition: features[positions], protocol, test
         )
-        return {f"mAP/{name}": value for name, value in scores.items()}
+        return {f"mAP/{name}": value for name, value in scores.items()}, bundle.identity
     if task == "composed":
-        ks = (1, 10, 50)
+        ks = RECALL_KS[task]
         _, triplets = composed.composed_triplets(experiment.train, test, dataset, seed)
         queries = composed.composed_queries(test, triplets, composed.DEFAULT_MATCH[dataset])
         images = encode_images(bundle, test, progress=False)
@@ -97,7 +162,7 @@ def evaluate(
             recall = composed.composed_recall_at_k(composed_queries, images, queries, ks)
             metrics.update({f"{name}/R@{k}": value for k, value in recall.items()})
         metrics.update({f"chance/R@{k}": v for k, v in composed.chance_composed_recall(queries, ks).items()})
-        return metrics
+        return metrics, bundle.identity
     raise SystemExit(f"unknown --task {task!r}; choose one of {TASKS}")
 
 
@@ -128,7 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         test_size=args.test_size,
     )
     bundle = load_weights(experiment.bundle, args.checkpoint) if args.checkpoint else experiment.bundle
-    metrics = evaluate(args.task, experiment, bundle, args.dataset, args.seed, args.reranker)
+    metrics, model_identity = evaluate(
+        args.task, experiment, bundle, args.dataset, args.seed, args.reranker, args.checkpoint
+    )
+    if model_identity != bundle.identity:
+        print(
+            f"evaluated {model_identity}, the dual encoder saved with --reranker {args.reranker}, not {bundle.identity}"
+        )
     record = {
         "task": args.task,
         "dataset": args.dataset,
@@ -136,13 +207,14 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "pretrained": args.pretrained,
         "checkpoint": args.checkpoint,
-        "model_identity": bundle.identity,
+        "reranker": args.reranker,
+        "model_identity": model_identity,
         "profile": args.profile,
         "seed": args.seed,
         "gallery_size": len(experiment.test),
         "metrics": metrics,
     }
-    print(pd.Series(metrics, name=f"{args.task} · {args.dataset} · {bundle.identity}").round(4).to_string())
+    print(pd.Series(metrics, name=f"{args.task} · {args.dataset} · {model_identity}").round(4).to_string())
     if args.output is not None:
         try:
             args.output.parent.mkdir(parents=True, exist_ok=True)

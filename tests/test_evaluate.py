@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -23,17 +25,18 @@ def experiment(small_catalogue, tiny_bundle, isolated_cache) -> Experiment:
 
 
 def test_retrieval_record_is_the_task_function_plus_chance(experiment):
-    metrics = evaluate.evaluate("retrieval", experiment, experiment.bundle, "synthetic")
+    metrics, identity = evaluate.evaluate("retrieval", experiment, experiment.bundle, "synthetic")
+    assert identity == experiment.bundle.identity
     expected = evaluate_retrieval(experiment.bundle, experiment.test, "description", (1, 5, 10))
     assert {k: metrics[k] for k in expected} == expected
     assert metrics["chance R@10"] == pytest.approx(chance_recall(10, 60))
 
 
 def test_attributes_and_composed_records_are_fractions_per_condition_and_compositor(experiment):
-    attributes = evaluate.evaluate("attributes", experiment, experiment.bundle, "synthetic")
+    attributes, _ = evaluate.evaluate("attributes", experiment, experiment.bundle, "synthetic")
     assert "mAP/overall" in attributes and "mAP/colour" in attributes
     assert all(0.0 < value <= 1.0 for value in attributes.values())
-    composed = evaluate.evaluate("composed", experiment, experiment.bundle, "synthetic")
+    composed, _ = evaluate.evaluate("composed", experiment, experiment.bundle, "synthetic")
     for name in ("image only", "text only", "sum", "chance"):
         assert 0.0 <= composed[f"{name}/R@1"] <= composed[f"{name}/R@10"] <= composed[f"{name}/R@50"] <= 1.0
 
@@ -42,7 +45,8 @@ def test_rerank_reads_the_saved_reranker_and_reports_both_stages(experiment, tmp
     torch.manual_seed(0)
     matcher = ImageTextMatcher(128, 128, width=32, heads=4, layers=1, n_image_tokens=65).eval()
     path = rerank.save_reranker(tmp_path / "reranker.pt", matcher, experiment.bundle, dual_weight=1.0, k=5)
-    metrics = evaluate.evaluate("rerank", experiment, experiment.bundle, "synthetic", reranker=str(path))
+    metrics, identity = evaluate.evaluate("rerank", experiment, experiment.bundle, "synthetic", reranker=str(path))
+    assert identity == experiment.bundle.identity
     dual = evaluate_retrieval(experiment.bundle, experiment.test, "description", (1, 5, 10))
     for k in (1, 5, 10):
         assert metrics[f"dual/R@{k}"] == pytest.approx(dual[f"text→image R@{k}"], abs=1e-3)
@@ -80,3 +84,73 @@ def test_a_checkpoint_of_the_same_model_replaces_the_weights(experiment, tmp_pat
     loaded = evaluate.load_weights(experiment.bundle, tmp_path / "tuned.pt")
     assert loaded.identity.endswith("+tuned.pt") and loaded.model is not experiment.bundle.model
     assert all(torch.equal(loaded.model.state_dict()[name], value) for name, value in state.items())
+
+
+def _save_weights(state: dict[str, torch.Tensor], path):
+    torch.save({"model": state}, path)  # as the course's caches store them
+    return path
+
+
+@pytest.fixture
+def tuned_reranker(experiment, tmp_path):
+    """A re-ranker saved with a fine-tuned dual encoder (not the experiment's model), as notebook 03 saves it:
+    its file, the tuned bundle and the tuned state dict (the experiment's weights plus seeded noise)."""
+    generator = torch.Generator().manual_seed(1)
+    state = {
+        name: value + 0.01 * torch.randn(value.shape, generator=generator) if value.is_floating_point() else value
+        for name, value in experiment.bundle.model.state_dict().items()
+    }
+    tuned = evaluate.load_weights(experiment.bundle, _save_weights(state, tmp_path / "tuned.pt"))
+    torch.manual_seed(0)
+    matcher = ImageTextMatcher(128, 128, width=32, heads=4, layers=1, n_image_tokens=65).eval()
+    path = rerank.save_reranker(tmp_path / "reranker.pt", matcher, tuned, dual_weight=1.0, k=5)
+    return path, tuned, state
+
+
+def test_rerank_records_the_saved_dual_encoder_it_evaluates(experiment, tuned_reranker, monkeypatch, capsys):
+    path, tuned, _ = tuned_reranker
+    monkeypatch.setattr(evaluate, "load_experiment", lambda *args, **kwargs: experiment)
+    output = path.parent / "rerank.json"
+    assert evaluate.main(["--task", "rerank", "--reranker", str(path), "--output", str(output)]) == 0
+    record = json.loads(output.read_text())
+    assert record["model_identity"] == tuned.identity != experiment.bundle.identity
+    assert record["reranker"] == str(path) and record["checkpoint"] is None
+    dual = evaluate_retrieval(tuned, experiment.test, "description", (1, 5, 10))
+    assert record["metrics"]["dual/R@10"] == pytest.approx(dual["text→image R@10"], abs=1e-3)
+    assert f"evaluated {tuned.identity}, the dual encoder saved with --reranker" in capsys.readouterr().out
+
+
+def test_rerank_refuses_a_checkpoint_that_is_not_the_reranker_s_dual_encoder(
+    experiment, tuned_reranker, monkeypatch, tmp_path
+):
+    path, tuned, _ = tuned_reranker
+    other = _save_weights(experiment.bundle.model.state_dict(), tmp_path / "other.pt")  # the untuned weights
+    monkeypatch.setattr(evaluate, "load_experiment", lambda *args, **kwargs: experiment)
+    message = (
+        f"--checkpoint {other} ({experiment.bundle.identity}+other.pt) is not the dual encoder that --reranker "
+        f"{path} was trained on ({tuned.identity}); drop --checkpoint"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        evaluate.main(["--task", "rerank", "--reranker", str(path), "--checkpoint", str(other)])
+
+
+def test_rerank_accepts_a_checkpoint_holding_the_reranker_s_dual_encoder(experiment, tuned_reranker, tmp_path):
+    path, tuned, state = tuned_reranker
+    same = evaluate.load_weights(experiment.bundle, _save_weights(state, tmp_path / "same.pt"))
+    dual = evaluate.reranker_dual_encoder(same, rerank.load_reranker(path), str(path), checkpoint="same.pt")
+    assert dual.identity == tuned.identity
+    assert all(torch.equal(dual.model.state_dict()[name], value) for name, value in state.items())
+
+
+@pytest.mark.parametrize(("task", "items", "needed"), [("retrieval", 9, 10), ("rerank", 9, 10), ("composed", 50, 51)])
+def test_a_test_split_smaller_than_the_largest_k_asks_for_a_larger_test_size(experiment, task, items, needed):
+    small = replace(experiment, test=experiment.test.subset(experiment.test.ids[:items], name="test"))
+    message = rf"needs a test split of at least {needed} items; this one has {items}: raise --test-size to {needed}"
+    with pytest.raises(SystemExit, match=message):
+        evaluate.evaluate(task, small, experiment.bundle, "synthetic", reranker="unused.pt")
+
+
+def test_a_test_split_of_exactly_the_largest_k_is_enough_for_retrieval(experiment):
+    ten = replace(experiment, test=experiment.test.subset(experiment.test.ids[:10], name="test"))
+    metrics, _ = evaluate.evaluate("retrieval", ten, experiment.bundle, "synthetic")
+    assert metrics["chance R@10"] == 1.0  # 10 of 10 items: a random ranking always finds the match

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -88,6 +89,20 @@ def test_all_equal_scores_give_chance_exactly(n_relevant):
     assert m.recall_at_k(np.ones((3, 8819)), np.arange(3), ks=(1,))[1] == 1 / 8819
 
 
+@pytest.mark.parametrize("n_relevant", [2, 3, 5])
+def test_all_equal_scores_match_exact_chance_to_the_documented_precision_at_8819(n_relevant):
+    # Several relevant items in a tied block of 8,819 (the seed-002 gallery) go through log-gamma, whose rounding
+    # _hit_probability documents as a relative error of ~2.1e-8 at this size; the reference is exact arithmetic.
+    g = 8819
+    relevant = np.zeros((1, g), dtype=bool)
+    relevant[0, :n_relevant] = True
+    ks = (1, 2, 5, 10, 100, g // 2)
+    result = m.recall_at_k(np.zeros((1, g)), relevant, ks=ks)
+    for k in ks:
+        exact = 1 - Fraction(math.comb(g - n_relevant, k), math.comb(g, k))
+        assert abs(Fraction(result[k]) - exact) <= Fraction(3, 10**8) * exact, (k, result[k], float(exact))
+
+
 def test_no_ties_is_ordinary_recall():
     rng = np.random.default_rng(1)
     sim = rng.normal(size=(40, 30))
@@ -137,6 +152,26 @@ def test_recall_at_k_bad_input():
         m.recall_at_k(sim, np.array([0, 1]), ks=(0,))
     with pytest.raises(ValueError, match="integer"):
         m.recall_at_k(sim, np.array([0.0, 1.0]), ks=(1,))
+
+
+def test_queries_without_a_relevant_item_are_reported_by_row_and_total_across_chunks():
+    relevant = np.ones((10, 4), dtype=bool)
+    relevant[[3, 7]] = False  # rows 3 and 7 fall in different chunks of 2 rows (chunks 1 and 3)
+    with pytest.raises(ValueError, match=r"^2 of the 10 queries have no relevant gallery item \(rows 3, 7\)"):
+        m.recall_at_k(np.zeros((10, 4)), relevant, ks=(1,), chunk_size=2)
+    relevant[:6] = False  # 7 rows: the first five are listed
+    with pytest.raises(ValueError, match=r"^7 of the 10 queries .* \(rows 0, 1, 2, 3, 4, …\)"):
+        m.recall_at_k(np.zeros((10, 4)), relevant, ks=(1,), chunk_size=3)
+
+
+def test_composed_recall_names_the_callers_rows_of_a_slice_of_queries():
+    # a caller scoring queries 1024..1027 passes first_query_row=1024; query 1026 keeps only its excluded reference
+    relevant = np.array([[False, True, False], [False, False, True], [True, False, False], [False, True, False]])
+    exclude = np.array([0, 0, 0, 0])
+    with pytest.raises(ValueError, match=r"^1 of the 4 queries \(rows 1024-1027\) .* \(rows 1026\)"):
+        m.composed_recall(np.zeros((4, 3)), relevant, ks=(1,), exclude=exclude, chunk_size=1, first_query_row=1024)
+    with pytest.raises(ValueError, match="first_query_row must be >= 0"):
+        m.composed_recall(np.zeros((4, 3)), relevant, ks=(1,), first_query_row=-1)
 
 
 # ------------------------------------------------------------------------------------------------ chance
@@ -429,3 +464,24 @@ def test_a_recall_difference_is_a_change_only_beyond_two_standard_errors():
     assert str(small) == "+0.010, within noise; two standard errors 0.043"
     # more queries, less noise: the same gap becomes a change
     assert m.RecallDifference(0.66, 0.65, 100_000).verdict == "a gain"
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "queries", "message"),
+    [
+        (0.5, 0.4, 0, r"RecallDifference.queries must be >= 1"),
+        (0.5, 0.4, 2.5, r"RecallDifference.queries must be a whole number"),
+        (1.2, 0.4, 10, r"RecallDifference.new must be a recall \(a fraction in \[0, 1\]\), got 1.2"),
+        (0.5, -0.1, 10, r"RecallDifference.old must be a recall"),
+        (math.nan, 0.4, 10, r"RecallDifference.new must be a recall"),
+        (True, 0.4, 10, r"RecallDifference.new must be a recall"),
+    ],
+)
+def test_a_recall_difference_refuses_what_is_not_a_recall_or_a_query_count(new, old, queries, message):
+    with pytest.raises(ValueError, match=message):
+        m.RecallDifference(new, old, queries)
+
+
+def test_a_recall_difference_accepts_numpy_scalars_and_the_ends_of_the_range():
+    # pandas cells and counts arrive as numpy scalars (notebook 07); 0 and 1 are recalls too
+    assert m.RecallDifference(np.float64(1.0), 0.0, np.int64(4)).verdict == "a gain"  # noise 0: any gap counts

@@ -154,7 +154,11 @@ def composed_recall_at_k(
         stop = min(start + chunk_size, len(queries))
         similarity = query_features[start:stop] @ gallery_features.T
         recalls = composed_recall(
-            similarity, queries.relevance(start, stop), ks, exclude=queries.reference_rows[start:stop]
+            similarity,
+            queries.relevance(start, stop),
+            ks,
+            exclude=queries.reference_rows[start:stop],
+            first_query_row=start,  # errors name the query's row in the whole set
         )
         for k in ks:
             totals[k] += recalls[k] * (stop - start)
