@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,6 +70,7 @@ class TrainHistory:
     steps: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
     skipped_items: int = 0
+    resumed_from_step: int = 0  # where the call of fit that returned this history started (0: no checkpoint)
 
     def step_frame(self):
         import pandas as pd
@@ -162,6 +163,12 @@ def _save_checkpoint(
     distributed.barrier()
 
 
+def _summary(err: Exception, limit: int = 300) -> str:
+    """``err``'s message on one line, cut at ``limit`` characters (torch's load errors run over many lines)."""
+    message = " ".join(str(err).split())
+    return (message[:limit] + " …" if len(message) > limit else message) or type(err).__name__
+
+
 def _read_checkpoint(path: Path, device: torch.device) -> dict | None:
     """The training state saved in ``path``, or ``None`` when the file cannot be read (a damaged checkpoint is
     named in one log line and removed, and training starts again from step 0 instead of failing on every run)."""
@@ -171,10 +178,62 @@ def _read_checkpoint(path: Path, device: torch.device) -> dict | None:
         LOG.warning(
             "checkpoint %s was damaged (%s); removed it, training restarts from step 0",
             path,
-            str(err).splitlines()[0] if str(err) else type(err).__name__,
+            _summary(err),
         )
         path.unlink(missing_ok=True)
         return None
+
+
+# TrainConfig fields a resume may change: how often to checkpoint and evaluate, how many processes load the data and
+# whether activations are recomputed leave every optimizer step the same. Every other field shapes the run.
+FREE_ON_RESUME = frozenset({"checkpoint_every", "eval_every", "num_workers", "grad_checkpointing"})
+CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scheduler", "step", "rng", "history", "config"})
+
+
+def _restore_checkpoint(path: Path, state: dict, config: TrainConfig, model, optimizer, scheduler) -> None:
+    """Load the weights, optimizer and schedule of ``state`` (read from ``path``) into this run.
+
+    Refuses, naming ``path``, a file that is not a checkpoint of :func:`fit`, one written with another configuration
+    (the saved schedule would silently replace this run's total steps and learning rates) and one of another model.
+    """
+    missing = CHECKPOINT_KEYS - state.keys() if isinstance(state, dict) else CHECKPOINT_KEYS
+    if missing:
+        raise ValueError(
+            f"checkpoint {path} is not a training checkpoint of course_utils.train.fit (it lacks "
+            f"{', '.join(sorted(missing))}); move it out of the checkpoint folder, or delete it, to train from step 0"
+        )
+    differing = [
+        f"{name} {state['config'].get(name)!r} there, {value!r} now"
+        for name, value in asdict(config).items()
+        if name not in FREE_ON_RESUME and state["config"].get(name) != value
+    ]
+    if differing:
+        raise ValueError(
+            f"checkpoint {path} was written with another training configuration ({'; '.join(differing)}); "
+            f"resume with the configuration that wrote it, or delete {path} to train this one from step 0"
+        )
+    try:
+        model.load_state_dict(state["model"])  # every rank reads the same file
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise ValueError(
+            f"checkpoint {path} holds the training state of another model ({_summary(err)}); point checkpoint_dir "
+            f"at this model's run, or delete {path} to train this one from step 0"
+        ) from err
+
+
+def _rng_restored_after_start(loader: DataLoader, rng: dict) -> Iterator[dict]:
+    """The batches of ``loader``, with the RNG set to ``rng`` once the loader has started.
+
+    Starting a loader draws its base seed from the global torch RNG. The uninterrupted run drew it at the start of
+    the epoch, before the state a mid-epoch checkpoint saved; restoring that state only after this draw keeps the
+    resumed run's dropout and augmentation draws those of the uninterrupted run. (Draws made inside worker
+    processes, ``num_workers > 0``, are seeded from that base seed and are not reproduced mid-epoch.)
+    """
+    batches = iter(loader)
+    _set_rng_state(rng)
+    yield from batches
 
 
 def _epoch_batches(n_samples: int, config: TrainConfig, epoch: int) -> list[list[int]]:
@@ -209,9 +268,12 @@ def fit(
         batch_loss: computes the scalar loss of one collated batch.
         config: hyper-parameters.
         head_parameters: parameters trained at ``config.head_lr`` (new heads); the rest use ``config.lr``.
-        evaluate: called every ``config.eval_every`` steps and at the end; returns metrics to record.
+        evaluate: called every ``config.eval_every`` steps and once at the end (not again when a finished
+            checkpoint is reloaded); returns metrics to record.
         checkpoint_dir: where ``last.pt`` is written every ``config.checkpoint_every`` steps; when it exists,
-            training resumes from it exactly (same data order, RNG and optimizer state).
+            training resumes from it exactly (same data order, RNG and optimizer state). A damaged ``last.pt`` is
+            logged, removed and training restarts from step 0; one written with another configuration (any field
+            but those in ``FREE_ON_RESUME``) or for another model raises ``ValueError`` naming it.
         stop_after: stop (after checkpointing) once this many optimizer steps are done — simulates a killed run.
         device: defaults to the model's device.
         progress: show a tqdm bar.
@@ -234,11 +296,10 @@ def fit(
     torch.manual_seed(config.seed)
     state = _read_checkpoint(checkpoint, device) if checkpoint and checkpoint.exists() else None
     if state is not None:
-        model.load_state_dict(state["model"])  # every rank reads the same file
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        _restore_checkpoint(checkpoint, state, config, model, optimizer, scheduler)
         step, history = state["step"], TrainHistory(**state["history"])
-        _set_rng_state(state["rng"])
+        history.resumed_from_step = step
+        _set_rng_state(state["rng"])  # at an epoch boundary the next loader draws its seed from it, as uninterrupted
 
     steps_per_epoch = config.steps_per_epoch(len(dataset))
     bar = tqdm(
@@ -255,6 +316,8 @@ def fit(
         loader = DataLoader(
             dataset, batch_sampler=batches, collate_fn=collate_skipping_unreadable, num_workers=config.num_workers
         )
+        if done_in_epoch:  # only on the epoch a checkpoint resumes mid-way
+            loader = _rng_restored_after_start(loader, state["rng"])
         optimizer.zero_grad(set_to_none=True)
         micro, running, skipped = 0, 0.0, 0
         for batch in loader:
@@ -296,7 +359,8 @@ def fit(
             if step >= total_steps or (stop_after is not None and step >= stop_after):
                 break
     bar.close()
-    if step >= total_steps and evaluate and context.is_main:
+    final_evaluated = bool(history.evals) and history.evals[-1]["step"] == step  # a finished checkpoint reloaded
+    if step >= total_steps and evaluate and context.is_main and not final_evaluated:
         history.evals.append({"step": step, **_evaluate(model, evaluate)})
     if checkpoint:
         _save_checkpoint(checkpoint, model, optimizer, scheduler, step, history, config, context)

@@ -58,8 +58,6 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint_every=args.checkpoint_every,
         seed=args.train_seed,
     )
-    checkpoint = Path(args.checkpoint_dir) / "last.pt" if args.checkpoint_dir else None
-    start_step = torch.load(checkpoint, weights_only=False)["step"] if checkpoint and checkpoint.exists() else 0
     start = time.perf_counter()
     history = fit(
         bundle.model,
@@ -73,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     seconds = time.perf_counter() - start
     if context.is_main:
-        steps_run = len(history.steps) - start_step  # the history also holds the steps before a resume
+        steps_run = len(history.steps) - history.resumed_from_step  # it also holds the steps before a resume
         summary = {
             "processes": context.world_size,
             "steps": len(history.steps),

@@ -177,7 +177,8 @@ def test_resume_on_two_processes_from_a_one_process_checkpoint(tmp_path, one_pro
     assert torch.load(tmp_path / "last.pt", weights_only=False)["step"] == 20
 
 
-def test_train_contrastive_command_writes_weights_and_summary(tmp_path, tiny_bundle, small_catalogue):
+def run_train_contrastive(tmp_path: Path, tiny_bundle, *options: str) -> dict:
+    """``train_contrastive`` for 2 steps of 8 pairs on conftest's small catalogue; the summary it writes."""
     from course_utils import train_contrastive
 
     weights = tmp_path / "base.pt"
@@ -201,10 +202,33 @@ def test_train_contrastive_command_writes_weights_and_summary(tmp_path, tiny_bun
             "1e-3",
             "--out",
             str(tmp_path / "out.pt"),
+            *options,
         ]
     )
-    summary = json.loads((tmp_path / "out.pt.json").read_text())
+    return json.loads((tmp_path / "out.pt.json").read_text())
+
+
+def test_train_contrastive_command_writes_weights_and_summary(tmp_path, tiny_bundle, small_catalogue):
+    summary = run_train_contrastive(tmp_path, tiny_bundle)
     assert summary["processes"] == 1 and summary["steps"] == summary["steps_this_run"] == 2
     assert len(summary["losses"]) == 2
     trained = torch.load(tmp_path / "out.pt", weights_only=True)
     assert max_difference(trained, tiny_bundle.model.state_dict()) > 0  # the weights were loaded, then trained
+
+
+def test_train_contrastive_counts_only_this_runs_steps_after_a_resume(tmp_path, tiny_bundle, small_catalogue):
+    checkpoints = ["--checkpoint-dir", str(tmp_path / "checkpoints"), "--checkpoint-every", "1"]
+    stopped = run_train_contrastive(tmp_path, tiny_bundle, *checkpoints, "--stop-after", "1")
+    resumed = run_train_contrastive(tmp_path, tiny_bundle, *checkpoints)
+    assert (stopped["steps"], stopped["steps_this_run"]) == (1, 1)
+    assert (resumed["steps"], resumed["steps_this_run"]) == (2, 1)
+
+
+def test_train_contrastive_heals_a_damaged_checkpoint(tmp_path, tiny_bundle, small_catalogue, caplog):
+    checkpoint = tmp_path / "checkpoints" / "last.pt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"cut short by a crash")
+    with caplog.at_level("WARNING", logger="course_utils.train"):
+        summary = run_train_contrastive(tmp_path, tiny_bundle, "--checkpoint-dir", str(checkpoint.parent))
+    assert f"checkpoint {checkpoint} was damaged" in caplog.text
+    assert summary["steps"] == summary["steps_this_run"] == 2  # fit removed it and trained from step 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -179,3 +180,78 @@ def test_resume_from_checkpoint_is_exact(tmp_path, uninterrupted_run, stop_after
     assert resumed_history.steps == straight_history.steps  # same losses, learning rates, epochs
     for name, value in parameters_of(straight).items():
         assert torch.equal(value, dict(resumed.named_parameters())[name].detach()), name
+
+
+NOISY_CONFIG = TrainConfig(epochs=2, batch_size=4, lr=0.05, checkpoint_every=1)  # 16 items: 4 steps per epoch
+
+
+def _noisy_run(checkpoint_dir=None, stop=None, config=NOISY_CONFIG, evaluate=None):
+    """Train a NoisyRegressor (dropout draws from the global torch RNG at every step) from torch seed 0."""
+    torch.manual_seed(0)
+    model = NoisyRegressor()
+    history = fit(
+        model,
+        RegressionData(16),
+        mse_loss,
+        config,
+        evaluate=evaluate,
+        checkpoint_dir=checkpoint_dir,
+        stop_after=stop,
+        progress=False,
+    )
+    return model, history
+
+
+@pytest.mark.parametrize("stop_after", [1, 4, 6])  # mid-epoch, at the epoch boundary, mid-way through epoch 2
+def test_resume_with_dropout_draws_the_same_random_numbers(tmp_path, stop_after):
+    straight, straight_history = _noisy_run()
+    _noisy_run(tmp_path, stop=stop_after)
+    resumed, resumed_history = _noisy_run(tmp_path)  # a fresh loader must not shift the restored RNG stream
+    assert resumed_history.resumed_from_step == stop_after and straight_history.resumed_from_step == 0
+    assert resumed_history.steps == straight_history.steps
+    for name, value in parameters_of(straight).items():
+        assert torch.equal(value, dict(resumed.named_parameters())[name].detach()), name
+
+
+def test_resume_with_another_configuration_is_refused_by_name(tmp_path):
+    config = TrainConfig(epochs=100, max_steps=8, batch_size=4, lr=0.1, checkpoint_every=1)
+    _noisy_run(tmp_path, stop=4, config=config)
+    changed = dataclasses.replace(config, max_steps=16, lr=0.5)
+    with pytest.raises(ValueError) as refused:
+        _noisy_run(tmp_path, config=changed)
+    message = str(refused.value)
+    assert str(tmp_path / "last.pt") in message and "delete" in message
+    assert "max_steps 8 there, 16 now" in message and "lr 0.1 there, 0.5 now" in message
+    assert "batch_size" not in message  # only the fields that differ are named
+    # when to checkpoint and evaluate may change: the run resumes on the saved schedule, 0.1 x WarmupCosine(0, 8)
+    _, history = _noisy_run(tmp_path, config=dataclasses.replace(config, checkpoint_every=None, eval_every=2))
+    assert [s["lr"] for s in history.steps] == pytest.approx([0.1 * WarmupCosine(0, 8)(i) for i in range(8)])
+
+
+def test_a_checkpoint_of_another_model_is_named(tmp_path):
+    fit(nn.Linear(3, 1), RegressionData(16), mse_loss, NOISY_CONFIG, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="holds the training state of another model") as refused:
+        _noisy_run(tmp_path)
+    assert str(tmp_path / "last.pt") in str(refused.value) and "Missing key(s)" in str(refused.value)
+
+
+def test_a_file_that_is_no_training_checkpoint_is_named_and_kept(tmp_path):
+    checkpoint = tmp_path / "last.pt"
+    torch.save(NoisyRegressor().state_dict(), checkpoint)  # weights alone, saved under fit's file name
+    with pytest.raises(ValueError, match="is not a training checkpoint") as refused:
+        _noisy_run(tmp_path)
+    assert str(checkpoint) in str(refused.value) and "optimizer" in str(refused.value)
+    assert checkpoint.exists()  # it loads, so it is someone's file, not a damaged checkpoint to remove
+
+
+def test_a_finished_checkpoint_is_evaluated_once(tmp_path):
+    calls = []
+
+    def evaluate():
+        calls.append(1)
+        return {"call": len(calls)}
+
+    histories = [_noisy_run(tmp_path, evaluate=evaluate)[1] for _ in range(3)]  # the 2nd and 3rd run no step
+    assert len(calls) == 1
+    assert [h.evals for h in histories] == [[{"step": 8, "call": 1}]] * 3
+    assert histories[2].steps == histories[0].steps and histories[2].resumed_from_step == 8

@@ -25,6 +25,11 @@ evaluation (:func:`evaluate_photo_retrieval`) uses items training never sees (:f
 product titles as queries (descriptions in a catalogue without titles, such as DeepFashion-MultiModal), and
 reports exact-item recall, recall where any item of identical title counts (:func:`title_aware_recall`),
 attribute-match recall and the chance level of each.
+
+That gallery is drawn from ``val`` and ``test`` together (the sample's ``val`` alone is too small), and
+:data:`PHOTO_RECIPE` was chosen by ``benchmarks/bench_photo_pretrain.py`` on it: it is a validation set for the
+recipe, not an untouched test set, and a real-profile ``test`` recall is of a recipe partly chosen on those items
+(``benchmarks/README.md`` says the same).
 """
 
 from __future__ import annotations
@@ -116,6 +121,10 @@ def photo_recipe(model: str, profile: str = "real", seed: int = 0) -> PhotoRecip
 
 def held_out_gallery(catalogue: Catalogue, size: int = 1000, seed: int = 0) -> Catalogue:
     """``size`` items drawn (seeded) from the items outside the ``train`` split: a gallery training never sees.
+
+    The draw mixes ``val`` and ``test`` items. ``benchmarks/bench_photo_pretrain.py`` chose :data:`PHOTO_RECIPE` on
+    this gallery, so it measures a recipe tuned on it, and it overlaps the notebooks' ``test`` split: neither is an
+    untouched test set for that recipe.
 
     Args:
         catalogue: a catalogue with a ``train`` split and others (``val``/``test``).

@@ -1,7 +1,9 @@
 """Task: text–image retrieval — fine-tuning recipes and their evaluation (notebooks 01, 02, 04).
 
-* notebook 02's full fine-tuning (:func:`finetuned_bundle`), cached so notebooks 03, 05 and 06 start from the same
-  model whether or not 02 ran first;
+* notebook 02's full fine-tuning (:func:`finetuned_bundle`), cached so notebooks 03, 05, 06 and 07 start from the
+  same model whether or not 02 ran first — as long as 02's ``finetune_epochs`` and ``finetune_lr`` equal
+  :data:`FULL_FINETUNE`'s ``epochs`` and ``lr`` (its defaults and profiles do); 02 run with others trains and
+  caches another model, and the later notebooks train their own with :data:`FULL_FINETUNE`;
 * seed 000's two-stage recipe: train an MLP head on CLIP's output with CLIP frozen, then CLIP with the head frozen
   (:func:`head_only_bundle`, :func:`two_stage_bundle`);
 * evaluation: full-gallery recall of one model (:func:`evaluate_retrieval`), of several (:func:`recall_by_model`),
@@ -52,6 +54,8 @@ def finetuned_bundle(
 ) -> tuple[ClipBundle, TrainHistory]:
     """Notebook 02's full fine-tuning of the experiment's model on its ``train`` split (cached).
 
+    The cache key holds ``config`` (all but ``eval_every``), so a later notebook calling with the default
+    :data:`FULL_FINETUNE` reuses 02's model only when 02 ran with that recipe's epochs and learning rate.
     The base bundle is left untouched; a fine-tuned copy is returned with the training history (the history
     of a cached run is the one saved with its checkpoint).
     """
