@@ -47,9 +47,11 @@ PairLogits = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def mine_hard_negatives(similarity: torch.Tensor, k: int, exclude_positive: bool = True, seed: int = 0) -> torch.Tensor:
-    """The ``k`` highest-scoring non-matching gallery items of every query: the negatives ITM learns from.
+    """The ``k`` highest-scoring gallery items of every query other than its own: the negatives ITM learns from.
 
-    Query ``i``'s positive is gallery item ``i`` (paired data). Exact score ties are broken by a random
+    Query ``i``'s positive is gallery item ``i`` (paired data); only that item is left out, so another item whose
+    caption is word for word query ``i``'s can be among the negatives, labelled 0 although the text cannot tell it
+    apart (notebook 03's exercise 5 discusses these false negatives). Exact score ties are broken by a random
     permutation drawn from ``seed``, so the result is deterministic.
 
     Args:

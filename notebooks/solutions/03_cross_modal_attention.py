@@ -42,9 +42,11 @@ contradictory labels. The notebook does the same in a simpler way: ``HardNegativ
 top ``mining_k`` instead of taking the first, and keeps a share ``itm_random_share`` of random negatives. With
 labels at hand one can go further and drop the negatives whose attributes all equal the positive's (the test split's
 ``same_attributes`` matrix of the notebook, built on the train split), which removes these false negatives instead
-of diluting them. On the photos titles rarely coincide, but many items are the same kind of product (same article
-type and colour) and differ mainly in the brand, which a small photo barely shows: as hardest negatives they are
-nearly as contradictory, and sampling helps for the same reason.
+of diluting them (``mine_hard_negatives`` leaves out only the query's own item, so an item with the very same
+caption can be drawn too). On the photos an identical title among a caption's mined negatives is uncommon, but
+many items are the same kind of product (same article type and colour) and differ mainly in the brand, which a
+small photo barely shows: as hardest negatives they are nearly as contradictory, and sampling helps for the same
+reason.
 
 Exercise 6 (think). It needs a label on every gallery item and queries that name one. New or user-uploaded photos,
 or a marketplace whose sellers tag sparsely or wrongly, give it nothing or the wrong thing to compare; a query about
