@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from course_utils.classroom import QueryService, text_answers  # noqa: E402
+from course_utils.classroom import DEFAULT_WORKERS, QueryService, text_answers  # noqa: E402
 from course_utils.demo import DemoState, load_demo_state  # noqa: E402
 from course_utils.serve import serve_until_stopped  # noqa: E402
+from course_utils.widgets import DEFAULT_TOP_K  # noqa: E402
 
 
 class PrecomputedService(QueryService):
@@ -41,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--profile", default="ci", choices=["ci", "full"])
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--top-k", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+    parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     parser.add_argument("--texts", nargs="+", required=True, help="the text queries to answer in advance")
     args = parser.parse_args(argv)
     state = load_demo_state(profile=args.profile)
