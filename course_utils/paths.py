@@ -8,9 +8,20 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def env_path(name: str, default: Path) -> Path:
+    """The folder named by environment variable ``name``, else ``default``.
+
+    A notebook runs in ``notebooks/`` and the runner in the repository root, so a relative value is read against
+    :data:`REPO_ROOT`, not the current folder, and names the same folder for both; ``~`` is expanded, and an empty
+    value counts as unset (it would otherwise mean the current folder).
+    """
+    value = os.environ.get(name, "")
+    return REPO_ROOT / Path(value).expanduser() if value else default
+
+
 def cache_dir() -> Path:
     """``data/cache/`` (override with ``FASHION_COURSE_CACHE``): catalogues, checkpoints, embeddings."""
-    path = Path(os.environ.get("FASHION_COURSE_CACHE", REPO_ROOT / "data" / "cache"))
+    path = env_path("FASHION_COURSE_CACHE", REPO_ROOT / "data" / "cache")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -18,7 +29,7 @@ def cache_dir() -> Path:
 def outputs_dir(create: bool = True) -> Path:
     """``outputs/`` (override with ``FASHION_COURSE_OUTPUTS``): executed notebooks, results, screenshots; created
     unless ``create`` is false (the runner names the folder first and reports one it cannot write)."""
-    path = Path(os.environ.get("FASHION_COURSE_OUTPUTS", REPO_ROOT / "outputs"))
+    path = env_path("FASHION_COURSE_OUTPUTS", REPO_ROOT / "outputs")
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
@@ -30,11 +41,12 @@ def figures_dir() -> Path:
     Only the runner's full profile (``make run``) points ``FASHION_COURSE_FIGURES`` at the committed ``figures/``:
     a notebook run by hand (JupyterLab, no runner) saves its figures under ``outputs/figures/`` and leaves them be.
     """
-    path = Path(os.environ.get("FASHION_COURSE_FIGURES", outputs_dir(create=False) / "figures"))
+    path = env_path("FASHION_COURSE_FIGURES", outputs_dir(create=False) / "figures")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def shared_data_dir() -> Path:
-    """The real-format dataset samples beside the checkout (``../shared/data``); may not exist."""
-    return Path(os.environ.get("FASHION_COURSE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+    """The real-format dataset samples beside the checkout (``../shared/data``, override with
+    ``FASHION_COURSE_SHARED_DATA``); may not exist."""
+    return env_path("FASHION_COURSE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")

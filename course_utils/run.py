@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .paths import REPO_ROOT, outputs_dir
+from .paths import REPO_ROOT, env_path, outputs_dir
 from .results import aggregate_seeds, build_report, load_record, timing_key, write_record
 from .tasks.photo_pretrain import PHOTO_RECIPE
 
@@ -144,8 +144,8 @@ def profile_environment(profile: str, extra: dict, output_dir: Path | None) -> d
         output_dir = outputs_dir(create=False) if profile == "full" else outputs_dir(create=False) / profile
     output_dir = output_dir.expanduser().resolve()
     own_figures = REPO_ROOT / "figures" if writes_committed_figures else output_dir / "figures"
-    figures = os.environ.get("FASHION_COURSE_FIGURES", str(own_figures))
-    return {"FASHION_COURSE_OUTPUTS": str(output_dir), "FASHION_COURSE_FIGURES": figures}
+    figures = env_path("FASHION_COURSE_FIGURES", own_figures)
+    return {"FASHION_COURSE_OUTPUTS": str(output_dir), "FASHION_COURSE_FIGURES": str(figures)}
 
 
 def parse_assignments(assignments: list[str]) -> dict:

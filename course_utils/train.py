@@ -264,7 +264,12 @@ def fit(
 
     Args:
         model: any module; only parameters with ``requires_grad`` are trained.
-        dataset: returns dicts (see ``course_utils.data.adapters``); may define ``set_epoch``.
+        dataset: returns dicts (see ``course_utils.data.adapters``); may define ``set_epoch``. Items whose image
+            is unreadable are left out of their batch and counted in ``skipped_items``. A micro-batch of unreadable
+            images only is left out of its step, which averages over the micro-batches that had images; a step
+            with none makes no optimizer or scheduler step and has no record in ``steps`` (the step count, and with
+            it the data order, evaluations and checkpoints, still moves on). Several ranks need a catalogue
+            without unreadable images (``Catalogue.drop_unreadable_images``).
         batch_loss: computes the scalar loss of one collated batch.
         config: hyper-parameters.
         head_parameters: parameters trained at ``config.head_lr`` (new heads); the rest use ``config.lr``.
@@ -319,33 +324,51 @@ def fit(
         if done_in_epoch:  # only on the epoch a checkpoint resumes mid-way
             loader = _rng_restored_after_start(loader, state["rng"])
         optimizer.zero_grad(set_to_none=True)
-        micro, running, skipped = 0, 0.0, 0
+        micro, running, skipped, trained = 0, 0.0, 0, 0  # trained: micro-batches of this step with images
         for batch in loader:
             skipped += len(batch.pop("skipped"))
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_cuda and config.mixed_precision):
-                loss = batch_loss(model, batch) / config.grad_accum
-            loss.backward()
-            running += loss.item()
+            if batch:
+                with torch.autocast(
+                    device_type="cuda", dtype=torch.bfloat16, enabled=use_cuda and config.mixed_precision
+                ):
+                    loss = batch_loss(model, batch) / config.grad_accum
+                loss.backward()
+                running += loss.item()
+                trained += 1
+            elif context.is_distributed:  # the other ranks would wait for this one in batch_loss's all-gather
+                raise RuntimeError(
+                    f"every image of this rank's micro-batch (rank {context.rank}, step {step + 1}) is unreadable; "
+                    "call catalogue.drop_unreadable_images() before training on several ranks"
+                )
             micro += 1
             if micro % config.grad_accum:
                 continue
-            params = [p for g in optimizer.param_groups for p in g["params"]]
-            if context.is_distributed:
-                distributed.average_gradients(params)
-                total_loss, skipped = distributed.sum_over_ranks([running, skipped])
-                running = total_loss / context.world_size
+            if trained:  # else every image of this step was unreadable: no gradient, so no update and no record
+                params = [p for g in optimizer.param_groups for p in g["params"]]
+                if trained < config.grad_accum:  # a micro-batch was all unreadable: average over those with images
+                    running *= config.grad_accum / trained
+                    for param in params:
+                        if param.grad is not None:
+                            param.grad.mul_(config.grad_accum / trained)
+                if context.is_distributed:
+                    distributed.average_gradients(params)
+                    total_loss, skipped = distributed.sum_over_ranks([running, skipped])
+                    running = total_loss / context.world_size
+                if config.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if after_step is not None:
+                    after_step(model)
+                history.steps.append(
+                    {"step": step + 1, "epoch": epoch, "loss": running, "lr": scheduler.get_last_lr()[0]}
+                )
+                scheduler.step()
             history.skipped_items += int(skipped)
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if after_step is not None:
-                after_step(model)
-            history.steps.append({"step": step + 1, "epoch": epoch, "loss": running, "lr": scheduler.get_last_lr()[0]})
-            scheduler.step()
-            step, running, skipped = step + 1, 0.0, 0
+            step, running, skipped, trained = step + 1, 0.0, 0, 0
             bar.update(1)
-            bar.set_postfix(loss=f"{history.steps[-1]['loss']:.3f}")
+            if history.steps:
+                bar.set_postfix(loss=f"{history.steps[-1]['loss']:.3f}")
             if (
                 evaluate
                 and context.is_main

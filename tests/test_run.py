@@ -256,6 +256,13 @@ def test_a_figures_variable_set_by_the_user_still_decides(tmp_path, monkeypatch)
     assert variables["FASHION_COURSE_FIGURES"] == str(tmp_path / "mine")
 
 
+def test_a_relative_figures_variable_names_a_folder_under_the_repository_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the kernels run in notebooks/, not where the runner started
+    monkeypatch.setenv("FASHION_COURSE_FIGURES", "outputs/slides")
+    variables = run.profile_environment("ci", {}, tmp_path / "run")
+    assert variables["FASHION_COURSE_FIGURES"] == str(REPO_ROOT / "outputs" / "slides")
+
+
 def test_a_ci_run_writes_its_notebooks_records_and_figures_under_outputs_ci(tmp_path, monkeypatch):
     from course_utils.paths import figures_dir, outputs_dir
     from course_utils.results import write_results

@@ -99,6 +99,72 @@ def test_accumulating_two_micro_batches_equals_one_double_batch():
         torch.testing.assert_close(params_a[name], params_b[name], rtol=1e-5, atol=1e-6)
 
 
+# --- unreadable images ---------------------------------------------------------------------------------------------
+
+
+class FirstRequestsUnreadable(Dataset):
+    """RegressionData whose first ``n_unreadable`` requested items are unreadable (marked as the adapters mark them).
+
+    It logs the indices ``fit`` asks for, in order, and ``stand_in`` serves another index's sample for an index.
+    """
+
+    def __init__(self, n: int, n_unreadable: int = 0, stand_in: dict[int, int] | None = None):
+        self.data, self.n_unreadable, self.stand_in = RegressionData(n), n_unreadable, stand_in or {}
+        self.requested: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict:
+        self.requested.append(i)
+        if len(self.requested) <= self.n_unreadable:
+            return {"skipped": f"item-{i}"}
+        return self.data[self.stand_in.get(i, i)]
+
+
+def test_a_batch_of_unreadable_images_only_is_counted_and_changes_nothing():
+    model = nn.Linear(3, 1)
+    before = parameters_of(model)
+    config = TrainConfig(epochs=1, batch_size=4, lr=0.1)
+    history = fit(model, FirstRequestsUnreadable(4, n_unreadable=4), mse_loss, config, progress=False)
+    assert history.skipped_items == 4 and history.steps == []
+    for name, value in parameters_of(model).items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_a_step_of_unreadable_images_only_makes_no_update_and_the_next_steps_keep_their_numbers():
+    config = TrainConfig(epochs=1, batch_size=2, lr=0.1, warmup_steps=0)
+    history = fit(nn.Linear(3, 1), FirstRequestsUnreadable(8, n_unreadable=2), mse_loss, config, progress=False)
+    assert history.skipped_items == 2
+    assert [s["step"] for s in history.steps] == [2, 3, 4]
+    # the schedule (4 steps, no warmup) moves with the updates: 1, (1 + cos(pi / 4)) / 2, 1/2
+    assert [s["lr"] for s in history.steps] == pytest.approx([0.1, 0.05 * (1 + math.cos(math.pi / 4)), 0.05])
+
+
+def _train_linear(dataset: Dataset, config: TrainConfig) -> tuple:
+    """The history and trained weights of ``nn.Linear(3, 1)`` (seeded) on ``dataset``."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    history = fit(model, dataset, mse_loss, config, progress=False)
+    return history, parameters_of(model)
+
+
+def test_a_micro_batch_of_unreadable_images_only_leaves_its_step_the_mean_of_the_others():
+    # a step of micro-batches (unreadable, B) must train exactly as one of (B, B)
+    config = TrainConfig(epochs=1, batch_size=2, grad_accum=2, lr=0.05, warmup_steps=0, max_grad_norm=None)
+    flaky = FirstRequestsUnreadable(8, n_unreadable=2)
+    history, params = _train_linear(flaky, config)
+    first, second, third, fourth = flaky.requested[:4]
+    b_twice = FirstRequestsUnreadable(8, stand_in={first: third, second: fourth})
+    history_b_twice, params_b_twice = _train_linear(b_twice, config)
+    assert b_twice.requested == flaky.requested  # the same data order, so the same second step
+    assert history.skipped_items == 2 and history_b_twice.skipped_items == 0
+    assert [s["step"] for s in history.steps] == [1, 2]
+    assert [s["loss"] for s in history.steps] == pytest.approx([s["loss"] for s in history_b_twice.steps], rel=1e-6)
+    for name in params:
+        torch.testing.assert_close(params[name], params_b_twice[name], rtol=1e-6, atol=1e-7)
+
+
 # --- evaluation does not perturb training --------------------------------------------------------------------------
 
 

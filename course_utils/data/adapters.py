@@ -29,7 +29,11 @@ def _with_image(sample: dict, item, preprocess: Preprocess | None) -> dict:
 
 
 def collate_skipping_unreadable(samples: list[dict]) -> dict:
-    """Collate samples, dropping those marked skipped; ``batch["skipped"]`` lists the dropped item ids."""
+    """Collate samples, dropping those marked skipped; ``batch["skipped"]`` lists the dropped item ids.
+
+    When every sample is skipped the batch is ``{"skipped": [...]}`` alone: :func:`course_utils.train.fit` then
+    leaves the micro-batch out, and the encoding loop (:mod:`course_utils.embed`) finds no ``"image"`` to encode.
+    """
     skipped = [s["skipped"] for s in samples if "skipped" in s]
     kept = [s for s in samples if "skipped" not in s]
     batch = default_collate(kept) if kept else {}

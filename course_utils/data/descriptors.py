@@ -29,7 +29,8 @@ def available_descriptor_sets() -> list[str]:
     return sorted(path.stem for path in DESCRIPTOR_DIR.glob("*.json"))
 
 
-def _read(dataset: str, path: str | Path | None) -> dict:
+def _read(dataset: str, path: str | Path | None) -> tuple[Path, dict]:
+    """The descriptor file of ``dataset`` (or ``path``) and its checked record; errors name the file."""
     file = Path(path).expanduser() if path is not None else DESCRIPTOR_DIR / f"{dataset}.json"
     if not file.is_file():
         raise FileNotFoundError(
@@ -47,7 +48,7 @@ def _read(dataset: str, path: str | Path | None) -> dict:
             raise ValueError(f"{file}: criterion {criterion!r} needs a list of at least 2 non-empty words")
         if len(set(words)) != len(words):
             raise ValueError(f"{file}: criterion {criterion!r} lists a word twice")
-    return record
+    return file, record
 
 
 def load_descriptors(dataset: str, path: str | Path | None = None) -> dict[str, list[str]]:
@@ -60,18 +61,41 @@ def load_descriptors(dataset: str, path: str | Path | None = None) -> dict[str, 
     Returns:
         ``{criterion: [word, ...]}`` in file order; every list has at least two distinct words.
     """
-    return {criterion: list(words) for criterion, words in _read(dataset, path)["criteria"].items()}
+    _, record = _read(dataset, path)
+    return {criterion: list(words) for criterion, words in record["criteria"].items()}
 
 
 def load_prompt_templates(dataset: str, path: str | Path | None = None) -> dict[str, str]:
     """The prompt of each criterion, a string with one ``{word}`` slot (e.g. ``"a photo of a {word} garment"``).
 
     Criteria without their own template get the file's ``default_template``.
+
+    Raises:
+        ValueError: naming the file and the key, when ``templates`` is not an object, names a criterion the file
+            does not list (a typo would otherwise leave that criterion on the default), or a template is not a
+            string with a ``{word}`` slot.
     """
-    record = _read(dataset, path)
+    file, record = _read(dataset, path)
+    criteria = record["criteria"]
+    own_templates = record.get("templates", {})
+    if not isinstance(own_templates, dict):
+        raise ValueError(
+            f"{file}: 'templates' must be an object {{criterion: \"... {{word}} ...\"}}, "
+            f"got {type(own_templates).__name__}"
+        )
+    unknown = sorted(set(own_templates) - set(criteria))
+    if unknown:
+        raise ValueError(
+            f"{file}: 'templates' has entries for {unknown}, which are not criteria; the criteria are {list(criteria)}"
+        )
     default = record.get("default_template", "a photo of a {word} garment")
-    templates = {criterion: record.get("templates", {}).get(criterion, default) for criterion in record["criteria"]}
-    for criterion, template in templates.items():
-        if "{word}" not in template:
-            raise ValueError(f"template of {criterion!r} has no {{word}} slot: {template!r}")
-    return templates
+    _check_template(file, "default_template", default)
+    for criterion, template in own_templates.items():
+        _check_template(file, f"templates[{criterion!r}]", template)
+    return {criterion: own_templates.get(criterion, default) for criterion in criteria}
+
+
+def _check_template(file: Path, key: str, template: object) -> None:
+    """``ValueError`` naming ``file`` and ``key`` unless ``template`` is a string with a ``{word}`` slot."""
+    if not isinstance(template, str) or "{word}" not in template:
+        raise ValueError(f"{file}: {key} must be a string with a {{word}} slot, got {template!r}")

@@ -2,7 +2,12 @@
 
 Each garment is a silhouette (category, sleeve length, garment length, neckline) filled with a colour and a
 pattern, shaded by a fabric look, and photographed with nuisance: background tint, scale/position jitter,
-small rotation, lighting and sensor noise — so items with equal attributes are never pixel-identical.
+small rotation, lighting and sensor noise — so at the default ``noise`` items with equal attributes differ pixel
+by pixel. At ``noise=0`` only a pattern's phase and a fabric's texture still vary with the item: two solid cotton
+items with equal attributes are then pixel-identical.
+
+Garments are drawn on a square canvas of ``_CANVAS`` pixels a side (1.5x the default 64 px image) and
+downsampled to the requested image size at the end; the helpers below return canvas-sized arrays.
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ HEM_Y = {"short": 0.58, "knee": 0.74, "long": 0.92}
 
 
 def garment_mask(attributes: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Silhouette mask and a detail mask (buttons, seams, handles), both ``(128, 128) float32`` in [0, 1]."""
+    """Silhouette mask and a detail mask (buttons, seams, handles), both ``(_CANVAS, _CANVAS) float32`` in [0, 1]."""
     mask = Image.new("L", (_CANVAS, _CANVAS), 0)
     detail = Image.new("L", (_CANVAS, _CANVAS), 0)
     draw, ddraw = ImageDraw.Draw(mask), ImageDraw.Draw(detail)
@@ -153,7 +158,7 @@ def _contrast(rgb: np.ndarray) -> np.ndarray:
 
 
 def pattern_fill(pattern: str, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A ``(128, 128, 3) float32`` texture of ``pattern`` in colour ``rgb`` (with a contrasting second tone)."""
+    """A ``(_CANVAS, _CANVAS, 3) float32`` texture of ``pattern`` in colour ``rgb`` (with a contrasting second tone)."""
     yy, xx = _YY, _XX
     base = np.broadcast_to(rgb, (_CANVAS, _CANVAS, 3)).astype(np.float32).copy()
     other = _contrast(rgb)
@@ -189,7 +194,7 @@ def pattern_fill(pattern: str, rgb: np.ndarray, rng: np.random.Generator) -> np.
 
 
 def fabric_shading(fabric: str, rng: np.random.Generator) -> np.ndarray:
-    """A ``(128, 128, 1) float32`` multiplicative shading that gives the fabric its look."""
+    """A ``(_CANVAS, _CANVAS, 1) float32`` multiplicative shading that gives the fabric its look."""
     yy, xx = _YY, _XX
     if fabric == "cotton":
         return np.ones((_CANVAS, _CANVAS, 1), np.float32)

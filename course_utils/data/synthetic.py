@@ -4,9 +4,10 @@ Attributes are sampled from skewed distributions (black and solid are common, as
 items share attributes and exact-instance recall differs from attribute-match recall. Each item gets three
 caption styles: a product ``title`` (fashion-product-small style), a long ``description``
 (DeepFashion-MultiModal style) and short partial ``web`` captions used to pretrain the tiny CLIP.
-Splits ``pretrain / train / val / test`` are disjoint by item. Composition triplets pair items that differ in
-exactly one attribute. The rendered pixels are cached (``course_utils.cache``, kind ``"catalogue"``: bump its
-version in ``ARTIFACT_VERSIONS`` whenever rendering or captions change), keyed by seed, sizes and knobs.
+Splits ``pretrain / train / val / test`` are disjoint by item. Composition triplets pair items of one category that
+differ in one attribute or, FashionIQ-style, in two (:func:`composition_triplets`). The rendered pixels are cached
+(``course_utils.cache``, kind ``"catalogue"``: bump its version in ``ARTIFACT_VERSIONS`` whenever rendering or
+captions change), keyed by seed, sizes and knobs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from itertools import combinations
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -85,6 +87,7 @@ PATTERN_WORDS = {
     "dotted": "dotted",
 }
 
+SPLIT_NAMES = ("pretrain", "train", "val", "test")  # in catalogue order
 SPLIT_SEED_OFFSET = {"train": 1, "val": 2, "test": 3}
 PROFILE_SIZES = {
     "ci": {"pretrain": 4000, "train": 1200, "val": 200, "test": 500},
@@ -103,7 +106,9 @@ class SyntheticConfig:
     test: int = 500
     image_size: int = 64
     noise: float = 1.0  # nuisance strength (0 = clean centred renders)
-    caption_dropout: float = 0.3  # chance that a web caption omits each attribute word
+    # A web caption keeps each attribute word with probability 0.7 * (1 - caption_dropout), so it omits it with
+    # probability 0.3 + 0.7 * caption_dropout: about half the words (0.51) at the default 0.3, 0.3 at 0.
+    caption_dropout: float = 0.3
     n_attributes: int = len(ATTRIBUTE_ORDER)  # how many attribute types vary (the rest stay fixed)
     web_captions_per_item: int = 3
 
@@ -175,7 +180,11 @@ def description_caption(attributes: dict, rng: random.Random) -> str:
 
 
 def web_caption(attributes: dict, rng: random.Random, dropout: float) -> str:
-    """A short, partial caption as found on the web, e.g. ``"striped shirt"`` or ``"navy denim"``."""
+    """A short, partial caption as found on the web, e.g. ``"striped shirt"`` or ``"navy denim"``.
+
+    Each attribute word is kept with probability ``0.7 * (1 - dropout)`` (two draws: one against ``dropout``, one
+    against 0.7); the category noun is added with probability 0.85, and always when no attribute word was kept.
+    """
     words = []
     for name in ("colour", "pattern", "fabric", "sleeve", "length"):
         if name in attributes and rng.random() > dropout and rng.random() < 0.7:
@@ -232,7 +241,7 @@ def composition_triplets(
     for item in items:
         attrs = item.attributes
         for size in range(1, max_changes + 1):
-            for varied in _combinations([a for a in changeable if a in attrs], size):
+            for varied in combinations([a for a in changeable if a in attrs], size):
                 rest = tuple(sorted((k, v) for k, v in attrs.items() if k not in varied))
                 by_rest[(varied, rest)].append(item)
     options: dict[tuple[str, int], list[tuple[Item, tuple]]] = defaultdict(list)
@@ -256,16 +265,10 @@ def composition_triplets(
     return triplets
 
 
-def _combinations(names: list[str], size: int) -> list[tuple[str, ...]]:
-    from itertools import combinations
-
-    return list(combinations(names, size))
-
-
 def _describe(config: SyntheticConfig) -> list[dict]:
     """Attributes, captions and split of every item (cheap; the pixels are rendered separately)."""
     rng = random.Random(config.seed)
-    splits = [name for name in ("pretrain", "train", "val", "test") for _ in range(getattr(config, name))]
+    splits = [name for name in SPLIT_NAMES for _ in range(getattr(config, name))]
     records = []
     for index, split in enumerate(splits):
         attributes = sample_attributes(rng, config.n_attributes)
@@ -312,26 +315,54 @@ def _build_catalogue(records: list[dict], pixels: np.ndarray, config: SyntheticC
     return Catalogue("synthetic", items, report, triplets, ATTRIBUTE_ORDER, match_attributes=("category", "colour"))
 
 
-@register_catalogue("synthetic")
-def load_synthetic(size: str | dict = "ci", seed: int = 0, use_cache: bool = True, **knobs) -> Catalogue:
-    """Generate (or load from cache) the procedural catalogue.
+KNOBS = tuple(name for name in SyntheticConfig.__dataclass_fields__ if name not in ("seed", *SPLIT_NAMES))
 
-    Args:
-        size: ``"ci"`` or ``"full"`` (see ``PROFILE_SIZES``), or a dict of item counts per split.
-        seed: catalogue seed; the same seed, sizes and knobs give the same catalogue, pixel for pixel.
-        use_cache: read/write ``data/cache/synthetic/<key>.npz``.
-        **knobs: ``image_size``, ``noise``, ``caption_dropout``, ``n_attributes``, ``web_captions_per_item``.
-    """
+
+def _split_sizes(size: str | dict) -> dict[str, int]:
+    """The item count of each split named by ``size`` (see :func:`load_synthetic`); ``ValueError`` naming ``size``
+    and what it accepts for an unknown profile, an unknown split name or a count that is not a whole number >= 0."""
     if isinstance(size, str):
         if size not in PROFILE_SIZES:
             raise ValueError(
                 f"unknown catalogue size {size!r}; use one of {sorted(PROFILE_SIZES)} or a dict of split sizes"
             )
-        size = PROFILE_SIZES[size]
-    unknown = set(knobs) - set(SyntheticConfig.__dataclass_fields__)
+        return PROFILE_SIZES[size]
+    if not isinstance(size, dict):
+        raise ValueError(f"size must be one of {sorted(PROFILE_SIZES)} or a dict of split sizes, got {size!r}")
+    unknown = sorted(set(size) - set(SPLIT_NAMES))
     if unknown:
-        raise ValueError(f"unknown synthetic catalogue options {sorted(unknown)}; see SyntheticConfig")
-    config = SyntheticConfig(seed=seed, **size, **knobs)
+        raise ValueError(f"size: unknown split names {unknown}; the splits are {list(SPLIT_NAMES)}")
+    for split, count in size.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"size[{split!r}] must be a whole number of items >= 0, got {count!r}")
+    return size
+
+
+@register_catalogue("synthetic")
+def load_synthetic(size: str | dict = "ci", seed: int = 0, use_cache: bool = True, **knobs) -> Catalogue:
+    """Generate (or load from cache) the procedural catalogue.
+
+    Args:
+        size: ``"ci"`` or ``"full"`` (see ``PROFILE_SIZES``), or a dict of item counts per split, keys from
+            ``SPLIT_NAMES``; a split the dict leaves out keeps its ``ci`` size (``{"train": 50}`` still has 4000
+            pretrain items), so name every split, with 0 for those you do not need, to keep a catalogue small.
+        seed: catalogue seed; the same seed, sizes and knobs give the same catalogue, pixel for pixel.
+        use_cache: read/write ``data/cache/synthetic/<key>.npz``.
+        **knobs: ``image_size``, ``noise``, ``caption_dropout``, ``n_attributes``, ``web_captions_per_item``
+            (``KNOBS``; split sizes go in ``size``).
+
+    Raises:
+        ValueError: an unknown ``size`` or knob, naming the parameter and what it accepts.
+    """
+    sizes = _split_sizes(size)
+    misplaced = sorted(set(knobs) & set(SPLIT_NAMES))
+    if misplaced:
+        example = ", ".join(f"{split!r}: {knobs[split]!r}" for split in misplaced)
+        raise ValueError(f"{misplaced} are split sizes, not options: pass them in size, e.g. size={{{example}}}")
+    unknown = sorted(set(knobs) - set(KNOBS))
+    if unknown:
+        raise ValueError(f"unknown synthetic catalogue options {unknown}; the options are {list(KNOBS)}")
+    config = SyntheticConfig(seed=seed, **sizes, **knobs)
     if not 1 <= config.n_attributes <= len(ATTRIBUTE_ORDER):
         raise ValueError(f"n_attributes must be between 1 and {len(ATTRIBUTE_ORDER)}")
     records = _describe(config)

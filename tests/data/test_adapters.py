@@ -32,3 +32,11 @@ def test_unreadable_images_are_skipped_and_listed(tmp_path):
     (batch,) = list(loader)
     assert batch["image"].shape == (1, 3, 8, 8)
     assert batch["text"] == ["ok shirt"] and batch["skipped"] == ["bad", "missing"]
+
+
+def test_a_batch_of_unreadable_images_only_holds_just_their_ids(tmp_path):
+    items = [Item(name, (f"{name} shirt",), ("title",), {}, "train", FileImage(tmp_path / name)) for name in "ab"]
+    loader = DataLoader(
+        ImageTextDataset(Catalogue("toy", items), to_tensor), batch_size=2, collate_fn=collate_skipping_unreadable
+    )
+    assert list(loader) == [{"skipped": ["a", "b"]}]

@@ -60,6 +60,22 @@ def test_bad_files_are_rejected_with_the_reason(tmp_path, record, message):
         descriptors.load_prompt_templates("x", path=path)
 
 
+@pytest.mark.parametrize(
+    "templates, message",
+    [
+        ({"colour": "a photo"}, r"bad\.json: templates\['colour'\] must be a string with a \{word\} slot"),
+        ({"colour": 5}, r"bad\.json: templates\['colour'\] must be a string with a \{word\} slot, got 5"),
+        ({"colur": "a {word} shirt"}, r"bad\.json: 'templates' has entries for \['colur'\], which are not criteria"),
+        (["a {word} shirt"], r"bad\.json: 'templates' must be an object .* got list"),
+    ],
+)
+def test_bad_templates_are_named_by_file_and_key(tmp_path, templates, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"templates": templates, "criteria": {"colour": ["red", "blue"]}}))
+    with pytest.raises(ValueError, match=message):
+        descriptors.load_prompt_templates("x", path=path)
+
+
 def test_missing_set_names_the_shipped_ones():
     with pytest.raises(FileNotFoundError, match="synthetic"):
         descriptors.load_descriptors("no-such-dataset")

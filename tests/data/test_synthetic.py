@@ -1,5 +1,6 @@
 """The procedural catalogue: determinism, captions vs attributes, splits, triplets, knobs."""
 
+import random
 from collections import Counter
 
 import numpy as np
@@ -118,8 +119,6 @@ def test_modification_phrasing():
 
 
 def test_n_attributes_knob_fixes_the_rest():
-    import random
-
     rng = random.Random(0)
     for _ in range(200):
         attrs = syn.sample_attributes(rng, n_attributes=3)
@@ -136,3 +135,35 @@ def test_bad_parameters_are_refused():
         load_catalogue("synthetic", size=SMALL_SIZES, n_attributes=0)
     with pytest.raises(ValueError, match="unknown dataset"):
         load_catalogue("deepfashion2")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            {"size": "ci", "train": 10},
+            r"\['train'\] are split sizes, not options: pass them in size, e.g\. size=\{'train': 10\}",
+        ),
+        ({"size": {"tset": 5}}, r"size: unknown split names \['tset'\]; the splits are \['pretrain', 'train'"),
+        ({"size": {"train": -1}}, r"size\['train'\] must be a whole number of items >= 0, got -1"),
+        ({"size": {"train": 2.5}}, r"size\['train'\] must be a whole number"),
+        ({"size": 100}, "size must be one of"),
+        ({"size": SMALL_SIZES, "colours": 3}, r"the options are \['image_size', 'noise', 'caption_dropout'"),
+    ],
+)
+def test_misplaced_or_mistyped_sizes_are_named_with_what_is_accepted(options, message):
+    with pytest.raises(ValueError, match=message):
+        load_catalogue("synthetic", use_cache=False, **options)
+
+
+def test_a_split_the_size_dict_leaves_out_keeps_its_ci_size():
+    catalogue = load_catalogue("synthetic", size={"pretrain": 0, "val": 0, "test": 0}, use_cache=False)
+    assert Counter(item.split for item in catalogue) == {"train": syn.PROFILE_SIZES["ci"]["train"]}
+
+
+def test_a_web_caption_omits_about_half_the_attribute_words_at_the_default_dropout():
+    # kept with probability 0.7 * (1 - 0.3) = 0.49 per word; 4000 colour draws: standard error 0.008
+    rng = random.Random(0)
+    attributes = {"category": "trousers", "colour": "red", "pattern": "solid", "fabric": "cotton"}
+    kept = sum("red" in syn.web_caption(attributes, rng, dropout=0.3).split() for _ in range(4000))
+    assert kept / 4000 == pytest.approx(0.49, abs=0.03)
