@@ -8,7 +8,7 @@ gallery's CLIP image features. Each ``forward`` is a few lines so the notebook c
 - :class:`ConcatMLP` — an MLP on the concatenation.
 - :class:`TIRG` — Vo et al., CVPR 2019: a gated image feature plus a residual computed from both.
 - :class:`ComplexRotation` — ComposeAE (Anwaar et al., WACV 2021) / seed 004's ComposeTransformers: the image
-  gives magnitudes, the text gives angles, the query is the image rotated in complex space.
+  gives real coefficients, the text gives angles, the query is the image rotated in complex space.
 - :class:`Combiner` — CLIP4Cir (Baldrati et al., 2022): projections, a combined feature, and a learned mixing
   weight between text and image.
 
@@ -24,18 +24,21 @@ from torch import nn
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float = 0.1) -> nn.Sequential:
-    """``Linear -> ReLU -> Dropout -> Linear``: the small network every learned compositor uses."""
+    """``Linear -> ReLU -> Dropout -> Linear``: the small network most learned compositors use."""
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
 
 
 class Compositor(nn.Module):
-    """Base class: ``forward(image (B, d), text (B, d)) -> (B, d)`` L2-normalised query."""
+    """Base class: ``forward(image (B, d), text (B, d)) -> (B, d)`` L2-normalised query.
+
+    Every compositor is built as ``cls(dim, ...)`` with the feature size ``d``, so one call builds any of them;
+    the parameter-free baselines take ``dim`` and need nothing from it.
+    """
 
     learned = True  # False for the parameter-free baselines (nothing to train)
 
     def __init__(self, dim: int):
         super().__init__()
-        self.dim = dim
 
 
 class ImageOnly(Compositor):
@@ -81,6 +84,8 @@ class TIRG(Compositor):
 
     ``query = w_gate * sigmoid(gate([x, t])) * x + w_res * residual([x, t])`` with learned scalars
     ``w_gate`` (init 1) and ``w_res`` (init 0.1, so training starts close to the image).
+    This departs from Vo et al.'s released code, which starts ``w_res`` at 10 and puts BatchNorm (not dropout)
+    in both networks; notebook 06's TIRG row, set beside the published TIRG numbers, comes from this variant.
     """
 
     def __init__(self, dim: int, hidden: int = 512, dropout: float = 0.1):
@@ -99,8 +104,10 @@ class TIRG(Compositor):
 class ComplexRotation(Compositor):
     """ComposeAE / ComposeTransformers: the text rotates the image in complex space.
 
-    The image gives real magnitudes ``r`` (a complex vector of phase 0), the text gives angles ``delta``; the
-    composed vector is ``r * exp(i * delta)`` and a linear map ``rho`` brings ``[Re, Im]`` back to image space.
+    The image gives real coefficients ``r`` (a complex vector of phase 0 or pi: ``r`` is an MLP output, its sign
+    is free), the text gives angles ``delta``; the composed vector is ``r * exp(i * delta)`` and a linear map
+    ``rho`` brings ``[Re, Im]`` back to image space. ComposeAE's convolutional mapping (added to ``rho``'s output)
+    and its decoders that reconstruct the image and text features (a reconstruction loss) are left out.
     ``conjugate=True`` rotates by ``-delta``: applied to the *target* it should give back the reference — the
     rotational-symmetry constraint of ComposeAE (used by :func:`composed_batch_loss` with ``symmetry_weight``).
     """
@@ -124,6 +131,8 @@ class Combiner(Compositor):
 
     ``query = out(combined) + lam * text + (1 - lam) * image`` where ``lam`` in (0, 1) is predicted per query
     from the projections, so the network decides how much of the text and of the image to pass straight through.
+    Unlike CLIP4Cir, which gives the mixing branch ``hidden_dim`` units and uses Dropout(0.5) throughout, the mixing
+    branch here has ``hidden // 4`` units and no dropout, and the other layers use ``dropout`` (0.1 by default).
     """
 
     def __init__(self, dim: int, hidden: int = 512, dropout: float = 0.1):

@@ -134,7 +134,8 @@ class CRL(nn.Module):
 class ASENStyleHead(nn.Module):
     """ASEN's attribute-specific embedding on patch tokens: condition-guided spatial attention + channel gate.
 
-    Follows ASEN's ``AttnEmbedding`` (the 1x1 convolution on the feature map becomes a Linear on tokens).
+    Follows ASEN's ``AttnEmbedding`` (the 1x1 convolution on the feature map becomes a Linear on tokens), except
+    that the BatchNorm ASEN applies to the image side before the ``tanh`` (``img_bn1``) is left out.
 
     Args:
         n_conditions: number of conditions; each gets a learned embedding.

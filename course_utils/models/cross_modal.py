@@ -22,9 +22,10 @@ from .tokens import image_token_features, text_token_features
 class CrossAttentionBlock(nn.Module):
     """One layer of the matcher: words talk to each other, then look at the image patches.
 
-    Pre-LayerNorm residual block, as in ALBEF/BLIP's text encoder with cross-attention:
-    self-attention over [match token + text tokens] (padding masked), cross-attention from those tokens to the
-    image tokens (class token + patches), then an MLP.
+    Residual block in the order of ALBEF/BLIP's cross-attention text encoder: self-attention over
+    [match token + text tokens] (padding masked), cross-attention from those tokens to the image tokens
+    (class token + patches), then an MLP. Their BERT layers put LayerNorm after each residual sum; this block
+    normalises before each sublayer (pre-LayerNorm), which trains more stably from scratch.
 
     Args:
         width: token width D.
@@ -164,11 +165,23 @@ class MatcherWithEncoders(nn.Module):
         super().__init__()
         self.clip, self.matcher = clip_model, matcher
 
-    def forward(self, images: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` images and ``(B, L)`` token ids -> ``(B,)`` match logits."""
+    def forward(
+        self, images: torch.Tensor, token_ids: torch.Tensor, image_row: torch.Tensor, text_row: torch.Tensor
+    ) -> torch.Tensor:
+        """Match logits of (image, caption) pairs, each image and caption encoded once however many pairs use it.
+
+        Args:
+            images: ``(U, 3, H, W)`` preprocessed images.
+            token_ids: ``(V, L)`` tokenized captions.
+            image_row: ``(B,) int64`` the row of ``images`` in each pair.
+            text_row: ``(B,) int64`` the row of ``token_ids`` in each pair.
+
+        Returns:
+            ``(B,)`` match logits.
+        """
         patches, _ = image_token_features(self.clip, images)
         states, padding, _ = text_token_features(self.clip, token_ids)
-        return self.matcher(patches, states, padding)
+        return self.matcher(patches[image_row], states[text_row], padding[text_row])
 
 
 class Seed002CrossModal(nn.Module):
@@ -176,7 +189,8 @@ class Seed002CrossModal(nn.Module):
 
     A ``TransformerEncoder`` over the 4-token sequence ``[zero CLS, pooled image vector, zero CLS, pooled text
     vector]`` (seed defaults: 6 layers, 8 heads), with a linear ITM head on the first output. It sees only the
-    two pooled vectors, without positional or modality embeddings, so it cannot relate words to image regions.
+    two pooled vectors, without positional or modality embeddings, so it cannot relate words to image regions
+    and cannot even tell which vector is the image: swapping image and text gives the same logit.
     The seed used ``embed_dim=512`` with PyTorch's default feed-forward width 2048 = 4 x 512; the feed-forward
     width here keeps that ratio.
 

@@ -34,7 +34,7 @@ from ..data.records import Catalogue
 from ..embed import ImageTokens, TextTokens, caption_texts, encode_image_tokens, encode_text_tokens, trim_padding
 from ..metrics import recall_at_k
 from ..models.cross_modal import ImageTextMatcher
-from ..models.tokens import image_token_features, text_token_features
+from ..models.tokens import text_token_features
 
 if TYPE_CHECKING:  # scikit-learn is imported where it is used (only notebook 03's label re-rankers need it)
     from sklearn.pipeline import Pipeline
@@ -187,9 +187,7 @@ def live_pair_logits(images: torch.Tensor, token_ids: torch.Tensor) -> PairLogit
         device = next(model.parameters()).device
         unique_images, image_row = torch.unique(image_index, return_inverse=True)
         unique_texts, text_row = torch.unique(text_index, return_inverse=True)
-        patches, _ = image_token_features(model.clip, images[unique_images].to(device))
-        states, padding, _ = text_token_features(model.clip, token_ids[unique_texts].to(device))
-        return model.matcher(patches[image_row], states[text_row], padding[text_row])
+        return model(images[unique_images].to(device), token_ids[unique_texts].to(device), image_row, text_row)
 
     return pair_logits
 

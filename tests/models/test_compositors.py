@@ -1,5 +1,6 @@
 """Compositors return unit-norm (B, d) queries; the composed-retrieval losses match hand computations."""
 
+import copy
 import math
 
 import pytest
@@ -55,6 +56,43 @@ def test_complex_rotation_conjugate_rotates_the_other_way():
     with torch.no_grad():
         model.angle[-1].bias.fill_(0.7)  # non-zero angles: +delta and -delta differ
     assert not torch.allclose(model(image, text), model(image, text, conjugate=True))
+
+
+def test_tirg_is_a_weighted_gated_image_plus_a_weighted_residual():
+    model = make_compositor("TIRG", 2, hidden=4, seed=0)
+    with torch.no_grad():  # zeroed last layers: the gate and the residual become constants (their biases)
+        model.gate[-1].weight.zero_()
+        model.gate[-1].bias.copy_(torch.tensor([0.0, math.log(3.0)]))  # sigmoid -> [0.5, 0.75]
+        model.residual[-1].weight.zero_()
+        model.residual[-1].bias.copy_(torch.tensor([1.0, -1.0]))
+        image, text = torch.tensor([[0.6, 0.8]]), torch.tensor([[1.0, 0.0]])
+        model.weights.copy_(torch.tensor([1.0, 0.0]))  # gate only: [0.5 * 0.6, 0.75 * 0.8] = [0.3, 0.6]
+        assert torch.allclose(model(image, text), torch.tensor([[1.0, 2.0]]) / math.sqrt(5.0))
+        model.weights.copy_(torch.tensor([2.0, 0.5]))  # 2 * [0.3, 0.6] + 0.5 * [1, -1] = [1.1, 0.7]
+        assert torch.allclose(model(image, text), torch.tensor([[1.1, 0.7]]) / math.sqrt(1.7))
+
+
+def test_combiner_mixes_text_and_image_with_the_learned_weight_plus_its_output():
+    model = make_compositor("Combiner (CLIP4Cir)", 2, hidden=8, seed=0)
+    with torch.no_grad():
+        model.out.weight.zero_()
+        model.out.bias.zero_()
+        model.mixing[-2].weight.zero_()
+        model.mixing[-2].bias.fill_(math.log(3.0))  # lam = sigmoid(log 3) = 0.75
+        image, text = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+        # 0.75 * text + 0.25 * image = [0.25, 0.75]
+        assert torch.allclose(model(image, text), torch.tensor([[1.0, 3.0]]) / math.sqrt(10.0))
+        model.out.bias.copy_(torch.tensor([0.5, -0.5]))  # out(...) adds its bias: [0.75, 0.25]
+        assert torch.allclose(model(image, text), torch.tensor([[3.0, 1.0]]) / math.sqrt(10.0))
+
+
+def test_compose_runs_in_eval_mode_even_on_a_compositor_left_in_train_mode():
+    image, text = _features(0), _features(1)
+    compositor = make_compositor("TIRG", DIM, hidden=16, dropout=0.5, seed=0)  # modules are built in train mode
+    with torch.no_grad():
+        assert not torch.allclose(compositor(image, text), compositor(image, text))  # dropout is active
+        reference = copy.deepcopy(compositor).eval()(image, text)
+    assert torch.allclose(compose(compositor.train(), image, text, batch_size=2), reference, atol=1e-6)
 
 
 def test_soft_triplet_loss_matches_hand_computation():

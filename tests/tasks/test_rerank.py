@@ -113,6 +113,16 @@ def test_seed002_model_shape():
         assert model(torch.randn(5, 16), torch.randn(5, 16)).shape == (5,)
 
 
+def test_seed002_logit_is_symmetric_in_image_and_text():
+    # no position or modality embeddings: swapping the image and the text only permutes tokens 1 and 3,
+    # which self-attention cannot see, so the first token's output and the logit stay the same
+    torch.manual_seed(0)
+    model = cm.Seed002CrossModal(embed_dim=16, num_heads=4, num_layers=2).eval()
+    image, text = torch.randn(5, 16), torch.randn(5, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(image, text), model(text, image), atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------------ hard negatives
 
 
@@ -296,8 +306,10 @@ def test_tuned_encoders_scorer_equals_the_matcher_on_fresh_tokens_and_trains_the
     model = cm.MatcherWithEncoders(copy.deepcopy(tiny_bundle.model), cm.ImageTextMatcher(128, 128, width=32, layers=1))
     image_index, text_index = torch.tensor([0, 3, 3, 5]), torch.tensor([0, 0, 2, 5])
     logits = rr.live_pair_logits(images, token_ids)(model, image_index, text_index)
-    with torch.no_grad():
-        assert torch.allclose(logits, model(images[image_index], token_ids[text_index]), atol=1e-5)
+    with torch.no_grad():  # reference: encode each pair's image and caption on its own, repeats included
+        patches, _ = tokens.image_token_features(model.clip, images[image_index])
+        states, padding, _ = tokens.text_token_features(model.clip, token_ids[text_index])
+        assert torch.allclose(logits, model.matcher(patches, states, padding), atol=1e-5)
     logits.sum().backward()
     assert model.clip.visual.conv1.weight.grad is not None and model.matcher.head.weight.grad is not None
 
