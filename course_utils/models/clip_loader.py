@@ -1,9 +1,10 @@
 """``load_clip``: one bundle (model, preprocess, tokenizer, embed_dim, identity) for every CLIP backend.
 
-Backends: ``open_clip`` (any open_clip model name with a pretrained tag, a checkpoint file or a
-``local-dir:`` folder) and the OpenAI ``clip`` package (``"clip:ViT-B/32"``). Offline is the normal case on
-course machines, so missing weights are detected before any download starts (a short network probe) and
-reported with what to do, instead of sitting in open_clip's download retries (notebook 01).
+Backends: ``open_clip`` (any open_clip model name with a pretrained tag or a checkpoint file, a ``local-dir:``
+folder or an ``hf-hub:`` repository) and the OpenAI ``clip`` package (``"clip:ViT-B/32"`` or ``"clip:/path.pt"``).
+Offline is the normal case on course machines, so missing weights are detected before any download starts (a look
+in the Hugging Face cache, then a short network probe) and reported with what to do, instead of sitting in
+open_clip's download retries (notebook 01).
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ class ClipBundle:
     Attributes:
         model: the ``torch.nn.Module`` (``encode_image`` / ``encode_text``).
         preprocess: PIL image -> ``(3, H, W)`` tensor, the evaluation transform.
-        tokenizer: list of strings -> ``(n, context_length) int64`` token ids.
+        tokenizer: list of strings -> ``(n, context_length) int64`` token ids (both backends).
         embed_dim: size of the joint embedding.
-        identity: stable string naming model and weights; keys embedding caches.
+        identity: stable string naming model, weights and preprocessing; keys embedding caches (see
+            :func:`load_clip`).
         device: where the model lives.
         backend: ``"open_clip"`` or ``"clip"``.
         history: training records when the course trained the weights (the embedded tiny CLIP).
@@ -68,11 +70,6 @@ class ClipBundle:
         tokens = self.tokenizer(list(texts)).to(self.device)
         features = self.model.encode_text(tokens)
         return torch.nn.functional.normalize(features.float(), dim=-1)
-
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        """CLIP's learned inverse temperature, as a log value (``exp()`` it to scale similarities)."""
-        return self.model.logit_scale
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -107,50 +104,71 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-def _checkpoint_readable(path: Path) -> bool:
-    """Whether ``path`` loads as a state dict (``torch.load``, safetensors) or a TorchScript archive."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def _read_checkpoint(path: Path) -> dict[str, torch.Tensor] | torch.jit.ScriptModule:
+    """The state dict in ``path`` (read as open_clip reads one: ``torch.load`` with ``weights_only=True`` or
+    safetensors, unwrapped from ``"state_dict"``, ``module.`` prefixes stripped), else the TorchScript archive it holds
+    (the format of OpenAI's CLIP releases).
 
-        loaders = [lambda: load_file(str(path))]
-    else:
-        loaders = [
-            lambda: torch.load(path, map_location="cpu", weights_only=True),
-            lambda: torch.jit.load(str(path), map_location="cpu"),
-        ]
-    for load in loaders:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
-                load()
-            return True
-        except Exception:  # noqa: BLE001, S112 - any failure means "not this format"; the next loader may fit
-            continue
-    return False
-
-
-def _checkpoint_error(path: Path, model: str, err: Exception) -> BadCheckpoint:
-    """A clear error for a checkpoint that failed to load: unreadable, or readable but not this model's.
-
-    torch's own message for an unreadable file advises ``weights_only=False`` (which would run any code pickled
-    into the file); it is never passed on.
+    Raises:
+        BadCheckpoint: neither (truncated, corrupt or another format), naming the file. torch's own message for an
+            unreadable file advises ``weights_only=False`` (which would run any code pickled into the file); it is
+            never passed on.
     """
-    if not _checkpoint_readable(path):
-        return BadCheckpoint(
-            f"cannot read the checkpoint {path}: it is not a PyTorch/safetensors checkpoint ({type(err).__name__}; "
-            "truncated, corrupt or another format). Download or save it again, or pass a pretrained tag instead"
-        )
+    from open_clip.factory import load_state_dict
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "'torch.load' received a zip file", UserWarning)  # TorchScript: tried next
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+        try:
+            return load_state_dict(str(path))
+        except Exception:  # noqa: BLE001, S110 - not a state dict; it may still be a TorchScript archive
+            pass
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except Exception as err:  # noqa: BLE001 - any failure means "not a checkpoint"
+            raise BadCheckpoint(
+                f"cannot read the checkpoint {path}: it is not a PyTorch/safetensors checkpoint "
+                f"({type(err).__name__}; truncated, corrupt or another format). Download or save it again, or pass "
+                "a pretrained tag instead"
+            ) from None
+
+
+def _does_not_fit(path: Path, model: str, err: Exception) -> BadCheckpoint:
+    """The error for a readable checkpoint that ``model`` cannot take, with the loader's reason (torch's advice to
+    pass ``weights_only=False`` left out)."""
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip() and "weights_only" not in line]
-    detail = " ".join(lines)[:400]
+    detail = " ".join([f"{type(err).__name__}:", *lines])[:400]
     return BadCheckpoint(
         f"the checkpoint {path} loads but does not fit model {model!r} ({detail}); pass the model name it was "
         "trained as"
     )
 
 
+def _checkpoint_error(path: Path, model: str, err: Exception) -> BadCheckpoint:
+    """A clear error for a checkpoint open_clip failed to load: unreadable, a TorchScript archive (which open_clip
+    does not load), or readable but not ``model``'s."""
+    try:
+        checkpoint = _read_checkpoint(path)
+    except BadCheckpoint as unreadable:
+        return unreadable
+    if isinstance(checkpoint, torch.jit.ScriptModule):
+        return BadCheckpoint(
+            f"the checkpoint {path} is a TorchScript archive (the format of OpenAI's CLIP releases), which open_clip "
+            f"does not load; load it with the OpenAI backend: model='clip:{path}'"
+        )
+    return _does_not_fit(path, model, err)
+
+
 def network_reachable(hosts=WEIGHT_HOSTS, timeout: float = 1.0) -> bool:
-    """True when one of the weight hosts accepts a TCP connection within ``timeout`` seconds."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
+    """True when one of the weight hosts accepts a TCP connection within ``timeout`` seconds.
+
+    False without probing when ``HF_HUB_OFFLINE`` (or, when that is unset, ``TRANSFORMERS_OFFLINE``) holds a value
+    huggingface_hub reads as true: ``1``, ``true``, ``yes`` or ``on``, in any case.
+    """
+    from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
+
+    offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    if offline is not None and offline.upper() in ENV_VARS_TRUE_VALUES:
         return False
     for host in hosts:
         try:
@@ -169,38 +187,81 @@ def _offline_message(what: str, how: str) -> str:
     )
 
 
-def _cached_open_clip_weights(name: str, tag: str) -> str | None:
-    """Path of already-downloaded open_clip weights for ``name``/``tag``, or ``None``."""
-    import open_clip
+def _cached_hub_file(repo_id: str, filename: str) -> str | None:
+    """Path of ``filename`` of the Hugging Face repository ``repo_id`` in the local cache, or ``None``; for a
+    ``.bin``/``.pth`` weights file its ``.safetensors`` twin first, as open_clip's ``download_pretrained_from_hf``
+    looks for them."""
+    from huggingface_hub import try_to_load_from_cache
+    from open_clip.pretrained import _get_safe_alternatives
 
-    cfg = open_clip.get_pretrained_cfg(name, tag)
-    if cfg.get("hf_hub"):
-        from huggingface_hub import try_to_load_from_cache
-
-        repo_id, filename = os.path.split(cfg["hf_hub"].rstrip("/"))
-        if not filename:
-            repo_id, filename = cfg["hf_hub"].rstrip("/"), "open_clip_pytorch_model.bin"
-        for candidate in ("open_clip_model.safetensors", filename):
-            found = try_to_load_from_cache(repo_id, candidate)
-            if isinstance(found, str):
-                return found
-    if cfg.get("url"):
-        path = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
-        if path.exists():
-            return str(path)
+    for candidate in (*_get_safe_alternatives(filename), filename):
+        found = try_to_load_from_cache(repo_id, candidate)
+        if isinstance(found, str):
+            return found
     return None
+
+
+def _cached_open_clip_weights(name: str, tag: str) -> str | None:
+    """Path of already-downloaded weights of open_clip's ``name``/``tag``, or ``None``.
+
+    The tag's ``hf_hub`` entry is split as open_clip's ``download_pretrained`` splits it: ``"org/repo/"`` (a
+    trailing slash) names the repository's default ``open_clip_pytorch_model.bin``, ``"org/repo/file.bin"`` that file.
+    """
+    import open_clip
+    from open_clip.constants import HF_WEIGHTS_NAME
+
+    repo_id, filename = os.path.split(open_clip.get_pretrained_cfg(name, tag)["hf_hub"])
+    return _cached_hub_file(repo_id, filename or HF_WEIGHTS_NAME)
+
+
+def _source_files(schema: str, identifier: str) -> tuple[str | None, str | None]:
+    """``(config, weights)``: the files open_clip reads for a ``local-dir:`` folder or an ``hf-hub:`` repository
+    (found in the Hugging Face cache); ``None`` for one that is absent."""
+    from open_clip.constants import HF_CONFIG_NAME, HF_WEIGHTS_NAME
+    from open_clip.factory import _find_checkpoint_in_dir
+
+    if schema == "local-dir":
+        config = Path(identifier) / HF_CONFIG_NAME
+        return (str(config) if config.is_file() else None), _find_checkpoint_in_dir(Path(identifier))
+    return _cached_hub_file(identifier, HF_CONFIG_NAME), _cached_hub_file(identifier, HF_WEIGHTS_NAME)
+
+
+def _source_label(config: str, weights: str | None) -> str:
+    """The identity label of a ``local-dir:``/``hf-hub:`` model: the digests of its weights file (``random-init``
+    when it has none, as open_clip then initialises) and of its config, which also sets the preprocessing."""
+    weights_label = f"file-{content_digest(weights)[:12]}" if weights else "random-init"
+    return f"{weights_label}-config-{content_digest(config)[:12]}"
 
 
 def _load_open_clip(name: str, pretrained: str | None, device: torch.device) -> ClipBundle:
     import open_clip
+    from open_clip.factory import parse_model_name
 
-    if not name.startswith(("local-dir:", "hf-hub:")) and name not in open_clip.list_models():
-        close = difflib.get_close_matches(name, open_clip.list_models(), n=5)
-        raise ValueError(f"unknown open_clip model {name!r}; close names: {close} (see open_clip.list_models())")
+    schema, identifier = parse_model_name(name)
     weights = pretrained
     label = pretrained or "random-init"
     checkpoint: Path | None = None
-    if pretrained and not name.startswith("local-dir:"):
+    if schema:
+        if pretrained is not None:
+            raise ValueError(
+                f"pretrained={pretrained!r} does not apply to model={name!r}: a {schema}: model loads the config and "
+                "weights it names (open_clip would ignore pretrained); leave pretrained=None"
+            )
+        config, found = _source_files(schema, identifier)
+        if schema == "hf-hub" and not (config and found) and not network_reachable():
+            raise WeightsUnavailable(
+                _offline_message(
+                    f"the config and weights of the Hugging Face repository {identifier}",
+                    "run once on a machine with internet (they are cached under ~/.cache/huggingface) and copy that "
+                    f"cache here, or download the repository (huggingface-cli download {identifier} --local-dir DIR) "
+                    "and pass model='local-dir:DIR'.",
+                )
+            )
+        checkpoint = Path(found) if found else None
+    elif name not in open_clip.list_models():
+        close = difflib.get_close_matches(name, open_clip.list_models(), n=5)
+        raise ValueError(f"unknown open_clip model {name!r}; close names: {close} (see open_clip.list_models())")
+    elif pretrained:
         if Path(pretrained).expanduser().is_file():
             checkpoint = Path(pretrained).expanduser()
             weights = str(checkpoint)
@@ -210,25 +271,24 @@ def _load_open_clip(name: str, pretrained: str | None, device: torch.device) -> 
                 f"{pretrained!r} is neither a file nor a pretrained tag of {name}; "
                 f"tags: {open_clip.list_pretrained_tags_by_model(name)}"
             )
-        else:
-            cached = _cached_open_clip_weights(name, pretrained)
-            if cached:
-                weights = cached
-            elif not network_reachable():
-                raise WeightsUnavailable(
-                    _offline_message(
-                        f"open_clip weights {name}/{pretrained}",
-                        "run once on a machine with internet (they are cached under ~/.cache/huggingface or "
-                        "~/.cache/clip), copy that cache here, or pass pretrained='/path/to/checkpoint.pt' "
-                        "(or model='local-dir:/path/to/folder' holding open_clip_config.json and weights).",
-                    )
+        elif _cached_open_clip_weights(name, pretrained) is None and not network_reachable():
+            raise WeightsUnavailable(
+                _offline_message(
+                    f"open_clip weights {name}/{pretrained}",
+                    "run once on a machine with internet (they are cached under ~/.cache/huggingface), copy that "
+                    "cache here, or pass pretrained='/path/to/checkpoint.pt' (or model='local-dir:/path/to/folder' "
+                    "holding open_clip_config.json and weights).",
                 )
+            )
     try:
+        # A tag is always passed as the tag, never as its cached file: the tag also sets the preprocessing.
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=weights, device=device)
     except Exception as err:
         if checkpoint is None:
             raise
         raise _checkpoint_error(checkpoint, name, err) from None
+    if schema:
+        label = _source_label(*_source_files(schema, identifier))
     model.eval()
     tokenizer = open_clip.get_tokenizer(name)
     embed_dim = (
@@ -243,12 +303,22 @@ def _load_open_clip(name: str, pretrained: str | None, device: torch.device) -> 
 
 
 def _load_openai_clip(name: str, device: torch.device) -> ClipBundle:
+    """OpenAI's ``clip`` package: a released model name, or a file holding a TorchScript archive (the released
+    ``.pt`` format) or a state dict in OpenAI's layout, built as ``clip.load(..., jit=False)`` builds them (clip's
+    ``build_model`` stores the weight matrices in half precision; the model is then cast to float32)."""
     import clip
 
-    if Path(name).expanduser().is_file():
-        path, label = str(Path(name).expanduser()), f"file-{content_digest(name)[:12]}"
+    path = Path(name).expanduser()
+    if path.is_file():
+        checkpoint = _read_checkpoint(path)
+        state_dict = checkpoint.state_dict() if isinstance(checkpoint, torch.jit.ScriptModule) else checkpoint
+        try:
+            model = clip.model.build_model(state_dict).to(device)
+        except Exception as err:
+            raise _does_not_fit(path, f"clip:{name}", err) from None
+        preprocess = clip.clip._transform(model.visual.input_resolution)
+        label = f"file-{content_digest(path)[:12]}"
     elif name in clip.available_models():
-        path, label = name, name
         cached = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(clip.clip._MODELS[name])
         if not cached.exists() and not network_reachable():
             raise WeightsUnavailable(
@@ -257,16 +327,16 @@ def _load_openai_clip(name: str, device: torch.device) -> ClipBundle:
                     f"copy {cached.name} into ~/.cache/clip/ or pass model='clip:/path/to/{cached.name}'.",
                 )
             )
+        model, preprocess = clip.load(name, device=device, jit=False)
+        label = name
     else:
-        raise ValueError(f"unknown OpenAI CLIP model {name!r}; choose one of {clip.available_models()} or a .pt path")
-    try:
-        model, preprocess = clip.load(path, device=device, jit=False)
-    except Exception as err:
-        if not Path(path).is_file():
-            raise
-        raise _checkpoint_error(Path(path), f"clip:{name}", err) from None
+        raise ValueError(
+            f"unknown OpenAI CLIP model {name!r}; choose one of {clip.available_models()} or the path of a "
+            "TorchScript archive (OpenAI's released .pt) or of a state dict in OpenAI's layout (.pt, .bin, "
+            ".safetensors)"
+        )
     model = model.float().eval()
-    tokenizer = lambda texts: clip.tokenize(texts, truncate=True)  # noqa: E731
+    tokenizer = lambda texts: clip.tokenize(texts, truncate=True).long()  # noqa: E731 - int32 from clip; int64 as open_clip
     return ClipBundle(
         model, preprocess, tokenizer, int(model.text_projection.shape[1]), f"clip:{label}", device, "clip"
     )
@@ -276,17 +346,28 @@ def load_clip(name: str, pretrained: str | None = None, device: str | torch.devi
     """Load a CLIP model by name (notebooks 01-07).
 
     Args:
-        name: an open_clip model name (``"ViT-B-32"``, ``"tiny-fashion-clip"``), ``"local-dir:/path"``, or
-            ``"clip:ViT-B/32"`` for the OpenAI package.
-        pretrained: an open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``), a checkpoint path, or ``None`` for
-            random initialisation. The course's own ``"embedded"`` tiny CLIP is trained, not loaded: get it from
+        name: an open_clip model name (``"ViT-B-32"``, ``"tiny-fashion-clip"``); ``"local-dir:/path"``, a folder
+            holding ``open_clip_config.json`` and weights; ``"hf-hub:org/repo"``, an open_clip repository on the
+            Hugging Face Hub; or, for the OpenAI package, ``"clip:ViT-B/32"`` or ``"clip:/path/file.pt"`` (a
+            TorchScript archive as OpenAI released them, or a state dict in OpenAI's layout).
+        pretrained: for an open_clip model name: an open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``), a
+            checkpoint path, or ``None`` for random initialisation; ``None`` for the other names. The course's own
+            ``"embedded"`` tiny CLIP is trained, not loaded: get it from
             ``course_utils.tasks.pretrain.pretrained_tiny_clip`` (or ``cu.tasks.load_experiment``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``, ``"mps"``); checked by :func:`resolve_device`.
 
+    Returns:
+        A :class:`ClipBundle` whose ``identity`` is ``open_clip:<name>:<tag>``, ``open_clip:<name>:random-init``,
+        ``open_clip:<name>:file-<sha256[:12]>`` for a checkpoint file, ``open_clip:<name>:file-<sha256[:12]>-config-
+        <sha256[:12]>`` for a ``local-dir:``/``hf-hub:`` model (its weights and config files), ``clip:<name>`` or
+        ``clip:file-<sha256[:12]>``.
+
     Raises:
         WeightsUnavailable: weights are not cached and there is no network (found before any download starts).
-        ValueError: unknown model name or pretrained tag, or a device this machine lacks.
-        BadCheckpoint: a checkpoint file that cannot be read or does not fit the model (names the file).
+        ValueError: unknown model name or pretrained tag, a ``pretrained`` for a ``local-dir:``/``hf-hub:`` name,
+            or a device this machine lacks.
+        BadCheckpoint: a checkpoint file that cannot be read, is a TorchScript archive given to open_clip, or does
+            not fit the model (names the file).
     """
     device = resolve_device(device)
     if pretrained == "embedded":

@@ -1,7 +1,10 @@
-"""Parts of a CLIP model and freezing them: which parameters a training stage may change (notebooks 02, 05).
+"""Which parameters a training stage may change.
 
-``set_trainable`` switches ``requires_grad``; ``image_tower`` / ``text_tower`` name the two encoders of an open_clip
-or OpenAI CLIP model, so recipes can freeze one tower and train the other.
+``set_trainable`` switches ``requires_grad``: the two-stage recipe of ``course_utils.tasks.retrieval`` (notebook 02)
+freezes CLIP to train its heads, then the heads to train CLIP, and ``conditional.CRL`` (notebook 05) freezes one
+of its two parts per stage. ``image_tower`` / ``text_tower`` name the two encoders of an open_clip or OpenAI CLIP
+model, and ``freeze_image_tower`` / ``freeze_text_tower`` / ``count_trainable`` use them; no recipe calls these
+yet, the tests of ``train.fit`` and of the re-initialisation use them to freeze a tower.
 """
 
 from __future__ import annotations
