@@ -287,7 +287,7 @@ def _load_open_clip(name: str, pretrained: str | None, device: torch.device) -> 
         if checkpoint is None:
             raise
         raise _checkpoint_error(checkpoint, name, err) from None
-    if schema:
+    if schema:  # looked up again: an hf-hub: repository not cached before has just been downloaded
         label = _source_label(*_source_files(schema, identifier))
     model.eval()
     tokenizer = open_clip.get_tokenizer(name)
