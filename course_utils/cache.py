@@ -32,7 +32,7 @@ LOG = logging.getLogger(__name__)
 
 # Bump a kind's version whenever the code that builds it changes: every cached file of that kind is then rebuilt.
 ARTIFACT_VERSIONS = {
-    "catalogue": 2,  # procedural catalogue pixels (data/synthetic.py, data/render.py)
+    "catalogue": 3,  # procedural catalogue pixels (data/synthetic.py, data/render.py)
     "tiny-clip": 1,  # the embedded tiny CLIP's pretraining (tasks/pretrain.py)
     "photo-clip": 1,  # the course CLIP pretrained on real photos (tasks/photo_pretrain.py)
     "finetuned": 1,  # notebook 02's full fine-tuning (tasks/retrieval.py)

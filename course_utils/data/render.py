@@ -153,6 +153,12 @@ def garment_mask(attributes: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(mask, np.float32) / 255.0, np.asarray(detail, np.float32) / 255.0
 
 
+# Cloth whose brightest channel is below _DARK (black; navy, the next darkest, is 92) barely changes under a darker
+# tone or a multiplicative shade (0.82 x black is still black): its checks and its fabric look are drawn lighter.
+_DARK = 64.0
+_PETALS = (np.array([250.0, 220.0, 70.0]), np.array([200.0, 40.0, 90.0]))  # yellow or magenta flowers
+
+
 def _contrast(rgb: np.ndarray) -> np.ndarray:
     return np.array([30.0, 30.0, 34.0]) if rgb.mean() > 170 else np.array([240.0, 240.0, 236.0])
 
@@ -174,7 +180,8 @@ def pattern_fill(pattern: str, rgb: np.ndarray, rng: np.random.Generator) -> np.
         ) ** 2
     elif pattern == "checked":
         on = (((xx + phase) // period + (yy + phase) // period) % 2) == 0
-        other = rgb * 0.55
+        # a darker tone of the colour; black cannot get darker, so its checks are a lighter tone
+        other = rgb * 0.55 if rgb.max() >= _DARK else rgb + (255 - rgb) * 0.4
     elif pattern == "floral":
         petals = Image.new("L", (_CANVAS, _CANVAS), 0)
         draw = ImageDraw.Draw(petals)
@@ -183,7 +190,7 @@ def pattern_fill(pattern: str, rgb: np.ndarray, rng: np.random.Generator) -> np.
                 px, py = cx + 4 * _K * np.cos(angle), cy + 4 * _K * np.sin(angle)
                 draw.ellipse((px - 3 * _K, py - 3 * _K, px + 3 * _K, py + 3 * _K), fill=255)
         on = np.asarray(petals) > 0
-        other = np.array([250.0, 220.0, 70.0]) if rgb.mean() < 200 else np.array([200.0, 40.0, 90.0])
+        other = max(_PETALS, key=lambda petal: float(np.linalg.norm(petal - rgb)))  # the petal colour that shows
     elif pattern == "graphic":
         diamond = np.abs(xx - 64 * _K) + np.abs(yy - 62 * _K)
         on = (diamond < 20 * _K) & (diamond > 9 * _K)
@@ -194,7 +201,7 @@ def pattern_fill(pattern: str, rgb: np.ndarray, rng: np.random.Generator) -> np.
 
 
 def fabric_shading(fabric: str, rng: np.random.Generator) -> np.ndarray:
-    """A ``(_CANVAS, _CANVAS, 1) float32`` multiplicative shading that gives the fabric its look."""
+    """A ``(_CANVAS, _CANVAS, 1) float32`` shade (1 = unchanged) that gives the fabric its look: see apply_fabric."""
     yy, xx = _YY, _XX
     if fabric == "cotton":
         return np.ones((_CANVAS, _CANVAS, 1), np.float32)
@@ -208,6 +215,15 @@ def fabric_shading(fabric: str, rng: np.random.Generator) -> np.ndarray:
     else:
         raise ValueError(f"unknown fabric {fabric!r}")
     return shade[..., None].astype(np.float32)
+
+
+def apply_fabric(texture: np.ndarray, shade: np.ndarray, dark: bool) -> np.ndarray:
+    """Shade a ``(_CANVAS, _CANVAS, 3)`` texture with a fabric's ``shade`` so the fabric shows on every colour.
+
+    The shade multiplies the colour (darker twill lines, knit ribs, a leather sheen). On ``dark`` cloth a product
+    barely moves, so there the shade multiplies the distance to white instead and the lines come out lighter.
+    """
+    return 255.0 - (255.0 - texture) * shade if dark else texture * shade
 
 
 def render_item(attributes: dict, rng: np.random.Generator, image_size: int = 64, noise: float = 1.0) -> np.ndarray:
@@ -224,7 +240,8 @@ def render_item(attributes: dict, rng: np.random.Generator, image_size: int = 64
     """
     rgb = np.clip(np.array(COLOURS_RGB[attributes["colour"]]) + rng.normal(0, 8 * noise, 3), 0, 255).astype(np.float32)
     mask, detail = garment_mask(attributes)
-    texture = pattern_fill(attributes["pattern"], rgb, rng) * fabric_shading(attributes["fabric"], rng)
+    texture = pattern_fill(attributes["pattern"], rgb, rng)
+    texture = apply_fabric(texture, fabric_shading(attributes["fabric"], rng), dark=rgb.max() < _DARK)
     texture *= 1.0 - 0.35 * detail[..., None]
     np.clip(texture, 0, 255, out=texture)
     background = np.clip(235 + rng.normal(0, 14 * noise, 3), 0, 255).astype(np.float32)

@@ -6,6 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from course_utils.cache import ARTIFACT_VERSIONS
 from course_utils.data import load_catalogue
 from course_utils.data import synthetic as syn
 from tests.conftest import SMALL_SIZES
@@ -19,6 +20,14 @@ def test_same_seed_same_catalogue_pixel_for_pixel(small_catalogue, isolated_cach
     for a, b in zip(small_catalogue[:30], again[:30]):
         assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
     assert again.fingerprint() == small_catalogue.fingerprint()
+
+
+def test_the_catalogue_is_the_one_the_committed_records_were_made_from(small_catalogue):
+    """A small catalogue's fingerprint (items, captions, pixels) stands for the drawings the committed records were
+    made from. numpy's random streams and Pillow's drawing decide them, so requirements.txt pins both: if this fails
+    after an upgrade, the drawings changed and so will every metric. A deliberate change to the drawings must bump
+    ``ARTIFACT_VERSIONS["catalogue"]`` (or cached pixels of the old drawings are served) and rerun the records."""
+    assert (ARTIFACT_VERSIONS["catalogue"], small_catalogue.fingerprint()) == (3, "42d14ef52cd90198")
 
 
 def test_other_seed_other_catalogue(small_catalogue):
