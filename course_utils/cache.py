@@ -102,15 +102,28 @@ def file_sha256(path: Path) -> str:
     return sha.hexdigest()
 
 
+def _process_umask() -> int:
+    """The process's umask (there is no getter: set it and put it back, once at import, before any thread writes)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# What a plain open() gives a new file; mkstemp's temporary files are private (0600) whatever the umask says.
+_NEW_FILE_MODE = 0o666 & ~_process_umask()
+
+
 def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write ``path`` through ``write(handle)`` so that no reader ever sees a partial file.
 
     The bytes go to a unique temporary file in the same folder (two writers never share one), are flushed to disk,
-    then renamed onto ``path`` in one step; on any error the temporary file is removed.
+    then renamed onto ``path`` in one step; on any error the temporary file is removed. The file gets the permissions
+    a plain write would (the umask's), so a cache or records folder shared by a class stays readable to it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(descriptor, _NEW_FILE_MODE)
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
             handle.flush()

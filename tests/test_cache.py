@@ -168,6 +168,30 @@ def test_failed_write_leaves_neither_the_file_nor_a_temporary(tmp_path):
     assert torch.load(target, weights_only=True) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["x.pt"]
 
 
+PERMISSIONS = textwrap.dedent("""
+    import os, stat, sys
+    from pathlib import Path
+    os.umask(int(sys.argv[2], 8))
+    from course_utils.cache import write_atomic
+    folder = Path(sys.argv[1])
+    write_atomic(folder / "atomic.json", lambda handle: handle.write(b"{}"))
+    (folder / "plain.json").write_bytes(b"{}")
+    print(*(oct(stat.S_IMODE((folder / name).stat().st_mode)) for name in ("atomic.json", "plain.json")))
+""")
+
+
+@pytest.mark.parametrize("umask", ["022", "027"])
+def test_an_atomic_write_gets_the_permissions_a_plain_write_would(tmp_path, umask):
+    # mkstemp makes private files: records and caches written through it were unreadable to anyone else (a class
+    # sharing FASHION_COURSE_CACHE, a server run as another user)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", PERMISSIONS, str(tmp_path), umask], env=env, capture_output=True, text=True, check=True
+    )
+    atomic, plain = done.stdout.split()
+    assert atomic == plain == oct(0o666 & ~int(umask, 8))
+
+
 WRITER = textwrap.dedent("""
     import sys, time, torch
     from pathlib import Path
