@@ -39,7 +39,9 @@ def attribute_retrieval_protocol(
         catalogue: usually the test split.
         conditions: attribute types to evaluate; default all of the catalogue's attribute names.
         query_share: fraction of each condition's items used as queries (0.2 gives ASEN's 1:4).
-        seed: shuffling seed.
+        seed: shuffling seed. The conditions draw from one generator in the order listed, so listing another
+            condition before one reshuffles that one's split too (another equally valid 1:4 split); the committed
+            records of every profile were made with this order, so it stays.
 
     Returns:
         ``{condition: ConditionSplit}``; queries whose value has no candidate are dropped and counted.
