@@ -10,17 +10,17 @@ PLAIN = {"category": "tops", "sleeve": "short", "neckline": "crew", "pattern": "
 # The default photos add sensor noise of standard deviation 5 to every pixel; a look must move the garment by more.
 MIN_FABRIC_CHANGE = 6.0
 MIN_PATTERN_CHANGE = 15.0
+# The 64-px pixels wholly inside the garment (noise off, the garment is neither moved nor turned)
+INSIDE = np.asarray(Image.fromarray((garment_mask(PLAIN)[0] * 255).astype(np.uint8)).resize((64, 64), Image.BOX)) == 255
 
 
 def mean_change(colour: str, **look) -> float:
     """Mean absolute change of the garment's pixels (its most changed channel) that ``look`` makes, noise off."""
-    mask, _ = garment_mask(PLAIN)
-    inside = np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).resize((64, 64), Image.BOX)) == 255
     changes = []
     for seed in range(4):
         plain = render_item({**PLAIN, "colour": colour}, np.random.default_rng(seed), noise=0.0)
         styled = render_item({**PLAIN, "colour": colour, **look}, np.random.default_rng(seed), noise=0.0)
-        difference = np.abs(styled.astype(np.float32) - plain.astype(np.float32))[inside]
+        difference = np.abs(styled.astype(np.float32) - plain.astype(np.float32))[INSIDE]
         changes.append(difference.mean(axis=0).max())
     return float(np.mean(changes))
 
