@@ -298,6 +298,6 @@ def test_notebook_settings_are_the_parameter_cell_updated_by_the_profile():
     default, full = run.notebook_settings(notebook, "ci"), run.notebook_settings(notebook, "full")
     assert set(default) == run.notebook_parameters(notebook)
     assert default["mining_k"] == full["mining_k"] == 32 and default["dual_weights"] == [0.0, 0.3, 1.0, 3.0]
-    assert (default["itm_epochs"], full["itm_epochs"]) == (5, 12) and full["profile"] == "full"
+    assert (default["itm_epochs"], full["itm_epochs"]) == (5, 20) and full["profile"] == "full"
     for other in run.discover():  # every parameter cell holds literals the helper can read
         assert run.notebook_settings(other, "ci")["profile"] == "ci"
