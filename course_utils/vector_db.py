@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .embed import encode_images, weights_digest
-from .index import _as_matrix, _check_has_queries, _check_k
+from .index import _as_ids, _as_matrix, _check_has_queries, _check_k
 from .retriever import FashionRetriever
 
 DEFAULT_COLLECTION = "fashion"
@@ -288,19 +288,23 @@ class MilvusIndex:
 
         Args:
             vectors: (n, d) float, L2-normalised.
-            ids: (n,) int64 primary keys returned by ``search``.
+            ids: (n,) int64 primary keys returned by ``search``, none of them already stored.
             item_ids: (n,) catalogue item ids, stored for reloading (default: the ids as text).
             attributes: n dicts of attribute values; a missing value is stored as empty text (no filter on a
                 real value matches it, as in the retriever's own filtering).
             batch_size: rows per insert call.
 
         Raises:
-            ValueError: an attribute the collection does not store, or an item id or attribute value longer than
-                1,024 bytes; every row is checked before the first insert, so a refused call writes nothing.
+            ValueError: an id given twice or already stored (Milvus keeps one row per primary key, so the other
+                row would be lost without a word), an attribute the collection does not store, or an item id or
+                attribute value longer than 1,024 bytes; every row is checked before the first insert, so a
+                refused call writes nothing.
         """
         matrix = _as_matrix(vectors, self._dim, "vectors").to(torch.float32).numpy()
         n = matrix.shape[0]
-        keys = np.arange(len(self), len(self) + n) if ids is None else np.asarray(ids, dtype=np.int64)
+        stored_rows = len(self)
+        keys = _as_ids(ids, n, stored_rows)
+        self._refuse_repeated_keys(keys, check_stored=stored_rows > 0)
         names = list(item_ids) if item_ids is not None else [str(k) for k in keys]
         values = list(attributes) if attributes is not None else [{}] * n
         if not (len(keys) == len(names) == len(values) == n):
@@ -318,6 +322,30 @@ class MilvusIndex:
             )
         for start in range(0, n, batch_size):
             self.client.insert(self.collection, rows[start : start + batch_size])
+
+    def _refuse_repeated_keys(self, keys: np.ndarray, check_stored: bool, page: int = 1000) -> None:
+        """Refuse ids that repeat among ``keys`` or (``check_stored``) that the collection already holds."""
+        values, counts = np.unique(keys, return_counts=True)
+        repeated = values[counts > 1]
+        if len(repeated):
+            raise ValueError(
+                f"{len(repeated)} id(s) given more than once, e.g. {repeated[:5].tolist()}; Milvus keeps one row per "
+                "id, so give each vector its own id"
+            )
+        if not check_stored:
+            return
+        taken: list[int] = []
+        for start in range(0, len(keys), page):
+            found = self.client.query(
+                self.collection, filter=f"{_KEY} in {keys[start : start + page].tolist()}", output_fields=[_KEY]
+            )
+            taken += sorted(int(row[_KEY]) for row in found)
+        if taken:
+            raise ValueError(
+                f"{len(taken)} id(s) already stored in collection {self.collection!r} at {self.uri!r}, e.g. "
+                f"{taken[:5]}; Milvus would replace those rows. Give new ids, or rebuild the collection with "
+                "MilvusIndex.create(..., overwrite=True)"
+            )
 
     def search(
         self, queries: np.ndarray | torch.Tensor, k: int, filters: Mapping[str, str] | None = None

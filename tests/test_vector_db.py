@@ -219,3 +219,25 @@ def test_rows_milvus_would_reject_are_refused_before_any_insert(embeddings, tmp_
             index.search(embeddings[:0], 3)
     finally:
         index.close()
+
+
+def test_ids_given_twice_or_already_stored_are_refused_before_any_insert(embeddings, tmp_path):
+    # Milvus keeps one row per primary key: a repeated id would replace a stored vector or drop a new one unseen.
+    index = MilvusIndex.create(str(tmp_path / "catalogue.db"), embeddings.shape[1])
+    try:
+        with pytest.raises(ValueError, match=r"1 id\(s\) given more than once, e.g. \[7\]"):
+            index.add(embeddings[:3], ids=[5, 7, 7])
+        with pytest.raises(ValueError, match=r"ids must be \(3,\) integers"):
+            index.add(embeddings[:3], ids=[[5], [6], [7]])
+        assert len(index) == 0
+        index.add(embeddings[:3], ids=[5, 6, 7])
+        with pytest.raises(ValueError, match=r"2 id\(s\) already stored in collection 'fashion' .*e.g. \[6, 7\]"):
+            index.add(embeddings[3:6], ids=[7, 8, 6])
+        with pytest.raises(ValueError, match=r"1 id\(s\) already stored .*e.g. \[5\].*overwrite=True"):
+            index.add(embeddings[3:6], ids=[3, 4, 5])
+        assert len(index) == 3
+        index.add(embeddings[3:5], ids=[8, 9])
+        _, found = index.search(embeddings[:5], 1)
+        assert found[:, 0].tolist() == [5, 6, 7, 8, 9]  # every vector still under its own id
+    finally:
+        index.close()
