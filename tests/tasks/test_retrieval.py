@@ -11,7 +11,7 @@ from course_utils.embed import caption_texts
 from course_utils.metrics import full_gallery_recall
 from course_utils.models import ClipBundle
 from course_utils.models.heads import HeadedClip, ResidualMLPHead, normal_init_
-from course_utils.models.parts import freeze_image_tower
+from course_utils.models.parts import set_trainable
 from course_utils.tasks.experiment import Experiment
 from course_utils.tasks.retrieval import (
     EmbeddingPairs,
@@ -37,7 +37,7 @@ def tiny_bundle() -> ClipBundle:
 
 def test_normal_init_redraws_every_trainable_tensor_from_n_0_002():
     model = tiny_clip()
-    freeze_image_tower(model)
+    set_trainable(model.visual, False)
     frozen_before = parameters_of(model.visual)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert normal_init_(model, std=0.02, seed=0) == trainable
