@@ -18,6 +18,7 @@ from .data import load_catalogue
 from .data.records import Catalogue
 from .data.registry import loader_accepts
 from .models import load_clip
+from .models.clip_loader import load_weights
 
 
 def add_data_and_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +47,17 @@ def catalogue_from_args(args: argparse.Namespace) -> Catalogue:
             f"--seed {args.seed} is ignored: {args.catalogue} has official splits and takes no seed", stacklevel=2
         )
     if args.size:
-        options["size"] = json.loads(args.size) if args.size.startswith("{") else args.size
+        if not loader_accepts(args.catalogue, "size"):
+            raise ValueError(
+                f"--size applies to --catalogue synthetic only; {args.catalogue} is read whole: drop --size"
+            )
+        try:
+            options["size"] = json.loads(args.size) if args.size.startswith("{") else args.size
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f'--size {args.size!r} is not valid JSON ({err.msg} at column {err.colno}); give "ci", "full" or '
+                'an object like {"train": 1000, "test": 200}'
+            ) from None
     catalogue = load_catalogue(args.catalogue, root=args.root, **options)
     return catalogue.split(args.split) if args.split else catalogue
 
@@ -62,7 +73,6 @@ def bundle_from_args(args: argparse.Namespace, device: str = "cpu"):
     finally:
         logging.disable(previous)
     if args.weights:
-        state = torch.load(args.weights, map_location=device, weights_only=False)
-        bundle.model.load_state_dict(state.get("model", state))
+        load_weights(bundle.model, args.weights, args.model)
         bundle.model.eval()
     return bundle

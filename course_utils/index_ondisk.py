@@ -9,10 +9,13 @@ FAISS's recipe for "indexes that do not fit in RAM", behind the :class:`~course_
    SHA-256 of ``trained.index`` it was encoded with, its own SHA-256, its id count and range);
 3. :func:`merge_shards` checks those records (a shard of another training, a damaged shard, or two shards whose
    id ranges overlap are refused by name), concatenates the shards' inverted lists into one file,
-   ``lists.ivfdata``, and writes ``populated.index``;
+   ``lists.ivfdata``, and writes ``populated.index`` and ``lists.json`` (the lists file's size and the SHA-256 of
+   the ``populated.index`` it belongs to);
 4. :func:`open_ondisk` loads ``populated.index`` with the ``lists.ivfdata`` beside it (so the folder can be moved
    or copied to a search node): the small parts (centroids, codebooks) are read into RAM, the lists stay in the
-   file and the operating system pages in only the lists a query probes.
+   file and the operating system pages in only the lists a query probes. It first checks the lists file against
+   ``lists.json``: FAISS maps the lists at the offsets ``populated.index`` records, so a truncated copy, or lists
+   left by an interrupted merge beside an earlier ``populated.index``, would fail inside FAISS or return wrong ids.
 
 Each vector costs ``pq_m`` bytes of code plus an 8-byte id on disk (72 B at ``pq_m=64`` instead of 2,048 B of float32),
 and the codes only approximate the vectors, so :class:`RerankedIndex` re-scores the top candidates exactly when
@@ -36,8 +39,9 @@ import torch
 from .cache import file_sha256, write_atomic
 from .index import FaissIndex, _as_ids, _as_matrix, _check_k
 
-TRAINED, LISTS, POPULATED = "trained.index", "lists.ivfdata", "populated.index"
+TRAINED, LISTS, POPULATED, LISTS_RECORD = "trained.index", "lists.ivfdata", "populated.index", "lists.json"
 SHARD_FORMAT = "course_utils.index_ondisk.shard/1"
+LISTS_FORMAT = "course_utils.index_ondisk.lists/1"
 _SHARD_FIELDS = ("trained_sha256", "sha256", "count", "min_id", "max_id")
 
 
@@ -202,11 +206,45 @@ def merge_shards(folder: str | Path, shards: Sequence[str | Path] | None = None)
         raise FileNotFoundError(f"no shard-*.index files in {folder}; run add_shard for each shard first")
     index = _load_trained(folder)
     _check_shards(folder, paths)
-    (folder / LISTS).unlink(missing_ok=True)
+    for name in (LISTS_RECORD, POPULATED, LISTS):  # a merge stopped midway leaves no earlier build to pair with
+        (folder / name).unlink(missing_ok=True)
     with _without_faiss_chatter():
         merge_ondisk(index.index, [str(p) for p in paths], str(folder / LISTS))
     index.save(folder / POPULATED)
+    record = {
+        "format": LISTS_FORMAT,
+        "lists_bytes": (folder / LISTS).stat().st_size,
+        "populated_sha256": file_sha256(folder / POPULATED),
+    }
+    write_atomic(folder / LISTS_RECORD, lambda handle: handle.write(json.dumps(record, indent=2).encode()))
     return open_ondisk(folder, nprobe=index.nprobe)
+
+
+def _check_lists(folder: Path) -> None:
+    """Refuse, by name, a ``lists.ivfdata`` that is not the one :func:`merge_shards` wrote with ``populated.index``:
+    another size (a copy cut short) or written beside another ``populated.index`` (a merge that did not finish)."""
+    record_path, lists = folder / LISTS_RECORD, folder / LISTS
+    try:
+        record = json.loads(record_path.read_text())
+        recorded_bytes, recorded_sha256 = record["lists_bytes"], record["populated_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(
+            f"{record_path} is missing or unreadable, so {lists} cannot be checked (a merge that did not finish, "
+            "or a folder built before the record existed); rerun merge_shards"
+        ) from None
+    if record.get("format") != LISTS_FORMAT:
+        raise ValueError(f"{record_path} is not a {LISTS_FORMAT} record; rerun merge_shards")
+    size = lists.stat().st_size
+    if size != recorded_bytes:
+        raise ValueError(
+            f"{lists} is {size:,} bytes but merge_shards wrote {recorded_bytes:,}: it was cut short or changed (a "
+            "copy that did not finish?); copy the folder again or rerun merge_shards"
+        )
+    if file_sha256(folder / POPULATED) != recorded_sha256:
+        raise ValueError(
+            f"{folder / POPULATED} is not the index {lists} was merged with (an interrupted or mixed copy?); "
+            "copy the folder again or rerun merge_shards"
+        )
 
 
 def open_ondisk(folder: str | Path, nprobe: int | None = None) -> FaissIndex:
@@ -215,6 +253,11 @@ def open_ondisk(folder: str | Path, nprobe: int | None = None) -> FaissIndex:
     ``populated.index`` is read with FAISS's ``IO_FLAG_ONDISK_SAME_DIR``: the lists are taken from the
     ``lists.ivfdata`` beside it, not from the path recorded at merge time, so a folder moved or copied (e.g. to a
     search node's SSD) opens as it is. Search returns the global ids given to :func:`add_shard`.
+
+    Raises:
+        FileNotFoundError: ``populated.index`` or ``lists.ivfdata`` is missing.
+        ValueError: ``lists.ivfdata`` is not the size ``lists.json`` records, or was merged with another
+            ``populated.index`` (the message names the file and says to copy again or rerun :func:`merge_shards`).
     """
     import faiss
 
@@ -223,6 +266,7 @@ def open_ondisk(folder: str | Path, nprobe: int | None = None) -> FaissIndex:
         raise FileNotFoundError(f"{path} not found; build it with train_ivfpq, add_shard and merge_shards")
     if not (Path(folder) / LISTS).exists():
         raise FileNotFoundError(f"{Path(folder) / LISTS} (the inverted lists) is missing; populated.index needs it")
+    _check_lists(Path(folder))
     with _without_faiss_chatter():  # ids: the global ids stored in the lists
         index = FaissIndex.load(path, io_flags=faiss.IO_FLAG_ONDISK_SAME_DIR)
     if index.kind != "ivfpq":

@@ -8,21 +8,22 @@ slices each global batch, averages gradients and lets rank 0 checkpoint. So the 
     torchrun --nnodes 4 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint head-node:29500 \\
         -m course_utils.train_contrastive ...same options...        # 32 GPUs on 4 machines
 
-Rank 0 writes the trained ``state_dict`` to ``--out`` and a JSON summary beside it (``<out>.json``: processes,
-steps done in all and in this run (after a resume), seconds and images per second of this run, per-step losses).
+Rank 0 writes the trained ``state_dict`` to ``--out`` (atomically; its folder is created, and a path that cannot be
+written is refused before training) and a JSON summary beside it (``<out>.json``: processes, steps done in all and in
+this run (after a resume), seconds and images per second of this run, per-step losses).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 from . import distributed
+from .cache import torch_save_atomic, write_atomic
 from .cli import add_data_and_model_arguments, bundle_from_args, catalogue_from_args
 from .data.adapters import ImageTextDataset
 from .train import TrainConfig, clamp_logit_scale, contrastive_batch_loss, fit
@@ -42,6 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (a killed run)")
     parser.add_argument("--out", required=True, help="where rank 0 writes the trained state_dict")
     args = parser.parse_args(argv)
+    out = Path(args.out).expanduser().absolute()
+    nearest = next(folder for folder in out.parents if folder.exists())  # the folder the missing ones go into
+    if out.is_dir() or not nearest.is_dir():
+        parser.error(f"--out {out}: give a file name inside a folder (checked before training, not after)")
+    if not os.access(nearest, os.W_OK):
+        parser.error(f"--out {out}: the folder {nearest} is not writable; choose another (checked before training)")
 
     device = distributed.process_device()  # cuda:<LOCAL_RANK> under torchrun on GPUs, else cpu
     context = distributed.init_from_env(device.split(":")[0])
@@ -81,10 +88,10 @@ def main(argv: list[str] | None = None) -> None:
             "losses": [s["loss"] for s in history.steps],
             "config": asdict(config),
         }
-        torch.save(bundle.model.state_dict(), args.out)
-        Path(f"{args.out}.json").write_text(json.dumps(summary, indent=2))
+        torch_save_atomic(bundle.model.state_dict(), out)
+        write_atomic(Path(f"{out}.json"), lambda handle: handle.write(json.dumps(summary, indent=2).encode()))
         print(
-            f"{context.world_size} process(es): {steps_run} steps in {seconds:.1f} s -> {args.out} "
+            f"{context.world_size} process(es): {steps_run} steps in {seconds:.1f} s -> {out} "
             f"(step {len(history.steps)} of {args.steps})"
         )
 

@@ -177,8 +177,10 @@ def test_resume_on_two_processes_from_a_one_process_checkpoint(tmp_path, one_pro
     assert torch.load(tmp_path / "last.pt", weights_only=False)["step"] == 20
 
 
-def run_train_contrastive(tmp_path: Path, tiny_bundle, *options: str) -> dict:
-    """``train_contrastive`` for 2 steps of 8 pairs on conftest's small catalogue; the summary it writes."""
+def run_train_contrastive(tmp_path: Path, tiny_bundle, *options: str, out: Path | None = None) -> dict:
+    """``train_contrastive`` for 2 steps of 8 pairs on conftest's small catalogue, writing ``out`` (default
+    ``tmp_path / "out.pt"``); the summary it writes."""
+    out = out or tmp_path / "out.pt"
     from course_utils import train_contrastive
 
     weights = tmp_path / "base.pt"
@@ -201,11 +203,11 @@ def run_train_contrastive(tmp_path: Path, tiny_bundle, *options: str) -> dict:
             "--lr",
             "1e-3",
             "--out",
-            str(tmp_path / "out.pt"),
+            str(out),
             *options,
         ]
     )
-    return json.loads((tmp_path / "out.pt.json").read_text())
+    return json.loads(Path(f"{out}.json").read_text())
 
 
 def test_train_contrastive_command_writes_weights_and_summary(tmp_path, tiny_bundle, small_catalogue):
@@ -232,3 +234,20 @@ def test_train_contrastive_heals_a_damaged_checkpoint(tmp_path, tiny_bundle, sma
         summary = run_train_contrastive(tmp_path, tiny_bundle, "--checkpoint-dir", str(checkpoint.parent))
     assert f"checkpoint {checkpoint} was damaged" in caplog.text
     assert summary["steps"] == summary["steps_this_run"] == 2  # fit removed it and trained from step 0
+
+
+def test_train_contrastive_checks_out_before_training_and_creates_its_folder(
+    tmp_path, tiny_bundle, small_catalogue, capsys, monkeypatch
+):
+    from course_utils import train_contrastive
+
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setattr(train_contrastive, "fit", lambda *a, **k: pytest.fail("trained before checking --out"))
+    for out in (tmp_path, tmp_path / "a_file" / "out.pt", tmp_path / "a_file" / "deeper" / "out.pt"):
+        with pytest.raises(SystemExit):
+            run_train_contrastive(tmp_path, tiny_bundle, out=out)
+        assert f"--out {out}: give a file name inside a folder" in capsys.readouterr().err
+    monkeypatch.undo()
+    nested = tmp_path / "new" / "folder" / "out.pt"
+    assert run_train_contrastive(tmp_path, tiny_bundle, out=nested)["steps"] == 2
+    assert torch.load(nested, weights_only=True).keys() == tiny_bundle.model.state_dict().keys()

@@ -146,6 +146,47 @@ def test_a_moved_folder_opens_with_its_own_lists(tmp_path):
     np.testing.assert_array_equal(moved.search(clustered(5, seed=3), 10)[1], before)
 
 
+def test_a_cut_short_or_mismatched_lists_file_is_refused_by_name(tmp_path):
+    build(tmp_path / "a", [np.arange(0, 100), np.arange(100, 200)])
+    build(tmp_path / "b", [np.arange(0, 150)])
+    merge_shards(tmp_path / "a")
+    merge_shards(tmp_path / "b")
+    lists = tmp_path / "a" / "lists.ivfdata"
+    whole = lists.read_bytes()
+    lists.write_bytes(whole[: len(whole) // 2])  # a copy to a search node that did not finish
+    with pytest.raises(
+        ValueError, match=rf"{lists} is {len(whole) // 2:,} bytes but merge_shards wrote {len(whole):,}"
+    ):
+        open_ondisk(tmp_path / "a")
+    lists.write_bytes(whole)
+    assert len(open_ondisk(tmp_path / "a")) == 200
+    for part in (tmp_path / "b").glob("populated.index*"):  # b's index and its record, beside a's lists
+        part.replace(tmp_path / "a" / part.name)
+    with pytest.raises(ValueError, match=r"populated\.index is not the index .*lists\.ivfdata was merged with"):
+        open_ondisk(tmp_path / "a")
+
+
+def test_a_merge_stopped_midway_leaves_nothing_that_opens(tmp_path, monkeypatch):
+    import faiss.contrib.ondisk
+
+    build(tmp_path, [np.arange(0, 100), np.arange(100, 200)])
+    merge_shards(tmp_path)
+
+    def write_part_then_die(index, shards, lists):
+        Path(lists).write_bytes(b"\0" * 64)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(faiss.contrib.ondisk, "merge_ondisk", write_part_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        merge_shards(tmp_path)
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError, match=r"populated\.index not found"):
+        open_ondisk(tmp_path)
+    (tmp_path / "lists.json").write_text("{}")  # a record of no merge
+    merge_shards(tmp_path)
+    assert len(open_ondisk(tmp_path)) == 200
+
+
 def test_merge_refuses_a_shard_of_another_training(tmp_path):
     build(tmp_path / "old", [np.arange(200, 300)], train_on=clustered(600, seed=4))
     build(tmp_path / "new", [np.arange(0, 100), np.arange(100, 200)])

@@ -85,8 +85,11 @@ def split_items(
     and counted, so no image is both trained on and evaluated.
     """
     items, seen = [], set()
-    for asin in asins:
+    for position, asin in enumerate(asins):
         report.rows_read += 1
+        if not isinstance(asin, str):
+            report.skip(f"entry of split.{category}.{split}.json is not an ASIN (text)", f"#{position}")
+            continue
         item_id = f"{category}/{asin}"
         if asin in seen:
             report.skip("duplicate ASIN in a split file (first kept)", item_id)
@@ -133,7 +136,11 @@ def read_triplets(
         if reference not in ids or target not in ids:
             report.skip("triplet image not listed in its image_splits file", f"{reference} -> {target}")
             continue
-        modification = modification_text(entry.get("captions", []), report, f"{reference} -> {target}")
+        captions = entry.get("captions", [])
+        if not isinstance(captions, list):
+            report.skip(f"entry of {path.name} whose captions are not a list of texts", f"#{position}")
+            continue
+        modification = modification_text(captions, report, f"{reference} -> {target}")
         if not modification:
             report.skip("triplet without any relative caption", f"{reference} -> {target}")
             continue

@@ -114,6 +114,7 @@ class OversizedImage(CorruptImage):
 
 UNREADABLE_IMAGE = "image unreadable (corrupt or not an image)"
 OVERSIZED_IMAGE = "image too large to decode (over PIL's decompression-bomb limit)"
+TRIPLET_IMAGE_DROPPED = "triplet whose reference or target image was dropped"
 
 #: Fewest pixels a side a large JPEG is decoded at. libjpeg can decode at 1/2, 1/4 or 1/8 scale for a fraction of
 #: the work; :func:`decode_image` takes the smallest of those scales that keeps both sides at least this long. 512
@@ -433,7 +434,8 @@ class Catalogue(Sequence[Item]):
         return digest.hexdigest()[:16]
 
     def drop_unreadable_images(self) -> Catalogue:
-        """Decode every image once; drop items whose image is missing or corrupt and count them in the report."""
+        """Decode every image once; drop items whose image is missing or corrupt, and the triplets that use one of
+        them, and count both in the report."""
         kept = []
         for item in self.items:
             try:
@@ -449,7 +451,12 @@ class Catalogue(Sequence[Item]):
                 continue
             kept.append(item)
         ids = {item.item_id for item in kept}
-        triplets = [t for t in self.triplets if t.reference_id in ids and t.target_id in ids]
+        triplets = []
+        for triplet in self.triplets:
+            if triplet.reference_id in ids and triplet.target_id in ids:
+                triplets.append(triplet)
+            else:
+                self.report.skip(TRIPLET_IMAGE_DROPPED, f"{triplet.reference_id} -> {triplet.target_id}")
         return Catalogue(self.name, kept, self.report, triplets, self.attribute_names, self.match_attributes)
 
 

@@ -43,13 +43,21 @@ def load_catalogue(name: str, root: str | Path | None = None, **options) -> Cata
     Args:
         name: ``"synthetic"`` (the embedded default, no download) or a real format:
             ``"fashion-product-small"``, ``"deepfashion-multimodal"``, ``"fashion200k"``, ``"fashioniq"``.
-        root: folder holding the real dataset (ignored by ``"synthetic"``).
+        root: folder holding the real dataset; ``None`` for ``"synthetic"``, which reads no folder (a folder
+            given with it is refused rather than ignored: the run would otherwise report on the drawings).
         **options: loader-specific options (size, seed, ...).
     """
     if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {available_catalogues()}")
     loader = _LOADERS[name]
     if name == "synthetic":
+        if root is not None:
+            real_formats = [other for other in available_catalogues() if other != "synthetic"]
+            raise ValueError(
+                f"a data folder ({root}) was given with dataset 'synthetic', the procedural catalogue, which reads "
+                f"no folder; name the folder's format as the dataset (one of {real_formats}), or "
+                "leave the folder out"
+            )
         return loader(**options)
     if root is None:
         raise ValueError(f"dataset {name!r} needs root=<folder>; see README › Real data")

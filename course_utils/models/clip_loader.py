@@ -159,6 +159,36 @@ def _checkpoint_error(path: Path, model: str, err: Exception) -> BadCheckpoint:
     return _does_not_fit(path, model, err)
 
 
+def load_weights(model: torch.nn.Module, path: str | Path, name: str) -> None:
+    """Load the weights saved in ``path`` into ``model`` (an instance of open_clip model ``name``).
+
+    The file is read as :func:`load_clip` reads a checkpoint, so no code pickled into it runs. It may hold a plain
+    ``state_dict`` (``torch.save(model.state_dict(), path)``) or one under ``"model"`` (the course's cached
+    pretrained CLIPs).
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file (named).
+        BadCheckpoint: the file is truncated, corrupt, another format (a TorchScript archive, a pickled object, a
+            training checkpoint with its optimizer and RNG states), or holds another model's weights; the message
+            names the file.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist; give the state_dict file saved for {name!r}")
+    state = _read_checkpoint(path)
+    if isinstance(state, torch.jit.ScriptModule):
+        raise BadCheckpoint(
+            f"the weights file {path} is a TorchScript archive; save a state dict instead: "
+            "torch.save(model.state_dict(), path)"
+        )
+    if isinstance(state.get("model"), dict):
+        state = state["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise _does_not_fit(path, name, err) from None
+
+
 def network_reachable(hosts=WEIGHT_HOSTS, timeout: float = 1.0) -> bool:
     """True when one of the weight hosts accepts a TCP connection within ``timeout`` seconds.
 

@@ -8,6 +8,7 @@ pretraining task on drawings, ``pretrained="photo"`` the course CLIP's pretraini
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,8 +63,13 @@ def load_experiment(
             length of the photo pretraining (:func:`course_utils.tasks.photo_pretrain.photo_recipe`).
         seed: catalogue and training seed.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        test_size: keep only the first ``test_size`` test items (real datasets can be large).
+        test_size: keep only the first ``test_size`` test items (real datasets can be large); a whole number
+            >= 1, or ``None`` for the whole test split.
     """
+    if test_size is not None and (
+        isinstance(test_size, bool) or not isinstance(test_size, numbers.Integral) or test_size < 1
+    ):
+        raise ValueError(f"test_size must be a whole number >= 1 (or None for the whole test split), got {test_size!r}")
     if pretrained == "photo" and dataset == "synthetic":
         raise ValueError(
             "pretrained='photo' pretrains on a real catalogue's photos: set dataset (e.g. "
@@ -71,7 +77,7 @@ def load_experiment(
         )
     seed_everything(seed)
     if dataset == "synthetic":
-        catalogue = load_catalogue("synthetic", size=profile, seed=seed)
+        catalogue = load_catalogue("synthetic", data_root, size=profile, seed=seed)
     else:
         catalogue = load_catalogue(dataset, data_root, **({"seed": seed} if loader_accepts(dataset, "seed") else {}))
     check_experiment_catalogue(catalogue)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import pytest
 from PIL import Image
@@ -165,6 +166,21 @@ def test_a_fashioniq_entry_that_is_not_an_object_is_counted(tmp_path):
     )
 
 
+def test_fashioniq_captions_that_are_not_a_list_and_asins_that_are_not_text_are_counted(tmp_path):
+    entries = [
+        {"candidate": "A1", "target": "A2", "captions": "is red"},  # would be read letter by letter
+        {"candidate": "A1", "target": "A2", "captions": None},
+        {"candidate": "A2", "target": "A1", "captions": ["is blue", "has a collar"]},
+    ]
+    root = fashioniq_root(tmp_path, json.dumps(entries).encode())
+    (root / "image_splits" / "split.dress.val.json").write_text(json.dumps(["A1", {"asin": "A3"}, "A2", 7]))
+    catalogue = load_fashioniq(root, categories=("dress",), splits=("val",))
+    assert catalogue.ids == ["dress/A1", "dress/A2"]
+    assert [t.modification for t in catalogue.triplets] == ["is blue and has a collar"]
+    assert catalogue.report.skipped["entry of cap.dress.val.json whose captions are not a list of texts"] == 2
+    assert catalogue.report.examples["entry of split.dress.val.json is not an ASIN (text)"] == ["#1", "#3"]
+
+
 def test_a_truncated_deepfashion_captions_file_is_an_error_naming_it(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "captions.json").write_text('{"a.jpg": "A dre')
@@ -216,6 +232,33 @@ def test_a_catalogue_without_test_split_or_captions_is_refused_before_any_model(
     )
     captioned = [Item(f"t{i}", ("a shirt",), ("title",), {}, split) for i, split in enumerate(("train", "test"))]
     check_experiment_catalogue(Catalogue("fine", captioned))  # no error
+
+
+def test_a_data_folder_given_with_the_synthetic_catalogue_is_refused_not_ignored(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"a data folder \(.*\) was given with dataset 'synthetic'.*fashion-product-small"
+    ):
+        catalogue_from_args(cli_args("synthetic", tmp_path, seed=0))
+    with pytest.raises(ValueError, match="was given with dataset 'synthetic'"):
+        load_experiment("synthetic", str(tmp_path))
+
+
+def test_bad_cli_sizes_name_the_option(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_data_and_model_arguments(parser)
+    with pytest.raises(ValueError, match=r"--size '\{\"test\": 20' is not valid JSON \(.*\); give \"ci\", \"full\""):
+        catalogue_from_args(parser.parse_args(["--size", '{"test": 20']))
+    root = styles_root(tmp_path, [good_row(i) for i in range(1, 4)])
+    with pytest.raises(ValueError, match="--size applies to --catalogue synthetic only; fashion-product-small is read"):
+        catalogue_from_args(
+            parser.parse_args(["--catalogue", "fashion-product-small", "--root", str(root), "--size", "ci"])
+        )
+
+
+@pytest.mark.parametrize("test_size", [0, -5, True, 2.5, "100"])
+def test_a_test_size_that_is_not_a_whole_number_of_items_is_refused(test_size):
+    with pytest.raises(ValueError, match=rf"test_size must be a whole number >= 1 .*got {re.escape(repr(test_size))}"):
+        load_experiment("synthetic", test_size=test_size)
 
 
 def test_fashioniq_through_the_experiment_fails_early_and_by_name(fashioniq_sample):

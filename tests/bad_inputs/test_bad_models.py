@@ -3,11 +3,13 @@ the file or the parameter, never torch's advice to load with ``weights_only=Fals
 
 from __future__ import annotations
 
+import argparse
 import traceback
 
 import pytest
 import torch
 
+from course_utils.cli import add_data_and_model_arguments, bundle_from_args
 from course_utils.models import load_clip, resolve_device
 from course_utils.models.clip_loader import BadCheckpoint
 
@@ -114,3 +116,47 @@ def test_load_clip_checks_the_device_before_building_anything():
 
 def test_good_devices_resolve():
     assert resolve_device("auto") == resolve_device("cpu") == resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+# --- the multi-process scripts' --weights (embed_shards, train_contrastive) ------------------------------------------
+
+
+class Pickled:
+    """An object torch.save pickles whole: loading it with weights_only=False would run its class's code."""
+
+
+def weights_args(path) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_data_and_model_arguments(parser)
+    return parser.parse_args(["--weights", str(path)])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"this is not a checkpoint at all", r"cannot read the checkpoint {path}: it is not a PyTorch"),
+        ("pickled", r"cannot read the checkpoint {path}: it is not a PyTorch"),  # never unpickled
+        ({"some.weight": torch.zeros(3)}, r"the checkpoint {path} loads but does not fit model 'tiny-fashion-clip'"),
+    ],
+    ids=["garbage", "pickled-object", "another-model"],
+)
+def test_a_bad_weights_file_names_the_file(tmp_path, content, message):
+    path = tmp_path / "base.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(Pickled() if content == "pickled" else content, path)
+    with pytest.raises(BadCheckpoint, match=message.format(path=path)) as err:
+        bundle_from_args(weights_args(path))
+    assert "weights_only" not in shown_error(err.value)
+    with pytest.raises(FileNotFoundError, match=rf"weights file {tmp_path / 'missing.pt'} does not exist"):
+        bundle_from_args(weights_args(tmp_path / "missing.pt"))
+
+
+def test_good_weights_load_plain_or_under_model(tiny_checkpoint, tmp_path):
+    expected = torch.load(tiny_checkpoint, weights_only=True)
+    wrapped = tmp_path / "cached.pt"
+    torch.save({"model": expected, "history": [{"step": 1, "loss": 0.5}]}, wrapped)  # as the course caches a CLIP
+    for path in (tiny_checkpoint, wrapped):
+        state = bundle_from_args(weights_args(path)).model.state_dict()
+        assert all(torch.equal(state[name], value) for name, value in expected.items())

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from course_utils.data import ArrayImage, Catalogue, CorruptImage, DatasetNotFound, FileImage, Item, LoadReport
-from course_utils.data.records import DatasetLayout, check_names, normalised_title
+from course_utils.data.records import CompositionTriplet, DatasetLayout, check_names, normalised_title
 
 
 def make_item(item_id, split="test", ref=None, **attributes):
@@ -71,6 +71,22 @@ def test_unreadable_images_are_dropped_and_counted(tmp_path):
     assert kept.report.skipped == {"image unreadable (corrupt or not an image)": 1, "image file missing": 1}
     assert kept.report.total_skipped == 2
     assert "dropped      1 — image file missing (e.g. gone)" in str(kept.report)
+
+
+def test_triplets_of_dropped_images_are_dropped_and_counted(tmp_path):
+    good = tmp_path / "good.jpg"
+    Image.new("RGB", (8, 8), "red").save(good)
+    items = [make_item(i, ref=FileImage(good)) for i in ("a", "b")] + [make_item("gone", ref=None)]
+    triplets = [
+        CompositionTriplet("a", "make it blue", "b"),
+        CompositionTriplet("a", "make it green", "gone"),
+        CompositionTriplet("gone", "make it red", "b"),
+    ]
+    catalogue = Catalogue("toy", items, LoadReport("toy", rows_read=3), triplets)
+    kept = catalogue.drop_unreadable_images()
+    assert kept.triplets == triplets[:1]
+    assert kept.report.skipped["triplet whose reference or target image was dropped"] == 2
+    assert kept.report.examples["triplet whose reference or target image was dropped"] == ["a -> gone", "gone -> b"]
 
 
 def test_the_report_counts_what_was_dropped_apart_from_what_loaded_with_a_caveat():
