@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import random
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -169,12 +171,27 @@ def _summary(err: Exception, limit: int = 300) -> str:
     return (message[:limit] + " …" if len(message) > limit else message) or type(err).__name__
 
 
+# What unpickles numpy's RNG state (an array) besides tensors: the only globals a checkpoint of fit needs.
+_CHECKPOINT_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def _read_checkpoint(path: Path, device: torch.device) -> dict | None:
     """The training state saved in ``path``, or ``None`` when the file cannot be read (a damaged checkpoint is
-    named in one log line and removed, and training starts again from step 0 instead of failing on every run)."""
+    named in one log line and removed, and training starts again from step 0 instead of failing on every run).
+
+    The file is read with ``weights_only=True`` (tensors, plain Python values and numpy's RNG state), so a file in
+    the checkpoint folder that holds other pickled objects never runs their code: it is refused, named and kept.
+    """
     try:
-        return torch.load(path, map_location=device, weights_only=False)  # our own file: it holds RNG states
+        with torch.serialization.safe_globals(_CHECKPOINT_GLOBALS):
+            return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:
+        if isinstance(err, pickle.UnpicklingError) and zipfile.is_zipfile(path):  # whole, but not weights only
+            raise ValueError(
+                f"checkpoint {path} holds pickled objects other than tensors and numpy's RNG state, so it was not "
+                "written by course_utils.train.fit and is not loaded (loading it would run their code); move it "
+                "out of the checkpoint folder, or delete it, to train from step 0"
+            ) from None
         LOG.warning(
             "checkpoint %s was damaged (%s); removed it, training restarts from step 0",
             path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,6 +227,26 @@ def test_a_damaged_checkpoint_is_named_removed_and_training_restarts(tmp_path, u
     assert history.steps == straight_history.steps  # from step 0, the same run as without the damage
     for name, value in parameters_of(straight).items():
         assert torch.equal(value, dict(restarted.named_parameters())[name].detach()), name
+
+
+class RunsCodeWhenLoaded:
+    """A pickled object whose loading would create ``marker`` (as a hostile file could run any command)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_holding_other_pickled_objects_is_refused_unloaded_and_kept(tmp_path):
+    checkpoint, marker = tmp_path / "last.pt", tmp_path / "code-ran"
+    torch.save({"model": {}, "step": RunsCodeWhenLoaded(marker)}, checkpoint)
+    with pytest.raises(ValueError, match=r"holds pickled objects other than tensors .* move it out") as refused:
+        _noisy_run(tmp_path)
+    assert str(checkpoint) in str(refused.value)
+    assert not marker.exists()  # never unpickled
+    assert checkpoint.exists()
 
 
 @pytest.mark.parametrize("stop_after", [1, 3])  # mid-epoch (2 steps/epoch), and with an epoch already done
