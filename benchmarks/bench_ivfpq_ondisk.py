@@ -198,6 +198,8 @@ def search(args: argparse.Namespace, folder: Path) -> None:
 
 RECORDS = bench_records.BENCH_RECORDS / "ivfpq_ondisk"
 README_MARKERS = ("<!-- bench-ivfpq-ondisk:start -->", "<!-- bench-ivfpq-ondisk:end -->")
+# An empty file in the folder a run builds in: a later run may empty that folder, and no other.
+FOLDER_MARKER = ".bench_ivfpq_ondisk"
 # Issue 16's goals for an index bigger than RAM: search RSS, recall@10, latency, build time on 2 cores.
 GOALS = {"rss_mb": 2000, "recall": 0.90, "median_ms": 10.0, "build_s": 30 * 60}
 
@@ -330,7 +332,12 @@ def main(argv: list[str] | None = None) -> int:
         "the course's way) or numpy.memmap (to see what a memory map adds to the search "
         "process's resident memory)",
     )
-    parser.add_argument("--folder", default=None, help="where the index lives (default: cache/ivfpq-bench-<n>)")
+    parser.add_argument(
+        "--folder",
+        default=None,
+        help="where the index is built, emptied first: a new or empty folder, or one an earlier run made "
+        "(default: cache/ivfpq-bench-<n>)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the folder afterwards")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--search-only", action="store_true", help=argparse.SUPPRESS)
@@ -355,8 +362,14 @@ def main(argv: list[str] | None = None) -> int:
         f"shards of {args.chunk:,}; folder {folder}\n",
         flush=True,
     )
+    if folder.exists() and any(folder.iterdir()) and not (folder / FOLDER_MARKER).exists():
+        raise SystemExit(
+            f"--folder {folder} holds files this benchmark did not write (no {FOLDER_MARKER} in it), and the benchmark "
+            "empties its folder; give a new or empty folder"
+        )
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    (folder / FOLDER_MARKER).touch()  # the next run may empty this folder
     timings = build(args, folder)
     for key, value in timings.items():
         print(f"{key}: {value:,.1f}")

@@ -634,3 +634,26 @@ def test_every_rendered_benchmark_is_checked():
     }
     assert scripts == set(RENDERED)
     assert all(json.loads(path.read_text())["conditions"] for path in (bench_records.BENCH_RECORDS).rglob("*.json"))
+
+
+def test_ivfpq_bench_refuses_to_empty_a_folder_it_did_not_make(tmp_path, monkeypatch):
+    bench = load_benchmark("bench_ivfpq_ondisk")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "mine.jpg").write_bytes(b"a user's file")
+    monkeypatch.setattr(bench, "build", lambda *a: pytest.fail("built in a folder of someone else's files"))
+    with pytest.raises(SystemExit, match=r"--folder .*photos holds files this benchmark did not write"):
+        bench.main(["--n", "1000", "--folder", str(tmp_path / "photos")])
+    assert (tmp_path / "photos" / "mine.jpg").read_bytes() == b"a user's file"
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / bench.FOLDER_MARKER).touch()
+    (tmp_path / "earlier" / "lists.ivfdata").write_bytes(b"an earlier run's")
+    left_at_build = []
+
+    def look_then_stop(args, folder):
+        left_at_build.extend(p.name for p in folder.iterdir())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "build", look_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--n", "1000", "--folder", str(tmp_path / "earlier")])
+    assert left_at_build == [bench.FOLDER_MARKER]  # an earlier run's folder is emptied and marked again
