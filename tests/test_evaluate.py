@@ -55,6 +55,10 @@ def test_rerank_reads_the_saved_reranker_and_reports_both_stages(experiment, tmp
     with pytest.raises(ValueError, match="is not a re-ranker saved by save_reranker"):
         (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
         rerank.load_reranker(tmp_path / "broken.pt")
+    partial = {key: value for key, value in torch.load(path, weights_only=True).items() if key != "dual"}
+    torch.save(partial, tmp_path / "partial.pt")  # an older or partial save: the matcher without its dual encoder
+    with pytest.raises(ValueError, match=r"partial\.pt is not a re-ranker saved by save_reranker \(KeyError: 'dual'\)"):
+        rerank.load_reranker(tmp_path / "partial.pt")
 
 
 def test_main_prints_a_table_and_writes_one_json_record(experiment, monkeypatch, tmp_path, capsys):

@@ -500,12 +500,13 @@ def load_reranker(path: str | Path) -> SavedReranker:
         state = torch.load(path, map_location="cpu", weights_only=True)
         matcher = ImageTextMatcher(**state["matcher_config"])
         matcher.load_state_dict(state["matcher"])
-    except Exception as err:  # truncated file, another kind of checkpoint, or a config that does not fit
+        saved = SavedReranker(matcher.eval(), state["dual"], state["dual_identity"], state["dual_weight"], state["k"])
+    except Exception as err:  # truncated file, another kind of checkpoint, a config that does not fit, a key missing
         raise ValueError(
             f"{path} is not a re-ranker saved by save_reranker ({type(err).__name__}: {err}); "
             "rerun notebook 03 to write it again"
         ) from None
-    return SavedReranker(matcher.eval(), state["dual"], state["dual_identity"], state["dual_weight"], state["k"])
+    return saved
 
 
 def evaluate_reranker(
