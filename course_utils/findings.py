@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .paths import REPO_ROOT
-from .results import load_record, parse_timing_key
+from .results import NOTEBOOK_RECORD_KEYS, load_record, parse_timing_key
 
 RECORDS = REPO_ROOT / "results" / "full"
 README = REPO_ROOT / "README.md"
@@ -49,7 +49,7 @@ def read_records(folder: Path, profile: str = "full") -> dict[str, dict]:
     """``{notebook number: record}`` of ``folder/NN_*.json``; ``SystemExit`` for a record of another profile."""
     records = {}
     for path in sorted(folder.glob("[0-9][0-9]_*.json")):
-        record = load_record(path, remake_records(profile))
+        record = load_record(path, remake_records(profile), NOTEBOOK_RECORD_KEYS)
         found = record.get("parameters", {}).get("profile")
         if found != profile:
             raise SystemExit(

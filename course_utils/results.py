@@ -153,12 +153,17 @@ def write_record(path: Path, record: dict) -> None:
     write_atomic(path, lambda handle: handle.write(text.encode()))
 
 
-def load_record(path: Path, regenerate: str) -> dict:
-    """The JSON object in ``path`` (a record, a run's timings).
+# The keys every notebook record has (``write_notebook_record``): what the readers of records index.
+NOTEBOOK_RECORD_KEYS = ("notebook", "parameters", "metrics")
+
+
+def load_record(path: Path, regenerate: str, required: Sequence[str] = ()) -> dict:
+    """The JSON object in ``path`` (a record, a run's timings), with the keys ``required``.
 
     Raises:
-        SystemExit: ``path`` is not a JSON object (a damaged or hand-edited file); the message names the file and
-            ``regenerate``, the command that writes it again.
+        SystemExit: ``path`` is not a JSON object (a damaged or hand-edited file) or lacks a ``required`` key (a
+            JSON file of another kind in a records folder); the message names the file and ``regenerate``, the
+            command that writes it again.
     """
     try:
         record = json.loads(path.read_text())
@@ -166,6 +171,12 @@ def load_record(path: Path, regenerate: str) -> dict:
         raise SystemExit(f"{path}: damaged, not readable JSON ({err}); write it again with {regenerate}") from None
     if not isinstance(record, dict):
         raise SystemExit(f"{path}: a JSON {type(record).__name__}, not a record; write it again with {regenerate}")
+    missing = [key for key in required if key not in record]
+    if missing:
+        raise SystemExit(
+            f"{path}: a JSON object without {', '.join(missing)}, so not a record of this kind (another file in a "
+            f"records folder?); move it out, or write it again with {regenerate}"
+        )
     return record
 
 
@@ -179,7 +190,7 @@ def rerun_command(stems: Sequence[str], seeds: Sequence[int] = ()) -> str:
 def read_results(directory: Path | None = None) -> list[dict]:
     """All records, ordered by notebook name (``SystemExit`` naming a damaged one)."""
     directory = directory or results_dir()
-    return [load_record(p, rerun_command([p.stem])) for p in sorted(directory.glob("*.json"))]
+    return [load_record(p, rerun_command([p.stem]), NOTEBOOK_RECORD_KEYS) for p in sorted(directory.glob("*.json"))]
 
 
 def _is_number(value) -> bool:
@@ -228,7 +239,7 @@ def aggregate_seeds(folders: dict[int, Path], notebooks: Sequence[str] | None = 
     for stem in stems:
         path = folders[seeds[0]] / f"{stem}.json"
         paths = [folders[seed] / path.name for seed in seeds]
-        records = [load_record(p, rerun_command([stem], seeds)) for p in paths]
+        records = [load_record(p, rerun_command([stem], seeds), NOTEBOOK_RECORD_KEYS) for p in paths]
         for seed, record, record_path in zip(seeds, records, paths):
             if record["parameters"].get("seed") != seed:
                 raise ValueError(

@@ -123,6 +123,9 @@ def test_a_damaged_kept_run_is_named_with_the_command_that_keeps_one_again(tmp_p
     (tmp_path / "b.json").write_text('{"conditions": {"date_utc": "2026-')  # a run killed mid-write
     with pytest.raises(SystemExit, match=r"b.json: damaged, .*`python benchmarks/bench.py --json .*b.json`"):
         bench_records.read_kept_runs(tmp_path, "bench.py")
+    (tmp_path / "b.json").write_text('{"rows": []}')  # some other JSON file in the records folder
+    with pytest.raises(SystemExit, match=r"b.json: a JSON object without conditions, so not a record of this kind"):
+        bench_records.read_kept_runs(tmp_path, "bench.py")
 
 
 def test_markdown_table_keeps_the_reports_layout():

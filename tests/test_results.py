@@ -157,6 +157,12 @@ def test_a_damaged_or_non_object_record_is_named_with_the_command_that_writes_it
         read_results(tmp_path)
 
 
+def test_a_json_object_that_is_no_notebook_record_is_named_not_a_key_error(tmp_path):
+    (tmp_path / "retrieval.json").write_text('{"task": "retrieval", "metrics": {"R@1": 0.2}}')  # evaluate --output
+    with pytest.raises(SystemExit, match=r"retrieval.json: a JSON object without notebook, parameters, so not a"):
+        build_report(tmp_path)
+
+
 def test_a_failed_write_leaves_the_previous_record_whole(tmp_path, monkeypatch):
     path = tmp_path / "01_demo.json"
     write_record(path, {"r1": 0.25})
