@@ -154,9 +154,19 @@ def evaluate(
         ks = RECALL_KS[task]
         _, triplets = composed.composed_triplets(experiment.train, test, dataset, seed)
         queries = composed.composed_queries(test, triplets, composed.DEFAULT_MATCH[dataset])
+        # the whole test split's queries, to count those whose reference or target --test-size left out
+        _, every_triplet = composed.composed_triplets(
+            experiment.train, experiment.catalogue.split("test"), dataset, seed
+        )
+        left_out = len(every_triplet) - len(queries)
+        if not len(queries):
+            raise SystemExit(
+                f"none of the test split's {left_out} composed queries has its reference and target among the "
+                f"{len(test)} test items kept: raise --test-size, or leave it out"
+            )
         images = encode_images(bundle, test, progress=False)
         texts = encode_texts(bundle, queries.texts, progress=False)
-        metrics = {}
+        metrics = {"queries": len(queries), "queries left out (outside the test items kept)": left_out}
         for name in ("image only", "text only", "sum"):
             composed_queries = compose(make_compositor(name, bundle.embed_dim), images[queries.reference_rows], texts)
             recall = composed.composed_recall_at_k(composed_queries, images, queries, ks)

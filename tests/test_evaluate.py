@@ -154,6 +154,19 @@ def test_a_test_split_smaller_than_the_largest_k_asks_for_a_larger_test_size(exp
         evaluate.evaluate(task, small, experiment.bundle, "synthetic", reranker="unused.pt")
 
 
+def test_composed_counts_the_queries_a_small_test_split_leaves_out_and_refuses_none_left(experiment):
+    metrics, _ = evaluate.evaluate("composed", experiment, experiment.bundle, "synthetic")  # 60 of 160 test items
+    whole_split = len(experiment.catalogue.split("test").triplets)
+    assert 0 < metrics["queries"] < whole_split
+    assert metrics["queries left out (outside the test items kept)"] == whole_split - metrics["queries"]
+    no_triplets = replace(experiment, test=experiment.test.subset(experiment.test.ids, name="test"))
+    no_triplets.test.triplets.clear()  # as when every triplet reaches outside the items kept
+    with pytest.raises(
+        SystemExit, match=rf"none of the test split's {whole_split} composed queries .* raise --test-size"
+    ):
+        evaluate.evaluate("composed", no_triplets, experiment.bundle, "synthetic")
+
+
 def test_a_test_split_of_exactly_the_largest_k_is_enough_for_retrieval(experiment):
     ten = replace(experiment, test=experiment.test.subset(experiment.test.ids[:10], name="test"))
     metrics, _ = evaluate.evaluate("retrieval", ten, experiment.bundle, "synthetic")
