@@ -33,6 +33,11 @@ from .data.adapters import collate_skipping_unreadable
 from .losses import clip_contrastive_loss, clip_contrastive_loss_local
 
 LOG = logging.getLogger(__name__)
+# How a training run reports the samples it left out (a count, one per unreadable item and epoch).
+UNREADABLE_LEFT_OUT = (
+    "%d sample(s) left out of training: their image could not be read (an unreadable item counts once per epoch; "
+    "the catalogue's drop_unreadable_images() names the items and counts them in its report)"
+)
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps its temperature so logits stay <= 100
 
@@ -404,6 +409,8 @@ def fit(
         history.evals.append({"step": step, **_evaluate(model, evaluate)})
     if checkpoint:
         _save_checkpoint(checkpoint, model, optimizer, scheduler, step, history, config, context)
+    if history.skipped_items and context.is_main:
+        LOG.warning(UNREADABLE_LEFT_OUT, history.skipped_items)
     model.eval()
     return history
 

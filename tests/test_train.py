@@ -125,10 +125,12 @@ def test_a_batch_of_unreadable_images_only_is_counted_and_changes_nothing():
         assert torch.equal(value, before[name]), name
 
 
-def test_a_step_of_unreadable_images_only_makes_no_update_and_the_next_steps_keep_their_numbers():
+def test_a_step_of_unreadable_images_only_makes_no_update_and_the_next_steps_keep_their_numbers(caplog):
     config = TrainConfig(epochs=1, batch_size=2, lr=0.1, warmup_steps=0)
-    history = fit(nn.Linear(3, 1), FirstRequestsUnreadable(8, n_unreadable=2), mse_loss, config, progress=False)
+    with caplog.at_level("WARNING", logger="course_utils.train"):
+        history = fit(nn.Linear(3, 1), FirstRequestsUnreadable(8, n_unreadable=2), mse_loss, config, progress=False)
     assert history.skipped_items == 2
+    assert "2 sample(s) left out of training: their image could not be read" in caplog.text
     assert [s["step"] for s in history.steps] == [2, 3, 4]
     # the schedule (4 steps, no warmup) moves with the updates: 1, (1 + cos(pi / 4)) / 2, 1/2
     assert [s["lr"] for s in history.steps] == pytest.approx([0.1, 0.05 * (1 + math.cos(math.pi / 4)), 0.05])

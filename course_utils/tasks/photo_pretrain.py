@@ -35,6 +35,7 @@ recipe, not an untouched test set, and a real-profile ``test`` recall is of a re
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -58,7 +59,9 @@ from ..metrics import (
 from ..models.clip_loader import ClipBundle, resolve_device
 from ..models.tiny_clip import course_clip_config, create_course_clip
 from ..seeding import seed_everything
-from ..train import TrainConfig, clamp_logit_scale, contrastive_batch_loss, fit
+from ..train import UNREADABLE_LEFT_OUT, TrainConfig, clamp_logit_scale, contrastive_batch_loss, fit
+
+LOG = logging.getLogger(__name__)
 
 TITLE, DESCRIPTION = "title", "description"
 
@@ -365,7 +368,10 @@ def pretrained_photo_clip(
             path if use_cache else None,
         )
 
+    trained_now = []
+
     def build() -> dict:
+        trained_now.append(True)
         dataset = MixedCaptionDataset(train, preprocess, recipe.description_rate, seed=recipe.train.seed)
         loss = (
             multi_positive_batch_loss(tokenizer, train, recipe.attribute_weight)
@@ -386,6 +392,8 @@ def pretrained_photo_clip(
         return {"model": model.state_dict(), "history": result.steps, "skipped_items": result.skipped_items}
 
     state = cached_artifact(path, build, use_cache, validate=lambda s: model.load_state_dict(s["model"]))
+    if state.get("skipped_items") and not trained_now:  # fit reported them itself
+        LOG.warning(f"{path.name} (read from the cache): {UNREADABLE_LEFT_OUT}", state["skipped_items"])
     model.load_state_dict(state["model"])
     model.eval()
     return bundle(state["history"])

@@ -284,6 +284,26 @@ def test_real_sample_holds_out_a_gallery_of_1000(fashion_product_sample):
     assert len(catalogue.split("train")) >= 3000
 
 
+def test_unreadable_train_photos_are_reported_after_training_and_on_every_cache_hit(isolated_cache, tmp_path, caplog):
+    from course_utils.data.records import FileImage
+
+    catalogue = photo_catalogue()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    items = [replace(catalogue[0], image_ref=FileImage(broken)), *catalogue.items[1:]]
+    with_broken = Catalogue("photos", items, match_attributes=MATCH_ATTRIBUTES)
+    one_epoch = replace(QUICK, train=replace(QUICK.train, max_steps=3))  # 3 steps of 8: every train photo once
+    for run in ("trained", "cached"):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            photo.pretrained_photo_clip(with_broken, one_epoch, progress=False)
+        reports = [r.getMessage() for r in caplog.records if "left out of training" in r.getMessage()]
+        assert len(reports) == 1, run  # said once: by fit when trained, from the cache's count when read
+        assert (
+            reports[0].startswith("1 sample(s)" if run == "trained" else "photo-clip-") and "1 sample(s)" in reports[0]
+        )
+
+
 def test_dataset_preprocesses_each_image_once_and_skips_unreadable_ones(tmp_path):
     from course_utils.data.records import FileImage
 
