@@ -44,15 +44,26 @@ SLIDE_FILES = (
 )
 
 
-def course_notebooks(folder: Path, what_to_do: str) -> list[Path]:
-    """``NN_*.ipynb`` in ``folder``, in order; ``SystemExit`` naming the folder and ``what_to_do`` when none."""
-    notebooks = sorted(folder.glob(COURSE_NOTEBOOKS))
-    if not notebooks:
+def course_notebooks(folder: Path, what_to_do: str) -> list[tuple[Path, nbformat.NotebookNode]]:
+    """``NN_*.ipynb`` in ``folder``, in order, each read: all of them before a build touches its output folder.
+
+    Raises:
+        SystemExit: no such notebook in ``folder``, or one that cannot be read (truncated, not JSON, not UTF-8);
+            the message names the folder or the file and ``what_to_do``.
+    """
+    paths = sorted(folder.glob(COURSE_NOTEBOOKS))
+    if not paths:
         raise SystemExit(f"no notebooks NN_*.ipynb in {folder}; {what_to_do}")
+    notebooks = []
+    for path in paths:
+        try:
+            notebooks.append((path, nbformat.read(path, as_version=4)))
+        except (ValueError, OSError) as err:  # nbformat's NotJSONError is a ValueError, as is a non-UTF-8 byte
+            raise SystemExit(f"{path} is not a readable notebook ({type(err).__name__}); {what_to_do}") from None
     return notebooks
 
 
-def executed_notebooks(folder: Path) -> list[Path]:
+def executed_notebooks(folder: Path) -> list[tuple[Path, nbformat.NotebookNode]]:
     """The executed course notebooks in ``folder`` (for the decks and the site)."""
     return course_notebooks(
         folder,
@@ -95,9 +106,9 @@ def student_copy(out: Path, source: Path = NOTEBOOK_DIR) -> list[Path]:
     notebooks = course_notebooks(source, "pass the course's notebooks/ folder")
     prepare_out(out, COURSE_NOTEBOOKS)
     written = []
-    for path in notebooks:
+    for path, notebook in notebooks:
         target = out / path.name
-        nbformat.write(student_notebook(nbformat.read(path, as_version=4)), target)
+        nbformat.write(student_notebook(notebook), target)
         written.append(target)
     shutil.rmtree(out / "profiles", ignore_errors=True)
     if (source / "profiles").is_dir():
@@ -171,8 +182,8 @@ def build_slides(executed: Path, out: Path, js: Path | None = None) -> list[Path
         exporter.require_js_url = "js/requirejs/require.js"
         exporter.jquery_url = "js/jquery/dist/jquery.min.js"
     written = []
-    for path in notebooks:
-        body, _ = exporter.from_notebook_node(with_slide_metadata(nbformat.read(path, as_version=4)))
+    for path, notebook in notebooks:
+        body, _ = exporter.from_notebook_node(with_slide_metadata(notebook))
         target = out / f"{path.stem}.slides.html"
         target.write_text(body)
         written.append(target)
@@ -196,8 +207,7 @@ def build_site(executed: Path, out: Path, slides: Path | None = None) -> Path:
     exporter = HTMLExporter(template_name="lab")
     exporter.exclude_input_prompt = exporter.exclude_output_prompt = True
     rows = []
-    for path in notebooks:
-        notebook = nbformat.read(path, as_version=4)
+    for path, notebook in notebooks:
         # The solution cells point to notebooks/solutions/, which the site does not carry.
         notebook.cells = [cell for cell in notebook.cells if not tags(cell) & {"injected-parameters", SOLUTION_TAG}]
         body, _ = exporter.from_notebook_node(notebook)

@@ -89,6 +89,16 @@ def test_an_out_that_is_a_file_is_named(source, tmp_path):
         handouts.student_copy(out, source)
 
 
+def test_a_damaged_notebook_is_named_before_the_last_build_is_removed(source, tmp_path):
+    out = tmp_path / "student"
+    handouts.student_copy(out, source)
+    whole = (source / "01_x.ipynb").read_text()
+    (source / "02_y.ipynb").write_text(whole[: len(whole) // 2])  # a run killed while writing it
+    with pytest.raises(SystemExit, match=rf"{source / '02_y.ipynb'} is not a readable notebook \(NotJSONError\); pass"):
+        handouts.student_copy(out, source)
+    assert (out / "01_x.ipynb").exists()  # the earlier copy is still whole
+
+
 def test_a_folder_without_course_notebooks_is_named_with_what_to_do(tmp_path):
     with pytest.raises(SystemExit, match=f"no notebooks NN_\\*.ipynb in {tmp_path}; run `make run`"):
         handouts.build_site(tmp_path, tmp_path / "site")
