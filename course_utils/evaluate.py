@@ -144,7 +144,10 @@ def evaluate(
         return rerank.evaluate_reranker(dual, test, style, saved, RECALL_KS[task]), dual.identity
     if task == "attributes":
         conditions = attributes.DEFAULT_CONDITIONS.get(dataset) or list(test.attribute_names)
-        protocol = attribute_retrieval_protocol(test, conditions, seed=seed)
+        try:
+            protocol = attribute_retrieval_protocol(test, conditions, seed=seed)
+        except ValueError as err:  # too few items with a condition in a small test split
+            raise SystemExit(f"--task attributes on {len(test)} test items: {err}; or raise --test-size") from None
         features = encode_images(bundle, test, progress=False)
         scores = attributes.evaluate_attribute_retrieval(
             lambda positions, condition: features[positions], protocol, test

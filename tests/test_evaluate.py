@@ -167,6 +167,14 @@ def test_composed_counts_the_queries_a_small_test_split_leaves_out_and_refuses_n
         evaluate.evaluate("composed", no_triplets, experiment.bundle, "synthetic")
 
 
+def test_attributes_on_a_test_split_too_small_for_a_condition_names_test_size(experiment):
+    one = replace(experiment, test=experiment.test.subset(experiment.test.ids[:1], name="test"))
+    with pytest.raises(
+        SystemExit, match=r"--task attributes on 1 test items: condition .* only 1 items .*raise --test-size"
+    ):
+        evaluate.evaluate("attributes", one, experiment.bundle, "synthetic")
+
+
 def test_a_test_split_of_exactly_the_largest_k_is_enough_for_retrieval(experiment):
     ten = replace(experiment, test=experiment.test.subset(experiment.test.ids[:10], name="test"))
     metrics, _ = evaluate.evaluate("retrieval", ten, experiment.bundle, "synthetic")
