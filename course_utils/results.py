@@ -153,7 +153,7 @@ def write_record(path: Path, record: dict) -> None:
     write_atomic(path, lambda handle: handle.write(text.encode()))
 
 
-# The keys every notebook record has (``write_notebook_record``): what the readers of records index.
+# The keys every notebook record has (``write_results``): what the readers of records index.
 NOTEBOOK_RECORD_KEYS = ("notebook", "parameters", "metrics")
 
 
