@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import numbers
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from .cache import file_sha256, write_atomic
+from .checks import is_whole_number
 
 INDEX_KINDS = ("exact", "exact-fp16", "flat", "ivf", "hnsw")  # kinds that index a gallery of any size
 FAISS_KINDS = ("flat", "ivf", "hnsw", "ivfpq")  # ivfpq trains 256 codewords per sub-quantiser: >= 256 vectors
@@ -134,7 +134,7 @@ def _check_has_queries(n_queries: int) -> None:
 
 def _check_k(k: int, size: int) -> int:
     """``k`` as a plain int (FAISS refuses numpy integers) after checking it is a whole number in [1, size]."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+    if not is_whole_number(k):
         raise ValueError(f"k must be a whole number of neighbours (an int), got {k!r} ({type(k).__name__})")
     if size == 0:
         raise ValueError("the index is empty; call add(vectors) before search")

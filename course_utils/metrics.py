@@ -45,6 +45,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .checks import is_whole_number
+
 ArrayLike = np.ndarray | torch.Tensor
 
 #: How many query rows an error message lists before "…".
@@ -109,7 +111,7 @@ def _check_same_dim(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) 
 
 def _check_whole(value: object, name: str) -> int:
     """``value`` as an int; ``ValueError`` for floats (2.5 would be floored silently), bools and other types."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not is_whole_number(value):
         raise ValueError(f"{name} must be a whole number (an int), got {value!r} ({type(value).__name__})")
     return int(value)
 

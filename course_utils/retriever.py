@@ -9,7 +9,6 @@ Results are pandas DataFrames with rank, item id, score, caption, image path and
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from .checks import is_whole_number
 from .data.records import Catalogue, CorruptImage, FileImage, opaque_rgb
 from .embed import encode_images, encode_texts
 from .index import IVF_KINDS, build_index, require_finite
@@ -154,7 +154,7 @@ class FashionRetriever:
     # --- search ----------------------------------------------------------------------------------------------
 
     def _check_k(self, top_k: int) -> None:
-        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+        if not is_whole_number(top_k, minimum=1):
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
         if top_k > len(self.catalogue):
             raise ValueError(f"top_k={top_k} is larger than the gallery ({len(self.catalogue)} items)")

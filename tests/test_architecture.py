@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "course_utils"
 
 # Lowest layer first; a module may import from its own layer or any layer below it.
 LAYERS = [
-    {"paths", "seeding", "cache", "file_digests"},
+    {"paths", "seeding", "cache", "file_digests", "checks"},
     {"data"},
     {"models"},
     {

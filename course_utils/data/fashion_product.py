@@ -8,10 +8,10 @@ trusting ``pandas.read_csv`` defaults, repair what can be repaired and count eve
 from __future__ import annotations
 
 import csv
-import numbers
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from ..checks import is_whole_number
 from .records import Catalogue, CompositionTriplet, DatasetLayout, FileImage, Item, LoadReport, utf8_lines
 from .registry import register_catalogue
 from .splits import DEFAULT_SPLIT_FRACTIONS, assign_split, check_split_fractions
@@ -70,7 +70,7 @@ def _read_rows(csv_path: Path, report: LoadReport, limit: int | None) -> Iterato
 
 def _check_limit(limit: int | None) -> None:
     """``limit`` must be ``None`` (all rows) or a positive whole number: 0 or -5 rows can only be a mistake."""
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1):
+    if limit is not None and not is_whole_number(limit, minimum=1):
         raise ValueError(f"limit must be a positive whole number of rows, or None for all rows; got {limit!r}")
 
 

@@ -8,11 +8,11 @@ pretraining task on drawings, ``pretrained="photo"`` the course CLIP's pretraini
 
 from __future__ import annotations
 
-import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..checks import is_whole_number
 from ..data import Catalogue, load_catalogue
 from ..data.registry import loader_accepts
 from ..data.synthetic import ATTRIBUTE_ORDER as DRAWING_ATTRIBUTES
@@ -66,9 +66,7 @@ def load_experiment(
         test_size: keep only the first ``test_size`` test items (real datasets can be large); a whole number
             >= 1, or ``None`` for the whole test split.
     """
-    if test_size is not None and (
-        isinstance(test_size, bool) or not isinstance(test_size, numbers.Integral) or test_size < 1
-    ):
+    if test_size is not None and not is_whole_number(test_size, minimum=1):
         raise ValueError(f"test_size must be a whole number >= 1 (or None for the whole test split), got {test_size!r}")
     if pretrained == "photo" and dataset == "synthetic":
         raise ValueError(
