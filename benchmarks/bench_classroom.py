@@ -62,8 +62,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from course_utils import bench_records  # noqa: E402
 from course_utils.classroom import wait_until_served  # noqa: E402
+from course_utils.json_files import write_json  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
-from course_utils.results import write_record  # noqa: E402
 
 # Words of the procedural catalogue: each viewer types its own query ("navy floral dress", …), as a class would.
 COLOURS = ["red", "blue", "green", "black", "white", "yellow", "pink", "grey", "navy", "orange", "purple", "brown"]
@@ -882,7 +882,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
     }
     out = args.json or folder / f"bench_classroom_{args.pages}.json"
-    write_record(out, record)  # atomic, like every record the course keeps
+    write_json(out, record)  # atomic, like every record the course keeps
     (load_before, load_after), steal = conditions["load_average_before_after"], bench_records.cpu_steal(conditions)
     print(
         f"{conditions['date_utc']} UTC · {conditions['machine']} · load average {load_before:.1f} before, "

@@ -30,8 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .findings import README, update_readme
+from .json_files import write_json
 from .paths import REPO_ROOT
-from .results import cpu_model, cpu_signature, library_versions, load_record, markdown_table_text, write_record
+from .results import cpu_model, cpu_signature, library_versions, load_record, markdown_table_text
 
 BENCH_RECORDS = REPO_ROOT / "results" / "bench"
 
@@ -143,7 +144,7 @@ def arguments(args: argparse.Namespace) -> dict:
 def keep(record: dict, path: Path | None) -> None:
     """Write ``record`` to ``path`` as JSON, atomically (nothing when ``path`` is ``None``)."""
     if path is not None:
-        write_record(path, record)
+        write_json(path, record)
         print(f"record kept: {path}")
 
 

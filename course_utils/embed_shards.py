@@ -25,17 +25,17 @@ embeds on ``cuda:<LOCAL_RANK>`` when the machine has GPUs, as ``train_contrastiv
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 import torch
 
-from .cache import file_sha256, torch_save_atomic, write_atomic
+from .cache import file_sha256, torch_save_atomic
 from .cli import add_data_and_model_arguments, bundle_from_args, catalogue_from_args
 from .data.records import Catalogue
 from .distributed import process_device
 from .embed import encode_images, weights_digest
+from .json_files import read_json_object, write_json
 
 MANIFEST_FORMAT = "course_utils.embed_shards/1"
 # Manifest fields every shard must share. batch_size is one: it sets the batches each image is encoded in, float32
@@ -62,24 +62,11 @@ def _shard_name(rank: int, world_size: int) -> str:
     return f"shard-{rank:05d}-of-{world_size:05d}"
 
 
-def _write_manifest(record: dict, path: Path) -> None:
-    write_atomic(path, lambda handle: handle.write(json.dumps(record, indent=2).encode()))
-
-
 def _read_manifest(path: Path) -> dict:
     """A manifest written by :func:`embed_shard`; an unreadable, foreign or incomplete one raises, naming it."""
-    rerun = "delete it and rerun the rank that wrote it"
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not a readable shard manifest ({type(err).__name__}: {err}); {rerun}") from None
-    if not isinstance(record, dict) or record.get("format") != MANIFEST_FORMAT:
-        found = record.get("format") if isinstance(record, dict) else type(record).__name__
-        raise ValueError(f"{path} is not a {MANIFEST_FORMAT} manifest (format {found!r}); {rerun}")
-    missing = [field for field in _MANIFEST_FIELDS if field not in record]
-    if missing:
-        raise ValueError(f"{path} lacks {missing}; {rerun}")
-    return record
+    return read_json_object(
+        path, "shard manifest", "delete it and rerun the rank that wrote it", MANIFEST_FORMAT, _MANIFEST_FIELDS
+    )
 
 
 def embed_shard(
@@ -116,7 +103,8 @@ def embed_shard(
     shard = out_dir / f"{_shard_name(rank, world_size)}.pt"
     torch_save_atomic({"embeddings": embeddings, "item_ids": item_ids}, shard)
     manifest = shard.with_suffix(".json")
-    _write_manifest(
+    write_json(
+        manifest,
         {
             "format": MANIFEST_FORMAT,
             "rank": rank,
@@ -133,7 +121,6 @@ def embed_shard(
             "shard": shard.name,
             "sha256": file_sha256(shard),
         },
-        manifest,
     )
     return manifest
 

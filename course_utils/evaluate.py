@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 
 from .data import attribute_retrieval_protocol
 from .embed import encode_images, encode_texts
+from .json_files import write_json
 from .metrics import chance_recall
 from .models.compositors import compose, make_compositor
 from .tasks import attributes, composed, rerank, retrieval
@@ -230,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     print(pd.Series(metrics, name=f"{args.task} · {args.dataset} · {model_identity}").round(4).to_string())
     if args.output is not None:
         try:
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(json.dumps(record, indent=2) + "\n")
+            write_json(args.output, record)
         except OSError as err:
             print(f"cannot write --output {args.output}: {err.strerror}; choose a writable path", file=sys.stderr)
             return 2

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .cache import cache_lock, file_sha256, write_atomic
+from .json_files import read_json_object
 from .paths import cache_dir
 
 LOG = logging.getLogger(__name__)
@@ -36,18 +37,19 @@ def _read_index(path: Path) -> dict[str, list]:
     """The index's entries; an unreadable or malformed index is named in one log line and read as empty."""
     if not path.exists():
         return {}
+    rebuilt = "it is rebuilt, reading each file once"
     try:
-        index = json.loads(path.read_text())
-        if index.get("version") != INDEX_VERSION:
-            raise ValueError(f"version {index.get('version')!r}, expected {INDEX_VERSION}")
-        return {
-            name: entry
-            for name, entry in index["files"].items()
-            if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], str) and len(entry[2]) == 64
-        }
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
-        LOG.warning("file-digest index %s could not be read (%s); it is rebuilt, reading each file once", path, err)
+        index = read_json_object(path, "file-digest index", rebuilt, fields=("version", "files"))
+        if index["version"] != INDEX_VERSION or not isinstance(index["files"], dict):
+            raise ValueError(f"{path} is not a file-digest index of version {INDEX_VERSION}; {rebuilt}")
+    except ValueError as err:
+        LOG.warning("%s", err)
         return {}
+    return {
+        name: entry
+        for name, entry in index["files"].items()
+        if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], str) and len(entry[2]) == 64
+    }
 
 
 def content_digests(paths: Sequence[Path | str]) -> list[str | None]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,6 +28,7 @@ import torch
 
 from .cache import file_sha256, write_atomic
 from .checks import is_whole_number
+from .json_files import read_json_object, write_json
 
 INDEX_KINDS = ("exact", "exact-fp16", "flat", "ivf", "hnsw")  # kinds that index a gallery of any size
 FAISS_KINDS = ("flat", "ivf", "hnsw", "ivfpq")  # ivfpq trains 256 codewords per sub-quantiser: >= 256 vectors
@@ -588,7 +588,7 @@ class FaissIndex:
                 np.save(ids_buffer, self._ids)
                 write_atomic(_sidecar(path, ".ids.npy"), lambda handle: handle.write(ids_buffer.getvalue()))
                 settings["ids_sha256"] = hashlib.sha256(ids_buffer.getvalue()).hexdigest()
-            write_atomic(_sidecar(path, ".json"), lambda handle: handle.write(json.dumps(settings, indent=2).encode()))
+            write_json(_sidecar(path, ".json"), settings)
         except (OSError, RuntimeError) as err:
             raise _unwritable(path, err) from None
 
@@ -612,15 +612,13 @@ class FaissIndex:
         for needed in (path, sidecar):
             if not needed.is_file():
                 raise FileNotFoundError(f"{needed} not found; FaissIndex.save writes {path.name} and {sidecar.name}")
-        try:
-            settings = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise _corrupt_index(sidecar, "FaissIndex settings", err) from None
-        keys = ("dim", "kind", "nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search", "custom_ids")
-        if not isinstance(settings, dict) or settings.get("format") != "course_utils.FaissIndex/1":
-            raise ValueError(f"{sidecar} is not a FaissIndex settings file")
-        if any(key not in settings for key in keys):
-            raise ValueError(f"{sidecar} lacks {[k for k in keys if k not in settings]}; save the index again")
+        settings = read_json_object(
+            sidecar,
+            "FaissIndex settings file",
+            "delete it, rebuild the index and save it again",
+            "course_utils.FaissIndex/1",
+            ("dim", "kind", "nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search", "custom_ids"),
+        )
         options = {key: settings[key] for key in ("nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search")}
         options["pq_m"] = settings.get("pq_m", 64)  # files written before ivfpq existed lack it
         index = cls(settings["dim"], kind=settings["kind"], **options)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
-import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -38,6 +37,7 @@ import torch
 
 from .cache import file_sha256, write_atomic
 from .index import FaissIndex, _as_ids, _as_matrix, _check_k
+from .json_files import read_json_object, write_json
 
 TRAINED, LISTS, POPULATED, LISTS_RECORD = "trained.index", "lists.ivfdata", "populated.index", "lists.json"
 SHARD_FORMAT = "course_utils.index_ondisk.shard/1"
@@ -131,7 +131,7 @@ def add_shard(
         "min_id": int(shard_ids.min()) if len(shard_ids) else None,
         "max_id": int(shard_ids.max()) if len(shard_ids) else None,
     }
-    write_atomic(_shard_record_path(path), lambda handle: handle.write(json.dumps(record, indent=2).encode()))
+    write_json(_shard_record_path(path), record)
     return path
 
 
@@ -147,19 +147,9 @@ def _check_shards(folder: Path, paths: Sequence[Path]) -> None:
     ranges = []
     for path in paths:
         record_path = _shard_record_path(path)
-        try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(
-                f"{path}: its record {record_path.name} is missing or unreadable ({type(err).__name__}); "
-                "rerun add_shard for this shard"
-            ) from None
-        if (
-            not isinstance(record, dict)
-            or record.get("format") != SHARD_FORMAT
-            or not set(_SHARD_FIELDS) <= set(record)
-        ):
-            raise ValueError(f"{record_path} is not a {SHARD_FORMAT} record; rerun add_shard for {path.name}")
+        record = read_json_object(
+            record_path, "shard record", f"rerun add_shard for {path.name}", SHARD_FORMAT, _SHARD_FIELDS
+        )
         if record["trained_sha256"] != trained_sha256:
             raise ValueError(
                 f"{path} was encoded with another trained.index than {folder / TRAINED} (left from an earlier "
@@ -216,24 +206,22 @@ def merge_shards(folder: str | Path, shards: Sequence[str | Path] | None = None)
         "lists_bytes": (folder / LISTS).stat().st_size,
         "populated_sha256": file_sha256(folder / POPULATED),
     }
-    write_atomic(folder / LISTS_RECORD, lambda handle: handle.write(json.dumps(record, indent=2).encode()))
+    write_json(folder / LISTS_RECORD, record)
     return open_ondisk(folder, nprobe=index.nprobe)
 
 
 def _check_lists(folder: Path) -> None:
     """Refuse, by name, a ``lists.ivfdata`` that is not the one :func:`merge_shards` wrote with ``populated.index``:
     another size (a copy cut short) or written beside another ``populated.index`` (a merge that did not finish)."""
-    record_path, lists = folder / LISTS_RECORD, folder / LISTS
-    try:
-        record = json.loads(record_path.read_text())
-        recorded_bytes, recorded_sha256 = record["lists_bytes"], record["populated_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ValueError(
-            f"{record_path} is missing or unreadable, so {lists} cannot be checked (a merge that did not finish, "
-            "or a folder built before the record existed); rerun merge_shards"
-        ) from None
-    if record.get("format") != LISTS_FORMAT:
-        raise ValueError(f"{record_path} is not a {LISTS_FORMAT} record; rerun merge_shards")
+    lists = folder / LISTS
+    record = read_json_object(
+        folder / LISTS_RECORD,
+        f"record of {LISTS}",
+        "rerun merge_shards (a merge that did not finish, or one from before these records existed, left none)",
+        LISTS_FORMAT,
+        ("lists_bytes", "populated_sha256"),
+    )
+    recorded_bytes, recorded_sha256 = record["lists_bytes"], record["populated_sha256"]
     size = lists.stat().st_size
     if size != recorded_bytes:
         raise ValueError(

@@ -1,9 +1,9 @@
 """Results are records: each notebook writes one JSON; the report only reads those records.
 
 ``write_results`` stores a notebook's parameters, metrics and tables in ``outputs/results/<notebook>.json``;
-``write_record`` / ``load_record`` are the one writer (atomic) and the one reader (naming a damaged file) of every
-JSON record the course keeps, the benchmarks' included; ``aggregate_seeds`` adds to each record the same notebook's
-metrics under other seeds (values, mean, std);
+records, the benchmarks' included, are written by :func:`course_utils.json_files.write_json` (atomic) and read by
+``load_record`` (naming a damaged file and the command that writes it again); ``aggregate_seeds`` adds to each record
+the same notebook's metrics under other seeds (values, mean, std);
 ``build_report`` gathers every record into ``outputs/RESULTS.md``, a report an instructor can project;
 ``timing_key`` / ``parse_timing_key`` name a notebook's run under a further seed in a run's timings file;
 ``cpu_model`` and ``library_versions`` say what else a record's numbers depend on (each record's ``environment``, and
@@ -12,7 +12,6 @@ the benchmarks' run conditions).
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import re
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cache import write_atomic
+from .json_files import read_json_object, write_json
 from .paths import outputs_dir
 
 # The installed libraries whose versions can change the course's numbers: image decoding and resizing, weight
@@ -142,15 +141,8 @@ def write_results(
         },
     }
     path = results_dir() / f"{notebook}.json"
-    write_record(path, record)
+    write_json(path, record)
     return path
-
-
-def write_record(path: Path, record: dict) -> None:
-    """Write ``record`` to ``path`` as indented JSON through :func:`course_utils.cache.write_atomic`: a run killed
-    mid-write leaves the previous record whole, never half a file."""
-    text = json.dumps(record, indent=2) + "\n"
-    write_atomic(path, lambda handle: handle.write(text.encode()))
 
 
 # The keys every notebook record has (``write_results``): what the readers of records index.
@@ -163,21 +155,12 @@ def load_record(path: Path, regenerate: str, required: Sequence[str] = ()) -> di
     Raises:
         SystemExit: ``path`` is not a JSON object (a damaged or hand-edited file) or lacks a ``required`` key (a
             JSON file of another kind in a records folder); the message names the file and ``regenerate``, the
-            command that writes it again.
+            command that writes it again (:func:`course_utils.json_files.read_json_object`'s message, for commands).
     """
     try:
-        record = json.loads(path.read_text())
-    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
-        raise SystemExit(f"{path}: damaged, not readable JSON ({err}); write it again with {regenerate}") from None
-    if not isinstance(record, dict):
-        raise SystemExit(f"{path}: a JSON {type(record).__name__}, not a record; write it again with {regenerate}")
-    missing = [key for key in required if key not in record]
-    if missing:
-        raise SystemExit(
-            f"{path}: a JSON object without {', '.join(missing)}, so not a record of this kind (another file in a "
-            f"records folder?); move it out, or write it again with {regenerate}"
-        )
-    return record
+        return read_json_object(path, "record", f"write it again with {regenerate}", fields=required)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
 
 
 def rerun_command(stems: Sequence[str], seeds: Sequence[int] = ()) -> str:
@@ -256,7 +239,7 @@ def aggregate_seeds(folders: dict[int, Path], notebooks: Sequence[str] | None = 
             "std": {name: statistics.stdev(v) for name, v in values.items()},
             "not_aggregated": [name for name in names if name not in values],
         }
-        write_record(path, records[0])
+        write_json(path, records[0])
         written.append(path)
     return written
 

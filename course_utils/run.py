@@ -31,8 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from .json_files import write_json
 from .paths import REPO_ROOT, env_path, outputs_dir
-from .results import aggregate_seeds, build_report, load_record, timing_key, write_record
+from .results import aggregate_seeds, build_report, load_record, timing_key
 from .tasks.photo_pretrain import PHOTO_RECIPE
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -390,7 +391,7 @@ def run_profile(args: argparse.Namespace, extra: dict, seeds: list[int], out: Pa
             print(f"✗ {err}", file=sys.stderr, flush=True)
             return 1
         print(f"{len(aggregated)} records now carry mean and std over seeds {', '.join(map(str, seeds))}", flush=True)
-    write_record(out / f"timings-{args.profile}.json", timings)
+    write_json(out / f"timings-{args.profile}.json", timings)
     report = build_report(
         out / "results", out / "RESULTS.md", title=f"fashion-clip-course results ({args.profile} profile)"
     )

@@ -16,16 +16,16 @@ this run (after a resume), seconds and images per second of this run, per-step l
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from . import distributed
-from .cache import torch_save_atomic, write_atomic
+from .cache import torch_save_atomic
 from .cli import add_data_and_model_arguments, bundle_from_args, catalogue_from_args
 from .data.adapters import ImageTextDataset
+from .json_files import write_json
 from .train import TrainConfig, clamp_logit_scale, contrastive_batch_loss, fit
 
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
             "config": asdict(config),
         }
         torch_save_atomic(bundle.model.state_dict(), out)
-        write_atomic(Path(f"{out}.json"), lambda handle: handle.write(json.dumps(summary, indent=2).encode()))
+        write_json(Path(f"{out}.json"), summary)
         print(
             f"{context.world_size} process(es): {steps_run} steps in {seconds:.1f} s -> {out} "
             f"(step {len(history.steps)} of {args.steps})"

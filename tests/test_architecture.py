@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "course_utils"
 
 # Lowest layer first; a module may import from its own layer or any layer below it.
 LAYERS = [
-    {"paths", "seeding", "cache", "file_digests", "checks"},
+    {"paths", "seeding", "cache", "json_files", "file_digests", "checks"},
     {"data"},
     {"models"},
     {
@@ -64,6 +65,20 @@ def package_imports(module: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.Import):
             found += [(node.lineno, a.name.split(".")[1]) for a in node.names if a.name.startswith("course_utils.")]
     return found
+
+
+LAYER_NAMES = ["base", "data", "models", "blocks", "tasks", "retrieval", "demo", "interfaces"]
+
+
+@pytest.mark.parametrize("readme", ["README.md", "course_utils/README.md"])
+def test_the_readmes_layer_tables_list_the_layers_modules(readme):
+    """Each README's table of layers names the modules of ``LAYERS``, layer by layer, so the docs cannot drift."""
+    rows = {}
+    for line in (PACKAGE.parent / readme).read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0] in LAYER_NAMES:
+            rows[cells[0]] = {name.rstrip("/") for name in re.findall(r"`([a-z_]+/?)`", cells[1])}
+    assert rows == dict(zip(LAYER_NAMES, LAYERS)), f"{readme}'s layer table differs from LAYERS"
 
 
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)

@@ -121,10 +121,12 @@ def test_keep_writes_the_record_and_kept_runs_read_oldest_first(tmp_path):
 def test_a_damaged_kept_run_is_named_with_the_command_that_keeps_one_again(tmp_path):
     bench_records.keep({"conditions": CONDITIONS}, tmp_path / "a.json")
     (tmp_path / "b.json").write_text('{"conditions": {"date_utc": "2026-')  # a run killed mid-write
-    with pytest.raises(SystemExit, match=r"b.json: damaged, .*`python benchmarks/bench.py --json .*b.json`"):
+    with pytest.raises(
+        SystemExit, match=r"b.json is .*not a readable record .*`python benchmarks/bench.py --json .*b.json`"
+    ):
         bench_records.read_kept_runs(tmp_path, "bench.py")
     (tmp_path / "b.json").write_text('{"rows": []}')  # some other JSON file in the records folder
-    with pytest.raises(SystemExit, match=r"b.json: a JSON object without conditions, so not a record of this kind"):
+    with pytest.raises(SystemExit, match=r"b.json lacks \['conditions'\], so it is not a record"):
         bench_records.read_kept_runs(tmp_path, "bench.py")
 
 

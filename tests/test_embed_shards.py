@@ -78,14 +78,17 @@ def test_empty_shards_of_surplus_ranks_merge_to_the_single_process_embeddings(ti
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda text: text[: len(text) // 2], r"shard-00000-of-00001\.json is not a readable shard manifest"),
+        (
+            lambda text: text[: len(text) // 2],
+            r"shard-00000-of-00001\.json is missing or not a readable shard manifest \(JSONDecodeError",
+        ),
         (
             lambda text: text.replace('"world_size"', '"worldsize"'),
-            r"shard-00000-of-00001\.json lacks \['world_size'\]",
+            r"shard-00000-of-00001\.json lacks \['world_size'\], so it is not a shard manifest",
         ),
         (
             lambda text: text.replace("embed_shards/1", "embed_shards/0"),
-            r"is not a course_utils\.embed_shards/1 manifest",
+            r"is not a shard manifest of format course_utils\.embed_shards/1 \(its format: '.*embed_shards/0'\)",
         ),
     ],
 )

@@ -417,7 +417,9 @@ def test_messages_name_the_real_profiles_make_targets_and_the_damaged_record(tmp
     with pytest.raises(SystemExit, match="expected 'real'; rerun `make run-real` then `make records-real`"):
         findings.read_records(tmp_path, "real")
     (tmp_path / "02_fine_tuning.json").write_text('{"notebook": "02_fi')
-    with pytest.raises(SystemExit, match=r"02_fine_tuning.json: damaged, .*`make run` then `make records`"):
+    with pytest.raises(
+        SystemExit, match=r"02_fine_tuning.json is .*not a readable record .*`make run` then `make records`"
+    ):
         findings.read_records(tmp_path)
 
 

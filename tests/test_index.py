@@ -214,8 +214,10 @@ class _Killed(BaseException):
 
 
 def _stop_after(monkeypatch, writes: int) -> None:
-    """Make ``save`` stop, as a killed process would, once ``writes`` of its files are whole on disk."""
+    """Make ``save`` stop, as a killed process would, once ``writes`` of its files are whole on disk (the index and
+    its ids through ``index.write_atomic``, the settings last through ``json_files.write_json``'s)."""
     import course_utils.index as index_module
+    import course_utils.json_files as json_files_module
 
     finished = []
 
@@ -226,6 +228,7 @@ def _stop_after(monkeypatch, writes: int) -> None:
         finished.append(path)
 
     monkeypatch.setattr(index_module, "write_atomic", write_then_stop)
+    monkeypatch.setattr(json_files_module, "write_atomic", write_then_stop)
 
 
 def _unit_vectors(n: int, seed: int) -> np.ndarray:

@@ -164,6 +164,11 @@ def test_a_cut_short_or_mismatched_lists_file_is_refused_by_name(tmp_path):
         part.replace(tmp_path / "a" / part.name)
     with pytest.raises(ValueError, match=r"populated\.index is not the index .*lists\.ivfdata was merged with"):
         open_ondisk(tmp_path / "a")
+    (tmp_path / "a" / "lists.json").unlink()  # a folder merged before the record existed
+    with pytest.raises(
+        ValueError, match=r"lists\.json is missing or not a readable record of lists\.ivfdata .*merge_shards"
+    ):
+        open_ondisk(tmp_path / "a")
 
 
 def test_a_merge_stopped_midway_leaves_nothing_that_opens(tmp_path, monkeypatch):
@@ -210,7 +215,10 @@ def test_merge_refuses_overlapping_ids_and_damaged_or_unrecorded_shards(tmp_path
     with pytest.raises(ValueError, match=r"shard-00001\.index is missing or differs from the SHA-256"):
         merge_shards(tmp_path)
     (tmp_path / "shard-00001.json").unlink()
-    with pytest.raises(ValueError, match=r"its record shard-00001\.json is missing or unreadable"):
+    with pytest.raises(
+        ValueError,
+        match=r"shard-00001\.json is missing or not a readable shard record .*rerun add_shard for shard-00001\.index",
+    ):
         merge_shards(tmp_path)
     add_shard(tmp_path, 1, clustered(100, seed=5), ids=np.arange(100, 200))
     assert len(merge_shards(tmp_path)) == 200

@@ -99,8 +99,10 @@ def test_a_faiss_file_whose_kind_disagrees_with_its_settings_is_refused(tmp_path
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"format": "course_utils.Fa', "is not a readable FaissIndex settings file"),
-        ('{"format": "course_utils.FaissIndex/1"}', "lacks"),
+        ('{"format": "course_utils.Fa', r"is missing or not a readable FaissIndex settings file \(JSONDecodeError"),
+        ('["course_utils.FaissIndex/1"]', "is a JSON list, not a FaissIndex settings file"),
+        ('{"format": "course_utils.ExactIndex/1"}', r"is not a FaissIndex settings file of format .*'course_utils"),
+        ('{"format": "course_utils.FaissIndex/1"}', r"lacks \['dim', "),
     ],
 )
 def test_a_corrupt_faiss_settings_file_names_it(tmp_path, content, message):
