@@ -148,6 +148,12 @@ def keep(record: dict, path: Path | None) -> None:
         print(f"record kept: {path}")
 
 
+def as_printed(record: dict, path: Path | None) -> dict:
+    """``record`` as a run's own printout shows it: :func:`run_heading` then says where :func:`keep` wrote it
+    (``path``), or that it was not kept, instead of the records folder a README section names."""
+    return {**record, "kept_at": path}
+
+
 def read_kept_runs(folder: Path, script: str) -> list[dict]:
     """The records ``folder/*.json`` that ``script`` kept (its ``--json``), oldest first by their
     ``conditions.date_utc``; ``SystemExit`` saying how to keep one when there are none, or naming a damaged one."""
@@ -218,8 +224,15 @@ def processor(conditions: dict) -> str:
 def run_heading(run: dict, folder: Path, lead: str = "**Measured**", end: str = ":") -> str:
     """``**Measured** 2026-12-02 19:40 UTC by `bench_x.py --n 1000` (x86_64, 2 cores, 24 GiB, family 25 model 17,
     avx512f, load average 0.3 before, 1.9 after; commit abc1234; record in `results/bench/x/`):`` — the line above a
-    rendered table (the processor and the CPU steal where the record has them)."""
+    rendered table (the processor and the CPU steal where the record has them; for a run printed through
+    :func:`as_printed`, the file it was kept in, or that it was not kept)."""
     conditions = run["conditions"]
+    kept_at = run.get("kept_at", folder)
+    if kept_at is None:
+        where = "not kept: `--json FILE` keeps it"
+    else:
+        shown = kept_at.relative_to(REPO_ROOT) if kept_at.is_relative_to(REPO_ROOT) else kept_at
+        where = f"record in `{shown}{'/' if kept_at == folder else ''}`"
     before, after = conditions["load_average_before_after"]
     steal = cpu_steal(conditions)
     steal = f", CPU steal {steal}" if steal else ""
@@ -227,6 +240,5 @@ def run_heading(run: dict, folder: Path, lead: str = "**Measured**", end: str = 
     machine = f"{conditions['machine']}, {generation}" if generation else conditions["machine"]
     return (
         f"{lead} {conditions['date_utc']} UTC by `{conditions['command']}` ({machine}, load "
-        f"average {before} before, {after} after{steal}; commit {conditions['commit']}; record in "
-        f"`{folder.relative_to(REPO_ROOT)}/`){end}"
+        f"average {before} before, {after} after{steal}; commit {conditions['commit']}; {where}){end}"
     )

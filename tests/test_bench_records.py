@@ -93,6 +93,19 @@ def test_the_heading_names_the_processor_where_the_record_has_its_signature():
     )
 
 
+def test_a_printed_run_says_where_it_was_kept_or_that_it_was_not():
+    folder = bench_records.BENCH_RECORDS / "x"
+    run = {"conditions": CONDITIONS}
+    assert bench_records.run_heading(run, folder).endswith("commit abc1234; record in `results/bench/x/`):")
+    printed = bench_records.run_heading(bench_records.as_printed(run, None), folder)
+    assert printed.endswith("commit abc1234; not kept: `--json FILE` keeps it):")
+    kept = bench_records.run_heading(bench_records.as_printed(run, folder / "t.json"), folder)
+    assert kept.endswith("commit abc1234; record in `results/bench/x/t.json`):")
+    elsewhere = bench_records.run_heading(bench_records.as_printed(run, Path("/tmp/t.json")), folder)
+    assert elsewhere.endswith("commit abc1234; record in `/tmp/t.json`):")
+    assert "kept_at" not in run  # the record itself is left as it was kept
+
+
 def test_arguments_leave_out_the_record_options_and_keep_paths_as_text():
     args = argparse.Namespace(n=5, folder=Path("/tmp/x"), json=Path("a.json"), readme=False, check=False)
     assert bench_records.arguments(args) == {"n": 5, "folder": "/tmp/x"}
