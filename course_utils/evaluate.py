@@ -138,7 +138,10 @@ def evaluate(
         return {**metrics, **{f"chance R@{k}": chance_recall(k, len(test)) for k in ks}}, bundle.identity
     if task == "rerank":
         if reranker is None:
-            raise SystemExit("--task rerank needs --reranker FILE (notebook 03 writes outputs/models/reranker.pt)")
+            raise SystemExit(
+                "--task rerank needs --reranker FILE (notebook 03 writes outputs/models/reranker.pt, or "
+                "outputs/<profile>/models/reranker.pt when run in another profile than full, e.g. outputs/ci/)"
+            )
         saved = rerank.load_reranker(reranker)
         dual = reranker_dual_encoder(bundle, saved, reranker, checkpoint)
         return rerank.evaluate_reranker(dual, test, style, saved, RECALL_KS[task]), dual.identity

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,7 +48,7 @@ def ci():
 
 
 def test_every_notebook_has_a_solution_file():
-    notebooks = sorted(p.stem for p in (REPO_ROOT / "notebooks").glob("0[1-7]_*.ipynb"))
+    notebooks = sorted(p.stem for p in (REPO_ROOT / "notebooks").glob("0[1-8]_*.ipynb"))
     assert notebooks and all((SOLUTIONS / f"{stem}.py").exists() for stem in notebooks), notebooks
 
 
@@ -182,3 +183,51 @@ def test_07_batch_search_filters_and_faiss(ci):
     overlap = solution.index_agreement(tuned, experiment.test, queries)
     assert overlap["flat"] == 1.0
     assert overlap["hnsw"] >= 0.8, overlap
+
+
+def test_08_gathered_losses_uneven_shards_pushed_filters_and_codes(ci, tmp_path):
+    cu, experiment, tuned = ci["cu"], ci["experiment"], ci["tuned"]
+    solution = load_solution("08_scaling_out")
+    test = experiment.test
+    images = cu.embed.encode_images(tuned, test, progress=False)
+    texts = cu.embed.encode_texts(tuned, cu.embed.caption_texts(test, experiment.query_style), progress=False)
+    scale = tuned.model.logit_scale.detach()
+    alone = solution.ranks_losses(images[:64], texts[:64], scale, world_size=1)
+    assert alone["ranks, gathered"] == pytest.approx(alone["global batch"], rel=1e-6)
+    assert alone["ranks, own slice only"] == pytest.approx(alone["global batch"], rel=1e-6)
+    two = solution.ranks_losses(images[:64], texts[:64], scale, world_size=2)
+    assert two["ranks, gathered"] == pytest.approx(two["global batch"], rel=1e-5)
+    assert two["ranks, own slice only"] < two["global batch"], two  # fewer negatives: an easier task
+
+    said = solution.uneven_shards(tuned, test.subset(test.ids[:96]), tmp_path / "shards")
+    assert "shards of ranks [1] (of 3) are missing" in said["rank 1 missing"], said
+    assert "disagree on batch_size" in said["rank 1 at another batch size"], said
+
+    from course_utils.vector_db import milvus_retriever
+
+    queries = cu.embed.caption_texts(test, experiment.query_style)[:5]
+    colour = test[0].attributes["colour"]
+    exact = cu.retriever.FashionRetriever(tuned, test, caption_style=experiment.query_style)
+    milvus = milvus_retriever(
+        tuned,
+        test,
+        str(tmp_path / "catalogue.db"),
+        image_embeddings=exact.embeddings,
+        caption_style=experiment.query_style,
+    )
+    try:
+        exact_ms, exact_found = solution.filtered_latency(exact, queries, 10, colour=colour)
+        milvus_ms, milvus_found = solution.filtered_latency(milvus, queries, 10, colour=colour)
+    finally:
+        milvus.index.close()
+    assert milvus_found == exact_found and exact_ms > 0 and milvus_ms > 0
+
+    rng = np.random.default_rng(0)
+    source = images.numpy()
+    copies = source[rng.integers(0, len(source), 3000)] + rng.normal(scale=0.02, size=(3000, source.shape[1]))
+    copies = (copies / np.linalg.norm(copies, axis=1, keepdims=True)).astype(np.float32)
+    table = solution.codes_vs_reranking(copies[50:], copies[:50])
+    assert (table["bytes per vector"] == table["pq_m"]).all()
+    for pq_m, rows in table.groupby("pq_m"):
+        recalls = rows.sort_values("rerank")["recall@10"].tolist()
+        assert recalls == sorted(recalls), (pq_m, recalls)  # nested candidates, exact re-scoring: never worse
