@@ -12,6 +12,7 @@ silently wrong numbers.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -76,16 +77,51 @@ def artifact_key(path: Path) -> str:
     return path.stem.rsplit("-", 1)[-1]
 
 
+def _open_lock(lock: Path) -> int | None:
+    """A descriptor of ``lock`` (created if missing): read-write, else read-only where this user may only read the
+    cache (a class's shared cache, written by its owner); ``None`` where it cannot be opened or created at all."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(lock, os.O_RDWR | os.O_CREAT, _NEW_FILE_MODE)
+    except PermissionError:
+        try:
+            return os.open(lock, os.O_RDONLY)  # flock needs no write access
+        except OSError:
+            return None
+
+
 @contextmanager
 def cache_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` (other processes building or reading ``path`` wait here)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """Hold an exclusive lock on ``<path>.lock``: other processes building or reading ``path`` wait here, and one
+    that waits says so in one log line. Where the lock file can be neither opened nor created (a read-only cache
+    without one), no lock is taken: cached files are only ever replaced whole, so reading them needs none."""
+    descriptor = _open_lock(path.with_name(path.name + ".lock"))
+    if descriptor is None:
+        yield
+        return
+    try:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            LOG.warning("cache: waiting for %s: another process holds its lock (building it?)", path)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def error_summary(err: BaseException, limit: int = 300) -> str:
+    """``err``'s message on one line, cut at ``limit`` characters, for messages that name a file it came from.
+
+    torch's refusal to unpickle a file under ``weights_only=True`` runs over many lines and advises loading it with
+    ``weights_only=False`` (which runs any code pickled into it); the summary keeps only what it found.
+    """
+    message = " ".join(str(err).split())
+    if message.startswith("Weights only load failed"):
+        found = message.partition("WeightsUnpickler error:")[2].partition(" Check the documentation")[0].strip()
+        message = f"not a file of tensors torch reads safely ({found or 'unsupported content'})"
+    message = message[:limit] + " …" if len(message) > limit else message
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
 def checksum_path(path: Path) -> Path:
@@ -139,18 +175,31 @@ def torch_save_atomic(obj: Any, path: Path) -> None:
     write_atomic(Path(path), lambda handle: torch.save(obj, handle))
 
 
+def _write_checksum(path: Path, sha: str) -> None:
+    """``<path>.sha256`` in ``sha256sum``'s format, ``<sha>  <name>``: the name ties it to this file's key."""
+    write_atomic(checksum_path(path), lambda handle: handle.write(f"{sha}  {path.name}\n".encode()))
+
+
 def _write_with_checksum(path: Path, save: Callable[[Any, BinaryIO], None], obj: Any) -> None:
     write_atomic(path, lambda handle: save(obj, handle))
-    sha = file_sha256(path)
-    write_atomic(checksum_path(path), lambda handle: handle.write(sha.encode()))
+    _write_checksum(path, file_sha256(path))
 
 
 def _verify_checksum(path: Path) -> None:
+    """Raise :class:`DamagedCacheFile` unless ``path``'s bytes match the checksum written for it, under its name (a
+    file copied over another with its checksum has the other's key, so another artefact). A checksum written
+    before it named its file (a bare SHA-256) is checked by its bytes and rewritten with the name."""
     expected = checksum_path(path)
     if not expected.exists():
         raise DamagedCacheFile("its checksum file is missing (an interrupted write or an older cache)")
-    if file_sha256(path) != expected.read_text().strip():
+    sha, _, name = expected.read_text().strip().partition("  ")
+    if name and name != path.name:
+        raise DamagedCacheFile(f"its checksum was written for {name}: another artefact, copied over this one")
+    if file_sha256(path) != sha:
         raise DamagedCacheFile("its bytes do not match the checksum written with it (truncated or altered)")
+    if not name:
+        with contextlib.suppress(OSError):  # a read-only cache keeps the bare checksum, which is still checked
+            _write_checksum(path, sha)
 
 
 def remove_artifact(path: Path) -> None:
@@ -207,23 +256,46 @@ def cached_artifact(
                 if validate is not None:
                     validate(obj)
             except Exception as err:  # any load or validation failure: never trust the file
-                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-                LOG.warning("cache: %s was damaged (%s); removed it and rebuilding", path, reason)
-                remove_artifact(path)
+                try:
+                    remove_artifact(path)
+                except OSError as removal:
+                    LOG.warning(
+                        "cache: %s is damaged (%s) and cannot be removed here (%s): building it for this run only; "
+                        "its owner should delete it, or set FASHION_COURSE_CACHE to a folder of your own",
+                        path,
+                        error_summary(err),
+                        removal.strerror,
+                    )
+                    return _built_and_checked(path, build, validate)
+                LOG.warning("cache: %s was damaged (%s); removed it and rebuilding", path, error_summary(err))
             else:
                 if usable is None or usable(obj):
                     return obj
-        obj = build()
-        if validate is not None:
-            try:
-                validate(obj)
-            except Exception as err:  # the same checks as on load, whatever they raise
-                raise ValueError(
-                    f"cache: the artefact just built for {path} fails its check ({err}); it was not cached. Its "
-                    "inputs or the code that builds it are at fault (e.g. an all-zero embedding): fix them, then rerun"
-                ) from err
-        _write_with_checksum(path, save, obj)
+        obj = _built_and_checked(path, build, validate)
+        try:
+            _write_with_checksum(path, save, obj)
+        except OSError as err:  # a read-only or full cache: this run goes on, the next one builds it again
+            LOG.warning(
+                "cache: cannot write %s (%s): built for this run only; free space or set FASHION_COURSE_CACHE to a "
+                "writable folder to keep it",
+                path,
+                err.strerror or error_summary(err),
+            )
         return obj
+
+
+def _built_and_checked(path: Path, build: Callable[[], Any], validate: Callable[[Any], None] | None) -> Any:
+    """``build()``, checked by ``validate`` as a loaded file would be (a failure names ``path`` and is raised)."""
+    obj = build()
+    if validate is not None:
+        try:
+            validate(obj)
+        except Exception as err:  # the same checks as on load, whatever they raise
+            raise ValueError(
+                f"cache: the artefact just built for {path} fails its check ({err}); it was not cached. Its "
+                "inputs or the code that builds it are at fault (e.g. an all-zero embedding): fix them, then rerun"
+            ) from err
+    return obj
 
 
 def check_finite_rows(tensor: torch.Tensor, what: str) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .cache import error_summary
 from .data import attribute_retrieval_protocol
 from .embed import encode_images, encode_texts
 from .json_files import write_json
@@ -59,8 +60,7 @@ def load_weights(bundle, checkpoint: str | Path):
         model.load_state_dict(state)
     except Exception as err:
         raise ValueError(
-            f"--checkpoint {path} does not hold weights of {bundle.identity} "
-            f"({type(err).__name__}: {str(err).splitlines()[0]})"
+            f"--checkpoint {path} does not hold weights of {bundle.identity} ({error_summary(err)})"
         ) from None
     return replace(bundle, model=model.eval(), identity=f"{bundle.identity}+{path.name}")
 

@@ -83,7 +83,14 @@ def content_digests(paths: Sequence[Path | str]) -> list[str | None]:
         if changed:
             kept = {name: entry for name, entry in entries.items() if os.path.isfile(name)}
             payload = json.dumps({"version": INDEX_VERSION, "files": kept}).encode()
-            write_atomic(index_path, lambda handle: handle.write(payload))
+            try:
+                write_atomic(index_path, lambda handle: handle.write(payload))
+            except OSError as err:  # a read-only or full cache: the digests are right, only not remembered
+                LOG.warning(
+                    "file-digest index %s not written (%s): the next run reads these files again",
+                    index_path,
+                    err.strerror,
+                )
     return digests
 
 

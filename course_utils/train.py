@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import distributed
-from .cache import torch_save_atomic
+from .cache import error_summary, torch_save_atomic
 from .data.adapters import collate_skipping_unreadable
 from .losses import clip_contrastive_loss, clip_contrastive_loss_local
 
@@ -170,12 +170,6 @@ def _save_checkpoint(
     distributed.barrier()
 
 
-def _summary(err: Exception, limit: int = 300) -> str:
-    """``err``'s message on one line, cut at ``limit`` characters (torch's load errors run over many lines)."""
-    message = " ".join(str(err).split())
-    return (message[:limit] + " …" if len(message) > limit else message) or type(err).__name__
-
-
 # What unpickles numpy's RNG state (an array) besides tensors: the only globals a checkpoint of fit needs.
 _CHECKPOINT_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
@@ -200,7 +194,7 @@ def _read_checkpoint(path: Path, device: torch.device) -> dict | None:
         LOG.warning(
             "checkpoint %s was damaged (%s); removed it, training restarts from step 0",
             path,
-            _summary(err),
+            error_summary(err),
         )
         path.unlink(missing_ok=True)
         return None
@@ -240,7 +234,7 @@ def _restore_checkpoint(path: Path, state: dict, config: TrainConfig, model, opt
         scheduler.load_state_dict(state["scheduler"])
     except (RuntimeError, ValueError, KeyError) as err:
         raise ValueError(
-            f"checkpoint {path} holds the training state of another model ({_summary(err)}); point checkpoint_dir "
+            f"checkpoint {path} holds the training state of another model ({error_summary(err)}); point checkpoint_dir "
             f"at this model's run, or delete {path} to train this one from step 0"
         ) from err
 

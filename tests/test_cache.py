@@ -131,6 +131,118 @@ def test_a_fresh_build_that_fails_validation_is_refused_and_not_cached(isolated_
     assert calls == [1] and not caplog.records
 
 
+def test_an_artefact_copied_over_another_with_its_checksum_is_refused(isolated_cache, caplog):
+    image, text = artifact_path("embeddings", ["image"]), artifact_path("embeddings", ["text"])
+    cached_artifact(image, lambda: torch.ones(4, 2))
+    cached_artifact(text, lambda: torch.zeros(4, 2))
+    assert checksum_path(image).read_text().endswith(f"  {image.name}\n")  # sha256sum's format: the name too
+    for source, target in ((text, image), (checksum_path(text), checksum_path(image))):
+        target.write_bytes(source.read_bytes())
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        assert torch.equal(cached_artifact(image, lambda: torch.ones(4, 2)), torch.ones(4, 2))
+    assert f"its checksum was written for {text.name}" in caplog.text
+
+
+def test_a_checksum_written_before_it_named_its_file_is_checked_and_upgraded(isolated_cache, caplog):
+    path = artifact_path("embeddings", ["bare checksum"])
+    cached_artifact(path, lambda: torch.ones(3))
+    sha = checksum_path(path).read_text().split()[0]
+    checksum_path(path).write_text(sha)  # as caches written before 2026-12-05 hold them
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        assert torch.equal(cached_artifact(path, lambda: pytest.fail("rebuilt a sound file")), torch.ones(3))
+    assert not caplog.records and checksum_path(path).read_text() == f"{sha}  {path.name}\n"
+
+
+def _denied(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
+
+
+def test_a_read_only_cache_is_read_without_a_writable_lock(isolated_cache, monkeypatch, caplog):
+    """A class's shared cache, written by its owner: others may open its lock files only for reading, or (where
+    one is missing) not at all; a sound file still loads, with no warning."""
+    import course_utils.cache as cache
+
+    path = artifact_path("embeddings", ["shared read-only"])
+    cached_artifact(path, lambda: torch.ones(2))
+    opened = os.open
+
+    def read_only(name, flags, *mode):
+        if flags & (os.O_CREAT | os.O_RDWR | os.O_WRONLY):
+            raise PermissionError(13, "Permission denied", str(name))
+        return opened(name, flags, *mode)
+
+    monkeypatch.setattr(cache.os, "open", read_only)
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        assert torch.equal(cached_artifact(path, lambda: pytest.fail("rebuilt a sound file")), torch.ones(2))
+        path.with_name(path.name + ".lock").unlink()  # no lock file, and none can be created: read without one
+        assert torch.equal(cached_artifact(path, lambda: pytest.fail("rebuilt a sound file")), torch.ones(2))
+    assert not caplog.records
+
+
+def test_a_damaged_file_that_cannot_be_removed_is_built_for_this_run_and_named(isolated_cache, monkeypatch, caplog):
+    import course_utils.cache as cache
+
+    path = artifact_path("embeddings", ["read-only damaged"])
+    cached_artifact(path, lambda: torch.ones(2))
+    _truncate(path)
+    damaged = path.read_bytes()
+    monkeypatch.setattr(cache, "remove_artifact", _denied)
+    monkeypatch.setattr(cache, "_write_with_checksum", _denied)
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        assert torch.equal(cached_artifact(path, lambda: torch.ones(2)), torch.ones(2))
+    assert path.read_bytes() == damaged  # left for its owner, as the message says
+    assert f"{path} is damaged" in caplog.text and "its owner should delete it" in caplog.text
+
+
+def test_a_build_that_cannot_be_written_is_used_for_this_run(isolated_cache, monkeypatch, caplog):
+    import course_utils.cache as cache
+
+    path = artifact_path("embeddings", ["full disk"])
+    monkeypatch.setattr(cache, "write_atomic", lambda *args: _raise(OSError(28, "No space left on device")))
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        assert torch.equal(cached_artifact(path, lambda: torch.ones(2)), torch.ones(2))
+    assert f"cannot write {path} (No space left on device): built for this run only" in caplog.text
+    assert not path.exists()
+
+
+def _raise(err: BaseException):
+    raise err
+
+
+def test_a_process_that_waits_for_a_lock_says_so(isolated_cache, caplog):
+    import threading
+
+    from course_utils.cache import cache_lock
+
+    path, held, release = isolated_cache / "busy.pt", threading.Event(), threading.Event()
+
+    def builder():
+        with cache_lock(path):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=builder)
+    thread.start()
+    held.wait(10)
+    threading.Timer(0.2, release.set).start()
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"), cache_lock(path):
+        pass
+    thread.join()
+    assert f"cache: waiting for {path}: another process holds its lock" in caplog.text
+
+
+def test_torch_advice_to_load_without_weights_only_is_never_passed_on(tmp_path):
+    from course_utils.cache import error_summary
+
+    path = tmp_path / "random.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(3000))
+    with pytest.raises(Exception) as raised:
+        torch.load(path, weights_only=True)
+    summary = error_summary(raised.value)
+    assert summary.startswith("UnpicklingError: not a file of tensors torch reads safely (")
+    assert "weights_only" not in summary and "\n" not in summary
+
+
 def test_finite_rows_check_names_the_row_and_accepts_no_rows(isolated_cache, caplog):
     tokens = torch.zeros(3, 2, 4)
     tokens[1, 1, 2] = float("inf")

@@ -115,3 +115,17 @@ def test_a_wrong_entry_is_read_again_and_entries_of_removed_files_are_dropped(tm
     assert content_digests(paths) == [expected[0], expected[1], None]
     assert reads[3:] == ["0.jpg"]
     assert set(json.loads(digest_index_path().read_text())["files"]) == {os.path.abspath(p) for p in paths[:2]}
+
+
+def test_an_index_that_cannot_be_written_is_named_and_the_digests_still_returned(tmp_path, monkeypatch, caplog):
+    """A class's read-only cache: the digests are computed all the same; only remembering them fails."""
+    paths = sorted(photo_folder(tmp_path / "photos").iterdir())
+
+    def read_only(path, write):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(file_digests, "write_atomic", read_only)
+    with caplog.at_level(logging.WARNING, logger="course_utils.file_digests"):
+        found = content_digests(paths)
+    assert found == [hashlib.sha256(path.read_bytes()).hexdigest() for path in paths]
+    assert f"file-digest index {digest_index_path()} not written (Permission denied)" in caplog.text

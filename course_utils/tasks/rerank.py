@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..cache import torch_save_atomic
+from ..cache import error_summary, torch_save_atomic
 from ..data.records import Catalogue
 from ..embed import ImageTokens, TextTokens, caption_texts, encode_image_tokens, encode_text_tokens, trim_padding
 from ..metrics import recall_at_k
@@ -503,7 +503,7 @@ def load_reranker(path: str | Path) -> SavedReranker:
         saved = SavedReranker(matcher.eval(), state["dual"], state["dual_identity"], state["dual_weight"], state["k"])
     except Exception as err:  # truncated file, another kind of checkpoint, a config that does not fit, a key missing
         raise ValueError(
-            f"{path} is not a re-ranker saved by save_reranker ({type(err).__name__}: {err}); "
+            f"{path} is not a re-ranker saved by save_reranker ({error_summary(err)}); "
             "rerun notebook 03 to write it again"
         ) from None
     return saved
