@@ -158,7 +158,9 @@ def read_kept_runs(folder: Path, script: str) -> list[dict]:
     """The records ``folder/*.json`` that ``script`` kept (its ``--json``), oldest first by their
     ``conditions.date_utc``; ``SystemExit`` saying how to keep one when there are none, or naming a damaged one."""
     runs = [
-        load_record(path, f"`{script_command(script)} --json {path}` (or restore the committed one)", ("conditions",))
+        load_record(
+            path, f"`{script_command(script)} --json {path}` (or restore the committed one)", {"conditions": dict}
+        )
         for path in sorted(folder.glob("*.json"))
     ]
     if not runs:

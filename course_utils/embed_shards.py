@@ -41,8 +41,11 @@ MANIFEST_FORMAT = "course_utils.embed_shards/1"
 # Manifest fields every shard must share. batch_size is one: it sets the batches each image is encoded in, float32
 # results may depend on them, and only equal batches give the single-process embeddings bit for bit.
 _MUST_AGREE = ("world_size", "n_items", "dim", "batch_size", "model", "weights_digest", "catalogue_fingerprint")
-# Every field embed_shard writes besides "format"; the merge reads them all.
-_MANIFEST_FIELDS = (*_MUST_AGREE, "rank", "start", "stop", "catalogue", "shard", "sha256")
+# Every field embed_shard writes besides "format", with its JSON type; the merge reads them all.
+_MANIFEST_FIELDS = {
+    **dict.fromkeys(("world_size", "n_items", "dim", "batch_size", "rank", "start", "stop"), int),
+    **dict.fromkeys(("model", "weights_digest", "catalogue_fingerprint", "catalogue", "shard", "sha256"), str),
+}
 
 
 def shard_rows(n_items: int, batch_size: int, rank: int, world_size: int) -> tuple[int, int]:

@@ -48,7 +48,8 @@ def course_notebooks(folder: Path, what_to_do: str) -> list[tuple[Path, nbformat
     """``NN_*.ipynb`` in ``folder``, in order, each read: all of them before a build touches its output folder.
 
     Raises:
-        SystemExit: no such notebook in ``folder``, or one that cannot be read (truncated, not JSON, not UTF-8);
+        SystemExit: no such notebook in ``folder``, or one that cannot be read (truncated, not JSON, not UTF-8, not a
+            valid notebook);
             the message names the folder or the file and ``what_to_do``.
     """
     paths = sorted(folder.glob(COURSE_NOTEBOOKS))
@@ -57,9 +58,13 @@ def course_notebooks(folder: Path, what_to_do: str) -> list[tuple[Path, nbformat
     notebooks = []
     for path in paths:
         try:
-            notebooks.append((path, nbformat.read(path, as_version=4)))
-        except (ValueError, OSError) as err:  # nbformat's NotJSONError is a ValueError, as is a non-UTF-8 byte
+            notebook = nbformat.read(path, as_version=4)
+            nbformat.validate(notebook)  # JSON of another shape ([], {}, a cell without metadata) fails here
+        except (ValueError, OSError, AttributeError, TypeError, KeyError, nbformat.ValidationError) as err:
+            # nbformat's NotJSONError is a ValueError, as is a non-UTF-8 byte; the others come from JSON of
+            # another shape, which nbformat's reader does not check
             raise SystemExit(f"{path} is not a readable notebook ({type(err).__name__}); {what_to_do}") from None
+        notebooks.append((path, notebook))
     return notebooks
 
 

@@ -617,8 +617,17 @@ class FaissIndex:
             "FaissIndex settings file",
             "delete it, rebuild the index and save it again",
             "course_utils.FaissIndex/1",
-            ("dim", "kind", "nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search", "custom_ids"),
+            {
+                **dict.fromkeys(("dim", "nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search"), int),
+                "kind": str,
+                "custom_ids": bool,
+            },
         )
+        if not settings["custom_ids"] and "ids_sha256" in settings:
+            raise ValueError(
+                f"{sidecar} says custom_ids is false but records the SHA-256 of an ids file (edited by hand?); "
+                "save the index again"
+            )
         options = {key: settings[key] for key in ("nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search")}
         options["pq_m"] = settings.get("pq_m", 64)  # files written before ivfpq existed lack it
         index = cls(settings["dim"], kind=settings["kind"], **options)
@@ -674,13 +683,15 @@ def _load_ids(path: Path, n: int, settings_path: Path, recorded_sha256: str | No
     name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; FaissIndex.save writes it for an index with custom ids")
+    _check_recorded_sha256(path, settings_path, recorded_sha256)  # before reading: another file is never parsed
     try:
         ids = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
         raise _corrupt_index(path, "FaissIndex ids", err) from None
+    if not isinstance(ids, np.ndarray):  # an .npz archive
+        raise _corrupt_index(path, "FaissIndex ids")
     if ids.shape != (n,) or not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"{path} holds {ids.shape} {ids.dtype} ids but the index has {n} vectors; save it again")
-    _check_recorded_sha256(path, settings_path, recorded_sha256)
     return ids.astype(np.int64, copy=False)
 
 

@@ -42,7 +42,7 @@ from .json_files import read_json_object, write_json
 TRAINED, LISTS, POPULATED, LISTS_RECORD = "trained.index", "lists.ivfdata", "populated.index", "lists.json"
 SHARD_FORMAT = "course_utils.index_ondisk.shard/1"
 LISTS_FORMAT = "course_utils.index_ondisk.lists/1"
-_SHARD_FIELDS = ("trained_sha256", "sha256", "count", "min_id", "max_id")
+_SHARD_FIELDS = {"trained_sha256": str, "sha256": str, "count": int, "min_id": (int, None), "max_id": (int, None)}
 
 
 @contextlib.contextmanager
@@ -219,7 +219,7 @@ def _check_lists(folder: Path) -> None:
         f"record of {LISTS}",
         "rerun merge_shards (a merge that did not finish, or one from before these records existed, left none)",
         LISTS_FORMAT,
-        ("lists_bytes", "populated_sha256"),
+        {"lists_bytes": int, "populated_sha256": str},
     )
     recorded_bytes, recorded_sha256 = record["lists_bytes"], record["populated_sha256"]
     size = lists.stat().st_size

@@ -10,7 +10,7 @@ is not JSON, a JSON list, an object tagged with another ``format``, or one witho
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,11 @@ def write_json(path: str | Path, value: Any) -> None:
 
 
 def read_json_object(
-    path: str | Path, kind: str, remedy: str, format: str | None = None, fields: Sequence[str] = ()
+    path: str | Path,
+    kind: str,
+    remedy: str,
+    format: str | None = None,
+    fields: Sequence[str] | Mapping[str, type | tuple[type | None, ...]] = (),
 ) -> dict:
     """The JSON object in ``path``: a ``kind`` tagged ``"format": format`` (when given) that holds ``fields``.
 
@@ -34,11 +38,13 @@ def read_json_object(
         kind: what the file is, for messages ("shard manifest", "FaissIndex settings file").
         remedy: what the reader should do about a bad file ("rerun merge_shards"); ends every message.
         format: the value of the object's ``"format"`` key that its writer stamps; ``None`` checks no tag.
-        fields: keys the object must have.
+        fields: keys the object must have; a mapping also gives each key's JSON type (``int``, ``str``, ``bool``,
+            ``dict``, ``list``, ``float`` for any number), or a tuple of them, ``None`` allowing ``null``. ``true``
+            is not an ``int`` here, as it is in Python.
 
     Raises:
         ValueError: the file is missing or unreadable, not UTF-8 JSON, not a JSON object, of another ``format``,
-            or lacks a field; the message names ``path``, ``kind`` and ``remedy``.
+            lacks a field or holds one of another type; the message names ``path``, ``kind`` and ``remedy``.
     """
     try:
         value = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -54,4 +60,34 @@ def read_json_object(
     missing = [field for field in fields if field not in value]
     if missing:
         raise ValueError(f"{path} lacks {missing}, so it is not a {kind} this reader can use; {remedy}")
+    if isinstance(fields, Mapping):
+        for field, expected in fields.items():
+            if not _is_json_type(value[field], expected if isinstance(expected, tuple) else (expected,)):
+                raise ValueError(
+                    f"{path}: {field} is {json.dumps(value[field])[:60]}, not a JSON {_type_names(expected)}, so it "
+                    f"is not a {kind} this reader can use; {remedy}"
+                )
     return value
+
+
+def _is_json_type(value: Any, expected: tuple[type | None, ...]) -> bool:
+    if value is None:
+        return None in expected
+    if isinstance(value, bool):
+        return bool in expected
+    if float in expected and isinstance(value, (int, float)):
+        return True
+    return any(kind is not None and kind is not float and isinstance(value, kind) for kind in expected)
+
+
+def _type_names(expected: type | tuple[type | None, ...]) -> str:
+    names = {
+        int: "integer",
+        float: "number",
+        str: "string",
+        bool: "boolean",
+        dict: "object",
+        list: "array",
+        None: "null",
+    }
+    return " or ".join(names[kind] for kind in (expected if isinstance(expected, tuple) else (expected,)))

@@ -16,7 +16,7 @@ import math
 import platform
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -146,11 +146,12 @@ def write_results(
 
 
 # The keys every notebook record has (``write_results``): what the readers of records index.
-NOTEBOOK_RECORD_KEYS = ("notebook", "parameters", "metrics")
+NOTEBOOK_RECORD_KEYS = {"notebook": str, "parameters": dict, "metrics": dict}
 
 
-def load_record(path: Path, regenerate: str, required: Sequence[str] = ()) -> dict:
-    """The JSON object in ``path`` (a record, a run's timings), with the keys ``required``.
+def load_record(path: Path, regenerate: str, required: Sequence[str] | Mapping[str, type] = ()) -> dict:
+    """The JSON object in ``path`` (a record, a run's timings), with the keys ``required`` (and their JSON types, where
+    ``required`` maps each to one: see :func:`course_utils.json_files.read_json_object`).
 
     Raises:
         SystemExit: ``path`` is not a JSON object (a damaged or hand-edited file) or lacks a ``required`` key (a
@@ -173,7 +174,8 @@ def rerun_command(stems: Sequence[str], seeds: Sequence[int] = ()) -> str:
 def read_results(directory: Path | None = None) -> list[dict]:
     """All records, ordered by notebook name (``SystemExit`` naming a damaged one)."""
     directory = directory or results_dir()
-    return [load_record(p, rerun_command([p.stem]), NOTEBOOK_RECORD_KEYS) for p in sorted(directory.glob("*.json"))]
+    keys = {**NOTEBOOK_RECORD_KEYS, "tables": dict}  # the report shows the tables too
+    return [load_record(p, rerun_command([p.stem]), keys) for p in sorted(directory.glob("*.json"))]
 
 
 def _is_number(value) -> bool:

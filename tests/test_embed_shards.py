@@ -87,6 +87,10 @@ def test_empty_shards_of_surplus_ranks_merge_to_the_single_process_embeddings(ti
             r"shard-00000-of-00001\.json lacks \['world_size'\], so it is not a shard manifest",
         ),
         (
+            lambda text: text.replace('"shard": "shard-00000-of-00001.pt"', '"shard": null'),
+            r"shard-00000-of-00001\.json: shard is null, not a JSON string",
+        ),
+        (
             lambda text: text.replace("embed_shards/1", "embed_shards/0"),
             r"is not a shard manifest of format course_utils\.embed_shards/1 \(its format: '.*embed_shards/0'\)",
         ),

@@ -99,6 +99,17 @@ def test_a_damaged_notebook_is_named_before_the_last_build_is_removed(source, tm
     assert (out / "01_x.ipynb").exists()  # the earlier copy is still whole
 
 
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [("[]", "AttributeError"), ("{}", "ValidationError"), ('{"cells": 5, "metadata": {}, "nbformat": 4}', "TypeError")],
+)
+def test_json_that_is_no_notebook_is_named(source, tmp_path, content, error):
+    """Before, a JSON list or object of another shape gave a traceback from nbformat naming no file."""
+    (source / "02_y.ipynb").write_text(content)
+    with pytest.raises(SystemExit, match=rf"{source / '02_y.ipynb'} is not a readable notebook \({error}\)"):
+        handouts.student_copy(tmp_path / "student", source)
+
+
 def test_a_folder_without_course_notebooks_is_named_with_what_to_do(tmp_path):
     with pytest.raises(SystemExit, match=f"no notebooks NN_\\*.ipynb in {tmp_path}; run `make run`"):
         handouts.build_site(tmp_path, tmp_path / "site")

@@ -55,3 +55,27 @@ def test_without_a_format_any_object_with_the_fields_is_read(tmp_path):
     path = tmp_path / "timings.json"
     path.write_text('{"01_baseline_clip": 12.5}')
     assert read_json_object(path, "timings file", "rerun", fields=("01_baseline_clip",)) == {"01_baseline_clip": 12.5}
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"32"', r"dim is \"32\", not a JSON integer"),
+        ("true", r"dim is true, not a JSON integer"),  # a bool is an int in Python, not in JSON
+        ("3.5", r"dim is 3.5, not a JSON integer"),
+        ("null", r"dim is null, not a JSON integer"),
+    ],
+)
+def test_a_field_of_another_json_type_is_refused_by_name(tmp_path, value, message):
+    path = tmp_path / "settings.json"
+    path.write_text(f'{{"dim": {value}, "ids": null, "scale": 1, "custom": false}}')
+    fields = {"dim": int, "ids": (list, None), "scale": float, "custom": bool}
+    with pytest.raises(ValueError, match=rf"^{path}: {message}, so it is not a demo file .*; redo$"):
+        read_json_object(path, "demo file", "redo", fields=fields)
+
+
+def test_fields_of_their_types_null_where_allowed_and_an_integer_as_a_number_are_read(tmp_path):
+    path = tmp_path / "settings.json"
+    path.write_text('{"dim": 32, "ids": null, "scale": 1, "custom": false}')
+    fields = {"dim": int, "ids": (list, None), "scale": float, "custom": bool}
+    assert read_json_object(path, "demo file", "redo", fields=fields)["scale"] == 1

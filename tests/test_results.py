@@ -159,9 +159,29 @@ def test_a_damaged_or_non_object_record_is_named_with_the_command_that_writes_it
         read_results(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda record: record.pop("tables"), r"lacks \['tables'\]"),
+        (lambda record: record.update(parameters=[]), r"parameters is \[\], not a JSON object"),
+        (lambda record: record.update(metrics=[1, 2]), r"metrics is \[1, 2\], not a JSON object"),
+    ],
+)
+def test_a_record_edited_into_another_shape_is_named_not_a_traceback(tmp_path, edit, message):
+    """Before, the report failed with KeyError 'tables' or AttributeError 'list' ... 'get', naming no file."""
+    _record(tmp_path, "01_demo", 0, {"r10": 0.5})
+    record = json.loads((tmp_path / "01_demo.json").read_text())
+    edit(record)
+    (tmp_path / "01_demo.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match=rf"01_demo.json:? {message}.*--only 01"):
+        build_report(tmp_path)
+
+
 def test_a_json_object_that_is_no_notebook_record_is_named_not_a_key_error(tmp_path):
     (tmp_path / "retrieval.json").write_text('{"task": "retrieval", "metrics": {"R@1": 0.2}}')  # evaluate --output
-    with pytest.raises(SystemExit, match=r"retrieval.json lacks \['notebook', 'parameters'\], so it is not a record"):
+    with pytest.raises(
+        SystemExit, match=r"retrieval.json lacks \['notebook', 'parameters', 'tables'\], so it is not a record"
+    ):
         build_report(tmp_path)
 
 

@@ -114,13 +114,44 @@ def test_a_corrupt_faiss_settings_file_names_it(tmp_path, content, message):
 
 
 def test_missing_or_mismatched_faiss_ids_name_the_ids_file(tmp_path):
+    path, ids = tmp_path / "i.idx", tmp_path / "i.idx.ids.npy"
+    filled("flat", ids=True).save(path)
+    np.save(ids, np.arange(3))
+    with pytest.raises(ValueError, match=rf"{ids} is not the file i.idx.json was saved with \(its SHA-256 differs\)"):
+        FaissIndex.load(path)
+    np.savez(ids.with_suffix(".npz"), ids=np.arange(10))
+    ids.with_suffix(".npz").replace(ids)  # another kind of numpy file: refused by its checksum before it is read
+    with pytest.raises(ValueError, match=rf"{ids} is not the file i.idx.json was saved with"):
+        FaissIndex.load(path)
+    settings = json.loads((tmp_path / "i.idx.json").read_text())
+    del settings["ids_sha256"]  # settings saved before checksums were recorded: the ids are checked as read
+    (tmp_path / "i.idx.json").write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match=rf"{ids} is not a readable FaissIndex ids file"):
+        FaissIndex.load(path)
+    np.save(ids, np.arange(3))
+    with pytest.raises(ValueError, match=rf"{ids} holds \(3,\) int64 ids but the index has 10 vectors"):
+        FaissIndex.load(path)
+    ids.unlink()
+    with pytest.raises(FileNotFoundError, match=rf"{ids} not found"):
+        FaissIndex.load(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"dim": "4"}, r'dim is "4", not a JSON integer'),
+        ({"nlist": None}, r"nlist is null, not a JSON integer"),
+        ({"custom_ids": False}, r"says custom_ids is false but records the SHA-256 of an ids file"),
+    ],
+)
+def test_faiss_settings_edited_into_another_shape_are_refused(tmp_path, edit, message):
+    """Before, a string dim or a null nlist gave a TypeError naming no file, and custom_ids switched off returned
+    row positions instead of the saved ids."""
     path = tmp_path / "i.idx"
     filled("flat", ids=True).save(path)
-    np.save(tmp_path / "i.idx.ids.npy", np.arange(3))
-    with pytest.raises(ValueError, match=rf"{path}.ids.npy holds \(3,\) int64 ids but the index has 10 vectors"):
-        FaissIndex.load(path)
-    (tmp_path / "i.idx.ids.npy").unlink()
-    with pytest.raises(FileNotFoundError, match=rf"{path}.ids.npy not found"):
+    settings = json.loads((tmp_path / "i.idx.json").read_text())
+    (tmp_path / "i.idx.json").write_text(json.dumps({**settings, **edit}))
+    with pytest.raises(ValueError, match=rf"{path}.json:? .*{message}"):
         FaissIndex.load(path)
 
 
