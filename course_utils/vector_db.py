@@ -63,6 +63,30 @@ def _client(uri: str, timeout: float):
 
 
 @contextmanager
+def _database_errors(uri: str) -> Iterator[None]:
+    """Turn the engine's own errors (a damaged Milvus Lite folder: a schema that is not JSON, a data file cut short)
+    into a :class:`VectorDatabaseError` that names ``uri`` and says what to do. The tracebacks that pymilvus and
+    Milvus Lite's server log for such an error are kept out of the output: the message carries the engine's reason."""
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        with _quiet("pymilvus.decorators", "milvus_lite.adapter.grpc.servicer"):
+            yield
+    except MilvusException as err:
+        if uri.startswith(("http://", "https://", "tcp://", "unix:")):
+            remedy = "write the collection again (milvus_retriever(..., rebuild=True)) or ask the server's operator"
+        else:
+            remedy = (
+                f"delete {uri} (Milvus Lite keeps the whole database in it) and write it again "
+                "(milvus_retriever(..., rebuild=True))"
+            )
+        raise VectorDatabaseError(
+            f"the vector database at {uri!r} failed ({err.message}); if its files are damaged (a copy or a run cut "
+            f"short), {remedy}"
+        ) from err
+
+
+@contextmanager
 def _quiet(*names: str) -> Iterator[None]:
     """Raise the named loggers to CRITICAL for the duration (their levels are restored afterwards)."""
     loggers = [logging.getLogger(name) for name in names]
@@ -254,13 +278,18 @@ class MilvusIndex:
         ``search_params`` is the search parameter of its index type (see :class:`MilvusIndex`).
         """
         client = _client(uri, timeout)
-        if not client.has_collection(collection):
-            raise VectorDatabaseError(
-                f"no collection {collection!r} at {uri!r} (it has {client.list_collections()}); "
-                "create it with MilvusIndex.create or milvus_retriever(..., rebuild=True)"
-            )
-        client.load_collection(collection)
-        return cls(client, collection, uri, search_params)
+        try:
+            with _database_errors(uri):
+                if not client.has_collection(collection):
+                    raise VectorDatabaseError(
+                        f"no collection {collection!r} at {uri!r} (it has {client.list_collections()}); "
+                        "create it with MilvusIndex.create or milvus_retriever(..., rebuild=True)"
+                    )
+                client.load_collection(collection)
+                return cls(client, collection, uri, search_params)
+        except BaseException:
+            client.close()  # release Milvus Lite's lock on the folder before reporting
+            raise
 
     @property
     def dim(self) -> int:
@@ -495,8 +524,11 @@ def milvus_retriever(
     """
     _check_search_params(index_type, search_params)
     client = _client(uri, 10.0)
-    exists = client.has_collection(collection)
-    client.close()
+    try:
+        with _database_errors(uri):
+            exists = client.has_collection(collection)
+    finally:
+        client.close()
     reopen = exists and not rebuild
     if reopen:
         index = MilvusIndex.open(uri, collection)
@@ -523,7 +555,8 @@ def milvus_retriever(
         )
     try:
         if reopen:
-            embeddings = _stored_embeddings(index, bundle, catalogue, image_embeddings, index_type)
+            with _database_errors(uri):
+                embeddings = _stored_embeddings(index, bundle, catalogue, image_embeddings, index_type)
             index.search_params = dict(search_params or {})  # valid: the stored index is of index_type
         else:
             index.add(embeddings, item_ids=catalogue.ids, attributes=[dict(item.attributes) for item in catalogue])

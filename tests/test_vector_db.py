@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import shutil
+import subprocess
+import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -13,7 +17,13 @@ pytest.importorskip("pymilvus", reason="pymilvus + milvus-lite are in requiremen
 
 from course_utils.embed import encode_images  # noqa: E402
 from course_utils.retriever import FashionRetriever  # noqa: E402
-from course_utils.vector_db import MilvusIndex, VectorDatabaseError, filter_expression, milvus_retriever  # noqa: E402
+from course_utils.vector_db import (  # noqa: E402
+    DEFAULT_COLLECTION,
+    MilvusIndex,
+    VectorDatabaseError,
+    filter_expression,
+    milvus_retriever,
+)
 
 QUERIES = ["black cotton coat", "red striped dress", "short sleeve shirt"]
 FILTERS = [{"colour": "black"}, {"category": "outerwear", "sleeve": "short"}, {"colour": "teal"}]
@@ -241,3 +251,33 @@ def test_ids_given_twice_or_already_stored_are_refused_before_any_insert(embeddi
         assert found[:, 0].tolist() == [5, 6, 7, 8, 9]  # every vector still under its own id
     finally:
         index.close()
+
+
+def test_a_damaged_database_folder_is_named_with_what_to_do(tmp_path):
+    """Before, Milvus Lite's own error surfaced (a UTF-8 decode error naming no file, or a Parquet error) with the
+    server's tracebacks, and rebuild=True could not help: the client cannot list the collections of a damaged
+    folder. The database is written by another process: Milvus Lite writes its data files when that one ends."""
+    built = tmp_path / "built.db"
+    script = (
+        "import numpy as np; from course_utils.vector_db import MilvusIndex; "
+        f"index = MilvusIndex.create({str(built)!r}, 8, ['colour']); "
+        "vectors = np.eye(8, dtype=np.float32)[np.arange(20) % 8]; "
+        "index.add(vectors, item_ids=[f'i{k}' for k in range(20)], attributes=[{'colour': 'red'}] * 20); "
+        "index.close()"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=120)
+    damages = {
+        "schema.json": lambda folder: (folder / "schema.json").write_bytes(np.random.default_rng(0).bytes(300)),
+        "data file": lambda folder: [part.write_bytes(part.read_bytes()[:100]) for part in folder.rglob("*.parquet")],
+    }
+    for name, damage in damages.items():
+        uri = tmp_path / f"{name}.db"
+        shutil.copytree(built, uri)
+        damage(uri / "collections" / DEFAULT_COLLECTION)
+        with pytest.raises(VectorDatabaseError, match=rf"the vector database at '{uri}' failed .*delete {uri} "):
+            MilvusIndex.open(str(uri))
+    reopened = MilvusIndex.open(str(built))  # the undamaged folder opens, with its 20 rows
+    try:
+        assert len(reopened) == 20
+    finally:
+        reopened.close()
