@@ -175,6 +175,53 @@ def torch_save_atomic(obj: Any, path: Path) -> None:
     write_atomic(Path(path), lambda handle: torch.save(obj, handle))
 
 
+# The key under which a saved state carries the digest of its own contents (see :func:`with_content_digest`).
+CONTENT_DIGEST = "content_sha256"
+
+
+def content_sha256(value: Any) -> str:
+    """SHA-256 of a nested state (dicts, lists, tuples) down to its leaves: tensors and arrays by dtype, shape and
+    bytes, anything else by its ``repr``. Equal after ``torch.save`` and ``torch.load``; a changed byte changes it."""
+    sha = hashlib.sha256()
+    _feed(sha, value)
+    return sha.hexdigest()
+
+
+def _feed(sha: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        sha.update(f"tensor {tensor.dtype} {tuple(tensor.shape)};".encode())
+        sha.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, np.ndarray):
+        sha.update(f"array {value.dtype} {value.shape};".encode())
+        sha.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, dict):
+        sha.update(f"dict {len(value)};".encode())
+        for key in sorted(value, key=repr):
+            _feed(sha, key)
+            _feed(sha, value[key])
+    elif isinstance(value, (list, tuple)):
+        sha.update(f"{type(value).__name__} {len(value)};".encode())
+        for item in value:
+            _feed(sha, item)
+    else:
+        sha.update(f"{type(value).__name__} {value!r};".encode())
+
+
+def with_content_digest(state: dict) -> dict:
+    """``state`` with the digest of its contents under :data:`CONTENT_DIGEST`, for a file that a reader checks with
+    :func:`has_intact_contents`: a flipped byte in a tensor still unpickles, and only a digest tells."""
+    return {**state, CONTENT_DIGEST: content_sha256(state)}
+
+
+def has_intact_contents(state: Any) -> bool:
+    """False when ``state`` carries a :data:`CONTENT_DIGEST` that its contents no longer match; True when they match
+    or it carries none (written before the digest was)."""
+    if not isinstance(state, dict) or CONTENT_DIGEST not in state:
+        return True
+    return state[CONTENT_DIGEST] == content_sha256({key: v for key, v in state.items() if key != CONTENT_DIGEST})
+
+
 def _write_checksum(path: Path, sha: str) -> None:
     """``<path>.sha256`` in ``sha256sum``'s format, ``<sha>  <name>``: the name ties it to this file's key."""
     write_atomic(checksum_path(path), lambda handle: handle.write(f"{sha}  {path.name}\n".encode()))

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .cache import file_sha256, write_atomic
+from .cache import file_sha256, has_intact_contents, with_content_digest, write_atomic
 from .checks import is_whole_number
 from .json_files import read_json_object, write_json
 
@@ -356,14 +356,16 @@ class ExactIndex:
             OSError: ``path`` (or a folder above it) is a file, or the folder is not writable; the message names it.
         """
         path = _save_target(path)
-        state = {
-            "format": "course_utils.ExactIndex/1",
-            "dim": self._dim,
-            "dtype": self.dtype,
-            "chunk_size": self.chunk_size,
-            "vectors": self.vectors.cpu(),
-            "ids": None if self._default_ids else torch.from_numpy(self._ids),
-        }
+        state = with_content_digest(
+            {
+                "format": "course_utils.ExactIndex/1",
+                "dim": self._dim,
+                "dtype": self.dtype,
+                "chunk_size": self.chunk_size,
+                "vectors": self.vectors.cpu(),
+                "ids": None if self._default_ids else torch.from_numpy(self._ids),
+            }
+        )
         try:
             write_atomic(path, lambda handle: torch.save(state, handle))  # a reader never sees half a file
         except (OSError, RuntimeError) as err:
@@ -386,6 +388,11 @@ class ExactIndex:
             raise _corrupt_index(path, "ExactIndex", err) from None
         if not isinstance(state, dict) or state.get("format") != "course_utils.ExactIndex/1":
             raise ValueError(f"{path} is not an ExactIndex file written by ExactIndex.save")
+        if not has_intact_contents(state):  # a changed byte among the vectors unpickles all the same
+            raise ValueError(
+                f"{path}: its numbers differ from the digest saved with them (a byte changed on a damaged disk or "
+                "copy); delete it, rebuild the index and save it again"
+            )
         vectors, ids = state.get("vectors"), state.get("ids")
         if not isinstance(vectors, torch.Tensor) or vectors.ndim != 2 or vectors.shape[1] != state.get("dim"):
             raise _corrupt_index(path, "ExactIndex")

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import distributed
-from .cache import error_summary, torch_save_atomic
+from .cache import error_summary, has_intact_contents, torch_save_atomic, with_content_digest
 from .data.adapters import collate_skipping_unreadable
 from .losses import clip_contrastive_loss, clip_contrastive_loss_local
 
@@ -166,7 +166,7 @@ def _save_checkpoint(
             "history": asdict(history),
             "config": asdict(config),
         }
-        torch_save_atomic(state, path)
+        torch_save_atomic(with_content_digest(state), path)  # the digest: a changed byte in a tensor is caught
     distributed.barrier()
 
 
@@ -183,7 +183,10 @@ def _read_checkpoint(path: Path, device: torch.device) -> dict | None:
     """
     try:
         with torch.serialization.safe_globals(_CHECKPOINT_GLOBALS):
-            return torch.load(path, map_location=device, weights_only=True)
+            state = torch.load(path, map_location=device, weights_only=True)
+        if not has_intact_contents(state):  # a changed byte in a tensor unpickles all the same
+            raise ValueError("its contents differ from the digest saved with them")
+        return state
     except Exception as err:
         if isinstance(err, pickle.UnpicklingError) and zipfile.is_zipfile(path):  # whole, but not weights only
             raise ValueError(

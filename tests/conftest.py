@@ -180,6 +180,20 @@ class StubBundle:
         return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
 
 
+def flip_a_tensor_byte(path: Path) -> None:
+    """Change one byte in the middle of the largest tensor of a ``torch.save`` file (stored uncompressed in its zip):
+    the file still unpickles, as after a bad sector or a damaged copy."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        largest = max((info for info in archive.infolist() if "/data/" in info.filename), key=lambda i: i.file_size)
+        data = archive.read(largest)
+    raw = bytearray(path.read_bytes())
+    offset = raw.find(data) + len(data) // 2
+    raw[offset] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
 def load_benchmark(name: str):
     """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")

@@ -243,6 +243,30 @@ def test_torch_advice_to_load_without_weights_only_is_never_passed_on(tmp_path):
     assert "weights_only" not in summary and "\n" not in summary
 
 
+def test_a_content_digest_survives_save_and_load_and_tells_a_changed_tensor_byte(tmp_path):
+    from conftest import flip_a_tensor_byte
+
+    from course_utils.cache import content_sha256, has_intact_contents, with_content_digest
+    from course_utils.train import _CHECKPOINT_GLOBALS  # numpy's RNG state, as fit's checkpoints hold it
+
+    state = {
+        "weights": torch.randn(64, 64, generator=torch.Generator().manual_seed(0)),
+        "half": torch.ones(3, dtype=torch.bfloat16),
+        "scalar": torch.tensor(2.5),
+        "rng": ("MT19937", np.arange(5, dtype=np.uint32), 3, 0, 0.0),
+        "optimizer": {"state": {0: {"step": torch.tensor(4.0)}}, "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.98)}]},
+    }
+    path = tmp_path / "state.pt"
+    torch_save_atomic(with_content_digest(state), path)
+    with torch.serialization.safe_globals(_CHECKPOINT_GLOBALS):
+        loaded = torch.load(path, weights_only=True)
+    assert has_intact_contents(loaded) and has_intact_contents({"no": "digest"})  # files saved before digests
+    assert content_sha256({"a": 1.0}) != content_sha256({"a": 1})
+    flip_a_tensor_byte(path)
+    with torch.serialization.safe_globals(_CHECKPOINT_GLOBALS):
+        assert not has_intact_contents(torch.load(path, weights_only=True))
+
+
 def test_finite_rows_check_names_the_row_and_accepts_no_rows(isolated_cache, caplog):
     tokens = torch.zeros(3, 2, 4)
     tokens[1, 1, 2] = float("inf")

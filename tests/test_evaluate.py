@@ -15,6 +15,7 @@ from course_utils.models.cross_modal import ImageTextMatcher
 from course_utils.tasks import rerank
 from course_utils.tasks.experiment import Experiment
 from course_utils.tasks.retrieval import evaluate_retrieval
+from tests.conftest import flip_a_tensor_byte
 
 
 @pytest.fixture
@@ -59,6 +60,9 @@ def test_rerank_reads_the_saved_reranker_and_reports_both_stages(experiment, tmp
     torch.save(partial, tmp_path / "partial.pt")  # an older or partial save: the matcher without its dual encoder
     with pytest.raises(ValueError, match=r"partial\.pt is not a re-ranker saved by save_reranker \(KeyError: 'dual'\)"):
         rerank.load_reranker(tmp_path / "partial.pt")
+    flip_a_tensor_byte(path)  # unpickles all the same; before, the changed weights re-ranked without a word
+    with pytest.raises(ValueError, match=r"reranker\.pt: its weights differ from the digest saved with them"):
+        rerank.load_reranker(path)
 
 
 def test_main_prints_a_table_and_writes_one_json_record(experiment, monkeypatch, tmp_path, capsys):

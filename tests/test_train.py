@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import parameters_of, preprocess, tiny_catalogue, tiny_clip, tokenize
+from conftest import flip_a_tensor_byte, parameters_of, preprocess, tiny_catalogue, tiny_clip, tokenize
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -227,6 +227,23 @@ def test_a_damaged_checkpoint_is_named_removed_and_training_restarts(tmp_path, u
         restarted, history = _resume_run(tmp_path / "run")
     assert f"checkpoint {checkpoint} was damaged" in caplog.text and "restarts from step 0" in caplog.text
     assert history.steps == straight_history.steps  # from step 0, the same run as without the damage
+    for name, value in parameters_of(straight).items():
+        assert torch.equal(value, dict(restarted.named_parameters())[name].detach()), name
+
+
+def test_a_checkpoint_with_a_changed_tensor_byte_is_named_removed_and_training_restarts(
+    tmp_path, uninterrupted_run, caplog
+):
+    """A changed byte among the weights still unpickles; the digest saved with them tells (before, the run resumed
+    from the changed weights, and every later resume too)."""
+    straight, straight_history = uninterrupted_run
+    _resume_run(tmp_path / "run", stop=3)
+    checkpoint = tmp_path / "run" / "last.pt"
+    flip_a_tensor_byte(checkpoint)
+    with caplog.at_level("WARNING", logger="course_utils.train"):
+        restarted, history = _resume_run(tmp_path / "run")
+    assert f"checkpoint {checkpoint} was damaged" in caplog.text and "differ from the digest" in caplog.text
+    assert history.steps == straight_history.steps
     for name, value in parameters_of(straight).items():
         assert torch.equal(value, dict(restarted.named_parameters())[name].detach()), name
 

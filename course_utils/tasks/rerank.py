@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..cache import error_summary, torch_save_atomic
+from ..cache import error_summary, has_intact_contents, torch_save_atomic, with_content_digest
 from ..data.records import Catalogue
 from ..embed import ImageTokens, TextTokens, caption_texts, encode_image_tokens, encode_text_tokens, trim_padding
 from ..metrics import recall_at_k
@@ -466,17 +466,15 @@ def save_reranker(path: str | Path, matcher: ImageTextMatcher, dual_bundle, dual
     its top-``k`` are the candidates) and the dual weight picked on validation.
     """
     path = Path(path)
-    torch_save_atomic(
-        {
-            "matcher_config": matcher.config,
-            "matcher": matcher.state_dict(),
-            "dual_identity": dual_bundle.identity,
-            "dual": dual_bundle.model.state_dict(),
-            "dual_weight": float(dual_weight),
-            "k": int(k),
-        },
-        path,
-    )
+    state = {
+        "matcher_config": matcher.config,
+        "matcher": matcher.state_dict(),
+        "dual_identity": dual_bundle.identity,
+        "dual": dual_bundle.model.state_dict(),
+        "dual_weight": float(dual_weight),
+        "k": int(k),
+    }
+    torch_save_atomic(with_content_digest(state), path)
     return path
 
 
@@ -506,6 +504,11 @@ def load_reranker(path: str | Path) -> SavedReranker:
             f"{path} is not a re-ranker saved by save_reranker ({error_summary(err)}); "
             "rerun notebook 03 to write it again"
         ) from None
+    if not has_intact_contents(state):  # a changed byte among the weights unpickles all the same
+        raise ValueError(
+            f"{path}: its weights differ from the digest saved with them (a byte changed on a damaged disk or copy); "
+            "rerun notebook 03 to write it again"
+        )
     return saved
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Generator, randn
 
 from course_utils.index import ExactIndex, FaissIndex, build_index
+from tests.conftest import flip_a_tensor_byte
 
 KINDS = ["exact", "flat", "hnsw"]
 
@@ -153,6 +154,15 @@ def test_faiss_settings_edited_into_another_shape_are_refused(tmp_path, edit, me
     (tmp_path / "i.idx.json").write_text(json.dumps({**settings, **edit}))
     with pytest.raises(ValueError, match=rf"{path}.json:? .*{message}"):
         FaissIndex.load(path)
+
+
+def test_an_exact_index_file_with_a_changed_vector_byte_is_refused(tmp_path):
+    """It still unpickles; before, the changed vector was searched without a word."""
+    path = tmp_path / "exact.pt"
+    filled("exact").save(path)
+    flip_a_tensor_byte(path)
+    with pytest.raises(ValueError, match=rf"{path}: its numbers differ from the digest saved with them"):
+        ExactIndex.load(path)
 
 
 def test_an_exact_index_file_of_another_format_is_refused(tmp_path):
