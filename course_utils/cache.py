@@ -13,6 +13,7 @@ silently wrong numbers.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -77,13 +78,19 @@ def artifact_key(path: Path) -> str:
     return path.stem.rsplit("-", 1)[-1]
 
 
+# What opening a file for writing raises in a folder this user may only read, or on a read-only file system.
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 def _open_lock(lock: Path) -> int | None:
     """A descriptor of ``lock`` (created if missing): read-write, else read-only where this user may only read the
     cache (a class's shared cache, written by its owner); ``None`` where it cannot be opened or created at all."""
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
         return os.open(lock, os.O_RDWR | os.O_CREAT, _NEW_FILE_MODE)
-    except PermissionError:
+    except OSError as err:
+        if err.errno not in _READ_ONLY:
+            raise
         try:
             return os.open(lock, os.O_RDONLY)  # flock needs no write access
         except OSError:
