@@ -26,11 +26,12 @@ each rank's rows are whole batches (``shard_rows``), so shards of two batch size
 Exercise 3 (code, push the filter down). ``filtered_latency`` times ``search_by_text`` with a filter on any
 retriever, the exact one or ``milvus_retriever``'s, which must return the same items. What decides where the
 curves cross: the exact retriever scores every gallery vector and then masks (its time grows with the whole
-gallery, not with the matching share), while Milvus evaluates the filter in the engine and scores only the matching
-rows, but pays a fixed cost per call (the query crosses Milvus Lite's local gRPC server; notebook 08's table shows
-that cost at a few thousand items). To find the crossing, insert growing numbers of perturbed copies of the
-embeddings (notebook 08's ``perturbed``) with their attributes into a ``MilvusIndex`` and into an ``ExactIndex``,
-and time both at each size: it is a measurement of your machine, not a constant.
+gallery, not with the matching share), while Milvus evaluates the filter inside the engine, where an engine can skip
+the rows that fail it (whether and how much it skips depends on the engine and its index type), and it pays a fixed
+cost per call (the query crosses Milvus Lite's local gRPC server; notebook 08's table shows that cost at a few
+thousand items). To find the crossing, insert growing numbers of perturbed copies of the embeddings (notebook 08's
+``perturbed``) with their attributes into a ``MilvusIndex`` and into an ``ExactIndex``, and time both at each size:
+it is a measurement of your machine and engine, not a constant.
 
 Exercise 4 (code, codes vs re-ranking). ``codes_vs_reranking`` builds an IVF-PQ index per ``pq_m`` over the same
 vectors and searches it with and without exact re-ranking of the top ``rerank`` candidates. Bytes per vector are
