@@ -225,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         "arguments": bench_records.arguments(args),
         "rows": rows,
     }
-    bench_records.keep(record, args.json)
     print(readme_section([bench_records.as_printed(record, args.json)]))
+    bench_records.keep(record, args.json)
     return 0
 
 

@@ -303,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         "builds": builds,
         "rows": rows,
     }
-    bench_records.keep(record, args.json)
     print(run_section(bench_records.as_printed(record, args.json)))
+    bench_records.keep(record, args.json)
     return 0
 
 

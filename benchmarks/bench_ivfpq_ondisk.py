@@ -401,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         "opened": opened,
         "rows": rows[1:],
     }
-    bench_records.keep(record, args.json)
     print(readme_section([bench_records.as_printed(record, args.json)]))
+    bench_records.keep(record, args.json)
     if not args.keep:
         shutil.rmtree(folder)
     return 0

@@ -614,8 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         "photo_labels": photo_labels,
         "rows": rows,
     }
-    bench_records.keep(record, args.json)
     print("\n" + readme_section([bench_records.as_printed(record, args.json)]))
+    bench_records.keep(record, args.json)
     return 0
 
 

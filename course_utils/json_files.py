@@ -4,7 +4,8 @@ Records of runs, benchmark records, shard manifests, index settings and on-disk 
 objects that a later run reads back. :func:`write_json` writes each one atomically (a run killed mid-write leaves
 the previous file whole, never half a file); :func:`read_json_object` reads one back and refuses, naming the file,
 what it is and what to do, anything that is not the object its writer wrote: a missing or truncated file, text that
-is not JSON, a JSON list, an object tagged with another ``format``, or one without a field the reader needs.
+is not JSON, a JSON list, an object tagged with another ``format``, or one without a field the reader needs or
+with one of another type.
 """
 
 from __future__ import annotations
