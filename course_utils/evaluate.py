@@ -83,7 +83,7 @@ def reranker_dual_encoder(bundle, saved: rerank.SavedReranker, reranker: str, ch
     except RuntimeError as err:
         raise ValueError(
             f"--reranker {reranker} was trained on {saved.dual_identity}, whose weights do not fit "
-            f"{bundle.identity} ({str(err).splitlines()[0]}); pass the --model it was trained with"
+            f"{bundle.identity} ({error_summary(err)}); pass the --model it was trained with"
         ) from None
     return replace(bundle, model=model.eval(), identity=saved.dual_identity)
 
