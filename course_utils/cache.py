@@ -326,6 +326,7 @@ def cached_artifact(
                 if usable is None or usable(obj):
                     return obj
         obj = _built_and_checked(path, build, validate)
+        _remove_leftover_temporaries(path)
         try:
             _write_with_checksum(path, save, obj)
         except OSError as err:  # a read-only or full cache: this run goes on, the next one builds it again
@@ -336,6 +337,18 @@ def cached_artifact(
                 err.strerror or error_summary(err),
             )
         return obj
+
+
+def _remove_leftover_temporaries(path: Path) -> None:
+    """Delete the temporary files that writes of ``path`` or its checksum left when their process was killed
+    (:func:`write_atomic` names them ``.<name>.*.tmp``). Called under ``path``'s lock, which every write of a cached
+    file holds, so none of them is still being written."""
+    leftovers = list(path.parent.glob(f".{path.name}.*.tmp"))
+    for leftover in leftovers:
+        with contextlib.suppress(OSError):  # a read-only cache keeps them; nothing reads them
+            leftover.unlink()
+    if leftovers:
+        LOG.warning("cache: removed %d temporary file(s) that an interrupted write of %s left", len(leftovers), path)
 
 
 def _built_and_checked(path: Path, build: Callable[[], Any], validate: Callable[[Any], None] | None) -> Any:

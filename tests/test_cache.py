@@ -267,6 +267,19 @@ def test_a_content_digest_survives_save_and_load_and_tells_a_changed_tensor_byte
         assert not has_intact_contents(torch.load(path, weights_only=True))
 
 
+def test_temporary_files_of_an_interrupted_write_are_removed_when_the_file_is_built(isolated_cache, caplog):
+    path = artifact_path("embeddings", ["killed mid-write"])
+    path.parent.mkdir(parents=True)
+    left = [path.parent / f".{path.name}.k1ll3d.tmp", path.parent / f".{path.name}.sha256.x9.tmp"]
+    other = path.parent / ".embeddings-other.pt.a1.tmp"  # another artefact's: its own lock covers it
+    for file in (*left, other):
+        file.write_bytes(b"partial")
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        cached_artifact(path, lambda: torch.ones(2))
+    assert not any(file.exists() for file in left) and other.exists()
+    assert f"removed 2 temporary file(s) that an interrupted write of {path} left" in caplog.text
+
+
 def test_finite_rows_check_names_the_row_and_accepts_no_rows(isolated_cache, caplog):
     tokens = torch.zeros(3, 2, 4)
     tokens[1, 1, 2] = float("inf")
