@@ -205,14 +205,16 @@ def merge_shards(folder: str | Path, shards: Sequence[str | Path] | None = None)
         "format": LISTS_FORMAT,
         "lists_bytes": (folder / LISTS).stat().st_size,
         "populated_sha256": file_sha256(folder / POPULATED),
+        "lists_sha256": file_sha256(folder / LISTS),  # one read at build time; open_ondisk(verify=True) compares
     }
     write_json(folder / LISTS_RECORD, record)
     return open_ondisk(folder, nprobe=index.nprobe)
 
 
-def _check_lists(folder: Path) -> None:
+def _check_lists(folder: Path, verify: bool) -> None:
     """Refuse, by name, a ``lists.ivfdata`` that is not the one :func:`merge_shards` wrote with ``populated.index``:
-    another size (a copy cut short) or written beside another ``populated.index`` (a merge that did not finish)."""
+    another size (a copy cut short) or written beside another ``populated.index`` (a merge that did not finish), and
+    with ``verify`` one whose bytes changed (its SHA-256: a read of the whole file)."""
     lists = folder / LISTS
     record = read_json_object(
         folder / LISTS_RECORD,
@@ -233,19 +235,31 @@ def _check_lists(folder: Path) -> None:
             f"{folder / POPULATED} is not the index {lists} was merged with (an interrupted or mixed copy?); "
             "copy the folder again or rerun merge_shards"
         )
+    if verify and "lists_sha256" not in record:
+        raise ValueError(f"{folder / LISTS_RECORD} holds no SHA-256 of {lists} to verify; rerun merge_shards")
+    if verify and file_sha256(lists) != record["lists_sha256"]:
+        raise ValueError(
+            f"{lists} differs from the lists merge_shards wrote (their SHA-256): a damaged copy or disk; copy the "
+            "folder again or rerun merge_shards"
+        )
 
 
-def open_ondisk(folder: str | Path, nprobe: int | None = None) -> FaissIndex:
+def open_ondisk(folder: str | Path, nprobe: int | None = None, verify: bool = False) -> FaissIndex:
     """The merged index of ``folder``: centroids and codebooks in RAM, inverted lists memory-mapped from the file.
 
     ``populated.index`` is read with FAISS's ``IO_FLAG_ONDISK_SAME_DIR``: the lists are taken from the
     ``lists.ivfdata`` beside it, not from the path recorded at merge time, so a folder moved or copied (e.g. to a
     search node's SSD) opens as it is. Search returns the global ids given to :func:`add_shard`.
 
+    Every open checks the lists' size and the ``populated.index`` they were merged with. A changed byte of the same
+    size is seen only by their SHA-256, a read of the whole file, which an open meant to page the lists in on demand
+    does not pay: pass ``verify=True`` once after copying the folder to where it will be searched.
+
     Raises:
         FileNotFoundError: ``populated.index`` or ``lists.ivfdata`` is missing.
-        ValueError: ``lists.ivfdata`` is not the size ``lists.json`` records, or was merged with another
-            ``populated.index`` (the message names the file and says to copy again or rerun :func:`merge_shards`).
+        ValueError: ``lists.ivfdata`` is not the size ``lists.json`` records, was merged with another
+            ``populated.index``, or (``verify``) differs from the lists merged; the message names the file and says to
+            copy again or rerun :func:`merge_shards`.
     """
     import faiss
 
@@ -254,7 +268,7 @@ def open_ondisk(folder: str | Path, nprobe: int | None = None) -> FaissIndex:
         raise FileNotFoundError(f"{path} not found; build it with train_ivfpq, add_shard and merge_shards")
     if not (Path(folder) / LISTS).exists():
         raise FileNotFoundError(f"{Path(folder) / LISTS} (the inverted lists) is missing; populated.index needs it")
-    _check_lists(Path(folder))
+    _check_lists(Path(folder), verify)
     with _without_faiss_chatter():  # ids: the global ids stored in the lists
         index = FaissIndex.load(path, io_flags=faiss.IO_FLAG_ONDISK_SAME_DIR)
     if index.kind != "ivfpq":

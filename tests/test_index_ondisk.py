@@ -171,6 +171,18 @@ def test_a_cut_short_or_mismatched_lists_file_is_refused_by_name(tmp_path):
         open_ondisk(tmp_path / "a")
 
 
+def test_lists_changed_at_their_own_size_are_found_by_verify(tmp_path):
+    """Random bytes in place of the lists open as before (their size is checked at every open, not their bytes) and
+    would return garbage ids; verify=True reads them once and refuses them by name."""
+    build(tmp_path, [np.arange(0, 100), np.arange(100, 200)])
+    merge_shards(tmp_path)
+    assert len(open_ondisk(tmp_path, verify=True)) == 200
+    lists = tmp_path / "lists.ivfdata"
+    lists.write_bytes(np.random.default_rng(0).bytes(lists.stat().st_size))
+    with pytest.raises(ValueError, match=rf"{lists} differs from the lists merge_shards wrote \(their SHA-256\)"):
+        open_ondisk(tmp_path, verify=True)
+
+
 def test_a_merge_stopped_midway_leaves_nothing_that_opens(tmp_path, monkeypatch):
     import faiss.contrib.ondisk
 
