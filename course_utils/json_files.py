@@ -4,7 +4,7 @@ Records of runs, benchmark records, shard manifests, index settings and on-disk 
 objects that a later run reads back. :func:`write_json` writes each one atomically (a run killed mid-write leaves
 the previous file whole, never half a file); :func:`read_json_object` reads one back and refuses, naming the file,
 what it is and what to do, anything that is not the object its writer wrote: a missing or truncated file, text that
-is not JSON, a JSON list, an object tagged with another ``format``, or one without a field the reader needs or
+is not JSON, a JSON array, an object tagged with another ``format``, or one without a field the reader needs or
 with one of another type.
 """
 
@@ -54,18 +54,33 @@ def read_json_object(
         raise ValueError(
             f"{path} is missing or not a readable {kind} ({type(err).__name__}: {detail}); {remedy}"
         ) from None
+    return check_json_object(value, str(path), kind, remedy, format, fields)
+
+
+def check_json_object(
+    value: Any,
+    where: str,
+    kind: str,
+    remedy: str,
+    format: str | None = None,
+    fields: Sequence[str] | Mapping[str, type | tuple[type | None, ...]] = (),
+) -> dict:
+    """``value``, checked as :func:`read_json_object` checks a file's object (the same arguments), where ``where``
+    names it in messages: a file, or an object inside one ("<file>: table 'training'")."""
     if not isinstance(value, dict):
-        raise ValueError(f"{path} is a JSON {type(value).__name__}, not a {kind}; {remedy}")
+        raise ValueError(
+            f"{where} is a JSON {_type_names(None if value is None else type(value))}, not a {kind}; {remedy}"
+        )
     if format is not None and value.get("format") != format:
-        raise ValueError(f"{path} is not a {kind} of format {format} (its format: {value.get('format')!r}); {remedy}")
+        raise ValueError(f"{where} is not a {kind} of format {format} (its format: {value.get('format')!r}); {remedy}")
     missing = [field for field in fields if field not in value]
     if missing:
-        raise ValueError(f"{path} lacks {missing}, so it is not a {kind} this reader can use; {remedy}")
+        raise ValueError(f"{where} lacks {missing}, so it is not a {kind} this reader can use; {remedy}")
     if isinstance(fields, Mapping):
         for field, expected in fields.items():
             if not _is_json_type(value[field], expected if isinstance(expected, tuple) else (expected,)):
                 raise ValueError(
-                    f"{path}: {field} is {json.dumps(value[field])[:60]}, not a JSON {_type_names(expected)}, so it "
+                    f"{where}: {field} is {json.dumps(value[field])[:60]}, not a JSON {_type_names(expected)}, so it "
                     f"is not a {kind} this reader can use; {remedy}"
                 )
     return value

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .json_files import read_json_object, write_json
+from .json_files import check_json_object, read_json_object, write_json
 from .paths import outputs_dir
 
 # The installed libraries whose versions can change the course's numbers: image decoding and resizing, weight
@@ -172,10 +172,33 @@ def rerun_command(stems: Sequence[str], seeds: Sequence[int] = ()) -> str:
 
 
 def read_results(directory: Path | None = None) -> list[dict]:
-    """All records, ordered by notebook name (``SystemExit`` naming a damaged one)."""
+    """All records, ordered by notebook name (``SystemExit`` naming a damaged one, or one whose tables or seed
+    aggregate the report could not show)."""
     directory = directory or results_dir()
     keys = {**NOTEBOOK_RECORD_KEYS, "tables": dict}  # the report shows the tables too
-    return [load_record(p, rerun_command([p.stem]), keys) for p in sorted(directory.glob("*.json"))]
+    records = []
+    for path in sorted(directory.glob("*.json")):
+        remedy = f"write it again with {rerun_command([path.stem])}"
+        record = load_record(path, rerun_command([path.stem]), keys)
+        try:
+            for name, table in record["tables"].items():
+                check_json_object(
+                    table, f"{path}: table {name!r}", "table", remedy, fields={"columns": list, "rows": list}
+                )
+            if "seeds" in record:  # the seed aggregate (aggregate_seeds)
+                seeds = check_json_object(
+                    record["seeds"],
+                    f"{path}: seeds",
+                    "seed aggregate",
+                    remedy,
+                    fields={"seeds": list, "mean": dict, "std": dict},
+                )
+                if not seeds["seeds"]:
+                    raise ValueError(f"{path}: seeds lists no seed; {remedy}")
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
+        records.append(record)
+    return records
 
 
 def _is_number(value) -> bool:

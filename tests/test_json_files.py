@@ -36,7 +36,7 @@ def test_a_failed_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
         (None, r"is missing or not a readable demo record \(FileNotFoundError: No such file or directory\)"),
         (b'{"format": "demo/1", "co', r"is missing or not a readable demo record \(JSONDecodeError: "),
         (b"\xff\xfe{}", r"is missing or not a readable demo record \(UnicodeDecodeError: "),
-        (b'["demo/1"]', r"is a JSON list, not a demo record"),
+        (b'["demo/1"]', r"is a JSON array, not a demo record"),
         (b'{"count": 3}', r"is not a demo record of format demo/1 \(its format: None\)"),
         (b'{"format": "demo/0", "count": 3}', r"is not a demo record of format demo/1 \(its format: 'demo/0'\)"),
         (b'{"format": "demo/1"}', r"lacks \['count'\], so it is not a demo record this reader can use"),

@@ -151,7 +151,7 @@ def test_a_damaged_or_non_object_record_is_named_with_the_command_that_writes_it
         SystemExit, match=r"01_demo.json is .*not a readable record \(JSONDecodeError.*; write it again with `make x`"
     ):
         load_record(damaged, "`make x`")
-    with pytest.raises(SystemExit, match=r"02_demo.json is a JSON list, not a record; write it again with `make x`"):
+    with pytest.raises(SystemExit, match=r"02_demo.json is a JSON array, not a record; write it again with `make x`"):
         load_record(listed, "`make x`")
     with pytest.raises(
         SystemExit, match=r"01_demo.json is .*not a readable record .*`python -m course_utils.run --only 01`"
@@ -165,10 +165,15 @@ def test_a_damaged_or_non_object_record_is_named_with_the_command_that_writes_it
         (lambda record: record.pop("tables"), r"lacks \['tables'\]"),
         (lambda record: record.update(parameters=[]), r"parameters is \[\], not a JSON object"),
         (lambda record: record.update(metrics=[1, 2]), r"metrics is \[1, 2\], not a JSON object"),
+        (lambda record: record.update(tables={"t": {"columns": []}}), r"table 't' lacks \['rows'\]"),
+        (lambda record: record.update(tables={"t": [1]}), r"table 't' is a JSON array, not a table"),
+        (lambda record: record.update(seeds={"seeds": []}), r"seeds lacks \['mean', 'std'\]"),
+        (lambda record: record.update(seeds={"seeds": [], "mean": {}, "std": {}}), r"seeds lists no seed"),
     ],
 )
 def test_a_record_edited_into_another_shape_is_named_not_a_traceback(tmp_path, edit, message):
-    """Before, the report failed with KeyError 'tables' or AttributeError 'list' ... 'get', naming no file."""
+    """Before, the report failed with KeyError 'tables' or 'rows', AttributeError 'list' ... 'get' or IndexError,
+    naming no file."""
     _record(tmp_path, "01_demo", 0, {"r10": 0.5})
     record = json.loads((tmp_path / "01_demo.json").read_text())
     edit(record)

@@ -101,7 +101,7 @@ def test_a_faiss_file_whose_kind_disagrees_with_its_settings_is_refused(tmp_path
     ("content", "message"),
     [
         ('{"format": "course_utils.Fa', r"is missing or not a readable FaissIndex settings file \(JSONDecodeError"),
-        ('["course_utils.FaissIndex/1"]', "is a JSON list, not a FaissIndex settings file"),
+        ('["course_utils.FaissIndex/1"]', "is a JSON array, not a FaissIndex settings file"),
         ('{"format": "course_utils.ExactIndex/1"}', r"is not a FaissIndex settings file of format .*'course_utils"),
         ('{"format": "course_utils.FaissIndex/1"}', r"lacks \['dim', "),
     ],
