@@ -12,15 +12,14 @@ rebuilt, and entries for files that no longer exist are dropped when it is writt
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cache import cache_lock, file_sha256, write_atomic
-from .json_files import read_json_object
+from .cache import cache_lock, file_sha256
+from .json_files import read_json_object, write_json
 from .paths import cache_dir
 
 LOG = logging.getLogger(__name__)
@@ -82,9 +81,8 @@ def content_digests(paths: Sequence[Path | str]) -> list[str | None]:
             digests.append(entry[2])
         if changed:
             kept = {name: entry for name, entry in entries.items() if os.path.isfile(name)}
-            payload = json.dumps({"version": INDEX_VERSION, "files": kept}).encode()
             try:
-                write_atomic(index_path, lambda handle: handle.write(payload))
+                write_json(index_path, {"version": INDEX_VERSION, "files": kept}, indent=None)
             except OSError as err:  # a read-only or full cache: the digests are right, only not remembered
                 LOG.warning(
                     "file-digest index %s not written (%s): the next run reads these files again",

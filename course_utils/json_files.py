@@ -18,10 +18,10 @@ from typing import Any
 from .cache import write_atomic
 
 
-def write_json(path: str | Path, value: Any) -> None:
-    """Write ``value`` to ``path`` as indented JSON (UTF-8, a final newline) through
-    :func:`course_utils.cache.write_atomic`, creating the folder."""
-    text = json.dumps(value, indent=2) + "\n"
+def write_json(path: str | Path, value: Any, indent: int | None = 2) -> None:
+    """Write ``value`` to ``path`` as JSON (UTF-8, a final newline; indented unless ``indent`` is ``None``, as for a
+    large memo no one reads by eye) through :func:`course_utils.cache.write_atomic`, creating the folder."""
+    text = json.dumps(value, indent=indent) + "\n"
     write_atomic(Path(path), lambda handle: handle.write(text.encode("utf-8")))
 
 

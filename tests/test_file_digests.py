@@ -121,10 +121,10 @@ def test_an_index_that_cannot_be_written_is_named_and_the_digests_still_returned
     """A class's read-only cache: the digests are computed all the same; only remembering them fails."""
     paths = sorted(photo_folder(tmp_path / "photos").iterdir())
 
-    def read_only(path, write):
+    def read_only(path, value, indent=2):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(file_digests, "write_atomic", read_only)
+    monkeypatch.setattr(file_digests, "write_json", read_only)
     with caplog.at_level(logging.WARNING, logger="course_utils.file_digests"):
         found = content_digests(paths)
     assert found == [hashlib.sha256(path.read_bytes()).hexdigest() for path in paths]
