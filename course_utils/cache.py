@@ -8,6 +8,12 @@ removed and rebuilt: a damaged cache heals on the next run, it never fails every
 silently wrong numbers.
 
 ``ARTIFACT_VERSIONS`` is the one place to invalidate a kind of artefact when the code that builds it changes.
+
+A cache that this user may only read (a class's shared one) is read as it is; an artefact that is damaged or new
+there is built for the run and named, not kept. The same file primitives serve the files users save: the atomic
+write (:func:`write_atomic`, :func:`torch_save_atomic`), file checksums (:func:`file_sha256`), a digest of a saved
+state's own contents (:func:`with_content_digest`: a changed byte in a tensor still unpickles), and the one-line
+summary of a load error (:func:`error_summary`, which never passes on torch's advice to load unsafely).
 """
 
 from __future__ import annotations
