@@ -12,8 +12,8 @@ silently wrong numbers.
 A cache that this user may only read (a class's shared one) is read as it is; an artefact that is damaged or new
 there is built for the run and named, not kept. The same file primitives serve the files users save: the atomic
 write (:func:`write_atomic`, :func:`torch_save_atomic`), file checksums (:func:`file_sha256`), a digest of a saved
-state's own contents (:func:`with_content_digest`: a changed byte in a tensor still unpickles), and the one-line
-summary of a load error (:func:`error_summary`, which never passes on torch's advice to load unsafely).
+state's own contents (:func:`with_content_digest`: a changed byte in a tensor still unpickles). Load errors are
+reported through :func:`course_utils.errors.error_summary`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from .errors import error_summary
 from .paths import cache_dir
 
 LOG = logging.getLogger(__name__)
@@ -121,20 +122,6 @@ def cache_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)  # releases the lock
-
-
-def error_summary(err: BaseException, limit: int = 300) -> str:
-    """``err``'s message on one line, cut at ``limit`` characters, for messages that name a file it came from.
-
-    torch's refusal to unpickle a file under ``weights_only=True`` runs over many lines and advises loading it with
-    ``weights_only=False`` (which runs any code pickled into it); the summary keeps only what it found.
-    """
-    message = " ".join(str(err).split())
-    if message.startswith("Weights only load failed"):
-        found = message.partition("WeightsUnpickler error:")[2].partition(" Check the documentation")[0].strip()
-        message = f"not a file of tensors torch reads safely ({found or 'unsupported content'})"
-    message = message[:limit] + " …" if len(message) > limit else message
-    return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
 def checksum_path(path: Path) -> Path:

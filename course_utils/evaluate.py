@@ -33,11 +33,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .cache import error_summary
 from .data import attribute_retrieval_protocol
 from .embed import encode_images, encode_texts
+from .errors import error_summary
 from .json_files import write_json
 from .metrics import chance_recall
+from .models import clip_loader
+from .models.clip_loader import BadCheckpoint
 from .models.compositors import compose, make_compositor
 from .tasks import attributes, composed, rerank, retrieval
 from .tasks.experiment import Experiment, load_experiment
@@ -49,19 +51,16 @@ RECALL_KS = {"retrieval": (1, 5, 10), "rerank": (1, 5, 10), "composed": (1, 10, 
 
 
 def load_weights(bundle, checkpoint: str | Path):
-    """``bundle`` with the weights of ``checkpoint`` (a state dict, or ``{"model": state dict}``)."""
+    """``bundle`` with the weights of ``checkpoint``, read as ``--weights`` files are
+    (:func:`course_utils.models.clip_loader.load_weights`: a state dict, or ``{"model": state dict}``, weights only)."""
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"--checkpoint {path}: no such file")
+    model = copy.deepcopy(bundle.model)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("model", state) if isinstance(state, dict) else state
-        model = copy.deepcopy(bundle.model)
-        model.load_state_dict(state)
-    except Exception as err:
-        raise ValueError(
-            f"--checkpoint {path} does not hold weights of {bundle.identity} ({error_summary(err)})"
-        ) from None
+        clip_loader.load_weights(model, path, bundle.identity)
+    except BadCheckpoint as err:
+        raise ValueError(f"--checkpoint {path} does not hold weights of {bundle.identity}: {err}") from None
     return replace(bundle, model=model.eval(), identity=f"{bundle.identity}+{path.name}")
 
 

@@ -28,8 +28,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import distributed
-from .cache import error_summary, has_intact_contents, torch_save_atomic, with_content_digest
+from .cache import has_intact_contents, torch_save_atomic, with_content_digest
 from .data.adapters import collate_skipping_unreadable
+from .errors import error_summary
 from .losses import clip_contrastive_loss, clip_contrastive_loss_local
 
 LOG = logging.getLogger(__name__)

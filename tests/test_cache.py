@@ -232,7 +232,7 @@ def test_a_process_that_waits_for_a_lock_says_so(isolated_cache, caplog):
 
 
 def test_torch_advice_to_load_without_weights_only_is_never_passed_on(tmp_path):
-    from course_utils.cache import error_summary
+    from course_utils.errors import error_summary
 
     path = tmp_path / "random.pt"
     path.write_bytes(np.random.default_rng(0).bytes(3000))

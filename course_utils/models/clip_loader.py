@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import error_summary
 from ..file_digests import content_digest
 from .tiny_clip import register_course_configs
 
@@ -134,13 +135,11 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor] | torch.jit.ScriptMo
 
 
 def _does_not_fit(path: Path, model: str, err: Exception) -> BadCheckpoint:
-    """The error for a readable checkpoint that ``model`` cannot take, with the loader's reason (torch's advice to
-    pass ``weights_only=False`` left out)."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip() and "weights_only" not in line]
-    detail = " ".join([f"{type(err).__name__}:", *lines])[:400]
+    """The error for a readable checkpoint that ``model`` cannot take, with the loader's reason (summarised by
+    :func:`course_utils.errors.error_summary`, which leaves torch's advice to pass ``weights_only=False`` out)."""
     return BadCheckpoint(
-        f"the checkpoint {path} loads but does not fit model {model!r} ({detail}); pass the model name it was "
-        "trained as"
+        f"the checkpoint {path} loads but does not fit model {model!r} ({error_summary(err, limit=400)}); pass the "
+        "model name it was trained as"
     )
 
 

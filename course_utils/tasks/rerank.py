@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..cache import error_summary, has_intact_contents, torch_save_atomic, with_content_digest
+from ..cache import has_intact_contents, torch_save_atomic, with_content_digest
 from ..data.records import Catalogue
 from ..embed import ImageTokens, TextTokens, caption_texts, encode_image_tokens, encode_text_tokens, trim_padding
+from ..errors import error_summary
 from ..metrics import recall_at_k
 from ..models.cross_modal import ImageTextMatcher
 from ..models.tokens import text_token_features
