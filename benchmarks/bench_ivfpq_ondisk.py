@@ -198,8 +198,6 @@ def search(args: argparse.Namespace, folder: Path) -> None:
 
 RECORDS = bench_records.BENCH_RECORDS / "ivfpq_ondisk"
 README_MARKERS = ("<!-- bench-ivfpq-ondisk:start -->", "<!-- bench-ivfpq-ondisk:end -->")
-# An empty file in the folder a run builds in: a later run may empty that folder, and no other.
-FOLDER_MARKER = ".bench_ivfpq_ondisk"
 # Issue 16's goals for an index bigger than RAM: search RSS, recall@10, latency, build time on 2 cores.
 GOALS = {"rss_mb": 2000, "recall": 0.90, "median_ms": 10.0, "build_s": 30 * 60}
 
@@ -362,14 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         f"shards of {args.chunk:,}; folder {folder}\n",
         flush=True,
     )
-    if folder.exists() and any(folder.iterdir()) and not (folder / FOLDER_MARKER).exists():
-        raise SystemExit(
-            f"--folder {folder} holds files this benchmark did not write (no {FOLDER_MARKER} in it), and the benchmark "
-            "empties its folder; give a new or empty folder"
-        )
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    (folder / FOLDER_MARKER).touch()  # the next run may empty this folder
+    bench_records.empty_own_folder(folder, "--folder", __file__)
     timings = build(args, folder)
     for key, value in timings.items():
         print(f"{key}: {value:,.1f}")

@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         "--work-dir",
         type=Path,
         default=None,
-        help="cache and outputs of the runs (default outputs/bench/runtimes-<profile>/; emptied first)",
+        help="cache and outputs of the runs (default outputs/bench/runtimes-<profile>/); emptied first, so it must be "
+        "new, empty or made by an earlier run of this script",
     )
     bench_records.add_record_options(parser, "Profiles, outputs and runtimes")
     args = parser.parse_args(argv)
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--caches takes fresh and/or cached, fresh first; got {args.caches!r}")
     work = (args.work_dir or outputs_dir() / "bench" / f"runtimes-{args.profile}").resolve()
     if "fresh" in caches:
-        shutil.rmtree(work, ignore_errors=True)
+        bench_records.empty_own_folder(work, "--work-dir", __file__)
     work.mkdir(parents=True, exist_ok=True)
     import torch
 

@@ -24,6 +24,7 @@ import datetime
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -139,6 +140,24 @@ def arguments(args: argparse.Namespace) -> dict:
         for name, value in vars(args).items()
         if name not in ("json", "readme", "check")
     }
+
+
+def empty_own_folder(folder: Path, option: str, script: str) -> None:
+    """Empty ``folder`` (or make it) for a run of ``script`` that writes there, and mark it as that script's.
+
+    A benchmark empties its work folder first, so it only ever empties one that is new, empty or marked by an earlier
+    run of the same script (an empty file ``.<script>`` in it); a folder of other files is refused with
+    ``SystemExit`` naming ``option``, the command-line option that chose it: a mistyped path must not cost a user's
+    files."""
+    marker = folder / f".{Path(script).stem}"
+    if folder.exists() and any(folder.iterdir()) and not marker.exists():
+        raise SystemExit(
+            f"{option} {folder} holds files this benchmark did not write (no {marker.name} in it), and the benchmark "
+            "empties its folder; give a new or empty folder"
+        )
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    marker.touch()  # the next run may empty this folder
 
 
 def keep(record: dict, path: Path | None) -> None:

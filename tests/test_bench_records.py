@@ -663,7 +663,7 @@ def test_ivfpq_bench_refuses_to_empty_a_folder_it_did_not_make(tmp_path, monkeyp
         bench.main(["--n", "1000", "--folder", str(tmp_path / "photos")])
     assert (tmp_path / "photos" / "mine.jpg").read_bytes() == b"a user's file"
     (tmp_path / "earlier").mkdir()
-    (tmp_path / "earlier" / bench.FOLDER_MARKER).touch()
+    (tmp_path / "earlier" / ".bench_ivfpq_ondisk").touch()
     (tmp_path / "earlier" / "lists.ivfdata").write_bytes(b"an earlier run's")
     left_at_build = []
 
@@ -674,4 +674,4 @@ def test_ivfpq_bench_refuses_to_empty_a_folder_it_did_not_make(tmp_path, monkeyp
     monkeypatch.setattr(bench, "build", look_then_stop)
     with pytest.raises(KeyboardInterrupt):
         bench.main(["--n", "1000", "--folder", str(tmp_path / "earlier")])
-    assert left_at_build == [bench.FOLDER_MARKER]  # an earlier run's folder is emptied and marked again
+    assert left_at_build == [".bench_ivfpq_ondisk"]  # an earlier run's folder is emptied and marked again

@@ -127,3 +127,22 @@ def test_each_profile_names_its_processor(bench):
     text = bench.readme_section([record("full", [170.4, 232.0], [21.0, 24.0]), ci])
     assert "ci: 2026-12-05 02:37 UTC, family 25 model 17, avx512f, commit abc1234" in text
     assert "full: 2026-12-02 10:00 UTC, processor not recorded, commit abc1234" in text
+
+
+def test_the_work_dir_is_emptied_only_when_new_empty_or_an_earlier_runs(bench, tmp_path, monkeypatch):
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "thesis.tex").write_text("a user's file")
+    monkeypatch.setattr(bench, "run_profile", lambda *a: pytest.fail("ran in a folder of someone else's files"))
+    with pytest.raises(SystemExit, match=r"--work-dir .*home holds files this benchmark did not write"):
+        bench.main(["--work-dir", str(tmp_path / "home")])
+    assert (tmp_path / "home" / "thesis.tex").read_text() == "a user's file"
+
+    def look_then_stop(profile, work, cache):
+        raise KeyboardInterrupt(sorted(p.name for p in work.iterdir()))
+
+    monkeypatch.setattr(bench, "run_profile", look_then_stop)
+    for _ in range(2):  # a new folder, then the same folder again: an earlier run's, emptied and marked again
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            bench.main(["--work-dir", str(tmp_path / "runs")])
+        assert stopped.value.args[0] == [".bench_runtimes"]
+        (tmp_path / "runs" / "cache").mkdir()
