@@ -260,6 +260,25 @@ def check_kernel(name: str) -> None:
         )
 
 
+def kernel_config():
+    """The traitlets config of the runner's kernel managers: CurveZMQ encryption of the kernel's sockets wherever the
+    installed libraries offer it.
+
+    A kernel talks to the runner over TCP on localhost. jupyter_client 8.9 and later can give it CurveZMQ keys (with a
+    pyzmq built with CurveZMQ, as PyPI's wheels are) but does not by default, and ipykernel 7.4 and later warns once per
+    notebook, on the run's terminal, that its code and outputs then cross the sockets in plain text. ``"auto"`` gives
+    keys to kernels whose kernelspec declares they take them (``make setup`` registers ours with ipykernel, which
+    does); older libraries are left as they are, and neither encrypt nor warn."""
+    import zmq
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    config = Config()
+    if KernelManager.class_traits().get("transport_encryption") is not None and zmq.has("curve"):
+        config.KernelManager.transport_encryption = "auto"
+    return config
+
+
 def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cell_timeout: int) -> float:
     """Execute one notebook; returns seconds taken. Raises :class:`NotebookFailed` on a failing cell."""
     import papermill
@@ -273,6 +292,7 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cell_ti
             str(output),
             parameters=parameters,
             kernel_name=kernel,
+            config=kernel_config(),
             execution_timeout=cell_timeout,
             progress_bar=False,
             cwd=str(NOTEBOOK_DIR),

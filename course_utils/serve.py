@@ -40,6 +40,7 @@ from .data import DatasetNotFound
 from .demo import load_demo_state
 from .models.clip_loader import BadCheckpoint, WeightsUnavailable
 from .paths import REPO_ROOT
+from .run import kernel_config
 
 DEMO_NOTEBOOK = REPO_ROOT / "notebooks" / "07_retrieval_demo.ipynb"
 DEFAULT_PORT = 8866
@@ -48,8 +49,12 @@ DEFAULT_PORT = 8866
 def voila_command(
     notebook: Path = DEMO_NOTEBOOK, port: int = DEFAULT_PORT, ip: str = "127.0.0.1", show_tracebacks: bool = False
 ) -> list[str]:
-    """The ``voila`` command line that serves ``notebook`` on ``ip:port`` (run with this Python)."""
+    """The ``voila`` command line that serves ``notebook`` on ``ip:port`` (run with this Python); its kernels take
+    the notebook runner's kernel config (:func:`course_utils.run.kernel_config`: encrypted sockets where offered)."""
     command = [sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--no-browser", f"--Voila.ip={ip}"]
+    command += [
+        f"--{section}.{name}={value}" for section, traits in kernel_config().items() for name, value in traits.items()
+    ]
     if show_tracebacks:
         command.append("--show_tracebacks=True")
     return command

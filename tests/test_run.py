@@ -97,6 +97,26 @@ def test_a_cell_past_the_timeout_fails_with_what_to_do(tmp_path):
         run.execute(notebook, tmp_path / "out.ipynb", {"profile": "ci"}, run.KERNEL, cell_timeout=2)
 
 
+def test_the_runners_kernels_encrypt_their_sockets_where_the_libraries_can(tmp_path, capfd):
+    import nbformat
+
+    if "transport_encryption" not in run.kernel_config().KernelManager:
+        pytest.skip("these jupyter_client and pyzmq give kernels no CurveZMQ keys (jupyter_client 8.9 and later do)")
+    notebook = tmp_path / "99_keys.ipynb"
+    cells = [
+        nbformat.v4.new_code_cell("profile = 'ci'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "from ipykernel.kernelapp import IPKernelApp\nprint(IPKernelApp.instance().curve_secretkey is not None)"
+        ),
+    ]
+    kernelspec = {"name": run.KERNEL, "display_name": run.KERNEL, "language": "python"}
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": kernelspec}), notebook)
+    run.execute(notebook, tmp_path / "out.ipynb", {"profile": "ci"}, run.KERNEL, cell_timeout=60)
+    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert executed.cells[-1].outputs[0]["text"] == "True\n"  # the kernel was started with a secret key
+    assert "without encryption" not in capfd.readouterr().err
+
+
 def test_seeds_repeat_the_experiments_and_aggregate_their_records(tmp_path, monkeypatch):
     from course_utils.paths import figures_dir
     from course_utils.results import write_results

@@ -332,6 +332,8 @@ def test_serve_command_binds_localhost_without_a_browser(monkeypatch):
     command = serve.voila_command(port=9999)
     assert command[1:4] == ["-m", "voila", str(serve.DEMO_NOTEBOOK)]
     assert "--port=9999" in command and "--no-browser" in command and "--Voila.ip=127.0.0.1" in command
+    encryption = serve.kernel_config().KernelManager.get("transport_encryption")  # the runner's kernels' setting
+    assert ("--KernelManager.transport_encryption=auto" in command) == (encryption == "auto")
     assert serve.main(["--notebook", "/nonexistent.ipynb"]) == 2
     monkeypatch.setenv("VOILA_BASE_URL", "/")
     assert cw.running_in_voila()
