@@ -268,7 +268,7 @@ def kernel_config():
     pyzmq built with CurveZMQ, as PyPI's wheels are) but does not by default, and ipykernel 7.4 and later warns once per
     notebook, on the run's terminal, that its code and outputs then cross the sockets in plain text. ``"auto"`` gives
     keys to kernels whose kernelspec declares they take them (``make setup`` registers ours with ipykernel, which
-    does); older libraries are left as they are, and neither encrypt nor warn."""
+    does). With an older jupyter_client, or a pyzmq without CurveZMQ, the config is empty and nothing changes."""
     import zmq
     from jupyter_client.manager import KernelManager
     from traitlets.config import Config
