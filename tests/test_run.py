@@ -79,16 +79,21 @@ def test_notebook_is_committed_clean_with_one_parseable_parameters_cell(notebook
     )
 
 
-def test_a_cell_past_the_timeout_fails_with_what_to_do(tmp_path):
+def two_cell_notebook(path, code: str):
+    """Write a notebook on the course's kernel at ``path``: a ``parameters`` cell, then one cell of ``code``."""
     import nbformat
 
-    notebook = tmp_path / "99_slow.ipynb"
     cells = [
         nbformat.v4.new_code_cell("profile = 'ci'", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("import time\ntime.sleep(30)"),
+        nbformat.v4.new_code_cell(code),
     ]
     kernelspec = {"name": run.KERNEL, "display_name": run.KERNEL, "language": "python"}
-    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": kernelspec}), notebook)
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": kernelspec}), path)
+    return path
+
+
+def test_a_cell_past_the_timeout_fails_with_what_to_do(tmp_path):
+    notebook = two_cell_notebook(tmp_path / "99_slow.ipynb", "import time\ntime.sleep(30)")
     with pytest.raises(
         run.NotebookFailed,
         match=r"99_slow.ipynb: a cell ran longer than --cell-timeout 2 s .* "
@@ -102,15 +107,10 @@ def test_the_runners_kernels_encrypt_their_sockets_where_the_libraries_can(tmp_p
 
     if "transport_encryption" not in run.kernel_config().KernelManager:
         pytest.skip("these jupyter_client and pyzmq give kernels no CurveZMQ keys (jupyter_client 8.9 and later do)")
-    notebook = tmp_path / "99_keys.ipynb"
-    cells = [
-        nbformat.v4.new_code_cell("profile = 'ci'", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(
-            "from ipykernel.kernelapp import IPKernelApp\nprint(IPKernelApp.instance().curve_secretkey is not None)"
-        ),
-    ]
-    kernelspec = {"name": run.KERNEL, "display_name": run.KERNEL, "language": "python"}
-    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": kernelspec}), notebook)
+    notebook = two_cell_notebook(
+        tmp_path / "99_keys.ipynb",
+        "from ipykernel.kernelapp import IPKernelApp\nprint(IPKernelApp.instance().curve_secretkey is not None)",
+    )
     run.execute(notebook, tmp_path / "out.ipynb", {"profile": "ci"}, run.KERNEL, cell_timeout=60)
     executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     assert executed.cells[-1].outputs[0]["text"] == "True\n"  # the kernel was started with a secret key
