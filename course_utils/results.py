@@ -178,8 +178,9 @@ def read_results(directory: Path | None = None) -> list[dict]:
     keys = {**NOTEBOOK_RECORD_KEYS, "tables": dict}  # the report shows the tables too
     records = []
     for path in sorted(directory.glob("*.json")):
-        remedy = f"write it again with {rerun_command([path.stem])}"
-        record = load_record(path, rerun_command([path.stem]), keys)
+        command = rerun_command([path.stem])
+        remedy = f"write it again with {command}"  # load_record's remedy, for the checks below
+        record = load_record(path, command, keys)
         try:
             for name, table in record["tables"].items():
                 check_json_object(
