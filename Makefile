@@ -6,16 +6,26 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run run-ci test lint bench serve clean-cache student slides slides-js records findings run-real records-real
+.PHONY: setup lock run run-ci test lint bench serve clean-cache student slides slides-js records findings run-real records-real
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml Makefile
+# constraints.txt pins every distribution requirements.txt pulls in, at the versions the tests passed with (make lock
+# writes it); make setup CONSTRAINTS= resolves afresh instead (another Python or platform). The stamp names the
+# constraints the venv was installed under: tests/test_lockfile.py checks the venv against them.
+CONSTRAINTS ?= constraints.txt
+
+$(STAMP): requirements.txt $(CONSTRAINTS) pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name fashion-clip-course --display-name "fashion-clip-course" >/dev/null
-	touch $(STAMP)
+	echo "constraints: $(CONSTRAINTS)" > $(STAMP)
+
+# make lock — pin what this venv has -> constraints.txt (after a requirements change: make setup CONSTRAINTS=, make
+#             test, then make lock)
+lock: setup
+	$(PY) -m course_utils.lockfile write
 
 # make run SEEDS=0,1,2 — the experiment notebooks under three seeds, records with mean and std (under 1 h on 2 cores;
 #                        README › What the experiments show ends with the committed run's runtimes)

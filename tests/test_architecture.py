@@ -33,7 +33,18 @@ LAYERS = [
     {"tasks"},
     {"retriever", "vector_db"},
     {"demo"},
-    {"widgets", "run", "evaluate", "serve", "classroom", "findings", "bench_records", "handouts", "train_contrastive"},
+    {
+        "widgets",
+        "run",
+        "evaluate",
+        "serve",
+        "classroom",
+        "findings",
+        "bench_records",
+        "handouts",
+        "train_contrastive",
+        "lockfile",
+    },
 ]
 
 
