@@ -97,9 +97,9 @@ records-real:
 
 # make records  — copy the full run's records and timings (outputs/results/*.json, outputs/timings-full.json, after
 #                make run SEEDS=0,1,2) to results/full/ (the findings then end with the run's runtimes)
-# make findings — regenerate the README's findings sections from results/full/ and results/real/, and
-#                results/another-host/{full,real}/FINDINGS.md from the records beside each (tests/test_findings.py
-#                checks them)
+# make findings — regenerate the README's findings sections from results/full/ and results/real/, each
+#                results/other-hosts/<host>-<profile>/FINDINGS.md from the records beside it, and README ›
+#                Reproducibility's table of those hosts (tests/test_findings.py checks them all)
 records:
 	@ls outputs/results/[0-9][0-9]_*.json >/dev/null || { echo "no records in outputs/results: run make run"; exit 1; }
 	mkdir -p results/full && cp outputs/results/[0-9][0-9]_*.json outputs/timings-full.json results/full/
@@ -107,6 +107,6 @@ records:
 findings: setup
 	$(PY) -m course_utils.findings
 	@if ls results/real/[0-9][0-9]_*.json >/dev/null 2>&1; then $(PY) -m course_utils.findings --profile real; fi
-	$(PY) -m course_utils.findings --profile real --records results/another-host/real \
-		--readme results/another-host/real/FINDINGS.md
-	$(PY) -m course_utils.findings --records results/another-host/full --readme results/another-host/full/FINDINGS.md
+	@for folder in results/other-hosts/*-*/; do folder=$${folder%/}; \
+	  $(PY) -m course_utils.findings --profile $${folder##*-} --records $$folder --readme $$folder/FINDINGS.md || exit 1; done
+	$(PY) -m course_utils.findings --hosts

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -29,14 +27,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from course_utils import bench_records  # noqa: E402
 from course_utils.paths import REPO_ROOT, outputs_dir  # noqa: E402
+from course_utils.results import is_timing_metric, same_metric_value  # noqa: E402
 
 RECORDS = bench_records.BENCH_RECORDS / "runtimes"
 README_MARKERS = ("<!-- bench-runtimes:start -->", "<!-- bench-runtimes:end -->")
 # The course's budgets for a whole profile's run from an empty cache (set by its issues, not measured).
 BUDGETS_S = {"ci": 8 * 60, "full": 30 * 60}
 CACHES = ("fresh", "cached")
-# Metric names that are timings (latencies, seconds, throughputs): the ones a rerun is expected to change.
-TIMING = re.compile(r"latency|seconds|runtime|_s$|_s_|per_s|(^|[_/])ms([_/]|$)")
 
 
 def run_profile(profile: str, work: Path, cache: str) -> dict:
@@ -66,17 +63,13 @@ def run_profile(profile: str, work: Path, cache: str) -> dict:
 def differing_metrics(first: dict, second: dict) -> list[str]:
     """``notebook.metric`` names whose values differ between two runs' metrics (or that only one run has);
     NaN equals NaN."""
-
-    def same(a, b) -> bool:
-        return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
-
     names = []
     for stem in sorted(set(first) | set(second)):
         left, right = first.get(stem, {}), second.get(stem, {})
         names += [
             f"{stem}.{name}"
             for name in sorted(set(left) | set(right))
-            if name not in left or name not in right or not same(left[name], right[name])
+            if name not in left or name not in right or not same_metric_value(left[name], right[name])
         ]
     return names
 
@@ -170,7 +163,7 @@ def readme_section(records: list[dict]) -> str:
         if names is None:
             compared.append(f"`{profile}`: one run only, not compared")
             continue
-        timings = [name for name in names if TIMING.search(name.split(".", 1)[1])]
+        timings = [name for name in names if is_timing_metric(name.split(".", 1)[1])]
         others = [name for name in names if name not in timings]
         compared.append(
             f"`{profile}`: {latest[profile]['metrics_compared']} metrics, {len(timings)} timings "

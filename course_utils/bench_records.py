@@ -33,7 +33,7 @@ from pathlib import Path
 from .findings import README, update_readme
 from .json_files import write_json
 from .paths import REPO_ROOT
-from .results import cpu_model, cpu_signature, library_versions, load_record, markdown_table_text
+from .results import cpu_generation, cpu_model, cpu_signature, library_versions, load_record, markdown_table_text
 
 BENCH_RECORDS = REPO_ROOT / "results" / "bench"
 
@@ -223,18 +223,6 @@ def plain_cell(value: object, column: str) -> str:
 def cpu_steal(conditions: dict) -> str | None:
     """A run's CPU steal share as a percent (``"10%"``), or ``None`` for a record kept before it was measured."""
     return f"{conditions['cpu_steal_share']:.0%}" if "cpu_steal_share" in conditions else None
-
-
-def cpu_generation(conditions: dict) -> str:
-    """A run's processor as a table shows it, ``"family 25 model 17, avx512f"``: the generation and the widest vector
-    extension in its ``cpu_signature`` (hosts of one generic model name can differ in both), or ``""`` for a record
-    kept before the signature was."""
-    signature = conditions.get("cpu_signature")
-    if not signature:
-        return ""
-    generation, _, flags = signature.partition("; ")
-    widest = next((flag for flag in ("avx512f", "avx2", "avx") if flag in flags.split()), None)
-    return ", ".join(part for part in (generation.split(" stepping")[0], widest) if part)
 
 
 def processor(conditions: dict) -> str:

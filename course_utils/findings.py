@@ -7,9 +7,10 @@ those records and writes them between the markers ``<!-- findings:start -->`` an
 (``tests/test_findings.py`` runs it), so no hand-typed number can drift from the run that produced it.
 ``--profile real`` does the same for the real-photo profile's records (``results/real/``, markers
 ``findings-real``). ``--records DIR --readme FILE`` renders the same bullets from another folder of records into
-another file with the same markers (``results/another-host/real/FINDINGS.md``: the real profile's records from a
-second host). ``update_readme`` serves any README section rendered from records: the benchmarks' ``--readme`` use it
-too, through ``course_utils.bench_records``.
+another file with the same markers (``results/other-hosts/<host>-<profile>/FINDINGS.md``: a profile's records rerun
+on another host); ``--hosts`` renders README › Reproducibility's table that sets each such folder against the
+committed records (markers ``hosts``). ``update_readme`` serves any README section rendered from records: the
+benchmarks' ``--readme`` use it too, through ``course_utils.bench_records``.
 
 Records made with ``--seeds`` (``make run SEEDS=0,1,2``) carry each metric under every seed: the bullets then give
 mean ± std over the seeds, and each comparison the course draws is rendered with its verdict — a *finding* only
@@ -22,10 +23,20 @@ import argparse
 import re
 import statistics
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
+from typing import NamedTuple
 
 from .paths import REPO_ROOT
-from .results import NOTEBOOK_RECORD_KEYS, load_record, parse_timing_key
+from .results import (
+    NOTEBOOK_RECORD_KEYS,
+    cpu_generation,
+    is_timing_metric,
+    load_record,
+    markdown_table_text,
+    parse_timing_key,
+    same_metric_value,
+)
 
 RECORDS = REPO_ROOT / "results" / "full"
 README = REPO_ROOT / "README.md"
@@ -37,6 +48,12 @@ SECTIONS = {
 }
 # The make targets that run each profile's notebooks and copy their records into its folder of SECTIONS.
 MAKE_TARGETS = {"full": ("make run", "make records"), "real": ("make run-real", "make records-real")}
+# Reruns of a profile's experiments on other hosts: one folder of records each, named <maker>-<generation>-<profile>
+# (README › Reproducibility's table compares each with the committed records of its profile).
+OTHER_HOSTS = REPO_ROOT / "results" / "other-hosts"
+HOSTS_START, HOSTS_END = "<!-- hosts:start -->", "<!-- hosts:end -->"
+# While verdicts() renders, compare() notes each comparison's verdict here.
+_verdicts_drawn: ContextVar[dict | None] = ContextVar("verdicts_drawn", default=None)
 
 
 def remake_records(profile: str) -> str:
@@ -131,7 +148,22 @@ def compare(
         # seeds going both ways decide the verdict alone; without them, the equal seeds are why it is no finding
         ties = f", equal under {equal_in}" if equal_in and not (higher_in and lower_in) else ""
         verdict = f"{counted} of {n} seeds{ties}: not a finding"
+    drawn = _verdicts_drawn.get()
+    if drawn is not None:
+        drawn[higher, lower] = verdict.endswith(": a finding")
     return f"{mean:+.{digits}f} ± {std:.{digits}f}{unit}, {verdict}"
+
+
+def verdicts(records: dict[str, dict], profile: str = "full") -> dict[tuple[str, str | None], bool]:
+    """``{(higher, lower): is it a finding}`` for every comparison over seeds that the findings draw from
+    ``records`` (``{notebook number: record}``), noted as the bullets render, so the list is the bullets' own."""
+    drawn: dict[tuple[str, str | None], bool] = {}
+    token = _verdicts_drawn.set(drawn)
+    try:
+        render_findings(records, profile)
+    finally:
+        _verdicts_drawn.reset(token)
+    return drawn
 
 
 def _01(r: dict) -> str:
@@ -400,6 +432,135 @@ def render_runtimes(timings: dict[str, float]) -> str:
     )
 
 
+def values_by_seed(record: dict) -> dict[str, dict[int, object]]:
+    """``{metric: {seed: value}}``: a record made with ``--seeds`` under each of its seeds, another under its one."""
+    seeds = record.get("seeds")
+    if seeds:
+        return {name: dict(zip(seeds["seeds"], values)) for name, values in seeds["values"].items()}
+    return {name: {record["parameters"].get("seed"): value} for name, value in record["metrics"].items()}
+
+
+# Metrics on the 0-1 scale of retrieval quality (recalls, mAP): the ones whose largest move the hosts' table gives.
+RETRIEVAL_QUALITY = re.compile(r"(R@\d+|recall)$|^map/")
+
+
+class Moved(NamedTuple):
+    """How one notebook's values on another host compare with the committed ones."""
+
+    differ: int  # values that differ
+    compared: int  # values compared
+    largest: tuple[float, str, int, float, float] | None  # (|difference|, metric, seed, committed, rerun) of a recall
+
+
+def moved_values(reference: dict[str, dict], rerun: dict[str, dict]) -> dict[str, Moved]:
+    """``{notebook number: Moved}`` between two folders' records: every metric but the timings
+    (:func:`course_utils.results.is_timing_metric`), under every seed that both records hold, of every notebook that
+    both folders hold; ``largest``: the largest difference of a recall or mAP (:data:`RETRIEVAL_QUALITY`)."""
+    moved = {}
+    for number in sorted(reference.keys() & rerun.keys()):
+        here, there = values_by_seed(reference[number]), values_by_seed(rerun[number])
+        pairs = [
+            (name, seed, here[name][seed], there[name][seed])
+            for name in sorted(here.keys() & there.keys())
+            if not is_timing_metric(name)
+            for seed in sorted(here[name].keys() & there[name].keys())
+        ]
+        differing = [pair for pair in pairs if not same_metric_value(*pair[2:])]
+        quality = [
+            (abs(b - a), name, seed, a, b)
+            for name, seed, a, b in differing
+            if RETRIEVAL_QUALITY.search(name) and isinstance(a, float) and isinstance(b, float)
+        ]
+        moved[number] = Moved(len(differing), len(pairs), max(quality, default=None))
+    return moved
+
+
+def processors(records: dict[str, dict]) -> str:
+    """``"Intel(R) Xeon(R) Processor, family 6 model 167, avx512f"``: the processor the records' ``environment``
+    names (several joined by " / ")."""
+    names = {
+        ", ".join(part for part in (env.get("cpu", "processor not recorded"), cpu_generation(env)) if part)
+        for env in (record.get("environment", {}) for record in records.values())
+    }
+    return " / ".join(sorted(names))
+
+
+def seeds_run(records: dict[str, dict]) -> str:
+    """``"0, 1, 2 (07, 08: 0)"``: the seeds most of the notebooks ran under, and those of the others."""
+    by_notebook = {
+        number: ", ".join(map(str, values_by_seed(record)[next(iter(record["metrics"]))]))
+        for number, record in sorted(records.items())
+    }
+    common = max(by_notebook.values(), key=list(by_notebook.values()).count)
+    others: dict[str, list[str]] = {}
+    for number, seeds in by_notebook.items():
+        if seeds != common:
+            others.setdefault(seeds, []).append(number)
+    groups = "; ".join(f"{', '.join(numbers)}: {seeds}" for seeds, numbers in others.items())
+    return common + (f" ({groups})" if groups else "")
+
+
+def comparison_name(pair: tuple[str, str | None]) -> str:
+    higher, lower = pair
+    return f"`{higher}`" + (f" over `{lower}`" if lower else "")
+
+
+def host_row(folder: Path, profile: str, reference: dict[str, dict] | None) -> list[str]:
+    """A row of :func:`render_hosts`: ``folder``'s records set against the committed ``reference`` ones (``None``:
+    ``folder`` holds the committed records)."""
+    records = read_records(folder, profile)
+    drawn = verdicts(records, profile)
+    row = [f"`{shown(folder)}/`", profile, processors(records), seeds_run(records)]
+    if reference is None:
+        findings = sum(drawn.values())
+        return [*row, "(the committed records)", f"{len(drawn)} comparisons, {findings} of them findings"]
+    moved = moved_values(reference, records)
+    exact = [number for number, found in moved.items() if found.differ == 0]
+    values = "; ".join(
+        ([f"{', '.join(exact)}: none"] if exact else [])
+        + [f"{number}: {found.differ} of {found.compared}" for number, found in moved.items() if found.differ]
+    )
+    largest = max((found.largest + (number,) for number, found in moved.items() if found.largest), default=None)
+    if largest:
+        _, name, seed, before, after, number = largest
+        values += (
+            f". Largest move of a recall or mAP: {number}'s `{name}` under seed {seed}, {before:.3f} → {after:.3f}"
+        )
+    committed = verdicts(reference, profile)
+    shared = sorted(committed.keys() & drawn.keys(), key=str)
+    differing = [
+        f"{comparison_name(pair)} ({'a finding' if drawn[pair] else 'not a finding'} here, "
+        f"{'one' if committed[pair] else 'not one'} on the committed records)"
+        for pair in shared
+        if committed[pair] != drawn[pair]
+    ]
+    same = f"{len(shared) - len(differing)} of {len(shared)} the same"
+    return [*row, values, same + (f"; {'; '.join(differing)}" if differing else "")]
+
+
+def render_hosts(other_hosts: Path = OTHER_HOSTS) -> str:
+    """README › Reproducibility's table: for each profile, its committed records, then each rerun of them on another
+    host (``other_hosts/<name>-<profile>/``): which values came out equal, and which verdicts of the findings."""
+    rows = []
+    for profile, (folder, _, _) in SECTIONS.items():
+        rows.append(host_row(folder, profile, None))
+        reference = read_records(folder, profile)
+        rows += [host_row(other, profile, reference) for other in sorted(other_hosts.glob(f"*-{profile}"))]
+    columns = [
+        "records",
+        "profile",
+        "processor",
+        "seeds",
+        "metric values unlike the committed ones', by notebook (seed by seed; timings left out)",
+        "verdicts of the findings",
+    ]
+    return (
+        f"Generated by `python -m course_utils.findings --hosts` from the records in `{shown(OTHER_HOSTS)}/` and "
+        f"{' and '.join(f'`{shown(folder)}/`' for folder, _, _ in SECTIONS.values())}.\n\n"
+        + markdown_table_text(columns, rows)
+    )
+
+
 def replace_section(text: str, body: str, start: str = START, end: str = END, document: str = "README") -> str:
     """``text`` with everything between the ``start`` and ``end`` marker lines replaced by ``body``.
 
@@ -444,7 +605,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=Path, help="records folder (default: results/<profile>/)")
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 when the README is stale")
+    parser.add_argument(
+        "--hosts",
+        action="store_true",
+        help="render README › Reproducibility's table of the reruns on other hosts (results/other-hosts/) instead",
+    )
     args = parser.parse_args(argv)
+    if args.hosts:
+        readme = args.readme.resolve()
+        command = "python -m course_utils.findings --hosts" + (f" --readme {shown(readme)}" if readme != README else "")
+        return update_readme(readme, render_hosts(), HOSTS_START, HOSTS_END, args.check, OTHER_HOSTS, command)
     default_records, start, end = SECTIONS[args.profile]
     records, readme = (args.records or default_records).resolve(), args.readme.resolve()
     timings = records / f"timings-{args.profile}.json"

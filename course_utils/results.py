@@ -63,6 +63,18 @@ def cpu_signature(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     return f"{generation}; {' '.join(flag for flag in KERNEL_FLAGS if flag in flags)}".rstrip("; ")
 
 
+def cpu_generation(conditions: dict) -> str:
+    """A run's processor as a table shows it, ``"family 25 model 17, avx512f"``: the generation and the widest vector
+    extension in its ``cpu_signature`` (hosts of one generic model name can differ in both), or ``""`` for a record
+    kept before the signature was."""
+    signature = conditions.get("cpu_signature")
+    if not signature:
+        return ""
+    generation, _, flags = signature.partition("; ")
+    widest = next((flag for flag in ("avx512f", "avx2", "avx") if flag in flags.split()), None)
+    return ", ".join(part for part in (generation.split(" stepping")[0], widest) if part)
+
+
 def library_versions(names: Sequence[str] = NUMERIC_LIBRARIES) -> dict[str, str | None]:
     """Installed version of each distribution in ``names`` (``None`` when it is not installed), read from the
     package metadata without importing it."""
@@ -204,6 +216,22 @@ def read_results(directory: Path | None = None) -> list[dict]:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# Metric names that are timings (latencies, seconds, throughputs): the ones a rerun on the same machine changes.
+TIMING_METRIC = re.compile(r"latency|seconds|runtime|_s$|_s_|per_s|(^|[_/])ms([_/]|$)")
+
+
+def is_timing_metric(name: str) -> bool:
+    """True for a metric that measures time (``latency_ms/dual``, ``runtime_s``, ``train_images_per_s_1proc``): a
+    rerun gives another value, so comparisons of reruns leave it out."""
+    return TIMING_METRIC.search(name) is not None
+
+
+def same_metric_value(first, second) -> bool:
+    """Whether two runs gave a metric the same value; NaN (``null`` in a record) equals NaN."""
+    nan = (isinstance(first, float) and math.isnan(first)) and (isinstance(second, float) and math.isnan(second))
+    return first == second or nan
 
 
 def timing_key(stem: str, seed: int | None = None) -> str:

@@ -8,6 +8,7 @@ import pytest
 
 from course_utils import findings
 from course_utils.paths import REPO_ROOT
+from course_utils.results import is_timing_metric
 from tests.conftest import load_benchmark
 
 
@@ -272,32 +273,32 @@ def test_column_span_collapses_equal_ends():
     assert findings.column_span({**table, "rows": [["x", 5.2], ["y", 7.6]]}, "ms") == "5–8"
 
 
-def another_host_records(profile: str) -> tuple[dict, dict]:
-    """The records from another host (``results/another-host/<profile>/``: the experiments' metrics under seeds 0, 1
-    and 2 of that profile) and the committed ones of the same notebooks (``results/<profile>/``), by stem."""
-    rerun = {
-        p.stem: json.loads(p.read_text())
-        for p in sorted((REPO_ROOT / "results" / "another-host" / profile).glob("0*.json"))
-    }
+AMD_REAL, INTEL_FULL = "amd-family25-model17-real", "intel-family6-model167-full"
+
+
+def other_host_records(host: str) -> tuple[dict, dict]:
+    """The records rerun on another host (``results/other-hosts/<host>/``, ``host`` ending in its profile) and the
+    committed ones of the same notebooks (``results/<profile>/``), by stem."""
+    profile = host.rsplit("-", 1)[1]
+    rerun = {p.stem: json.loads(p.read_text()) for p in sorted((findings.OTHER_HOSTS / host).glob("0*.json"))}
     committed = {stem: json.loads((REPO_ROOT / "results" / profile / f"{stem}.json").read_text()) for stem in rerun}
     return rerun, committed
 
 
-def test_the_another_host_records_say_what_readme_reproducibility_says():
-    """README › Reproducibility's check on another host: the real profile's photo model trained there moved the
-    numbers, in the directions the README names. (Its full-profile records equalled the committed ones until the
-    drawings changed on 2026-12-05; the committed ones were then rerun on that host, and its own were removed.
-    ``results/another-host/full/`` holds another host's since: the next test.)"""
+def test_the_later_amd_hosts_real_records_say_what_the_reproducibility_log_says():
+    """``results/REPRODUCIBILITY.md``, a later AMD generation: the real profile's photo model trained there moved the
+    numbers, in the directions the log names. (Its full-profile records equalled the committed ones until the
+    drawings changed on 2026-12-05; the committed ones were then rerun on that host, and its own were removed.)"""
     runtimes = load_benchmark("bench_runtimes")
     stems = ["01_baseline_clip", "02_fine_tuning", "03_cross_modal_attention", "04_random_init_ablation"]
     stems += ["05_conditional_embeddings", "06_composed_retrieval"]
-    rerun, committed = another_host_records("real")
+    rerun, committed = other_host_records(AMD_REAL)
     assert sorted(rerun) == stems
     assert all(rerun[stem]["parameters"]["seed"] == committed[stem]["parameters"]["seed"] == 0 for stem in stems)
     differing = runtimes.differing_metrics(
         {stem: committed[stem]["metrics"] for stem in stems}, {stem: rerun[stem]["metrics"] for stem in stems}
     )
-    assert [name for name in differing if not runtimes.TIMING.search(name.split(".", 1)[1])] != []
+    assert [name for name in differing if not is_timing_metric(name.split(".", 1)[1])] != []
     host = {record["environment"]["cpu_signature"] for record in rerun.values()}
     assert len(host) == 1 and host != {record["environment"]["cpu_signature"] for record in committed.values()}
 
@@ -328,35 +329,30 @@ def test_the_another_host_records_say_what_readme_reproducibility_says():
     assert difference(rerun[photo_labels[0]], *photo_labels[1:]) < 0  # below the dual encoder on the other host
 
 
-def seed_values(record: dict) -> dict[str, list]:
-    """Each metric's values by seed: a three-seed record's ``seeds.values``, a one-seed record's metrics as lists."""
-    return record["seeds"]["values"] if record.get("seeds") else {n: [v] for n, v in record["metrics"].items()}
-
-
-def test_the_full_profile_on_another_makers_processor_moves_what_readme_reproducibility_says():
-    """README › Reproducibility, another processor maker: an Intel host's full-profile run, set against the committed
-    (AMD) records seed by seed, gives 01's and 07's metrics exactly; 02's losses differ in the seventh digit; 04 all
-    but two values; 05 and 06 move by less than 0.01, 03's cross-encoder's R@1 by up to 0.04, 08's on-disk recall."""
-    runtimes = load_benchmark("bench_runtimes")
-    rerun, committed = another_host_records("full")
+def test_the_full_profile_on_another_makers_processor_moves_what_the_reproducibility_log_says():
+    """``results/REPRODUCIBILITY.md``, another processor maker: an Intel host's full-profile run, set against the
+    committed (AMD) records seed by seed, gives 01's and 07's metrics exactly; 02's losses differ in the seventh
+    digit; 04 all but two values; 05 and 06 move by less than 0.01, 03's cross-encoder's R@1 by up to 0.04, 08's
+    on-disk recall."""
+    rerun, committed = other_host_records(INTEL_FULL)
     assert sorted(stem[:2] for stem in rerun) == ["01", "02", "03", "04", "05", "06", "07", "08"]
     makers = {record["environment"]["cpu"].split()[0] for record in rerun.values()}
     assert makers == {"Intel(R)"} and {record["environment"]["cpu"] for record in committed.values()} == {"AMD EPYC"}
     assert all(rerun[stem]["environment"]["libraries"] == committed[stem]["environment"]["libraries"] for stem in rerun)
     moved = {}
     for stem in rerun:
-        here, there = seed_values(committed[stem]), seed_values(rerun[stem])
+        here, there = findings.values_by_seed(committed[stem]), findings.values_by_seed(rerun[stem])
         assert here.keys() == there.keys(), stem
         moved[stem[:2]] = {
             (name, seed): abs(there[name][seed] - here[name][seed])
             for name in here
-            if not runtimes.TIMING.search(name)
-            for seed in range(len(here[name]))
+            if not is_timing_metric(name)
+            for seed in here[name]
             if there[name][seed] != here[name][seed]
         }
     assert moved["01"] == {} and moved["07"] == {}
     assert {name for name, _ in moved["02"]} == {"full_finetune_final_loss", "full_finetune_i2t_R@1"}
-    losses = seed_values(committed["02_fine_tuning"])["full_finetune_final_loss"]
+    losses = findings.values_by_seed(committed["02_fine_tuning"])["full_finetune_final_loss"]
     assert all(moved["02"]["full_finetune_final_loss", seed] < 1e-6 * losses[seed] for seed in range(3))
     assert len(moved["04"]) == 2
     assert 0 < max(moved["05"].values()) < 0.01 and 0 < max(moved["06"].values()) < 0.01
@@ -366,46 +362,39 @@ def test_the_full_profile_on_another_makers_processor_moves_what_readme_reproduc
     assert ("ondisk_best_recall", 0) in moved["08"]
 
 
-def test_the_full_profiles_verdicts_are_the_same_on_the_other_makers_processor(monkeypatch):
-    """README › Reproducibility: every comparison the full profile's findings draw gets the same verdict from the
-    Intel host's three seeds as from the committed ones."""
-    another_host, committed = another_host_records("full")
+def by_number(records: dict[str, dict]) -> dict[str, dict]:
+    return {stem[:2]: record for stem, record in records.items()}
+
+
+def test_the_full_profiles_verdicts_are_the_same_on_the_other_makers_processor():
+    """``results/REPRODUCIBILITY.md``: every comparison the full profile's findings draw gets the same verdict from
+    the Intel host's three seeds as from the committed ones."""
+    another_host, committed = other_host_records(INTEL_FULL)
     seeded = [stem for stem in committed if committed[stem].get("seeds")]
     assert len(seeded) == 6 and all(another_host[stem]["seeds"]["seeds"] == [0, 1, 2] for stem in seeded)
-    here, there = verdicts(committed, monkeypatch, "full"), verdicts(another_host, monkeypatch, "full")
+    here, there = findings.verdicts(by_number(committed), "full"), findings.verdicts(by_number(another_host), "full")
     assert len(here) > 10 and here == there
 
 
-@pytest.mark.parametrize("profile", ["full", "real"])
-def test_the_another_host_findings_file_agrees_with_its_records(profile):
-    folder = REPO_ROOT / "results" / "another-host" / profile
-    args = ["--profile", profile, "--records", str(folder), "--readme", str(folder / "FINDINGS.md")]
+@pytest.mark.parametrize("host", sorted(path.name for path in findings.OTHER_HOSTS.iterdir() if path.is_dir()))
+def test_each_other_hosts_findings_file_agrees_with_its_records(host):
+    folder = findings.OTHER_HOSTS / host
+    args = ["--profile", host.rsplit("-", 1)[1], "--records", str(folder), "--readme", str(folder / "FINDINGS.md")]
     assert findings.main([*args, "--check"]) == 0
 
 
-def verdicts(records: dict[str, dict], monkeypatch, profile: str = "real") -> dict[tuple[str, str | None], bool]:
-    """``{(higher, lower): is it a finding}`` for every comparison the findings bullets draw from ``records`` (by
-    stem), recorded as the bullets render, so the list is the bullets' own."""
-    drawn, compare = {}, findings.compare
-
-    def recording(record: dict, higher: str, lower: str | None = None, *options, **named) -> str:
-        text = compare(record, higher, lower, *options, **named)
-        drawn[higher, lower] = text.endswith(": a finding")
-        return text
-
-    with monkeypatch.context() as patch:
-        patch.setattr(findings, "compare", recording)
-        findings.render_findings({stem[:2]: record for stem, record in records.items()}, profile)
-    return drawn
+def test_the_readmes_table_of_other_hosts_agrees_with_the_records():
+    assert findings.main(["--hosts", "--check"]) == 0
 
 
-def test_the_verdicts_that_differ_between_the_hosts_are_the_three_readme_reproducibility_names(monkeypatch):
-    """README › Reproducibility: on the other host's three seeds, 02's full fine-tuning over zero-shot and 03's labels
-    guessed from the photos are not findings (they are on the committed records), 02's two-stage recipe below full
-    fine-tuning is one (it is not on the committed records), and every other verdict is the same."""
-    another_host, committed = another_host_records("real")
+def test_the_verdicts_that_differ_between_the_amd_hosts_are_the_three_the_log_names():
+    """``results/REPRODUCIBILITY.md``: on the later AMD host's three seeds, 02's full fine-tuning over zero-shot and
+    03's labels guessed from the photos are not findings (they are on the committed records), 02's two-stage recipe
+    below full fine-tuning is one (it is not on the committed records), and every other verdict is the same."""
+    another_host, committed = other_host_records(AMD_REAL)
     assert all(record["seeds"]["seeds"] == [0, 1, 2] for record in [*another_host.values(), *committed.values()])
-    here, there = verdicts(committed, monkeypatch), verdicts(another_host, monkeypatch)
+    here = findings.verdicts(by_number(committed), "real")
+    there = findings.verdicts(by_number(another_host), "real")
     assert here.keys() == there.keys() and len(here) > 3
     differing = {pair: (here[pair], there[pair]) for pair in here if here[pair] != there[pair]}
     assert differing == {
@@ -475,3 +464,52 @@ def test_a_missing_readme_or_one_without_the_markers_is_named(tmp_path):
         SystemExit, match=r"FINDINGS.md has no <!-- findings:start --> \.\.\. <!-- findings:end --> lines"
     ):
         findings.main(args)
+
+
+def test_the_hosts_table_counts_the_values_that_moved_and_names_each_verdict_that_changed(tmp_path, monkeypatch):
+    amd = {"cpu": "AMD EPYC", "cpu_signature": "family 25 model 17 stepping 1; avx avx2 fma avx512f"}
+    intel = {"cpu": "Intel(R) Xeon(R) Processor", "cpu_signature": "family 6 model 167 stepping 1; avx avx2 avx512f"}
+    committed, rerun = tmp_path / "committed", tmp_path / "other-hosts" / "intel-family6-model167-full"
+    for folder, environment, stage1, latency in [
+        (committed, amd, [0.45, 0.46, 0.44], 3.0),  # stage 1 over global CLIP: a finding
+        (rerun, intel, [0.45, 0.39, 0.44], 4.0),  # seed 1 now below global CLIP: not a finding
+    ]:
+        folder.mkdir(parents=True)
+        conditional = seeded_record(
+            "05_conditional_embeddings",
+            {
+                "map/global_clip/overall": [0.38, 0.40, 0.39],
+                "map/crl_stage1/overall": stage1,
+                "map/crl_stage2/overall": [0.46, 0.45, 0.45],  # stage 2 over stage 1: no finding either way
+            },
+        )
+        demo = {
+            "notebook": "07_retrieval_demo",
+            "parameters": {"profile": "full", "seed": 0},
+            "metrics": {"gallery_size": 100, "median_ms_text": latency},  # a timing: left out of the comparison
+        }
+        for record in (conditional, demo):
+            (folder / f"{record['notebook']}.json").write_text(json.dumps({**record, "environment": environment}))
+    monkeypatch.setitem(findings.SECTIONS, "full", (committed, findings.START, findings.END))
+    monkeypatch.delitem(findings.SECTIONS, "real")
+    table = findings.render_hosts(tmp_path / "other-hosts").splitlines()[2:]
+    assert table[2].split(" | ")[2:] == [
+        "AMD EPYC, family 25 model 17, avx512f",
+        "0, 1, 2 (07: 0)",
+        "(the committed records)",
+        "2 comparisons, 1 of them findings |",
+    ]
+    assert table[3].split(" | ")[2:] == [
+        "Intel(R) Xeon(R) Processor, family 6 model 167, avx512f",
+        "0, 1, 2 (07: 0)",
+        "07: none; 05: 1 of 9. Largest move of a recall or mAP: 05's `map/crl_stage1/overall` under seed 1, "
+        "0.460 → 0.390",
+        "1 of 2 the same; `map/crl_stage1/overall` over `map/global_clip/overall` (not a finding here, one on the "
+        "committed records) |",
+    ]
+
+
+def test_verdicts_are_noted_only_while_verdicts_renders():
+    record = seeded_record("06_composed_retrieval", {"best_minus_sum_R@10": [0.1, 0.2, 0.3]})
+    assert findings.compare(record, "best_minus_sum_R@10").endswith(": a finding")  # outside verdicts(): no note
+    assert findings._verdicts_drawn.get() is None
