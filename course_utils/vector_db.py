@@ -167,6 +167,7 @@ class MilvusIndex:
 
     def __init__(self, client, collection: str, uri: str, search_params: Mapping[str, int] | None = None) -> None:
         self.client, self.collection, self.uri = client, collection, uri
+        self._closed = False
         description = client.describe_collection(collection)
         fields = {f["name"]: f for f in description["fields"]}
         if _VECTOR not in fields or _KEY not in fields:
@@ -296,14 +297,31 @@ class MilvusIndex:
         """Vector dimension d."""
         return self._dim
 
+    @contextmanager
+    def _engine(self) -> Iterator[None]:
+        """Around every call into the engine after opening: a closed index is refused, saying how to open it again,
+        and the engine's own errors (a server gone, a folder damaged under an open client) become a
+        :class:`VectorDatabaseError` that names the database (:func:`_database_errors`)."""
+        if self._closed:
+            raise VectorDatabaseError(
+                f"the MilvusIndex of collection {self.collection!r} at {self.uri!r} was closed; open it again with "
+                f"MilvusIndex.open({self.uri!r}, collection={self.collection!r})"
+            )
+        with _database_errors(self.uri):
+            yield
+
     def __len__(self) -> int:
         """Rows stored, counted by the engine (``count(*)``, strongly consistent: a server's collection statistics
         can still say 0 right after an insert)."""
-        found = self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        with self._engine():
+            found = self.client.query(
+                self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong"
+            )
         return int(found[0]["count(*)"])
 
     def __repr__(self) -> str:
-        return f"MilvusIndex(uri={self.uri!r}, collection={self.collection!r}, dim={self._dim}, n={len(self)})"
+        rows = "closed" if self._closed else f"n={len(self)}"
+        return f"MilvusIndex(uri={self.uri!r}, collection={self.collection!r}, dim={self._dim}, {rows})"
 
     def add(
         self,
@@ -349,8 +367,9 @@ class MilvusIndex:
                     **{a: str(attrs.get(a, "")) for a in self.attribute_names},
                 }
             )
-        for start in range(0, n, batch_size):
-            self.client.insert(self.collection, rows[start : start + batch_size])
+        with self._engine():
+            for start in range(0, n, batch_size):
+                self.client.insert(self.collection, rows[start : start + batch_size])
 
     def _refuse_repeated_keys(self, keys: np.ndarray, check_stored: bool, page: int = 1000) -> None:
         """Refuse ids that repeat among ``keys`` or (``check_stored``) that the collection already holds."""
@@ -364,11 +383,12 @@ class MilvusIndex:
         if not check_stored:
             return
         taken: list[int] = []
-        for start in range(0, len(keys), page):
-            found = self.client.query(
-                self.collection, filter=f"{_KEY} in {keys[start : start + page].tolist()}", output_fields=[_KEY]
-            )
-            taken += sorted(int(row[_KEY]) for row in found)
+        with self._engine():
+            for start in range(0, len(keys), page):
+                found = self.client.query(
+                    self.collection, filter=f"{_KEY} in {keys[start : start + page].tolist()}", output_fields=[_KEY]
+                )
+                taken += sorted(int(row[_KEY]) for row in found)
         if taken:
             raise ValueError(
                 f"{len(taken)} id(s) already stored in collection {self.collection!r} at {self.uri!r}, e.g. "
@@ -393,15 +413,16 @@ class MilvusIndex:
             raise ValueError(
                 f"unknown attribute filter(s) {unknown}; the collection stores {list(self.attribute_names)}"
             )
-        hits = self.client.search(
-            self.collection,
-            data=matrix.tolist(),
-            limit=k,
-            anns_field=_VECTOR,
-            filter=filter_expression(filters) if filters else "",
-            search_params={"metric_type": "IP", "params": self.search_params},
-            output_fields=[_KEY],
-        )
+        with self._engine():
+            hits = self.client.search(
+                self.collection,
+                data=matrix.tolist(),
+                limit=k,
+                anns_field=_VECTOR,
+                filter=filter_expression(filters) if filters else "",
+                search_params={"metric_type": "IP", "params": self.search_params},
+                output_fields=[_KEY],
+            )
         scores = np.full((len(matrix), k), -np.inf, dtype=np.float32)
         ids = np.full((len(matrix), k), -1, dtype=np.int64)
         for row, found in enumerate(hits):
@@ -416,12 +437,13 @@ class MilvusIndex:
         pages of ``page`` rows with range filters, so no page exceeds Milvus's query size limit.
         """
         n, rows = len(self), []
-        for start in range(0, n, page):
-            rows += self.client.query(
-                self.collection,
-                filter=f"{_KEY} >= {start} and {_KEY} < {start + page}",
-                output_fields=[_KEY, _ITEM, _VECTOR, *self.attribute_names],
-            )
+        with self._engine():
+            for start in range(0, n, page):
+                rows += self.client.query(
+                    self.collection,
+                    filter=f"{_KEY} >= {start} and {_KEY} < {start + page}",
+                    output_fields=[_KEY, _ITEM, _VECTOR, *self.attribute_names],
+                )
         if len(rows) != n:
             raise VectorDatabaseError(
                 f"collection {self.collection!r} holds {n} rows but only {len(rows)} have ids "
@@ -433,8 +455,11 @@ class MilvusIndex:
         return np.array([r[_KEY] for r in rows], dtype=np.int64), [r[_ITEM] for r in rows], vectors, attributes
 
     def close(self) -> None:
-        """Release the connection (Milvus Lite then lets go of the ``.db`` file)."""
-        self.client.close()
+        """Release the connection (Milvus Lite then lets go of the ``.db`` file); closing twice does nothing, and any
+        later search, insert or count says the index is closed."""
+        if not self._closed:
+            self.client.close()
+            self._closed = True
 
 
 def _stored_embeddings(index: MilvusIndex, bundle, catalogue, image_embeddings, index_type: str) -> torch.Tensor:

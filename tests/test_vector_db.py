@@ -281,3 +281,45 @@ def test_a_damaged_database_folder_is_named_with_what_to_do(tmp_path):
         assert len(reopened) == 20
     finally:
         reopened.close()
+
+
+def test_a_closed_index_says_how_to_open_it_again(embeddings, tmp_path):
+    """Before, every call after ``close()`` raised pymilvus's "should create connection first", naming nothing."""
+    uri = str(tmp_path / "catalogue.db")
+    index = MilvusIndex.create(uri, embeddings.shape[1], ["colour"])
+    index.add(embeddings[:4], attributes=[{"colour": "red"}] * 4)
+    index.close()
+    index.close()  # a second close does nothing
+    assert repr(index).endswith(", closed)")
+    closed = rf"collection 'fashion' at '{uri}' was closed; open it again with MilvusIndex.open\('{uri}'"
+    for call in (
+        lambda: index.search(embeddings[:1], 2),
+        lambda: index.add(embeddings[4:5], ids=[4]),
+        lambda: len(index),
+        lambda: index.fetch(),
+    ):
+        with pytest.raises(VectorDatabaseError, match=closed):
+            call()
+    reopened = MilvusIndex.open(uri)
+    try:
+        assert reopened.search(embeddings[:1], 1)[1].tolist() == [[0]]
+    finally:
+        reopened.close()
+
+
+def test_an_engine_error_in_use_names_the_database(embeddings, tmp_path, monkeypatch):
+    from pymilvus.exceptions import MilvusException
+
+    uri = str(tmp_path / "catalogue.db")
+    index = MilvusIndex.create(uri, embeddings.shape[1])
+    try:
+        index.add(embeddings[:4])
+
+        def server_gone(*args, **kwargs):
+            raise MilvusException(code=2, message="server unavailable")
+
+        monkeypatch.setattr(index.client, "search", server_gone)
+        with pytest.raises(VectorDatabaseError, match=rf"the vector database at '{uri}' failed \(server unavailable\)"):
+            index.search(embeddings[:1], 2)
+    finally:
+        index.close()
