@@ -151,3 +151,16 @@ def test_each_figure_is_drawn_and_shown_in_one_cell(notebook):
         f"{notebook.name}: Jupyter shows and closes a figure at the end of the cell that created it, so the student "
         f"sees it unfinished; create, draw, save and show each figure in one cell: {found}"
     )
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_ends_with_its_exercises_their_scope_and_the_link_to_the_solutions(notebook):
+    """The learner's path through every notebook ends the same way: the exercises (tagged ``exercises``), a cell
+    that says which catalogue they run on (``tasks.exercises_scope``: on a real one, how to translate them), and
+    the link to the worked solutions (tagged ``solution``, left out of ``make student``)."""
+    cells = json.loads(notebook.read_text())["cells"][-3:]
+    assert [cell["cell_type"] for cell in cells] == ["markdown", "code", "markdown"]
+    assert [cell["metadata"].get("tags", []) for cell in cells] == [["exercises"], [], ["solution"]]
+    assert "".join(cells[0]["source"]).startswith("## Exercises\n")
+    assert "cu.tasks.exercises_scope(experiment)" in "".join(cells[1]["source"])
+    assert f"notebooks/solutions/{notebook.stem}.py" in "".join(cells[2]["source"])
