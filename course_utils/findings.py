@@ -389,13 +389,7 @@ def render_findings(
         for number, record in sorted(records.items())
         if number in BULLETS
     ]
-    seeds = sorted(
-        {
-            seed
-            for record in records.values()
-            for seed in (record.get("seeds") or {}).get("seeds", [record["parameters"].get("seed")])
-        }
-    )
+    seeds = sorted({seed for record in records.values() for seed in record_seeds(record)})
     first_only = [number for number, record in sorted(records.items()) if number in BULLETS and not record.get("seeds")]
     only_first = f" ({', '.join(first_only)} under the first seed only)" if first_only else ""
     spread = (
@@ -432,12 +426,17 @@ def render_runtimes(timings: dict[str, float]) -> str:
     )
 
 
+def record_seeds(record: dict) -> list:
+    """The seeds a record holds: all of a record made with ``--seeds``, else its one ``seed`` parameter."""
+    return (record.get("seeds") or {}).get("seeds", [record["parameters"].get("seed")])
+
+
 def values_by_seed(record: dict) -> dict[str, dict[int, object]]:
     """``{metric: {seed: value}}``: a record made with ``--seeds`` under each of its seeds, another under its one."""
     seeds = record.get("seeds")
     if seeds:
         return {name: dict(zip(seeds["seeds"], values)) for name, values in seeds["values"].items()}
-    return {name: {record["parameters"].get("seed"): value} for name, value in record["metrics"].items()}
+    return {name: {seed: value for seed in record_seeds(record)} for name, value in record["metrics"].items()}
 
 
 # Metrics on the 0-1 scale of retrieval quality (recalls, mAP): the ones whose largest move the hosts' table gives.
@@ -487,10 +486,7 @@ def processors(records: dict[str, dict]) -> str:
 
 def seeds_run(records: dict[str, dict]) -> str:
     """``"0, 1, 2 (07, 08: 0)"``: the seeds most of the notebooks ran under, and those of the others."""
-    by_notebook = {
-        number: ", ".join(map(str, values_by_seed(record)[next(iter(record["metrics"]))]))
-        for number, record in sorted(records.items())
-    }
+    by_notebook = {number: ", ".join(map(str, record_seeds(record))) for number, record in sorted(records.items())}
     common = max(by_notebook.values(), key=list(by_notebook.values()).count)
     others: dict[str, list[str]] = {}
     for number, seeds in by_notebook.items():
@@ -505,16 +501,17 @@ def comparison_name(pair: tuple[str, str | None]) -> str:
     return f"`{higher}`" + (f" over `{lower}`" if lower else "")
 
 
-def host_row(folder: Path, profile: str, reference: dict[str, dict] | None) -> list[str]:
-    """A row of :func:`render_hosts`: ``folder``'s records set against the committed ``reference`` ones (``None``:
-    ``folder`` holds the committed records)."""
-    records = read_records(folder, profile)
+def host_row(
+    folder: Path, records: dict[str, dict], profile: str, committed: tuple[dict, dict] | None = None
+) -> list[str]:
+    """A row of :func:`render_hosts`: the ``records`` read from ``folder`` set against the ``committed`` ones of
+    their profile, given with their :func:`verdicts` (``None``: they are the committed records)."""
     drawn = verdicts(records, profile)
     row = [f"`{shown(folder)}/`", profile, processors(records), seeds_run(records)]
-    if reference is None:
-        findings = sum(drawn.values())
-        return [*row, "(the committed records)", f"{len(drawn)} comparisons, {findings} of them findings"]
-    moved = moved_values(reference, records)
+    if committed is None:
+        return [*row, "(the committed records)", f"{len(drawn)} comparisons, {sum(drawn.values())} of them findings"]
+    committed_records, reference = committed
+    moved = moved_values(committed_records, records)
     exact = [number for number, found in moved.items() if found.differ == 0]
     values = "; ".join(
         ([f"{', '.join(exact)}: none"] if exact else [])
@@ -526,13 +523,12 @@ def host_row(folder: Path, profile: str, reference: dict[str, dict] | None) -> l
         values += (
             f". Largest move of a recall or mAP: {number}'s `{name}` under seed {seed}, {before:.3f} → {after:.3f}"
         )
-    committed = verdicts(reference, profile)
-    shared = sorted(committed.keys() & drawn.keys(), key=str)
+    shared = sorted(reference.keys() & drawn.keys(), key=str)
     differing = [
         f"{comparison_name(pair)} ({'a finding' if drawn[pair] else 'not a finding'} here, "
-        f"{'one' if committed[pair] else 'not one'} on the committed records)"
+        f"{'one' if reference[pair] else 'not one'} on the committed records)"
         for pair in shared
-        if committed[pair] != drawn[pair]
+        if reference[pair] != drawn[pair]
     ]
     same = f"{len(shared) - len(differing)} of {len(shared)} the same"
     return [*row, values, same + (f"; {'; '.join(differing)}" if differing else "")]
@@ -543,9 +539,11 @@ def render_hosts(other_hosts: Path = OTHER_HOSTS) -> str:
     host (``other_hosts/<name>-<profile>/``): which values came out equal, and which verdicts of the findings."""
     rows = []
     for profile, (folder, _, _) in SECTIONS.items():
-        rows.append(host_row(folder, profile, None))
-        reference = read_records(folder, profile)
-        rows += [host_row(other, profile, reference) for other in sorted(other_hosts.glob(f"*-{profile}"))]
+        committed = read_records(folder, profile)
+        rows.append(host_row(folder, committed, profile))
+        reference = (committed, verdicts(committed, profile))
+        for other in sorted(other_hosts.glob(f"*-{profile}")):
+            rows.append(host_row(other, read_records(other, profile), profile, reference))
     columns = [
         "records",
         "profile",
@@ -555,7 +553,7 @@ def render_hosts(other_hosts: Path = OTHER_HOSTS) -> str:
         "verdicts of the findings",
     ]
     return (
-        f"Generated by `python -m course_utils.findings --hosts` from the records in `{shown(OTHER_HOSTS)}/` and "
+        f"Generated by `python -m course_utils.findings --hosts` from the records in `{shown(other_hosts)}/` and "
         f"{' and '.join(f'`{shown(folder)}/`' for folder, _, _ in SECTIONS.values())}.\n\n"
         + markdown_table_text(columns, rows)
     )
