@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -38,21 +39,26 @@ class LockError(ValueError):
     """A requirements or constraints file that cannot be read, or an environment that does not satisfy it."""
 
 
-def read_requirements(path: Path = REQUIREMENTS) -> list[Requirement]:
-    """The requirements of a requirements file (comments and blank lines skipped), in file order.
-
-    Raises :class:`LockError` naming the file and line for anything else (an option such as ``-e``, a URL, a typo).
-    """
-    requirements = []
+def _parsed_lines(path: Path, what: str) -> Iterator[tuple[int, str, Requirement]]:
+    """``(line number, text, requirement)`` of each line of a requirements-format file, comments and blank lines
+    skipped; :class:`LockError` naming the file and line for one that is not ``what``."""
     for number, line in enumerate(Path(path).read_text().splitlines(), 1):
         text = line.split("#", 1)[0].strip()
         if not text:
             continue
         try:
-            requirements.append(Requirement(text))
+            requirement = Requirement(text)
         except InvalidRequirement as error:
-            raise LockError(f"{path}:{number}: {text!r} is not a requirement ({error})") from error
-    return requirements
+            raise LockError(f"{path}:{number}: {text!r} is not {what} ({error})") from error
+        yield number, text, requirement
+
+
+def read_requirements(path: Path = REQUIREMENTS) -> list[Requirement]:
+    """The requirements of a requirements file, in file order.
+
+    Raises :class:`LockError` naming the file and line for anything else (an option such as ``-e``, a URL, a typo).
+    """
+    return [requirement for _, _, requirement in _parsed_lines(path, "a requirement")]
 
 
 def read_constraints(path: Path = CONSTRAINTS) -> dict[str, str]:
@@ -64,14 +70,7 @@ def read_constraints(path: Path = CONSTRAINTS) -> dict[str, str]:
     if not Path(path).is_file():
         raise LockError(f"{path} does not exist: write it with `make lock` in an environment that passed `make test`")
     pins: dict[str, str] = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        try:
-            requirement = Requirement(text)
-        except InvalidRequirement as error:
-            raise LockError(f"{path}:{number}: {text!r} is not a pin ({error})") from error
+    for number, text, requirement in _parsed_lines(path, "a pin"):
         specifiers = list(requirement.specifier)
         if (
             requirement.url
@@ -127,7 +126,7 @@ def needed_distributions(requirements: list[Requirement], needed_by: str = "requ
             for text in distribution.requires or []:
                 dependency = Requirement(text)
                 if dependency.marker is None or dependency.marker.evaluate({"extra": extra}):
-                    dependency.marker = None
+                    dependency.marker = None  # it held for this extra: not to be evaluated again without it
                     pending.append((dependency, f"{distribution.metadata['Name']} {distribution.version}"))
     return found
 
