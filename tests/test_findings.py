@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 
@@ -513,3 +514,29 @@ def test_verdicts_are_noted_only_while_verdicts_renders():
     record = seeded_record("06_composed_retrieval", {"best_minus_sum_R@10": [0.1, 0.2, 0.3]})
     assert findings.compare(record, "best_minus_sum_R@10").endswith(": a finding")  # outside verdicts(): no note
     assert findings._verdicts_drawn.get() is None
+
+
+def mean_difference(record: dict, higher: str, lower: str | None) -> float:
+    """``higher - lower`` (or ``higher``) averaged over the record's seeds."""
+    values = findings.values_by_seed(record)
+    return statistics.fmean(value - (values[lower][seed] if lower else 0.0) for seed, value in values[higher].items())
+
+
+@pytest.mark.parametrize("profile", sorted(findings.SECTIONS))
+def test_every_verdict_that_differs_between_hosts_rests_on_a_smaller_difference_than_every_lasting_finding(profile):
+    """README › Reproducibility: the verdicts that differ between hosts are among the smallest differences. Each
+    comparison whose verdict differs on some host differs by less, on the committed records' mean over seeds, than
+    every comparison that is a finding on the committed records and on every host."""
+    committed = findings.read_records(findings.SECTIONS[profile][0], profile)
+    reference = findings.verdicts(committed, profile)
+    others = sorted(findings.OTHER_HOSTS.glob(f"*-{profile}"))
+    assert others, f"no rerun of the {profile} profile in {findings.OTHER_HOSTS}"
+    hosts = [findings.verdicts(findings.read_records(other, profile), profile) for other in others]
+    differing = {pair for drawn in hosts for pair in drawn.keys() & reference.keys() if drawn[pair] != reference[pair]}
+    lasting = {pair for pair, finding in reference.items() if finding and all(drawn.get(pair) for drawn in hosts)}
+    size = {
+        pair: abs(mean_difference(record, *pair))
+        for number, record in committed.items()
+        for pair in findings.verdicts({number: record}, profile)
+    }
+    assert lasting and all(size[pair] < min(size[p] for p in lasting) for pair in differing), (differing, lasting)
