@@ -17,7 +17,9 @@ CONSTRAINTS ?= constraints.txt
 
 $(STAMP): requirements.txt $(CONSTRAINTS) pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) \
+	  || { echo "pip could not install requirements.txt$(if $(CONSTRAINTS), under $(CONSTRAINTS)): after a change to \
+	requirements.txt, or on another Python or platform, run make setup CONSTRAINTS= (then make test, make lock)"; exit 1; }
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name fashion-clip-course --display-name "fashion-clip-course" >/dev/null
 	echo "constraints: $(CONSTRAINTS)" > $(STAMP)
