@@ -502,11 +502,11 @@ def comparison_name(pair: tuple[str, str | None]) -> str:
 
 
 def host_row(
-    folder: Path, records: dict[str, dict], profile: str, committed: tuple[dict, dict] | None = None
+    folder: Path, records: dict[str, dict], drawn: dict, profile: str, committed: tuple[dict, dict] | None = None
 ) -> list[str]:
-    """A row of :func:`render_hosts`: the ``records`` read from ``folder`` set against the ``committed`` ones of
-    their profile, given with their :func:`verdicts` (``None``: they are the committed records)."""
-    drawn = verdicts(records, profile)
+    """A row of :func:`render_hosts`: the ``records`` read from ``folder``, with their :func:`verdicts` ``drawn``,
+    set against the ``committed`` ones of their profile, given with theirs (``None``: they are the committed
+    records)."""
     row = [f"`{shown(folder)}/`", profile, processors(records), seeds_run(records)]
     if committed is None:
         return [*row, "(the committed records)", f"{len(drawn)} comparisons, {sum(drawn.values())} of them findings"]
@@ -540,10 +540,11 @@ def render_hosts(other_hosts: Path = OTHER_HOSTS) -> str:
     rows = []
     for profile, (folder, _, _) in SECTIONS.items():
         committed = read_records(folder, profile)
-        rows.append(host_row(folder, committed, profile))
         reference = (committed, verdicts(committed, profile))
+        rows.append(host_row(folder, committed, reference[1], profile))
         for other in sorted(other_hosts.glob(f"*-{profile}")):
-            rows.append(host_row(other, read_records(other, profile), profile, reference))
+            records = read_records(other, profile)
+            rows.append(host_row(other, records, verdicts(records, profile), profile, reference))
     columns = [
         "records",
         "profile",
