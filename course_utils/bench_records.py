@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .findings import README, update_readme
 from .json_files import write_json
+from .lockfile import environment_pins
 from .paths import REPO_ROOT
 from .results import cpu_generation, cpu_model, cpu_signature, library_versions, load_record, markdown_table_text
 
@@ -98,10 +99,11 @@ class RunConditions:
         self.command = command_line(sys.argv)
 
     def finish(self, **extra) -> dict:
-        """``{"date_utc", "commit", "command", "machine", "cpu", "cpu_signature", "libraries",
+        """``{"date_utc", "commit", "command", "machine", "cpu", "cpu_signature", "libraries", "constraints",
         "load_average_before_after", "cpu_steal_share", **extra}`` (``cpu_steal_share`` only where ``/proc/stat``
-        exists; ``cpu``, ``cpu_signature`` and ``libraries``: :func:`course_utils.results.cpu_model`,
-        :func:`~course_utils.results.cpu_signature` and :func:`~course_utils.results.library_versions`)."""
+        exists; ``cpu``, ``cpu_signature``, ``libraries`` and ``constraints``: :func:`course_utils.results.cpu_model`,
+        :func:`~course_utils.results.cpu_signature`, :func:`~course_utils.results.library_versions` and
+        :func:`course_utils.lockfile.environment_pins`)."""
         steal = steal_share(self.ticks_before, cpu_ticks())
         return {
             "date_utc": self.date_utc,
@@ -111,6 +113,7 @@ class RunConditions:
             "cpu": cpu_model(),
             "cpu_signature": cpu_signature(),
             "libraries": library_versions(),
+            "constraints": environment_pins(),
             "load_average_before_after": [round(self.load_before, 2), round(os.getloadavg()[0], 2)],
             **({} if steal is None else {"cpu_steal_share": round(steal, 3)}),
             **extra,

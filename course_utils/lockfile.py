@@ -8,7 +8,8 @@ Jupyter package can break a run). ``make setup`` installs the requirements under
 The pins are found by walking the installed distributions' metadata from the requirements, through each
 distribution's own requirements (their environment markers evaluated, the extras asked for followed), so packages
 installed by hand beside them are left out. ``write`` pins what this environment has; ``check`` compares it with
-``constraints.txt`` and names every difference.
+``constraints.txt`` and names every difference. :func:`environment_pins`, a cheaper check without the walk, tells
+every notebook and benchmark record whether the environment that wrote it had the pins.
 """
 
 from __future__ import annotations
@@ -142,6 +143,36 @@ def differences(expected: dict[str, str], actual: dict[str, str]) -> list[str]:
         elif expected[name] != actual[name]:
             lines.append(f"{name}: pinned {expected[name]}, {actual[name]} here")
     return lines
+
+
+def installed_versions() -> dict[str, str]:
+    """``{canonical name: version}`` of every distribution this environment has (one pass over the metadata); of
+    a name installed twice, the one found first on ``sys.path``, as imports and ``importlib.metadata`` find it."""
+    versions: dict[str, str] = {}
+    for distribution in importlib.metadata.distributions():
+        versions.setdefault(canonicalize_name(distribution.metadata["Name"]), distribution.version)
+    return versions
+
+
+def environment_pins(path: Path = CONSTRAINTS) -> dict:
+    """Whether this environment has the versions a constraints file pins, for a record's ``environment``.
+
+    ``{"file": "constraints.txt", "pins": 169, "unmet": [...]}``, one line in ``unmet`` per pin that is not
+    installed or installed at another version (distributions installed beside the pins are not counted: they do
+    not compute the course's numbers); ``{"file": ..., "error": ...}`` when the file cannot be read. Cheap enough
+    to call for every record (one pass over the installed metadata, no walk of the requirements).
+    """
+    try:
+        pins = read_constraints(path)
+    except LockError as error:
+        return {"file": Path(path).name, "error": str(error)}
+    installed = installed_versions()
+    unmet = [
+        f"{name}: pinned {version}, " + (f"{installed[name]} here" if name in installed else "not installed")
+        for name, version in sorted(pins.items())
+        if installed.get(name) != version
+    ]
+    return {"file": Path(path).name, "pins": len(pins), "unmet": unmet}
 
 
 def write_constraints(pins: dict[str, str], path: Path = CONSTRAINTS) -> None:

@@ -7,7 +7,8 @@ the same notebook's metrics under other seeds (values, mean, std);
 ``build_report`` gathers every record into ``outputs/RESULTS.md``, a report an instructor can project;
 ``timing_key`` / ``parse_timing_key`` name a notebook's run under a further seed in a run's timings file;
 ``cpu_model`` and ``library_versions`` say what else a record's numbers depend on (each record's ``environment``, and
-the benchmarks' run conditions).
+the benchmarks' run conditions), with whether the installed distributions are those ``constraints.txt`` pins
+(:func:`course_utils.lockfile.environment_pins`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from .json_files import check_json_object, read_json_object, write_json
+from .lockfile import environment_pins
 from .paths import outputs_dir
 
 # The installed libraries whose versions can change the course's numbers: image decoding and resizing, weight
@@ -150,6 +152,7 @@ def write_results(
             "cpu": cpu_model(),
             "cpu_signature": cpu_signature(),  # one model name can be several processors (rounding differs)
             "libraries": library_versions(),  # torch's among them
+            "constraints": environment_pins(),  # and every other distribution: as pinned, or which differ
         },
     }
     path = results_dir() / f"{notebook}.json"

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "course_utils"
 
 # Lowest layer first; a module may import from its own layer or any layer below it.
 LAYERS = [
-    {"paths", "seeding", "errors", "cache", "json_files", "file_digests", "checks"},
+    {"paths", "seeding", "errors", "cache", "json_files", "file_digests", "checks", "lockfile"},
     {"data"},
     {"models"},
     {
@@ -43,7 +43,6 @@ LAYERS = [
         "bench_records",
         "handouts",
         "train_contrastive",
-        "lockfile",
     },
 ]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from course_utils import bench_records, results
+from course_utils import bench_records, lockfile, results
 from tests.conftest import load_benchmark
 
 # Every benchmark whose kept runs fill a README section, with a record of its shape to render.
@@ -52,6 +52,7 @@ def test_conditions_name_date_commit_command_machine_libraries_and_load(monkeypa
     assert conditions["machine"].endswith("GiB") and len(conditions["date_utc"]) == len("2026-12-02 20:00")
     assert conditions["cpu_steal_share"] == 0.25  # 50 of 200 ticks
     assert conditions["cpu"] and conditions["libraries"]["torch"] is not None  # what else decides the numbers
+    assert conditions["constraints"] == lockfile.environment_pins()  # and whether every other distribution is as pinned
 
 
 def test_cpu_generation_is_the_signatures_generation_and_widest_vector_extension():

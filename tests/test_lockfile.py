@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 from pathlib import Path
 
@@ -127,3 +128,30 @@ def test_write_then_check_round_trips_and_check_names_each_difference(fake_site,
     constraints.unlink()
     assert lockfile.main(["check", *arguments]) == 2
     assert "constraints.txt does not exist: write it with `make lock`" in capsys.readouterr().err
+
+
+def test_environment_pins_names_each_pin_this_environment_does_not_meet(fake_site, tmp_path):
+    """What every record's ``environment`` says: pins met or not; distributions installed beside them not counted."""
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("lock-base==2.5\nlock-top==1.0\n")
+    assert lockfile.environment_pins(constraints) == {"file": "constraints.txt", "pins": 2, "unmet": []}
+    constraints.write_text("Lock_Base==2.4\nlock-top==1.0\nlock-gone==1.0\n")
+    assert lockfile.environment_pins(constraints) == {
+        "file": "constraints.txt",
+        "pins": 3,
+        "unmet": ["lock-base: pinned 2.4, 2.5 here", "lock-gone: pinned 1.0, not installed"],
+    }
+    constraints.write_text("lock-base>=2\n")
+    assert lockfile.environment_pins(constraints)["error"].endswith(
+        "is not a pin of the form name==version: run `make lock`"
+    )
+    assert "does not exist" in lockfile.environment_pins(tmp_path / "absent.txt")["error"]
+
+
+def test_installed_versions_keeps_the_first_of_a_name_installed_twice(fake_site, tmp_path, monkeypatch):
+    later = tmp_path / "later"
+    later.mkdir()
+    fake_distribution(later, "lock-base", "9.9", [])
+    monkeypatch.setattr(sys, "path", [*sys.path, str(later)])  # after fake_site's lock-base 2.5
+    assert lockfile.installed_versions()["lock-base"] == "2.5"
+    assert importlib.metadata.version("lock-base") == "2.5"  # the one imports would find

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from course_utils.lockfile import environment_pins
 from course_utils.results import (
     aggregate_seeds,
     build_report,
@@ -41,6 +42,7 @@ def test_records_round_trip_and_report(tmp_path, monkeypatch):
     environment = record["environment"]  # what the numbers depend on besides the code and the seeds
     assert environment["libraries"]["numpy"] == np.__version__ and environment["cpu"]
     assert environment["cpu_signature"] == cpu_signature()
+    assert environment["constraints"] == environment_pins()  # whether the other distributions are those pinned
     write_results("02_demo", {"profile": "ci"}, {"r10": 0.7})
     assert [r["notebook"] for r in read_results()] == ["01_demo", "02_demo"]
     report = build_report().read_text()
