@@ -18,7 +18,8 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
 def torchrun(tmp_path: Path, *args: str, processes: int = 2) -> dict[str, torch.Tensor]:
-    """Run ddp_worker.py on ``processes`` CPU processes (gloo) and return rank 0's trained weights."""
+    """Run ddp_worker.py on ``processes`` CPU processes (gloo) and return what rank 0 saved: its trained weights, or
+    with ``--gradients`` its averaged gradients."""
     out = tmp_path / f"weights-{processes}.pt"
     env = {
         **os.environ,
@@ -166,6 +167,23 @@ def test_two_processes_match_one_process_after_20_steps(tmp_path, one_process_we
     assert max_difference(two, one_process_weights) <= 1e-5
     initial = tiny_clip(seed=0).double().state_dict()
     assert max_difference(two, initial) > 1e-3  # the weights did move
+
+
+def test_two_processes_average_to_the_one_process_gradients_of_the_global_batch(tmp_path):
+    """fit's AdamW and gradient clipping hide a constant factor on every gradient, so the 20-step test above would
+    pass if the ranks' gradients were summed instead of averaged; the gradients of one batch do not hide it."""
+    from ddp_worker import contrastive_gradients
+
+    two = torchrun(tmp_path, "--gradients")
+    one = contrastive_gradients()  # this lone process: the whole global batch's clip_contrastive_loss
+    assert two.keys() == one.keys()
+    for name, gradient in one.items():
+        largest = gradient.abs().max().item()
+        assert largest > 1e-3, f"{name}: gradient too small to compare"  # measured: every parameter's >= 0.07
+        # float64 rounding differs by at most ~1e-15 of the largest entry (measured 9.6e-16, summing the slices'
+        # shares in another order); a scale bug (sum over 2 ranks, not mean) differs by 1.0 of it.
+        difference = (two[name] - gradient).abs().max().item()
+        assert difference <= 1e-10 * largest, f"{name}: off by {difference / largest:.3g} of its largest entry"
 
 
 def test_resume_on_two_processes_from_a_one_process_checkpoint(tmp_path, one_process_weights):
