@@ -339,7 +339,8 @@ class MilvusIndex:
             item_ids: (n,) catalogue item ids, stored for reloading (default: the ids as text).
             attributes: n dicts of attribute values; a missing value is stored as empty text (no filter on a
                 real value matches it, as in the retriever's own filtering).
-            batch_size: rows per insert call.
+            batch_size: rows per insert call; the call ends by sealing what it inserted (``flush``), so add rows in
+                a few large calls, not one by one.
 
         Raises:
             ValueError: an id given twice or already stored (Milvus keeps one row per primary key, so the other
@@ -370,6 +371,11 @@ class MilvusIndex:
         with self._engine():
             for start in range(0, n, batch_size):
                 self.client.insert(self.collection, rows[start : start + batch_size])
+            # Seal the new rows into a segment on disk. Until then Milvus holds them in a "growing" segment, which
+            # every count and search scans by a slower path: 45 ms per count and 94 ms per search over notebook 08's
+            # 5,900 rows in Milvus Lite, against 3 and 7 ms once sealed (measured 2026-12-06, 2 cores); the flush
+            # took 0.3 s. One flush per call: many small adds would each seal a small segment.
+            self.client.flush(self.collection)
 
     def _refuse_repeated_keys(self, keys: np.ndarray, check_stored: bool, page: int = 1000) -> None:
         """Refuse ids that repeat among ``keys`` or (``check_stored``) that the collection already holds."""

@@ -183,6 +183,20 @@ def test_len_counts_rows_when_collection_statistics_lag(embeddings, tmp_path, mo
         index.close()
 
 
+def test_add_seals_what_it_inserted_once_per_call(embeddings, tmp_path, monkeypatch):
+    """Rows left in a growing segment make every later count and search take the engine's slow path (vector_db's
+    comment has the measurement), so each add ends with one flush, not one per insert batch."""
+    index = MilvusIndex.create(str(tmp_path / "catalogue.db"), embeddings.shape[1], ["colour"])
+    try:
+        calls = []
+        flush = index.client.flush
+        monkeypatch.setattr(index.client, "flush", lambda name, **options: calls.append(name) or flush(name, **options))
+        index.add(embeddings[:12], batch_size=5)  # three inserts
+        assert calls == [index.collection] and len(index) == 12
+    finally:
+        index.close()
+
+
 def test_index_type_and_its_search_parameter_reach_milvus(tiny_bundle, gallery, embeddings, tmp_path, monkeypatch):
     uri = str(tmp_path / "catalogue.db")
     milvus = milvus_retriever(

@@ -28,8 +28,10 @@ retriever, the exact one or ``milvus_retriever``'s, which must return the same i
 curves cross: the exact retriever scores every gallery vector and then masks (its time grows with the whole
 gallery, not with the matching share), while Milvus evaluates the filter inside the engine, where an engine can skip
 the rows that fail it (whether and how much it skips depends on the engine and its index type), and it pays a fixed
-cost per call (the query crosses Milvus Lite's local gRPC server; notebook 08's table shows that cost at a few
-thousand items). To find the crossing, insert growing numbers of perturbed copies of the embeddings (notebook 08's
+cost per call (``MilvusIndex.search`` crosses Milvus Lite's local gRPC server twice, a count and the search;
+notebook 08's table shows that cost at a few thousand items). Insert with ``MilvusIndex.add`` (or flush after your
+own inserts): rows left unsealed are searched by a slower path, which would time the engine's ingestion, not its
+search. To find the crossing, insert growing numbers of perturbed copies of the embeddings (notebook 08's
 ``perturbed``) with their attributes into a ``MilvusIndex`` and into an ``ExactIndex``, and time both at each size:
 it is a measurement of your machine and engine, not a constant.
 
