@@ -284,7 +284,9 @@ def memmap_comparison(memmap_run: dict, pread_run: dict) -> str:
         f"{mapped['RssFile']:,.0f} MB ({mapped['VmRSS']:,.0f} MB in all) against {read['RssFile']:,.0f} MB "
         f"({read['VmRSS']:,.0f} MB) with `pread`. Both count the libraries and the mapped lists file; the memory "
         f"map adds the pages of the {memmap_run['build']['vectors.f16 MB']:,.0f} MB vectors file that the queries "
-        "touched, and their neighbours, as the process's own."
+        "touched, and their neighbours, as the process's own. The machine holds those pages either way (with "
+        "`pread`, in its page cache, outside the process's count), and it can drop clean pages of a mapped file as "
+        "readily as the page cache's: `pread` keeps the search process's own footprint small, not the machine's."
     )
 
 
