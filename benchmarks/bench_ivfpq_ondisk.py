@@ -17,6 +17,10 @@ Printed: build time by phase, file sizes, then per (nprobe, re-rank candidates):
 90th-percentile latency of single-query searches, resident memory of the search process.
 ``--rows-reader memmap`` reads the re-ranking rows through ``numpy.memmap`` instead of ``pread``, to show what a
 memory map adds to the search process's resident memory (README › Scaling out compares it with the ``pread`` run).
+The files are written just before the search, and by default (``--page-cache warm``) each setting's queries run
+once untimed before the timed pass, so every timed read is served from the page cache. ``--page-cache cold`` evicts the float16 vectors file from this machine's page cache before each timed
+query (``posix_fadvise(DONTNEED)``), so every re-ranked candidate is a read from the disk; the lists file, which FAISS
+memory-maps, stays cached once touched (mapped pages are not evicted), and the virtual disk's host may cache too.
 
 ``--json`` keeps the run's record; ``--readme`` renders README › Scaling out's tables from the records kept in
 ``results/bench/ivfpq_ondisk/`` (the last per ``--n``).
@@ -169,14 +173,26 @@ def search(args: argparse.Namespace, folder: Path) -> None:
     # re-ranking reads candidate rows with pread (nothing mapped), or through numpy.memmap to compare the two
     vectors = NpyRows(path) if args.rows_reader == "pread" else np.load(path, mmap_mode="r")
     queries, truth = np.load(folder / "queries.npy"), np.load(folder / "truth.npy")
+    if args.page_cache == "cold":
+        os.fsync(vectors._fd)  # written by the parent: only clean pages can be evicted
+
+    def evict_rows() -> None:
+        """Before a timed query: nothing of the vectors file left in the page cache (``--page-cache cold``)."""
+        if args.page_cache == "cold":
+            os.posix_fadvise(vectors._fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
     print(json.dumps({"opened": True, "memory": memory_mb(), "before open": before}), flush=True)
     for nprobe in args.nprobe:
         index.nprobe = nprobe
         for candidates in args.rerank:
             searcher = RerankedIndex(index, vectors, candidates) if candidates else index
-            searcher.search(queries[:1], args.k)
+            # warm: one untimed pass over every query first, so that each timed read hits the page cache (the
+            # build's files need not all have stayed there: at 10M the first re-ranked setting read from the disk)
+            for q in range(len(queries) if args.page_cache == "warm" else 1):
+                searcher.search(queries[q : q + 1], args.k)
             times, found = np.empty(len(queries)), np.empty((len(queries), args.k), dtype=np.int64)
             for q in range(len(queries)):
+                evict_rows()
                 t0 = time.perf_counter()
                 found[q] = searcher.search(queries[q : q + 1], args.k)[1][0]
                 times[q] = time.perf_counter() - t0
@@ -202,6 +218,16 @@ README_MARKERS = ("<!-- bench-ivfpq-ondisk:start -->", "<!-- bench-ivfpq-ondisk:
 GOALS = {"rss_mb": 2000, "recall": 0.90, "median_ms": 10.0, "build_s": 30 * 60}
 
 
+def setting(row: dict) -> list:
+    """A sweep row's first two cells: its nprobe and its re-rank candidates ("—" for none)."""
+    return [row["nprobe"], row["rerank"] or "—"]
+
+
+def table_rows(columns: list[str], cells: list[list]) -> list[dict]:
+    """Rows of cells as the dicts ``bench_records.markdown_table`` reads."""
+    return [dict(zip(columns, row, strict=True)) for row in cells]
+
+
 def run_table(run: dict) -> str:
     """One kept run: its data and build, the nprobe x re-rank sweep, and the settings that meet every goal."""
     a, build, opened = run["arguments"], run["build"], run["opened"]
@@ -213,22 +239,14 @@ def run_table(run: dict) -> str:
         "p90 ms/query",
         "search process RSS",
     ]
-    table = [
-        dict(
-            zip(
-                columns,
-                [
-                    row["nprobe"],
-                    row["rerank"] or "—",
-                    f"{row['recall']:.3f}",
-                    f"{row['median ms']:.2f}",
-                    f"{row['p90 ms']:.2f}",
-                    f"{row['memory']['VmRSS']:,.0f} MB",
-                ],
-            )
-        )
-        for row in run["rows"]
-    ]
+    table = table_rows(
+        columns,
+        [
+            [*setting(row), f"{row['recall']:.3f}", f"{row['median ms']:.2f}", f"{row['p90 ms']:.2f}"]
+            + [f"{row['memory']['VmRSS']:,.0f} MB"]
+            for row in run["rows"]
+        ],
+    )
     meeting = [
         row
         for row in run["rows"]
@@ -290,16 +308,63 @@ def memmap_comparison(memmap_run: dict, pread_run: dict) -> str:
     )
 
 
+def page_cache(run: dict) -> str:
+    """Whether the run's timed reads were served warm or evicted first (runs kept before ``--page-cache`` were warm)."""
+    return run["arguments"].get("page_cache", "warm")
+
+
+def cold_comparison(cold_run: dict, warm_run: dict) -> str:
+    """The settings a ``--page-cache cold`` run shares with the warm table above it: median and p90 ms both ways,
+    with the goal's verdict on the cold latency."""
+    warm = {(row["nprobe"], row["rerank"]): row for row in warm_run["rows"]}
+    columns = ["nprobe", "re-rank candidates", "median ms warm", "median ms cold", "p90 ms cold", "recall@k cold"]
+    table = table_rows(
+        columns,
+        [
+            [*setting(row), f"{warm[row['nprobe'], row['rerank']]['median ms']:.2f}", f"{row['median ms']:.2f}"]
+            + [f"{row['p90 ms']:.2f}", f"{row['recall']:.3f}"]
+            for row in cold_run["rows"]
+            if (row["nprobe"], row["rerank"]) in warm
+        ],
+    )
+    within = [
+        row for row in cold_run["rows"] if row["recall"] >= GOALS["recall"] and row["median ms"] <= GOALS["median_ms"]
+    ]
+    hosts = [
+        bench_records.cpu_generation(run["conditions"]) or "processor not recorded" for run in (warm_run, cold_run)
+    ]
+    other_host = (
+        f" The warm run above was on another host ({hosts[0]}, against {hosts[1]}): the two columns differ by host too."
+        if hosts[0] != hosts[1]
+        else ""
+    )
+    return "\n\n".join(
+        [
+            f"**Cold reads** (`--page-cache cold`: the float16 vectors file evicted from the page cache before each "
+            f"query, so every re-ranked candidate is read from the disk; the lists file, memory-mapped by FAISS, "
+            f"stays cached once touched): the same {cold_run['arguments']['n']:,}-vector index rebuilt and searched "
+            + bench_records.run_heading(cold_run, RECORDS, lead="on", end="."),
+            bench_records.markdown_table(table, columns),
+            f"Cold, {len(within)} of {len(cold_run['rows'])} settings keep recall@{cold_run['arguments']['k']} ≥ "
+            f"{GOALS['recall']} within {GOALS['median_ms']:g} ms per query (median).{other_host}",
+        ]
+    )
+
+
 def readme_section(runs: list[dict]) -> str:
-    """The last kept ``pread`` run of each size, smallest first, each followed by the memmap comparison when a
-    ``--rows-reader memmap`` run of that size was kept (a size kept only with memmap gets that run's own table)."""
-    last = {run["arguments"]["n"]: run for run in runs if rows_reader(run) == "pread"}
+    """The last kept warm ``pread`` run of each size, smallest first, each followed by the memmap comparison when a
+    ``--rows-reader memmap`` run of that size was kept, and by the cold-read comparison when a ``--page-cache cold``
+    run was (a size kept only with memmap or only cold gets that run's own table)."""
+    last = {run["arguments"]["n"]: run for run in runs if rows_reader(run) == "pread" and page_cache(run) == "warm"}
     mapped = {run["arguments"]["n"]: run for run in runs if rows_reader(run) == "memmap"}
+    cold = {run["arguments"]["n"]: run for run in runs if page_cache(run) == "cold"}
     sections = []
-    for n in sorted(last.keys() | mapped.keys()):
-        sections.append(run_table(last.get(n, mapped.get(n))))
+    for n in sorted(last.keys() | mapped.keys() | cold.keys()):
+        sections.append(run_table(last.get(n) or mapped.get(n) or cold[n]))
         if n in last and n in mapped:
             sections.append(memmap_comparison(mapped[n], last[n]))
+        if n in last and n in cold:
+            sections.append(cold_comparison(cold[n], last[n]))
     return "\n\n".join(sections)
 
 
@@ -333,6 +398,13 @@ def main(argv: list[str] | None = None) -> int:
         "process's resident memory)",
     )
     parser.add_argument(
+        "--page-cache",
+        choices=["warm", "cold"],
+        default="warm",
+        help="warm: the search reads files the build just wrote, from the page cache; cold: the vectors file is "
+        "evicted from the page cache before each timed query (needs --rows-reader pread)",
+    )
+    parser.add_argument(
         "--folder",
         default=None,
         help="where the index is built, emptied first: a new or empty folder, or one an earlier run made "
@@ -345,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.readme:
         return write_readme(args.check)
+    if args.page_cache == "cold" and args.rows_reader != "pread":
+        parser.error(
+            "--page-cache cold evicts the rows pread reads; a memory map keeps its pages: use --rows-reader pread"
+        )
     args.nlist = args.nlist or 2 ** round(math.log2(math.sqrt(args.n)))
     args.train_size = args.train_size or min(args.n, 40 * args.nlist)
     folder = Path(args.folder or cache_dir() / f"ivfpq-bench-{args.n}")

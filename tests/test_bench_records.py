@@ -389,6 +389,33 @@ def test_ivfpq_section_compares_a_memmap_run_with_the_pread_run_of_its_size():
     assert "**2,000,000 × 512**" in memmap_only and "Why `pread`" not in memmap_only  # shown, not dropped
 
 
+def test_ivfpq_section_sets_a_cold_run_beside_the_warm_table_of_its_size():
+    bench = load_benchmark("bench_ivfpq_ondisk")
+    warm = ivfpq_run(1000000, "2026-12-02 09:00", 0.996)
+    cold = ivfpq_run(1000000, "2026-12-06 01:30", 0.996)
+    cold["arguments"]["page_cache"] = "cold"
+    cold["rows"][1] |= {"median ms": 8.1, "p90 ms": 11.9}
+    text = bench.readme_section([warm, cold])
+    assert text.count("**1,000,000 × 512**") == 1  # the cold run has no table of its own: the table is the warm run's
+    assert "met by 1 of 2 settings, the fastest nprobe 4 with 100 candidates re-ranked (0.98 ms median)." in text
+    assert "**Cold reads** (`--page-cache cold`" in text and "searched on 2026-12-06 01:30 UTC by" in text
+    assert "| 4 | — | 0.44 | 0.44 | 1.40 | 0.600 |" in text and "| 4 | 100 | 0.98 | 8.10 | 11.90 | 0.996 |" in text
+    assert text.endswith("Cold, 1 of 2 settings keep recall@10 ≥ 0.9 within 10 ms per query (median).")
+    cold["conditions"] = {**cold["conditions"], "cpu_signature": "family 6 model 167 stepping 1; avx2 avx512f"}
+    assert "The warm run above was on another host (processor not recorded, against family 6 model 167, avx512f)" in (
+        bench.readme_section([warm, cold])
+    )
+    cold["rows"][1]["median ms"] = 10.5
+    assert "Cold, 0 of 2 settings keep" in bench.readme_section([warm, cold])
+    assert "**1,000,000 × 512**" in bench.readme_section([cold])  # kept only cold: shown, not dropped
+
+
+def test_ivfpq_cold_reads_need_pread():
+    bench = load_benchmark("bench_ivfpq_ondisk")
+    with pytest.raises(SystemExit):
+        bench.main(["--page-cache", "cold", "--rows-reader", "memmap", "--n", "1000"])
+
+
 def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_shows_curves():
     bench = load_benchmark("bench_photo_pretrain")
 
