@@ -18,9 +18,10 @@ Printed: build time by phase, file sizes, then per (nprobe, re-rank candidates):
 ``--rows-reader memmap`` reads the re-ranking rows through ``numpy.memmap`` instead of ``pread``, to show what a
 memory map adds to the search process's resident memory (README › Scaling out compares it with the ``pread`` run).
 The files are written just before the search, and by default (``--page-cache warm``) each setting's queries run
-once untimed before the timed pass, so every timed read is served from the page cache. ``--page-cache cold`` evicts the float16 vectors file from this machine's page cache before each timed
-query (``posix_fadvise(DONTNEED)``), so every re-ranked candidate is a read from the disk; the lists file, which FAISS
-memory-maps, stays cached once touched (mapped pages are not evicted), and the virtual disk's host may cache too.
+once untimed before the timed pass, so every timed read is served from the page cache. ``--page-cache cold`` evicts
+the float16 vectors file from this machine's page cache before each timed query (``posix_fadvise(DONTNEED)``), so
+every re-ranked candidate is a read from the disk; the lists file, which FAISS memory-maps, stays cached once
+touched (mapped pages are not evicted), and the virtual disk's host may cache too.
 
 ``--json`` keeps the run's record; ``--readme`` renders README › Scaling out's tables from the records kept in
 ``results/bench/ivfpq_ondisk/`` (the last per ``--n``).
