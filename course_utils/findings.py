@@ -301,8 +301,8 @@ def _08(r: dict) -> str:
     m, p, milvus = numbers(r), r["parameters"], r["tables"]["milvus"]
     # Records written before 2026-12-06 lack the same-steps speed of 1 process and the setting served.
     same_steps = (
-        f" ({m['train_images_per_s_1proc_half']:.0f} over the steps the 2 processes ran, with the same checkpoint "
-        "write)"
+        f" ({m['train_images_per_s_1proc_half']:.0f} over the steps the {m['processes']} processes ran, with the "
+        "same checkpoint write)"
         if "train_images_per_s_1proc_half" in m
         else ""
     )
