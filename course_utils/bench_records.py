@@ -50,6 +50,18 @@ def source_commit() -> str:
     return described.stdout.strip() or "unknown"
 
 
+def uncommitted_files(root: Path = REPO_ROOT) -> list[str]:
+    """Tracked files whose content differs from the commit (``git diff --name-only HEAD``): what a ``-dirty``
+    commit in a record ran with beside the commit, so a reader knows where to look (``[]`` outside a checkout)."""
+    try:
+        changed = subprocess.run(
+            ["git", "diff", "--name-only", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return changed.stdout.split() if changed.returncode == 0 else []
+
+
 def machine_description() -> str:
     """``"x86_64, 2 cores, 24 GiB"``: what a record says its run had."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -96,18 +108,21 @@ class RunConditions:
         self.load_before = os.getloadavg()[0]
         self.ticks_before = cpu_ticks()
         self.commit = source_commit()
+        self.uncommitted = uncommitted_files()
         self.command = command_line(sys.argv)
 
     def finish(self, **extra) -> dict:
-        """``{"date_utc", "commit", "command", "machine", "cpu", "cpu_signature", "libraries", "constraints",
-        "load_average_before_after", "cpu_steal_share", **extra}`` (``cpu_steal_share`` only where ``/proc/stat``
-        exists; ``cpu``, ``cpu_signature``, ``libraries`` and ``constraints``: :func:`course_utils.results.cpu_model`,
+        """``{"date_utc", "commit", "uncommitted", "command", "machine", "cpu", "cpu_signature", "libraries",
+        "constraints", "load_average_before_after", "cpu_steal_share", **extra}`` (``cpu_steal_share`` only where
+        ``/proc/stat`` exists; ``uncommitted`` only for a ``-dirty`` commit: :func:`uncommitted_files`; ``cpu``,
+        ``cpu_signature``, ``libraries`` and ``constraints``: :func:`course_utils.results.cpu_model`,
         :func:`~course_utils.results.cpu_signature`, :func:`~course_utils.results.library_versions` and
         :func:`course_utils.lockfile.environment_pins`)."""
         steal = steal_share(self.ticks_before, cpu_ticks())
         return {
             "date_utc": self.date_utc,
             "commit": self.commit,
+            **({"uncommitted": self.uncommitted} if self.commit.endswith("-dirty") else {}),
             "command": self.command,
             "machine": machine_description(),
             "cpu": cpu_model(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -703,3 +704,27 @@ def test_ivfpq_bench_refuses_to_empty_a_folder_it_did_not_make(tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         bench.main(["--n", "1000", "--folder", str(tmp_path / "earlier")])
     assert left_at_build == [".bench_ivfpq_ondisk"]  # an earlier run's folder is emptied and marked again
+
+
+def test_a_dirty_commit_names_the_files_that_differ_from_it(tmp_path):
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "bench.py").write_text("n = 1\n")
+    (tmp_path / "notes.md").write_text("kept\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    assert bench_records.uncommitted_files(tmp_path) == []
+    (tmp_path / "bench.py").write_text("n = 2\n")
+    (tmp_path / "new.txt").write_text("untracked: not part of the commit's code\n")
+    assert bench_records.uncommitted_files(tmp_path) == ["bench.py"]
+    assert bench_records.uncommitted_files(tmp_path / "absent") == []  # no checkout: nothing to name
+
+
+def test_conditions_name_the_uncommitted_files_only_for_a_dirty_commit(monkeypatch):
+    monkeypatch.setattr(bench_records, "source_commit", lambda: "abc1234-dirty")
+    monkeypatch.setattr(bench_records, "uncommitted_files", lambda: ["benchmarks/bench_x.py"])
+    assert bench_records.RunConditions().finish()["uncommitted"] == ["benchmarks/bench_x.py"]
+    monkeypatch.setattr(bench_records, "source_commit", lambda: "abc1234")
+    assert "uncommitted" not in bench_records.RunConditions().finish()
