@@ -130,7 +130,7 @@ def readme_section(runs: list[dict]) -> str:
     # one run is one draw: hosts differ, and so do runs on one host
     recent = runs[-RECENT_RUNS:]
     slowest = max(recent, key=lambda run: run["wall_s"])
-    slowest_cpu = bench_records.cpu_generation(slowest["conditions"]) or "processor not recorded"
+    slowest_cpu = bench_records.processor(slowest["conditions"])
     budget = (
         f"The last run took {100 * last['wall_s'] / BUDGET_S:.0f} % of the {BUDGET_S // 60}-minute budget "
         f"for the whole command; the slowest of the last {len(recent)} kept runs "

@@ -333,9 +333,7 @@ def cold_comparison(cold_run: dict, warm_run: dict) -> str:
     within = [
         row for row in cold_run["rows"] if row["recall"] >= GOALS["recall"] and row["median ms"] <= GOALS["median_ms"]
     ]
-    hosts = [
-        bench_records.cpu_generation(run["conditions"]) or "processor not recorded" for run in (warm_run, cold_run)
-    ]
+    hosts = [bench_records.processor(run["conditions"]) for run in (warm_run, cold_run)]
     other_host = (
         f" The warm run above was on another host ({hosts[0]}, against {hosts[1]}): the two columns differ by host too."
         if hosts[0] != hosts[1]
