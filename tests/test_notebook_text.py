@@ -162,5 +162,5 @@ def test_each_notebook_ends_with_its_exercises_their_scope_and_the_link_to_the_s
     assert [cell["cell_type"] for cell in cells] == ["markdown", "code", "markdown"]
     assert [cell["metadata"].get("tags", []) for cell in cells] == [["exercises"], [], ["solution"]]
     assert "".join(cells[0]["source"]).startswith("## Exercises\n")
-    assert "cu.tasks.exercises_scope(experiment)" in "".join(cells[1]["source"])
+    assert "cu.tasks.exercises_scope(experiment" in "".join(cells[1]["source"])
     assert f"notebooks/solutions/{notebook.stem}.py" in "".join(cells[2]["source"])

@@ -121,28 +121,41 @@ def check_experiment_catalogue(catalogue: Catalogue) -> None:
         )
 
 
-def exercises_scope(experiment: Experiment) -> str:
+def exercises_scope(experiment: Experiment, searched: str = "test") -> str:
     """Markdown for the top of a notebook's exercises: the catalogue they run on and its attribute names.
 
     The exercises and their worked solutions are written for the embedded drawings (the ``ci`` profile, where
     ``tests/test_solutions.py`` checks them). On a real catalogue an exercise that names a drawing attribute
     (``colour``, ``category``, ...) or a gallery size needs translating: this says into what.
+
+    Args:
+        experiment: the notebook's experiment.
+        searched: what the notebook searches, and so what its size counts: ``"test"``, the test split (notebooks
+            01-07), or ``"catalogue"``, every item (notebook 08 embeds and indexes the whole catalogue).
     """
-    catalogue, test = experiment.catalogue, experiment.test
+    catalogue = experiment.catalogue
+    if searched not in ("test", "catalogue"):
+        raise ValueError(f'searched={searched!r}: use "test" (the test split) or "catalogue" (every item)')
+    items = len(experiment.test) if searched == "test" else len(catalogue)
     attributes = ", ".join(f"`{name}`" for name in catalogue.attribute_names)
     kind = " and ".join(f"`{name}`" for name in catalogue.match_attributes)
     if catalogue.name == "synthetic":
+        counted = f"{items:,} test items" if searched == "test" else f"{items:,} items, the whole catalogue"
         return (
-            f"The exercises run on this run's catalogue, the embedded drawings ({len(test):,} test items; "
+            f"The exercises run on this run's catalogue, the embedded drawings ({counted}; "
             f"attributes {attributes}; two items are the same kind of product when they share {kind})."
         )
     drawn = ", ".join(f"`{name}`" for name in DRAWING_ATTRIBUTES)
+    sized = (
+        f"its test split has {items:,} items, so a gallery size or `test_size` above that is not available"
+        if searched == "test"
+        else f"the catalogue has {items:,} items"
+    )
     return (
         f"**This run used {catalogue.name}**, not the drawings the exercises are written for (set "
         '`dataset="synthetic"` and `profile="ci"` to run them as written). To try them here, translate: '
         f"the drawings' attributes ({drawn}) become this catalogue's {attributes}; two items are the same "
-        f"kind of product when they share {kind}; and its test split has {len(test):,} items, so a gallery "
-        "size or `test_size` above that is not available."
+        f"kind of product when they share {kind}; and {sized}."
     )
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from course_utils.data import ArrayImage, Catalogue, Item
 from course_utils.data.fashion_product import ATTRIBUTES, MATCH_ATTRIBUTES
@@ -31,6 +32,15 @@ def test_the_exercises_scope_on_the_drawings_only_names_their_attributes():
     scope = exercises_scope(experiment_on("synthetic", ATTRIBUTE_ORDER, ("category", "colour"), 5))
     assert "5 test items" in scope and "share `category` and `colour`" in scope
     assert "translate" not in scope and all(f"`{name}`" in scope for name in ATTRIBUTE_ORDER)
+
+
+def test_the_exercises_scope_counts_what_the_notebook_searches():
+    drawn = experiment_on("synthetic", ATTRIBUTE_ORDER, ("category", "colour"), 5)
+    assert "(7 items, the whole catalogue;" in exercises_scope(drawn, searched="catalogue")
+    real = exercises_scope(experiment_on("fashion-product-small", ATTRIBUTES, MATCH_ATTRIBUTES, 3), "catalogue")
+    assert "the catalogue has 5 items." in real and "test split" not in real
+    with pytest.raises(ValueError, match="searched='gallery'"):
+        exercises_scope(drawn, searched="gallery")
 
 
 def test_the_query_caption_style_names_the_first_caption_when_query_style_is_none():
