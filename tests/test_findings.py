@@ -9,7 +9,7 @@ import pytest
 
 from course_utils import findings
 from course_utils.paths import REPO_ROOT
-from course_utils.results import is_timing_metric
+from course_utils.results import is_timing_metric, same_metric_value
 from tests.conftest import load_benchmark
 
 
@@ -285,6 +285,7 @@ def test_column_span_collapses_equal_ends():
 
 AMD_REAL, INTEL_FULL = "amd-family25-model17-real", "intel-family6-model167-full"
 INTEL_REAL = "intel-family6-model167-real"
+LATER_AMD_FULL = "amd-family26-model2-full"
 
 
 def other_host_records(host: str) -> tuple[dict, dict]:
@@ -340,6 +341,20 @@ def test_the_later_amd_hosts_real_records_say_what_the_reproducibility_log_says(
     assert difference(rerun[photo_labels[0]], *photo_labels[1:]) < 0  # below the dual encoder on the other host
 
 
+def moved_values(committed: dict, rerun: dict) -> dict[tuple[str, int], float]:
+    """``{(metric, seed): |rerun - committed|}`` for every value of a notebook's record, timings left out, that the
+    rerun on another host did not give again (the two records hold the same metrics under the same seeds)."""
+    here, there = findings.values_by_seed(committed), findings.values_by_seed(rerun)
+    assert here.keys() == there.keys(), committed["notebook"]
+    return {
+        (name, seed): abs(there[name][seed] - here[name][seed])
+        for name in here
+        if not is_timing_metric(name)
+        for seed in here[name]
+        if not same_metric_value(there[name][seed], here[name][seed])
+    }
+
+
 def test_the_full_profile_on_another_makers_processor_moves_what_the_reproducibility_log_says():
     """``results/REPRODUCIBILITY.md``, another processor maker: an Intel host's full-profile run, set against the
     committed (AMD) records seed by seed, gives 01's and 07's metrics exactly; 02's losses differ in the seventh
@@ -350,17 +365,7 @@ def test_the_full_profile_on_another_makers_processor_moves_what_the_reproducibi
     makers = {record["environment"]["cpu"].split()[0] for record in rerun.values()}
     assert makers == {"Intel(R)"} and {record["environment"]["cpu"] for record in committed.values()} == {"AMD EPYC"}
     assert all(rerun[stem]["environment"]["libraries"] == committed[stem]["environment"]["libraries"] for stem in rerun)
-    moved = {}
-    for stem in rerun:
-        here, there = findings.values_by_seed(committed[stem]), findings.values_by_seed(rerun[stem])
-        assert here.keys() == there.keys(), stem
-        moved[stem[:2]] = {
-            (name, seed): abs(there[name][seed] - here[name][seed])
-            for name in here
-            if not is_timing_metric(name)
-            for seed in here[name]
-            if there[name][seed] != here[name][seed]
-        }
+    moved = {stem[:2]: moved_values(committed[stem], rerun[stem]) for stem in rerun}
     assert moved["01"] == {} and moved["07"] == {}
     assert {name for name, _ in moved["02"]} == {"full_finetune_final_loss", "full_finetune_i2t_R@1"}
     losses = findings.values_by_seed(committed["02_fine_tuning"])["full_finetune_final_loss"]
@@ -384,6 +389,27 @@ def test_the_full_profiles_verdicts_are_the_same_on_the_other_makers_processor()
     assert len(seeded) == 6 and all(another_host[stem]["seeds"]["seeds"] == [0, 1, 2] for stem in seeded)
     here, there = findings.verdicts(by_number(committed), "full"), findings.verdicts(by_number(another_host), "full")
     assert len(here) > 10 and here == there
+
+
+def test_a_later_amd_generation_gives_every_committed_full_metric_where_an_amd_host_wrote_it():
+    """``results/REPRODUCIBILITY.md``, 2026-12-06: an AMD host of a later generation (family 26 model 2) ran the full
+    profile from a fresh install and an empty cache. 01-07, whose committed records an AMD host of family 25 model 17
+    wrote, gave every value under every seed again, timings aside; 08, whose committed record the Intel host wrote,
+    moved only in what moved there: the resumed run's weight difference and the on-disk index's recalls."""
+    rerun, committed = other_host_records(LATER_AMD_FULL)
+    assert sorted(stem[:2] for stem in rerun) == ["01", "02", "03", "04", "05", "06", "07", "08"]
+    assert {record["environment"]["cpu_signature"].split(";")[0] for record in rerun.values()} == {
+        "family 26 model 2 stepping 1"
+    }
+    assert all(rerun[stem]["environment"]["libraries"] == committed[stem]["environment"]["libraries"] for stem in rerun)
+    assert all(not rerun[stem]["environment"]["constraints"]["unmet"] for stem in rerun)
+    writers = {stem[:2]: record["environment"]["cpu_signature"].split(";")[0] for stem, record in committed.items()}
+    assert {writers[number] for number in ("01", "02", "03", "04", "05", "06", "07")} == {"family 25 model 17 stepping 1"}
+    assert committed["08_scaling_out"]["environment"]["cpu"].startswith("Intel")
+    moved = {stem[:2]: moved_values(committed[stem], rerun[stem]) for stem in rerun}
+    assert all(moved[number] == {} for number in ("01", "02", "03", "04", "05", "06", "07"))
+    assert {name for name, _ in moved["08"]} == {"weight_max_abs_diff", "ondisk_best_recall", "ondisk_served_recall"}
+    assert all(rerun[stem]["seeds"]["seeds"] == [0, 1, 2] for stem in rerun if committed[stem].get("seeds"))
 
 
 @pytest.mark.parametrize("host", sorted(path.name for path in findings.OTHER_HOSTS.iterdir() if path.is_dir()))
