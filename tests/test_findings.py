@@ -285,7 +285,7 @@ def test_column_span_collapses_equal_ends():
 
 AMD_REAL, INTEL_FULL = "amd-family25-model17-real", "intel-family6-model167-full"
 INTEL_REAL = "intel-family6-model167-real"
-LATER_AMD_FULL = "amd-family26-model2-full"
+LATER_AMD_FULL, LATER_AMD_REAL = "amd-family26-model2-full", "amd-family26-model2-real"
 
 
 def other_host_records(host: str) -> tuple[dict, dict]:
@@ -404,12 +404,35 @@ def test_a_later_amd_generation_gives_every_committed_full_metric_where_an_amd_h
     assert all(rerun[stem]["environment"]["libraries"] == committed[stem]["environment"]["libraries"] for stem in rerun)
     assert all(not rerun[stem]["environment"]["constraints"]["unmet"] for stem in rerun)
     writers = {stem[:2]: record["environment"]["cpu_signature"].split(";")[0] for stem, record in committed.items()}
-    assert {writers[number] for number in ("01", "02", "03", "04", "05", "06", "07")} == {"family 25 model 17 stepping 1"}
+    amd_written = {writers[number] for number in ("01", "02", "03", "04", "05", "06", "07")}
+    assert amd_written == {"family 25 model 17 stepping 1"}
     assert committed["08_scaling_out"]["environment"]["cpu"].startswith("Intel")
     moved = {stem[:2]: moved_values(committed[stem], rerun[stem]) for stem in rerun}
     assert all(moved[number] == {} for number in ("01", "02", "03", "04", "05", "06", "07"))
     assert {name for name, _ in moved["08"]} == {"weight_max_abs_diff", "ondisk_best_recall", "ondisk_served_recall"}
     assert all(rerun[stem]["seeds"]["seeds"] == [0, 1, 2] for stem in rerun if committed[stem].get("seeds"))
+
+
+def test_the_real_profile_gives_the_same_values_on_the_two_amd_hosts_that_list_the_same_extensions():
+    """``results/REPRODUCIBILITY.md``, 2026-12-06: the real profile's three seeds on the AMD host of family 26 model 2
+    gave every value, timings aside, of the family 25 model 17 host's records (both list AVX-512 with bf16 and VNNI),
+    and not those of the committed records (family 25 model 1, AVX2 only) or of the Intel host's (with AMX)."""
+    later, committed = other_host_records(LATER_AMD_REAL)
+    earlier, intel = other_host_records(AMD_REAL)[0], other_host_records(INTEL_REAL)[0]
+    assert sorted(later) == sorted(earlier) == sorted(intel) and len(later) == 6
+
+    def signature(records: dict) -> set[tuple[str, str]]:
+        return {tuple(r["environment"]["cpu_signature"].split("; ")) for r in records.values()}
+
+    ((later_model, later_extensions),) = signature(later)
+    ((earlier_model, earlier_extensions),) = signature(earlier)
+    assert later_model != earlier_model and later_extensions == earlier_extensions
+    assert all("avx512f" not in extensions for _, extensions in signature(committed))
+    assert all("amx_tile" in extensions for _, extensions in signature(intel))
+    assert all(later[stem]["seeds"]["seeds"] == [0, 1, 2] for stem in later)
+    assert all(moved_values(earlier[stem], later[stem]) == {} for stem in later)
+    assert all(moved_values(committed[stem], later[stem]) != {} for stem in later)
+    assert all(moved_values(intel[stem], later[stem]) != {} for stem in later)
 
 
 @pytest.mark.parametrize("host", sorted(path.name for path in findings.OTHER_HOSTS.iterdir() if path.is_dir()))
@@ -440,13 +463,22 @@ PHOTO_LABELS_OVER_DUAL = ("photo_label_rerank/R@1", "dual/R@1")
             },
         ),
         (INTEL_REAL, {FINE_TUNING_OVER_ZERO_SHOT: (True, False), PHOTO_LABELS_OVER_DUAL: (True, False)}),
+        (
+            LATER_AMD_REAL,
+            {
+                FINE_TUNING_OVER_ZERO_SHOT: (True, False),
+                TWO_STAGE_OVER_FINE_TUNING: (False, True),
+                PHOTO_LABELS_OVER_DUAL: (True, False),
+            },
+        ),
     ],
 )
 def test_the_real_profiles_verdicts_that_differ_on_another_host_are_those_the_log_names(host, differing):
-    """``results/REPRODUCIBILITY.md``: on the later AMD host's three seeds, 02's full fine-tuning over zero-shot and
-    03's labels guessed from the photos are not findings (they are on the committed records), 02's two-stage recipe
-    below full fine-tuning is one (it is not on the committed records); on the Intel host's, the first two are not
-    findings either, and the third is not one, as on the committed records. Every other verdict is the same."""
+    """``results/REPRODUCIBILITY.md``: on each later AMD host's three seeds (family 25 model 17 and family 26 model 2,
+    whose values are the same), 02's full fine-tuning over zero-shot and 03's labels guessed from the photos are not
+    findings (they are on the committed records), 02's two-stage recipe below full fine-tuning is one (it is not on
+    the committed records); on the Intel host's, the first two are not findings either, and the third is not one, as
+    on the committed records. Every other verdict is the same."""
     another_host, committed = other_host_records(host)
     assert all(record["seeds"]["seeds"] == [0, 1, 2] for record in [*another_host.values(), *committed.values()])
     here = findings.verdicts(by_number(committed), "real")
