@@ -181,6 +181,12 @@ def _01(r: dict) -> str:
             else ""
         )
         + "."
+        + (
+            f" {m['t2i_train_caption_queries']} of the test queries are word for word a train caption: exact-item "
+            f"R@10 {m['t2i_train_caption_R@10']:.3f} on those, {m['t2i_not_train_caption_R@10']:.3f} on the others."
+            if "t2i_not_train_caption_R@10" in m
+            else ""
+        )
     )
 
 

@@ -82,6 +82,30 @@ def test_the_03_bullet_names_the_label_re_rankers_only_when_the_record_has_them(
     assert "guessed from the photos" in text and "R@1 0.210 (+0.010, one seed" in text and "+5 % relative" in text
 
 
+BASELINE_01 = {
+    "gallery_size": 1000,
+    "t2i_full_R@1": 0.05,
+    "t2i_full_R@10": 0.34,
+    "t2i_full_chance_R@1": 0.001,
+    "t2i_full_chance_R@10": 0.01,
+    "t2i_inbatch_R@1": 0.51,
+    "t2i_inbatch_chance_R@1": 0.031,
+    "t2i_attribute_match_model_R@10": 0.72,
+    "t2i_exact_model_R@10": 0.34,
+}
+
+
+def test_the_01_bullet_names_the_queries_seen_in_train_only_when_the_record_has_them(tmp_path):
+    write_record(tmp_path, "01_baseline_clip", BASELINE_01)
+    assert "train caption" not in findings.render_findings(findings.read_records(tmp_path))
+    seen = {"t2i_train_caption_queries": 132, "t2i_train_caption_R@10": 0.812, "t2i_not_train_caption_R@10": 0.632}
+    write_record(tmp_path, "01_baseline_clip", BASELINE_01 | seen)
+    assert (
+        "132 of the test queries are word for word a train caption: exact-item R@10 0.812 on those, 0.632 on the "
+        "others." in findings.render_findings(findings.read_records(tmp_path))
+    )
+
+
 def test_records_of_another_profile_are_refused(tmp_path):
     write_record(tmp_path, "05_conditional_embeddings", {"map/global_clip/overall": 0.3}, profile="ci")
     with pytest.raises(SystemExit, match="'ci' profile"):

@@ -52,6 +52,20 @@ def test_every_notebook_runs_in_the_ci_profile(ci_run):
         assert list((out / "figures" / notebook.stem).glob("*.png")) or notebook.stem.startswith("07"), notebook.stem
 
 
+def assert_caption_groups_make_up_the_gallery(baseline: dict) -> None:
+    """Notebook 01 records exact-item R@10 on the test queries that are word for word a train caption and on the
+    others; both groups are non-empty here, and together they are every query, so their recalls, weighted by their
+    sizes, give the full-gallery R@10."""
+    seen, n = baseline["t2i_train_caption_queries"], baseline["gallery_size"]
+    assert 0 < seen < n
+    mixed = (seen * baseline["t2i_train_caption_R@10"] + (n - seen) * baseline["t2i_not_train_caption_R@10"]) / n
+    assert mixed == pytest.approx(baseline["t2i_full_R@10"], abs=1e-9)
+
+
+def test_01_records_recall_on_the_queries_that_are_train_captions_and_on_the_others(ci_run):
+    assert_caption_groups_make_up_the_gallery(read_records(ci_run / "results")["01"])
+
+
 # The real-ci run uses the sample's first 2,000 products, in the Kaggle layout like any subset a user may pass, so
 # that pretraining, fine-tuning and the notebooks' training fit the suite's time budget (2,500 took ~10 % longer
 # with the same lessons holding; README › Tests and CI has the suite's measured time).
@@ -81,6 +95,7 @@ def test_the_real_profile_runs_every_notebook_on_the_sample_and_its_lessons_hold
     assert sorted(metrics) == ["01", "02", "03", "04", "05", "06", "07"]
     claims = real_photo_claims(metrics, REAL_CI_FLOORS)
     assert all(claims.values()), f"real-ci: {[c for c, ok in claims.items() if not ok]}"
+    assert_caption_groups_make_up_the_gallery(metrics["01"])
     assert list((out / "figures" / "01_baseline_clip").glob("*.png"))  # figures from the photos, outside figures/
 
 
