@@ -134,23 +134,24 @@ def exercises_scope(experiment: Experiment, searched: str = "test") -> str:
             01-07), or ``"catalogue"``, every item (notebook 08 embeds and indexes the whole catalogue).
     """
     catalogue = experiment.catalogue
-    if searched not in ("test", "catalogue"):
+    # what the scope counts: on the drawings (counted) and on a real catalogue (sized)
+    if searched == "test":
+        items = len(experiment.test)
+        counted = f"{items:,} test items"
+        sized = f"its test split has {items:,} items, so a gallery size or `test_size` above that is not available"
+    elif searched == "catalogue":
+        counted = f"{len(catalogue):,} items, the whole catalogue"
+        sized = f"the catalogue has {len(catalogue):,} items"
+    else:
         raise ValueError(f'searched={searched!r}: use "test" (the test split) or "catalogue" (every item)')
-    items = len(experiment.test) if searched == "test" else len(catalogue)
     attributes = ", ".join(f"`{name}`" for name in catalogue.attribute_names)
     kind = " and ".join(f"`{name}`" for name in catalogue.match_attributes)
     if catalogue.name == "synthetic":
-        counted = f"{items:,} test items" if searched == "test" else f"{items:,} items, the whole catalogue"
         return (
             f"The exercises run on this run's catalogue, the embedded drawings ({counted}; "
             f"attributes {attributes}; two items are the same kind of product when they share {kind})."
         )
     drawn = ", ".join(f"`{name}`" for name in DRAWING_ATTRIBUTES)
-    sized = (
-        f"its test split has {items:,} items, so a gallery size or `test_size` above that is not available"
-        if searched == "test"
-        else f"the catalogue has {items:,} items"
-    )
     return (
         f"**This run used {catalogue.name}**, not the drawings the exercises are written for (set "
         '`dataset="synthetic"` and `profile="ci"` to run them as written). To try them here, translate: '
