@@ -108,7 +108,8 @@ class RunConditions:
         self.load_before = os.getloadavg()[0]
         self.ticks_before = cpu_ticks()
         self.commit = source_commit()
-        self.uncommitted = uncommitted_files()
+        # which tracked files a -dirty commit ran with (asked of git only then)
+        self.uncommitted = {"uncommitted": uncommitted_files()} if self.commit.endswith("-dirty") else {}
         self.command = command_line(sys.argv)
 
     def finish(self, **extra) -> dict:
@@ -122,7 +123,7 @@ class RunConditions:
         return {
             "date_utc": self.date_utc,
             "commit": self.commit,
-            **({"uncommitted": self.uncommitted} if self.commit.endswith("-dirty") else {}),
+            **self.uncommitted,
             "command": self.command,
             "machine": machine_description(),
             "cpu": cpu_model(),
