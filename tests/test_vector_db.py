@@ -337,3 +337,26 @@ def test_an_engine_error_in_use_names_the_database(embeddings, tmp_path, monkeyp
             index.search(embeddings[:1], 2)
     finally:
         index.close()
+
+
+def test_search_counts_rows_only_when_fewer_than_k_come_back(embeddings, tmp_path, monkeypatch):
+    """A count is one more query into the engine, so ``search`` checks ``k`` against it only when rows come back short:
+    a filter matched fewer than k (padded with id -1) or k exceeds the rows stored (refused, as every index does)."""
+    index = MilvusIndex.create(str(tmp_path / "catalogue.db"), embeddings.shape[1], ["colour"])
+    try:
+        index.add(embeddings[:6], attributes=[{"colour": "red"}] * 2 + [{"colour": "blue"}] * 4)
+        counts = []
+        query = index.client.query
+        monkeypatch.setattr(
+            index.client, "query", lambda *a, **options: counts.append(options["output_fields"]) or query(*a, **options)
+        )
+        scores, ids = index.search(embeddings[:3], np.int64(6))
+        assert counts == [] and sorted(ids[0].tolist()) == list(range(6)) and np.isfinite(scores).all()
+        scores, ids = index.search(embeddings[:1], 4, filters={"colour": "red"})
+        assert counts == [["count(*)"]] and sorted(ids[0, :2].tolist()) == [0, 1] and ids[0, 2:].tolist() == [-1, -1]
+        assert np.isneginf(scores[0, 2:]).all()
+        for k, refusal in [(7, r"k=7 must be in \[1, 6\]"), (0, r"k=0 must be in \[1, 6\]"), (2.5, "whole number")]:
+            with pytest.raises(ValueError, match=refusal):
+                index.search(embeddings[:1], k)
+    finally:
+        index.close()
