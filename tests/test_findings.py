@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 
 import pytest
@@ -310,6 +311,7 @@ def test_column_span_collapses_equal_ends():
 AMD_REAL, INTEL_FULL = "amd-family25-model17-real", "intel-family6-model167-full"
 INTEL_REAL = "intel-family6-model167-real"
 LATER_AMD_FULL, LATER_AMD_REAL = "amd-family26-model2-full", "amd-family26-model2-real"
+LATER_INTEL_REAL = "intel-family6-model207-real"
 
 
 def other_host_records(host: str) -> tuple[dict, dict]:
@@ -365,14 +367,20 @@ def test_the_later_amd_hosts_real_records_say_what_the_reproducibility_log_says(
     assert difference(rerun[photo_labels[0]], *photo_labels[1:]) < 0  # below the dual encoder on the other host
 
 
+# Metrics a notebook began to record after some of the records compared were written (01's recall on the queries that
+# are a train caption word for word, and on the rest, since 2026-12-06): one record of a pair may lack them.
+ADDED_SINCE = re.compile(r"t2i_(not_)?train_caption_")
+
+
 def moved_values(committed: dict, rerun: dict) -> dict[tuple[str, int], float]:
     """``{(metric, seed): |rerun - committed|}`` for every value of a notebook's record, timings left out, that the
-    rerun on another host did not give again (the two records hold the same metrics under the same seeds)."""
+    rerun on another host did not give again (the two records hold the same metrics under the same seeds, but for
+    those :data:`ADDED_SINCE`)."""
     here, there = findings.values_by_seed(committed), findings.values_by_seed(rerun)
-    assert here.keys() == there.keys(), committed["notebook"]
+    assert all(ADDED_SINCE.match(name) for name in here.keys() ^ there.keys()), committed["notebook"]
     return {
         (name, seed): abs(there[name][seed] - here[name][seed])
-        for name in here
+        for name in here.keys() & there.keys()
         if not is_timing_metric(name)
         for seed in here[name]
         if not same_metric_value(there[name][seed], here[name][seed])
@@ -437,26 +445,34 @@ def test_a_later_amd_generation_gives_every_committed_full_metric_where_an_amd_h
     assert all(rerun[stem]["seeds"]["seeds"] == [0, 1, 2] for stem in rerun if committed[stem].get("seeds"))
 
 
-def test_the_real_profile_gives_the_same_values_on_the_two_amd_hosts_that_list_the_same_extensions():
-    """``results/REPRODUCIBILITY.md``, 2026-12-06: the real profile's three seeds on the AMD host of family 26 model 2
-    gave every value, timings aside, of the family 25 model 17 host's records (both list AVX-512 with bf16 and VNNI),
-    and not those of the committed records (family 25 model 1, AVX2 only) or of the Intel host's (with AMX)."""
-    later, committed = other_host_records(LATER_AMD_REAL)
-    earlier, intel = other_host_records(AMD_REAL)[0], other_host_records(INTEL_REAL)[0]
-    assert sorted(later) == sorted(earlier) == sorted(intel) and len(later) == 6
+@pytest.mark.parametrize(
+    ("later_host", "earlier_host", "other_maker"),
+    [(LATER_AMD_REAL, AMD_REAL, INTEL_REAL), (LATER_INTEL_REAL, INTEL_REAL, AMD_REAL)],
+)
+def test_the_real_profile_gives_the_same_values_on_two_hosts_that_list_the_same_extensions(
+    later_host, earlier_host, other_maker
+):
+    """``results/REPRODUCIBILITY.md``, 2026-12-06: the real profile's three seeds on a later generation of each maker
+    (AMD family 26 model 2; Intel family 6 model 207) gave every value, timings aside, of the earlier generation's
+    records that list the same extensions (AMD family 25 model 17: AVX-512 with bf16 and VNNI; Intel family 6 model
+    167: the same and AMX), and not those of the committed records (family 25 model 1, AVX2 only) or of the other
+    maker's."""
+    later, committed = other_host_records(later_host)
+    earlier, other = other_host_records(earlier_host)[0], other_host_records(other_maker)[0]
+    assert sorted(later) == sorted(earlier) == sorted(other) and len(later) == 6
 
     def signature(records: dict) -> set[tuple[str, str]]:
         return {tuple(r["environment"]["cpu_signature"].split("; ")) for r in records.values()}
 
     ((later_model, later_extensions),) = signature(later)
     ((earlier_model, earlier_extensions),) = signature(earlier)
-    assert later_model != earlier_model and later_extensions == earlier_extensions
+    ((_, other_extensions),) = signature(other)
+    assert later_model != earlier_model and later_extensions == earlier_extensions != other_extensions
     assert all("avx512f" not in extensions for _, extensions in signature(committed))
-    assert all("amx_tile" in extensions for _, extensions in signature(intel))
     assert all(later[stem]["seeds"]["seeds"] == [0, 1, 2] for stem in later)
     assert all(moved_values(earlier[stem], later[stem]) == {} for stem in later)
     assert all(moved_values(committed[stem], later[stem]) != {} for stem in later)
-    assert all(moved_values(intel[stem], later[stem]) != {} for stem in later)
+    assert all(moved_values(other[stem], later[stem]) != {} for stem in later)
 
 
 @pytest.mark.parametrize("host", sorted(path.name for path in findings.OTHER_HOSTS.iterdir() if path.is_dir()))
@@ -487,6 +503,7 @@ PHOTO_LABELS_OVER_DUAL = ("photo_label_rerank/R@1", "dual/R@1")
             },
         ),
         (INTEL_REAL, {FINE_TUNING_OVER_ZERO_SHOT: (True, False), PHOTO_LABELS_OVER_DUAL: (True, False)}),
+        (LATER_INTEL_REAL, {FINE_TUNING_OVER_ZERO_SHOT: (True, False), PHOTO_LABELS_OVER_DUAL: (True, False)}),
         (
             LATER_AMD_REAL,
             {
@@ -501,8 +518,9 @@ def test_the_real_profiles_verdicts_that_differ_on_another_host_are_those_the_lo
     """``results/REPRODUCIBILITY.md``: on each later AMD host's three seeds (family 25 model 17 and family 26 model 2,
     whose values are the same), 02's full fine-tuning over zero-shot and 03's labels guessed from the photos are not
     findings (they are on the committed records), 02's two-stage recipe below full fine-tuning is one (it is not on
-    the committed records); on the Intel host's, the first two are not findings either, and the third is not one, as
-    on the committed records. Every other verdict is the same."""
+    the committed records); on each Intel host's (family 6 models 167 and 207, whose values are the same), the first
+    two are not findings either, and the third is not one, as on the committed records. Every other verdict is the
+    same."""
     another_host, committed = other_host_records(host)
     assert all(record["seeds"]["seeds"] == [0, 1, 2] for record in [*another_host.values(), *committed.values()])
     here = findings.verdicts(by_number(committed), "real")
