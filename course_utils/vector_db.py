@@ -411,6 +411,10 @@ class MilvusIndex:
         Returns:
             scores (q, k) float32 descending, ids (q, k) int64; when fewer than k rows match, the missing slots
             hold id -1 and score -inf (as ``FaissIndex``).
+
+        Raises:
+            ValueError: k is not a whole number in [1, rows stored], the queries are not q >= 1 rows of d numbers,
+                or a filter names an attribute the collection does not store.
         """
         # k is checked against the row count only where it can be wrong: a count is one more query into the engine.
         # Counting on every call made one query over 5,900 sealed rows in Milvus Lite take 7.8 ms; now 4.8 ms, with or
