@@ -34,7 +34,15 @@ from .findings import README, update_readme
 from .json_files import write_json
 from .lockfile import environment_pins
 from .paths import REPO_ROOT
-from .results import cpu_generation, cpu_model, cpu_signature, library_versions, load_record, markdown_table_text
+from .results import (
+    cpu_generation,
+    cpu_model,
+    cpu_signature,
+    kernel_choices,
+    library_versions,
+    load_record,
+    markdown_table_text,
+)
 
 BENCH_RECORDS = REPO_ROOT / "results" / "bench"
 
@@ -113,11 +121,12 @@ class RunConditions:
         self.command = command_line(sys.argv)
 
     def finish(self, **extra) -> dict:
-        """``{"date_utc", "commit", "uncommitted", "command", "machine", "cpu", "cpu_signature", "libraries",
-        "constraints", "load_average_before_after", "cpu_steal_share", **extra}`` (``cpu_steal_share`` only where
-        ``/proc/stat`` exists; ``uncommitted`` only for a ``-dirty`` commit: :func:`uncommitted_files`; ``cpu``,
-        ``cpu_signature``, ``libraries`` and ``constraints``: :func:`course_utils.results.cpu_model`,
-        :func:`~course_utils.results.cpu_signature`, :func:`~course_utils.results.library_versions` and
+        """``{"date_utc", "commit", "uncommitted", "command", "machine", "cpu", "cpu_signature", "kernels",
+        "libraries", "constraints", "load_average_before_after", "cpu_steal_share", **extra}`` (``cpu_steal_share``
+        only where ``/proc/stat`` exists; ``uncommitted`` only for a ``-dirty`` commit: :func:`uncommitted_files`;
+        ``cpu``, ``cpu_signature``, ``kernels``, ``libraries`` and ``constraints``:
+        :func:`course_utils.results.cpu_model`, :func:`~course_utils.results.cpu_signature`,
+        :func:`~course_utils.results.kernel_choices`, :func:`~course_utils.results.library_versions` and
         :func:`course_utils.lockfile.environment_pins`)."""
         steal = steal_share(self.ticks_before, cpu_ticks())
         return {
@@ -128,6 +137,7 @@ class RunConditions:
             "machine": machine_description(),
             "cpu": cpu_model(),
             "cpu_signature": cpu_signature(),
+            "kernels": kernel_choices(),
             "libraries": library_versions(),
             "constraints": environment_pins(),
             "load_average_before_after": [round(self.load_before, 2), round(os.getloadavg()[0], 2)],

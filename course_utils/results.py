@@ -6,7 +6,8 @@ records, the benchmarks' included, are written by :func:`course_utils.json_files
 the same notebook's metrics under other seeds (values, mean, std);
 ``build_report`` gathers every record into ``outputs/RESULTS.md``, a report an instructor can project;
 ``timing_key`` / ``parse_timing_key`` name a notebook's run under a further seed in a run's timings file;
-``cpu_model`` and ``library_versions`` say what else a record's numbers depend on (each record's ``environment``, and
+``cpu_model``, ``cpu_signature``, ``kernel_choices`` and ``library_versions`` say what else a record's numbers depend
+on (each record's ``environment``, and
 the benchmarks' run conditions), with whether the installed distributions are those ``constraints.txt`` pins
 (:func:`course_utils.lockfile.environment_pins`).
 """
@@ -63,6 +64,31 @@ def cpu_signature(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     flags = set(fields.get("flags", "").split())
     generation = " ".join(f"{label} {fields.get(name, '?')}" for label, name in GENERATION_FIELDS)
     return f"{generation}; {' '.join(flag for flag in KERNEL_FLAGS if flag in flags)}".rstrip("; ")
+
+
+def kernel_choices() -> dict[str, str | None]:
+    """Which kernels the numeric libraries picked for this processor when they loaded: ``{"faiss": FAISS's SIMD
+    level, "<BLAS> <version>": the core type that BLAS runs its kernels for, ...}`` for each BLAS loaded in this
+    process (read by threadpoolctl; FAISS is imported first, so the OpenBLAS inside it is among them).
+
+    Each library detects the processor its own way, so two hosts with the same :data:`KERNEL_FLAGS` can still differ
+    here: the OpenBLAS 0.3.15 inside faiss-cpu 1.15.1 does not know Intel's family 6 model 207 and runs its generic
+    "Prescott" kernels there; notebook 08's on-disk IVF-PQ recall then moved in the fourth digit from the value the
+    model 167 host recorded, and ``OPENBLAS_CORETYPE=SkylakeX`` gave that value back (``results/REPRODUCIBILITY.md``,
+    2026-12-06)."""
+    import threadpoolctl
+
+    choices: dict[str, str | None] = {}
+    try:
+        import faiss
+
+        choices["faiss"] = faiss.SIMDConfig.get_level_name() if hasattr(faiss, "SIMDConfig") else None
+    except ImportError:
+        pass
+    for library in threadpoolctl.threadpool_info():
+        if library["user_api"] == "blas":
+            choices[f"{library['prefix']} {library['version']}"] = library.get("architecture")
+    return choices
 
 
 def cpu_generation(conditions: dict) -> str:
@@ -151,6 +177,7 @@ def write_results(
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "cpu": cpu_model(),
             "cpu_signature": cpu_signature(),  # one model name can be several processors (rounding differs)
+            "kernels": kernel_choices(),  # and each library picks its kernels for it in its own way
             "libraries": library_versions(),  # torch's among them
             "constraints": environment_pins(),  # and every other distribution: as pinned, or which differ
         },

@@ -53,6 +53,7 @@ def test_conditions_name_date_commit_command_machine_libraries_and_load(monkeypa
     assert conditions["machine"].endswith("GiB") and len(conditions["date_utc"]) == len("2026-12-02 20:00")
     assert conditions["cpu_steal_share"] == 0.25  # 50 of 200 ticks
     assert conditions["cpu"] and conditions["libraries"]["torch"] is not None  # what else decides the numbers
+    assert conditions["kernels"] == results.kernel_choices()  # the kernels each library picked for the processor
     assert conditions["constraints"] == lockfile.environment_pins()  # and whether every other distribution is as pinned
 
 

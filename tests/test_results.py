@@ -1,6 +1,9 @@
 """Results records and the combined report."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -12,6 +15,7 @@ from course_utils.results import (
     build_report,
     cpu_model,
     cpu_signature,
+    kernel_choices,
     library_versions,
     load_record,
     markdown_table_text,
@@ -42,6 +46,7 @@ def test_records_round_trip_and_report(tmp_path, monkeypatch):
     environment = record["environment"]  # what the numbers depend on besides the code and the seeds
     assert environment["libraries"]["numpy"] == np.__version__ and environment["cpu"]
     assert environment["cpu_signature"] == cpu_signature()
+    assert environment["kernels"] == kernel_choices()
     assert environment["constraints"] == environment_pins()  # whether the other distributions are those pinned
     write_results("02_demo", {"profile": "ci"}, {"r10": 0.7})
     assert [r["notebook"] for r in read_results()] == ["01_demo", "02_demo"]
@@ -71,6 +76,25 @@ def test_the_cpu_signature_tells_apart_processors_of_one_generic_model_name(tmp_
     assert milan == "family 25 model 1 stepping 1; avx avx2 fma"
     assert genoa == "family 25 model 17 stepping 1; avx avx2 fma avx512f avx512_bf16 avx512_vnni"
     assert cpu_signature(tmp_path / "absent") is None
+
+
+def test_the_kernels_are_those_each_library_picked_in_the_process():
+    """FAISS and each BLAS pick their kernels by their own reading of the processor, which the environment variables
+    FAISS_SIMD_LEVEL and OPENBLAS_CORETYPE override for a process; a record names what they picked."""
+    pytest.importorskip("faiss")
+    script = "import json; from course_utils.results import kernel_choices; print(json.dumps(kernel_choices()))"
+    forced = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "FAISS_SIMD_LEVEL": "AVX2", "OPENBLAS_CORETYPE": "Haswell"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    kernels = json.loads(forced.stdout.splitlines()[-1])
+    openblas = [name for name in kernels if name.startswith("libopenblas ")]  # the one inside faiss-cpu
+    assert kernels["faiss"] == "AVX2" and openblas and all(kernels[name] == "Haswell" for name in openblas)
+    assert set(kernels) <= set(kernel_choices())  # this process may have loaded more BLAS libraries
 
 
 def _record(folder, stem, seed, metrics):
