@@ -311,7 +311,7 @@ def test_column_span_collapses_equal_ends():
 AMD_REAL, INTEL_FULL = "amd-family25-model17-real", "intel-family6-model167-full"
 INTEL_REAL = "intel-family6-model167-real"
 LATER_AMD_FULL, LATER_AMD_REAL = "amd-family26-model2-full", "amd-family26-model2-real"
-LATER_INTEL_REAL = "intel-family6-model207-real"
+LATER_INTEL_FULL, LATER_INTEL_REAL = "intel-family6-model207-full", "intel-family6-model207-real"
 
 
 def other_host_records(host: str) -> tuple[dict, dict]:
@@ -443,6 +443,35 @@ def test_a_later_amd_generation_gives_every_committed_full_metric_where_an_amd_h
     assert all(moved[number] == {} for number in ("01", "02", "03", "04", "05", "06", "07"))
     assert {name for name, _ in moved["08"]} == {"weight_max_abs_diff", "ondisk_best_recall", "ondisk_served_recall"}
     assert all(rerun[stem]["seeds"]["seeds"] == [0, 1, 2] for stem in rerun if committed[stem].get("seeds"))
+
+
+def test_a_later_intel_generation_gives_every_full_value_of_the_intel_host_with_the_same_extensions():
+    """``results/REPRODUCIBILITY.md``, 2026-12-06: an Intel host of family 6 model 207 ran the full profile from a fresh
+    install and an empty cache. Every value under every seed, timings aside, is the one the family 6 model 167 host
+    recorded (same extensions): its 01-07 in ``other-hosts/``, and the committed 08, which that host wrote, but for
+    08's best on-disk recall, 1e-4 higher: the OpenBLAS inside faiss-cpu runs generic kernels on this processor
+    (``course_utils.results.kernel_choices``). 02-06 differ from the committed records, which an AMD host wrote, as
+    the model 167 host's do."""
+    later, committed = other_host_records(LATER_INTEL_FULL)
+    earlier = other_host_records(INTEL_FULL)[0]
+    assert sorted(later) == sorted([*earlier, "08_scaling_out"])
+
+    def signature(record: dict) -> tuple[str, str]:
+        model, extensions = record["environment"]["cpu_signature"].split("; ")
+        return model.rsplit(" stepping", 1)[0], extensions
+
+    ((later_model, extensions),) = {signature(record) for record in later.values()}
+    assert later_model == "family 6 model 207"
+    assert {signature(record) for record in [*earlier.values(), committed["08_scaling_out"]]} == {
+        ("family 6 model 167", extensions)
+    }
+    assert all(not later[stem]["environment"]["constraints"]["unmet"] for stem in later)
+    assert all(later[stem]["seeds"]["seeds"] == [0, 1, 2] for stem in later if committed[stem].get("seeds"))
+    assert all(moved_values(earlier[stem], later[stem]) == {} for stem in earlier)
+    ((moved_08, difference),) = moved_values(committed["08_scaling_out"], later["08_scaling_out"]).items()
+    assert moved_08 == ("ondisk_best_recall", 0) and difference == pytest.approx(1e-4)
+    moved_from_committed = [stem[:2] for stem in earlier if moved_values(committed[stem], later[stem])]
+    assert moved_from_committed == ["02", "03", "04", "05", "06"]
 
 
 @pytest.mark.parametrize(
