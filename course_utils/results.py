@@ -7,9 +7,8 @@ the same notebook's metrics under other seeds (values, mean, std);
 ``build_report`` gathers every record into ``outputs/RESULTS.md``, a report an instructor can project;
 ``timing_key`` / ``parse_timing_key`` name a notebook's run under a further seed in a run's timings file;
 ``cpu_model``, ``cpu_signature``, ``kernel_choices`` and ``library_versions`` say what else a record's numbers depend
-on (each record's ``environment``, and
-the benchmarks' run conditions), with whether the installed distributions are those ``constraints.txt`` pins
-(:func:`course_utils.lockfile.environment_pins`).
+on (each record's ``environment``, and the benchmarks' run conditions), with whether the installed distributions are
+those ``constraints.txt`` pins (:func:`course_utils.lockfile.environment_pins`).
 """
 
 from __future__ import annotations
