@@ -314,6 +314,13 @@ LATER_AMD_FULL, LATER_AMD_REAL = "amd-family26-model2-full", "amd-family26-model
 LATER_INTEL_FULL, LATER_INTEL_REAL = "intel-family6-model207-full", "intel-family6-model207-real"
 
 
+def processor_signature(record: dict) -> tuple[str, str]:
+    """``("family 6 model 207", "avx avx2 ...")``: the generation (stepping left out) and the listed extensions in a
+    record's ``cpu_signature``."""
+    generation, extensions = record["environment"]["cpu_signature"].split("; ")
+    return generation.rsplit(" stepping", 1)[0], extensions
+
+
 def other_host_records(host: str) -> tuple[dict, dict]:
     """The records rerun on another host (``results/other-hosts/<host>/``, ``host`` ending in its profile) and the
     committed ones of the same notebooks (``results/<profile>/``), by stem."""
@@ -455,14 +462,9 @@ def test_a_later_intel_generation_gives_every_full_value_of_the_intel_host_with_
     later, committed = other_host_records(LATER_INTEL_FULL)
     earlier = other_host_records(INTEL_FULL)[0]
     assert sorted(later) == sorted([*earlier, "08_scaling_out"])
-
-    def signature(record: dict) -> tuple[str, str]:
-        model, extensions = record["environment"]["cpu_signature"].split("; ")
-        return model.rsplit(" stepping", 1)[0], extensions
-
-    ((later_model, extensions),) = {signature(record) for record in later.values()}
+    ((later_model, extensions),) = {processor_signature(record) for record in later.values()}
     assert later_model == "family 6 model 207"
-    assert {signature(record) for record in [*earlier.values(), committed["08_scaling_out"]]} == {
+    assert {processor_signature(record) for record in [*earlier.values(), committed["08_scaling_out"]]} == {
         ("family 6 model 167", extensions)
     }
     assert all(not later[stem]["environment"]["constraints"]["unmet"] for stem in later)
@@ -490,14 +492,14 @@ def test_the_real_profile_gives_the_same_values_on_two_hosts_that_list_the_same_
     earlier, other = other_host_records(earlier_host)[0], other_host_records(other_maker)[0]
     assert sorted(later) == sorted(earlier) == sorted(other) and len(later) == 6
 
-    def signature(records: dict) -> set[tuple[str, str]]:
-        return {tuple(r["environment"]["cpu_signature"].split("; ")) for r in records.values()}
+    def signatures(records: dict) -> set[tuple[str, str]]:
+        return {processor_signature(record) for record in records.values()}
 
-    ((later_model, later_extensions),) = signature(later)
-    ((earlier_model, earlier_extensions),) = signature(earlier)
-    ((_, other_extensions),) = signature(other)
+    ((later_model, later_extensions),) = signatures(later)
+    ((earlier_model, earlier_extensions),) = signatures(earlier)
+    ((_, other_extensions),) = signatures(other)
     assert later_model != earlier_model and later_extensions == earlier_extensions != other_extensions
-    assert all("avx512f" not in extensions for _, extensions in signature(committed))
+    assert all("avx512f" not in extensions for _, extensions in signatures(committed))
     assert all(later[stem]["seeds"]["seeds"] == [0, 1, 2] for stem in later)
     assert all(moved_values(earlier[stem], later[stem]) == {} for stem in later)
     assert all(moved_values(committed[stem], later[stem]) != {} for stem in later)
