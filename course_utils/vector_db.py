@@ -331,6 +331,7 @@ class MilvusIndex:
         item_ids: Sequence[str] | None = None,
         attributes: Sequence[Mapping[str, str]] | None = None,
         batch_size: int = 5000,
+        seal: bool = True,
     ) -> None:
         """Insert (n, d) vectors with their ids (default: positions after the current rows) and attributes.
 
@@ -342,6 +343,9 @@ class MilvusIndex:
                 real value matches it, as in the retriever's own filtering).
             batch_size: rows per insert call; the call ends by sealing what it inserted (``flush``), so add rows in
                 a few large calls, not one by one.
+            seal: ``False`` leaves the rows in a growing segment: searchable at once, but every count and search
+                then takes the engine's slower path until a later ``add`` seals them (one seal for a stream of
+                small batches; ``benchmarks/bench_milvus.py`` measures both paths).
 
         Raises:
             ValueError: an id given twice or already stored (Milvus keeps one row per primary key, so the other
@@ -358,25 +362,27 @@ class MilvusIndex:
         values = list(attributes) if attributes is not None else [{}] * n
         if not (len(keys) == len(names) == len(values) == n):
             raise ValueError(f"{n} vectors but {len(keys)} ids, {len(names)} item ids, {len(values)} attribute rows")
-        rows = []
-        for position, (key, name, vector, attrs) in enumerate(zip(keys, names, matrix, values)):
+        for position, (name, attrs) in enumerate(zip(names, values)):
             _check_row(position, name, attrs, self.attribute_names)
-            rows.append(
-                {
-                    _KEY: int(key),
-                    _ITEM: name,
-                    _VECTOR: vector.tolist(),
-                    **{a: str(attrs.get(a, "")) for a in self.attribute_names},
-                }
-            )
         with self._engine():
             for start in range(0, n, batch_size):
-                self.client.insert(self.collection, rows[start : start + batch_size])
+                # One batch of rows at a time: as Python lists, a float takes 32 bytes (the object and its pointer).
+                batch = slice(start, start + batch_size)
+                rows = [
+                    {
+                        _KEY: int(key),
+                        _ITEM: name,
+                        _VECTOR: vector.tolist(),
+                        **{a: str(attrs.get(a, "")) for a in self.attribute_names},
+                    }
+                    for key, name, vector, attrs in zip(keys[batch], names[batch], matrix[batch], values[batch])
+                ]
+                self.client.insert(self.collection, rows)
             # Seal the new rows into a segment on disk. Until then Milvus holds them in a "growing" segment, which
-            # every count and search scans by a slower path: 45 ms per count and 94 ms per search over notebook 08's
-            # 5,900 rows in Milvus Lite, against 3 and 7 ms once sealed (measured 2026-12-06, 2 cores); the flush
-            # took 0.3 s. One flush per call: many small adds would each seal a small segment.
-            self.client.flush(self.collection)
+            # every count and search scans by a slower path (benchmarks/bench_milvus.py: README › Performance).
+            # One flush per call: many small adds would each seal a small segment.
+            if seal:
+                self.client.flush(self.collection)
 
     def _refuse_repeated_keys(self, keys: np.ndarray, check_stored: bool, page: int = 1000) -> None:
         """Refuse ids that repeat among ``keys`` or (``check_stored``) that the collection already holds."""
@@ -416,9 +422,8 @@ class MilvusIndex:
             ValueError: k is not a whole number in [1, rows stored], the queries are not q >= 1 rows of d numbers,
                 or a filter names an attribute the collection does not store.
         """
-        # k is checked against the row count only where it can be wrong: a count is one more query into the engine.
-        # Counting on every call made one query over 5,900 sealed rows in Milvus Lite take 7.8 ms; now 4.8 ms, with or
-        # without a filter (median of 250, 2 cores, measured 2026-12-06).
+        # k is checked against the row count only where it can be wrong: a count is one more query into the engine
+        # (benchmarks/bench_milvus.py times one beside a search).
         if not (is_whole_number(k) and k >= 1):
             _check_k(k, len(self))
         matrix = _as_matrix(queries, self._dim, "queries").to(torch.float32).numpy()

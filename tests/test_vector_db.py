@@ -184,15 +184,28 @@ def test_len_counts_rows_when_collection_statistics_lag(embeddings, tmp_path, mo
 
 
 def test_add_seals_what_it_inserted_once_per_call(embeddings, tmp_path, monkeypatch):
-    """Rows left in a growing segment make every later count and search take the engine's slow path (vector_db's
-    comment has the measurement), so each add ends with one flush, not one per insert batch."""
+    """Rows left in a growing segment make every later count and search take the engine's slow path
+    (benchmarks/bench_milvus.py measures it), so each add ends with one flush, not one per insert batch; with
+    ``seal=False`` the rows are searchable at once and a later add seals them."""
     index = MilvusIndex.create(str(tmp_path / "catalogue.db"), embeddings.shape[1], ["colour"])
     try:
-        calls = []
-        flush = index.client.flush
-        monkeypatch.setattr(index.client, "flush", lambda name, **options: calls.append(name) or flush(name, **options))
-        index.add(embeddings[:12], batch_size=5)  # three inserts
-        assert calls == [index.collection] and len(index) == 12
+        flushes, inserted = [], []
+        flush, insert = index.client.flush, index.client.insert
+        monkeypatch.setattr(
+            index.client, "flush", lambda name, **options: flushes.append(name) or flush(name, **options)
+        )
+        monkeypatch.setattr(
+            index.client,
+            "insert",
+            lambda name, rows, **options: inserted.append(len(rows)) or insert(name, rows, **options),
+        )
+        index.add(embeddings[:12], batch_size=5)
+        assert inserted == [5, 5, 2] and flushes == [index.collection] and len(index) == 12
+        index.add(embeddings[12:15], seal=False)
+        assert flushes == [index.collection] and len(index) == 15
+        assert index.search(embeddings[13], 1)[1].tolist() == [[13]]  # searchable before the seal
+        index.add(embeddings[15:16])
+        assert flushes == [index.collection] * 2
     finally:
         index.close()
 
