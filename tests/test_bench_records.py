@@ -21,6 +21,7 @@ RENDERED = [
     "bench_faiss",
     "bench_embedding",
     "bench_ivfpq_ondisk",
+    "bench_milvus",
     "bench_photo_pretrain",
     "bench_rerank",
 ]
@@ -664,6 +665,56 @@ def test_the_brand_is_the_titles_first_word_whatever_its_case():
     embeddings = SimpleNamespace(splits={"test": items}, captions={"test": ["Puma Men Black Shoes", "FILA Cap"]})
     assert bench.catalogue_labels(embeddings, "brand") == {"test": ["puma", "fila"]}
     assert bench.catalogue_labels(embeddings, "baseColour") == {"test": ["Black", None]}
+
+
+def test_milvus_bench_filters_as_the_engine_does_and_exact_search_keeps_only_allowed_rows():
+    bench = load_benchmark("bench_milvus")
+    import torch
+
+    attributes = bench.row_attributes(205)
+    assert attributes[123] == {"tenth": "3", "hundredth": "23"}
+    assert bench.allowed_rows(attributes, {"hundredth": "4"}).nonzero().flatten().tolist() == [4, 104, 204]
+    gallery = torch.eye(4)
+    allowed = torch.tensor([False, True, True, False])
+    assert bench.exact_search(gallery, torch.tensor([1.0, 0.5, 0.2, 0.9]), allowed, 2).tolist() == [1, 2]
+    assert bench.exact_search(gallery, torch.tensor([1.0, 0.5, 0.2, 0.9]), allowed, 3).tolist() == [1, 2]
+    assert bench.exact_search(gallery, torch.tensor([1.0, 0.5, 0.2, 0.9]), None, 2).tolist() == [0, 3]
+
+
+def test_milvus_bench_summary_reads_every_ratio_from_the_record():
+    bench = load_benchmark("bench_milvus")
+    assert bench.value_range([9.31, 23.6]) == "9.3–24×" and bench.value_range([40.2, 39.8], " %") == "40 %"
+    rows = [
+        {"n": 10, "filter": "none", "Milvus median ms": 2.0, "Milvus / exact": 20.0, "same top-k": 1.0},
+        {"n": 10, "filter": "1 row in 10", "Milvus median ms": 1.0, "Milvus / exact": 5.0, "same top-k": 0.5},
+        {"n": 10, "filter": "none, before the seal", "Milvus median ms": 30.0},
+    ]
+    text = bench.summary({"rows": rows, "costs": [{"n": 10, "count ms, sealed": 1.5}]})
+    assert "one Milvus Lite search took 5.0–20× as long as exact" in text
+    assert "returned exact search's top-k for not every query" in text
+    assert "Before the seal an unfiltered search took 15× as long as after it" in text
+    assert "A sealed count took 75 % of an unfiltered search's time" in text
+
+
+def test_milvus_bench_finds_exact_search_top_k_with_every_filter_and_renders_its_run(tmp_path, capsys):
+    bench = load_benchmark("bench_milvus")
+    record = tmp_path / "run.json"
+    arguments = ["--sizes", "300", "--dim", "8", "--queries", "4", "--growing-queries", "2", "--json", str(record)]
+    assert bench.main(arguments) == 0
+    run = json.loads(record.read_text())
+    assert [(row["filter"], row["matching rows"]) for row in run["rows"]] == [
+        ("none", 300),
+        ("1 row in 10", 30),
+        ("1 row in 100", 3),
+        ("none, before the seal", 300),
+    ]
+    assert [row.get("same top-k") for row in run["rows"]] == [1.0, 1.0, 1.0, None]  # 3 rows for k = 10: all 3
+    assert run["costs"][0]["n"] == 300 and run["costs"][0]["on disk MB"] > 0
+    assert run["conditions"]["milvus_lite"] and run["arguments"]["dim"] == 8
+    text = bench.readme_section([run])
+    assert "| 300 | 1 row in 100 | 3 |" in text and "| 100% |" in text
+    assert "8-d vectors, k = 10; single queries, 4 per row (2 before the seal)" in text
+    assert text.split("\n\n")[1] in capsys.readouterr().out  # the printed table is the README's
 
 
 @pytest.mark.parametrize("name", RENDERED)
