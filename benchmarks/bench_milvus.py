@@ -17,7 +17,7 @@ on random unit vectors with two attributes (``tenth`` = row mod 10, ``hundredth`
   threads, in Python and numpy), so the growth of the process's resident memory from before the collection is
   created to after its searches.
 
-Prints markdown tables; ``--json`` keeps the run's record and ``--readme`` renders README › Performance › Milvus Lite
+Prints markdown tables; ``--json`` keeps the run's record and ``--readme`` renders README › Scaling out › Milvus Lite
 from the last record kept in ``results/bench/milvus/`` (``course_utils.bench_records``).
 
   .venv/bin/python benchmarks/bench_milvus.py --json results/bench/milvus/<time>.json
@@ -225,7 +225,7 @@ def readme_section(runs: list[dict]) -> str:
 
 
 def write_readme(check: bool, readme: Path = bench_records.README, folder: Path = RECORDS) -> int:
-    """README › Performance › Milvus Lite from the runs kept in ``folder`` (``check``: compare only)."""
+    """README › Scaling out › Milvus Lite from the runs kept in ``folder`` (``check``: compare only)."""
     return bench_records.render_readme(Path(__file__).name, folder, README_MARKERS, readme_section, check, readme)
 
 
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--growing-queries", type=int, default=10, help="timed counts and searches before the seal")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, all cores)")
     parser.add_argument("--seed", type=int, default=0)
-    bench_records.add_record_options(parser, "Performance › Milvus Lite")
+    bench_records.add_record_options(parser, "Scaling out › Milvus Lite")
     args = parser.parse_args(argv)
     if args.readme:
         return write_readme(args.check)

@@ -379,7 +379,7 @@ class MilvusIndex:
                 ]
                 self.client.insert(self.collection, rows)
             # Seal the new rows into a segment on disk. Until then Milvus holds them in a "growing" segment, which
-            # every count and search scans by a slower path (benchmarks/bench_milvus.py: README › Performance).
+            # every count and search scans by a slower path (benchmarks/bench_milvus.py: README › Scaling out).
             # One flush per call: many small adds would each seal a small segment.
             if seal:
                 self.client.flush(self.collection)
