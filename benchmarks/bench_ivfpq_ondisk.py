@@ -24,7 +24,8 @@ every re-ranked candidate is a read from the disk; the lists file, which FAISS m
 touched (mapped pages are not evicted), and the virtual disk's host may cache too.
 
 ``--json`` keeps the run's record; ``--readme`` renders README › Scaling out's tables from the records kept in
-``results/bench/ivfpq_ondisk/`` (the last per ``--n``).
+``results/bench/ivfpq_ondisk/`` (the last per ``--n``; a run on other data than the default mixture, such as
+``--centres 100``, in a table of its own after them).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ivfpq_ondisk.py --json results/bench/ivfpq_ondisk/<time>-1M.json
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_ivfpq_ondisk.py --n 5000000 > ivfpq-5M.txt 2>&1 &
@@ -219,6 +220,10 @@ RECORDS = bench_records.BENCH_RECORDS / "ivfpq_ondisk"
 README_MARKERS = ("<!-- bench-ivfpq-ondisk:start -->", "<!-- bench-ivfpq-ondisk:end -->")
 # Issue 16's goals for an index bigger than RAM: search RSS, recall@10, latency, build time on 2 cores.
 GOALS = {"rss_mb": 2000, "recall": 0.90, "median_ms": 10.0, "build_s": 30 * 60}
+# The mixture's defaults. On it, 1,000 centres for about 1,024 lists, a centre's points mostly share a list, so
+# recall hardly depends on nprobe; a run with other data (e.g. --centres 100: k-means splits each cluster over
+# several lists) gets its own table after the default data's.
+DEFAULT_DATA = {"centres": 1000, "latent": 32, "latent_norm": 0.8, "noise": 0.3}
 
 
 def setting(row: dict) -> list:
@@ -231,9 +236,21 @@ def table_rows(columns: list[str], cells: list[list]) -> list[dict]:
     return [dict(zip(columns, row, strict=True)) for row in cells]
 
 
+def data_of(run: dict) -> dict:
+    """The run's mixture parameters (:data:`DEFAULT_DATA`'s keys)."""
+    return {name: run["arguments"].get(name, default) for name, default in DEFAULT_DATA.items()}
+
+
 def run_table(run: dict) -> str:
     """One kept run: its data and build, the nprobe x re-rank sweep, and the settings that meet every goal."""
     a, build, opened = run["arguments"], run["build"], run["opened"]
+    data = data_of(run)
+    other_data = (
+        f", clustered around {data['centres']:,} centres (latent {data['latent']}-d of norm {data['latent_norm']}, "
+        f"noise {data['noise']})"
+        if data != DEFAULT_DATA
+        else ""
+    )
     columns = [
         "nprobe",
         "re-rank candidates",
@@ -262,7 +279,8 @@ def run_table(run: dict) -> str:
     fastest = min(meeting, key=lambda row: row["median ms"]) if meeting else None
     return "\n\n".join(
         [
-            f"**{a['n']:,} × {a['dim']}**, IVF{a['nlist']},PQ{a['pq_m']} trained on {a['train_size']:,} vectors, "
+            f"**{a['n']:,} × {a['dim']}**{other_data}, IVF{a['nlist']},PQ{a['pq_m']} trained on "
+            f"{a['train_size']:,} vectors, "
             f"{a['queries']:,} held-out queries. " + bench_records.run_heading(run, RECORDS, lead="Measured", end="."),
             bench_records.markdown_table(table, columns),
             f"Build {build_s:,.0f} s (train {build['train s']:,.0f} s, add {build['add shards s']:,.0f} s, merge "
@@ -352,7 +370,34 @@ def cold_comparison(cold_run: dict, warm_run: dict) -> str:
     )
 
 
+def nprobe_curve(run: dict) -> str:
+    """``"with 100 candidates re-ranked, recall@10 0.502 at nprobe 1, 0.933 at 4"``: recall by nprobe at the run's
+    largest re-rank setting."""
+    most = max(row["rerank"] for row in run["rows"])
+    recalls = ", ".join(
+        f"{row['recall']:.3f} at {row['nprobe']}"
+        for row in sorted(run["rows"], key=lambda row: row["nprobe"])
+        if row["rerank"] == most
+    )
+    reranked = f"with {most} candidates re-ranked" if most else "without re-ranking"
+    return f"{reranked}, recall@{run['arguments']['k']} by nprobe: {recalls}"
+
+
 def readme_section(runs: list[dict]) -> str:
+    """The default data's tables (:func:`default_data_section`), then the last warm ``pread`` run of each other
+    mixture and size, with its recall by nprobe."""
+    sections = [default_data_section([run for run in runs if data_of(run) == DEFAULT_DATA])]
+    other = {
+        (tuple(data_of(run).values()), run["arguments"]["n"]): run
+        for run in runs
+        if data_of(run) != DEFAULT_DATA and rows_reader(run) == "pread" and page_cache(run) == "warm"
+    }
+    for _, run in sorted(other.items()):
+        sections += [run_table(run), f"On these data nprobe matters: {nprobe_curve(run)}."]
+    return "\n\n".join(sections)
+
+
+def default_data_section(runs: list[dict]) -> str:
     """The last kept warm ``pread`` run of each size, smallest first, each followed by the memmap comparison when a
     ``--rows-reader memmap`` run of that size was kept, and by the cold-read comparison when a ``--page-cache cold``
     run was (a size kept only with memmap or only cold gets that run's own table)."""
@@ -379,10 +424,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1_000_000, help="indexed vectors")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--chunk", type=int, default=100_000, help="vectors generated (and one shard) at a time")
-    parser.add_argument("--centres", type=int, default=1000, help="mixture components")
-    parser.add_argument("--latent", type=int, default=32, help="dimension of each cluster's spread")
-    parser.add_argument("--latent-norm", type=float, default=0.8, help="norm of the in-cluster (latent) offset")
-    parser.add_argument("--noise", type=float, default=0.3, help="norm of the isotropic noise")
+    parser.add_argument("--centres", type=int, default=DEFAULT_DATA["centres"], help="mixture components")
+    parser.add_argument("--latent", type=int, default=DEFAULT_DATA["latent"], help="dimension of each cluster's spread")
+    parser.add_argument(
+        "--latent-norm", type=float, default=DEFAULT_DATA["latent_norm"], help="norm of the in-cluster (latent) offset"
+    )
+    parser.add_argument("--noise", type=float, default=DEFAULT_DATA["noise"], help="norm of the isotropic noise")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--nlist", type=int, default=0, help="IVF lists (0: 2^round(log2(sqrt(n))))")
