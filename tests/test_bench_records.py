@@ -413,6 +413,23 @@ def test_ivfpq_section_sets_a_cold_run_beside_the_warm_table_of_its_size():
     assert "**1,000,000 × 512**" in bench.readme_section([cold])  # kept only cold: shown, not dropped
 
 
+def test_ivfpq_section_gives_a_run_on_other_data_its_own_table_after_the_default_datas():
+    bench = load_benchmark("bench_ivfpq_ondisk")
+    default = ivfpq_run(1000000, "2026-12-02 09:00", 0.996)
+    harder = ivfpq_run(1000000, "2026-12-06 09:00", 0.93)
+    harder["arguments"] |= {"centres": 100, **{k: v for k, v in bench.DEFAULT_DATA.items() if k != "centres"}}
+    harder["rows"].append({**harder["rows"][1], "nprobe": 1, "recall": 0.5})
+    text = bench.readme_section([default, harder])
+    assert "| 4 | 100 | 0.996 |" in text and "| 4 | 100 | 0.930 |" in text  # the later run replaced nothing
+    assert text.index("**1,000,000 × 512**, IVF") < text.index(
+        "**1,000,000 × 512**, clustered around 100 centres (latent 32-d of norm 0.8, noise 0.3), IVF"
+    )
+    assert text.endswith(
+        "On these data nprobe matters: with 100 candidates re-ranked, recall@10 by nprobe: 0.500 at 1, 0.930 at 4."
+    )
+    assert bench.readme_section([default]) == bench.default_data_section([default])  # no other data: as before
+
+
 def test_ivfpq_cold_reads_need_pread():
     bench = load_benchmark("bench_ivfpq_ondisk")
     with pytest.raises(SystemExit):
