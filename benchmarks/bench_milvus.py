@@ -40,7 +40,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling bench_exact_search, also when loaded by path
 from bench_exact_search import timings, unit_vectors  # noqa: E402
-from milvus_lite.server_manager import server_manager_instance  # noqa: E402
 
 from course_utils import bench_records  # noqa: E402
 from course_utils.vector_db import MilvusIndex  # noqa: E402
@@ -103,8 +102,7 @@ def bench_size(n: int, args: argparse.Namespace, folder: Path) -> tuple[list[dic
     start = time.perf_counter()
     index.client.flush(index.collection)  # what MilvusIndex.add(seal=True) ends with
     seal_s = time.perf_counter() - start
-    index.close()
-    server_manager_instance.release_server(uri)  # stop the engine, so the reopen reads the collection's files
+    index.close()  # its last client: Milvus Lite's engine stops, so the reopen reads the collection's files
     start = time.perf_counter()
     index = MilvusIndex.open(uri)
     reopen_s = time.perf_counter() - start
@@ -152,7 +150,6 @@ def bench_size(n: int, args: argparse.Namespace, folder: Path) -> tuple[list[dic
         "process MB": resident_mb() - memory_before,
     }
     index.close()
-    server_manager_instance.release_server(uri)
     return rows, costs
 
 

@@ -19,9 +19,11 @@ server's default, ``Bounded``, may not yet).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -48,19 +50,79 @@ class VectorDatabaseError(RuntimeError):
     """The database cannot be reached or does not hold what was asked for; the message says what to do."""
 
 
+# Clients this process holds open per Milvus Lite folder (absolute path). Milvus Lite 3 runs its engine inside the
+# process, one per folder, holding the folder's lock until stopped; the last client to go stops it (_disconnect).
+_lite_clients: dict[str, int] = {}
+
+
+def _lite_folder(uri: str) -> str | None:
+    """The absolute folder of a Milvus Lite ``uri`` (a path ending in ``.db``, as pymilvus tells them), else None."""
+    return os.path.abspath(uri) if uri.endswith(".db") else None
+
+
+def _locked_by_another_process(folder: str) -> bool:
+    """Whether another process holds the lock Milvus Lite takes on ``folder`` (its ``LOCK`` file)."""
+    lock = os.path.join(folder, "LOCK")
+    if folder in _lite_clients or not os.path.exists(lock):
+        return False
+    descriptor = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)  # also drops the lock when it was taken
+    return False
+
+
 def _client(uri: str, timeout: float):
-    """A connected ``MilvusClient``; a bad URI or an unreachable server raises a :class:`VectorDatabaseError`."""
+    """A connected ``MilvusClient``; a bad URI, an unreachable server or a Milvus Lite folder another process holds
+    raises a :class:`VectorDatabaseError`. Hand the client back with :func:`_disconnect`."""
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
 
+    folder = _lite_folder(uri)
+    if folder and _locked_by_another_process(folder):  # checked first: Milvus Lite would log a traceback and fail
+        raise VectorDatabaseError(
+            f"the Milvus Lite database {uri!r} is open in another process, which holds its lock: close it there "
+            "(MilvusIndex.close()) or end that process (a notebook's kernel, make serve), or use another path"
+        )
     try:
-        return MilvusClient(uri=uri, timeout=timeout)
+        client = MilvusClient(uri=uri, timeout=timeout)
     except MilvusException as err:
         raise VectorDatabaseError(
             f"cannot open the vector database at uri={uri!r}: {err.message}. Use a local file path ending in .db "
             "(Milvus Lite; its folder must exist) or the address of a running Milvus server, e.g. "
             "http://127.0.0.1:19530"
         ) from err
+    if folder:
+        _lite_clients[folder] = _lite_clients.get(folder, 0) + 1
+    return client
+
+
+def _disconnect(client, uri: str) -> None:
+    """Close a client from :func:`_client`. The last one of a Milvus Lite folder in this process also stops the
+    engine running it here, which writes the folder's files and lets other processes open it."""
+    client.close()
+    folder = _lite_folder(uri)
+    if folder:
+        _lite_clients[folder] -= 1
+        if not _lite_clients[folder]:
+            del _lite_clients[folder]
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(folder)
+
+
+@contextmanager
+def _connection(uri: str, timeout: float) -> Iterator:
+    """A client for a new :class:`MilvusIndex`: disconnected if the block raises, handed to the index otherwise."""
+    client = _client(uri, timeout)
+    try:
+        yield client
+    except BaseException:
+        _disconnect(client, uri)  # release the folder's lock before reporting
+        raise
 
 
 @contextmanager
@@ -74,7 +136,7 @@ def _database_errors(uri: str) -> Iterator[None]:
         with _quiet("pymilvus.decorators", "milvus_lite.adapter.grpc.servicer"):
             yield
     except MilvusException as err:
-        if uri.startswith(("http://", "https://", "tcp://", "unix:")):
+        if not _lite_folder(uri):
             remedy = "write the collection again (milvus_retriever(..., rebuild=True)) or ask the server's operator"
         else:
             remedy = (
@@ -229,43 +291,43 @@ class MilvusIndex:
                     f"attribute name {name!r} cannot be a field name (letters, digits, underscore; "
                     f"not {_KEY!r}, {_ITEM!r} or {_VECTOR!r})"
                 )
-        client = _client(uri, timeout)
-        if client.has_collection(collection):
-            if not overwrite:
+        with _connection(uri, timeout) as client:
+            if client.has_collection(collection):
+                if not overwrite:
+                    raise VectorDatabaseError(
+                        f"collection {collection!r} already exists at {uri!r}; open it with "
+                        "MilvusIndex.open, or pass overwrite=True to rebuild it"
+                    )
+                client.drop_collection(collection)
+            schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field(_KEY, DataType.INT64, is_primary=True)
+            schema.add_field(_ITEM, DataType.VARCHAR, max_length=_MAX_TEXT)
+            for name in attribute_names:
+                schema.add_field(name, DataType.VARCHAR, max_length=_MAX_TEXT)
+            schema.add_field(_VECTOR, DataType.FLOAT_VECTOR, dim=int(dim))
+            vector_index = client.prepare_index_params()
+            vector_index.add_index(
+                field_name=_VECTOR,
+                index_type=index_type,
+                metric_type="IP",
+                params=dict(index_params or {}),
+            )
+            try:
+                with _quiet("grpc._server"):  # Milvus Lite logs an unimplemented timestamp call here; pymilvus copes
+                    client.create_collection(
+                        collection,
+                        schema=schema,
+                        index_params=vector_index,
+                        consistency_level="Strong",  # a count or search right after an insert sees it
+                        properties=dict(properties or {}),
+                    )
+            except MilvusException as err:
                 raise VectorDatabaseError(
-                    f"collection {collection!r} already exists at {uri!r}; open it with "
-                    "MilvusIndex.open, or pass overwrite=True to rebuild it"
-                )
-            client.drop_collection(collection)
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field(_KEY, DataType.INT64, is_primary=True)
-        schema.add_field(_ITEM, DataType.VARCHAR, max_length=_MAX_TEXT)
-        for name in attribute_names:
-            schema.add_field(name, DataType.VARCHAR, max_length=_MAX_TEXT)
-        schema.add_field(_VECTOR, DataType.FLOAT_VECTOR, dim=int(dim))
-        vector_index = client.prepare_index_params()
-        vector_index.add_index(
-            field_name=_VECTOR,
-            index_type=index_type,
-            metric_type="IP",
-            params=dict(index_params or {}),
-        )
-        try:
-            with _quiet("grpc._server"):  # Milvus Lite logs an unimplemented timestamp call here; pymilvus copes
-                client.create_collection(
-                    collection,
-                    schema=schema,
-                    index_params=vector_index,
-                    consistency_level="Strong",  # a count or search right after an insert sees it
-                    properties=dict(properties or {}),
-                )
-        except MilvusException as err:
-            raise VectorDatabaseError(
-                f"Milvus at {uri!r} refused collection {collection!r} with index_type={index_type!r}, "
-                f"index_params={dict(index_params or {})}: {err.message}; fix those parameters (see Milvus's "
-                "index documentation)"
-            ) from err
-        return cls(client, collection, uri, search_params)
+                    f"Milvus at {uri!r} refused collection {collection!r} with index_type={index_type!r}, "
+                    f"index_params={dict(index_params or {})}: {err.message}; fix those parameters (see Milvus's "
+                    "index documentation)"
+                ) from err
+            return cls(client, collection, uri, search_params)
 
     @classmethod
     def open(
@@ -279,19 +341,14 @@ class MilvusIndex:
 
         ``search_params`` is the search parameter of its index type (see :class:`MilvusIndex`).
         """
-        client = _client(uri, timeout)
-        try:
-            with _database_errors(uri):
-                if not client.has_collection(collection):
-                    raise VectorDatabaseError(
-                        f"no collection {collection!r} at {uri!r} (it has {client.list_collections()}); "
-                        "create it with MilvusIndex.create or milvus_retriever(..., rebuild=True)"
-                    )
-                client.load_collection(collection)
-                return cls(client, collection, uri, search_params)
-        except BaseException:
-            client.close()  # release Milvus Lite's lock on the folder before reporting
-            raise
+        with _connection(uri, timeout) as client, _database_errors(uri):
+            if not client.has_collection(collection):
+                raise VectorDatabaseError(
+                    f"no collection {collection!r} at {uri!r} (it has {client.list_collections()}); "
+                    "create it with MilvusIndex.create or milvus_retriever(..., rebuild=True)"
+                )
+            client.load_collection(collection)
+            return cls(client, collection, uri, search_params)
 
     @property
     def dim(self) -> int:
@@ -477,10 +534,11 @@ class MilvusIndex:
         return np.array([r[_KEY] for r in rows], dtype=np.int64), [r[_ITEM] for r in rows], vectors, attributes
 
     def close(self) -> None:
-        """Release the connection (Milvus Lite then lets go of the ``.db`` file); closing twice does nothing, and any
-        later search, insert or count says the index is closed."""
+        """Release the connection; the last index of a Milvus Lite folder open in this process also stops its engine,
+        so another process can open the folder. Closing twice does nothing, and any later search, insert or count
+        says the index is closed."""
         if not self._closed:
-            self.client.close()
+            _disconnect(self.client, self.uri)
             self._closed = True
 
 
@@ -574,32 +632,37 @@ def milvus_retriever(
     try:
         with _database_errors(uri):
             exists = client.has_collection(collection)
-    finally:
-        client.close()
-    reopen = exists and not rebuild
-    if reopen:
-        index = MilvusIndex.open(uri, collection)
-    else:
-        embeddings = (
-            image_embeddings if image_embeddings is not None else encode_images(bundle, catalogue, progress=False)
-        )
-        record = dict(
-            zip(
-                _RECORD,
-                [bundle.identity, weights_digest(bundle.model), _embeddings_digest(embeddings), str(len(embeddings))],
+        reopen = exists and not rebuild
+        if reopen:
+            index = MilvusIndex.open(uri, collection)
+        else:
+            embeddings = (
+                image_embeddings if image_embeddings is not None else encode_images(bundle, catalogue, progress=False)
             )
-        )
-        index = MilvusIndex.create(
-            uri,
-            embeddings.shape[1],
-            catalogue.attribute_names,
-            collection,
-            overwrite=rebuild,
-            index_type=index_type,
-            index_params=index_params,
-            search_params=search_params,
-            properties=record,
-        )
+            record = dict(
+                zip(
+                    _RECORD,
+                    [
+                        bundle.identity,
+                        weights_digest(bundle.model),
+                        _embeddings_digest(embeddings),
+                        str(len(embeddings)),
+                    ],
+                )
+            )
+            index = MilvusIndex.create(
+                uri,
+                embeddings.shape[1],
+                catalogue.attribute_names,
+                collection,
+                overwrite=rebuild,
+                index_type=index_type,
+                index_params=index_params,
+                search_params=search_params,
+                properties=record,
+            )
+    finally:
+        _disconnect(client, uri)  # once the index has its own client, so Milvus Lite's engine keeps running for it
     try:
         if reopen:
             with _database_errors(uri):

@@ -310,6 +310,30 @@ def test_a_damaged_database_folder_is_named_with_what_to_do(tmp_path):
         reopened.close()
 
 
+def test_a_folder_open_in_another_process_is_named_and_the_last_close_hands_it_over(embeddings, tmp_path):
+    """Milvus Lite 3 runs its engine inside the process that opened the folder, and the engine holds the folder's lock.
+    Before, close() left the engine running, so no other process could open the folder until this one ended (a
+    notebook's kernel, say), and the error blamed the path ("Open local milvus failed. Use a local file path …")."""
+    uri = str(tmp_path / "catalogue.db")
+    index = MilvusIndex.create(uri, embeddings.shape[1], ["colour"])
+    index.add(embeddings[:6], attributes=[{"colour": "red"}] * 6)
+    script = f"from course_utils.vector_db import MilvusIndex; i = MilvusIndex.open({uri!r}); print(len(i)); i.close()"
+
+    def open_in_another_process() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+
+    held = open_in_another_process()
+    assert held.returncode == 1
+    assert f"the Milvus Lite database '{uri}' is open in another process, which holds its lock: close it" in held.stderr
+    assert "Failed to start MilvusLite server" not in held.stderr  # Milvus Lite's own traceback is not shown
+    second = MilvusIndex.open(uri)
+    index.close()
+    assert len(second) == 6  # the engine runs on for this process's other index of the folder
+    second.close()
+    handed_over = open_in_another_process()
+    assert handed_over.returncode == 0 and handed_over.stdout.strip() == "6"
+
+
 def test_a_closed_index_says_how_to_open_it_again(embeddings, tmp_path):
     """Before, every call after ``close()`` raised pymilvus's "should create connection first", naming nothing."""
     uri = str(tmp_path / "catalogue.db")

@@ -28,12 +28,16 @@ retriever, the exact one or ``milvus_retriever``'s, which must return the same i
 curves cross: the exact retriever scores every gallery vector and then masks (its time grows with the whole
 gallery, not with the matching share), while Milvus evaluates the filter inside the engine, where an engine can skip
 the rows that fail it (whether and how much it skips depends on the engine and its index type), and it pays a fixed
-cost per call (``MilvusIndex.search`` crosses Milvus Lite's local gRPC server twice, a count and the search;
-notebook 08's table shows that cost at a few thousand items). Insert with ``MilvusIndex.add`` (or flush after your
-own inserts): rows left unsealed are searched by a slower path, which would time the engine's ingestion, not its
-search. To find the crossing, insert growing numbers of perturbed copies of the embeddings (notebook 08's
-``perturbed``) with their attributes into a ``MilvusIndex`` and into an ``ExactIndex``, and time both at each size:
-it is a measurement of your machine and engine, not a constant.
+cost per call (each search crosses Milvus Lite's local gRPC server; notebook 08's table shows that cost at a few
+thousand items). Milvus Lite 3 runs in the kernel, in Python, and on each search loops over every stored row in
+Python before it ranks (which rows are visible: not overwritten, not deleted) whatever the filter keeps, so its time
+grows with all the rows too; ``benchmarks/bench_milvus.py`` times both, with filters keeping 1 row in 10 and 1 in
+100, as the collection grows (README › Scaling out has its last kept run). Insert with ``MilvusIndex.add`` (or
+``add(..., seal=False)`` and a sealing ``add`` after): rows left unsealed are searched by a slower path, which would
+time the engine's ingestion, not its search. To find a crossing on another engine, insert growing numbers of
+perturbed copies of the embeddings (notebook 08's ``perturbed``) with their attributes into a ``MilvusIndex`` and
+into an ``ExactIndex``, and time both at each size: it is a measurement of your machine and engine, not a
+constant.
 
 Exercise 4 (code, codes vs re-ranking). ``codes_vs_reranking`` builds an IVF-PQ index per ``pq_m`` over the same
 vectors and searches it with and without exact re-ranking of the top ``rerank`` candidates. Bytes per vector are
