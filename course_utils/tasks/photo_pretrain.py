@@ -433,10 +433,13 @@ def evaluate_photo_retrieval(
     """Titles as queries against the gallery's images: exact, same-title and attribute-match recall, with chance.
 
     Returns:
-        ``{"exact R@K", "same-title R@K", "attribute-match R@K", "chance exact R@K", "chance same-title R@K",
-        "chance attribute-match R@K"}`` for each K; attribute match means the same values of the gallery's
-        ``match_attributes`` as the query's item (``articleType`` and ``baseColour`` in Fashion Product Images).
-        In a catalogue without titles the queries are the descriptions (:func:`query_caption`).
+        ``{"exact R@K", "same-title R@K", "attribute-match R@K", "attribute-match-others R@K", "chance exact R@K",
+        "chance same-title R@K", "chance attribute-match R@K", "chance attribute-match-others R@K"}`` for each K;
+        attribute match means the same values of the gallery's ``match_attributes`` as the query's item
+        (``articleType`` and ``baseColour`` in Fashion Product Images). The query's own item is in the gallery, so
+        attribute-match counts every exact hit too; attribute-match-others ranks the gallery without it, so only
+        other items of those values count (a query whose values no other item has is a miss). In a catalogue without
+        titles the queries are the descriptions (:func:`query_caption`).
     """
     titles = [query_caption(item) for item in gallery]
     images = encode_images(bundle, gallery, progress=False)
@@ -446,14 +449,19 @@ def evaluate_photo_retrieval(
     match = required_match_attributes(gallery)
     attributes = [{name: item.attributes[name] for name in match if name in item.attributes} for item in gallery]
     recalls["attribute-match"] = attribute_match_recall(similarity, attributes, attributes, ks, match)
+    without_own_item = similarity.clone().fill_diagonal_(-torch.inf)  # ranked last: never among the first K
+    recalls["attribute-match others"] = attribute_match_recall(without_own_item, attributes, attributes, ks, match)
+    matching = attribute_match_counts(attributes, attributes, match)
     relevant_counts = {
         "exact": [1] * len(gallery),
         "same title": same_value_mask(titles, titles).sum(dim=1).tolist(),
-        "attribute-match": attribute_match_counts(attributes, attributes, match),
+        "attribute-match": matching,
+        "attribute-match others": [count - 1 for count in matching],
     }
+    ranked = {name: len(gallery) for name in relevant_counts} | {"attribute-match others": len(gallery) - 1}
     record = {}
     for name, by_k in recalls.items():
         label = name.replace(" ", "-")
         record.update({f"{label} R@{k}": value for k, value in by_k.items()})
-        record.update({f"chance {label} R@{k}": mean_chance_recall(k, len(gallery), relevant_counts[name]) for k in ks})
+        record.update({f"chance {label} R@{k}": mean_chance_recall(k, ranked[name], relevant_counts[name]) for k in ks})
     return record

@@ -182,6 +182,32 @@ def test_title_aware_recall_by_hand():
     assert recalls["same title"] == pytest.approx({1: 2 / 3, 2: 2 / 3})
 
 
+def test_attribute_match_others_ranks_the_gallery_without_the_querys_own_item(monkeypatch):
+    catalogue = photo_catalogue()
+    gallery = Catalogue("three", [catalogue[0], catalogue[1], catalogue[9]], match_attributes=MATCH_ATTRIBUTES)
+    assert [(i.attributes["baseColour"], i.attributes["articleType"]) for i in gallery] == [
+        ("Red", "Tshirts"),
+        ("Blue", "Tshirts"),
+        ("Red", "Tshirts"),
+    ]
+    scores = torch.tensor(
+        [
+            [0.9, 0.1, 0.5],  # its own item first, then the other red t-shirt
+            [0.2, 0.9, 0.3],  # its own item first; no other blue t-shirt: a miss without it
+            [0.1, 0.8, 0.3],  # the blue t-shirt first, then itself; without itself, the other red t-shirt second
+        ]
+    )
+    monkeypatch.setattr(photo, "encode_images", lambda bundle, items, progress: torch.eye(3))
+    monkeypatch.setattr(photo, "encode_texts", lambda bundle, texts, progress: scores)
+    record = photo.evaluate_photo_retrieval(None, gallery, ks=(1, 2))
+    assert record["attribute-match R@1"] == pytest.approx(2 / 3) and record["attribute-match R@2"] == 1.0
+    assert record["attribute-match-others R@1"] == pytest.approx(1 / 3)
+    assert record["attribute-match-others R@2"] == pytest.approx(2 / 3)
+    # one other match each for queries 0 and 2, among the 2 items left: chance 1/2 at K = 1, 1 at K = 2
+    assert record["chance attribute-match-others R@1"] == pytest.approx(1 / 3)
+    assert record["chance attribute-match-others R@2"] == pytest.approx(2 / 3)
+
+
 def test_pretraining_is_cached_deterministic_and_evaluated(isolated_cache, monkeypatch):
     catalogue = photo_catalogue()
     first = photo.pretrained_photo_clip(catalogue, QUICK, progress=False)
