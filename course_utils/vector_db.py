@@ -4,8 +4,8 @@
 Notebook 07's indexes live in the Python process and filter by scoring the whole gallery in numpy. A vector
 database keeps vectors *and* attributes, persists them, and evaluates ``baseColour == "Red"`` inside the engine
 while it searches, so only matching items are ranked and nothing but the top k comes back. The same client code
-talks to Milvus Lite (an embedded engine storing one local ``.db`` file: the default here) or to a Milvus server
-or cluster (``uri="http://host:19530"``).
+talks to Milvus Lite (an embedded engine that runs inside this process and keeps its database in a local folder
+named ``*.db``: the default here) or to a Milvus server or cluster (``uri="http://host:19530"``).
 
 ``MilvusIndex`` has the API of ``course_utils.index`` (``add``, ``search``, ``len``, ``dim``) plus ``filters`` in
 ``search``; :func:`milvus_retriever` builds (or reopens, after checking the model, weights and vectors recorded
@@ -102,7 +102,7 @@ def _client(uri: str, timeout: float):
 
 def _disconnect(client, uri: str) -> None:
     """Close a client from :func:`_client`. The last one of a Milvus Lite folder in this process also stops the
-    engine running it here, which writes the folder's files and lets other processes open it."""
+    engine running it here, which releases the folder's lock, so other processes can open it."""
     client.close()
     folder = _lite_folder(uri)
     if folder:
