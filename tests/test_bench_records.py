@@ -474,7 +474,14 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
     runs = [
         run(0, 1.0, [0.4, 0.63], [0.7, 0.86], [3.5, 13.0]),
         run(0, 0.0, [0.61], [0.82], [13.6]),
-        run(1, 1.0, [0.64], [0.84], [13.1], **{"attribute-match-others R@10": 0.8}),
+        run(
+            1,
+            1.0,
+            [0.64],
+            [0.84],
+            [13.1],
+            **{"attribute-match-others R@10": 0.8, "chance attribute-match-others R@10": 0.05},
+        ),
     ]
     text = bench.readme_section(runs)
     assert (
@@ -482,6 +489,11 @@ def test_photo_pretrain_section_judges_each_run_pairs_the_attribute_term_and_sho
         "| 0.300 | 0.630 | 0.640 | 0.860 |  | yes |"  # a record kept before attribute-match-others: blank
     ) in text
     assert "| 0.840 | 0.800 | no (attribute-match R@10) |" in text  # seed 1 misses the attribute-match goal
+    assert (
+        "(`attribute-match-others`), over the 1 kept runs that measured it: attribute-match R@10 0.800 (chance 0.050), "
+        "against 0.840 with it and exact R@10 0.640." in text
+    )
+    assert "attribute-match-others`)" not in bench.readme_section(runs[:2])  # no run measured it: no sentence
     assert (
         bench.goals_verdict({**runs[0]["rows"][-1], "training min": 15.5, "exact R@10": 0.4})
         == "no (exact R@10, training min)"
