@@ -77,6 +77,17 @@ def test_01_in_batch_recall_by_hand_and_the_two_readings(ci):
     both = solution.attribute_recall(similarity, test, ["category", "colour"])
     assert all(colour[k] >= both[k] for k in both), (colour, both)
 
+    recall, chance = solution.attribute_recall_without_own_item(similarity, test, ["category", "colour"])
+    kinds = [(item.attributes["category"], item.attributes["colour"]) for item in test]
+    hits = {k: 0 for k in recall}
+    for i, row in enumerate(similarity):
+        ranked = [j for j in torch.argsort(row, descending=True, stable=True).tolist() if j != i]
+        for k in hits:
+            hits[k] += any(kinds[j] == kinds[i] for j in ranked[:k])
+    assert recall == pytest.approx({k: h / len(test) for k, h in hits.items()})  # by hand, own item skipped
+    others = [kinds.count(kind) - 1 for kind in kinds]
+    assert chance == {k: cu.metrics.mean_chance_recall(k, len(test) - 1, others) for k in recall}
+
 
 def test_02_loss_temperature_batch_size_and_budgets(ci):
     experiment, tuned = ci["experiment"], ci["tuned"]
