@@ -88,12 +88,12 @@ def folder_mb(folder: Path) -> float:
 def bench_size(n: int, args: argparse.Namespace, folder: Path) -> tuple[list[dict], dict]:
     """One collection of ``n`` rows: the search rows (one per filter, and the growing segment's) and the costs."""
     gallery = unit_vectors(n, args.dim, seed=args.seed)
-    queries = unit_vectors(args.queries + 1, args.dim, seed=args.seed + 1)
+    queries = unit_vectors(args.queries, args.dim, seed=args.seed + 1)
+    attributes = row_attributes(n)
     uri = str(folder / f"bench_{n}.db")
     memory_before = resident_mb()
-    index = MilvusIndex.create(uri, args.dim, attribute_names=("tenth", "hundredth"), overwrite=True)
+    index = MilvusIndex.create(uri, args.dim, attribute_names=("tenth", "hundredth"))
     start = time.perf_counter()
-    attributes = row_attributes(n)
     index.add(gallery, attributes=attributes, seal=False)
     insert_s = time.perf_counter() - start
 
@@ -146,7 +146,7 @@ def bench_size(n: int, args: argparse.Namespace, folder: Path) -> tuple[list[dic
         "reopen s": reopen_s,
         "count ms, growing": statistics.median(growing_count) * 1e3,
         "count ms, sealed": statistics.median(sealed_count) * 1e3,
-        "on disk MB": folder_mb(Path(uri)) if Path(uri).is_dir() else Path(uri).stat().st_size / 1e6,
+        "on disk MB": folder_mb(Path(uri)),  # Milvus Lite keeps its database in this folder
         "process MB": resident_mb() - memory_before,
     }
     index.close()
