@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 
 import course_utils as cu
-from course_utils import bench_records
+from course_utils import bench_records, findings
 from course_utils.paths import shared_data_dir
 from course_utils.run import NOTEBOOK_DIR, notebook_settings, parse_seeds
 from course_utils.tasks import rerank
@@ -485,15 +485,15 @@ def unseen_against_seen(run: dict) -> str:
     best = {(row["arm"], row["seed"]): max(row["R@1"]) for row in run["rows"]}
     seeds = [row["seed"] for row in run["rows"] if row["arm"] == SAME_SIZE_ARM]
     unseen, seen = ([best[arm, seed] for seed in seeds] for arm in (UNSEEN_ARM, SAME_SIZE_ARM))
-    above = sum(u > s for u, s in zip(unseen, seen))
+    by_seed = {"notebook": Path(__file__).name, "seeds": {"seeds": seeds, "values": {"unseen": unseen, "seen": seen}}}
     pairs = next(row["pairs"] for row in run["rows"] if row["arm"] == SAME_SIZE_ARM)
     dual = run["dual_R@1"]
     return (
         f"Unseen against seen pairs, {pairs:,} of each: trained on val, the matcher's best test R@1 is "
         f"{', '.join(f'{r:.3f}' for r in unseen)}; trained on a random draw of as many train pairs, "
-        f"{', '.join(f'{r:.3f}' for r in seen)} (seeds {', '.join(map(str, seeds))}): higher on unseen pairs under "
-        f"{above} of {len(seeds)} seeds. Over those pairs themselves the dual encoder's R@1 is {dual['val']:.3f} on "
-        f"val and {dual[SAME_SIZE]:.3f} on the train draw."
+        f"{', '.join(f'{r:.3f}' for r in seen)} (seeds {', '.join(map(str, seeds))}). Unseen minus seen: "
+        f"{findings.compare(by_seed, 'unseen', 'seen')} (README's rule for findings). Over those pairs themselves the "
+        f"dual encoder's R@1 is {dual['val']:.3f} on val and {dual[SAME_SIZE]:.3f} on the train draw."
     )
 
 
