@@ -5,7 +5,8 @@ course CLIP of the ``real`` profile) was trained on: it ranks a train caption's 
 than a new item's, so the hard negatives mined there are not the confusions it makes on new items. This script
 tests that explanation by training the same matcher on pairs the dual encoder never saw (the ``val`` split,
 negatives mined there) and, as its control, on as many ``train`` pairs drawn at random (``val`` is far smaller than
-``train``, so only that comparison tells unseen pairs from fewer pairs), and tries a wider matcher on ``train``.
+``train``, so only that comparison tells unseen pairs from fewer pairs), and tries a wider matcher on ``train`` and
+the matcher trained together with a copy of the dual encoder's towers (notebook 03's ``tune_encoders=True``).
 Every arm re-ranks the dual encoder's top-K of every ``test`` caption; the script prints test R@1 for each weight of
 the dual logit (so the best row is an *optimistic* number: the weight is picked on test) and the relative change
 against the dual encoder alone.
@@ -28,9 +29,10 @@ re-ranking raises R@1 by >= 20 % relative. Nothing is asserted: the script print
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,20 +64,24 @@ README = Path(__file__).resolve().parent / "README.md"  # benchmarks/README.md
 README_MARKERS = ("<!-- bench-rerank:start -->", "<!-- bench-rerank:end -->")
 
 
-def split_tokens(dual, experiment, split) -> tuple[cu.embed.ImageTokens, cu.embed.TextTokens]:
-    """The frozen dual encoder's image and caption tokens of ``split`` (cached)."""
+def split_tokens(dual, experiment, split, use_cache: bool = True) -> tuple[cu.embed.ImageTokens, cu.embed.TextTokens]:
+    """The image and caption tokens of ``split`` by the towers of ``dual`` (cached unless ``use_cache=False``)."""
     captions = cu.embed.caption_texts(split, experiment.query_style)
     return (
-        cu.embed.encode_image_tokens(dual, split, progress=False),
-        cu.embed.encode_text_tokens(dual, captions, progress=False),
+        cu.embed.encode_image_tokens(dual, split, use_cache=use_cache, progress=False),
+        cu.embed.encode_text_tokens(dual, captions, use_cache=use_cache, progress=False),
     )
 
 
 def train_matcher(
-    images, texts, similarity: torch.Tensor, width: int, layers: int, settings: dict, seed: int
-) -> torch.nn.Module:
+    images, texts, similarity: torch.Tensor, width: int, layers: int, settings: dict, seed: int, towers=None
+) -> tuple[torch.nn.Module, cu.models.ClipBundle | None]:
     """Notebook 03's ITM recipe (hard negatives mined on the split's own ``similarity``, curriculum, BCE) on one
-    split."""
+    split: the matcher, and ``None`` where it reads the frozen dual encoder's tokens.
+
+    ``towers``: ``(dual, split, captions)`` to train a copy of the dual encoder's towers with the matcher, at a tenth
+    of its learning rate, as notebook 03 does with ``tune_encoders=True``; the second value is then that copy, whose
+    tokens the matcher reads."""
     pairs = rerank.HardNegativePairs(
         rerank.mine_hard_negatives(similarity, settings["mining_k"], seed=seed),
         rerank.mine_hard_negatives(similarity.T, settings["mining_k"], seed=seed),
@@ -100,8 +106,19 @@ def train_matcher(
         warmup_steps=settings["itm_warmup_steps"],
         seed=seed,
     )
-    cu.train.fit(matcher, pairs, rerank.itm_batch_loss(rerank.token_pair_logits(images, texts)), config, progress=False)
-    return matcher.eval()
+    if towers is None:
+        pair_logits = rerank.token_pair_logits(images, texts)
+        cu.train.fit(matcher, pairs, rerank.itm_batch_loss(pair_logits), config, progress=False)
+        return matcher.eval(), None
+    dual, split, captions = towers
+    model = cu.models.cross_modal.MatcherWithEncoders(copy.deepcopy(dual.model), matcher)
+    photos = torch.stack([dual.preprocess(item.image) for item in split])
+    pair_logits = rerank.live_pair_logits(photos, dual.tokenizer(captions))
+    config.lr, config.head_lr = settings["itm_lr"] / 10, settings["itm_lr"]
+    head = list(matcher.parameters())
+    cu.train.fit(model, pairs, rerank.itm_batch_loss(pair_logits), config, head_parameters=head, progress=False)
+    tuned = dataclasses.replace(dual, model=model.clip.eval(), identity=f"{dual.identity}+itm-tuned-seed{seed}")
+    return matcher.eval(), tuned
 
 
 def querybank_normalised(similarity: torch.Tensor, bank_similarity: torch.Tensor, beta: float) -> torch.Tensor:
@@ -178,7 +195,7 @@ def dual_encoder(settings: dict, data_root: str, seed: int) -> tuple[cu.tasks.Ex
     return experiment, cu.tasks.retrieval.finetuned_bundle(experiment, progress=False)[0]
 
 
-@dataclass
+@dataclasses.dataclass
 class SeedEmbeddings:
     """One seed's splits (train, val, test), their captions (the queries) and the dual encoder's embeddings of their
     photos and captions: what the querybank and the photo-label arms re-score."""
@@ -583,12 +600,13 @@ def main(argv: list[str] | None = None) -> int:
     print(photo_label_section({"photo_labels": photo_labels}) + "\n", flush=True)
 
     width, layers = settings["itm_width"], settings["itm_layers"]
-    # (arm, split the matcher trains on, matcher width, blocks)
+    # (arm, split the matcher trains on, matcher width, blocks, whether a copy of the towers trains with it)
     arms = (
-        ("notebook 03: train pairs", "train", width, layers),
-        (UNSEEN_ARM, "val", width, layers),
-        (SAME_SIZE_ARM, SAME_SIZE, width, layers),
-        ("wider matcher: train pairs", "train", 2 * width, layers + 1),
+        ("notebook 03: train pairs", "train", width, layers, False),
+        (UNSEEN_ARM, "val", width, layers, False),
+        (SAME_SIZE_ARM, SAME_SIZE, width, layers, False),
+        ("wider matcher: train pairs", "train", 2 * width, layers + 1, False),
+        ("towers tuned with the matcher: train pairs", "train", width, layers, True),
     )
 
     experiment, dual = duals[0]
@@ -609,17 +627,18 @@ def main(argv: list[str] | None = None) -> int:
     print("| matcher | seed | train s | " + " | ".join(f"R@1 w={w:g}" for w in DUAL_WEIGHTS) + " | best vs dual |")
     print("|---" * (len(DUAL_WEIGHTS) + 4) + "|")
     rows = []
-    for arm, split, width, layers in arms:
+    for arm, split, width, layers, tune in arms:
+        towers = (dual, splits[split], cu.embed.caption_texts(splits[split], experiment.query_style)) if tune else None
         for seed in parse_seeds(args.seeds):
             started = time.perf_counter()
-            matcher = train_matcher(*tokens[split], similarity[split], width, layers, settings, seed)
+            matcher, tuned = train_matcher(*tokens[split], similarity[split], width, layers, settings, seed, towers)
             seconds = time.perf_counter() - started
+            # a matcher reads the tokens of the towers it trained with: the tuned copy's are new to every seed
+            matcher_tokens = (
+                tokens["test"] if tuned is None else split_tokens(tuned, experiment, experiment.test, use_cache=False)
+            )
             run = rerank.rerank_split(
-                dual,
-                test_images,
-                test_texts,
-                {arm: (matcher, rerank.token_pair_logits(test_images, test_texts))},
-                rerank_k,
+                dual, test_images, test_texts, {arm: (matcher, rerank.token_pair_logits(*matcher_tokens))}, rerank_k
             )
             recalls = [run.recall(arm, weight, (1,))[1] for weight in DUAL_WEIGHTS]
             print(
