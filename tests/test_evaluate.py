@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import replace
@@ -62,6 +63,39 @@ def test_rerank_reads_the_saved_reranker_and_reports_both_stages(experiment, tmp
         rerank.load_reranker(tmp_path / "partial.pt")
     flip_a_tensor_byte(path)  # unpickles all the same; before, the changed weights re-ranked without a word
     with pytest.raises(ValueError, match=r"reranker\.pt: its weights differ from the digest saved with them"):
+        rerank.load_reranker(path)
+
+
+def test_a_reranker_saved_with_tuned_towers_reads_their_tokens_and_keeps_them_under_its_digest(experiment, tmp_path):
+    from course_utils.embed import caption_texts, encode_image_tokens, encode_text_tokens
+
+    model = copy.deepcopy(experiment.bundle.model)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(3)))
+    towers = replace(experiment.bundle, model=model, identity=experiment.bundle.identity + "+itm-tuned")
+    torch.manual_seed(0)
+    matcher = ImageTextMatcher(128, 128, width=32, heads=4, layers=1, n_image_tokens=65).eval()
+    path = rerank.save_reranker(tmp_path / "tuned.pt", matcher, experiment.bundle, 1.0, k=5, towers=towers)
+    saved = rerank.load_reranker(path)
+    assert saved.towers_identity == towers.identity
+    rebuilt = saved.towers(experiment.bundle)
+    assert rebuilt.identity == towers.identity and rebuilt.model is not experiment.bundle.model
+    assert all(torch.equal(rebuilt.model.state_dict()[name], value) for name, value in model.state_dict().items())
+    metrics, _ = evaluate.evaluate("rerank", experiment, experiment.bundle, "synthetic", reranker=str(path))
+    test, captions = experiment.test, caption_texts(experiment.test, "description")
+    images, queries = encode_image_tokens(experiment.bundle, test), encode_text_tokens(experiment.bundle, captions)
+    tuned_tokens = encode_image_tokens(towers, test), encode_text_tokens(towers, captions)
+    run = rerank.rerank_split(
+        experiment.bundle, images, queries, {"tuned": (matcher, rerank.token_pair_logits(*tuned_tokens))}, 5
+    )
+    assert metrics["rerank/R@1"] == run.recall("tuned", 1.0, (1,))[1]
+    untuned = rerank.load_reranker(rerank.save_reranker(tmp_path / "frozen.pt", matcher, experiment.bundle, 1.0, k=5))
+    assert untuned.towers_state is None and untuned.towers(experiment.bundle) is experiment.bundle
+    state = torch.load(path, weights_only=True)
+    state["towers"]["logit_scale"] += 1.0  # a changed tower weight is caught like any other
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"tuned\.pt: its weights differ from the digest saved with them"):
         rerank.load_reranker(path)
 
 

@@ -18,8 +18,9 @@ About 470 lines, on purpose: it is one task, read top to bottom in notebook 03's
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -426,6 +427,7 @@ def cross_encoder_reranker(
     model: nn.Module,
     dual_weight: float = 0.0,
     pair_scorer: Callable[[ImageTokens, TextTokens], PairLogits] = token_pair_logits,
+    towers=None,
 ) -> Callable[[Sequence[str], torch.Tensor, torch.Tensor], torch.Tensor]:
     """A re-ranker for ``FashionRetriever.reranker``: text search as deployed, dual encoder then cross-encoder.
 
@@ -433,22 +435,25 @@ def cross_encoder_reranker(
     cross-encoder pair per candidate.
 
     Args:
-        bundle: the dual encoder whose text tower gives the query tokens (its ``logit_scale`` turns cosines into
-            logits).
-        gallery: token features of the retriever's gallery (:func:`course_utils.embed.encode_image_tokens`).
+        bundle: the retriever's dual encoder (its ``logit_scale`` turns the first stage's cosines into logits).
+        gallery: token features of the retriever's gallery (:func:`course_utils.embed.encode_image_tokens`) by
+            ``towers``.
         model: the re-ranker (``ImageTextMatcher`` or ``Seed002CrossModal``), in eval mode.
         dual_weight: final score = re-ranker logit + ``dual_weight`` x the dual encoder's logit; 0 uses the
             re-ranker alone.
         pair_scorer: :func:`token_pair_logits` (token-level matcher) or :func:`pooled_pair_logits` (seed 002).
+        towers: the CLIP whose towers give the matcher its tokens, the query's here and the gallery's in ``gallery``:
+            the copy trained with the matcher (notebook 03's ``tune_encoders=True``); None: ``bundle``'s own.
 
     Returns:
         ``rerank(texts, candidates (q, k) gallery rows, cosines (q, k)) -> (q, k)`` final scores.
     """
     scale = bundle.model.logit_scale.exp().item()
+    towers = towers or bundle
 
     @torch.inference_mode()
     def score_texts(texts: Sequence[str], candidates: torch.Tensor, cosines: torch.Tensor) -> torch.Tensor:
-        states, padding, pooled = text_token_features(bundle.model, bundle.tokenizer(list(texts)).to(bundle.device))
+        states, padding, pooled = text_token_features(towers.model, towers.tokenizer(list(texts)).to(towers.device))
         states, padding = trim_padding(states.float().cpu(), padding.cpu())
         queries = TextTokens(states, padding, pooled.float().cpu())
         scores = score_candidates(model, pair_scorer(gallery, queries), candidates)
@@ -460,11 +465,15 @@ def cross_encoder_reranker(
 # --- a trained re-ranker on disk (notebook 03 writes it, ``python -m course_utils.evaluate --task rerank`` reads it)
 
 
-def save_reranker(path: str | Path, matcher: ImageTextMatcher, dual_bundle, dual_weight: float, k: int) -> Path:
-    """Save a matcher trained on ``dual_bundle``'s frozen token features, with what re-ranking needs.
+def save_reranker(
+    path: str | Path, matcher: ImageTextMatcher, dual_bundle, dual_weight: float, k: int, towers=None
+) -> Path:
+    """Save a matcher with what re-ranking needs.
 
-    The file holds the matcher's config and weights, the dual encoder's weights (its tokens feed the matcher and
-    its top-``k`` are the candidates) and the dual weight picked on validation.
+    The file holds the matcher's config and weights, the dual encoder's weights (its top-``k`` are the candidates,
+    and its tokens feed the matcher unless ``towers`` is given) and the dual weight picked on validation. ``towers``:
+    the copy of the CLIP trained with the matcher (notebook 03's ``tune_encoders=True``), whose weights are saved too
+    and whose tokens the matcher reads.
     """
     path = Path(path)
     state = {
@@ -474,6 +483,7 @@ def save_reranker(path: str | Path, matcher: ImageTextMatcher, dual_bundle, dual
         "dual": dual_bundle.model.state_dict(),
         "dual_weight": float(dual_weight),
         "k": int(k),
+        **({"towers_identity": towers.identity, "towers": towers.model.state_dict()} if towers is not None else {}),
     }
     torch_save_atomic(with_content_digest(state), path)
     return path
@@ -488,6 +498,17 @@ class SavedReranker:
     dual_identity: str
     dual_weight: float
     k: int
+    towers_state: dict | None = None  # the tuned copy's weights, whose tokens the matcher reads; None: the dual's
+    towers_identity: str | None = None
+
+    def towers(self, dual_bundle):
+        """The CLIP whose tokens the matcher reads: ``dual_bundle`` itself, or a copy of it with the tuned towers'
+        weights."""
+        if self.towers_state is None:
+            return dual_bundle
+        model = copy.deepcopy(dual_bundle.model)
+        model.load_state_dict(self.towers_state)
+        return replace(dual_bundle, model=model.eval(), identity=self.towers_identity)
 
 
 def load_reranker(path: str | Path) -> SavedReranker:
@@ -499,7 +520,15 @@ def load_reranker(path: str | Path) -> SavedReranker:
         state = torch.load(path, map_location="cpu", weights_only=True)
         matcher = ImageTextMatcher(**state["matcher_config"])
         matcher.load_state_dict(state["matcher"])
-        saved = SavedReranker(matcher.eval(), state["dual"], state["dual_identity"], state["dual_weight"], state["k"])
+        saved = SavedReranker(
+            matcher.eval(),
+            state["dual"],
+            state["dual_identity"],
+            state["dual_weight"],
+            state["k"],
+            state.get("towers"),
+            state.get("towers_identity"),
+        )
     except Exception as err:  # truncated file, another kind of checkpoint, a config that does not fit, a key missing
         raise ValueError(
             f"{path} is not a re-ranker saved by save_reranker ({error_summary(err)}); "
@@ -518,14 +547,22 @@ def evaluate_reranker(
 ) -> dict[str, float]:
     """Full-gallery text→image recall of the dual encoder alone and re-ranked: ``{"dual/R@K", "rerank/R@K"}``.
 
-    Query ``i`` is item ``i``'s caption; the dual encoder is ``dual_bundle`` (whose tokens the matcher was
-    trained on).
+    Query ``i`` is item ``i``'s caption; the dual encoder is ``dual_bundle`` (the one saved with the re-ranker), and
+    the matcher reads the tokens of the towers it was trained with (:meth:`SavedReranker.towers`).
     """
+    captions = caption_texts(gallery, query_style)
     images = encode_image_tokens(dual_bundle, gallery, progress=False)
-    queries = encode_text_tokens(dual_bundle, caption_texts(gallery, query_style), progress=False)
+    queries = encode_text_tokens(dual_bundle, captions, progress=False)
+    towers = reranker.towers(dual_bundle)
+    matcher_tokens = (images, queries)
+    if towers is not dual_bundle:
+        matcher_tokens = (
+            encode_image_tokens(towers, gallery, progress=False),
+            encode_text_tokens(towers, captions, progress=False),
+        )
     k = min(reranker.k, len(gallery))
     run = rerank_split(
-        dual_bundle, images, queries, {"rerank": (reranker.matcher, token_pair_logits(images, queries))}, k
+        dual_bundle, images, queries, {"rerank": (reranker.matcher, token_pair_logits(*matcher_tokens))}, k
     )
     dual = recall_at_k(run.similarity, torch.arange(len(gallery)), ks)
     return {

@@ -295,6 +295,34 @@ def test_retriever_reranker_reorders_the_dual_top_k_by_the_cross_encoder(tiny_bu
     assert sorted(split.position(i) for i in whole["item_id"]) == list(range(len(split)))
 
 
+def test_retriever_reranker_reads_the_tuned_towers_tokens_and_the_dual_encoders_cosines(
+    tiny_bundle, small_catalogue, isolated_cache
+):
+    """With ``tune_encoders=True`` the matcher reads a tuned copy's tokens; the first stage stays the dual encoder."""
+    import copy
+    from dataclasses import replace
+
+    split, texts, images, captions = _split_tokens(tiny_bundle, small_catalogue)
+    towers = replace(tiny_bundle, model=copy.deepcopy(tiny_bundle.model), identity=tiny_bundle.identity + "+tuned")
+    with torch.no_grad():
+        for parameter in towers.model.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(2)))
+        towers.model.logit_scale.fill_(0.0)  # the hook must scale the cosines by the dual encoder's, not this
+    _, _, tuned_images, tuned_captions = _split_tokens(towers, small_catalogue)
+    assert not torch.equal(tuned_images.tokens, images.tokens)
+    matcher = cm.ImageTextMatcher(128, 128, width=32, heads=4, layers=1, n_image_tokens=65).eval()
+    search = FashionRetriever(tiny_bundle, split, image_embeddings=images.pooled)
+    search.reranker = rr.cross_encoder_reranker(tiny_bundle, tuned_images, matcher, dual_weight=0.5, towers=towers)
+    search.rerank_k = 5
+    positions, cosines = rr.top_k_candidates(captions.pooled[:3] @ images.pooled.T, 5)
+    logits = rr.score_candidates(matcher, rr.token_pair_logits(tuned_images, tuned_captions), positions)[:3]
+    final = logits + 0.5 * tiny_bundle.model.logit_scale.exp().item() * cosines
+    for row, text in enumerate(texts[:3]):
+        found = search.search_by_text(text, top_k=5)
+        assert [split.position(i) for i in found["item_id"]] == rr.rerank(positions, final)[row].tolist()
+        assert found["score"].to_numpy() == pytest.approx(final[row].sort(descending=True).values.numpy(), abs=1e-3)
+
+
 def test_tuned_encoders_scorer_equals_the_matcher_on_fresh_tokens_and_trains_the_towers(tiny_bundle, small_catalogue):
     import copy
 
