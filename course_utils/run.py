@@ -150,7 +150,9 @@ def profile_environment(profile: str, extra: dict, output_dir: Path | None) -> d
 
 
 def parse_assignments(assignments: list[str]) -> dict:
-    """``["dataset=fashion-product-small", "test_size=200"]`` -> dict, values parsed as JSON when possible."""
+    """``["dataset=fashion-product-small", "test_size=200", "tune_encoders=True"]`` -> dict: each value parsed as
+    JSON (``200``, ``null``, ``true``) or else as a Python literal, as the parameter cells write them (``None``,
+    ``True``, ``(1, 5)``); anything else stays a string."""
     parameters = {}
     for assignment in assignments:
         if "=" not in assignment:
@@ -159,7 +161,10 @@ def parse_assignments(assignments: list[str]) -> dict:
         try:
             parameters[name] = json.loads(value)
         except json.JSONDecodeError:
-            parameters[name] = value
+            try:
+                parameters[name] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                parameters[name] = value
     return parameters
 
 
@@ -216,6 +221,19 @@ def check_parameter_names(notebooks: list[Path], names: list[str]) -> None:
         + "\n".join(lines)
         + f"\nparameters they take: {', '.join(sorted(known))}"
     )
+
+
+def check_switch_values(notebooks: list[Path], parameters: dict) -> None:
+    """Fail, naming the parameter, when ``--set`` gives a True/False parameter anything but a truth value: the
+    notebook's ``if`` would take any non-empty string, ``"False"`` and ``"no"`` included, as True."""
+    for notebook in notebooks:
+        defaults = notebook_settings(notebook, "ci")
+        for name, value in parameters.items():
+            if isinstance(defaults.get(name), bool) and not isinstance(value, bool):
+                raise SystemExit(
+                    f"--set {name}={value!r}: {notebook.stem}'s {name} is True or False (JSON true/false work too); "
+                    "nothing was run"
+                )
 
 
 def check_output_dir(option: str) -> Path:
@@ -382,6 +400,7 @@ def run_profile(args: argparse.Namespace, extra: dict, seeds: list[int], out: Pa
     failed or left no record to aggregate over the seeds (the error is printed)."""
     notebooks = in_profile(discover([n for n in args.only.split(",") if n]), args.profile)
     check_parameter_names(notebooks, list(extra) + (["seed"] if seeds else []))
+    check_switch_values(notebooks, extra)
     check_kernel(args.kernel)
     experiments = [notebook for notebook in notebooks if notebook.name[:2] in SEED_REPEATED]
     once = [notebook.stem for notebook in notebooks if notebook not in experiments]

@@ -52,6 +52,27 @@ def test_every_notebook_runs_in_the_ci_profile(ci_run):
         assert list((out / "figures" / notebook.stem).glob("*.png")) or notebook.stem.startswith("07"), notebook.stem
 
 
+def test_03_with_tuned_towers_saves_a_reranker_the_evaluation_cli_scores_as_the_notebook_did(monkeypatch, tmp_path):
+    """``tune_encoders=True``: the matcher trains with a copy of the towers; the saved re-ranker keeps that copy, and
+    ``course_utils.evaluate --task rerank`` on it gives the notebook's re-ranked recalls on the same test split."""
+    from course_utils import evaluate
+    from course_utils.tasks import rerank
+
+    out = REPO_ROOT / "outputs" / "ci-tuned-towers"
+    _run(monkeypatch, out, "--profile", "ci", "--only", "03", "--set", "tune_encoders=True")
+    notebook = json.loads((out / "results" / "03_cross_modal_attention.json").read_text())
+    assert notebook["parameters"]["tune_encoders"] is True
+    saved = out / "models" / "reranker.pt"
+    assert rerank.load_reranker(saved).towers_state is not None
+    cli_record = tmp_path / "rerank.json"
+    cli = ["--task", "rerank", "--profile", "ci", "--reranker", str(saved), "--output", str(cli_record)]
+    assert evaluate.main(cli) == 0
+    scored = json.loads(cli_record.read_text())["metrics"]
+    for k in (1, 5, 10):
+        assert scored[f"rerank/R@{k}"] == pytest.approx(notebook["metrics"][f"rerank/R@{k}"], abs=1e-9)
+        assert scored[f"dual/R@{k}"] == pytest.approx(notebook["metrics"][f"dual/R@{k}"], abs=1e-9)
+
+
 def assert_caption_groups_make_up_the_gallery(baseline: dict) -> None:
     """Notebook 01 records exact-item R@10 on the test queries that are word for word a train caption and on the
     others; both groups are non-empty here, and together they are every query, so their recalls, weighted by their

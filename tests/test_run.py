@@ -17,6 +17,20 @@ def test_parse_assignments_reads_json_values():
         "data_root": None,
         "lr": 1e-4,
     }
+
+
+def test_parse_assignments_reads_python_literals_as_the_parameter_cells_write_them():
+    """Before, ``tune_encoders=False`` reached the notebook as the string "False", which its ``if`` took as True."""
+    assert run.parse_assignments(
+        ["tune_encoders=False", "run_asen=True", "test_size=None", "ks=(1, 5)", "query=red dress", "condition=colour"]
+    ) == {
+        "tune_encoders": False,
+        "run_asen": True,
+        "test_size": None,
+        "ks": (1, 5),
+        "query": "red dress",
+        "condition": "colour",
+    }
     with pytest.raises(SystemExit, match="name=value"):
         run.parse_assignments(["oops"])
 

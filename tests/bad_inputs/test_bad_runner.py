@@ -31,6 +31,17 @@ def test_a_mistyped_set_name_fails_before_any_notebook_with_close_matches(tmp_pa
     assert "nothing was run" in message
 
 
+def test_a_switch_given_anything_but_true_or_false_fails_before_any_notebook(tmp_path, no_notebook_runs, monkeypatch):
+    """``--set tune_encoders=no`` would reach the notebook as the string "no", which its ``if`` takes as True."""
+    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
+    for value in ("no", "0", "off"):
+        with pytest.raises(SystemExit) as exit_info:
+            run.main(["--set", f"tune_encoders={value}", "--only", "03"])
+        message = str(exit_info.value.code)
+        assert "03_cross_modal_attention's tune_encoders is True or False" in message and "nothing was run" in message
+    run.check_switch_values(run.discover(["03"]), {"tune_encoders": False, "rerank_k": 5})  # accepted
+
+
 def test_a_name_with_no_close_match_says_so():
     with pytest.raises(SystemExit, match="zzzzzz: no close match"):
         run.check_parameter_names(run.discover(["01"]), ["zzzzzz"])
