@@ -13,7 +13,7 @@ holds the recipe and its evaluation:
 * a trained re-ranker on disk: :func:`save_reranker`, :func:`load_reranker`, :func:`evaluate_reranker` (what
   ``python -m course_utils.evaluate --task rerank`` runs).
 
-About 470 lines, on purpose: it is one task, read top to bottom in notebook 03's order.
+Long on purpose: it is one task, read top to bottom in notebook 03's order.
 """
 
 from __future__ import annotations
