@@ -129,6 +129,26 @@ def test_03_ceiling_and_top_50(ci):
         assert run["rerank/R@1"] <= ceiling[k] + 1e-9, (k, run, ceiling)
 
 
+def test_03_tuned_towers_leave_the_first_stage_as_it_was(ci):
+    import json
+
+    from course_utils import run
+
+    solution = load_solution("03_cross_modal_attention")
+    records = {}
+    for switch, folder in ((False, CI_OUTPUTS), (True, REPO_ROOT / "outputs" / "ci-tuned-towers")):
+        path = folder / "results" / "03_cross_modal_attention.json"
+        if not path.exists():  # the notebook tests write both; run notebook 03 alone when they have not run
+            setting = ["--set", f"tune_encoders={switch}", "--output-dir", str(folder)]
+            assert run.main(["--profile", "ci", "--only", "03", *setting]) == 0
+        records[switch] = json.loads(path.read_text())
+        assert records[switch]["parameters"]["tune_encoders"] is switch
+    table = solution.towers_tuned_or_frozen(records[False], records[True])
+    assert table["dual/R@1"]["frozen"] == table["dual/R@1"]["tuned"]  # the towers tuned are a copy
+    assert table["dual/R@10"]["frozen"] == table["dual/R@10"]["tuned"]
+    assert all(set(row) == {"frozen", "tuned"} for row in table.values())
+
+
 def test_04_random_inits_and_the_head_start(ci):
     experiment = ci["experiment"]
     solution = load_solution("04_random_init_ablation")

@@ -56,6 +56,16 @@ image tower already sees: compare that row's gain with the catalogue labels' gai
 Together with the cross-encoder: add its log-probability as one more term of the final score (matcher logit +
 ``dual_weight`` x dual logit + a weight x label agreement, both weights picked on val), or let it pre-filter the
 candidates only when the query names a label with high probability, and let the cross-encoder order the rest.
+
+Exercise 7 (predict, then run). ``towers_tuned_or_frozen`` sets the two runs' records side by side. The first stage
+cannot change: it is the same dual encoder (the towers tuned are a copy), so its recalls are equal in both records,
+and re-ranking the top K still cannot go beyond its R@K. The re-ranked recalls can move either way: the copy's
+tokens can adapt to what the matcher needs, but on a few hundred pairs they can also overfit. The training time
+grows by a large factor: each step runs both towers forward and backward on every image and caption of the batch's
+pairs, where the frozen matcher reads tokens computed once. One run is one seed, so whatever difference it shows
+is no finding yet (README's rule: the same sign under every seed, beyond their spread); on real photos
+``benchmarks/bench_rerank.py`` measured it under two seeds (its sentence on tuned towers): read there whether the
+gain is beyond the seeds' spread, and how far it stays from a re-ranker worth its cost.
 """
 
 from __future__ import annotations
@@ -84,3 +94,10 @@ def rerank_top_k(dual, catalogue, query_style, reranker_path, candidates=(20, 50
         recall = cu.tasks.rerank.evaluate_reranker(dual, catalogue, query_style, dataclasses.replace(saved, k=k))
         runs[k] = {**recall, "seconds": time.perf_counter() - start}
     return runs
+
+
+def towers_tuned_or_frozen(frozen: dict, tuned: dict) -> dict[str, dict[str, float]]:
+    """Exercise 7: notebook 03's records with frozen and with tuned towers side by side (``{metric: {"frozen": …,
+    "tuned": …}}``): the first stage, the re-ranked recalls and the matcher's training seconds."""
+    names = ("dual/R@1", "dual/R@10", "rerank/R@1", "rerank/R@10", "train_seconds/itm")
+    return {name: {"frozen": frozen["metrics"][name], "tuned": tuned["metrics"][name]} for name in names}
