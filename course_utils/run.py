@@ -223,15 +223,32 @@ def check_parameter_names(notebooks: list[Path], names: list[str]) -> None:
     )
 
 
-def check_switch_values(notebooks: list[Path], parameters: dict) -> None:
-    """Fail, naming the parameter, when ``--set`` gives a True/False parameter anything but a truth value: the
-    notebook's ``if`` would take any non-empty string, ``"False"`` and ``"no"`` included, as True."""
+# What a --set value may be, by the type of the parameter's default (a default of None takes anything): a True/False
+# switch takes only True or False (its ``if`` would take any non-empty string, "False" and "no" included, as True);
+# a number takes a number of its kind, an integer where a float is expected too; a list, a list or a tuple.
+ACCEPTED_TYPES = {
+    bool: ((bool,), "True or False"),
+    int: ((int,), "an integer"),
+    float: ((int, float), "a number"),
+    str: ((str,), "a string"),
+    list: ((list, tuple), "a list such as [1, 2]"),
+}
+
+
+def check_parameter_types(notebooks: list[Path], parameters: dict) -> None:
+    """Fail, naming the notebook and the parameter, when a ``--set`` value is not of the kind the parameter's default
+    is (:data:`ACCEPTED_TYPES`), before any notebook starts: inside the notebook it would fail later with a
+    traceback, or, for a True/False switch, run the wrong branch without a word."""
     for notebook in notebooks:
         defaults = notebook_settings(notebook, "ci")
         for name, value in parameters.items():
-            if isinstance(defaults.get(name), bool) and not isinstance(value, bool):
+            default = defaults.get(name)
+            if default is None or type(default) not in ACCEPTED_TYPES:
+                continue
+            accepted, kind = ACCEPTED_TYPES[type(default)]
+            if not isinstance(value, accepted) or (isinstance(value, bool) and type(default) is not bool):
                 raise SystemExit(
-                    f"--set {name}={value!r}: {notebook.stem}'s {name} is True or False (JSON true/false work too); "
+                    f"--set {name}={value!r}: {notebook.stem}'s {name} is {kind} (its default: {default!r}); "
                     "nothing was run"
                 )
 
@@ -400,7 +417,7 @@ def run_profile(args: argparse.Namespace, extra: dict, seeds: list[int], out: Pa
     failed or left no record to aggregate over the seeds (the error is printed)."""
     notebooks = in_profile(discover([n for n in args.only.split(",") if n]), args.profile)
     check_parameter_names(notebooks, list(extra) + (["seed"] if seeds else []))
-    check_switch_values(notebooks, extra)
+    check_parameter_types(notebooks, extra)
     check_kernel(args.kernel)
     experiments = [notebook for notebook in notebooks if notebook.name[:2] in SEED_REPEATED]
     once = [notebook.stem for notebook in notebooks if notebook not in experiments]

@@ -4,6 +4,7 @@ and an unwritable ``--output-dir`` is one clear line instead of a traceback."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -38,8 +39,31 @@ def test_a_switch_given_anything_but_true_or_false_fails_before_any_notebook(tmp
         with pytest.raises(SystemExit) as exit_info:
             run.main(["--set", f"tune_encoders={value}", "--only", "03"])
         message = str(exit_info.value.code)
-        assert "03_cross_modal_attention's tune_encoders is True or False" in message and "nothing was run" in message
-    run.check_switch_values(run.discover(["03"]), {"tune_encoders": False, "rerank_k": 5})  # accepted
+        assert "03_cross_modal_attention's tune_encoders is True or False (its default: False)" in message
+        assert "nothing was run" in message
+
+
+@pytest.mark.parametrize(
+    ("assignment", "said"),
+    [
+        ("rerank_k=twenty", "rerank_k is an integer (its default: 20)"),
+        ("rerank_k=2.5", "rerank_k is an integer"),
+        ("rerank_k=true", "rerank_k is an integer"),
+        ("itm_lr=fast", "itm_lr is a number"),
+        ("device=1", "device is a string"),
+        ("dual_weights=0.5", "dual_weights is a list such as [1, 2]"),
+    ],
+)
+def test_a_value_of_another_kind_than_the_parameters_default_is_refused_by_name(assignment, said):
+    notebooks = run.discover(["03"])
+    with pytest.raises(SystemExit, match=re.escape(f"03_cross_modal_attention's {said}")):
+        run.check_parameter_types(notebooks, run.parse_assignments([assignment]))
+
+
+def test_values_of_the_defaults_kind_are_accepted():
+    accepted = ["tune_encoders=False", "rerank_k=5", "itm_lr=1", "itm_lr=3e-4", "dual_weights=[0, 1]"]
+    accepted += ["dual_weights=(0.5,)", "device=cpu", "test_size=300", "test_size=None", "seed=2"]
+    run.check_parameter_types(run.discover(["03"]), run.parse_assignments(accepted))
 
 
 def test_a_name_with_no_close_match_says_so():
