@@ -225,18 +225,26 @@ def _03(r: dict) -> str:
             "The same labels guessed from the photos (the vote of the "
             "nearest train photos in the dual encoder's image space)",
         )
+        + _label_rerank(
+            r,
+            "photo_label_soft_rerank",
+            "The same vote kept soft (each value weighted by its share of the vote) instead of one hard guess per "
+            "label",
+            against=("photo_label_rerank", "the hard guesses"),
+        )
     )
 
 
-def _label_rerank(r: dict, key: str, what: str) -> str:
+def _label_rerank(r: dict, key: str, what: str, against: tuple[str, str] | None = None) -> str:
     """A sentence on one of notebook 03's label re-rankers (``key``: its metrics' prefix), or "" when the record
-    predates it."""
+    predates it; ``against``: another re-ranker's prefix and name, whose R@1 it is also compared with."""
     m = numbers(r)
     if f"{key}/R@1" not in m:
         return ""
+    other = "" if against is None else f"; against {against[1]}: {compare(r, f'{key}/R@1', f'{against[0]}/R@1')}"
     return (
         f" {what}: R@1 {m[f'{key}/R@1']:.3f} ({compare(r, f'{key}/R@1', 'dual/R@1')}; "
-        f"{100 * m[f'{key}/R@1_relative_gain']:+.0f} % relative)."
+        f"{100 * m[f'{key}/R@1_relative_gain']:+.0f} % relative{other})."
     )
 
 

@@ -81,6 +81,13 @@ def test_the_03_bullet_names_the_label_re_rankers_only_when_the_record_has_them(
     )
     text = findings.render_findings(findings.read_records(tmp_path))
     assert "guessed from the photos" in text and "R@1 0.210 (+0.010, one seed" in text and "+5 % relative" in text
+    assert "kept soft" not in text
+    with_photo_labels = json.loads((tmp_path / "03_cross_modal_attention.json").read_text())["metrics"]
+    soft = {"photo_label_soft_rerank/R@1": 0.23, "photo_label_soft_rerank/R@1_relative_gain": 0.15}
+    write_record(tmp_path, "03_cross_modal_attention", {**with_photo_labels, **soft})
+    text = findings.render_findings(findings.read_records(tmp_path))
+    assert "kept soft" in text and "R@1 0.230 (+0.030, one seed" in text and "+15 % relative" in text
+    assert "against the hard guesses: +0.020, one seed" in text
 
 
 BASELINE_01 = {

@@ -7,7 +7,8 @@ holds the recipe and its evaluation:
   the pair scorers :func:`token_pair_logits`, :func:`pooled_pair_logits`, :func:`live_pair_logits`;
 * re-ranking: :func:`top_k_candidates`, :func:`score_candidates`, :func:`rerank`, :func:`reranked_similarity`;
 * a re-ranker with the catalogue's labels: :func:`fit_caption_labels`, :func:`label_agreement`, and the same labels
-  as the photos suggest them, :func:`neighbour_labels`;
+  as the photos suggest them, :func:`neighbour_label_shares` (the neighbours' vote) and :func:`strongest_labels`
+  (its hard guess);
 * evaluation: :func:`rerank_split` / :class:`RerankedSplit` (Recall@K after re-ranking), :func:`pick_dual_weight`;
 * deployment: :func:`cross_encoder_reranker`, the hook ``FashionRetriever.reranker`` calls;
 * a trained re-ranker on disk: :func:`save_reranker`, :func:`load_reranker`, :func:`evaluate_reranker` (what
@@ -303,37 +304,46 @@ def fit_caption_labels(captions: Sequence[str], attributes: Sequence[dict[str, s
 def label_agreement(
     models: dict[str, Pipeline],
     queries: Sequence[str],
-    gallery_attributes: Sequence[dict[str, str]],
+    gallery_labels: Sequence[dict[str, str | dict[str, float]]],
     floor: float = 1e-3,
 ) -> torch.Tensor:
     """``(q, g) float64``: how well each gallery item's labels fit each query's words — the sum over attributes of
     ``log P(the query names gallery item j's label)``, with P from :func:`fit_caption_labels`.
 
-    An item without a label for an attribute gets no term for it (0); a label the classifier never saw gets
-    ``log(floor)``, as does a probability below ``floor``.
+    A gallery label is either one value (the catalogue's, or a hard guess) or the shares of several values (a vote,
+    :func:`neighbour_label_shares`); then P is the chance that the query names the label the shares draw,
+    ``sum over values v of P(the query names v) x share(v)``. An item without a label for an attribute gets no term
+    for it (0); a label the classifier never saw gets ``log(floor)``, as does a probability below ``floor``.
     """
-    agreement = torch.zeros(len(queries), len(gallery_attributes), dtype=torch.float64)
+    agreement = torch.zeros(len(queries), len(gallery_labels), dtype=torch.float64)
     for name, model in models.items():
-        log_p = torch.from_numpy(model.predict_proba(list(queries))).clamp(min=floor).log()  # (q, classes) float64
-        unseen = torch.full((len(queries), 1), float(np.log(floor)), dtype=torch.float64)
-        log_p = torch.cat([log_p, unseen, torch.zeros_like(unseen)], dim=1)  # + "label never seen", "no label"
+        query_p = torch.from_numpy(model.predict_proba(list(queries)))  # (q, classes) float64
         column = {value: c for c, value in enumerate(model.classes_)}
-        index = [
-            column.get(labels[name], len(column)) if name in labels else len(column) + 1
-            for labels in gallery_attributes
-        ]
-        agreement += log_p[:, index]
+        shares = torch.zeros(len(gallery_labels), len(column), dtype=torch.float64)  # (g, classes)
+        unlabelled = []
+        for j, labels in enumerate(gallery_labels):
+            if name not in labels:
+                unlabelled.append(j)
+                continue
+            vote = labels[name] if isinstance(labels[name], dict) else {labels[name]: 1.0}
+            for value, share in vote.items():
+                if value in column:  # a value the classifier never saw adds nothing: P = 0, floored
+                    shares[j, column[value]] += share
+        term = (query_p @ shares.T).clamp(min=floor).log()
+        term[:, unlabelled] = 0.0
+        agreement += term
     return agreement
 
 
-def neighbour_labels(
+def neighbour_label_shares(
     train_embeddings: torch.Tensor, train_attributes: Sequence[dict[str, str]], embeddings: torch.Tensor, k: int = 10
-) -> list[dict[str, str]]:
+) -> list[dict[str, dict[str, float]]]:
     """Each item's labels as its photo suggests them: per attribute, the vote of the ``k`` training items whose image
     embeddings are nearest (cosine), each vote weighted by 1 / distance (scikit-learn's ``KNeighborsClassifier``).
 
-    The result has the form of a catalogue's labels, so :func:`label_agreement` reads it in their place: a
-    re-ranker with labels predicted from pixels instead of taken from the metadata.
+    The result has the form of a catalogue's labels with each value replaced by the vote's shares, so
+    :func:`label_agreement` reads it in their place (a re-ranker with labels predicted from pixels instead of taken
+    from the metadata); :func:`strongest_labels` turns it into one hard guess per attribute.
 
     Args:
         train_embeddings: ``(n, d)`` image embeddings of the training items.
@@ -342,7 +352,8 @@ def neighbour_labels(
         k: neighbours per vote (fewer when fewer training items carry the attribute).
 
     Returns:
-        ``m`` dicts, attribute name -> predicted label, for every attribute of the training labels.
+        ``m`` dicts, attribute name -> {value: its share of the vote} (the values with a share above 0, in the
+        classifier's order of values), for every attribute of the training labels.
     """
     if len(train_embeddings) != len(train_attributes):
         raise ValueError(f"{len(train_embeddings)} training embeddings but {len(train_attributes)} attribute dicts")
@@ -350,14 +361,20 @@ def neighbour_labels(
 
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    predicted = [{} for _ in range(len(embeddings))]
+    votes = [{} for _ in range(len(embeddings))]
     for name in sorted({key for labels in train_attributes for key in labels}):
         rows = [i for i, labels in enumerate(train_attributes) if name in labels]
         vote = KNeighborsClassifier(min(k, len(rows)), weights="distance", metric="cosine")
         vote.fit(train_embeddings[rows].numpy(), [train_attributes[i][name] for i in rows])
-        for labels, value in zip(predicted, vote.predict(embeddings.numpy())):
-            labels[name] = str(value)
-    return predicted
+        for item_votes, shares in zip(votes, vote.predict_proba(embeddings.numpy())):
+            item_votes[name] = {str(value): float(share) for value, share in zip(vote.classes_, shares) if share > 0}
+    return votes
+
+
+def strongest_labels(votes: Sequence[dict[str, dict[str, float]]]) -> list[dict[str, str]]:
+    """One hard guess per attribute: the value with the largest share of the vote (the first in the vote's order
+    on a tie, as ``KNeighborsClassifier.predict``)."""
+    return [{name: max(shares, key=shares.get) for name, shares in item.items()} for item in votes]
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------------

@@ -412,34 +412,70 @@ def test_label_agreement_skips_missing_labels_and_floors_unseen_ones():
     assert agreement[0, 1] == pytest.approx(shirt_term + math.log(1e-3))  # a colour never seen in training
 
 
-def test_neighbour_labels_take_the_vote_of_the_nearest_training_photos():
+def test_neighbour_label_shares_are_the_vote_of_the_nearest_training_photos():
     # two directions in embedding space: "red shirt" photos near (1, 0), "black shoes" photos near (0, 1)
     train = torch.tensor([[1.0, 0.1], [1.0, -0.1], [0.9, 0.0], [0.1, 1.0], [-0.1, 1.0]])
     labels = [{"baseColour": "red", "articleType": "shirt"}] * 3 + [
         {"baseColour": "black", "articleType": "shoes"},
         {"articleType": "shoes"},
     ]
-    predicted = rr.neighbour_labels(train, labels, torch.tensor([[1.0, 0.05], [0.0, 1.0]]), k=2)
-    assert predicted == [{"articleType": "shirt", "baseColour": "red"}, {"articleType": "shoes", "baseColour": "black"}]
+    votes = rr.neighbour_label_shares(train, labels, torch.tensor([[1.0, 0.05], [0.0, 1.0]]), k=2)
+    assert votes[0] == {"articleType": {"shirt": 1.0}, "baseColour": {"red": 1.0}}  # both neighbours red shirts
+    # (0, 1)'s colour voters: the black shoes right next to it and the nearest red shirt, at a right angle
+    assert votes[1]["articleType"] == {"shoes": 1.0} and sum(votes[1]["baseColour"].values()) == pytest.approx(1.0)
+    assert votes[1]["baseColour"]["black"] > 0.99
     # the unlabelled photo does not vote on colour: with k=5 the colour vote has 4 voters, 3 of them red and far
-    # away; the black one is nearest and weighs most (1 / distance)
-    near_shoes = rr.neighbour_labels(train, labels, torch.tensor([[0.05, 1.0]]), k=5)[0]
-    assert near_shoes == {"articleType": "shoes", "baseColour": "black"}
+    # away; the black one is nearest and weighs most (1 / cosine distance), by hand:
+    query = torch.tensor([[0.05, 1.0]])
+    distance = 1 - torch.nn.functional.cosine_similarity(query, train[:4]).double()
+    weight = 1 / distance
+    colour = rr.neighbour_label_shares(train, labels, query, k=5)[0]["baseColour"]
+    assert colour["black"] == pytest.approx(float(weight[3] / weight.sum()))
+    assert colour["red"] == pytest.approx(float(weight[:3].sum() / weight.sum()))
+    assert rr.strongest_labels([{"baseColour": colour}]) == [{"baseColour": "black"}]
 
 
-def test_neighbour_labels_feed_label_agreement_and_check_their_input():
+def test_strongest_labels_are_the_nearest_neighbours_hard_guess():
+    from sklearn.neighbors import KNeighborsClassifier
+
+    generator = torch.Generator().manual_seed(0)
+    train, items = torch.randn(60, 8, generator=generator), torch.randn(40, 8, generator=generator)
+    colours = [str(int(i)) for i in torch.randint(0, 4, (60,), generator=generator)]
+    guessed = rr.strongest_labels(rr.neighbour_label_shares(train, [{"c": c} for c in colours], items, k=6))
+    vote = KNeighborsClassifier(6, weights="distance", metric="cosine").fit(train.numpy(), colours)
+    assert [g["c"] for g in guessed] == list(vote.predict(items.numpy()))
+
+
+def test_a_soft_vote_weighs_each_value_by_its_share():
+    models = rr.fit_caption_labels(*_labelled_captions())
+    query = ["acme red shirt"]
+    shirt = rr.label_agreement(models, query, [{"articleType": "shirt"}])[0, 0]
+    red, black = (float(rr.label_agreement(models, query, [{"baseColour": c}])[0, 0]) for c in ("red", "black"))
+    soft = rr.label_agreement(models, query, [{"articleType": "shirt", "baseColour": {"red": 0.25, "black": 0.75}}])
+    by_hand = float(shirt) + math.log(0.25 * math.exp(red) + 0.75 * math.exp(black))
+    assert soft[0, 0] == pytest.approx(by_hand)
+    # a vote with all its share on one value is that value as a hard label, to the bit
+    assert torch.equal(
+        rr.label_agreement(models, query, [{"baseColour": {"red": 1.0}}]),
+        rr.label_agreement(models, query, [{"baseColour": "red"}]),
+    )
+
+
+def test_neighbour_label_shares_feed_label_agreement_and_check_their_input():
     models = rr.fit_caption_labels(*_labelled_captions())
     train = torch.eye(3)
-    gallery = rr.neighbour_labels(
+    votes = rr.neighbour_label_shares(
         train,
         [{"baseColour": c, "articleType": "shirt"} for c in ("black", "white", "red")],
         torch.tensor([[0.0, 0.1, 1.0], [1.0, 0.0, 0.1]]),
         k=1,
     )
+    gallery = rr.strongest_labels(votes)
     assert gallery == [{"articleType": "shirt", "baseColour": "red"}, {"articleType": "shirt", "baseColour": "black"}]
-    agreement = rr.label_agreement(models, ["acme red shirt"], gallery)
-    assert agreement.argmax(dim=1).tolist() == [0]  # the photo next to the red shirt
+    for labels in (gallery, votes):
+        agreement = rr.label_agreement(models, ["acme red shirt"], labels)
+        assert agreement.argmax(dim=1).tolist() == [0]  # the photo next to the red shirt
     with pytest.raises(ValueError, match="3 training embeddings but 2 attribute dicts"):
-        rr.neighbour_labels(train, [{}, {}], train)
+        rr.neighbour_label_shares(train, [{}, {}], train)
     with pytest.raises(ValueError, match="k must be at least 1"):
-        rr.neighbour_labels(train, [{}] * 3, train, k=0)
+        rr.neighbour_label_shares(train, [{}] * 3, train, k=0)
