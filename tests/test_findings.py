@@ -382,8 +382,9 @@ def test_the_later_amd_hosts_real_records_say_what_the_reproducibility_log_says(
 
 
 # Metrics a notebook began to record after some of the records compared were written (01's recall on the queries that
-# are a train caption word for word, and on the rest, since 2026-12-06): one record of a pair may lack them.
-ADDED_SINCE = re.compile(r"t2i_(not_)?train_caption_")
+# are a train caption word for word, and on the rest, and 03's re-ranking by the photos' label vote kept soft, both
+# since 2026-12-06): one record of a pair may lack them.
+ADDED_SINCE = re.compile(r"t2i_(not_)?train_caption_|photo_label_soft_rerank/")
 
 
 def moved_values(committed: dict, rerun: dict) -> dict[tuple[str, int], float]:
@@ -566,7 +567,8 @@ def test_the_real_profiles_verdicts_that_differ_on_another_host_are_those_the_lo
     assert all(record["seeds"]["seeds"] == [0, 1, 2] for record in [*another_host.values(), *committed.values()])
     here = findings.verdicts(by_number(committed), "real")
     there = findings.verdicts(by_number(another_host), "real")
-    assert here.keys() == there.keys() and len(here) > 3
+    assert here.keys() <= there.keys() and len(here) > 3
+    assert all(ADDED_SINCE.match(first) for first, _ in there.keys() - here.keys())  # rows the committed records lack
     assert {pair: (here[pair], there[pair]) for pair in here if here[pair] != there[pair]} == differing
 
 
@@ -715,3 +717,16 @@ def test_records_of_more_than_one_processor_say_which_notebook_ran_where():
         "01, 02: AMD EPYC, family 25 model 17, avx512f; 03: processor not recorded; "
         "08: Intel(R) Xeon(R) Processor, family 6 model 167, avx512f"
     )
+
+
+@pytest.mark.parametrize("host", [LATER_INTEL_FULL, LATER_INTEL_REAL])
+def test_the_soft_label_vote_beats_the_hard_guesses_yet_not_the_catalogue_labels(host):
+    """README › Real photos, 2026-12-06: on the family 6 model 207 host's records, whose 03 was rerun to add the row,
+    re-ranking with the photos' label vote kept soft beats its hard guesses and the dual encoder under every seed,
+    on the drawings and on the photos, yet stays below the catalogue's labels; on the photos below issue 14's +20 %."""
+    values = other_host_records(host)[0]["03_cross_modal_attention"]["seeds"]["values"]
+    soft, hard = values["photo_label_soft_rerank/R@1"], values["photo_label_rerank/R@1"]
+    assert all(s > h for s, h in zip(soft, hard)) and all(s > d for s, d in zip(soft, values["dual/R@1"]))
+    assert all(s < c for s, c in zip(soft, values["label_rerank/R@1"]))
+    if host == LATER_INTEL_REAL:
+        assert max(values["photo_label_soft_rerank/R@1_relative_gain"]) < 0.20
