@@ -129,24 +129,46 @@ def test_03_ceiling_and_top_50(ci):
         assert run["rerank/R@1"] <= ceiling[k] + 1e-9, (k, run, ceiling)
 
 
-def test_03_tuned_towers_leave_the_first_stage_as_it_was(ci):
+def notebook_03_record(folder, name: str, value) -> dict:
+    """Notebook 03's ci record in ``folder`` with parameter ``name`` set to ``value``: the one a notebook test wrote
+    there, or else from a run of notebook 03 alone (``--set name=value``)."""
     import json
 
     from course_utils import run
 
+    path = folder / "results" / "03_cross_modal_attention.json"
+    if not path.exists():
+        setting = ["--set", f"{name}={value}", "--output-dir", str(folder)]
+        assert run.main(["--profile", "ci", "--only", "03", *setting]) == 0
+    record = json.loads(path.read_text())
+    assert record["parameters"][name] == value and type(record["parameters"][name]) is type(value)
+    return record
+
+
+def test_03_tuned_towers_leave_the_first_stage_as_it_was(ci):
     solution = load_solution("03_cross_modal_attention")
-    records = {}
-    for switch, folder in ((False, CI_OUTPUTS), (True, REPO_ROOT / "outputs" / "ci-tuned-towers")):
-        path = folder / "results" / "03_cross_modal_attention.json"
-        if not path.exists():  # the notebook tests write both; run notebook 03 alone when they have not run
-            setting = ["--set", f"tune_encoders={switch}", "--output-dir", str(folder)]
-            assert run.main(["--profile", "ci", "--only", "03", *setting]) == 0
-        records[switch] = json.loads(path.read_text())
-        assert records[switch]["parameters"]["tune_encoders"] is switch
+    records = {
+        switch: notebook_03_record(folder, "tune_encoders", switch)
+        for switch, folder in ((False, CI_OUTPUTS), (True, REPO_ROOT / "outputs" / "ci-tuned-towers"))
+    }
     table = solution.towers_tuned_or_frozen(records[False], records[True])
     assert table["dual/R@1"]["frozen"] == table["dual/R@1"]["tuned"]  # the towers tuned are a copy
     assert table["dual/R@10"]["frozen"] == table["dual/R@10"]["tuned"]
     assert all(set(row) == {"frozen", "tuned"} for row in table.values())
+
+
+def test_03_one_neighbour_makes_the_soft_vote_the_hard_guess(ci, tmp_path):
+    solution = load_solution("03_cross_modal_attention")
+    records = {  # the one-neighbour run is made here, each time (tmp_path): no notebook test writes it
+        neighbours: notebook_03_record(folder, "label_neighbours", neighbours)
+        for neighbours, folder in ((10, CI_OUTPUTS), (1, tmp_path / "one-neighbour"))
+    }
+    table = solution.label_votes_by_neighbours(records)
+    assert table["soft vote"][1] == table["hard guesses"][1]  # a one-value vote scores as that label
+    assert table["dual encoder"][1] == table["dual encoder"][10]  # the votes only re-rank its top K
+    one = records[1]["metrics"]
+    assert all(one[f"photo_label_soft_rerank/{m}"] == one[f"photo_label_rerank/{m}"] for m in ("R@5", "R@10"))
+    assert one["photo_label_soft_rerank/dual_weight"] == one["photo_label_rerank/dual_weight"]
 
 
 def test_04_random_inits_and_the_head_start(ci):

@@ -51,8 +51,8 @@ reason.
 Exercise 6 (think). It needs a label on every gallery item and queries that name one. New or user-uploaded photos,
 or a marketplace whose sellers tag sparsely or wrongly, give it nothing or the wrong thing to compare; a query about
 what the labels do not cover (a print, a neckline shape, "like this one" with an image) gives it nothing to read.
-Guessing the labels from the photos instead (the notebook's "labels from photos" row) can recover only what the
-image tower already sees: compare that row's gain with the catalogue labels' gain.
+Guessing the labels from the photos instead (the notebook's "labels from photos" rows, hard guesses and soft vote)
+can recover only what the image tower already sees: compare those rows' gains with the catalogue labels' gain.
 Together with the cross-encoder: add its log-probability as one more term of the final score (matcher logit +
 ``dual_weight`` x dual logit + a weight x label agreement, both weights picked on val), or let it pre-filter the
 candidates only when the query names a label with high probability, and let the cross-encoder order the rest.
@@ -66,6 +66,16 @@ pairs, where the frozen matcher reads tokens computed once. One run is one seed,
 is no finding yet (README's rule: the same sign under every seed, beyond their spread); on real photos
 ``benchmarks/bench_rerank.py`` measured it under two seeds (its sentence on tuned towers): read there whether the
 gain is beyond the seeds' spread, and how far it stays from a re-ranker worth its cost.
+
+Exercise 8 (predict, then run). With one neighbour each vote puts all its share on one value, so the soft vote is
+the hard guess: ``label_agreement`` scores a one-value vote exactly as that label, and the two rows give the same
+recalls to the last digit (and val picks the same weight). ``label_votes_by_neighbours`` sets the records side by
+side; the dual encoder's row is the same in all of them (the votes only re-rank its top K). With more voters a hard
+guess becomes the majority of more, and farther, photos: it drifts towards the commonest values, so a query that
+names a rarer one loses its item's label. The soft vote keeps the minority values with their shares, so that item
+keeps part of its score, and more voters smooth the shares rather than overrule them: more neighbours can help the
+soft vote while they hurt the hard guesses. Whether they do here, and by more than one seed's noise, is the runs'
+to say: compare both rows with the dual encoder's, and rerun under ``seed=1, 2`` before calling it.
 """
 
 from __future__ import annotations
@@ -101,3 +111,11 @@ def towers_tuned_or_frozen(frozen: dict, tuned: dict) -> dict[str, dict[str, flo
     "tuned": …}}``): the first stage, the re-ranked recalls and the matcher's training seconds."""
     names = ("dual/R@1", "dual/R@10", "rerank/R@1", "rerank/R@10", "train_seconds/itm")
     return {name: {"frozen": frozen["metrics"][name], "tuned": tuned["metrics"][name]} for name in names}
+
+
+def label_votes_by_neighbours(records: dict[int, dict]) -> dict[str, dict[int, float]]:
+    """Exercise 8: R@1 of the dual encoder and of the two labels-from-photos re-rankers in notebook 03's records, by
+    their ``label_neighbours`` (``{row: {neighbours: R@1}}``)."""
+    rows = {"dual encoder": "dual/R@1", "hard guesses": "photo_label_rerank/R@1"}
+    rows["soft vote"] = "photo_label_soft_rerank/R@1"
+    return {row: {k: records[k]["metrics"][name] for k in sorted(records)} for row, name in rows.items()}
