@@ -67,15 +67,15 @@ is no finding yet (README's rule: the same sign under every seed, beyond their s
 ``benchmarks/bench_rerank.py`` measured it under two seeds (its sentence on tuned towers): read there whether the
 gain is beyond the seeds' spread, and how far it stays from a re-ranker worth its cost.
 
-Exercise 8 (predict, then run). With one neighbour each vote puts all its share on one value, so the soft vote is
-the hard guess: ``label_agreement`` scores a one-value vote exactly as that label, and the two rows give the same
-recalls to the last digit (and val picks the same weight). ``label_votes_by_neighbours`` sets the records side by
-side; the dual encoder's row is the same in all of them (the votes only re-rank its top K). With more voters a hard
-guess becomes the majority of more, and farther, photos: it drifts towards the commonest values, so a query that
-names a rarer one loses its item's label. The soft vote keeps the minority values with their shares, so that item
+Exercise 8 (predict, then run). With one neighbour each vote puts all its share on one value, so the soft vote is the
+hard guess: ``label_agreement`` scores a one-value vote exactly as that label, and the two rows give the same recalls
+to the last digit (and val picks the same weight). ``label_votes_by_neighbours`` sets the records side by side; the
+dual encoder's row is the same in all of them (the votes only re-rank its top K). With more voters a hard guess
+becomes the majority of more, and farther, photos: it tends to drift towards the commonest values, so a query that
+names a rarer one can lose its item's label. The soft vote keeps the minority values with their shares, so that item
 keeps part of its score, and more voters smooth the shares rather than overrule them: more neighbours can help the
-soft vote while they hurt the hard guesses. Whether they do here, and by more than one seed's noise, is the runs'
-to say: compare both rows with the dual encoder's, and rerun under ``seed=1, 2`` before calling it.
+soft vote while they hurt the hard guesses. Whether they do here, and by more than one seed's noise, is the runs' to
+say: compare both rows with the dual encoder's, and rerun under ``seed=1, 2`` before calling it.
 """
 
 from __future__ import annotations
@@ -116,6 +116,9 @@ def towers_tuned_or_frozen(frozen: dict, tuned: dict) -> dict[str, dict[str, flo
 def label_votes_by_neighbours(records: dict[int, dict]) -> dict[str, dict[int, float]]:
     """Exercise 8: R@1 of the dual encoder and of the two labels-from-photos re-rankers in notebook 03's records, by
     their ``label_neighbours`` (``{row: {neighbours: R@1}}``)."""
-    rows = {"dual encoder": "dual/R@1", "hard guesses": "photo_label_rerank/R@1"}
-    rows["soft vote"] = "photo_label_soft_rerank/R@1"
+    rows = {
+        "dual encoder": "dual/R@1",
+        "hard guesses": "photo_label_rerank/R@1",
+        "soft vote": "photo_label_soft_rerank/R@1",
+    }
     return {row: {k: records[k]["metrics"][name] for k in sorted(records)} for row, name in rows.items()}
