@@ -29,7 +29,6 @@ re-ranking raises R@1 by >= 20 % relative. Nothing is asserted: the script print
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import os
 import time
@@ -112,14 +111,7 @@ def train_matcher(
         pair_logits = rerank.token_pair_logits(images, texts)
         cu.train.fit(matcher, pairs, rerank.itm_batch_loss(pair_logits), config, progress=False)
         return matcher.eval(), None
-    dual, split, captions = towers
-    model = cu.models.cross_modal.MatcherWithEncoders(copy.deepcopy(dual.model), matcher)
-    photos = torch.stack([dual.preprocess(item.image) for item in split])
-    pair_logits = rerank.live_pair_logits(photos, dual.tokenizer(captions))
-    config.lr, config.head_lr = settings["itm_lr"] / 10, settings["itm_lr"]
-    head = list(matcher.parameters())
-    cu.train.fit(model, pairs, rerank.itm_batch_loss(pair_logits), config, head_parameters=head, progress=False)
-    tuned = dataclasses.replace(dual, model=model.clip.eval(), identity=f"{dual.identity}+itm-tuned-seed{seed}")
+    _, tuned = rerank.fit_with_tuned_towers(matcher, pairs, *towers, config, progress=False)
     return matcher.eval(), tuned
 
 

@@ -4,7 +4,8 @@ The modules are in ``course_utils.models.cross_modal`` and the token features in
 holds the recipe and its evaluation:
 
 * training data and loss: :func:`mine_hard_negatives`, :class:`HardNegativePairs`, :func:`itm_batch_loss`, and
-  the pair scorers :func:`token_pair_logits`, :func:`pooled_pair_logits`, :func:`live_pair_logits`;
+  the pair scorers :func:`token_pair_logits`, :func:`pooled_pair_logits`, :func:`live_pair_logits`; training the
+  matcher with a copy of the towers, :func:`fit_with_tuned_towers`;
 * re-ranking: :func:`top_k_candidates`, :func:`score_candidates`, :func:`rerank`, :func:`reranked_similarity`;
 * a re-ranker with the catalogue's labels: :func:`fit_caption_labels`, :func:`label_agreement`, and the same labels
   as the photos suggest them, :func:`neighbour_label_shares` (the neighbours' vote) and :func:`strongest_labels`
@@ -36,8 +37,10 @@ from ..data.records import Catalogue
 from ..embed import ImageTokens, TextTokens, caption_texts, encode_image_tokens, encode_text_tokens, trim_padding
 from ..errors import error_summary
 from ..metrics import recall_at_k
-from ..models.cross_modal import ImageTextMatcher
+from ..models.clip_loader import ClipBundle
+from ..models.cross_modal import ImageTextMatcher, MatcherWithEncoders
 from ..models.tokens import text_token_features
+from ..train import TrainConfig, TrainHistory, fit
 
 if TYPE_CHECKING:  # scikit-learn is imported where it is used (only notebook 03's label re-rankers need it)
     from sklearn.pipeline import Pipeline
@@ -193,6 +196,40 @@ def live_pair_logits(images: torch.Tensor, token_ids: torch.Tensor) -> PairLogit
         return model(images[unique_images].to(device), token_ids[unique_texts].to(device), image_row, text_row)
 
     return pair_logits
+
+
+def fit_with_tuned_towers(
+    matcher: ImageTextMatcher,
+    pairs: HardNegativePairs,
+    dual: ClipBundle,
+    items: Catalogue,
+    captions: Sequence[str],
+    config: TrainConfig,
+    progress: bool = True,
+) -> tuple[TrainHistory, ClipBundle]:
+    """Train ``matcher`` together with a copy of ``dual``'s CLIP towers, which encode each batch's photos and
+    captions live (notebook 03's ``tune_encoders=True``): the towers at a tenth of ``config.lr``, the matcher at
+    ``config.lr``. ``config`` itself is left as it is.
+
+    Args:
+        matcher: the matcher to train (its parameters are the heads).
+        pairs: the hard-negative pairs over ``items`` (row ``i``: item ``i`` and caption ``i``).
+        dual: the dual encoder whose towers are copied; it is not changed.
+        items: the split the pairs index; captions: their captions, in the same order.
+        config: the matcher's training configuration (its ``seed`` names the copy).
+
+    Returns:
+        The training history and the tuned copy as a bundle (``dual`` with the copy's weights), whose tokens the
+        matcher reads.
+    """
+    model = MatcherWithEncoders(copy.deepcopy(dual.model), matcher)
+    images = torch.stack([dual.preprocess(item.image) for item in items])
+    pair_logits = live_pair_logits(images, dual.tokenizer(list(captions)))
+    towers_config = replace(config, lr=config.lr / 10, head_lr=config.lr)
+    heads = list(matcher.parameters())
+    history = fit(model, pairs, itm_batch_loss(pair_logits), towers_config, head_parameters=heads, progress=progress)
+    tuned = replace(dual, model=model.clip.eval(), identity=f"{dual.identity}+itm-tuned-seed{config.seed}")
+    return history, tuned
 
 
 # --- re-ranking the dual encoder's top-K --------------------------------------------------------------------------

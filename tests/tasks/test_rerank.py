@@ -342,6 +342,28 @@ def test_tuned_encoders_scorer_equals_the_matcher_on_fresh_tokens_and_trains_the
     assert model.clip.visual.conv1.weight.grad is not None and model.matcher.head.weight.grad is not None
 
 
+def test_fit_with_tuned_towers_trains_a_copy_and_leaves_the_dual_encoder_and_the_config_as_they_were(
+    tiny_bundle, small_catalogue
+):
+    from course_utils.train import TrainConfig
+
+    split = small_catalogue.split("test")
+    split = split.subset(split.ids[:8], name="test")
+    captions = [item.caption("description") for item in split]
+    negatives = torch.tensor([[(i + 1) % 8, (i + 2) % 8] for i in range(8)])
+    pairs = rr.HardNegativePairs(negatives, negatives, seed=0, easy_epochs=0)
+    torch.manual_seed(0)
+    matcher = cm.ImageTextMatcher(128, 128, width=32, layers=1, n_image_tokens=65)
+    config = TrainConfig(epochs=1, batch_size=4, lr=1e-3, seed=3)
+    before = {name: value.clone() for name, value in tiny_bundle.model.state_dict().items()}
+    history, tuned = rr.fit_with_tuned_towers(matcher, pairs, tiny_bundle, split, captions, config, progress=False)
+    assert len(history.steps) == 2
+    assert (config.lr, config.head_lr) == (1e-3, None)  # the caller's config trains its other models unchanged
+    assert all(torch.equal(before[name], value) for name, value in tiny_bundle.model.state_dict().items())
+    assert tuned.model is not tiny_bundle.model and tuned.identity == f"{tiny_bundle.identity}+itm-tuned-seed3"
+    assert not torch.equal(tuned.model.visual.conv1.weight, before["visual.conv1.weight"])  # the copy trained
+
+
 def test_rerank_split_and_pick_dual_weight_hand_computed():
     # 3 queries, 4 gallery items; query i's true item is i
     images = embed.ImageTokens(torch.zeros(4, 2, 3), torch.eye(4), (1, 1))
