@@ -92,19 +92,24 @@ def profile_parameters(notebook: Path, profile: str) -> dict:
     return parameters
 
 
-def notebook_settings(notebook: Path, profile: str) -> dict:
-    """Every parameter ``notebook`` runs with under ``profile``: the defaults of its cell tagged ``parameters``
-    (read by ``papermill.inspect_notebook``, parsed as Python literals) updated with :func:`profile_parameters`.
-
-    For scripts that repeat a notebook's recipe (``benchmarks/``): they read it here instead of copying it.
-    """
+def parameter_defaults(notebook: Path) -> dict:
+    """The defaults of ``notebook``'s cell tagged ``parameters``: each name assigned there with its value (read by
+    ``papermill.inspect_notebook``, parsed as a Python literal), before any profile changes it."""
     import papermill
 
-    defaults = {
+    return {
         name: ast.literal_eval(parameter["default"])
         for name, parameter in papermill.inspect_notebook(str(notebook)).items()
     }
-    return {**defaults, **profile_parameters(notebook, profile)}
+
+
+def notebook_settings(notebook: Path, profile: str) -> dict:
+    """Every parameter ``notebook`` runs with under ``profile``: :func:`parameter_defaults` updated with
+    :func:`profile_parameters`.
+
+    For scripts that repeat a notebook's recipe (``benchmarks/``): they read it here instead of copying it.
+    """
+    return {**parameter_defaults(notebook), **profile_parameters(notebook, profile)}
 
 
 def in_profile(notebooks: list[Path], profile: str) -> list[Path]:
@@ -194,20 +199,13 @@ def environment(**variables: str):
                 os.environ[name] = value
 
 
-def notebook_parameters(notebook: Path) -> set[str]:
-    """The names assigned in the notebook's cell tagged ``parameters`` (read by ``papermill.inspect_notebook``)."""
-    import papermill
-
-    return set(papermill.inspect_notebook(str(notebook)))
-
-
 def check_parameter_names(notebooks: list[Path], names: list[str]) -> None:
     """Fail, listing close matches, when a ``--set`` name is a parameter of none of the selected notebooks.
 
     papermill injects any name it is given, so a typo (``top_kk=3``) would otherwise run every notebook with the
     default value and exit 0.
     """
-    known = set().union(*(notebook_parameters(notebook) for notebook in notebooks)) if notebooks else set()
+    known = set().union(*(parameter_defaults(notebook) for notebook in notebooks)) if notebooks else set()
     unknown = [name for name in names if name not in known]
     if not unknown:
         return
@@ -238,9 +236,10 @@ ACCEPTED_TYPES = {
 def check_parameter_types(notebooks: list[Path], parameters: dict) -> None:
     """Fail, naming the notebook and the parameter, when a ``--set`` value is not of the kind the parameter's default
     is (:data:`ACCEPTED_TYPES`), before any notebook starts: inside the notebook it would fail later with a
-    traceback, or, for a True/False switch, run the wrong branch without a word."""
+    traceback, or, for a True/False switch, run the wrong branch without a word. The kind is the parameter cell's,
+    whatever the profile: a profile's override does not change what ``--set`` accepts."""
     for notebook in notebooks:
-        defaults = notebook_settings(notebook, "ci")
+        defaults = parameter_defaults(notebook)
         for name, value in parameters.items():
             default = defaults.get(name)
             if default is None or type(default) not in ACCEPTED_TYPES:

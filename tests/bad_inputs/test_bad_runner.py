@@ -66,6 +66,15 @@ def test_values_of_the_defaults_kind_are_accepted():
     run.check_parameter_types(run.discover(["03"]), run.parse_assignments(accepted))
 
 
+def test_the_kind_a_set_value_must_be_is_the_parameter_cells_whatever_a_profile_overrides(monkeypatch):
+    notebooks = run.discover(["03"])
+    monkeypatch.setattr(run, "profile_overrides", lambda notebook: {"ci": {"rerank_k": "many"}})
+    assert run.notebook_settings(notebooks[0], "ci")["rerank_k"] == "many"
+    run.check_parameter_types(notebooks, run.parse_assignments(["rerank_k=5"]))
+    with pytest.raises(SystemExit, match="rerank_k is an integer"):
+        run.check_parameter_types(notebooks, run.parse_assignments(["rerank_k=many"]))
+
+
 def test_a_name_with_no_close_match_says_so():
     with pytest.raises(SystemExit, match="zzzzzz: no close match"):
         run.check_parameter_names(run.discover(["01"]), ["zzzzzz"])
@@ -73,7 +82,7 @@ def test_a_name_with_no_close_match_says_so():
 
 def test_a_name_known_to_one_selected_notebook_is_accepted():
     notebooks = run.discover(["01", "07"])
-    only_in_07 = sorted(run.notebook_parameters(notebooks[1]) - run.notebook_parameters(notebooks[0]))
+    only_in_07 = sorted(set(run.parameter_defaults(notebooks[1])) - set(run.parameter_defaults(notebooks[0])))
     assert only_in_07, "07 has parameters of its own"
     run.check_parameter_names(notebooks, [only_in_07[0], "seed"])
 
@@ -87,7 +96,8 @@ def test_shipped_profiles_only_name_parameters_of_their_notebook():
         overrides = run.NOTEBOOK_DIR / "profiles" / f"{notebook.stem}.json"
         names = {name for profile in json.loads(overrides.read_text()).values() for name in profile}
         names |= shared if notebook in real_notebooks else set()
-        assert names <= run.notebook_parameters(notebook), (notebook.name, names - run.notebook_parameters(notebook))
+        parameters = set(run.parameter_defaults(notebook))
+        assert names <= parameters, (notebook.name, names - parameters)
 
 
 def test_an_output_dir_that_is_a_file_is_one_clear_line(tmp_path, no_notebook_runs, monkeypatch):
