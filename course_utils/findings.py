@@ -27,6 +27,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import NamedTuple
 
+from .metrics import signed
 from .paths import REPO_ROOT
 from .results import (
     NOTEBOOK_RECORD_KEYS,
@@ -124,7 +125,7 @@ def compare(
     if not seeds:
         metrics = record["metrics"]
         difference = scale * (metrics[higher] - (metrics[lower] if lower else 0.0))
-        return f"{difference:+.{digits}f}{unit}, one seed: not yet checked against the spread over seeds"
+        return f"{signed(difference, digits)}{unit}, one seed: not yet checked against the spread over seeds"
     values = seeds["values"]
     for name in (higher, lower):
         if name in seeds.get("not_aggregated", []):
@@ -151,7 +152,7 @@ def compare(
     drawn = _verdicts_drawn.get()
     if drawn is not None:
         drawn[higher, lower] = verdict.endswith(": a finding")
-    return f"{mean:+.{digits}f} ± {std:.{digits}f}{unit}, {verdict}"
+    return f"{signed(mean, digits)} ± {std:.{digits}f}{unit}, {verdict}"
 
 
 def verdicts(records: dict[str, dict], profile: str = "full") -> dict[tuple[str, str | None], bool]:
@@ -207,7 +208,7 @@ def _03(r: dict) -> str:
     return (
         f"**03 — cross-attention re-ranking.** Re-ranking the fine-tuned dual encoder's top-K moves R@1 "
         f"{m['dual/R@1']:.3f} → {m['rerank/R@1']:.3f} ({compare(r, 'rerank/R@1', 'dual/R@1')}; "
-        f"{100 * m['rerank/R@1_relative_gain']:+.0f} % relative) and R@10 "
+        f"{signed(100 * m['rerank/R@1_relative_gain'], 0)} % relative) and R@10 "
         f"{m['dual/R@10']:.3f} → {m['rerank/R@10']:.3f}; seed 002's pooled-vector transformer, same budget, "
         f"R@1 {m['seed002_rerank/R@1']:.3f} "
         f"({compare(r, 'seed002_rerank/R@1', 'dual/R@1', unit=' over the dual encoder')}). Latency per query: "
@@ -244,7 +245,7 @@ def _label_rerank(r: dict, key: str, what: str, against: tuple[str, str] | None 
     other = "" if against is None else f"; against {against[1]}: {compare(r, f'{key}/R@1', f'{against[0]}/R@1')}"
     return (
         f" {what}: R@1 {m[f'{key}/R@1']:.3f} ({compare(r, f'{key}/R@1', 'dual/R@1')}; "
-        f"{100 * m[f'{key}/R@1_relative_gain']:+.0f} % relative{other})."
+        f"{signed(100 * m[f'{key}/R@1_relative_gain'], 0)} % relative{other})."
     )
 
 

@@ -803,6 +803,13 @@ def attribute_specific_map(per_condition: dict[str, tuple[ArrayLike, ArrayLike]]
     return result
 
 
+def signed(change: float, digits: int = 1) -> str:
+    """A change with its sign, to ``digits`` decimals, for prose: ``+3.5``, ``-0.1``, and ``+0.0`` for a change that
+    rounds to zero from either side (plain ``f"{-0.04:+.1f}"`` reads ``-0.0``: a loss that the digits do not show).
+    """
+    return f"{round(change, digits) + 0.0:+.{digits}f}"  # + 0.0 turns round's -0.0 into 0.0
+
+
 @dataclass(frozen=True)
 class RecallDifference:
     """``new - old``: two recalls (or shares of queries) over ``queries`` queries each, read against their noise.
@@ -853,4 +860,4 @@ class RecallDifference:
         return "a gain" if self.difference > 0 else "a loss"
 
     def __str__(self) -> str:
-        return f"{self.difference:+.3f}, {self.verdict}; two standard errors {self.noise:.3f}"
+        return f"{signed(self.difference, 3)}, {self.verdict}; two standard errors {self.noise:.3f}"

@@ -485,3 +485,21 @@ def test_a_recall_difference_refuses_what_is_not_a_recall_or_a_query_count(new, 
 def test_a_recall_difference_accepts_numpy_scalars_and_the_ends_of_the_range():
     # pandas cells and counts arrive as numpy scalars (notebook 07); 0 and 1 are recalls too
     assert m.RecallDifference(np.float64(1.0), 0.0, np.int64(4)).verdict == "a gain"  # noise 0: any gap counts
+
+
+@pytest.mark.parametrize(
+    "change, digits, shown",
+    [
+        (3.46, 1, "+3.5"),
+        (-0.06, 1, "-0.1"),
+        (-0.04, 1, "+0.0"),
+        (0.04, 1, "+0.0"),
+        (-0.0, 1, "+0.0"),
+        (-0.0004, 3, "+0.000"),
+        (-0.0006, 3, "-0.001"),
+        (-0.4, 0, "+0"),
+        (12.0, 0, "+12"),
+    ],
+)
+def test_signed_shows_a_change_that_rounds_to_zero_as_plus_zero(change, digits, shown):
+    assert m.signed(change, digits) == shown

@@ -8,6 +8,7 @@ not here.
 """
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -50,6 +51,29 @@ def test_every_notebook_runs_in_the_ci_profile(ci_run):
         assert record["metrics"], f"{notebook.stem} wrote no metrics"
         assert f"## {notebook.stem}" in report
         assert list((out / "figures" / notebook.stem).glob("*.png")) or notebook.stem.startswith("07"), notebook.stem
+
+
+# A signed number that shows as zero with a minus: "-0.0" (a change that rounds to zero from below), not "-0.05"
+NEGATIVE_ZERO = re.compile(r"(?<![\w.])-0\.0+(?![0-9])")
+
+
+def prose_with_negative_zeros(executed: Path) -> list[str]:
+    """Each piece of rendered markdown in the executed notebooks of ``executed`` that shows a signed zero as
+    ``-0.0``: their prose renders changes with ``course_utils.metrics.signed``, which writes ``+0.0``."""
+    found = []
+    for notebook in sorted(executed.glob("[0-9][0-9]_*.ipynb")):
+        for cell in json.loads(notebook.read_text())["cells"]:
+            for output in cell.get("outputs", []):
+                text = "".join(output.get("data", {}).get("text/markdown", ""))
+                found += [
+                    f"{notebook.name}: ...{text[max(0, m.start() - 60) : m.end()]}"
+                    for m in NEGATIVE_ZERO.finditer(text)
+                ]
+    return found
+
+
+def test_the_rendered_prose_shows_no_negative_zero(ci_run):
+    assert not prose_with_negative_zeros(ci_run)
 
 
 def test_03_with_tuned_towers_saves_a_reranker_the_evaluation_cli_scores_as_the_notebook_did(monkeypatch, tmp_path):
@@ -117,6 +141,7 @@ def test_the_real_profile_runs_every_notebook_on_the_sample_and_its_lessons_hold
     claims = real_photo_claims(metrics, REAL_CI_FLOORS)
     assert all(claims.values()), f"real-ci: {[c for c, ok in claims.items() if not ok]}"
     assert_caption_groups_make_up_the_gallery(metrics["01"])
+    assert not prose_with_negative_zeros(out)
     assert list((out / "figures" / "01_baseline_clip").glob("*.png"))  # figures from the photos, outside figures/
 
 
