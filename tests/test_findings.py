@@ -174,6 +174,21 @@ def test_seeded_records_render_mean_and_std_and_a_verdict_per_comparison(tmp_pat
     assert "stage 2 minus stage 1: +0.3 ± 1.2, higher under 2 of 3 seeds: not a finding" in text
 
 
+def test_a_mean_change_that_rounds_to_zero_reads_plus_zero_and_relative_gains_keep_their_spread(tmp_path):
+    stage1, stage2 = [0.45, 0.46, 0.44], [0.4505, 0.4595, 0.4398]  # +0.05, -0.05, -0.02 points: mean -0.007
+    record = seeded_record(
+        "05_conditional_embeddings", {"map/crl_stage1/overall": stage1, "map/crl_stage2/overall": stage2}
+    )
+    (tmp_path / "05_conditional_embeddings.json").write_text(json.dumps(record))
+    seeded_03 = {name: [value, value + 0.01, value + 0.02] for name, value in RERANK_03.items()}
+    (tmp_path / "03_cross_modal_attention.json").write_text(
+        json.dumps(seeded_record("03_cross_modal_attention", seeded_03))
+    )
+    text = findings.render_findings(findings.read_records(tmp_path))
+    assert "stage 2 minus stage 1: +0.0 ± 0.1, higher under 1 of 3 seeds: not a finding" in text
+    assert "-9 ± 1 % relative" in text  # the relative gain: -0.10, -0.09, -0.08 over the seeds
+
+
 def test_the_header_names_the_records_run_under_the_first_seed_only(tmp_path):
     (tmp_path / "03_cross_modal_attention.json").write_text(
         json.dumps(
