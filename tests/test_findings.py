@@ -738,8 +738,11 @@ def test_records_of_more_than_one_processor_say_which_notebook_ran_where():
 def test_the_soft_label_vote_beats_the_hard_guesses_yet_not_the_catalogue_labels(host):
     """README › Real photos, 2026-12-06: on the family 6 model 207 host's records, whose 03 was rerun to add the row,
     re-ranking with the photos' label vote kept soft beats its hard guesses and the dual encoder under every seed,
-    on the drawings and on the photos, yet stays below the catalogue's labels; on the photos below issue 14's +20 %."""
-    values = other_host_records(host)[0]["03_cross_modal_attention"]["seeds"]["values"]
+    on the drawings and on the photos, yet stays below the catalogue's labels; on the photos below issue 14's +20 %.
+    The comparison is cut short: the hard guesses' dual weight is the grid's largest under every seed."""
+    record = other_host_records(host)[0]["03_cross_modal_attention"]
+    values = record["seeds"]["values"]
+    assert set(values["photo_label_rerank/dual_weight"]) == {max(record["parameters"]["dual_weights"])}
     soft, hard = values["photo_label_soft_rerank/R@1"], values["photo_label_rerank/R@1"]
     assert all(s > h for s, h in zip(soft, hard)) and all(s > d for s, d in zip(soft, values["dual/R@1"]))
     assert all(s < c for s, c in zip(soft, values["label_rerank/R@1"]))
