@@ -174,6 +174,24 @@ def test_03_one_neighbour_makes_the_soft_vote_the_hard_guess(ci, tmp_path):
     assert one["photo_label_soft_rerank/dual_weight"] == one["photo_label_rerank/dual_weight"]
 
 
+def test_03_a_grid_cut_short_changes_only_the_rerankers_that_picked_beyond_it(ci, tmp_path):
+    solution = load_solution("03_cross_modal_attention")
+    short = [0.0, 0.3, 1.0, 3.0]
+    records = {  # the short-grid run is made here, each time (tmp_path): no notebook test writes it
+        "long": notebook_03_record(CI_OUTPUTS, "profile", "ci"),
+        "short": notebook_03_record(tmp_path / "short-grid", "dual_weights", short),
+    }
+    assert records["long"]["parameters"]["dual_weights"][: len(short)] == short  # the short grid starts the long one
+    table = solution.picks_by_grid(records)
+    assert {"rerank", "photo_label_rerank", "photo_label_soft_rerank"} <= set(table)
+    beyond = {name for name, row in table.items() if row["long"][0] > max(short)}
+    assert beyond, "on ci some re-ranker picks a weight beyond 3: the exercise has something to show"
+    for name, row in table.items():
+        assert row["short"][0] in short
+        if name not in beyond:  # the same pick, so the same recalls
+            assert row["short"] == row["long"], (name, row)
+
+
 def test_04_random_inits_and_the_head_start(ci):
     experiment = ci["experiment"]
     solution = load_solution("04_random_init_ablation")

@@ -76,6 +76,15 @@ names a rarer one can lose its item's label. The soft vote keeps the minority va
 keeps part of its score, and more voters smooth the shares rather than overrule them: more neighbours can help the
 soft vote while they hurt the hard guesses. Whether they do here, and by more than one seed's noise, is the runs' to
 say: compare both rows with the dual encoder's, and rerun under ``seed=1, 2`` before calling it.
+
+Exercise 9 (predict, then run). ``pick_dual_weight`` takes the first weight with the best val R@1, and the short grid
+is the start of the long one: a re-ranker whose pick was 3 or less keeps it, so its recalls are the same to the last
+digit. Only a re-ranker that picked 10, 30 or 100 must take another weight, one val found worse, and its test recall
+can then move either way, though it tends to fall. ``picks_by_grid`` sets the picks and R@1 of the two records side by
+side. The short grid treats the re-rankers unequally: one whose best weight lies inside it is judged at its best, one
+whose best weight lies beyond it at a worse one. If that is the hard guesses and not the soft vote, the soft vote's
+lead over them is partly the grid's doing; the comparison is fair only when no pick sits at the grid's edge, which is
+why the notebook's grid reaches far past the picks.
 """
 
 from __future__ import annotations
@@ -122,3 +131,17 @@ def label_votes_by_neighbours(records: dict[int, dict]) -> dict[str, dict[int, f
         "soft vote": "photo_label_soft_rerank/R@1",
     }
     return {row: {k: records[k]["metrics"][name] for k in sorted(records)} for row, name in rows.items()}
+
+
+def picks_by_grid(records: dict[str, dict]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Exercise 9: each re-ranker's picked dual weight and its test R@1 in notebook 03's records, by grid
+    (``{re-ranker: {grid: (weight, R@1)}}``; ``records``: grid name -> record)."""
+    first = next(iter(records.values()))["metrics"]
+    rerankers = [name.removesuffix("/dual_weight") for name in first if name.endswith("/dual_weight")]
+    return {
+        reranker: {
+            grid: (record["metrics"][f"{reranker}/dual_weight"], record["metrics"][f"{reranker}/R@1"])
+            for grid, record in records.items()
+        }
+        for reranker in rerankers
+    }
