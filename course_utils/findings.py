@@ -27,7 +27,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import NamedTuple
 
-from .metrics import signed
+from .metrics import signed, without_negative_zero
 from .paths import REPO_ROOT
 from .results import (
     NOTEBOOK_RECORD_KEYS,
@@ -92,7 +92,7 @@ class Spread(float):
 
     def __format__(self, spec: str) -> str:
         spec = spec or ".0f"
-        return f"{format(float(self), spec)} ± {format(self.std, spec.replace('+', ''))}"
+        return f"{without_negative_zero(float(self), spec)} ± {format(self.std, spec.replace('+', ''))}"
 
     def __mul__(self, factor: float) -> Spread:
         return Spread(float(self) * factor, self.std * abs(factor))

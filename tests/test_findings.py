@@ -208,6 +208,7 @@ def test_a_constant_metric_stays_a_plain_number_and_a_one_seed_record_says_so():
     record = seeded_record("06_composed_retrieval", {"n_queries": [500, 500, 500], "sum/R@10": [0.2, 0.3, 0.25]})
     numbers = findings.numbers(record)
     assert f"{numbers['n_queries']}" == "500" and f"{100 * numbers['sum/R@10']:+.1f}" == "+25.0 ± 5.0"
+    assert f"{findings.Spread(-0.004, 0.08):+.2f}" == "+0.00 ± 0.08"  # a mean that rounds to zero shows no minus
     one_seed = {"parameters": {"seed": 0}, "metrics": {"a": 0.5, "b": 0.4}}
     assert findings.compare(one_seed, "a", "b") == "+0.100, one seed: not yet checked against the spread over seeds"
 

@@ -503,3 +503,17 @@ def test_a_recall_difference_accepts_numpy_scalars_and_the_ends_of_the_range():
 )
 def test_signed_shows_a_change_that_rounds_to_zero_as_plus_zero(change, digits, shown):
     assert m.signed(change, digits) == shown
+
+
+@pytest.mark.parametrize(
+    "value, spec, shown",
+    [
+        (-0.004, ".2f", "0.00"),
+        (-0.004, "+.0%", "+0%"),
+        (-0.4, ">6.0f", "     0"),
+        (-1e-5, ".0e", "-1e-05"),
+        (-0.5, ".1f", "-0.5"),
+    ],
+)
+def test_without_negative_zero_keeps_the_format_and_drops_only_a_minus_on_zero(value, spec, shown):
+    assert m.without_negative_zero(value, spec) == shown
