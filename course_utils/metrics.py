@@ -812,10 +812,10 @@ def without_negative_zero(value: float, spec: str) -> str:
     return format(0.0, spec) if "-" in text and rounds_to_zero else text
 
 
-def signed(change: float, digits: int = 1) -> str:
+def signed(change: float, digits: int = 1, kind: str = "f") -> str:
     """A change with its sign, to ``digits`` decimals, for prose: ``+3.5``, ``-0.1``, and ``+0.0`` for a change that
-    rounds to zero from either side."""
-    return without_negative_zero(change, f"+.{digits}f")
+    rounds to zero from either side. ``kind="%"``: a relative change as a percentage (``-0.004`` -> ``+0%``)."""
+    return without_negative_zero(change, f"+.{digits}{kind}")
 
 
 @dataclass(frozen=True)

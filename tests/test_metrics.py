@@ -503,6 +503,7 @@ def test_a_recall_difference_accepts_numpy_scalars_and_the_ends_of_the_range():
 )
 def test_signed_shows_a_change_that_rounds_to_zero_as_plus_zero(change, digits, shown):
     assert m.signed(change, digits) == shown
+    assert m.signed(change / 100, digits, "%") == shown + "%"  # the same change as a share, in per cent
 
 
 @pytest.mark.parametrize(

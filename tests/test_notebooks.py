@@ -53,13 +53,14 @@ def test_every_notebook_runs_in_the_ci_profile(ci_run):
         assert list((out / "figures" / notebook.stem).glob("*.png")) or notebook.stem.startswith("07"), notebook.stem
 
 
-# A signed number that shows as zero with a minus: "-0.0" (a change that rounds to zero from below), not "-0.05"
-NEGATIVE_ZERO = re.compile(r"(?<![\w.])-0\.0+(?![0-9])")
+# A signed number that shows as zero with a minus: "-0.0" or "-0%" (a change that rounds to zero from below), not
+# "-0.05" or "-0.5"
+NEGATIVE_ZERO = re.compile(r"(?<![\w.])-0(?:\.0+)?(?![0-9.])")
 
 
 def prose_with_negative_zeros(executed: Path) -> list[str]:
     """Each piece of rendered markdown in the executed notebooks of ``executed`` that shows a signed zero as
-    ``-0.0``: their prose renders changes with ``course_utils.metrics.signed``, which writes ``+0.0``."""
+    ``-0.0`` or ``-0%``: their prose renders changes with ``course_utils.metrics.signed``, which writes ``+0.0``."""
     found = []
     for notebook in sorted(executed.glob("[0-9][0-9]_*.ipynb")):
         for cell in json.loads(notebook.read_text())["cells"]:
