@@ -48,7 +48,10 @@ DUAL_WEIGHTS = (0.0, 0.3, 1.0, 3.0, 10.0)
 QUERYBANK_BETAS = (1.0, 3.0, 10.0, 30.0, 100.0)  # inverse temperatures of querybank normalisation, picked on val
 PHOTO_LABELS = ("baseColour", "brand")  # labels guessed from the photos (brand: the title's first word)
 GUESSER_CS = (0.01, 0.1, 1.0)  # inverse regularisation of the photo-label guesser, picked on val
-LABEL_DUAL_WEIGHTS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # weights of the dual logit beside the label agreement
+LABEL_DUAL_WEIGHTS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # of the dual logit beside the label agreement
+# the grid of the records kept before each photo-label arm named its own (until 2026-12-06); in the last of them val
+# picked its largest weight, 10, for three of the four guessed-label rows: they were compared at the grid's edge
+EARLIER_LABEL_DUAL_WEIGHTS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 CORRECTED_SHARES = (0.25, 0.5, 0.75)  # shares of the label guess's mistakes replaced by the catalogue's label
 MIN_PRODUCT_PIXELS = 20  # a photo with fewer non-background pixels has its colours read from every pixel
 GOAL = 0.20  # issue 14: re-ranking raises R@1 by at least 20 % relative
@@ -412,6 +415,7 @@ def photo_label_arm(
         "labels_in_train": len(guessers[picked_c].classes_),
         "guesser_C": picked_c,
         "dual_test_R@1": embeddings.dual_r1("test"),
+        "dual_weights": list(LABEL_DUAL_WEIGHTS),
         "rows": rows,
     }
 
@@ -462,7 +466,8 @@ def photo_label_section(run: dict) -> str:
                 reaching.setdefault(arm["label"], {}).setdefault(arm["dual_seed"], row["right_on_test"])
         guess_reaches.setdefault(arm["label"], []).append(gains[0] >= GOAL)  # the first row: the guess itself
         labels_in_train.setdefault(arm["label"], arm["labels_in_train"])
-    weights = ", ".join(f"{weight:g}" for weight in LABEL_DUAL_WEIGHTS)
+    grids = {tuple(arm.get("dual_weights", EARLIER_LABEL_DUAL_WEIGHTS)) for arm in arms}
+    weights = " / ".join(", ".join(f"{weight:g}" for weight in grid) for grid in sorted(grids))
     seen = ", ".join(f"{label} {count}" for label, count in labels_in_train.items())
     picked = [f"{arm['label']} seed {arm['dual_seed']} {arm['guesser_C']:g}" for arm in arms if "guesser_C" in arm]
     goal_lines = []

@@ -732,12 +732,16 @@ def test_the_photo_colour_arm_tells_apart_photos_the_dual_encoder_cannot():
     assert "| baseColour | 0 | guessed from the photo | 100% |" in text and "| 0.500 | 1.000 | +100.0% |" in text
     assert "baseColour: reached by the guess from the photo for 1 of 1 dual encoders" in text
     assert "the least share of right labels among the rows that reach it: seed 0: 100%." in text
-    # a record from before the brand arm kept its colour arms under "colour", each row's source under "colour"
-    old_keys = ("label", "labels_in_train", "guesser_C")
+    grid = "w in {0.03, 0.1, 0.3, 1, 3, 10, 30, 100} picked on val"
+    assert arm["dual_weights"] == list(bench.LABEL_DUAL_WEIGHTS) and grid in text
+    # a record from before the brand arm kept its colour arms under "colour", each row's source under "colour"; nor
+    # did it name its grid of dual weights, the earlier one
+    old_keys = ("label", "labels_in_train", "guesser_C", "dual_weights")
     legacy_arm = {key: value for key, value in arm.items() if key not in old_keys}
     legacy_rows = [{**{k: v for k, v in row.items() if k != "source"}, "colour": row["source"]} for row in arm["rows"]]
     legacy = {"colour": [{**legacy_arm, "colours": 4, "rows": legacy_rows}]}
-    assert bench.photo_label_section(legacy) == text.replace(picked, "")
+    earlier_grid = "w in {0.03, 0.1, 0.3, 1, 3, 10} picked on val"
+    assert bench.photo_label_section(legacy) == text.replace(picked, "").replace(grid, earlier_grid)
 
 
 def test_the_brand_is_the_titles_first_word_whatever_its_case():
@@ -865,3 +869,16 @@ def test_conditions_name_the_uncommitted_files_only_for_a_dirty_commit(monkeypat
     assert bench_records.RunConditions().finish()["uncommitted"] == ["benchmarks/bench_x.py"]
     monkeypatch.setattr(bench_records, "source_commit", lambda: "abc1234")
     assert "uncommitted" not in bench_records.RunConditions().finish()
+
+
+def test_the_last_rerank_records_guessed_labels_were_picked_at_the_edge_of_the_earlier_grid():
+    """benchmarks/README.md › bench_rerank.py: in the last kept record, which predates the wider grid, val picked the
+    earlier grid's largest weight for three of the four labels guessed from the photos."""
+    bench = load_benchmark("bench_rerank")
+    last = json.loads(max((bench_records.BENCH_RECORDS / "rerank").glob("*.json")).read_text())
+    arms = bench.photo_label_arms(last)
+    assert len(arms) == 4 and not any("dual_weights" in arm for arm in arms)
+    guessed = [arm["rows"][0] for arm in arms]
+    assert all(row["source"] == "guessed from the photo" for row in guessed)
+    at_edge = [row["dual_weight"] == max(bench.EARLIER_LABEL_DUAL_WEIGHTS) for row in guessed]
+    assert sum(at_edge) == 3
