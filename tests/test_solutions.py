@@ -176,12 +176,15 @@ def test_03_one_neighbour_makes_the_soft_vote_the_hard_guess(ci, tmp_path):
 
 def test_03_a_grid_cut_short_changes_only_the_rerankers_that_picked_beyond_it(ci, tmp_path):
     solution = load_solution("03_cross_modal_attention")
+    from course_utils import run
+
+    long = run.parameter_defaults(run.NOTEBOOK_DIR / "03_cross_modal_attention.ipynb")["dual_weights"]
     short = [0.0, 0.3, 1.0, 3.0]
+    assert long[: len(short)] == short and max(long) > max(short)  # the short grid starts the long one
     records = {  # the short-grid run is made here, each time (tmp_path): no notebook test writes it
-        "long": notebook_03_record(CI_OUTPUTS, "profile", "ci"),
+        "long": notebook_03_record(CI_OUTPUTS, "dual_weights", long),
         "short": notebook_03_record(tmp_path / "short-grid", "dual_weights", short),
     }
-    assert records["long"]["parameters"]["dual_weights"][: len(short)] == short  # the short grid starts the long one
     table = solution.picks_by_grid(records)
     assert {"rerank", "photo_label_rerank", "photo_label_soft_rerank"} <= set(table)
     beyond = {name for name, row in table.items() if row["long"][0] > max(short)}
