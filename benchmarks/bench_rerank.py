@@ -466,8 +466,8 @@ def photo_label_section(run: dict) -> str:
                 reaching.setdefault(arm["label"], {}).setdefault(arm["dual_seed"], row["right_on_test"])
         guess_reaches.setdefault(arm["label"], []).append(gains[0] >= GOAL)  # the first row: the guess itself
         labels_in_train.setdefault(arm["label"], arm["labels_in_train"])
-    grids = {tuple(arm.get("dual_weights", EARLIER_LABEL_DUAL_WEIGHTS)) for arm in arms}
-    weights = " / ".join(", ".join(f"{weight:g}" for weight in grid) for grid in sorted(grids))
+    grid = arms[0].get("dual_weights", EARLIER_LABEL_DUAL_WEIGHTS)  # one run: its arms pick from the same grid
+    weights = ", ".join(f"{weight:g}" for weight in grid)
     seen = ", ".join(f"{label} {count}" for label, count in labels_in_train.items())
     picked = [f"{arm['label']} seed {arm['dual_seed']} {arm['guesser_C']:g}" for arm in arms if "guesser_C" in arm]
     goal_lines = []
