@@ -47,7 +47,9 @@ from course_utils.tasks import rerank
 DUAL_WEIGHTS = (0.0, 0.3, 1.0, 3.0, 10.0)
 QUERYBANK_BETAS = (1.0, 3.0, 10.0, 30.0, 100.0)  # inverse temperatures of querybank normalisation, picked on val
 PHOTO_LABELS = ("baseColour", "brand")  # labels guessed from the photos (brand: the title's first word)
-GUESSER_CS = (0.01, 0.1, 1.0)  # inverse regularisation of the photo-label guesser, picked on val
+# inverse regularisation of the photo-label guesser, picked on val. val picks its smallest, 0.01, most often; C below
+# it guessed worse on val for both labels under dual seeds 0-2 (a finer grid, measured 2026-12-06; stop 59's note)
+GUESSER_CS = (0.01, 0.1, 1.0)
 LABEL_DUAL_WEIGHTS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # of the dual logit beside the label agreement
 # the grid of the records kept before each photo-label arm named its own (until 2026-12-06); in the last of them val
 # picked its largest weight, 10, for three of the four guessed-label rows: they were compared at the grid's edge

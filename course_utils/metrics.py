@@ -805,7 +805,8 @@ def attribute_specific_map(per_condition: dict[str, tuple[ArrayLike, ArrayLike]]
 
 def without_negative_zero(value: float, spec: str) -> str:
     """``format(value, spec)``, except that a value the format rounds to zero reads as zero (``+0.0`` or ``0.0``),
-    never ``-0.0``: a loss that the digits do not show (what Python 3.11's ``z`` option does; the course runs on 3.10).
+    never ``-0.0``: a loss that the digits do not show (what Python 3.11's ``z`` option does; the course also allows
+    3.10, which lacks it).
     """
     text = format(value, spec)
     rounds_to_zero = not any(digit in text for digit in "123456789")
