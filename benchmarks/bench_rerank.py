@@ -44,12 +44,11 @@ from course_utils.paths import shared_data_dir
 from course_utils.run import NOTEBOOK_DIR, notebook_settings, parse_seeds
 from course_utils.tasks import rerank
 
-DUAL_WEIGHTS = (0.0, 0.3, 1.0, 3.0, 10.0)
 QUERYBANK_BETAS = (1.0, 3.0, 10.0, 30.0, 100.0)  # inverse temperatures of querybank normalisation, picked on val
 PHOTO_LABELS = ("baseColour", "brand")  # labels guessed from the photos (brand: the title's first word)
-# inverse regularisation of the photo-label guesser, picked on val. val picks its smallest, 0.01, most often; C below
-# it guessed worse on val for both labels under dual seeds 0-2 (a finer grid, measured 2026-12-06; stop 59's note)
-GUESSER_CS = (0.01, 0.1, 1.0)
+# inverse regularisation of the photo-label guesser, picked on val (each arm records every C's share of right val
+# guesses); the grid began at 0.01 until 2026-12-06, and val picked that smallest C most often
+GUESSER_CS = (0.001, 0.01, 0.1, 1.0)
 LABEL_DUAL_WEIGHTS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # of the dual logit beside the label agreement
 # the grid of the records kept before each photo-label arm named its own (until 2026-12-06); in the last of them val
 # picked its largest weight, 10, for three of the four guessed-label rows: they were compared at the grid's edge
@@ -360,7 +359,8 @@ def photo_label_arm(
     catalogue's label (``CORRECTED_SHARES``, the same random items at every share) and with the catalogue's label.
 
     Returns:
-        the label, seed, test size, labels seen in train, the picked C, dual test R@1 and one row per label source:
+        the label, seed, test size, labels seen in train, the picked C and each C's share of right val guesses, dual
+        test R@1, the dual weights picked from and one row per label source:
         how often it is right on test (items with a catalogue label), the weight picked on val, test R@1.
     """
     from sklearn.linear_model import LogisticRegression
@@ -416,6 +416,7 @@ def photo_label_arm(
         "test_items": len(embeddings.splits["test"]),
         "labels_in_train": len(guessers[picked_c].classes_),
         "guesser_C": picked_c,
+        "guesser_val_right": {f"{c:g}": val_right[c] for c in GUESSER_CS},
         "dual_test_R@1": embeddings.dual_r1("test"),
         "dual_weights": list(LABEL_DUAL_WEIGHTS),
         "rows": rows,
@@ -472,6 +473,7 @@ def photo_label_section(run: dict) -> str:
     weights = ", ".join(f"{weight:g}" for weight in grid)
     seen = ", ".join(f"{label} {count}" for label, count in labels_in_train.items())
     picked = [f"{arm['label']} seed {arm['dual_seed']} {arm['guesser_C']:g}" for arm in arms if "guesser_C" in arm]
+    c_grid = f" from {{{', '.join(arms[0]['guesser_val_right'])}}}" if "guesser_val_right" in arms[0] else ""
     goal_lines = []
     for label, reached in guess_reaches.items():
         least = ", ".join(f"seed {seed}: {share:.0%}" for seed, share in reaching.get(label, {}).items())
@@ -485,7 +487,7 @@ def photo_label_section(run: dict) -> str:
             "baseColour, and where the run has it the brand, the first word of the title, which the catalogue has "
             f"no column for; labels in train: {seen}) from the HSV histogram of its product pixels (the pixels that "
             "are not white background) and its dual-encoder embedding, fitted on the train photos"
-            + (f" (C picked on val: {', '.join(picked)})" if picked else "")
+            + (f" (C picked on val{c_grid}: {', '.join(picked)})" if picked else "")
             + "; notebook 03's labels re-ranker reads the query's words against that label (log P(the query names "
             f"it)) plus w x the dual logit, w in {{{weights}}} picked on val. The middle rows replace a share of the "
             "guess's mistakes by the catalogue's label, the last row uses the catalogue's label: how often the guess "
@@ -651,8 +653,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     mistakes = first_item_mistakes(experiment, similarity["test"])
     print(f"the dual encoder's first item is wrong for {mistakes['wrong']} test queries\n")
-    print("| matcher | seed | train s | " + " | ".join(f"R@1 w={w:g}" for w in DUAL_WEIGHTS) + " | best vs dual |")
-    print("|---" * (len(DUAL_WEIGHTS) + 4) + "|")
+    dual_weights = settings["dual_weights"]  # notebook 03's grid
+    print("| matcher | seed | train s | " + " | ".join(f"R@1 w={w:g}" for w in dual_weights) + " | best vs dual |")
+    print("|---" * (len(dual_weights) + 4) + "|")
     rows = []
     for arm, split, width, layers, tune in arms:
         towers = (dual, splits[split], cu.embed.caption_texts(splits[split], experiment.query_style)) if tune else None
@@ -667,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
             run = rerank.rerank_split(
                 dual, test_images, test_texts, {arm: (matcher, rerank.token_pair_logits(*matcher_tokens))}, rerank_k
             )
-            recalls = [run.recall(arm, weight, (1,))[1] for weight in DUAL_WEIGHTS]
+            recalls = [run.recall(arm, weight, (1,))[1] for weight in dual_weights]
             print(
                 f"| {arm} | {seed} | {seconds:.0f} | "
                 + " | ".join(f"{r:.3f}" for r in recalls)
@@ -681,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": settings["model"],
         "recipe": recipe,
         "rerank_k": rerank_k,
-        "dual_weights": list(DUAL_WEIGHTS),
+        "dual_weights": list(dual_weights),
         "dual_R@1": dual_r1,
         "test_items": len(experiment.test),
         "first_item_mistakes": mistakes,

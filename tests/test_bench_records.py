@@ -717,6 +717,9 @@ def test_the_photo_colour_arm_tells_apart_photos_the_dual_encoder_cannot():
     arm = bench.photo_label_arm(embeddings, photos, dual, rerank_k=4, seed=0, label="baseColour")
     assert arm["dual_test_R@1"] == 0.5 and arm["labels_in_train"] == 4 and arm["test_items"] == 8
     assert arm["guesser_C"] in bench.GUESSER_CS
+    val_right = arm["guesser_val_right"]  # every C's share of right val guesses; the picked C's is the largest
+    assert list(val_right) == [f"{c:g}" for c in bench.GUESSER_CS]
+    assert val_right[f"{arm['guesser_C']:g}"] == max(val_right.values())
     guess = arm["rows"][0]
     assert guess["source"] == "guessed from the photo" and guess["right_on_test"] == 1.0
     assert guess["test_R@1"] == 1.0  # the colour named by the caption breaks every tie the right way
@@ -727,7 +730,7 @@ def test_the_photo_colour_arm_tells_apart_photos_the_dual_encoder_cannot():
         "the catalogue's",
     ]
     text = bench.photo_label_section({"photo_labels": [arm]})
-    picked = f" (C picked on val: baseColour seed 0 {arm['guesser_C']:g})"
+    picked = f" (C picked on val from {{0.001, 0.01, 0.1, 1}}: baseColour seed 0 {arm['guesser_C']:g})"
     assert "labels in train: baseColour 4)" in text and picked in text
     assert "| baseColour | 0 | guessed from the photo | 100% |" in text and "| 0.500 | 1.000 | +100.0% |" in text
     assert "baseColour: reached by the guess from the photo for 1 of 1 dual encoders" in text
@@ -735,8 +738,8 @@ def test_the_photo_colour_arm_tells_apart_photos_the_dual_encoder_cannot():
     grid = "w in {0.03, 0.1, 0.3, 1, 3, 10, 30, 100} picked on val"
     assert arm["dual_weights"] == list(bench.LABEL_DUAL_WEIGHTS) and grid in text
     # a record from before the brand arm kept its colour arms under "colour", each row's source under "colour"; nor
-    # did it name its grid of dual weights, the earlier one
-    old_keys = ("label", "labels_in_train", "guesser_C", "dual_weights")
+    # did it name its grids of dual weights (the earlier one) and of C
+    old_keys = ("label", "labels_in_train", "guesser_C", "guesser_val_right", "dual_weights")
     legacy_arm = {key: value for key, value in arm.items() if key not in old_keys}
     legacy_rows = [{**{k: v for k, v in row.items() if k != "source"}, "colour": row["source"]} for row in arm["rows"]]
     legacy = {"colour": [{**legacy_arm, "colours": 4, "rows": legacy_rows}]}
