@@ -874,14 +874,47 @@ def test_conditions_name_the_uncommitted_files_only_for_a_dirty_commit(monkeypat
     assert "uncommitted" not in bench_records.RunConditions().finish()
 
 
-def test_the_last_rerank_records_guessed_labels_were_picked_at_the_edge_of_the_earlier_grid():
-    """benchmarks/README.md › bench_rerank.py: in the last kept record, which predates the wider grid, val picked the
-    earlier grid's largest weight for three of the four labels guessed from the photos."""
+def test_the_rerank_rerun_with_wider_grids_moves_one_row_and_picks_nothing_at_an_edge():
+    """benchmarks/README.md › bench_rerank.py: the record of 2026-12-06 10:54 picked at the edges of three grids that
+    stopped short; the last record reruns it with the grids widened. What the README says of the two is checked here."""
     bench = load_benchmark("bench_rerank")
-    last = json.loads(max((bench_records.BENCH_RECORDS / "rerank").glob("*.json")).read_text())
-    arms = bench.photo_label_arms(last)
-    assert len(arms) == 4 and not any("dual_weights" in arm for arm in arms)
-    guessed = [arm["rows"][0] for arm in arms]
-    assert all(row["source"] == "guessed from the photo" for row in guessed)
-    at_edge = [row["dual_weight"] == max(bench.EARLIER_LABEL_DUAL_WEIGHTS) for row in guessed]
-    assert sum(at_edge) == 3
+    folder = bench_records.BENCH_RECORDS / "rerank"
+    before, last = (json.loads((folder / name).read_text()) for name in ("20261206T1054.json", "20261206T1753.json"))
+    assert max(folder.glob("*.json")).name == "20261206T1753.json"
+    # before: three of four guessed labels at the label grid's largest weight, five of ten matcher rows' best
+    # columns at 10, the smallest C for three of four guessers
+    before_arms, last_arms = bench.photo_label_arms(before), bench.photo_label_arms(last)
+    assert sum(arm["rows"][0]["dual_weight"] == max(bench.EARLIER_LABEL_DUAL_WEIGHTS) for arm in before_arms) == 3
+    assert sum(row["R@1"].index(max(row["R@1"])) == len(before["dual_weights"]) - 1 for row in before["rows"]) == 5
+    assert sum(arm["guesser_C"] == 0.01 for arm in before_arms) == 3
+    # the rerun: wider grids, every number shared with the record before the same but the colour guessed for seed 1
+    assert (
+        last["dual_weights"][: len(before["dual_weights"])] == before["dual_weights"]
+        and max(last["dual_weights"]) == 100
+    )
+    assert [row["R@1"][: len(before["dual_weights"])] for row in last["rows"]] == [row["R@1"] for row in before["rows"]]
+    assert last["querybank"] == before["querybank"] and last["dual_R@1"] == before["dual_R@1"]
+    moved = [
+        (arm["label"], arm["dual_seed"], row_before, row)
+        for arm_before, arm in zip(before_arms, last_arms)
+        for row_before, row in zip(arm_before["rows"], arm["rows"])
+        if row != row_before
+    ]
+    assert [(label, seed, row["source"]) for label, seed, _, row in moved] == [
+        ("baseColour", 1, "guessed from the photo")
+    ]
+    _, _, row_before, row = moved[0]
+    assert row["dual_weight"] > row_before["dual_weight"] and row["test_R@1"] < row_before["test_R@1"]
+    assert [arm["guesser_C"] for arm in last_arms] == [arm["guesser_C"] for arm in before_arms]
+    # nothing at an edge now, but the catalogue's brand under seed 0 (a yardstick); nothing nearer the goal
+    for arm in last_arms:
+        guess, catalogue = arm["rows"][0], arm["rows"][-1]
+        assert min(arm["dual_weights"]) < guess["dual_weight"] < max(arm["dual_weights"])
+        assert min(map(float, arm["guesser_val_right"])) < arm["guesser_C"] < max(map(float, arm["guesser_val_right"]))
+        at_smallest = catalogue["dual_weight"] == min(arm["dual_weights"])
+        assert at_smallest == (arm["label"] == "brand" and arm["dual_seed"] == 0)
+        assert catalogue["test_R@1"] / arm["dual_test_R@1"] - 1 > bench.GOAL  # the yardstick: far above the goal
+    assert all(row["R@1"].index(max(row["R@1"])) < len(last["dual_weights"]) - 2 for row in last["rows"])
+    gains = [row["test_R@1"] / arm["dual_test_R@1"] - 1 for arm in last_arms for row in arm["rows"]]
+    gains_before = [row["test_R@1"] / arm["dual_test_R@1"] - 1 for arm in before_arms for row in arm["rows"]]
+    assert all(gain <= gain_before for gain, gain_before in zip(gains, gains_before))
