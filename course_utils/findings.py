@@ -208,7 +208,7 @@ def _03(r: dict) -> str:
     return (
         f"**03 — cross-attention re-ranking.** Re-ranking the fine-tuned dual encoder's top-K moves R@1 "
         f"{m['dual/R@1']:.3f} → {m['rerank/R@1']:.3f} ({compare(r, 'rerank/R@1', 'dual/R@1')}; "
-        f"{100 * m['rerank/R@1_relative_gain']:+.0f} % relative) and R@10 "
+        f"{without_negative_zero(100 * m['rerank/R@1_relative_gain'], '+.0f')} % relative) and R@10 "
         f"{m['dual/R@10']:.3f} → {m['rerank/R@10']:.3f}; seed 002's pooled-vector transformer, same budget, "
         f"R@1 {m['seed002_rerank/R@1']:.3f} "
         f"({compare(r, 'seed002_rerank/R@1', 'dual/R@1', unit=' over the dual encoder')}). Latency per query: "
@@ -245,7 +245,7 @@ def _label_rerank(r: dict, key: str, what: str, against: tuple[str, str] | None 
     other = "" if against is None else f"; against {against[1]}: {compare(r, f'{key}/R@1', f'{against[0]}/R@1')}"
     return (
         f" {what}: R@1 {m[f'{key}/R@1']:.3f} ({compare(r, f'{key}/R@1', 'dual/R@1')}; "
-        f"{100 * m[f'{key}/R@1_relative_gain']:+.0f} % relative{other})."
+        f"{without_negative_zero(100 * m[f'{key}/R@1_relative_gain'], '+.0f')} % relative{other})."
     )
 
 

@@ -189,6 +189,22 @@ def test_a_mean_change_that_rounds_to_zero_reads_plus_zero_and_relative_gains_ke
     assert "-9 ± 1 % relative" in text  # the relative gain: -0.10, -0.09, -0.08 over the seeds
 
 
+def test_a_one_seed_relative_gain_that_rounds_to_zero_reads_plus_zero(tmp_path):
+    # one seed: the gains are plain numbers, not Spreads; -0.3 % and -0.4 % must not read "-0 %"
+    write_record(
+        tmp_path,
+        "03_cross_modal_attention",
+        {
+            **RERANK_03,
+            "rerank/R@1_relative_gain": -0.003,
+            "label_rerank/R@1": 0.45,
+            "label_rerank/R@1_relative_gain": -0.004,
+        },
+    )
+    text = findings.render_findings(findings.read_records(tmp_path))
+    assert text.count("+0 % relative") == 2 and "-0 %" not in text
+
+
 def test_the_header_names_the_records_run_under_the_first_seed_only(tmp_path):
     (tmp_path / "03_cross_modal_attention.json").write_text(
         json.dumps(
