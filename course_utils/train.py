@@ -175,16 +175,20 @@ def _save_checkpoint(
 _CHECKPOINT_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
-def _read_checkpoint(path: Path, device: torch.device) -> dict | None:
+def _read_checkpoint(path: Path) -> dict | None:
     """The training state saved in ``path``, or ``None`` when the file cannot be read (a damaged checkpoint is
     named in one log line and removed, and training starts again from step 0 instead of failing on every run).
+
+    The state is read onto the CPU whatever device trains: ``torch.set_rng_state`` and
+    ``torch.cuda.set_rng_state_all`` take CPU byte tensors only, and ``load_state_dict`` moves the weights and the
+    optimizer's moments onto the model's device itself.
 
     The file is read with ``weights_only=True`` (tensors, plain Python values and numpy's RNG state), so a file in
     the checkpoint folder that holds other pickled objects never runs their code: it is refused, named and kept.
     """
     try:
         with torch.serialization.safe_globals(_CHECKPOINT_GLOBALS):
-            state = torch.load(path, map_location=device, weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
         if not has_intact_contents(state):  # a changed byte in a tensor unpickles all the same
             raise ValueError("its contents differ from the digest saved with them")
         return state
@@ -319,7 +323,7 @@ def fit(
     history, step = TrainHistory(), 0
     checkpoint = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
     torch.manual_seed(config.seed)
-    state = _read_checkpoint(checkpoint, device) if checkpoint and checkpoint.exists() else None
+    state = _read_checkpoint(checkpoint) if checkpoint and checkpoint.exists() else None
     if state is not None:
         _restore_checkpoint(checkpoint, state, config, model, optimizer, scheduler)
         step, history = state["step"], TrainHistory(**state["history"])

@@ -311,6 +311,18 @@ def test_resume_with_dropout_draws_the_same_random_numbers(tmp_path, stop_after)
         assert torch.equal(value, dict(resumed.named_parameters())[name].detach()), name
 
 
+def test_a_checkpoint_is_read_onto_the_cpu_whatever_device_trains(tmp_path, monkeypatch):
+    """``torch.set_rng_state`` takes CPU byte tensors only: read onto the training device (``map_location`` a GPU),
+    the saved RNG states failed every resume on a GPU. CI has none, so the test checks where the file is read to."""
+    _noisy_run(tmp_path, stop=1)
+    read_to, torch_load = [], torch.load
+    monkeypatch.setattr(
+        torch, "load", lambda *args, **kwargs: read_to.append(kwargs["map_location"]) or torch_load(*args, **kwargs)
+    )
+    _, history = _noisy_run(tmp_path)
+    assert history.resumed_from_step == 1 and read_to == ["cpu"]
+
+
 def test_resume_with_another_configuration_is_refused_by_name(tmp_path):
     config = TrainConfig(epochs=100, max_steps=8, batch_size=4, lr=0.1, checkpoint_every=1)
     _noisy_run(tmp_path, stop=4, config=config)
