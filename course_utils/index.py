@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,21 +38,6 @@ _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 # batches amortise the conversion over more rows.
 _UPCAST_ROWS_SINGLE = 2048
 _UPCAST_ROWS_BATCH = 8192
-
-
-class SearchIndex(Protocol):
-    """What every index in this module provides."""
-
-    @property
-    def dim(self) -> int: ...
-
-    def __len__(self) -> int: ...
-
-    def add(self, vectors: np.ndarray | torch.Tensor, ids: np.ndarray | torch.Tensor | None = None) -> None: ...
-
-    def search(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def save(self, path: str | Path) -> None: ...
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -85,11 +85,6 @@ class TrainHistory:
 
         return pd.DataFrame(self.steps)
 
-    def eval_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.evals)
-
 
 class WarmupCosine:
     """Learning-rate factor: linear warmup to 1, then cosine decay to 0 at ``total`` steps."""

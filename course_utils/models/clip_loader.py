@@ -46,7 +46,6 @@ class ClipBundle:
         identity: stable string naming model, weights and preprocessing; keys embedding caches (see
             :func:`load_clip`).
         device: where the model lives.
-        backend: ``"open_clip"`` or ``"clip"``.
         history: training records when the course trained the weights (the embedded tiny CLIP).
         checkpoint_path: where those weights are cached.
     """
@@ -57,7 +56,6 @@ class ClipBundle:
     embed_dim: int
     identity: str
     device: torch.device
-    backend: str = "open_clip"
     history: list | None = None
     checkpoint_path: Path | None = None
 
@@ -328,7 +326,7 @@ def _load_open_clip(name: str, pretrained: str | None, device: torch.device) -> 
     if embed_dim is None:
         with torch.no_grad():
             embed_dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])
-    return ClipBundle(model, preprocess, tokenizer, embed_dim, f"open_clip:{name}:{label}", device, "open_clip")
+    return ClipBundle(model, preprocess, tokenizer, embed_dim, f"open_clip:{name}:{label}", device)
 
 
 def _load_openai_clip(name: str, device: torch.device) -> ClipBundle:
@@ -366,9 +364,7 @@ def _load_openai_clip(name: str, device: torch.device) -> ClipBundle:
         )
     model = model.float().eval()
     tokenizer = lambda texts: clip.tokenize(texts, truncate=True).long()  # noqa: E731 - int32 from clip; int64 as open_clip
-    return ClipBundle(
-        model, preprocess, tokenizer, int(model.text_projection.shape[1]), f"clip:{label}", device, "clip"
-    )
+    return ClipBundle(model, preprocess, tokenizer, int(model.text_projection.shape[1]), f"clip:{label}", device)
 
 
 def load_clip(name: str, pretrained: str | None = None, device: str | torch.device = "auto") -> ClipBundle:

@@ -363,9 +363,8 @@ def pretrained_photo_clip(
             int(model.text_projection.shape[1]),
             f"open_clip:{recipe.model}:photo-{key}",
             device,
-            "open_clip",
-            history,
-            path if use_cache else None,
+            history=history,
+            checkpoint_path=path if use_cache else None,
         )
 
     trained_now = []

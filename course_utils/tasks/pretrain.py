@@ -87,7 +87,6 @@ def pretrained_tiny_clip(
         int(model.text_projection.shape[1]),
         f"open_clip:{TINY_MODEL}:embedded-{key}",
         device,
-        "open_clip",
-        state["history"],
-        path if use_cache else None,
+        history=state["history"],
+        checkpoint_path=path if use_cache else None,
     )
