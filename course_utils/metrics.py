@@ -354,6 +354,8 @@ def mean_chance_recall(k: int, gallery_size: int, relevant_counts: Sequence[int]
         relevant_counts: relevant items per query.
     """
     counts = [int(r) for r in relevant_counts]
+    if not counts:
+        raise ValueError("relevant_counts is empty: a mean over no queries is undefined; pass at least one query")
     return float(np.mean([chance_recall(k, gallery_size, r) if r else 0.0 for r in counts]))
 
 

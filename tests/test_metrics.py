@@ -190,6 +190,8 @@ def test_mean_chance_recall_by_hand():
     # Query 0: two relevant of 4, k = 1 -> 1/2; query 1: one of 4 -> 1/4; query 2: none -> a miss (0).
     assert m.mean_chance_recall(1, 4, [2, 1]) == pytest.approx((1 / 2 + 1 / 4) / 2)
     assert m.mean_chance_recall(1, 4, [2, 1, 0]) == pytest.approx((1 / 2 + 1 / 4) / 3)
+    with pytest.raises(ValueError, match="relevant_counts is empty"):  # was NaN, numpy's mean of nothing
+        m.mean_chance_recall(1, 4, [])
 
 
 def test_chance_recall_bad_input():

@@ -147,6 +147,8 @@ def composed_recall_at_k(
     Returns:
         ``{K: recall}`` under :mod:`course_utils.metrics`' tie convention.
     """
+    if len(queries) == 0:
+        raise ValueError("no composed queries: a recall over none is undefined; pass at least one triplet")
     if len(query_features) != len(queries):
         raise ValueError(f"{len(query_features)} query features for {len(queries)} queries")
     totals = dict.fromkeys(ks, 0.0)

@@ -100,6 +100,15 @@ def test_recall_does_not_depend_on_chunking():
     assert composed_recall_at_k(query_features, features, queries, ks=(1, 2, 4), chunk_size=1) == whole
 
 
+def test_no_composed_queries_is_refused_plainly():
+    """A protocol whose triplets all fall outside the gallery has no queries (was: ZeroDivisionError)."""
+    gallery, _ = _toy_protocol()
+    none_left = composed_queries(gallery, [CompositionTriplet("r", "gone", "missing")], "caption")
+    assert len(none_left) == 0 and none_left.dropped == 1
+    with pytest.raises(ValueError, match="no composed queries"):
+        composed_recall_at_k(torch.empty(0, 5), torch.eye(5), none_left, ks=(1,))
+
+
 def test_chance_level_counts_matching_items_in_a_gallery_without_the_reference():
     _, queries = _toy_protocol()
     # g - 1 = 4 candidates; query 0 has 2 matching items, query 1 has 1
