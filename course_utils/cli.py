@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import warnings
+from dataclasses import replace
 
 import torch
 
@@ -18,7 +19,7 @@ from .data import load_catalogue
 from .data.records import Catalogue
 from .data.registry import loader_accepts
 from .models import load_clip
-from .models.clip_loader import load_weights
+from .models.clip_loader import load_weights, weights_file_label
 
 
 def add_data_and_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,4 +76,5 @@ def bundle_from_args(args: argparse.Namespace, device: str = "cpu"):
     if args.weights:
         load_weights(bundle.model, args.weights, args.model)
         bundle.model.eval()
+        bundle = replace(bundle, identity=f"{bundle.identity}+{weights_file_label(args.weights)}")
     return bundle

@@ -52,7 +52,8 @@ RECALL_KS = {"retrieval": (1, 5, 10), "rerank": (1, 5, 10), "composed": (1, 10, 
 
 def load_weights(bundle, checkpoint: str | Path):
     """``bundle`` with the weights of ``checkpoint``, read as ``--weights`` files are
-    (:func:`course_utils.models.clip_loader.load_weights`: a state dict, or ``{"model": state dict}``, weights only)."""
+    (:func:`course_utils.models.clip_loader.load_weights`: a state dict, or ``{"model": state dict}``, weights only),
+    its identity naming the file by its bytes (:func:`~course_utils.models.clip_loader.weights_file_label`)."""
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"--checkpoint {path}: no such file")
@@ -61,7 +62,7 @@ def load_weights(bundle, checkpoint: str | Path):
         clip_loader.load_weights(model, path, bundle.identity)
     except BadCheckpoint as err:
         raise ValueError(f"--checkpoint {path} does not hold weights of {bundle.identity}: {err}") from None
-    return replace(bundle, model=model.eval(), identity=f"{bundle.identity}+{path.name}")
+    return replace(bundle, model=model.eval(), identity=f"{bundle.identity}+{clip_loader.weights_file_label(path)}")
 
 
 def reranker_dual_encoder(bundle, saved: rerank.SavedReranker, reranker: str, checkpoint: str | None = None):

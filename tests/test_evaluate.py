@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from course_utils import evaluate
+from course_utils.file_digests import content_digest
 from course_utils.metrics import chance_recall
 from course_utils.models.cross_modal import ImageTextMatcher
 from course_utils.tasks import rerank
@@ -124,8 +125,21 @@ def test_a_checkpoint_of_the_same_model_replaces_the_weights(experiment, tmp_pat
     state = {name: value + 1.0 for name, value in experiment.bundle.model.state_dict().items()}
     torch.save({"model": state}, tmp_path / "tuned.pt")  # the course's caches store {"model": state dict}
     loaded = evaluate.load_weights(experiment.bundle, tmp_path / "tuned.pt")
-    assert loaded.identity.endswith("+tuned.pt") and loaded.model is not experiment.bundle.model
+    assert loaded.model is not experiment.bundle.model
     assert all(torch.equal(loaded.model.state_dict()[name], value) for name, value in state.items())
+
+
+def test_a_checkpoint_is_named_by_its_bytes_not_its_file_name(experiment, tmp_path):
+    """Two files named model.pt with other weights were one identity in the records (``+model.pt``)."""
+    identities = []
+    for shift, folder in ((1.0, "run-a"), (2.0, "run-b")):
+        state = {name: value + shift for name, value in experiment.bundle.model.state_dict().items()}
+        (tmp_path / folder).mkdir()
+        identities.append(
+            evaluate.load_weights(experiment.bundle, _save_weights(state, tmp_path / folder / "model.pt")).identity
+        )
+    assert identities[0] != identities[1]
+    assert identities[0] == f"{experiment.bundle.identity}+file-{content_digest(tmp_path / 'run-a' / 'model.pt')[:12]}"
 
 
 def _save_weights(state: dict[str, torch.Tensor], path):
@@ -169,7 +183,8 @@ def test_rerank_refuses_a_checkpoint_that_is_not_the_reranker_s_dual_encoder(
     other = _save_weights(experiment.bundle.model.state_dict(), tmp_path / "other.pt")  # the untuned weights
     monkeypatch.setattr(evaluate, "load_experiment", lambda *args, **kwargs: experiment)
     message = (
-        f"--checkpoint {other} ({experiment.bundle.identity}+other.pt) is not the dual encoder that --reranker "
+        f"--checkpoint {other} ({experiment.bundle.identity}+file-{content_digest(other)[:12]}) is not the dual "
+        f"encoder that --reranker "
         f"{path} was trained on ({tuned.identity}); drop --checkpoint"
     )
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -156,6 +156,14 @@ def _checkpoint_error(path: Path, model: str, err: Exception) -> BadCheckpoint:
     return _does_not_fit(path, model, err)
 
 
+def weights_file_label(path: str | Path) -> str:
+    """How an identity names weights read from a file: by its bytes (``file-`` and 12 hex digits of its SHA-256),
+    so two files of one name are told apart and a renamed copy is not. :func:`load_clip` names ``pretrained=FILE``
+    so; a bundle that loads a file into its model afterwards (``--weights``, ``--checkpoint``) appends
+    ``+`` and the label to its identity."""
+    return f"file-{content_digest(path)[:12]}"
+
+
 def load_weights(model: torch.nn.Module, path: str | Path, name: str) -> None:
     """Load the weights saved in ``path`` into ``model`` (an instance of open_clip model ``name``).
 
@@ -292,7 +300,7 @@ def _load_open_clip(name: str, pretrained: str | None, device: torch.device) -> 
         if Path(pretrained).expanduser().is_file():
             checkpoint = Path(pretrained).expanduser()
             weights = str(checkpoint)
-            label = f"file-{content_digest(weights)[:12]}"
+            label = weights_file_label(checkpoint)
         elif pretrained not in open_clip.list_pretrained_tags_by_model(name):
             raise ValueError(
                 f"{pretrained!r} is neither a file nor a pretrained tag of {name}; "

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from course_utils.cli import add_data_and_model_arguments, bundle_from_args
+from course_utils.file_digests import content_digest
 from course_utils.models import load_clip, resolve_device
 from course_utils.models.clip_loader import BadCheckpoint
 
@@ -158,5 +159,6 @@ def test_good_weights_load_plain_or_under_model(tiny_checkpoint, tmp_path):
     wrapped = tmp_path / "cached.pt"
     torch.save({"model": expected, "history": [{"step": 1, "loss": 0.5}]}, wrapped)  # as the course caches a CLIP
     for path in (tiny_checkpoint, wrapped):
-        state = bundle_from_args(weights_args(path)).model.state_dict()
-        assert all(torch.equal(state[name], value) for name, value in expected.items())
+        bundle = bundle_from_args(weights_args(path))
+        assert all(torch.equal(bundle.model.state_dict()[name], value) for name, value in expected.items())
+        assert bundle.identity.endswith(f"+file-{content_digest(path)[:12]}")  # named by the file, not random-init
