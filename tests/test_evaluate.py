@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from course_utils import evaluate
+from course_utils.data.records import CompositionTriplet
 from course_utils.file_digests import content_digest
 from course_utils.metrics import chance_recall
 from course_utils.models.cross_modal import ImageTextMatcher
@@ -212,12 +213,31 @@ def test_composed_counts_the_queries_a_small_test_split_leaves_out_and_refuses_n
     whole_split = len(experiment.catalogue.split("test").triplets)
     assert 0 < metrics["queries"] < whole_split
     assert metrics["queries left out (outside the test items kept)"] == whole_split - metrics["queries"]
-    no_triplets = replace(experiment, test=experiment.test.subset(experiment.test.ids, name="test"))
-    no_triplets.test.triplets.clear()  # as when every triplet reaches outside the items kept
+    targets = {triplet.target_id for triplet in experiment.catalogue.split("test").triplets}
+    no_targets = [item_id for item_id in experiment.catalogue.split("test").ids if item_id not in targets]
+    no_triplets = replace(experiment, test=experiment.catalogue.subset(no_targets, name="test"))
     with pytest.raises(
         SystemExit, match=rf"none of the test split's {whole_split} composed queries .* raise --test-size"
     ):
         evaluate.evaluate("composed", no_triplets, experiment.bundle, "synthetic")
+
+
+def test_composed_queries_on_a_smaller_test_split_are_the_whole_splits_draw_kept(experiment, monkeypatch):
+    """deepfashion-multimodal draws its test swaps from the items it is given; drawn on the items --test-size kept,
+    the queries were another draw than the full protocol's, and "left out" subtracted one draw from the other."""
+
+    def pairs_of_the_items_given(train, test, dataset, seed):  # a draw that depends on the items, as those swaps
+        offset = len(test) // 4
+        return [], [CompositionTriplet(a, "swap it", b) for a, b in zip(test.ids, test.ids[offset:])]
+
+    monkeypatch.setattr(evaluate.composed, "composed_triplets", pairs_of_the_items_given)
+    metrics, _ = evaluate.evaluate("composed", experiment, experiment.bundle, "synthetic")  # 60 of 160 test items
+    _, whole_draw = pairs_of_the_items_given(None, experiment.catalogue.split("test"), "synthetic", 0)
+    kept = set(experiment.test.ids)
+    in_kept = [t for t in whole_draw if t.reference_id in kept and t.target_id in kept]
+    assert 0 < len(in_kept) < len(experiment.test) - len(experiment.test) // 4  # what a draw on the kept items makes
+    assert metrics["queries"] == len(in_kept)
+    assert metrics["queries left out (outside the test items kept)"] == len(whole_draw) - len(in_kept)
 
 
 def test_attributes_on_a_test_split_too_small_for_a_condition_names_test_size(experiment):
