@@ -9,6 +9,7 @@ Results are pandas DataFrames with rank, item id, score, caption, image path and
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -28,6 +29,7 @@ Reranker = Callable[[Sequence[str], torch.Tensor, torch.Tensor], torch.Tensor]
 ConditionalEncoder = Callable[[torch.Tensor, str], torch.Tensor]
 # (reference image embeddings (q, d), modification text embeddings (q, d)) -> composed query embeddings (q, d).
 Compositor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LOG = logging.getLogger(__name__)
 
 
 def _describe(value: object) -> str:
@@ -134,6 +136,15 @@ class FashionRetriever:
         if isinstance(texts, str):
             texts = [texts]
         _check_text_queries(texts, "texts")
+        cut = [text for text, at_limit in zip(texts, self.bundle.texts_at_context_limit(texts)) if at_limit]
+        if cut:
+            LOG.warning(
+                "%d of %d text queries fill the model's context of %d tokens; words past it are not read (first: %r)",
+                len(cut),
+                len(texts),
+                self.bundle.context_length,
+                cut[0][:80],
+            )
         return encode_texts(self.bundle, list(texts), use_cache=False, progress=False)
 
     def embed_image(self, image: str | Path | Image.Image) -> torch.Tensor:

@@ -285,8 +285,18 @@ def text_query_answers(retriever, texts: Sequence[str], top_k: int = DEFAULT_TOP
         yield from ((position, message_html(str(err))) for position in asked)
         return
     elapsed = time.perf_counter() - start
-    for (position, text), results in zip(asked.items(), frames):
-        yield position, results_html(retriever, results, f"text “{text}”", elapsed=elapsed)
+    cut = retriever.bundle.texts_at_context_limit(list(asked.values()))
+    for (position, text), results, at_limit in zip(asked.items(), frames, cut):
+        note = message_html(context_note(retriever.bundle.context_length), "hint") if at_limit else ""
+        yield position, note + results_html(retriever, results, f"text “{text}”", elapsed=elapsed)
+
+
+def context_note(context_length: int) -> str:
+    """What a viewer reads above the results of a text too long for the text tower."""
+    return (
+        f"This query fills all {context_length} tokens the model reads: words past them were left out of the "
+        "search. Shorten it to what matters most."
+    )
 
 
 def run_image_query(retriever, image: QueryImage | None, top_k: int = DEFAULT_TOP_K) -> str:

@@ -179,6 +179,11 @@ class StubBundle:
             rows.append(torch.tensor(colours[0] if colours else (1.0, 1.0, 1.0)))
         return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
 
+    context_length = 12  # words read, as a CLIP tokenizer reads a fixed number of tokens
+
+    def texts_at_context_limit(self, texts: list[str]) -> list[bool]:
+        return [len(text.split()) >= self.context_length for text in texts]
+
 
 def flip_a_tensor_byte(path: Path) -> None:
     """Change one byte in the middle of the largest tensor of a ``torch.save`` file (stored uncompressed in its zip):

@@ -209,3 +209,18 @@ def test_ivfpq_gets_a_gallery_sized_nlist_like_ivf(tiny_bundle, small_catalogue)
     for kind in ("ivf", "ivfpq"):
         searcher = FashionRetriever(tiny_bundle, small_catalogue, index=kind, image_embeddings=embeddings)
         assert searcher.index.nlist == 9
+
+
+def test_a_query_longer_than_the_text_tower_reads_is_reported(tiny_bundle, retriever, caplog):
+    """Every CLIP tokenizer cuts a long text without a word: two long queries that differ only past the cut rank
+    alike. The cut is now logged (and shown on the demo page, tests/test_widgets.py)."""
+    preamble = "a very long description of a garment " * 10
+    assert tiny_bundle.texts_at_context_limit(["red dress", preamble + "red dress"]) == [False, True]
+    assert tiny_bundle.context_length == tiny_bundle.tokenizer(["red dress"]).shape[1]
+    with caplog.at_level("WARNING", logger="course_utils.retriever"):
+        retriever.search_by_text("red striped shirt", top_k=3)
+        assert not caplog.records
+        long_red = retriever.search_by_text(preamble + "red striped shirt", top_k=3)
+        long_black = retriever.search_by_text(preamble + "black leather boots", top_k=3)
+    assert long_red["item_id"].tolist() == long_black["item_id"].tolist()  # the words past the cut were not read
+    assert f"1 of 1 text queries fill the model's context of {tiny_bundle.context_length} tokens" in caplog.text

@@ -76,6 +76,14 @@ def test_text_query_ranks_by_hand_computed_cosine(retriever):
     assert "text “red dress”" in page and "top 3 of 6 gallery items" in page
 
 
+def test_a_text_longer_than_the_model_reads_says_so_above_its_results(retriever):
+    long_text = "red " + "very " * retriever.bundle.context_length + "long"
+    pages = cw.run_text_queries(retriever, ["red shirt", long_text])
+    note = cw.context_note(retriever.bundle.context_length)
+    assert note not in pages[0] and shown_ids(pages[0])
+    assert note in pages[1] and shown_ids(pages[1]) == shown_ids(pages[0])  # results all the same
+
+
 def test_text_query_escapes_captions(retriever):
     page = cw.run_text_query(retriever, "red", top_k=1)
     assert "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold</b>" not in page

@@ -70,6 +70,18 @@ class ClipBundle:
         features = self.model.encode_text(tokens)
         return torch.nn.functional.normalize(features.float(), dim=-1)
 
+    def texts_at_context_limit(self, texts: list[str]) -> list[bool]:
+        """Whether each text fills the tokenizer's whole context (:attr:`context_length` tokens), so that words past
+        it may not be read: every CLIP tokenizer here cuts a longer text without a word. Read off the last token:
+        a text that ends in the padding a one-word text ends in was not cut."""
+        padding = self.tokenizer(["a"])[0, -1]
+        return (self.tokenizer(list(texts))[:, -1] != padding).tolist()
+
+    @property
+    def context_length(self) -> int:
+        """How many tokens of a text the text tower reads."""
+        return int(self.tokenizer(["a"]).shape[1])
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` and ``"mps"`` are checked.
