@@ -29,11 +29,13 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .json_files import write_json
-from .paths import REPO_ROOT, env_path, outputs_dir
+from .paths import REPO_ROOT, env_path, folder_problem, outputs_dir
 from .results import aggregate_seeds, build_report, load_record, timing_key
+from .seeding import check_seed
 from .tasks.photo_pretrain import PHOTO_RECIPE
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -173,15 +175,56 @@ def parse_assignments(assignments: list[str]) -> dict:
     return parameters
 
 
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for a whole number from ``low`` to ``high``: anything else is refused at once, with the
+    flag's name (before the model loads or a notebook starts), instead of failing later or being changed silently."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise argparse.ArgumentTypeError(f"must be a whole number {bounds}, got {text!r}")
+        return value
+
+    return parse
+
+
+def comma_list(text: str, option: str, example: str) -> list[str]:
+    """``"01, 02"`` -> ``["01", "02"]``: the items of a comma-separated option, spaces around them dropped; ``[]``
+    for an option not given (``""``). ``SystemExit`` naming ``option`` when it is given but names nothing
+    (``","``): running everything, as if it were absent, is not what was asked."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if text and not items:
+        raise SystemExit(
+            f"{option} {text!r} names nothing: give comma-separated values such as {example}, or leave it out"
+        )
+    return items
+
+
 def parse_seeds(text: str) -> list[int]:
-    """``"0,1,2"`` -> ``[0, 1, 2]``; ``SystemExit`` naming ``--seeds`` for anything else or a repeated seed."""
+    """``"0,1,2"`` -> ``[0, 1, 2]``; ``SystemExit`` naming ``--seeds`` for anything else, a seed NumPy refuses
+    (:func:`course_utils.seeding.check_seed`) or a repeated seed."""
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
+        seeds = [int(part) for part in comma_list(text, "--seeds", "0,1,2")]
     except ValueError:
         raise SystemExit(f"--seeds expects comma-separated integers such as 0,1,2, got {text!r}") from None
+    for seed in seeds:
+        refuse_bad_seed(seed, f"--seeds {text!r}")
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"--seeds {text!r} repeats a seed")
     return seeds
+
+
+def refuse_bad_seed(seed: int, option: str) -> None:
+    """``SystemExit`` naming ``option`` for a seed the notebooks' ``seed_everything`` would refuse
+    (:func:`course_utils.seeding.check_seed`): said before any notebook starts, not in notebook 01's kernel."""
+    try:
+        check_seed(seed)
+    except ValueError as err:
+        raise SystemExit(f"{option}: {err}; nothing was run") from None
 
 
 @contextlib.contextmanager
@@ -258,15 +301,16 @@ def check_output_dir(option: str) -> Path:
     Done before any notebook starts, so a mistyped or read-only ``--output-dir`` is reported in one line naming
     it instead of a traceback. ``option`` names where the folder came from, for the message.
     """
+    target = os.environ.get("FASHION_COURSE_OUTPUTS", "outputs/")
     try:
-        path = outputs_dir()
+        path = outputs_dir(create=False)  # made here: outputs_dir's own error names the variable, not ``option``
+        path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as err:
-        target = os.environ.get("FASHION_COURSE_OUTPUTS", "outputs/")
-        where = f" at {err.filename}" if err.filename and str(err.filename) != target else ""
-        reason = "it is a file, not a folder" if isinstance(err, FileExistsError) else err.strerror or str(err)
-        raise SystemExit(f"{option} {target}: cannot write there ({reason}{where}); choose a writable folder") from None
+        raise SystemExit(
+            f"{option} {target}: cannot write there ({folder_problem(err, target)}); choose a writable folder"
+        ) from None
     return path
 
 
@@ -391,7 +435,9 @@ def main(argv: list[str] | None = None) -> int:
         f"({', '.join(SEED_REPEATED)}) run under each, records gain mean and std over them",
     )
     parser.add_argument("--kernel", default=KERNEL, help="Jupyter kernel name (make setup registers it)")
-    parser.add_argument("--cell-timeout", type=int, default=1200, help="seconds one cell may run")
+    parser.add_argument(
+        "--cell-timeout", type=whole_number(1), default=1200, help="seconds one cell may run (at least 1)"
+    )
     parser.add_argument(
         "--output-dir",
         type=Path,
@@ -402,8 +448,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     extra, seeds = parse_assignments(args.assignments), parse_seeds(args.seeds)
+    args.only = comma_list(args.only, "--only", "01,02")  # the notebook numbers, checked as --seeds is
     if seeds and "seed" in extra:
         raise SystemExit("give the seed either with --seeds or with --set seed=..., not both")
+    if "profile" in extra:
+        raise SystemExit(
+            f"--set profile={extra['profile']}: give the profile with --profile (one of {', '.join(PROFILES)}), which "
+            "also picks the profile's overrides and the folder the records go to; nothing was run"
+        )
     option = "--output-dir" if args.output_dir is not None else "outputs folder"
     # set for this run's kernels only: main() called twice in one process (the tests) starts afresh each time
     with environment(**profile_environment(args.profile, extra, args.output_dir)):
@@ -414,9 +466,11 @@ def run_profile(args: argparse.Namespace, extra: dict, seeds: list[int], out: Pa
     """The run :func:`main` parsed: every notebook of ``args.only`` in ``args.profile`` under each of ``seeds``
     (the experiments of :data:`SEED_REPEATED` only, past the first), into ``out``; 0 when all ran, 1 when one
     failed or left no record to aggregate over the seeds (the error is printed)."""
-    notebooks = in_profile(discover([n for n in args.only.split(",") if n]), args.profile)
+    notebooks = in_profile(discover(args.only), args.profile)
     check_parameter_names(notebooks, list(extra) + (["seed"] if seeds else []))
     check_parameter_types(notebooks, extra)
+    if "seed" in extra:  # an integer by now (check_parameter_types): its range is NumPy's
+        refuse_bad_seed(extra["seed"], f"--set seed={extra['seed']!r}")
     check_kernel(args.kernel)
     experiments = [notebook for notebook in notebooks if notebook.name[:2] in SEED_REPEATED]
     once = [notebook.stem for notebook in notebooks if notebook not in experiments]

@@ -22,7 +22,6 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,11 +35,12 @@ from .classroom import (
     serve_forever,
     where_to_open,
 )
-from .data import DatasetNotFound
-from .demo import load_demo_state
-from .models.clip_loader import BadCheckpoint, WeightsUnavailable
+from .data import available_catalogues
+from .demo import DemoState, load_demo_state
+from .models.clip_loader import WeightsUnavailable
 from .paths import REPO_ROOT
-from .run import kernel_config
+from .run import kernel_config, whole_number
+from .seeding import MAX_SEED
 
 DEMO_NOTEBOOK = REPO_ROOT / "notebooks" / "07_retrieval_demo.ipynb"
 DEFAULT_PORT = 8866
@@ -60,23 +60,6 @@ def voila_command(
     return command
 
 
-def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse ``type`` for a whole number from ``low`` to ``high``: anything else is refused at once, with the
-    flag's name (before the model loads), instead of failing later or being changed silently."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            raise argparse.ArgumentTypeError(f"must be a whole number {bounds}, got {text!r}")
-        return value
-
-    return parse
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -90,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     demo = parser.add_argument_group("classroom server (default): the demo state, as notebook 07's parameters")
     demo.add_argument("--profile", default="ci", choices=["ci", "full"], help="catalogue size (default ci)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0, help="seed of the catalogue and models")
     demo.add_argument("--dataset", default="synthetic", help="'synthetic' or a real format, e.g. fashion-product-small")
     demo.add_argument("--data-root", default=None, help="folder of a real dataset")
     demo.add_argument("--model", default="tiny-fashion-clip")
@@ -152,19 +135,7 @@ def serve_classroom(args: argparse.Namespace) -> int:
     sockets = bind_or_exit(args.ip, args.port)  # before the model loads (minutes on an empty cache)
     start = time.perf_counter()
     print("loading the model, the catalogue and the gallery embeddings (once)…", flush=True)
-    try:
-        state = load_demo_state(
-            profile=args.profile,
-            seed=args.seed,
-            dataset=args.dataset,
-            data_root=args.data_root,
-            model=args.model,
-            pretrained=args.pretrained,
-            device=args.device,
-            test_size=args.test_size,
-        )
-    except (DatasetNotFound, WeightsUnavailable, BadCheckpoint) as err:  # each names the file and what to do
-        raise SystemExit(f"cannot load the demo: {err}") from None
+    state = load_demo_or_exit(args)
     torch.set_num_threads(args.torch_threads)  # after loading: a cold cache trains with every core
     service = QueryService(state, args.workers, args.max_pending)
     print(
@@ -174,6 +145,35 @@ def serve_classroom(args: argparse.Namespace) -> int:
     )
     serve_until_stopped(service, args.ip, args.port, sockets)
     return 0
+
+
+def load_demo_or_exit(args: argparse.Namespace) -> DemoState:
+    """:func:`course_utils.demo.load_demo_state` with the flags' values, or exit with one line saying what is wrong.
+
+    The loaders' errors name the file and what to do (``DatasetNotFound``, ``WeightsUnavailable``, ``BadCheckpoint``)
+    or the parameter (``ValueError``: an unknown dataset or model, a bad ``--test-size``); a file that cannot be read
+    is an ``OSError`` naming it. A real dataset without its folder is said here, with the flag: the loader's own
+    message names its ``root=`` argument, which a user of this command never wrote.
+    """
+    if args.data_root is None and args.dataset != "synthetic" and args.dataset in available_catalogues():
+        raise SystemExit(
+            f"cannot load the demo: --dataset {args.dataset} is read from its folder: add --data-root <folder> "
+            "(see README › Real data)"
+        )
+    try:
+        return load_demo_state(
+            profile=args.profile,
+            seed=args.seed,
+            dataset=args.dataset,
+            data_root=args.data_root,
+            model=args.model,
+            pretrained=args.pretrained,
+            device=args.device,
+            test_size=args.test_size,
+        )
+    # DatasetNotFound is an OSError and BadCheckpoint a ValueError: both are caught here, their messages kept
+    except (WeightsUnavailable, ValueError, OSError) as err:
+        raise SystemExit(f"cannot load the demo: {err}") from None
 
 
 def serve_until_stopped(service: QueryService, ip: str, port: int, sockets: list[socket.socket] | None = None) -> None:

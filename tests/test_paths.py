@@ -45,3 +45,45 @@ def test_an_empty_value_counts_as_unset(elsewhere, monkeypatch):
     assert paths.outputs_dir(create=False) == REPO_ROOT / "outputs"
     assert paths.env_path("FASHION_COURSE_FIGURES", Path("default")) == Path("default")
     assert paths.shared_data_dir() == REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.mark.parametrize(
+    ("variable", "folder"),
+    [
+        ("FASHION_COURSE_CACHE", paths.cache_dir),
+        ("FASHION_COURSE_OUTPUTS", paths.outputs_dir),
+        ("FASHION_COURSE_FIGURES", paths.figures_dir),
+    ],
+)
+def test_a_folder_variable_naming_a_file_says_which_variable_to_change(variable, folder, tmp_path, monkeypatch):
+    """Before, ``mkdir``'s bare ``FileExistsError`` came out of deep inside a load or a save."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv(variable, str(blocker))
+    with pytest.raises(FileExistsError) as refused:
+        folder()
+    assert str(refused.value) == (
+        f"{variable}: cannot create the folder {blocker} (it is a file, not a folder); "
+        f"point {variable} at a writable folder"
+    )
+
+
+def test_the_figures_folder_under_an_unusable_outputs_folder_names_the_outputs_variable(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(blocker))
+    monkeypatch.delenv("FASHION_COURSE_FIGURES", raising=False)
+    with pytest.raises(
+        NotADirectoryError, match=rf"^FASHION_COURSE_OUTPUTS: cannot create the folder {blocker}/figures"
+    ):
+        paths.figures_dir()
+
+
+def test_a_catalogue_load_with_a_file_for_its_cache_names_the_variable(tmp_path, monkeypatch):
+    from course_utils.data import load_catalogue
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("x")
+    monkeypatch.setenv("FASHION_COURSE_CACHE", str(blocker))
+    with pytest.raises(OSError, match="point FASHION_COURSE_CACHE at a writable folder"):
+        load_catalogue("synthetic", size="ci")

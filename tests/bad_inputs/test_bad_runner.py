@@ -124,3 +124,73 @@ def test_an_unwritable_outputs_variable_is_reported_too(unwritable_dir, no_noteb
     monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(unwritable_dir / "outputs"))
     with pytest.raises(SystemExit, match=rf"outputs folder {unwritable_dir}/outputs/ci: cannot write there"):
         run.main(["--only", "01"])  # the ci profile's outputs/ci/ under the variable's folder
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--seeds", "0,-1"], "--seeds '0,-1': seed must be a whole number from 0 to 2**32 - 1 (4294967295), got -1"),
+        (
+            ["--seeds", "4294967296"],
+            "--seeds '4294967296': seed must be a whole number from 0 to 2**32 - 1 (4294967295), got 4294967296",
+        ),
+        (["--set", "seed=-1"], "--set seed=-1: seed must be a whole number from 0 to 2**32 - 1 (4294967295), got -1"),
+    ],
+)
+def test_a_seed_numpy_refuses_is_refused_by_option_before_any_notebook(argv, said, tmp_path, no_notebook_runs):
+    """Notebook 01's kernel would otherwise die on NumPy's "Seed must be between 0 and 2**32 - 1"."""
+    with pytest.raises(SystemExit) as exit_info:
+        run.main([*argv, "--only", "01", "--output-dir", str(tmp_path)])
+    assert str(exit_info.value.code) == f"{said}; nothing was run"
+
+
+def test_the_library_refuses_a_bad_seed_naming_the_parameter_and_its_range():
+    from course_utils.seeding import MAX_SEED, check_seed, seed_everything
+
+    for seed in (-1, MAX_SEED + 1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match=re.escape("seed must be a whole number from 0 to 2**32 - 1 (4294967295)")):
+            seed_everything(seed)
+    assert check_seed(0) == 0 and check_seed(MAX_SEED) == MAX_SEED
+
+
+@pytest.mark.parametrize("value", ["full", "nonsense"])
+def test_the_profile_is_not_a_set_parameter(value, tmp_path, no_notebook_runs):
+    """``--set profile=full`` would run full's sizes while the records went to the ci profile's folder."""
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--set", f"profile={value}", "--only", "01", "--output-dir", str(tmp_path)])
+    assert str(exit_info.value.code).startswith(
+        f"--set profile={value}: give the profile with --profile (one of ci, full, real, real-ci)"
+    )
+
+
+@pytest.mark.parametrize("timeout", ["0", "-5", "soon"])
+def test_a_cell_timeout_below_one_second_is_refused(timeout, no_notebook_runs, capsys):
+    """nbclient takes 0 or a negative timeout as no timeout at all: a hung cell would hang the run."""
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--cell-timeout", timeout, "--only", "01"])
+    assert exit_info.value.code == 2
+    assert f"argument --cell-timeout: must be a whole number of at least 1, got '{timeout}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("option", "example"), [("--only", "01,02"), ("--seeds", "0,1,2")])
+def test_a_selection_that_names_nothing_is_refused_by_option(option, example, tmp_path, no_notebook_runs):
+    """``--only ,`` ran every notebook and ``--seeds ,`` ran as if it were not given."""
+    with pytest.raises(SystemExit) as exit_info:
+        run.main([option, " , ", "--output-dir", str(tmp_path)])
+    assert str(exit_info.value.code) == (
+        f"{option} ' , ' names nothing: give comma-separated values such as {example}, or leave it out"
+    )
+
+
+def test_spaces_around_the_selected_numbers_and_seeds_are_dropped(tmp_path, monkeypatch):
+    ran = []
+
+    def execute(notebook, output, parameters, kernel, cell_timeout):
+        ran.append((notebook.name[:2], parameters["seed"]))
+        raise run.NotebookFailed("stop after the first notebook")
+
+    monkeypatch.setattr(run, "execute", execute)
+    monkeypatch.setattr(run, "check_kernel", lambda name: None)
+    assert run.main(["--only", " 01, 07 ", "--seeds", "3, 4", "--output-dir", str(tmp_path)]) == 1
+    assert ran == [("01", 3)]
+    assert [n.name[:2] for n in run.discover(run.comma_list(" 01, 07 ", "--only", "01,02"))] == ["01", "07"]
