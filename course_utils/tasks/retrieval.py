@@ -89,16 +89,25 @@ def finetuned_bundle(
         )
         return {"model": model.state_dict(), "history": asdict(history)}
 
-    # A cached run without the evaluation curve asked for is retrained (same weights, now with the curve).
+    # A cached run without the evaluation curve asked for, or with another eval_every's, is retrained (same
+    # weights, now with that curve).
     state = cached_artifact(
         path,
         train,
         use_cache,
         validate=lambda s: model.load_state_dict(s["model"]),
-        usable=lambda s: bool(s["history"]["evals"]) or not wants_curve,
+        usable=lambda s: not wants_curve or _evaluated_every(s["history"], config.eval_every),
     )
     model.load_state_dict(state["model"])
     return _trained_bundle(base, model, "finetuned", path, use_cache), TrainHistory(**state["history"])
+
+
+def _evaluated_every(history: dict, eval_every: int) -> bool:
+    """Whether a saved run's evaluations are the ones :func:`~course_utils.train.fit` makes every ``eval_every``
+    steps and once at the end, so that a student who changes ``eval_every`` gets that curve, not the cached one."""
+    total = len(history["steps"])
+    wanted = sorted(set(range(eval_every, total + 1, eval_every)) | {total})
+    return [evaluation["step"] for evaluation in history["evals"]] == wanted
 
 
 def _trained_bundle(base: ClipBundle, model: nn.Module, recipe: str, path: Path, use_cache: bool) -> ClipBundle:

@@ -174,6 +174,9 @@ def test_finetuned_bundle_adds_a_recall_curve_to_a_cached_run_without_changing_w
     assert not _changed(parameters_of(plain.model), parameters_of(with_curve.model))
     _, cached_history = finetuned_bundle(experiment, curve_config, evaluate=evaluate, progress=False)
     assert cached_history.evals == history.evals
+    # another eval_every retrains for its curve (it returned the cached curve of every step, without a word)
+    _, every_other = finetuned_bundle(experiment, replace(QUICK, eval_every=2), evaluate=evaluate, progress=False)
+    assert [e["step"] for e in every_other.evals] == [2]
 
 
 def test_recall_by_model_has_both_directions_and_a_chance_row(tmp_path, monkeypatch):
