@@ -47,9 +47,10 @@ ARTIFACT_VERSIONS = {
     "finetuned": 1,  # notebook 02's full fine-tuning (tasks/retrieval.py)
     "two-stage": 1,  # seed 000's two-stage fine-tuning (tasks/retrieval.py)
     # pooled image / text embeddings (embed.py). Image keys hash the image bytes, not how they are decoded: a change
-    # to data/records.py's decode_image (DECODE_MIN_SIDE, EXIF orientation...) must bump this too.
-    "embeddings": 1,
-    "tokens": 2,  # token-level features, stored as float16 (embed.py); keyed like "embeddings": same decode_image rule
+    # to data/records.py's decode_image (DECODE_MIN_SIDE, EXIF orientation, 16-bit and float greyscale scaled to
+    # 8 bits instead of clipped: 2) must bump this too.
+    "embeddings": 2,
+    "tokens": 3,  # token-level features, stored as float16 (embed.py); keyed like "embeddings": same decode_image rule
 }
 
 

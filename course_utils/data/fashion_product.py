@@ -46,23 +46,50 @@ LAYOUT = DatasetLayout(
 )
 
 
-def _read_rows(csv_path: Path, report: LoadReport, limit: int | None) -> Iterator[list[str]]:
-    """Yield the raw fields of each data row (at most ``limit``), counting them in ``report.rows_read``.
+def _split_line(text: str) -> tuple[list[str], bool]:
+    """The fields of one line of styles.csv, and whether an unbalanced double quote had to be read as a plain character.
+
+    Each line is split on its own: given the whole file, the csv reader takes a field that starts with a stray ``"``
+    for a quoted field and swallows every following line into it, so the rows after it vanish uncounted (or, past
+    131,072 characters, csv stops with an error). styles.csv has one product per line and never a line break inside
+    a field, so a quote that does not close properly on its own line is damage: read as a plain character, the row
+    keeps its fields (the caller counts it as repaired) and the rest of the file is untouched.
+    """
+    try:
+        return next(csv.reader([text], strict=True), []), False
+    except csv.Error:
+        return next(csv.reader([text], quoting=csv.QUOTE_NONE), []), True
+
+
+def _read_rows(csv_path: Path, report: LoadReport, limit: int | None) -> Iterator[tuple[list[str], bool]]:
+    """Yield the raw fields of each data row (at most ``limit``) and whether :func:`_split_line` repaired a stray
+    quote in it, counting the rows in ``report.rows_read``.
 
     A line that is not valid UTF-8 is skipped and counted (see :func:`utf8_lines`); a file with a header but no
-    data row is an error, since an empty catalogue can only be a mistake.
+    data row is an error, since an empty catalogue can only be a mistake. A line that csv cannot split even with
+    its quotes read as plain characters (a field over csv's size limit, a bare carriage return) is an error naming
+    the file and the line: it is not one row of fields, and the reader must look at it.
     """
-    reader = csv.reader(text for _, text in utf8_lines(csv_path, report))
-    header = next(reader, None)
+    header = None
+    for number, text in utf8_lines(csv_path, report):
+        if header is not None and limit is not None and report.rows_read >= limit:
+            return
+        try:
+            fields, quote_repaired = _split_line(text)
+        except csv.Error as err:
+            raise ValueError(
+                f"{csv_path}, line {number}: {err}; each line of styles.csv must hold one product's {len(COLUMNS)} "
+                "comma-separated fields: fix or delete that line"
+            ) from None
+        if header is None:
+            header = fields
+            if tuple(header) != COLUMNS:
+                raise ValueError(f"{csv_path}: header {header} is not the Kaggle styles.csv header {list(COLUMNS)}")
+            continue
+        report.rows_read += 1
+        yield fields, quote_repaired
     if header is None:
         raise ValueError(f"{csv_path} is empty; expected the Kaggle styles.csv header {list(COLUMNS)} and data rows")
-    if tuple(header) != COLUMNS:
-        raise ValueError(f"{csv_path}: header {header} is not the Kaggle styles.csv header {list(COLUMNS)}")
-    for fields in reader:
-        if limit is not None and report.rows_read >= limit:
-            return
-        report.rows_read += 1
-        yield fields
     if report.rows_read == 0:
         skipped = f" ({report.total_skipped} lines skipped: {dict(report.skipped)})" if report.total_skipped else ""
         raise ValueError(f"{csv_path} has a header but no data rows{skipped}; check that it is the full styles.csv")
@@ -74,20 +101,22 @@ def _check_limit(limit: int | None) -> None:
         raise ValueError(f"limit must be a positive whole number of rows, or None for all rows; got {limit!r}")
 
 
-def parse_row(fields: list[str], report: LoadReport) -> dict[str, str] | None:
+def parse_row(fields: list[str], report: LoadReport, quote_repaired: bool = False) -> dict[str, str] | None:
     """Turn one row into ``column -> value``, repairing an unquoted comma in the title; ``None`` if unusable.
 
     Extra fields can only come from commas inside ``productDisplayName`` (the last column), so they are
-    re-joined into it and counted in ``report.rows_repaired``. Empty or ``NA`` attribute values are dropped
-    from the record (a caveat under :data:`MISSING_ATTRIBUTE`: the row loads); a row without an id or a title is
-    skipped.
+    re-joined into it. A row so repaired, or whose stray quote was already read as a plain character
+    (``quote_repaired``, see :func:`_split_line`), is counted once in ``report.rows_repaired``. Empty or ``NA``
+    attribute values are dropped from the record (a caveat under :data:`MISSING_ATTRIBUTE`: the row loads); a row
+    with too few fields, or without an id or a title, is skipped.
     """
     if len(fields) < len(COLUMNS):
         report.skip(f"malformed row (fewer than {len(COLUMNS)} fields)", fields[0] if fields else None)
         return None
+    if quote_repaired or len(fields) > len(COLUMNS):
+        report.rows_repaired += 1
     if len(fields) > len(COLUMNS):
         fields = fields[: len(COLUMNS) - 1] + [",".join(fields[len(COLUMNS) - 1 :])]
-        report.rows_repaired += 1
     record = {column: value.strip() for column, value in zip(COLUMNS, fields, strict=True)}
     if record["id"] in MISSING_VALUES:
         report.skip("id missing (NA/empty)", record["productDisplayName"])
@@ -161,22 +190,29 @@ def load_fashion_product_small(
         triplets: build colour-swap composition triplets on the test split.
 
     Returns:
-        A catalogue whose ``report`` counts rows read, rows repaired, every skipped row with its reason
-        (malformed, no title, duplicate id, image missing or unreadable) and, as caveats, missing attribute values.
+        A catalogue whose ``report`` counts rows read, rows repaired (unquoted comma or stray quote), every skipped
+        row with its reason (malformed, no title, duplicate id, image missing or unreadable) and, as caveats,
+        missing attribute values.
 
     Raises:
-        DatasetNotFound: ``root``, the styles file or ``images/`` does not exist.
-        ValueError: a bad ``limit``, or a styles file that is empty, has another header or no data rows.
+        DatasetNotFound: ``root``, the styles file or ``images/`` does not exist or is the wrong kind (a folder for
+            a file or the reverse), or no product loaded (every row dropped, e.g. ``images/`` is empty).
+        ValueError: a bad ``limit``, or a styles file that is empty, not UTF-8 but UTF-16, has another header, no
+            data rows, or a line that is not a row of fields.
     """
     _check_limit(limit)
     root = Path(root).expanduser()
     csv_path, image_dir = root / csv_name, root / "images"
     LAYOUT.require(root, csv_path, image_dir)
+    if csv_path.is_dir():
+        raise LAYOUT.missing(csv_path, f"is a folder; {csv_name} must be the Kaggle styles file")
+    if not image_dir.is_dir():
+        raise LAYOUT.missing(image_dir, "is not a folder; it must be the folder of <id>.jpg images")
     check_split_fractions(split_fractions)
     report = LoadReport(DATASET)
     items: dict[str, Item] = {}
-    for fields in _read_rows(csv_path, report, limit):
-        record = parse_row(fields, report)
+    for fields, quote_repaired in _read_rows(csv_path, report, limit):
+        record = parse_row(fields, report, quote_repaired)
         if record is None:
             continue
         item_id = record["id"]
@@ -192,6 +228,13 @@ def load_fashion_product_small(
     )
     if verify_images:
         catalogue = catalogue.drop_unreadable_images()
+    if not catalogue:
+        counts = ", ".join(f"{reason}: {count}" for reason, count in sorted(report.skipped.items()))
+        raise LAYOUT.missing(
+            image_dir,
+            f"yields no product: all {report.rows_read} rows of {csv_name} were dropped ({counts}); each product's "
+            f"image must be {image_dir}/<id>.jpg, so unzip the Kaggle images/ folder there",
+        )
     if not triplets:
         return catalogue
     swaps = colour_swap_triplets(catalogue.items, seed)

@@ -7,6 +7,7 @@ that is decoded only when asked for. A :class:`Catalogue` is a list of items plu
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import warnings
@@ -37,10 +38,11 @@ class DatasetLayout:
     layout: str  # one line per expected path, e.g. "  <root>/images/<id>.jpg"
     how_to_get: str  # e.g. "Get ... from Kaggle (...) and unzip it into <root>"
 
-    def missing(self, path: Path) -> DatasetNotFound:
-        """The error for a missing ``path``."""
+    def missing(self, path: Path, problem: str = "does not exist") -> DatasetNotFound:
+        """The error for a ``path`` that is missing, or that is there but unusable (``problem`` says how, e.g. "is a
+        folder, not a file")."""
         return DatasetNotFound(
-            f"{self.dataset}: {path} does not exist. Expected layout:\n{self.layout}\n{self.how_to_get}; "
+            f"{self.dataset}: {path} {problem}. Expected layout:\n{self.layout}\n{self.how_to_get}; "
             "see README › Real data."
         )
 
@@ -95,9 +97,21 @@ def utf8_lines(path: Path, report: LoadReport) -> Iterator[tuple[int, str]]:
     A line that is not valid UTF-8 (one stray Latin-1 byte in a 44,000-row file is enough to stop a whole
     ``read_text``) is skipped and counted in ``report`` under ``"line not valid UTF-8 in <file name>"``; the
     other lines load. A UTF-8 byte-order mark on the first line is dropped.
+
+    A UTF-16 file (Excel's "Unicode Text", PowerShell's default) is refused outright: split at its newline bytes,
+    each line would either fail to decode or decode to text full of NUL characters, and the caller would complain
+    about a header it cannot read instead of the encoding.
+
+    Raises:
+        ValueError: naming ``path``, when its first line has a UTF-16 byte-order mark or NUL bytes.
     """
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            if number == 1 and (raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in raw):
+                raise ValueError(
+                    f"{path} is UTF-16 encoded (a UTF-16 byte-order mark or NUL bytes in its first line), but it must "
+                    "be UTF-8: re-save it as UTF-8 (e.g. a spreadsheet's 'CSV UTF-8' format)"
+                )
             try:
                 yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError:
@@ -124,9 +138,46 @@ TRIPLET_IMAGE_DROPPED = "triplet whose reference or target image was dropped"
 DECODE_MIN_SIDE = 512
 
 
+def eight_bit_grey(image: Image.Image) -> Image.Image:
+    """A 16-bit or float greyscale ``image`` (PIL modes ``I;16*``, ``I``, ``F``) as 8-bit ``L`` (``LA`` when it has
+    a transparent value), scaled to its full range; any other image unchanged.
+
+    PIL's own conversion clips these values to 0..255, so a 16-bit scan (values in the thousands) turns solid white
+    and a float image in [0, 1] solid black. ``I;16`` holds 16-bit values by definition and is divided by 257
+    (65535 -> 255). ``I`` (32-bit integers) and ``F`` (32-bit floats) do not say their scale, so it is read from the
+    values: ``F`` within [0, 1] is multiplied by 255, values within 0..255 are kept (PIL's reading, as before), and
+    values within 0..65535 are 16-bit data, divided by 257.
+
+    Raises:
+        ValueError: an ``I`` or ``F`` image with negative, non-finite or larger values: no scale fits, so no colour
+            it would get could be trusted (:func:`decode_image` turns this into :class:`CorruptImage`).
+    """
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    values = np.asarray(image, dtype=np.float32)  # exact for 16-bit integers, half float64's memory
+    if image.mode.startswith("I;16"):
+        full_scale = 65535
+    else:
+        low, high = float(values.min()), float(values.max())
+        scales = (1, 255, 65535) if image.mode == "F" else (255, 65535)
+        full_scale = next((scale for scale in scales if 0 <= low and high <= scale), None)  # False for NaN
+        if full_scale is None:
+            raise ValueError(
+                f"a mode-{image.mode} image with values from {low:g} to {high:g} fits no known scale (0..1, "
+                "0..255 or 0..65535); save it as an 8-bit or 16-bit PNG or a JPEG"
+            )
+    grey = Image.fromarray(np.rint(values * (255 / full_scale)).astype(np.uint8), "L")
+    transparent = image.info.get("transparency")
+    if transparent is None:
+        return grey
+    return Image.merge("LA", (grey, Image.fromarray(np.where(values == transparent, 0, 255).astype(np.uint8), "L")))
+
+
 def opaque_rgb(image: Image.Image) -> Image.Image:
     """``image`` in RGB, its transparent parts laid on white (a catalogue photo's background) rather than dropped:
-    PIL's plain ``convert("RGB")`` keeps whatever colour hides under full transparency, often black."""
+    PIL's plain ``convert("RGB")`` keeps whatever colour hides under full transparency, often black. 16-bit and
+    float greyscale images are scaled to 8 bits first (:func:`eight_bit_grey`), not clipped to white or black."""
+    image = eight_bit_grey(image)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
@@ -137,8 +188,9 @@ def decode_image(source: Path | BinaryIO, label: str) -> Image.Image:
     """Decode an image file (a path or an open binary file) to RGB, or raise one clear error naming ``label``.
 
     A photo comes out as it looks: upright by its EXIF orientation (a phone stores a portrait photo on its side
-    and says so in EXIF), and with any transparency laid on white (:func:`opaque_rgb`). A large JPEG is decoded at
-    a reduced scale that keeps both sides at least :data:`DECODE_MIN_SIDE` pixels.
+    and says so in EXIF), with any transparency laid on white and 16-bit or float greyscale scaled to 8 bits
+    (:func:`opaque_rgb`). A large JPEG is decoded at a reduced scale that keeps both sides at least
+    :data:`DECODE_MIN_SIDE` pixels.
 
     PIL fails in many ways on bad files: ``OSError`` for truncated data, ``DecompressionBombError`` (or only a
     warning, for 1-2x the limit) for a header claiming tens of thousands of pixels a side, ``SyntaxError``,
@@ -149,7 +201,7 @@ def decode_image(source: Path | BinaryIO, label: str) -> Image.Image:
     Raises:
         FileNotFoundError: ``source`` is a path that does not exist.
         OversizedImage: the header claims more than ``Image.MAX_IMAGE_PIXELS`` pixels (nothing is decoded).
-        CorruptImage: anything else that stops decoding.
+        CorruptImage: anything else that stops decoding, or a 16-bit/float image whose values fit no known scale.
     """
     try:
         with warnings.catch_warnings():

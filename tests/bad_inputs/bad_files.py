@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 from PIL import Image
 
 
@@ -25,3 +26,11 @@ def bomb_jpeg(width: int, height: int) -> bytes:
 
 #: A PPM whose header has a letter in the width: PIL raises ValueError (not OSError) while reading it.
 MALFORMED_PPM = b"P6\n4 x4\n255\n" + bytes(48)
+
+
+def greyscale_bytes(values: list[list[float]], dtype: str, image_format: str, **save_options) -> bytes:
+    """A greyscale image file of ``values`` stored as ``dtype`` (``"uint16"`` -> PIL mode I;16, ``"int32"`` -> I,
+    ``"float32"`` -> F): the high-bit-depth images PIL would clip to white or black when converting to RGB."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.array(values, dtype=dtype)).save(buffer, format=image_format, **save_options)
+    return buffer.getvalue()

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from course_utils.cli import add_data_and_model_arguments, catalogue_from_args
-from course_utils.data import Catalogue, Item, descriptors
+from course_utils.data import Catalogue, DatasetNotFound, Item, descriptors
 from course_utils.data.deepfashion import load_deepfashion_multimodal
 from course_utils.data.fashion200k import load_fashion200k
 from course_utils.data.fashion_product import load_fashion_product_small
@@ -122,6 +122,86 @@ def test_a_good_limit_reads_that_many_rows(tmp_path):
         styles_root(tmp_path, [good_row(i) for i in range(1, 5)]), limit=2, triplets=False
     )
     assert catalogue.ids == ["1", "2"] and catalogue.report.rows_read == 2
+
+
+# --- damaged or misplaced styles.csv and images/ ---------------------------------------------------------------------
+
+
+def titled_row(item_id: int, title: str) -> bytes:
+    return f"{item_id},Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,{title}\n".encode()
+
+
+@pytest.mark.parametrize("n_rows", [50, 5000])
+def test_a_stray_quote_is_repaired_and_does_not_swallow_the_rows_after_it(tmp_path, n_rows):
+    """csv read the stray quote as an open quoted field: 47 of 50 rows vanished, and 5,000 rows overflowed csv's
+    field limit with an error naming no file."""
+    rows = [good_row(i) for i in range(1, n_rows + 1)]
+    rows[2], rows[5] = titled_row(3, '"Nike Blue Shirt'), titled_row(6, '"Nike, Blue Shirt')  # + an unquoted comma
+    catalogue = load_fashion_product_small(styles_root(tmp_path, rows), verify_images=False, triplets=False)
+    assert catalogue.ids == [str(i) for i in range(1, n_rows + 1)]
+    assert (catalogue.report.rows_read, catalogue.report.rows_repaired, catalogue.report.total_skipped) == (
+        n_rows, 2, 0,
+    )  # fmt: skip
+    assert catalogue.by_id("3").caption("title") == '"Nike Blue Shirt'
+    assert catalogue.by_id("6").caption("title") == '"Nike, Blue Shirt'  # one repair, counted once
+    assert catalogue.by_id("4").caption("title") == "Blue Shirt 4"
+
+
+def test_a_stray_quote_in_a_short_row_drops_only_that_row(tmp_path):
+    rows = [good_row(1), b'2,Men,"Apparel\n', good_row(3)]
+    catalogue = load_fashion_product_small(styles_root(tmp_path, rows), triplets=False)
+    assert catalogue.ids == ["1", "3"]
+    assert catalogue.report.skipped == {"malformed row (fewer than 10 fields)": 1}
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [(titled_row(2, "x" * 140_000), "field larger than field limit"), (b"2,Men\r,Apparel\n", "new-line character")],
+    ids=["huge-field", "bare-carriage-return"],
+)
+def test_a_line_csv_cannot_split_is_an_error_naming_the_file_and_line(tmp_path, line, reason):
+    root = styles_root(tmp_path, [good_row(1)])
+    (root / "styles.csv").write_bytes(HEADER + good_row(1) + line)
+    with pytest.raises(ValueError, match=rf"styles\.csv, line 3: {reason}.*: fix or delete that line"):
+        load_fashion_product_small(root)
+
+
+def test_a_styles_file_that_is_a_folder_is_explained(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "styles.csv").mkdir()
+    with pytest.raises(DatasetNotFound, match=r"styles\.csv is a folder; styles\.csv must be the Kaggle styles file"):
+        load_fashion_product_small(tmp_path)
+
+
+def test_a_utf16_styles_file_is_refused_by_name(tmp_path):
+    root = styles_root(tmp_path, [good_row(1)])
+    (root / "styles.csv").write_text((HEADER + good_row(1)).decode(), encoding="utf-16")
+    with pytest.raises(ValueError, match=r"styles\.csv is UTF-16 encoded .*it must be UTF-8: re-save it as UTF-8"):
+        load_fashion_product_small(root)
+
+
+@pytest.mark.parametrize("images", ["empty folder", "file"])
+def test_an_empty_or_misplaced_images_folder_is_an_error_not_an_empty_catalogue(tmp_path, images):
+    """It used to give an empty catalogue, which the course then reported as lacking a 'train' split."""
+    (tmp_path / "styles.csv").write_bytes(HEADER + good_row(1) + good_row(2))
+    if images == "file":
+        (tmp_path / "images").write_bytes(b"")
+        expected = r"images is not a folder; it must be the folder of <id>\.jpg images"
+    else:
+        (tmp_path / "images").mkdir()
+        expected = (
+            r"images yields no product: all 2 rows of styles\.csv were dropped \(image file missing: 2\); "
+            r"each product's image must be .*images/<id>\.jpg, so unzip the Kaggle images/ folder there"
+        )
+    with pytest.raises(DatasetNotFound, match=expected):
+        load_fashion_product_small(tmp_path)
+
+
+def test_a_catalogue_whose_every_image_is_unreadable_is_an_error(tmp_path):
+    root = styles_root(tmp_path, [good_row(1)])
+    (root / "images" / "1.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DatasetNotFound, match=r"dropped \(image unreadable \(corrupt or not an image\): 1\)"):
+        load_fashion_product_small(root)
 
 
 # --- truncated or malformed JSON ------------------------------------------------------------------------------------

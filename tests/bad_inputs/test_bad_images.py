@@ -3,6 +3,9 @@ files, in loading (records, the fashion-product loader, the Dataset adapters) an
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -20,7 +23,7 @@ from course_utils.data import (
 from course_utils.data.fashion_product import load_fashion_product_small
 from course_utils.data.records import OVERSIZED_IMAGE, UNREADABLE_IMAGE
 
-from .bad_files import MALFORMED_PPM, bomb_jpeg, jpeg_bytes
+from .bad_files import MALFORMED_PPM, bomb_jpeg, greyscale_bytes, jpeg_bytes
 
 HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName\n"
 
@@ -93,3 +96,47 @@ def test_an_undecodable_upload_gets_a_message(make_retriever, content, reason):
 
 def test_a_good_upload_still_decodes():
     assert cw.decode_image_bytes(jpeg_bytes("red", (8, 6)), "ok.jpg").size == (8, 6)
+
+
+# --- 16-bit and float images: scaled to 8 bits, or refused and counted -----------------------------------------------
+
+HIGH_BIT_DEPTH = {  # name -> (file bytes, PIL mode, expected grey levels): PIL alone clips these to 255 or 0
+    "png16": (greyscale_bytes([[8000, 32768, 65535]], "uint16", "PNG"), "I;16", [31, 128, 255]),
+    "tiff-int32": (greyscale_bytes([[0, 32768, 65535]], "int32", "TIFF"), "I", [0, 128, 255]),
+    "tiff-float01": (greyscale_bytes([[0.0, 0.5, 1.0]], "float32", "TIFF"), "F", [0, 128, 255]),
+    "tiff-float255": (greyscale_bytes([[0.0, 100.0, 255.0]], "float32", "TIFF"), "F", [0, 100, 255]),
+}
+
+
+@pytest.mark.parametrize("name", HIGH_BIT_DEPTH)
+def test_16_bit_and_float_images_are_scaled_to_8_bits_not_clipped(tmp_path, name):
+    """A 16-bit PNG of 8000/32768 used to decode solid white and a float TIFF of 0.5 solid black."""
+    content, mode, levels = HIGH_BIT_DEPTH[name]
+    assert Image.open(io.BytesIO(content)).mode == mode
+    path = tmp_path / f"{name}.img"
+    path.write_bytes(content)
+    expected = np.repeat(np.array([levels], np.uint8)[..., None], 3, axis=-1)
+    np.testing.assert_array_equal(np.asarray(FileImage(path).load()), expected)
+    np.testing.assert_array_equal(np.asarray(cw.decode_image_bytes(content, f"{name}.img")), expected)  # uploads too
+
+
+def test_a_transparent_16_bit_grey_is_laid_on_white():
+    content = greyscale_bytes([[0, 8000]], "uint16", "PNG", transparency=0)
+    assert np.asarray(cw.decode_image_bytes(content, "t.png"))[0, :, 0].tolist() == [255, 31]
+
+
+def test_a_float_image_with_no_known_scale_is_unreadable_and_counted(tmp_path):
+    """Values outside 0..1, 0..255 and 0..65535 have no trustworthy colour: refused like any undecodable file."""
+    (tmp_path / "images").mkdir()
+    content = greyscale_bytes([[-1.0, 3.0]], "float32", "TIFF")
+    (tmp_path / "images" / "1.jpg").write_bytes(content)
+    (tmp_path / "images" / "2.jpg").write_bytes(jpeg_bytes())
+    (tmp_path / "styles.csv").write_text(
+        HEADER + "".join(f"{i},Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,Shirt {i}\n" for i in (1, 2))
+    )
+    with pytest.raises(CorruptImage, match=r"1\.jpg: ValueError: a mode-F image with values from -1 to 3"):
+        FileImage(tmp_path / "images" / "1.jpg").load()
+    catalogue = load_fashion_product_small(tmp_path, triplets=False)
+    assert catalogue.ids == ["2"] and catalogue.report.skipped == {UNREADABLE_IMAGE: 1}
+    with pytest.raises(cw.BadQuery, match=r"could not read 'f.tif' as an image \(ValueError\)"):
+        cw.decode_image_bytes(content, "f.tif")
