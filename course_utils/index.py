@@ -101,6 +101,9 @@ def require_finite(matrix: torch.Tensor, name: str, row_names: list[str] | None 
 
 
 def _as_ids(ids: np.ndarray | torch.Tensor | None, n: int, start: int) -> np.ndarray:
+    """``ids`` as ``(n,) int64``, or ``start, start + 1, ...`` when ``None``; refused when they are not ``n``
+    integers of at least 0: every search here marks a missing result with -1 (FAISS does, and the exact and Milvus
+    indexes pad the same way), so a vector stored under a negative id would come back as "missing"."""
     if ids is None:
         return np.arange(start, start + n, dtype=np.int64)
     array = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids)
@@ -108,6 +111,8 @@ def _as_ids(ids: np.ndarray | torch.Tensor | None, n: int, start: int) -> np.nda
         raise ValueError(f"ids must be ({n},) integers, one per vector; got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.integer):
         raise ValueError(f"ids must be integers, got dtype {array.dtype}")
+    if n and array.min() < 0:
+        raise ValueError(f"ids must be >= 0 (a search marks a missing result with -1), got {array.min()}")
     return array.astype(np.int64)
 
 

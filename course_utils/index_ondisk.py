@@ -112,11 +112,10 @@ def add_shard(
     matrix = np.ascontiguousarray(_as_matrix(vectors, trained.dim, "vectors").to(torch.float32).numpy())
     if ids is None:
         raise ValueError(f"shard {shard}: ids are required, the global id of each vector (e.g. np.arange(start, stop))")
-    shard_ids = _as_ids(ids, matrix.shape[0], 0)
-    if len(shard_ids) and shard_ids.min() < 0:
-        raise ValueError(
-            f"shard {shard}: ids must be >= 0 (FAISS marks a missing result with -1), got {shard_ids.min()}"
-        )
+    try:
+        shard_ids = _as_ids(ids, matrix.shape[0], 0)
+    except ValueError as err:
+        raise ValueError(f"shard {shard}: {err}") from None
     if len(np.unique(shard_ids)) != len(shard_ids):
         raise ValueError(f"shard {shard}: ids repeat; every vector needs its own id")
     trained.index.add_with_ids(matrix, shard_ids)

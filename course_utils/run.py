@@ -29,9 +29,9 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+from .checks import whole_number
 from .json_files import write_json
 from .paths import REPO_ROOT, env_path, folder_problem, outputs_dir
 from .results import aggregate_seeds, build_report, load_record, timing_key
@@ -173,23 +173,6 @@ def parse_assignments(assignments: list[str]) -> dict:
             except (ValueError, SyntaxError):
                 parameters[name] = value
     return parameters
-
-
-def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse ``type`` for a whole number from ``low`` to ``high``: anything else is refused at once, with the
-    flag's name (before the model loads or a notebook starts), instead of failing later or being changed silently."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            raise argparse.ArgumentTypeError(f"must be a whole number {bounds}, got {text!r}")
-        return value
-
-    return parse
 
 
 def comma_list(text: str, option: str, example: str) -> list[str]:

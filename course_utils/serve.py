@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from .checks import whole_number
 from .classroom import (
     DEFAULT_MAX_PENDING,
     DEFAULT_WORKERS,
@@ -39,7 +40,7 @@ from .data import available_catalogues
 from .demo import DemoState, load_demo_state
 from .models.clip_loader import WeightsUnavailable
 from .paths import REPO_ROOT
-from .run import kernel_config, whole_number
+from .run import kernel_config
 from .seeding import MAX_SEED
 
 DEMO_NOTEBOOK = REPO_ROOT / "notebooks" / "07_retrieval_demo.ipynb"

@@ -68,7 +68,7 @@ class TrainConfig:
 
     def total_steps(self, n_samples: int) -> int:
         steps = self.epochs * self.steps_per_epoch(n_samples)
-        return min(steps, self.max_steps) if self.max_steps else steps
+        return min(steps, self.max_steps) if self.max_steps is not None else steps
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from . import distributed
 from .cache import torch_save_atomic
+from .checks import whole_number
 from .cli import add_data_and_model_arguments, bundle_from_args, catalogue_from_args
 from .data.adapters import ImageTextDataset
 from .json_files import write_json
@@ -33,14 +34,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Contrastive CLIP fine-tuning with course_utils.train.fit.")
     add_data_and_model_arguments(parser)
     parser.add_argument("--caption-style", default=None, help="caption style to train on (default: first caption)")
-    parser.add_argument("--steps", type=int, default=20, help="optimizer steps")
-    parser.add_argument("--batch-size", type=int, default=32, help="GLOBAL batch (split over the processes)")
+    parser.add_argument("--steps", type=whole_number(1), default=20, help="optimizer steps")
+    parser.add_argument(
+        "--batch-size", type=whole_number(1), default=32, help="GLOBAL batch (split over the processes)"
+    )
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--warmup-steps", type=int, default=2)
     parser.add_argument("--train-seed", type=int, default=0, help="data order and initial RNG of fit")
     parser.add_argument("--checkpoint-dir", default=None, help="resume from / write last.pt here")
-    parser.add_argument("--checkpoint-every", type=int, default=None)
-    parser.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (a killed run)")
+    parser.add_argument("--checkpoint-every", type=whole_number(1), default=None)
+    parser.add_argument(
+        "--stop-after", type=whole_number(1), default=None, help="stop after this many steps (a killed run)"
+    )
     parser.add_argument("--out", required=True, help="where rank 0 writes the trained state_dict")
     args = parser.parse_args(argv)
     out = Path(args.out).expanduser().absolute()
@@ -52,6 +57,11 @@ def main(argv: list[str] | None = None) -> None:
 
     device = distributed.process_device()  # cuda:<LOCAL_RANK> under torchrun on GPUs, else cpu
     context = distributed.init_from_env(device.split(":")[0])
+    if args.batch_size % context.world_size:  # said before every rank loads the model and the data
+        parser.error(
+            f"--batch-size {args.batch_size} cannot be split evenly over {context.world_size} processes; choose a "
+            f"multiple of {context.world_size}"
+        )
     bundle = bundle_from_args(args, device=device)
     dataset = ImageTextDataset(
         catalogue_from_args(args), bundle.preprocess, caption_style=args.caption_style, seed=args.train_seed

@@ -254,6 +254,27 @@ def test_train_contrastive_heals_a_damaged_checkpoint(tmp_path, tiny_bundle, sma
     assert summary["steps"] == summary["steps_this_run"] == 2  # fit removed it and trained from step 0
 
 
+@pytest.mark.parametrize(("option", "value"), [("--steps", "0"), ("--batch-size", "0"), ("--stop-after", "-1")])
+def test_train_contrastive_refuses_counts_below_one_by_flag(option, value, tmp_path, capsys):
+    """--steps 0 trained ~31 million steps (0 read as no limit) and --batch-size 0 ended in ZeroDivisionError."""
+    from course_utils import train_contrastive
+
+    with pytest.raises(SystemExit) as refused:
+        train_contrastive.main([option, value, "--out", str(tmp_path / "out.pt")])
+    assert refused.value.code == 2
+    assert f"argument {option}: must be a whole number of at least 1, got '{value}'" in capsys.readouterr().err
+
+
+def test_train_contrastive_refuses_a_batch_the_processes_cannot_share_before_loading(tmp_path, monkeypatch, capsys):
+    from course_utils import train_contrastive
+
+    monkeypatch.setattr(distributed, "init_from_env", lambda device_type: distributed.DistributedContext(0, 4))
+    monkeypatch.setattr(train_contrastive, "bundle_from_args", lambda *a, **k: pytest.fail("loaded the model first"))
+    with pytest.raises(SystemExit):
+        train_contrastive.main(["--batch-size", "30", "--out", str(tmp_path / "out.pt")])
+    assert "--batch-size 30 cannot be split evenly over 4 processes; choose a multiple of 4" in capsys.readouterr().err
+
+
 def test_train_contrastive_checks_out_before_training_and_creates_its_folder(
     tmp_path, tiny_bundle, small_catalogue, capsys, monkeypatch
 ):

@@ -296,3 +296,12 @@ def test_an_index_saved_before_checksums_were_recorded_still_loads(tmp_path):
     settings_path.write_text(json.dumps(old_keys))
     _, ids = FaissIndex.load(path).search(vectors[[0, 44, 4]], 1)
     np.testing.assert_array_equal(ids[:, 0], [1000, 1044, 1004])  # each vector finds itself, by its custom id
+
+
+@pytest.mark.parametrize("kind", ["exact", "flat"])
+def test_a_negative_id_is_refused_since_searches_mark_missing_results_with_it(kind):
+    """Stored under -1, the best match came back as a "missing" slot and the retriever dropped it without a word."""
+    index = build_index(kind, 4)
+    with pytest.raises(ValueError, match=r"ids must be >= 0 \(a search marks a missing result with -1\), got -1"):
+        index.add(np.eye(4, dtype=np.float32), ids=np.array([-1, 5, 6, 7]))
+    assert len(index) == 0

@@ -25,6 +25,12 @@ def test_warmup_cosine_values_by_hand():
     assert [schedule(step) for step in range(8)] == pytest.approx(expected)
 
 
+def test_max_steps_zero_is_zero_steps_not_no_limit():
+    """``if self.max_steps`` read 0 as "no limit": train_contrastive's --steps 0 scheduled 31 million steps."""
+    assert TrainConfig(max_steps=0, epochs=10**6, batch_size=32).total_steps(1000) == 0
+    assert TrainConfig(max_steps=None, epochs=2, batch_size=32).total_steps(1000) == 62
+
+
 def test_fit_records_the_scheduled_learning_rate():
     model = nn.Linear(3, 1)
     config = TrainConfig(epochs=1, batch_size=2, lr=0.1, warmup_steps=2, max_grad_norm=None, weight_decay=0.0)
