@@ -255,8 +255,26 @@ def _rng_restored_after_start(loader: DataLoader, rng: dict) -> Iterator[dict]:
     yield from batches
 
 
+def _check_one_step_fits(n_samples: int, config: TrainConfig, context: distributed.DistributedContext) -> None:
+    """Refuse, naming the numbers, a dataset smaller than one optimizer step when that step cannot be trained.
+
+    A dataset smaller than ``batch_size`` trains one short batch per epoch (:func:`_epoch_batches`). Accumulating
+    micro-batches, that step's later micro-batches would be short or empty (an empty one reads as "every image
+    unreadable", and the step's loss is scaled for micro-batches that are not there); on several processes the short
+    batch would not split evenly, and the error would blame ``batch_size``, which does.
+    """
+    one_step = config.batch_size * config.grad_accum
+    if n_samples < one_step and (config.grad_accum > 1 or context.is_distributed):
+        raise ValueError(
+            f"the dataset holds {n_samples} items, fewer than one optimizer step's {one_step} (batch_size "
+            f"{config.batch_size} x grad_accum {config.grad_accum}); lower batch_size or grad_accum, or train on "
+            "more items"
+        )
+
+
 def _epoch_batches(n_samples: int, config: TrainConfig, epoch: int) -> list[list[int]]:
-    """The micro-batches of one epoch: a permutation seeded by (seed, epoch), last partial batch dropped."""
+    """The micro-batches of one epoch: a permutation seeded by (seed, epoch), last partial batch dropped; a dataset
+    smaller than one batch is that one batch (:func:`_check_one_step_fits` says when this cannot be trained)."""
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     order = torch.randperm(n_samples, generator=generator).tolist()
     n_batches = config.steps_per_epoch(n_samples) * config.grad_accum
@@ -309,6 +327,7 @@ def fit(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     use_cuda = device.type == "cuda"
     context = distributed.init_from_env(device.type)  # rank 0 of 1 unless launched by torchrun
+    _check_one_step_fits(len(dataset), config, context)
     distributed.broadcast_model(model)
     if config.grad_checkpointing and use_cuda and hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(True)

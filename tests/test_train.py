@@ -31,6 +31,21 @@ def test_max_steps_zero_is_zero_steps_not_no_limit():
     assert TrainConfig(max_steps=None, epochs=2, batch_size=32).total_steps(1000) == 62
 
 
+def test_a_dataset_smaller_than_one_accumulated_step_is_refused_by_its_numbers():
+    """9 items, batch 8 x 2 micro-batches: the one step had a micro-batch of 8 and an empty one, which fit read as
+    "every image unreadable". One short batch without accumulation still trains."""
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=1, batch_size=8, grad_accum=2, lr=0.05)
+    with pytest.raises(
+        ValueError, match=r"holds 9 items, fewer than one optimizer step's 16 \(batch_size 8 x grad_acc"
+    ):
+        fit(NoisyRegressor(), RegressionData(9), mse_loss, config, progress=False)
+    history = fit(
+        NoisyRegressor(), RegressionData(9), mse_loss, dataclasses.replace(config, grad_accum=1), progress=False
+    )
+    assert len(history.steps) == 1
+
+
 def test_fit_records_the_scheduled_learning_rate():
     model = nn.Linear(3, 1)
     config = TrainConfig(epochs=1, batch_size=2, lr=0.1, warmup_steps=2, max_grad_norm=None, weight_decay=0.0)
