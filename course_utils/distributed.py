@@ -27,7 +27,6 @@ class DistributedContext:
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
 
     @property
     def is_distributed(self) -> bool:
@@ -61,7 +60,7 @@ def init_from_env(device_type: str | None = None) -> DistributedContext:
         )
     device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
     if device_type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(local_rank())
     dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method="env://")
     atexit.register(_close_process_group)
     return current()
@@ -78,14 +77,19 @@ def process_device() -> str:
     ... and each takes its own GPU), else ``cpu``. One choice for every entry point, run alone or under torchrun."""
     if not torch.cuda.is_available():
         return "cpu"
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return f"cuda:{local_rank()}"
+
+
+def local_rank() -> int:
+    """This process's rank on its machine (torchrun's ``LOCAL_RANK``; 0 for a lone process): its GPU's number."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def current() -> DistributedContext:
     """The context of an initialised process group, else rank 0 of 1."""
     if not (dist.is_available() and dist.is_initialized()):
         return DistributedContext()
-    return DistributedContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistributedContext(dist.get_rank(), dist.get_world_size())
 
 
 def rank_slice(batch: Sequence[int], context: DistributedContext) -> list[int]:

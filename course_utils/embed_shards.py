@@ -3,9 +3,9 @@
 
 One process embeds ~400 tiny-CLIP images per second here; a million product photos through ViT-B-32 take a day.
 The standard way out is data parallelism without communication: rank r of N encodes rows ``[start_r, stop_r)``
-with :func:`course_utils.embed.encode_images`, writes ``shard-r-of-N.pt`` and a JSON manifest beside it (rows,
-item ids, batch size, model, catalogue fingerprint, checksum), and :func:`merge_shards` checks the manifests and
-concatenates.
+with :func:`course_utils.embed.encode_images`, writes ``shard-r-of-N.pt`` (the embeddings and their item ids) and
+a JSON manifest beside it (rows, batch size, model, catalogue fingerprint, the shard's checksum), and
+:func:`merge_shards` checks the manifests and concatenates.
 Shard boundaries fall on multiples of ``batch_size``, so every image sits in the same batch as in one process and
 the merged embeddings equal the single-process ones bit for bit.
 

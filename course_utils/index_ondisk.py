@@ -108,6 +108,9 @@ def add_shard(
     import faiss
 
     folder = Path(folder)
+    # hashed before it is read: should train_ivfpq rewrite it meanwhile, the record names a quantiser other than
+    # the file's, and searches refuse the shard instead of reading codes of another quantiser
+    trained_sha256 = file_sha256(folder / TRAINED) if (folder / TRAINED).exists() else None
     trained = _load_trained(folder)
     matrix = np.ascontiguousarray(_as_matrix(vectors, trained.dim, "vectors").to(torch.float32).numpy())
     if ids is None:
@@ -124,7 +127,7 @@ def add_shard(
     write_atomic(path, lambda handle: handle.write(data))  # whole or absent
     record = {
         "format": SHARD_FORMAT,
-        "trained_sha256": file_sha256(folder / TRAINED),
+        "trained_sha256": trained_sha256,
         "sha256": hashlib.sha256(data).hexdigest(),
         "count": len(shard_ids),
         "min_id": int(shard_ids.min()) if len(shard_ids) else None,

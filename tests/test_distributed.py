@@ -86,7 +86,7 @@ def test_rank_slice_splits_a_global_batch_contiguously():
 
 def test_a_lone_process_is_rank_0_of_1(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert distributed.init_from_env("cpu") == distributed.DistributedContext(0, 1, 0)
+    assert distributed.init_from_env("cpu") == distributed.DistributedContext(0, 1)
     tensor = torch.ones(2, requires_grad=True)
     assert distributed.gather_with_grad(tensor) is tensor
 
@@ -109,7 +109,7 @@ def test_init_from_env_closes_the_group_when_the_process_exits(monkeypatch):
     for name, value in {"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    assert distributed.init_from_env("cpu") == distributed.DistributedContext(1, 2, 0)
+    assert distributed.init_from_env("cpu") == distributed.DistributedContext(1, 2)
     assert group["open"] and len(registered) == 1
     registered[0]()  # what the interpreter runs at exit
     assert not group["open"]

@@ -215,6 +215,26 @@ def test_merge_refuses_a_shard_of_another_training(tmp_path):
         train_ivfpq(clustered(600, seed=2), tmp_path / "new", nlist=4, pq_m=PQ_M)
 
 
+def test_a_shard_encoded_while_trained_index_was_rewritten_is_refused(tmp_path, monkeypatch):
+    """add_shard hashed trained.index after encoding with it: rewritten meanwhile, the record named the new quantiser
+    and the merge took codes of the old one. Hashed before it is read, the mismatch is refused."""
+    from course_utils import index_ondisk
+
+    build(tmp_path, [])
+    load_trained = index_ondisk._load_trained
+
+    def rewritten_once_read(folder):
+        trained = load_trained(folder)
+        train_ivfpq(clustered(600, seed=4), folder, nlist=4, pq_m=PQ_M)  # another training, mid-way
+        return trained
+
+    monkeypatch.setattr(index_ondisk, "_load_trained", rewritten_once_read)
+    add_shard(tmp_path, 0, clustered(100, seed=5), ids=np.arange(100))
+    monkeypatch.setattr(index_ondisk, "_load_trained", load_trained)
+    with pytest.raises(ValueError, match=r"shard-00000\.index was encoded with another trained\.index"):
+        merge_shards(tmp_path)
+
+
 def test_merge_refuses_overlapping_ids_and_damaged_or_unrecorded_shards(tmp_path):
     build(tmp_path, [np.arange(0, 100), np.arange(50, 150)])
     with pytest.raises(
