@@ -21,8 +21,9 @@ Design, in the order a request sees it:
   (``run_*_query``): the same result grid and the same messages for bad input as in JupyterLab.
 - Model work runs on a bounded thread pool (``workers`` threads), never on the event loop, so the page, the
   uploads and the other queries keep flowing while a query computes; at most ``max_pending`` queries may be in
-  progress (running or waiting for a thread), beyond that a viewer gets a "busy, try again" message (HTTP 503)
-  instead of an ever longer queue. Text queries
+  progress (their upload being received, waiting for a thread or running), beyond that a viewer gets a "busy, try
+  again" message (HTTP 503) before the body is read, instead of an ever longer queue: uploads held in memory stay
+  under ``max_pending`` x the upload limit. Text queries
   that arrive while a batch of them is searched go together into the next batch (one pass of the text tower for
   all: a class pressing Enter together costs a few passes, not one each); each still gets its own answer.
 - Request limits: bodies above :data:`MAX_REQUEST_BYTES` are refused before they are read; up to that, bytes past
@@ -102,7 +103,7 @@ log = logging.getLogger("course_utils.classroom")
 class ServerCounters:
     """What ``/health`` reports; changed on the event loop thread only."""
 
-    pending: int = 0  # queries submitted to the pool and not yet answered
+    pending: int = 0  # queries taken in (upload being received, waiting for a thread or running), not yet answered
     answered: int = 0  # answers sent
     abandoned: int = 0  # answers computed for a viewer who had gone
     refused_busy: int = 0  # queries refused because ``max_pending`` were in progress
@@ -534,31 +535,11 @@ class QueryHandler(tornado.web.RequestHandler):
         self.service = service
 
     def prepare(self) -> None:
-        self.body, self.body_size, self.gone = bytearray(), 0, False
-
-    def data_received(self, chunk: bytes) -> None:
-        self.body_size += len(chunk)
-        if self.body_size <= MAX_UPLOAD_BYTES:
-            self.body += chunk  # past the upload limit the bytes are counted and dropped
-
-    def on_connection_close(self) -> None:
-        self.gone = True
-
-    async def post(self, kind: str) -> None:
-        arrived = time.perf_counter()
+        """Take one of the ``max_pending`` places before the body is read, or answer "busy" at once: a busy server
+        must not first take in every viewer's upload (up to 10 MiB each) only to refuse it."""
+        self.body, self.body_size, self.gone, self.holds_place, self.querying = bytearray(), 0, False, False, False
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
-        arguments = {name: self.get_argument(name) for name in self.request.arguments}
-        upload = None
-        if arguments.get("source") == "upload":
-            name = arguments.get("name") or "upload"
-            try:
-                check_upload_size(self.body_size, name)
-            except BadQuery as err:
-                self.finish(message_html(str(err)))
-                return
-            upload = Upload(name, bytes(self.body))
-        self.body = bytearray()
         counters = self.service.counters
         if counters.pending >= self.service.max_pending:
             counters.refused_busy += 1
@@ -570,10 +551,45 @@ class QueryHandler(tornado.web.RequestHandler):
             )
             return
         counters.pending += 1
+        self.holds_place = True
+
+    def _leave_place(self) -> None:
+        if self.holds_place:
+            self.holds_place = False
+            self.service.counters.pending -= 1
+
+    def on_finish(self) -> None:  # every answered request, an error (a GET's 405) included
+        self._leave_place()
+
+    def data_received(self, chunk: bytes) -> None:
+        self.body_size += len(chunk)
+        if self.body_size <= MAX_UPLOAD_BYTES:
+            self.body += chunk  # past the upload limit the bytes are counted and dropped
+
+    def on_connection_close(self) -> None:
+        self.gone = True
+        if not self.querying:  # left while sending: no query will run; a running one leaves its place when done
+            self._leave_place()
+
+    async def post(self, kind: str) -> None:
+        arrived = time.perf_counter()
         try:
+            arguments = {name: self.get_argument(name) for name in self.request.arguments}
+            upload = None
+            if arguments.get("source") == "upload":
+                name = arguments.get("name") or "upload"
+                try:
+                    check_upload_size(self.body_size, name)
+                except BadQuery as err:
+                    self.finish(message_html(str(err)))
+                    return
+                upload = Upload(name, bytes(self.body))
+            self.body = bytearray()
+            self.querying = True
             page = await self.service.answer(kind, arguments, upload)
         finally:
-            counters.pending -= 1
+            self._leave_place()
+        counters = self.service.counters
         counters.seconds[kind].append(time.perf_counter() - arrived)
         if self.gone:
             counters.abandoned += 1

@@ -343,6 +343,32 @@ def test_too_many_waiting_queries_are_told_to_retry(experiment, tiny_bundle):
         assert health(server)["refused_busy"] == 1
 
 
+def test_a_busy_server_refuses_an_upload_before_reading_it_and_frees_every_place(experiment, tiny_bundle):
+    """The busy check ran after the whole body had arrived: a busy server first took in every upload (up to 10 MiB
+    each, one per open connection) only to refuse it. The place is now taken before the body is read."""
+    state = build_demo_state(experiment, tiny_bundle, "synthetic", "sum")
+    item = state.retriever.catalogue.ids[0]
+    with classroom.BackgroundServer(state, workers=1, max_pending=1) as server, ThreadPoolExecutor(1) as pool:
+        gate = Gate(state.retriever.conditional_encoder)
+        state.retriever.conditional_encoder = gate
+        slow = pool.submit(post, server, "conditional", item=item, condition="colour", top_k="2")
+        assert gate.entered.wait(WAIT)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as sock:
+            sock.sendall(  # headers of a 5 MiB upload, and none of its body
+                b"POST /query/image?source=upload&name=x.png HTTP/1.1\r\nHost: localhost\r\n"
+                + f"Content-Length: {5 * 2**20}\r\n\r\n".encode()
+            )
+            assert sock.recv(4096).startswith(b"HTTP/1.1 503")  # answered without waiting for the body
+        gate.release.set()
+        assert slow.result(WAIT)[0] == 200
+        assert health(server)["refused_busy"] == 1
+        for _ in range(3):  # a GET (405) and answered queries give their places back
+            assert post(server, "text", text="red", top_k="2")[0] == 200
+            with pytest.raises(HTTPError):
+                urlopen(server.url + "query/text?text=red", timeout=WAIT)
+        assert health(server)["pending"] == 0
+
+
 @pytest.mark.parametrize("ip", ["127.0.0.1", "::1", "localhost", "127.0.0.5"])
 def test_loopback_needs_no_warning(ip):
     assert classroom.exposure_warning(ip, 8866) is None
