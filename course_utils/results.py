@@ -287,8 +287,8 @@ def aggregate_seeds(folders: dict[int, Path], notebooks: Sequence[str] | None = 
     rewritten.
 
     Raises:
-        ValueError: a record of ``notebooks`` is missing under some seed (every missing path is named, and nothing
-            is rewritten), or a record was produced with another seed than its folder's.
+        ValueError: a record of ``notebooks`` is missing under some seed (every missing path is named), unreadable,
+            or produced with another seed than its folder's; nothing is rewritten then.
     """
     seeds = list(folders)
     if len(seeds) < 2:
@@ -301,17 +301,19 @@ def aggregate_seeds(folders: dict[int, Path], notebooks: Sequence[str] | None = 
             f"no record to aggregate over seeds {seeds} at {', '.join(map(str, missing))}: rerun "
             f"{rerun_command([path.stem for path in missing], seeds)}"
         )
-    written = []
+    loaded = {}  # every record read and checked before the first is rewritten: a refusal leaves every folder as it was
     for stem in stems:
-        path = folders[seeds[0]] / f"{stem}.json"
-        paths = [folders[seed] / path.name for seed in seeds]
-        records = [load_record(p, rerun_command([stem], seeds), NOTEBOOK_RECORD_KEYS) for p in paths]
-        for seed, record, record_path in zip(seeds, records, paths):
+        paths = [folders[seed] / f"{stem}.json" for seed in seeds]
+        loaded[stem] = [load_record(p, rerun_command([stem], seeds), NOTEBOOK_RECORD_KEYS) for p in paths]
+        for seed, record, record_path in zip(seeds, loaded[stem], paths):
             if record["parameters"].get("seed") != seed:
                 raise ValueError(
                     f"{record_path} was produced with seed {record['parameters'].get('seed')!r}, "
                     f"not {seed}: rerun it with --seeds"
                 )
+    written = []
+    for stem, records in loaded.items():
+        path = folders[seeds[0]] / f"{stem}.json"
         names = list(records[0]["metrics"])
         numeric = [name for name in names if all(_is_number(r["metrics"].get(name)) for r in records)]
         values = {name: [r["metrics"][name] for r in records] for name in numeric}

@@ -140,6 +140,18 @@ def test_aggregate_seeds_refuses_a_record_of_another_seed(tmp_path):
         aggregate_seeds(folders)
 
 
+def test_aggregate_seeds_rewrites_nothing_when_a_later_record_is_of_another_seed(tmp_path):
+    """The seed check ran notebook by notebook, after the earlier notebooks' records had been rewritten: a refusal
+    left the first seed's folder half aggregated."""
+    folders = {0: tmp_path / "a", 1: tmp_path / "b"}
+    for stem in ("01_demo", "02_demo"):
+        _record(folders[0], stem, 0, {"r10": 0.5})
+        _record(folders[1], stem, 0 if stem == "02_demo" else 1, {"r10": 0.6})
+    with pytest.raises(ValueError, match=r"b/02_demo.json was produced with seed 0, not 1"):
+        aggregate_seeds(folders, ["01_demo", "02_demo"])
+    assert "seeds" not in json.loads((folders[0] / "01_demo.json").read_text())
+
+
 def test_timing_keys_name_further_seeds_and_read_back():
     assert timing_key("03_cross_modal_attention") == "03_cross_modal_attention"
     assert timing_key("03_cross_modal_attention", 1) == "03_cross_modal_attention (seed 1)"
