@@ -3,9 +3,10 @@
 One image loop (:func:`encode_image_batches`) and one text loop (:func:`encode_text_batches`) run a frozen model
 under ``torch.inference_mode``; :func:`encode_images` / :func:`encode_texts` return the L2-normalised pooled
 embeddings, :func:`encode_image_tokens` / :func:`encode_text_tokens` / :func:`patch_tokens` the token-level
-features of notebooks 03 and 05. Every result is cached through ``course_utils.cache``, keyed by the model
-identity, a digest of the model's current weights and a fingerprint of the items, so a fine-tuned model or changed
-data never reuses a stale cache, and a damaged cache file is rebuilt.
+features of notebooks 03 and 05. Every result but :func:`patch_tokens` (computed afresh on each call) is cached
+through ``course_utils.cache``, keyed by the model identity, a digest of the model's current weights and a
+fingerprint of the items, so a fine-tuned model or changed data never reuses a stale cache, and a damaged cache file
+is rebuilt.
 """
 
 from __future__ import annotations

@@ -152,12 +152,14 @@ def random_resized_crops(
 ) -> torch.Tensor:
     """Colour-keeping augmentation of a whole batch: a random resized crop (and flip) per image, nothing else.
 
-    Each output image shows a random window of its input covering ``[crop_scale, 1]`` of the area, whose aspect
+    Each output image shows a random window of its input drawn to cover ``[crop_scale, 1]`` of the area, whose aspect
     ratio differs from the image's by at most ``max_aspect_change``, resampled bilinearly to the input size and
-    mirrored with probability 1/2 when ``flip``. It is a per-image affine resampling of each channel, so colours
-    are never changed (no hue, saturation or brightness jitter: colour is an attribute the queries ask for). One
-    call on the batch (``F.grid_sample``) replaces a per-image PIL pipeline that cost ~1 ms per photo on a CPU.
-    Draws from torch's global RNG (seeded by ``fit``).
+    mirrored with probability 1/2 when ``flip``. A side that would outgrow the image is cut to it, so a drawn area
+    near 1 with a changed aspect keeps less: ``crop_scale=1`` still crops up to about 7 % of the area at the default
+    aspect change, and keeps the whole image only with ``max_aspect_change=1``. It is a per-image affine
+    resampling of each channel, so colours are never changed (no hue, saturation or brightness jitter: colour is an
+    attribute the queries ask for). One call on the batch (``F.grid_sample``) replaces a per-image PIL pipeline that
+    cost ~1 ms per photo on a CPU. Draws from torch's global RNG (seeded by ``fit``).
 
     Args:
         images: ``(B, C, H, W)`` float images (normalised or not: resampling commutes with per-channel scaling).
