@@ -249,20 +249,29 @@ def required_match_attributes(catalogue: Catalogue) -> tuple[str, ...]:
     return catalogue.match_attributes
 
 
-def attribute_positives(
-    catalogue: Catalogue, indices: Sequence[int], attributes: Sequence[str] | None = None
-) -> torch.Tensor:
-    """``(B, B) bool``: items ``indices[i]`` and ``indices[j]`` have the same value of every one of ``attributes``
-    (default: the catalogue's ``match_attributes``); an item missing one of them matches only itself."""
+def kind_keys(catalogue: Catalogue, indices: Sequence[int], attributes: Sequence[str] | None = None) -> list[tuple]:
+    """One key per item of ``indices``: its values of ``attributes`` (default: the catalogue's
+    ``match_attributes``), or a key of its own when it lacks one of them, so that it matches only itself. Two items
+    are "of the same kind" when their keys are equal: pretraining's positives (:func:`attribute_positives`) and the
+    attribute-match recall of :func:`evaluate_photo_retrieval` read the same rule."""
     attributes = required_match_attributes(catalogue) if attributes is None else attributes
     keys = []
-    for position, index in enumerate(indices):
+    for index in indices:
         values = catalogue[int(index)].attributes
         keys.append(
             tuple(values[name] for name in attributes)
             if all(name in values for name in attributes)
-            else ("unmatched", position)
+            else ("unmatched", int(index))
         )
+    return keys
+
+
+def attribute_positives(
+    catalogue: Catalogue, indices: Sequence[int], attributes: Sequence[str] | None = None
+) -> torch.Tensor:
+    """``(B, B) bool``: items ``indices[i]`` and ``indices[j]`` are of the same kind (:func:`kind_keys`: the same
+    value of every one of ``attributes``; an item missing one of them matches only itself)."""
+    keys = kind_keys(catalogue, indices, attributes)
     return same_value_mask(keys, keys)
 
 
@@ -437,7 +446,8 @@ def evaluate_photo_retrieval(
         ``{"exact R@K", "same-title R@K", "attribute-match R@K", "attribute-match-others R@K", "chance exact R@K",
         "chance same-title R@K", "chance attribute-match R@K", "chance attribute-match-others R@K"}`` for each K;
         attribute match means the same values of the gallery's ``match_attributes`` as the query's item
-        (``articleType`` and ``baseColour`` in Fashion Product Images). The query's own item is in the gallery, so
+        (``articleType`` and ``baseColour`` in Fashion Product Images; an item missing one matches only itself, as
+        in pretraining: :func:`kind_keys`). The query's own item is in the gallery, so
         attribute-match counts every exact hit too; attribute-match-others ranks the gallery without it, so only
         other items of those values count (a query whose values no other item has is a miss). In a catalogue without
         titles the queries are the descriptions (:func:`query_caption`).
@@ -447,12 +457,12 @@ def evaluate_photo_retrieval(
     queries = encode_texts(bundle, titles, progress=False)
     similarity = queries @ images.T
     recalls = title_aware_recall(similarity, titles, ks)
-    match = required_match_attributes(gallery)
-    attributes = [{name: item.attributes[name] for name in match if name in item.attributes} for item in gallery]
-    recalls["attribute-match"] = attribute_match_recall(similarity, attributes, attributes, ks, match)
+    # the kind as pretraining reads it: an item missing a match attribute is of a kind of its own
+    kinds = [{"kind": key} for key in kind_keys(gallery, range(len(gallery)))]
+    recalls["attribute-match"] = attribute_match_recall(similarity, kinds, kinds, ks, ["kind"])
     without_own_item = similarity.clone().fill_diagonal_(-torch.inf)  # ranked last: never among the first K
-    recalls["attribute-match others"] = attribute_match_recall(without_own_item, attributes, attributes, ks, match)
-    matching = attribute_match_counts(attributes, attributes, match)
+    recalls["attribute-match others"] = attribute_match_recall(without_own_item, kinds, kinds, ks, ["kind"])
+    matching = attribute_match_counts(kinds, kinds, ["kind"])
     relevant_counts = {
         "exact": [1] * len(gallery),
         "same title": same_value_mask(titles, titles).sum(dim=1).tolist(),

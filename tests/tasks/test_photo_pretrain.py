@@ -144,6 +144,23 @@ def test_a_catalogue_without_titles_is_searched_by_its_descriptions(isolated_cac
     assert record["attribute-match R@1"] == 1.0
 
 
+def test_attribute_match_recall_reads_the_kind_as_pretraining_does(isolated_cache):
+    """An item without a colour matches only itself in pretraining; evaluated, it required only its article type,
+    so every t-shirt of any colour was a hit. Without colours every item is of a kind of its own: attribute-match
+    recall is exact-item recall."""
+    colourless = Catalogue(
+        "colourless",
+        [replace(item, attributes={"articleType": "Tshirts"}) for item in photo_catalogue()],
+        match_attributes=MATCH_ATTRIBUTES,
+    )
+    assert photo.kind_keys(colourless, [0, 9]) == [("unmatched", 0), ("unmatched", 9)]
+    bundle = photo.pretrained_photo_clip(colourless, QUICK, use_cache=False, progress=False)
+    record = photo.evaluate_photo_retrieval(bundle, photo.held_out_gallery(colourless, size=12), ks=(1, 10))
+    for k in (1, 10):
+        assert record[f"attribute-match R@{k}"] == record[f"exact R@{k}"]
+        assert record[f"chance attribute-match R@{k}"] == record[f"chance exact R@{k}"]
+
+
 def test_attribute_term_adds_the_loss_whose_positives_share_attributes():
     catalogue = photo_catalogue()
     torch.manual_seed(0)
