@@ -213,8 +213,9 @@ def build_site(executed: Path, out: Path, slides: Path | None = None) -> Path:
     exporter.exclude_input_prompt = exporter.exclude_output_prompt = True
     rows = []
     for path, notebook in notebooks:
-        # The solution cells point to notebooks/solutions/, which the site does not carry.
-        notebook.cells = [cell for cell in notebook.cells if not tags(cell) & {"injected-parameters", SOLUTION_TAG}]
+        # As on the slides: the solution cells point to notebooks/solutions/, which the site does not carry; both
+        # parameter cells go (the defaults alone would show a full run's page as profile = "ci")
+        notebook.cells = [cell for cell in notebook.cells if not tags(cell) & SKIPPED_ON_SLIDES]
         body, _ = exporter.from_notebook_node(notebook)
         (out / f"{path.stem}.html").write_text(body)
         deck = slides / f"{path.stem}.slides.html" if slides else None

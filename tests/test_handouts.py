@@ -134,3 +134,13 @@ def test_headings_start_slides_and_each_step_after_code_a_sub_slide():
     )
     types = [c.metadata["slideshow"]["slide_type"] for c in handouts.with_slide_metadata(notebook).cells]
     assert types == ["slide", "skip", "-", "-", "subslide", "subslide", "-", "slide", "subslide", "-", "skip", "-"]
+
+
+def test_the_site_leaves_out_both_parameter_cells_as_the_decks_do(tmp_path):
+    """It kept the defaults and dropped the values papermill injected: a full run's page read profile = "ci"."""
+    executed = course_notebook()
+    executed.cells.insert(2, cell("code", 'profile = "full"', "injected-parameters"))
+    executed.cells[1].source = 'profile = "ci"'
+    nbformat.write(executed, tmp_path / "01_x.ipynb")
+    page = (handouts.build_site(tmp_path, tmp_path / "site").parent / "01_x.html").read_text()
+    assert "Last words." in page and "profile" not in page
