@@ -1,13 +1,15 @@
-"""Content digests of input files (dataset photos, checkpoints), remembered by path, size and modification time.
+"""Content digests of input files (dataset photos, checkpoints), remembered by path and the file's stat fields.
 
 A cache key must change when an input file's bytes change, and only then. A key built from each file's size and
 modification time changes whenever the files are copied without their times (``cp`` without ``-p``, a fresh
 download, a container image, a data folder handed out again), and every model cached for them is trained again on
 identical data. Reading every byte for every key is exact but slow for a large dataset. So, as ``git``'s index
 does, :func:`content_digests` keeps the SHA-256 of each file's bytes in ``<cache>/file-digests.json`` beside the
-size and modification time it was read at: a file whose size and time still match reuses its digest; a new,
-changed or copied file is read once. The index is only a memo: one that cannot be read is named in one log line and
-rebuilt, and entries for files that no longer exist are dropped when it is written.
+size, modification time, inode and status-change time it was read at: a file whose four still match reuses its
+digest; a new, changed, copied or replaced file is read once (a copy that keeps the modification time, ``cp -p`` or
+``rsync -a`` onto the same path, is a new inode or a new status-change time). The index is only a memo: one that
+cannot be read is named in one log line and rebuilt, and entries for files that no longer exist are dropped when it
+is written.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from .paths import cache_dir
 
 LOG = logging.getLogger(__name__)
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: entries hold the inode and status-change time too
 
 
 def digest_index_path() -> Path:
-    """``<cache>/file-digests.json``: each file's absolute path → ``[size, mtime_ns, sha256]``."""
+    """``<cache>/file-digests.json``: each file's absolute path → ``[size, mtime_ns, inode, ctime_ns, sha256]``."""
     return cache_dir() / "file-digests.json"
 
 
@@ -47,15 +49,16 @@ def _read_index(path: Path) -> dict[str, list]:
     return {
         name: entry
         for name, entry in index["files"].items()
-        if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], str) and len(entry[2]) == 64
+        if isinstance(entry, list) and len(entry) == 5 and isinstance(entry[4], str) and len(entry[4]) == 64
     }
 
 
 def content_digests(paths: Sequence[Path | str]) -> list[str | None]:
     """The SHA-256 of each file's bytes, in order; ``None`` for a path that is not an existing file.
 
-    Digests are reused from the index while a file's size and modification time are those it was read at
-    (like ``git``, an edit that keeps both is not seen); any other file is read and its digest remembered.
+    Digests are reused from the index while a file's size, modification time, inode and status-change time are
+    those it was read at (like ``git``'s index; an edit in place that restores the modification time is still seen
+    by its status-change time); any other file is read and its digest remembered.
     """
     if not paths:
         return []
@@ -74,11 +77,12 @@ def content_digests(paths: Sequence[Path | str]) -> list[str | None]:
                 digests.append(None)
                 continue
             entry = entries.get(absolute)
-            if entry is None or entry[:2] != [info.st_size, info.st_mtime_ns]:
-                entry = [info.st_size, info.st_mtime_ns, file_sha256(Path(absolute))]
+            seen_as = [info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns]
+            if entry is None or entry[:4] != seen_as:
+                entry = [*seen_as, file_sha256(Path(absolute))]
                 entries[absolute] = entry
                 changed = True
-            digests.append(entry[2])
+            digests.append(entry[4])
         if changed:
             kept = {name: entry for name, entry in entries.items() if os.path.isfile(name)}
             try:

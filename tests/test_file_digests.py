@@ -86,6 +86,22 @@ def test_a_file_is_read_again_only_when_its_size_or_time_changes(tmp_path, reads
     assert second[0] == first[0] and second[2] == first[2] and second[1] != first[1]
 
 
+def test_a_file_replaced_with_the_same_size_and_time_is_read_again(tmp_path, reads):
+    """cp -p, rsync -a or an unzip onto the same path keeps size and modification time: the index kept the old
+    digest, so the catalogue's fingerprint, and every model cached for it, stayed those of the replaced photo."""
+    folder = photo_folder(tmp_path / "photos")
+    paths = sorted(folder.iterdir())
+    first = content_digests(paths)
+    old = os.stat(paths[1])
+    replacement = tmp_path / "replacement.jpg"
+    replacement.write_bytes(paths[1].read_bytes()[:-1] + b"\x00")  # other bytes, the same size
+    os.utime(replacement, ns=(old.st_atime_ns, old.st_mtime_ns))
+    os.replace(replacement, paths[1])
+    assert (os.stat(paths[1]).st_size, os.stat(paths[1]).st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    second = content_digests(paths)
+    assert reads[3:] == ["1.jpg"] and second[1] == hashlib.sha256(paths[1].read_bytes()).hexdigest() != first[1]
+
+
 @pytest.mark.parametrize(
     "damage",
     [b"\x00\xff not json", b'{"version": 1, "files": []}', b'{"version": 0, "files": {}}', b"[1, 2]"],
@@ -109,7 +125,7 @@ def test_a_wrong_entry_is_read_again_and_entries_of_removed_files_are_dropped(tm
     paths = sorted(folder.iterdir())
     expected = content_digests(paths)
     index = json.loads(digest_index_path().read_text())
-    index["files"][os.path.abspath(paths[0])][2] = "not a digest"
+    index["files"][os.path.abspath(paths[0])][4] = "not a digest"
     digest_index_path().write_text(json.dumps(index))
     paths[2].unlink()
     assert content_digests(paths) == [expected[0], expected[1], None]
