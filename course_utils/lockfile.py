@@ -23,6 +23,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from .cache import write_atomic
 from .paths import REPO_ROOT
 
 REQUIREMENTS = REPO_ROOT / "requirements.txt"
@@ -178,7 +179,8 @@ def environment_pins(path: Path = CONSTRAINTS) -> dict:
 def write_constraints(pins: dict[str, str], path: Path = CONSTRAINTS) -> None:
     """Write ``pins`` as a constraints file: the header, then ``name==version`` lines sorted by name."""
     lines = [f"{name}=={version}" for name, version in sorted(pins.items())]
-    Path(path).write_text(HEADER + "\n".join(lines) + "\n")
+    text = HEADER + "\n".join(lines) + "\n"
+    write_atomic(Path(path), lambda handle: handle.write(text.encode()))  # a cut-short file would drop pins unseen
 
 
 def main(argv: list[str] | None = None) -> int:
