@@ -117,7 +117,8 @@ def image_grid(
         wrap: most characters per caption line.
         caption_lines: caption lines kept under each thumbnail, the last ending in " …" when the caption is cut
             (raise it so long captions are not cut before the attribute that tells two items apart).
-        title_wrap, title_lines: characters per line and lines kept of each row title (e.g. the query text).
+        title_wrap, title_lines: characters per line and lines kept of each row title (e.g. the query text), the
+            last ending in " …" when the title is cut.
     """
     n_cols = max(len(cells) for _, cells in rows)
     row_height = thumb + 0.7 + 0.15 * max(0, caption_lines - 3)
@@ -137,9 +138,8 @@ def image_grid(
                 spine.set_visible(True)
                 spine.set_color(PALETTE[2] if highlighted else "#bbbbbb")
                 spine.set_linewidth(5 if highlighted else 1)
-        axes[r, 0].set_ylabel(
-            "\n".join(textwrap.wrap(title, title_wrap)[:title_lines]), fontsize=10, rotation=0, ha="right", va="center"
-        )
+        shown = "\n".join(textwrap.wrap(title, title_wrap, max_lines=title_lines, placeholder=" …"))
+        axes[r, 0].set_ylabel(shown, fontsize=10, rotation=0, ha="right", va="center")
     fig.tight_layout()
     slots = [ax.get_position(original=True) for ax in axes[0]]  # the layout's columns, before aspect shrinks them
     pitch = slots[1].x0 - slots[0].x0 if n_cols > 1 else slots[0].width

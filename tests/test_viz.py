@@ -29,6 +29,7 @@ def test_image_grid_keeps_the_caption_lines_and_title_it_is_asked_to():
     assert short.axes[0].get_xlabel().endswith(" …")  # ... and shows that it cut the caption
     assert full.axes[0].get_xlabel().replace("\n", " ") == caption
     assert full.axes[0].get_ylabel().replace("\n", " ") == title.strip()
+    assert short.axes[0].get_ylabel().endswith(" …")  # a cut title says so too (it was cut without a sign)
     plt.close("all")
 
 
