@@ -16,16 +16,17 @@ scale becomes about exp(0) = 1 instead of open_clip's 1 / 0.07 = 14.3. The scale
 multiplies every score of a query by the same positive number, which keeps their order. It matters for training (how
 sharp the contrastive softmax is, hence how large the gradients are), not for retrieval. The spreads are what
 differ: normalisation gains near 0 (LayerNorm in the tiny CLIP's towers) squeeze every embedding towards the same
-point, so the N(0, 0.02) image spread comes out below open_clip's and its scores lie close together. On the
-drawings they do not tie: compare the N(0, 0.02) score spread with ``torch.finfo(torch.float32).eps``, the float32
-resolution near a cosine of 1 — it is many times larger, so one query's scores are distinct, only close together,
-and they are ordered by differences that the random weights set without regard to the caption. That is what puts
-the ranking at chance, as it does for open_clip's initialisation with its wider spreads and usual scale: random
-weights, not ties and not the temperature. On the real profile's photos the answer differs: the photo CLIP's
-convolutional image tower normalises with BatchNorm, whose re-drawn gains squeeze the image embeddings to within a
-few float32 eps of one point (the notebook prints the spread in eps and the share of tied scores), so one query's
-scores tie and the metric's tie convention gives chance (the committed real run's N(0, 0.02) row equals chance to
-float precision).
+point, so the N(0, 0.02) image spread comes out below open_clip's and its scores lie close together. On the drawings
+almost none of them tie: compare the N(0, 0.02) score spread with ``torch.finfo(torch.float32).eps``, the float32
+resolution near a cosine of 1 — it is many times larger, so exact ties are rare (the notebook prints the share of
+one query's neighbouring scores that are exactly equal, a small share that can be above zero), and the rest are
+distinct, only close together, ordered by differences that the random weights set without regard to the caption; the
+few ties are ordered by the metric's tie convention, which is chance too. That is what puts the ranking at chance,
+as it does for open_clip's initialisation with its wider spreads and usual scale: random weights, not ties and not
+the temperature. On the real profile's photos the answer differs: the photo CLIP's convolutional image tower
+normalises with BatchNorm, whose re-drawn gains squeeze the image embeddings to within a few float32 eps of one
+point (the notebook prints the spread in eps and the share of tied scores), so one query's scores tie and the
+metric's tie convention gives chance (the committed real run's N(0, 0.02) row equals chance to float precision).
 
 Exercise 3 (code, budget). ``steps_to_reach_zero_shot`` reads the two recall curves the notebook recorded and
 finds the first evaluation at which the from-scratch arm reaches the pretrained model's zero-shot Recall@10

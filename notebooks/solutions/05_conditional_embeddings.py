@@ -6,9 +6,16 @@ drawings': the exercises name the drawings' conditions (``colour``, ``pattern``,
 translate the conditions as the notebook's exercises cell says and load that catalogue's descriptors.
 
 Exercise 1 (predict, then run). A random ranking puts relevant candidates anywhere, so its average precision is
-about the share of relevant candidates: a condition with few values (many candidates share the query's value)
-has a high floor, one with many values a low floor. ``random_ranking_map`` scores random rankings of one
-condition and compares their mAP with the share of relevant candidates.
+about the share of relevant candidates, and that share is the chance that a candidate has the query's value:
+averaged over queries, about the sum over the condition's values of their squared shares. That sum is at least one
+over the number of values (reached when every value is equally common) and grows when a few values dominate. So the
+conditions with the fewest values have the highest floors: on the drawings ``sleeve``, ``neckline`` and ``length``,
+with 3 values each, at a third or a little above; ``fabric`` (4 values, cotton the most common) comes next, and
+``colour``, with the most values, has the lowest floor. Which of the three 3-valued conditions is highest is set by
+how evenly its values are shared among its queries and candidates, so it can change with the split; the ``random mAP
+%`` column of the notebook's protocol table (beside each condition's ``values``) gives the order for the run at
+hand. ``random_ranking_map`` scores random rankings of one condition and compares their mAP with the share of
+relevant candidates.
 
 Exercise 2 (code, the ASEN mAP by hand). ``my_average_precision``: sort the candidates by score, take the
 precision at the rank of each relevant candidate, average over the relevant ones. It equals

@@ -23,21 +23,26 @@ of ranks [1] (of 3) are missing; rerun those ranks"). The second is caught by th
 records its ``batch_size``, and merge refuses manifests that disagree on it, naming each value's files. It must:
 each rank's rows are whole batches (``shard_rows``), so shards of two batch sizes would not tile the catalogue.
 
-Exercise 3 (code, push the filter down). ``filtered_latency`` times ``search_by_text`` with a filter on any
-retriever, the exact one or ``milvus_retriever``'s, which must return the same items. What decides where the
-curves cross: the exact retriever scores every gallery vector and then masks (its time grows with the whole
-gallery, not with the matching share), while Milvus evaluates the filter inside the engine, where an engine can skip
-the rows that fail it (whether and how much it skips depends on the engine and its index type), and it pays a fixed
-cost per call (each search crosses Milvus Lite's local gRPC server; notebook 08's table shows that cost at a few
-thousand items). Milvus Lite 3 runs in the kernel, in Python, and on each search loops over every stored row in
-Python before it ranks (which rows are visible: not overwritten, not deleted) whatever the filter keeps, so its time
-grows with all the rows too; ``benchmarks/bench_milvus.py`` times both, with filters keeping 1 row in 10 and 1 in
-100, as the collection grows (README › Scaling out has its last kept run). Insert with ``MilvusIndex.add`` (or
-``add(..., seal=False)`` and a sealing ``add`` after): rows left unsealed are searched by a slower path, which would
-time the engine's ingestion, not its search. To find a crossing on another engine, insert growing numbers of
-perturbed copies of the embeddings (notebook 08's ``perturbed``) with their attributes into a ``MilvusIndex`` and
-into an ``ExactIndex``, and time both at each size: it is a measurement of your machine and engine, not a
-constant.
+Exercise 3 (code, push the filter down). ``FashionRetriever`` needs one embedding per catalogue item, so the sweep
+works one level down, on the index calls themselves. ``filter_near_share`` picks an attribute filter that keeps
+about a given share of the catalogue's items (1 in 10 with ``colour`` alone, 1 in 100 with ``colour`` and
+``category`` together on the drawings); ``pushed_filter_sweep`` builds, at each size, that many perturbed copies of
+the catalogue embeddings (notebook 08's ``perturbed``), each carrying its source item's attributes, writes them into
+a fresh ``MilvusIndex`` (``add`` seals them, so the search takes the sealed path) and times, one query at a time,
+``MilvusIndex.search(query, k, filters)`` against an exact search over the same rows with the same mask (every score
+computed, the rows the filter rejects set to -inf, then ``torch.topk``: how notebook 07's retriever filters). Both
+return the same top-k ids. What each pays: the exact search scores every row whatever the filter keeps, so its time
+grows with all the rows; Milvus evaluates the filter inside the engine, where an engine *could* skip the rows that
+fail it, but Milvus Lite 3 runs in this process, in Python, behind a local gRPC server that every search crosses (a
+fixed cost per call), and loops over every stored row on each search before it ranks, so its time grows with all the
+rows too. The course's own measurement, README › Scaling out › *Milvus Lite against exact search*
+(``benchmarks/bench_milvus.py``, on larger collections than this sweep's, with filters keeping 1 row in 10 and 1 in
+100), found Milvus Lite slower than exact search at every size and filter it measured, and with exact search's
+top-k: no crossing. With a filter its ratio to exact search was smaller at the larger size, but two sizes are no
+trend to extrapolate a crossing from. Read the small sweep here the same way: the ``Milvus / exact`` column across
+its sizes, per filter, is this machine's answer, not a constant. A crossing, if there is one, is a property of
+another engine: a Milvus server with an approximate index (``index_type="HNSW"``), which no course run measured; run
+the same sweep against its URI to find out.
 
 Exercise 4 (code, codes vs re-ranking). ``codes_vs_reranking`` builds an IVF-PQ index per ``pq_m`` over the same
 vectors and searches it with and without exact re-ranking of the top ``rerank`` candidates. Bytes per vector are
@@ -61,8 +66,11 @@ caption with 1,023 images). Without the gather (exercise 1) it would be 127.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import statistics
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +80,7 @@ import torch
 import course_utils as cu
 import course_utils.embed_shards
 import course_utils.index_ondisk
+import course_utils.vector_db
 
 
 def ranks_losses(
@@ -112,16 +121,98 @@ def uneven_shards(bundle, catalogue, folder: Path, batch_size: int = 32) -> dict
     return said
 
 
-def filtered_latency(retriever, queries: list[str], top_k: int = 10, **filters) -> tuple[float, list[list[str]]]:
-    """Exercise 3: the median milliseconds of ``search_by_text`` with ``filters`` over ``queries``, and the item ids
-    each query found (so two retrievers can be checked to agree)."""
-    times, found = [], []
-    for query in queries:
-        start = time.perf_counter()
-        results = retriever.search_by_text(query, top_k, **filters)
-        times.append(1000 * (time.perf_counter() - start))
-        found.append(list(results["item_id"]))
-    return statistics.median(times), found
+def filter_near_share(
+    attributes: Sequence[Mapping[str, str]], share: float, names: Sequence[str] = ("colour", "category")
+) -> dict[str, str]:
+    """Exercise 3: the filter on one of ``names``, or on two of them together, whose matching share of the rows'
+    ``attributes`` is closest to ``share`` (ties: the first in sorted order)."""
+    best: tuple[float, dict[str, str]] | None = None
+    for size in (1, 2):
+        for combination in itertools.combinations(names, size):
+            counts = collections.Counter(tuple(row[name] for name in combination) for row in attributes)
+            for values, count in sorted(counts.items()):
+                gap = abs(count / len(attributes) - share)
+                if best is None or gap < best[0]:
+                    best = (gap, dict(zip(combination, values)))
+    return best[1]
+
+
+def pushed_filter_sweep(
+    source: np.ndarray,
+    attributes: Sequence[Mapping[str, str]],
+    uri: str,
+    filters: Sequence[Mapping[str, str]],
+    sizes: Sequence[int] = (2000, 6000, 18000),
+    queries: int = 20,
+    k: int = 10,
+    perturbation: float = 0.3,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Exercise 3: median ms of a filtered ``MilvusIndex.search`` and of an exact masked search over the same rows.
+
+    Args:
+        source: (n, d) float32 catalogue embeddings, L2-normalised.
+        attributes: n dicts, row i's attributes (the copies of row i carry them).
+        uri: a Milvus Lite file (``.db``) or server; one collection per size is written there.
+        filters: the filters to time (``{}``: none).
+        sizes: rows of perturbed copies per collection.
+        queries: single queries timed per row of the table (perturbed copies too, another draw).
+        k: results per query.
+        perturbation: noise norm of the copies, as notebook 08's ``perturbation``.
+        seed: seeds the copies.
+
+    Returns:
+        One row per (size, filter): matching rows, both medians, their ratio, and the share of queries whose Milvus
+        top-k ids are the exact search's.
+    """
+    rng = np.random.default_rng(seed)
+    dim = source.shape[1]
+
+    def copies(n: int) -> tuple[np.ndarray, list[Mapping[str, str]]]:
+        rows = rng.integers(0, len(source), n)
+        noise = rng.standard_normal((n, dim)).astype(np.float32) * np.float32(perturbation / np.sqrt(dim))
+        x = source[rows] + noise
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), [attributes[r] for r in rows]
+
+    probes = torch.from_numpy(copies(queries)[0])
+    table = []
+    for n in sizes:
+        vectors, rows = copies(n)
+        index = cu.vector_db.MilvusIndex.create(
+            uri, dim, sorted(attributes[0]), collection=f"copies_{n}", overwrite=True
+        )
+        try:
+            index.add(vectors, attributes=rows)  # sealed: the search path a served collection takes
+            gallery = torch.from_numpy(vectors)
+            for wanted in filters:
+                allowed = torch.tensor([all(row.get(a) == v for a, v in wanted.items()) for row in rows])
+                index.search(probes[:1], k, dict(wanted) or None)  # warm-up, untimed
+                milvus_ms, exact_ms, same = [], [], 0
+                for query in probes:
+                    start = time.perf_counter()
+                    found = index.search(query[None], k, dict(wanted) or None)[1][0]
+                    milvus_ms.append(1000 * (time.perf_counter() - start))
+                    start = time.perf_counter()
+                    scores = gallery @ query
+                    scores[~allowed] = -torch.inf
+                    exact = torch.topk(scores, min(k, int(allowed.sum()))).indices
+                    exact_ms.append(1000 * (time.perf_counter() - start))
+                    same += set(found[found >= 0].tolist()) == set(exact.tolist())
+                milvus, exact_median = statistics.median(milvus_ms), statistics.median(exact_ms)
+                table.append(
+                    {
+                        "rows": n,
+                        "filter": ", ".join(f"{a}={v}" for a, v in wanted.items()) or "none",
+                        "matching rows": int(allowed.sum()),
+                        "Milvus median ms": milvus,
+                        "exact median ms": exact_median,
+                        "Milvus / exact": milvus / exact_median,
+                        "same top-k": same / len(probes),
+                    }
+                )
+        finally:
+            index.close()
+    return pd.DataFrame(table)
 
 
 def codes_vs_reranking(
