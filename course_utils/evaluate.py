@@ -158,12 +158,16 @@ def evaluate(
         return {f"mAP/{name}": value for name, value in scores.items()}, bundle.identity
     if task == "composed":
         ks = RECALL_KS[task]
-        # The whole test split's triplets, kept where --test-size kept their reference and target: the queries are
-        # the full protocol's, and those left out are counted. (Drawn on the kept items, deepfashion-multimodal's
-        # pattern swaps, which are drawn from the items given, would be another protocol.)
-        _, triplets = composed.composed_triplets(experiment.train, experiment.catalogue.split("test"), dataset, seed)
+        # the queries as notebook 06 draws them, on the test items kept
+        _, triplets = composed.composed_triplets(experiment.train, test, dataset, seed)
         queries = composed.composed_queries(test, triplets, composed.DEFAULT_MATCH[dataset])
-        left_out = queries.dropped
+        # the whole test split's protocol, to count its queries whose reference or target --test-size left out
+        # (deepfashion-multimodal draws its swaps from the items given, so its kept queries are another draw: the
+        # count is of the whole split's, never one draw subtracted from another)
+        _, every_triplet = composed.composed_triplets(
+            experiment.train, experiment.catalogue.split("test"), dataset, seed
+        )
+        left_out = composed.composed_queries(test, every_triplet, composed.DEFAULT_MATCH[dataset]).dropped
         if not len(queries):
             raise SystemExit(
                 f"none of the test split's {left_out} composed queries has its reference and target among the "

@@ -222,9 +222,12 @@ def test_composed_counts_the_queries_a_small_test_split_leaves_out_and_refuses_n
         evaluate.evaluate("composed", no_triplets, experiment.bundle, "synthetic")
 
 
-def test_composed_queries_on_a_smaller_test_split_are_the_whole_splits_draw_kept(experiment, monkeypatch):
-    """deepfashion-multimodal draws its test swaps from the items it is given; drawn on the items --test-size kept,
-    the queries were another draw than the full protocol's, and "left out" subtracted one draw from the other."""
+def test_composed_on_a_smaller_test_split_draws_as_notebook_06_and_counts_the_whole_splits_left_out(
+    experiment, monkeypatch
+):
+    """deepfashion-multimodal draws its test swaps from the items it is given: the queries are the draw on the kept
+    items, as notebook 06 makes them, and "left out" counts the whole split's queries outside the kept items (it
+    subtracted one draw from another)."""
 
     def pairs_of_the_items_given(train, test, dataset, seed):  # a draw that depends on the items, as those swaps
         offset = len(test) // 4
@@ -232,12 +235,13 @@ def test_composed_queries_on_a_smaller_test_split_are_the_whole_splits_draw_kept
 
     monkeypatch.setattr(evaluate.composed, "composed_triplets", pairs_of_the_items_given)
     metrics, _ = evaluate.evaluate("composed", experiment, experiment.bundle, "synthetic")  # 60 of 160 test items
+    _, kept_draw = pairs_of_the_items_given(None, experiment.test, "synthetic", 0)
     _, whole_draw = pairs_of_the_items_given(None, experiment.catalogue.split("test"), "synthetic", 0)
     kept = set(experiment.test.ids)
-    in_kept = [t for t in whole_draw if t.reference_id in kept and t.target_id in kept]
-    assert 0 < len(in_kept) < len(experiment.test) - len(experiment.test) // 4  # what a draw on the kept items makes
-    assert metrics["queries"] == len(in_kept)
-    assert metrics["queries left out (outside the test items kept)"] == len(whole_draw) - len(in_kept)
+    outside = [t for t in whole_draw if t.reference_id not in kept or t.target_id not in kept]
+    assert metrics["queries"] == len(kept_draw)
+    assert metrics["queries left out (outside the test items kept)"] == len(outside)
+    assert len(outside) != len(whole_draw) - len(kept_draw)  # what the old count gave
 
 
 def test_attributes_on_a_test_split_too_small_for_a_condition_names_test_size(experiment):
