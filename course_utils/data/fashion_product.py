@@ -12,12 +12,22 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ..checks import is_whole_number
-from .records import Catalogue, CompositionTriplet, DatasetLayout, FileImage, Item, LoadReport, utf8_lines
+from .records import (
+    UNREADABLE_IMAGE,
+    Catalogue,
+    CompositionTriplet,
+    DatasetLayout,
+    FileImage,
+    Item,
+    LoadReport,
+    utf8_lines,
+)
 from .registry import register_catalogue
 from .splits import DEFAULT_SPLIT_FRACTIONS, assign_split, check_split_fractions
 from .triplets import attribute_swap_triplets
 
 DATASET = "fashion-product-small"
+IMAGE_MISSING = "image file missing"
 COLUMNS = (
     "id",
     "gender",
@@ -196,9 +206,9 @@ def load_fashion_product_small(
 
     Raises:
         DatasetNotFound: ``root``, the styles file or ``images/`` does not exist or is the wrong kind (a folder for
-            a file or the reverse), or no product loaded (every row dropped, e.g. ``images/`` is empty).
+            a file or the reverse), or no product loaded for want of images (e.g. ``images/`` is empty).
         ValueError: a bad ``limit``, or a styles file that is empty, not UTF-8 but UTF-16, has another header, no
-            data rows, or a line that is not a row of fields.
+            data rows, a line that is not a row of fields, or no row that loads (no title, no id, ...).
     """
     _check_limit(limit)
     root = Path(root).expanduser()
@@ -220,7 +230,7 @@ def load_fashion_product_small(
         if item_id in items:
             report.skip("duplicate id (first row kept)", item_id)
         elif not image_path.is_file():
-            report.skip("image file missing", item_id)
+            report.skip(IMAGE_MISSING, item_id)
         else:
             items[item_id] = make_item(record, image_path, assign_split(item_id, seed, split_fractions))
     catalogue = Catalogue(
@@ -230,11 +240,14 @@ def load_fashion_product_small(
         catalogue = catalogue.drop_unreadable_images()
     if not catalogue:
         counts = ", ".join(f"{reason}: {count}" for reason, count in sorted(report.skipped.items()))
-        raise LAYOUT.missing(
-            image_dir,
-            f"yields no product: all {report.rows_read} rows of {csv_name} were dropped ({counts}); each product's "
-            f"image must be {image_dir}/<id>.jpg, so unzip the Kaggle images/ folder there",
-        )
+        dropped = f"all {report.rows_read} rows of {csv_name} were dropped ({counts})"
+        if report.skipped.get(IMAGE_MISSING) or report.skipped.get(UNREADABLE_IMAGE):
+            raise LAYOUT.missing(
+                image_dir,
+                f"yields no product: {dropped}; each product's image must be {image_dir}/<id>.jpg, so unzip the "
+                "Kaggle images/ folder there",
+            )
+        raise ValueError(f"{csv_path} yields no product: {dropped}; check that it is the Kaggle styles.csv")
     if not triplets:
         return catalogue
     swaps = colour_swap_triplets(catalogue.items, seed)

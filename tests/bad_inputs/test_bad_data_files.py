@@ -204,6 +204,16 @@ def test_a_catalogue_whose_every_image_is_unreadable_is_an_error(tmp_path):
         load_fashion_product_small(root)
 
 
+def test_a_styles_file_whose_every_row_lacks_a_title_names_it_not_the_images(tmp_path):
+    """The images are there: the advice to unzip them would point the wrong way."""
+    root = styles_root(tmp_path, [b"1,Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,NA\n"])
+    with pytest.raises(
+        ValueError, match=r"styles\.csv yields no product: .*productDisplayName missing.*Kaggle styles"
+    ) as err:
+        load_fashion_product_small(root)
+    assert not isinstance(err.value, DatasetNotFound) and "unzip" not in str(err.value)
+
+
 # --- truncated or malformed JSON ------------------------------------------------------------------------------------
 
 
