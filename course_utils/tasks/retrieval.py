@@ -105,9 +105,9 @@ def finetuned_bundle(
 def _evaluated_every(history: dict, eval_every: int) -> bool:
     """Whether a saved run's evaluations are the ones :func:`~course_utils.train.fit` makes every ``eval_every``
     steps and once at the end, so that a student who changes ``eval_every`` gets that curve, not the cached one."""
-    total = len(history["steps"])
-    wanted = sorted(set(range(eval_every, total + 1, eval_every)) | {total})
-    return [evaluation["step"] for evaluation in history["evals"]] == wanted
+    evaluated = [evaluation["step"] for evaluation in history["evals"]]
+    total = evaluated[-1] if evaluated else 0  # the last is at the end (a step of unreadable images has no record)
+    return bool(evaluated) and evaluated == sorted(set(range(eval_every, total, eval_every)) | {total})
 
 
 def _trained_bundle(base: ClipBundle, model: nn.Module, recipe: str, path: Path, use_cache: bool) -> ClipBundle:

@@ -190,3 +190,13 @@ def test_recall_by_model_has_both_directions_and_a_chance_row(tmp_path, monkeypa
     assert table.loc["chance"].tolist() == [0.1, 0.5, 0.1, 0.5]
     evaluate = recall_evaluator(bundle, catalogue, "web", ks=(1, 5))
     assert table.loc["tiny", "text→image R@5"] == evaluate(bundle.model)["R@5"]
+
+
+def test_a_curve_with_a_step_of_unreadable_images_is_still_the_curve_of_its_eval_every():
+    """fit keeps no record of a step whose every image was unreadable, yet counts it: read from the number of step
+    records, the cached run's curve never matched and was retrained on every call."""
+    from course_utils.tasks.retrieval import _evaluated_every
+
+    history = {"steps": [{"step": 1}, {"step": 3}, {"step": 4}], "evals": [{"step": 2}, {"step": 4}]}  # 2: unread
+    assert _evaluated_every(history, 2) and not _evaluated_every(history, 1)
+    assert not _evaluated_every({"steps": [{"step": 1}], "evals": []}, 1)
