@@ -104,7 +104,12 @@ def test_a_file_replaced_with_the_same_size_and_time_is_read_again(tmp_path, rea
 
 @pytest.mark.parametrize(
     "damage",
-    [b"\x00\xff not json", b'{"version": 1, "files": []}', b'{"version": 0, "files": {}}', b"[1, 2]"],
+    [
+        b"\x00\xff not json",
+        b'{"version": %d, "files": []}' % file_digests.INDEX_VERSION,
+        b'{"version": %d, "files": {}}' % (file_digests.INDEX_VERSION - 1),
+        b"[1, 2]",
+    ],
     ids=["garbage", "files-not-a-mapping", "older-version", "not-an-object"],
 )
 def test_a_damaged_index_is_named_rebuilt_and_never_trusted(tmp_path, reads, caplog, damage):
