@@ -697,6 +697,19 @@ def _load_ids(path: Path, n: int, settings_path: Path, recorded_sha256: str | No
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def perturbed_copies(
+    source: np.ndarray, n: int, perturbation: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` perturbed copies of rows of ``source``, to measure an index at sizes beyond the catalogue (notebook 08):
+    ``(rows, vectors)``, the ``(n,)`` source row of each copy and the ``(n, d)`` float32 unit vectors, each a random
+    row plus Gaussian noise of norm about ``perturbation``, L2-normalised. Copies keep their row's neighbourhood (and,
+    to whoever keeps ``rows``, its item's attributes) without the catalogue having more items."""
+    rows = rng.integers(0, len(source), n)
+    x = source[rows]
+    x = x + rng.standard_normal(x.shape).astype(np.float32) * np.float32(perturbation / np.sqrt(x.shape[1]))
+    return rows, x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def build_index(kind: str, dim: int, **options: Any) -> ExactIndex | FaissIndex:
     """Create an empty index by name.
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from course_utils.cache import write_atomic
-from course_utils.index import INDEX_KINDS, ExactIndex, FaissIndex, build_index
+from course_utils.index import INDEX_KINDS, ExactIndex, FaissIndex, build_index, perturbed_copies
 
 DIM = 32
 
@@ -305,3 +305,12 @@ def test_a_negative_id_is_refused_since_searches_mark_missing_results_with_it(ki
     with pytest.raises(ValueError, match=r"ids must be >= 0 \(a search marks a missing result with -1\), got -1"):
         index.add(np.eye(4, dtype=np.float32), ids=np.array([-1, 5, 6, 7]))
     assert len(index) == 0
+
+
+def test_perturbed_copies_are_seeded_unit_vectors_near_their_rows():
+    source = np.eye(4, 8, dtype=np.float32)
+    rows, vectors = perturbed_copies(source, 50, 0.3, np.random.default_rng(7))
+    again = perturbed_copies(source, 50, 0.3, np.random.default_rng(7))
+    assert np.array_equal(rows, again[0]) and np.array_equal(vectors, again[1])
+    assert vectors.shape == (50, 8) and vectors.dtype == np.float32 and np.allclose(np.linalg.norm(vectors, axis=1), 1)
+    assert (vectors @ source.T).argmax(axis=1).tolist() == rows.tolist()  # each copy stays nearest its own row

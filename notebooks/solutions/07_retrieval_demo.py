@@ -147,12 +147,10 @@ def copies_gallery(retriever, size: int, perturbation: float = 0.3, seed: int = 
     """Exercise 4: a retriever over ``size`` perturbed copies of ``retriever``'s gallery embeddings, with the same
     conditional encoder; copy i is a copy of a random gallery item under the id ``"<item id>~<i>"`` (its image and
     attributes), so the retriever has one embedding per item."""
-    rng = np.random.default_rng(seed)
-    source = retriever.embeddings.numpy()
-    rows = rng.integers(0, len(source), size)
-    noise = rng.standard_normal((size, source.shape[1])).astype(np.float32)
-    vectors = source[rows] + noise * np.float32(perturbation / np.sqrt(source.shape[1]))
-    embeddings = torch.nn.functional.normalize(torch.from_numpy(vectors), dim=-1)
+    rows, vectors = cu.index.perturbed_copies(
+        retriever.embeddings.numpy(), size, perturbation, np.random.default_rng(seed)
+    )
+    embeddings = torch.from_numpy(vectors)
     items = [
         dataclasses.replace(retriever.catalogue[int(r)], item_id=f"{retriever.catalogue[int(r)].item_id}~{i}")
         for i, r in enumerate(rows)

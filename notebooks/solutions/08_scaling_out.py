@@ -36,8 +36,8 @@ grows with all the rows; Milvus evaluates the filter inside the engine, where an
 fail it, but Milvus Lite 3 runs in this process, in Python, behind a local gRPC server that every search crosses (a
 fixed cost per call), and loops over every stored row on each search before it ranks, so its time grows with all the
 rows too. The course's own measurement, README › Scaling out › *Milvus Lite against exact search*
-(``benchmarks/bench_milvus.py``, on larger collections than this sweep's, with filters keeping 1 row in 10 and 1 in
-100), found Milvus Lite slower than exact search at every size and filter it measured, and with exact search's
+(``benchmarks/bench_milvus.py``, on its own collections of random vectors, with filters keeping 1 row in 10 and 1
+in 100), found Milvus Lite slower than exact search at every size and filter it measured, and with exact search's
 top-k: no crossing. With a filter its ratio to exact search was smaller at the larger size, but two sizes are no
 trend to extrapolate a crossing from. Read the small sweep here the same way: the ``Milvus / exact`` column across
 its sizes, per filter, is this machine's answer, not a constant. A crossing, if there is one, is a property of
@@ -169,10 +169,8 @@ def pushed_filter_sweep(
     dim = source.shape[1]
 
     def copies(n: int) -> tuple[np.ndarray, list[Mapping[str, str]]]:
-        rows = rng.integers(0, len(source), n)
-        noise = rng.standard_normal((n, dim)).astype(np.float32) * np.float32(perturbation / np.sqrt(dim))
-        x = source[rows] + noise
-        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), [attributes[r] for r in rows]
+        rows, vectors = cu.index.perturbed_copies(source, n, perturbation, rng)
+        return vectors.astype(np.float32), [attributes[r] for r in rows]
 
     probes = torch.from_numpy(copies(queries)[0])
     table = []
