@@ -36,7 +36,7 @@ from .classroom import (
     serve_forever,
     where_to_open,
 )
-from .data import available_catalogues
+from .data import reads_folder
 from .demo import DemoState, load_demo_state
 from .models.clip_loader import WeightsUnavailable
 from .paths import REPO_ROOT
@@ -156,7 +156,7 @@ def load_demo_or_exit(args: argparse.Namespace) -> DemoState:
     is an ``OSError`` naming it. A real dataset without its folder is said here, with the flag: the loader's own
     message names its ``root=`` argument, which a user of this command never wrote.
     """
-    if args.data_root is None and args.dataset != "synthetic" and args.dataset in available_catalogues():
+    if args.data_root is None and reads_folder(args.dataset):
         raise SystemExit(
             f"cannot load the demo: --dataset {args.dataset} is read from its folder: add --data-root <folder> "
             "(see README › Real data)"

@@ -14,7 +14,7 @@ from .records import (
 )
 from .adapters import ImageTextDataset, collate_skipping_unreadable
 from .protocols import ConditionSplit, attribute_retrieval_protocol
-from .registry import available_catalogues, load_catalogue, register_catalogue
+from .registry import available_catalogues, load_catalogue, reads_folder, register_catalogue
 from .triplets import attribute_swap_triplets, fashion200k_phrase
 
 # Loader modules register themselves with the registry on import.

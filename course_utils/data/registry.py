@@ -28,6 +28,11 @@ def available_catalogues() -> list[str]:
     return sorted(_LOADERS)
 
 
+def reads_folder(name: str) -> bool:
+    """Whether dataset ``name`` is read from a data folder: every registered format but the procedural catalogue."""
+    return name in _LOADERS and name != "synthetic"
+
+
 def loader_accepts(name: str, option: str) -> bool:
     """Whether dataset ``name``'s loader takes ``option`` (e.g. ``seed``: datasets with official splits do not)."""
     import inspect
@@ -50,9 +55,9 @@ def load_catalogue(name: str, root: str | Path | None = None, **options) -> Cata
     if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {available_catalogues()}")
     loader = _LOADERS[name]
-    if name == "synthetic":
+    if not reads_folder(name):
         if root is not None:
-            real_formats = [other for other in available_catalogues() if other != "synthetic"]
+            real_formats = [other for other in available_catalogues() if reads_folder(other)]
             raise ValueError(
                 f"a data folder ({root}) was given with dataset 'synthetic', the procedural catalogue, which reads "
                 f"no folder; name the folder's format as the dataset (one of {real_formats}), or "
