@@ -13,7 +13,17 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from .records import Catalogue, DatasetLayout, FileImage, Item, LoadReport, read_json, utf8_lines
+from .records import (
+    IMAGE_MISSING,
+    Catalogue,
+    DatasetLayout,
+    FileImage,
+    Item,
+    LoadReport,
+    no_item_loaded,
+    read_json,
+    utf8_lines,
+)
 from .registry import register_catalogue
 from .splits import DEFAULT_SPLIT_FRACTIONS, assign_split, check_split_fractions
 
@@ -158,7 +168,9 @@ def load_deepfashion_multimodal(
         files, unknown codes and NA values.
 
     Raises:
-        DatasetNotFound: ``root``, ``images/`` or ``captions.json`` does not exist.
+        DatasetNotFound: ``root``, ``images/`` or ``captions.json`` does not exist, or no item loaded for want of
+            images (e.g. ``images/`` is empty).
+        ValueError: ``captions.json`` is not a JSON object, or none of its captions loads.
     """
     root = Path(root).expanduser()
     image_dir, captions_path = root / "images", root / "captions.json"
@@ -176,7 +188,7 @@ def load_deepfashion_multimodal(
         if not isinstance(text, str) or not text.strip():
             report.skip("caption empty or not a string", name)
         elif not (image_dir / name).is_file():
-            report.skip("image file missing", name)
+            report.skip(IMAGE_MISSING, name)
         else:
             product, attributes = name_attributes(name)
             split = assign_split(product, seed, split_fractions)
@@ -186,4 +198,16 @@ def load_deepfashion_multimodal(
         if path.is_file() and path.name not in captions:
             report.skip("image without caption (not loaded)", path.name)
     catalogue = Catalogue(DATASET, items, report, match_attributes=MATCH_ATTRIBUTES)
-    return catalogue.drop_unreadable_images() if verify_images else catalogue
+    if verify_images:
+        catalogue = catalogue.drop_unreadable_images()
+    if not catalogue:
+        raise no_item_loaded(
+            LAYOUT,
+            report,
+            captions_path,
+            image_dir,
+            image_rule=f"each image must be {image_dir}/<name> under the name captions.json gives it, so unzip "
+            "the dataset's images there",
+            listing_rule="check that it is the dataset's captions.json (image name -> description)",
+        )
+    return catalogue

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .records import (
+    IMAGE_MISSING,
     Catalogue,
     CompositionTriplet,
     DatasetLayout,
@@ -22,6 +23,7 @@ from .records import (
     Item,
     LoadReport,
     check_names,
+    no_item_loaded,
     utf8_lines,
 )
 from .registry import register_catalogue
@@ -99,7 +101,7 @@ def read_items(root: Path, files: list[tuple[str, str, Path]], report: LoadRepor
             if image_path in items:
                 report.skip("duplicate image path (first line kept)", image_path)
             elif not (root / image_path).is_file():
-                report.skip("image file missing", image_path)
+                report.skip(IMAGE_MISSING, image_path)
             else:
                 attributes = path_attributes(category, image_path)
                 attributes["words"] = " ".join(caption.split())
@@ -131,7 +133,7 @@ def read_test_queries(queries_path: Path, items: dict[str, Item], report: LoadRe
             continue
         source, target = paths
         if source not in items or target not in items:
-            report.skip("test query image not loaded (no label line or image missing)", line.strip())
+            report.skip("test query image not loaded (no label line, image missing or unreadable)", line.strip())
             continue
         if items[source].split != "test" or items[target].split != "test":
             report.skip(QUERY_NOT_IN_TEST, line.strip())
@@ -169,18 +171,32 @@ def load_fashion200k(
         ``"test"`` is loaded. The report counts label and query lines read and everything skipped.
 
     Raises:
-        DatasetNotFound: ``root``, ``labels/`` or every label file of ``splits`` is missing.
-        ValueError: ``splits`` is a plain string, empty or names an unknown split.
+        DatasetNotFound: ``root``, ``labels/`` or every label file of ``splits`` is missing, or no item loaded
+            for want of images.
+        ValueError: ``splits`` is a plain string, empty or names an unknown split, or no label line loads.
     """
     check_names(DATASET, "splits", splits, FASHION200K_SPLITS)
     root = Path(root).expanduser()
     report = LoadReport(DATASET)
     items = read_items(root, label_files(root, splits, report), report)
-    triplets: list[CompositionTriplet] = []
+    catalogue = Catalogue(DATASET, list(items.values()), report, match_attributes=MATCH_ATTRIBUTES)
+    if verify_images:
+        catalogue = catalogue.drop_unreadable_images()
+    if not catalogue:
+        raise no_item_loaded(
+            LAYOUT,
+            report,
+            root / "labels",
+            root,
+            image_rule=f"each image must be at {root}/<the path its label line gives>, so unzip the image folders "
+            "(women/, men/) there",
+            listing_rule=f"check that its files are Fashion200k's <category>_<split>{LABEL_SUFFIX}",
+        )
     queries_path = root / "test_queries.txt"
-    if "test" in splits and queries_path.is_file():
-        triplets = read_test_queries(queries_path, items, report)
-    elif "test" in splits:
+    if "test" not in splits:
+        return catalogue
+    if not queries_path.is_file():
         report.caveat("test_queries.txt missing (no composition triplets; get it from github.com/google/tirg)")
-    catalogue = Catalogue(DATASET, list(items.values()), report, triplets, match_attributes=MATCH_ATTRIBUTES)
-    return catalogue.drop_unreadable_images() if verify_images else catalogue
+        return catalogue
+    triplets = read_test_queries(queries_path, {item.item_id: item for item in catalogue}, report)
+    return Catalogue(DATASET, catalogue.items, report, triplets, match_attributes=MATCH_ATTRIBUTES)

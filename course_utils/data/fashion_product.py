@@ -13,13 +13,14 @@ from pathlib import Path
 
 from ..checks import is_whole_number
 from .records import (
-    UNREADABLE_IMAGE,
+    IMAGE_MISSING,
     Catalogue,
     CompositionTriplet,
     DatasetLayout,
     FileImage,
     Item,
     LoadReport,
+    no_item_loaded,
     utf8_lines,
 )
 from .registry import register_catalogue
@@ -27,7 +28,6 @@ from .splits import DEFAULT_SPLIT_FRACTIONS, assign_split, check_split_fractions
 from .triplets import attribute_swap_triplets
 
 DATASET = "fashion-product-small"
-IMAGE_MISSING = "image file missing"
 COLUMNS = (
     "id",
     "gender",
@@ -239,15 +239,14 @@ def load_fashion_product_small(
     if verify_images:
         catalogue = catalogue.drop_unreadable_images()
     if not catalogue:
-        counts = ", ".join(f"{reason}: {count}" for reason, count in sorted(report.skipped.items()))
-        dropped = f"all {report.rows_read} rows of {csv_name} were dropped ({counts})"
-        if report.skipped.get(IMAGE_MISSING) or report.skipped.get(UNREADABLE_IMAGE):
-            raise LAYOUT.missing(
-                image_dir,
-                f"yields no product: {dropped}; each product's image must be {image_dir}/<id>.jpg, so unzip the "
-                "Kaggle images/ folder there",
-            )
-        raise ValueError(f"{csv_path} yields no product: {dropped}; check that it is the Kaggle styles.csv")
+        raise no_item_loaded(
+            LAYOUT,
+            report,
+            csv_path,
+            image_dir,
+            image_rule=f"each product's image must be {image_dir}/<id>.jpg, so unzip the Kaggle images/ folder there",
+            listing_rule="check that it is the Kaggle styles.csv",
+        )
     if not triplets:
         return catalogue
     swaps = colour_swap_triplets(catalogue.items, seed)

@@ -126,6 +126,7 @@ class OversizedImage(CorruptImage):
     """An image whose header claims more pixels than PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``)."""
 
 
+IMAGE_MISSING = "image file missing"
 UNREADABLE_IMAGE = "image unreadable (corrupt or not an image)"
 OVERSIZED_IMAGE = "image too large to decode (over PIL's decompression-bomb limit)"
 TRIPLET_IMAGE_DROPPED = "triplet whose reference or target image was dropped"
@@ -355,6 +356,22 @@ class LoadReport:
         return "\n".join(lines)
 
 
+def no_item_loaded(
+    layout: DatasetLayout, report: LoadReport, listing: Path, image_dir: Path, image_rule: str, listing_rule: str
+) -> Exception:
+    """The error a loader raises instead of returning an empty catalogue (which the course would report later, as a
+    missing split): every entry of ``listing`` was dropped, and the report's reasons say why.
+
+    When images caused drops, a :class:`DatasetNotFound` names ``image_dir`` and ``image_rule`` (where each image
+    must be, and how to get them); otherwise a ``ValueError`` names ``listing`` and ``listing_rule`` (what it must be).
+    """
+    counts = ", ".join(f"{reason}: {count}" for reason, count in sorted(report.skipped.items()))
+    dropped = f"all {report.rows_read} entries of {listing.name} were dropped ({counts})"
+    if any(report.skipped.get(reason) for reason in (IMAGE_MISSING, UNREADABLE_IMAGE, OVERSIZED_IMAGE)):
+        return layout.missing(image_dir, f"yields no item: {dropped}; {image_rule}")
+    return ValueError(f"{listing} yields no item: {dropped}; {listing_rule}")
+
+
 class Catalogue(Sequence[Item]):
     """An ordered collection of :class:`Item` with its load report and optional composition triplets.
 
@@ -493,7 +510,7 @@ class Catalogue(Sequence[Item]):
             try:
                 item.image  # noqa: B018 - decoding is the check
             except FileNotFoundError:
-                self.report.skip("image file missing", item.item_id)
+                self.report.skip(IMAGE_MISSING, item.item_id)
                 continue
             except OversizedImage:
                 self.report.skip(OVERSIZED_IMAGE, item.item_id)

@@ -190,7 +190,7 @@ def test_an_empty_or_misplaced_images_folder_is_an_error_not_an_empty_catalogue(
     else:
         (tmp_path / "images").mkdir()
         expected = (
-            r"images yields no product: all 2 rows of styles\.csv were dropped \(image file missing: 2\); "
+            r"images yields no item: all 2 entries of styles\.csv were dropped \(image file missing: 2\); "
             r"each product's image must be .*images/<id>\.jpg, so unzip the Kaggle images/ folder there"
         )
     with pytest.raises(DatasetNotFound, match=expected):
@@ -208,7 +208,7 @@ def test_a_styles_file_whose_every_row_lacks_a_title_names_it_not_the_images(tmp
     """The images are there: the advice to unzip them would point the wrong way."""
     root = styles_root(tmp_path, [b"1,Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,NA\n"])
     with pytest.raises(
-        ValueError, match=r"styles\.csv yields no product: .*productDisplayName missing.*Kaggle styles"
+        ValueError, match=r"styles\.csv yields no item: .*productDisplayName missing.*Kaggle styles"
     ) as err:
         load_fashion_product_small(root)
     assert not isinstance(err.value, DatasetNotFound) and "unzip" not in str(err.value)
@@ -308,6 +308,8 @@ def test_the_cli_seed_reaches_a_hashed_split(tmp_path):
 def test_a_cli_seed_for_official_splits_is_warned_about(tmp_path):
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "dress_test_detect_all.txt").write_text("women/x/1.jpeg\t0.9\tred dress\n")
+    (tmp_path / "women" / "x").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "women" / "x" / "1.jpeg")
     with pytest.warns(UserWarning, match="--seed 3 is ignored: fashion200k has official splits"):
         catalogue_from_args(cli_args("fashion200k", tmp_path, seed=3))
 

@@ -141,3 +141,15 @@ def test_missing_dataset_is_explained(tmp_path):
     (tmp_path / "images").mkdir()
     with pytest.raises(DatasetNotFound, match="captions.json does not exist"):
         load_deepfashion_multimodal(tmp_path)
+
+
+def test_a_folder_of_no_loadable_item_is_an_error_naming_what_to_fix(deepfashion_root):
+    """An empty catalogue used to surface later as "unknown split 'test'; this catalogue has []"."""
+    for path in (deepfashion_root / "images").iterdir():
+        path.unlink()
+    with pytest.raises(DatasetNotFound, match=r"images yields no item: all 4 entries of captions\.json were dropped"):
+        load_deepfashion_multimodal(deepfashion_root)
+    (deepfashion_root / "captions.json").write_text(json.dumps({DRESS_FRONT: " ", JEANS: 3}))
+    with pytest.raises(ValueError, match=r"captions\.json yields no item: .*caption empty or not a string: 2") as err:
+        load_deepfashion_multimodal(deepfashion_root)
+    assert not isinstance(err.value, DatasetNotFound) and "unzip" not in str(err.value)

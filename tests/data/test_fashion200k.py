@@ -80,7 +80,7 @@ def test_report_counts_everything_left_out(fashion200k_root):
         "duplicate image path (first line kept)": 1,
         "malformed label line (expected path, score, caption)": 1,
         "malformed test query line (expected two image paths)": 1,
-        "test query image not loaded (no label line or image missing)": 1,
+        "test query image not loaded (no label line, image missing or unreadable)": 1,
         "test query captions do not differ by a word": 1,
     }
     assert report.examples["image file missing"] == [NO_IMAGE]
@@ -137,3 +137,19 @@ def test_missing_dataset_is_explained(tmp_path):
     (tmp_path / "labels").mkdir()
     with pytest.raises(DatasetNotFound, match="_detect_all.txt does not exist"):
         load_fashion200k(tmp_path)
+
+
+def test_a_folder_of_no_loadable_item_is_an_error_naming_what_to_fix(fashion200k_root):
+    """Without its image folders the loader used to return an empty catalogue, reported later as a missing split."""
+    for path in sorted((fashion200k_root / "women").rglob("*.jpeg")):
+        path.unlink()
+    with pytest.raises(
+        DatasetNotFound,
+        match=r"yields no item: all 9 entries of labels were dropped \(image file missing: 8, malformed label line",
+    ):
+        load_fashion200k(fashion200k_root)
+    for path in sorted((fashion200k_root / "labels").iterdir()):
+        path.write_text("a line without tabs\n")
+    with pytest.raises(ValueError, match=r"labels yields no item: .*malformed label line.*_detect_all\.txt") as err:
+        load_fashion200k(fashion200k_root)
+    assert not isinstance(err.value, DatasetNotFound) and "unzip" not in str(err.value)
