@@ -11,6 +11,7 @@ with one of another type.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,25 @@ from typing import Any
 from .cache import write_atomic
 
 
+def standard_json(value: Any) -> Any:
+    """``value`` with NumPy / torch scalars made plain, inside lists, tuples and dicts too, and NaN and ±inf made
+    ``None`` (standard JSON has neither, and Python's ``NaN`` / ``Infinity`` tokens break other readers)."""
+    if isinstance(value, dict):
+        return {key: standard_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [standard_json(item) for item in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path: str | Path, value: Any, indent: int | None = 2) -> None:
-    """Write ``value`` to ``path`` as JSON (UTF-8, a final newline; indented unless ``indent`` is ``None``, as for a
-    large memo no one reads by eye) through :func:`course_utils.cache.write_atomic`, creating the folder."""
-    text = json.dumps(value, indent=indent) + "\n"
+    """Write ``value`` to ``path`` as standard JSON (:func:`standard_json`: a NaN is written ``null``; UTF-8, a final
+    newline; indented unless ``indent`` is ``None``, as for a large memo no one reads by eye) through
+    :func:`course_utils.cache.write_atomic`, creating the folder."""
+    text = json.dumps(standard_json(value), indent=indent, allow_nan=False) + "\n"
     write_atomic(Path(path), lambda handle: handle.write(text.encode("utf-8")))
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .json_files import check_json_object, read_json_object, write_json
+from .json_files import check_json_object, read_json_object, standard_json, write_json
 from .lockfile import environment_pins
 from .paths import outputs_dir
 
@@ -122,20 +122,6 @@ def results_dir() -> Path:
     return path
 
 
-def _plain(value):
-    """Make NumPy / torch scalars JSON-friendly, inside lists, tuples and dicts too; NaN and ±inf become null
-    (standard JSON has neither, and Python's ``NaN`` / ``Infinity`` tokens break other readers)."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if hasattr(value, "item") and callable(value.item):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _is_default_index(index: pd.Index) -> bool:
     """Whether ``index`` is the unnamed ``0, 1, 2, ...`` a DataFrame gets when none is given (it says nothing)."""
     return isinstance(index, pd.RangeIndex) and index.name is None and index.start == 0 and index.step == 1
@@ -147,7 +133,7 @@ def table_record(frame: pd.DataFrame) -> dict:
     frame = frame if _is_default_index(frame.index) else frame.reset_index()
     return {
         "columns": [str(c) for c in frame.columns],
-        "rows": [[_plain(v) for v in row] for row in frame.itertuples(index=False)],
+        "rows": [[standard_json(v) for v in row] for row in frame.itertuples(index=False)],
     }
 
 
@@ -167,8 +153,8 @@ def write_results(
 
     record = {
         "notebook": notebook,
-        "parameters": {k: _plain(v) for k, v in parameters.items()},
-        "metrics": {k: _plain(v) for k, v in metrics.items()},
+        "parameters": {k: standard_json(v) for k, v in parameters.items()},
+        "metrics": {k: standard_json(v) for k, v in metrics.items()},
         "tables": {name: table_record(frame) for name, frame in (tables or {}).items()},
         "notes": notes,
         "environment": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 from course_utils.json_files import read_json_object, write_json
@@ -15,6 +16,18 @@ def test_a_written_object_reads_back_with_its_format_and_fields(tmp_path):
     write_json(path, {"format": "demo/1", "count": 3, "name": "é"})
     assert path.read_text(encoding="utf-8") == '{\n  "format": "demo/1",\n  "count": 3,\n  "name": "\\u00e9"\n}\n'
     assert read_json_object(path, "demo record", "rerun demo", "demo/1", ("count",))["count"] == 3
+
+
+def test_every_written_file_is_standard_json_with_nan_and_inf_as_null(tmp_path):
+    """A training summary's diverged loss or a benchmark's empty percentile used to be written as a bare NaN token,
+    which JavaScript, jq and other JSON readers refuse."""
+    path = tmp_path / "summary.json"
+    write_json(path, {"loss": float("nan"), "curve": (np.float32(0.5), float("inf")), "step": np.int64(3)})
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {"loss": None, "curve": [0.5, None], "step": 3}
 
 
 def test_a_failed_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
