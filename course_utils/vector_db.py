@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -186,14 +187,22 @@ def _embeddings_digest(embeddings: np.ndarray | torch.Tensor) -> str:
 def filter_expression(filters: Mapping[str, str]) -> str:
     """``{"colour": "red", "sleeve": "long"}`` -> ``colour == "red" and sleeve == "long"`` (Milvus boolean syntax).
 
-    Values are quoted with JSON escaping, so a value holding quotes cannot change the expression.
+    Values are quoted with JSON escaping, so a value holding quotes cannot change the expression. Letters outside
+    ASCII ("écru", "中文") are written as they are: Milvus's parser knows only the escapes ``\\ \" \n \r \t``, not
+    JSON's ``\u00e9``, so a value with another control character is refused.
     """
     for name, value in filters.items():
         if not _NAME.match(name):
             raise ValueError(f"attribute name {name!r} is not a valid field name (letters, digits, underscore)")
         if not isinstance(value, str):
             raise ValueError(f"filter {name}={value!r}: attribute values are strings")
-    return " and ".join(f"{name} == {json.dumps(value)}" for name, value in filters.items())
+        unwritable = [char for char in value if unicodedata.category(char) == "Cc" and char not in "\n\r\t"]
+        if unwritable:
+            raise ValueError(
+                f"filter {name}={value!r}: the control character {unwritable[0]!r} cannot be written in a Milvus "
+                "filter; remove it from the value"
+            )
+    return " and ".join(f"{name} == {json.dumps(value, ensure_ascii=False)}" for name, value in filters.items())
 
 
 def _check_row(position: int, item_id: str, attributes: Mapping[str, str], attribute_names: Sequence[str]) -> None:

@@ -56,6 +56,23 @@ def test_filter_expression_quotes_values():
         filter_expression({"colour or 1": "red"})
 
 
+def test_a_filter_on_any_value_a_catalogue_may_hold_finds_its_own_row_only(tmp_path):
+    """Values outside ASCII used to be written as JSON's \\u escapes, which Milvus's parser refuses; the engine error
+    then advised deleting the database."""
+    values = ["écru", "中文", "😀", 'say "hi"', "back\\slash", "a\nb", "tab\tx", "x' or colour != '", "red"]
+    vectors = np.eye(len(values), 16, dtype=np.float32)
+    index = MilvusIndex.create(str(tmp_path / "values.db"), 16, ["colour"])
+    try:
+        index.add(vectors, attributes=[{"colour": value} for value in values])
+        for row, value in enumerate(values):
+            _, ids = index.search(vectors[:1], 3, {"colour": value})
+            assert [int(i) for i in ids[0] if i >= 0] == [row], value
+    finally:
+        index.close()
+    with pytest.raises(ValueError, match=r"filter colour='bell\\x07': the control character '\\x07' cannot be written"):
+        filter_expression({"colour": "bell\x07"})
+
+
 def test_milvus_matches_exact_search_with_and_without_filters(tiny_bundle, gallery, embeddings, exact, tmp_path):
     uri = str(tmp_path / "catalogue.db")
     milvus = milvus_retriever(tiny_bundle, gallery, uri, image_embeddings=embeddings)
