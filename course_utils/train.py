@@ -415,10 +415,10 @@ def fit(
                 and step < total_steps
             ):
                 history.evals.append({"step": step, **_evaluate(model, evaluate)})
+            if step >= total_steps or (stop_after is not None and step >= stop_after):
+                break  # the last checkpoint is written once, below, after the final evaluation
             if checkpoint and config.checkpoint_every and step % config.checkpoint_every == 0:
                 _save_checkpoint(checkpoint, model, optimizer, scheduler, step, history, config, context)
-            if step >= total_steps or (stop_after is not None and step >= stop_after):
-                break
     bar.close()
     final_evaluated = bool(history.evals) and history.evals[-1]["step"] == step  # a finished checkpoint reloaded
     if step >= total_steps and evaluate and context.is_main and not final_evaluated:

@@ -12,6 +12,7 @@ from conftest import flip_a_tensor_byte, parameters_of, preprocess, tiny_catalog
 from torch import nn
 from torch.utils.data import Dataset
 
+import course_utils.train as train_module
 from course_utils.data.adapters import ImageTextDataset
 from course_utils.models.parts import set_trainable
 from course_utils.train import TrainConfig, WarmupCosine, clamp_logit_scale, contrastive_batch_loss, fit
@@ -287,6 +288,20 @@ def test_a_checkpoint_holding_other_pickled_objects_is_refused_unloaded_and_kept
     assert str(checkpoint) in str(refused.value)
     assert not marker.exists()  # never unpickled
     assert checkpoint.exists()
+
+
+@pytest.mark.parametrize("stop", [3, None])  # a stop on a checkpoint step, and the run's end
+def test_each_step_writes_its_checkpoint_once(tmp_path, monkeypatch, stop):
+    """A run stopping on a checkpoint step wrote the same checkpoint twice (notebook 08 timed both writes)."""
+    written = []
+    save = train_module._save_checkpoint
+    monkeypatch.setattr(
+        train_module,
+        "_save_checkpoint",
+        lambda *args: written.append(args[4]) or save(*args),  # args[4]: the step
+    )
+    _resume_run(tmp_path / "run", stop=stop)
+    assert written == ([1, 2, 3] if stop else [1, 2, 3, 4, 5, 6])
 
 
 @pytest.mark.parametrize("stop_after", [1, 3])  # mid-epoch (2 steps/epoch), and with an epoch already done
