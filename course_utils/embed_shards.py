@@ -18,8 +18,9 @@ embeds on ``cuda:<LOCAL_RANK>`` when the machine has GPUs, as ``train_contrastiv
     python -m course_utils.embed_shards --merge --catalogue synthetic --size '{"test": 2000}' --split test \\
         --out shards/
 
-``--merge`` takes the ranks' data options: it rebuilds that catalogue, checks the shards against it and writes
-``embeddings.pt`` as a shard is written, ``{"embeddings": (n, d) float32, "item_ids": [...]}``.
+``--merge`` takes the ranks' data options, not their model: it rebuilds that catalogue, checks the shards against it
+and against each other, and writes ``embeddings.pt`` as a shard is written, ``{"embeddings": (n, d) float32,
+"item_ids": [...], "model": ..., "weights_digest": ...}``, the model and weights named by every shard's manifest.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 import torch
 
 from .cache import file_sha256, torch_save_atomic
+from .checks import whole_number
 from .cli import add_data_and_model_arguments, bundle_from_args, catalogue_from_args
 from .data.records import Catalogue
 from .distributed import process_device
@@ -145,8 +147,9 @@ def merge_shards(out_dir: str | Path, catalogue: Catalogue | None = None) -> tor
     return _merge(Path(out_dir), catalogue)[0]
 
 
-def _merge(out_dir: Path, catalogue: Catalogue | None) -> tuple[torch.Tensor, list[str]]:
-    """:func:`merge_shards`, also returning the ``(n_items,)`` item ids of the rows."""
+def _merge(out_dir: Path, catalogue: Catalogue | None) -> tuple[torch.Tensor, list[str], dict]:
+    """:func:`merge_shards`, also returning the ``(n_items,)`` item ids of the rows and the first manifest (its
+    ``_MUST_AGREE`` fields, such as the model, are every shard's)."""
     paths = sorted(out_dir.glob("shard-*-of-*.json"))
     manifests = [_read_manifest(p) for p in paths]
     if not manifests:
@@ -196,7 +199,7 @@ def _merge(out_dir: Path, catalogue: Catalogue | None) -> tuple[torch.Tensor, li
         raise ValueError(f"{out_dir}: the shards cover rows [0, {expected_start}) of {n_items}")
     if catalogue is not None and item_ids != catalogue.ids:
         raise ValueError(f"{out_dir}: the shards' item ids are not the catalogue's, in order")
-    return torch.cat(parts), item_ids
+    return torch.cat(parts), item_ids, manifests[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -208,13 +211,28 @@ def main(argv: list[str] | None = None) -> None:
         help="check the shards against the catalogue the data options name and join them into <out>/embeddings.pt",
     )
     add_data_and_model_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--rank", type=int, default=int(os.environ.get("RANK", "0")))
-    parser.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", "1")))
+    parser.add_argument("--batch-size", type=whole_number(1), default=256)
+    parser.add_argument("--rank", type=whole_number(0), default=int(os.environ.get("RANK", "0")))
+    parser.add_argument("--world-size", type=whole_number(1), default=int(os.environ.get("WORLD_SIZE", "1")))
     args = parser.parse_args(argv)
+    if args.merge and (args.weights is not None or args.model != parser.get_default("model")):
+        parser.error(
+            "--merge loads no model: the shards' manifests name the model and weights they were encoded with (the "
+            "merge checks that they agree, and embeddings.pt records them); drop --model and --weights"
+        )
+    if not args.merge and not 0 <= args.rank < args.world_size:
+        parser.error(f"--rank {args.rank} is not one of the {args.world_size} ranks of --world-size (0 to n - 1)")
     if args.merge:
-        embeddings, item_ids = _merge(Path(args.out), catalogue_from_args(args))
-        torch_save_atomic({"embeddings": embeddings, "item_ids": item_ids}, Path(args.out) / "embeddings.pt")
+        embeddings, item_ids, manifest = _merge(Path(args.out), catalogue_from_args(args))
+        torch_save_atomic(
+            {
+                "embeddings": embeddings,
+                "item_ids": item_ids,
+                "model": manifest["model"],
+                "weights_digest": manifest["weights_digest"],
+            },
+            Path(args.out) / "embeddings.pt",
+        )
         print(
             f"merged {embeddings.shape[0]} x {embeddings.shape[1]} embeddings into {Path(args.out) / 'embeddings.pt'}"
         )

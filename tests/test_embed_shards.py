@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from course_utils import embed_shards
-from course_utils.embed import encode_images
+from course_utils.embed import encode_images, weights_digest
 from course_utils.embed_shards import embed_shard, main, merge_shards, shard_rows
+from course_utils.models.clip_loader import weights_file_label
 
 
 def test_shard_rows_are_whole_batches_that_tile_the_catalogue():
@@ -135,3 +136,25 @@ def test_command_line_ranks_then_merge(tiny_bundle, small_catalogue, tmp_path):
     reference = encode_images(tiny_bundle, test_split, batch_size=64, use_cache=False, progress=False)
     assert torch.equal(merged["embeddings"], reference)
     assert merged["item_ids"] == test_split.ids
+    manifest = json.loads(next((tmp_path / "s").glob("shard-*.json")).read_text())
+    assert merged["model"] == manifest["model"] and merged["model"].endswith(weights_file_label(weights))
+    assert merged["weights_digest"] == manifest["weights_digest"] == weights_digest(tiny_bundle.model)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--merge", "--weights", "other.pt"], "--merge loads no model: the shards' manifests name the model"),
+        (["--merge", "--model", "ViT-B-32"], "--merge loads no model"),
+        (["--rank", "2", "--world-size", "2"], "--rank 2 is not one of the 2 ranks of --world-size"),
+        (["--batch-size", "0"], "argument --batch-size: must be a whole number of at least 1, got '0'"),
+        (["--world-size", "0"], "argument --world-size: must be a whole number of at least 1"),
+    ],
+)
+def test_command_line_mistakes_are_refused_before_any_model_loads(tmp_path, monkeypatch, capsys, arguments, message):
+    """A merge took --weights and ignored it (shards of other weights merged without a word); a rank outside the
+    world size or a batch of 0 ended in a traceback after the model had loaded."""
+    monkeypatch.setattr(embed_shards, "bundle_from_args", lambda *args, **kwargs: pytest.fail("a model was loaded"))
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "s"), *arguments])
+    assert message in capsys.readouterr().err
