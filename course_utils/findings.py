@@ -100,12 +100,47 @@ class Spread(float):
     __rmul__ = __mul__
 
 
+def not_over_seeds(record: dict, name: str) -> SystemExit:
+    """The error for a metric that is missing or NaN under some of the record's seeds (``not_aggregated``)."""
+    return SystemExit(
+        f"{record['notebook']}: {name} is missing or not a number (NaN) under some of seeds "
+        f"{record['seeds']['seeds']}, so it has no mean and spread over them; find why in that seed's executed "
+        "notebook, then rerun the notebook under every seed"
+    )
+
+
+class NotOverSeeds:
+    """A metric of ``not_aggregated``: formatting it (or its multiple) raises :func:`not_over_seeds`, as
+    :func:`compare` does for its difference; a bullet that does not show it still renders."""
+
+    def __init__(self, error: SystemExit):
+        self.error = error
+
+    def __format__(self, spec: str) -> str:
+        raise self.error
+
+    def __float__(self) -> float:
+        raise self.error
+
+    def __mul__(self, factor: float) -> NotOverSeeds:
+        return self
+
+    __rmul__ = __mul__
+
+
 def numbers(record: dict) -> dict:
-    """The record's metrics; with a ``seeds`` section, each metric that varies over seeds as its :class:`Spread`."""
+    """The record's metrics; with a ``seeds`` section, each metric that varies over seeds as its :class:`Spread`,
+    and each one that is not a number under every seed as :class:`NotOverSeeds` (the first seed's value alone would
+    read as every seed's)."""
     seeds = record.get("seeds") or {}
     varying = {name for name, std in seeds.get("std", {}).items() if std > 0}
+    missing = set(seeds.get("not_aggregated", []))
     return {
-        name: Spread(seeds["mean"][name], seeds["std"][name]) if name in varying else value
+        name: Spread(seeds["mean"][name], seeds["std"][name])
+        if name in varying
+        else NotOverSeeds(not_over_seeds(record, name))
+        if name in missing
+        else value
         for name, value in record["metrics"].items()
     }
 
@@ -115,8 +150,9 @@ def compare(
 ) -> str:
     """The difference ``higher - lower`` (or ``higher`` alone) over the record's seeds, with its verdict.
 
-    A finding needs the same sign under every seed and a mean larger than the standard deviation over seeds; a
-    seed where the two are equal (a difference of exactly 0) has neither sign, and the verdict says so.
+    A finding needs the same sign under every seed and a mean larger than the standard deviation over seeds, both
+    as printed (rounded to ``digits``); a seed where the two are equal (a difference of exactly 0) has neither
+    sign, and the verdict says so.
 
     Raises:
         SystemExit: ``higher`` or ``lower`` is not a number under every seed (the record's ``not_aggregated``).
@@ -129,18 +165,16 @@ def compare(
     values = seeds["values"]
     for name in (higher, lower):
         if name in seeds.get("not_aggregated", []):
-            raise SystemExit(
-                f"{record['notebook']}: {name} is missing or not a number (NaN) under some of seeds {seeds['seeds']}, "
-                "so its difference has no spread over them; find why in that seed's executed notebook, then rerun "
-                "the notebook under every seed"
-            )
+            raise not_over_seeds(record, name)
     differences = [scale * (a - (values[lower][i] if lower else 0.0)) for i, a in enumerate(values[higher])]
     mean, std, n = statistics.fmean(differences), statistics.stdev(differences), len(differences)
     higher_in, lower_in = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
     equal_in = n - higher_in - lower_in
     if n in (higher_in, lower_in):
         direction = "higher" if higher_in == n else "lower"
-        spread = "by more than the spread: a finding" if abs(mean) > std else "but within the spread: not a finding"
+        # judged on the numbers as printed, so a finding never reads "+0.003 ± 0.003"
+        beyond = abs(round(mean, digits)) > round(std, digits)
+        spread = "by more than the spread: a finding" if beyond else "but within the spread: not a finding"
         verdict = f"{direction} under all {n} seeds {spread}"
     elif equal_in == n:
         verdict = f"equal under all {n} seeds: not a finding"
@@ -425,7 +459,7 @@ def render_findings(
     only_first = f" ({', '.join(first_only)} under the first seed only)" if first_only else ""
     spread = (
         f"mean ± standard deviation over the seeds{only_first}; a difference is called a finding only when it "
-        "has the same sign under every seed and exceeds its standard deviation"
+        "has the same sign under every seed and exceeds its standard deviation, both as printed"
         if len(seeds) > 1
         else "one seed: differences smaller than the spread over seeds are not findings"
     )

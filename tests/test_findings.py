@@ -619,6 +619,31 @@ def test_a_seed_with_no_difference_is_counted_as_equal_not_lower(seed_values, ve
     assert findings.compare(record, "best_minus_sum_R@10").endswith(f", {verdict}")
 
 
+@pytest.mark.parametrize(
+    ("seed_values", "printed"),
+    [([0.0001, 0.0002, 0.0003], "+0.000 ± 0.000"), ([0.0001, 0.0024, 0.0051], "+0.003 ± 0.003")],
+)
+def test_a_mean_above_its_spread_only_past_the_printed_digits_is_not_a_finding(seed_values, printed):
+    """The verdict was drawn on unrounded numbers, so a sentence could read "+0.003 ± 0.003, ...: a finding"."""
+    record = seeded_record("06_composed_retrieval", {"best_minus_sum_R@10": seed_values})
+    assert findings.compare(record, "best_minus_sum_R@10") == (
+        f"{printed}, higher under all 3 seeds but within the spread: not a finding"
+    )
+
+
+def test_a_metric_not_a_number_under_some_seed_is_refused_where_a_bullet_shows_it(tmp_path):
+    """The first seed's value was shown alone, as if every seed had given it."""
+    values = {"random_init_t2i_R@10": [0.01, 0.012, 0.011], "chance_t2i_R@10": [0.001] * 3}
+    record = seeded_record("04_random_init_ablation", {**values, "normal_init_t2i_R@10": [0.02, 0.021, 0.022]})
+    record["seeds"]["not_aggregated"] = ["normal_init_t2i_R@10"]  # NaN under seed 1
+    for name in ("values", "mean", "std"):
+        del record["seeds"][name]["normal_init_t2i_R@10"]
+    with pytest.raises(SystemExit, match=r"normal_init_t2i_R@10 is missing or not a number .* no mean and spread"):
+        findings.render_findings({"04": record}, "full", folder=tmp_path)
+    numbers = findings.numbers(record)
+    assert f"{numbers['random_init_t2i_R@10']:.3f}" == "0.011 ± 0.001"  # a metric every seed gave still renders
+
+
 def test_a_metric_not_a_number_under_some_seed_is_named_not_a_key_error():
     record = seeded_record("03_cross_modal_attention", {"dual/R@1": [0.2, 0.21, 0.22]})
     record["metrics"]["rerank/R@1"] = 0.25  # NaN (written as null) under seed 1: not aggregated
