@@ -93,18 +93,21 @@ DATA_ROOT ?=
 run-real: setup
 	$(PY) -m course_utils.run --profile real --set data_root=$(DATA_ROOT) --seeds $(SEEDS)
 
-records-real:
+records-real: setup
 	@ls outputs/real/results/[0-9][0-9]_*.json >/dev/null || { echo "no records in outputs/real/results: run make run-real"; exit 1; }
-	mkdir -p results/real && cp outputs/real/results/[0-9][0-9]_*.json outputs/real/timings-real.json results/real/
+	mkdir -p results/real && cp outputs/real/results/[0-9][0-9]_*.json results/real/
+	$(PY) -m course_utils.results merge-timings outputs/real/timings-real.json results/real/timings-real.json
 
-# make records  — copy the full run's records and timings (outputs/results/*.json, outputs/timings-full.json, after
-#                make run SEEDS=0,1,2) to results/full/ (the findings then end with the run's runtimes)
+# make records  — copy the full run's records (outputs/results/*.json, after make run SEEDS=0,1,2) to results/full/ and
+#                fold its timings (outputs/timings-full.json) into results/full/timings-full.json: a partial run's
+#                (--only 08) replace only its notebooks' (the findings then end with the runs' runtimes)
 # make findings — regenerate the README's findings sections from results/full/ and results/real/, each
 #                results/other-hosts/<host>-<profile>/FINDINGS.md from the records beside it, and README ›
 #                Reproducibility's table of those hosts (tests/test_findings.py checks them all)
-records:
+records: setup
 	@ls outputs/results/[0-9][0-9]_*.json >/dev/null || { echo "no records in outputs/results: run make run"; exit 1; }
-	mkdir -p results/full && cp outputs/results/[0-9][0-9]_*.json outputs/timings-full.json results/full/
+	mkdir -p results/full && cp outputs/results/[0-9][0-9]_*.json results/full/
+	$(PY) -m course_utils.results merge-timings outputs/timings-full.json results/full/timings-full.json
 
 findings: setup
 	$(PY) -m course_utils.findings

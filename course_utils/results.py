@@ -13,6 +13,7 @@ those ``constraints.txt`` pins (:func:`course_utils.lockfile.environment_pins`).
 
 from __future__ import annotations
 
+import argparse
 import math
 import platform
 import re
@@ -261,6 +262,18 @@ def parse_timing_key(key: str) -> tuple[str, int | None]:
     return (further.group(1), int(further.group(2))) if further else (key, None)
 
 
+def merge_timings(run_timings: Path, kept_timings: Path) -> dict[str, float]:
+    """Fold a run's timings file into the kept one (``make records``): the run's notebooks replace every timing
+    of theirs (any seed), and the other notebooks keep theirs, so a partial run (``--only 08``) leaves the
+    runtimes of the records it did not rewrite. Returns the merged timings, written to ``kept_timings``."""
+    run = read_json_object(run_timings, "timings file", "rerun the notebooks with python -m course_utils.run")
+    kept = read_json_object(kept_timings, "timings file", f"delete {kept_timings}") if kept_timings.exists() else {}
+    rerun = {parse_timing_key(key)[0] for key in run}
+    merged = {key: seconds for key, seconds in kept.items() if parse_timing_key(key)[0] not in rerun} | run
+    write_json(kept_timings, merged)
+    return merged
+
+
 def aggregate_seeds(folders: dict[int, Path], notebooks: Sequence[str] | None = None) -> list[Path]:
     """Add a ``seeds`` section to the record of each of ``notebooks`` in the first folder.
 
@@ -367,3 +380,18 @@ def build_report(directory: Path | None = None, out: Path | None = None, title: 
     out = out or outputs_dir() / "RESULTS.md"
     out.write_text("\n".join(parts))
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m course_utils.results merge-timings RUN KEPT``: :func:`merge_timings` (``make records``)."""
+    parser = argparse.ArgumentParser(description="Fold a run's timings file into the kept one.")
+    parser.add_argument("command", choices=["merge-timings"])
+    parser.add_argument("run_timings", type=Path, help="the run's timings, e.g. outputs/timings-full.json")
+    parser.add_argument("kept_timings", type=Path, help="the committed timings, e.g. results/full/timings-full.json")
+    args = parser.parse_args(argv)
+    merged = merge_timings(args.run_timings, args.kept_timings)
+    print(f"{args.kept_timings}: {len(merged)} timings, those of {args.run_timings} in place of their notebooks'")
+
+
+if __name__ == "__main__":
+    main()

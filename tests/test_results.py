@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from course_utils.json_files import write_json
 from course_utils.lockfile import environment_pins
 from course_utils.results import (
     aggregate_seeds,
@@ -18,7 +19,9 @@ from course_utils.results import (
     kernel_choices,
     library_versions,
     load_record,
+    main,
     markdown_table_text,
+    merge_timings,
     parse_timing_key,
     read_results,
     table_record,
@@ -248,3 +251,20 @@ def test_a_meaningful_index_is_kept_and_nested_or_non_finite_numbers_are_plain_j
 
 def test_markdown_table_text_lays_out_header_separator_and_rows():
     assert markdown_table_text(["a", "b"], [["1", ""], ["x", "2.5"]]) == ("| a | b |\n|---|---|\n| 1 |  |\n| x | 2.5 |")
+
+
+def test_a_partial_runs_timings_replace_only_its_notebooks_timings(tmp_path):
+    """make records copied a run's timings file over the kept one: after `--only 08`, 01-07's runtimes were gone."""
+    kept, run = tmp_path / "kept" / "timings-full.json", tmp_path / "timings-full.json"
+    write_json(kept, {"01_baseline_clip": 131.0, "01_baseline_clip (seed 1)": 143.0, "08_scaling_out": 70.0})
+    write_json(run, {"08_scaling_out": 67.0})
+    main(["merge-timings", str(run), str(kept)])
+    assert json.loads(kept.read_text()) == {
+        "01_baseline_clip": 131.0,
+        "01_baseline_clip (seed 1)": 143.0,
+        "08_scaling_out": 67.0,
+    }
+    write_json(run, {"01_baseline_clip": 120.0})  # 01 rerun under one seed: its seed-1 timing goes too
+    assert merge_timings(run, kept) == {"08_scaling_out": 67.0, "01_baseline_clip": 120.0}
+    fresh = tmp_path / "new" / "timings-full.json"  # nothing kept yet: the run's timings
+    assert merge_timings(run, fresh) == {"01_baseline_clip": 120.0} == json.loads(fresh.read_text())
