@@ -164,3 +164,21 @@ def test_each_notebook_ends_with_its_exercises_their_scope_and_the_link_to_the_s
     assert "".join(cells[0]["source"]).startswith("## Exercises\n")
     assert "cu.tasks.exercises_scope(experiment" in "".join(cells[1]["source"])
     assert f"notebooks/solutions/{notebook.stem}.py" in "".join(cells[2]["source"])
+
+
+def solution_functions(notebook) -> set[str]:
+    """The functions defined in a notebook's worked solutions (``notebooks/solutions/NN_*.py``)."""
+    tree = ast.parse((REPO_ROOT / "notebooks" / "solutions" / f"{notebook.stem}.py").read_text())
+    return {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_student_copy_asks_for_nothing_only_the_solutions_hold(notebook):
+    """`make student` leaves the solutions out, so no cell a student keeps may send them to a solution's function
+    (03's exercises 8 and 9 did: "set the records beside this run's with the solution's picks_by_grid")."""
+    kept = [
+        cell for cell in json.loads(notebook.read_text())["cells"] if "solution" not in cell["metadata"].get("tags", [])
+    ]
+    text = "\n".join("".join(cell["source"]) for cell in kept)
+    pointed_at = set(re.findall(r"solutions?['’]?s?\s+`(\w+)`", text))  # "the solution's `picks_by_grid`"
+    assert sorted(pointed_at & solution_functions(notebook)) == []
