@@ -71,19 +71,23 @@ SLIDES_JS_PACKAGES := reveal.js@4.6.1 requirejs@2.3.6 jquery@3.7.1
 student: setup
 	$(PY) -m course_utils.handouts student --out student
 
-# The decks' scripts, fetched once from the npm registry so the decks work offline (no npm: decks use the CDN).
+# The decks' scripts, fetched once from the npm registry so the decks work offline. The stamp is written only when
+# every package came: after a failed fetch (no npm, no network) the packages fetched so far are removed, the decks
+# load their scripts from the CDN, and the next make slides (or make test) tries again; the failure never fails make.
 slides-js: $(SLIDES_JS)/.fetched
+
+SLIDES_JS_FOLDERS := $(foreach package,$(SLIDES_JS_PACKAGES),$(firstword $(subst @, ,$(package))))
 
 $(SLIDES_JS)/.fetched:
 	@mkdir -p $(SLIDES_JS)
-	@cd $(SLIDES_JS) && for package in $(SLIDES_JS_PACKAGES); do name=$${package%@*}; mkdir -p $$name; \
+	@cd $(SLIDES_JS) && for package in $(SLIDES_JS_PACKAGES); do name=$${package%@*}; rm -rf $$name; mkdir -p $$name; \
 	  tarball=$$(npm pack --silent $$package) && tar xzf $$tarball -C $$name --strip-components=1 && rm -f $$tarball \
-	  || { echo "npm pack $$package failed: slides will load their scripts from the CDN"; exit 0; }; done
-	@touch $@
+	  || { rm -rf $(SLIDES_JS_FOLDERS) ./*.tgz; \
+	       echo "npm pack $$package failed: slides will load their scripts from the CDN"; exit 0; }; done; touch .fetched
 
 slides: setup slides-js
 	$(PY) -m course_utils.handouts slides --executed $(EXECUTED) --out $(EXECUTED)/slides \
-	  $$(test -f $(SLIDES_JS)/reveal.js/dist/reveal.js && echo --js $(SLIDES_JS))
+	  $$(test -f $(SLIDES_JS)/.fetched && echo --js $(SLIDES_JS))
 	$(PY) -m course_utils.handouts site --executed $(EXECUTED) --out $(EXECUTED)/site --slides $(EXECUTED)/slides
 
 # make run-real DATA_ROOT=/path/to/fashion-product-small [SEEDS=0,1,2] — every notebook on real photos, the course

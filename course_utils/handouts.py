@@ -13,7 +13,9 @@ step taller than the screen scrolls); the papermill parameter cells and the poin
 out of the decks and the site. The decks' JavaScript (reveal.js 4, require.js, jQuery) comes from ``--js DIR`` —
 the unpacked npm packages ``reveal.js/``, ``requirejs/`` and ``jquery/``, copied next to the decks so they work
 offline in a classroom (``make slides`` fetches them once with ``npm pack``) — or, without it, from
-nbconvert's default CDN URLs.
+nbconvert's default CDN URLs. Nothing else is loaded from the network: a widget output (a tqdm progress bar) is
+shown as text, in the state the run left it; MathJax and mermaid are left out (no course notebook writes TeX or a
+mermaid diagram: tests/test_handouts.py checks), and so is require.js on the site (only widgets needed it there).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -37,10 +40,37 @@ SLIDE_FILES = (
     "reveal.js/dist/reveal.js",
     "reveal.js/dist/reveal.css",
     "reveal.js/dist/theme/white.css",
+    "reveal.js/dist/theme/fonts/source-sans-pro/source-sans-pro.css",  # white.css imports it
+    "reveal.js/dist/theme/fonts/source-sans-pro/source-sans-pro-regular.woff",
+    "reveal.js/dist/theme/fonts/source-sans-pro/source-sans-pro-italic.woff",
+    "reveal.js/dist/theme/fonts/source-sans-pro/LICENSE",
     "reveal.js/plugin/notes/notes.js",
     "reveal.js/LICENSE",
     "requirejs/require.js",
     "jquery/dist/jquery.min.js",
+)
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def template_block(name: str, content: str = "") -> str:
+    """The block ``name`` of nbconvert's templates, replaced by ``content`` (by nothing: left out)."""
+    return f"{{%- block {name} -%}}{content}{{%- endblock {name} -%}}"
+
+
+# nbconvert's templates without the blocks that load scripts from a CDN: MathJax and mermaid, and on the site
+# require.js (the decks need it to start reveal.js and load it from js/). In place of MathJax the decks get a stand-in
+# with no typeset maths, which the reveal template's slide-change handler asks for (MathJax.Hub.getAllJax).
+DECK_TEMPLATE = (
+    "{%- extends 'index.html.j2' -%}"
+    + template_block("html_head_js_mermaidjs")
+    + template_block("html_head_js_mathjax", "<script>var MathJax = {Hub: {getAllJax: () => null}};</script>")
+)
+PAGE_TEMPLATE = (
+    "{%- extends 'index.html.j2' -%}"
+    + template_block("html_head_js_mermaidjs")
+    + template_block("html_head_js_mathjax")
+    + template_block("html_head_js_requirejs")
 )
 
 
@@ -69,11 +99,28 @@ def course_notebooks(folder: Path, what_to_do: str) -> list[tuple[Path, nbformat
 
 
 def executed_notebooks(folder: Path) -> list[tuple[Path, nbformat.NotebookNode]]:
-    """The executed course notebooks in ``folder`` (for the decks and the site)."""
-    return course_notebooks(
+    """The executed course notebooks in ``folder`` (for the decks and the site).
+
+    Raises:
+        SystemExit: as ``course_notebooks``, and for a notebook whose run stopped at an error (papermill recorded an
+            exception) or that was never run (no code cell has an output); the message names the file.
+    """
+    notebooks = course_notebooks(
         folder,
         "run `make run` (full, into outputs/), or `make run-ci` (into outputs/ci/) and pass that folder as --executed",
     )
+    for path, notebook in notebooks:
+        if notebook.metadata.get("papermill", {}).get("exception"):
+            raise SystemExit(
+                f"{path} stopped at an error when it ran; it holds the traceback: fix the notebook, then rerun "
+                "`make run` (or `make run-ci` for outputs/ci/)"
+            )
+        if not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"):
+            raise SystemExit(
+                f"{path} was never run (no code cell has an output): pass the folder of the executed copies as "
+                "--executed, outputs/ after `make run` or outputs/ci after `make run-ci`"
+            )
+    return notebooks
 
 
 def prepare_out(out: Path, stale: str) -> None:
@@ -141,6 +188,48 @@ def slide_type(cell, previous_shown_type: str | None) -> str:
     return "-"
 
 
+def widget_text(model_id: str, widget_states: dict) -> str | None:
+    """A widget as text, in the state the run saved: a box its children's text, an HTML or label widget its value, a
+    progress bar tqdm's 10-character bar; ``None`` when no state was saved for it or for a part of it, or a part is a
+    widget of another kind."""
+    model = widget_states.get(model_id)
+    if model is None:
+        return None
+    kind, state = model.get("model_name"), model.get("state", {})
+    if kind in ("HBoxModel", "VBoxModel", "BoxModel"):
+        parts = [widget_text(child.removeprefix("IPY_MODEL_"), widget_states) for child in state.get("children", [])]
+        return None if None in parts else ("\n" if kind == "VBoxModel" else "").join(parts)
+    if kind in ("HTMLModel", "LabelModel"):
+        # tqdm pads with figure spaces (U+2007) so its HTML keeps the terminal's columns
+        return html.unescape(re.sub(r"<[^>]*>", "", state.get("value", ""))).replace("\u2007", " ")
+    if kind in ("FloatProgressModel", "IntProgressModel"):
+        span = state.get("max", 100) - state.get("min", 0)
+        filled = round(10 * (state.get("value", 0) - state.get("min", 0)) / span) if span else 10
+        return "|" + "█" * filled + " " * (10 - filled) + "|"
+    return None
+
+
+def without_widgets(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy whose widget outputs are text (their saved state, else their own text fallback, else left out), so
+    the decks and pages need no widget renderer from the network."""
+    copy = nbformat.from_dict(notebook)
+    widget_states = copy.metadata.pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    for cell in copy.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for output in cell.outputs:
+            if WIDGET_VIEW not in output.get("data", {}):
+                outputs.append(output)
+                continue
+            text = widget_text(output.data[WIDGET_VIEW].get("model_id", ""), widget_states)
+            text = output.data.get("text/plain") if text is None else text
+            if text is not None:
+                outputs.append(nbformat.v4.new_output("display_data", data={"text/plain": text}))
+        cell.outputs = outputs
+    return copy
+
+
 def with_slide_metadata(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     copy = nbformat.from_dict(notebook)
     previous_shown_type = None
@@ -151,14 +240,19 @@ def with_slide_metadata(notebook: nbformat.NotebookNode) -> nbformat.NotebookNod
     return copy
 
 
-def copy_slide_js(js: Path, out: Path) -> None:
-    """Copy the JavaScript and CSS the decks load from ``js`` (unpacked npm packages) to ``out/js/``."""
+def check_slide_js(js: Path) -> None:
+    """Raise SystemExit naming ``js`` and the files it lacks when it does not hold every file the decks load."""
     missing = [name for name in SLIDE_FILES if not (js / name).is_file()]
     if missing:
         raise SystemExit(
             f"--js {js}: missing {', '.join(missing)}; expected the unpacked npm packages reveal.js@4, "
-            "requirejs and jquery (the Makefile's slides target fetches them with `npm pack`)"
+            "requirejs and jquery (`make slides` fetches them into .venv/slides-js with `npm pack`; if a fetch "
+            "broke off there, delete that folder and run `make slides` again)"
         )
+
+
+def copy_slide_js(js: Path, out: Path) -> None:
+    """Copy the JavaScript and CSS the decks load from ``js`` (unpacked npm packages, checked) to ``out/js/``."""
     for name in SLIDE_FILES:
         (out / "js" / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(js / name, out / "js" / name)
@@ -169,9 +263,12 @@ def build_slides(executed: Path, out: Path, js: Path | None = None) -> list[Path
     from nbconvert import SlidesExporter
 
     notebooks = executed_notebooks(executed)
+    if js is not None:
+        check_slide_js(js)
     prepare_out(out, "[0-9][0-9]_*.slides.html")
     # A 1600 x 1000 slide (scaled to the screen) fits 100-character code lines and the course's figures.
     exporter = SlidesExporter(
+        raw_template=DECK_TEMPLATE,
         reveal_scroll=True,
         reveal_theme="white",
         reveal_width="1600",
@@ -181,14 +278,14 @@ def build_slides(executed: Path, out: Path, js: Path | None = None) -> list[Path
         exclude_input_prompt=True,
         exclude_output_prompt=True,
     )
-    if js is not None:  # offline decks: every script and style sheet from out/js/
+    if js is not None:  # offline decks: reveal.js, its style sheets, require.js and jQuery from out/js/
         copy_slide_js(js, out)
         exporter.reveal_url_prefix = "js/reveal.js"
         exporter.require_js_url = "js/requirejs/require.js"
         exporter.jquery_url = "js/jquery/dist/jquery.min.js"
     written = []
     for path, notebook in notebooks:
-        body, _ = exporter.from_notebook_node(with_slide_metadata(notebook))
+        body, _ = exporter.from_notebook_node(with_slide_metadata(without_widgets(notebook)))
         target = out / f"{path.stem}.slides.html"
         target.write_text(body)
         written.append(target)
@@ -209,14 +306,14 @@ def build_site(executed: Path, out: Path, slides: Path | None = None) -> Path:
 
     notebooks = executed_notebooks(executed)
     prepare_out(out, "[0-9][0-9]_*.html")
-    exporter = HTMLExporter(template_name="lab")
+    exporter = HTMLExporter(template_name="lab", raw_template=PAGE_TEMPLATE)
     exporter.exclude_input_prompt = exporter.exclude_output_prompt = True
     rows = []
     for path, notebook in notebooks:
         # As on the slides: the solution cells point to notebooks/solutions/, which the site does not carry; both
         # parameter cells go (the defaults alone would show a full run's page as profile = "ci")
         notebook.cells = [cell for cell in notebook.cells if not tags(cell) & SKIPPED_ON_SLIDES]
-        body, _ = exporter.from_notebook_node(notebook)
+        body, _ = exporter.from_notebook_node(without_widgets(notebook))
         (out / f"{path.stem}.html").write_text(body)
         deck = slides / f"{path.stem}.slides.html" if slides else None
         link = f' · <a href="{html.escape(os.path.relpath(deck, out))}">slides</a>' if deck and deck.exists() else ""

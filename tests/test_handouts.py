@@ -1,15 +1,24 @@
-"""The student copy and the slide boundaries of ``course_utils.handouts`` on small notebooks built in code.
+"""``course_utils.handouts`` on small notebooks built in code: the student copy, the slide boundaries, the checks
+made before a build touches its output folder, decks and pages that load nothing from the network, and the
+Makefile's fetch of the decks' scripts.
 
 The decks and the site themselves are built from executed notebooks and opened in Chromium in ``test_slides.py``.
 """
 
 import json
+import os
+import re
+import shutil
+import subprocess
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from course_utils import handouts
+from course_utils.paths import REPO_ROOT
+
+MAKEFILE = REPO_ROOT / "Makefile"
 
 
 def cell(kind: str, source: str, *tags: str):
@@ -144,3 +153,154 @@ def test_the_site_leaves_out_both_parameter_cells_as_the_decks_do(tmp_path):
     nbformat.write(executed, tmp_path / "01_x.ipynb")
     page = (handouts.build_site(tmp_path, tmp_path / "site").parent / "01_x.html").read_text()
     assert "Last words." in page and "profile" not in page
+
+
+def test_a_notebook_whose_run_stopped_at_an_error_is_named_before_the_last_build_is_removed(tmp_path):
+    """It became a deck and a page cut off at the failing cell, with no word of the error."""
+    nbformat.write(course_notebook(), tmp_path / "01_x.ipynb")
+    site = tmp_path / "site"
+    handouts.build_site(tmp_path, site)
+    failed = course_notebook()
+    failed.metadata["papermill"] = {"exception": True}
+    nbformat.write(failed, tmp_path / "02_y.ipynb")
+    for build in (handouts.build_slides, handouts.build_site):
+        with pytest.raises(SystemExit, match=rf"{tmp_path / '02_y.ipynb'} stopped at an error .* rerun `make run`"):
+            build(tmp_path, site)
+    assert (site / "01_x.html").exists()
+
+
+def test_a_notebook_never_run_is_named_with_the_folder_to_pass(tmp_path):
+    """A notebook straight from notebooks/ became a deck and a page without a single output."""
+    nbformat.write(handouts.student_notebook(course_notebook()), tmp_path / "01_x.ipynb")
+    for build in (handouts.build_slides, handouts.build_site):
+        with pytest.raises(SystemExit, match=rf"{tmp_path / '01_x.ipynb'} was never run .* --executed"):
+            build(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def slide_js(tmp_path):
+    """A --js folder holding every file the decks load (placeholders: no browser opens these decks)."""
+    folder = tmp_path / "slide-js"
+    for name in handouts.SLIDE_FILES:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("/* placeholder */\n")
+    return folder
+
+
+def test_a_js_folder_that_lacks_a_file_leaves_the_last_decks(tmp_path, slide_js):
+    """The last decks were deleted before the --js folder was found wanting."""
+    nbformat.write(course_notebook(), tmp_path / "01_x.ipynb")
+    slides = tmp_path / "slides"
+    handouts.build_slides(tmp_path, slides, slide_js)
+    (slide_js / "requirejs" / "require.js").unlink()
+    with pytest.raises(SystemExit, match=rf"--js {slide_js}: missing requirejs/require.js"):
+        handouts.build_slides(tmp_path, slides, slide_js)
+    assert (slides / "01_x.slides.html").exists()
+
+
+def notebook_with_a_progress_bar() -> nbformat.NotebookNode:
+    """The course notebook with a tqdm bar: its widget view, text fallback (as displayed) and saved final state."""
+    notebook = course_notebook()
+    run = notebook.cells[2]
+    view = {"model_id": "box", "version_major": 2, "version_minor": 0}
+    fallback = "training:   0%|          | 0/4 [00:00<?, ?it/s]"
+    run.outputs.insert(
+        0, new_output("display_data", data={"application/vnd.jupyter.widget-view+json": view, "text/plain": fallback})
+    )
+    notebook.cells.append(cell("markdown", "Read more at [the docs](https://example.org/docs)."))
+
+    def model(name, **state):
+        return {"model_module": "@jupyter-widgets/controls", "model_name": name, "state": state}
+
+    states = {
+        "box": model("HBoxModel", children=["IPY_MODEL_label", "IPY_MODEL_bar", "IPY_MODEL_counts"]),
+        "label": model("HTMLModel", value="training:\u2007100%"),
+        "bar": model("FloatProgressModel", min=0.0, max=4.0, value=4.0),
+        "counts": model("HTMLModel", value="\u20074/4\u2007[00:01&lt;00:00,\u2007\u20073.9it/s]"),
+    }
+    notebook.metadata["widgets"] = {
+        "application/vnd.jupyter.widget-state+json": {"state": states, "version_major": 2, "version_minor": 0}
+    }
+    return notebook
+
+
+# What a browser would fetch: a script or style sheet from http(s), a module imported from there, or a script's URL
+# kept in a string for a loader (nbconvert's widget renderer); links in the text are no fetch.
+NETWORK_LOAD = re.compile(
+    r"""<script[^>]*\ssrc=["']https?:|<link[^>]*\shref=["']https?:|\bfrom\s*["']https?:|\bimport\s*\(\s*["']https?:"""
+    r"""|["']https?://[^"'\s]*\.(?:m?js|css)\b"""
+)
+
+
+def test_decks_and_pages_load_no_script_or_style_from_the_network(tmp_path, slide_js):
+    """They loaded MathJax, mermaid, a widget renderer (decks) and require.js (pages) from cdnjs and unpkg."""
+    nbformat.write(notebook_with_a_progress_bar(), tmp_path / "01_x.ipynb")
+    [deck] = handouts.build_slides(tmp_path, tmp_path / "slides", slide_js)
+    page = handouts.build_site(tmp_path, tmp_path / "site").parent / "01_x.html"
+    for built in (deck, page):
+        text = built.read_text()
+        assert NETWORK_LOAD.findall(text) == [], built.name
+        assert "https://example.org/docs" in text  # the text's links stay
+
+
+def outputs_shown(notebook: nbformat.NotebookNode) -> list:
+    """The outputs of the one code cell with outputs, as the decks and pages show them."""
+    [run] = [c for c in handouts.without_widgets(notebook).cells if c.cell_type == "code" and c.outputs]
+    return run.outputs
+
+
+def test_a_progress_bar_shows_as_text_in_the_state_the_run_left():
+    bar, printed = outputs_shown(notebook_with_a_progress_bar())
+    assert bar.data == {"text/plain": "training: 100%|██████████| 4/4 [00:01<00:00,  3.9it/s]"}
+    assert printed.text == "1\n"  # the other outputs stay as they were
+
+
+def test_a_widget_without_saved_state_shows_its_text_fallback():
+    notebook = notebook_with_a_progress_bar()
+    del notebook.metadata["widgets"]
+    assert outputs_shown(notebook)[0].data == {"text/plain": "training:   0%|          | 0/4 [00:00<?, ?it/s]"}
+
+
+def test_no_course_notebook_writes_tex_or_a_mermaid_diagram():
+    """The decks and pages leave MathJax and mermaid out (they came from a CDN): such markdown would show as source."""
+    math_or_diagram = re.compile(r"\$[^$\s][^$\n]*\$|\$\$|\\\(|\\\[|```mermaid")
+    found = [
+        (path.name, match.group(0))
+        for path in sorted(handouts.NOTEBOOK_DIR.glob(handouts.COURSE_NOTEBOOKS))
+        for c in nbformat.read(path, as_version=4).cells
+        if c.cell_type == "markdown"
+        for match in math_or_diagram.finditer(c.source)
+    ]
+    assert found == [], "load MathJax / mermaid from a local copy in course_utils/handouts.py first"
+
+
+FAKE_NPM = """#!/bin/sh
+# npm pack --silent NAME@VERSION: a tarball (one README naming it), or a network error for the NAMEs in FAILING
+for failing in $FAILING; do [ "${3%@*}" = "$failing" ] && { echo "npm ERR! network" >&2; exit 1; }; done
+mkdir package && echo "$3" > package/README && tar czf fetched.tgz package && rm -r package && echo fetched.tgz
+"""
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_a_failed_script_fetch_leaves_no_stamp_and_no_partial_packages_and_is_retried(tmp_path):
+    """One failed `npm pack` still wrote the stamp: the half-fetched folder was never fetched again and every
+    `make slides` failed on it."""
+    bin_folder, slides_js = tmp_path / "bin", tmp_path / "slides-js"
+    bin_folder.mkdir()
+    (bin_folder / "npm").write_text(FAKE_NPM)
+    (bin_folder / "npm").chmod(0o755)
+
+    def fetch(failing: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PATH": f"{bin_folder}{os.pathsep}{os.environ['PATH']}", "FAILING": failing}
+        command = ["make", "-s", "-f", str(MAKEFILE), "slides-js", f"SLIDES_JS={slides_js}"]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+    failed = fetch("requirejs")
+    assert failed.returncode == 0, failed.stderr  # make test goes on without the scripts
+    assert "npm pack requirejs@" in failed.stdout
+    assert sorted(p.name for p in slides_js.iterdir()) == []
+    fetched = fetch("")
+    assert fetched.returncode == 0, fetched.stderr
+    assert sorted(p.name for p in slides_js.iterdir()) == [".fetched", "jquery", "requirejs", "reveal.js"]
+    assert (slides_js / "reveal.js" / "README").read_text().startswith("reveal.js@")
