@@ -21,6 +21,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ README_MARKERS = ("<!-- bench-ci:start -->", "<!-- bench-ci:end -->")
 BUDGET_S = 30 * 60  # the course's budget for a fresh clone's whole CI command
 RECENT_RUNS = 5  # the runs whose slowest the README sets against the budget beside the last
 SLOWEST_SHOWN = 3
+STOP_GRACE_S = 10.0  # past --timeout: seconds between SIGTERM and SIGKILL to the CI command's processes
 
 
 def pytest_outcome(log: str) -> dict:
@@ -76,18 +78,47 @@ def clone_and_run(clone_dir: Path, timeout_s: float, log_path: Path) -> tuple[in
     ).stdout.strip()
     start, cpu_start = time.perf_counter(), children_cpu_s()
     with open(log_path, "w") as log:
-        try:
-            status = subprocess.run(
-                ["bash", ".ci/run"],
-                cwd=clone_dir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "CI": "true"},
-                timeout=timeout_s,
-            ).returncode
-        except subprocess.TimeoutExpired:
-            status = 124
+        status = run_to_the_end(["bash", ".ci/run"], clone_dir, log, timeout_s)
     return status, time.perf_counter() - start, children_cpu_s() - cpu_start, commit
+
+
+def run_to_the_end(command: list[str], cwd: Path, log, timeout_s: float) -> int:
+    """``CI=true command`` in ``cwd``, its output in ``log``; its exit status, or 124 past ``timeout_s``.
+
+    The command runs in a session of its own, so that past the timeout every process it started (make, pytest, a
+    server a test started) is stopped with it: SIGTERM to the whole process group, SIGKILL after
+    :data:`STOP_GRACE_S` seconds to whatever is left, then waited for."""
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "CI": "true"}, start_new_session=True
+    )
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        stop_group(process, STOP_GRACE_S)
+        return 124
+
+
+def stop_group(process: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM to ``process``'s process group, SIGKILL to the group after ``grace_s`` seconds if any member is left,
+    then wait for ``process``."""
+    group = process.pid  # start_new_session: the command leads its own group
+    os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and group_alive(group):
+        time.sleep(0.1)
+        process.poll()  # reap the leader, so that a stopped leader does not count as a member left
+    if group_alive(group):
+        os.killpg(group, signal.SIGKILL)
+    process.wait()
+
+
+def group_alive(group: int) -> bool:
+    """Whether any process of process group ``group`` is left (signal 0 checks without sending)."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def minutes(seconds: float) -> str:
@@ -105,7 +136,9 @@ def readme_section(runs: list[dict]) -> str:
     ]
     for run in runs:
         conditions, outcome = run["conditions"], run["pytest"]
-        counts = ", ".join(f"{number} {word}" for word, number in outcome["counts"].items() if word != "warnings")
+        counts = ", ".join(
+            f"{number} {word}" for word, number in outcome["counts"].items() if not word.startswith("warning")
+        )
         slowest = ", ".join(
             f"`{entry['test'].split('::')[-1]}` {entry['seconds']:.0f} s"
             for entry in outcome["slowest"][:SLOWEST_SHOWN]
@@ -161,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     conditions = bench_records.RunConditions()
     status, wall_s, cpu_s, commit = clone_and_run(args.clone_dir.resolve(), args.timeout, log_path)
+    # the clone's commit: what the CI ran, without the checkout's uncommitted changes (so none are named)
+    finished = conditions.finish(commit=commit)
     record = {
-        "conditions": conditions.finish(commit=commit),  # the clone's commit: what the CI ran
+        "conditions": {name: value for name, value in finished.items() if name != "uncommitted"},
         "exit_status": status,
         "wall_s": round(wall_s, 1),
         "cpu_s": round(cpu_s, 1),

@@ -9,13 +9,13 @@ the same moment once every page is ready; all together once every page is ready 
 idle (a class told "now type" once everyone sees the page: N Chromium renderers keep the cores busy for seconds
 after their pages' scripts have run, a start-up tail that is the browsers', not the demo's); and, from that same
 moment, each viewer pressing Enter at its own time, drawn uniformly over ``--spread`` seconds (people finish
-typing at different moments; all-settled is the worst case of this). Reports p50 / p95 /
-max of the time to a ready page (navigation start -> the page's script has run, on the page's own clock), of the
-time to results (Enter -> ``top_k`` decoded thumbnails under a header naming the query, page clock), and of the
-server's own answer time for those queries (arrival -> answer, from its ``/health``: it separates the server from
-a browser whose N renderers share the same cores); failures with their
-reason; the peak memory of the serving process(es) (RSS) and, separately, of the browser's processes (sum of RSS,
-which counts shared pages once per process, and of PSS, which shares them out).
+typing at different moments; all-settled is the worst case of this). Reports p50 / p95 / max, over the viewers
+served, of the time to a ready page (navigation start -> the page's script has run, on the page's own clock), of
+the time to results (Enter -> ``top_k`` decoded thumbnails under a header naming the query, page clock), and of the
+server's own answer time for the phase's queries (arrival -> answer, from its ``/health``: it separates the server
+from a browser whose N renderers share the same cores); failures with their reason; the peak memory of the serving
+process(es) (RSS) and, separately, of the browser's processes (sum of RSS, which counts shared pages once per
+process, and of PSS, which shares them out).
 
 Before the browser, the same N viewers run as plain HTTP clients (threads released together: GET the page, POST
 the query, accepting gzip as browsers do), twice: the second time the server has drawn the result thumbnails
@@ -153,10 +153,12 @@ class PageResult:
 
     ``received_s``, ``ready_s`` and ``results_s`` are the page's own times (navigation start -> the page received;
     -> its script has run; Enter -> thumbnails decoded); ``*_wall_s`` are the same spans seen from this script
-    (with the browser's own latency).
+    (with the browser's own latency); ``opened_s`` places them on one clock for every viewer of a phase: this one's
+    page was ready ``opened_s + ready_wall_s`` seconds after the phase began, and Enter went down ``waited_s`` later.
     """
 
     page: int
+    opened_s: float | None = None  # the phase's start -> this viewer began opening its page (this script's clock)
     received_s: float | None = None
     ready_s: float | None = None
     results_s: float | None = None
@@ -314,10 +316,12 @@ async def one_viewer(
     query: str,
     top_k: int,
     timeout_s: float,
+    phase_start: float,
     together: Together | None = None,
     delay_s: float = 0.0,
 ) -> PageResult:
-    """Open the page in ``context``, type ``query`` in the text demo, wait for its results.
+    """Open the page in ``context``, type ``query`` in the text demo, wait for its results; ``phase_start``: when
+    the phase began (``time.perf_counter()``), the clock its viewers share.
 
     Without ``together`` the viewer presses Enter as soon as its page is ready (while other pages may still load);
     with it, once every viewer's page is ready, ``delay_s`` seconds after the starting line opens."""
@@ -325,6 +329,7 @@ async def one_viewer(
     page = await context.new_page()
     timeout_ms = timeout_s * 1000
     start = time.perf_counter()
+    result.opened_s = start - phase_start
     try:
         await page.goto(url, wait_until="commit", timeout=timeout_ms)
         await page.wait_for_function(
@@ -391,8 +396,9 @@ async def run_viewers(
             line = Together(pages, settle) if when != "ready" else None
             rng = random.Random(0)
             delays = [rng.uniform(0, spread_s) if when == "spread" else 0.0 for _ in queries]
+            phase_start = time.perf_counter()
             work = [
-                one_viewer(context, url, i, query, top_k, timeout_s, line, delay)
+                one_viewer(context, url, i, query, top_k, timeout_s, phase_start, line, delay)
                 for i, (context, query, delay) in enumerate(zip(contexts, queries, delays))
             ]
             try:
@@ -413,7 +419,8 @@ async def run_viewers(
 
 
 def summarise(results: list[PageResult]) -> dict:
-    """Served / failed counts and p50 / p95 / max of the two times (over the viewers that got there)."""
+    """Served / failed counts, p50 / p95 / max (and min) of each time over the served viewers (a failed viewer's
+    times are not those of a viewer served), and :func:`first_enter_after_last_ready`."""
 
     def stats(values: list[float]) -> dict:
         if not values:
@@ -433,10 +440,22 @@ def summarise(results: list[PageResult]) -> dict:
         "failures": len(results) - len(served),
         "failure_reasons": sorted({r.failure for r in results if r.failure}),
         **{
-            key: stats([getattr(r, key) for r in results if getattr(r, key) is not None])
+            key: stats([getattr(r, key) for r in served if getattr(r, key) is not None])
             for key in ("received_s", "ready_s", "results_s", "ready_wall_s", "results_wall_s", "waited_s")
         },
+        "first_enter_after_last_ready_s": first_enter_after_last_ready(results),
     }
+
+
+def first_enter_after_last_ready(results: list[PageResult]) -> float | None:
+    """Seconds from the moment the last page was ready to the first Enter of any viewer, on this script's clock
+    (:attr:`PageResult.opened_s`); ``None`` where no viewer waited at a starting line (each typed when its page was
+    ready) or none got there."""
+    ready = [r.opened_s + r.ready_wall_s for r in results if r.opened_s is not None and r.ready_wall_s is not None]
+    entered = [
+        r.opened_s + r.ready_wall_s + r.waited_s for r in results if r.opened_s is not None and r.waited_s is not None
+    ]
+    return round(min(entered) - max(ready), 3) if entered else None
 
 
 def start_server(
@@ -544,6 +563,43 @@ def http_viewers(url: str, queries: list[str], top_k: int = TOP_K, timeout_s: fl
         return list(pool.map(viewer, range(len(queries)), queries))
 
 
+def starting_line(summary: dict) -> str:
+    """``" (first Enter 8.5 s after the last page was ready)"`` for a phase whose viewers waited at a starting line
+    (``""`` for one without). A record kept before the viewers' start times has only each viewer's own wait from
+    its ready page to its Enter, and the shortest of those is what it shows (in 'spread' not the gap after the last
+    page was ready: a viewer ready earlier can have pressed Enter sooner after its own page)."""
+    if "first_enter_after_last_ready_s" in summary:
+        gap = summary["first_enter_after_last_ready_s"]
+        return f" (first Enter {gap:.1f} s after the last page was ready)" if gap is not None else ""
+    waited = summary["waited_s"]["min"]
+    return f" (shortest wait from a viewer's ready page to its Enter: {waited:.1f} s)" if waited is not None else ""
+
+
+def answers_so_far(url: str) -> int:
+    """How many answer times the server has kept so far: each query it answered, or computed for a viewer who had
+    gone (its ``/health``'s ``answered`` + ``abandoned``; the benchmark's viewers send text queries only)."""
+    report = wait_until_served(url)
+    return report["answered"] + report["abandoned"]
+
+
+class ServerPhase:
+    """What one phase costs the server, from now until :meth:`measured`: its CPU seconds (:class:`ServerCpu`) and
+    the answer times of this phase's text queries alone, as many of the last ones from ``/health`` as it answered
+    meanwhile (:func:`answers_so_far` before and after, so that where some viewers never pressed Enter the window
+    does not reach back into an earlier phase's answers)."""
+
+    def __init__(self, url: str, server_pid: int | None) -> None:
+        self.url, self.cpu, self.answered_before = url, ServerCpu(server_pid), answers_so_far(url)
+
+    def measured(self, results: list[PageResult], monitor: MemoryMonitor) -> dict:
+        """``{"results", "cpu_s", "memory", "server_seconds"}`` of the phase whose viewers gave ``results``
+        (``memory``: ``monitor``'s peaks, which stops it; ``server_seconds`` ``None`` when no answer was sent)."""
+        cpu_s, memory = self.cpu.used(), monitor.stop()
+        answered = answers_so_far(self.url) - self.answered_before
+        server_seconds = wait_until_served(self.url, last=answered)["answer_seconds"].get("text") if answered else None
+        return {"results": results, "cpu_s": cpu_s, "memory": memory, "server_seconds": server_seconds}
+
+
 def table(rows: list[dict]) -> str:
     """The README table: one row per phase (``mode``, ``summary``, ``server_seconds``, ``cpu_s``, ``memory``)."""
     lines = [
@@ -559,11 +615,7 @@ def table(rows: list[dict]) -> str:
             if memory.get("browser_rss")
             else "no browser"
         )
-        waited = summary["waited_s"]["min"]  # the last viewer to be ready waited the least: the settling time
-        first = "first " if row.get("when") == "spread" else ""
-        mode = row["mode"] + (
-            f" ({first}Enter {waited:.1f} s after the last page was ready)" if waited is not None else ""
-        )
+        mode = row["mode"] + starting_line(summary)
         lines.append(
             f"| {summary['pages']}, {mode} | {summary['served']} | {summary['failures']} | "
             f"{span(summary['ready_s'])} | {span(summary['results_s'])} | {span(row['server_seconds'])} | "
@@ -653,18 +705,24 @@ def host_section(runs: list[dict]) -> str:
             if phase_key(phase) == "all-settled"
         ]
     commits = sorted({run["conditions"].get("commit", "unknown") for run in runs})
+    setups = [run_setup(run) for run in runs]
+    setup = (
+        f"all with {setups[0]}, {processor}"
+        if len(set(setups)) == 1
+        else "set up run by run, oldest first: "
+        + "; ".join(f"{run['conditions']['date_utc']} UTC {each}" for run, each in zip(runs, setups))
+        + f"; {processor}"
+    )
     intro = (
         f"**Measured {course[0]['conditions']['date_utc']} to {runs[-1]['conditions']['date_utc']} UTC**: "
-        f"{_runs(len(course))} of `bench_classroom.py --pages {last['phases'][0]['summary']['pages']}` "
-        f"(the classroom server) and {len(precomputed)} with `--server precomputed`, one after another; "
-        f"{conditions['profile']} profile, warm caches, {conditions['workers']} query threads, one different "
-        f"query per viewer; {conditions['machine']}, {processor}, load average before each run "
+        f"{_runs(len(course))} of the classroom server and {len(precomputed)} with `--server precomputed`, one after "
+        f"another, {setup}, load average before each run "
         f"{', '.join(str(run['conditions']['load_average_before_after'][0]) for run in runs)}; commit "
         f"{', '.join(commits)}; the "
         f"records are in `results/bench/classroom/`. The table is the last run of the classroom server "
         f"({conditions['date_utc']} UTC, load average {conditions['load_average_before_after'][0]} before it)"
         + ("; its last row is the all-at-once phase of the last precomputed run" if precomputed else "")
-        + ". p50 / p95 / max seconds:"
+        + ". p50 / p95 / max seconds over the served viewers:"
     )
     per_phase = "; ".join(
         f"{name} {_seconds(_p95s(course, key))}" for key, name in PHASES.items() if _p95s(course, key)
@@ -699,6 +757,31 @@ def host_section(runs: list[dict]) -> str:
         f"≤ {GOAL_QUERY_S:g} s at p95: {queries}."
     )
     return "\n\n".join([intro, table(rows), every_run, goals])
+
+
+def run_setup(run: dict) -> str:
+    """``"`--pages 30`, ci profile, 4 query threads, one different query per viewer, x86_64, 2 cores, 24 GiB"``: what
+    a run's record says its numbers depend on (the cores it pinned and the browser's niceness only where it set
+    them)."""
+    conditions = run["conditions"]
+    queries = conditions["queries"]
+    pinned = [
+        f"{side} on cores {conditions[f'{side}_cpus']}"
+        for side in ("server", "browser")
+        if conditions[f"{side}_cpus"] != "all"
+    ]
+    nice = [f"browser niceness {conditions['browser_nice']}"] if conditions["browser_nice"] else []
+    return ", ".join(
+        [
+            f"`--pages {run['phases'][0]['summary']['pages']}`",
+            f"{conditions['profile']} profile",
+            f"{conditions['workers']} query threads",
+            "one different query per viewer" if queries == "one per viewer" else f"every viewer querying {queries!r}",
+            *pinned,
+            *nice,
+            conditions["machine"],
+        ]
+    )
 
 
 def run_max(run: dict, field: str) -> int:
@@ -784,6 +867,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.readme:
         return write_readme(args.check)
+    if args.server_cpus and args.url:
+        parser.error(
+            "--server-cpus pins the server this script starts, and with --url it starts none: leave out "
+            "--server-cpus, or --url to let the script start (and pin) its own server"
+        )
     if not 1 <= args.pages <= 100:
         parser.error(f"--pages must be between 1 and 100 (one machine, bounded), got {args.pages}")
     chromium = find_chromium()
@@ -825,23 +913,15 @@ def main(argv: list[str] | None = None) -> int:
         # first, so that no browser shares the cores with it; twice: the first time the server also draws the
         # result thumbnails (PNG), the second time they are drawn and the server does what each query must
         for mode in [] if args.no_http else HTTP_MODES:
-            monitor, server_cpu = MemoryMonitor(server_pid).start(), ServerCpu(server_pid)
+            monitor, server = MemoryMonitor(server_pid).start(), ServerPhase(url, server_pid)
             results = http_viewers(url, queries, TOP_K, args.timeout)
-            rows.append(
-                {
-                    "mode": mode,
-                    "results": results,
-                    "cpu_s": server_cpu.used(),
-                    "memory": monitor.stop(),
-                    "server_seconds": wait_until_served(url, last=len(queries)).get("answer_seconds", {}).get("text"),
-                }
-            )
+            rows.append({"mode": mode, **server.measured(results, monitor)})
         if args.browser_cpus:
             os.sched_setaffinity(0, args.browser_cpus)  # inherited by the browser this script starts
         if args.browser_nice:
             os.nice(args.browser_nice)  # this process and the browser it starts; the server keeps its priority
         for when in args.type_when:
-            monitor, server_cpu = MemoryMonitor(server_pid), ServerCpu(server_pid)
+            monitor, server = MemoryMonitor(server_pid), ServerPhase(url, server_pid)  # run_viewers starts monitor
             results = asyncio.run(
                 run_viewers(
                     url, queries, chromium, TOP_K, args.timeout, args.deadline, screenshot, monitor, when, args.spread
@@ -851,10 +931,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "mode": f"headless Chromium pages, {TYPE_WHEN[when].format(spread=args.spread)}",
                     "when": when,
-                    "results": results,
-                    "cpu_s": server_cpu.used(),
-                    "memory": monitor.stop(),
-                    "server_seconds": wait_until_served(url, last=len(queries)).get("answer_seconds", {}).get("text"),
+                    **server.measured(results, monitor),
                 }
             )
         conditions = run_conditions.finish(
@@ -893,12 +970,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     browser = rows[-1]["summary"]
     print(
-        "p50 / p95 / max seconds. Chromium rows, on the page's clock: page ready = navigation start -> the page's "
-        f"script has run; text query = Enter -> {TOP_K} thumbnails decoded. Plain HTTP rows: page and answer fully "
-        "received. Server answer: arrival -> answer of the text queries, thread wait included (its /health); "
-        "server CPU: user + system seconds the server spent in the phase. Chromium, page received (navigation "
-        f"start -> responseEnd): {span(browser['received_s'])}; seen from this script (browser latency included): "
-        f"ready {span(browser['ready_wall_s'])}, results {span(browser['results_wall_s'])}."
+        "p50 / p95 / max seconds over the served viewers. Chromium rows, on the page's clock: page ready = "
+        f"navigation start -> the page's script has run; text query = Enter -> {TOP_K} thumbnails decoded. Plain "
+        "HTTP rows: page and answer fully received. Server answer: arrival -> answer of the phase's text queries, "
+        "thread wait included (its /health); server CPU: user + system seconds the server spent in the phase. "
+        f"Chromium, page received (navigation start -> responseEnd): {span(browser['received_s'])}; seen from this "
+        f"script (browser latency included): ready {span(browser['ready_wall_s'])}, results "
+        f"{span(browser['results_wall_s'])}."
     )
     failures = sum(row["summary"]["failures"] for row in rows)
     for row in rows:

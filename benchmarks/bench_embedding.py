@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import course_utils as cu  # noqa: E402
 from course_utils import bench_records  # noqa: E402
+from course_utils.checks import whole_number  # noqa: E402
 
 RECORDS = bench_records.BENCH_RECORDS / "embedding"
 README_MARKERS = ("<!-- bench-embedding:start -->", "<!-- bench-embedding:end -->")
@@ -154,12 +155,17 @@ def write_readme(check: bool, readme: Path = bench_records.README, folder: Path 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=2000, help="images for the tiny model")
-    parser.add_argument("--vit-images", type=int, default=96, help="images for ViT-B-32 (~10 img/s on 2 cores)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the pipeline")
+    parser.add_argument("--images", type=whole_number(1), default=2000, help="images for the tiny model")
     parser.add_argument(
-        "--rounds", type=int, default=5, help="rounds, each timing the loop, the pipeline and forward only in turn"
+        "--vit-images", type=whole_number(1), default=96, help="images for ViT-B-32 (~10 img/s on 2 cores)"
+    )
+    parser.add_argument("--batch-size", type=whole_number(1), default=64)
+    parser.add_argument("--workers", type=whole_number(0), default=0, help="DataLoader workers of the pipeline")
+    parser.add_argument(
+        "--rounds",
+        type=whole_number(1),
+        default=5,
+        help="rounds, each timing the loop, the pipeline and forward only in turn",
     )
     bench_records.add_record_options(parser, "Performance › Embedding")
     args = parser.parse_args(argv)
@@ -169,8 +175,6 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     catalogue = cu.data.load_catalogue("synthetic", size="ci").split("pretrain")  # 4,000 images
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if max(args.images, args.vit_images) > len(catalogue):
         parser.error(f"at most {len(catalogue)} images (the ci catalogue's pretrain split)")
     rows = [
@@ -198,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "arguments": bench_records.arguments(args),
         "rows": rows,
     }
-    print(readme_section([bench_records.as_printed(record, args.json)]))
-    bench_records.keep(record, args.json)
+    bench_records.keep_then_print(record, args.json, readme_section)
     return 0
 
 

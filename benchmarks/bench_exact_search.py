@@ -225,8 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "arguments": bench_records.arguments(args),
         "rows": rows,
     }
-    print(readme_section([bench_records.as_printed(record, args.json)]))
-    bench_records.keep(record, args.json)
+    bench_records.keep_then_print(record, args.json, readme_section)
     return 0
 
 

@@ -303,8 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "builds": builds,
         "rows": rows,
     }
-    print(run_section(bench_records.as_printed(record, args.json)))
-    bench_records.keep(record, args.json)
+    bench_records.keep_then_print(record, args.json, lambda runs: run_section(runs[0]))  # mixture or not
     return 0
 
 

@@ -264,8 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "costs": costs,
     }
-    print(readme_section([bench_records.as_printed(record, args.json)]))
-    bench_records.keep(record, args.json)
+    bench_records.keep_then_print(record, args.json, readme_section)
     return 0
 
 

@@ -501,14 +501,19 @@ def photo_label_section(run: dict) -> str:
 def arm_against(run: dict, arm: str, baseline: str) -> tuple[str, str, str]:
     """Two matcher arms of ``run`` seed by seed: each one's best test R@1 over the dual-logit weights (comma-separated,
     in seed order, "seeds 0, 1" last) and ``arm`` minus ``baseline`` with its verdict by README's rule for findings
-    (:func:`course_utils.findings.compare`)."""
+    (:func:`course_utils.findings.compare`; under one seed, the difference alone, not yet judged against a spread)."""
     best = {(row["arm"], row["seed"]): max(row["R@1"]) for row in run["rows"]}
     seeds = [row["seed"] for row in run["rows"] if row["arm"] == arm]
     ours, theirs = ([best[name, seed] for seed in seeds] for name in (arm, baseline))
-    by_seed = {"notebook": Path(__file__).name, "seeds": {"seeds": seeds, "values": {arm: ours, baseline: theirs}}}
+    # compare's record: one seed's values as its metrics (no spread to judge), several seeds' with their spread
+    by_seed = (
+        {"notebook": Path(__file__).name, "metrics": {arm: ours[0], baseline: theirs[0]}}
+        if len(seeds) == 1
+        else {"notebook": Path(__file__).name, "seeds": {"seeds": seeds, "values": {arm: ours, baseline: theirs}}}
+    )
     return (
         ", ".join(f"{r:.3f}" for r in ours),
-        ", ".join(f"{r:.3f}" for r in theirs) + f" (seeds {', '.join(map(str, seeds))})",
+        ", ".join(f"{r:.3f}" for r in theirs) + f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})",
         findings.compare(by_seed, arm, baseline),
     )
 
@@ -692,8 +697,8 @@ def main(argv: list[str] | None = None) -> int:
         "photo_labels": photo_labels,
         "rows": rows,
     }
-    print("\n" + readme_section([bench_records.as_printed(record, args.json)]))
-    bench_records.keep(record, args.json)
+    print()
+    bench_records.keep_then_print(record, args.json, readme_section)
     return 0
 
 

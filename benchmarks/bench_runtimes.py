@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -40,7 +39,7 @@ def run_profile(profile: str, work: Path, cache: str) -> dict:
     """One ``course_utils.run --profile profile`` with ``work/cache`` as its cache and ``work/<cache>`` as its
     outputs; ``{"cache", "exit_status", "wall_s", "notebooks": {stem: seconds}, "metrics": {stem: {...}}}``."""
     out = work / cache
-    shutil.rmtree(out, ignore_errors=True)
+    bench_records.empty_own_folder(out, "--work-dir", __file__)
     env = {**os.environ, "FASHION_COURSE_CACHE": str(work / "cache")}  # --output-dir takes the figures along
     command = [sys.executable, "-m", "course_utils.run", "--profile", profile, "--output-dir", str(out)]
     print(f"▶ {cache}: {' '.join(command[1:])}", flush=True)
@@ -130,16 +129,23 @@ def readme_section(records: list[dict]) -> str:
         )
         + " |"
     )
-    conditions = []
+    # the machine and threads once where every profile's record agrees on them, else in each profile's conditions
+    setups = {
+        profile: f"{latest[profile]['conditions']['machine']}, torch on "
+        f"{latest[profile]['conditions']['torch_threads']} threads"
+        for profile in profiles
+    }
+    shared = len(set(setups.values())) == 1
+    conditions = [setups[profiles[0]]] if shared else []
     for profile in profiles:
         measured = latest[profile]["conditions"]
         conditions.append(
-            f"{profile}: {measured['date_utc']} UTC, {bench_records.processor(measured)}, commit "
-            f"{measured['commit']}, load average {measured['load_average_before_after'][0]} before"
+            f"{profile}: {'' if shared else setups[profile] + ', '}{measured['date_utc']} UTC, "
+            f"{bench_records.processor(measured)}, commit {measured['commit']}, load average "
+            f"{measured['load_average_before_after'][0]} before"
         )
     intro = (
-        f"**Measured** by `benchmarks/bench_runtimes.py` ({latest[profiles[-1]]['conditions']['machine']}, torch "
-        f"on {latest[profiles[-1]]['conditions']['torch_threads']} threads; {'; '.join(conditions)}; records in "
+        f"**Measured** by `benchmarks/bench_runtimes.py` ({'; '.join(conditions)}; records in "
         "`results/bench/runtimes/`):"
     )
     verdicts = []
@@ -212,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     work = (args.work_dir or outputs_dir() / "bench" / f"runtimes-{args.profile}").resolve()
     if "fresh" in caches:
         bench_records.empty_own_folder(work, "--work-dir", __file__)
-    work.mkdir(parents=True, exist_ok=True)
+    elif not (work / "cache").is_dir() or not any((work / "cache").iterdir()):
+        parser.error(
+            f"--caches cached reuses {work / 'cache'}, which is missing or empty: a run there would start from an "
+            "empty cache; run --caches fresh,cached (or fresh first, with the same --work-dir)"
+        )
     import torch
 
     conditions = bench_records.RunConditions()

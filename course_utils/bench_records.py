@@ -14,7 +14,7 @@ findings' rule, applied to the benchmarks).
         return render_readme(Path(__file__).name, RECORDS, MARKERS, readme_section, args.check)
     conditions = RunConditions()
     ... measure ...
-    keep({"conditions": conditions.finish(), "arguments": arguments(args), ...}, args.json)
+    keep_then_print({"conditions": conditions.finish(), "arguments": arguments(args), ...}, args.json, readme_section)
 """
 
 from __future__ import annotations
@@ -194,6 +194,14 @@ def keep(record: dict, path: Path | None) -> None:
     if path is not None:
         write_json(path, record)
         print(f"record kept: {path}")
+
+
+def keep_then_print(record: dict, path: Path | None, render: Callable[[list[dict]], str]) -> None:
+    """:func:`keep` ``record``, then print ``render([record])`` (the run :func:`as_printed`), as a README section
+    renders its kept runs: the record is written first, so a render that fails cannot lose a long run's
+    measurements."""
+    keep(record, path)
+    print(render([as_printed(record, path)]))
 
 
 def as_printed(record: dict, path: Path | None) -> dict:

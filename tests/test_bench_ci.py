@@ -1,8 +1,12 @@
 """README › Tests and CI's measured part is rendered from the committed CI runs (``bench_ci.py --readme``)."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +111,69 @@ def test_the_cpu_time_counts_the_finished_childrens_user_and_system_seconds(benc
     before = bench.children_cpu_s()
     subprocess.run([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"], check=True)
     assert bench.children_cpu_s() - before > 0.05  # the child's loop, counted once it was waited for
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie waiting to be reaped has exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_past_the_timeout_every_process_of_the_ci_command_is_stopped(bench, tmp_path, monkeypatch):
+    """Not only ``bash .ci/run``: what it started too, one that ignores SIGTERM included (SIGKILL after the grace)."""
+    repo, pids = tmp_path / "repo", tmp_path / "pids"
+    (repo / ".ci").mkdir(parents=True)
+    (repo / ".ci" / "run").write_text(
+        f"sleep 300 &\necho $! > {pids}\nbash -c 'trap \"\" TERM; sleep 300; true' &\necho $! >> {pids}\nwait\n"
+    )
+    for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ci"]):
+        subprocess.run(["git", *command], cwd=repo, check=True, capture_output=True)
+    monkeypatch.setattr(bench, "REPO_ROOT", repo)
+    monkeypatch.setattr(bench, "STOP_GRACE_S", 1.0)
+    started = time.monotonic()
+    status, wall_s, _, _ = bench.clone_and_run(tmp_path / "clone", 2.0, tmp_path / "ci.log")
+    children = [int(pid) for pid in pids.read_text().split()]
+    try:
+        assert status == 124 and 2.0 <= wall_s < 10 and time.monotonic() - started < 15
+        assert len(children) == 2
+        time.sleep(0.2)  # the orphans' new parent reaps them
+        assert [pid for pid in children if running(pid)] == []
+    finally:
+        for pid in children:  # never leave a sleeper behind, whatever the code under test did
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_the_tests_column_leaves_out_one_warning_as_it_does_several(bench):
+    run = {
+        "conditions": {
+            "date_utc": "2026-12-03 04:00",
+            "commit": "abc1234",
+            "machine": "x86_64, 2 cores, 24 GiB",
+            "load_average_before_after": [0.2, 1.5],
+        },
+        "exit_status": 0,
+        "wall_s": 1500.0,
+        "pytest": bench.pytest_outcome("670 passed, 1 warning in 1303.27s (0:21:43)\n"),
+    }
+    row = next(line for line in bench.readme_section([run]).splitlines() if line.startswith("| 2026"))
+    assert "| 670 passed (exit 0) |" in row
+
+
+def test_the_record_names_no_uncommitted_files_since_the_clone_ran_the_commit_without_them(
+    bench, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(bench.bench_records, "source_commit", lambda: "abc1234-dirty")
+    monkeypatch.setattr(bench.bench_records, "uncommitted_files", lambda: ["benchmarks/bench_ci.py"])
+
+    def cloned_and_ran(clone_dir, timeout_s, log_path):
+        log_path.write_text("670 passed in 1303.27s (0:21:43)\n")
+        return 0, 1400.0, 2000.0, "abc1234"
+
+    monkeypatch.setattr(bench, "clone_and_run", cloned_and_ran)
+    record = tmp_path / "run.json"
+    assert bench.main(["--clone-dir", str(tmp_path / "clone"), "--json", str(record)]) == 0
+    conditions = json.loads(record.read_text())["conditions"]
+    assert conditions["commit"] == "abc1234" and "uncommitted" not in conditions

@@ -2,10 +2,12 @@
 
 import json
 import statistics
+from types import SimpleNamespace
 
 import pytest
 
 from course_utils import bench_records
+from course_utils.classroom import ServerCounters
 from tests.conftest import load_benchmark
 
 
@@ -42,6 +44,10 @@ def run(bench, server: str, date: str, settled_s: float, failures: int = 0, sign
             "server": server,
             "profile": "ci",
             "workers": 4,
+            "queries": "one per viewer",
+            "server_cpus": "all",
+            "browser_cpus": "all",
+            "browser_nice": 0,
             "machine": "x86_64, 2 cores, 24 GiB",
             "load_average_before_after": [0.5, 9.0],
             "commit": "abc1234",
@@ -139,3 +145,75 @@ def test_the_committed_runs_say_what_the_readme_says_of_the_three_hosts(bench):
         busy = met(runs, "ready", "all-ready")
         assert sum(busy) < len(busy) / 2
     assert all(met(intel, "spread")) and all(met(intel, "all-settled")) and not any(met(intel, "ready", "all-ready"))
+
+
+def test_the_intro_gives_the_set_up_once_where_every_run_agrees_and_run_by_run_where_they_differ(bench):
+    runs = [run(bench, "course", "2026-12-02 10:00", 1.25), run(bench, "course", "2026-12-02 10:10", 0.5)]
+    assert (
+        "2 runs of the classroom server and 0 with `--server precomputed`, one after another, all with `--pages 4`, "
+        "ci profile, 4 query threads, one different query per viewer, x86_64, 2 cores, 24 GiB, processor not "
+        "recorded, load average" in bench.readme_section(runs)
+    )
+    runs[0]["conditions"] |= {"queries": "navy floral dress", "server_cpus": [0], "workers": 2}  # the first run's
+    text = bench.readme_section(runs)
+    assert (
+        "set up run by run, oldest first: 2026-12-02 10:00 UTC `--pages 4`, ci profile, 2 query threads, every viewer "
+        "querying 'navy floral dress', server on cores [0], x86_64, 2 cores, 24 GiB; 2026-12-02 10:10 UTC `--pages 4`, "
+        "ci profile, 4 query threads, one different query per viewer, x86_64, 2 cores, 24 GiB; processor not "
+        "recorded, load average" in text
+    )
+    assert "warm caches" not in text  # no record says so
+
+
+def test_the_times_are_the_served_viewers_and_a_failed_viewers_are_left_out(bench):
+    served = [bench.PageResult(i, ready_s=1.0, results_s=0.5) for i in range(3)]
+    failed = bench.PageResult(3, ready_s=9.0, results_s=7.0, failure="4 of 8 result thumbnails decoded")
+    summary = bench.summarise([*served, failed])
+    assert (summary["served"], summary["failures"]) == (3, 1)
+    assert summary["ready_s"]["max"] == 1.0 and summary["results_s"]["max"] == 0.5
+
+
+def test_the_first_enter_is_timed_from_the_moment_the_last_page_was_ready(bench):
+    """'spread': the viewer ready last (at 6 s) pressed Enter at 9 s, but one ready at 1 s pressed at 8 s, 7 s after
+    its own page: the first Enter came 2 s after the last page was ready, while the shortest own wait was 3 s."""
+    pages = [
+        bench.PageResult(0, opened_s=0.0, ready_wall_s=1.0, waited_s=7.0, results_s=0.1),
+        bench.PageResult(1, opened_s=0.5, ready_wall_s=5.5, waited_s=3.0, results_s=0.1),
+        bench.PageResult(2, opened_s=1.0, failure="timed out"),  # never ready: neither the last ready nor an Enter
+    ]
+    summary = bench.summarise(pages)
+    assert summary["first_enter_after_last_ready_s"] == 2.0
+    assert bench.starting_line(summary) == " (first Enter 2.0 s after the last page was ready)"
+    assert bench.starting_line(bench.summarise([bench.PageResult(0, opened_s=0.0, ready_wall_s=1.0)])) == ""
+    kept_before = {key: value for key, value in summary.items() if key != "first_enter_after_last_ready_s"}
+    assert bench.starting_line(kept_before) == " (shortest wait from a viewer's ready page to its Enter: 3.0 s)"
+
+
+def test_the_server_answer_times_are_the_phases_own_when_some_viewers_never_pressed_enter(bench, monkeypatch):
+    """The server kept 4 answers of an earlier phase; in this one 2 of 4 viewers pressed Enter: only those 2 count
+    (the window of the last 4, as many as the phase's viewers, took two of the earlier phase's)."""
+    counters = ServerCounters()
+
+    def answer(seconds: float) -> None:  # what the server does for each text query it answers
+        counters.seconds["text"].append(seconds)
+        counters.answered += 1
+
+    monkeypatch.setattr(bench, "wait_until_served", lambda url, last=None: counters.report(last))
+    for _ in range(4):
+        answer(9.0)
+    monitor = SimpleNamespace(stop=dict)  # no memory sampled
+    server = bench.ServerPhase("http://127.0.0.1:1/", None)
+    answer(0.25)
+    answer(0.5)
+    assert server.measured([], monitor)["server_seconds"]["max"] == 0.5
+    assert server.measured([], monitor)["server_seconds"]["count"] == 2
+    assert bench.ServerPhase("http://127.0.0.1:1/", None).measured([], monitor)["server_seconds"] is None  # none
+
+
+def test_server_cpus_with_a_running_server_is_refused_naming_both_options(bench, monkeypatch, capsys):
+    """It pins only a server the script starts: with --url the record would have said pinned, and it was not."""
+    monkeypatch.setattr(bench, "wait_for_server", lambda *a: pytest.fail("ran against --url with --server-cpus"))
+    with pytest.raises(SystemExit):
+        bench.main(["--url", "http://127.0.0.1:8866/", "--server-cpus", "0"])
+    error = capsys.readouterr().err
+    assert "--server-cpus" in error and "--url" in error and "starts none" in error

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -324,6 +325,18 @@ def test_embedding_rounds_take_each_ratio_within_a_round_and_the_section_judges_
     assert "For tiny, batching alone gains less than 2× over the loop" in bench.readme_section([run])
 
 
+@pytest.mark.parametrize(
+    "option, value", [("--images", "-100"), ("--vit-images", "0"), ("--batch-size", "0"), ("--rounds", "0")]
+)
+def test_embedding_bench_refuses_a_count_below_one_naming_its_option(option, value, monkeypatch, capsys):
+    """``catalogue.ids[:-100]`` would have timed another number of images than asked, silently."""
+    bench = load_benchmark("bench_embedding")
+    monkeypatch.setattr(bench, "measure", lambda *a: pytest.fail("timed a count below one"))
+    with pytest.raises(SystemExit):
+        bench.main([option, value])
+    assert f"{option}: must be a whole number of at least 1, got '{value}'" in capsys.readouterr().err
+
+
 def ivfpq_run(n: int, date: str, recall: float, reader: str | None = None, file_mb: float = 300.0) -> dict:
     """A bench_ivfpq_ondisk record: two settings at nprobe 4, the second re-ranked (its recall given)."""
     memory = {"VmRSS": 410.0 + file_mb, "RssFile": file_mb, "VmHWM": 720.0}
@@ -427,7 +440,36 @@ def test_ivfpq_section_gives_a_run_on_other_data_its_own_table_after_the_default
     assert text.endswith(
         "On these data nprobe matters: with 100 candidates re-ranked, recall@10 by nprobe: 0.500 at 1, 0.930 at 4."
     )
-    assert bench.readme_section([default]) == bench.default_data_section([default])  # no other data: as before
+    assert bench.readme_section([default]) == bench.data_section([default], nprobe_matters=False)  # as before
+
+
+@pytest.mark.parametrize("option", [{"page_cache": "cold"}, {"rows_reader": "memmap"}])
+def test_ivfpq_section_shows_a_run_on_other_data_kept_only_cold_or_through_a_memory_map(option):
+    bench = load_benchmark("bench_ivfpq_ondisk")
+    other = ivfpq_run(1000000, "2026-12-06 09:00", 0.93)
+    other["arguments"] |= {**bench.DEFAULT_DATA, "centres": 100, **option}
+    text = bench.readme_section([ivfpq_run(1000000, "2026-12-02 09:00", 0.996), other])
+    assert "clustered around 100 centres (latent 32-d of norm 0.8, noise 0.3)" in text and "| 4 | 100 | 0.930 |" in text
+    assert text.endswith("nprobe matters: with 100 candidates re-ranked, recall@10 by nprobe: 0.930 at 4.")
+
+
+def test_ivfpq_build_times_the_float16_write_apart_from_the_ground_truth(tmp_path, monkeypatch):
+    bench = load_benchmark("bench_ivfpq_ondisk")
+
+    class SlowRows(bench.NpyRows):
+        def write(self, start, rows):
+            time.sleep(0.2)  # a slow disk: the write's time must not land in the ground truth's
+            super().write(start, rows)
+
+    monkeypatch.setattr(bench, "NpyRows", SlowRows)
+    sizes = {"n": 2000, "dim": 16, "chunk": 1000, "queries": 5, "k": 3, "nlist": 4, "pq_m": 4, "train_size": 2000}
+    args = argparse.Namespace(**sizes, **bench.DEFAULT_DATA, seed=0)
+    timings = bench.build(args, tmp_path)
+    assert timings["float16 write s"] >= 0.4 and timings["ground truth s"] < 0.4  # two chunks of 0.2 s written
+    run = ivfpq_run(1000000, "2026-12-02 09:00", 0.996)  # kept before the two were timed apart
+    assert "plus 37 s of streamed ground truth and float16 vector writes (timed together);" in bench.run_table(run)
+    run["build"]["float16 write s"] = 4.0
+    assert "plus 37 s of streamed ground truth and 4 s writing the float16 vectors;" in bench.run_table(run)
 
 
 def test_ivfpq_cold_reads_need_pread():
@@ -611,6 +653,34 @@ def test_rerank_section_sets_the_tuned_towers_against_the_frozen_ones_with_their
         "per seed tuned, 0.5 frozen." in text
     )
     assert "Unseen against seen" not in text  # a run without the control arm
+
+
+def test_rerank_section_of_a_one_seed_run_gives_each_difference_without_a_spread():
+    """``--seeds 0`` records one matcher seed: no standard deviation over seeds, so each comparison is the difference
+    alone, not yet judged (it raised statistics.StatisticsError after the run, before its record was kept)."""
+    bench = load_benchmark("bench_rerank")
+    row = {"pairs": 529, "train_s": 60.0}
+    run = {
+        "conditions": {**CONDITIONS, "torch_threads": 2},
+        "recipe": {},
+        "rerank_k": 20,
+        "dual_weights": [0.0, 1.0],
+        "dual_R@1": {"train": 0.481, "val": 0.255, "test": 0.2, bench.SAME_SIZE: 0.6},
+        "test_items": 996,
+        "first_item_mistakes": {"wrong": 800},
+        "rows": [
+            {**row, "arm": bench.UNSEEN_ARM, "seed": 0, "R@1": [0.05, 0.21]},
+            {**row, "arm": bench.SAME_SIZE_ARM, "seed": 0, "R@1": [0.04, 0.2]},
+            {**row, "arm": bench.NOTEBOOK_ARM, "seed": 0, "R@1": [0.1, 0.19]},
+            {**row, "arm": bench.TUNED_ARM, "seed": 0, "R@1": [0.14, 0.2]},
+        ],
+    }
+    text = bench.readme_section([run])
+    assert (
+        "trained on val, the matcher's best test R@1 is 0.210; trained on a random draw of as many train pairs, "
+        "0.200 (seed 0). Unseen minus seen: +0.010, one seed: not yet checked against the spread over seeds" in text
+    )
+    assert "Tuned minus frozen: +0.010, one seed: not yet checked against the spread over seeds" in text
 
 
 def test_querybank_normalisation_takes_a_hubs_edge_away():
@@ -807,6 +877,34 @@ def test_milvus_bench_finds_exact_search_top_k_with_every_filter_and_renders_its
     assert "| 300 | 1 row in 100 | 3 |" in text and "| 100% |" in text
     assert "8-d vectors, k = 10; single queries, 4 per row (2 before the seal)" in text
     assert text.split("\n\n")[1] in capsys.readouterr().out  # the printed table is the README's
+
+
+@pytest.mark.parametrize(
+    "name, arguments",
+    [
+        ("bench_milvus", ["--sizes", "300", "--dim", "8", "--queries", "2", "--growing-queries", "1"]),
+        ("bench_exact_search", ["--sizes", "1000", "--dim", "8", "--repeats", "1", "--naive-items", "100"]),
+    ],
+)
+def test_a_run_is_kept_before_its_section_is_rendered(name, arguments, tmp_path, monkeypatch):
+    """A render that fails (as bench_rerank's did under one seed) must not lose the run it would have printed."""
+    bench = load_benchmark(name)
+
+    def broken_render(runs):
+        raise RuntimeError("the section failed to render")
+
+    monkeypatch.setattr(bench, "readme_section", broken_render)
+    record = tmp_path / "run.json"
+    with pytest.raises(RuntimeError, match="failed to render"):
+        bench.main([*arguments, "--json", str(record)])
+    assert json.loads(record.read_text())["rows"]
+
+
+def test_keep_then_print_writes_the_record_then_prints_the_rendered_run(tmp_path, capsys):
+    path = tmp_path / "run.json"
+    bench_records.keep_then_print({"conditions": CONDITIONS}, path, lambda runs: f"kept at {runs[0]['kept_at'].name}")
+    assert json.loads(path.read_text()) == {"conditions": CONDITIONS}  # the record as measured, without kept_at
+    assert capsys.readouterr().out == f"record kept: {path}\nkept at run.json\n"
 
 
 @pytest.mark.parametrize("name", RENDERED)

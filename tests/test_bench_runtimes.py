@@ -146,3 +146,34 @@ def test_the_work_dir_is_emptied_only_when_new_empty_or_an_earlier_runs(bench, t
             bench.main(["--work-dir", str(tmp_path / "runs")])
         assert stopped.value.args[0] == [".bench_runtimes"]
         (tmp_path / "runs" / "cache").mkdir()
+
+
+def test_a_cached_run_alone_needs_the_cache_a_fresh_run_filled(bench, tmp_path, monkeypatch, capsys):
+    """Without it the "cached" run would start from an empty cache, and its record would say cached."""
+    monkeypatch.setattr(bench, "run_profile", lambda *a: pytest.fail("timed an empty cache as the cached run"))
+    (tmp_path / "emptied" / "cache").mkdir(parents=True)  # a work folder whose cache holds nothing
+    for work in (tmp_path / "new", tmp_path / "emptied"):
+        with pytest.raises(SystemExit):
+            bench.main(["--caches", "cached", "--work-dir", str(work)])
+        assert f"--caches cached reuses {work / 'cache'}, which is missing or empty" in capsys.readouterr().err
+
+
+def test_a_run_empties_its_outputs_folder_only_when_it_is_the_benchmarks(bench, tmp_path, monkeypatch):
+    work = tmp_path / "runs"
+    (work / "cached").mkdir(parents=True)
+    (work / "cached" / "thesis.tex").write_text("a user's file")
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: pytest.fail("ran over someone else's files"))
+    with pytest.raises(SystemExit, match=r"--work-dir .*cached holds files this benchmark did not write"):
+        bench.run_profile("ci", work, "cached")
+    assert (work / "cached" / "thesis.tex").read_text() == "a user's file"
+
+
+def test_the_machine_and_threads_are_given_once_only_where_every_profile_agrees(bench):
+    full, ci = record("full", [170.4, 232.0], [21.0, 24.0]), record("ci", [181.0, 65.0], [20.0, 9.6])
+    assert "`benchmarks/bench_runtimes.py` (x86_64, 2 cores, 24 GiB, torch on 2 threads; ci: 2026-12-02" in (
+        bench.readme_section([full, ci])
+    )
+    full["conditions"] |= {"machine": "x86_64, 4 cores, 32 GiB", "torch_threads": 4}  # the last profile shown
+    text = bench.readme_section([full, ci])
+    assert "(ci: x86_64, 2 cores, 24 GiB, torch on 2 threads, 2026-12-02 10:00 UTC," in text
+    assert "; full: x86_64, 4 cores, 32 GiB, torch on 4 threads, 2026-12-02 10:00 UTC," in text
