@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from course_utils.cache import (
+    ARTIFACT_VERSIONS,
     artifact_path,
     cached_artifact,
     check_finite_rows,
@@ -69,9 +70,12 @@ def test_builds_once_then_reuses(isolated_cache):
     assert path.parent == isolated_cache / "embeddings"
 
 
-def test_key_follows_kind_and_parts(isolated_cache):
+def test_key_follows_kind_and_parts(isolated_cache, monkeypatch):
     assert artifact_path("embeddings", ["a"]) != artifact_path("embeddings", ["b"])
     assert artifact_path("embeddings", ["a"]) != artifact_path("tokens", ["a"])
+    before = artifact_path("embeddings", ["a"])
+    monkeypatch.setitem(ARTIFACT_VERSIONS, "embeddings", ARTIFACT_VERSIONS["embeddings"] + 1)
+    assert artifact_path("embeddings", ["a"]) != before  # a version bump orphans every older file of its kind
     assert digest({"b": 1, "a": 2}) == digest({"a": 2, "b": 1})  # key order never matters
     with pytest.raises(KeyError, match="unknown artefact kind"):
         artifact_path("nonsense", [])

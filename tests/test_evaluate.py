@@ -11,10 +11,14 @@ import pytest
 import torch
 
 from course_utils import evaluate
+from course_utils.data import attribute_retrieval_protocol
 from course_utils.data.records import CompositionTriplet
+from course_utils.embed import encode_images, encode_texts
 from course_utils.file_digests import content_digest
 from course_utils.metrics import chance_recall
 from course_utils.models.cross_modal import ImageTextMatcher
+from course_utils.tasks import attributes as attribute_tasks
+from course_utils.tasks import composed as composed_tasks
 from course_utils.tasks import rerank
 from course_utils.tasks.experiment import Experiment
 from course_utils.tasks.retrieval import evaluate_retrieval
@@ -43,6 +47,32 @@ def test_attributes_and_composed_records_are_fractions_per_condition_and_composi
     composed, _ = evaluate.evaluate("composed", experiment, experiment.bundle, "synthetic")
     for name in ("image only", "text only", "sum", "chance"):
         assert 0.0 <= composed[f"{name}/R@1"] <= composed[f"{name}/R@10"] <= composed[f"{name}/R@50"] <= 1.0
+    # Each record equals the task functions run here on the test split's own features, each compositor's queries
+    # written out by hand (image only, text only, their normalised sum).
+    test, bundle = experiment.test, experiment.bundle
+    features = encode_images(bundle, test, progress=False)
+    conditions = attribute_tasks.DEFAULT_CONDITIONS.get("synthetic") or list(test.attribute_names)
+    protocol = attribute_retrieval_protocol(test, conditions, seed=0)
+    expected = attribute_tasks.evaluate_attribute_retrieval(lambda positions, _: features[positions], protocol, test)
+    assert attributes == {f"mAP/{name}": value for name, value in expected.items()}
+
+    _, triplets = composed_tasks.composed_triplets(experiment.train, test, "synthetic", 0)
+    queries = composed_tasks.composed_queries(test, triplets, composed_tasks.DEFAULT_MATCH["synthetic"])
+    texts = encode_texts(bundle, queries.texts, progress=False)
+    references = features[queries.reference_rows]
+    by_hand = {
+        "image only": references,
+        "text only": texts,
+        "sum": references + texts,
+    }
+    for name, query in by_hand.items():
+        recall = composed_tasks.composed_recall_at_k(
+            torch.nn.functional.normalize(query, dim=-1), features, queries, (1, 10, 50)
+        )
+        assert {k: composed[f"{name}/R@{k}"] for k in (1, 10, 50)} == pytest.approx(recall, abs=1e-6), name
+    assert composed["image only/R@10"] != composed["text only/R@10"]  # the compositors really differ on these queries
+    chance = composed_tasks.chance_composed_recall(queries, (1, 10, 50))
+    assert {k: composed[f"chance/R@{k}"] for k in (1, 10, 50)} == pytest.approx(chance)
 
 
 def test_rerank_reads_the_saved_reranker_and_reports_both_stages(experiment, tmp_path):

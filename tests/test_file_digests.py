@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import time
 
 import pytest
 from PIL import Image
@@ -98,6 +99,26 @@ def test_a_file_replaced_with_the_same_size_and_time_is_read_again(tmp_path, rea
     os.utime(replacement, ns=(old.st_atime_ns, old.st_mtime_ns))
     os.replace(replacement, paths[1])
     assert (os.stat(paths[1]).st_size, os.stat(paths[1]).st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    second = content_digests(paths)
+    assert reads[3:] == ["1.jpg"] and second[1] == hashlib.sha256(paths[1].read_bytes()).hexdigest() != first[1]
+
+
+def test_a_file_rewritten_in_place_with_its_time_restored_is_read_again(tmp_path, reads):
+    """Same inode, size and modification time: only the status-change time tells the edit apart."""
+    folder = photo_folder(tmp_path / "photos")
+    paths = sorted(folder.iterdir())
+    first = content_digests(paths)
+    old = os.stat(paths[1])
+    time.sleep(0.05)  # past the kernel's coarse clock tick, so the edit gets a later status-change time
+    with open(paths[1], "r+b") as handle:
+        handle.seek(-1, os.SEEK_END)
+        last = handle.read(1)[0]
+        handle.seek(-1, os.SEEK_END)
+        handle.write(bytes([last ^ 0xFF]))  # another last byte, the same size
+    os.utime(paths[1], ns=(old.st_atime_ns, old.st_mtime_ns))
+    new = os.stat(paths[1])
+    assert (new.st_ino, new.st_size, new.st_mtime_ns) == (old.st_ino, old.st_size, old.st_mtime_ns)
+    assert new.st_ctime_ns != old.st_ctime_ns
     second = content_digests(paths)
     assert reads[3:] == ["1.jpg"] and second[1] == hashlib.sha256(paths[1].read_bytes()).hexdigest() != first[1]
 

@@ -311,6 +311,20 @@ def test_recall_vs_gallery_size():
     frame = m.recall_vs_gallery_size(images, texts, sizes=(10, 200), k=5, repeats=4, seed=1)
     assert frame["recall"].iloc[0] > frame["recall"].iloc[1]
     assert frame["recall"].iloc[1] == pytest.approx(m.full_gallery_recall(texts, images, np.arange(200), (5,))[5])
+    # image→text ranks the captions for each image; at full size it is the full-gallery recall of that direction
+    backward = m.recall_vs_gallery_size(images, texts, sizes=(200,), k=5, repeats=1, direction=m.IMAGE_TO_TEXT)
+    assert backward["recall"].iloc[0] == pytest.approx(m.full_gallery_recall(images, texts, np.arange(200), (5,))[5])
+    assert backward["recall"].iloc[0] != frame["recall"].iloc[1]  # the two directions differ on this data
+    # recall and recall_std are the mean and std over the seeded draws of pairs, each ranked here by hand
+    rng = np.random.default_rng(1)
+    per_repeat = []
+    for _ in range(4):  # the 4 draws of size 10, made first
+        pick = rng.choice(200, size=10, replace=False)
+        scores = texts[pick] @ images[pick].T
+        per_repeat.append(np.mean((scores > scores.diagonal()[:, None]).sum(axis=1) < 5))
+    assert np.std(per_repeat) > 0
+    assert frame["recall"].iloc[0] == pytest.approx(np.mean(per_repeat))
+    assert frame["recall_std"].iloc[0] == pytest.approx(np.std(per_repeat))
     with pytest.raises(ValueError, match="must be in"):
         m.recall_vs_gallery_size(images, texts, sizes=(3,), k=5)
     with pytest.raises(ValueError, match="direction"):

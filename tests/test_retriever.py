@@ -25,6 +25,11 @@ def test_text_search_returns_a_ranked_frame(retriever):
 def test_filters_restrict_results(retriever):
     frame = retriever.search_by_text("a shirt", top_k=3, colour="black")
     assert (frame["colour"] == "black").all()
+    # The filtered results are the best-scoring black items, not the first black items of the catalogue.
+    scores = (retriever.embed_text(["a shirt"]) @ retriever.embeddings.T)[0].tolist()
+    black = [(s, item.item_id) for s, item in zip(scores, retriever.catalogue) if item.attributes["colour"] == "black"]
+    assert len(black) > 3
+    assert list(frame["item_id"]) == [item_id for _, item_id in sorted(black, key=lambda pair: -pair[0])[:3]]
     with pytest.raises(ValueError, match="unknown attribute filter"):
         retriever.search_by_text("a shirt", baseColour="Red")
     with pytest.raises(ValueError, match="no gallery item matches"):
@@ -150,6 +155,9 @@ def test_empty_gallery_is_refused(tiny_bundle, small_catalogue):
 
 def test_thumbnail(retriever):
     assert isinstance(retriever.thumbnail(retriever.catalogue[0].item_id), Image.Image)
+    item = retriever.catalogue[5]
+    assert retriever.thumbnail(item.item_id).tobytes() == item.image.tobytes()
+    assert retriever.thumbnail(item.item_id).tobytes() != retriever.catalogue[0].image.tobytes()
 
 
 class _ConditionIgnored(torch.nn.Module):

@@ -24,7 +24,11 @@ def test_queries_and_candidates_split_one_to_four():
 
 
 def test_relevance_is_same_value():
-    split = attribute_retrieval_protocol(toy_catalogue(), ["colour"], seed=1)["colour"]
+    catalogue = toy_catalogue()
+    split = attribute_retrieval_protocol(catalogue, ["colour"], seed=1)["colour"]
+    # each value is that of the item at the same position
+    assert split.query_values == [catalogue.by_id(i).attributes["colour"] for i in split.query_ids]
+    assert split.candidate_values == [catalogue.by_id(i).attributes["colour"] for i in split.candidate_ids]
     relevance = split.relevance()
     assert relevance.shape == (len(split.query_ids), len(split.candidate_ids))
     for q, qv in enumerate(split.query_values):

@@ -179,15 +179,47 @@ def _unit_rows(seed: int, rows: int = 5, dim: int = 8) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
+def _classification_by_hand(queries, targets, scale, groups) -> float:
+    """Mean over i of -log softmax at target i, among target i and the targets of other groups."""
+    terms = []
+    for i, query in enumerate(queries.tolist()):
+        logits = [scale * sum(a * b for a, b in zip(query, target)) for target in targets.tolist()]
+        kept = [logit for j, logit in enumerate(logits) if j == i or groups[j] != groups[i]]
+        terms.append(math.log(sum(math.exp(logit) for logit in kept)) - logits[i])
+    return sum(terms) / len(terms)
+
+
+def _soft_triplet_by_hand(queries, targets, groups) -> float:
+    """Mean of log(1 + exp(|q_i - t_i|^2 - |q_i - t_j|^2)) over the pairs (i, j) of different groups."""
+    distance = [[sum((a - b) ** 2 for a, b in zip(q, t)) for t in targets.tolist()] for q in queries.tolist()]
+    terms = [
+        math.log1p(math.exp(distance[i][i] - distance[i][j]))
+        for i in range(len(groups))
+        for j in range(len(groups))
+        if groups[i] != groups[j]
+    ]
+    return sum(terms) / len(terms)
+
+
 @pytest.mark.parametrize("loss, symmetry", [("classification", 0.0), ("soft_triplet", 1.0)])
 def test_batch_loss_trains_the_compositor(loss, symmetry):
     name = "ComplexRotation (ComposeAE)" if symmetry else "TIRG"
-    model = make_compositor(name, 8, hidden=16, seed=0)
-    batch = {"image": _unit_rows(0), "text": _unit_rows(1), "target": _unit_rows(2),
-             "target_group": torch.arange(5), "reference_group": torch.arange(5)}  # fmt: skip
+    model = make_compositor(name, 8, hidden=16, dropout=0.0, seed=0)
+    # the target and reference groups differ, so the symmetry term must use the reference's
+    groups = {"target_group": torch.tensor([0, 0, 1, 2, 3]), "reference_group": torch.tensor([0, 1, 1, 2, 3])}
+    batch = {"image": _unit_rows(0), "text": _unit_rows(1), "target": _unit_rows(2), **groups}
     value = composed_batch_loss(loss, scale=10.0, symmetry_weight=symmetry)(model, batch)
     value.backward()
     assert value.ndim == 0 and torch.isfinite(value)
     assert all(p.grad is not None for p in model.parameters())
+    with torch.no_grad():
+        queries = model(batch["image"], batch["text"])
+        if loss == "classification":
+            expected = _classification_by_hand(queries, batch["target"], 10.0, batch["target_group"].tolist())
+        else:
+            back = model(batch["target"], batch["text"], conjugate=True)
+            expected = _soft_triplet_by_hand(queries, batch["target"], batch["target_group"].tolist())
+            expected += symmetry * _soft_triplet_by_hand(back, batch["image"], batch["reference_group"].tolist())
+    assert value.item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="loss must be"):
         composed_batch_loss("hinge")

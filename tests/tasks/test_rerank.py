@@ -163,14 +163,37 @@ def test_hard_negative_pairs_draw_from_the_mined_lists():
     image_negatives = torch.tensor([[1, 2], [0, 2], [0, 1]])
     text_negatives = torch.tensor([[2, 1], [2, 0], [1, 0]])
     pairs = rr.HardNegativePairs(image_negatives, text_negatives, seed=0)
-    for epoch in range(3):
+    by_epoch = []
+    for epoch in range(4):
         pairs.set_epoch(epoch)
         for i in range(3):
             sample = pairs[i]
             assert sample["index"] == i
             assert sample["negative_image"] in image_negatives[i].tolist()
             assert sample["negative_text"] in text_negatives[i].tolist()
-    assert pairs[1] == pairs[1]  # deterministic
+        by_epoch.append([pairs[i] for i in range(3)])
+    assert any(draws != by_epoch[0] for draws in by_epoch[1:])  # each epoch draws anew
+    again = rr.HardNegativePairs(image_negatives, text_negatives, seed=0)
+    for epoch, draws in enumerate(by_epoch):
+        again.set_epoch(epoch)
+        assert [again[i] for i in range(3)] == draws  # deterministic per (seed, epoch, item)
+
+
+def test_random_negatives_are_any_item_but_the_positive():
+    """In the easy epochs, and with random_share 1 after them, every other item is drawn and the positive never."""
+    n = 4
+    mined = torch.tensor([[(i + 1) % n] for i in range(n)])  # one mined negative each: the next item
+    for easy_epochs, random_share, epoch in [(1, 0.0, 0), (0, 1.0, 3)]:
+        drawn = {i: set() for i in range(n)}
+        for seed in range(30):
+            pairs = rr.HardNegativePairs(mined, mined, seed=seed, easy_epochs=easy_epochs, random_share=random_share)
+            pairs.set_epoch(epoch)
+            for i in range(n):
+                drawn[i] |= {pairs[i]["negative_image"], pairs[i]["negative_text"]}
+        assert drawn == {i: set(range(n)) - {i} for i in range(n)}
+    after_easy = rr.HardNegativePairs(mined, mined, seed=0, easy_epochs=1)
+    after_easy.set_epoch(1)
+    assert [after_easy[i]["negative_image"] for i in range(n)] == [1, 2, 3, 0]  # the mined ones again
 
 
 # ------------------------------------------------------------------------------------------------ ITM loss

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from conftest import parameters_of, preprocess, tiny_catalogue, tiny_clip, tokenize
 
 from course_utils.data.adapters import ImageTextDataset
-from course_utils.embed import caption_texts
+from course_utils.embed import caption_texts, encode_images, encode_texts
 from course_utils.metrics import full_gallery_recall
 from course_utils.models import ClipBundle
 from course_utils.models.heads import HeadedClip, ResidualMLPHead, normal_init_
@@ -190,6 +190,12 @@ def test_recall_by_model_has_both_directions_and_a_chance_row(tmp_path, monkeypa
     assert table.loc["chance"].tolist() == [0.1, 0.5, 0.1, 0.5]
     evaluate = recall_evaluator(bundle, catalogue, "web", ks=(1, 5))
     assert table.loc["tiny", "text→image R@5"] == evaluate(bundle.model)["R@5"]
+    # image→text: each image is the query, the captions are the gallery (not the text→image scores read again)
+    images = encode_images(bundle, catalogue, progress=False)
+    texts = encode_texts(bundle, caption_texts(catalogue, "web"), progress=False)
+    image_to_text = full_gallery_recall(images, texts, torch.arange(10), (1, 5))
+    assert table.loc["tiny", ["image→text R@1", "image→text R@5"]].tolist() == [image_to_text[1], image_to_text[5]]
+    assert image_to_text != full_gallery_recall(texts, images, torch.arange(10), (1, 5))  # the directions differ
 
 
 def test_a_curve_with_a_step_of_unreadable_images_is_still_the_curve_of_its_eval_every():
