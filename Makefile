@@ -99,6 +99,7 @@ run-real: setup
 
 records-real: setup
 	@ls outputs/real/results/[0-9][0-9]_*.json >/dev/null || { echo "no records in outputs/real/results: run make run-real"; exit 1; }
+	@test -f outputs/real/timings-real.json || { echo "no outputs/real/timings-real.json: the last make run-real stopped before its end; run it again"; exit 1; }
 	mkdir -p results/real && cp outputs/real/results/[0-9][0-9]_*.json results/real/
 	$(PY) -m course_utils.results merge-timings outputs/real/timings-real.json results/real/timings-real.json
 
@@ -110,6 +111,7 @@ records-real: setup
 #                Reproducibility's table of those hosts (tests/test_findings.py checks them all)
 records: setup
 	@ls outputs/results/[0-9][0-9]_*.json >/dev/null || { echo "no records in outputs/results: run make run"; exit 1; }
+	@test -f outputs/timings-full.json || { echo "no outputs/timings-full.json: the last make run stopped before its end; run it again"; exit 1; }
 	mkdir -p results/full && cp outputs/results/[0-9][0-9]_*.json results/full/
 	$(PY) -m course_utils.results merge-timings outputs/timings-full.json results/full/timings-full.json
 

@@ -358,17 +358,26 @@ def _metrics_table(record: dict) -> str:
     return _markdown_table(columns, rows)
 
 
-def build_report(directory: Path | None = None, out: Path | None = None, title: str = "Results") -> Path:
-    """Gather every notebook record into one markdown report (``outputs/RESULTS.md`` by default)."""
+def build_report(
+    directory: Path | None = None, out: Path | None = None, title: str = "Results", profile: str | None = None
+) -> Path:
+    """Gather every notebook record into one markdown report (``outputs/RESULTS.md`` by default); with ``profile``,
+    only that profile's records, the others in the folder (an earlier run of another profile into the same
+    ``--output-dir``) named as left out."""
     records = read_results(directory)
-    profile = {r["parameters"].get("profile") for r in records} - {None}
+    others = [r for r in records if profile is not None and r["parameters"].get("profile") != profile]
+    records = [r for r in records if r not in others]
+    profiles = {r["parameters"].get("profile") for r in records} - {None}
     parts = [
         f"# {title}",
         "",
-        f"Profile: {', '.join(sorted(profile)) or 'n/a'}. One section per notebook; "
+        f"Profile: {', '.join(sorted(profiles)) or 'n/a'}. One section per notebook; "
         "numbers are read from the records in `results/` beside this report.",
         "",
     ]
+    if others:
+        left_out = ", ".join(f"{r['notebook']} ({r['parameters'].get('profile')})" for r in others)
+        parts += [f"Left out, records of another profile in the same folder: {left_out}.", ""]
     for record in records:
         parts += [f"## {record['notebook']}", ""]
         if record.get("notes"):

@@ -78,6 +78,24 @@ def profile_overrides(notebook: Path) -> dict:
     return load_record(path, "an editor (it is hand-written; `git diff` shows what changed)") if path.exists() else {}
 
 
+def check_profile_files(notebooks: list[Path]) -> None:
+    """Fail, naming the file, when a notebook's profile file has an entry for no profile (a typo such as ``"Ci"``
+    would leave its overrides unused) or sets a name that is not one of the notebook's parameters (papermill
+    injects it anyway and only warns): every entry of every profile is checked, not only the one that runs."""
+    for notebook in notebooks:
+        by_profile = profile_overrides(notebook)
+        path = NOTEBOOK_DIR / "profiles" / f"{notebook.stem}.json"
+        unknown = sorted(set(by_profile) - set(PROFILES))
+        if unknown:
+            raise SystemExit(f"{path}: entries {unknown} are no profile; name one of {PROFILES}")
+        names = {name for entries in by_profile.values() for name in entries}
+        if "real" in by_profile:  # it runs in the real profiles, with their shared entries
+            names |= {name for entries in REAL_SHARED.values() for name in entries}
+        strays = sorted(names - set(parameter_defaults(notebook)))
+        if strays:
+            raise SystemExit(f"{path}: {strays} are not parameters of {notebook.name}; fix the names")
+
+
 def profile_parameters(notebook: Path, profile: str) -> dict:
     """``{"profile": profile}`` plus the overrides in ``notebooks/profiles/<stem>.json`` for that profile (for a
     real profile, layered as :data:`REAL_PROFILES` says, with :data:`REAL_SHARED` under each real layer)."""
@@ -99,10 +117,17 @@ def parameter_defaults(notebook: Path) -> dict:
     ``papermill.inspect_notebook``, parsed as a Python literal), before any profile changes it."""
     import papermill
 
-    return {
-        name: ast.literal_eval(parameter["default"])
-        for name, parameter in papermill.inspect_notebook(str(notebook)).items()
-    }
+    defaults = {}
+    for name, parameter in papermill.inspect_notebook(str(notebook)).items():
+        try:
+            defaults[name] = ast.literal_eval(parameter["default"])
+        except (ValueError, SyntaxError):
+            raise SystemExit(
+                f"{notebook.name}: its parameters cell sets {name} = {parameter['default']}, which is not a Python "
+                "literal (a number, string, True/False/None, or a list, tuple or dict of them); papermill injects "
+                "values over those defaults, so write it as a literal there and compute the rest in a later cell"
+            ) from None
+    return defaults
 
 
 def notebook_settings(notebook: Path, profile: str) -> dict:
@@ -140,7 +165,8 @@ def profile_environment(profile: str, extra: dict, output_dir: Path | None) -> d
     run puts them (each further seed of ``--seeds`` keeps its figures in its own ``seeds/seed-<s>/figures/``).
 
     Raises:
-        SystemExit: a real profile without ``--set data_root=...`` (says what to add).
+        SystemExit: a real profile without ``--set data_root=...`` (says what to add), or an ``output_dir`` that is
+            the repository itself or inside ``notebooks/``.
     """
     if profile in REAL_PROFILES and not extra.get("data_root"):
         raise SystemExit(
@@ -151,6 +177,11 @@ def profile_environment(profile: str, extra: dict, output_dir: Path | None) -> d
     if output_dir is None:
         output_dir = outputs_dir(create=False) if profile == "full" else outputs_dir(create=False) / profile
     output_dir = output_dir.expanduser().resolve()
+    if output_dir == REPO_ROOT or output_dir.is_relative_to(NOTEBOOK_DIR):
+        raise SystemExit(
+            f"--output-dir {output_dir}: the executed notebooks would replace the course's own (notebooks/) or the "
+            "run would write into the committed figures/ and results/; choose a folder such as outputs/mine"
+        )
     own_figures = REPO_ROOT / "figures" if writes_committed_figures else output_dir / "figures"
     figures = env_path("FASHION_COURSE_FIGURES", own_figures)
     return {"FASHION_COURSE_OUTPUTS": str(output_dir), "FASHION_COURSE_FIGURES": str(figures)}
@@ -379,10 +410,13 @@ def execute(notebook: Path, output: Path, parameters: dict, kernel: str, cell_ti
 def run_notebooks(
     notebooks: list[Path], out: Path, profile: str, extra: dict, kernel: str, cell_timeout: int
 ) -> dict[str, float] | None:
-    """Execute ``notebooks`` in order into ``out``; seconds per notebook, or ``None`` after a failure (printed)."""
+    """Execute ``notebooks`` in order into ``out``; seconds per notebook, or ``None`` after a failure (printed). Each
+    notebook's record of an earlier run in ``out/results/`` is removed before it runs."""
     timings = {}
     for notebook in notebooks:
         parameters = {**profile_parameters(notebook, profile), **extra}
+        # an earlier run's record would otherwise stand for this run's, should the notebook stop before writing its own
+        (out / "results" / f"{notebook.stem}.json").unlink(missing_ok=True)
         print(f"▶ {notebook.name}  {parameters}", flush=True)
         try:
             timings[notebook.stem] = execute(notebook, out / notebook.name, parameters, kernel, cell_timeout)
@@ -450,6 +484,7 @@ def run_profile(args: argparse.Namespace, extra: dict, seeds: list[int], out: Pa
     (the experiments of :data:`SEED_REPEATED` only, past the first), into ``out``; 0 when all ran, 1 when one
     failed or left no record to aggregate over the seeds (the error is printed)."""
     notebooks = in_profile(discover(args.only), args.profile)
+    check_profile_files(notebooks)
     check_parameter_names(notebooks, list(extra) + (["seed"] if seeds else []))
     check_parameter_types(notebooks, extra)
     if "seed" in extra:  # an integer by now (check_parameter_types): its range is NumPy's
@@ -462,6 +497,10 @@ def run_profile(args: argparse.Namespace, extra: dict, seeds: list[int], out: Pa
             f"{', '.join(once)}: run under seed {seeds[0]} only (--seeds repeats {', '.join(SEED_REPEATED)})",
             flush=True,
         )
+    # a run that stops leaves no timings file and no report: neither can then pass for this run's (make records
+    # refuses to copy records without the timings file)
+    for finished_run_file in (out / f"timings-{args.profile}.json", out / "RESULTS.md"):
+        finished_run_file.unlink(missing_ok=True)
     run = functools.partial(run_notebooks, profile=args.profile, kernel=args.kernel, cell_timeout=args.cell_timeout)
     timings = run(notebooks, out, extra={**extra, **({"seed": seeds[0]} if seeds else {})})
     if timings is None:
@@ -485,7 +524,10 @@ def run_profile(args: argparse.Namespace, extra: dict, seeds: list[int], out: Pa
         print(f"{len(aggregated)} records now carry mean and std over seeds {', '.join(map(str, seeds))}", flush=True)
     write_json(out / f"timings-{args.profile}.json", timings)
     report = build_report(
-        out / "results", out / "RESULTS.md", title=f"fashion-clip-course results ({args.profile} profile)"
+        out / "results",
+        out / "RESULTS.md",
+        title=f"fashion-clip-course results ({args.profile} profile)",
+        profile=args.profile,
     )
     print(f"all {len(timings)} notebook runs took {sum(timings.values()):.0f} s; report: {report}", flush=True)
     return 0

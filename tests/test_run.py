@@ -335,3 +335,78 @@ def test_notebook_settings_are_the_parameter_cell_updated_by_the_profile():
     assert (default["itm_epochs"], full["itm_epochs"]) == (5, 20) and full["profile"] == "full"
     for other in run.discover():  # every parameter cell holds literals the helper can read
         assert run.notebook_settings(other, "ci")["profile"] == "ci"
+
+
+def test_a_run_that_stops_leaves_no_earlier_record_timings_or_report_to_pass_for_its_own(tmp_path, monkeypatch):
+    """A failed run used to leave the earlier run's record of the failed notebook, its timings file and RESULTS.md,
+    which make records then copied as this run's."""
+    from course_utils.results import write_results
+
+    def execute(notebook, output, parameters, kernel, cell_timeout):
+        if parameters.get("top_k") == 3 and notebook.name.startswith("07"):
+            raise run.NotebookFailed(f"{notebook.name} failed in cell 2")
+        write_results(notebook.stem, parameters, {"R@10": 0.5})
+        output.write_text("{}")
+        return 1.0
+
+    monkeypatch.setattr(run, "execute", execute)
+    monkeypatch.setattr(run, "check_kernel", lambda name: None)
+    argv = ["--profile", "ci", "--only", "01,07", "--output-dir", str(tmp_path)]
+    assert run.main(argv) == 0
+    assert {p.name for p in tmp_path.iterdir()} >= {"timings-ci.json", "RESULTS.md"}
+    assert run.main([*argv, "--set", "top_k=3"]) == 1
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["01_baseline_clip.json"]  # this run's
+    assert not (tmp_path / "timings-ci.json").exists() and not (tmp_path / "RESULTS.md").exists()
+
+
+def test_the_report_leaves_out_and_names_records_of_another_profile_in_the_folder(tmp_path, monkeypatch):
+    from course_utils.results import write_results
+
+    def execute(notebook, output, parameters, kernel, cell_timeout):
+        write_results(notebook.stem, parameters, {"R@10": 0.5})
+        output.write_text("{}")
+        return 1.0
+
+    monkeypatch.setattr(run, "execute", execute)
+    monkeypatch.setattr(run, "check_kernel", lambda name: None)
+    assert run.main(["--profile", "ci", "--only", "01", "--output-dir", str(tmp_path)]) == 0
+    assert run.main(["--profile", "full", "--only", "07", "--output-dir", str(tmp_path)]) == 0
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "Profile: full." in report and "## 07_retrieval_demo" in report and "## 01_baseline_clip" not in report
+    assert "Left out, records of another profile in the same folder: 01_baseline_clip (ci)." in report
+
+
+@pytest.mark.parametrize("folder", ["notebooks", "notebooks/inside", "."])
+def test_an_output_dir_that_is_the_course_itself_is_refused(folder, monkeypatch):
+    """--output-dir notebooks wrote the executed copies over the source notebooks; '.' wrote into figures/."""
+    monkeypatch.setattr(run, "check_kernel", lambda name: pytest.fail("the run went on"))
+    with pytest.raises(SystemExit, match="--output-dir .*: the executed notebooks would replace the course's own"):
+        run.main(["--profile", "ci", "--only", "01", "--output-dir", str(run.REPO_ROOT / folder)])
+
+
+@pytest.mark.parametrize(
+    ("profile_file", "message"),
+    [
+        ({"ci": {}, "Ci": {"top_k": 3}}, r"entries \['Ci'\] are no profile; name one of"),
+        ({"ci": {"top_kk": 3}}, r"\['top_kk'\] are not parameters of 01_x.ipynb"),
+    ],
+)
+def test_a_profile_file_entry_for_no_profile_or_no_parameter_is_refused(tmp_path, monkeypatch, profile_file, message):
+    """papermill injects any name and a misspelt profile is never read: both ran with the defaults and exited 0."""
+    monkeypatch.setattr(run, "NOTEBOOK_DIR", tmp_path)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "01_x.json").write_text(json.dumps(profile_file))
+    notebook = two_cell_notebook(tmp_path / "01_x.ipynb", "print(top_k)")
+    with pytest.raises(SystemExit, match=message):
+        run.check_profile_files([notebook])
+
+
+def test_a_parameters_cell_that_is_no_literal_names_the_notebook_and_parameter(tmp_path):
+    import nbformat
+
+    path = two_cell_notebook(tmp_path / "03_x.ipynb", "print(sizes)")
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells[0].source = "sizes = list(range(3))"
+    nbformat.write(notebook, path)
+    with pytest.raises(SystemExit, match=r"03_x.ipynb: its parameters cell sets sizes = list\(range\(3\)\), which is"):
+        run.parameter_defaults(path)

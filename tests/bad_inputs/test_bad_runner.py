@@ -3,7 +3,6 @@ and an unwritable ``--output-dir`` is one clear line instead of a traceback."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -87,17 +86,10 @@ def test_a_name_known_to_one_selected_notebook_is_accepted():
     run.check_parameter_names(notebooks, [only_in_07[0], "seed"])
 
 
-def test_shipped_profiles_only_name_parameters_of_their_notebook():
-    """The same typo guard for the committed overrides in notebooks/profiles/*.json, and for the real profiles'
-    shared entries in every notebook that runs in them."""
-    real_notebooks = run.in_profile(run.discover(), "real")
-    shared = {name for entries in run.REAL_SHARED.values() for name in entries}
-    for notebook in run.discover():
-        overrides = run.NOTEBOOK_DIR / "profiles" / f"{notebook.stem}.json"
-        names = {name for profile in json.loads(overrides.read_text()).values() for name in profile}
-        names |= shared if notebook in real_notebooks else set()
-        parameters = set(run.parameter_defaults(notebook))
-        assert names <= parameters, (notebook.name, names - parameters)
+def test_shipped_profiles_only_name_profiles_and_parameters_of_their_notebook():
+    """The runner's guard (every run checks the files of the notebooks it runs) holds for the committed overrides in
+    notebooks/profiles/*.json, with the real profiles' shared entries in every notebook that runs in them."""
+    run.check_profile_files(run.discover())
 
 
 def test_an_output_dir_that_is_a_file_is_one_clear_line(tmp_path, no_notebook_runs, monkeypatch):
