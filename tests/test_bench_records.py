@@ -601,17 +601,26 @@ def test_rerank_section_gives_the_dual_encoder_its_mistakes_and_each_arm_against
     assert "Unseen against seen" not in text  # nor one from before the control arm
 
 
-def test_rerank_section_sets_unseen_pairs_against_as_many_seen_ones_seed_by_seed():
-    bench = load_benchmark("bench_rerank")
-    row = {"pairs": 529, "train_s": 8.0}
-    run = {
+def rerank_run(bench, same_size_R1: float | None = None) -> dict:
+    """A bench_rerank record's set-up, rows aside: the dual encoder's R@1 on each split (and on the train draw as
+    large as val, ``bench.SAME_SIZE``, when given) and its mistakes."""
+    dual = {"train": 0.481, "val": 0.255, "test": 0.2} | ({bench.SAME_SIZE: same_size_R1} if same_size_R1 else {})
+    return {
         "conditions": {**CONDITIONS, "torch_threads": 2},
         "recipe": {},
         "rerank_k": 20,
         "dual_weights": [0.0, 1.0],
-        "dual_R@1": {"train": 0.481, "val": 0.255, "test": 0.2, bench.SAME_SIZE: 0.6},
+        "dual_R@1": dual,
         "test_items": 996,
         "first_item_mistakes": {"wrong": 800},
+    }
+
+
+def test_rerank_section_sets_unseen_pairs_against_as_many_seen_ones_seed_by_seed():
+    bench = load_benchmark("bench_rerank")
+    row = {"pairs": 529, "train_s": 8.0}
+    run = {
+        **rerank_run(bench, same_size_R1=0.6),
         "rows": [
             {**row, "arm": bench.UNSEEN_ARM, "seed": 0, "R@1": [0.05, 0.21]},
             {**row, "arm": bench.UNSEEN_ARM, "seed": 1, "R@1": [0.06, 0.19]},
@@ -631,13 +640,7 @@ def test_rerank_section_sets_unseen_pairs_against_as_many_seen_ones_seed_by_seed
 def test_rerank_section_sets_the_tuned_towers_against_the_frozen_ones_with_their_training_time():
     bench = load_benchmark("bench_rerank")
     run = {
-        "conditions": {**CONDITIONS, "torch_threads": 2},
-        "recipe": {},
-        "rerank_k": 20,
-        "dual_weights": [0.0, 1.0],
-        "dual_R@1": {"train": 0.481, "val": 0.255, "test": 0.2},
-        "test_items": 996,
-        "first_item_mistakes": {"wrong": 800},
+        **rerank_run(bench),
         "rows": [
             {"arm": bench.NOTEBOOK_ARM, "seed": 0, "pairs": 3475, "train_s": 26.0, "R@1": [0.1, 0.19]},
             {"arm": bench.NOTEBOOK_ARM, "seed": 1, "pairs": 3475, "train_s": 30.0, "R@1": [0.1, 0.18]},
@@ -661,13 +664,7 @@ def test_rerank_section_of_a_one_seed_run_gives_each_difference_without_a_spread
     bench = load_benchmark("bench_rerank")
     row = {"pairs": 529, "train_s": 60.0}
     run = {
-        "conditions": {**CONDITIONS, "torch_threads": 2},
-        "recipe": {},
-        "rerank_k": 20,
-        "dual_weights": [0.0, 1.0],
-        "dual_R@1": {"train": 0.481, "val": 0.255, "test": 0.2, bench.SAME_SIZE: 0.6},
-        "test_items": 996,
-        "first_item_mistakes": {"wrong": 800},
+        **rerank_run(bench, same_size_R1=0.6),
         "rows": [
             {**row, "arm": bench.UNSEEN_ARM, "seed": 0, "R@1": [0.05, 0.21]},
             {**row, "arm": bench.SAME_SIZE_ARM, "seed": 0, "R@1": [0.04, 0.2]},
