@@ -164,8 +164,8 @@ def load_deepfashion_multimodal(
 
     Returns:
         A catalogue of items (id = image name, caption style ``"description"``); the report counts as skipped
-        captions without image, images without caption and malformed label lines, and as caveats absent label
-        files, unknown codes and NA values.
+        captions without image and malformed label lines, as caveats absent label files, unknown codes and NA
+        values, and as unlisted the images without caption.
 
     Raises:
         DatasetNotFound: ``root``, ``images/`` or ``captions.json`` does not exist, or no item loaded for want of
@@ -196,7 +196,7 @@ def load_deepfashion_multimodal(
             items.append(Item(name, (text.strip(),), ("description",), attributes, split, FileImage(image_dir / name)))
     for path in sorted(image_dir.iterdir()):
         if path.is_file() and path.name not in captions:
-            report.skip("image without caption (not loaded)", path.name)
+            report.unlisted_file("image without caption (not loaded)", path.name)
     catalogue = Catalogue(DATASET, items, report, match_attributes=MATCH_ATTRIBUTES)
     if verify_images:
         catalogue = catalogue.drop_unreadable_images()

@@ -201,8 +201,8 @@ def load_fashion_product_small(
 
     Returns:
         A catalogue whose ``report`` counts rows read, rows repaired (unquoted comma or stray quote), every skipped
-        row with its reason (malformed, no title, duplicate id, image missing or unreadable) and, as caveats,
-        missing attribute values.
+        row with its reason (malformed, no title, duplicate id, image missing or unreadable), as caveats missing
+        attribute values and, reading every row (no ``limit``), as unlisted the images without a row.
 
     Raises:
         DatasetNotFound: ``root``, the styles file or ``images/`` does not exist or is the wrong kind (a folder for
@@ -221,7 +221,9 @@ def load_fashion_product_small(
     check_split_fractions(split_fractions)
     report = LoadReport(DATASET)
     items: dict[str, Item] = {}
+    listed: set[str] = set()  # every id a row names, loaded or not
     for fields, quote_repaired in _read_rows(csv_path, report, limit):
+        listed.add(fields[0].strip())  # a row dropped below still names its image: not an unlisted one
         record = parse_row(fields, report, quote_repaired)
         if record is None:
             continue
@@ -233,6 +235,10 @@ def load_fashion_product_small(
             report.skip(IMAGE_MISSING, item_id)
         else:
             items[item_id] = make_item(record, image_path, assign_split(item_id, seed, split_fractions))
+    if limit is None:  # a quick look (limit) reads the first rows only: the other images are unlisted by design
+        for path in sorted(image_dir.glob("*.jpg")):
+            if path.stem not in listed:
+                report.unlisted_file(f"image without a row in {csv_name} (not loaded)", path.name)
     catalogue = Catalogue(
         DATASET, list(items.values()), report, attribute_names=ATTRIBUTES, match_attributes=MATCH_ATTRIBUTES
     )

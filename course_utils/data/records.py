@@ -306,9 +306,10 @@ class CompositionTriplet:
 class LoadReport:
     """What a loader read, repaired and left out; printed by notebooks so nothing vanishes silently.
 
-    Two kinds of entry, counted apart so the headline's "dropped" is what was not loaded: :meth:`skip` for a row,
-    line, item or triplet left out, :meth:`caveat` for something loaded with a part missing (an attribute value,
-    an image kept as absent, an optional file that was not there).
+    Three kinds of entry, counted apart so the headline's "dropped" is what was listed and not loaded: :meth:`skip` for
+    a row, line, item or triplet left out, :meth:`caveat` for something loaded with a part missing (an attribute
+    value, an image kept as absent, an optional file that was not there), :meth:`unlisted_file` for a file in the
+    dataset's folder that no listing names (an image without a row or caption), so not loaded either.
     """
 
     dataset: str
@@ -316,6 +317,7 @@ class LoadReport:
     rows_repaired: int = 0
     skipped: Counter = field(default_factory=Counter)  # reason -> rows, items or triplets not loaded
     caveats: Counter = field(default_factory=Counter)  # reason -> loaded with a part missing
+    unlisted: Counter = field(default_factory=Counter)  # reason -> files in the folder that no listing names
     examples: dict = field(default_factory=dict)  # reason -> a few example ids
 
     def skip(self, reason: str, example: str | None = None) -> None:
@@ -326,6 +328,11 @@ class LoadReport:
     def caveat(self, reason: str, example: str | None = None) -> None:
         """Count one thing loaded with a part missing for ``reason`` (it stays in the catalogue)."""
         self.caveats[reason] += 1
+        self._keep_example(reason, example)
+
+    def unlisted_file(self, reason: str, example: str | None = None) -> None:
+        """Count one file of the dataset's folder that no listing names (so not loaded) for ``reason``."""
+        self.unlisted[reason] += 1
         self._keep_example(reason, example)
 
     def _keep_example(self, reason: str, example: str | None) -> None:
@@ -340,6 +347,11 @@ class LoadReport:
         return sum(self.skipped.values())
 
     @property
+    def total_unlisted(self) -> int:
+        """Files in the dataset's folder that no listing names (not loaded)."""
+        return sum(self.unlisted.values())
+
+    @property
     def total_caveats(self) -> int:
         """Things loaded with a part missing."""
         return sum(self.caveats.values())
@@ -348,8 +360,9 @@ class LoadReport:
         lines = [
             f"{self.dataset}: read {self.rows_read} rows, repaired {self.rows_repaired}, dropped {self.total_skipped}"
             + (f"; {self.total_caveats} loaded with a caveat" if self.caveats else "")
+            + (f"; {self.total_unlisted} file(s) in the folder listed nowhere" if self.unlisted else "")
         ]
-        for label, counts in (("dropped", self.skipped), ("caveat ", self.caveats)):
+        for label, counts in (("dropped", self.skipped), ("caveat ", self.caveats), ("unlisted", self.unlisted)):
             for reason, count in sorted(counts.items()):
                 example = self.examples.get(reason)
                 lines.append(f"  {label} {count:>6} — {reason}" + (f" (e.g. {', '.join(example)})" if example else ""))

@@ -356,3 +356,20 @@ def test_a_test_size_that_is_not_a_whole_number_of_items_is_refused(test_size):
 def test_fashioniq_through_the_experiment_fails_early_and_by_name(fashioniq_sample):
     with pytest.raises(ValueError, match=r"fashioniq cannot run in the course's notebooks: it lacks a 'test' split"):
         load_experiment("fashioniq", str(fashioniq_sample))
+
+
+def test_images_without_a_row_are_counted_apart_from_the_rows_dropped(tmp_path):
+    """An image no row names was not loaded without a word (a styles.csv of another version, or a subset)."""
+    root = styles_root(
+        tmp_path, [good_row(1), good_row(2), b"3,Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,NA\n"]
+    )
+    for extra in (7, 8):
+        Image.new("RGB", (4, 4), "red").save(root / "images" / f"{extra}.jpg")
+    report = load_fashion_product_small(root).report
+    reason = "image without a row in styles.csv (not loaded)"
+    assert report.unlisted == {reason: 2} and report.examples[reason] == ["7.jpg", "8.jpg"]
+    assert report.skipped == {"productDisplayName missing (NA/empty)": 1}  # its image 3.jpg is not unlisted too
+    assert str(report).splitlines()[0] == (
+        "fashion-product-small: read 3 rows, repaired 0, dropped 1; 2 file(s) in the folder listed nowhere"
+    )
+    assert load_fashion_product_small(root, limit=2).report.unlisted == {}  # a quick look leaves the rest by design

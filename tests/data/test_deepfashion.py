@@ -77,9 +77,10 @@ def test_report_counts_everything_left_out(deepfashion_root):
     assert report.rows_read == 4
     assert report.skipped == {
         "image file missing": 1,
-        "image without caption (not loaded)": 1,
         "malformed line in shape_anno_all.txt (expected a name and 12 integers)": 1,
     }
+    assert report.unlisted == {"image without caption (not loaded)": 1}  # not a caption dropped: none names it
+    assert str(report).splitlines()[0].endswith("; 1 file(s) in the folder listed nowhere")
     assert report.caveats == {  # the items load without these values
         "unknown label code in shape_anno_all.txt": 1,
         # dress: outer_clothing_cardigan, outer fabric, outer pattern; jeans: 10 shape + 2 fabric + 2 pattern
