@@ -21,9 +21,10 @@ Design, in the order a request sees it:
   (``run_*_query``): the same result grid and the same messages for bad input as in JupyterLab.
 - Model work runs on a bounded thread pool (``workers`` threads), never on the event loop, so the page, the
   uploads and the other queries keep flowing while a query computes; at most ``max_pending`` queries may be in
-  progress (their upload being received, waiting for a thread or running), beyond that a viewer gets a "busy, try
-  again" message (HTTP 503) before the body is read, instead of an ever longer queue: uploads held in memory stay
-  under ``max_pending`` x the upload limit. Text queries
+  progress (their upload being received, waiting for a thread or running), and :data:`MAX_PENDING_PER_CLIENT` of
+  one network address; beyond that a viewer gets a "busy, try again" message (HTTP 503) before the body is read,
+  instead of an ever longer queue: uploads held in memory stay under ``max_pending`` x the upload limit, and one
+  student holding connections open cannot take every place. Text queries
   that arrive while a batch of them is searched go together into the next batch (one pass of the text tower for
   all: a class pressing Enter together costs a few passes, not one each); each still gets its own answer.
 - Request limits: bodies above :data:`MAX_REQUEST_BYTES` are refused before they are read; up to that, bytes past
@@ -50,7 +51,7 @@ import logging
 import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -87,6 +88,10 @@ MAX_REQUEST_BYTES = 64 * 1024 * 1024
 DEFAULT_WORKERS = 4
 #: Queries that may be in progress (running or waiting for a thread) before viewers are told to try again.
 DEFAULT_MAX_PENDING = 64
+#: The most queries one address on the network may have in progress: a page sends one at a time, and a student
+#: opening connections without sending their uploads cannot hold every place. Loopback (this machine, the load
+#: benchmark's pages, a reverse proxy in front) is not limited.
+MAX_PENDING_PER_CLIENT = 4
 #: Most text queries searched in one batch (one pass of the text tower).
 MAX_TEXT_BATCH = 64
 #: Answer times kept per query kind for ``/health``.
@@ -99,6 +104,11 @@ CLIENT_GONE = 499
 log = logging.getLogger("course_utils.classroom")
 
 
+def limited_client(address: str) -> bool:
+    """Whether queries from ``address`` count against :data:`MAX_PENDING_PER_CLIENT` (every address but loopback)."""
+    return not ipaddress.ip_address(address).is_loopback
+
+
 @dataclass
 class ServerCounters:
     """What ``/health`` reports; changed on the event loop thread only."""
@@ -106,7 +116,8 @@ class ServerCounters:
     pending: int = 0  # queries taken in (upload being received, waiting for a thread or running), not yet answered
     answered: int = 0  # answers sent
     abandoned: int = 0  # answers computed for a viewer who had gone
-    refused_busy: int = 0  # queries refused because ``max_pending`` were in progress
+    refused_busy: int = 0  # queries refused because ``max_pending`` were in progress (in all, or of one viewer)
+    pending_by_client: Counter = field(default_factory=Counter)  # network address -> its queries in ``pending``
     # seconds from a query's arrival to its answer (waiting for a thread included), the last RECENT_QUERIES per kind
     seconds: dict[str, deque] = field(
         default_factory=lambda: {kind: deque(maxlen=RECENT_QUERIES) for kind in QUERY_KINDS}
@@ -540,23 +551,30 @@ class QueryHandler(tornado.web.RequestHandler):
         self.body, self.body_size, self.gone, self.holds_place, self.querying = bytearray(), 0, False, False, False
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
-        counters = self.service.counters
-        if counters.pending >= self.service.max_pending:
+        counters, client = self.service.counters, self.request.remote_ip
+        if limited_client(client) and counters.pending_by_client[client] >= MAX_PENDING_PER_CLIENT:
+            busy = f"you have {MAX_PENDING_PER_CLIENT} queries in progress: wait for their answers, then try again"
+        elif counters.pending >= self.service.max_pending:
+            busy = f"the server is busy (queries in progress: {counters.pending}): try again in a few seconds"
+        else:
+            busy = None
+        if busy:
             counters.refused_busy += 1
             self.set_status(503)
-            self.finish(
-                message_html(
-                    f"the server is busy (queries in progress: {counters.pending}): try again in a few seconds", "info"
-                )
-            )
+            self.finish(message_html(busy, "info"))
             return
         counters.pending += 1
+        counters.pending_by_client[client] += 1
         self.holds_place = True
 
     def _leave_place(self) -> None:
         if self.holds_place:
             self.holds_place = False
-            self.service.counters.pending -= 1
+            counters, client = self.service.counters, self.request.remote_ip
+            counters.pending -= 1
+            counters.pending_by_client[client] -= 1
+            if not counters.pending_by_client[client]:
+                del counters.pending_by_client[client]
 
     def on_finish(self) -> None:  # every answered request, an error (a GET's 405) included
         self._leave_place()

@@ -162,6 +162,13 @@ def results_html(
 # --- query inputs ------------------------------------------------------------------------------------------------
 
 
+#: The most pixels an upload may have, counted at the size decoded (4096 x 4096; a phone's 12-megapixel JPEG is
+#: decoded at a reduced scale, well under it).
+MAX_UPLOAD_PIXELS = 4096 * 4096
+#: How many times longer than wide (or wider than long) an upload may be.
+MAX_UPLOAD_ASPECT = 20
+
+
 def check_upload_size(size: int, name: str = "upload") -> None:
     """:class:`BadQuery` when an upload of ``size`` bytes is empty or larger than :data:`MAX_UPLOAD_BYTES`.
 
@@ -177,19 +184,30 @@ def check_upload_size(size: int, name: str = "upload") -> None:
 
 
 def decode_image_bytes(content: bytes | memoryview, name: str = "upload") -> Image.Image:
-    """Decode an uploaded file to an RGB image; :class:`BadQuery` with a readable reason when it is not one."""
+    """Decode an uploaded file to an RGB image; :class:`BadQuery` with a readable reason when it is not one.
+
+    An upload is held to :data:`MAX_UPLOAD_PIXELS` (at the size decoded: a large JPEG is read at a reduced scale)
+    and :data:`MAX_UPLOAD_ASPECT`: a few hundred bytes of PNG can describe a 9,400 x 9,400 image (a gigabyte once
+    decoded) or a 200,000 x 1 strip, which the model's resize of the short side would blow up to gigabytes.
+    """
     data = bytes(content)
     check_upload_size(len(data), name)
     try:
-        return decode_image(io.BytesIO(data), repr(name))
+        image = decode_image(io.BytesIO(data), repr(name), max_pixels=MAX_UPLOAD_PIXELS)
     except OversizedImage:
         raise BadQuery(
-            f"the image {name!r} claims more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb, or far "
-            "larger than a photo needs); choose a smaller JPEG or PNG image"
+            f"the image {name!r} has more than {MAX_UPLOAD_PIXELS:,} pixels (a decompression bomb, or far larger "
+            "than a photo needs: the models read 224 pixels a side at most); choose a smaller JPEG or PNG image"
         ) from None
     except CorruptImage as err:
         reason = type(err.__cause__).__name__ if err.__cause__ is not None else "not an image"
         raise BadQuery(f"could not read {name!r} as an image ({reason}): choose a JPEG or PNG file") from None
+    if max(image.size) > MAX_UPLOAD_ASPECT * min(image.size):
+        raise BadQuery(
+            f"the image {name!r} is {image.width} x {image.height} pixels, one side more than {MAX_UPLOAD_ASPECT} "
+            "times the other: choose a photo of a garment"
+        )
+    return image
 
 
 def upload_content(value) -> Upload | None:

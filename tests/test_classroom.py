@@ -609,3 +609,25 @@ def test_serve_says_a_taken_port_before_loading_the_model(monkeypatch):
         port = taken.getsockname()[1]
         with pytest.raises(SystemExit, match=f"port {port} is in use .*pass --port with a free one"):
             serve.main(["--port", str(port)])
+
+
+def test_one_address_holding_connections_open_cannot_take_every_place(experiment, tiny_bundle, monkeypatch):
+    """64 connections sending upload headers and no body used to lock every viewer out for the body timeout."""
+    monkeypatch.setattr(classroom, "limited_client", lambda address: True)  # as a student's machine on the network
+    state = build_demo_state(experiment, tiny_bundle, "synthetic", "sum")
+    headers = b"POST /query/image?source=upload&name=x.png HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n"
+    with classroom.BackgroundServer(state, workers=1) as server:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) for _ in range(4)]
+        for sock in held:
+            sock.sendall(headers)
+        deadline = time.monotonic() + WAIT
+        while health(server)["pending"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status, page = post(server, "text", text="red", top_k="2")
+        assert status == 503 and f"you have {classroom.MAX_PENDING_PER_CLIENT} queries in progress" in page
+        for sock in held:
+            sock.close()
+        while health(server)["pending"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert post(server, "text", text="red", top_k="2")[0] == 200
+    assert classroom.MAX_PENDING_PER_CLIENT < classroom.DEFAULT_MAX_PENDING

@@ -10,7 +10,6 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
-import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -185,7 +184,20 @@ def opaque_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(source: Path | BinaryIO, label: str) -> Image.Image:
+def _check_pixels(image: Image.Image, limit: int | None) -> None:
+    """Raise PIL's ``DecompressionBombError`` when ``image`` (opened, not decoded) has more than ``limit`` pixels."""
+    if limit is not None and image.width * image.height > limit:
+        raise Image.DecompressionBombError(
+            f"Image size ({image.width * image.height} pixels) exceeds limit of {limit} pixels"
+        )
+
+
+#: The formats an image file may be in: photo, web and scanner raster formats. Any other format PIL knows is refused
+#: undecoded; EPS, for one, would run the file through Ghostscript where it is installed.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
+
+
+def decode_image(source: Path | BinaryIO, label: str, max_pixels: int | None = None) -> Image.Image:
     """Decode an image file (a path or an open binary file) to RGB, or raise one clear error naming ``label``.
 
     A photo comes out as it looks: upright by its EXIF orientation (a phone stores a portrait photo on its side
@@ -193,26 +205,34 @@ def decode_image(source: Path | BinaryIO, label: str) -> Image.Image:
     (:func:`opaque_rgb`). A large JPEG is decoded at a reduced scale that keeps both sides at least
     :data:`DECODE_MIN_SIDE` pixels.
 
-    PIL fails in many ways on bad files: ``OSError`` for truncated data, ``DecompressionBombError`` (or only a
-    warning, for 1-2x the limit) for a header claiming tens of thousands of pixels a side, ``SyntaxError``,
-    ``ValueError``, ``struct.error`` and others for malformed headers. Every one of them becomes
-    :class:`CorruptImage` (:class:`OversizedImage` for the bombs) so loaders, the encoding loop and the upload
-    widgets can skip and count the file instead of dying part-way through.
+    PIL fails in many ways on bad files: ``OSError`` for truncated data, ``DecompressionBombError`` for a header
+    claiming tens of thousands of pixels a side, ``SyntaxError``, ``ValueError``, ``struct.error`` and others for
+    malformed headers. Every one of them becomes :class:`CorruptImage` (:class:`OversizedImage` for the bombs) so
+    loaders, the encoding loop and the upload widgets can skip and count the file instead of dying part-way
+    through. The pixel limits are checked on the header, before any pixel is decoded, here rather than through
+    PIL's warning for 1-2x its limit: warning filters are process-wide, and the classroom decodes in several threads.
+
+    Args:
+        source: the file.
+        label: how messages name it.
+        max_pixels: a stricter limit than ``Image.MAX_IMAGE_PIXELS`` (uploads), counted at the size decoded (a
+            large JPEG's reduced scale).
 
     Raises:
         FileNotFoundError: ``source`` is a path that does not exist.
-        OversizedImage: the header claims more than ``Image.MAX_IMAGE_PIXELS`` pixels (nothing is decoded).
-        CorruptImage: anything else that stops decoding, or a 16-bit/float image whose values fit no known scale.
+        OversizedImage: the header claims more than ``Image.MAX_IMAGE_PIXELS`` (or ``max_pixels``) pixels.
+        CorruptImage: a format outside :data:`IMAGE_FORMATS`, anything else that stops decoding, or a 16-bit/float
+            image whose values fit no known scale.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse 1-2x the limit too
-            with Image.open(source) as image:
-                image.draft(None, (DECODE_MIN_SIDE, DECODE_MIN_SIDE))  # JPEG only; other formats ignore it
-                return opaque_rgb(ImageOps.exif_transpose(image))
+        with Image.open(source, formats=IMAGE_FORMATS) as image:
+            _check_pixels(image, Image.MAX_IMAGE_PIXELS)  # what the header claims
+            image.draft(None, (DECODE_MIN_SIDE, DECODE_MIN_SIDE))  # JPEG only; other formats ignore it
+            _check_pixels(image, max_pixels)  # what will be decoded
+            return opaque_rgb(ImageOps.exif_transpose(image))
     except FileNotFoundError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+    except Image.DecompressionBombError as err:
         raise OversizedImage(
             f"refusing to decode image {label}: {err} (PIL's limit is Image.MAX_IMAGE_PIXELS = "
             f"{Image.MAX_IMAGE_PIXELS} pixels); use a smaller image, or raise that limit if you trust the file"

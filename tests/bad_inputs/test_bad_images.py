@@ -4,10 +4,11 @@ files, in loading (records, the fashion-product loader, the Dataset adapters) an
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 
 from course_utils import widgets as cw
@@ -21,7 +22,7 @@ from course_utils.data import (
     collate_skipping_unreadable,
 )
 from course_utils.data.fashion_product import load_fashion_product_small
-from course_utils.data.records import OVERSIZED_IMAGE, UNREADABLE_IMAGE
+from course_utils.data.records import OVERSIZED_IMAGE, UNREADABLE_IMAGE, decode_image
 
 from .bad_files import MALFORMED_PPM, bomb_jpeg, greyscale_bytes, jpeg_bytes
 
@@ -78,7 +79,7 @@ def test_retriever_image_query_from_a_bomb_file_is_a_clear_error(make_retriever,
 
 @pytest.mark.parametrize("content", [bomb_jpeg(60000, 60000), bomb_jpeg(10000, 10000)], ids=["error", "warning"])
 def test_an_uploaded_bomb_gets_a_message(make_retriever, content):
-    with pytest.raises(cw.BadQuery, match=r"the image 'huge.jpg' claims more than 89,478,485 pixels"):
+    with pytest.raises(cw.BadQuery, match=r"the image 'huge.jpg' has more than 16,777,216 pixels"):
         cw.decode_image_bytes(content, "huge.jpg")
     page = cw.run_image_query(make_retriever(), cw.Upload("huge.jpg", content), top_k=2)
     assert "fc-error" in page and "decompression bomb" in page
@@ -92,6 +93,49 @@ def test_an_undecodable_upload_gets_a_message(make_retriever, content, reason):
     with pytest.raises(cw.BadQuery, match=rf"could not read 'x.jpg' as an image \({reason}.*choose a JPEG or PNG"):
         cw.decode_image_bytes(content, "x.jpg")
     assert "could not read" in cw.run_image_query(make_retriever(), cw.Upload("x.jpg", content), top_k=2)
+
+
+def png_bytes(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", size).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        ((200_000, 1), r"is 200000 x 1 pixels, one side more than 20 times the other"),
+        ((5000, 5000), r"has more than 16,777,216 pixels"),
+    ],
+)
+def test_an_upload_too_large_once_decoded_is_refused_though_its_file_is_small(size, message):
+    """A 274-byte PNG strip took 4 GiB in the model's resize (short side up to 64 pixels); a 5,000 x 5,000 PNG of
+    a few kB decodes to 25 MB, eight at once to gigabytes."""
+    content = png_bytes(size)
+    assert len(content) < 100_000
+    with pytest.raises(cw.BadQuery, match=message):
+        cw.decode_image_bytes(content, "x.png")
+
+
+def test_a_large_photo_within_the_limits_is_read_at_a_reduced_scale():
+    assert cw.decode_image_bytes(jpeg_bytes("red", (6000, 4000)), "phone.jpg").size == (1500, 1000)
+
+
+def test_only_raster_photo_formats_are_decoded():
+    """An EPS went to Ghostscript where it is installed: a student's PostScript would run on the server."""
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(CorruptImage, match="cannot decode image 'x.eps'") as refused:
+        decode_image(io.BytesIO(eps), "'x.eps'")
+    assert isinstance(refused.value.__cause__, UnidentifiedImageError)
+
+
+def test_a_bomb_is_refused_whatever_the_warning_filters_are(bad_images, monkeypatch):
+    """The 1-2x bomb check turned PIL's warning into an error through the process-wide warning filters: with the
+    classroom's threads decoding at once, one thread's restore undid another's filter, and a bomb was decoded.
+    Here no filter can be set, as when another thread has just restored them."""
+    monkeypatch.setattr(warnings, "simplefilter", lambda *args, **kwargs: None)
+    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(OversizedImage):
+        FileImage(bad_images["bomb-warning"]).load()
 
 
 def test_a_good_upload_still_decodes():
