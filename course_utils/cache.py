@@ -22,6 +22,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
@@ -257,7 +258,12 @@ def remove_artifact(path: Path) -> None:
 
 
 def save_torch(obj: Any, handle: BinaryIO) -> None:
-    torch.save(obj, handle)
+    """``torch.save`` into memory, then one write to ``handle``: a full disk then raises ``OSError`` (no space left)
+    from the write, which :func:`cached_artifact` handles, instead of torch's ``RuntimeError`` ("unexpected pos")
+    from inside its zip writer."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    handle.write(buffer.getbuffer())
 
 
 def load_torch(path: Path) -> Any:
@@ -320,10 +326,12 @@ def cached_artifact(
                 if usable is None or usable(obj):
                     return obj
         obj = _built_and_checked(path, build, validate)
-        _remove_leftover_temporaries(path)
+        remove_leftover_temporaries(path)
         try:
             _write_with_checksum(path, save, obj)
         except OSError as err:  # a read-only or full cache: this run goes on, the next one builds it again
+            with contextlib.suppress(OSError):  # a data file written without its checksum would read as damaged
+                remove_artifact(path)
             LOG.warning(
                 "cache: cannot write %s (%s): built for this run only; free space or set FASHION_COURSE_CACHE to a "
                 "writable folder to keep it",
@@ -333,10 +341,10 @@ def cached_artifact(
         return obj
 
 
-def _remove_leftover_temporaries(path: Path) -> None:
+def remove_leftover_temporaries(path: Path) -> None:
     """Delete the temporary files that writes of ``path`` or its checksum left when their process was killed
-    (:func:`write_atomic` names them ``.<name>.*.tmp``). Called under ``path``'s lock, which every write of a cached
-    file holds, so none of them is still being written."""
+    (:func:`write_atomic` names them ``.<name>.*.tmp``). Called under ``path``'s :func:`cache_lock`, which every
+    write of ``path`` holds (a cached artefact's, the file-digest index's), so none of them is still being written."""
     leftovers = list(path.parent.glob(f".{path.name}.*.tmp"))
     for leftover in leftovers:
         with contextlib.suppress(OSError):  # a read-only cache keeps them; nothing reads them

@@ -20,7 +20,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cache import cache_lock, file_sha256
+from .cache import cache_lock, file_sha256, remove_leftover_temporaries
 from .json_files import read_json_object, write_json
 from .paths import cache_dir
 
@@ -86,6 +86,7 @@ def content_digests(paths: Sequence[Path | str]) -> list[str | None]:
         if changed:
             kept = {name: entry for name, entry in entries.items() if os.path.isfile(name)}
             try:
+                remove_leftover_temporaries(index_path)  # of writes whose process was killed
                 write_json(index_path, {"version": INDEX_VERSION, "files": kept}, indent=None)
             except OSError as err:  # a read-only or full cache: the digests are right, only not remembered
                 LOG.warning(

@@ -83,14 +83,18 @@ def _client(uri: str, timeout: float):
     from pymilvus.exceptions import MilvusException
 
     folder = _lite_folder(uri)
+    held_elsewhere = VectorDatabaseError(
+        f"the Milvus Lite database {uri!r} is open in another process, which holds its lock: close it there "
+        "(MilvusIndex.close()) or end that process (a notebook's kernel, make serve), or use another path"
+    )
     if folder and _locked_by_another_process(folder):  # checked first: Milvus Lite would log a traceback and fail
-        raise VectorDatabaseError(
-            f"the Milvus Lite database {uri!r} is open in another process, which holds its lock: close it there "
-            "(MilvusIndex.close()) or end that process (a notebook's kernel, make serve), or use another path"
-        )
+        raise held_elsewhere
     try:
-        client = MilvusClient(uri=uri, timeout=timeout)
+        with _quiet("milvus_lite"):  # its traceback for a folder another process took meanwhile: the error says it
+            client = MilvusClient(uri=uri, timeout=timeout)
     except MilvusException as err:
+        if folder and _locked_by_another_process(folder):  # taken between the check and the open
+            raise held_elsewhere from err
         raise VectorDatabaseError(
             f"cannot open the vector database at uri={uri!r}: {err.message}. Use a local file path ending in .db "
             "(Milvus Lite; its folder must exist) or the address of a running Milvus server, e.g. "

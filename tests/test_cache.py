@@ -3,6 +3,7 @@ killed run that resumes with the same result."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -27,7 +28,10 @@ from course_utils.cache import (
     torch_save_atomic,
     write_atomic,
 )
+from course_utils.models.tiny_clip import TINY_MODEL
 from course_utils.paths import REPO_ROOT
+from course_utils.tasks.pretrain import pretrain_key_parts
+from course_utils.train import TrainConfig
 
 
 def _truncate(path: Path) -> None:
@@ -207,6 +211,46 @@ def test_a_build_that_cannot_be_written_is_used_for_this_run(isolated_cache, mon
         assert torch.equal(cached_artifact(path, lambda: torch.ones(2)), torch.ones(2))
     assert f"cannot write {path} (No space left on device): built for this run only" in caplog.text
     assert not path.exists()
+
+
+class DiskFullAfter(io.RawIOBase):
+    """A file on a disk with room for ``room`` bytes: later writes fail with ENOSPC, as a nearly full disk does."""
+
+    def __init__(self, room: int):
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if not self.room:
+            raise OSError(28, "No space left on device")
+        written = min(len(data), self.room)  # the last room is filled by a short write, as the kernel does
+        self.room -= written
+        return written
+
+
+def test_a_model_that_fills_the_disk_part_way_is_used_for_this_run(isolated_cache, monkeypatch, caplog):
+    """torch.save wrote straight into the file: a disk full part-way raised torch's RuntimeError ("unexpected pos"),
+    which the cache did not catch, and the run stopped."""
+    import course_utils.cache as cache
+
+    path = artifact_path("embeddings", ["nearly full disk"])
+    monkeypatch.setattr(cache, "write_atomic", lambda target, write: write(io.BufferedWriter(DiskFullAfter(10**5))))
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        assert torch.equal(cached_artifact(path, lambda: torch.ones(10**6)), torch.ones(10**6))
+    assert f"cannot write {path} (No space left on device): built for this run only" in caplog.text
+
+
+def test_a_data_file_whose_checksum_cannot_be_written_is_not_left(isolated_cache, monkeypatch, caplog):
+    """The data file fitted, its checksum did not: the file stayed, and every later run called it damaged."""
+    import course_utils.cache as cache
+
+    path = artifact_path("embeddings", ["no room for the checksum"])
+    monkeypatch.setattr(cache, "_write_checksum", lambda *args: _raise(OSError(28, "No space left on device")))
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        assert torch.equal(cached_artifact(path, lambda: torch.ones(2)), torch.ones(2))
+    assert "built for this run only" in caplog.text and not path.exists()
 
 
 def _raise(err: BaseException):
@@ -416,7 +460,6 @@ def test_embeddings_and_tokens_heal_to_the_same_numbers(tiny_bundle, small_catal
 
 def test_tiny_clip_checkpoint_heals(small_catalogue, isolated_cache, caplog):
     from course_utils.tasks.pretrain import pretrained_tiny_clip
-    from course_utils.train import TrainConfig
 
     quick = TrainConfig(max_steps=2, batch_size=16, lr=1e-3, seed=0)
     first = pretrained_tiny_clip(small_catalogue, config=quick, progress=False)
@@ -428,13 +471,33 @@ def test_tiny_clip_checkpoint_heals(small_catalogue, isolated_cache, caplog):
         assert torch.equal(a, b)
 
 
+def test_a_rejected_tiny_clip_file_leaves_nothing_in_the_model_it_rebuilds(small_catalogue, isolated_cache, caplog):
+    """A file that passes its checksum but not load_state_dict (zeroed weights, one key missing: an older layout)
+    had its matching tensors copied into the model before the rejection, and the rebuild trained from them."""
+    from course_utils.cache import _write_with_checksum, save_torch
+    from course_utils.tasks.pretrain import pretrained_tiny_clip
+
+    quick = TrainConfig(max_steps=2, batch_size=16, lr=1e-3, seed=0)
+    fresh = pretrained_tiny_clip(small_catalogue, config=quick, use_cache=False, progress=False)
+    state = {name: torch.zeros_like(value) for name, value in fresh.model.state_dict().items()}
+    state.pop(next(iter(state)))
+    path = artifact_path(
+        "tiny-clip", pretrain_key_parts(small_catalogue.split("pretrain"), quick, "web"), prefix=TINY_MODEL
+    )
+    _write_with_checksum(path, save_torch, {"model": state, "history": []})
+    with caplog.at_level(logging.WARNING, logger="course_utils.cache"):
+        rebuilt = pretrained_tiny_clip(small_catalogue, config=quick, progress=False)
+    assert f"{path} was damaged" in caplog.text
+    for name, value in fresh.model.state_dict().items():
+        assert torch.equal(value, rebuilt.model.state_dict()[name]), name
+
+
 def test_finetuned_checkpoint_heals(isolated_cache, caplog):
     from conftest import preprocess, tiny_catalogue, tiny_clip, tokenize
 
     from course_utils.models import ClipBundle
     from course_utils.tasks.experiment import Experiment
     from course_utils.tasks.retrieval import finetuned_bundle
-    from course_utils.train import TrainConfig
 
     catalogue = tiny_catalogue(16)
     base = ClipBundle(tiny_clip(), preprocess, tokenize, 16, "test:tiny", torch.device("cpu"))

@@ -171,3 +171,13 @@ def test_an_index_that_cannot_be_written_is_named_and_the_digests_still_returned
         found = content_digests(paths)
     assert found == [hashlib.sha256(path.read_bytes()).hexdigest() for path in paths]
     assert f"file-digest index {digest_index_path()} not written (Permission denied)" in caplog.text
+
+
+def test_a_write_of_the_index_cut_short_by_a_killed_process_leaves_no_temporary_file(tmp_path):
+    """The index's temporaries of a killed writer (`kill -9` mid-write) were never removed; the artefacts' were."""
+    index = digest_index_path()
+    index.parent.mkdir(parents=True, exist_ok=True)
+    leftover = index.parent / f".{index.name}.f8pc5wfp.tmp"
+    leftover.write_text('{"version": 2, "fi')
+    content_digests(sorted(photo_folder(tmp_path / "photos").iterdir()))
+    assert not leftover.exists() and index.exists()

@@ -414,3 +414,22 @@ def test_search_counts_rows_only_when_fewer_than_k_come_back(embeddings, tmp_pat
                 index.search(embeddings[:1], k)
     finally:
         index.close()
+
+
+def test_a_folder_another_process_takes_between_the_check_and_the_open_is_named_as_held(tmp_path, monkeypatch):
+    """Two processes opening one folder at once both passed the lock check; the loser got "cannot open ... use a
+    local file path ending in .db" (and Milvus Lite's traceback) instead of "open in another process"."""
+    import pymilvus
+    from pymilvus.exceptions import MilvusException
+
+    from course_utils import vector_db
+
+    checks = iter([False, True])  # free when checked, taken by the time the engine opens it
+    monkeypatch.setattr(vector_db, "_locked_by_another_process", lambda folder: next(checks))
+
+    def engine_refuses(**kwargs):
+        raise MilvusException(message="DataDirLockedError")
+
+    monkeypatch.setattr(pymilvus, "MilvusClient", engine_refuses)
+    with pytest.raises(VectorDatabaseError, match="is open in another process, which holds its lock"):
+        vector_db._client(str(tmp_path / "shared.db"), timeout=5)

@@ -34,6 +34,7 @@ recipe, not an untouched test set, and a real-profile ``test`` recall is of a re
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -379,9 +380,11 @@ def pretrained_photo_clip(
         )
 
     trained_now = []
+    initial = copy.deepcopy(model.state_dict())  # validate loads a cached file into model, even one it then rejects
 
     def build() -> dict:
         trained_now.append(True)
+        model.load_state_dict(initial)  # from the seeded initialisation, even after a rejected cache file
         dataset = MixedCaptionDataset(train, preprocess, recipe.description_rate, seed=recipe.train.seed)
         loss = (
             multi_positive_batch_loss(tokenizer, train, recipe.attribute_weight)

@@ -8,6 +8,7 @@ notebook after the first reuses it.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict
 
@@ -62,8 +63,10 @@ def pretrained_tiny_clip(
     path = artifact_path("tiny-clip", parts, prefix=TINY_MODEL)
     seed_everything(config.seed)
     model, preprocess, tokenizer = create_tiny_clip(device)
+    initial = copy.deepcopy(model.state_dict())  # validate loads a cached file into model, even one it then rejects
 
     def train() -> dict:
+        model.load_state_dict(initial)  # from the seeded initialisation, even after a rejected cache file
         dataset = ImageTextDataset(pretrain, preprocess, caption_style=caption_style, seed=config.seed)
         result = fit(
             model,

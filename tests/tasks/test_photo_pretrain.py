@@ -380,3 +380,19 @@ def test_photo_pretraining_needs_a_real_catalogue():
 
     with pytest.raises(ValueError, match="pretrained='photo' pretrains on a real catalogue's photos"):
         load_experiment("synthetic", model="photo-clip-resnet18", pretrained="photo", profile="real")
+
+
+def test_a_rejected_cache_file_leaves_nothing_in_the_model_it_rebuilds(isolated_cache, caplog):
+    """A file that passes its checksum but not load_state_dict had its matching tensors copied into the model before
+    the rejection, and the rebuild trained from them (and was cached for good)."""
+    from course_utils.cache import _write_with_checksum, save_torch
+
+    catalogue = photo_catalogue()
+    first = photo.pretrained_photo_clip(catalogue, QUICK, progress=False)
+    state = {name: torch.zeros_like(value) for name, value in first.model.state_dict().items()}
+    state.pop(next(iter(state)))  # zeroed weights with one key missing: an older layout
+    _write_with_checksum(first.checkpoint_path, save_torch, {"model": state, "history": [], "skipped_items": 0})
+    with caplog.at_level("WARNING", logger="course_utils.cache"):
+        rebuilt = photo.pretrained_photo_clip(catalogue, QUICK, progress=False)
+    assert f"{first.checkpoint_path} was damaged" in caplog.text
+    assert weights_digest(rebuilt.model) == weights_digest(first.model)
