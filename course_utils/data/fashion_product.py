@@ -223,7 +223,8 @@ def load_fashion_product_small(
     items: dict[str, Item] = {}
     listed: set[str] = set()  # every id a row names, loaded or not
     for fields, quote_repaired in _read_rows(csv_path, report, limit):
-        listed.add(fields[0].strip())  # a row dropped below still names its image: not an unlisted one
+        if fields:  # a row dropped below still names its image: not an unlisted one
+            listed.add(fields[0].strip())
         record = parse_row(fields, report, quote_repaired)
         if record is None:
             continue

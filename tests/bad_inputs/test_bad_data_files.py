@@ -373,3 +373,9 @@ def test_images_without_a_row_are_counted_apart_from_the_rows_dropped(tmp_path):
         "fashion-product-small: read 3 rows, repaired 0, dropped 1; 2 file(s) in the folder listed nowhere"
     )
     assert load_fashion_product_small(root, limit=2).report.unlisted == {}  # a quick look leaves the rest by design
+
+
+def test_a_blank_line_in_styles_csv_is_counted_as_a_malformed_row(tmp_path):
+    root = styles_root(tmp_path, [good_row(1), b"\n", good_row(2)])
+    catalogue = load_fashion_product_small(root, triplets=False)
+    assert catalogue.ids == ["1", "2"] and catalogue.report.skipped == {"malformed row (fewer than 10 fields)": 1}
