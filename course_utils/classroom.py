@@ -21,12 +21,12 @@ Design, in the order a request sees it:
   (``run_*_query``): the same result grid and the same messages for bad input as in JupyterLab.
 - Model work runs on a bounded thread pool (``workers`` threads), never on the event loop, so the page, the
   uploads and the other queries keep flowing while a query computes; at most ``max_pending`` queries may be in
-  progress (their upload being received, waiting for a thread or running), and :data:`MAX_PENDING_PER_CLIENT` of
-  one network address; beyond that a viewer gets a "busy, try again" message (HTTP 503) before the body is read,
-  instead of an ever longer queue: uploads held in memory stay under ``max_pending`` x the upload limit, and one
-  student holding connections open cannot take every place. Text queries
-  that arrive while a batch of them is searched go together into the next batch (one pass of the text tower for
-  all: a class pressing Enter together costs a few passes, not one each); each still gets its own answer.
+  progress (their upload being received, waiting for a thread or running), and one network address may have at
+  most :data:`MAX_ARRIVING_PER_CLIENT` of them whose upload is still arriving; beyond that a viewer gets a "busy,
+  try again" message (HTTP 503) before the body is read, instead of an ever longer queue: uploads held in memory
+  stay under ``max_pending`` x the upload limit, and one student holding connections open cannot take every place.
+  Text queries that arrive while a batch of them is searched go together into the next batch (one pass of the text
+  tower for all: a class pressing Enter together costs a few passes, not one each); each still gets its own answer.
 - Request limits: bodies above :data:`MAX_REQUEST_BYTES` are refused before they are read; up to that, bytes past
   :data:`course_utils.widgets.MAX_UPLOAD_BYTES` are read and dropped, and the viewer gets the widgets' "too large"
   message. ``top_k`` is capped at :data:`course_utils.widgets.MAX_TOP_K`. Slow senders are cut off by tornado's
@@ -88,10 +88,11 @@ MAX_REQUEST_BYTES = 64 * 1024 * 1024
 DEFAULT_WORKERS = 4
 #: Queries that may be in progress (running or waiting for a thread) before viewers are told to try again.
 DEFAULT_MAX_PENDING = 64
-#: The most queries one address on the network may have in progress: a page sends one at a time, and a student
-#: opening connections without sending their uploads cannot hold every place. Loopback (this machine, the load
-#: benchmark's pages, a reverse proxy in front) is not limited.
-MAX_PENDING_PER_CLIENT = 4
+#: The most requests one address on the network may have whose body is still arriving, so that a student opening
+#: connections and sending no upload cannot hold every place. Once a body has arrived (at once for a query without
+#: an upload) the request no longer counts here: a page sending a query per slider move is not limited. Loopback
+#: (this machine, the load benchmark's pages, a reverse proxy in front) is not limited at all.
+MAX_ARRIVING_PER_CLIENT = 4
 #: Most text queries searched in one batch (one pass of the text tower).
 MAX_TEXT_BATCH = 64
 #: Answer times kept per query kind for ``/health``.
@@ -105,7 +106,8 @@ log = logging.getLogger("course_utils.classroom")
 
 
 def limited_client(address: str) -> bool:
-    """Whether queries from ``address`` count against :data:`MAX_PENDING_PER_CLIENT` (every address but loopback)."""
+    """Whether requests from ``address`` count against :data:`MAX_ARRIVING_PER_CLIENT` (every address but
+    loopback)."""
     return not ipaddress.ip_address(address).is_loopback
 
 
@@ -116,8 +118,8 @@ class ServerCounters:
     pending: int = 0  # queries taken in (upload being received, waiting for a thread or running), not yet answered
     answered: int = 0  # answers sent
     abandoned: int = 0  # answers computed for a viewer who had gone
-    refused_busy: int = 0  # queries refused because ``max_pending`` were in progress (in all, or of one viewer)
-    pending_by_client: Counter = field(default_factory=Counter)  # network address -> its queries in ``pending``
+    refused_busy: int = 0  # queries refused: ``max_pending`` in progress, or one address's bodies still arriving
+    arriving_by_client: Counter = field(default_factory=Counter)  # network address -> its bodies still arriving
     # seconds from a query's arrival to its answer (waiting for a thread included), the last RECENT_QUERIES per kind
     seconds: dict[str, deque] = field(
         default_factory=lambda: {kind: deque(maxlen=RECENT_QUERIES) for kind in QUERY_KINDS}
@@ -548,12 +550,15 @@ class QueryHandler(tornado.web.RequestHandler):
     def prepare(self) -> None:
         """Take one of the ``max_pending`` places before the body is read, or answer "busy" at once: a busy server
         must not first take in every viewer's upload (up to 10 MiB each) only to refuse it."""
-        self.body, self.body_size, self.gone, self.holds_place, self.querying = bytearray(), 0, False, False, False
+        self.body, self.body_size, self.gone, self.querying = bytearray(), 0, False, False
+        self.holds_place = self.arriving = False
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         counters, client = self.service.counters, self.request.remote_ip
-        if limited_client(client) and counters.pending_by_client[client] >= MAX_PENDING_PER_CLIENT:
-            busy = f"you have {MAX_PENDING_PER_CLIENT} queries in progress: wait for their answers, then try again"
+        if limited_client(client) and counters.arriving_by_client[client] >= MAX_ARRIVING_PER_CLIENT:
+            busy = (
+                f"{MAX_ARRIVING_PER_CLIENT} uploads from your address are still arriving: wait for them, then try again"
+            )
         elif counters.pending >= self.service.max_pending:
             busy = f"the server is busy (queries in progress: {counters.pending}): try again in a few seconds"
         else:
@@ -564,17 +569,23 @@ class QueryHandler(tornado.web.RequestHandler):
             self.finish(message_html(busy, "info"))
             return
         counters.pending += 1
-        counters.pending_by_client[client] += 1
-        self.holds_place = True
+        counters.arriving_by_client[client] += 1
+        self.holds_place = self.arriving = True
+
+    def _body_arrived(self) -> None:
+        """The request's body is in (or will never come): it no longer counts among its address's arriving ones."""
+        if self.arriving:
+            self.arriving = False
+            counters, client = self.service.counters, self.request.remote_ip
+            counters.arriving_by_client[client] -= 1
+            if not counters.arriving_by_client[client]:
+                del counters.arriving_by_client[client]
 
     def _leave_place(self) -> None:
+        self._body_arrived()
         if self.holds_place:
             self.holds_place = False
-            counters, client = self.service.counters, self.request.remote_ip
-            counters.pending -= 1
-            counters.pending_by_client[client] -= 1
-            if not counters.pending_by_client[client]:
-                del counters.pending_by_client[client]
+            self.service.counters.pending -= 1
 
     def on_finish(self) -> None:  # every answered request, an error (a GET's 405) included
         self._leave_place()
@@ -590,6 +601,7 @@ class QueryHandler(tornado.web.RequestHandler):
             self._leave_place()
 
     async def post(self, kind: str) -> None:
+        self._body_arrived()
         arrived = time.perf_counter()
         try:
             arguments = {name: self.get_argument(name) for name in self.request.arguments}

@@ -624,10 +624,30 @@ def test_one_address_holding_connections_open_cannot_take_every_place(experiment
         while health(server)["pending"] < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
         status, page = post(server, "text", text="red", top_k="2")
-        assert status == 503 and f"you have {classroom.MAX_PENDING_PER_CLIENT} queries in progress" in page
+        assert status == 503 and f"{classroom.MAX_ARRIVING_PER_CLIENT} uploads from your address are still" in page
         for sock in held:
             sock.close()
         while health(server)["pending"] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert post(server, "text", text="red", top_k="2")[0] == 200
-    assert classroom.MAX_PENDING_PER_CLIENT < classroom.DEFAULT_MAX_PENDING
+    assert classroom.MAX_ARRIVING_PER_CLIENT < classroom.DEFAULT_MAX_PENDING
+
+
+def test_queries_whose_body_has_arrived_do_not_count_against_their_address(experiment, tiny_bundle, monkeypatch):
+    """A page sends a query per slider move and dropdown change without waiting for the last: a student moving a
+    slider while the class is busy must not be refused for having several queries in progress."""
+    monkeypatch.setattr(classroom, "limited_client", lambda address: True)
+    state = build_demo_state(experiment, tiny_bundle, "synthetic", "sum")
+    item = state.retriever.catalogue.ids[0]
+    with classroom.BackgroundServer(state, workers=1) as server, ThreadPoolExecutor(8) as pool:
+        gate = Gate(state.retriever.conditional_encoder)
+        state.retriever.conditional_encoder = gate
+        first = pool.submit(post, server, "conditional", item=item, condition="colour", top_k="2")
+        assert gate.entered.wait(WAIT)
+        waiting = [pool.submit(post, server, "text", text=f"red {k}", top_k="2") for k in range(6)]
+        deadline = time.monotonic() + WAIT
+        while health(server)["pending"] < 7 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert health(server)["pending"] == 7  # more than the address's limit, all taken in
+        gate.release.set()
+        assert [answer.result(WAIT)[0] for answer in [first, *waiting]] == [200] * 7
