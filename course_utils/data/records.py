@@ -122,7 +122,8 @@ class CorruptImage(ValueError):
 
 
 class OversizedImage(CorruptImage):
-    """An image whose header claims more pixels than PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``)."""
+    """An image with more pixels than PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) claimed in its
+    header, or than a caller's stricter limit (an upload's, :func:`decode_image`'s ``max_pixels``)."""
 
 
 IMAGE_MISSING = "image file missing"
@@ -184,11 +185,19 @@ def opaque_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _check_pixels(image: Image.Image, limit: int | None) -> None:
-    """Raise PIL's ``DecompressionBombError`` when ``image`` (opened, not decoded) has more than ``limit`` pixels."""
+#: PIL's decompression-bomb limit, and what to do about it, for messages.
+PIL_LIMIT = (
+    "PIL's limit, Image.MAX_IMAGE_PIXELS (89,478,485 by default); use a smaller image, or raise that limit if you "
+    "trust the file"
+)
+
+
+def _check_pixels(image: Image.Image, limit: int | None, label: str, remedy: str) -> None:
+    """Raise :class:`OversizedImage` naming ``label``, the limit and ``remedy`` when ``image`` (opened, not decoded)
+    has more than ``limit`` pixels."""
     if limit is not None and image.width * image.height > limit:
-        raise Image.DecompressionBombError(
-            f"Image size ({image.width * image.height} pixels) exceeds limit of {limit} pixels"
+        raise OversizedImage(
+            f"refusing to decode image {label}: {image.width} x {image.height} pixels, more than {remedy}"
         )
 
 
@@ -226,17 +235,16 @@ def decode_image(source: Path | BinaryIO, label: str, max_pixels: int | None = N
     """
     try:
         with Image.open(source, formats=IMAGE_FORMATS) as image:
-            _check_pixels(image, Image.MAX_IMAGE_PIXELS)  # what the header claims
+            _check_pixels(image, Image.MAX_IMAGE_PIXELS, label, PIL_LIMIT)  # what the header claims
             image.draft(None, (DECODE_MIN_SIDE, DECODE_MIN_SIDE))  # JPEG only; other formats ignore it
-            _check_pixels(image, max_pixels)  # what will be decoded
+            _check_pixels(image, max_pixels, label, f"the {max_pixels} allowed here as decoded; use a smaller image")
             return opaque_rgb(ImageOps.exif_transpose(image))
     except FileNotFoundError:
         raise
-    except Image.DecompressionBombError as err:
-        raise OversizedImage(
-            f"refusing to decode image {label}: {err} (PIL's limit is Image.MAX_IMAGE_PIXELS = "
-            f"{Image.MAX_IMAGE_PIXELS} pixels); use a smaller image, or raise that limit if you trust the file"
-        ) from None
+    except OversizedImage:
+        raise
+    except Image.DecompressionBombError as err:  # PIL's own, on opening a header of over twice its limit
+        raise OversizedImage(f"refusing to decode image {label}: {err}; the limit is {PIL_LIMIT}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise CorruptImage(f"cannot decode image {label}: {err}") from err
     except Exception as err:  # noqa: BLE001 - any other decoder failure also means "not a usable image"

@@ -184,3 +184,11 @@ def test_a_float_image_with_no_known_scale_is_unreadable_and_counted(tmp_path):
     assert catalogue.ids == ["2"] and catalogue.report.skipped == {UNREADABLE_IMAGE: 1}
     with pytest.raises(cw.BadQuery, match=r"could not read 'f.tif' as an image \(ValueError\)"):
         cw.decode_image_bytes(content, "f.tif")
+
+
+def test_an_image_over_a_callers_limit_names_that_limit_not_pils():
+    with pytest.raises(OversizedImage) as refused:
+        decode_image(io.BytesIO(png_bytes((5000, 5000))), "'x.png'", max_pixels=4096 * 4096)
+    message = str(refused.value)
+    assert "'x.png': 5000 x 5000 pixels, more than the 16777216 allowed here" in message
+    assert "MAX_IMAGE_PIXELS" not in message  # raising PIL's limit would not help
