@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .json_files import check_json_object, read_json_object, standard_json, write_json
+from .json_files import check_json_object, read_json_object, write_json
 from .lockfile import environment_pins
 from .paths import outputs_dir
 
@@ -130,18 +130,18 @@ def _is_default_index(index: pd.Index) -> bool:
 
 def table_record(frame: pd.DataFrame) -> dict:
     """A DataFrame as ``{"columns": [...], "rows": [[...], ...]}``: its index kept as the first column(s) unless it is
-    the default unnamed ``0, 1, 2, ...``."""
+    the default unnamed ``0, 1, 2, ...`` (NumPy values and NaN are made standard JSON as the record is written)."""
     frame = frame if _is_default_index(frame.index) else frame.reset_index()
     return {
         "columns": [str(c) for c in frame.columns],
-        "rows": [[standard_json(v) for v in row] for row in frame.itertuples(index=False)],
+        "rows": [list(row) for row in frame.itertuples(index=False)],
     }
 
 
 def write_results(
     notebook: str, parameters: dict, metrics: dict, tables: dict[str, pd.DataFrame] | None = None, notes: str = ""
 ) -> Path:
-    """Write one notebook's record.
+    """Write one notebook's record (standard JSON: :func:`course_utils.json_files.write_json`).
 
     Args:
         notebook: notebook stem, e.g. ``"01_baseline_clip"``.
@@ -154,8 +154,8 @@ def write_results(
 
     record = {
         "notebook": notebook,
-        "parameters": {k: standard_json(v) for k, v in parameters.items()},
-        "metrics": {k: standard_json(v) for k, v in metrics.items()},
+        "parameters": dict(parameters),
+        "metrics": dict(metrics),
         "tables": {name: table_record(frame) for name, frame in (tables or {}).items()},
         "notes": notes,
         "environment": {

@@ -71,10 +71,15 @@ def discover(only: list[str] | None = None) -> list[Path]:
     return notebooks
 
 
+def profile_file(notebook: Path) -> Path:
+    """``notebooks/profiles/<stem>.json``, where ``notebook``'s overrides for each profile are written."""
+    return NOTEBOOK_DIR / "profiles" / f"{notebook.stem}.json"
+
+
 def profile_overrides(notebook: Path) -> dict:
-    """``notebooks/profiles/<stem>.json``: each profile's overrides of the notebook's parameters (``{}`` for a
-    notebook without one: it runs with its parameter cell's defaults in ci and full, and not in the real profiles)."""
-    path = NOTEBOOK_DIR / "profiles" / f"{notebook.stem}.json"
+    """:func:`profile_file`'s content: each profile's overrides of the notebook's parameters (``{}`` for a notebook
+    without one: it runs with its parameter cell's defaults in ci and full, and not in the real profiles)."""
+    path = profile_file(notebook)
     return load_record(path, "an editor (it is hand-written; `git diff` shows what changed)") if path.exists() else {}
 
 
@@ -83,8 +88,7 @@ def check_profile_files(notebooks: list[Path]) -> None:
     would leave its overrides unused) or sets a name that is not one of the notebook's parameters (papermill
     injects it anyway and only warns): every entry of every profile is checked, not only the one that runs."""
     for notebook in notebooks:
-        by_profile = profile_overrides(notebook)
-        path = NOTEBOOK_DIR / "profiles" / f"{notebook.stem}.json"
+        by_profile, path = profile_overrides(notebook), profile_file(notebook)
         unknown = sorted(set(by_profile) - set(PROFILES))
         if unknown:
             raise SystemExit(f"{path}: entries {unknown} are no profile; name one of {PROFILES}")

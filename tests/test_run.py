@@ -218,7 +218,7 @@ def test_real_profiles_extend_real_and_skip_notebooks_without_a_real_entry(capsy
     notebooks = run.discover()
     shared_real, shared_real_ci = run.REAL_SHARED["real"], run.REAL_SHARED["real-ci"]
     for notebook in run.in_profile(notebooks, "real"):
-        by_profile = json.loads((run.NOTEBOOK_DIR / "profiles" / f"{notebook.stem}.json").read_text())
+        by_profile = json.loads(run.profile_file(notebook).read_text())
         real, real_ci = run.profile_parameters(notebook, "real"), run.profile_parameters(notebook, "real-ci")
         # Every notebook pretrains the photo recipe's tower on the Kaggle layout: the tower is named once.
         assert (real["model"], real["pretrained"], real["dataset"]) == (
