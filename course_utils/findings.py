@@ -326,8 +326,9 @@ def _06(r: dict) -> str:
     rows = [f"{name} {100 * m[f'{name}/R@10']:.1f}" for name in ["sum", *learned] if f"{name}/R@10" in m]
     return (
         f"**06 — composed retrieval** (R@10 %, reference excluded, {m['n_queries']} queries): "
-        f"{', '.join(rows)}; best learned minus sum (the best picked on these test queries under each seed, so the "
-        "margin leans optimistic): "
+        f"{', '.join(rows)} (ComplexRotation trained with seed 004's soft triplet loss; ComposeAE used the "
+        "classification loss on Fashion200k); best learned minus sum (the best picked on these test queries under "
+        "each seed, so the margin leans optimistic): "
         f"{compare(r, 'best_minus_sum_R@10', scale=100, digits=1, unit=' points')}. Seed 004's protocol, the "
         f"target's own caption as the query, scores {100 * m[LEAK + '/R@10']:.1f}: it leaks the answer."
     )

@@ -6,7 +6,7 @@
   titles in one batch are not negatives).
 - :func:`composed_classification_loss` — each composed query must pick its target among the batch's targets
   (TIRG, CLIP4Cir; notebook 06).
-- :func:`soft_triplet_loss` — ComposeAE's and seed 004's soft triplet over the batch (notebook 06).
+- :func:`soft_triplet_loss` — seed 004's soft triplet over the batch, a simplification of TIRG's (notebook 06).
 - :func:`triplet_margin_loss` — CRL's triplet loss with margin 0.3 on conditional embeddings (notebook 05).
 """
 
@@ -137,11 +137,14 @@ def composed_classification_loss(
 
 
 def soft_triplet_loss(queries: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
-    """The soft triplet loss of TIRG / ComposeAE / seed 004: ``log(1 + exp(d(q_i, t_i) - d(q_i, t_j)))``.
+    """Seed 004's soft triplet loss: ``log(1 + exp(d(q_i, t_i) - d(q_i, t_j)))``, mean over every in-batch triplet.
 
-    ``d`` is the squared Euclidean distance. Every in-batch target ``t_j`` (j != i, not in query i's group)
-    is a negative; the loss is the mean over all (i, j) triplets. Seed 004 samples 3 random triplets per
-    anchor instead, which has the same expectation but is not deterministic.
+    ``d`` is the squared Euclidean distance between the (unit) vectors as given. Every in-batch target ``t_j``
+    (j != i, not in query i's group) is a negative of query i; the loss is the mean over all (i, j). Seed 004 samples
+    3 random triplets per anchor instead, which has the same expectation but is not deterministic. TIRG's soft
+    triplet (which ComposeAE's code shares; both trained on Fashion200k with the classification loss instead) is
+    wider: the queries and the targets are all anchors, any item of another label is a negative, 3 are sampled
+    per anchor, and the vectors are scaled by a learned factor (4 at the start) before the distances.
 
     Args:
         queries: ``(B, d)`` composed queries.

@@ -13,7 +13,8 @@ gallery's CLIP image features. Each ``forward`` is a few lines so the notebook c
   weight between text and image.
 
 Training (``course_utils.tasks.composed.composed_batch_loss``) uses the losses of :mod:`course_utils.losses`:
-the batch-based classification loss (TIRG, CLIP4Cir) or the soft triplet loss (ComposeAE, seed 004).
+the batch-based classification loss (TIRG, CLIP4Cir, and ComposeAE on Fashion200k) or seed 004's soft triplet
+loss (a simplification of TIRG's, see :func:`course_utils.losses.soft_triplet_loss`).
 """
 
 from __future__ import annotations
@@ -105,9 +106,10 @@ class ComplexRotation(Compositor):
     """ComposeAE / ComposeTransformers: the text rotates the image in complex space.
 
     The image gives real coefficients ``r`` (a complex vector of phase 0 or pi: ``r`` is an MLP output, its sign
-    is free), the text gives angles ``delta``; the composed vector is ``r * exp(i * delta)`` and a linear map
-    ``rho`` brings ``[Re, Im]`` back to image space. ComposeAE's convolutional mapping (added to ``rho``'s output)
-    and its decoders that reconstruct the image and text features (a reconstruction loss) are left out.
+    is free), the text gives angles ``delta``; the composed vector is ``r * exp(i * delta)`` and ``rho`` (a ReLU
+    then a linear layer; ComposeAE's starts with BatchNorm and a ReLU) brings ``[Re, Im]`` back to image space.
+    ComposeAE's convolutional mapping (added to ``rho``'s output) and its decoders that reconstruct the image and
+    text features (a reconstruction loss) are left out.
     ``conjugate=True`` rotates by ``-delta``: applied to the *target* it should give back the reference — the
     rotational-symmetry constraint of ComposeAE (used by :func:`composed_batch_loss` with ``symmetry_weight``).
     """

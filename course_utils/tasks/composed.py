@@ -287,7 +287,7 @@ def composed_batch_loss(
 
     Args:
         loss: ``"classification"`` (each query must pick its target among the batch's targets; TIRG, CLIP4Cir)
-            or ``"soft_triplet"`` (ComposeAE, seed 004).
+            or ``"soft_triplet"`` (seed 004's; :func:`course_utils.losses.soft_triplet_loss`).
         scale: inverse temperature of the classification loss (cosine similarities are multiplied by it).
         symmetry_weight: weight of ComposeAE's rotational-symmetry term (only for :class:`ComplexRotation`):
             the target rotated back by the conjugate text must retrieve the reference.
