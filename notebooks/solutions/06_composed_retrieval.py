@@ -25,7 +25,8 @@ temperature at 5, 20 (the notebook's) and 50. A small scale makes the softmax fl
 equally), a large one focuses on the hardest in-batch negatives.
 
 Exercise 4 (think). The "target caption" row: the query text already describes the answer, so it measures how
-well the text tower finds an item from its own description — an upper bound no real modification text can use.
+well the text tower finds an item from its own description, a query no real modification text can be: it is no
+result of composed retrieval, whatever it scores against the learned rows.
 
 Exercise 5 (open). CLIP4Cir (Baldrati et al., "Effective conditioned and composed image retrieval combining
 CLIP-based features", CVPR Workshops 2022; extended in ACM TOMM 2023) first fine-tunes CLIP's text encoder for the
