@@ -364,9 +364,10 @@ def build_report(
     """Gather every notebook record into one markdown report (``outputs/RESULTS.md`` by default); with ``profile``,
     only that profile's records, the others in the folder (an earlier run of another profile into the same
     ``--output-dir``) named as left out."""
-    records = read_results(directory)
-    others = [r for r in records if profile is not None and r["parameters"].get("profile") != profile]
-    records = [r for r in records if r not in others]
+    records, others = [], []
+    for record in read_results(directory):
+        of_profile = profile is None or record["parameters"].get("profile") == profile
+        (records if of_profile else others).append(record)
     profiles = {r["parameters"].get("profile") for r in records} - {None}
     parts = [
         f"# {title}",
