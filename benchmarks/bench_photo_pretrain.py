@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"# data {args.data_root}: {len(train)} training items, held-out gallery {len(gallery)} (outside train)")
     print(f"# recipe {asdict(recipe)}")
-    if args.keep_model and (cached := photo.photo_clip_path(train, recipe)).exists():
+    if args.keep_model and (cached := photo.photo_clip_path(train, recipe, device)).exists():
         parser.error(
             f"--keep-model: {cached} already holds this recipe's weights, which would be loaded instead of trained "
             "and timed; delete that file (or make clean-cache) to measure again, or drop --keep-model"

@@ -71,6 +71,26 @@ class TrainConfig:
         return min(steps, self.max_steps) if self.max_steps is not None else steps
 
 
+def autocasts(config: TrainConfig, device: str | torch.device) -> bool:
+    """Whether :func:`fit` computes in bfloat16 autocast on ``device``: ``config.mixed_precision`` takes effect on
+    CUDA only; elsewhere every step runs in float32."""
+    return config.mixed_precision and torch.device(device).type == "cuda"
+
+
+def recipe_key(config: TrainConfig, device: str | torch.device) -> dict:
+    """``config`` as part of a cache key for a model trained with it on ``device``.
+
+    ``mixed_precision`` alone does not say in which precision the model was trained (a GPU trains in bfloat16, a CPU
+    in float32 with the same flag), so where it takes effect the key gains ``"autocast": "bfloat16"``: a cache shared
+    by a GPU machine and a CPU machine then keeps the two models apart. Elsewhere the key is ``config``'s fields
+    alone, as before this entry existed, so models cached on CPUs still hit.
+    """
+    fields = asdict(config)
+    if autocasts(config, device):
+        fields["autocast"] = "bfloat16"
+    return fields
+
+
 @dataclass
 class TrainHistory:
     """What happened: one record per optimizer step, one per evaluation, and skipped items."""
@@ -325,7 +345,7 @@ def fit(
         The history (per-step loss and learning rate, evaluations, skipped item count).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    use_cuda = device.type == "cuda"
+    use_cuda, mixed_precision = device.type == "cuda", autocasts(config, device)
     context = distributed.init_from_env(device.type)  # rank 0 of 1 unless launched by torchrun
     _check_one_step_fits(len(dataset), config, context)
     distributed.broadcast_model(model)
@@ -366,9 +386,7 @@ def fit(
         for batch in loader:
             skipped += len(batch.pop("skipped"))
             if batch:
-                with torch.autocast(
-                    device_type="cuda", dtype=torch.bfloat16, enabled=use_cuda and config.mixed_precision
-                ):
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=mixed_precision):
                     loss = batch_loss(model, batch) / config.grad_accum
                 loss.backward()
                 running += loss.item()

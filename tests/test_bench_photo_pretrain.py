@@ -26,7 +26,7 @@ def test_keep_model_caches_the_timed_run_for_the_real_profile_and_refuses_to_tim
     # The notebooks' loader (with its triplets) and the recipe's own defaults find the same weights without training.
     catalogue = load_catalogue("fashion-product-small", fashion_product_sample, seed=0, limit=ROWS)
     recipe = replace(photo.PHOTO_RECIPE, train=replace(photo.PHOTO_RECIPE.train, epochs=EPOCHS, batch_size=BATCH))
-    assert photo.photo_clip_path(catalogue.split("train"), recipe).exists()
+    assert photo.photo_clip_path(catalogue.split("train"), recipe, "cpu").exists()
     monkeypatch.setattr(photo, "fit", lambda *a, **k: pytest.fail("trained again although the benchmark kept it"))
     assert (
         photo.pretrained_photo_clip(catalogue, recipe, progress=False).checkpoint_path.parent

@@ -482,7 +482,7 @@ def test_a_rejected_tiny_clip_file_leaves_nothing_in_the_model_it_rebuilds(small
     state = {name: torch.zeros_like(value) for name, value in fresh.model.state_dict().items()}
     state.pop(next(iter(state)))
     path = artifact_path(
-        "tiny-clip", pretrain_key_parts(small_catalogue.split("pretrain"), quick, "web"), prefix=TINY_MODEL
+        "tiny-clip", pretrain_key_parts(small_catalogue.split("pretrain"), quick, "web", "cpu"), prefix=TINY_MODEL
     )
     _write_with_checksum(path, save_torch, {"model": state, "history": []})
     with caplog.at_level(logging.WARNING, logger="course_utils.cache"):

@@ -60,7 +60,7 @@ from ..metrics import (
 from ..models.clip_loader import ClipBundle, resolve_device
 from ..models.tiny_clip import course_clip_config, create_course_clip
 from ..seeding import seed_everything
-from ..train import UNREADABLE_LEFT_OUT, TrainConfig, clamp_logit_scale, contrastive_batch_loss, fit
+from ..train import UNREADABLE_LEFT_OUT, TrainConfig, clamp_logit_scale, contrastive_batch_loss, fit, recipe_key
 
 LOG = logging.getLogger(__name__)
 
@@ -311,13 +311,15 @@ def multi_positive_batch_loss(
 LATER_RECIPE_FIELDS = {"channels_last": False}
 
 
-def photo_key_parts(train: Catalogue, recipe: PhotoRecipe) -> dict:
-    """What the pretrained weights depend on: model config, data and recipe."""
+def photo_key_parts(train: Catalogue, recipe: PhotoRecipe, device: str | torch.device) -> dict:
+    """What the pretrained weights depend on: model config, data and recipe (with the precision its training runs
+    in on ``device``)."""
     recipe_fields = {
         name: value
         for name, value in asdict(recipe).items()
         if not (name in LATER_RECIPE_FIELDS and value == LATER_RECIPE_FIELDS[name])
     }
+    recipe_fields["train"] = recipe_key(recipe.train, device)
     return {
         "model": json.loads(course_clip_config(recipe.model)),
         "data": train.fingerprint(),
@@ -325,9 +327,10 @@ def photo_key_parts(train: Catalogue, recipe: PhotoRecipe) -> dict:
     }
 
 
-def photo_clip_path(train: Catalogue, recipe: PhotoRecipe) -> Path:
-    """Where the weights pretrained by ``recipe`` on the ``train`` split are cached (``data/cache/photo-clip/``)."""
-    return artifact_path("photo-clip", photo_key_parts(train, recipe), prefix=recipe.model)
+def photo_clip_path(train: Catalogue, recipe: PhotoRecipe, device: str | torch.device) -> Path:
+    """Where the weights pretrained by ``recipe`` on the ``train`` split on ``device`` are cached
+    (``data/cache/photo-clip/``)."""
+    return artifact_path("photo-clip", photo_key_parts(train, recipe, device), prefix=recipe.model)
 
 
 def pretrained_photo_clip(
@@ -355,7 +358,7 @@ def pretrained_photo_clip(
     """
     device = resolve_device(device)
     train = catalogue.split("train")
-    path = photo_clip_path(train, recipe)
+    path = photo_clip_path(train, recipe, device)
     seed_everything(recipe.train.seed)
     model, preprocess, tokenizer = create_course_clip(recipe.model, device, recipe.image_size)
     if recipe.channels_last:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict
 
 import torch
 
@@ -20,18 +19,21 @@ from ..data.records import Catalogue
 from ..models.clip_loader import ClipBundle, resolve_device
 from ..models.tiny_clip import TINY_MODEL, create_tiny_clip, tiny_clip_config
 from ..seeding import seed_everything
-from ..train import TrainConfig, clamp_logit_scale, contrastive_batch_loss, fit
+from ..train import TrainConfig, clamp_logit_scale, contrastive_batch_loss, fit, recipe_key
 
 # Pretraining recipe of the embedded default (fast on 2 CPU cores).
 DEFAULT_PRETRAIN = TrainConfig(epochs=6, batch_size=128, lr=1e-3, weight_decay=0.1, warmup_steps=40, seed=0)
 
 
-def pretrain_key_parts(pretrain: Catalogue, config: TrainConfig, caption_style: str) -> dict:
-    """What the pretrained weights depend on: model config, data, recipe and captions."""
+def pretrain_key_parts(
+    pretrain: Catalogue, config: TrainConfig, caption_style: str, device: str | torch.device
+) -> dict:
+    """What the pretrained weights depend on: model config, data, recipe (with the precision it trains in on
+    ``device``) and captions."""
     return {
         "model": json.loads(tiny_clip_config()),
         "data": pretrain.fingerprint(),
-        "train": asdict(config),
+        "train": recipe_key(config, device),
         "captions": caption_style,
     }
 
@@ -59,7 +61,7 @@ def pretrained_tiny_clip(
     """
     device = resolve_device(device)
     pretrain = catalogue.split("pretrain")
-    parts = pretrain_key_parts(pretrain, config, caption_style)
+    parts = pretrain_key_parts(pretrain, config, caption_style, device)
     path = artifact_path("tiny-clip", parts, prefix=TINY_MODEL)
     seed_everything(config.seed)
     model, preprocess, tokenizer = create_tiny_clip(device)

@@ -35,7 +35,7 @@ from ..models import ClipBundle
 from ..models.heads import HeadedClip
 from ..models.parts import set_trainable
 from ..seeding import seed_everything
-from ..train import TrainConfig, TrainHistory, clamp_logit_scale, contrastive_batch_loss, fit
+from ..train import TrainConfig, TrainHistory, clamp_logit_scale, contrastive_batch_loss, fit, recipe_key
 from .experiment import Experiment
 
 # Notebook 02's full fine-tuning recipe, scaled to the profile by ``epochs``.
@@ -66,7 +66,7 @@ def finetuned_bundle(
         weights_digest(base.model),
         experiment.train.fingerprint(),
         experiment.query_style,
-        asdict(replace(config, eval_every=None)),
+        recipe_key(replace(config, eval_every=None), base.device),
     ]
     path = artifact_path("finetuned", parts, folder="models")
     wants_curve = evaluate is not None and bool(config.eval_every)
@@ -205,7 +205,7 @@ def head_only_bundle(
     model, history = _head_stage(experiment, head_config, hidden_dim, progress)
     model.eval()
     base = experiment.bundle
-    identity = f"{base.identity}+head-only-{digest([asdict(head_config), hidden_dim])}"
+    identity = f"{base.identity}+head-only-{digest([recipe_key(head_config, base.device), hidden_dim])}"
     return replace(base, model=model, identity=identity, history=None, checkpoint_path=None), history
 
 
@@ -232,8 +232,8 @@ def two_stage_bundle(
         weights_digest(base.model),
         experiment.train.fingerprint(),
         experiment.query_style,
-        asdict(head_config),
-        asdict(replace(backbone_config, eval_every=None)),
+        recipe_key(head_config, base.device),
+        recipe_key(replace(backbone_config, eval_every=None), base.device),
         hidden_dim,
     ]
     path = artifact_path("two-stage", parts, folder="models")

@@ -297,14 +297,19 @@ def test_every_photo_tower_embeds_photos_at_their_native_size(model):
 
 def test_cache_key_follows_data_and_recipe():
     train = photo_catalogue().split("train")
-    key = photo.photo_key_parts(train, QUICK)
-    assert photo.photo_key_parts(train, replace(QUICK, description_rate=0.5)) != key
-    assert photo.photo_key_parts(train, replace(QUICK, attribute_weight=QUICK.attribute_weight + 1)) != key
-    assert photo.photo_key_parts(train, replace(QUICK, model="photo-clip-regnetx002")) != key
-    assert photo.photo_key_parts(train, replace(QUICK, channels_last=True)) != key
+    key = photo.photo_key_parts(train, QUICK, "cpu")
+    assert photo.photo_key_parts(train, replace(QUICK, description_rate=0.5), "cpu") != key
+    assert photo.photo_key_parts(train, replace(QUICK, attribute_weight=QUICK.attribute_weight + 1), "cpu") != key
+    assert photo.photo_key_parts(train, replace(QUICK, model="photo-clip-regnetx002"), "cpu") != key
+    assert photo.photo_key_parts(train, replace(QUICK, channels_last=True), "cpu") != key
     # a field added later is left out at the value that computes as before, so older caches keep hitting
     assert "channels_last" not in key["recipe"] and key["recipe"]["attribute_weight"] == QUICK.attribute_weight
-    assert photo.photo_key_parts(train.subset(train.ids[:10]), QUICK) != key
+    assert photo.photo_key_parts(train.subset(train.ids[:10]), QUICK, "cpu") != key
+    # a GPU trains the same recipe in bfloat16: another model, so another cache entry
+    assert photo.photo_key_parts(train, QUICK, "cuda")["recipe"]["train"] == {
+        **key["recipe"]["train"],
+        "autocast": "bfloat16",
+    }
 
 
 def test_bad_recipe_is_rejected():
@@ -315,7 +320,7 @@ def test_bad_recipe_is_rejected():
     with pytest.raises(ValueError, match="attribute_weight"):
         photo.PhotoRecipe(attribute_weight=0.5, multi_positive=False)
     with pytest.raises(ValueError, match="no course model config 'resnet-huge'"):
-        photo.photo_key_parts(photo_catalogue().split("train"), replace(QUICK, model="resnet-huge"))
+        photo.photo_key_parts(photo_catalogue().split("train"), replace(QUICK, model="resnet-huge"), "cpu")
 
 
 def test_real_sample_holds_out_a_gallery_of_1000(fashion_product_sample):

@@ -1,5 +1,7 @@
 """The embedded tiny CLIP: an open_clip JSON config (models), pretrained by the course and cached by key (tasks)."""
 
+import dataclasses
+
 import open_clip
 import pytest
 import torch
@@ -32,10 +34,25 @@ def test_pretraining_is_cached_and_reused(small_catalogue, isolated_cache, monke
 
 def test_cache_key_follows_data_and_recipe(small_catalogue):
     split = small_catalogue.split("pretrain")
-    key = pretrain.pretrain_key_parts(split, QUICK, "web")
-    assert pretrain.pretrain_key_parts(split, QUICK, "title") != key
-    assert pretrain.pretrain_key_parts(split, TrainConfig(max_steps=3, batch_size=16, lr=1e-3), "web") != key
-    assert pretrain.pretrain_key_parts(split.subset(split.ids[:10]), QUICK, "web") != key
+    key = pretrain.pretrain_key_parts(split, QUICK, "web", "cpu")
+    assert pretrain.pretrain_key_parts(split, QUICK, "title", "cpu") != key
+    assert pretrain.pretrain_key_parts(split, TrainConfig(max_steps=3, batch_size=16, lr=1e-3), "web", "cpu") != key
+    assert pretrain.pretrain_key_parts(split.subset(split.ids[:10]), QUICK, "web", "cpu") != key
+
+
+def test_cache_key_follows_the_precision_training_runs_in(small_catalogue):
+    split = small_catalogue.split("pretrain")
+    on_cpu = pretrain.pretrain_key_parts(split, QUICK, "web", "cpu")
+    assert on_cpu["train"] == dataclasses.asdict(QUICK)  # as before the precision entered the key: CPU caches hit
+    # A GPU trains in bfloat16 with the same recipe: its model is another cache entry, in float32 it is not.
+    assert pretrain.pretrain_key_parts(split, QUICK, "web", "cuda")["train"] == {
+        **on_cpu["train"],
+        "autocast": "bfloat16",
+    }
+    full_precision = dataclasses.replace(QUICK, mixed_precision=False)
+    assert pretrain.pretrain_key_parts(split, full_precision, "web", "cuda") == pretrain.pretrain_key_parts(
+        split, full_precision, "web", "cpu"
+    )
 
 
 def test_pretraining_is_deterministic(small_catalogue):

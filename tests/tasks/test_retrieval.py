@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import parameters_of, preprocess, tiny_catalogue, tiny_clip, tokenize
@@ -206,3 +209,31 @@ def test_a_curve_with_a_step_of_unreadable_images_is_still_the_curve_of_its_eval
     history = {"steps": [{"step": 1}, {"step": 3}, {"step": 4}], "evals": [{"step": 2}, {"step": 4}]}  # 2: unread
     assert _evaluated_every(history, 2) and not _evaluated_every(history, 1)
     assert not _evaluated_every({"steps": [{"step": 1}], "evals": []}, 1)
+
+
+class _KeyTaken(Exception):
+    """Stops a fine-tuning at its cache key, before any training."""
+
+
+def test_fine_tuned_models_trained_in_bfloat16_on_a_gpu_are_cached_apart_from_float32_ones(monkeypatch):
+    import course_utils.tasks.retrieval as retrieval
+
+    keys = []
+
+    def take_key(artifact, parts, **_):
+        keys.append(parts)
+        raise _KeyTaken
+
+    monkeypatch.setattr(retrieval, "artifact_path", take_key)
+    catalogue = tiny_catalogue(8)
+    bundle = tiny_bundle()
+    for device in ("cpu", "cuda"):  # the key is computed before anything runs on the device
+        on_device = dataclasses.replace(bundle, device=torch.device(device))
+        experiment = Experiment(catalogue, on_device, catalogue, catalogue, "web")
+        for build in (finetuned_bundle, two_stage_bundle):
+            with pytest.raises(_KeyTaken):
+                build(experiment, progress=False)
+    on_cpu, on_cpu_two_stage, on_gpu, on_gpu_two_stage = keys
+    assert on_gpu[-1] == {**on_cpu[-1], "autocast": "bfloat16"}  # the recipe, last of the fine-tuning's key
+    assert on_cpu[-1]["mixed_precision"] and "autocast" not in on_cpu[-1]  # CPU keys as before: their caches hit
+    assert on_gpu_two_stage[-3:-1] == [{**recipe, "autocast": "bfloat16"} for recipe in on_cpu_two_stage[-3:-1]]
