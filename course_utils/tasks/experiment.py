@@ -136,9 +136,11 @@ def exercises_scope(experiment: Experiment, searched: str = "test") -> str:
     catalogue = experiment.catalogue
     # what the scope counts: on the drawings (counted) and on a real catalogue (sized)
     if searched == "test":
-        items = len(experiment.test)
+        items, split = len(experiment.test), len(catalogue.split("test"))
         counted = f"{items:,} test items"
-        sized = f"its test split has {items:,} items, so a gallery size or `test_size` above that is not available"
+        sized = f"its test split has {split:,} items, so a gallery size or `test_size` above that is not available"
+        if items < split:  # test_size kept the first items
+            sized += f" (this run searched the first {items:,}: `test_size`)"
     elif searched == "catalogue":
         counted = f"{len(catalogue):,} items, the whole catalogue"
         sized = f"the catalogue has {len(catalogue):,} items"

@@ -28,6 +28,15 @@ def test_the_exercises_scope_translates_the_drawings_attributes_into_a_real_cata
     assert "its test split has 3 items" in scope
 
 
+def test_the_exercises_scope_names_the_whole_test_split_when_test_size_kept_part_of_it():
+    whole = experiment_on("fashion-product-small", ATTRIBUTES, MATCH_ATTRIBUTES, 5)
+    cut = Experiment(whole.catalogue, None, whole.train, whole.test.subset(whole.test.ids[:3]), None)
+    scope = exercises_scope(cut)
+    assert "its test split has 5 items, so a gallery size or `test_size` above that" in scope
+    assert "this run searched the first 3: `test_size`" in scope
+    assert "searched the first" not in exercises_scope(whole)
+
+
 def test_the_exercises_scope_on_the_drawings_only_names_their_attributes():
     scope = exercises_scope(experiment_on("synthetic", ATTRIBUTE_ORDER, ("category", "colour"), 5))
     assert "5 test items" in scope and "share `category` and `colour`" in scope
