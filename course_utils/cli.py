@@ -1,4 +1,5 @@
-"""Command-line options shared by the course's multi-process scripts (``embed_shards``, ``train_contrastive``).
+"""Command-line options shared by the course's scripts: the data and model options of the multi-process ones
+(``embed_shards``, ``train_contrastive``), and the load-or-exit and ``--device`` check of ``evaluate`` and ``serve``.
 
 Every rank of a ``torchrun`` job rebuilds the same catalogue and model from the same options, so the options name
 them reproducibly: a dataset (the procedural catalogue by size and seed, or a real one by folder), a split, an
@@ -8,18 +9,20 @@ open_clip model name and a weights file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 
 import torch
 
-from .data import load_catalogue
+from .data import load_catalogue, reads_folder
 from .data.records import Catalogue
 from .data.registry import loader_accepts
 from .models import load_clip
-from .models.clip_loader import load_weights, weights_file_label
+from .models.clip_loader import WeightsUnavailable, load_weights, resolve_device, weights_file_label
 
 
 def add_data_and_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,3 +81,36 @@ def bundle_from_args(args: argparse.Namespace, device: str = "cpu"):
         bundle.model.eval()
         bundle = replace(bundle, identity=f"{bundle.identity}+{weights_file_label(args.weights)}")
     return bundle
+
+
+@contextlib.contextmanager
+def exit_on_load_errors(what: str, dataset: str | None = None, data_root: str | None = None) -> Iterator[None]:
+    """Run the loading in the ``with`` block, or exit with one line, ``cannot load <what>: <reason>``, never a
+    traceback (the command lines ``evaluate`` and ``serve`` load their dataset and model through it).
+
+    The loaders' errors name the file and what to do (``DatasetNotFound``, ``WeightsUnavailable``, ``BadCheckpoint``)
+    or the parameter (``ValueError``: an unknown dataset or model); a file that cannot be read is an ``OSError``
+    naming it. A real ``dataset`` without its folder (``data_root`` ``None``) is said before anything loads, with the
+    flag: the loader's own message names its ``root=`` argument, which a user of the command never wrote.
+    """
+    if dataset is not None and data_root is None and reads_folder(dataset):
+        raise SystemExit(
+            f"cannot load {what}: --dataset {dataset} is read from its folder: add --data-root <folder> "
+            "(see README › Real data)"
+        )
+    try:
+        yield
+    # DatasetNotFound is an OSError and BadCheckpoint a ValueError: both are caught here, their messages kept
+    except (WeightsUnavailable, ValueError, OSError) as err:
+        raise SystemExit(f"cannot load {what}: {err}") from None
+
+
+def device_name(text: str) -> str:
+    """An argparse ``type`` for ``--device``: the name as given, once this machine has that device
+    (:func:`~course_utils.models.clip_loader.resolve_device`), so ``--device cuda`` without a GPU is refused at once
+    with the flag's name instead of after the catalogue has loaded."""
+    try:
+        resolve_device(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text

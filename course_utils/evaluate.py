@@ -33,6 +33,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .checks import whole_number
+from .cli import device_name, exit_on_load_errors
 from .data import attribute_retrieval_protocol
 from .embed import encode_images, encode_texts
 from .errors import error_summary
@@ -41,6 +43,7 @@ from .metrics import chance_recall
 from .models import clip_loader
 from .models.clip_loader import BadCheckpoint
 from .models.compositors import compose, make_compositor
+from .seeding import MAX_SEED
 from .tasks import attributes, composed, rerank, retrieval
 from .tasks.experiment import Experiment, load_experiment
 
@@ -142,8 +145,9 @@ def evaluate(
                 "--task rerank needs --reranker FILE (notebook 03 writes outputs/models/reranker.pt, or "
                 "outputs/<profile>/models/reranker.pt when run in another profile than full, e.g. outputs/ci/)"
             )
-        saved = rerank.load_reranker(reranker)
-        dual = reranker_dual_encoder(bundle, saved, reranker, checkpoint)
+        with exit_on_load_errors(f"--reranker {reranker}"):  # a missing or damaged file, or another model's
+            saved = rerank.load_reranker(reranker)
+            dual = reranker_dual_encoder(bundle, saved, reranker, checkpoint)
         return rerank.evaluate_reranker(dual, test, style, saved, RECALL_KS[task]), dual.identity
     if task == "attributes":
         conditions = attributes.DEFAULT_CONDITIONS.get(dataset) or list(test.attribute_names)
@@ -151,6 +155,13 @@ def evaluate(
             protocol = attribute_retrieval_protocol(test, conditions, seed=seed)
         except ValueError as err:  # too few items with a condition in a small test split
             raise SystemExit(f"--task attributes on {len(test)} test items: {err}; or raise --test-size") from None
+        # the protocol drops a query whose value no candidate has: in a small split that can be every query
+        unqueried = [condition for condition, split in protocol.items() if not split.query_ids]
+        if unqueried:
+            raise SystemExit(
+                f"--task attributes on {len(test)} test items: no query is left for condition(s) "
+                f"{', '.join(map(repr, unqueried))} (no candidate shares a query's value): raise --test-size"
+            )
         features = encode_images(bundle, test, progress=False)
         scores = attributes.evaluate_attribute_retrieval(
             lambda positions, condition: features[positions], protocol, test
@@ -195,23 +206,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help="weights to load into the model first")
     parser.add_argument("--reranker", default=None, help="--task rerank: the re-ranker file notebook 03 saved")
     parser.add_argument("--profile", default="ci", choices=("ci", "full"), help="size of the procedural catalogue")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--test-size", type=int, default=None, help="keep only the first N test items")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0)
+    parser.add_argument("--test-size", type=whole_number(1), default=None, help="keep only the first N test items")
+    parser.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--output", type=Path, default=None, help="write the JSON record here")
     args = parser.parse_args(argv)
 
-    experiment = load_experiment(
-        args.dataset,
-        args.data_root,
-        args.model,
-        args.pretrained,
-        args.profile,
-        args.seed,
-        args.device,
-        test_size=args.test_size,
-    )
-    bundle = load_weights(experiment.bundle, args.checkpoint) if args.checkpoint else experiment.bundle
+    with exit_on_load_errors("the dataset and model", args.dataset, args.data_root):
+        experiment = load_experiment(
+            args.dataset,
+            args.data_root,
+            args.model,
+            args.pretrained,
+            args.profile,
+            args.seed,
+            args.device,
+            test_size=args.test_size,
+        )
+        bundle = load_weights(experiment.bundle, args.checkpoint) if args.checkpoint else experiment.bundle
     metrics, model_identity = evaluate(
         args.task, experiment, bundle, args.dataset, args.seed, args.reranker, args.checkpoint
     )

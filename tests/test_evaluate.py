@@ -218,7 +218,7 @@ def test_rerank_refuses_a_checkpoint_that_is_not_the_reranker_s_dual_encoder(
         f"encoder that --reranker "
         f"{path} was trained on ({tuned.identity}); drop --checkpoint"
     )
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(SystemExit, match=re.escape(f"cannot load --reranker {path}: {message}")):
         evaluate.main(["--task", "rerank", "--reranker", str(path), "--checkpoint", str(other)])
 
 
@@ -282,7 +282,73 @@ def test_attributes_on_a_test_split_too_small_for_a_condition_names_test_size(ex
         evaluate.evaluate("attributes", one, experiment.bundle, "synthetic")
 
 
+def test_attributes_on_a_test_split_that_leaves_a_condition_without_queries_names_it_and_test_size(experiment):
+    """Every 'neckline' query of these 17 items has a value no candidate shares, so the protocol drops them all:
+    that ended in the metric's "scores must be a non-empty ... matrix, got shape (0, 2)" traceback."""
+    small = replace(experiment, test=experiment.test.subset(experiment.test.ids[:17], name="test"))
+    protocol = attribute_retrieval_protocol(small.test, attribute_tasks.DEFAULT_CONDITIONS["synthetic"], seed=0)
+    unqueried = [condition for condition, split in protocol.items() if not split.query_ids]
+    assert unqueried == ["neckline"]  # what the test is about: a condition with items but no query left
+    with pytest.raises(SystemExit) as refused:
+        evaluate.evaluate("attributes", small, experiment.bundle, "synthetic")
+    assert str(refused.value.code) == (
+        "--task attributes on 17 test items: no query is left for condition(s) 'neckline' (no candidate shares a "
+        "query's value): raise --test-size"
+    )
+
+
 def test_a_test_split_of_exactly_the_largest_k_is_enough_for_retrieval(experiment):
     ten = replace(experiment, test=experiment.test.subset(experiment.test.ids[:10], name="test"))
     metrics, _ = evaluate.evaluate("retrieval", ten, experiment.bundle, "synthetic")
     assert metrics["chance R@10"] == 1.0  # 10 of 10 items: a random ranking always finds the match
+
+
+def _loads_nothing(*args, **kwargs):
+    raise AssertionError("the dataset and model were loaded before the flags were checked")
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--test-size", "0"], "argument --test-size: must be a whole number of at least 1, got '0'"),
+        (["--seed", "-1"], "argument --seed: must be a whole number from 0 to 4294967295, got '-1'"),
+        (["--device", "cuda"], "argument --device: device='cuda' but this machine has no usable CUDA GPU; use"),
+    ],
+)
+def test_a_bad_flag_is_refused_by_name_before_anything_loads(argv, said, monkeypatch, capsys):
+    """Before, each ended in a traceback of the loader's ValueError naming its Python parameter (``test_size``)."""
+    monkeypatch.setattr(evaluate, "load_experiment", _loads_nothing)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine has no GPU, whatever runs the test
+    with pytest.raises(SystemExit) as refused:
+        evaluate.main(["--task", "retrieval", *argv])
+    assert refused.value.code == 2
+    assert f"error: {said}" in capsys.readouterr().err
+
+
+def test_a_real_dataset_without_its_folder_names_the_data_root_flag(monkeypatch):
+    monkeypatch.setattr(evaluate, "load_experiment", _loads_nothing)
+    with pytest.raises(SystemExit) as refused:
+        evaluate.main(["--task", "retrieval", "--dataset", "fashion-product-small"])
+    assert str(refused.value.code) == (
+        "cannot load the dataset and model: --dataset fashion-product-small is read from its folder: add "
+        "--data-root <folder> (see README › Real data)"
+    )
+
+
+def test_a_missing_checkpoint_or_reranker_file_and_a_loader_error_are_one_line(experiment, monkeypatch, tmp_path):
+    monkeypatch.setattr(evaluate, "load_experiment", lambda *args, **kwargs: experiment)
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(SystemExit) as refused:
+        evaluate.main(["--task", "retrieval", "--checkpoint", str(missing)])
+    assert str(refused.value.code) == f"cannot load the dataset and model: --checkpoint {missing}: no such file"
+    with pytest.raises(SystemExit) as refused:
+        evaluate.main(["--task", "rerank", "--reranker", str(missing)])
+    assert str(refused.value.code).startswith(f"cannot load --reranker {missing}: no re-ranker file at {missing}")
+
+    def unknown_dataset(*args, **kwargs):
+        raise ValueError("unknown dataset 'nonsense'; choose one of […]")
+
+    monkeypatch.setattr(evaluate, "load_experiment", unknown_dataset)
+    with pytest.raises(SystemExit) as refused:
+        evaluate.main(["--task", "retrieval", "--dataset", "nonsense"])
+    assert str(refused.value.code) == "cannot load the dataset and model: unknown dataset 'nonsense'; choose one of […]"
