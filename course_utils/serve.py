@@ -10,6 +10,9 @@ bound before the model loads, so a taken port is said at once. Stop it with Ctrl
 ``--voila`` keeps the earlier way: Voilà on ``notebooks/07_retrieval_demo.ipynb``, one fresh kernel per page view
 (about 1.1 GiB and 20 s each), fine for one presenter, too heavy for a class. The notebook switches
 ``INTERACTIVE`` on by itself under Voilà (:func:`course_utils.widgets.running_in_voila`), so its widgets are live.
+Voilà runs the notebook with the parameters written in it, so the classroom server's flags (``--profile``,
+``--dataset``, ``--workers`` …) are refused with ``--voila`` rather than ignored, and ``--show-tracebacks`` without it;
+README › Query demos as a web page says how to serve another configuration under Voilà (a parameterised copy).
 """
 
 from __future__ import annotations
@@ -36,9 +39,8 @@ from .classroom import (
     serve_forever,
     where_to_open,
 )
-from .data import reads_folder
+from .cli import device_name, exit_on_load_errors
 from .demo import DemoState, load_demo_state
-from .models.clip_loader import WeightsUnavailable
 from .paths import REPO_ROOT
 from .run import kernel_config
 from .seeding import MAX_SEED
@@ -73,29 +75,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "e.g. a classroom network — read the warning it prints)",
     )
     demo = parser.add_argument_group("classroom server (default): the demo state, as notebook 07's parameters")
-    demo.add_argument("--profile", default="ci", choices=["ci", "full"], help="catalogue size (default ci)")
-    demo.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0, help="seed of the catalogue and models")
-    demo.add_argument("--dataset", default="synthetic", help="'synthetic' or a real format, e.g. fashion-product-small")
-    demo.add_argument("--data-root", default=None, help="folder of a real dataset")
-    demo.add_argument("--model", default="tiny-fashion-clip")
-    demo.add_argument("--pretrained", default="embedded")
-    demo.add_argument(
-        "--test-size", type=whole_number(1), default=None, help="keep the first N test items as the gallery"
-    )
-    demo.add_argument("--device", default="auto")
-    demo.add_argument("--workers", type=whole_number(1), default=DEFAULT_WORKERS, help="threads that run queries")
-    demo.add_argument(
-        "--max-pending",
-        type=whole_number(1),
-        default=DEFAULT_MAX_PENDING,
-        help="queries that may be in progress (running or waiting) before viewers are asked to retry",
-    )
-    demo.add_argument(
-        "--torch-threads",
-        type=whole_number(1),
-        default=1,
-        help="torch threads per query (default 1: the workers give the parallelism)",
-    )
+    classroom_only = [
+        demo.add_argument("--profile", default="ci", choices=["ci", "full"], help="catalogue size (default ci)"),
+        demo.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0, help="seed of the catalogue and models"),
+        demo.add_argument(
+            "--dataset", default="synthetic", help="'synthetic' or a real format, e.g. fashion-product-small"
+        ),
+        demo.add_argument("--data-root", default=None, help="folder of a real dataset"),
+        demo.add_argument("--model", default="tiny-fashion-clip"),
+        demo.add_argument("--pretrained", default="embedded"),
+        demo.add_argument(
+            "--test-size", type=whole_number(1), default=None, help="keep the first N test items as the gallery"
+        ),
+        demo.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N"),
+        demo.add_argument("--workers", type=whole_number(1), default=DEFAULT_WORKERS, help="threads that run queries"),
+        demo.add_argument(
+            "--max-pending",
+            type=whole_number(1),
+            default=DEFAULT_MAX_PENDING,
+            help="queries that may be in progress (running or waiting) before viewers are asked to retry",
+        ),
+        demo.add_argument(
+            "--torch-threads",
+            type=whole_number(1),
+            default=1,
+            help="torch threads per query (default 1: the workers give the parallelism)",
+        ),
+    ]
     voila = parser.add_argument_group("--voila: one Voilà kernel per page view (the earlier way)")
     voila.add_argument("--voila", action="store_true", help="serve the notebook with Voilà instead")
     voila.add_argument(
@@ -104,8 +110,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"notebook to serve with Voilà (implies --voila; default {DEMO_NOTEBOOK.name})",
     )
-    voila.add_argument("--show-tracebacks", action="store_true", help="show Python tracebacks on the page (--voila)")
-    return parser.parse_args(argv)
+    voila_only = [
+        voila.add_argument(
+            "--show-tracebacks", action="store_true", help="show Python tracebacks on the page (--voila)"
+        )
+    ]
+    args = parser.parse_args(argv)
+    if args.voila or args.notebook is not None:
+        mode = "--voila" if args.voila else "--notebook"
+        advice = (
+            "Voilà runs the notebook with the parameters written in it. To serve another configuration, write a "
+            "parameterised copy (papermill notebooks/07_retrieval_demo.ipynb /tmp/07_full.ipynb -p profile full "
+            "--prepare-only) and serve it with --notebook (README › Query demos as a web page, 'Other parameters on "
+            f"the page'); or drop {mode} to have the classroom server use these flags"
+        )
+        _refuse_flags_given(parser, argv, classroom_only, f"{mode} ignores", advice)
+    else:
+        advice = "only Voilà's page shows tracebacks: add --voila, or drop the flag"
+        _refuse_flags_given(parser, argv, voila_only, "the classroom server ignores", advice)
+    return args
+
+
+def _refuse_flags_given(
+    parser: argparse.ArgumentParser, argv: list[str] | None, actions: list[argparse.Action], ignores: str, advice: str
+) -> None:
+    """``parser.error`` naming those of ``actions``' flags that ``argv`` gives (with any value, its default too),
+    e.g. ``--profile`` with ``--voila``: a flag the chosen way of serving never reads must not pass in silence."""
+    for action in actions:
+        action.default = argparse.SUPPRESS  # a flag not given is left out of the namespace
+    given = vars(parser.parse_args(argv))
+    flags = [action.option_strings[0] for action in actions if action.dest in given]
+    if flags:
+        parser.error(f"{ignores} {', '.join(flags)}: {advice}")
 
 
 def serve_voila(args: argparse.Namespace) -> int:
@@ -149,19 +185,9 @@ def serve_classroom(args: argparse.Namespace) -> int:
 
 
 def load_demo_or_exit(args: argparse.Namespace) -> DemoState:
-    """:func:`course_utils.demo.load_demo_state` with the flags' values, or exit with one line saying what is wrong.
-
-    The loaders' errors name the file and what to do (``DatasetNotFound``, ``WeightsUnavailable``, ``BadCheckpoint``)
-    or the parameter (``ValueError``: an unknown dataset or model, a bad ``--test-size``); a file that cannot be read
-    is an ``OSError`` naming it. A real dataset without its folder is said here, with the flag: the loader's own
-    message names its ``root=`` argument, which a user of this command never wrote.
-    """
-    if args.data_root is None and reads_folder(args.dataset):
-        raise SystemExit(
-            f"cannot load the demo: --dataset {args.dataset} is read from its folder: add --data-root <folder> "
-            "(see README › Real data)"
-        )
-    try:
+    """:func:`course_utils.demo.load_demo_state` with the flags' values, or exit with one line saying what is wrong
+    (:func:`course_utils.cli.exit_on_load_errors`, as ``python -m course_utils.evaluate`` loads its own)."""
+    with exit_on_load_errors("the demo", args.dataset, args.data_root):
         return load_demo_state(
             profile=args.profile,
             seed=args.seed,
@@ -172,9 +198,6 @@ def load_demo_or_exit(args: argparse.Namespace) -> DemoState:
             device=args.device,
             test_size=args.test_size,
         )
-    # DatasetNotFound is an OSError and BadCheckpoint a ValueError: both are caught here, their messages kept
-    except (WeightsUnavailable, ValueError, OSError) as err:
-        raise SystemExit(f"cannot load the demo: {err}") from None
 
 
 def serve_until_stopped(service: QueryService, ip: str, port: int, sockets: list[socket.socket] | None = None) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import pandas as pd
 from PIL import Image
 
+from .checks import is_whole_number
 from .data.records import CorruptImage, OversizedImage, decode_image, opaque_rgb
 
 #: Largest upload accepted by the image demos (bytes); bigger files get a message instead of a decode.
@@ -247,10 +248,20 @@ def _query_card(retriever, query: str | Image.Image, label: str) -> str:
 
 
 def _check_top_k(retriever, top_k, query: str | Image.Image | None = None) -> int:
-    """``top_k`` capped at what the gallery can return (a gallery item is left out of its own results)."""
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+    """``top_k`` capped at what the gallery can return (a gallery item is left out of its own results).
+
+    :class:`BadQuery` for a ``top_k`` that is not a positive whole number (numpy integers are whole numbers, as for
+    the retriever), and for a gallery item ``query`` that is the gallery's only item: nothing else can be shown.
+    """
+    if not is_whole_number(top_k, minimum=1):
         raise BadQuery(f"top_k must be a positive whole number, got {top_k!r}")
-    return min(top_k, len(retriever.catalogue) - isinstance(query, str))
+    others = len(retriever.catalogue) - isinstance(query, str)
+    if others < 1:
+        raise BadQuery(
+            f"the gallery has no item other than the query {query!r} (an item is left out of its own results): "
+            "upload an image to search this gallery"
+        )
+    return min(int(top_k), others)
 
 
 # --- the four callbacks ----------------------------------------------------------------------------------------
@@ -261,11 +272,17 @@ def run_text_query(retriever, text: str, top_k: int = DEFAULT_TOP_K) -> str:
     return run_text_queries(retriever, [text], top_k)[0]
 
 
+def _blank(text: str) -> bool:
+    """True for text without a printable character other than spaces: ``""``, ``"  "``, and text made only of
+    invisible characters such as a zero-width space (``"\\u200b"``) or a NUL (``"\\x00"``)."""
+    return not any(char.isprintable() and not char.isspace() for char in text)
+
+
 def _query_text(text) -> str:
-    """``text`` stripped, or :class:`BadQuery` for something that is not text or is empty."""
+    """``text`` stripped, or :class:`BadQuery` for something that is not text or is empty (see :func:`_blank`)."""
     if text is not None and not isinstance(text, str):
         raise BadQuery(f"the query must be text such as 'red striped shirt', got {type(text).__name__}")
-    if text is None or not text.strip():
+    if text is None or _blank(text):
         raise BadQuery("empty query: type a description such as 'red striped shirt' and press Enter")
     return text.strip()
 
@@ -351,7 +368,8 @@ def run_conditional_query(retriever, image: QueryImage | None, condition: str, t
         results = retriever.search_conditional(query, condition, top_k=_check_top_k(retriever, top_k, query))
         elapsed = time.perf_counter() - start
     except (BadQuery, ValueError, KeyError, CorruptImage) as err:
-        return message_html(str(err).strip("'\""))
+        # a KeyError's str() is the repr of its key ("'sleeve'"): show the key, and every other message whole
+        return message_html(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err))
     return results_html(
         retriever, results, f"conditional ({label}, same {condition})", _query_card(retriever, query, label), elapsed
     )
@@ -370,7 +388,7 @@ def run_composed_query(retriever, image: QueryImage | None, modification: str, t
         )
     try:
         _check_top_k(retriever, top_k)
-        if not isinstance(modification, str) or not modification.strip():
+        if not isinstance(modification, str) or _blank(modification):
             raise BadQuery("empty modification: describe the change, e.g. 'make it blue'")
         query, label = resolve_query_image(retriever, image)
         start = time.perf_counter()
@@ -517,15 +535,36 @@ def _wire(demo: QueryDemo, triggers: Sequence[str]) -> QueryDemo:
 
 
 class _ImageSource:
-    """Which image the user chose last: the gallery dropdown or the uploaded file."""
+    """Which image the viewer chose last: the gallery dropdown or the uploaded file.
+
+    Choosing one clears the other (an upload leaves the dropdown on no item, an item pick empties the upload), so
+    that choosing again the item the dropdown showed, or the same file again, is a change the widgets report and
+    the query follows the viewer's last choice. The empty values those resets produce run no query.
+    """
 
     def __init__(self, controls: dict) -> None:
-        self.controls, self.kind = controls, "item"
-        controls["item"].observe(lambda _: setattr(self, "kind", "item"), names="value")
-        controls["upload"].observe(lambda _: setattr(self, "kind", "upload"), names="value")
+        self.controls = controls
+
+    def wire(self, on_change: Callable[[], None]) -> None:
+        """Call ``on_change()`` (the demo's refresh) whenever the viewer picks an item or uploads a file."""
+        self._on_change = on_change
+        self.controls["item"].observe(self._item_picked, names="value")
+        self.controls["upload"].observe(self._file_uploaded, names="value")
+
+    def _item_picked(self, change: dict) -> None:
+        if change["new"] is None:  # cleared by an upload
+            return
+        self.controls["upload"].value = ()
+        self._on_change()
+
+    def _file_uploaded(self, change: dict) -> None:
+        if not change["new"]:  # emptied by an item pick
+            return
+        self.controls["item"].value = None
+        self._on_change()
 
     def value(self) -> QueryImage | None:
-        upload = upload_content(self.controls["upload"].value) if self.kind == "upload" else None
+        upload = upload_content(self.controls["upload"].value)
         return upload if upload is not None else self.controls["item"].value
 
     def key(self) -> Hashable:
@@ -597,7 +636,8 @@ def _image_query_demo(
     )
     if show_at_once:
         demo.refresh()
-    return _wire(demo, ["item", "upload", *extra_controls, "top_k"])
+    source.wire(demo.refresh)  # the item and the upload: the last one chosen is searched
+    return _wire(demo, [*extra_controls, "top_k"])
 
 
 def image_demo(retriever, top_k: int = DEFAULT_TOP_K, max_choices: int = MAX_CHOICES) -> QueryDemo:

@@ -118,6 +118,30 @@ def test_top_k_larger_than_gallery_is_clamped(retriever):
     assert len(shown_ids(cw.run_conditional_query(retriever, "i0", "colour", top_k=6))) == 5
 
 
+@pytest.mark.parametrize("text", ["\u200b", "\x00", " \u200b\ufeff\u3000 "])
+def test_text_of_invisible_characters_only_is_an_empty_query_or_modification(retriever, text):
+    """A zero-width space or a NUL is no description: it got the results of an empty text tower input."""
+    page = cw.run_text_query(retriever, text, top_k=2)
+    assert "empty query: type a description" in page and not shown_ids(page)
+    assert "empty query" in cw.run_text_queries(retriever, ["red", text], top_k=2)[1]
+    retriever.compositor = Sum(3)
+    page = cw.run_composed_query(retriever, "i5", text, top_k=2)
+    assert "empty modification: describe the change" in page and not shown_ids(page)
+    assert shown_ids(cw.run_text_query(retriever, "\u200b blue", top_k=2)) == ["i3", "i4"]  # visible words: searched
+
+
+def test_a_numpy_integer_top_k_is_a_whole_number_as_for_the_retriever(retriever):
+    """``np.int64(2)`` (e.g. from a numpy array of settings) was refused as "not a positive whole number"."""
+    retriever.conditional_encoder = channel_encoder
+    retriever.compositor = Sum(3)
+    for k in (np.int64(2), np.int32(2)):
+        assert shown_ids(cw.run_text_query(retriever, "blue", top_k=k)) == ["i3", "i4"]
+        assert shown_ids(cw.run_image_query(retriever, "i3", top_k=k)) == ["i4", "i5"]
+        assert len(shown_ids(cw.run_conditional_query(retriever, "i3", "not-red", top_k=k))) == 2
+        assert shown_ids(cw.run_composed_query(retriever, "i5", "make it red", top_k=k)) == ["i1", "i0"]
+    assert "top_k must be a positive whole number, got np.int64(0)" in cw.run_text_query(retriever, "red", np.int64(0))
+
+
 # --- image ------------------------------------------------------------------------------------------------------------
 
 
@@ -219,6 +243,39 @@ def test_composed_query_with_the_sum_compositor(retriever):
     assert "unknown item id" in cw.run_composed_query(retriever, "zz", "red", top_k=2)
 
 
+def message_text(page: str) -> str:
+    """The text of a page's message box (escaped as shown)."""
+    return re.search(r'<div class="fc-message[^>]*>(.*?)</div>', page, flags=re.S).group(1)
+
+
+def test_messages_keep_their_quotes_and_a_hooks_key_error_shows_its_key_bare(retriever):
+    """Every message lost its quotes at both ends ("pick an attribute such as 'colour"), not only a KeyError's."""
+    retriever.conditional_encoder = channel_encoder
+    assert message_text(cw.run_conditional_query(retriever, "i3", "", top_k=2)) == (
+        "no condition chosen: pick an attribute such as 'colour'"
+    )
+    assert message_text(cw.run_conditional_query(retriever, "i3", "no such condition", top_k=2)) == "no such condition"
+
+
+def test_a_one_item_gallery_says_its_only_item_has_no_neighbours(retriever):
+    """A gallery item is left out of its own results: with one item that left "top_k must be ..., got 0"."""
+    alone = FashionRetriever(
+        StubBundle(), Catalogue("one", retriever.catalogue.items[:1]), image_embeddings=torch.eye(3)[:1]
+    )
+    alone.conditional_encoder = channel_encoder
+    alone.compositor = Sum(3)
+    for page in (
+        cw.run_image_query(alone, "i0", top_k=8),
+        cw.run_conditional_query(alone, "i0", "not-red", top_k=8),
+        cw.run_composed_query(alone, "i0", "make it blue", top_k=8),
+    ):
+        assert message_text(page) == (
+            "the gallery has no item other than the query 'i0' (an item is left out of its own results): "
+            "upload an image to search this gallery"
+        )
+    assert shown_ids(cw.run_image_query(alone, cw.Upload("red.png", png_bytes()), top_k=8)) == ["i0"]  # an upload can
+
+
 # --- debouncing and widgets -------------------------------------------------------------------------------------------
 
 
@@ -277,6 +334,35 @@ def test_image_demo_switches_between_gallery_and_upload(retriever):
     assert shown_ids(demo.results.value) == ["i0", "i1"]
     demo.controls["item"].value = "i3"
     assert "item i3" in demo.results.value and shown_ids(demo.results.value) == ["i4", "i5"]
+
+
+@pytest.mark.parametrize("kind", ["image", "conditional", "composed"])
+def test_the_image_demos_search_the_source_chosen_last_even_when_its_value_is_unchanged(retriever, kind):
+    """After an upload, choosing again the item the list showed kept searching the upload; after an item pick,
+    choosing the same file again (the page sends the same value) kept searching the item."""
+    retriever.conditional_encoder = channel_encoder
+    retriever.compositor = Sum(3)
+    demo = {
+        "image": lambda: cw.image_demo(retriever, top_k=1),
+        "conditional": lambda: cw.conditional_demo(retriever, ["not-red"], top_k=1),
+        "composed": lambda: cw.composed_demo(retriever, "make it red", top_k=1),
+    }[kind]()
+    demo.debouncer = cw.Debouncer(interval=1.0, clock=FakeClock())  # no time passes: only a repeat is dropped
+    item, upload = demo.controls["item"], demo.controls["upload"]
+    assert "item i0" in demo.results.value and demo.queries_served == 1  # the first item, at once
+    content = png_bytes((0, 250, 0))
+    photo = {"name": "g.png", "type": "image/png", "size": len(content), "content": memoryview(content)}
+    photo["last_modified"] = 1735689600000  # as the page sends a file: its time in milliseconds
+    upload.set_state({"value": [photo]})
+    assert "upload g.png" in demo.results.value and demo.queries_served == 2
+    item.set_state({"index": 0})  # the viewer picks i0 again, as the page sends it
+    assert "item i0" in demo.results.value and "upload g.png" not in demo.results.value
+    assert upload.value == () and demo.queries_served == 3
+    upload.set_state({"value": [photo]})  # the same file chosen again
+    assert "upload g.png" in demo.results.value and demo.queries_served == 4
+    assert item.value is None and item.index is None  # the list shows no item while an upload is searched
+    demo.controls["search"].click()  # the same query at once: the debouncer drops it
+    assert demo.queries_served == 4
 
 
 def test_hook_demos_show_the_not_set_message_at_once(retriever):
@@ -348,3 +434,40 @@ def test_serve_command_binds_localhost_without_a_browser(monkeypatch):
     monkeypatch.delenv("VOILA_BASE_URL")
     monkeypatch.delenv("VOILA_KERNEL_ID", raising=False)
     assert not cw.running_in_voila()
+
+
+@pytest.mark.parametrize(
+    ("argv", "refused"),
+    [
+        (
+            ["--voila", "--profile", "full", "--dataset", "fashion-product-small"],
+            "--voila ignores --profile, --dataset",
+        ),
+        (["--voila", "--profile", "ci"], "--voila ignores --profile"),  # given, even at its default
+        (["--notebook", "x.ipynb", "--test-size", "50", "--workers", "8"], "--notebook ignores --test-size, --workers"),
+        (["--show-tracebacks", "--port", "9000"], "the classroom server ignores --show-tracebacks"),
+    ],
+)
+def test_serve_refuses_flags_its_way_of_serving_ignores(argv, refused, capsys):
+    """``--voila`` served the notebook's own parameters and dropped ``--profile full`` and the rest in silence."""
+    from course_utils import serve
+
+    with pytest.raises(SystemExit) as error:
+        serve.parse_args(argv)
+    assert error.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"error: {refused}:" in message
+    if "--show-tracebacks" in argv:
+        assert "add --voila, or drop the flag" in message
+    else:  # where the README says how to serve another configuration under Voilà
+        assert "parameterised copy" in message and "serve it with --notebook" in message
+        assert "README › Query demos as a web page, 'Other parameters on the page'" in message
+
+
+def test_serve_keeps_the_flags_each_way_of_serving_reads():
+    from course_utils import serve
+
+    voila = serve.parse_args(["--voila", "--show-tracebacks", "--port", "9000", "--ip", "0.0.0.0"])
+    assert (voila.voila, voila.show_tracebacks, voila.port, voila.ip) == (True, True, 9000, "0.0.0.0")
+    classroom = serve.parse_args(["--profile", "full", "--workers", "2", "--port", "9000"])
+    assert (classroom.profile, classroom.workers, classroom.show_tracebacks, classroom.seed) == ("full", 2, False, 0)
