@@ -12,7 +12,8 @@ than ``top_k``, and searches with it. What comes back is every matching item and
 ``top_k``, ranked by score. The retriever sets the score of every item the filter rejects to -inf *before* the top-k
 cut and then keeps only the finite scores (``_rank``: ``k = min(top_k, finite scores)``), so it never pads the list
 with items that fail the filter and never drops one that passes it. The IVF retriever of the notebook's index cell
-returns the same rows: a FAISS index cannot filter, so a filtered query scores the whole gallery exactly whichever
+returns the same rows: the course's ``FaissIndex`` does not filter (FAISS itself can restrict a search to chosen ids
+with an ``IDSelector``; the wrapper does not use it), so a filtered query scores the whole gallery exactly whichever
 index was chosen. (A filter that no item matches raises ``ValueError`` naming it; an index that filters itself,
 notebook 08's ``MilvusIndex``, fills its missing slots with id -1, which the retriever drops.)
 
@@ -29,24 +30,25 @@ centroids, but on a gallery of a few hundred items the index search is already s
 settings are hard to tell from timing noise; read the recall column here, and expect the time saved to matter only
 on galleries far larger than this one (exercise 5).
 
-Exercise 4 (predict, then compare and time). On the course's galleries the queries that run a tower are the slowest:
-in the ci run's record and in the committed full record (``results/full/07_retrieval_demo.json``) the upload
-(decoding plus the image tower), the text query (text tower) and the composed query (text tower plus the compositor)
-take longer than the gallery-item image query and the conditional query, which run no tower (the gallery item's
-embedding is cached). ``test_size`` cannot make the gallery larger: it only keeps the first N test items, and the
-full profile already uses its whole test split. Comparing the two records (each one's ``gallery_size``; full's
-gallery is the larger) the medians barely move: at these sizes a query's time is its tower, decoding and result
-grid, not the ranking. Which one grows fastest is read from the code: a text query scores each gallery row with one
+Exercise 4 (predict, then compare and time). On the course's galleries the queries that run a tower are the slowest: in
+the committed full record (``results/full/07_retrieval_demo.json``) the upload (decoding plus the image tower), the text
+query (text tower) and the composed query (text tower plus the compositor) take longer than the gallery-item image query
+and the conditional query, which run no tower (the gallery item's embedding is cached). These are milliseconds measured
+a few times on a shared machine: a burst of load during one run can reorder them, so read an order that several runs
+agree on. ``test_size`` cannot make the gallery larger: it only keeps the first N test items, and the full profile
+already uses its whole test split. Comparing your run's record with the full one (each one's ``gallery_size``; full's
+gallery is the larger) the medians barely move: at these sizes a query's time is its tower, decoding and result grid,
+not the ranking. Which one grows fastest is read from the code: a text query scores each gallery row with one
 d-dimensional dot product and keeps the top k; ``search_conditional`` re-projects *every* gallery embedding onto the
 condition's k-vector basis on each call (d x k multiply-adds per row, k = the basis size that notebook 07's set-up
 prints), normalises it, scores it, and sorts the whole gallery. ``latency_by_gallery_size`` measures it: it builds
-galleries of growing size from perturbed copies of the gallery's embeddings (a catalogue of copies of its items,
-each with its own id, so ``FashionRetriever`` gets one embedding per item) and times ``search_by_text`` and
+galleries of growing size from perturbed copies of the gallery's embeddings (a catalogue of copies of its items, each
+with its own id, so ``FashionRetriever`` gets one embedding per item) and times ``search_by_text`` and
 ``search_conditional`` on each, with the multiply-adds per gallery row of each. The text query's time starts at its
-tower's fixed cost and grows slowly; the conditional query starts below it and grows by far more per row, so on a
-large enough gallery it can become the slower one. Whether that happens within the swept sizes, and at which, is
-this machine's measurement (the ``conditional / text`` column), not a constant; the course's two records, whose
-galleries are far smaller than the sweep's largest, both show the conditional query faster than the text query.
+tower's fixed cost and grows slowly; the conditional query starts below it and grows by far more per row, so on a large
+enough gallery it can become the slower one. Whether that happens within the swept sizes, and at which, is this
+machine's measurement (the ``conditional / text`` column), not a constant; the committed full record, whose gallery is
+far smaller than the sweep's largest, shows the conditional query faster than the text query.
 
 Exercise 5 (open). HNSW (Malkov and Yashunin, IEEE TPAMI 2020, arXiv 2016) and FAISS (Johnson, Douze and Jégou,
 "Billion-scale similarity search with GPUs", IEEE Trans. Big Data 2019) serve approximate nearest neighbours at
