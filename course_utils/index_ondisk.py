@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .cache import file_sha256, write_atomic
+from .checks import is_whole_number
 from .index import FaissIndex, _as_ids, _as_matrix, _check_k
 from .json_files import read_json_object, write_json
 
@@ -382,12 +383,18 @@ class RerankedIndex:
         index: any index of ``course_utils.index`` (here the on-disk IVF-PQ).
         vectors: (n, d) rows indexable by an id array, row ``i`` holding the vector with id ``i``: an array in
             RAM or :class:`NpyRows` over a file on disk (only the candidates' rows are read).
-        candidates: approximate neighbours fetched per query before exact re-scoring (>= k).
+        candidates: approximate neighbours fetched per query before exact re-scoring: a whole number >= 1, and
+            at least the ``k`` of every search (a search with a larger ``k`` is refused).
     """
 
     def __init__(self, index, vectors: np.ndarray | NpyRows, candidates: int = 100) -> None:
         if vectors.ndim != 2 or vectors.shape[1] != index.dim:
             raise ValueError(f"vectors must be (n, {index.dim}), got shape {vectors.shape}")
+        if not is_whole_number(candidates, minimum=1):
+            raise ValueError(
+                f"candidates must be a whole number >= 1 (approximate neighbours re-scored exactly per query), got "
+                f"{candidates!r}; to search without re-ranking, search the index itself"
+            )
         self.index, self.vectors, self.candidates = index, vectors, int(candidates)
 
     @property
@@ -400,8 +407,13 @@ class RerankedIndex:
     def search(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k among each query's approximate top-``candidates``: scores (q, k) float32, ids (q, k) int64."""
         _check_k(k, len(self))
+        if k > self.candidates:
+            raise ValueError(
+                f"k={k} is more than the candidates={self.candidates} this index re-scores per query; lower k, or "
+                f"build the RerankedIndex with candidates >= {k}"
+            )
         matrix = _as_matrix(queries, self.dim, "queries").to(torch.float32).numpy()
-        _, candidate_ids = self.index.search(matrix, max(k, min(self.candidates, len(self))))
+        _, candidate_ids = self.index.search(matrix, min(self.candidates, len(self)))
         scores = np.full((len(matrix), k), -np.inf, dtype=np.float32)
         ids = np.full((len(matrix), k), -1, dtype=np.int64)
         for row, (query, found) in enumerate(zip(matrix, candidate_ids)):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import pickle
 import random
 import zipfile
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .cache import has_intact_contents, torch_save_atomic, with_content_digest
+from .checks import is_whole_number
 from .data.adapters import collate_skipping_unreadable
 from .errors import error_summary
 from .losses import clip_contrastive_loss, clip_contrastive_loss_local
@@ -62,6 +64,45 @@ class TrainConfig:
     eval_every: int | None = None  # optimizer steps between evaluations
     num_workers: int = 0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Refuse, naming the field, a value that would fail late inside :func:`fit` (a negative ``lr`` in torch's
+        AdamW, ``epochs=0`` as an empty history the notebook then reads) or train silently wrong.
+
+        ``max_steps=0`` stays allowed: zero steps, on purpose (``test_max_steps_zero_is_zero_steps_not_no_limit``).
+        """
+        counts = {  # field: (smallest allowed, whether None is allowed, what None means)
+            "epochs": (1, False, ""),
+            "batch_size": (1, False, ""),
+            "grad_accum": (1, False, ""),
+            "warmup_steps": (0, False, ""),
+            "max_steps": (0, True, "no limit"),
+            "checkpoint_every": (1, True, "no checkpoints"),
+            "eval_every": (1, True, "evaluate at the end only"),
+            "num_workers": (0, False, ""),
+        }
+        for name, (minimum, none_allowed, none_means) in counts.items():
+            value = getattr(self, name)
+            if (value is None and none_allowed) or is_whole_number(value, minimum=minimum):
+                continue
+            alternative = f" (or None: {none_means})" if none_allowed else ""
+            raise ValueError(f"TrainConfig {name} must be a whole number >= {minimum}{alternative}, got {value!r}")
+        rates = {  # field: (whether 0 is allowed, whether None is allowed, what None means)
+            "lr": (False, False, ""),
+            "head_lr": (False, True, "the heads train at lr"),
+            "weight_decay": (True, False, ""),
+            "max_grad_norm": (False, True, "no gradient clipping"),
+        }
+        for name, (zero_allowed, none_allowed, none_means) in rates.items():
+            value = getattr(self, name)
+            if value is None and none_allowed:
+                continue
+            number = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            if number and (value > 0 or (zero_allowed and value == 0)):
+                continue
+            bound = ">= 0" if zero_allowed else "> 0"
+            alternative = f" (or None: {none_means})" if none_allowed else ""
+            raise ValueError(f"TrainConfig {name} must be a finite number {bound}{alternative}, got {value!r}")
 
     def steps_per_epoch(self, n_samples: int) -> int:
         return max(1, n_samples // self.batch_size // self.grad_accum)

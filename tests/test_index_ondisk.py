@@ -316,3 +316,23 @@ def test_reranking_fewer_candidates_than_k_pads_with_minus_one():
     scores, ids = RerankedIndex(FixedCandidates(), vectors, candidates=4).search(np.array([[1.0, 0.0]]), 3)
     np.testing.assert_array_equal(ids, [[0, 2, -1]])  # exact scores 1.0 (id 0) and 0.6 (id 2); one slot empty
     np.testing.assert_allclose(scores, [[1.0, 0.6, -np.inf]], atol=1e-6)
+
+
+@pytest.mark.parametrize("candidates", [0, -5, 2.5, None])
+def test_reranked_index_refuses_candidates_that_are_not_a_whole_number_of_at_least_1(candidates):
+    """``candidates=0`` re-scored ``k`` candidates silently: notebook 08 labelled such rows "re-rank 0"."""
+    vectors = np.eye(4, 2, dtype=np.float32)
+    with pytest.raises(ValueError) as refused:
+        RerankedIndex(FixedCandidates(), vectors, candidates=candidates)
+    assert str(refused.value).startswith(f"candidates must be a whole number >= 1 (approximate neighbours re-scored "
+                                         f"exactly per query), got {candidates!r}")  # fmt: skip
+
+
+def test_reranked_index_refuses_a_k_above_its_candidates_naming_both():
+    """With ``k`` above ``candidates`` the search re-scored ``k`` candidates: more than the index was built for."""
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]], dtype=np.float32)
+    searcher = RerankedIndex(FixedCandidates(), vectors, candidates=2)
+    with pytest.raises(ValueError, match=r"k=3 is more than the candidates=2 .*candidates >= 3"):
+        searcher.search(np.array([[1.0, 0.0]]), 3)
+    _, ids = searcher.search(np.array([[1.0, 0.0]]), 2)  # k == candidates is allowed
+    np.testing.assert_array_equal(ids, [[0, 2]])

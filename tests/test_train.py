@@ -6,6 +6,7 @@ import dataclasses
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import flip_a_tensor_byte, parameters_of, preprocess, tiny_catalogue, tiny_clip, tokenize
@@ -406,3 +407,57 @@ def test_a_finished_checkpoint_is_evaluated_once(tmp_path):
     assert len(calls) == 1
     assert [h.evals for h in histories] == [[{"step": 8, "call": 1}]] * 3
     assert histories[2].steps == histories[0].steps and histories[2].resumed_from_step == 8
+
+
+# --- configuration checks ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("epochs", 0, "a whole number >= 1, got 0"),  # notebook 02's finetune_epochs=0 failed on an empty history
+        ("epochs", 2.5, "a whole number >= 1, got 2.5"),
+        ("epochs", True, "a whole number >= 1, got True"),
+        ("batch_size", 0, "a whole number >= 1, got 0"),
+        ("grad_accum", 0, "a whole number >= 1, got 0"),
+        ("warmup_steps", -1, "a whole number >= 0, got -1"),
+        ("max_steps", -1, "a whole number >= 0 (or None: no limit), got -1"),
+        ("max_steps", 2.0, "a whole number >= 0 (or None: no limit), got 2.0"),
+        ("checkpoint_every", 0, "a whole number >= 1 (or None: no checkpoints), got 0"),
+        ("eval_every", 0, "a whole number >= 1 (or None: evaluate at the end only), got 0"),
+        ("num_workers", -1, "a whole number >= 0, got -1"),
+        ("lr", -1e-4, "a finite number > 0, got -0.0001"),  # torch said "Invalid learning rate" at the first fit
+        ("lr", 0.0, "a finite number > 0, got 0.0"),
+        ("lr", float("nan"), "a finite number > 0, got nan"),
+        ("lr", "1e-4", "a finite number > 0, got '1e-4'"),
+        ("head_lr", 0, "a finite number > 0 (or None: the heads train at lr), got 0"),
+        ("weight_decay", -0.1, "a finite number >= 0, got -0.1"),
+        ("max_grad_norm", 0.0, "a finite number > 0 (or None: no gradient clipping), got 0.0"),
+    ],
+)
+def test_a_config_value_out_of_range_is_refused_by_name_value_and_range(field, value, allowed):
+    with pytest.raises(ValueError) as refused:
+        TrainConfig(**{field: value})
+    assert str(refused.value) == f"TrainConfig {field} must be {allowed}"
+    with pytest.raises(ValueError, match=f"TrainConfig {field} must be"):  # replace() checks too, as notebook 02 uses
+        dataclasses.replace(TrainConfig(), **{field: value})
+
+
+def test_the_configs_of_the_course_and_their_edges_are_accepted_and_a_saved_config_rebuilds():
+    edges = TrainConfig(
+        epochs=1,
+        max_steps=0,
+        batch_size=1,
+        lr=1,
+        head_lr=None,
+        weight_decay=0,
+        warmup_steps=0,
+        grad_accum=1,
+        max_grad_norm=None,
+        checkpoint_every=None,
+        eval_every=None,
+        num_workers=0,
+    )
+    numpy_values = TrainConfig(epochs=np.int64(2), batch_size=np.int32(8), lr=np.float64(1e-3), head_lr=1e-2)
+    for config in (TrainConfig(), RESUME_CONFIG, NOISY_CONFIG, edges, numpy_values):
+        assert TrainConfig(**dataclasses.asdict(config)) == config  # what a checkpoint saves

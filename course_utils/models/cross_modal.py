@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import is_whole_number
 from .tokens import image_token_features, text_token_features
 
 
@@ -102,6 +103,15 @@ class ImageTextMatcher(nn.Module):
         n_image_tokens: int | None = None,
     ):
         super().__init__()
+        for name, value in (("width", width), ("heads", heads), ("layers", layers)):
+            if not is_whole_number(value, minimum=1):
+                raise ValueError(f"ImageTextMatcher {name} must be a whole number >= 1, got {value!r}")
+        if width % heads:
+            fitting = [h for h in range(1, min(width, 16) + 1) if width % h == 0]
+            raise ValueError(
+                f"width={width} must be divisible by heads={heads} (each head attends over width / heads "
+                f"channels): choose heads among {fitting}, or a width that is a multiple of {heads}"
+            )
         # the constructor arguments, saved with the weights so a checkpoint can rebuild the module
         self.config = {
             "image_width": image_width,

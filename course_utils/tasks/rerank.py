@@ -21,6 +21,7 @@ Long on purpose: it is one task, read top to bottom in notebook 03's order.
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..cache import has_intact_contents, torch_save_atomic, with_content_digest
+from ..checks import is_whole_number
 from ..data.records import Catalogue
 from ..embed import ImageTokens, TextTokens, caption_texts, encode_image_tokens, encode_text_tokens, trim_padding
 from ..errors import error_summary
@@ -98,7 +100,7 @@ class HardNegativePairs(Dataset):
         text_negatives: ``(n, k)`` hard negative captions per image.
         seed: sampling seed.
         easy_epochs: during the first ``easy_epochs`` epochs every negative is a uniformly random other item.
-        random_share: afterwards, the probability that a negative is random instead of hard.
+        random_share: afterwards, the probability (from 0 to 1) that a negative is random instead of hard.
     """
 
     def __init__(
@@ -111,6 +113,16 @@ class HardNegativePairs(Dataset):
     ):
         if image_negatives.shape[0] != text_negatives.shape[0]:
             raise ValueError(f"negatives of {image_negatives.shape[0]} captions but {text_negatives.shape[0]} images")
+        if not is_whole_number(easy_epochs, minimum=0):
+            raise ValueError(
+                f"easy_epochs must be a whole number >= 0 (epochs of random negatives before the hard ones), "
+                f"got {easy_epochs!r}"
+            )
+        if isinstance(random_share, bool) or not isinstance(random_share, numbers.Real) or not 0 <= random_share <= 1:
+            raise ValueError(
+                f"random_share must be a share from 0 to 1 (a fraction, not a percent: 0.25 for 25%), "
+                f"got {random_share!r}"
+            )
         self.image_negatives, self.text_negatives, self.seed = image_negatives, text_negatives, seed
         self.easy_epochs, self.random_share = easy_epochs, random_share
         self.epoch = 0

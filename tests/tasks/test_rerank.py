@@ -524,3 +524,41 @@ def test_neighbour_label_shares_feed_label_agreement_and_check_their_input():
         rr.neighbour_label_shares(train, [{}, {}], train)
     with pytest.raises(ValueError, match="k must be at least 1"):
         rr.neighbour_label_shares(train, [{}] * 3, train, k=0)
+
+
+# ------------------------------------------------------------------------------------------------ argument checks
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"random_share": 25}, "random_share must be a share from 0 to 1 (a fraction, not a percent: 0.25 for 25%), "
+         "got 25"),
+        ({"random_share": -0.1}, "random_share must be a share from 0 to 1"),
+        ({"random_share": float("nan")}, "random_share must be a share from 0 to 1"),
+        ({"random_share": True}, "random_share must be a share from 0 to 1"),
+        ({"easy_epochs": -1}, "easy_epochs must be a whole number >= 0 (epochs of random negatives before the hard "
+         "ones), got -1"),
+        ({"easy_epochs": 1.5}, "easy_epochs must be a whole number >= 0"),
+    ],
+)  # fmt: skip
+def test_hard_negative_pairs_refuse_a_share_outside_0_1_and_bad_easy_epochs(arguments, message):
+    """``random_share=25`` (a percent) made every negative random, silently: the matcher never saw a hard one."""
+    mined = torch.tensor([[1], [0]])
+    with pytest.raises(ValueError) as refused:
+        rr.HardNegativePairs(mined, mined, **arguments)
+    assert str(refused.value).startswith(message)
+    for share in (0, 0.25, 1.0):  # the edges stay allowed
+        assert rr.HardNegativePairs(mined, mined, easy_epochs=0, random_share=share).random_share == share
+
+
+def test_matcher_refuses_a_width_its_heads_do_not_divide_by_name():
+    """torch said only ``AssertionError: embed_dim must be divisible by num_heads``."""
+    with pytest.raises(ValueError) as refused:
+        cm.ImageTextMatcher(16, 24, width=64, heads=3)
+    assert str(refused.value).startswith("width=64 must be divisible by heads=3")
+    assert "choose heads among [1, 2, 4, 8, 16]" in str(refused.value)
+    for name, value in (("heads", 0), ("width", 0), ("layers", 0), ("layers", 1.5)):
+        with pytest.raises(ValueError, match=f"ImageTextMatcher {name} must be a whole number >= 1, got {value}"):
+            cm.ImageTextMatcher(16, 24, **{name: value})
+    assert cm.ImageTextMatcher(16, 24, width=48, heads=3, layers=1).config["heads"] == 3
