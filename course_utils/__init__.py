@@ -8,6 +8,7 @@ Layers, each importing only from the ones before it (see ``course_utils/README.m
 
 from . import (  # noqa: F401
     cache,
+    checks,
     data,
     embed,
     index,

@@ -1,5 +1,8 @@
-"""The one check that a parameter is a whole number: ``k``, ``top_k``, ``limit``, ``test_size``, the metrics' counts
-and, through :func:`whole_number`, the command-line options that count (``--seed``, ``--steps``, ``--cell-timeout``).
+"""The checks of parameters: the one check that a parameter is a whole number (``k``, ``top_k``, ``limit``,
+``test_size``, the metrics' counts and, through :func:`whole_number`, the command-line options that count: ``--seed``,
+``--steps``, ``--cell-timeout``), and the checks a notebook's set-up runs on its own parameters
+(:func:`check_parameter`, :func:`attribute_names`), so a bad value stops the run at once with the parameter's name
+instead of failing minutes later in a library's words, or running with the value silently changed.
 
 ``int(2.5)`` floors and ``True`` is an ``int`` in Python, so ``isinstance(value, int)`` alone would let a float or a
 bool through as a count; each caller raises its own error, naming its parameter.
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 
 def is_whole_number(value: object, minimum: int | None = None) -> bool:
@@ -35,3 +38,33 @@ def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def check_parameter(name: str, value: object, allowed: bool, expected: str) -> None:
+    """Raise ``ValueError`` naming the notebook parameter ``name`` and its ``value`` unless ``allowed``.
+
+    ``expected`` says what the parameter must be (``"a whole number >= 10: R@10 is reported"``); the message adds
+    where to change it, so a student reads the fix in the first cell that runs, not a library's error later.
+    """
+    if not allowed:
+        raise ValueError(
+            f"parameter {name}={value!r}: it must be {expected}; change it in the notebook's parameters cell "
+            f"(or the runner's --set {name}=...)"
+        )
+
+
+def attribute_names(value: object, available: Sequence[str], name: str) -> list[str]:
+    """``value``, a list of attribute names a notebook parameter gives (``conditions``, ``match_attributes``), as a
+    list, once every name is one of the catalogue's ``available`` attributes.
+
+    A bare string is refused, not read as a list of its letters (``"colour"`` -> ``c, o, l, o, u, r``), and so is
+    a name the catalogue lacks (``"color"``); the message lists the catalogue's attributes.
+    """
+    choices = f"this catalogue's attributes are {', '.join(map(repr, available))}"
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        check_parameter(name, value, False, f"a non-empty list of attribute names; {choices}")
+    unknown = [v for v in value if not isinstance(v, str) or v not in available]
+    check_parameter(
+        name, value, not unknown, f"attribute names only ({', '.join(map(repr, unknown))} is not one); {choices}"
+    )
+    return list(value)

@@ -150,7 +150,7 @@ def evaluate(
             dual = reranker_dual_encoder(bundle, saved, reranker, checkpoint)
         return rerank.evaluate_reranker(dual, test, style, saved, RECALL_KS[task]), dual.identity
     if task == "attributes":
-        conditions = attributes.DEFAULT_CONDITIONS.get(dataset) or list(test.attribute_names)
+        conditions = attributes.default_conditions(dataset, test)
         try:
             protocol = attribute_retrieval_protocol(test, conditions, seed=seed)
         except ValueError as err:  # too few items with a condition in a small test split

@@ -1,9 +1,11 @@
-"""The one whole-number check of counts (``course_utils.checks``)."""
+"""The one whole-number check of counts, and the checks of notebook parameters (``course_utils.checks``)."""
+
+import re
 
 import numpy as np
 import pytest
 
-from course_utils.checks import is_whole_number
+from course_utils.checks import attribute_names, check_parameter, is_whole_number
 
 
 @pytest.mark.parametrize("value", [0, 3, -2, np.int64(7), np.int32(1)])
@@ -18,3 +20,35 @@ def test_bools_floats_and_strings_are_not(value):
 
 def test_a_minimum_is_inclusive():
     assert is_whole_number(1, minimum=1) and not is_whole_number(0, minimum=1) and not is_whole_number(-5, minimum=1)
+
+
+def test_a_refused_parameter_is_named_with_its_value_what_it_must_be_and_where_to_change_it():
+    with pytest.raises(ValueError) as refused:
+        check_parameter("tsne_points", 20, False, "a whole number > 30")
+    assert str(refused.value) == (
+        "parameter tsne_points=20: it must be a whole number > 30; change it in the notebook's parameters cell "
+        "(or the runner's --set tsne_points=...)"
+    )
+    check_parameter("tsne_points", 300, True, "a whole number > 30")  # allowed: nothing raised
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("colour", "parameter match_attributes='colour': it must be a non-empty list of attribute names"),
+        ([], "a non-empty list of attribute names"),
+        (["colour", "color"], "attribute names only ('color' is not one); this catalogue's attributes are 'colour', "),
+        ([3], "attribute names only (3 is not one)"),
+    ],
+)
+def test_attribute_names_refuse_a_string_an_empty_list_and_names_the_catalogue_lacks(value, said):
+    """A string was read as its letters ("same c + o + l + o + u + r") and failed in pandas after the evaluation."""
+    with pytest.raises(ValueError, match=re.escape(said)):
+        attribute_names(value, ("colour", "category"), "match_attributes")
+
+
+def test_attribute_names_return_the_names_given_as_a_list():
+    assert attribute_names(("category", "colour"), ["colour", "category", "sleeve"], "conditions") == [
+        "category",
+        "colour",
+    ]

@@ -305,3 +305,43 @@ def test_the_course_claims_hold_on_the_committed_full_records():
         pytest.skip(f"no committed full-profile records in {folder} (make records writes them)")
     claims = course_claims(read_records(folder))
     assert all(claims.values()), f"claims that do not hold on full: {[c for c, ok in claims.items() if not ok]}"
+
+
+@pytest.mark.parametrize(
+    ("number", "assignment", "said", "by_cell"),
+    [
+        ("01", {"match_attributes": "colour"}, "parameter match_attributes='colour': it must be a non-empty list", 14),
+        ("01", {"in_batch_size": 8}, "parameter in_batch_size=8: it must be a whole number from 10", 14),
+        ("02", {"train_size": 0}, "train_size must be a whole number >= 1", 14),
+        (
+            "05",
+            {"conditions": ["color"]},
+            "parameter conditions=['color']: it must be attribute names only ('color'",
+            14,
+        ),
+        ("06", {"test_size": 80}, "parameter test_size=80: it must be large enough to keep 101 test items", 14),
+        ("07", {"condition": "color"}, "parameter condition='color': it must be one of the gallery's attributes", 14),
+        (
+            "08",
+            {"filter_attribute": "color"},
+            "parameter filter_attribute='color': it must be one of the catalogue",
+            14,
+        ),
+        ("03", {"itm_easy_epochs": 5}, "parameter itm_easy_epochs=5: it must be below itm_epochs = 5", 20),
+    ],
+)
+def test_a_bad_parameter_stops_the_notebook_in_its_set_up_naming_it(
+    ci_run, monkeypatch, tmp_path, number, assignment, said, by_cell
+):
+    """A value that ran silently wrong (07's condition, 06's train_size) or failed minutes later in a library's words
+    (08's filter_attribute after the Milvus build: ``IndexError``) stops the run in the notebook's first cells."""
+    monkeypatch.setenv("FASHION_COURSE_CACHE", str(TEST_CACHE))
+    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
+    (notebook,) = run.discover([number])
+    parameters = {**run.profile_parameters(notebook, "ci"), **assignment}
+    with pytest.raises(run.NotebookFailed) as failed:
+        run.execute(notebook, tmp_path / notebook.name, parameters, run.KERNEL, cell_timeout=600)
+    message = str(failed.value)
+    assert said in message
+    # in the set-up, before any training or evaluation (03: before its re-ranker trains)
+    assert int(re.search(r"failed in cell (\d+)", message).group(1)) <= by_cell, message

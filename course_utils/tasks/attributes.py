@@ -39,6 +39,12 @@ DEFAULT_CONDITIONS = {
 }
 
 
+def default_conditions(dataset: str, catalogue: Catalogue) -> list[str]:
+    """The conditions ``catalogue``, loaded as ``dataset``, is searched under: the dataset's
+    :data:`DEFAULT_CONDITIONS`, or every attribute of the catalogue for a dataset that has none (e.g. Fashion200k)."""
+    return list(DEFAULT_CONDITIONS.get(dataset) or catalogue.attribute_names)
+
+
 # --- CRL: the conditional bases -----------------------------------------------------------------------------------
 
 

@@ -48,6 +48,7 @@ def load_experiment(
     seed: int = 0,
     device: str = "auto",
     test_size: int | None = None,
+    train_size: int | None = None,
 ) -> Experiment:
     """Load the catalogue and the model named by a notebook's parameters.
 
@@ -65,9 +66,12 @@ def load_experiment(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         test_size: keep only the first ``test_size`` test items (real datasets can be large); a whole number
             >= 1, or ``None`` for the whole test split.
+        train_size: keep only the first ``train_size`` train items (a shorter fine-tuning); the same rule.
     """
-    if test_size is not None and not is_whole_number(test_size, minimum=1):
-        raise ValueError(f"test_size must be a whole number >= 1 (or None for the whole test split), got {test_size!r}")
+    for name, size in (("test_size", test_size), ("train_size", train_size)):
+        split = name.split("_")[0]
+        if size is not None and not is_whole_number(size, minimum=1):
+            raise ValueError(f"{name} must be a whole number >= 1 (or None for the whole {split} split), got {size!r}")
     if pretrained == "photo" and dataset == "synthetic":
         raise ValueError(
             "pretrained='photo' pretrains on a real catalogue's photos: set dataset (e.g. "
@@ -94,11 +98,14 @@ def load_experiment(
         bundle = pretrained_photo_clip(catalogue, photo_recipe(model, profile, seed), device=device)
     else:
         bundle = load_clip(model, pretrained, device=device)
-    test = catalogue.split("test")
-    if test_size is not None and len(test) > test_size:
-        test = test.subset(test.ids[:test_size], name=test.name)
+    test, train = (_first(catalogue.split(split), size) for split, size in (("test", test_size), ("train", train_size)))
     query_style = "description" if dataset == "synthetic" else None
-    return Experiment(catalogue, bundle, catalogue.split("train"), test, query_style)
+    return Experiment(catalogue, bundle, train, test, query_style)
+
+
+def _first(split: Catalogue, size: int | None) -> Catalogue:
+    """The first ``size`` items of ``split`` (all of them for ``None`` or a larger size)."""
+    return split.subset(split.ids[:size], name=split.name) if size is not None and len(split) > size else split
 
 
 def check_experiment_catalogue(catalogue: Catalogue) -> None:

@@ -353,6 +353,24 @@ def test_a_test_size_that_is_not_a_whole_number_of_items_is_refused(test_size):
         load_experiment("synthetic", test_size=test_size)
 
 
+@pytest.mark.parametrize("train_size", [0, -100, 2.5])
+def test_a_train_size_that_is_not_a_whole_number_of_items_is_refused(train_size):
+    """Notebook 06 ran with train_size=-100 and kept all but the last 100 train items, without a word."""
+    with pytest.raises(
+        ValueError, match=rf"train_size must be a whole number >= 1 .*got {re.escape(repr(train_size))}"
+    ):
+        load_experiment("synthetic", train_size=train_size)
+
+
+def test_a_train_size_keeps_the_first_train_items_and_leaves_the_test_split(monkeypatch):
+    import course_utils.tasks.experiment as experiment_module
+
+    monkeypatch.setattr(experiment_module, "pretrained_tiny_clip", lambda *a, **k: None)  # the splits only
+    whole, cut = load_experiment("synthetic"), load_experiment("synthetic", train_size=40, test_size=30)
+    assert cut.train.ids == whole.train.ids[:40] and cut.test.ids == whole.test.ids[:30]
+    assert load_experiment("synthetic", train_size=10**6).train.ids == whole.train.ids  # larger: the whole split
+
+
 def test_fashioniq_through_the_experiment_fails_early_and_by_name(fashioniq_sample):
     with pytest.raises(ValueError, match=r"fashioniq cannot run in the course's notebooks: it lacks a 'test' split"):
         load_experiment("fashioniq", str(fashioniq_sample))

@@ -268,3 +268,21 @@ def test_fit_with_triplet_loss_reduces_it_on_separable_features():
     )
     losses = [s["loss"] for s in history.steps]
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_default_conditions_are_the_datasets_or_every_attribute_of_one_without_them():
+    """Notebook 05 read ``DEFAULT_CONDITIONS[dataset]`` before loading, so a dataset without an entry (Fashion200k)
+    or a typo failed with a bare ``KeyError``."""
+    from course_utils.data import ArrayImage
+
+    pixels = np.zeros((1, 4, 4, 3), dtype=np.uint8)
+    item = Item("i0", ("a caption",), ("title",), {"colour": "red"}, "test", ArrayImage(pixels, 0))
+    catalogue = Catalogue("fashion200k", [item], attribute_names=("colour", "category"))
+    assert attrs.default_conditions("fashion200k", catalogue) == ["colour", "category"]
+    assert attrs.default_conditions("fashion-product-small", catalogue) == [
+        "articleType",
+        "baseColour",
+        "season",
+        "usage",
+        "gender",
+    ]
