@@ -307,8 +307,12 @@ def check_parameter_types(notebooks: list[Path], parameters: dict) -> None:
                 continue
             accepted, kind = ACCEPTED_TYPES[type(default)]
             if not isinstance(value, accepted) or (isinstance(value, bool) and type(default) is not bool):
+                # --set text_query=1984 parses as a number: say how to keep it text
+                quote = (
+                    f" (to pass text that reads as a number: --set '{name}=\"{value}\"')" if kind == "a string" else ""
+                )
                 raise SystemExit(
-                    f"--set {name}={value!r}: {notebook.stem}'s {name} is {kind} (its default: {default!r}); "
+                    f"--set {name}={value!r}: {notebook.stem}'s {name} is {kind}{quote} (its default: {default!r}); "
                     "nothing was run"
                 )
 

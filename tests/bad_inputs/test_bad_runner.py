@@ -186,3 +186,14 @@ def test_spaces_around_the_selected_numbers_and_seeds_are_dropped(tmp_path, monk
     assert run.main(["--only", " 01, 07 ", "--seeds", "3, 4", "--output-dir", str(tmp_path)]) == 1
     assert ran == [("01", 3)]
     assert [n.name[:2] for n in run.discover(run.comma_list(" 01, 07 ", "--only", "01,02"))] == ["01", "07"]
+
+
+def test_text_that_reads_as_a_number_is_refused_with_how_to_quote_it():
+    """``--set text_query=1984`` is parsed as a number; the message said only that the parameter is a string."""
+    notebooks = run.discover(["07"])
+    with pytest.raises(SystemExit) as refused:
+        run.check_parameter_types(notebooks, run.parse_assignments(["text_query=1984"]))
+    assert "text_query is a string (to pass text that reads as a number: --set 'text_query=\"1984\"')" in str(
+        refused.value.code
+    )
+    assert run.parse_assignments(['text_query="1984"']) == {"text_query": "1984"}  # the quoted form is text
