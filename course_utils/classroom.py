@@ -89,9 +89,10 @@ DEFAULT_WORKERS = 4
 #: Queries that may be in progress (running or waiting for a thread) before viewers are told to try again.
 DEFAULT_MAX_PENDING = 64
 #: The most requests one address on the network may have whose body is still arriving, so that a student opening
-#: connections and sending no upload cannot hold every place. Once a body has arrived (at once for a query without
-#: an upload) the request no longer counts here: a page sending a query per slider move is not limited. Loopback
-#: (this machine, the load benchmark's pages, a reverse proxy in front) is not limited at all.
+#: connections and sending no upload cannot hold every place. Only a request that announces a body (an upload) counts,
+#: and only until its body has arrived: a page sending a query per slider move is not limited, however many of its
+#: queries the server takes in at once. Loopback (this machine, the load benchmark's pages, a reverse proxy in front)
+#: is not limited at all.
 MAX_ARRIVING_PER_CLIENT = 4
 #: Most text queries searched in one batch (one pass of the text tower).
 MAX_TEXT_BATCH = 64
@@ -555,7 +556,10 @@ class QueryHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         counters, client = self.service.counters, self.request.remote_ip
-        if limited_client(client) and counters.arriving_by_client[client] >= MAX_ARRIVING_PER_CLIENT:
+        # a query without an upload has no body to wait for (Content-Length 0, or none and not chunked)
+        headers = self.request.headers
+        sends_body = headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers
+        if sends_body and limited_client(client) and counters.arriving_by_client[client] >= MAX_ARRIVING_PER_CLIENT:
             busy = (
                 f"{MAX_ARRIVING_PER_CLIENT} uploads from your address are still arriving: wait for them, then try again"
             )
@@ -569,8 +573,10 @@ class QueryHandler(tornado.web.RequestHandler):
             self.finish(message_html(busy, "info"))
             return
         counters.pending += 1
-        counters.arriving_by_client[client] += 1
-        self.holds_place = self.arriving = True
+        self.holds_place = True
+        if sends_body:
+            counters.arriving_by_client[client] += 1
+            self.arriving = True
 
     def _body_arrived(self) -> None:
         """The request's body is in (or will never come): it no longer counts among its address's arriving ones."""
