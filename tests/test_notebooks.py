@@ -310,22 +310,22 @@ def test_the_course_claims_hold_on_the_committed_full_records():
 @pytest.mark.parametrize(
     ("number", "assignment", "said", "by_cell"),
     [
-        ("01", {"match_attributes": "colour"}, "parameter match_attributes='colour': it must be a non-empty list", 14),
-        ("01", {"in_batch_size": 8}, "parameter in_batch_size=8: it must be a whole number from 10", 14),
-        ("02", {"train_size": 0}, "train_size must be a whole number >= 1", 14),
+        ("01", {"match_attributes": "colour"}, "parameter match_attributes='colour': it must be a non-empty list", 8),
+        ("01", {"in_batch_size": 8}, "parameter in_batch_size=8: it must be a whole number from 10", 8),
+        ("02", {"train_size": 0}, "train_size must be a whole number >= 1", 5),
         (
             "05",
             {"conditions": ["color"]},
             "parameter conditions=['color']: it must be attribute names only ('color'",
-            14,
+            6,
         ),
-        ("06", {"test_size": 80}, "parameter test_size=80: it must be large enough to keep 101 test items", 14),
-        ("07", {"condition": "color"}, "parameter condition='color': it must be one of the gallery's attributes", 14),
+        ("06", {"test_size": 80}, "parameter test_size=80: it must be large enough to keep 101 test items", 6),
+        ("07", {"condition": "color"}, "parameter condition='color': it must be an attribute of the gallery", 5),
         (
             "08",
             {"filter_attribute": "color"},
             "parameter filter_attribute='color': it must be one of the catalogue",
-            14,
+            6,
         ),
         ("03", {"itm_easy_epochs": 5}, "parameter itm_easy_epochs=5: it must be below itm_epochs = 5", 20),
     ],
@@ -343,5 +343,6 @@ def test_a_bad_parameter_stops_the_notebook_in_its_set_up_naming_it(
         run.execute(notebook, tmp_path / notebook.name, parameters, run.KERNEL, cell_timeout=600)
     message = str(failed.value)
     assert said in message
-    # in the set-up, before any training or evaluation (03: before its re-ranker trains)
+    # in the set-up (the cell after load_experiment), before any training or evaluation (03: before its re-ranker
+    # trains; the runner's cell numbers count the parameters cell papermill adds)
     assert int(re.search(r"failed in cell (\d+)", message).group(1)) <= by_cell, message
