@@ -308,8 +308,11 @@ def check_parameter_types(notebooks: list[Path], parameters: dict) -> None:
             accepted, kind = ACCEPTED_TYPES[type(default)]
             if not isinstance(value, accepted) or (isinstance(value, bool) and type(default) is not bool):
                 # --set text_query=1984 parses as a number: say how to keep it text
+                number = isinstance(value, (int, float)) and not isinstance(value, bool)
                 quote = (
-                    f" (to pass text that reads as a number: --set '{name}=\"{value}\"')" if kind == "a string" else ""
+                    f" (quote text that reads as a number: --set '{name}=\"...\"')"
+                    if kind == "a string" and number
+                    else ""
                 )
                 raise SystemExit(
                     f"--set {name}={value!r}: {notebook.stem}'s {name} is {kind}{quote} (its default: {default!r}); "

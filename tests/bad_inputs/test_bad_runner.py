@@ -193,7 +193,10 @@ def test_text_that_reads_as_a_number_is_refused_with_how_to_quote_it():
     notebooks = run.discover(["07"])
     with pytest.raises(SystemExit) as refused:
         run.check_parameter_types(notebooks, run.parse_assignments(["text_query=1984"]))
-    assert "text_query is a string (to pass text that reads as a number: --set 'text_query=\"1984\"')" in str(
+    assert "text_query is a string (quote text that reads as a number: --set 'text_query=\"...\"')" in str(
         refused.value.code
     )
+    with pytest.raises(SystemExit) as refused:  # not a number: no advice to quote it
+        run.check_parameter_types(notebooks, run.parse_assignments(["text_query=True"]))
+    assert "text_query is a string (its default" in str(refused.value.code)
     assert run.parse_assignments(['text_query="1984"']) == {"text_query": "1984"}  # the quoted form is text
