@@ -479,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.readme:
         return write_readme(args.check)
+    if any(0 < candidates < args.k for candidates in args.rerank):
+        parser.error(f"--rerank {args.rerank}: each is 0 (no re-ranking) or at least --k {args.k} candidates")
     if args.page_cache == "cold" and args.rows_reader != "pread":
         parser.error(
             "--page-cache cold evicts the rows pread reads; a memory map keeps its pages: use --rows-reader pread"
