@@ -212,11 +212,10 @@ def decode_image_bytes(content: bytes | memoryview, name: str = "upload") -> Ima
 
 
 def upload_content(value) -> Upload | None:
-    """The first file of an ipywidgets ``FileUpload.value`` (a tuple of dicts in 8, a dict in 7), or ``None``."""
+    """The first file of an ipywidgets 8 ``FileUpload.value`` (a tuple of dicts), or ``None``."""
     if not value:
         return None
-    first = value[0] if isinstance(value, (tuple, list)) else next(iter(value.values()))
-    return Upload(str(first.get("name", "upload")), bytes(first["content"]))
+    return Upload(str(value[0].get("name", "upload")), bytes(value[0]["content"]))
 
 
 def resolve_query_image(retriever, image: QueryImage | None) -> tuple[str | Image.Image, str]:

@@ -183,12 +183,10 @@ def test_oversized_upload_is_refused_before_decoding(monkeypatch):
         cw.decode_image_bytes(png_bytes(), "big.png")
 
 
-def test_upload_content_reads_ipywidgets_8_and_7_values():
+def test_upload_content_reads_ipywidgets_8_values():
     assert cw.upload_content(()) is None
     value8 = ({"name": "a.png", "type": "image/png", "size": 3, "content": memoryview(b"abc")},)
     assert cw.upload_content(value8) == cw.Upload("a.png", b"abc")
-    value7 = {"a.png": {"metadata": {}, "content": b"abc"}}
-    assert cw.upload_content(value7).content == b"abc"
 
 
 def test_unreadable_gallery_thumbnail_shows_a_placeholder(retriever):
