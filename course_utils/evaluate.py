@@ -169,16 +169,22 @@ def evaluate(
         return {f"mAP/{name}": value for name, value in scores.items()}, bundle.identity
     if task == "composed":
         ks = RECALL_KS[task]
+        if dataset not in composed.DEFAULT_MATCH:  # a dataset registered without saying what counts as the target
+            raise SystemExit(
+                f"--task composed: dataset {dataset!r} has no match rule; add one to "
+                "course_utils.tasks.composed.DEFAULT_MATCH ('attributes', 'caption', 'item' or attribute names)"
+            )
+        match = composed.DEFAULT_MATCH[dataset]
         # the queries as notebook 06 draws them, on the test items kept
         _, triplets = composed.composed_triplets(experiment.train, test, dataset, seed)
-        queries = composed.composed_queries(test, triplets, composed.DEFAULT_MATCH[dataset])
+        queries = composed.composed_queries(test, triplets, match)
         # the whole test split's protocol, to count its queries whose reference or target --test-size left out
         # (deepfashion-multimodal draws its swaps from the items given, so its kept queries are another draw: the
         # count is of the whole split's, never one draw subtracted from another)
         _, every_triplet = composed.composed_triplets(
             experiment.train, experiment.catalogue.split("test"), dataset, seed
         )
-        left_out = composed.composed_queries(test, every_triplet, composed.DEFAULT_MATCH[dataset]).dropped
+        left_out = composed.composed_queries(test, every_triplet, match).dropped
         if not len(queries):
             raise SystemExit(
                 f"none of the test split's {left_out} composed queries has its reference and target among the "

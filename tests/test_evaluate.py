@@ -274,6 +274,17 @@ def test_composed_on_a_smaller_test_split_draws_as_notebook_06_and_counts_the_wh
     assert len(outside) != len(whole_draw) - len(kept_draw)  # what the old count gave
 
 
+def test_composed_on_a_dataset_without_a_match_rule_says_where_to_add_one(experiment, monkeypatch):
+    """A loader registered with ``register_catalogue`` but no ``DEFAULT_MATCH`` entry ended in a bare ``KeyError``."""
+    monkeypatch.delitem(composed_tasks.DEFAULT_MATCH, "synthetic")
+    with pytest.raises(SystemExit) as refused:
+        evaluate.evaluate("composed", experiment, experiment.bundle, "synthetic")
+    assert str(refused.value.code) == (
+        "--task composed: dataset 'synthetic' has no match rule; add one to course_utils.tasks.composed.DEFAULT_MATCH "
+        "('attributes', 'caption', 'item' or attribute names)"
+    )
+
+
 def test_attributes_on_a_test_split_too_small_for_a_condition_names_test_size(experiment):
     one = replace(experiment, test=experiment.test.subset(experiment.test.ids[:1], name="test"))
     with pytest.raises(
