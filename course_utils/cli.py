@@ -22,7 +22,7 @@ from .data import load_catalogue, reads_folder
 from .data.records import Catalogue
 from .data.registry import loader_accepts
 from .models import load_clip
-from .models.clip_loader import WeightsUnavailable, load_weights, resolve_device, weights_file_label
+from .models.clip_loader import DEVICE_CHOICES, WeightsUnavailable, device_problem, load_weights, weights_file_label
 
 
 def add_data_and_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,10 +107,9 @@ def exit_on_load_errors(what: str, dataset: str | None = None, data_root: str | 
 
 def device_name(text: str) -> str:
     """An argparse ``type`` for ``--device``: the name as given, once this machine has that device
-    (:func:`~course_utils.models.clip_loader.resolve_device`), so ``--device cuda`` without a GPU is refused at once
+    (:func:`~course_utils.models.clip_loader.device_problem`), so ``--device cuda`` without a GPU is refused at once
     with the flag's name instead of after the catalogue has loaded."""
-    try:
-        resolve_device(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+    problem = device_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}; use {DEVICE_CHOICES}")
     return text

@@ -323,7 +323,11 @@ def _loads_nothing(*args, **kwargs):
     [
         (["--test-size", "0"], "argument --test-size: must be a whole number of at least 1, got '0'"),
         (["--seed", "-1"], "argument --seed: must be a whole number from 0 to 4294967295, got '-1'"),
-        (["--device", "cuda"], "argument --device: device='cuda' but this machine has no usable CUDA GPU; use"),
+        (
+            ["--device", "cuda"],
+            "argument --device: 'cuda': this machine has no usable CUDA GPU; use 'auto' (CUDA when available, else "
+            "CPU), 'cpu', 'cuda' or 'cuda:N'",
+        ),
     ],
 )
 def test_a_bad_flag_is_refused_by_name_before_anything_loads(argv, said, monkeypatch, capsys):

@@ -83,6 +83,34 @@ class ClipBundle:
         return int(self.tokenizer(["a"]).shape[1])
 
 
+#: The device names the course takes, for the messages that refuse another.
+DEVICE_CHOICES = "'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'"
+
+
+def device_problem(device: str) -> str | None:
+    """``None`` when this machine has ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``); else
+    why not, for the caller's message (a Python parameter's through :func:`resolve_device`, a command-line flag's
+    through ``cli.device_name``)."""
+    if device == "auto":
+        return None
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        return "not a device name"
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            return "this machine has no usable CUDA GPU"
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            return f"this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}"
+    elif resolved.type == "mps":
+        if not torch.backends.mps.is_available():
+            return "Apple's MPS backend is not available here"
+    elif resolved.type != "cpu":
+        return f"device type {resolved.type!r} is not supported by the course"
+    return None
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` and ``"mps"`` are checked.
 
@@ -92,27 +120,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """
     if not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {type(device).__name__}")
+    problem = device_problem(str(device))
+    if problem is not None:
+        raise ValueError(f"device={str(device)!r}: {problem}; use device={DEVICE_CHOICES}")
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    choices = "use device='auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'"
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {str(device)!r}; {choices}") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={str(device)!r} but this machine has no usable CUDA GPU; {choices}")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device={str(device)!r} but this machine has {torch.cuda.device_count()} CUDA device(s), "
-                f"cuda:0..cuda:{torch.cuda.device_count() - 1}; {choices}"
-            )
-    elif resolved.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"device={str(device)!r} but Apple's MPS backend is not available here; {choices}")
-    elif resolved.type != "cpu":
-        raise ValueError(f"device type {resolved.type!r} is not supported by the course; {choices}")
-    return resolved
+    return torch.device(device)
 
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor] | torch.jit.ScriptModule:
