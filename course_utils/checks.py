@@ -1,8 +1,9 @@
 """The checks of parameters: the one check that a parameter is a whole number (``k``, ``top_k``, ``limit``,
 ``test_size``, the metrics' counts and, through :func:`whole_number`, the command-line options that count: ``--seed``,
-``--steps``, ``--cell-timeout``), and the checks a notebook's set-up runs on its own parameters
-(:func:`check_parameter`, :func:`attribute_names`), so a bad value stops the run at once with the parameter's name
-instead of failing minutes later in a library's words, or running with the value silently changed.
+``--steps``, ``--cell-timeout``), the checks a notebook's set-up runs on its own parameters (:func:`check_parameter`,
+:func:`attribute_names`) and the check of a list of names that notebooks and loaders share (:func:`names_problem`),
+so a bad value stops the run at once with the parameter's name instead of failing minutes later in a library's words,
+or running with the value silently changed.
 
 ``int(2.5)`` floors and ``True`` is an ``int`` in Python, so ``isinstance(value, int)`` alone would let a float or a
 bool through as a count; each caller raises its own error, naming its parameter.
@@ -53,18 +54,29 @@ def check_parameter(name: str, value: object, allowed: bool, expected: str) -> N
         )
 
 
-def attribute_names(value: object, available: Sequence[str], name: str) -> list[str]:
-    """``value``, a list of attribute names a notebook parameter gives (``conditions``, ``match_attributes``), as a
-    list, once every name is one of the catalogue's ``available`` attributes.
+def names_problem(value: object, allowed: Sequence[str], kind: str = "names") -> str | None:
+    """``None`` when ``value`` is a non-empty list or tuple of names drawn from ``allowed``; else what it must be, for
+    the caller's message (a notebook parameter's through :func:`attribute_names`, a loader argument's through
+    ``data.records.check_names``).
 
-    A bare string is refused, not read as a list of its letters (``"colour"`` -> ``c, o, l, o, u, r``), and so is
-    a name the catalogue lacks (``"color"``); the message lists the catalogue's attributes.
+    A plain string is refused, not read as a list of its letters (``"colour"`` -> ``c, o, l, o, u, r``, and
+    ``splits="train"`` -> ``'t', 'r', ...``), and so are an empty list and a name outside ``allowed``.
     """
-    choices = f"this catalogue's attributes are {', '.join(map(repr, available))}"
-    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
-        check_parameter(name, value, False, f"a non-empty list of attribute names; {choices}")
-    unknown = [v for v in value if not isinstance(v, str) or v not in available]
-    check_parameter(
-        name, value, not unknown, f"attribute names only ({', '.join(map(repr, unknown))} is not one); {choices}"
-    )
+    choices = f"{kind} from {', '.join(map(repr, allowed))}"
+    if isinstance(value, str):
+        return f"a list of {choices}, not a plain string (a string is read letter by letter)"
+    if not isinstance(value, (list, tuple)) or not value:
+        return f"a non-empty list of {choices}"
+    unknown = [v for v in value if not isinstance(v, str) or v not in allowed]
+    if unknown:
+        verb = "is not one" if len(unknown) == 1 else "are not"
+        return f"a list of {choices} ({', '.join(map(repr, unknown))} {verb})"
+    return None
+
+
+def attribute_names(value: object, available: Sequence[str], name: str) -> list[str]:
+    """``value``, the attribute names a notebook parameter gives (``conditions``, ``match_attributes``), as a list,
+    once :func:`names_problem` finds it a non-empty list of the catalogue's ``available`` attributes."""
+    problem = names_problem(value, available, "attribute names")
+    check_parameter(name, value, problem is None, problem)
     return list(value)

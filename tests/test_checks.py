@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from course_utils.checks import attribute_names, check_parameter, is_whole_number
+from course_utils.checks import attribute_names, check_parameter, is_whole_number, names_problem
 
 
 @pytest.mark.parametrize("value", [0, 3, -2, np.int64(7), np.int32(1)])
@@ -35,10 +35,10 @@ def test_a_refused_parameter_is_named_with_its_value_what_it_must_be_and_where_t
 @pytest.mark.parametrize(
     ("value", "said"),
     [
-        ("colour", "parameter match_attributes='colour': it must be a non-empty list of attribute names"),
-        ([], "a non-empty list of attribute names"),
-        (["colour", "color"], "attribute names only ('color' is not one); this catalogue's attributes are 'colour', "),
-        ([3], "attribute names only (3 is not one)"),
+        ("colour", "parameter match_attributes='colour': it must be a list of attribute names from 'colour', "),
+        ([], "a non-empty list of attribute names from 'colour', 'category'; change it in"),
+        (["colour", "color"], "a list of attribute names from 'colour', 'category' ('color' is not one)"),
+        ([3], "(3 is not one)"),
     ],
 )
 def test_attribute_names_refuse_a_string_an_empty_list_and_names_the_catalogue_lacks(value, said):
@@ -52,3 +52,22 @@ def test_attribute_names_return_the_names_given_as_a_list():
         "category",
         "colour",
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("train", "a list of names from 'train', 'test', not a plain string (a string is read letter by letter)"),
+        ((), "a non-empty list of names from 'train', 'test'"),
+        (None, "a non-empty list of names from 'train', 'test'"),
+        (["train", "dev", 2], "a list of names from 'train', 'test' ('dev', 2 are not)"),
+    ],
+)
+def test_names_problem_says_what_a_list_of_names_must_be(value, said):
+    """One check serves the notebooks' attribute lists and the loaders' ``splits`` and ``categories``."""
+    assert names_problem(value, ("train", "test")) == said
+
+
+def test_names_problem_accepts_a_list_or_tuple_of_allowed_names():
+    assert names_problem(["test"], ("train", "test")) is None
+    assert names_problem(("train", "test"), ("train", "test")) is None

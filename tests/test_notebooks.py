@@ -310,13 +310,13 @@ def test_the_course_claims_hold_on_the_committed_full_records():
 @pytest.mark.parametrize(
     ("number", "assignment", "said", "by_cell"),
     [
-        ("01", {"match_attributes": "colour"}, "parameter match_attributes='colour': it must be a non-empty list", 8),
+        ("01", {"match_attributes": "colour"}, "parameter match_attributes='colour': it must be a list of", 8),
         ("01", {"in_batch_size": 8}, "parameter in_batch_size=8: it must be a whole number from 10", 8),
         ("02", {"train_size": 0}, "train_size must be a whole number >= 1", 5),
         (
             "05",
             {"conditions": ["color"]},
-            "parameter conditions=['color']: it must be attribute names only ('color'",
+            "parameter conditions=['color']: it must be a list of attribute names from",
             6,
         ),
         ("06", {"test_size": 80}, "parameter test_size=80: it must be large enough to keep 101 test items", 6),

@@ -19,6 +19,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..checks import names_problem
 from ..file_digests import content_digests
 
 SPLITS = ("pretrain", "train", "val", "test")
@@ -53,21 +54,11 @@ class DatasetLayout:
 
 
 def check_names(dataset: str, parameter: str, names: Sequence[str], allowed: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming ``parameter`` unless ``names`` is a non-empty list or tuple drawn from ``allowed``.
-
-    A plain string is refused: ``splits="train"`` would otherwise be read letter by letter (``'t'``, ``'r'``, ...),
-    and ``categories="dress"`` would look for files of a category ``"d"``.
-    """
-    if isinstance(names, str):
-        raise ValueError(
-            f"{dataset}: {parameter} must be a list or tuple of names, e.g. {parameter}=({names!r},); "
-            f"got the plain string {names!r}"
-        )
-    if not names:
-        raise ValueError(f"{dataset}: {parameter} is empty; name at least one of {tuple(allowed)}")
-    unknown = sorted(set(names) - set(allowed))
-    if unknown:
-        raise ValueError(f"{dataset}: unknown {parameter} {unknown}; choose from {tuple(allowed)}")
+    """Raise ``ValueError`` naming ``dataset`` and ``parameter`` unless ``names`` is a non-empty list or tuple drawn
+    from ``allowed`` (``splits``, ``categories``; :func:`~course_utils.checks.names_problem` says why not)."""
+    problem = names_problem(names, allowed)
+    if problem is not None:
+        raise ValueError(f"{dataset}: {parameter}={names!r} must be {problem}")
 
 
 def read_json(path: Path) -> object:

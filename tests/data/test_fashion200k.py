@@ -98,9 +98,11 @@ def test_split_choice_and_missing_queries(fashion200k_root):
     assert catalogue.report.caveats == {
         "test_queries.txt missing (no composition triplets; get it from github.com/google/tirg)": 1
     }
-    with pytest.raises(ValueError, match="unknown split"):
+    with pytest.raises(ValueError, match=r"splits=\('val',\) must be .* \('val' is not one\)"):
         load_fashion200k(fashion200k_root, splits=("val",))
-    with pytest.raises(ValueError, match=r"fashion200k: splits must be a list or tuple of names, e.g. splits="):
+    with pytest.raises(
+        ValueError, match=r"fashion200k: splits='test' must be a list of names from .*, not a plain string"
+    ):
         load_fashion200k(fashion200k_root, splits="test")
 
 
