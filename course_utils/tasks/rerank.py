@@ -10,7 +10,8 @@ holds the recipe and its evaluation:
 * a re-ranker with the catalogue's labels: :func:`fit_caption_labels`, :func:`label_agreement`, and the same labels
   as the photos suggest them, :func:`neighbour_label_shares` (the neighbours' vote) and :func:`strongest_labels`
   (its hard guess);
-* evaluation: :func:`rerank_split` / :class:`RerankedSplit` (Recall@K after re-ranking), :func:`pick_dual_weight`;
+* evaluation: :func:`rerank_split` / :class:`RerankedSplit` (Recall@K after re-ranking), :func:`pick_dual_weight`
+  (from a grid of weights that :func:`is_weight_grid` accepts);
 * deployment: :func:`cross_encoder_reranker`, the hook ``FashionRetriever.reranker`` calls;
 * a trained re-ranker on disk: :func:`save_reranker`, :func:`load_reranker`, :func:`evaluate_reranker` (what
   ``python -m course_utils.evaluate --task rerank`` runs).
@@ -475,11 +476,26 @@ def rerank_split(
     return RerankedSplit(similarity, candidates, bundle.model.logit_scale.exp().item() * dual_scores, scores)
 
 
+def is_weight_grid(weights: object) -> bool:
+    """True for a non-empty list or tuple of numbers (not bools): weights :func:`pick_dual_weight` can pick from.
+
+    Notebook 03 checks its ``dual_weights`` parameter with it in its set-up, before the re-rankers train.
+    """
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or not weights:
+        return False
+    return all(isinstance(w, numbers.Real) and not isinstance(w, bool) for w in weights)
+
+
 def pick_dual_weight(run: RerankedSplit, name: str, weights: Sequence[float]) -> float:
     """The weight of the dual logit that gives re-ranker ``name`` the best R@1 on ``run`` (the first on ties).
 
     Pick it on a validation split and report on test.
+
+    Raises:
+        ValueError: ``weights`` is not a non-empty list of numbers (:func:`is_weight_grid`).
     """
+    if not is_weight_grid(weights):
+        raise ValueError(f"weights must be a non-empty list of numbers to pick the dual weight from, got {weights!r}")
     recall_at_1 = [run.recall(name, weight, ks=(1,))[1] for weight in weights]
     return weights[recall_at_1.index(max(recall_at_1))]
 
