@@ -471,6 +471,8 @@ class FaissIndex:
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
+        if not is_whole_number(value, 1):  # int() would run nprobe 1.5 as 1 under the label 1.5
+            raise ValueError(f"nprobe must be a whole number >= 1 (IVF lists visited per query), got {value!r}")
         self._nprobe = int(value)
         if self.kind in IVF_KINDS:
             self.index.nprobe = self._nprobe
@@ -482,6 +484,8 @@ class FaissIndex:
 
     @ef_search.setter
     def ef_search(self, value: int) -> None:
+        if not is_whole_number(value, 1):
+            raise ValueError(f"ef_search must be a whole number >= 1 (HNSW candidates per query), got {value!r}")
         self._ef_search = int(value)
         if self.kind == "hnsw":
             self.index.hnsw.efSearch = self._ef_search

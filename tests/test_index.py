@@ -314,3 +314,13 @@ def test_perturbed_copies_are_seeded_unit_vectors_near_their_rows():
     assert np.array_equal(rows, again[0]) and np.array_equal(vectors, again[1])
     assert vectors.shape == (50, 8) and vectors.dtype == np.float32 and np.allclose(np.linalg.norm(vectors, axis=1), 1)
     assert (vectors @ source.T).argmax(axis=1).tolist() == rows.tolist()  # each copy stays nearest its own row
+
+
+@pytest.mark.parametrize(("knob", "value"), [("nprobe", 1.5), ("nprobe", 0), ("ef_search", 2.0), ("ef_search", True)])
+def test_a_search_knob_that_is_not_a_whole_number_from_1_is_refused_by_name(knob, value):
+    """``int()`` ran nprobe 1.5 as 1, so a sweep labelled 1.5 measured nprobe 1."""
+    index = build_index("ivf", DIM, nlist=8, nprobe=8)
+    with pytest.raises(ValueError, match=rf"{knob} must be a whole number >= 1 .*got {value!r}"):
+        setattr(index, knob, value)
+    with pytest.raises(ValueError, match=rf"{knob} must be a whole number >= 1"):
+        build_index("ivf", DIM, nlist=8, **{knob: value})
