@@ -194,7 +194,8 @@ def profile_environment(profile: str, extra: dict, output_dir: Path | None) -> d
 def parse_assignments(assignments: list[str]) -> dict:
     """``["dataset=fashion-product-small", "test_size=200", "tune_encoders=True"]`` -> dict: each value parsed as
     JSON (``200``, ``null``, ``true``) or else as a Python literal, as the parameter cells write them (``None``,
-    ``True``, ``(1, 5)``); anything else stays a string."""
+    ``True``, ``(1, 5)``); anything else stays a string. A tuple becomes a list: papermill would inject it as the
+    string ``"(1, 5)"``."""
     parameters = {}
     for assignment in assignments:
         if "=" not in assignment:
@@ -204,10 +205,20 @@ def parse_assignments(assignments: list[str]) -> dict:
             parameters[name] = json.loads(value)
         except json.JSONDecodeError:
             try:
-                parameters[name] = ast.literal_eval(value)
+                parameters[name] = tuples_as_lists(ast.literal_eval(value))
             except (ValueError, SyntaxError):
                 parameters[name] = value
     return parameters
+
+
+def tuples_as_lists(value: object) -> object:
+    """``value`` with every tuple in it turned into a list: papermill writes a list into the notebook as a list, but
+    a tuple as the string ``"(0.5,)"``, which the notebook's own checks then refuse."""
+    if isinstance(value, (list, tuple)):
+        return [tuples_as_lists(item) for item in value]
+    if isinstance(value, dict):
+        return {key: tuples_as_lists(item) for key, item in value.items()}
+    return value
 
 
 def comma_list(text: str, option: str, example: str) -> list[str]:

@@ -19,6 +19,16 @@ def test_parse_assignments_reads_json_values():
     }
 
 
+def test_a_tuple_reaches_the_notebook_as_a_list_not_as_papermill_s_string():
+    """``--set dual_weights=(0.5,)`` passed the runner's type check, then papermill wrote it into the notebook as the
+    string "(0.5,)", which notebook 03's check refused as not a list of numbers."""
+    from papermill.translators import PythonTranslator
+
+    parsed = run.parse_assignments(["dual_weights=(0.5,)", "nested={'ks': (1, (2, 3))}"])
+    assert parsed == {"dual_weights": [0.5], "nested": {"ks": [1, [2, 3]]}}
+    assert PythonTranslator.translate(parsed["dual_weights"]) == "[0.5]"
+
+
 def test_parse_assignments_reads_python_literals_as_the_parameter_cells_write_them():
     """Before, ``tune_encoders=False`` reached the notebook as the string "False", which its ``if`` took as True."""
     assert run.parse_assignments(
@@ -27,7 +37,7 @@ def test_parse_assignments_reads_python_literals_as_the_parameter_cells_write_th
         "tune_encoders": False,
         "run_asen": True,
         "test_size": None,
-        "ks": (1, 5),
+        "ks": [1, 5],  # a list: papermill injects a tuple as the string "(1, 5)"
         "query": "red dress",
         "condition": "colour",
     }
