@@ -27,9 +27,10 @@ The same holds on any catalogue (on Fashion Product Images: ``baseColour`` again
 Exercise 5 (code, the query's own item). ``attribute_recall_without_own_item`` below ranks the gallery with each
 query's own item at -inf and counts the chance level over the ``n - 1`` items left, with one relevant item fewer
 per query. The drop from the table's attribute-match recall is what the own item carried: every query whose top K
-held its own item and no other match loses its hit. A query whose attribute values no other gallery item has can no
-longer be hit at all (no relevant item left: a miss, and chance 0 for it). The recall without the own item can be
-higher for a query, though: removing the own item moves the (K+1)-th item into the top K, and that one may match.
+held its own item and no other match loses its hit, unless the (K+1)-th item, which moves up into the top K, matches.
+A query whose attribute values no other gallery item has can no longer be hit at all (no relevant item left: a miss,
+and chance 0 for it). The recall without the own item is never higher for a query: a top K that did not hold the own
+item is unchanged, and one that did was already a hit (the own item always matches).
 On real photos the same comparison is ``attribute-match-others`` in ``benchmarks/bench_photo_pretrain.py``: there,
 without the own item, attribute-match R@10 fell to about the exact-item recall (benchmarks/README.md has the runs).
 
