@@ -477,10 +477,13 @@ def rerank_split(
 
 
 def is_weight_grid(weights: object) -> bool:
-    """True for a non-empty list or tuple of numbers (not bools): weights :func:`pick_dual_weight` can pick from.
+    """True for a non-empty list, tuple or 1-D numpy array of numbers (not bools): weights :func:`pick_dual_weight`
+    can pick from.
 
     Notebook 03 checks its ``dual_weights`` parameter with it in its set-up, before the re-rankers train.
     """
+    if isinstance(weights, np.ndarray):  # picked from as before the check existed
+        weights = weights.tolist() if weights.ndim == 1 else None
     if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or not weights:
         return False
     return all(isinstance(w, numbers.Real) and not isinstance(w, bool) for w in weights)

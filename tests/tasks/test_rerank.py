@@ -412,6 +412,7 @@ def test_rerank_split_and_pick_dual_weight_hand_computed():
     assert rr.pick_dual_weight(run, "oracle", [1.0, 0.0, 0.5]) == 0.0
     assert rr.pick_dual_weight(run, "oracle", [0.1, 0.0]) == 0.1  # equal R@1: the first listed wins
     assert rr.pick_dual_weight(run, "oracle", (2, 0)) == 0  # a tuple of ints is a grid too
+    assert rr.pick_dual_weight(run, "oracle", np.array([1.0, 0.0, 0.5])) == 0.0  # and so is a 1-D array
     # an empty grid failed in max() ("arg is an empty sequence"), a word in torch's indexing: each is refused by name
     for bad in ([], ["a"], [0.0, True], "1.0", 3.0, None):
         with pytest.raises(ValueError, match="weights must be a non-empty list of numbers"):
@@ -420,7 +421,8 @@ def test_rerank_split_and_pick_dual_weight_hand_computed():
 
 def test_is_weight_grid_accepts_a_non_empty_list_of_numbers_only():
     assert rr.is_weight_grid([0.0, 0.3, 1.0]) and rr.is_weight_grid((1, 2.5)) and rr.is_weight_grid([np.float32(1)])
-    for bad in ([], (), "1.0", b"1", 3.0, None, ["1.0"], [1.0, None], [False, 1.0], {1.0: 2}):
+    assert rr.is_weight_grid(np.array([0.0, 1.0]))  # a 1-D array was picked from before the check existed
+    for bad in ([], (), "1.0", b"1", 3.0, None, ["1.0"], [1.0, None], [False, 1.0], {1.0: 2}, np.zeros((2, 2))):
         assert not rr.is_weight_grid(bad), bad
 
 
