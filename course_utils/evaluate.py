@@ -169,12 +169,10 @@ def evaluate(
         return {f"mAP/{name}": value for name, value in scores.items()}, bundle.identity
     if task == "composed":
         ks = RECALL_KS[task]
-        if dataset not in composed.DEFAULT_MATCH:  # a dataset registered without saying what counts as the target
-            raise SystemExit(
-                f"--task composed: dataset {dataset!r} has no match rule; add one to "
-                "course_utils.tasks.composed.DEFAULT_MATCH ('attributes', 'caption', 'item' or attribute names)"
-            )
-        match = composed.DEFAULT_MATCH[dataset]
+        try:
+            match = composed.default_match(dataset)
+        except ValueError as err:  # a dataset registered without saying what counts as the target
+            raise SystemExit(f"--task composed: {err}") from None
         # the queries as notebook 06 draws them, on the test items kept
         _, triplets = composed.composed_triplets(experiment.train, test, dataset, seed)
         queries = composed.composed_queries(test, triplets, match)

@@ -280,8 +280,8 @@ def test_composed_on_a_dataset_without_a_match_rule_says_where_to_add_one(experi
     with pytest.raises(SystemExit) as refused:
         evaluate.evaluate("composed", experiment, experiment.bundle, "synthetic")
     assert str(refused.value.code) == (
-        "--task composed: dataset 'synthetic' has no match rule; add one to course_utils.tasks.composed.DEFAULT_MATCH "
-        "('attributes', 'caption', 'item' or attribute names)"
+        "--task composed: dataset 'synthetic' has no composed-retrieval match rule; add one to "
+        "course_utils.tasks.composed.DEFAULT_MATCH ('attributes', 'caption', 'item' or attribute names)"
     )
 
 

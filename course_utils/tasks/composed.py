@@ -42,6 +42,20 @@ DEFAULT_MATCH: dict[str, str | tuple[str, ...]] = {
 }
 
 
+def default_match(dataset: str) -> str | tuple[str, ...]:
+    """The match rule of ``dataset`` (:data:`DEFAULT_MATCH`), as notebook 06 and ``evaluate --task composed`` read it.
+
+    Raises:
+        ValueError: for a dataset registered (``register_catalogue``) without a rule, saying where to add one.
+    """
+    if dataset not in DEFAULT_MATCH:
+        raise ValueError(
+            f"dataset {dataset!r} has no composed-retrieval match rule; add one to "
+            "course_utils.tasks.composed.DEFAULT_MATCH ('attributes', 'caption', 'item' or attribute names)"
+        )
+    return DEFAULT_MATCH[dataset]
+
+
 def match_key(item: Item, match: str | Sequence[str]) -> tuple | str:
     """The value two items must share to count as the same target under rule ``match``."""
     if match == "attributes":

@@ -104,7 +104,7 @@ def composed_features(experiment, bundle, seed: int = 0) -> dict:
     the solutions are checked on).
     """
     dataset = experiment.catalogue.name
-    match = cu.tasks.composed.DEFAULT_MATCH[dataset]
+    match = cu.tasks.composed.default_match(dataset)
     train_t, test_t = cu.tasks.composed.composed_triplets(experiment.train, experiment.test, dataset, seed)
     train_q = cu.tasks.composed.composed_queries(experiment.train, train_t, match)
     test_q = cu.tasks.composed.composed_queries(experiment.test, test_t, match)

@@ -16,6 +16,7 @@ from course_utils.tasks.composed import (
     composed_queries,
     composed_recall_at_k,
     composed_triplets,
+    default_match,
     match_groups,
     top_k_excluding,
 )
@@ -223,3 +224,11 @@ def test_batch_loss_trains_the_compositor(loss, symmetry):
     assert value.item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="loss must be"):
         composed_batch_loss("hinge")
+
+
+def test_default_match_reads_the_rule_and_names_where_to_add_a_missing_one():
+    """Notebook 06 and ``evaluate --task composed`` read the rule through it: a dataset registered without one got a
+    bare ``KeyError``."""
+    assert default_match("fashion200k") == DEFAULT_MATCH["fashion200k"] == "caption"
+    with pytest.raises(ValueError, match=r"dataset 'my-shop' has no composed-retrieval match rule; add one to "):
+        default_match("my-shop")
