@@ -169,7 +169,22 @@ def readme_section(runs: list[dict]) -> str:
         f"for the whole command; the slowest of the last {len(recent)} kept runs "
         f"({slowest['conditions']['date_utc']}, {slowest_cpu}) took {100 * slowest['wall_s'] / BUDGET_S:.0f} %."
     )
-    return "\n\n".join([intro, "\n".join(lines), budget])
+    return "\n\n".join([intro, "\n".join(lines), budget + by_processor(runs)])
+
+
+def by_processor(runs: list[dict]) -> str:
+    """`` The last run on each processor, slowest first: …`` — the budget differs by host (one processor's runs
+    take twice another's), so each processor's latest record is set against it; "" before records named one."""
+    last_on = {bench_records.cpu_generation(run["conditions"]): run for run in runs}  # oldest first: the last wins
+    last_on.pop("", None)
+    if not last_on:
+        return ""
+    shares = [
+        f"{processor} ({run['conditions']['date_utc']}, {run['pytest']['counts'].get('passed', 0)} passed): "
+        f"{100 * run['wall_s'] / BUDGET_S:.0f} %"
+        for processor, run in sorted(last_on.items(), key=lambda item: -item[1]["wall_s"])
+    ]
+    return " The last run on each processor, slowest first: " + "; ".join(shares) + "."
 
 
 def write_readme(check: bool, readme: Path = bench_records.README, folder: Path = RECORDS) -> int:

@@ -74,6 +74,27 @@ def test_the_section_lists_each_run_and_the_last_against_the_budget(bench):
     )
 
 
+def test_the_budget_line_sets_each_processors_last_run_against_it_slowest_first(bench):
+    def run(date: str, signature: str | None, wall_s: float) -> dict:
+        conditions = {"date_utc": date, "commit": "abc1234", "machine": "x86_64", "load_average_before_after": [0, 0]}
+        if signature:
+            conditions["cpu_signature"] = signature
+        return {"conditions": conditions, "exit_status": 0, "wall_s": wall_s, "pytest": bench.pytest_outcome(LOG)}
+
+    fast, slow = "family 6 model 207 stepping 2; avx avx2 fma avx512f", "family 23 model 1 stepping 2; avx avx2 fma"
+    runs = [
+        run("2026-12-01 10:00", None, 900.0),  # no processor recorded: not a processor of its own
+        run("2026-12-01 11:00", fast, 1500.0),  # an older run on a processor that ran again: the later one counts
+        run("2026-12-01 12:00", slow, 2700.0),
+        run("2026-12-01 13:00", fast, 1080.0),
+    ]
+    assert bench.readme_section(runs).endswith(
+        " The last run on each processor, slowest first: family 23 model 1, avx2 (2026-12-01 12:00, 669 passed): "
+        "150 %; family 6 model 207, avx512f (2026-12-01 13:00, 669 passed): 60 %."
+    )
+    assert "on each processor" not in bench.readme_section(runs[:1])
+
+
 def test_minutes_round_to_the_second_before_splitting(bench):
     assert [bench.minutes(s) for s in (1319.6, 1352.59, 59.4)] == ["22 min 0 s", "22 min 33 s", "0 min 59 s"]
 
