@@ -128,7 +128,8 @@ def minutes(seconds: float) -> str:
 
 
 def readme_section(runs: list[dict]) -> str:
-    """A table of the recorded runs, oldest first, and the last run against the budget; every number from ``runs``."""
+    """A table of the recorded runs, oldest first, then the last run and the last on each processor against the
+    budget; every number from ``runs``."""
     lines = [
         "| date (UTC) | commit | CPU | load average before | CPU steal | tests | pytest | whole command (set-up "
         f"included) | its CPU time | slowest {SLOWEST_SHOWN} |",
@@ -173,8 +174,8 @@ def readme_section(runs: list[dict]) -> str:
 
 
 def by_processor(runs: list[dict]) -> str:
-    """`` The last run on each processor, slowest first: …`` — the budget differs by host (one processor's runs
-    take twice another's), so each processor's latest record is set against it; "" before records named one."""
+    """`` The last run on each processor, slowest first: …`` — hosts differ in speed, so each processor's latest
+    record is set against the budget; "" where no record names its processor."""
     last_on = {bench_records.cpu_generation(run["conditions"]): run for run in runs}  # oldest first: the last wins
     last_on.pop("", None)
     if not last_on:
