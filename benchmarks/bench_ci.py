@@ -137,9 +137,7 @@ def readme_section(runs: list[dict]) -> str:
     ]
     for run in runs:
         conditions, outcome = run["conditions"], run["pytest"]
-        counts = ", ".join(
-            f"{number} {word}" for word, number in outcome["counts"].items() if not word.startswith("warning")
-        )
+        counts = counts_text(outcome)
         slowest = ", ".join(
             f"`{entry['test'].split('::')[-1]}` {entry['seconds']:.0f} s"
             for entry in outcome["slowest"][:SLOWEST_SHOWN]
@@ -173,6 +171,11 @@ def readme_section(runs: list[dict]) -> str:
     return "\n\n".join([intro, "\n".join(lines), budget + by_processor(runs)])
 
 
+def counts_text(outcome: dict) -> str:
+    """pytest's counts as a row shows them, warnings left out: ``"1 failed, 669 passed, 3 skipped"``."""
+    return ", ".join(f"{number} {word}" for word, number in outcome["counts"].items() if not word.startswith("warning"))
+
+
 def by_processor(runs: list[dict]) -> str:
     """`` The last run on each processor, slowest first: …`` — hosts differ in speed, so each processor's latest
     record is set against the budget; "" where no record names its processor."""
@@ -181,7 +184,7 @@ def by_processor(runs: list[dict]) -> str:
     if not last_on:
         return ""
     shares = [
-        f"{processor} ({run['conditions']['date_utc']}, {run['pytest']['counts'].get('passed', 0)} passed): "
+        f"{processor} ({run['conditions']['date_utc']}, {counts_text(run['pytest']) or 'no summary'}): "
         f"{100 * run['wall_s'] / BUDGET_S:.0f} %"
         for processor, run in sorted(last_on.items(), key=lambda item: -item[1]["wall_s"])
     ]

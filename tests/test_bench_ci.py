@@ -89,8 +89,9 @@ def test_the_budget_line_sets_each_processors_last_run_against_it_slowest_first(
         run("2026-12-01 13:00", fast, 1080.0),
     ]
     assert bench.readme_section(runs).endswith(
-        " The last run on each processor, slowest first: family 23 model 1, avx2 (2026-12-01 12:00, 669 passed): "
-        "150 %; family 6 model 207, avx512f (2026-12-01 13:00, 669 passed): 60 %."
+        " The last run on each processor, slowest first: family 23 model 1, avx2 (2026-12-01 12:00, 1 failed, 669 "
+        "passed, 3 skipped): 150 %; family 6 model 207, avx512f (2026-12-01 13:00, 1 failed, 669 passed, 3 skipped): "
+        "60 %."
     )
     assert "on each processor" not in bench.readme_section(runs[:1])
 
