@@ -145,7 +145,7 @@ def readme_section(runs: list[dict]) -> str:
         lines.append(
             f"| {conditions['date_utc']} | {conditions['commit']} | "
             f"{bench_records.cpu_generation(conditions) or '–'} | {conditions['load_average_before_after'][0]}"
-            f" | {bench_records.cpu_steal(conditions) or '–'} | {counts or 'no summary'} "
+            f" | {bench_records.cpu_steal(conditions) or '–'} | {counts} "
             f"(exit {run['exit_status']}) | "
             f"{minutes(outcome['seconds']) if outcome['seconds'] else '–'} | {minutes(run['wall_s'])} | "
             f"{minutes(run['cpu_s']) if 'cpu_s' in run else '–'} | {slowest} |"
@@ -172,8 +172,10 @@ def readme_section(runs: list[dict]) -> str:
 
 
 def counts_text(outcome: dict) -> str:
-    """pytest's counts as a row shows them, warnings left out: ``"1 failed, 669 passed, 3 skipped"``."""
-    return ", ".join(f"{number} {word}" for word, number in outcome["counts"].items() if not word.startswith("warning"))
+    """pytest's counts as a row shows them, warnings left out: ``"1 failed, 669 passed, 3 skipped"``, or
+    ``"no summary"`` for a run that ended before pytest printed one."""
+    counts = (f"{number} {word}" for word, number in outcome["counts"].items() if not word.startswith("warning"))
+    return ", ".join(counts) or "no summary"
 
 
 def by_processor(runs: list[dict]) -> str:
@@ -184,7 +186,7 @@ def by_processor(runs: list[dict]) -> str:
     if not last_on:
         return ""
     shares = [
-        f"{processor} ({run['conditions']['date_utc']}, {counts_text(run['pytest']) or 'no summary'}): "
+        f"{processor} ({run['conditions']['date_utc']}, {counts_text(run['pytest'])}): "
         f"{100 * run['wall_s'] / BUDGET_S:.0f} %"
         for processor, run in sorted(last_on.items(), key=lambda item: -item[1]["wall_s"])
     ]
