@@ -40,8 +40,13 @@ run: setup
 run-ci: setup
 	$(PY) -m course_utils.run --profile ci
 
+# make test runs the suite in TEST_WORKERS processes (pytest-xdist; tests/conftest.py says how it splits them), each
+# with its share of the cores for torch and the notebook kernels it starts: on 2 cores, one thread each
+TEST_WORKERS ?= 2
+TEST_THREADS ?= $(shell echo $$(( $$(nproc) / $(TEST_WORKERS) > 1 ? $$(nproc) / $(TEST_WORKERS) : 1 )))
 test: setup slides-js
-	$(PY) -m pytest -q -m "" --durations=10; rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests: that is a failure here"; exit $$rc
+	OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -q -m "" -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder \
+	  --durations=10; rc=$$?; [ $$rc -ne 5 ] || echo "pytest collected no tests: that is a failure here"; exit $$rc
 
 lint: setup
 	$(VENV)/bin/ruff check .

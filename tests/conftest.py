@@ -25,6 +25,45 @@ def _require(path: Path) -> Path:
     return path
 
 
+# `make test` runs the suite in two processes (pytest-xdist, `--dist loadscope`) with this scheduler: a unit of work
+# is a test module, so its module fixtures (a browser, a server, an index) start once; the modules that read the ci
+# notebook run's outputs join its unit, after it; and the longest units start first, so that neither process is left
+# running one alone at the end. (xdist's own `xdist_group` marks do not group on pytest 9, whose node ids xdist 3.8
+# cannot suffix.)
+JOINS_UNIT_OF = {"test_slides.py": "test_notebooks.py", "test_solutions.py": "test_notebooks.py"}
+LONGEST_FIRST = ("test_notebooks.py", "test_real_ci.py", "test_browser.py")
+
+
+def unit_of(nodeid: str) -> str:
+    """The unit of work of the test ``nodeid``: its module's file name, or the module whose outputs it reads."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return JOINS_UNIT_OF.get(module, module)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "loadscope":
+        return None  # xdist's own scheduler for its other modes
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    return ByUnit(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(config, "workerinput"):
+        return  # not an xdist worker: the collection order stays
+
+    def start_order(item) -> int:  # the scheduler hands out the units in the order of their first test
+        unit = unit_of(item.nodeid)
+        return LONGEST_FIRST.index(unit) if unit in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=start_order)  # stable: within a unit, and among the rest, the collection order stays
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The shared data folder; skips the test when it is absent (e.g. on a fresh clone)."""

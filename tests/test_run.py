@@ -255,7 +255,7 @@ def test_real_profiles_extend_real_and_skip_notebooks_without_a_real_entry(capsy
 
 def test_the_readme_states_the_real_ci_runs_sizes():
     from course_utils.tasks.photo_pretrain import PROFILE_EPOCHS
-    from tests.test_notebooks import REAL_CI_PRODUCTS
+    from tests.test_real_ci import REAL_CI_PRODUCTS
 
     readme = (REPO_ROOT / "README.md").read_text()
     assert readme.count(f"first {REAL_CI_PRODUCTS:,} products") == 2
