@@ -1,8 +1,9 @@
 """Notebook execution is a test too: every notebook runs in the ci profile through the papermill runner.
 
 Executed copies, results and the report land in ``outputs/ci/`` (figures in ``outputs/ci/figures/``) so a test
-run never rewrites the committed ``figures/``. The real-ci profile's runs are in ``test_real_ci.py``; the claims and
-floors they are checked against are here, with the checks of the committed records.
+run never rewrites the committed ``figures/``. The real-ci profile's runs are in ``test_real_ci.py`` and the runs
+with other parameters in ``test_notebook_parameters.py``; the claims and floors the real-ci runs are checked against
+are here, with the checks of the committed records.
 """
 
 import json
@@ -235,73 +236,3 @@ def test_the_course_claims_hold_on_the_committed_full_records():
         pytest.skip(f"no committed full-profile records in {folder} (make records writes them)")
     claims = course_claims(read_records(folder))
     assert all(claims.values()), f"claims that do not hold on full: {[c for c, ok in claims.items() if not ok]}"
-
-
-@pytest.mark.parametrize(
-    ("number", "assignment", "said", "by_cell"),
-    [
-        ("01", {"match_attributes": "colour"}, "parameter match_attributes='colour': it must be a list of", 8),
-        ("01", {"in_batch_size": 8}, "parameter in_batch_size=8: it must be a whole number from 10", 8),
-        ("02", {"train_size": 0}, "train_size must be a whole number >= 1", 5),
-        (
-            "05",
-            {"conditions": ["color"]},
-            "parameter conditions=['color']: it must be a list of attribute names from",
-            6,
-        ),
-        # 05: 30 test items leave 'neckline' without a query; the metric failed on an empty matrix in cell 17
-        ("05", {"test_size": 30}, "parameter test_size=30: it must be large enough that every condition keeps", 8),
-        ("06", {"test_size": 80}, "parameter test_size=80: it must be large enough to keep 101 test items", 6),
-        ("07", {"condition": "color"}, "parameter condition='color': it must be an attribute of the gallery", 5),
-        (
-            "08",
-            {"filter_attribute": "color"},
-            "parameter filter_attribute='color': it must be one of the catalogue",
-            6,
-        ),
-        ("03", {"itm_easy_epochs": 5}, "parameter itm_easy_epochs=5: it must be below itm_epochs = 5", 20),
-        # 03: an empty grid failed in max() after both re-rankers trained, a word in torch's indexing
-        ("03", {"dual_weights": []}, "parameter dual_weights=[]: it must be a non-empty list of numbers", 5),
-        # 03: 0 queries timed failed at the very end (IndexError); one row per check: the loop over the counts
-        # (latency_queries, full_gallery_queries) is one line, as is 08's
-        ("03", {"latency_queries": 0}, "parameter latency_queries=0: it must be a whole number >= 1", 5),
-        # 08: each failed after the training runs, in a library's words (range() step 0, numpy, torchrun, FAISS);
-        # ondisk_chunk stands for the loop over the counts (processes, embed_batch, n_queries, top_k, nlist, ...)
-        ("08", {"ondisk_chunk": 0}, "parameter ondisk_chunk=0: it must be a whole number >= 1", 6),
-        ("08", {"n_queries": 100000}, "parameter n_queries=100000: it must be at most the catalogue's", 6),
-        ("08", {"train_batch": 33}, "parameter train_batch=33: it must be a whole multiple of processes = 2", 6),
-        ("08", {"pq_m": 5}, "parameter pq_m=5: it must be a divisor of the embedding size 128", 6),
-        # 08: nprobe 1.5 ran as nprobe 1 (FaissIndex floors it) under the label 1.5
-        ("08", {"nprobes": [1.5]}, "parameter nprobes=[1.5]: it must be a non-empty list of whole numbers", 6),
-    ],
-)
-def test_a_bad_parameter_stops_the_notebook_in_its_set_up_naming_it(
-    ci_run, monkeypatch, tmp_path, number, assignment, said, by_cell
-):
-    """A value that ran silently wrong (07's condition, 06's train_size) or failed minutes later in a library's words
-    (08's filter_attribute after the Milvus build: ``IndexError``) stops the run in the notebook's first cells."""
-    monkeypatch.setenv("FASHION_COURSE_CACHE", str(TEST_CACHE))
-    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
-    (notebook,) = run.discover([number])
-    parameters = {**run.profile_parameters(notebook, "ci"), **assignment}
-    with pytest.raises(run.NotebookFailed) as failed:
-        run.execute(notebook, tmp_path / notebook.name, parameters, run.KERNEL, cell_timeout=600)
-    message = str(failed.value)
-    assert said in message
-    # in the set-up (the cell after load_experiment), before any training or evaluation (03: before its re-ranker
-    # trains; the runner's cell numbers count the parameters cell papermill adds)
-    assert int(re.search(r"failed in cell (\d+)", message).group(1)) <= by_cell, message
-
-
-def test_05_draws_the_tsne_maps_of_a_condition_with_30_items_or_fewer_and_says_so(ci_run, monkeypatch, tmp_path):
-    """sklearn's TSNE refuses perplexity 30 for 30 points or fewer: with test_size=70 only 28 test items have a sleeve,
-    and 05 failed in its t-SNE cell. The maps of such a condition use a lower perplexity; the notebook prints why."""
-    monkeypatch.setenv("FASHION_COURSE_CACHE", str(TEST_CACHE))
-    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
-    (notebook,) = run.discover(["05"])
-    parameters = {**run.profile_parameters(notebook, "ci"), "test_size": 70, "conditions": ["sleeve", "length"]}
-    run.execute(notebook, tmp_path / notebook.name, parameters, run.KERNEL, cell_timeout=600)
-    cells = json.loads((tmp_path / notebook.name).read_text())["cells"]
-    printed = "".join("".join(output.get("text", "")) for cell in cells for output in cell.get("outputs", []))
-    said = r"t-SNE of '{}': only \d+ test items have it, too few for perplexity 30; its maps use perplexity \d"
-    assert all(re.search(said.format(condition), printed) for condition in ("sleeve", "length")), printed[-3000:]
