@@ -22,7 +22,8 @@ pytestmark = pytest.mark.notebooks
 TEST_CACHE = REPO_ROOT / "outputs" / "test-cache"
 
 
-def _run(monkeypatch, out, *args):
+def run_on_the_test_cache(monkeypatch, out, *args):
+    """``python -m course_utils.run *args --output-dir out`` on the notebook runs' cache; it must succeed."""
     monkeypatch.setenv("FASHION_COURSE_CACHE", str(TEST_CACHE))
     assert run.main([*args, "--output-dir", str(out)]) == 0
 
@@ -34,7 +35,7 @@ CI_OUTPUTS = REPO_ROOT / "outputs" / "ci"
 def ci_run():
     """Every notebook run once in the ci profile; the tests below read its executed copies and records."""
     with pytest.MonkeyPatch.context() as patch:
-        _run(patch, CI_OUTPUTS, "--profile", "ci")
+        run_on_the_test_cache(patch, CI_OUTPUTS, "--profile", "ci")
     return CI_OUTPUTS
 
 
@@ -80,7 +81,7 @@ def test_03_with_tuned_towers_saves_a_reranker_the_evaluation_cli_scores_as_the_
     from course_utils.tasks import rerank
 
     out = REPO_ROOT / "outputs" / "ci-tuned-towers"
-    _run(monkeypatch, out, "--profile", "ci", "--only", "03", "--set", "tune_encoders=True")
+    run_on_the_test_cache(monkeypatch, out, "--profile", "ci", "--only", "03", "--set", "tune_encoders=True")
     notebook = json.loads((out / "results" / "03_cross_modal_attention.json").read_text())
     assert notebook["parameters"]["tune_encoders"] is True
     saved = out / "models" / "reranker.pt"

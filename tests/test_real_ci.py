@@ -14,11 +14,11 @@ import pytest
 from deepfashion_layout import write_deepfashion_multimodal
 from test_notebooks import (
     REAL_CI_FLOORS,
-    _run,
     assert_caption_groups_make_up_the_gallery,
     prose_with_negative_zeros,
     read_records,
     real_photo_claims,
+    run_on_the_test_cache,
 )
 
 from course_utils.data import load_catalogue
@@ -48,7 +48,7 @@ def kaggle_subset(sample: Path, products: int, folder: Path) -> Path:
 def test_the_real_profile_runs_every_notebook_on_the_sample_and_its_lessons_hold(monkeypatch, fashion_product_sample):
     out = REPO_ROOT / "outputs" / "real-ci"
     data = kaggle_subset(fashion_product_sample, REAL_CI_PRODUCTS, REPO_ROOT / "outputs" / "real-ci-data")
-    _run(monkeypatch, out, "--profile", "real-ci", "--set", f"data_root={data}")
+    run_on_the_test_cache(monkeypatch, out, "--profile", "real-ci", "--set", f"data_root={data}")
     for path in (out / "results").glob("[0-9][0-9]_*.json"):
         parameters = json.loads(path.read_text())["parameters"]
         assert parameters["dataset"] == "fashion-product-small" and parameters["pretrained"] == "photo"
@@ -78,7 +78,7 @@ def test_the_real_profile_runs_the_notebooks_on_the_deepfashion_multimodal_layou
     shutil.rmtree(data, ignore_errors=True)  # written afresh (a few seconds): the same bytes, so its caches still hit
     drawings = load_catalogue("synthetic", size={"pretrain": 0, "train": DEEPFASHION_PRODUCTS, "val": 0, "test": 0})
     write_deepfashion_multimodal(data, drawings)
-    _run(
+    run_on_the_test_cache(
         monkeypatch,
         out,
         *("--profile", "real-ci", "--set", "dataset=deepfashion-multimodal", "--set", f"data_root={data}"),
