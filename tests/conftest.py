@@ -40,6 +40,7 @@ def unit_of(nodeid: str) -> str:
     return JOINS_UNIT_OF.get(module, module)
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest without xdist (-p no:xdist, or not installed) runs the suite too
 def pytest_xdist_make_scheduler(config, log):
     if config.getoption("dist") != "loadscope":
         return None  # xdist's own scheduler for its other modes
