@@ -17,6 +17,13 @@ from course_utils import run
 pytestmark = pytest.mark.notebooks
 
 
+@pytest.fixture(autouse=True)
+def _on_the_test_cache(monkeypatch, tmp_path):
+    """Each run reads the notebook runs' cache and writes its records and figures under its own ``tmp_path``."""
+    monkeypatch.setenv("FASHION_COURSE_CACHE", str(TEST_CACHE))
+    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
+
+
 @pytest.mark.parametrize(
     ("number", "assignment", "said", "by_cell"),
     [
@@ -55,13 +62,9 @@ pytestmark = pytest.mark.notebooks
         ("08", {"nprobes": [1.5]}, "parameter nprobes=[1.5]: it must be a non-empty list of whole numbers", 6),
     ],
 )
-def test_a_bad_parameter_stops_the_notebook_in_its_set_up_naming_it(
-    monkeypatch, tmp_path, number, assignment, said, by_cell
-):
+def test_a_bad_parameter_stops_the_notebook_in_its_set_up_naming_it(tmp_path, number, assignment, said, by_cell):
     """A value that ran silently wrong (07's condition, 06's train_size) or failed minutes later in a library's words
     (08's filter_attribute after the Milvus build: ``IndexError``) stops the run in the notebook's first cells."""
-    monkeypatch.setenv("FASHION_COURSE_CACHE", str(TEST_CACHE))
-    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
     (notebook,) = run.discover([number])
     parameters = {**run.profile_parameters(notebook, "ci"), **assignment}
     with pytest.raises(run.NotebookFailed) as failed:
@@ -73,11 +76,9 @@ def test_a_bad_parameter_stops_the_notebook_in_its_set_up_naming_it(
     assert int(re.search(r"failed in cell (\d+)", message).group(1)) <= by_cell, message
 
 
-def test_05_draws_the_tsne_maps_of_a_condition_with_30_items_or_fewer_and_says_so(monkeypatch, tmp_path):
+def test_05_draws_the_tsne_maps_of_a_condition_with_30_items_or_fewer_and_says_so(tmp_path):
     """sklearn's TSNE refuses perplexity 30 for 30 points or fewer: with test_size=70 only 28 test items have a sleeve,
     and 05 failed in its t-SNE cell. The maps of such a condition use a lower perplexity; the notebook prints why."""
-    monkeypatch.setenv("FASHION_COURSE_CACHE", str(TEST_CACHE))
-    monkeypatch.setenv("FASHION_COURSE_OUTPUTS", str(tmp_path))
     (notebook,) = run.discover(["05"])
     parameters = {**run.profile_parameters(notebook, "ci"), "test_size": 70, "conditions": ["sleeve", "length"]}
     run.execute(notebook, tmp_path / notebook.name, parameters, run.KERNEL, cell_timeout=600)
