@@ -30,13 +30,17 @@ def _require(path: Path) -> Path:
 # notebook run's outputs join its unit, after it; and the longest units start first, so that neither process is left
 # running one alone at the end. (xdist's own `xdist_group` marks do not group on pytest 9, whose node ids xdist 3.8
 # cannot suffix.)
-JOINS_UNIT_OF = {"test_slides.py": "test_notebooks.py", "test_solutions.py": "test_notebooks.py"}
-LONGEST_FIRST = ("test_notebooks.py", "test_real_ci.py", "test_browser.py")
+JOINS_UNIT_OF = {
+    "tests/test_slides.py": "tests/test_notebooks.py",
+    "tests/test_solutions.py": "tests/test_notebooks.py",
+}
+LONGEST_FIRST = ("tests/test_notebooks.py", "tests/test_real_ci.py", "tests/test_browser.py")
 
 
 def unit_of(nodeid: str) -> str:
-    """The unit of work of the test ``nodeid``: its module's file name, or the module whose outputs it reads."""
-    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    """The unit of work of the test ``nodeid``: its module's path (``tests/data/test_render.py``), or the module
+    whose outputs it reads."""
+    module = nodeid.split("::", 1)[0]
     return JOINS_UNIT_OF.get(module, module)
 
 

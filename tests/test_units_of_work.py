@@ -11,12 +11,18 @@ READS_CI_OUTPUTS = re.compile(r'"outputs" / "ci[-"]')  # outputs/ci and outputs/
 
 def test_every_module_that_reads_the_ci_runs_outputs_is_in_its_unit():
     readers = [
-        path.name for path in (REPO_ROOT / "tests").glob("test_*.py") if READS_CI_OUTPUTS.search(path.read_text())
+        path.relative_to(REPO_ROOT).as_posix()
+        for path in (REPO_ROOT / "tests").rglob("test_*.py")
+        if READS_CI_OUTPUTS.search(path.read_text())
     ]
-    assert "test_notebooks.py" in readers  # the pattern still finds the run itself
-    assert {name: unit_of(f"tests/{name}::test") for name in readers} == dict.fromkeys(readers, "test_notebooks.py")
+    assert "tests/test_notebooks.py" in readers  # the pattern still finds the run itself
+    assert {module: unit_of(f"{module}::test") for module in readers} == dict.fromkeys(
+        readers, "tests/test_notebooks.py"
+    )
 
 
 def test_any_other_module_is_a_unit_of_its_own():
-    assert unit_of("tests/test_real_ci.py::test_x") == "test_real_ci.py"
-    assert unit_of("tests/test_run.py::test_y[a::b]") == "test_run.py"  # a parameter's "::" is not the module's
+    assert unit_of("tests/test_real_ci.py::test_x") == "tests/test_real_ci.py"
+    assert unit_of("tests/test_run.py::test_y[a::b]") == "tests/test_run.py"  # a parameter's "::" is not the module's
+    # modules of one file name in two folders are two units
+    assert unit_of("tests/bad_inputs/test_run.py::test_z") == "tests/bad_inputs/test_run.py"
