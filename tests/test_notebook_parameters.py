@@ -39,6 +39,8 @@ def _on_the_test_cache(monkeypatch, tmp_path):
         # 05: 30 test items leave 'neckline' without a query; the metric failed on an empty matrix in cell 17
         ("05", {"test_size": 30}, "parameter test_size=30: it must be large enough that every condition keeps", 8),
         ("06", {"test_size": 80}, "parameter test_size=80: it must be large enough to keep 101 test items", 6),
+        # 06 cuts its train split after the fine-tuning: train_size=-100 kept all but the last 100 items, unsaid
+        ("06", {"train_size": -100}, "train_size must be a whole number >= 1 (or None for the whole train split)", 6),
         ("07", {"condition": "color"}, "parameter condition='color': it must be an attribute of the gallery", 5),
         (
             "08",

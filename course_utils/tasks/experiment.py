@@ -68,10 +68,8 @@ def load_experiment(
             >= 1, or ``None`` for the whole test split.
         train_size: keep only the first ``train_size`` train items (a shorter fine-tuning); the same rule.
     """
-    for name, size in (("test_size", test_size), ("train_size", train_size)):
-        split = name.split("_")[0]
-        if size is not None and not is_whole_number(size, minimum=1):
-            raise ValueError(f"{name} must be a whole number >= 1 (or None for the whole {split} split), got {size!r}")
+    check_split_size("test_size", test_size)
+    check_split_size("train_size", train_size)
     if pretrained == "photo" and dataset == "synthetic":
         raise ValueError(
             "pretrained='photo' pretrains on a real catalogue's photos: set dataset (e.g. "
@@ -98,13 +96,23 @@ def load_experiment(
         bundle = pretrained_photo_clip(catalogue, photo_recipe(model, profile, seed), device=device)
     else:
         bundle = load_clip(model, pretrained, device=device)
-    test, train = (_first(catalogue.split(split), size) for split, size in (("test", test_size), ("train", train_size)))
+    test, train = first_items(catalogue.split("test"), test_size), first_items(catalogue.split("train"), train_size)
     query_style = "description" if dataset == "synthetic" else None
     return Experiment(catalogue, bundle, train, test, query_style)
 
 
-def _first(split: Catalogue, size: int | None) -> Catalogue:
-    """The first ``size`` items of ``split`` (all of them for ``None`` or a larger size)."""
+def check_split_size(name: str, size: int | None) -> None:
+    """Refuse a split's size (the parameter ``name``: ``test_size``, ``train_size``) unless it is ``None`` or a whole
+    number >= 1. load_experiment calls it before the model loads, notebook 06 before its fine-tuning: a bad size stops a
+    run before minutes of training."""
+    split = name.split("_")[0]
+    if size is not None and not is_whole_number(size, minimum=1):
+        raise ValueError(f"{name} must be a whole number >= 1 (or None for the whole {split} split), got {size!r}")
+
+
+def first_items(split: Catalogue, size: int | None) -> Catalogue:
+    """The first ``size`` items of ``split`` (all of them for ``None`` or a larger size): how ``test_size`` and
+    ``train_size`` cut a split (notebook 06 cuts its train split after the fine-tuning, which keeps 02's model)."""
     return split.subset(split.ids[:size], name=split.name) if size is not None and len(split) > size else split
 
 
