@@ -351,6 +351,7 @@ AMD_REAL, INTEL_FULL = "amd-family25-model17-real", "intel-family6-model167-full
 INTEL_REAL = "intel-family6-model167-real"
 LATER_AMD_FULL, LATER_AMD_REAL = "amd-family26-model2-full", "amd-family26-model2-real"
 LATER_INTEL_FULL, LATER_INTEL_REAL = "intel-family6-model207-full", "intel-family6-model207-real"
+AVX2_AMD_FULL = "amd-family25-model1-full"
 
 
 def processor_signature(record: dict) -> tuple[str, str]:
@@ -491,6 +492,44 @@ def test_a_later_amd_generation_gives_every_committed_full_metric_where_an_amd_h
     assert all(moved[number] == {} for number in ("01", "02", "03", "04", "05", "06", "07"))
     assert {name for name, _ in moved["08"]} == {"weight_max_abs_diff", "ondisk_best_recall", "ondisk_served_recall"}
     assert all(rerun[stem]["seeds"]["seeds"] == [0, 1, 2] for stem in rerun if committed[stem].get("seeds"))
+
+
+def test_the_full_profile_on_the_amd_host_with_avx2_only_gives_a_third_set_of_values_and_the_same_verdicts():
+    """``results/REPRODUCIBILITY.md``, 2026-12-07: an AMD host with AVX2 and no AVX-512 (family 25 model 1, the
+    processor of the committed real records) ran the full profile from a fresh install and an empty cache, 03 on the
+    committed records' grid of dual weights. 01 and 07 give every committed value; 02 moves its final losses below the
+    sixth digit and one R@1; 04 gives the Intel host's values, not the AVX-512 AMD hosts'; 03, 05, 06 and 08 move from
+    both; every verdict of the findings is the committed one. (05's and 06's moves are the host's: the notebooks and
+    package of the commit at which the family 26 model 2 host gave every committed value, run on this host from its
+    cache, gave this host's values, not the committed ones.)"""
+    rerun, committed = other_host_records(AVX2_AMD_FULL)
+    intel = other_host_records(INTEL_FULL)[0]
+    assert sorted(stem[:2] for stem in rerun) == ["01", "02", "03", "04", "05", "06", "07", "08"]
+    ((model, extensions),) = {processor_signature(record) for record in rerun.values()}
+    assert model == "family 25 model 1" and "avx2" in extensions.split() and "avx512f" not in extensions.split()
+    assert all(rerun[stem]["environment"]["libraries"] == committed[stem]["environment"]["libraries"] for stem in rerun)
+    assert all(not rerun[stem]["environment"]["constraints"]["unmet"] for stem in rerun)
+    assert all(rerun[stem]["seeds"]["seeds"] == [0, 1, 2] for stem in rerun if committed[stem].get("seeds"))
+    grid = "dual_weights"
+    assert (
+        rerun["03_cross_modal_attention"]["parameters"][grid]
+        == committed["03_cross_modal_attention"]["parameters"][grid]
+    )
+    moved = {stem[:2]: moved_values(committed[stem], rerun[stem]) for stem in rerun}
+    assert moved["01"] == {} and moved["07"] == {}
+    assert {name for name, _ in moved["02"]} == {"full_finetune_final_loss", "full_finetune_i2t_R@1"}
+    losses = findings.values_by_seed(committed["02_fine_tuning"])["full_finetune_final_loss"]
+    assert all(moved["02"]["full_finetune_final_loss", seed] < 1e-6 * losses[seed] for seed in range(3))
+    assert (
+        len(moved["04"]) == 2 and moved_values(intel["04_random_init_ablation"], rerun["04_random_init_ablation"]) == {}
+    )
+    assert all(
+        moved[stem[:2]] and moved_values(intel[stem], rerun[stem])
+        for stem in rerun
+        if stem[:2] in ("03", "05", "06", "08")
+    )
+    here, there = findings.verdicts(by_number(committed), "full"), findings.verdicts(by_number(rerun), "full")
+    assert len(here) > 10 and {pair: there[pair] for pair in here} == here  # there adds 03's soft vote (ADDED_SINCE)
 
 
 def test_a_later_intel_generation_gives_every_full_value_of_the_intel_host_with_the_same_extensions():
