@@ -362,26 +362,27 @@ def label_agreement(
 
     A gallery label is either one value (the catalogue's, or a hard guess) or the shares of several values (a vote,
     :func:`neighbour_label_shares`); then P is the chance that the query names the label the shares draw,
-    ``sum over values v of P(the query names v) x share(v)``. An item without a label for an attribute gets no term
-    for it (0); a label the classifier never saw gets ``log(floor)``, as does a probability below ``floor``.
+    ``sum over values v of P(the query names v) x share(v)``. An item without a label for an attribute is scored as
+    one whose label is unknown: its shares are the mean of the labelled gallery items' (the catalogue's mix of
+    values), so it scores neither as a match nor as a mismatch (a term of 0 = log 1 would rank it above every
+    labelled item). A label the classifier never saw gets ``log(floor)``, as does a probability below ``floor``; an
+    attribute no gallery item carries adds no term.
     """
     agreement = torch.zeros(len(queries), len(gallery_labels), dtype=torch.float64)
     for name, model in models.items():
         query_p = torch.from_numpy(model.predict_proba(list(queries)))  # (q, classes) float64
         column = {value: c for c, value in enumerate(model.classes_)}
         shares = torch.zeros(len(gallery_labels), len(column), dtype=torch.float64)  # (g, classes)
-        unlabelled = []
+        labelled = torch.tensor([name in labels for labels in gallery_labels], dtype=torch.bool)
+        if not labelled.any():
+            continue
         for j, labels in enumerate(gallery_labels):
-            if name not in labels:
-                unlabelled.append(j)
-                continue
-            vote = labels[name] if isinstance(labels[name], dict) else {labels[name]: 1.0}
-            for value, share in vote.items():
+            vote = labels.get(name, {})
+            for value, share in (vote if isinstance(vote, dict) else {vote: 1.0}).items():
                 if value in column:  # a value the classifier never saw adds nothing: P = 0, floored
                     shares[j, column[value]] += share
-        term = (query_p @ shares.T).clamp(min=floor).log()
-        term[:, unlabelled] = 0.0
-        agreement += term
+        shares[~labelled] = shares[labelled].mean(dim=0)  # an unknown label: the catalogue's mix of values
+        agreement += (query_p @ shares.T).clamp(min=floor).log()
     return agreement
 
 

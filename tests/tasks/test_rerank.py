@@ -462,13 +462,31 @@ def test_label_agreement_ranks_the_item_whose_labels_the_query_names_first():
     assert bool((agreement <= 0).all())  # sums of log-probabilities
 
 
-def test_label_agreement_skips_missing_labels_and_floors_unseen_ones():
+def test_label_agreement_floors_unseen_labels():
     models = rr.fit_caption_labels(*_labelled_captions())
-    gallery = [{"articleType": "shirt"}, {"baseColour": "purple", "articleType": "shirt"}]
+    gallery = [{"baseColour": "red", "articleType": "shirt"}, {"baseColour": "purple", "articleType": "shirt"}]
     agreement = rr.label_agreement(models, ["zeta red shirt"], gallery, floor=1e-3)
     shirt_term = rr.label_agreement(models, ["zeta red shirt"], [{"articleType": "shirt"}])[0, 0]
-    assert agreement[0, 0] == pytest.approx(shirt_term)  # no colour label: no colour term
     assert agreement[0, 1] == pytest.approx(shirt_term + math.log(1e-3))  # a colour never seen in training
+
+
+def test_a_missing_label_scores_as_the_catalogues_mix_of_values_not_as_a_match():
+    models = rr.fit_caption_labels(*_labelled_captions())
+    query = ["orbit men red shirt"]
+    gallery = [
+        {"baseColour": "red", "articleType": "shirt"},
+        {"baseColour": "black", "articleType": "shirt"},
+        {"baseColour": "black", "articleType": "shirt"},
+        {"articleType": "shirt"},  # colour unknown
+    ]
+    agreement = rr.label_agreement(models, query, gallery)[0]
+    mix = rr.label_agreement(models, query, [{"articleType": "shirt", "baseColour": {"red": 1 / 3, "black": 2 / 3}}])
+    assert agreement[3] == pytest.approx(float(mix[0, 0]))  # the labelled items' shares: 1 red, 2 black
+    assert agreement[1] < agreement[3] < agreement[0]  # below the red shirt the query names, above a black one
+    # an attribute that no gallery item carries adds no term to any of them
+    shirts_only = rr.label_agreement(models, query, [{"articleType": "shirt"}] * 2)
+    shirt_term = rr.label_agreement({"articleType": models["articleType"]}, query, [{"articleType": "shirt"}] * 2)
+    assert torch.equal(shirts_only, shirt_term)
 
 
 def test_neighbour_label_shares_are_the_vote_of_the_nearest_training_photos():
