@@ -229,6 +229,23 @@ def test_a_constant_metric_stays_a_plain_number_and_a_one_seed_record_says_so():
     assert findings.compare(one_seed, "a", "b") == "+0.100, one seed: not yet checked against the spread over seeds"
 
 
+def test_06_states_the_margin_of_the_compositor_picked_on_val_and_of_the_tests_own_best():
+    """Since 2026-12-07 notebook 06 keeps the learned compositor that scores best on val triplets; a record written
+    before holds only the margin of the test queries' own best, and the bullet says the pick was made there."""
+    leak = "target caption (seed 004's test; leaks the answer)/R@10"
+    before = {"n_queries": [500] * 3, "sum/R@10": [0.2, 0.3, 0.25], leak: [0.8] * 3}
+    before["best_minus_sum_R@10"] = [0.1, 0.12, 0.11]
+    since = {**before, "picked_minus_sum_R@10": [0.1, -0.02, 0.11], "n_val_queries": [180, 190, 200]}
+    old, new = (seeded_record("06_composed_retrieval", values) for values in (before, since))
+    assert "the best picked on these test queries under each seed" in findings._06(old)
+    assert "predate the pick on val triplets" in findings._06(old) and "kept" not in findings._06(old)
+    text = findings._06(new)
+    assert "the learned compositor kept (picked on the val triplets, 190 ± 10 queries) minus sum: +6.3 ± 7.2" in text
+    assert "the test queries' own best minus sum, which a pick on them would report: +11.0 ± 1.0" in text
+    verdicts = findings.verdicts({"06": new})
+    assert verdicts == {("picked_minus_sum_R@10", None): False, ("best_minus_sum_R@10", None): True}
+
+
 def test_markers_quoted_in_prose_are_not_the_section(tmp_path):
     readme = tmp_path / "README.md"
     prose = f"The tool writes between the `{findings.START}` / `{findings.END}` markers.\n"
@@ -416,8 +433,9 @@ def test_the_later_amd_hosts_real_records_say_what_the_reproducibility_log_says(
 
 # Metrics a notebook began to record after some of the records compared were written (01's recall on the queries that
 # are a train caption word for word, and on the rest, and 03's re-ranking by the photos' label vote kept soft, both
-# since 2026-12-06): one record of a pair may lack them.
-ADDED_SINCE = re.compile(r"t2i_(not_)?train_caption_|photo_label_soft_rerank/")
+# since 2026-12-06; 06's pick of the compositor to keep on val triplets, since 2026-12-07): one record of a pair may
+# lack them.
+ADDED_SINCE = re.compile(r"t2i_(not_)?train_caption_|photo_label_soft_rerank/|picked_minus_sum_|n_val_queries|val/")
 
 
 def moved_values(committed: dict, rerun: dict) -> dict[tuple[str, int], float]:
@@ -633,14 +651,14 @@ def test_the_real_profiles_verdicts_that_differ_on_another_host_are_those_the_lo
     findings (they are on the committed records), 02's two-stage recipe below full fine-tuning is one (it is not on
     the committed records); on each Intel host's (family 6 models 167 and 207, whose values are the same), the first
     two are not findings either, and the third is not one, as on the committed records. Every other verdict is the
-    same."""
+    same (a comparison that one side's records began to hold later aside: :data:`ADDED_SINCE`)."""
     another_host, committed = other_host_records(host)
     assert all(record["seeds"]["seeds"] == [0, 1, 2] for record in [*another_host.values(), *committed.values()])
     here = findings.verdicts(by_number(committed), "real")
     there = findings.verdicts(by_number(another_host), "real")
-    assert here.keys() <= there.keys() and len(here) > 3
-    assert all(ADDED_SINCE.match(first) for first, _ in there.keys() - here.keys())  # rows the committed records lack
-    assert {pair: (here[pair], there[pair]) for pair in here if here[pair] != there[pair]} == differing
+    assert len(here) > 3 and all(ADDED_SINCE.match(first) for first, _ in here.keys() ^ there.keys())  # added since
+    both = here.keys() & there.keys()
+    assert {pair: (here[pair], there[pair]) for pair in both if here[pair] != there[pair]} == differing
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ its own reference image*; a hit is a retrieved item that *matches* the target. W
 the dataset (:data:`DEFAULT_MATCH`): Fashion200k counts any image with the target's caption, the procedural
 catalogue any item with exactly the target's attributes, FashionIQ only the target itself.
 
-Also here: the training triplets of datasets that ship only test queries (:func:`composed_triplets`), a
-``Dataset`` over precomputed CLIP features so compositors train in seconds on a CPU
+Also here: the training and validation triplets of datasets that ship only test queries (:func:`split_triplets`,
+:func:`composed_triplets`), a ``Dataset`` over precomputed CLIP features so compositors train in seconds on a CPU
 (:class:`TripletFeatureDataset`), the compositors' training loss (:func:`composed_batch_loss`; the modules are in
 ``course_utils.models.compositors``) and chunked recall@K (:func:`composed_recall_at_k`).
 """
@@ -267,28 +267,52 @@ def caption_swap_triplets(items: Sequence[Item], seed: int, per_reference: int =
     return triplets
 
 
+def split_triplets(split: Catalogue, dataset: str, seed: int = 0) -> list[CompositionTriplet]:
+    """Composed triplets on one split by the rule that makes a dataset's training triplets (notebook 06 makes its
+    train and val triplets with it).
+
+    - ``synthetic``, ``fashioniq``: the catalogue's own triplets on the split.
+    - ``fashion200k``: captions differing in one word (:func:`caption_swap_triplets`, as TIRG trains).
+    - ``fashion-product-small``: colour swaps (:data:`~course_utils.data.fashion_product.COLOUR_SWAP` within
+      ``COLOUR_SWAP_WITHIN``), the rule of the loader's test swaps.
+    - ``deepfashion-multimodal``: pattern swaps of the top (:data:`PATTERN_SWAP` within ``PATTERN_SWAP_WITHIN``).
+    """
+    if dataset == "fashion200k":
+        return caption_swap_triplets(split.items, seed)
+    if dataset == "fashion-product-small":
+        return attribute_swap_triplets(split.items, COLOUR_SWAP, COLOUR_SWAP_WITHIN, seed)
+    if dataset == "deepfashion-multimodal":
+        return attribute_swap_triplets(split.items, PATTERN_SWAP, PATTERN_SWAP_WITHIN, seed)
+    return list(split.triplets)
+
+
 def composed_triplets(
     train: Catalogue, test: Catalogue, dataset: str, seed: int = 0
 ) -> tuple[list[CompositionTriplet], list[CompositionTriplet]]:
-    """(training triplets, test triplets) of a dataset under the course's conventions.
-
-    - ``synthetic``, ``fashioniq``: the catalogue's own triplets on each split.
-    - ``fashion200k``: the TIRG test queries; training triplets from captions differing in one word.
-    - ``fashion-product-small``: the loader's test colour swaps; training colour swaps built by the same rule
-      (:data:`~course_utils.data.fashion_product.COLOUR_SWAP` within ``COLOUR_SWAP_WITHIN``) on the train split.
-    - ``deepfashion-multimodal``: pattern swaps of the top (:data:`PATTERN_SWAP`) on each split.
+    """(training triplets, test triplets) of a dataset under the course's conventions: the training triplets by
+    :func:`split_triplets`; the test triplets the dataset's own test queries (Fashion200k's TIRG queries, the
+    loaders' test triplets), except on ``deepfashion-multimodal``, whose loader has none: :func:`split_triplets` on
+    the test split.
     """
-    if dataset == "fashion200k":
-        return caption_swap_triplets(train.items, seed), list(test.triplets)
-    if dataset == "fashion-product-small":
-        swaps = attribute_swap_triplets(train.items, COLOUR_SWAP, COLOUR_SWAP_WITHIN, seed)
-        return swaps, list(test.triplets)
-    if dataset == "deepfashion-multimodal":
-        return (
-            attribute_swap_triplets(train.items, PATTERN_SWAP, PATTERN_SWAP_WITHIN, seed),
-            attribute_swap_triplets(test.items, PATTERN_SWAP, PATTERN_SWAP_WITHIN, seed),
-        )
-    return list(train.triplets), list(test.triplets)
+    own_test_triplets = dataset != "deepfashion-multimodal"
+    test_triplets = list(test.triplets) if own_test_triplets else split_triplets(test, dataset, seed)
+    return split_triplets(train, dataset, seed), test_triplets
+
+
+def validation_queries(
+    catalogue: Catalogue, dataset: str, seed: int = 0, match: str | Sequence[str] = "attributes", k: int = 10
+) -> ComposedQueries | None:
+    """The composed queries of the catalogue's ``val`` split, by :func:`split_triplets` on its items and ranked
+    among them: where notebook 06 picks the learned compositor to keep, so that the test queries only measure it.
+
+    ``None`` when there is nothing to pick on: the catalogue has no ``val`` split (Fashion200k), the rule makes no
+    triplet there, or the split has too few items to rank ``k`` others besides a query's reference.
+    """
+    if not any(item.split == "val" for item in catalogue):
+        return None
+    split = catalogue.split("val")
+    queries = composed_queries(split, split_triplets(split, dataset, seed), match)
+    return queries if len(queries) and len(split) > k else None
 
 
 # --- training a compositor ------------------------------------------------------------------------------------------

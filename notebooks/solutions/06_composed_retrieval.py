@@ -17,19 +17,19 @@ Exercise 2 (code, a new compositor). ``WeightedSum`` mixes the two features with
 text: ``normalize((1 - alpha) image + alpha text)``. At ``alpha = 0.5`` it is exactly *sum* (a positive factor does
 not change a normalised vector): a check that the new row is wired correctly. Sweeping ``alpha`` on the queries
 tells which side the plain sum under-weights; a sweep on the *test* queries is an optimistic number, so pick
-alpha on training triplets before reporting it. ``GatedSum`` learns two per-dimension gates from the text, one on
-the image and one on the text, initialised so that it starts as *sum*; trained with the classification loss it
-ends above *sum* on the ci run (one run; read the gap against the notebook's noise, and against ``WeightedSum`` at
-its best alpha, which a fixed reweighting may already reach). A first version that started from random gates ended
-*below* sum: start learned models at the baseline. ``compositor_table`` puts both in the notebook's table next to
-*sum*.
+alpha on the val triplets (``val_queries``, where the notebook picks its compositor) before reporting it.
+``GatedSum`` learns two per-dimension gates from the text, one on the image and one on the text, initialised so
+that it starts as *sum*; trained with the classification loss it ends above *sum* on the ci run (one run; read the
+gap against the notebook's noise, and against ``WeightedSum`` at its best alpha, which a fixed reweighting may already
+reach). A first version that started from random gates ended *below* sum: start learned models at the baseline.
+``compositor_table`` puts both in the notebook's table next to *sum*.
 
 Exercise 3 (code, temperature of the classification loss). ``scale_sweep`` trains TIRG with the loss's inverse
 temperature at 5, 20 (the notebook's) and 50. A small scale makes the softmax flat (every negative pushed
 equally), a large one focuses on the hardest in-batch negatives (in-batch targets that match the query are masked
 out, neither positive nor negative). Sharper is not better by itself: the notebook's 20 is a default, not a tuned
 value, and a large scale lets a few hard negatives dominate each query's gradient. So read the R@10 of the three
-runs against each other and their noise before preferring one, and pick the scale on training triplets, not on the
+runs against each other and their noise before preferring one, and pick the scale on the val triplets, not on the
 test queries.
 
 Exercise 4 (think). The "target caption" row: the query text already describes the answer, so it measures how
@@ -47,8 +47,8 @@ image tower frozen and the plain sum as the compositor (the extended CLIP4Cir's 
 element-wise sum, there with both encoders), would teach it to map a modification to roughly the step from reference
 to target: the text vector of "replace red with blue" moves toward blue and away from red. Expect, on the same test
 queries: (i) the largest gain on *sum* itself, since it is the compositor the tower is tuned for; (ii) a smaller
-gain for the learned compositors, which already learn that mapping on frozen features, so the margin of the best
-learned compositor over sum should shrink; (iii) only the text features change, the gallery's image features do not,
+gain for the learned compositors, which already learn that mapping on frozen features, so the margin of the
+compositor kept over sum should shrink; (iii) only the text features change, the gallery's image features do not,
 so the compositors retrain on features as cheaply as before. Two risks to measure rather than assume: the procedural
 catalogue has few distinct modification phrasings, shared by train and test triplets, so a tower that memorises them
 scores optimistically; and the text tower is shared with caption retrieval, so training it on modifications alone

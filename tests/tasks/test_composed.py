@@ -19,6 +19,7 @@ from course_utils.tasks.composed import (
     default_match,
     match_groups,
     top_k_excluding,
+    validation_queries,
 )
 
 
@@ -174,6 +175,36 @@ def test_deepfashion_triplets_swap_the_tops_pattern_within_gender_and_category_o
     assert {(t.reference_id, t.target_id) for t in test_triplets} == {("d", "e"), ("e", "d")}
     assert all(t.modification.startswith("replace ") for t in train_triplets + test_triplets)
     assert DEFAULT_MATCH["deepfashion-multimodal"] == ("gender", "category", "upper_pattern")
+
+
+def test_validation_queries_are_the_val_splits_by_the_training_rule_or_none():
+    """Notebook 06 picks the compositor to keep on them: colour swaps among the val items, ranked among those items;
+    None when there is nothing to pick on (no val split, no triplet there, or too few items to rank 10 others)."""
+
+    def shirt(item_id, split, colour):
+        return _item(item_id, split=split, articleType="Tshirts", gender="Men", baseColour=colour)
+
+    colours = ["Red", "Blue", "Black", "White"] * 3
+    items = [shirt(f"v{i}", "val", colour) for i, colour in enumerate(colours)] + [shirt("t", "train", "Red")]
+    match = default_match("fashion-product-small")
+    queries = validation_queries(Catalogue("fp", items), "fashion-product-small", seed=0, match=match)
+    assert queries.gallery.ids == [f"v{i}" for i in range(12)] and len(queries) == 12  # one swap per reference
+    for t in queries.triplets:
+        old, new = t.changed["baseColour"]
+        assert queries.gallery.by_id(t.reference_id).attributes["baseColour"] == old != new
+    assert validation_queries(Catalogue("fp", items), "fashion-product-small", seed=0, match=match, k=12) is None
+    assert validation_queries(Catalogue("fp", items[-1:]), "fashion-product-small", match=match) is None  # no val
+    one_colour = [shirt(f"v{i}", "val", "Red") for i in range(12)]
+    assert validation_queries(Catalogue("fp", one_colour), "fashion-product-small", match=match) is None
+
+
+def test_synthetic_validation_queries_are_the_catalogues_own_val_triplets():
+    catalogue = load_catalogue(
+        "synthetic", size={"pretrain": 0, "train": 20, "val": 60, "test": 20}, seed=0, use_cache=False
+    )
+    queries = validation_queries(catalogue, "synthetic", seed=0)
+    assert queries.triplets == catalogue.split("val").triplets and len(queries) > 10
+    assert {catalogue.by_id(i).split for i in queries.gallery.ids} == {"val"}
 
 
 def _unit_rows(seed: int, rows: int = 5, dim: int = 8) -> torch.Tensor:
