@@ -318,12 +318,13 @@ def _05(r: dict) -> str:
 
 
 LEAK = "target caption (seed 004's test; leaks the answer)"
+#: Notebook 06's learned compositors, in its order (its RECIPES).
+LEARNED_COMPOSITORS = ("concat + MLP", "TIRG", "ComplexRotation (ComposeAE)", "Combiner (CLIP4Cir)")
 
 
 def _06(r: dict) -> str:
     m = numbers(r)
-    learned = ["concat + MLP", "TIRG", "ComplexRotation (ComposeAE)", "Combiner (CLIP4Cir)"]
-    rows = [f"{name} {100 * m[f'{name}/R@10']:.1f}" for name in ["sum", *learned] if f"{name}/R@10" in m]
+    rows = [f"{name} {100 * m[f'{name}/R@10']:.1f}" for name in ["sum", *LEARNED_COMPOSITORS] if f"{name}/R@10" in m]
     points = {"scale": 100, "digits": 1, "unit": " points"}
     test_best = compare(r, "best_minus_sum_R@10", **points)
     if "picked_minus_sum_R@10" in m:  # records since 2026-12-07: the compositor kept is picked on val triplets

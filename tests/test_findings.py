@@ -554,12 +554,14 @@ def test_06s_val_pick_in_the_records_is_what_the_reproducibility_log_says():
     """``results/REPRODUCIBILITY.md``, 2026-12-07: on the committed real records val keeps TIRG under seeds 0 and 1,
     where the test queries' own best is another compositor, and the test's best under seed 2; on the full profile of
     the AVX2 AMD host val keeps the test's own best under every seed."""
-    learned = ["concat + MLP", "TIRG", "ComplexRotation (ComposeAE)", "Combiner (CLIP4Cir)"]
 
     def picks(record: dict) -> list[tuple[str, str]]:
         values = findings.values_by_seed(record)
         return [
-            tuple(max(learned, key=lambda name: values[f"{prefix}{name}/R@10"][seed]) for prefix in ("val/", ""))
+            tuple(
+                max(findings.LEARNED_COMPOSITORS, key=lambda name: values[f"{prefix}{name}/R@10"][seed])
+                for prefix in ("val/", "")
+            )
             for seed in (0, 1, 2)
         ]
 
