@@ -338,11 +338,18 @@ def _06(r: dict) -> str:
             "best learned minus sum (the best picked on these test queries under each seed, so the margin leans "
             f"optimistic; these records predate the pick on val triplets): {test_best}"
         )
+    new_value_only = (  # records since 2026-12-07: notebook 06's sum fed only the value the text asks for
+        f' The sum fed only the new value ("blue" of "replace red with blue") scores '
+        f"{100 * m['sum, new value only/R@10']:.1f}; the learned compositor kept minus it: "
+        f"{compare(r, 'picked_minus_sum_new_value_only_R@10', **points)}."
+        if "sum, new value only/R@10" in m
+        else ""
+    )
     return (
         f"**06 — composed retrieval** (R@10 %, reference excluded, {m['n_queries']} queries): "
         f"{', '.join(rows)} (ComplexRotation trained with seed 004's soft triplet loss; ComposeAE used the "
-        f"classification loss on Fashion200k); {margin}. Seed 004's protocol, the target's own caption as the query, "
-        f"scores {100 * m[LEAK + '/R@10']:.1f}: it leaks the answer."
+        f"classification loss on Fashion200k); {margin}.{new_value_only} Seed 004's protocol, the target's own "
+        f"caption as the query, scores {100 * m[LEAK + '/R@10']:.1f}: it leaks the answer."
     )
 
 

@@ -246,6 +246,22 @@ def test_06_states_the_margin_of_the_compositor_picked_on_val_and_of_the_tests_o
     assert verdicts == {("picked_minus_sum_R@10", None): False, ("best_minus_sum_R@10", None): True}
 
 
+def test_06_names_the_sum_fed_only_the_new_value_only_when_the_record_has_it():
+    """Since 2026-12-07 notebook 06 records the sum fed only the value its text asks for ("blue" of "replace red
+    with blue") and the kept compositor's margin over it; the bullet states both, and an older record stays silent."""
+    leak = "target caption (seed 004's test; leaks the answer)/R@10"
+    older = {"n_queries": [500] * 3, "sum/R@10": [0.2] * 3, leak: [0.8] * 3, "best_minus_sum_R@10": [0.1] * 3}
+    older.update({"picked_minus_sum_R@10": [0.1] * 3, "n_val_queries": [190] * 3})
+    since = {**older, "sum, new value only/R@10": [0.3, 0.32, 0.34]}
+    since["picked_minus_sum_new_value_only_R@10"] = [0.0, -0.02, 0.02]
+    old, new = (seeded_record("06_composed_retrieval", values) for values in (older, since))
+    assert "new value" not in findings._06(old)
+    text = findings._06(new)
+    assert 'The sum fed only the new value ("blue" of "replace red with blue") scores 32.0 ± 2.0;' in text
+    assert "the learned compositor kept minus it: +0.0 ± 2.0 points, higher under 1 of 3 seeds: not a finding." in text
+    assert ("picked_minus_sum_new_value_only_R@10", None) in findings.verdicts({"06": new})
+
+
 def test_markers_quoted_in_prose_are_not_the_section(tmp_path):
     readme = tmp_path / "README.md"
     prose = f"The tool writes between the `{findings.START}` / `{findings.END}` markers.\n"
@@ -433,9 +449,11 @@ def test_the_later_amd_hosts_real_records_say_what_the_reproducibility_log_says(
 
 # Metrics a notebook began to record after some of the records compared were written (01's recall on the queries that
 # are a train caption word for word, and on the rest, and 03's re-ranking by the photos' label vote kept soft, both
-# since 2026-12-06; 06's pick of the compositor to keep on val triplets, since 2026-12-07): one record of a pair may
-# lack them.
-ADDED_SINCE = re.compile(r"t2i_(not_)?train_caption_|photo_label_soft_rerank/|picked_minus_sum_|n_val_queries|val/")
+# since 2026-12-06; 06's pick of the compositor to keep on val triplets and its sum fed only the new value, since
+# 2026-12-07): one record of a pair may lack them.
+ADDED_SINCE = re.compile(
+    r"t2i_(not_)?train_caption_|photo_label_soft_rerank/|picked_minus_sum_|n_val_queries|val/|sum, new value only/"
+)
 
 
 def moved_values(committed: dict, rerun: dict) -> dict[tuple[str, int], float]:

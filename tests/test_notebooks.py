@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from course_utils import run
+from course_utils import findings, run
 from course_utils.paths import REPO_ROOT
 
 pytestmark = pytest.mark.notebooks
@@ -107,6 +107,17 @@ def assert_caption_groups_make_up_the_gallery(baseline: dict) -> None:
 
 def test_01_records_recall_on_the_queries_that_are_train_captions_and_on_the_others(ci_run):
     assert_caption_groups_make_up_the_gallery(read_records(ci_run / "results")["01"])
+
+
+def test_06_records_the_kept_compositors_margins_over_the_sum_and_over_the_sum_fed_only_the_new_value(ci_run):
+    """Notebook 06 keeps the learned compositor that scores best on val triplets; its record's margins are that
+    compositor's test R@10 minus the sum's and minus the sum fed only the value the text asks for."""
+    m = read_records(ci_run / "results")["06"]
+    kept = max(findings.LEARNED_COMPOSITORS, key=lambda name: m[f"val/{name}/R@10"])
+    assert m["picked_minus_sum_R@10"] == pytest.approx(m[f"{kept}/R@10"] - m["sum/R@10"], abs=1e-9)
+    new_value_only = m["sum, new value only/R@10"]
+    assert 0 < new_value_only <= 1 and new_value_only != m["sum/R@10"]
+    assert m["picked_minus_sum_new_value_only_R@10"] == pytest.approx(m[f"{kept}/R@10"] - new_value_only, abs=1e-9)
 
 
 def read_records(folder) -> dict[str, dict]:
