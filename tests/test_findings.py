@@ -394,6 +394,11 @@ def processor_signature(record: dict) -> tuple[str, str]:
     return generation.rsplit(" stepping", 1)[0], extensions
 
 
+def committed_real_record(number: str) -> dict:
+    """The committed real-profile record of notebook ``number`` (``results/real/``)."""
+    return findings.read_records(REPO_ROOT / "results" / "real", "real")[number]
+
+
 def other_host_records(host: str) -> tuple[dict, dict]:
     """The records rerun on another host (``results/other-hosts/<host>/``, ``host`` ending in its profile) and the
     committed ones of the same notebooks (``results/<profile>/``), by stem."""
@@ -583,7 +588,7 @@ def test_06s_val_pick_in_the_records_is_what_the_reproducibility_log_says():
             for seed in (0, 1, 2)
         ]
 
-    real = json.loads((REPO_ROOT / "results" / "real" / "06_composed_retrieval.json").read_text())
+    real = committed_real_record("06")
     (kept_0, best_0), (kept_1, best_1), (kept_2, best_2) = picks(real)
     assert kept_0 == kept_1 == "TIRG" and best_0 != kept_0 and best_1 != kept_1 and kept_2 == best_2
     values = findings.values_by_seed(real)
@@ -905,7 +910,7 @@ def test_on_the_committed_real_records_the_sum_fed_only_the_new_colour_closes_mo
     """README › Real photos, 2026-12-07: on the photos the sum fed only the new colour ("black" of "replace blue with
     black") closes most of the gap between the sum and the learned compositor kept under every seed, and the kept one
     still beats it under every seed by more than the spread."""
-    record = json.loads((REPO_ROOT / "results" / "real" / "06_composed_retrieval.json").read_text())
+    record = committed_real_record("06")
     values = record["seeds"]["values"]
     closed = [new - old for new, old in zip(values["sum, new value only/R@10"], values["sum/R@10"])]
     assert all(part > gap / 2 for part, gap in zip(closed, values["picked_minus_sum_R@10"]))
@@ -917,7 +922,7 @@ def test_on_the_committed_real_records_the_soft_label_vote_neither_leads_nor_tra
     row, have the soft vote tie the hard guesses under one seed, beat them under another and lose under the third,
     below issue 14's +20 % under every seed; val picked the grid's largest dual weight (3) for the hard guesses under
     every seed."""
-    record = json.loads((REPO_ROOT / "results" / "real" / "03_cross_modal_attention.json").read_text())
+    record = committed_real_record("03")
     values = record["seeds"]["values"]
     assert max(record["parameters"]["dual_weights"]) == 3.0 and set(values["photo_label_rerank/dual_weight"]) == {3.0}
     soft, hard = values["photo_label_soft_rerank/R@1"], values["photo_label_rerank/R@1"]
