@@ -319,7 +319,8 @@ def _05(r: dict) -> str:
 
 LEAK = "target caption (seed 004's test; leaks the answer)"
 #: Notebook 06's learned compositors, in its order (its RECIPES).
-LEARNED_COMPOSITORS = ("concat + MLP", "TIRG", "ComplexRotation (ComposeAE)", "Combiner (CLIP4Cir)")
+COMPLEX_ROTATION = "ComplexRotation (ComposeAE)"
+LEARNED_COMPOSITORS = ("concat + MLP", "TIRG", COMPLEX_ROTATION, "Combiner (CLIP4Cir)")
 
 
 def _06(r: dict) -> str:
@@ -338,6 +339,17 @@ def _06(r: dict) -> str:
             "best learned minus sum (the best picked on these test queries under each seed, so the margin leans "
             f"optimistic; these records predate the pick on val triplets): {test_best}"
         )
+
+    def loss_swap(compositor: str, higher: str, lower: str) -> str:
+        """Notebook 06's loss ablation: ``compositor`` trained with loss ``higher`` minus with ``lower`` (R@10)."""
+        return compare(r, f"ablation/{compositor} + {higher}/R@10", f"ablation/{compositor} + {lower}/R@10", **points)
+
+    losses = (
+        " Swapping the loss: ComplexRotation with ComposeAE's classification loss minus with the soft triplet loss: "
+        f"{loss_swap(COMPLEX_ROTATION, 'classification', 'soft_triplet (main recipe)')}; TIRG with its main recipe, "
+        f"the classification loss, minus with the soft triplet loss: "
+        f"{loss_swap('TIRG', 'classification (main recipe)', 'soft_triplet')}."
+    )
     new_value_only = (  # records since 2026-12-07: notebook 06's sum fed only the value the text asks for
         f' The sum fed only the new value ("blue" of "replace red with blue") scores '
         f"{100 * m['sum, new value only/R@10']:.1f}; the learned compositor kept minus it: "
@@ -348,8 +360,8 @@ def _06(r: dict) -> str:
     return (
         f"**06 — composed retrieval** (R@10 %, reference excluded, {m['n_queries']} queries): "
         f"{', '.join(rows)} (ComplexRotation trained with seed 004's soft triplet loss; ComposeAE used the "
-        f"classification loss on Fashion200k); {margin}.{new_value_only} Seed 004's protocol, the target's own "
-        f"caption as the query, scores {100 * m[LEAK + '/R@10']:.1f}: it leaks the answer."
+        f"classification loss on Fashion200k); {margin}.{new_value_only}{losses} Seed 004's protocol, the target's "
+        f"own caption as the query, scores {100 * m[LEAK + '/R@10']:.1f}: it leaks the answer."
     )
 
 
