@@ -79,7 +79,7 @@ student: setup
 # The decks' scripts, fetched once from the npm registry so the decks work offline. The stamp is written only when
 # every package came: after a failed fetch (no npm, no network) the packages fetched so far are removed, the decks
 # load their scripts from the CDN, and the next make slides (or make test) tries again; the failure never fails make.
-# One try per package: npm's own retries made each make test wait 71 s on a machine without network (0.5 s without).
+# One try per package: on a machine without network npm's own retries held each make test 71 s; one try fails in 0.5 s.
 slides-js: $(SLIDES_JS)/.fetched
 
 SLIDES_JS_FOLDERS := $(foreach package,$(SLIDES_JS_PACKAGES),$(firstword $(subst @, ,$(package))))
