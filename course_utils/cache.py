@@ -47,6 +47,7 @@ ARTIFACT_VERSIONS = {
     "photo-clip": 1,  # the course CLIP pretrained on real photos (tasks/photo_pretrain.py)
     "finetuned": 1,  # notebook 02's full fine-tuning (tasks/retrieval.py)
     "two-stage": 1,  # seed 000's two-stage fine-tuning (tasks/retrieval.py)
+    "reranker-fit": 1,  # notebook 03's re-rankers trained on frozen features (tasks/rerank.py)
     # pooled image / text embeddings (embed.py). Image keys hash the image bytes, not how they are decoded: a change
     # to data/records.py's decode_image (DECODE_MIN_SIDE, EXIF orientation, 16-bit and float greyscale scaled to
     # 8 bits instead of clipped: 2) must bump this too.

@@ -212,6 +212,7 @@ class Seed002CrossModal(nn.Module):
 
     def __init__(self, embed_dim: int, num_heads: int = 8, num_layers: int = 6):
         super().__init__()
+        self.config = {"embed_dim": embed_dim, "num_heads": num_heads, "num_layers": num_layers}  # as the matcher's
         layer = nn.TransformerEncoderLayer(
             d_model=embed_dim, nhead=num_heads, dim_feedforward=4 * embed_dim, batch_first=True
         )

@@ -5,7 +5,8 @@ holds the recipe and its evaluation:
 
 * training data and loss: :func:`mine_hard_negatives`, :class:`HardNegativePairs`, :func:`itm_batch_loss`, and
   the pair scorers :func:`token_pair_logits`, :func:`pooled_pair_logits`, :func:`live_pair_logits`; training the
-  matcher with a copy of the towers, :func:`fit_with_tuned_towers`;
+  matcher with a copy of the towers, :func:`fit_with_tuned_towers`; on frozen features, once per cache key,
+  :func:`fit_on_frozen_features`;
 * re-ranking: :func:`top_k_candidates`, :func:`score_candidates`, :func:`rerank`, :func:`reranked_similarity`;
 * a re-ranker with the catalogue's labels: :func:`fit_caption_labels`, :func:`label_agreement`, and the same labels
   as the photos suggest them, :func:`neighbour_label_shares` (the neighbours' vote) and :func:`strongest_labels`
@@ -23,8 +24,9 @@ from __future__ import annotations
 
 import copy
 import numbers
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +36,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..cache import has_intact_contents, torch_save_atomic, with_content_digest
+from ..cache import (
+    artifact_path,
+    cached_artifact,
+    content_sha256,
+    has_intact_contents,
+    torch_save_atomic,
+    with_content_digest,
+)
 from ..checks import is_whole_number
 from ..data.records import Catalogue
 from ..embed import ImageTokens, TextTokens, caption_texts, encode_image_tokens, encode_text_tokens, trim_padding
@@ -43,7 +52,7 @@ from ..metrics import recall_at_k
 from ..models.clip_loader import ClipBundle
 from ..models.cross_modal import ImageTextMatcher, MatcherWithEncoders
 from ..models.tokens import text_token_features
-from ..train import TrainConfig, TrainHistory, fit
+from ..train import TrainConfig, TrainHistory, fit, recipe_key
 
 if TYPE_CHECKING:  # scikit-learn is imported where it is used (only notebook 03's label re-rankers need it)
     from sklearn.pipeline import Pipeline
@@ -243,6 +252,73 @@ def fit_with_tuned_towers(
     history = fit(model, pairs, itm_batch_loss(pair_logits), towers_config, head_parameters=heads, progress=progress)
     tuned = replace(dual, model=model.clip.eval(), identity=f"{dual.identity}+itm-tuned-seed{config.seed}")
     return history, tuned
+
+
+@dataclass
+class FitOnce:
+    """What :func:`fit_on_frozen_features` hands back: the training's history and seconds, and whether this call
+    trained (False: history and seconds are those of the run that trained, loaded from the cache with the weights)."""
+
+    history: TrainHistory
+    seconds: float
+    trained_here: bool
+
+
+def fit_on_frozen_features(
+    model: nn.Module,
+    pairs: HardNegativePairs,
+    pair_scorer: Callable[[ImageTokens, TextTokens], PairLogits],
+    images: ImageTokens,
+    texts: TextTokens,
+    config: TrainConfig,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> FitOnce:
+    """``fit(model, pairs, itm_batch_loss(pair_scorer(images, texts)), config)``, trained once and then loaded.
+
+    The weights it ends with, its history and its seconds are cached under a key hashed from all the training
+    reads: the model's class, ``config`` (its constructor arguments) and initial weights, the features, the
+    negatives and how ``pairs`` draws them, and the recipe. A rerun of notebook 03 that changes only what is
+    evaluated (``label_neighbours``, ``dual_weights``, ``rerank_k``) therefore loads the same weights instead of
+    training them again; a damaged file is rebuilt like every cached artefact.
+
+    Args:
+        model: an :class:`ImageTextMatcher` or a :class:`Seed002CrossModal`, as constructed (seeded).
+        pairs: the hard-negative pairs over the split that ``images`` and ``texts`` encode.
+        pair_scorer: :func:`token_pair_logits` or :func:`pooled_pair_logits`.
+        images, texts: the frozen dual encoder's features of that split.
+        config: the training recipe.
+        use_cache: False trains without reading or writing the cache.
+        progress: show fit's progress bar.
+    """
+    device = next(model.parameters()).device
+    parts = {
+        "model": [type(model).__name__, model.config, content_sha256(model.state_dict())],
+        "features": [pair_scorer.__name__, content_sha256([vars(images), vars(texts)])],
+        "negatives": content_sha256([pairs.image_negatives, pairs.text_negatives]),
+        "draws": [pairs.seed, pairs.easy_epochs, pairs.random_share],
+        "train": recipe_key(config, device),
+    }
+    path = artifact_path("reranker-fit", parts, prefix=type(model).__name__)
+    initial = copy.deepcopy(model.state_dict())
+    trained_here = False
+
+    def train() -> dict:
+        nonlocal trained_here
+        model.load_state_dict(initial)  # from the initial weights, even after a rejected cache file
+        start = time.perf_counter()
+        history = fit(model, pairs, itm_batch_loss(pair_scorer(images, texts)), config, progress=progress)
+        trained_here = True
+        return {"model": model.state_dict(), "history": asdict(history), "seconds": time.perf_counter() - start}
+
+    def check(state: dict) -> None:  # a file that loads must also hold a history and its seconds
+        model.load_state_dict(state["model"])
+        if not isinstance(state["history"], dict) or not isinstance(state["seconds"], float):
+            raise ValueError("no training history or seconds beside the weights")
+
+    state = cached_artifact(path, train, use_cache, validate=check)
+    model.load_state_dict(state["model"])
+    return FitOnce(TrainHistory(**state["history"]), state["seconds"], trained_here)
 
 
 # --- re-ranking the dual encoder's top-K --------------------------------------------------------------------------

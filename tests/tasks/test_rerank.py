@@ -388,6 +388,81 @@ def test_fit_with_tuned_towers_trains_a_copy_and_leaves_the_dual_encoder_and_the
     assert not torch.equal(tuned.model.visual.conv1.weight, before["visual.conv1.weight"])  # the copy trained
 
 
+def _frozen_features(items: int = 8, seed: int = 2) -> tuple[embed.ImageTokens, embed.TextTokens]:
+    """Random frozen features of ``items`` images (9 tokens of width 16) and captions (7 tokens of width 24), in the
+    shapes notebook 03 hands the matcher and seed 002's model."""
+    image, text, padding = _inputs(batch=items, seed=seed)
+    pooled = torch.nn.functional.normalize(torch.randn(items, 16, generator=torch.Generator().manual_seed(seed)), dim=1)
+    return embed.ImageTokens(image, pooled, (2, 4)), embed.TextTokens(text, padding, pooled.flip(0))
+
+
+def _fit_once(model_seed: int = 0, easy_epochs: int = 0, lr: float = 1e-2, features=None, use_cache: bool = True):
+    """The matcher of ``_matcher(model_seed)`` trained by :func:`rr.fit_on_frozen_features` on 8 items, 2 steps."""
+    from course_utils.train import TrainConfig
+
+    images, texts = features or _frozen_features()
+    negatives = torch.tensor([[(i + 1) % 8, (i + 2) % 8] for i in range(8)])
+    pairs = rr.HardNegativePairs(negatives, negatives, seed=0, easy_epochs=easy_epochs)
+    matcher = _matcher(model_seed)
+    config = TrainConfig(epochs=1, batch_size=4, lr=lr, seed=3)
+    done = rr.fit_on_frozen_features(
+        matcher, pairs, rr.token_pair_logits, images, texts, config, use_cache=use_cache, progress=False
+    )
+    return matcher, done
+
+
+def test_fit_on_frozen_features_trains_once_and_a_rerun_loads_the_same_weights_history_and_seconds(isolated_cache):
+    trained, first = _fit_once()
+    assert first.trained_here and len(first.history.steps) == 2 and first.seconds > 0
+    uncached, _ = _fit_once(use_cache=False)  # what fit gives without the cache: the same weights
+    loaded, again = _fit_once()
+    assert not again.trained_here
+    assert (again.history.steps, again.seconds) == (first.history.steps, first.seconds)
+    for name, value in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value) and torch.equal(uncached.state_dict()[name], value)
+    assert not torch.equal(loaded.state_dict()["head.weight"], _matcher(0).state_dict()["head.weight"])  # it trained
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"model_seed": 1}, {"easy_epochs": 1}, {"lr": 1e-3}, {"features": _frozen_features(seed=5)}],
+    ids=["initial weights", "negative draws", "recipe", "features"],
+)
+def test_fit_on_frozen_features_trains_again_when_anything_the_training_reads_changes(isolated_cache, change):
+    _fit_once()
+    assert _fit_once(**change)[1].trained_here
+
+
+def test_fit_on_frozen_features_keys_seed002s_model_apart_and_heals_a_damaged_file(isolated_cache, caplog):
+    from course_utils.train import TrainConfig
+
+    images, texts = _frozen_features()
+    negatives = torch.tensor([[(i + 1) % 8, (i + 2) % 8] for i in range(8)])
+    pairs = rr.HardNegativePairs(negatives, negatives, seed=0)
+    config = TrainConfig(epochs=1, batch_size=4, lr=1e-2, seed=3)
+
+    def fit_seed002(heads: int):
+        torch.manual_seed(0)
+        model = cm.Seed002CrossModal(16, num_heads=heads, num_layers=1)
+        return model, rr.fit_on_frozen_features(
+            model, pairs, rr.pooled_pair_logits, images, texts, config, progress=False
+        )
+
+    model, first = fit_seed002(heads=4)
+    assert first.trained_here
+    assert fit_seed002(heads=2)[1].trained_here  # the same weights' shapes, another architecture: its own file
+    files = sorted((isolated_cache / "reranker-fit").glob("Seed002CrossModal-*.pt"))
+    assert len(files) == 2
+    for path in files:
+        path.write_bytes(path.read_bytes()[:-10])  # truncated: fails its checksum
+    healed, again = fit_seed002(heads=4)
+    assert again.trained_here and "damaged" in caplog.text
+    assert again.history.steps == first.history.steps
+    for name, value in model.state_dict().items():
+        assert torch.equal(healed.state_dict()[name], value)
+    assert not fit_seed002(heads=4)[1].trained_here  # healed: the rebuilt file loads
+
+
 def test_rerank_split_and_pick_dual_weight_hand_computed():
     # 3 queries, 4 gallery items; query i's true item is i
     images = embed.ImageTokens(torch.zeros(4, 2, 3), torch.eye(4), (1, 1))
