@@ -255,9 +255,10 @@ def fit_with_tuned_towers(
 
 
 @dataclass
-class FitOnce:
-    """What :func:`fit_on_frozen_features` hands back: the training's history and seconds, and whether this call
-    trained (False: history and seconds are those of the run that trained, loaded from the cache with the weights)."""
+class TrainingRun:
+    """One training of a re-ranker: its history and seconds, and whether this call trained (False: history and
+    seconds are those of the run that trained, loaded from the cache with the weights). :func:`fit_on_frozen_features`
+    hands one back; notebook 03 wraps its training with tuned towers in one too."""
 
     history: TrainHistory
     seconds: float
@@ -273,7 +274,7 @@ def fit_on_frozen_features(
     config: TrainConfig,
     use_cache: bool = True,
     progress: bool = True,
-) -> FitOnce:
+) -> TrainingRun:
     """``fit(model, pairs, itm_batch_loss(pair_scorer(images, texts)), config)``, trained once and then loaded.
 
     The weights it ends with, its history and its seconds are cached under a key hashed from all the training
@@ -318,7 +319,7 @@ def fit_on_frozen_features(
 
     state = cached_artifact(path, train, use_cache, validate=check)
     model.load_state_dict(state["model"])
-    return FitOnce(TrainHistory(**state["history"]), state["seconds"], trained_here)
+    return TrainingRun(TrainHistory(**state["history"]), state["seconds"], trained_here)
 
 
 # --- re-ranking the dual encoder's top-K --------------------------------------------------------------------------

@@ -366,6 +366,12 @@ def test_tuned_encoders_scorer_equals_the_matcher_on_fresh_tokens_and_trains_the
     assert model.clip.visual.conv1.weight.grad is not None and model.matcher.head.weight.grad is not None
 
 
+def _eight_pairs(easy_epochs: int = 0) -> rr.HardNegativePairs:
+    """Pairs over 8 items whose hard negatives are the next two items (mod 8), drawn with seed 0."""
+    negatives = torch.tensor([[(i + 1) % 8, (i + 2) % 8] for i in range(8)])
+    return rr.HardNegativePairs(negatives, negatives, seed=0, easy_epochs=easy_epochs)
+
+
 def test_fit_with_tuned_towers_trains_a_copy_and_leaves_the_dual_encoder_and_the_config_as_they_were(
     tiny_bundle, small_catalogue
 ):
@@ -374,8 +380,7 @@ def test_fit_with_tuned_towers_trains_a_copy_and_leaves_the_dual_encoder_and_the
     split = small_catalogue.split("test")
     split = split.subset(split.ids[:8], name="test")
     captions = [item.caption("description") for item in split]
-    negatives = torch.tensor([[(i + 1) % 8, (i + 2) % 8] for i in range(8)])
-    pairs = rr.HardNegativePairs(negatives, negatives, seed=0, easy_epochs=0)
+    pairs = _eight_pairs()
     torch.manual_seed(0)
     matcher = cm.ImageTextMatcher(128, 128, width=32, layers=1, n_image_tokens=65)
     config = TrainConfig(epochs=1, batch_size=4, lr=1e-3, seed=3)
@@ -401,8 +406,7 @@ def _fit_once(model_seed: int = 0, easy_epochs: int = 0, lr: float = 1e-2, featu
     from course_utils.train import TrainConfig
 
     images, texts = features or _frozen_features()
-    negatives = torch.tensor([[(i + 1) % 8, (i + 2) % 8] for i in range(8)])
-    pairs = rr.HardNegativePairs(negatives, negatives, seed=0, easy_epochs=easy_epochs)
+    pairs = _eight_pairs(easy_epochs)
     matcher = _matcher(model_seed)
     config = TrainConfig(epochs=1, batch_size=4, lr=lr, seed=3)
     done = rr.fit_on_frozen_features(
@@ -437,8 +441,7 @@ def test_fit_on_frozen_features_keys_seed002s_model_apart_and_heals_a_damaged_fi
     from course_utils.train import TrainConfig
 
     images, texts = _frozen_features()
-    negatives = torch.tensor([[(i + 1) % 8, (i + 2) % 8] for i in range(8)])
-    pairs = rr.HardNegativePairs(negatives, negatives, seed=0)
+    pairs = _eight_pairs()
     config = TrainConfig(epochs=1, batch_size=4, lr=1e-2, seed=3)
 
     def fit_seed002(heads: int):
