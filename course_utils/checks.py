@@ -1,9 +1,9 @@
 """The checks of parameters: the one check that a parameter is a whole number (``k``, ``top_k``, ``limit``,
-``test_size``, the metrics' counts and, through :func:`whole_number`, the command-line options that count: ``--seed``,
-``--steps``, ``--cell-timeout``), the checks a notebook's set-up runs on its own parameters (:func:`check_parameter`,
-:func:`attribute_names`) and the check of a list of names that notebooks and loaders share (:func:`names_problem`),
-so a bad value stops the run at once with the parameter's name instead of failing minutes later in a library's words,
-or running with the value silently changed.
+``test_size``, the metrics' counts and, through :func:`whole_number`, the command-line options that count:
+``--seed``, ``--steps``, ``--cell-timeout``), the command-line rates (:func:`positive_number`: ``--lr``), the checks
+a notebook's set-up runs on its own parameters (:func:`check_parameter`, :func:`attribute_names`) and the check of a
+list of names that notebooks and loaders share (:func:`names_problem`), so a bad value stops the run at once with the
+parameter's name instead of failing minutes later in a library's words, or running with the value silently changed.
 
 ``int(2.5)`` floors and ``True`` is an ``int`` in Python, so ``isinstance(value, int)`` alone would let a float or a
 bool through as a count; each caller raises its own error, naming its parameter.
@@ -12,6 +12,7 @@ bool through as a count; each caller raises its own error, naming its parameter.
 from __future__ import annotations
 
 import argparse
+import math
 import numbers
 from collections.abc import Callable, Sequence
 
@@ -39,6 +40,18 @@ def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def positive_number(text: str) -> float:
+    """An argparse ``type`` for a finite number above 0 (a learning rate): ``-1``, ``0``, ``nan`` and ``inf`` are
+    refused with the flag's name before anything loads, instead of in a traceback from the training's config."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, like 1e-5, got {text!r}")
+    return value
 
 
 def check_parameter(name: str, value: object, allowed: bool, expected: str) -> None:

@@ -1,5 +1,6 @@
 """Command-line options shared by the course's scripts: the data and model options of the multi-process ones
-(``embed_shards``, ``train_contrastive``), and the load-or-exit and ``--device`` check of ``evaluate`` and ``serve``.
+(``embed_shards``, ``train_contrastive``), the load-or-exit of all four, the ``--device`` check of ``evaluate`` and
+``serve``, and the check of an output file's path before the work that writes it.
 
 Every rank of a ``torchrun`` job rebuilds the same catalogue and model from the same options, so the options name
 them reproducibly: a dataset (the procedural catalogue by size and seed, or a real one by folder), a split, an
@@ -12,17 +13,21 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
+from .checks import whole_number
 from .data import load_catalogue, reads_folder
 from .data.records import Catalogue
 from .data.registry import loader_accepts
 from .models import load_clip
 from .models.clip_loader import DEVICE_CHOICES, WeightsUnavailable, device_problem, load_weights, weights_file_label
+from .seeding import MAX_SEED
 
 
 def add_data_and_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +35,12 @@ def add_data_and_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalogue", default="synthetic", help="dataset name for load_catalogue")
     parser.add_argument("--root", default=None, help="folder of a real dataset")
     parser.add_argument("--size", default=None, help='synthetic size: "ci", "full" or JSON like {"test": 2000}')
-    parser.add_argument("--seed", type=int, default=0, help="catalogue seed (datasets with official splits: unused)")
+    parser.add_argument(
+        "--seed",
+        type=whole_number(0, MAX_SEED),
+        default=0,
+        help="catalogue seed (datasets with official splits: unused)",
+    )
     parser.add_argument("--split", default=None, help="use only this split")
     parser.add_argument("--model", default="tiny-fashion-clip", help="open_clip model name")
     parser.add_argument("--weights", default=None, help="state_dict file of the model (else random init, seed 0)")
@@ -103,6 +113,21 @@ def exit_on_load_errors(what: str, dataset: str | None = None, data_root: str | 
     # DatasetNotFound is an OSError and BadCheckpoint a ValueError: both are caught here, their messages kept
     except (WeightsUnavailable, ValueError, OSError) as err:
         raise SystemExit(f"cannot load {what}: {err}") from None
+
+
+def check_output_file(parser: argparse.ArgumentParser, flag: str, path: str | Path) -> Path:
+    """``path``, made absolute, once it names a file that can be written: not a folder, and under a folder that
+    exists or can be created and is writable. Otherwise ``parser.error`` names ``flag``, before the model loads, so
+    a long training or evaluation is not lost at its last step (the file's folders are created when it is written)."""
+    out = Path(path).expanduser().absolute()
+    nearest = next(folder for folder in out.parents if folder.exists())  # the folder the missing ones go into
+    if out.is_dir() or not nearest.is_dir():
+        parser.error(f"{flag} {out}: give a file name inside a folder (checked before anything runs, not after)")
+    if not os.access(nearest, os.W_OK):
+        parser.error(
+            f"{flag} {out}: the folder {nearest} is not writable; choose another (checked before anything runs)"
+        )
+    return out
 
 
 def device_name(text: str) -> str:

@@ -33,7 +33,7 @@ import torch
 
 from .cache import file_sha256, torch_save_atomic
 from .checks import whole_number
-from .cli import add_data_and_model_arguments, bundle_from_args, catalogue_from_args
+from .cli import add_data_and_model_arguments, bundle_from_args, catalogue_from_args, exit_on_load_errors
 from .data.records import Catalogue
 from .distributed import process_device
 from .embed import encode_images, weights_digest
@@ -223,7 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.merge and not 0 <= args.rank < args.world_size:
         parser.error(f"--rank {args.rank} is not one of the {args.world_size} ranks of --world-size (0 to n - 1)")
     if args.merge:
-        embeddings, item_ids, manifest = _merge(Path(args.out), catalogue_from_args(args))
+        with exit_on_load_errors("the catalogue"):
+            catalogue = catalogue_from_args(args)
+        embeddings, item_ids, manifest = _merge(Path(args.out), catalogue)
         torch_save_atomic(
             {
                 "embeddings": embeddings,
@@ -237,9 +239,11 @@ def main(argv: list[str] | None = None) -> None:
             f"merged {embeddings.shape[0]} x {embeddings.shape[1]} embeddings into {Path(args.out) / 'embeddings.pt'}"
         )
         return
+    with exit_on_load_errors("the catalogue and model"):
+        bundle, catalogue = bundle_from_args(args, device=process_device()), catalogue_from_args(args)
     manifest = embed_shard(
-        bundle_from_args(args, device=process_device()),
-        catalogue_from_args(args),
+        bundle,
+        catalogue,
         args.out,
         args.rank,
         args.world_size,

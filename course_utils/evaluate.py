@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from .checks import whole_number
-from .cli import device_name, exit_on_load_errors
+from .cli import check_output_file, device_name, exit_on_load_errors
 from .data import attribute_retrieval_protocol
 from .embed import encode_images, encode_texts
 from .errors import error_summary
@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--output", type=Path, default=None, help="write the JSON record here")
     args = parser.parse_args(argv)
+    if args.output is not None:
+        args.output = check_output_file(parser, "--output", args.output)
 
     with exit_on_load_errors("the dataset and model", args.dataset, args.data_root):
         experiment = load_experiment(

@@ -16,17 +16,23 @@ this run (after a resume), seconds and images per second of this run, per-step l
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from . import distributed
 from .cache import torch_save_atomic
-from .checks import whole_number
-from .cli import add_data_and_model_arguments, bundle_from_args, catalogue_from_args
+from .checks import positive_number, whole_number
+from .cli import (
+    add_data_and_model_arguments,
+    bundle_from_args,
+    catalogue_from_args,
+    check_output_file,
+    exit_on_load_errors,
+)
 from .data.adapters import ImageTextDataset
 from .json_files import write_json
+from .seeding import MAX_SEED
 from .train import TrainConfig, clamp_logit_scale, contrastive_batch_loss, fit
 
 
@@ -38,9 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--batch-size", type=whole_number(1), default=32, help="GLOBAL batch (split over the processes)"
     )
-    parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--warmup-steps", type=int, default=2)
-    parser.add_argument("--train-seed", type=int, default=0, help="data order and initial RNG of fit")
+    parser.add_argument("--lr", type=positive_number, default=1e-5)
+    parser.add_argument("--warmup-steps", type=whole_number(0), default=2)
+    parser.add_argument(
+        "--train-seed", type=whole_number(0, MAX_SEED), default=0, help="data order and initial RNG of fit"
+    )
     parser.add_argument("--checkpoint-dir", default=None, help="resume from / write last.pt here")
     parser.add_argument("--checkpoint-every", type=whole_number(1), default=None)
     parser.add_argument(
@@ -48,12 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", required=True, help="where rank 0 writes the trained state_dict")
     args = parser.parse_args(argv)
-    out = Path(args.out).expanduser().absolute()
-    nearest = next(folder for folder in out.parents if folder.exists())  # the folder the missing ones go into
-    if out.is_dir() or not nearest.is_dir():
-        parser.error(f"--out {out}: give a file name inside a folder (checked before training, not after)")
-    if not os.access(nearest, os.W_OK):
-        parser.error(f"--out {out}: the folder {nearest} is not writable; choose another (checked before training)")
+    out = check_output_file(parser, "--out", args.out)
 
     device = distributed.process_device()  # cuda:<LOCAL_RANK> under torchrun on GPUs, else cpu
     context = distributed.init_from_env(device.split(":")[0])
@@ -62,10 +65,11 @@ def main(argv: list[str] | None = None) -> None:
             f"--batch-size {args.batch_size} cannot be split evenly over {context.world_size} processes; choose a "
             f"multiple of {context.world_size}"
         )
-    bundle = bundle_from_args(args, device=device)
-    dataset = ImageTextDataset(
-        catalogue_from_args(args), bundle.preprocess, caption_style=args.caption_style, seed=args.train_seed
-    )
+    with exit_on_load_errors("the training data and model"):
+        bundle = bundle_from_args(args, device=device)
+        dataset = ImageTextDataset(
+            catalogue_from_args(args), bundle.preprocess, caption_style=args.caption_style, seed=args.train_seed
+        )
     config = TrainConfig(
         max_steps=args.steps,
         epochs=10**6,

@@ -1,11 +1,12 @@
 """The one whole-number check of counts, and the checks of notebook parameters (``course_utils.checks``)."""
 
+import argparse
 import re
 
 import numpy as np
 import pytest
 
-from course_utils.checks import attribute_names, check_parameter, is_whole_number, names_problem
+from course_utils.checks import attribute_names, check_parameter, is_whole_number, names_problem, positive_number
 
 
 @pytest.mark.parametrize("value", [0, 3, -2, np.int64(7), np.int32(1)])
@@ -71,3 +72,10 @@ def test_names_problem_says_what_a_list_of_names_must_be(value, said):
 def test_names_problem_accepts_a_list_or_tuple_of_allowed_names():
     assert names_problem(["test"], ("train", "test")) is None
     assert names_problem(("train", "test"), ("train", "test")) is None
+
+
+def test_a_rate_is_a_finite_number_above_zero():
+    assert positive_number("1e-5") == 1e-5 and positive_number("0.3") == 0.3
+    for text in ("0", "-1", "nan", "inf", "-inf", "fast", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"above 0, like 1e-5, got {text!r}")):
+            positive_number(text)

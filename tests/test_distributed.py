@@ -265,6 +265,42 @@ def test_train_contrastive_refuses_counts_below_one_by_flag(option, value, tmp_p
     assert f"argument {option}: must be a whole number of at least 1, got '{value}'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--lr", "-1", "must be a finite number above 0, like 1e-5, got '-1'"),  # TrainConfig's traceback
+        ("--lr", "nan", "must be a finite number above 0, like 1e-5, got 'nan'"),
+        ("--warmup-steps", "-3", "must be a whole number of at least 0, got '-3'"),  # TrainConfig's traceback
+        # a negative seed trained until a style with several captions drew one: numpy refuses negative seeds
+        ("--train-seed", "-5", "must be a whole number from 0 to 4294967295, got '-5'"),
+        ("--seed", "-1", "must be a whole number from 0 to 4294967295, got '-1'"),
+    ],
+)
+def test_train_contrastive_refuses_a_bad_rate_or_seed_by_flag(option, value, said, tmp_path, capsys):
+    from course_utils import train_contrastive
+
+    with pytest.raises(SystemExit) as refused:
+        train_contrastive.main([option, value, "--out", str(tmp_path / "out.pt")])
+    assert refused.value.code == 2
+    assert f"argument {option}: {said}" in capsys.readouterr().err
+
+
+def test_train_contrastive_says_in_one_line_what_it_cannot_load(tmp_path, tiny_bundle, small_catalogue):
+    """A caption style the items lack stopped the training at its first batch, in a ``KeyError`` naming one item;
+    a missing weights file or an unknown dataset came as a traceback."""
+    with pytest.raises(SystemExit) as refused:
+        run_train_contrastive(tmp_path, tiny_bundle, "--caption-style", "tag")
+    assert refused.value.code == (
+        "cannot load the training data and model: caption style 'tag': 160 of 160 items of synthetic/train have no "
+        "caption "
+        "of that style (the first: syn-000040); the styles its items have: ['description', 'title', 'web']"
+    )
+    with pytest.raises(SystemExit) as refused:
+        run_train_contrastive(tmp_path, tiny_bundle, "--weights", str(tmp_path / "missing.pt"))
+    assert str(refused.value.code).startswith("cannot load the training data and model: weights file ")
+    assert not (tmp_path / "out.pt").exists()
+
+
 def test_train_contrastive_refuses_a_batch_the_processes_cannot_share_before_loading(tmp_path, monkeypatch, capsys):
     from course_utils import train_contrastive
 

@@ -149,6 +149,8 @@ def test_command_line_ranks_then_merge(tiny_bundle, small_catalogue, tmp_path):
         (["--rank", "2", "--world-size", "2"], "--rank 2 is not one of the 2 ranks of --world-size"),
         (["--batch-size", "0"], "argument --batch-size: must be a whole number of at least 1, got '0'"),
         (["--world-size", "0"], "argument --world-size: must be a whole number of at least 1"),
+        # numpy's "expected non-negative integer" came out of the catalogue's split
+        (["--seed", "-1"], "argument --seed: must be a whole number from 0 to 4294967295, got '-1'"),
     ],
 )
 def test_command_line_mistakes_are_refused_before_any_model_loads(tmp_path, monkeypatch, capsys, arguments, message):
@@ -158,3 +160,12 @@ def test_command_line_mistakes_are_refused_before_any_model_loads(tmp_path, monk
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "s"), *arguments])
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("merge", [[], ["--merge"]], ids=["embed", "merge"])
+def test_a_catalogue_that_cannot_load_is_one_line_naming_it(tmp_path, merge):
+    """The loaders' errors name the dataset and what to do; the command said them in a traceback."""
+    with pytest.raises(SystemExit) as refused:
+        main(["--out", str(tmp_path / "s"), "--catalogue", "bogus", *merge])
+    said = "cannot load the catalogue: " if merge else "cannot load the catalogue and model: "
+    assert str(refused.value.code).startswith(f"{said}unknown dataset 'bogus'; choose one of [")

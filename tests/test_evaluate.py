@@ -131,6 +131,19 @@ def test_a_reranker_saved_with_tuned_towers_reads_their_tokens_and_keeps_them_un
         rerank.load_reranker(path)
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_anything_loads(monkeypatch, tmp_path, capsys):
+    """It was said after the evaluation, which on a real gallery with real weights takes minutes."""
+    monkeypatch.setattr(evaluate, "load_experiment", lambda *args, **kwargs: pytest.fail("loaded before the check"))
+    (tmp_path / "a_file").write_text("")
+    for output in (tmp_path, tmp_path / "a_file" / "retrieval.json"):
+        with pytest.raises(SystemExit) as refused:
+            evaluate.main(["--task", "retrieval", "--output", str(output)])
+        assert refused.value.code == 2
+        assert f"--output {output}: give a file name inside a folder (checked before anything runs" in (
+            capsys.readouterr().err
+        )
+
+
 def test_main_prints_a_table_and_writes_one_json_record(experiment, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(evaluate, "load_experiment", lambda *args, **kwargs: experiment)
     output = tmp_path / "eval" / "retrieval.json"

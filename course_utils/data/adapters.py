@@ -41,6 +41,18 @@ def collate_skipping_unreadable(samples: list[dict]) -> dict:
     return batch
 
 
+def _check_caption_style(catalogue: Catalogue, style: str) -> None:
+    """Refuse a caption ``style`` that some items lack, when the dataset is made: a training would stop at the first
+    batch that draws one of them (a ``KeyError`` naming one item), after the model and data have loaded."""
+    lacking = [item.item_id for item in catalogue.items if not item.captions_of(style)]
+    if lacking:
+        styles = sorted({name for item in catalogue.items for name in item.caption_styles})
+        raise ValueError(
+            f"caption style {style!r}: {len(lacking)} of {len(catalogue)} items of {catalogue.name} have no caption "
+            f"of that style (the first: {lacking[0]}); the styles its items have: {styles}"
+        )
+
+
 class ImageTextDataset(Dataset):
     """(image, caption) pairs for contrastive training and encoding.
 
@@ -54,6 +66,8 @@ class ImageTextDataset(Dataset):
     def __init__(
         self, catalogue: Catalogue, preprocess: Preprocess | None, caption_style: str | None = None, seed: int = 0
     ):
+        if caption_style is not None:
+            _check_caption_style(catalogue, caption_style)
         self.catalogue, self.preprocess, self.caption_style, self.seed = catalogue, preprocess, caption_style, seed
         self.epoch = 0
 
@@ -66,10 +80,10 @@ class ImageTextDataset(Dataset):
 
     def caption_for(self, index: int) -> str:
         item = self.catalogue[index]
-        options = list(item.captions) if self.caption_style is None else item.captions_of(self.caption_style)
-        if not options:
-            raise KeyError(f"item {item.item_id} has no caption of style {self.caption_style!r}")
-        if len(options) == 1 or self.caption_style is None:
+        if self.caption_style is None:
+            return item.caption()  # its first; a KeyError naming the item if it has none
+        options = item.captions_of(self.caption_style)  # not empty: checked when the dataset was made
+        if len(options) == 1:
             return options[0]
         return options[int(np.random.default_rng([self.seed, self.epoch, index]).integers(len(options)))]
 

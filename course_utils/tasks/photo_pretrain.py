@@ -207,7 +207,7 @@ class MixedCaptionDataset(ImageTextDataset):
     """
 
     def __init__(self, catalogue: Catalogue, preprocess: Callable | None, description_rate: float, seed: int = 0):
-        super().__init__(catalogue, preprocess, caption_style=TITLE, seed=seed)
+        super().__init__(catalogue, preprocess, seed=seed)  # no one style: caption_for picks title or description
         self.description_rate = description_rate
         self.pixels: dict[int, torch.Tensor] = {}
 

@@ -1,5 +1,8 @@
 """Dataset adapters: deterministic caption choice and skipping unreadable images without crashing."""
 
+import re
+
+import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms
@@ -17,6 +20,24 @@ def test_caption_choice_is_deterministic_per_epoch(small_catalogue):
     assert first != [dataset.caption_for(i) for i in range(50)]
     for i, caption in enumerate(first):
         assert caption in small_catalogue[i].captions_of("web")
+
+
+def test_a_caption_style_some_items_lack_is_refused_when_the_dataset_is_made():
+    """It was a ``KeyError`` at the first batch that drew such an item, after the model and data had loaded."""
+    items = [
+        Item("a", ("a shirt", "a blue shirt"), ("title", "web"), {}, "train", None),
+        Item("b", ("b dress",), ("title",), {}, "train", None),
+        Item("c", ("c skirt",), ("title",), {}, "train", None),
+    ]
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "caption style 'web': 2 of 3 items of toy have no caption of that style (the first: b); the styles its "
+            "items have: ['title', 'web']"
+        ),
+    ):
+        ImageTextDataset(Catalogue("toy", items), None, caption_style="web")
+    assert ImageTextDataset(Catalogue("toy", items), None, caption_style="title").caption_for(1) == "b dress"
 
 
 def test_unreadable_images_are_skipped_and_listed(tmp_path):
