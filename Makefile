@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup lock run run-ci test lint bench serve clean-cache student slides slides-js records findings run-real records-real
+.PHONY: setup lock run run-ci test golden lint bench serve clean-cache student slides slides-js records findings run-real records-real
 
 setup: $(STAMP)
 
@@ -39,6 +39,11 @@ run: setup
 #               figures/ and the full run's records in outputs/ stay as they are)
 run-ci: setup
 	$(PY) -m course_utils.run --profile ci
+
+# make golden — after a make test whose moved ci numbers are all meant: tests/golden/ci-metrics.json from its ci run
+#               (outputs/ci/results), which every later ci run of the tests is compared with; commit it on its own
+golden: setup
+	$(PY) -m course_utils.golden write
 
 # make test runs the suite in TEST_WORKERS processes (pytest-xdist; tests/conftest.py says how it splits them), each
 # with its share of the cores for torch and the notebook kernels it starts: on 2 cores, one thread each

@@ -165,6 +165,7 @@ def write_results(
             "cpu_signature": cpu_signature(),  # one model name can be several processors (rounding differs)
             "kernels": kernel_choices(),  # and each library picks its kernels for it in its own way
             "libraries": library_versions(),  # torch's among them
+            "torch_threads": torch.get_num_threads(),  # a sum over more threads rounds in another order
             "constraints": environment_pins(),  # and every other distribution: as pinned, or which differ
         },
     }

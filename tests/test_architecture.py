@@ -41,6 +41,7 @@ LAYERS = [
         "classroom",
         "findings",
         "bench_records",
+        "golden",
         "handouts",
         "train_contrastive",
     },

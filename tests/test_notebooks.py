@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from course_utils import findings, run
+from course_utils import findings, golden, run
 from course_utils.paths import REPO_ROOT
 
 pytestmark = pytest.mark.notebooks
@@ -237,6 +237,21 @@ def real_photo_claims(m: dict[str, dict], floors: dict[str, float]) -> dict[str,
 def test_the_course_claims_hold_on_the_ci_records(ci_run):
     claims = course_claims(read_records(ci_run / "results"), rerank_may_lose_r1=RERANK_MAY_LOSE_R1_ON_CI)
     assert all(claims.values()), f"claims that do not hold on ci: {[c for c, ok in claims.items() if not ok]}"
+
+
+def test_the_ci_numbers_are_the_golden_ones(ci_run):
+    """Every metric of the ci run but the timings, and every parameter, equals ``tests/golden/ci-metrics.json``'s:
+    a change that moves a number fails here, not sessions later. Values are compared on the numerics the golden file
+    was made on (processor, kernels, libraries, thread count); on others, notebooks, metric names and parameters."""
+    kept, records = golden.read_golden(), golden.records_by_notebook(ci_run / "results")
+    found, other_numerics = golden.differences(kept, records), golden.numerics_differences(kept, records)
+    remedy = (
+        "if every change is meant, rewrite the golden numbers from this run with `make golden` and commit them on their"
+        " own, saying what moved and why; a cache filled at another thread count (outputs/test-cache) also moves them"
+    )
+    assert not found, f"{len(found)} changes from the golden ci numbers:\n" + "\n".join(found[:40]) + f"\n{remedy}"
+    if other_numerics:
+        pytest.skip(f"values compared only where the numerics are the golden file's, not: {'; '.join(other_numerics)}")
 
 
 def test_the_real_photo_lessons_hold_on_the_committed_real_records():

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from course_utils.json_files import write_json
 from course_utils.lockfile import environment_pins
@@ -50,6 +51,7 @@ def test_records_round_trip_and_report(tmp_path, monkeypatch):
     assert environment["libraries"]["numpy"] == np.__version__ and environment["cpu"]
     assert environment["cpu_signature"] == cpu_signature()
     assert environment["kernels"] == kernel_choices()
+    assert environment["torch_threads"] == torch.get_num_threads()
     assert environment["constraints"] == environment_pins()  # whether the other distributions are those pinned
     write_results("02_demo", {"profile": "ci"}, {"r10": 0.7})
     assert [r["notebook"] for r in read_results()] == ["01_demo", "02_demo"]
