@@ -96,7 +96,8 @@ def bundle_from_args(args: argparse.Namespace, device: str = "cpu"):
 @contextlib.contextmanager
 def exit_on_load_errors(what: str, dataset: str | None = None, data_root: str | None = None) -> Iterator[None]:
     """Run the loading in the ``with`` block, or exit with one line, ``cannot load <what>: <reason>``, never a
-    traceback (the command lines ``evaluate`` and ``serve`` load their dataset and model through it).
+    traceback (``evaluate``, ``serve``, ``embed_shards`` and ``train_contrastive`` load their data and model through
+    it; ``train_contrastive`` its training data too, whose caption style some items may lack).
 
     The loaders' errors name the file and what to do (``DatasetNotFound``, ``WeightsUnavailable``, ``BadCheckpoint``)
     or the parameter (``ValueError``: an unknown dataset or model); a file that cannot be read is an ``OSError``
