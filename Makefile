@@ -40,10 +40,12 @@ run: setup
 run-ci: setup
 	$(PY) -m course_utils.run --profile ci
 
-# make golden — after a make test whose moved ci numbers are all meant: tests/golden/ci-metrics.json from its ci run
-#               (outputs/ci/results), which every later ci run of the tests is compared with; commit it on its own
+# make golden — after a make test whose moved numbers are all meant: tests/golden/<profile>-metrics.json from its ci
+#               and real-ci runs (outputs/<profile>/results; real-ci where ../shared/data let it run), which every
+#               later run of the tests is compared with; commit them on their own, saying what moved and why
 golden: setup
-	$(PY) -m course_utils.golden write
+	$(PY) -m course_utils.golden write --profile ci
+	[ ! -d outputs/real-ci/results ] || $(PY) -m course_utils.golden write --profile real-ci
 
 # make test runs the suite in TEST_WORKERS processes (pytest-xdist; tests/conftest.py says how it splits them), each
 # with its share of the cores for torch and the notebook kernels it starts: on 2 cores, one thread each

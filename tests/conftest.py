@@ -69,13 +69,13 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=start_order)  # stable: within a unit, and among the rest, the collection order stays
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # a path: module fixtures (test_real_ci.py's run) may need it too
 def shared_data() -> Path:
     """The shared data folder; skips the test when it is absent (e.g. on a fresh clone)."""
     return _require(shared_data_dir())
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fashion_product_sample(shared_data: Path) -> Path:
     """``../shared/data/fashion-product-small`` (5,000 real rows and images, plus the full original CSV)."""
     return _require(shared_data / "fashion-product-small")

@@ -239,19 +239,27 @@ def test_the_course_claims_hold_on_the_ci_records(ci_run):
     assert all(claims.values()), f"claims that do not hold on ci: {[c for c, ok in claims.items() if not ok]}"
 
 
-def test_the_ci_numbers_are_the_golden_ones(ci_run):
-    """Every metric of the ci run but the timings, and every parameter, equals ``tests/golden/ci-metrics.json``'s:
-    a change that moves a number fails here, not sessions later. Values are compared on the numerics the golden file
-    was made on (processor, kernels, libraries, thread count); on others, notebooks, metric names and parameters."""
-    kept, records = golden.read_golden(), golden.records_by_notebook(ci_run / "results")
+def assert_the_golden_numbers_hold(out: Path, profile: str) -> None:
+    """Every metric of the run in ``out`` but the timings, and every parameter, equals the profile's golden numbers
+    (``tests/golden/<profile>-metrics.json``): a change that moves a number fails here, not sessions later. Values are
+    compared on the numerics the golden file was made on (processor, kernels, libraries, thread count); on others,
+    notebooks, metric names and parameters, and the test is skipped with the numerics that differ."""
+    kept = golden.read_golden(golden.golden_path(profile), profile)
+    records = golden.records_by_notebook(out / "results", profile)
     found, other_numerics = golden.differences(kept, records), golden.numerics_differences(kept, records)
     remedy = (
         "if every change is meant, rewrite the golden numbers from this run with `make golden` and commit them on their"
         " own, saying what moved and why; a cache filled at another thread count (outputs/test-cache) also moves them"
     )
-    assert not found, f"{len(found)} changes from the golden ci numbers:\n" + "\n".join(found[:40]) + f"\n{remedy}"
+    assert not found, (
+        f"{len(found)} changes from the golden {profile} numbers:\n" + "\n".join(found[:40]) + f"\n{remedy}"
+    )
     if other_numerics:
         pytest.skip(f"values compared only where the numerics are the golden file's, not: {'; '.join(other_numerics)}")
+
+
+def test_the_ci_numbers_are_the_golden_ones(ci_run):
+    assert_the_golden_numbers_hold(ci_run, "ci")
 
 
 def test_the_real_photo_lessons_hold_on_the_committed_real_records():

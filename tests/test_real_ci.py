@@ -15,6 +15,7 @@ from deepfashion_layout import write_deepfashion_multimodal
 from test_notebooks import (
     REAL_CI_FLOORS,
     assert_caption_groups_make_up_the_gallery,
+    assert_the_golden_numbers_hold,
     prose_with_negative_zeros,
     read_records,
     real_photo_claims,
@@ -45,10 +46,18 @@ def kaggle_subset(sample: Path, products: int, folder: Path) -> Path:
     return folder
 
 
-def test_the_real_profile_runs_every_notebook_on_the_sample_and_its_lessons_hold(monkeypatch, fashion_product_sample):
+@pytest.fixture(scope="module")
+def real_ci_run(fashion_product_sample) -> Path:
+    """Notebooks 01-07 run once in the real-ci profile on the sample's first products; the tests below read the run."""
     out = REPO_ROOT / "outputs" / "real-ci"
     data = kaggle_subset(fashion_product_sample, REAL_CI_PRODUCTS, REPO_ROOT / "outputs" / "real-ci-data")
-    run_on_the_test_cache(monkeypatch, out, "--profile", "real-ci", "--set", f"data_root={data}")
+    with pytest.MonkeyPatch.context() as patch:
+        run_on_the_test_cache(patch, out, "--profile", "real-ci", "--set", f"data_root={data}")
+    return out
+
+
+def test_the_real_profile_runs_every_notebook_on_the_sample_and_its_lessons_hold(real_ci_run):
+    out = real_ci_run
     for path in (out / "results").glob("[0-9][0-9]_*.json"):
         parameters = json.loads(path.read_text())["parameters"]
         assert parameters["dataset"] == "fashion-product-small" and parameters["pretrained"] == "photo"
@@ -59,6 +68,10 @@ def test_the_real_profile_runs_every_notebook_on_the_sample_and_its_lessons_hold
     assert_caption_groups_make_up_the_gallery(metrics["01"])
     assert not prose_with_negative_zeros(out)
     assert list((out / "figures" / "01_baseline_clip").glob("*.png"))  # figures from the photos, outside figures/
+
+
+def test_the_real_ci_numbers_are_the_golden_ones(real_ci_run):
+    assert_the_golden_numbers_hold(real_ci_run, "real-ci")
 
 
 # Drawn garments in DeepFashion-MultiModal's layout (tests/deepfashion_layout.py): the dataset is not on these
